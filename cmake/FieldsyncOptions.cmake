@@ -1,0 +1,22 @@
+# Warnings, sanitizers and ccache for every fieldsync target.
+option(FIELDSYNC_WERROR "Treat warnings as errors" OFF)
+set(FIELDSYNC_SANITIZE "" CACHE STRING "Sanitizers to build with, e.g. address,undefined")
+
+find_program(CCACHE_PROGRAM ccache)
+if(CCACHE_PROGRAM AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
+  set(CMAKE_CXX_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
+endif()
+
+add_compile_options(-Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor)
+if(FIELDSYNC_WERROR)
+  add_compile_options(-Werror)
+endif()
+if(FIELDSYNC_SANITIZE)
+  add_compile_options(-fsanitize=${FIELDSYNC_SANITIZE} -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=${FIELDSYNC_SANITIZE})
+endif()
+
+# Every fieldsync library: headers included as "storage/store.hpp" from the repo root.
+function(fieldsync_library name)
+  target_include_directories(${name} PUBLIC ${PROJECT_SOURCE_DIR})
+endfunction()

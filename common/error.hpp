@@ -1,0 +1,40 @@
+// Error: the one error type that crosses component boundaries in fieldsync.
+//
+// Codes are coarse and transport-neutral (modelled on gRPC status codes) so that
+// exactly one function per edge maps them: ipc/http_error.cpp to HTTP statuses,
+// sync/wire_error to protocol error frames. Details go in `message`, which is
+// safe to show to a local user and must never contain secrets.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+namespace fieldsync {
+
+enum class Errc {
+  ok = 0,
+  invalid_argument,     // malformed input: bad JSON, bad id, unknown field
+  not_found,            // no such project / document / version / peer
+  already_exists,       // create of something that exists
+  failed_precondition,  // stale base version, wrong state
+  too_large,            // a named size limit was exceeded
+  resource_exhausted,   // disk full, map full, too many connections
+  unauthenticated,      // missing or wrong credentials
+  permission_denied,    // authenticated, but not allowed
+  verification_failed,  // bad hash chain or signature on received data
+  unavailable,          // peer or service not reachable right now
+  unsupported,          // newer format / protocol version we do not speak
+  data_loss,            // on-disk corruption detected
+  internal,             // a bug or an unexpected system error
+};
+
+std::string_view errc_name(Errc code);
+
+struct Error {
+  Errc code = Errc::internal;
+  std::string message;
+};
+
+inline Error make_error(Errc code, std::string message) { return Error{code, std::move(message)}; }
+
+}  // namespace fieldsync

@@ -1,0 +1,65 @@
+// Config: every setting of fieldsyncd, with its default. Loaded from the config file
+// (docs/operations.md "Configuration"), then overridden by command-line flags.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "storage/types.hpp"
+
+namespace fieldsync::config {
+
+struct ApiOptions {
+  // Unix socket; empty = /run/fieldsync/api.sock when root, else <data_dir>/api.sock.
+  std::filesystem::path socket_path;
+  std::uint32_t socket_mode = 0660;        // api.socket_mode (octal in the file)
+  std::string socket_group;                // api.socket_group: group allowed to use the socket
+  bool http_enabled = true;                // api.http_enabled
+  std::string http_address = "127.0.0.1";  // api.http_address: loopback unless set explicitly
+  std::uint16_t http_port = 7890;          // api.http_port (0 = ephemeral, written to data_dir/api.port)
+  std::uint64_t max_body_bytes = 8u << 20; // api.max_body_bytes: one request body
+  std::uint32_t max_connections = 256;     // api.max_connections
+  std::uint32_t max_page_size = 1000;      // api.max_page_size: docs/changes per response
+  std::uint32_t request_timeout_ms = 30000;   // api.request_timeout_ms: read of one request
+  std::uint32_t longpoll_timeout_ms = 60000;  // api.longpoll_timeout_ms: upper bound for ?timeout=
+  std::uint32_t sse_heartbeat_ms = 15000;     // api.sse_heartbeat_ms
+};
+
+struct SyncOptions {
+  bool enabled = true;                     // sync.enabled
+  std::string listen_address = "0.0.0.0";  // sync.listen_address
+  std::uint16_t listen_port = 7891;        // sync.listen_port (0 = ephemeral)
+  std::uint32_t max_frame_bytes = 4u << 20;    // sync.max_frame_bytes
+  std::uint32_t batch_entries = 512;           // sync.batch_entries: log entries per batch
+  std::uint64_t batch_bytes = 1u << 20;        // sync.batch_bytes: body bytes per batch
+  std::uint32_t window_batches = 4;            // sync.window_batches: unacknowledged batches in flight
+  std::uint32_t handshake_timeout_ms = 10000;  // sync.handshake_timeout_ms
+  std::uint32_t idle_timeout_ms = 120000;      // sync.idle_timeout_ms
+  std::uint32_t connect_timeout_ms = 10000;    // sync.connect_timeout_ms
+  std::uint32_t max_peers = 32;                // sync.max_peers: concurrent sync sessions
+  std::uint32_t retry_min_ms = 1000;           // sync.retry_min_ms: first reconnect backoff
+  std::uint32_t retry_max_ms = 300000;         // sync.retry_max_ms: backoff ceiling
+};
+
+// A peer from the config file: [peer.<name>] address = host:port, device = <device id>.
+struct StaticPeer {
+  std::string name;
+  std::string address;
+  std::string device_id;
+};
+
+struct Config {
+  std::filesystem::path data_dir;  // daemon.data_dir; default /var/lib/fieldsync or ~/.local/share/fieldsync
+  std::string log_level = "info";  // daemon.log_level: trace|debug|info|warn|error
+  std::string device_name;         // daemon.device_name: shown to peers; default hostname
+  ApiOptions api;
+  SyncOptions sync;
+  storage::StoreOptions storage;   // storage.*; storage.data_dir is set from daemon.data_dir
+  std::vector<StaticPeer> peers;
+};
+
+}  // namespace fieldsync::config

@@ -1,0 +1,147 @@
+#include "crypto/crypto.hpp"
+
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+namespace fieldsync::crypto {
+namespace {
+
+const EVP_MD* sha256_md() {
+  // Fetched once: implicit fetching on every call costs a provider lookup.
+  static EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+struct PkeyFree {
+  void operator()(EVP_PKEY* k) const { EVP_PKEY_free(k); }
+};
+using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
+
+}  // namespace
+
+Digest sha256(ByteView data) { return sha256({data}); }
+
+Digest sha256(std::initializer_list<ByteView> parts) {
+  Digest out{};
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, sha256_md(), nullptr);
+  for (auto p : parts) EVP_DigestUpdate(ctx, p.data(), p.size());
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, out.data(), &len);
+  EVP_MD_CTX_free(ctx);
+  return out;
+}
+
+Digest hmac_sha256(ByteView key, ByteView message) {
+  Digest out{};
+  unsigned int len = 0;
+  HMAC(sha256_md(), key.data(), static_cast<int>(key.size()), message.data(), message.size(),
+       out.data(), &len);
+  return out;
+}
+
+void random_fill(std::span<std::uint8_t> out) {
+  if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1) std::abort();  // no safe fallback
+}
+
+Bytes random_bytes(std::size_t n) {
+  Bytes b(n);
+  random_fill(b);
+  return b;
+}
+
+bool constant_time_equal(ByteView a, ByteView b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool verify(const DeviceId& signer, ByteView message, const Signature& sig) {
+  PkeyPtr key(EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, signer.bytes.data(),
+                                          signer.bytes.size()));
+  if (!key) return false;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  bool ok = EVP_DigestVerifyInit(ctx, nullptr, nullptr, nullptr, key.get()) == 1 &&
+            EVP_DigestVerify(ctx, sig.data(), sig.size(), message.data(), message.size()) == 1;
+  EVP_MD_CTX_free(ctx);
+  return ok;
+}
+
+struct SigningKey::Impl {
+  PkeyPtr key;
+};
+
+SigningKey::SigningKey(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {
+  std::size_t len = id_.bytes.size();
+  EVP_PKEY_get_raw_public_key(impl_->key.get(), id_.bytes.data(), &len);
+}
+SigningKey::SigningKey(SigningKey&&) noexcept = default;
+SigningKey& SigningKey::operator=(SigningKey&&) noexcept = default;
+SigningKey::~SigningKey() = default;
+
+Result<SigningKey> SigningKey::generate() {
+  EVP_PKEY* k = EVP_PKEY_Q_keygen(nullptr, nullptr, "ED25519");
+  if (!k) return make_error(Errc::internal, "Ed25519 key generation failed");
+  auto impl = std::make_unique<Impl>();
+  impl->key.reset(k);
+  return SigningKey(std::move(impl));
+}
+
+Result<SigningKey> SigningKey::load_or_create(const std::filesystem::path& path) {
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    EVP_PKEY* k = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+    std::fclose(f);
+    if (!k || EVP_PKEY_get_id(k) != EVP_PKEY_ED25519) {
+      EVP_PKEY_free(k);
+      return make_error(Errc::data_loss, "device key " + path.string() + " is not an Ed25519 PEM key");
+    }
+    auto impl = std::make_unique<Impl>();
+    impl->key.reset(k);
+    return SigningKey(std::move(impl));
+  }
+  auto key = generate();
+  if (!key) return key.error();
+  // Write to a temp file created 0600, fsync, then rename: a crash never leaves half a key.
+  std::string pem = key->private_pem();
+  auto tmp = path;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return make_error(Errc::internal, "cannot create " + tmp.string());
+  bool ok = ::write(fd, pem.data(), pem.size()) == static_cast<ssize_t>(pem.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0)
+    return make_error(Errc::internal, "cannot write " + path.string());
+  return key;
+}
+
+Signature SigningKey::sign(ByteView message) const {
+  Signature sig{};
+  std::size_t len = sig.size();
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestSignInit(ctx, nullptr, nullptr, nullptr, impl_->key.get());
+  EVP_DigestSign(ctx, sig.data(), &len, message.data(), message.size());
+  EVP_MD_CTX_free(ctx);
+  return sig;
+}
+
+std::string SigningKey::private_pem() const {
+  BIO* bio = BIO_new(BIO_s_mem());
+  PEM_write_bio_PrivateKey(bio, impl_->key.get(), nullptr, nullptr, 0, nullptr, nullptr);
+  char* data = nullptr;
+  long n = BIO_get_mem_data(bio, &data);
+  std::string pem(data, static_cast<std::size_t>(n));
+  BIO_free(bio);
+  return pem;
+}
+
+void* SigningKey::native_handle() const { return impl_->key.get(); }
+
+}  // namespace fieldsync::crypto

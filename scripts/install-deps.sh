@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs fieldsync's build and test dependencies from Debian 12 packages.
+# Boost must be the versioned 1.81 component packages: the unversioned
+# libboost-*-dev packages pull 1.74 and conflict with them.
+set -euo pipefail
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+PKGS=(
+  cmake ninja-build pkg-config g++ ccache git
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
+  libssl-dev liblmdb-dev libspdlog-dev catch2
+  libavahi-client-dev libsdbus-c++-dev libsystemd-dev
+  dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

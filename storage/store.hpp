@@ -1,0 +1,94 @@
+// Store: fieldsync's storage engine over one LMDB environment in the data directory.
+//
+// Owns: the device's identity key (device.key, 0600) and the LMDB files (0600, dir 0700).
+// Data model (docs/storage.md): projects hold collections of JSON documents; every write
+// creates an immutable, content-addressed Version; versions form a DAG per document; each
+// author's versions form a signed, hash-chained per-device log per project; a version
+// vector summarises what is held; a per-project changes feed numbers every applied version.
+//
+// Thread-safety: all methods may be called from any thread. Writes are serialised by LMDB;
+// reads run concurrently with them. No method blocks on the network.
+// Errors: every method returns Result; codes used: invalid_argument (bad id/JSON/field),
+// not_found, already_exists, failed_precondition, too_large, resource_exhausted (disk or
+// map full), verification_failed (bad chain/signature/hash in received data), data_loss.
+#pragma once
+
+#include <functional>
+#include <memory>
+
+#include "common/result.hpp"
+#include "storage/types.hpp"
+
+namespace fieldsync::storage {
+
+class Store {
+ public:
+  // Opens or creates the store in options.data_dir (created 0700).
+  static Result<std::unique_ptr<Store>> open(const StoreOptions& options);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  const DeviceId& device_id() const;
+  const crypto::SigningKey& signing_key() const;
+  const StoreOptions& options() const;
+
+  // --- projects ---
+  Result<ProjectInfo> create_project(std::string name, std::string settings_json = "{}");
+  // Adds a project known from elsewhere (joining): same id on every device.
+  Result<ProjectInfo> add_project(const ProjectInfo& info, ByteView secret);
+  Result<std::vector<ProjectInfo>> list_projects() const;
+  Result<ProjectInfo> get_project(const ProjectId& id) const;
+  Result<ProjectInfo> update_project(const ProjectId& id, std::optional<std::string> name,
+                                     std::optional<std::string> settings_json);
+  // The 32-byte secret members use to prove membership to each other.
+  Result<Bytes> project_secret(const ProjectId& id) const;
+
+  // --- documents ---
+  Result<WriteResult> write(const ProjectId& project, const WriteRequest& req);
+  // All-or-nothing: one transaction, one fsync.
+  Result<std::vector<WriteResult>> write_batch(const ProjectId& project,
+                                               const std::vector<WriteRequest>& reqs);
+  Result<DocumentState> get_document(const ProjectId& project, std::string_view collection,
+                                     std::string_view doc_id) const;
+  Result<Version> get_version(const ProjectId& project, const VersionId& id) const;
+  // Ancestors of the current heads, newest (by hlc) first.
+  Result<std::vector<Version>> history(const ProjectId& project, std::string_view collection,
+                                       std::string_view doc_id, std::uint32_t limit) const;
+  Result<ListPage> list_documents(const ProjectId& project, const ListQuery& query) const;
+  Result<std::vector<std::string>> list_collections(const ProjectId& project) const;
+  // Field-level three-way merge of the heads against their common ancestor.
+  Result<MergeResult> merge_heads(const ProjectId& project, std::string_view collection,
+                                  std::string_view doc_id) const;
+  // Removes this device's copies of the document's bodies; version ids stay known.
+  Result<std::uint32_t> purge_document(const ProjectId& project, std::string_view collection,
+                                       std::string_view doc_id);
+
+  // --- changes feed ---
+  Result<std::vector<Change>> changes_since(const ProjectId& project, std::uint64_t since,
+                                            std::uint32_t limit) const;
+  Result<std::uint64_t> last_change_seq(const ProjectId& project) const;
+  // Called after every commit that added changes, on the committing thread.
+  // The listener must be cheap and must not call back into a write.
+  using ChangeListener = std::function<void(const ProjectId&, std::uint64_t last_seq)>;
+  void set_change_listener(ChangeListener listener);
+
+  // --- sync support ---
+  Result<VersionVector> version_vector(const ProjectId& project) const;
+  // One author's entries after `after_seq`, ending at a signed checkpoint, with about
+  // max_entries entries (more only if no checkpoint is closer) and bodies up to
+  // max_body_bytes in total (later bodies are left for the next batch).
+  Result<LogBatch> read_log(const ProjectId& project, const DeviceId& author,
+                            std::uint64_t after_seq, std::uint32_t max_entries,
+                            std::uint64_t max_bytes);
+  // Verifies (hashes, chain, signatures, authorship) and applies a received batch in
+  // one transaction. verification_failed leaves the store unchanged.
+  Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch);
+
+ private:
+  struct Impl;
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fieldsync::storage

@@ -1,0 +1,164 @@
+// Public value types of the storage engine. Plain data; no LMDB types.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/bytes.hpp"
+#include "common/ids.hpp"
+#include "crypto/crypto.hpp"
+
+namespace fieldsync::storage {
+
+// Named, configurable limits and settings of the store (config keys in docs/operations.md).
+struct StoreOptions {
+  std::filesystem::path data_dir;
+  std::uint64_t map_size_bytes = 16ull << 30;  // storage.map_size: LMDB map (sparse file)
+  std::uint32_t max_body_bytes = 1u << 20;     // storage.max_body_bytes: one document body
+  std::uint32_t max_batch_docs = 10000;        // storage.max_batch_docs: docs in one batch write
+  std::uint32_t checkpoint_interval = 256;     // storage.checkpoint_interval: log entries per signature
+  bool durable = true;                         // storage.durable: fsync every commit
+  std::uint64_t max_clock_skew_ms = 24ull * 3600 * 1000;  // storage.max_clock_skew_ms
+};
+
+enum class VersionKind : std::uint8_t { put = 1, tombstone = 2 };
+
+// The hashed, signed part of a version (docs/storage.md "Version encoding").
+struct VersionHeader {
+  ProjectId project;
+  std::string collection;
+  std::string doc_id;
+  std::vector<VersionId> parents;  // sorted ascending, no duplicates
+  DeviceId author;
+  std::uint64_t hlc = 0;           // hybrid logical clock: ms << 16 | counter
+  std::uint32_t schema = 1;        // the app's schema version of the body
+  VersionKind kind = VersionKind::put;
+  crypto::Digest body_hash{};      // SHA-256 of the body bytes (zero for tombstones)
+  std::uint32_t body_size = 0;
+  Bytes extensions;                // fields of newer formats: kept and forwarded unchanged
+};
+
+struct Version {
+  VersionId id;
+  VersionHeader header;
+  std::optional<std::string> body;  // nullopt: tombstone, purged here, or never received
+};
+
+struct ProjectInfo {
+  ProjectId id;
+  std::string name;
+  std::string settings_json = "{}";  // a JSON object
+  std::uint64_t created_hlc = 0;
+};
+
+// The state of one document: its heads (DAG leaves) and the deterministic winner.
+struct DocumentState {
+  std::string collection;
+  std::string doc_id;
+  VersionId winner;
+  std::vector<VersionId> heads;    // winner first, then the other heads by rank
+  bool deleted = false;            // the winner is a tombstone
+  bool purged = false;             // bodies were removed on this device
+  std::optional<std::string> body; // winner's body if held
+  DeviceId author;                 // winner's author
+  std::uint64_t hlc = 0;           // winner's hlc
+  std::uint32_t schema = 1;
+  std::uint64_t local_seq = 0;     // changes-feed position of the last change
+  bool in_conflict() const { return heads.size() > 1; }
+};
+
+struct WriteRequest {
+  std::string collection;
+  std::string doc_id;                 // empty: a random 128-bit id is assigned
+  std::string body;                   // JSON object text; ignored for tombstones
+  VersionKind kind = VersionKind::put;
+  std::uint32_t schema = 1;
+  // How to pick parents:
+  //  create:   parents empty, must_not_exist = true
+  //  update:   parents = {base}; a base that is not a head creates a concurrent version
+  //  resolve:  parents = several heads
+  //  no base:  use_current = true takes the winner (put) or all heads (tombstone)
+  std::vector<VersionId> parents;
+  bool must_not_exist = false;
+  bool use_current = false;
+};
+
+struct WriteResult {
+  VersionId version;
+  std::string collection;
+  std::string doc_id;
+  std::uint64_t local_seq = 0;
+  bool conflict = false;              // the document now has more than one head
+  std::vector<VersionId> heads;
+};
+
+struct Change {
+  std::uint64_t seq = 0;
+  VersionId version;
+  std::string collection;
+  std::string doc_id;
+  DeviceId author;
+  bool deleted = false;
+  bool local = false;  // written on this device (vs received)
+};
+
+struct FieldFilter {
+  std::string field;       // a top-level field name
+  std::string json_value;  // compared as JSON values, e.g. "\"wildlife\"" or "29"
+};
+
+struct ListQuery {
+  std::string collection;
+  std::string start_after;  // doc id cursor for pagination
+  std::uint32_t limit = 100;
+  bool include_deleted = false;
+  std::vector<FieldFilter> filters;  // all must match
+};
+
+struct ListPage {
+  std::vector<DocumentState> docs;
+  std::string next;  // cursor for the next page, empty at the end
+};
+
+struct MergeResult {
+  std::vector<VersionId> heads;
+  std::string body;                          // merged JSON object
+  std::vector<std::string> conflicting_fields;  // same field changed differently
+  bool clean() const { return conflicting_fields.empty(); }
+};
+
+// author -> highest contiguous log sequence number held.
+using VersionVector = std::map<DeviceId, std::uint64_t>;
+
+struct LogEntry {
+  std::uint64_t seq = 0;
+  VersionId id;
+  Bytes header;                     // exact canonical header encoding (hashed to `id`)
+  std::optional<std::string> body;  // omitted when purged or filtered out
+};
+
+// An author's signature over its log up to `seq` (docs/storage.md "Log chain").
+struct Checkpoint {
+  std::uint64_t seq = 0;
+  crypto::Digest chain{};
+  crypto::Signature signature{};
+};
+
+// A run of one author's log: entries (from, to], ending at a signed checkpoint.
+struct LogBatch {
+  DeviceId author;
+  std::vector<LogEntry> entries;
+  std::vector<Checkpoint> checkpoints;  // every checkpoint inside the run; the last is at the end
+};
+
+struct ApplyResult {
+  std::uint32_t applied = 0;
+  std::uint32_t duplicates = 0;  // already held (arrived by another path)
+  std::uint64_t head = 0;        // author's head seq after the apply
+};
+
+}  // namespace fieldsync::storage
