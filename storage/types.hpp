@@ -112,10 +112,11 @@ struct FieldFilter {
 };
 
 struct ListQuery {
-  std::string collection;
-  std::string start_after;  // doc id cursor for pagination
+  std::string collection;   // empty: every collection (cursor is then "collection/doc_id")
+  std::string start_after;  // cursor for pagination: the `next` of the previous page
   std::uint32_t limit = 100;
   bool include_deleted = false;
+  bool conflicts_only = false;       // only documents with more than one head
   std::vector<FieldFilter> filters;  // all must match
 };
 
