@@ -6,7 +6,7 @@ set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
-  cmake ninja-build pkg-config g++ ccache git
+  cmake ninja-build pkg-config g++ ccache git clang-format
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
   libssl-dev liblmdb-dev libspdlog-dev catch2
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev

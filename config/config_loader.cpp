@@ -1,0 +1,801 @@
+#include "config/config_loader.hpp"
+
+#include <arpa/inet.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <map>
+
+#include "common/ids.hpp"
+
+#ifndef FIELDSYNC_SYSCONFDIR
+#define FIELDSYNC_SYSCONFDIR "/etc"
+#endif
+
+namespace fieldsync::config {
+namespace {
+
+constexpr std::size_t kMaxStaticPeers = 1000;
+constexpr std::size_t kMaxDeviceNameBytes = 63;  // one DNS-SD label, so discovery can show it
+constexpr std::uint64_t kDayMs = 24ull * 3600 * 1000;
+
+// --- small text helpers -------------------------------------------------------------------
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r'))
+    s.remove_suffix(1);
+  return s;
+}
+
+// A value as it may be shown in an error message: control characters escaped, long values cut.
+std::string shown(std::string_view v) {
+  std::string out;
+  for (unsigned char c : v.substr(0, 80)) {
+    if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  if (v.size() > 80) out += "...";
+  return out;
+}
+
+Error bad_value(std::string_view key, std::string_view expected, std::string_view got) {
+  return make_error(
+      Errc::invalid_argument,
+      std::string(key) + ": expected " + std::string(expected) + ", got '" + shown(got) + "'");
+}
+
+bool has_control_chars(std::string_view v) {
+  return std::any_of(v.begin(), v.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+}
+
+std::optional<std::uint64_t> parse_uint(std::string_view v) {
+  if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  std::uint64_t out = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
+  if (ec != std::errc() || ptr != v.data() + v.size()) return std::nullopt;
+  return out;
+}
+
+// "512", "64k", "8M", "16G", "1T": powers of 1024.
+std::optional<std::uint64_t> parse_size(std::string_view v) {
+  std::uint64_t mult = 1;
+  if (!v.empty()) {
+    switch (v.back()) {
+      case 'k':
+      case 'K': mult = 1ull << 10; break;
+      case 'm':
+      case 'M': mult = 1ull << 20; break;
+      case 'g':
+      case 'G': mult = 1ull << 30; break;
+      case 't':
+      case 'T': mult = 1ull << 40; break;
+      default: break;
+    }
+    if (mult != 1) v.remove_suffix(1);
+  }
+  auto n = parse_uint(v);
+  if (!n || *n > std::numeric_limits<std::uint64_t>::max() / mult) return std::nullopt;
+  return *n * mult;
+}
+
+std::string format_size(std::uint64_t n) {
+  static constexpr std::pair<char, int> units[] = {{'T', 40}, {'G', 30}, {'M', 20}, {'k', 10}};
+  if (n != 0) {
+    for (auto [suffix, shift] : units) {
+      if (n % (1ull << shift) == 0) return std::to_string(n >> shift) + suffix;
+    }
+  }
+  return std::to_string(n);
+}
+
+std::string format_octal(std::uint32_t mode) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "%04o", mode);
+  return buf;
+}
+
+bool is_ip_literal(std::string_view v) {
+  std::string s(v);
+  unsigned char buf[sizeof(in6_addr)];
+  return inet_pton(AF_INET, s.c_str(), buf) == 1 || inet_pton(AF_INET6, s.c_str(), buf) == 1;
+}
+
+bool is_loopback(std::string_view v) {
+  std::string s(v);
+  in_addr a4{};
+  in6_addr a6{};
+  if (inet_pton(AF_INET, s.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  if (inet_pton(AF_INET6, s.c_str(), &a6) == 1) {
+    if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
+    return IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127;
+  }
+  return false;
+}
+
+// host:port with port 1..65535; host a DNS name, an IPv4 address or a bracketed IPv6 address.
+bool is_host_port(std::string_view v) {
+  std::string_view host, port;
+  if (!v.empty() && v.front() == '[') {
+    auto close = v.find(']');
+    if (close == std::string_view::npos || close + 1 >= v.size() || v[close + 1] != ':')
+      return false;
+    host = v.substr(1, close - 1);
+    port = v.substr(close + 2);
+    std::string h(host);
+    unsigned char buf[sizeof(in6_addr)];
+    if (inet_pton(AF_INET6, h.c_str(), buf) != 1) return false;
+  } else {
+    auto colon = v.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    host = v.substr(0, colon);
+    port = v.substr(colon + 1);
+    if (host.empty() || host.size() > 253) return false;
+    bool ok = std::all_of(host.begin(), host.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+             c == '-' || c == '.';
+    });
+    if (!ok) return false;
+  }
+  auto p = parse_uint(port);
+  return p && *p >= 1 && *p <= 65535;
+}
+
+bool is_group_name(std::string_view v) {
+  if (v.empty() || v.size() > 32) return false;
+  if (!((v[0] >= 'a' && v[0] <= 'z') || v[0] == '_')) return false;
+  return std::all_of(v.begin(), v.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+}
+
+bool is_peer_name(std::string_view v) {
+  if (v.empty() || v.size() > 64) return false;
+  return std::all_of(v.begin(), v.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
+}
+
+// Quotes a string value when the file syntax needs it, so parsing it back gives `v`.
+std::string quoted_if_needed(std::string_view v) {
+  bool needs = v.empty() || v.front() == ' ' || v.back() == ' ' || v.front() == '\t' ||
+               v.back() == '\t' || v.front() == '"' ||
+               v.find_first_of("#;\\\"") != std::string_view::npos;
+  if (!needs) return std::string(v);
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"' || c == '\\') out += '\\';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// --- the key table ---------------------------------------------------------------------------
+
+struct KeySpec {
+  std::string_view name;
+  std::function<Status(Config&, std::string_view)> set;
+  std::function<std::string(const Config&)> get;
+};
+
+// `access` is a lambda Config& -> field&; the getter reuses it on a const Config.
+template <class Access>
+auto& field(Access access, const Config& c) {
+  return access(const_cast<Config&>(c));
+}
+
+template <class Access>
+KeySpec uint_key(std::string_view name, Access access, std::uint64_t min, std::uint64_t max) {
+  return {name,
+          [=](Config& c, std::string_view v) -> Status {
+            auto n = parse_uint(v);
+            if (!n || *n < min || *n > max)
+              return bad_value(name,
+                               "an integer " + std::to_string(min) + ".." + std::to_string(max), v);
+            using T = std::remove_reference_t<decltype(access(c))>;
+            access(c) = static_cast<T>(*n);
+            return {};
+          },
+          [=](const Config& c) { return std::to_string(field(access, c)); }};
+}
+
+template <class Access>
+KeySpec ms_key(std::string_view name, Access access, std::uint64_t min, std::uint64_t max) {
+  KeySpec k = uint_key(name, access, min, max);
+  k.set = [=](Config& c, std::string_view v) -> Status {
+    auto n = parse_uint(v);
+    if (!n || *n < min || *n > max)
+      return bad_value(
+          name, "milliseconds as an integer " + std::to_string(min) + ".." + std::to_string(max),
+          v);
+    using T = std::remove_reference_t<decltype(access(c))>;
+    access(c) = static_cast<T>(*n);
+    return {};
+  };
+  return k;
+}
+
+template <class Access>
+KeySpec size_key(std::string_view name, Access access, std::uint64_t min, std::uint64_t max) {
+  return {name,
+          [=](Config& c, std::string_view v) -> Status {
+            auto n = parse_size(v);
+            if (!n || *n < min || *n > max)
+              return bad_value(name,
+                               "a size " + format_size(min) + ".." + format_size(max) +
+                                   " (bytes, or with a k, M, G or T suffix)",
+                               v);
+            using T = std::remove_reference_t<decltype(access(c))>;
+            access(c) = static_cast<T>(*n);
+            return {};
+          },
+          [=](const Config& c) { return format_size(field(access, c)); }};
+}
+
+template <class Access>
+KeySpec bool_key(std::string_view name, Access access) {
+  return {name,
+          [=](Config& c, std::string_view v) -> Status {
+            if (v == "true" || v == "yes" || v == "on" || v == "1") {
+              access(c) = true;
+            } else if (v == "false" || v == "no" || v == "off" || v == "0") {
+              access(c) = false;
+            } else {
+              return bad_value(name, "true or false (or yes/no, on/off, 1/0)", v);
+            }
+            return {};
+          },
+          [=](const Config& c) { return std::string(field(access, c) ? "true" : "false"); }};
+}
+
+// A string field checked by `valid`; `expected` describes valid values for the error.
+template <class Access, class Valid>
+KeySpec string_key(std::string_view name, Access access, std::string_view expected, Valid valid) {
+  return {name,
+          [=](Config& c, std::string_view v) -> Status {
+            if (!valid(v)) return bad_value(name, expected, v);
+            access(c) = std::string(v);
+            return {};
+          },
+          [=](const Config& c) { return quoted_if_needed(std::string(field(access, c))); }};
+}
+
+template <class Access>
+KeySpec path_key(std::string_view name, Access access) {
+  return {name,
+          [=](Config& c, std::string_view v) -> Status {
+            if (has_control_chars(v) || v.size() > 4095)
+              return bad_value(name, "a path (empty for the default)", v);
+            access(c) = std::filesystem::path(std::string(v));
+            return {};
+          },
+          [=](const Config& c) { return quoted_if_needed(field(access, c).string()); }};
+}
+
+const std::vector<KeySpec>& key_table() {
+  static const std::vector<KeySpec> table = [] {
+    std::vector<KeySpec> t;
+    // [daemon]
+    t.push_back(path_key(
+        "daemon.data_dir", [](Config & c) -> auto& { return c.data_dir; }));
+    t.push_back(string_key(
+        "daemon.log_level", [](Config & c) -> auto& { return c.log_level; },
+        "one of trace, debug, info, warn, error",
+        [](std::string_view v) {
+          return v == "trace" || v == "debug" || v == "info" || v == "warn" || v == "error";
+        }));
+    t.push_back(string_key(
+        "daemon.device_name", [](Config & c) -> auto& { return c.device_name; },
+        "a name of at most 63 bytes without control characters (empty: the host name)",
+        [](std::string_view v) {
+          return v.size() <= kMaxDeviceNameBytes && !has_control_chars(v);
+        }));
+    // [api]
+    t.push_back(path_key(
+        "api.socket_path", [](Config & c) -> auto& { return c.api.socket_path; }));
+    t.push_back({"api.socket_mode",
+                 [](Config& c, std::string_view v) -> Status {
+                   bool octal = !v.empty() && v.size() <= 5 &&
+                                std::all_of(v.begin(), v.end(),
+                                            [](char ch) { return ch >= '0' && ch <= '7'; });
+                   unsigned long mode =
+                       octal ? std::strtoul(std::string(v).c_str(), nullptr, 8) : 0;
+                   if (!octal || mode > 0777)
+                     return bad_value("api.socket_mode", "an octal file mode 0000..0777", v);
+                   c.api.socket_mode = static_cast<std::uint32_t>(mode);
+                   return {};
+                 },
+                 [](const Config& c) { return format_octal(c.api.socket_mode); }});
+    t.push_back(string_key(
+        "api.socket_group", [](Config & c) -> auto& { return c.api.socket_group; },
+        "a group name ([a-z_][a-z0-9_-]*, at most 32 characters; empty: the daemon's group)",
+        [](std::string_view v) { return v.empty() || is_group_name(v); }));
+    t.push_back(bool_key(
+        "api.http_enabled", [](Config & c) -> auto& { return c.api.http_enabled; }));
+    t.push_back(string_key(
+        "api.http_address", [](Config & c) -> auto& { return c.api.http_address; },
+        "an IPv4 or IPv6 address such as 127.0.0.1 or ::1", is_ip_literal));
+    t.push_back(uint_key(
+        "api.http_port", [](Config & c) -> auto& { return c.api.http_port; }, 0, 65535));
+    t.push_back(size_key(
+        "api.max_body_bytes", [](Config & c) -> auto& { return c.api.max_body_bytes; }, 1024,
+        1ull << 30));
+    t.push_back(uint_key(
+        "api.max_connections", [](Config & c) -> auto& { return c.api.max_connections; }, 1,
+        100000));
+    t.push_back(uint_key(
+        "api.max_page_size", [](Config & c) -> auto& { return c.api.max_page_size; }, 1, 100000));
+    t.push_back(ms_key(
+        "api.request_timeout_ms", [](Config & c) -> auto& { return c.api.request_timeout_ms; }, 1,
+        kDayMs));
+    t.push_back(ms_key(
+        "api.longpoll_timeout_ms", [](Config & c) -> auto& { return c.api.longpoll_timeout_ms; }, 1,
+        kDayMs));
+    t.push_back(ms_key(
+        "api.sse_heartbeat_ms", [](Config & c) -> auto& { return c.api.sse_heartbeat_ms; }, 1,
+        kDayMs));
+    // [sync]
+    t.push_back(bool_key(
+        "sync.enabled", [](Config & c) -> auto& { return c.sync.enabled; }));
+    t.push_back(string_key(
+        "sync.listen_address", [](Config & c) -> auto& { return c.sync.listen_address; },
+        "an IPv4 or IPv6 address such as 0.0.0.0 or ::", is_ip_literal));
+    t.push_back(uint_key(
+        "sync.listen_port", [](Config & c) -> auto& { return c.sync.listen_port; }, 0, 65535));
+    t.push_back(size_key(
+        "sync.max_frame_bytes", [](Config & c) -> auto& { return c.sync.max_frame_bytes; }, 4096,
+        1ull << 30));
+    t.push_back(uint_key(
+        "sync.batch_entries", [](Config & c) -> auto& { return c.sync.batch_entries; }, 1,
+        1000000));
+    t.push_back(size_key(
+        "sync.batch_bytes", [](Config & c) -> auto& { return c.sync.batch_bytes; }, 1024,
+        1ull << 30));
+    t.push_back(uint_key(
+        "sync.window_batches", [](Config & c) -> auto& { return c.sync.window_batches; }, 1, 1024));
+    t.push_back(ms_key(
+        "sync.handshake_timeout_ms",
+        [](Config & c) -> auto& { return c.sync.handshake_timeout_ms; }, 1, kDayMs));
+    t.push_back(ms_key(
+        "sync.idle_timeout_ms", [](Config & c) -> auto& { return c.sync.idle_timeout_ms; }, 1,
+        kDayMs));
+    t.push_back(ms_key(
+        "sync.connect_timeout_ms", [](Config & c) -> auto& { return c.sync.connect_timeout_ms; }, 1,
+        kDayMs));
+    t.push_back(uint_key(
+        "sync.max_peers", [](Config & c) -> auto& { return c.sync.max_peers; }, 1, 10000));
+    t.push_back(ms_key(
+        "sync.retry_min_ms", [](Config & c) -> auto& { return c.sync.retry_min_ms; }, 1, kDayMs));
+    t.push_back(ms_key(
+        "sync.retry_max_ms", [](Config & c) -> auto& { return c.sync.retry_max_ms; }, 1, kDayMs));
+    // [storage]
+    t.push_back(size_key(
+        "storage.map_size", [](Config & c) -> auto& { return c.storage.map_size_bytes; },
+        1ull << 20, 1ull << 44));
+    t.push_back(size_key(
+        "storage.max_body_bytes", [](Config & c) -> auto& { return c.storage.max_body_bytes; }, 64,
+        1ull << 30));
+    t.push_back(uint_key(
+        "storage.max_batch_docs", [](Config & c) -> auto& { return c.storage.max_batch_docs; }, 1,
+        1000000));
+    t.push_back(uint_key(
+        "storage.checkpoint_interval",
+        [](Config & c) -> auto& { return c.storage.checkpoint_interval; }, 1, 1000000));
+    t.push_back(bool_key(
+        "storage.durable", [](Config & c) -> auto& { return c.storage.durable; }));
+    t.push_back(ms_key(
+        "storage.max_clock_skew_ms",
+        [](Config & c) -> auto& { return c.storage.max_clock_skew_ms; }, 0, 3650 * kDayMs));
+    return t;
+  }();
+  return table;
+}
+
+const KeySpec* find_key(std::string_view name) {
+  for (const auto& k : key_table())
+    if (k.name == name) return &k;
+  return nullptr;
+}
+
+Error unknown_key(std::string_view key) {
+  std::string msg = std::string(key) + ": unknown key";
+  std::string_view best;
+  std::size_t best_d = 3;  // suggest only close misspellings
+  for (const auto& k : key_table()) {
+    std::size_t d = edit_distance(key, k.name);
+    if (d < best_d) {
+      best_d = d;
+      best = k.name;
+    }
+  }
+  if (!best.empty()) msg += " (did you mean " + std::string(best) + "?)";
+  return make_error(Errc::invalid_argument, std::move(msg));
+}
+
+// "peer.<name>.<field>" -> name, field.
+bool split_peer_key(std::string_view key, std::string_view& name, std::string_view& field_name) {
+  if (key.substr(0, 5) != "peer.") return false;
+  std::string_view rest = key.substr(5);
+  auto dot = rest.rfind('.');
+  if (dot == std::string_view::npos) return false;
+  name = rest.substr(0, dot);
+  field_name = rest.substr(dot + 1);
+  return true;
+}
+
+Status apply_peer(Config& c, std::string_view key, std::string_view value) {
+  std::string_view name, field_name;
+  if (!split_peer_key(key, name, field_name))
+    return make_error(Errc::invalid_argument,
+                      std::string(key) +
+                          ": unknown key (peer keys are peer.<name>.address "
+                          "and peer.<name>.device)");
+  if (!is_peer_name(name))
+    return make_error(Errc::invalid_argument, std::string(key) + ": peer name '" + shown(name) +
+                                                  "' must be 1..64 letters, digits, '-' or '_'");
+  if (field_name != "address" && field_name != "device")
+    return make_error(Errc::invalid_argument,
+                      std::string(key) + ": unknown key (a peer has only address and device)");
+  if (field_name == "address" && !is_host_port(value))
+    return bad_value(key, "host:port with port 1..65535 (IPv6 as [addr]:port)", value);
+  if (field_name == "device" && !DeviceId::parse(value))
+    return bad_value(key, "a device id (52 base32 characters, as shown by syncctl status)", value);
+
+  auto it = std::find_if(c.peers.begin(), c.peers.end(),
+                         [&](const StaticPeer& p) { return p.name == name; });
+  if (it == c.peers.end()) {
+    if (c.peers.size() >= kMaxStaticPeers)
+      return make_error(Errc::invalid_argument, std::string(key) +
+                                                    ": too many static peers (at most " +
+                                                    std::to_string(kMaxStaticPeers) + ")");
+    c.peers.push_back(StaticPeer{std::string(name), {}, {}});
+    it = c.peers.end() - 1;
+  }
+  (field_name == "address" ? it->address : it->device_id) = std::string(value);
+  return {};
+}
+
+// Decodes a double-quoted value starting at s[0] == '"'. `rest` gets what follows the quote.
+std::optional<std::string> unquote(std::string_view s, std::string_view& rest) {
+  std::string out;
+  for (std::size_t i = 1; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '\\') {
+      if (i + 1 >= s.size() || (s[i + 1] != '"' && s[i + 1] != '\\')) return std::nullopt;
+      out += s[++i];
+    } else if (c == '"') {
+      rest = s.substr(i + 1);
+      return out;
+    } else {
+      out += c;
+    }
+  }
+  return std::nullopt;  // no closing quote
+}
+
+bool is_comment_start(std::string_view s, std::size_t i) {
+  return (s[i] == '#' || s[i] == ';') && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t');
+}
+
+bool only_comment(std::string_view rest) {
+  rest = trim(rest);
+  return rest.empty() || rest.front() == '#' || rest.front() == ';';
+}
+
+bool known_section(std::string_view s) {
+  if (s == "daemon" || s == "api" || s == "sync" || s == "storage") return true;
+  return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
+}
+
+}  // namespace
+
+std::filesystem::path default_config_path() {
+  return std::filesystem::path(FIELDSYNC_SYSCONFDIR) / "fieldsync" / "fieldsyncd.conf";
+}
+
+Status apply_setting(Config& config, std::string_view key, std::string_view value) {
+  if (key.substr(0, 5) == "peer.") return apply_peer(config, key, value);
+  const KeySpec* spec = find_key(key);
+  if (!spec) return unknown_key(key);
+  return spec->set(config, value);
+}
+
+Status apply_assignment(Config& config, std::string_view assignment) {
+  auto eq = assignment.find('=');
+  if (eq == std::string_view::npos)
+    return make_error(Errc::invalid_argument,
+                      "expected key=value (e.g. api.http_port=0), got '" + shown(assignment) + "'");
+  return apply_setting(config, trim(assignment.substr(0, eq)), trim(assignment.substr(eq + 1)));
+}
+
+Result<std::string> get_setting(const Config& config, std::string_view key) {
+  std::string_view name, field_name;
+  if (split_peer_key(key, name, field_name)) {
+    for (const auto& p : config.peers) {
+      if (p.name != name) continue;
+      if (field_name == "address") return p.address;
+      if (field_name == "device") return p.device_id;
+    }
+    return make_error(Errc::not_found, std::string(key) + ": no such peer key");
+  }
+  const KeySpec* spec = find_key(key);
+  if (!spec) return unknown_key(key);
+  return spec->get(config);
+}
+
+std::vector<std::string_view> setting_keys() {
+  std::vector<std::string_view> out;
+  for (const auto& k : key_table()) out.push_back(k.name);
+  return out;
+}
+
+std::string to_config_text(const Config& config) {
+  std::string out;
+  std::string_view section;
+  for (const auto& k : key_table()) {
+    std::string_view sec = k.name.substr(0, k.name.find('.'));
+    if (sec != section) {
+      if (!section.empty()) out += '\n';
+      out += "[" + std::string(sec) + "]\n";
+      section = sec;
+    }
+    out += std::string(k.name.substr(sec.size() + 1)) + " = " + k.get(config) + "\n";
+  }
+  for (const auto& p : config.peers) {
+    out += "\n[peer." + p.name + "]\n";
+    if (!p.address.empty()) out += "address = " + p.address + "\n";
+    if (!p.device_id.empty()) out += "device = " + p.device_id + "\n";
+  }
+  return out;
+}
+
+Result<Config> parse_config(std::string_view text, std::string_view source) {
+  Config config;
+  std::string section;
+  std::map<std::string, std::size_t, std::less<>> seen;  // key -> line it was set on
+  std::size_t line_no = 0;
+  auto fail = [&](const std::string& msg) {
+    return make_error(Errc::invalid_argument,
+                      std::string(source) + ":" + std::to_string(line_no) + ": " + msg);
+  };
+
+  while (!text.empty()) {
+    ++line_no;
+    auto nl = text.find('\n');
+    std::string_view line = trim(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+
+    if (line.empty() || line.front() == '#' || line.front() == ';') continue;
+    if (line.front() == '[') {
+      auto close = line.find(']');
+      if (close == std::string_view::npos || !only_comment(line.substr(close + 1)))
+        return fail("expected '[section]', got '" + shown(line) + "'");
+      std::string_view name = trim(line.substr(1, close - 1));
+      if (!known_section(name)) {
+        if (name.substr(0, 5) == "peer.")
+          return fail("[" + shown(name) + "]: peer name must be 1..64 letters, digits, '-' or '_'");
+        return fail("unknown section [" + shown(name) +
+                    "] (sections: daemon, api, sync, storage, peer.<name>)");
+      }
+      section = std::string(name);
+      continue;
+    }
+
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos)
+      return fail("expected 'key = value' or '[section]', got '" + shown(line) + "'");
+    std::string_view key = trim(line.substr(0, eq));
+    std::string_view raw = trim(line.substr(eq + 1));
+    if (key.empty()) return fail("missing key before '='");
+
+    std::string full_key;
+    if (key.find('.') != std::string_view::npos) {
+      full_key = std::string(key);
+    } else if (section.empty()) {
+      return fail(std::string(shown(key)) +
+                  ": key outside a section (put it under [daemon], [api], [sync], [storage] or "
+                  "write it as section.key)");
+    } else {
+      full_key = section + "." + std::string(key);
+    }
+
+    std::string value;
+    if (!raw.empty() && raw.front() == '"') {
+      std::string_view rest;
+      auto v = unquote(raw, rest);
+      if (!v) return fail(full_key + ": unterminated or badly escaped quoted value");
+      if (!only_comment(rest))
+        return fail(full_key + ": unexpected text after the quoted value: '" + shown(rest) + "'");
+      value = std::move(*v);
+    } else {
+      std::size_t end = raw.size();
+      for (std::size_t i = 0; i < raw.size(); ++i) {
+        if (is_comment_start(raw, i)) {
+          end = i;
+          break;
+        }
+      }
+      value = std::string(trim(raw.substr(0, end)));
+    }
+
+    if (auto it = seen.find(full_key); it != seen.end())
+      return fail(full_key + ": set twice (first on line " + std::to_string(it->second) + ")");
+    seen.emplace(full_key, line_no);
+
+    if (auto st = apply_setting(config, full_key, value); !st.ok()) return fail(st.error().message);
+  }
+
+  for (const auto& p : config.peers) {
+    if (p.address.empty() || p.device_id.empty())
+      return make_error(Errc::invalid_argument, std::string(source) + ": [peer." + p.name +
+                                                    "]: needs both address and " + "device");
+  }
+  return config;
+}
+
+Result<Config> load_config(const std::filesystem::path& path) {
+  std::string name = path.string();
+  std::FILE* f = std::fopen(name.c_str(), "rb");
+  if (!f) {
+    int err = errno;
+    Errc code = err == ENOENT   ? Errc::not_found
+                : err == EACCES ? Errc::permission_denied
+                                : Errc::invalid_argument;
+    return make_error(code, "cannot read config file " + name + ": " + std::strerror(err));
+  }
+  std::string text;
+  char buf[8192];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) {
+    text.append(buf, n);
+    if (text.size() > kMaxConfigFileBytes) {
+      std::fclose(f);
+      return make_error(Errc::too_large, "config file " + name + " is larger than " +
+                                             format_size(kMaxConfigFileBytes) +
+                                             " bytes; is it the right file?");
+    }
+  }
+  int read_error = std::ferror(f) ? errno : 0;
+  std::fclose(f);
+  if (read_error)
+    return make_error(Errc::invalid_argument,
+                      "cannot read config file " + name + ": " + std::strerror(read_error));
+  if (text.find('\0') != std::string::npos)
+    return make_error(Errc::invalid_argument,
+                      "config file " + name + " contains a NUL byte; is it a text file?");
+  return parse_config(text, name);
+}
+
+Environment Environment::current() {
+  Environment env;
+  auto get = [](const char* name) -> std::optional<std::string> {
+    const char* v = std::getenv(name);
+    if (!v || !*v) return std::nullopt;
+    return std::string(v);
+  };
+  env.home = get("HOME");
+  env.xdg_data_home = get("XDG_DATA_HOME");
+  env.state_directory = get("STATE_DIRECTORY");
+  env.runtime_directory = get("RUNTIME_DIRECTORY");
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) == 0) env.hostname = host;
+  return env;
+}
+
+Status finalize(Config& config, bool is_root) {
+  return finalize(config, is_root, Environment::current());
+}
+
+Status finalize(Config& config, bool is_root, const Environment& env) {
+  // systemd may list several directories separated by ':'; ours is the first.
+  auto first = [](const std::string& list) { return list.substr(0, list.find(':')); };
+  auto absolute = [](const std::filesystem::path& p) {
+    std::error_code ec;
+    auto abs = std::filesystem::absolute(p, ec);
+    return (ec ? p : abs).lexically_normal();
+  };
+
+  if (config.data_dir.empty()) {
+    if (env.state_directory) {
+      config.data_dir = first(*env.state_directory);
+    } else if (is_root) {
+      config.data_dir = "/var/lib/fieldsync";
+    } else if (env.xdg_data_home && env.xdg_data_home->front() == '/') {
+      config.data_dir = std::filesystem::path(*env.xdg_data_home) / "fieldsync";
+    } else if (env.home) {
+      config.data_dir = std::filesystem::path(*env.home) / ".local/share/fieldsync";
+    } else {
+      return make_error(Errc::failed_precondition,
+                        "daemon.data_dir: not set, and $HOME is unset to derive a default");
+    }
+  }
+  config.data_dir = absolute(config.data_dir);
+  if (config.data_dir.has_filename() == false && config.data_dir != "/")
+    config.data_dir = config.data_dir.parent_path();  // drop a trailing '/'
+  config.storage.data_dir = config.data_dir;
+
+  bool socket_defaulted = config.api.socket_path.empty();
+  if (socket_defaulted) {
+    if (env.runtime_directory) {
+      config.api.socket_path = std::filesystem::path(first(*env.runtime_directory)) / "api.sock";
+    } else if (is_root) {
+      config.api.socket_path = "/run/fieldsync/api.sock";
+    } else {
+      config.api.socket_path = config.data_dir / "api.sock";
+    }
+  }
+  config.api.socket_path = absolute(config.api.socket_path);
+  std::size_t max_socket = sizeof(sockaddr_un{}.sun_path) - 1;
+  if (config.api.socket_path.string().size() > max_socket) {
+    return make_error(Errc::invalid_argument,
+                      "api.socket_path: '" + config.api.socket_path.string() + "' is " +
+                          std::to_string(config.api.socket_path.string().size()) +
+                          " bytes, but a Unix socket path may have at most " +
+                          std::to_string(max_socket) +
+                          (socket_defaulted ? " (it defaults to <data_dir>/api.sock; set "
+                                              "api.socket_path to a shorter path)"
+                                            : ""));
+  }
+
+  if (config.device_name.empty()) {
+    std::string host = env.hostname.substr(0, kMaxDeviceNameBytes);
+    config.device_name = host.empty() ? "fieldsync" : host;
+  }
+
+  if (config.sync.retry_min_ms > config.sync.retry_max_ms)
+    return make_error(Errc::invalid_argument,
+                      "sync.retry_min_ms: " + std::to_string(config.sync.retry_min_ms) +
+                          " is larger than sync.retry_max_ms (" +
+                          std::to_string(config.sync.retry_max_ms) + ")");
+  for (const auto& p : config.peers) {
+    if (p.address.empty() || p.device_id.empty())
+      return make_error(Errc::invalid_argument, "peer." + p.name + ": needs both peer." + p.name +
+                                                    ".address and peer." + p.name + ".device");
+  }
+  return {};
+}
+
+std::vector<std::string> config_notices(const Config& config) {
+  std::vector<std::string> out;
+  if (config.api.http_enabled && !is_loopback(config.api.http_address))
+    out.push_back("api.http_address = " + config.api.http_address +
+                  " is not a loopback address: the HTTP API is reachable from the network "
+                  "(every request still needs the bearer token)");
+  if (!config.storage.durable)
+    out.push_back(
+        "storage.durable = false: a power loss can lose the most recently acknowledged writes");
+  return out;
+}
+
+}  // namespace fieldsync::config

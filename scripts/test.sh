@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds (Debug) and runs the whole test suite.
+# This is the README's test command and what CI runs.
+# Usage: scripts/test.sh [extra ctest arguments, e.g. -R config]
+# Environment: BUILD_DIR (default build), FIELDSYNC_WERROR=ON, CTEST_JOBS (default 2).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD_DIR="${BUILD_DIR:-build}"
+bash "$ROOT/scripts/install-deps.sh"
+bash "$ROOT/scripts/build.sh" Debug "$BUILD_DIR"
+cd "$ROOT"
+ctest --test-dir "$BUILD_DIR" -j "${CTEST_JOBS:-2}" --output-on-failure --timeout 300 "$@"

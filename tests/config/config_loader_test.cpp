@@ -1,0 +1,474 @@
+#include "config/config_loader.hpp"
+
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <cstdlib>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "common/ids.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::config;
+
+namespace {
+
+std::string read_file(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string device_text(std::uint8_t seed) {
+  DeviceId d;
+  for (std::size_t i = 0; i < d.bytes.size(); ++i) d.bytes[i] = static_cast<std::uint8_t>(seed + i);
+  return d.str();
+}
+
+// A valid non-default value for every key. A key added to the table without a line here
+// fails "every key has a round-trip sample" below.
+const std::map<std::string, std::string>& samples() {
+  static const std::map<std::string, std::string> m = {
+      {"daemon.data_dir", "/srv/field data/fs"},
+      {"daemon.log_level", "debug"},
+      {"daemon.device_name", "Tent 3 # east; \"B\""},
+      {"api.socket_path", "/run/fs/a.sock"},
+      {"api.socket_mode", "0600"},
+      {"api.socket_group", "fieldsync-apps"},
+      {"api.http_enabled", "false"},
+      {"api.http_address", "::1"},
+      {"api.http_port", "0"},
+      {"api.max_body_bytes", "3M"},
+      {"api.max_connections", "17"},
+      {"api.max_page_size", "250"},
+      {"api.request_timeout_ms", "1234"},
+      {"api.longpoll_timeout_ms", "2345"},
+      {"api.sse_heartbeat_ms", "3456"},
+      {"sync.enabled", "false"},
+      {"sync.listen_address", "192.168.7.2"},
+      {"sync.listen_port", "17891"},
+      {"sync.max_frame_bytes", "5M"},
+      {"sync.batch_entries", "99"},
+      {"sync.batch_bytes", "300k"},
+      {"sync.window_batches", "7"},
+      {"sync.handshake_timeout_ms", "4567"},
+      {"sync.idle_timeout_ms", "5678"},
+      {"sync.connect_timeout_ms", "6789"},
+      {"sync.max_peers", "3"},
+      {"sync.retry_min_ms", "20"},
+      {"sync.retry_max_ms", "40000"},
+      {"storage.map_size", "2G"},
+      {"storage.max_body_bytes", "100000"},
+      {"storage.max_batch_docs", "12"},
+      {"storage.checkpoint_interval", "64"},
+      {"storage.durable", "false"},
+      {"storage.max_clock_skew_ms", "0"},
+  };
+  return m;
+}
+
+// An invalid value for every key, and words the error must contain besides the key.
+const std::map<std::string, std::pair<std::string, std::string>>& bad_samples() {
+  static const std::map<std::string, std::pair<std::string, std::string>> m = {
+      {"daemon.data_dir", {"/tmp/a\nb", "expected a path"}},
+      {"daemon.log_level", {"verbose", "expected one of trace"}},
+      {"daemon.device_name", {std::string(64, 'x'), "at most 63 bytes"}},
+      {"api.socket_path", {"/tmp/\x01", "expected a path"}},
+      {"api.socket_mode", {"0800", "expected an octal file mode"}},
+      {"api.socket_group", {"Bad Group", "expected a group name"}},
+      {"api.http_enabled", {"maybe", "expected true or false"}},
+      {"api.http_address", {"localhost", "expected an IPv4 or IPv6 address"}},
+      {"api.http_port", {"abc", "expected an integer 0..65535"}},
+      {"api.max_body_bytes", {"12X", "expected a size"}},
+      {"api.max_connections", {"0", "expected an integer 1..100000"}},
+      {"api.max_page_size", {"-5", "expected an integer 1..100000"}},
+      {"api.request_timeout_ms", {"1.5", "expected milliseconds"}},
+      {"api.longpoll_timeout_ms", {"0", "expected milliseconds"}},
+      {"api.sse_heartbeat_ms", {"", "expected milliseconds"}},
+      {"sync.enabled", {"2", "expected true or false"}},
+      {"sync.listen_address", {"0.0.0.0.0", "expected an IPv4 or IPv6 address"}},
+      {"sync.listen_port", {"65536", "expected an integer 0..65535"}},
+      {"sync.max_frame_bytes", {"2G", "expected a size 4k..1G"}},
+      {"sync.batch_entries", {"1e3", "expected an integer"}},
+      {"sync.batch_bytes", {"18446744073709551615T", "expected a size"}},
+      {"sync.window_batches", {"99999", "expected an integer 1..1024"}},
+      {"sync.handshake_timeout_ms", {"10s", "expected milliseconds"}},
+      {"sync.idle_timeout_ms", {"86400001", "expected milliseconds"}},
+      {"sync.connect_timeout_ms", {" ", "expected milliseconds"}},
+      {"sync.max_peers", {"+3", "expected an integer"}},
+      {"sync.retry_min_ms", {"0x10", "expected milliseconds"}},
+      {"sync.retry_max_ms", {"99999999999999999999999", "expected milliseconds"}},
+      {"storage.map_size", {"1k", "expected a size 1M..16T"}},
+      {"storage.max_body_bytes", {"1", "expected a size"}},
+      {"storage.max_batch_docs", {"0", "expected an integer 1..1000000"}},
+      {"storage.checkpoint_interval", {"many", "expected an integer"}},
+      {"storage.durable", {"TRUE!", "expected true or false"}},
+      {"storage.max_clock_skew_ms", {"-1", "expected milliseconds"}},
+  };
+  return m;
+}
+
+// The (section, key) pairs set on active lines of a config file, as "section.key".
+std::set<std::string> active_keys(const std::string& text) {
+  std::set<std::string> out;
+  std::istringstream in(text);
+  std::string line, section;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (line[0] == '[') {
+      section = line.substr(1, line.find(']') - 1);
+      continue;
+    }
+    auto eq = line.find(" =");
+    if (eq != std::string::npos) out.insert(section + "." + line.substr(0, eq));
+  }
+  return out;
+}
+
+Environment test_env() {
+  Environment env;
+  env.home = "/home/ana";
+  env.hostname = "field-laptop";
+  return env;
+}
+
+}  // namespace
+
+TEST_CASE("the key table, the samples and the docs cover the same keys") {
+  std::set<std::string> keys;
+  for (auto k : setting_keys()) keys.insert(std::string(k));
+  std::set<std::string> sample_keys, bad_keys;
+  for (const auto& [k, v] : samples()) sample_keys.insert(k);
+  for (const auto& [k, v] : bad_samples()) bad_keys.insert(k);
+  CHECK(sample_keys == keys);
+  CHECK(bad_keys == keys);
+
+  std::string example = read_file(FIELDSYNC_SOURCE_DIR "/config/fieldsyncd.conf");
+  REQUIRE(!example.empty());
+  CHECK(active_keys(example) == keys);
+
+  std::string ops = read_file(FIELDSYNC_SOURCE_DIR "/docs/operations.md");
+  REQUIRE(!ops.empty());
+  for (const auto& k : keys) {
+    INFO("docs/operations.md lacks " << k);
+    CHECK(ops.find("`" + k + "`") != std::string::npos);
+  }
+}
+
+TEST_CASE("the example config parses and equals the defaults") {
+  auto parsed = load_config(FIELDSYNC_SOURCE_DIR "/config/fieldsyncd.conf");
+  REQUIRE(parsed.ok());
+  const Config defaults;
+  for (auto k : setting_keys()) {
+    INFO(k);
+    CHECK(get_setting(*parsed, k).value() == get_setting(defaults, k).value());
+  }
+  CHECK(parsed->peers.empty());
+}
+
+TEST_CASE("every key round-trips through apply_setting, to_config_text and parse_config") {
+  Config c;
+  for (const auto& [k, v] : samples()) {
+    INFO(k << " = " << v);
+    auto st = apply_setting(c, k, v);
+    REQUIRE(st.ok());
+    CHECK(get_setting(c, k).value() != get_setting(Config{}, k).value());
+  }
+  REQUIRE(apply_setting(c, "peer.hub.address", "hub.local:7891").ok());
+  REQUIRE(apply_setting(c, "peer.hub.device", device_text(1)).ok());
+  REQUIRE(apply_setting(c, "peer.v6.address", "[fe80::1]:9000").ok());
+  REQUIRE(apply_setting(c, "peer.v6.device", device_text(2)).ok());
+
+  std::string text = to_config_text(c);
+  auto back = parse_config(text, "roundtrip.conf");
+  INFO(text);
+  REQUIRE(back.ok());
+  for (auto k : setting_keys()) {
+    INFO(k);
+    CHECK(get_setting(*back, k).value() == get_setting(c, k).value());
+  }
+  CHECK(back->data_dir == "/srv/field data/fs");
+  CHECK(back->device_name == "Tent 3 # east; \"B\"");
+  CHECK(back->api.socket_mode == 0600);
+  CHECK(back->api.max_body_bytes == 3u << 20);
+  CHECK(back->sync.batch_bytes == 300u << 10);
+  CHECK(back->storage.map_size_bytes == 2ull << 30);
+  CHECK(back->storage.max_body_bytes == 100000);
+  CHECK(back->storage.max_clock_skew_ms == 0);
+  REQUIRE(back->peers.size() == 2);
+  CHECK(back->peers[0].name == "hub");
+  CHECK(back->peers[0].address == "hub.local:7891");
+  CHECK(back->peers[0].device_id == device_text(1));
+  CHECK(back->peers[1].address == "[fe80::1]:9000");
+  CHECK(to_config_text(*back) == text);
+}
+
+TEST_CASE("every bad value is refused with a message naming the key") {
+  for (const auto& [k, bad] : bad_samples()) {
+    Config c;
+    const std::string before = get_setting(c, k).value();
+    auto st = apply_setting(c, k, bad.first);
+    INFO(k << " = '" << bad.first << "'");
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.error().code == Errc::invalid_argument);
+    CHECK(st.error().message.rfind(k + ": ", 0) == 0);
+    CHECK(st.error().message.find(bad.second) != std::string::npos);
+    CHECK(get_setting(c, k).value() == before);  // a refused value changes nothing
+  }
+}
+
+TEST_CASE("file errors name the file, the line and the key") {
+  auto err = [](std::string_view text) {
+    auto r = parse_config(text, "fieldsyncd.conf");
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::invalid_argument);
+    return r.error().message;
+  };
+  CHECK(err("# c\n[api]\n\nhttp_port = abc\n") ==
+        "fieldsyncd.conf:4: api.http_port: expected an integer 0..65535, got 'abc'");
+  CHECK(err("[api]\nhttp_prot = 1\n") ==
+        "fieldsyncd.conf:2: api.http_prot: unknown key (did you mean api.http_port?)");
+  CHECK(err("[api]\nfrobnicate = 1\n") == "fieldsyncd.conf:2: api.frobnicate: unknown key");
+  CHECK(err("[daemon]\nlog_level = info\n[api]\n[daemon]\nlog_level = debug\n") ==
+        "fieldsyncd.conf:5: daemon.log_level: set twice (first on line 2)");
+  CHECK(err("\n\n[network]\n").rfind("fieldsyncd.conf:3: unknown section [network]", 0) == 0);
+  CHECK(err("[api]\nhttp_port 7890\n").rfind("fieldsyncd.conf:2: expected 'key = value'", 0) == 0);
+  CHECK(err("http_port = 1\n").rfind("fieldsyncd.conf:1: http_port: key outside a section", 0) ==
+        0);
+  CHECK(err("[api\n").rfind("fieldsyncd.conf:1: expected '[section]'", 0) == 0);
+  CHECK(err("[daemon]\ndevice_name = \"abc\n") ==
+        "fieldsyncd.conf:2: daemon.device_name: unterminated or badly escaped quoted value");
+  CHECK(err("[daemon]\ndevice_name = \"a\\n\"\n") ==
+        "fieldsyncd.conf:2: daemon.device_name: unterminated or badly escaped quoted value");
+  CHECK(err("[daemon]\ndevice_name = \"abc\" x\n")
+            .rfind("fieldsyncd.conf:2: daemon.device_name: unexpected text", 0) == 0);
+  CHECK(err("[sync]\nlisten_port = 7891 7892\n") ==
+        "fieldsyncd.conf:2: sync.listen_port: expected an integer 0..65535, got '7891 7892'");
+  CHECK(err("[peer.hub]\naddress = hub:7891\n") ==
+        "fieldsyncd.conf: [peer.hub]: needs both address and device");
+  CHECK(err("[peer.hub]\naddress = hub\n") ==
+        "fieldsyncd.conf:2: peer.hub.address: expected host:port with port 1..65535 (IPv6 as "
+        "[addr]:port), got 'hub'");
+  CHECK(err("[peer.hub]\ndevice = abc\n")
+            .rfind("fieldsyncd.conf:2: peer.hub.device: expected a "
+                   "device id",
+                   0) == 0);
+  CHECK(err("[peer.hub]\nport = 1\n") ==
+        "fieldsyncd.conf:2: peer.hub.port: unknown key (a peer has only address and device)");
+  CHECK(err("[peer.a b]\n").rfind("fieldsyncd.conf:1: [peer.a b]: peer name must be", 0) == 0);
+  CHECK(err("[api]\nhttp_port = \x01\n") ==
+        "fieldsyncd.conf:2: api.http_port: expected an integer 0..65535, got '\\x01'");
+}
+
+TEST_CASE("syntax: comments, quotes, dotted keys, CRLF") {
+  auto r = parse_config(
+      "; leading comment\r\n"
+      "  # indented comment\r\n"
+      "storage.durable = no\r\n"
+      "[api]   # trailing comment on a section\r\n"
+      "http_port = 0   # trailing comment\r\n"
+      "http_address=127.0.0.2;x\r\n"  // no space before ';': part of the value... and invalid
+      ,
+      "c.conf");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message ==
+        "c.conf:6: api.http_address: expected an IPv4 or IPv6 address such as 127.0.0.1 or ::1, "
+        "got '127.0.0.2;x'");
+
+  r = parse_config(
+      "storage.durable = no\r\n"
+      "[api]\r\n"
+      "http_port = 0   # trailing comment\r\n"
+      "socket_group =\r\n"
+      "[daemon]\n"
+      "device_name = \"  spaced # not a comment  \"  ; comment\n"
+      "api.max_page_size = 5\n",
+      "c.conf");
+  REQUIRE(r.ok());
+  CHECK(r->storage.durable == false);
+  CHECK(r->api.http_port == 0);
+  CHECK(r->api.socket_group.empty());
+  CHECK(r->device_name == "  spaced # not a comment  ");
+  CHECK(r->api.max_page_size == 5);
+}
+
+TEST_CASE("sizes, octal modes and booleans") {
+  Config c;
+  REQUIRE(apply_setting(c, "storage.map_size", "1T").ok());
+  CHECK(c.storage.map_size_bytes == 1ull << 40);
+  REQUIRE(apply_setting(c, "storage.map_size", "1048576").ok());
+  CHECK(get_setting(c, "storage.map_size").value() == "1M");
+  REQUIRE(apply_setting(c, "api.max_body_bytes", "1500").ok());
+  CHECK(get_setting(c, "api.max_body_bytes").value() == "1500");
+  CHECK_FALSE(apply_setting(c, "storage.map_size", "k").ok());
+  CHECK_FALSE(apply_setting(c, "storage.map_size", "1MB").ok());
+  REQUIRE(apply_setting(c, "api.socket_mode", "660").ok());
+  CHECK(c.api.socket_mode == 0660);
+  CHECK(get_setting(c, "api.socket_mode").value() == "0660");
+  CHECK_FALSE(apply_setting(c, "api.socket_mode", "4755").ok());  // no setuid bits
+  CHECK_FALSE(apply_setting(c, "api.socket_mode", "").ok());
+  for (auto t : {"true", "yes", "on", "1"}) {
+    c.sync.enabled = false;
+    REQUIRE(apply_setting(c, "sync.enabled", t).ok());
+    CHECK(c.sync.enabled);
+  }
+  for (auto f : {"false", "no", "off", "0"}) {
+    c.sync.enabled = true;
+    REQUIRE(apply_setting(c, "sync.enabled", f).ok());
+    CHECK_FALSE(c.sync.enabled);
+  }
+}
+
+TEST_CASE("command-line assignments override the file") {
+  auto r = parse_config("[api]\nhttp_port = 9000\n", "f.conf");
+  REQUIRE(r.ok());
+  Config c = *r;
+  REQUIRE(apply_assignment(c, "api.http_port=0").ok());
+  CHECK(c.api.http_port == 0);
+  REQUIRE(apply_assignment(c, "daemon.device_name = a=b").ok());
+  CHECK(c.device_name == "a=b");
+  REQUIRE(apply_assignment(c, "peer.x.address=10.0.0.2:7891").ok());
+  REQUIRE(apply_assignment(c, "peer.x.device=" + device_text(9)).ok());
+  REQUIRE(c.peers.size() == 1);
+
+  auto st = apply_assignment(c, "api.http_port");
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().message == "expected key=value (e.g. api.http_port=0), got 'api.http_port'");
+  st = apply_assignment(c, "nope.key=1");
+  REQUIRE_FALSE(st.ok());
+  CHECK(st.error().message == "nope.key: unknown key");
+  CHECK_FALSE(get_setting(c, "nope.key").ok());
+  CHECK(get_setting(c, "peer.x.address").value() == "10.0.0.2:7891");
+}
+
+TEST_CASE("load_config reports unreadable files by path") {
+  auto r = load_config("/nonexistent/dir/fieldsyncd.conf");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::not_found);
+  CHECK(r.error().message ==
+        "cannot read config file /nonexistent/dir/fieldsyncd.conf: No such file or directory");
+
+  char dir_template[] = "/tmp/fs-config-XXXXXX";
+  REQUIRE(mkdtemp(dir_template));
+  std::filesystem::path dir = dir_template;
+  {
+    std::ofstream(dir / "big.conf") << std::string(kMaxConfigFileBytes + 1, '#');
+    std::ofstream(dir / "nul.conf") << std::string("[api]\0", 6);
+    std::ofstream(dir / "bad.conf") << "[sync]\nmax_peers = none\n";
+  }
+  r = load_config(dir / "big.conf");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::too_large);
+  r = load_config(dir / "nul.conf");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.find("NUL byte") != std::string::npos);
+  r = load_config(dir / "bad.conf");
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message == (dir / "bad.conf").string() +
+                                 ":2: sync.max_peers: expected an integer 1..10000, got 'none'");
+  r = load_config(dir);  // a directory
+  CHECK_FALSE(r.ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("finalize fills environment-dependent defaults") {
+  SECTION("root") {
+    Config c;
+    REQUIRE(finalize(c, true, test_env()).ok());
+    CHECK(c.data_dir == "/var/lib/fieldsync");
+    CHECK(c.storage.data_dir == c.data_dir);
+    CHECK(c.api.socket_path == "/run/fieldsync/api.sock");
+    CHECK(c.device_name == "field-laptop");
+  }
+  SECTION("user with and without XDG_DATA_HOME") {
+    Config c;
+    REQUIRE(finalize(c, false, test_env()).ok());
+    CHECK(c.data_dir == "/home/ana/.local/share/fieldsync");
+    CHECK(c.api.socket_path == "/home/ana/.local/share/fieldsync/api.sock");
+    Environment env = test_env();
+    env.xdg_data_home = "/data/xdg";
+    Config d;
+    REQUIRE(finalize(d, false, env).ok());
+    CHECK(d.data_dir == "/data/xdg/fieldsync");
+    env.xdg_data_home = "relative/ignored";  // the XDG spec says: ignore relative paths
+    Config e;
+    REQUIRE(finalize(e, false, env).ok());
+    CHECK(e.data_dir == "/home/ana/.local/share/fieldsync");
+  }
+  SECTION("under systemd: StateDirectory and RuntimeDirectory") {
+    Environment env = test_env();
+    env.state_directory = "/var/lib/fieldsync:/var/lib/other";
+    env.runtime_directory = "/run/fieldsync";
+    Config c;
+    REQUIRE(finalize(c, false, env).ok());
+    CHECK(c.data_dir == "/var/lib/fieldsync");
+    CHECK(c.api.socket_path == "/run/fieldsync/api.sock");
+  }
+  SECTION("explicit settings win; relative paths become absolute") {
+    Config c;
+    REQUIRE(apply_setting(c, "daemon.data_dir", "rel/dir/").ok());
+    REQUIRE(apply_setting(c, "daemon.device_name", "pi-hub").ok());
+    REQUIRE(finalize(c, true, test_env()).ok());
+    CHECK(c.data_dir == std::filesystem::current_path() / "rel/dir");
+    CHECK(c.storage.data_dir == c.data_dir);
+    CHECK(c.api.socket_path == "/run/fieldsync/api.sock");
+    CHECK(c.device_name == "pi-hub");
+  }
+  SECTION("no HOME and not root") {
+    Environment env;
+    Config c;
+    auto st = finalize(c, false, env);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.error().message.rfind("daemon.data_dir: ", 0) == 0);
+    CHECK(c.device_name.empty());
+  }
+  SECTION("a socket path too long for sun_path is refused up front") {
+    Config c;
+    REQUIRE(apply_setting(c, "daemon.data_dir", "/tmp/" + std::string(110, 'd')).ok());
+    auto st = finalize(c, false, test_env());
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.error().message.rfind("api.socket_path: ", 0) == 0);
+    CHECK(st.error().message.find("at most 107") != std::string::npos);
+  }
+  SECTION("cross-key rules") {
+    Config c;
+    REQUIRE(apply_setting(c, "sync.retry_min_ms", "5000").ok());
+    REQUIRE(apply_setting(c, "sync.retry_max_ms", "4000").ok());
+    auto st = finalize(c, true, test_env());
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.error().message == "sync.retry_min_ms: 5000 is larger than sync.retry_max_ms (4000)");
+
+    Config d;
+    REQUIRE(apply_assignment(d, "peer.p1.address=10.1.1.1:7891").ok());
+    st = finalize(d, true, test_env());
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.error().message == "peer.p1: needs both peer.p1.address and peer.p1.device");
+  }
+}
+
+TEST_CASE("notices for settings that are allowed but risky") {
+  Config c;
+  CHECK(config_notices(c).empty());
+  for (auto loop : {"127.0.0.1", "127.8.9.1", "::1", "::ffff:127.0.0.1"}) {
+    REQUIRE(apply_setting(c, "api.http_address", loop).ok());
+    CHECK(config_notices(c).empty());
+  }
+  REQUIRE(apply_setting(c, "api.http_address", "0.0.0.0").ok());
+  auto n = config_notices(c);
+  REQUIRE(n.size() == 1);
+  CHECK(n[0].rfind("api.http_address = 0.0.0.0 is not a loopback address", 0) == 0);
+  REQUIRE(apply_setting(c, "api.http_enabled", "false").ok());
+  CHECK(config_notices(c).empty());
+  REQUIRE(apply_setting(c, "storage.durable", "false").ok());
+  CHECK(config_notices(c).size() == 1);
+}
+
+TEST_CASE("the default config path is under the install sysconfdir") {
+  CHECK(default_config_path().filename() == "fieldsyncd.conf");
+  CHECK(default_config_path().parent_path().filename() == "fieldsync");
+  CHECK(default_config_path().is_absolute());
+}
