@@ -85,8 +85,9 @@ class Store {
   // one transaction. verification_failed leaves the store unchanged.
   Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch);
 
+  struct Impl;  // opaque outside storage/
+
  private:
-  struct Impl;
   explicit Store(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

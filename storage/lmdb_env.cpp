@@ -1,0 +1,142 @@
+#include "storage/lmdb_env.hpp"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace fieldsync::storage {
+namespace {
+
+MDB_val val(ByteView b) { return MDB_val{b.size(), const_cast<std::uint8_t*>(b.data())}; }
+ByteView view(const MDB_val& v) { return {static_cast<const std::uint8_t*>(v.mv_data), v.mv_size}; }
+
+}  // namespace
+
+Error lmdb_error(int rc, std::string_view what) {
+  std::string msg = std::string(what) + ": " + mdb_strerror(rc);
+  switch (rc) {
+    case MDB_MAP_FULL:
+      return make_error(Errc::resource_exhausted, msg + " (raise storage.map_size)");
+    case ENOSPC:
+    case EDQUOT:
+      return make_error(Errc::resource_exhausted, msg + " (disk full)");
+    case MDB_CORRUPTED:
+    case MDB_PAGE_NOTFOUND:
+    case MDB_INVALID:
+    case MDB_VERSION_MISMATCH:
+      return make_error(Errc::data_loss, msg);
+    case EACCES:
+      return make_error(Errc::permission_denied, msg);
+    default:
+      return make_error(Errc::internal, msg);
+  }
+}
+
+Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
+                                               std::uint64_t map_size, bool durable) {
+  std::unique_ptr<LmdbEnv> env(new LmdbEnv);
+  if (int rc = mdb_env_create(&env->env_)) return lmdb_error(rc, "mdb_env_create");
+  mdb_env_set_maxdbs(env->env_, 16);
+  mdb_env_set_maxreaders(env->env_, 256);
+  if (int rc = mdb_env_set_mapsize(env->env_, map_size)) return lmdb_error(rc, "mdb_env_set_mapsize");
+  // MDB_NOTLS: read txns may be used by whichever thread runs the request.
+  // MDB_NOSYNC only when the operator chose storage.durable = false: a crash of the
+  // process still loses nothing (the OS has the pages), a power cut may lose the tail.
+  unsigned flags = MDB_NOTLS | (durable ? 0u : MDB_NOSYNC);
+  if (int rc = mdb_env_open(env->env_, dir.c_str(), flags, 0600))
+    return lmdb_error(rc, "opening LMDB in " + dir.string());
+
+  auto txn = LmdbTxn::begin(*env, true);
+  if (!txn) return txn.error();
+  auto open_dbi = [&](const char* name, MDB_dbi& dbi) -> Status {
+    if (int rc = mdb_dbi_open(txn->raw(), name, MDB_CREATE, &dbi))
+      return lmdb_error(rc, std::string("opening table ") + name);
+    return {};
+  };
+  Tables& t = env->tables_;
+  for (auto [name, dbi] : {std::pair{"meta", &t.meta}, {"projects", &t.projects},
+                           {"versions", &t.versions}, {"bodies", &t.bodies},
+                           {"superseded", &t.superseded}, {"docs", &t.docs},
+                           {"docver", &t.docver}, {"logs", &t.logs}, {"heads", &t.heads},
+                           {"checkpoints", &t.checkpoints}, {"changes", &t.changes}}) {
+    FS_TRY(open_dbi(name, *dbi));
+  }
+  FS_TRY(txn->commit());
+  return env;
+}
+
+LmdbEnv::~LmdbEnv() {
+  if (env_) mdb_env_close(env_);
+}
+
+Result<LmdbTxn> LmdbTxn::begin(const LmdbEnv& env, bool write) {
+  MDB_txn* t = nullptr;
+  if (int rc = mdb_txn_begin(env.raw(), nullptr, write ? 0 : MDB_RDONLY, &t))
+    return lmdb_error(rc, "mdb_txn_begin");
+  return LmdbTxn(t);
+}
+
+LmdbTxn::~LmdbTxn() {
+  if (txn_) mdb_txn_abort(txn_);
+}
+
+Status LmdbTxn::commit() {
+  int rc = mdb_txn_commit(txn_);
+  txn_ = nullptr;  // committed or not, the txn handle is gone
+  if (rc) return lmdb_error(rc, "commit");
+  return {};
+}
+
+Result<std::optional<ByteView>> LmdbTxn::get(MDB_dbi dbi, ByteView key) const {
+  MDB_val k = val(key), v{};
+  int rc = mdb_get(txn_, dbi, &k, &v);
+  if (rc == MDB_NOTFOUND) return std::optional<ByteView>{};
+  if (rc) return lmdb_error(rc, "mdb_get");
+  return std::optional<ByteView>{view(v)};
+}
+
+Status LmdbTxn::put(MDB_dbi dbi, ByteView key, ByteView value, unsigned flags) {
+  MDB_val k = val(key), v = val(value);
+  if (int rc = mdb_put(txn_, dbi, &k, &v, flags)) return lmdb_error(rc, "mdb_put");
+  return {};
+}
+
+Status LmdbTxn::del(MDB_dbi dbi, ByteView key) {
+  MDB_val k = val(key);
+  int rc = mdb_del(txn_, dbi, &k, nullptr);
+  if (rc && rc != MDB_NOTFOUND) return lmdb_error(rc, "mdb_del");
+  return {};
+}
+
+LmdbCursor::LmdbCursor(const LmdbTxn& txn, MDB_dbi dbi) {
+  rc_ = mdb_cursor_open(txn.raw(), dbi, &cur_);
+}
+
+LmdbCursor::~LmdbCursor() {
+  if (cur_) mdb_cursor_close(cur_);
+}
+
+bool LmdbCursor::op(MDB_cursor_op o, ByteView k) {
+  if (!cur_) return valid_ = false;
+  MDB_val key = val(k), v{};
+  rc_ = mdb_cursor_get(cur_, &key, &v, o);
+  valid_ = rc_ == 0;
+  if (valid_) {
+    key_ = view(key);
+    value_ = view(v);
+  }
+  return valid_;
+}
+
+bool LmdbCursor::seek(ByteView key) { return op(MDB_SET_RANGE, key); }
+bool LmdbCursor::last() { return op(MDB_LAST); }
+bool LmdbCursor::next() { return op(MDB_NEXT); }
+bool LmdbCursor::prev() { return op(MDB_PREV); }
+
+Status LmdbCursor::del() {
+  if (int rc = mdb_cursor_del(cur_, 0)) return lmdb_error(rc, "mdb_cursor_del");
+  return {};
+}
+
+}  // namespace fieldsync::storage

@@ -1,0 +1,94 @@
+// Thin RAII wrappers over LMDB, private to storage/: LmdbEnv (the environment and its
+// named databases) and LmdbTxn (one read or write transaction). Nothing outside
+// storage/ includes this header, so no LMDB type leaks out.
+//
+// Thread-safety: LmdbEnv is shared; an LmdbTxn belongs to the thread that began it
+// (the env is opened with MDB_NOTLS so read txns are not tied to thread-local slots).
+#pragma once
+
+#include <lmdb.h>
+
+#include <filesystem>
+#include <optional>
+#include <string_view>
+
+#include "common/bytes.hpp"
+#include "common/result.hpp"
+
+namespace fieldsync::storage {
+
+Error lmdb_error(int rc, std::string_view what);
+
+// The named databases of the store (docs/storage.md "Tables").
+struct Tables {
+  MDB_dbi meta{}, projects{}, versions{}, bodies{}, superseded{}, docs{}, docver{}, logs{},
+      heads{}, checkpoints{}, changes{};
+};
+
+class LmdbTxn;
+
+class LmdbEnv {
+ public:
+  static Result<std::unique_ptr<LmdbEnv>> open(const std::filesystem::path& dir,
+                                              std::uint64_t map_size, bool durable);
+  ~LmdbEnv();
+  const Tables& tables() const { return tables_; }
+  MDB_env* raw() const { return env_; }
+
+ private:
+  LmdbEnv() = default;
+  MDB_env* env_ = nullptr;
+  Tables tables_;
+};
+
+class LmdbTxn {
+ public:
+  static Result<LmdbTxn> begin(const LmdbEnv& env, bool write);
+  LmdbTxn(LmdbTxn&& o) noexcept : txn_(o.txn_) { o.txn_ = nullptr; }
+  LmdbTxn& operator=(LmdbTxn&&) = delete;
+  ~LmdbTxn();
+
+  Status commit();
+  MDB_txn* raw() const { return txn_; }
+
+  // get: nullopt when absent; an error only for real failures.
+  Result<std::optional<ByteView>> get(MDB_dbi dbi, ByteView key) const;
+  Status put(MDB_dbi dbi, ByteView key, ByteView value, unsigned flags = 0);
+  Status del(MDB_dbi dbi, ByteView key);
+
+ private:
+  explicit LmdbTxn(MDB_txn* t) : txn_(t) {}
+  MDB_txn* txn_ = nullptr;
+};
+
+// A cursor positioned by seek(); iterates forward or backward over one table.
+class LmdbCursor {
+ public:
+  LmdbCursor(const LmdbTxn& txn, MDB_dbi dbi);
+  ~LmdbCursor();
+  LmdbCursor(const LmdbCursor&) = delete;
+  LmdbCursor& operator=(const LmdbCursor&) = delete;
+
+  bool seek(ByteView key);  // first key >= key
+  bool last();
+  bool next();
+  bool prev();
+  bool valid() const { return valid_; }
+  ByteView key() const { return key_; }
+  ByteView value() const { return value_; }
+  Status del();
+  int error() const { return rc_; }
+
+ private:
+  bool op(MDB_cursor_op o, ByteView k = {});
+  MDB_cursor* cur_ = nullptr;
+  ByteView key_, value_;
+  bool valid_ = false;
+  int rc_ = 0;
+};
+
+inline bool has_prefix(ByteView key, ByteView prefix) {
+  return key.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), key.begin());
+}
+
+}  // namespace fieldsync::storage

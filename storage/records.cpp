@@ -1,0 +1,141 @@
+#include "storage/records.hpp"
+
+namespace fieldsync::storage {
+
+Bytes ProjectRecord::encode() const {
+  Bytes out;
+  ByteWriter w(out);
+  w.u8(1);
+  w.str16(info.name);
+  w.blob(info.settings_json);
+  w.u64(info.created_hlc);
+  w.blob(secret);
+  return out;
+}
+
+std::optional<ProjectRecord> ProjectRecord::decode(ByteView v) {
+  ByteReader r(v);
+  ProjectRecord rec;
+  if (r.u8() != 1) return std::nullopt;
+  rec.info.name = std::string(r.str16());
+  rec.info.settings_json = std::string(as_chars(r.blob(1u << 20)));
+  rec.info.created_hlc = r.u64();
+  ByteView s = r.blob(64);
+  rec.secret.assign(s.begin(), s.end());
+  if (!r.ok()) return std::nullopt;
+  return rec;
+}
+
+Bytes DocRecord::encode() const {
+  Bytes out;
+  out.reserve(11 + 32 * heads.size());
+  ByteWriter w(out);
+  w.u8(flags);
+  w.u64(local_seq);
+  w.u16(static_cast<std::uint16_t>(heads.size()));
+  for (const auto& h : heads) w.raw(h.view());
+  return out;
+}
+
+std::optional<DocRecord> DocRecord::decode(ByteView v) {
+  ByteReader r(v);
+  DocRecord rec;
+  rec.flags = r.u8();
+  rec.local_seq = r.u64();
+  rec.heads.resize(r.u16());
+  for (auto& h : rec.heads) h.bytes = r.fixed<32>();
+  if (!r.ok() || !r.at_end()) return std::nullopt;
+  return rec;
+}
+
+Bytes LogValue::encode() const {
+  Bytes out;
+  ByteWriter w(out);
+  w.raw(id.view());
+  w.raw(ByteView(chain));
+  return out;
+}
+
+std::optional<LogValue> LogValue::decode(ByteView v) {
+  ByteReader r(v);
+  LogValue x;
+  x.id.bytes = r.fixed<32>();
+  x.chain = r.fixed<32>();
+  if (!r.ok()) return std::nullopt;
+  return x;
+}
+
+Bytes HeadValue::encode() const {
+  Bytes out;
+  ByteWriter w(out);
+  w.u64(seq);
+  w.raw(ByteView(chain));
+  return out;
+}
+
+std::optional<HeadValue> HeadValue::decode(ByteView v) {
+  ByteReader r(v);
+  HeadValue x;
+  x.seq = r.u64();
+  x.chain = r.fixed<32>();
+  if (!r.ok()) return std::nullopt;
+  return x;
+}
+
+Bytes CheckpointValue::encode() const {
+  Bytes out;
+  ByteWriter w(out);
+  w.raw(ByteView(chain));
+  w.raw(ByteView(signature));
+  return out;
+}
+
+std::optional<CheckpointValue> CheckpointValue::decode(ByteView v) {
+  ByteReader r(v);
+  CheckpointValue x;
+  x.chain = r.fixed<32>();
+  x.signature = r.fixed<64>();
+  if (!r.ok()) return std::nullopt;
+  return x;
+}
+
+Bytes ChangeValue::encode() const {
+  Bytes out;
+  ByteWriter w(out);
+  w.raw(id.view());
+  w.u8(local ? 1 : 0);
+  return out;
+}
+
+std::optional<ChangeValue> ChangeValue::decode(ByteView v) {
+  ByteReader r(v);
+  ChangeValue x;
+  x.id.bytes = r.fixed<32>();
+  x.local = r.u8() & 1;
+  if (!r.ok()) return std::nullopt;
+  return x;
+}
+
+crypto::Digest chain_genesis(const ProjectId& p, const DeviceId& author) {
+  return crypto::sha256({as_bytes("fieldsync/log/v1"), p.view(), author.view()});
+}
+
+crypto::Digest chain_next(const crypto::Digest& prev, std::uint64_t seq, const VersionId& id) {
+  Bytes s;
+  ByteWriter(s).u64(seq);
+  return crypto::sha256({ByteView(prev), ByteView(s), id.view()});
+}
+
+Bytes checkpoint_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
+                         const crypto::Digest& chain) {
+  Bytes m;
+  ByteWriter w(m);
+  w.raw("fieldsync/checkpoint/v1");
+  w.raw(p.view());
+  w.raw(author.view());
+  w.u64(seq);
+  w.raw(ByteView(chain));
+  return m;
+}
+
+}  // namespace fieldsync::storage

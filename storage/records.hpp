@@ -1,0 +1,120 @@
+// Keys and values of the LMDB tables (docs/storage.md "Tables"). Private to storage/.
+// All integers are big-endian so that keys sort in numeric order.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/bytes.hpp"
+#include "common/ids.hpp"
+#include "crypto/crypto.hpp"
+#include "storage/types.hpp"
+
+namespace fieldsync::storage {
+
+inline constexpr std::uint32_t kStorageFormat = 1;
+using DocTag = std::array<std::uint8_t, 16>;  // first 16 bytes of SHA-256(doc key)
+
+struct Key {
+  Bytes b;
+  Key& raw(ByteView v) { b.insert(b.end(), v.begin(), v.end()); return *this; }
+  Key& u64(std::uint64_t v) { ByteWriter(b).u64(v); return *this; }
+  Key& u8(std::uint8_t v) { b.push_back(v); return *this; }
+  operator ByteView() const { return {b.data(), b.size()}; }  // NOLINT implicit
+};
+
+inline Key doc_key(const ProjectId& p, std::string_view coll, std::string_view id) {
+  Key k;
+  k.raw(p.view()).u8(static_cast<std::uint8_t>(coll.size())).raw(as_bytes(coll)).raw(as_bytes(id));
+  return k;
+}
+inline Key collection_prefix(const ProjectId& p, std::string_view coll) {
+  Key k;
+  k.raw(p.view()).u8(static_cast<std::uint8_t>(coll.size())).raw(as_bytes(coll));
+  return k;
+}
+inline DocTag doc_tag(ByteView doc_key) {
+  auto d = crypto::sha256(doc_key);
+  DocTag t{};
+  std::copy_n(d.begin(), t.size(), t.begin());
+  return t;
+}
+inline Key docver_key(const DocTag& tag, std::uint64_t hlc, const VersionId& v) {
+  Key k;
+  k.raw(ByteView(tag)).u64(hlc).raw(v.view());
+  return k;
+}
+inline Key author_key(const ProjectId& p, const DeviceId& a) {
+  Key k;
+  k.raw(p.view()).raw(a.view());
+  return k;
+}
+inline Key log_key(const ProjectId& p, const DeviceId& a, std::uint64_t seq) {
+  Key k = author_key(p, a);
+  k.u64(seq);
+  return k;
+}
+inline Key change_key(const ProjectId& p, std::uint64_t seq) {
+  Key k;
+  k.raw(p.view()).u64(seq);
+  return k;
+}
+inline Key counter_key(const ProjectId& p) {
+  Key k;
+  k.u8('L').raw(p.view());
+  return k;
+}
+
+struct ProjectRecord {
+  ProjectInfo info;
+  Bytes secret;
+  Bytes encode() const;
+  static std::optional<ProjectRecord> decode(ByteView v);
+};
+
+struct DocRecord {
+  static constexpr std::uint8_t kDeleted = 1, kPurged = 2;
+  std::uint8_t flags = 0;
+  std::uint64_t local_seq = 0;
+  std::vector<VersionId> heads;  // ranked: winner first
+  Bytes encode() const;
+  static std::optional<DocRecord> decode(ByteView v);
+};
+
+struct LogValue {  // logs table: the version at a log position and the chain up to it
+  VersionId id;
+  crypto::Digest chain{};
+  Bytes encode() const;
+  static std::optional<LogValue> decode(ByteView v);
+};
+
+struct HeadValue {  // heads table: an author's highest contiguous seq held
+  std::uint64_t seq = 0;
+  crypto::Digest chain{};
+  Bytes encode() const;
+  static std::optional<HeadValue> decode(ByteView v);
+};
+
+struct CheckpointValue {
+  crypto::Digest chain{};
+  crypto::Signature signature{};
+  Bytes encode() const;
+  static std::optional<CheckpointValue> decode(ByteView v);
+};
+
+struct ChangeValue {
+  VersionId id;
+  bool local = false;
+  Bytes encode() const;
+  static std::optional<ChangeValue> decode(ByteView v);
+};
+
+// The hash chain of a per-device log (docs/storage.md "Log chain").
+crypto::Digest chain_genesis(const ProjectId& p, const DeviceId& author);
+crypto::Digest chain_next(const crypto::Digest& prev, std::uint64_t seq, const VersionId& id);
+Bytes checkpoint_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
+                         const crypto::Digest& chain);
+
+}  // namespace fieldsync::storage

@@ -1,0 +1,216 @@
+#include "storage/store.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <boost/json.hpp>
+
+#include "storage/json_merge.hpp"
+#include "storage/store_impl.hpp"
+#include "storage/version_codec.hpp"
+
+namespace fieldsync::storage {
+namespace {
+
+const Bytes kFormatKey = {'f', 'o', 'r', 'm', 'a', 't'};
+const Bytes kHlcKey = {'h', 'l', 'c'};
+
+std::uint64_t read_u64(ByteView v) {
+  ByteReader r(v);
+  return r.u64();
+}
+Bytes u64_bytes(std::uint64_t x) {
+  Bytes b;
+  ByteWriter(b).u64(x);
+  return b;
+}
+
+}  // namespace
+
+// ---- Impl helpers shared by the other store_*.cpp files ----
+
+Result<ProjectRecord> Store::Impl::project(const LmdbTxn& txn, const ProjectId& p) const {
+  auto v = txn.get(t().projects, p.view());
+  if (!v) return v.error();
+  if (!*v) return make_error(Errc::not_found, "no project " + p.str());
+  auto rec = ProjectRecord::decode(**v);
+  if (!rec) return make_error(Errc::data_loss, "corrupt project record " + p.str());
+  rec->info.id = p;
+  return *rec;
+}
+
+Result<std::optional<DocRecord>> Store::Impl::doc(const LmdbTxn& txn, ByteView dk) const {
+  auto v = txn.get(t().docs, dk);
+  if (!v) return v.error();
+  if (!*v) return std::optional<DocRecord>{};
+  auto rec = DocRecord::decode(**v);
+  if (!rec) return make_error(Errc::data_loss, "corrupt document record");
+  return std::optional<DocRecord>{std::move(*rec)};
+}
+
+Result<VersionHeader> Store::Impl::header(const LmdbTxn& txn, const VersionId& id) const {
+  auto v = txn.get(t().versions, id.view());
+  if (!v) return v.error();
+  if (!*v) return make_error(Errc::not_found, "no version " + id.str());
+  auto h = decode_header(**v);
+  if (!h) return make_error(Errc::data_loss, "stored version " + id.str() + ": " + h.error().message);
+  return h;
+}
+
+Result<std::optional<std::string>> Store::Impl::body(const LmdbTxn& txn, const VersionId& id) const {
+  auto v = txn.get(t().bodies, id.view());
+  if (!v) return v.error();
+  if (!*v) return std::optional<std::string>{};
+  return std::optional<std::string>{std::string(as_chars(**v))};
+}
+
+Result<HeadValue> Store::Impl::head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const {
+  auto v = txn.get(t().heads, author_key(p, a));
+  if (!v) return v.error();
+  if (!*v) return HeadValue{0, chain_genesis(p, a)};
+  auto h = HeadValue::decode(**v);
+  if (!h) return make_error(Errc::data_loss, "corrupt log head");
+  return *h;
+}
+
+Result<std::uint64_t> Store::Impl::change_counter(const LmdbTxn& txn, const ProjectId& p) const {
+  auto v = txn.get(t().meta, counter_key(p));
+  if (!v) return v.error();
+  return *v ? read_u64(**v) : 0;
+}
+
+Status Store::Impl::put_change_counter(LmdbTxn& txn, const ProjectId& p, std::uint64_t seq) const {
+  return txn.put(t().meta, counter_key(p), u64_bytes(seq));
+}
+
+Status Store::Impl::persist_clock(LmdbTxn& txn) const {
+  return txn.put(t().meta, kHlcKey, u64_bytes(clock.last()));
+}
+
+void Store::Impl::notify(const ProjectId& p, std::uint64_t seq) {
+  std::lock_guard lock(listener_mu);
+  if (listener) listener(p, seq);
+}
+
+// ---- Store ----
+
+Store::Store(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Store::~Store() = default;
+
+Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
+  if (options.data_dir.empty()) return make_error(Errc::invalid_argument, "no data directory");
+  std::error_code ec;
+  std::filesystem::create_directories(options.data_dir, ec);
+  if (ec) return make_error(Errc::internal, "cannot create " + options.data_dir.string() + ": " + ec.message());
+  ::chmod(options.data_dir.c_str(), 0700);
+  auto impl = std::make_unique<Impl>(options);
+  auto key = crypto::SigningKey::load_or_create(options.data_dir / "device.key");
+  if (!key) return key.error();
+  impl->key.emplace(std::move(*key));
+  auto db_dir = options.data_dir / "db";
+  std::filesystem::create_directories(db_dir, ec);
+  ::chmod(db_dir.c_str(), 0700);
+  auto env = LmdbEnv::open(db_dir, options.map_size_bytes, options.durable);
+  if (!env) return env.error();
+  impl->env = std::move(*env);
+
+  auto txn = impl->write_txn();
+  if (!txn) return txn.error();
+  auto fmt = txn->get(impl->t().meta, kFormatKey);
+  if (!fmt) return fmt.error();
+  if (!*fmt) {
+    FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
+  } else if (read_u64(**fmt) != kStorageFormat) {
+    return make_error(Errc::unsupported, "storage format " + std::to_string(read_u64(**fmt)) +
+                                             " in " + db_dir.string() + " is not supported");
+  }
+  auto hlc = txn->get(impl->t().meta, kHlcKey);
+  if (!hlc) return hlc.error();
+  if (*hlc) impl->clock.restore(read_u64(**hlc));
+  FS_TRY(txn->commit());
+  return std::unique_ptr<Store>(new Store(std::move(impl)));
+}
+
+const DeviceId& Store::device_id() const { return impl_->me(); }
+const crypto::SigningKey& Store::signing_key() const { return *impl_->key; }
+const StoreOptions& Store::options() const { return impl_->opts; }
+
+void Store::set_change_listener(ChangeListener listener) {
+  std::lock_guard lock(impl_->listener_mu);
+  impl_->listener = std::move(listener);
+}
+
+Result<ProjectInfo> Store::create_project(std::string name, std::string settings_json) {
+  ProjectInfo info;
+  crypto::random_fill(info.id.bytes);
+  info.name = std::move(name);
+  info.settings_json = std::move(settings_json);
+  info.created_hlc = impl_->clock.tick();
+  return add_project(info, crypto::random_bytes(32));
+}
+
+Result<ProjectInfo> Store::add_project(const ProjectInfo& info, ByteView secret) {
+  if (info.name.empty() || info.name.size() > 200)
+    return make_error(Errc::invalid_argument, "project name must be 1..200 bytes");
+  if (secret.size() != 32) return make_error(Errc::invalid_argument, "project secret must be 32 bytes");
+  FS_TRY(validate_json_object(info.settings_json));
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  auto existing = txn->get(impl_->t().projects, info.id.view());
+  if (!existing) return existing.error();
+  if (*existing) return make_error(Errc::already_exists, "project " + info.id.str() + " exists");
+  ProjectRecord rec{info, Bytes(secret.begin(), secret.end())};
+  FS_TRY(txn->put(impl_->t().projects, info.id.view(), rec.encode()));
+  FS_TRY(impl_->persist_clock(*txn));
+  FS_TRY(txn->commit());
+  return info;
+}
+
+Result<std::vector<ProjectInfo>> Store::list_projects() const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  std::vector<ProjectInfo> out;
+  LmdbCursor c(*txn, impl_->t().projects);
+  for (bool ok = c.seek({}); ok; ok = c.next()) {
+    auto rec = ProjectRecord::decode(c.value());
+    auto id = id_from_bytes<ProjectId>(c.key());
+    if (!rec || !id) return make_error(Errc::data_loss, "corrupt project record");
+    rec->info.id = *id;
+    out.push_back(rec->info);
+  }
+  return out;
+}
+
+Result<ProjectInfo> Store::get_project(const ProjectId& id) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  auto rec = impl_->project(*txn, id);
+  if (!rec) return rec.error();
+  return rec->info;
+}
+
+Result<ProjectInfo> Store::update_project(const ProjectId& id, std::optional<std::string> name,
+                                          std::optional<std::string> settings_json) {
+  if (name && (name->empty() || name->size() > 200))
+    return make_error(Errc::invalid_argument, "project name must be 1..200 bytes");
+  if (settings_json) FS_TRY(validate_json_object(*settings_json));
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  auto rec = impl_->project(*txn, id);
+  if (!rec) return rec.error();
+  if (name) rec->info.name = *name;
+  if (settings_json) rec->info.settings_json = *settings_json;
+  FS_TRY(txn->put(impl_->t().projects, id.view(), rec->encode()));
+  FS_TRY(txn->commit());
+  return rec->info;
+}
+
+Result<Bytes> Store::project_secret(const ProjectId& id) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  auto rec = impl_->project(*txn, id);
+  if (!rec) return rec.error();
+  return rec->secret;
+}
+
+}  // namespace fieldsync::storage

@@ -1,0 +1,51 @@
+// Store::Impl: the state behind Store and the transaction-level helpers shared by
+// store.cpp (open, projects), store_documents.cpp, store_queries.cpp and store_log.cpp.
+// Private to storage/.
+#pragma once
+
+#include <mutex>
+#include <optional>
+
+#include "storage/hybrid_clock.hpp"
+#include "storage/lmdb_env.hpp"
+#include "storage/records.hpp"
+#include "storage/store.hpp"
+
+namespace fieldsync::storage {
+
+struct Store::Impl {
+  StoreOptions opts;
+  std::unique_ptr<LmdbEnv> env;
+  std::optional<crypto::SigningKey> key;
+  HybridClock clock;
+  std::mutex listener_mu;
+  ChangeListener listener;
+
+  explicit Impl(const StoreOptions& o) : opts(o), clock(o.max_clock_skew_ms) {}
+  const Tables& t() const { return env->tables(); }
+  const DeviceId& me() const { return key->device_id(); }
+
+  Result<LmdbTxn> read_txn() const { return LmdbTxn::begin(*env, false); }
+  Result<LmdbTxn> write_txn() const { return LmdbTxn::begin(*env, true); }
+
+  Result<ProjectRecord> project(const LmdbTxn& txn, const ProjectId& p) const;
+  Result<std::optional<DocRecord>> doc(const LmdbTxn& txn, ByteView doc_key) const;
+  Result<VersionHeader> header(const LmdbTxn& txn, const VersionId& v) const;
+  Result<std::optional<std::string>> body(const LmdbTxn& txn, const VersionId& v) const;
+  Result<HeadValue> head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
+  Result<std::uint64_t> change_counter(const LmdbTxn& txn, const ProjectId& p) const;
+  Status put_change_counter(LmdbTxn& txn, const ProjectId& p, std::uint64_t seq) const;
+  Status persist_clock(LmdbTxn& txn) const;
+
+  // Adds a stored version to its document's DAG (heads, winner, history index) and to
+  // the changes feed at `seq`. Order-independent: a version whose child arrived first
+  // never becomes a head.
+  Result<DocRecord> add_to_dag(LmdbTxn& txn, const VersionHeader& h, const VersionId& id,
+                               std::uint64_t seq, bool local) const;
+  Result<DocumentState> doc_state(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
+                                  std::string_view id, const DocRecord& rec) const;
+
+  void notify(const ProjectId& p, std::uint64_t seq);
+};
+
+}  // namespace fieldsync::storage

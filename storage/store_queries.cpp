@@ -1,0 +1,229 @@
+// Store: reads (documents, versions, history, lists, merge preview) and the changes feed.
+#include <algorithm>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "storage/json_merge.hpp"
+#include "storage/store_impl.hpp"
+#include "storage/version_codec.hpp"
+
+namespace fieldsync::storage {
+
+Result<DocumentState> Store::get_document(const ProjectId& project, std::string_view collection,
+                                          std::string_view doc_id) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  auto rec = impl_->doc(*txn, doc_key(project, collection, doc_id));
+  if (!rec) return rec.error();
+  if (!*rec)
+    return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
+  return impl_->doc_state(*txn, project, collection, doc_id, **rec);
+}
+
+Result<Version> Store::get_version(const ProjectId& project, const VersionId& id) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  auto h = impl_->header(*txn, id);
+  if (!h) return h.error();
+  if (h->project != project) return make_error(Errc::not_found, "no version " + id.str() + " in this project");
+  auto b = impl_->body(*txn, id);
+  if (!b) return b.error();
+  return Version{id, std::move(*h), std::move(*b)};
+}
+
+Result<std::vector<Version>> Store::history(const ProjectId& project, std::string_view collection,
+                                            std::string_view doc_id, std::uint32_t limit) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  Key dk = doc_key(project, collection, doc_id);
+  auto rec = impl_->doc(*txn, dk);
+  if (!rec) return rec.error();
+  if (!*rec)
+    return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
+  DocTag tag = doc_tag(dk);
+  // The history index is keyed tag|hlc|id: walking it backwards lists newest first.
+  Key upper;
+  upper.raw(ByteView(tag)).u64(~0ull);
+  std::vector<Version> out;
+  LmdbCursor c(*txn, impl_->t().docver);
+  bool ok = c.seek(upper) ? c.prev() : c.last();
+  for (; ok && has_prefix(c.key(), ByteView(tag)) && out.size() < limit; ok = c.prev()) {
+    auto id = id_from_bytes<VersionId>(c.key().subspan(tag.size() + 8));
+    if (!id) return make_error(Errc::data_loss, "corrupt history index");
+    auto h = impl_->header(*txn, *id);
+    if (!h) return h.error();
+    auto b = impl_->body(*txn, *id);
+    if (!b) return b.error();
+    out.push_back(Version{*id, std::move(*h), std::move(*b)});
+  }
+  return out;
+}
+
+Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery& q) const {
+  if (!q.collection.empty() && !valid_collection(q.collection))
+    return make_error(Errc::invalid_argument, "invalid collection name '" + q.collection + "'");
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  Key prefix = q.collection.empty() ? Key{}.raw(project.view()) : collection_prefix(project, q.collection);
+  Key start = prefix;
+  if (!q.start_after.empty()) {
+    if (q.collection.empty()) {
+      auto slash = q.start_after.find('/');
+      if (slash == std::string::npos) return make_error(Errc::invalid_argument, "bad cursor");
+      start = doc_key(project, q.start_after.substr(0, slash), q.start_after.substr(slash + 1));
+    } else {
+      start = doc_key(project, q.collection, q.start_after);
+    }
+    start.u8(0);  // strictly after the cursor
+  }
+  ListPage page;
+  LmdbCursor c(*txn, impl_->t().docs);
+  for (bool ok = c.seek(start); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    ByteView k = c.key().subspan(ProjectId::size);
+    std::size_t clen = k[0];
+    std::string coll(as_chars(k.subspan(1, clen)));
+    std::string id(as_chars(k.subspan(1 + clen)));
+    if (page.docs.size() >= q.limit) {
+      page.next = q.collection.empty() ? page.docs.back().collection + "/" + page.docs.back().doc_id
+                                       : page.docs.back().doc_id;
+      break;
+    }
+    auto rec = DocRecord::decode(c.value());
+    if (!rec) return make_error(Errc::data_loss, "corrupt document record");
+    if ((rec->flags & DocRecord::kDeleted) && !q.include_deleted) continue;
+    if (q.conflicts_only && rec->heads.size() < 2) continue;
+    auto st = impl_->doc_state(*txn, project, coll, id, *rec);
+    if (!st) return st.error();
+    if (!q.filters.empty()) {
+      if (!st->body) continue;
+      auto m = matches_filters(*st->body, q.filters);
+      if (!m) return m.error();
+      if (!*m) continue;
+    }
+    page.docs.push_back(std::move(*st));
+  }
+  return page;
+}
+
+Result<std::vector<std::string>> Store::list_collections(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  std::vector<std::string> out;
+  LmdbCursor c(*txn, impl_->t().docs);
+  Key prefix = Key{}.raw(project.view());
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
+    ByteView k = c.key().subspan(ProjectId::size);
+    std::size_t clen = k[0];
+    out.emplace_back(as_chars(k.subspan(1, clen)));
+    // Doc ids are printable ASCII, so prefix|0xff sorts after every key of this collection.
+    Key next = collection_prefix(project, out.back());
+    next.u8(0xff);
+    ok = c.seek(next);
+  }
+  return out;
+}
+
+Result<MergeResult> Store::merge_heads(const ProjectId& project, std::string_view collection,
+                                       std::string_view doc_id) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  auto rec = impl_->doc(*txn, doc_key(project, collection, doc_id));
+  if (!rec) return rec.error();
+  if (!*rec)
+    return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
+  const auto& heads = (*rec)->heads;
+
+  // Ancestor sets of every head (bounded walk over the versions we hold).
+  constexpr std::size_t kMaxWalk = 100000;
+  std::vector<std::unordered_set<VersionId, FixedIdHash>> anc(heads.size());
+  std::unordered_map<VersionId, std::uint64_t, FixedIdHash> hlc_of;
+  for (std::size_t i = 0; i < heads.size(); ++i) {
+    std::vector<VersionId> stack{heads[i]};
+    while (!stack.empty() && anc[i].size() < kMaxWalk) {
+      VersionId v = stack.back();
+      stack.pop_back();
+      if (!anc[i].insert(v).second) continue;
+      auto h = impl_->header(*txn, v);
+      if (!h) continue;  // a parent we never received: the walk stops there
+      hlc_of[v] = h->hlc;
+      for (const auto& p : h->parents) stack.push_back(p);
+    }
+  }
+  MergeInput in;
+  MergeResult out;
+  out.heads = heads;
+  for (const auto& head : heads) {
+    auto h = impl_->header(*txn, head);
+    if (!h) return h.error();
+    if (h->kind == VersionKind::tombstone) {
+      out.conflicting_fields.push_back("(deleted)");
+      continue;
+    }
+    auto b = impl_->body(*txn, head);
+    if (!b) return b.error();
+    if (!*b) return make_error(Errc::failed_precondition, "a head's body is not held on this device (purged)");
+    in.sides.push_back(std::move(**b));
+  }
+  // Base: the newest version that is an ancestor of every head.
+  std::optional<VersionId> base;
+  for (const auto& v : anc[0]) {
+    bool common = std::all_of(anc.begin() + 1, anc.end(), [&](const auto& s) { return s.count(v) > 0; });
+    if (common && hlc_of.count(v) && (!base || hlc_of[v] > hlc_of[*base])) base = v;
+  }
+  if (base) {
+    auto b = impl_->body(*txn, *base);
+    if (!b) return b.error();
+    in.base = std::move(*b);
+  }
+  if (in.sides.empty()) {
+    out.body = "{}";
+    return out;
+  }
+  auto merged = merge_objects(in);
+  if (!merged) return merged.error();
+  out.body = std::move(merged->body);
+  for (auto& f : merged->conflicting_fields) out.conflicting_fields.push_back(std::move(f));
+  return out;
+}
+
+Result<std::vector<Change>> Store::changes_since(const ProjectId& project, std::uint64_t since,
+                                                 std::uint32_t limit) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  std::vector<Change> out;
+  Key prefix = Key{}.raw(project.view());
+  LmdbCursor c(*txn, impl_->t().changes);
+  for (bool ok = c.seek(change_key(project, since + 1)); ok && has_prefix(c.key(), prefix) && out.size() < limit;
+       ok = c.next()) {
+    auto cv = ChangeValue::decode(c.value());
+    if (!cv) return make_error(Errc::data_loss, "corrupt changes feed");
+    auto h = impl_->header(*txn, cv->id);
+    if (!h) return h.error();
+    Change ch;
+    ch.seq = ByteReader(c.key().subspan(ProjectId::size)).u64();
+    ch.version = cv->id;
+    ch.collection = h->collection;
+    ch.doc_id = h->doc_id;
+    ch.author = h->author;
+    ch.deleted = h->kind == VersionKind::tombstone;
+    ch.local = cv->local;
+    out.push_back(std::move(ch));
+  }
+  return out;
+}
+
+Result<std::uint64_t> Store::last_change_seq(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  return impl_->change_counter(*txn, project);
+}
+
+}  // namespace fieldsync::storage

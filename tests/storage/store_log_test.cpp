@@ -1,0 +1,277 @@
+#include <catch2/catch.hpp>
+
+#include "common/encoding.hpp"
+#include "storage/records.hpp"
+#include "storage/version_codec.hpp"
+#include "store_fixture.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::storage;
+using fieldsync::test::copy_logs;
+using fieldsync::test::open_store;
+using fieldsync::test::put;
+using fieldsync::test::shared_project;
+using fieldsync::test::TempDir;
+
+TEST_CASE("versions keep their ids and bodies across devices", "[storage][log]") {
+  TempDir da, db;
+  auto a = open_store(da.path());
+  auto b = open_store(db.path());
+  auto p = shared_project(*a, *b);
+  auto w = a->write(p, put("obs", "x", R"({"n":1})"));
+  REQUIRE(w.ok());
+  CHECK(copy_logs(*a, *b, p) == 1);
+  auto va = a->get_version(p, w->version);
+  auto vb = b->get_version(p, w->version);
+  REQUIRE(vb.ok());
+  CHECK(vb->id == va->id);
+  CHECK(encode_header(vb->header) == encode_header(va->header));
+  CHECK(version_id_of(encode_header(vb->header)) == w->version);
+  CHECK(*vb->body == R"({"n":1})");
+  CHECK(b->version_vector(p).value() == a->version_vector(p).value());
+  auto ch = b->changes_since(p, 0, 10);
+  REQUIRE(ch->size() == 1);
+  CHECK_FALSE((*ch)[0].local);
+}
+
+TEST_CASE("concurrent edits converge to the same heads and winner", "[storage][log]") {
+  TempDir da, db;
+  auto a = open_store(da.path());
+  auto b = open_store(db.path());
+  auto p = shared_project(*a, *b);
+  auto base = a->write(p, put("obs", "x", R"({"n":1,"m":1})"));
+  REQUIRE(base.ok());
+  copy_logs(*a, *b, p);
+  auto ua = put("obs", "x", R"({"n":2,"m":1})");
+  ua.parents = {base->version};
+  auto ub = put("obs", "x", R"({"n":1,"m":7})");
+  ub.parents = {base->version};
+  REQUIRE(a->write(p, ua).ok());
+  REQUIRE(b->write(p, ub).ok());
+  copy_logs(*a, *b, p);
+  copy_logs(*b, *a, p);
+  auto xa = a->get_document(p, "obs", "x");
+  auto xb = b->get_document(p, "obs", "x");
+  REQUIRE(xa.ok());
+  REQUIRE(xb.ok());
+  CHECK(xa->heads.size() == 2);
+  CHECK(xa->heads == xb->heads);
+  CHECK(xa->winner == xb->winner);
+  CHECK(a->merge_heads(p, "obs", "x")->body == b->merge_heads(p, "obs", "x")->body);
+  CHECK(a->version_vector(p).value() == b->version_vector(p).value());
+}
+
+TEST_CASE("relayed logs converge three devices that never all meet", "[storage][log]") {
+  TempDir da, db, dc;
+  auto a = open_store(da.path());
+  auto b = open_store(db.path());
+  auto c = open_store(dc.path());
+  auto p = shared_project(*a, *b);
+  REQUIRE(c->add_project(*a->get_project(p), *a->project_secret(p)).ok());
+  REQUIRE(a->write(p, put("obs", "from-a", "{}")).ok());
+  REQUIRE(c->write(p, put("obs", "from-c", "{}")).ok());
+  copy_logs(*a, *b, p);
+  copy_logs(*c, *b, p);
+  copy_logs(*b, *a, p);
+  copy_logs(*b, *c, p);
+  CHECK(a->get_document(p, "obs", "from-c").ok());
+  CHECK(c->get_document(p, "obs", "from-a").ok());
+  // Arriving twice (by two paths) applies nothing twice.
+  CHECK(copy_logs(*a, *c, p) == 0);
+  CHECK(c->last_change_seq(p).value() == 2);
+}
+
+TEST_CASE("out-of-order authors still give the right heads", "[storage][log]") {
+  // B edits A's version; C receives B's log before A's.
+  TempDir da, db, dc;
+  auto a = open_store(da.path());
+  auto b = open_store(db.path());
+  auto c = open_store(dc.path());
+  auto p = shared_project(*a, *b);
+  REQUIRE(c->add_project(*a->get_project(p), *a->project_secret(p)).ok());
+  auto w = a->write(p, put("obs", "x", R"({"v":1})"));
+  copy_logs(*a, *b, p);
+  auto u = put("obs", "x", R"({"v":2})");
+  u.parents = {w->version};
+  auto wb = b->write(p, u);
+  REQUIRE(wb.ok());
+  auto bl = b->read_log(p, b->device_id(), 0, 100, 1 << 20);
+  REQUIRE(bl.ok());
+  REQUIRE(c->apply_log(p, *bl).ok());
+  auto al = a->read_log(p, a->device_id(), 0, 100, 1 << 20);
+  REQUIRE(c->apply_log(p, *al).ok());
+  auto d = c->get_document(p, "obs", "x");
+  REQUIRE(d.ok());
+  CHECK(d->heads == std::vector<VersionId>{wb->version});
+}
+
+TEST_CASE("read_log cuts batches at signed checkpoints", "[storage][log]") {
+  TempDir da, db;
+  StoreOptions o;
+  o.checkpoint_interval = 16;
+  auto a = open_store(da.path(), o);
+  auto b = open_store(db.path());
+  auto p = shared_project(*a, *b);
+  for (int i = 0; i < 50; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), "{}")).ok());
+  auto b1 = a->read_log(p, a->device_id(), 0, 20, 1 << 20);
+  REQUIRE(b1.ok());
+  CHECK(b1->entries.size() == 16);
+  CHECK(b1->checkpoints.back().seq == 16);
+  auto b2 = a->read_log(p, a->device_id(), 48, 20, 1 << 20);  // head 50 is signed lazily
+  REQUIRE(b2.ok());
+  CHECK(b2->entries.size() == 2);
+  CHECK(b2->checkpoints.back().seq == 50);
+  // Tiny limits still make progress: up to the next checkpoint.
+  auto b3 = a->read_log(p, a->device_id(), 16, 1, 1);
+  REQUIRE(b3.ok());
+  CHECK(b3->entries.size() == 16);
+  CHECK(copy_logs(*a, *b, p, 7) == 50);
+  CHECK(b->version_vector(p)->at(a->device_id()) == 50);
+}
+
+namespace {
+
+struct Tamper {
+  TempDir da, db;
+  std::unique_ptr<Store> a = open_store(da.path());
+  std::unique_ptr<Store> b = open_store(db.path());
+  ProjectId p = shared_project(*a, *b);
+  LogBatch batch;
+  Tamper() {
+    for (int i = 0; i < 5; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), R"({"n":1})")).ok());
+    auto r = a->read_log(p, a->device_id(), 0, 100, 1 << 20);
+    REQUIRE(r.ok());
+    batch = *r;
+  }
+  Errc apply() {
+    auto r = b->apply_log(p, batch);
+    if (r.ok()) return Errc::ok;
+    return r.error().code;
+  }
+  void unchanged() {
+    CHECK(b->version_vector(p)->empty());
+    CHECK(b->last_change_seq(p).value() == 0);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("tampered logs are rejected and nothing is applied", "[storage][log]") {
+  SECTION("changed body") {
+    Tamper t;
+    t.batch.entries[2].body = R"({"n":2})";
+    CHECK(t.apply() == Errc::verification_failed);
+    t.unchanged();
+  }
+  SECTION("changed header") {
+    Tamper t;
+    t.batch.entries[1].header.back() ^= 1;
+    CHECK(t.apply() == Errc::verification_failed);
+    t.unchanged();
+  }
+  SECTION("re-hashed header breaks the chain") {
+    Tamper t;
+    auto h = decode_header(t.batch.entries[1].header).value();
+    h.schema = 99;
+    t.batch.entries[1].header = encode_header(h);
+    t.batch.entries[1].id = version_id_of(t.batch.entries[1].header);
+    CHECK(t.apply() == Errc::verification_failed);
+    t.unchanged();
+  }
+  SECTION("bad signature") {
+    Tamper t;
+    t.batch.checkpoints.back().signature[0] ^= 1;
+    CHECK(t.apply() == Errc::verification_failed);
+    t.unchanged();
+  }
+  SECTION("dropped entry") {
+    Tamper t;
+    t.batch.entries.erase(t.batch.entries.begin() + 2);
+    CHECK(t.apply() == Errc::verification_failed);
+    t.unchanged();
+  }
+  SECTION("unsigned tail") {
+    Tamper t;
+    t.batch.checkpoints.clear();
+    CHECK(t.apply() == Errc::verification_failed);
+    t.unchanged();
+  }
+  SECTION("forged author: a relay re-signs another device's versions") {
+    Tamper t;
+    TempDir dm;
+    auto mallory = open_store(dm.path());
+    // Mallory presents A's versions as its own log, signed with its own key.
+    LogBatch forged = t.batch;
+    forged.author = mallory->device_id();
+    crypto::Digest chain = chain_genesis(t.p, forged.author);
+    for (auto& e : forged.entries) chain = chain_next(chain, e.seq, e.id);
+    forged.checkpoints = {Checkpoint{5, chain,
+                                     mallory->signing_key().sign(checkpoint_message(t.p, forged.author, 5, chain))}};
+    auto r = t.b->apply_log(t.p, forged);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::verification_failed);
+    CHECK(r.error().message.find("another author") != std::string::npos);
+    t.unchanged();
+  }
+  SECTION("untampered applies") {
+    Tamper t;
+    CHECK(t.apply() == Errc::ok);
+    CHECK(t.b->version_vector(t.p)->at(t.a->device_id()) == 5);
+  }
+}
+
+TEST_CASE("version vectors tell exactly what is missing", "[storage][log]") {
+  TempDir da, db;
+  auto a = open_store(da.path());
+  auto b = open_store(db.path());
+  auto p = shared_project(*a, *b);
+  for (int i = 0; i < 10; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), "{}")).ok());
+  copy_logs(*a, *b, p);
+  for (int i = 10; i < 13; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), "{}")).ok());
+  auto theirs = b->version_vector(p).value();
+  CHECK(theirs.at(a->device_id()) == 10);
+  auto batch = a->read_log(p, a->device_id(), theirs.at(a->device_id()), 100, 1 << 20);
+  REQUIRE(batch.ok());
+  REQUIRE(batch->entries.size() == 3);
+  CHECK(batch->entries.front().seq == 11);
+  CHECK(b->apply_log(p, *batch)->applied == 3);
+  // Overlapping batches count duplicates instead of failing.
+  auto all = a->read_log(p, a->device_id(), 0, 100, 1 << 20);
+  auto r = b->apply_log(p, *all);
+  REQUIRE(r.ok());
+  CHECK(r->applied == 0);
+  CHECK(r->duplicates == 13);
+}
+
+TEST_CASE("purged versions relay as headers and are not fetched again", "[storage][log]") {
+  TempDir da, db, dc;
+  auto a = open_store(da.path());
+  auto b = open_store(db.path());
+  auto c = open_store(dc.path());
+  auto p = shared_project(*a, *b);
+  REQUIRE(c->add_project(*a->get_project(p), *a->project_secret(p)).ok());
+  REQUIRE(a->write(p, put("obs", "x", R"({"photo":"big"})")).ok());
+  copy_logs(*a, *b, p);
+  REQUIRE(b->purge_document(p, "obs", "x").ok());
+  copy_logs(*b, *c, p);  // B relays A's log without the body
+  auto d = c->get_document(p, "obs", "x");
+  REQUIRE(d.ok());
+  CHECK_FALSE(d->body);
+  CHECK(c->version_vector(p)->at(a->device_id()) == 1);
+  CHECK(copy_logs(*a, *b, p) == 0);  // B does not fetch the purged version again
+  CHECK_FALSE(b->get_document(p, "obs", "x")->body);
+}
+
+TEST_CASE("ids and codecs", "[common]") {
+  TempDir d;
+  auto s = open_store(d.path());
+  auto text = s->device_id().str();
+  CHECK(text.size() == 52);
+  CHECK(DeviceId::parse(text) == s->device_id());
+  CHECK_FALSE(DeviceId::parse(text.substr(1)));
+  CHECK(s->device_id().short_str().size() == 19);
+  auto p = s->create_project("x");
+  CHECK(ProjectId::parse(p->id.str()) == p->id);
+  CHECK_FALSE(ProjectId::parse("zz"));
+  CHECK(from_base32(to_base32(as_bytes("hello"))) == Bytes{'h', 'e', 'l', 'l', 'o'});
+}
