@@ -43,6 +43,8 @@ struct SyncOptions {
   std::uint32_t max_peers = 32;                // sync.max_peers: concurrent sync sessions
   std::uint32_t retry_min_ms = 1000;           // sync.retry_min_ms: first reconnect backoff
   std::uint32_t retry_max_ms = 300000;         // sync.retry_max_ms: backoff ceiling
+  std::uint32_t max_projects = 1024;           // sync.max_projects: membership proofs in one PROJECTS frame
+  std::uint32_t write_chunk_bytes = 256u << 10; // sync.write_chunk_bytes: bytes handed to the transport per write
 };
 
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.

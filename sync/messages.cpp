@@ -1,0 +1,275 @@
+#include "sync/messages.hpp"
+
+#include "crypto/crypto.hpp"
+
+namespace fieldsync::sync {
+
+namespace {
+
+constexpr std::uint8_t kFlagHasBody = 0x01;
+// Smallest encodings, used to reject absurd counts before allocating for them.
+constexpr std::size_t kMinEntryBytes = 8 + 4 + 1;
+constexpr std::size_t kCheckpointBytes = 8 + 32 + 64;
+constexpr std::size_t kVectorItemBytes = 32 + 8;
+
+// Writes the frame header with a placeholder length, returns the offset to patch.
+std::size_t begin_frame(Bytes& out, MsgType type) {
+  std::size_t at = out.size();
+  ByteWriter w(out);
+  w.u32(0);
+  w.u8(static_cast<std::uint8_t>(type));
+  return at;
+}
+
+void end_frame(Bytes& out, std::size_t at) {
+  auto len = static_cast<std::uint32_t>(out.size() - at - 4);
+  out[at] = static_cast<std::uint8_t>(len >> 24);
+  out[at + 1] = static_cast<std::uint8_t>(len >> 16);
+  out[at + 2] = static_cast<std::uint8_t>(len >> 8);
+  out[at + 3] = static_cast<std::uint8_t>(len);
+}
+
+Error malformed(std::string_view what) {
+  return make_error(Errc::invalid_argument, "malformed " + std::string(what) + " frame");
+}
+
+template <class Id>
+Id read_id(ByteReader& r) {
+  Id id;
+  id.bytes = r.fixed<Id::size>();
+  return id;
+}
+
+}  // namespace
+
+std::string_view msg_type_name(std::uint8_t type) {
+  switch (static_cast<MsgType>(type)) {
+    case MsgType::hello: return "HELLO";
+    case MsgType::projects: return "PROJECTS";
+    case MsgType::vv: return "VV";
+    case MsgType::batch: return "BATCH";
+    case MsgType::ack: return "ACK";
+    case MsgType::done: return "DONE";
+    case MsgType::new_heads: return "NEW";
+    case MsgType::ping: return "PING";
+    case MsgType::error: return "ERROR";
+  }
+  return "UNKNOWN";
+}
+
+void encode_frame(Bytes& out, std::uint8_t type, ByteView payload) {
+  ByteWriter w(out);
+  w.u32(static_cast<std::uint32_t>(payload.size() + 1));
+  w.u8(type);
+  w.raw(payload);
+}
+
+void encode_hello(Bytes& out, const Hello& m) {
+  auto at = begin_frame(out, MsgType::hello);
+  ByteWriter w(out);
+  w.raw(ByteView(kHelloMagic, 4));
+  w.u16(m.min_version);
+  w.u16(m.max_version);
+  w.raw(m.device.view());
+  w.str16(std::string_view(m.device_name).substr(0, kMaxDeviceNameBytes));
+  w.u64(m.features);
+  w.u32(m.max_frame_bytes);
+  end_frame(out, at);
+}
+
+Result<Hello> decode_hello(ByteView payload) {
+  ByteReader r(payload);
+  auto magic = r.fixed<4>();
+  if (!r.ok() || std::memcmp(magic.data(), kHelloMagic, 4) != 0)
+    return make_error(Errc::unsupported, "not a fieldsync peer (bad HELLO magic)");
+  Hello m;
+  m.min_version = r.u16();
+  m.max_version = r.u16();
+  m.device = read_id<DeviceId>(r);
+  auto name = r.str16();
+  m.features = r.u64();
+  m.max_frame_bytes = r.u32();
+  // Later versions may append fields to HELLO: trailing bytes are allowed.
+  if (!r.ok()) return malformed("HELLO");
+  if (name.size() > kMaxDeviceNameBytes) return make_error(Errc::too_large, "device name too long");
+  m.device_name = std::string(name);
+  if (m.min_version > m.max_version) return malformed("HELLO (version range)");
+  return m;
+}
+
+void encode_projects(Bytes& out, const Projects& m) {
+  auto at = begin_frame(out, MsgType::projects);
+  ByteWriter w(out);
+  w.u32(static_cast<std::uint32_t>(m.proofs.size()));
+  for (const auto& p : m.proofs) w.raw(ByteView(p.data(), p.size()));
+  end_frame(out, at);
+}
+
+Result<Projects> decode_projects(ByteView payload, const DecodeLimits& limits) {
+  ByteReader r(payload);
+  std::uint32_t n = r.u32();
+  if (!r.ok()) return malformed("PROJECTS");
+  if (n > limits.max_projects) return make_error(Errc::too_large, "too many projects in PROJECTS");
+  if (r.remaining() != std::size_t{n} * 32) return malformed("PROJECTS");
+  Projects m;
+  m.proofs.reserve(n);
+  for (std::uint32_t i = 0; i < n; ++i) m.proofs.push_back(r.fixed<32>());
+  return m;
+}
+
+void encode_vector(Bytes& out, MsgType type, const VectorMsg& m) {
+  auto at = begin_frame(out, type);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.u32(static_cast<std::uint32_t>(m.heads.size()));
+  for (const auto& [author, seq] : m.heads) {
+    w.raw(author.view());
+    w.u64(seq);
+  }
+  end_frame(out, at);
+}
+
+Result<VectorMsg> decode_vector(ByteView payload, const DecodeLimits&) {
+  ByteReader r(payload);
+  VectorMsg m;
+  m.project = read_id<ProjectId>(r);
+  std::uint32_t n = r.u32();
+  if (!r.ok() || r.remaining() != std::size_t{n} * kVectorItemBytes) return malformed("vector");
+  for (std::uint32_t i = 0; i < n; ++i) {
+    auto author = read_id<DeviceId>(r);
+    std::uint64_t seq = r.u64();
+    auto [it, fresh] = m.heads.emplace(author, seq);
+    if (!fresh) return malformed("vector (duplicate author)");
+  }
+  return m;
+}
+
+void encode_batch(Bytes& out, const Batch& m) {
+  auto at = begin_frame(out, MsgType::batch);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.raw(m.log.author.view());
+  w.u32(static_cast<std::uint32_t>(m.log.entries.size()));
+  for (const auto& e : m.log.entries) {
+    w.u64(e.seq);
+    w.blob(ByteView(e.header));
+    w.u8(e.body ? kFlagHasBody : 0);
+    if (e.body) w.blob(std::string_view(*e.body));
+  }
+  w.u32(static_cast<std::uint32_t>(m.log.checkpoints.size()));
+  for (const auto& c : m.log.checkpoints) {
+    w.u64(c.seq);
+    w.raw(ByteView(c.chain.data(), c.chain.size()));
+    w.raw(ByteView(c.signature.data(), c.signature.size()));
+  }
+  end_frame(out, at);
+}
+
+Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
+  ByteReader r(payload);
+  Batch m;
+  m.project = read_id<ProjectId>(r);
+  m.log.author = read_id<DeviceId>(r);
+  std::uint32_t n = r.u32();
+  if (!r.ok() || std::size_t{n} * kMinEntryBytes > r.remaining()) return malformed("BATCH");
+  m.log.entries.reserve(n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    storage::LogEntry e;
+    e.seq = r.u64();
+    ByteView header = r.blob(r.remaining());
+    std::uint8_t flags = r.u8();
+    if (!r.ok() || (flags & ~kFlagHasBody) != 0) return malformed("BATCH (entry)");
+    e.header.assign(header.begin(), header.end());
+    auto digest = crypto::sha256(header);
+    std::copy(digest.begin(), digest.end(), e.id.bytes.begin());
+    if (flags & kFlagHasBody) {
+      std::uint32_t len = r.u32();
+      if (len > limits.max_body_bytes) return make_error(Errc::too_large, "body too large in BATCH");
+      ByteView body = r.raw(len);
+      if (!r.ok()) return malformed("BATCH (body)");
+      e.body = std::string(as_chars(body));
+    }
+    m.log.entries.push_back(std::move(e));
+  }
+  std::uint32_t c = r.u32();
+  if (!r.ok() || r.remaining() != std::size_t{c} * kCheckpointBytes) return malformed("BATCH (checkpoints)");
+  m.log.checkpoints.reserve(c);
+  for (std::uint32_t i = 0; i < c; ++i) {
+    storage::Checkpoint cp;
+    cp.seq = r.u64();
+    cp.chain = r.fixed<32>();
+    cp.signature = r.fixed<64>();
+    m.log.checkpoints.push_back(cp);
+  }
+  return m;
+}
+
+void encode_ack(Bytes& out, const Ack& m) {
+  auto at = begin_frame(out, MsgType::ack);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.raw(m.author.view());
+  w.u64(m.head);
+  end_frame(out, at);
+}
+
+Result<Ack> decode_ack(ByteView payload) {
+  ByteReader r(payload);
+  Ack m;
+  m.project = read_id<ProjectId>(r);
+  m.author = read_id<DeviceId>(r);
+  m.head = r.u64();
+  if (!r.ok() || !r.at_end()) return malformed("ACK");
+  return m;
+}
+
+void encode_done(Bytes& out, const Done& m) {
+  auto at = begin_frame(out, MsgType::done);
+  ByteWriter(out).raw(m.project.view());
+  end_frame(out, at);
+}
+
+Result<Done> decode_done(ByteView payload) {
+  ByteReader r(payload);
+  Done m;
+  m.project = read_id<ProjectId>(r);
+  if (!r.ok() || !r.at_end()) return malformed("DONE");
+  return m;
+}
+
+void encode_ping(Bytes& out) {
+  auto at = begin_frame(out, MsgType::ping);
+  end_frame(out, at);
+}
+
+void encode_error(Bytes& out, const WireError& m) {
+  auto at = begin_frame(out, MsgType::error);
+  ByteWriter w(out);
+  w.u16(m.code);
+  w.str16(std::string_view(m.reason).substr(0, kMaxErrorReasonBytes));
+  end_frame(out, at);
+}
+
+Result<WireError> decode_error(ByteView payload) {
+  ByteReader r(payload);
+  WireError m;
+  m.code = r.u16();
+  auto reason = r.str16();
+  if (!r.ok()) return malformed("ERROR");
+  m.reason = std::string(reason.substr(0, kMaxErrorReasonBytes));
+  return m;
+}
+
+crypto::Digest membership_proof(ByteView project_secret, ByteView channel_binding,
+                                const DeviceId& device) {
+  static constexpr std::string_view kLabel = "fieldsync-member";
+  Bytes msg;
+  msg.reserve(kLabel.size() + channel_binding.size() + DeviceId::size);
+  ByteWriter w(msg);
+  w.raw(kLabel);
+  w.raw(channel_binding);
+  w.raw(device.view());
+  return crypto::hmac_sha256(project_secret, msg);
+}
+
+}  // namespace fieldsync::sync

@@ -1,0 +1,122 @@
+// The sync protocol's messages (docs/protocol.md): plain structs plus one encode/decode
+// pair per message. Encoding produces a whole frame (u32 length, u8 type, payload);
+// decoding takes the payload of one frame (see FrameDecoder) and never reads past it.
+//
+// Thread-safety: free functions on values; no shared state.
+// Errors: decode_* return invalid_argument for malformed payloads and too_large when a
+// declared count exceeds a limit. Nothing here throws or crashes on any input.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/bytes.hpp"
+#include "common/ids.hpp"
+#include "common/result.hpp"
+#include "storage/types.hpp"
+
+namespace fieldsync::sync {
+
+// Protocol versions this build speaks (HELLO negotiates the highest common one).
+inline constexpr std::uint16_t kProtocolMin = 1;
+inline constexpr std::uint16_t kProtocolMax = 1;
+// HELLO starts with these bytes so a non-fieldsync peer is recognised at once.
+inline constexpr std::uint8_t kHelloMagic[4] = {'F', 'S', 'Y', 'N'};
+// Bytes before the payload: u32 length (of type + payload) and u8 type.
+inline constexpr std::size_t kFrameHeaderBytes = 5;
+// Frame types with this bit set may be ignored by a receiver that does not know them.
+inline constexpr std::uint8_t kIgnorableTypeBit = 0x80;
+inline constexpr std::size_t kMaxDeviceNameBytes = 64;
+inline constexpr std::size_t kMaxErrorReasonBytes = 1024;
+
+enum class MsgType : std::uint8_t {
+  hello = 0x01,
+  projects = 0x02,
+  vv = 0x03,
+  batch = 0x04,
+  ack = 0x05,
+  done = 0x06,
+  new_heads = 0x07,
+  ping = 0x08,
+  error = 0x09,
+};
+
+std::string_view msg_type_name(std::uint8_t type);
+
+// Feature bits announced in HELLO (none defined yet; unknown bits are ignored).
+inline constexpr std::uint64_t kFeatureNone = 0;
+
+struct Hello {
+  std::uint16_t min_version = kProtocolMin;
+  std::uint16_t max_version = kProtocolMax;
+  DeviceId device;
+  std::string device_name;
+  std::uint64_t features = kFeatureNone;
+  std::uint32_t max_frame_bytes = 0;  // the largest frame the sender accepts
+};
+
+// One membership proof per project the sender belongs to (HMAC, see membership_proof()).
+struct Projects {
+  std::vector<crypto::Digest> proofs;
+};
+
+struct VectorMsg {  // VV and NEW share this layout
+  ProjectId project;
+  storage::VersionVector heads;
+};
+
+struct Batch {
+  ProjectId project;
+  storage::LogBatch log;
+};
+
+struct Ack {
+  ProjectId project;
+  DeviceId author;
+  std::uint64_t head = 0;  // receiver's head for the author after applying
+};
+
+struct Done {
+  ProjectId project;
+};
+
+struct WireError {
+  std::uint16_t code = 0;
+  std::string reason;
+};
+
+// Limits a decoder enforces (from config::SyncOptions).
+struct DecodeLimits {
+  std::uint32_t max_projects = 1024;
+  std::uint32_t max_body_bytes = 16u << 20;
+};
+
+// --- encoding: each appends one complete frame to `out` ---
+void encode_hello(Bytes& out, const Hello& m);
+void encode_projects(Bytes& out, const Projects& m);
+void encode_vector(Bytes& out, MsgType type, const VectorMsg& m);
+void encode_batch(Bytes& out, const Batch& m);
+void encode_ack(Bytes& out, const Ack& m);
+void encode_done(Bytes& out, const Done& m);
+void encode_ping(Bytes& out);
+void encode_error(Bytes& out, const WireError& m);
+// A frame with an arbitrary type and payload (tests, extensions).
+void encode_frame(Bytes& out, std::uint8_t type, ByteView payload);
+
+// --- decoding: payload of one frame ---
+Result<Hello> decode_hello(ByteView payload);
+Result<Projects> decode_projects(ByteView payload, const DecodeLimits& limits);
+Result<VectorMsg> decode_vector(ByteView payload, const DecodeLimits& limits);
+// Entry ids are recomputed as SHA-256 of the header bytes (ids are not sent).
+Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits);
+Result<Ack> decode_ack(ByteView payload);
+Result<Done> decode_done(ByteView payload);
+Result<WireError> decode_error(ByteView payload);
+
+// HMAC-SHA256(project_secret, "fieldsync-member" || channel_binding || device id).
+crypto::Digest membership_proof(ByteView project_secret, ByteView channel_binding,
+                                 const DeviceId& device);
+
+}  // namespace fieldsync::sync

@@ -1,0 +1,48 @@
+// Plain progress/status records of sync sessions, shown by the API and syncctl.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+#include "common/ids.hpp"
+
+namespace fieldsync::sync {
+
+enum class SessionState : std::uint8_t {
+  hello,    // waiting for the peer's HELLO
+  proving,  // waiting for the peer's membership proofs
+  active,   // exchanging vectors and batches; stays here while live
+  closed,   // ended cleanly
+  failed,   // ended with an error (see SessionProgress::error)
+};
+std::string_view session_state_name(SessionState s);
+
+struct ProjectProgress {
+  ProjectId project;
+  std::uint64_t to_send = 0;     // versions the peer lacks (from the vectors)
+  std::uint64_t to_receive = 0;  // versions we lack that the peer announced
+  std::uint64_t sent = 0;        // versions sent in this session
+  std::uint64_t received = 0;    // versions received (applied or duplicate)
+  std::uint64_t applied = 0;     // versions newly applied
+  std::uint64_t bytes_sent = 0;  // BATCH frame bytes
+  std::uint64_t bytes_received = 0;
+  double rate_bytes_per_s = 0;   // both directions, recent
+  bool in_sync = false;          // both sides said DONE and every batch was acknowledged
+  std::int64_t last_sync_ms = 0; // unix ms when in_sync last became true; 0 never
+};
+
+struct SessionProgress {
+  SessionState state = SessionState::hello;
+  DeviceId peer;                 // zero until HELLO
+  std::string peer_name;
+  std::uint16_t protocol = 0;    // negotiated version
+  std::uint64_t bytes_sent = 0;  // all frames
+  std::uint64_t bytes_received = 0;
+  std::vector<ProjectProgress> projects;
+  std::optional<Error> error;
+};
+
+}  // namespace fieldsync::sync

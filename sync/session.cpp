@@ -1,0 +1,519 @@
+#include "sync/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+
+#include "crypto/crypto.hpp"
+#include "sync/wire_error.hpp"
+
+namespace fieldsync::sync {
+
+std::string_view session_state_name(SessionState s) {
+  switch (s) {
+    case SessionState::hello: return "hello";
+    case SessionState::proving: return "proving";
+    case SessionState::active: return "active";
+    case SessionState::closed: return "closed";
+    case SessionState::failed: return "failed";
+  }
+  return "unknown";
+}
+
+namespace {
+
+std::uint64_t get(const storage::VersionVector& v, const DeviceId& a) {
+  auto it = v.find(a);
+  return it == v.end() ? 0 : it->second;
+}
+
+void raise(storage::VersionVector& v, const DeviceId& a, std::uint64_t seq) {
+  auto& cur = v[a];
+  cur = std::max(cur, seq);
+}
+
+std::int64_t system_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Per-project state of one session.
+struct ProjectSync {
+  ProjectId id;
+  storage::VersionVector mine;      // our vector (cached; refreshed on local change)
+  storage::VersionVector peer;      // what the peer is known to hold (VV, ACK, its batches)
+  storage::VersionVector sent;      // highest seq sent per author (in flight or acked)
+  storage::VersionVector peer_has;  // what the peer announced (VV, NEW): to-receive estimate
+  bool vv_received = false;
+  bool done_owed = false;  // send DONE once everything for this project is sent
+  bool peer_done = false;  // the peer sent DONE and announced nothing since
+  bool was_in_sync = false;
+  std::uint32_t unacked = 0;
+  ProjectProgress stats;
+  std::int64_t rate_sample_ms = 0;
+  std::uint64_t rate_sample_bytes = 0;
+};
+
+}  // namespace
+
+struct Session::Impl {
+  storage::Store& store;
+  SessionParams params;
+  DecodeLimits limits;
+  FrameDecoder decoder;
+  SessionState state = SessionState::hello;
+  Bytes control;  // small frames waiting to be sent (ahead of batches)
+  std::optional<Error> error;
+  Hello peer_hello;
+  bool have_peer = false;
+  std::uint16_t protocol = 0;
+  std::uint32_t peer_max_frame = 0;
+  std::uint32_t inflight = 0;  // unacknowledged batches over all projects
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::map<ProjectId, ProjectSync> projects;  // common projects only
+  std::deque<ProjectId> rr;                    // round robin over projects for fairness
+
+  Impl(storage::Store& s, SessionParams p)
+      : store(s), params(std::move(p)), decoder(params.options.max_frame_bytes) {
+    limits.max_projects = params.options.max_projects;
+    limits.max_body_bytes = store.options().max_body_bytes;
+    if (!params.clock) params.clock = system_now_ms;
+  }
+
+  std::string peer_label() const {
+    return have_peer ? peer_hello.device.short_str() : std::string("(unknown peer)");
+  }
+
+  void fail(Error e, bool tell_peer) {
+    if (state == SessionState::failed || state == SessionState::closed) return;
+    spdlog::warn("sync: session with {} failed: {}: {}", peer_label(), errc_name(e.code), e.message);
+    if (tell_peer) encode_error(control, WireError{to_wire_code(e.code), e.message});
+    error = std::move(e);
+    state = SessionState::failed;
+  }
+
+  // --- input ---
+
+  void receive(ByteView bytes) {
+    if (finished()) return;
+    bytes_received += bytes.size();
+    decoder.feed(bytes);
+    while (!finished()) {
+      auto next = decoder.next();
+      if (!next.ok()) return fail(next.error(), true);
+      if (!next.value()) return;
+      handle(*next.value());
+    }
+  }
+
+  bool finished() const { return state == SessionState::failed || state == SessionState::closed; }
+
+  void handle(const Frame& f) {
+    auto type = static_cast<MsgType>(f.type);
+    if (type == MsgType::error) return on_error(f.payload);
+    if (type == MsgType::ping) return;
+    if (state == SessionState::hello) {
+      if (type != MsgType::hello)
+        return fail(make_error(Errc::failed_precondition, "expected HELLO first"), true);
+      return on_hello(f.payload);
+    }
+    if (state == SessionState::proving) {
+      if (type != MsgType::projects)
+        return fail(make_error(Errc::failed_precondition, "expected PROJECTS after HELLO"), true);
+      return on_projects(f.payload);
+    }
+    switch (type) {
+      case MsgType::vv: return on_vector(f.payload, false);
+      case MsgType::new_heads: return on_vector(f.payload, true);
+      case MsgType::batch: return on_batch(f.payload, f.payload.size() + kFrameHeaderBytes);
+      case MsgType::ack: return on_ack(f.payload);
+      case MsgType::done: return on_done(f.payload);
+      case MsgType::hello:
+      case MsgType::projects:
+        return fail(make_error(Errc::failed_precondition,
+                               std::string(msg_type_name(f.type)) + " sent twice"), true);
+      default: break;
+    }
+    if (f.type & kIgnorableTypeBit) return;  // an optional extension we do not know
+    fail(make_error(Errc::unsupported, "unknown message type " + std::to_string(f.type)), true);
+  }
+
+  void on_error(ByteView payload) {
+    auto m = decode_error(payload);
+    Error e = m.ok() ? make_error(from_wire_code(m->code), "peer: " + m->reason)
+                     : make_error(Errc::invalid_argument, "peer sent a malformed ERROR");
+    fail(std::move(e), false);
+  }
+
+  void on_hello(ByteView payload) {
+    auto m = decode_hello(payload);
+    if (!m.ok()) return fail(m.error(), true);
+    std::uint16_t lo = std::max(m->min_version, kProtocolMin);
+    std::uint16_t hi = std::min(m->max_version, kProtocolMax);
+    if (lo > hi)
+      return fail(make_error(Errc::unsupported,
+                             "no common protocol version (peer " + std::to_string(m->min_version) +
+                                 ".." + std::to_string(m->max_version) + ", we " +
+                                 std::to_string(kProtocolMin) + ".." + std::to_string(kProtocolMax) + ")"),
+                  true);
+    if (params.authenticated_peer && *params.authenticated_peer != m->device)
+      return fail(make_error(Errc::unauthenticated, "HELLO device id differs from the TLS key"), true);
+    if (m->device == store.device_id())
+      return fail(make_error(Errc::failed_precondition, "connected to ourselves"), true);
+    peer_hello = std::move(*m);
+    have_peer = true;
+    protocol = hi;
+    peer_max_frame = peer_hello.max_frame_bytes == 0
+                         ? params.options.max_frame_bytes
+                         : std::min(peer_hello.max_frame_bytes, params.options.max_frame_bytes);
+    state = SessionState::proving;
+    send_projects();
+  }
+
+  void send_projects() {
+    Projects m;
+    auto list = store.list_projects();
+    if (!list.ok()) return fail(list.error(), true);
+    for (const auto& p : *list) {
+      if (m.proofs.size() >= params.options.max_projects) break;
+      auto secret = store.project_secret(p.id);
+      if (!secret.ok()) continue;
+      m.proofs.push_back(membership_proof(*secret, params.channel_binding, store.device_id()));
+    }
+    encode_projects(control, m);
+  }
+
+  void on_projects(ByteView payload) {
+    auto m = decode_projects(payload, limits);
+    if (!m.ok()) return fail(m.error(), true);
+    auto list = store.list_projects();
+    if (!list.ok()) return fail(list.error(), true);
+    for (const auto& p : *list) {
+      auto secret = store.project_secret(p.id);
+      if (!secret.ok()) continue;
+      auto expect = membership_proof(*secret, params.channel_binding, peer_hello.device);
+      for (const auto& proof : m->proofs) {
+        if (crypto::constant_time_equal(ByteView(proof), ByteView(expect))) {
+          ProjectSync ps;
+          ps.id = p.id;
+          ps.stats.project = p.id;
+          projects.emplace(p.id, std::move(ps));
+          rr.push_back(p.id);
+          break;
+        }
+      }
+    }
+    state = SessionState::active;
+    if (projects.empty()) {
+      // Nothing to share: say so without naming anything, then end.
+      return fail(make_error(Errc::permission_denied, "no common project"), true);
+    }
+    spdlog::info("sync: session with {} ({}) active, {} common project(s)", peer_label(),
+                 peer_hello.device_name, projects.size());
+    for (auto& [id, ps] : projects) {
+      auto vv = store.version_vector(id);
+      if (!vv.ok()) return fail(vv.error(), true);
+      ps.mine = std::move(*vv);
+      encode_vector(control, MsgType::vv, VectorMsg{id, ps.mine});
+    }
+  }
+
+  ProjectSync* project_of(const ProjectId& id, std::string_view what) {
+    auto it = projects.find(id);
+    if (it == projects.end()) {
+      fail(make_error(Errc::permission_denied, std::string(what) + " for a project not proven"), true);
+      return nullptr;
+    }
+    return &it->second;
+  }
+
+  void on_vector(ByteView payload, bool is_new) {
+    auto m = decode_vector(payload, limits);
+    if (!m.ok()) return fail(m.error(), true);
+    ProjectSync* ps = project_of(m->project, is_new ? "NEW" : "VV");
+    if (!ps) return;
+    if (!is_new) {
+      if (ps->vv_received) return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
+      ps->vv_received = true;
+      ps->peer = m->heads;
+      ps->sent = m->heads;
+      ps->done_owed = true;
+    }
+    for (const auto& [a, seq] : m->heads) raise(ps->peer_has, a, seq);
+    if (is_new) ps->peer_done = false;
+    update_sync_flag(*ps);
+  }
+
+  void on_batch(ByteView payload, std::size_t frame_bytes) {
+    auto m = decode_batch(payload, limits);
+    if (!m.ok()) return fail(m.error(), true);
+    ProjectSync* ps = project_of(m->project, "BATCH");
+    if (!ps) return;
+    if (!ps->vv_received)
+      return fail(make_error(Errc::failed_precondition, "BATCH before VV"), true);
+    if (m->log.entries.empty())
+      return fail(make_error(Errc::invalid_argument, "empty BATCH"), true);
+    auto r = store.apply_log(m->project, m->log);
+    if (!r.ok()) {
+      Error e = r.error();
+      e.message = "batch of " + std::to_string(m->log.entries.size()) + " entries by " +
+                  m->log.author.short_str() + " rejected: " + e.message;
+      return fail(std::move(e), true);
+    }
+    const DeviceId& a = m->log.author;
+    std::uint64_t last = m->log.entries.back().seq;
+    raise(ps->peer, a, last);
+    raise(ps->peer_has, a, last);
+    raise(ps->sent, a, last);
+    raise(ps->mine, a, r->head);
+    ps->stats.received += m->log.entries.size();
+    ps->stats.applied += r->applied;
+    ps->stats.bytes_received += frame_bytes;
+    sample_rate(*ps);
+    encode_ack(control, Ack{m->project, a, r->head});
+    update_sync_flag(*ps);
+  }
+
+  void on_ack(ByteView payload) {
+    auto m = decode_ack(payload);
+    if (!m.ok()) return fail(m.error(), true);
+    ProjectSync* ps = project_of(m->project, "ACK");
+    if (!ps) return;
+    if (inflight == 0 || ps->unacked == 0)
+      return fail(make_error(Errc::failed_precondition, "ACK without a batch in flight"), true);
+    --inflight;
+    --ps->unacked;
+    raise(ps->peer, m->author, m->head);
+    raise(ps->sent, m->author, m->head);
+    update_sync_flag(*ps);
+  }
+
+  void on_done(ByteView payload) {
+    auto m = decode_done(payload);
+    if (!m.ok()) return fail(m.error(), true);
+    ProjectSync* ps = project_of(m->project, "DONE");
+    if (!ps) return;
+    ps->peer_done = true;
+    update_sync_flag(*ps);
+  }
+
+  // --- output ---
+
+  std::uint64_t next_from(const ProjectSync& ps, const DeviceId& a) const {
+    return std::max(get(ps.sent, a), get(ps.peer, a));
+  }
+
+  bool has_more(const ProjectSync& ps) const {
+    for (const auto& [a, seq] : ps.mine)
+      if (seq > next_from(ps, a)) return true;
+    return false;
+  }
+
+  std::uint64_t to_send(const ProjectSync& ps) const {
+    std::uint64_t n = 0;
+    for (const auto& [a, seq] : ps.mine) n += seq > get(ps.peer, a) ? seq - get(ps.peer, a) : 0;
+    return n;
+  }
+
+  std::uint64_t to_receive(const ProjectSync& ps) const {
+    std::uint64_t n = 0;
+    for (const auto& [a, seq] : ps.peer_has) n += seq > get(ps.mine, a) ? seq - get(ps.mine, a) : 0;
+    return n;
+  }
+
+  void update_sync_flag(ProjectSync& ps) {
+    bool now = ps.vv_received && ps.peer_done && !ps.done_owed && ps.unacked == 0 && !has_more(ps);
+    if (now && !ps.was_in_sync) ps.stats.last_sync_ms = params.clock();
+    ps.was_in_sync = now;
+  }
+
+  void sample_rate(ProjectSync& ps) {
+    std::int64_t now = params.clock();
+    std::uint64_t total = ps.stats.bytes_sent + ps.stats.bytes_received;
+    if (ps.rate_sample_ms == 0) {
+      ps.rate_sample_ms = now;
+      ps.rate_sample_bytes = total;
+    } else if (now - ps.rate_sample_ms >= 1000) {
+      ps.stats.rate_bytes_per_s =
+          double(total - ps.rate_sample_bytes) * 1000.0 / double(now - ps.rate_sample_ms);
+      ps.rate_sample_ms = now;
+      ps.rate_sample_bytes = total;
+    }
+  }
+
+  // Appends one BATCH for `ps` if an author has more; false when there is nothing to send.
+  bool produce_batch(ProjectSync& ps, Bytes& out) {
+    for (const auto& [a, head] : ps.mine) {
+      std::uint64_t from = next_from(ps, a);
+      if (head <= from) continue;
+      std::uint32_t max_entries = params.options.batch_entries;
+      for (int attempt = 0; attempt < 2; ++attempt) {
+        auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes);
+        if (!log.ok()) {
+          fail(log.error(), true);
+          return false;
+        }
+        if (log->entries.empty()) {
+          // The cached vector promised more than the store returns: trust the store.
+          spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from, head);
+          ps.mine[a] = from;
+          break;
+        }
+        std::uint64_t last = log->entries.back().seq;
+        std::size_t before = out.size();
+        encode_batch(out, Batch{ps.id, std::move(*log)});
+        std::size_t frame = out.size() - before;
+        if (frame > peer_max_frame) {
+          out.resize(before);
+          if (max_entries > 1) {
+            max_entries = 1;  // the smallest run the store can give: up to the next checkpoint
+            continue;
+          }
+          fail(make_error(Errc::too_large, "a log run of " + a.short_str() +
+                                               " does not fit in one frame (" +
+                                               std::to_string(frame) + " bytes)"),
+               true);
+          return false;
+        }
+        ps.sent[a] = last;
+        ps.stats.sent += last - from;
+        ps.stats.bytes_sent += frame;
+        sample_rate(ps);
+        ++ps.unacked;
+        ++inflight;
+        return true;
+      }
+    }
+    return false;
+  }
+
+  Bytes take_output(std::size_t max_bytes) {
+    Bytes out = std::move(control);
+    control.clear();
+    if (state != SessionState::active) return out;
+    bool progress = true;
+    while (progress && out.size() < max_bytes && inflight < params.options.window_batches) {
+      progress = false;
+      for (std::size_t i = 0; i < rr.size() && !finished(); ++i) {
+        ProjectId id = rr.front();
+        rr.pop_front();
+        rr.push_back(id);
+        ProjectSync& ps = projects.at(id);
+        if (!ps.vv_received) continue;
+        if (produce_batch(ps, out)) {
+          progress = true;
+          break;
+        }
+      }
+      if (finished()) {  // produce_batch failed: only the ERROR goes out now
+        out.insert(out.end(), control.begin(), control.end());
+        control.clear();
+        bytes_sent += out.size();
+        return out;
+      }
+    }
+    for (auto& [id, ps] : projects) {
+      if (ps.vv_received && ps.done_owed && !has_more(ps)) {
+        encode_done(out, Done{id});
+        ps.done_owed = false;
+        update_sync_flag(ps);
+      }
+    }
+    bytes_sent += out.size();
+    return out;
+  }
+
+  void notify_local_change(const ProjectId& id) {
+    if (state != SessionState::active) return;
+    auto it = projects.find(id);
+    if (it == projects.end()) return;
+    ProjectSync& ps = it->second;
+    auto vv = store.version_vector(id);
+    if (!vv.ok()) return fail(vv.error(), true);
+    ps.mine = std::move(*vv);
+    if (!ps.vv_received) return;  // the initial exchange will cover it
+    VectorMsg announce{id, {}};
+    for (const auto& [a, seq] : ps.mine)
+      if (seq > next_from(ps, a)) announce.heads[a] = seq;
+    if (announce.heads.empty()) return;
+    encode_vector(control, MsgType::new_heads, announce);
+    ps.done_owed = true;
+    update_sync_flag(ps);
+  }
+};
+
+Session::Session(storage::Store& store, SessionParams params)
+    : impl_(std::make_unique<Impl>(store, std::move(params))) {}
+Session::~Session() = default;
+
+void Session::start() {
+  Hello h;
+  h.device = impl_->store.device_id();
+  h.device_name = impl_->params.device_name;
+  h.max_frame_bytes = impl_->params.options.max_frame_bytes;
+  encode_hello(impl_->control, h);
+}
+
+void Session::receive(ByteView bytes) { impl_->receive(bytes); }
+Bytes Session::take_output(std::size_t max_bytes) { return impl_->take_output(max_bytes); }
+void Session::notify_local_change(const ProjectId& project) { impl_->notify_local_change(project); }
+
+void Session::ping() {
+  if (!impl_->finished()) encode_ping(impl_->control);
+}
+
+void Session::transport_closed(std::string reason) {
+  if (impl_->finished()) return;
+  impl_->fail(make_error(Errc::unavailable, "connection lost: " + reason), false);
+}
+
+void Session::abort(Error error) { impl_->fail(std::move(error), true); }
+
+SessionState Session::state() const { return impl_->state; }
+bool Session::finished() const { return impl_->finished(); }
+bool Session::peer_known() const { return impl_->have_peer; }
+const DeviceId& Session::peer() const { return impl_->peer_hello.device; }
+const std::string& Session::peer_name() const { return impl_->peer_hello.device_name; }
+const std::optional<Error>& Session::error() const { return impl_->error; }
+
+SessionProgress Session::progress() const {
+  SessionProgress p;
+  p.state = impl_->state;
+  if (impl_->have_peer) {
+    p.peer = impl_->peer_hello.device;
+    p.peer_name = impl_->peer_hello.device_name;
+  }
+  p.protocol = impl_->protocol;
+  p.bytes_sent = impl_->bytes_sent;
+  p.bytes_received = impl_->bytes_received;
+  p.error = impl_->error;
+  std::int64_t now = impl_->params.clock();
+  for (const auto& [id, ps] : impl_->projects) {
+    ProjectProgress pp = ps.stats;
+    pp.to_send = impl_->to_send(ps);
+    pp.to_receive = impl_->to_receive(ps);
+    pp.in_sync = ps.was_in_sync;
+    if (ps.rate_sample_ms != 0 && now - ps.rate_sample_ms > 3000) pp.rate_bytes_per_s = 0;
+    p.projects.push_back(pp);
+  }
+  return p;
+}
+
+bool Session::in_sync() const {
+  if (impl_->state != SessionState::active) return false;
+  for (const auto& [id, ps] : impl_->projects)
+    if (!ps.was_in_sync) return false;
+  return true;
+}
+
+std::vector<ProjectId> Session::common_projects() const {
+  std::vector<ProjectId> ids;
+  for (const auto& [id, ps] : impl_->projects) ids.push_back(id);
+  return ids;
+}
+
+}  // namespace fieldsync::sync

@@ -1,0 +1,91 @@
+// Session: the sans-I/O sync protocol engine for one connection to one peer
+// (docs/protocol.md). Feed it received bytes with receive(); take bytes to send with
+// take_output(). It never touches sockets, timers or threads, so the same engine runs over
+// TCP+TLS, an in-memory pipe in tests, and later BLE or a one-way file bundle.
+//
+// Flow: HELLO both ways (version negotiation) -> PROJECTS (membership proofs bound to the
+// channel) -> for each project both prove: VV both ways -> each side streams, per author in
+// log order, the entries the other lacks as BATCH frames; the receiver verifies and applies
+// them (Store::apply_log) and answers ACK; at most window_batches unacknowledged batches are
+// in flight, and batches are only read from the store when the transport asks for output,
+// so memory stays bounded however slow the peer is. DONE marks "sent all I had". While the
+// connection stays open, notify_local_change() pushes new versions (NEW + BATCH).
+//
+// Ownership: borrows the Store (must outlive the session). Thread-safety: none; drive one
+// session from one strand. Store calls are synchronous and short (one LMDB transaction).
+// Errors: a protocol violation, a batch that fails verification, or an ERROR from the peer
+// moves the session to `failed` (after queuing an ERROR frame for the peer when the fault
+// is ours to report). Batches applied before that stay applied.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "common/result.hpp"
+#include "config/config.hpp"
+#include "storage/store.hpp"
+#include "sync/frame_decoder.hpp"
+#include "sync/messages.hpp"
+#include "sync/progress.hpp"
+
+namespace fieldsync::sync {
+
+struct SessionParams {
+  config::SyncOptions options;
+  std::string device_name;
+  // Channel binding from the transport (TLS exporter); membership proofs cover it so
+  // they cannot be replayed on another connection. Empty when the transport has none.
+  Bytes channel_binding;
+  // The peer's device as authenticated by the transport (TLS certificate key); HELLO must
+  // match it. nullopt when the transport does not authenticate.
+  std::optional<DeviceId> authenticated_peer;
+  // Wall clock in unix milliseconds (progress rates, last sync time); injectable for tests.
+  std::function<std::int64_t()> clock;
+};
+
+class Session {
+ public:
+  Session(storage::Store& store, SessionParams params);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // Queues HELLO. Call once, before anything else.
+  void start();
+  // Processes received bytes (any split). May queue output and change state.
+  void receive(ByteView bytes);
+  // Up to about max_bytes of frames to send now (at least one whole frame if any is
+  // ready); empty when there is nothing to send until more input or a local change.
+  Bytes take_output(std::size_t max_bytes);
+  // The store gained versions for `project` (local write or another session's apply).
+  void notify_local_change(const ProjectId& project);
+  // Queues a keepalive PING (the driver calls this when the link is idle).
+  void ping();
+  // The transport ended. A session that is not already failed becomes failed(unavailable).
+  void transport_closed(std::string reason);
+  // Ends the session on our initiative: queues ERROR(code, reason) and fails.
+  void abort(Error error);
+
+  SessionState state() const;
+  bool finished() const;  // closed or failed
+  // True once HELLO arrived: peer() and peer_name() are then known.
+  bool peer_known() const;
+  const DeviceId& peer() const;
+  const std::string& peer_name() const;
+  const std::optional<Error>& error() const;
+  SessionProgress progress() const;
+  // True when every common project is in sync in both directions.
+  bool in_sync() const;
+  // Projects both sides proved membership of (known after PROJECTS).
+  std::vector<ProjectId> common_projects() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fieldsync::sync

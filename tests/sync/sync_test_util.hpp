@@ -1,0 +1,141 @@
+// Test helpers for sync: temp stores and an in-memory pipe joining two Sessions.
+#pragma once
+
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <random>
+#include <set>
+#include <unistd.h>
+
+#include "storage/store.hpp"
+#include "sync/session.hpp"
+
+namespace fieldsync::sync::test {
+
+struct TempDir {
+  std::filesystem::path path;
+  TempDir() {
+    static std::atomic<int> n{0};
+    path = std::filesystem::temp_directory_path() /
+           ("fs-sync-test-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() { std::filesystem::remove_all(path); }
+};
+
+// A store in a temp dir that records which projects changed (as the service would post).
+struct Node {
+  TempDir dir;
+  std::unique_ptr<storage::Store> store;
+  std::set<ProjectId> changed;
+
+  explicit Node(std::uint32_t checkpoint_interval = 256) {
+    storage::StoreOptions o;
+    o.data_dir = dir.path / "data";
+    o.durable = false;
+    o.map_size_bytes = 1ull << 30;
+    o.checkpoint_interval = checkpoint_interval;
+    auto s = storage::Store::open(o);
+    REQUIRE(s.ok());
+    store = std::move(*s);
+    store->set_change_listener([this](const ProjectId& p, std::uint64_t) { changed.insert(p); });
+  }
+
+  // Writes n docs "c/d<start+i>" in one batch.
+  void write_docs(const ProjectId& p, int start, int n, const std::string& tag = "v") {
+    std::vector<storage::WriteRequest> reqs;
+    for (int i = 0; i < n; ++i) {
+      storage::WriteRequest r;
+      r.collection = "obs";
+      r.doc_id = "d" + std::to_string(start + i);
+      r.body = "{\"n\":" + std::to_string(start + i) + ",\"tag\":\"" + tag + "\"}";
+      r.use_current = true;
+      reqs.push_back(std::move(r));
+    }
+    auto w = store->write_batch(p, reqs);
+    REQUIRE(w.ok());
+  }
+};
+
+inline ProjectId shared_project(Node& a, Node& b) {
+  auto p = a.store->create_project("survey");
+  REQUIRE(p.ok());
+  auto secret = a.store->project_secret(p->id);
+  REQUIRE(secret.ok());
+  REQUIRE(b.store->add_project(*p, *secret).ok());
+  return p->id;
+}
+
+inline SessionParams params(std::string name, config::SyncOptions o = {}) {
+  SessionParams p;
+  p.options = o;
+  p.device_name = std::move(name);
+  p.channel_binding = Bytes(32, 0x42);
+  return p;
+}
+
+// Joins two sessions like a reliable byte stream. `cut_after` total bytes (both ways)
+// breaks the pipe: bytes past it are dropped and both sessions see transport_closed.
+struct Pipe {
+  Session& a;
+  Session& b;
+  Node* na = nullptr;
+  Node* nb = nullptr;
+  std::size_t cut_after = SIZE_MAX;
+  std::size_t moved = 0;
+  bool broken = false;
+  std::size_t chunk = 1000;  // output taken per step
+  std::mt19937 rng{7};
+
+  // Delivers `bytes` to `to` in random pieces (exercises frame reassembly).
+  void deliver(Session& to, const Bytes& bytes) {
+    std::size_t i = 0;
+    while (i < bytes.size()) {
+      if (moved >= cut_after) {
+        broken = true;
+        a.transport_closed("cut");
+        b.transport_closed("cut");
+        return;
+      }
+      std::size_t n = std::min<std::size_t>({bytes.size() - i, 1 + rng() % 700, cut_after - moved});
+      to.receive(ByteView(bytes).subspan(i, n));
+      i += n;
+      moved += n;
+    }
+  }
+
+  void post_changes(Node* n, Session& s) {
+    if (!n) return;
+    auto changed = std::move(n->changed);
+    n->changed.clear();
+    for (const auto& p : changed) s.notify_local_change(p);
+  }
+
+  // Runs until both sides are quiet (or the pipe breaks). Returns the step count.
+  int run(int max_steps = 100000) {
+    int steps = 0;
+    for (; steps < max_steps && !broken; ++steps) {
+      post_changes(na, a);
+      post_changes(nb, b);
+      Bytes x = a.take_output(chunk);
+      Bytes y = b.take_output(chunk);
+      if (x.empty() && y.empty()) break;
+      deliver(b, x);
+      if (broken) break;
+      deliver(a, y);
+    }
+    return steps;
+  }
+};
+
+inline storage::DocumentState doc(Node& n, const ProjectId& p, const std::string& id) {
+  auto d = n.store->get_document(p, "obs", id);
+  REQUIRE(d.ok());
+  return *d;
+}
+
+}  // namespace fieldsync::sync::test

@@ -1,0 +1,468 @@
+// Session engine tests: two real Stores joined through an in-memory pipe.
+#include "sync_test_util.hpp"
+
+#include "sync/messages.hpp"
+#include "sync/wire_error.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::sync;
+using namespace fieldsync::sync::test;
+
+namespace {
+
+config::SyncOptions small_batches() {
+  config::SyncOptions o;
+  o.batch_entries = 50;
+  o.window_batches = 2;
+  return o;
+}
+
+storage::VersionVector vv(Node& n, const ProjectId& p) {
+  auto v = n.store->version_vector(p);
+  REQUIRE(v.ok());
+  return *v;
+}
+
+// Splits a byte string into frames (type, payload copy).
+std::vector<std::pair<std::uint8_t, Bytes>> frames_of(const Bytes& bytes) {
+  FrameDecoder d(64u << 20);
+  d.feed(bytes);
+  std::vector<std::pair<std::uint8_t, Bytes>> out;
+  for (;;) {
+    auto f = d.next();
+    REQUIRE(f.ok());
+    if (!*f) break;
+    out.emplace_back((*f)->type, Bytes((*f)->payload.begin(), (*f)->payload.end()));
+  }
+  return out;
+}
+
+bool has_error_frame(const Bytes& out, Errc code) {
+  for (auto& [t, p] : frames_of(out)) {
+    if (t != static_cast<std::uint8_t>(MsgType::error)) continue;
+    auto e = decode_error(p);
+    if (e.ok() && from_wire_code(e->code) == code) return true;
+  }
+  return false;
+}
+
+// Hand-driven peer: plays device `from` (a real store, for ids, secrets and logs) against
+// session `s`, up to the point where `s` is active and expects batches.
+struct FakePeer {
+  Node& from;
+  ProjectId project;
+  Bytes binding = Bytes(32, 0x42);
+
+  void handshake(Session& s, const storage::VersionVector& heads = {}) {
+    Bytes in;
+    Hello h;
+    h.device = from.store->device_id();
+    h.device_name = "fake";
+    h.max_frame_bytes = 4u << 20;
+    encode_hello(in, h);
+    auto secret = from.store->project_secret(project);
+    REQUIRE(secret.ok());
+    encode_projects(in, Projects{{membership_proof(*secret, binding, from.store->device_id())}});
+    encode_vector(in, MsgType::vv, VectorMsg{project, heads});
+    s.receive(in);
+    REQUIRE(s.state() == SessionState::active);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("initial sync copies every version and both sides end in sync", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 600);
+  Session sa(*a.store, params("a", small_batches())), sb(*b.store, params("b", small_batches()));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sa.state() == SessionState::active);
+  REQUIRE(sb.state() == SessionState::active);
+  CHECK(vv(a, p) == vv(b, p));
+  CHECK(doc(b, p, "d599").body == doc(a, p, "d599").body);
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+  auto pa = sa.progress();
+  REQUIRE(pa.projects.size() == 1);
+  CHECK(pa.projects[0].sent == 600);
+  CHECK(pa.projects[0].to_send == 0);
+  CHECK(pa.projects[0].last_sync_ms > 0);
+  auto pb = sb.progress();
+  CHECK(pb.projects[0].applied == 600);
+  CHECK(pb.peer == a.store->device_id());
+  CHECK(pb.peer_name == "a");
+}
+
+TEST_CASE("live session pushes new local writes and updates", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 10);
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sb.in_sync());
+  std::size_t before = pipe.moved;
+  a.write_docs(p, 5, 10, "second");  // 5 updates + 5 new
+  b.write_docs(p, 100, 3, "from-b");
+  pipe.run();
+  CHECK(vv(a, p) == vv(b, p));
+  CHECK(doc(b, p, "d7").body == doc(a, p, "d7").body);
+  CHECK(doc(b, p, "d7").body->find("second") != std::string::npos);
+  CHECK(doc(a, p, "d101").body->find("from-b") != std::string::npos);
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+  CHECK(pipe.moved - before < 10000);
+}
+
+TEST_CASE("a fresh session after a sync sends only the vectors", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 300);
+  b.write_docs(p, 1000, 300);
+  {
+    Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+    sa.start();
+    sb.start();
+    Pipe pipe{sa, sb};
+    pipe.run();
+    REQUIRE(vv(a, p) == vv(b, p));
+  }
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb};
+  pipe.run();
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+  CHECK(sa.progress().projects[0].sent == 0);
+  CHECK(pipe.moved < 600);  // HELLO, PROJECTS, VV (2 authors), DONE each way
+}
+
+TEST_CASE("concurrent edits converge to the same heads and winner", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 5);
+  {
+    Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+    sa.start();
+    sb.start();
+    Pipe{sa, sb}.run();
+  }
+  a.write_docs(p, 0, 2, "edit-a");
+  b.write_docs(p, 0, 2, "edit-b");
+  storage::WriteRequest del;
+  del.collection = "obs";
+  del.doc_id = "d4";
+  del.kind = storage::VersionKind::tombstone;
+  del.use_current = true;
+  REQUIRE(b.store->write(p, del).ok());
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe{sa, sb}.run();
+  auto da = doc(a, p, "d0"), db = doc(b, p, "d0");
+  CHECK(da.heads.size() == 2);
+  CHECK(da.heads == db.heads);
+  CHECK(da.winner == db.winner);
+  CHECK(doc(a, p, "d4").deleted);
+  CHECK(sa.in_sync());
+}
+
+TEST_CASE("a cut connection keeps applied batches and the next session sends the rest", "[sync]") {
+  Node a(20), b(20);
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 400);
+  auto o = small_batches();
+  o.batch_entries = 20;
+  std::size_t first_moved = 0;
+  {
+    Session sa(*a.store, params("a", o)), sb(*b.store, params("b", o));
+    sa.start();
+    sb.start();
+    Pipe pipe{sa, sb};
+    pipe.cut_after = 9000;
+    pipe.run();
+    REQUIRE(pipe.broken);
+    CHECK(sa.state() == SessionState::failed);
+    CHECK(sa.error()->code == Errc::unavailable);
+    first_moved = pipe.moved;
+  }
+  auto mid = vv(b, p)[a.store->device_id()];
+  CHECK(mid > 0);
+  CHECK(mid < 400);
+  Session sa(*a.store, params("a", o)), sb(*b.store, params("b", o));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb};
+  pipe.run();
+  CHECK(vv(a, p) == vv(b, p));
+  CHECK(sa.progress().projects[0].sent == 400 - mid);
+  CHECK(first_moved > 0);
+}
+
+TEST_CASE("the sender keeps at most window_batches unacknowledged batches", "[sync]") {
+  Node a(10), b(10);
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 200);
+  auto o = small_batches();
+  o.batch_entries = 10;
+  o.window_batches = 3;
+  Session sa(*a.store, params("a", o)), sb(*b.store, params("b", o));
+  sa.start();
+  sb.start();
+  // Handshake both ways, then never deliver b's ACKs.
+  for (int i = 0; i < 3; ++i) {
+    Bytes x = sa.take_output(1 << 20), y = sb.take_output(1 << 20);
+    sb.receive(x);
+    sa.receive(y);
+  }
+  int batches = 0;
+  for (int i = 0; i < 20; ++i) {
+    Bytes x = sa.take_output(1 << 20);
+    for (auto& [t, payload] : frames_of(x)) batches += t == static_cast<std::uint8_t>(MsgType::batch);
+    sb.receive(x);
+    (void)sb.take_output(1 << 20);  // ACKs dropped
+  }
+  CHECK(batches == 3);
+  CHECK(vv(b, p)[a.store->device_id()] == 30);
+}
+
+TEST_CASE("relay: versions from one peer are served to another", "[sync]") {
+  Node a, b, c;
+  ProjectId p = shared_project(a, b);
+  auto secret = a.store->project_secret(p);
+  REQUIRE(c.store->add_project(*a.store->get_project(p), *secret).ok());
+  a.write_docs(p, 0, 100);
+  Session ab(*a.store, params("a")), ba(*b.store, params("b"));
+  Session bc(*b.store, params("b")), cb(*c.store, params("c"));
+  for (Session* s : {&ab, &ba, &bc, &cb}) s->start();
+  Pipe p1{ab, ba, &a, nullptr}, p2{bc, cb, nullptr, &c};
+  // b's changes fan out to both of its sessions, as the service does.
+  auto pump = [&] {
+    for (int i = 0; i < 50; ++i) {
+      auto changed = std::move(b.changed);
+      b.changed.clear();
+      for (auto& pid : changed) {
+        ba.notify_local_change(pid);
+        bc.notify_local_change(pid);
+      }
+      p1.run();
+      p2.run();
+      if (b.changed.empty()) break;
+    }
+  };
+  pump();
+  CHECK(vv(c, p) == vv(a, p));
+  c.write_docs(p, 500, 5, "from-c");
+  pump();
+  CHECK(vv(a, p) == vv(c, p));
+  CHECK(doc(a, p, "d502").body->find("from-c") != std::string::npos);
+  CHECK(ab.in_sync());
+  CHECK(cb.in_sync());
+}
+
+TEST_CASE("purged bodies are not brought back by a sync", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 3);
+  {
+    Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+    sa.start();
+    sb.start();
+    Pipe{sa, sb}.run();
+  }
+  REQUIRE(a.store->purge_document(p, "obs", "d1").ok());
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe{sa, sb}.run();
+  CHECK(sa.in_sync());
+  CHECK_FALSE(doc(a, p, "d1").body.has_value());
+  CHECK(doc(b, p, "d1").body.has_value());
+}
+
+TEST_CASE("a tampered entry fails the session and leaves that batch unapplied", "[sync]") {
+  Node a(10), b(10);
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 30);
+  Session sb(*b.store, params("b"));
+  sb.start();
+  FakePeer{a, p}.handshake(sb);
+  auto good = a.store->read_log(p, a.store->device_id(), 0, 10, 1 << 20);
+  REQUIRE(good.ok());
+  REQUIRE(good->entries.back().seq == 10);
+  Bytes in;
+  encode_batch(in, Batch{p, *good});
+  sb.receive(in);
+  REQUIRE(sb.state() == SessionState::active);
+  CHECK(vv(b, p)[a.store->device_id()] == 10);
+
+  auto bad = a.store->read_log(p, a.store->device_id(), 10, 10, 1 << 20);
+  REQUIRE(bad.ok());
+  SECTION("body changed") { (*bad->entries[3].body)[2] ^= 1; }
+  SECTION("header changed") { bad->entries[3].header.back() ^= 1; }
+  SECTION("signature changed") { bad->checkpoints.back().signature[5] ^= 1; }
+  SECTION("entry dropped") { bad->entries.erase(bad->entries.begin() + 4); }
+  in.clear();
+  encode_batch(in, Batch{p, *bad});
+  sb.receive(in);
+  CHECK(sb.state() == SessionState::failed);
+  CHECK(sb.error()->code == Errc::verification_failed);
+  CHECK(has_error_frame(sb.take_output(1 << 20), Errc::verification_failed));
+  CHECK(vv(b, p)[a.store->device_id()] == 10);  // the good batch stays, the bad one is absent
+  CHECK_FALSE(b.store->get_document(p, "obs", "d13").ok());
+}
+
+TEST_CASE("a batch claiming another author is refused", "[sync]") {
+  Node a(10), b(10), c(10);
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 10);
+  Session sb(*b.store, params("b"));
+  sb.start();
+  FakePeer{a, p}.handshake(sb);
+  auto log = a.store->read_log(p, a.store->device_id(), 0, 10, 1 << 20);
+  REQUIRE(log.ok());
+  log->author = c.store->device_id();  // a relays "c's" versions that a wrote
+  Bytes in;
+  encode_batch(in, Batch{p, *log});
+  sb.receive(in);
+  CHECK(sb.state() == SessionState::failed);
+  CHECK(sb.error()->code == Errc::verification_failed);
+  CHECK(vv(b, p).empty());
+}
+
+TEST_CASE("a device that is not a member learns nothing", "[sync]") {
+  Node a, b, outsider;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 5);
+  auto other = outsider.store->create_project("other");
+  REQUIRE(other.ok());
+  Session sa(*a.store, params("a")), so(*outsider.store, params("o"));
+  sa.start();
+  so.start();
+  Bytes to_outsider;
+  for (int i = 0; i < 5; ++i) {
+    Bytes x = sa.take_output(1 << 20), y = so.take_output(1 << 20);
+    to_outsider.insert(to_outsider.end(), x.begin(), x.end());
+    so.receive(x);
+    sa.receive(y);
+  }
+  CHECK(sa.state() == SessionState::failed);
+  CHECK(sa.error()->code == Errc::permission_denied);
+  CHECK(so.state() == SessionState::failed);
+  // Nothing a sent names the project: no VV, no BATCH, and the id bytes never appear.
+  for (auto& [t, payload] : frames_of(to_outsider)) {
+    CHECK(t != static_cast<std::uint8_t>(MsgType::vv));
+    CHECK(t != static_cast<std::uint8_t>(MsgType::batch));
+  }
+  auto needle = p.view();
+  CHECK(std::search(to_outsider.begin(), to_outsider.end(), needle.begin(), needle.end()) ==
+        to_outsider.end());
+  CHECK(outsider.store->list_projects()->size() == 1);
+}
+
+TEST_CASE("a replayed membership proof from another channel is refused", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  auto pb = params("b");
+  pb.channel_binding = Bytes(32, 0x99);  // the proof below was made for binding 0x42...
+  Session sb(*b.store, pb);
+  sb.start();
+  Bytes in;
+  Hello h;
+  h.device = a.store->device_id();
+  encode_hello(in, h);
+  encode_projects(in, Projects{{membership_proof(*a.store->project_secret(p), Bytes(32, 0x42),
+                                                 a.store->device_id())}});
+  sb.receive(in);
+  CHECK(sb.state() == SessionState::failed);
+  CHECK(sb.error()->code == Errc::permission_denied);
+}
+
+TEST_CASE("HELLO from a device other than the TLS key is refused", "[sync]") {
+  Node a, b, c;
+  shared_project(a, b);
+  auto pb = params("b");
+  pb.authenticated_peer = c.store->device_id();
+  Session sa(*a.store, params("a")), sb(*b.store, pb);
+  sa.start();
+  sb.start();
+  Pipe{sa, sb}.run();
+  CHECK(sb.state() == SessionState::failed);
+  CHECK(sb.error()->code == Errc::unauthenticated);
+}
+
+TEST_CASE("bad frames fail the session cleanly", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Session sb(*b.store, params("b"));
+  sb.start();
+  (void)sb.take_output(1 << 20);
+
+  SECTION("oversized frame") {
+    Bytes in;
+    ByteWriter(in).u32((4u << 20) + 1);
+    sb.receive(in);
+    CHECK(sb.error()->code == Errc::too_large);
+    CHECK(has_error_frame(sb.take_output(1 << 20), Errc::too_large));
+  }
+  SECTION("garbage instead of HELLO") {
+    Bytes in{0, 0, 0, 12, 1, 'G', 'E', 'T', ' ', '/', ' ', 'H', 'T', 'T', 'P', '/'};
+    sb.receive(in);
+    CHECK(sb.error()->code == Errc::unsupported);
+  }
+  SECTION("frame before HELLO") {
+    Bytes in;
+    encode_done(in, Done{p});
+    sb.receive(in);
+    CHECK(sb.error()->code == Errc::failed_precondition);
+  }
+  SECTION("newer protocol only") {
+    Bytes in;
+    Hello h;
+    h.device = a.store->device_id();
+    h.min_version = 7;
+    h.max_version = 9;
+    encode_hello(in, h);
+    sb.receive(in);
+    CHECK(sb.error()->code == Errc::unsupported);
+    CHECK(has_error_frame(sb.take_output(1 << 20), Errc::unsupported));
+  }
+  SECTION("unknown message types: refused, or ignored when marked ignorable") {
+    FakePeer{a, p}.handshake(sb);
+    Bytes in;
+    encode_frame(in, 0xB0, Bytes{1, 2, 3});
+    sb.receive(in);
+    CHECK(sb.state() == SessionState::active);
+    in.clear();
+    encode_frame(in, 0x30, Bytes{1, 2, 3});
+    sb.receive(in);
+    CHECK(sb.error()->code == Errc::unsupported);
+  }
+  SECTION("batch for a project the peer did not prove") {
+    FakePeer{a, p}.handshake(sb);
+    Bytes in;
+    storage::LogBatch log;
+    log.author = a.store->device_id();
+    log.entries.push_back(storage::LogEntry{1, {}, Bytes{1}, std::nullopt});
+    ProjectId other;
+    other.bytes[0] = 9;
+    encode_batch(in, Batch{other, log});
+    sb.receive(in);
+    CHECK(sb.error()->code == Errc::permission_denied);
+  }
+  SECTION("ERROR from the peer") {
+    Bytes in;
+    encode_error(in, WireError{to_wire_code(Errc::resource_exhausted), "disk full"});
+    sb.receive(in);
+    CHECK(sb.error()->code == Errc::resource_exhausted);
+    CHECK(sb.error()->message == "peer: disk full");
+    CHECK(sb.take_output(1 << 20).empty());  // no ERROR answered with an ERROR
+  }
+}
