@@ -1,0 +1,50 @@
+// TlsContext: the OpenSSL side of fieldsync's sync transport (the only place besides
+// crypto.cpp that uses OpenSSL). Builds an SSL_CTX for TLS 1.3 only, with mutual
+// authentication by self-signed Ed25519 certificates made from the device key, and a
+// verify callback that accepts exactly one Ed25519 leaf certificate (no CA). When a
+// connection has an expected peer (tls_expect_peer, the dialer's pin), the callback also
+// requires the certificate key to equal it, so a wrong key fails the TLS handshake.
+//
+// No OpenSSL type crosses this header: handles are void* (SSL_CTX*, SSL*) for the Asio
+// ssl layer in transports/.
+// Thread-safety: create() and the per-connection functions are thread-safe; one SSL* is
+// used by one connection at a time.
+// Errors: create() returns internal on OpenSSL failures.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string_view>
+
+#include "common/bytes.hpp"
+#include "common/ids.hpp"
+#include "common/result.hpp"
+#include "crypto/crypto.hpp"
+
+namespace fieldsync::crypto {
+
+class TlsContext {
+ public:
+  static Result<TlsContext> create(const SigningKey& key, std::string_view common_name);
+  TlsContext(TlsContext&&) noexcept;
+  TlsContext& operator=(TlsContext&&) noexcept;
+  ~TlsContext();
+
+  // A new reference to the SSL_CTX* (the caller owns it, e.g. asio::ssl::context takes it).
+  void* new_reference() const;
+
+ private:
+  TlsContext() = default;
+  void* ctx_ = nullptr;
+};
+
+// Pins the peer of connection `ssl` (an SSL*) before the handshake.
+void tls_expect_peer(void* ssl, const DeviceId& expected);
+// The device id (Ed25519 key) of the connection's verified peer certificate.
+std::optional<DeviceId> tls_peer_device(void* ssl);
+// 32 bytes of keying material exported from the TLS session (RFC 8446 exporter, label
+// "EXPORTER-fieldsync-channel"): the same on both ends of one connection, different on
+// every other connection. Membership proofs are bound to it.
+Result<Bytes> tls_channel_binding(void* ssl);
+
+}  // namespace fieldsync::crypto

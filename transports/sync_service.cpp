@@ -1,0 +1,573 @@
+// The one heavy Asio + asio::ssl translation unit of fs_transports: listener, dialer,
+// TLS connections driving sync::Session, reconnect/backoff and peer bookkeeping.
+#include "transports/sync_service.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
+#include <chrono>
+#include <map>
+#include <random>
+#include <set>
+
+#include "crypto/tls_context.hpp"
+#include "sync/session.hpp"
+
+namespace fieldsync::transports {
+
+namespace asio = boost::asio;
+namespace ssl = boost::asio::ssl;
+using tcp = asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using boost::system::error_code;
+
+std::string_view peer_state_name(PeerState s) {
+  switch (s) {
+    case PeerState::idle: return "idle";
+    case PeerState::connecting: return "connecting";
+    case PeerState::handshake: return "handshake";
+    case PeerState::syncing: return "syncing";
+    case PeerState::in_sync: return "in_sync";
+    case PeerState::backoff: return "backoff";
+  }
+  return "unknown";
+}
+
+namespace {
+
+std::int64_t unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// "host:port" or "[v6]:port" -> (host, port).
+std::optional<std::pair<std::string, std::string>> split_address(const std::string& a) {
+  auto colon = a.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 >= a.size()) return std::nullopt;
+  std::string host = a.substr(0, colon), port = a.substr(colon + 1);
+  if (host.front() == '[') {
+    if (host.back() != ']') return std::nullopt;
+    host = host.substr(1, host.size() - 2);
+  }
+  for (char c : port)
+    if (c < '0' || c > '9') return std::nullopt;
+  if (port.size() > 5 || std::stoul(port) == 0 || std::stoul(port) > 65535) return std::nullopt;
+  return std::make_pair(host, port);
+}
+
+}  // namespace
+
+struct Connection;
+
+struct PeerEntry {
+  DeviceId device;
+  std::string name;
+  std::string address;
+  bool configured = false;
+  std::shared_ptr<Connection> conn;     // the attached (live) connection
+  std::shared_ptr<Connection> dialing;  // our outgoing attempt, until attached or failed
+  std::unique_ptr<asio::steady_timer> retry;
+  bool retry_pending = false;
+  std::uint32_t failures = 0;
+  std::int64_t next_retry_ms = 0;
+  std::int64_t last_sync_ms = 0;
+  std::optional<Error> last_error;
+  std::optional<sync::SessionProgress> last_progress;
+};
+
+struct SyncService::Impl : std::enable_shared_from_this<SyncService::Impl> {
+  asio::io_context& io;
+  storage::Store& store;
+  config::SyncOptions opt;
+  std::string device_name;
+  std::optional<ssl::context> tls;
+  tcp::acceptor acceptor;
+  std::uint16_t port = 0;
+  std::map<DeviceId, PeerEntry> peers;
+  std::set<std::shared_ptr<Connection>> conns;
+  bool running = false;
+  std::mt19937 rng{std::random_device{}()};
+
+  Impl(asio::io_context& i, storage::Store& s, config::SyncOptions o, std::string name)
+      : io(i), store(s), opt(std::move(o)), device_name(std::move(name)), acceptor(i) {}
+
+  void accept();
+  void dial(PeerEntry& e);
+  void established(const std::shared_ptr<Connection>& c);
+  void connection_closed(Connection& c);
+  void schedule_retry(PeerEntry& e, bool failed);
+  PeerStatus status_of(const PeerEntry& e) const;
+  std::size_t attached_count() const {
+    std::size_t n = 0;
+    for (const auto& [id, e] : peers) n += e.conn != nullptr;
+    return n;
+  }
+};
+
+struct Connection : std::enable_shared_from_this<Connection> {
+  std::shared_ptr<SyncService::Impl> svc;
+  ssl::stream<tcp::socket> stream;
+  bool outgoing;
+  std::string address;
+  DeviceId peer;  // from the certificate once TLS is up (or the expected one when dialing)
+  std::unique_ptr<sync::Session> session;
+  asio::steady_timer deadline_timer;
+  asio::steady_timer keepalive;
+  Clock::time_point deadline = Clock::time_point::max();
+  Bytes rbuf = Bytes(64 * 1024);
+  Bytes wbuf;
+  bool writing = false;
+  bool closed = false;
+  bool attached = false;
+  bool replaced = false;  // closed because another connection to the same peer won
+  std::optional<Error> failure;  // why the attempt failed before a session existed
+
+  Connection(std::shared_ptr<SyncService::Impl> s, tcp::socket sock, bool out)
+      : svc(std::move(s)),
+        stream(std::move(sock), *svc->tls),
+        outgoing(out),
+        deadline_timer(svc->io),
+        keepalive(svc->io) {}
+
+  std::string label() const {
+    return (outgoing ? "to " : "from ") + (attached || outgoing ? peer.short_str() : address);
+  }
+
+  void set_deadline(std::uint32_t ms) {
+    deadline = Clock::now() + std::chrono::milliseconds(ms);
+    deadline_timer.expires_at(deadline);
+    deadline_timer.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->closed) return;
+      if (Clock::now() >= self->deadline) self->fail(make_error(Errc::unavailable, "timed out"));
+    });
+  }
+
+  void fail(Error e) {
+    if (closed) return;
+    if (session && !session->finished()) {
+      session->abort(e);
+      // Try to tell the peer (bounded by a short deadline), then close.
+      pump();
+      set_deadline(2000);
+      return;
+    }
+    if (!failure) failure = std::move(e);
+    close();
+  }
+
+  void close() {
+    if (closed) return;
+    closed = true;
+    error_code ec;
+    deadline_timer.cancel();
+    keepalive.cancel();
+    stream.lowest_layer().shutdown(tcp::socket::shutdown_both, ec);
+    stream.lowest_layer().close(ec);
+    svc->connection_closed(*this);
+  }
+
+  void start_session(Bytes binding) {
+    sync::SessionParams p;
+    p.options = svc->opt;
+    p.device_name = svc->device_name;
+    p.channel_binding = std::move(binding);
+    p.authenticated_peer = peer;
+    session = std::make_unique<sync::Session>(svc->store, std::move(p));
+    session->start();
+    set_deadline(svc->opt.handshake_timeout_ms);
+    arm_keepalive();
+    read();
+    pump();
+  }
+
+  void arm_keepalive() {
+    auto every = std::max<std::uint32_t>(svc->opt.idle_timeout_ms / 3, 100);
+    keepalive.expires_after(std::chrono::milliseconds(every));
+    keepalive.async_wait([self = shared_from_this()](error_code ec) {
+      if (ec || self->closed) return;
+      if (self->session && self->session->state() == sync::SessionState::active) {
+        self->session->ping();
+        self->pump();
+      }
+      self->arm_keepalive();
+    });
+  }
+
+  void read() {
+    stream.async_read_some(asio::buffer(rbuf), [self = shared_from_this()](error_code ec, std::size_t n) {
+      if (self->closed) return;
+      if (ec) {
+        if (self->session) self->session->transport_closed(ec.message());
+        self->failure = make_error(Errc::unavailable, "connection lost: " + ec.message());
+        return self->close();
+      }
+      self->session->receive(ByteView(self->rbuf.data(), n));
+      if (self->session->state() == sync::SessionState::active)
+        self->set_deadline(self->svc->opt.idle_timeout_ms);
+      self->pump();
+      if (!self->session->finished()) self->read();
+    });
+  }
+
+  void pump() {
+    if (closed || writing || !session) return;
+    wbuf = session->take_output(svc->opt.write_chunk_bytes);
+    if (wbuf.empty()) {
+      if (session->finished()) shutdown_tls();
+      return;
+    }
+    writing = true;
+    asio::async_write(stream, asio::buffer(wbuf), [self = shared_from_this()](error_code ec, std::size_t) {
+      self->writing = false;
+      if (self->closed) return;
+      if (ec) {
+        self->session->transport_closed(ec.message());
+        return self->close();
+      }
+      self->pump();
+    });
+  }
+
+  void shutdown_tls() {
+    set_deadline(2000);  // a peer that does not answer close_notify is cut off
+    stream.async_shutdown([self = shared_from_this()](error_code) { self->close(); });
+  }
+};
+
+// --- Impl ---
+
+void SyncService::Impl::accept() {
+  acceptor.async_accept([self = shared_from_this()](error_code ec, tcp::socket sock) {
+    if (!self->running) return;
+    if (!ec) {
+      error_code ignored;
+      auto remote = sock.remote_endpoint(ignored);
+      if (self->conns.size() >= 2 * std::size_t{self->opt.max_peers}) {
+        spdlog::warn("sync: refusing connection from {}: sync.max_peers reached",
+                     remote.address().to_string());
+        sock.close(ignored);
+      } else {
+        auto c = std::make_shared<Connection>(self, std::move(sock), false);
+        c->address = remote.address().to_string() + ":" + std::to_string(remote.port());
+        self->conns.insert(c);
+        c->set_deadline(self->opt.handshake_timeout_ms);
+        c->stream.async_handshake(ssl::stream_base::server, [c](error_code hec) {
+          if (c->closed) return;
+          if (hec) {
+            spdlog::info("sync: TLS handshake from {} failed: {}", c->address, hec.message());
+            c->failure = make_error(Errc::unauthenticated, "TLS handshake failed: " + hec.message());
+            return c->close();
+          }
+          c->svc->established(c);
+        });
+      }
+    } else if (ec == asio::error::operation_aborted) {
+      return;
+    }
+    self->accept();
+  });
+}
+
+void SyncService::Impl::dial(PeerEntry& e) {
+  e.retry_pending = false;
+  auto hp = split_address(e.address);
+  if (!hp) {
+    e.last_error = make_error(Errc::invalid_argument, "bad address " + e.address);
+    return;
+  }
+  auto c = std::make_shared<Connection>(shared_from_this(), tcp::socket(io), true);
+  c->peer = e.device;
+  c->address = e.address;
+  e.dialing = c;
+  conns.insert(c);
+  crypto::tls_expect_peer(c->stream.native_handle(), e.device);
+  c->set_deadline(opt.connect_timeout_ms);
+  spdlog::debug("sync: dialing {} at {}", e.device.short_str(), e.address);
+  auto resolver = std::make_shared<tcp::resolver>(io);
+  resolver->async_resolve(hp->first, hp->second, [c, resolver](error_code ec, tcp::resolver::results_type r) {
+    if (c->closed) return;
+    if (ec) {
+      c->failure = make_error(Errc::unavailable, "cannot resolve " + c->address + ": " + ec.message());
+      return c->close();
+    }
+    asio::async_connect(c->stream.lowest_layer(), r, [c](error_code cec, const tcp::endpoint&) {
+      if (c->closed) return;
+      if (cec) {
+        c->failure = make_error(Errc::unavailable, "cannot connect to " + c->address + ": " + cec.message());
+        return c->close();
+      }
+      error_code ignored;
+      c->stream.lowest_layer().set_option(tcp::no_delay(true), ignored);
+      c->set_deadline(c->svc->opt.handshake_timeout_ms);
+      c->stream.async_handshake(ssl::stream_base::client, [c](error_code hec) {
+        if (c->closed) return;
+        if (hec) {
+          bool key = hec.category() == asio::error::get_ssl_category();
+          c->failure = make_error(key ? Errc::unauthenticated : Errc::unavailable,
+                                  key ? "TLS handshake failed (peer key differs from the expected "
+                                        "device id?): " + hec.message()
+                                      : "TLS handshake failed: " + hec.message());
+          return c->close();
+        }
+        c->svc->established(c);
+      });
+    });
+  });
+}
+
+void SyncService::Impl::established(const std::shared_ptr<Connection>& c) {
+  void* ssl = c->stream.native_handle();
+  auto device = crypto::tls_peer_device(ssl);
+  auto binding = crypto::tls_channel_binding(ssl);
+  if (!device || !binding.ok()) {
+    c->failure = make_error(Errc::unauthenticated, "no usable peer certificate");
+    return c->close();
+  }
+  if (*device == store.device_id()) {
+    c->failure = make_error(Errc::failed_precondition, "connected to ourselves");
+    return c->close();
+  }
+  c->peer = *device;
+  auto [it, fresh] = peers.try_emplace(*device);
+  PeerEntry& e = it->second;
+  if (fresh) e.device = *device;
+  if (e.conn && !e.conn->closed) {
+    // Two connections between the same pair: keep the one dialed by the lower device id
+    // (both ends decide the same way); between two of the same direction, the newer.
+    const DeviceId& me = store.device_id();
+    const DeviceId& winner_dialer = std::min(me, *device);
+    auto dialer = [&](const Connection& x) { return x.outgoing ? me : *device; };
+    bool new_wins = dialer(*c) == dialer(*e.conn) || dialer(*c) == winner_dialer;
+    auto loser = new_wins ? e.conn : c;
+    spdlog::debug("sync: duplicate connection with {}: closing the one {}", device->short_str(),
+                  loser->outgoing ? "we dialed" : "it dialed");
+    loser->replaced = true;
+    if (!new_wins) {
+      if (e.dialing == c) e.dialing = nullptr;
+      return c->close();
+    }
+    e.conn->attached = false;
+    e.conn = nullptr;
+    loser->close();
+  }
+  if (e.dialing == c) e.dialing = nullptr;
+  if (!c->outgoing && attached_count() >= opt.max_peers) {
+    c->failure = make_error(Errc::resource_exhausted, "sync.max_peers reached");
+    return c->close();
+  }
+  if (e.retry) e.retry->cancel();
+  e.retry_pending = false;
+  e.conn = c;
+  c->attached = true;
+  spdlog::info("sync: connected {} {} ({})", c->outgoing ? "to" : "from", device->short_str(), c->address);
+  c->start_session(std::move(*binding));
+}
+
+void SyncService::Impl::connection_closed(Connection& c) {
+  auto self = c.shared_from_this();
+  conns.erase(self);
+  auto it = peers.find(c.peer);
+  if (it == peers.end()) return;
+  PeerEntry& e = it->second;
+  bool was_dialing = e.dialing == self;
+  bool was_attached = e.conn == self;
+  if (!was_dialing && !was_attached) return;  // a replaced duplicate or a stray incoming
+  if (was_dialing) e.dialing = nullptr;
+  if (was_attached) e.conn = nullptr;
+  bool synced = false;  // this connection reached "in sync" at least once: not a failure
+  if (c.session) {
+    auto p = c.session->progress();
+    for (const auto& pp : p.projects) {
+      e.last_sync_ms = std::max(e.last_sync_ms, pp.last_sync_ms);
+      synced = synced || pp.last_sync_ms > 0;
+    }
+    if (!p.peer_name.empty()) e.name = p.peer_name;
+    e.last_progress = std::move(p);
+    if (c.session->error()) e.last_error = c.session->error();
+  }
+  if (c.failure && !c.replaced) e.last_error = c.failure;
+  if (!c.replaced && e.last_error)
+    spdlog::info("sync: connection {} closed: {}", c.label(), e.last_error->message);
+  if (running) schedule_retry(e, !synced);
+}
+
+void SyncService::Impl::schedule_retry(PeerEntry& e, bool failed) {
+  if (!running || !e.configured || e.conn || e.dialing || e.retry_pending) return;
+  e.failures = failed ? e.failures + 1 : 0;
+  double base = opt.retry_min_ms;
+  for (std::uint32_t i = 1; i < e.failures && base < opt.retry_max_ms; ++i) base *= 2;
+  base = std::min<double>(base, opt.retry_max_ms);
+  // +-20% jitter so peers that failed together do not retry together.
+  double ms = base * std::uniform_real_distribution<double>(0.8, 1.2)(rng);
+  ms = std::clamp<double>(ms, opt.retry_min_ms, opt.retry_max_ms);
+  if (!e.retry) e.retry = std::make_unique<asio::steady_timer>(io);
+  e.retry->expires_after(std::chrono::milliseconds(static_cast<std::int64_t>(ms)));
+  e.retry_pending = true;
+  e.next_retry_ms = unix_ms() + static_cast<std::int64_t>(ms);
+  DeviceId id = e.device;
+  e.retry->async_wait([self = shared_from_this(), id](error_code ec) {
+    if (ec || !self->running) return;
+    auto it = self->peers.find(id);
+    if (it == self->peers.end() || !it->second.retry_pending) return;
+    it->second.retry_pending = false;
+    if (!it->second.conn && !it->second.dialing) self->dial(it->second);
+  });
+}
+
+PeerStatus SyncService::Impl::status_of(const PeerEntry& e) const {
+  PeerStatus s;
+  s.device = e.device;
+  s.name = e.name;
+  s.address = e.address;
+  s.configured = e.configured;
+  s.failures = e.failures;
+  s.last_error = e.last_error;
+  s.last_sync_ms = e.last_sync_ms;
+  s.session = e.last_progress;
+  if (e.conn && e.conn->session) {
+    s.connected = true;
+    s.outgoing = e.conn->outgoing;
+    auto p = e.conn->session->progress();
+    for (const auto& pp : p.projects) s.last_sync_ms = std::max(s.last_sync_ms, pp.last_sync_ms);
+    if (!p.peer_name.empty()) s.name = p.peer_name;
+    switch (p.state) {
+      case sync::SessionState::hello:
+      case sync::SessionState::proving: s.state = PeerState::handshake; break;
+      case sync::SessionState::active:
+        s.state = e.conn->session->in_sync() ? PeerState::in_sync : PeerState::syncing;
+        break;
+      default: s.state = PeerState::handshake; break;  // closing
+    }
+    s.session = std::move(p);
+  } else if (e.dialing) {
+    s.state = PeerState::connecting;
+  } else if (e.retry_pending) {
+    s.state = PeerState::backoff;
+    s.next_retry_ms = e.next_retry_ms;
+  }
+  return s;
+}
+
+// --- SyncService ---
+
+SyncService::SyncService(asio::io_context& io, storage::Store& store, config::SyncOptions options,
+                         std::string device_name)
+    : impl_(std::make_shared<Impl>(io, store, std::move(options), std::move(device_name))) {}
+
+SyncService::~SyncService() { stop(); }
+
+Status SyncService::start() {
+  Impl& im = *impl_;
+  auto tls = crypto::TlsContext::create(im.store.signing_key(), im.store.device_id().short_str());
+  if (!tls.ok()) return tls.error();
+  im.tls.emplace(static_cast<SSL_CTX*>(tls->new_reference()));
+  error_code ec;
+  auto addr = asio::ip::make_address(im.opt.listen_address, ec);
+  if (ec) return make_error(Errc::invalid_argument, "sync.listen_address: bad address " + im.opt.listen_address);
+  tcp::endpoint ep(addr, im.opt.listen_port);
+  im.acceptor.open(ep.protocol(), ec);
+  if (!ec) im.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) im.acceptor.bind(ep, ec);
+  if (!ec) im.acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec)
+    return make_error(Errc::unavailable, "cannot listen on " + im.opt.listen_address + ":" +
+                                             std::to_string(im.opt.listen_port) + ": " + ec.message());
+  im.port = im.acceptor.local_endpoint().port();
+  im.running = true;
+  spdlog::info("sync: listening on {}:{}", im.opt.listen_address, im.port);
+  im.accept();
+  for (auto& [id, e] : im.peers)
+    if (e.configured && !e.conn && !e.dialing) im.dial(e);
+  return {};
+}
+
+void SyncService::stop() {
+  Impl& im = *impl_;
+  if (!im.running) return;
+  im.running = false;
+  error_code ec;
+  im.acceptor.close(ec);
+  for (auto& [id, e] : im.peers)
+    if (e.retry) e.retry->cancel();
+  auto conns = im.conns;
+  for (const auto& c : conns) c->close();
+  im.conns.clear();
+}
+
+std::uint16_t SyncService::listen_port() const { return impl_->port; }
+
+Status SyncService::add_peer(const std::string& address, const DeviceId& device, std::string name) {
+  Impl& im = *impl_;
+  if (!split_address(address))
+    return make_error(Errc::invalid_argument, "address must be host:port, got '" + address + "'");
+  if (device == im.store.device_id()) return make_error(Errc::failed_precondition, "that is this device");
+  auto [it, fresh] = im.peers.try_emplace(device);
+  PeerEntry& e = it->second;
+  if (!fresh && e.configured) return make_error(Errc::already_exists, "peer already added");
+  e.device = device;
+  e.address = address;
+  e.configured = true;
+  if (!name.empty() && e.name.empty()) e.name = std::move(name);
+  e.failures = 0;
+  if (im.running && !e.conn && !e.dialing) im.dial(e);
+  return {};
+}
+
+Status SyncService::remove_peer(const DeviceId& device) {
+  Impl& im = *impl_;
+  auto it = im.peers.find(device);
+  if (it == im.peers.end()) return make_error(Errc::not_found, "no such peer");
+  PeerEntry& e = it->second;
+  e.configured = false;
+  e.retry_pending = false;
+  if (e.retry) e.retry->cancel();
+  auto conn = e.conn, dialing = e.dialing;
+  if (conn) conn->close();
+  if (dialing) dialing->close();
+  im.peers.erase(device);
+  return {};
+}
+
+std::vector<PeerStatus> SyncService::peers() const {
+  std::vector<PeerStatus> out;
+  for (const auto& [id, e] : impl_->peers) out.push_back(impl_->status_of(e));
+  return out;
+}
+
+Result<PeerStatus> SyncService::peer(const DeviceId& device) const {
+  auto it = impl_->peers.find(device);
+  if (it == impl_->peers.end()) return make_error(Errc::not_found, "no such peer");
+  return impl_->status_of(it->second);
+}
+
+Status SyncService::sync_now(const DeviceId& device) {
+  Impl& im = *impl_;
+  auto it = im.peers.find(device);
+  if (it == im.peers.end()) return make_error(Errc::not_found, "no such peer");
+  PeerEntry& e = it->second;
+  if (e.conn || e.dialing) return {};
+  if (!e.configured) return make_error(Errc::failed_precondition, "peer has no address to dial");
+  if (!im.running) return make_error(Errc::unavailable, "sync is not running");
+  if (e.retry) e.retry->cancel();
+  e.failures = 0;
+  im.dial(e);
+  return {};
+}
+
+void SyncService::notify_change(const ProjectId& project) {
+  std::weak_ptr<Impl> weak = impl_;
+  asio::post(impl_->io, [weak, project] {
+    auto im = weak.lock();
+    if (!im || !im->running) return;
+    for (auto& [id, e] : im->peers) {
+      if (!e.conn || !e.conn->session) continue;
+      auto c = e.conn;
+      c->session->notify_local_change(project);
+      c->pump();
+    }
+  });
+}
+
+}  // namespace fieldsync::transports

@@ -1,0 +1,94 @@
+// SyncService: runs fieldsync sync over TCP + TLS 1.3 for the daemon (issue 4).
+//
+// It listens on sync.listen_address:listen_port, dials known peers (added by config or
+// the API, each with the device id its certificate key must have), keeps one live
+// sync::Session per peer device, reconnects with exponential backoff
+// (sync.retry_min_ms .. retry_max_ms, jittered, never while a session is up) and pushes
+// local changes to every live session (notify_change). Simultaneous dials are deduplicated
+// deterministically: of two connections between the same devices, the one dialed by the
+// lower device id survives. Incoming connections from any Ed25519 key are accepted at TLS
+// level; the sync engine's membership proofs then decide what, if anything, is shared.
+//
+// Ownership: borrows the io_context and the Store (both outlive the service). Owns its
+// sockets, timers and sessions.
+// Thread-safety: every method except notify_change() must be called on the io_context's
+// thread (the daemon runs one io_context on one thread); notify_change() is safe from any
+// thread (it posts). Store calls run on that thread and are short LMDB transactions.
+// Errors: start() returns unavailable when the port cannot be bound; add_peer returns
+// invalid_argument for a bad address, already_exists for a known device, and
+// failed_precondition for our own id; remove_peer/sync_now return not_found.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.hpp"
+#include "config/config.hpp"
+#include "storage/store.hpp"
+#include "sync/progress.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace fieldsync::transports {
+
+enum class PeerState : std::uint8_t {
+  idle,        // no connection and none planned (an incoming-only peer, or stopped)
+  connecting,  // TCP connect or TLS handshake under way
+  handshake,   // TLS up, sync HELLO / membership proofs under way
+  syncing,     // session active, versions flowing
+  in_sync,     // session active, both sides hold the same versions; live pushes continue
+  backoff,     // waiting before the next dial
+};
+std::string_view peer_state_name(PeerState s);
+
+struct PeerStatus {
+  DeviceId device;
+  std::string name;         // the peer's device name from HELLO, or the configured name
+  std::string address;      // host:port we dial; empty for incoming-only peers
+  bool configured = false;  // we dial it (config or API) vs it only dialed us
+  bool connected = false;
+  bool outgoing = false;    // the live connection was dialed by us
+  PeerState state = PeerState::idle;
+  std::int64_t last_sync_ms = 0;     // unix ms of the last time every project was in sync
+  std::int64_t next_retry_ms = 0;    // unix ms of the next dial when in backoff
+  std::uint32_t failures = 0;        // consecutive failed attempts
+  std::optional<Error> last_error;
+  std::optional<sync::SessionProgress> session;  // the live (or last) session's progress
+};
+
+class SyncService {
+ public:
+  SyncService(boost::asio::io_context& io, storage::Store& store, config::SyncOptions options,
+              std::string device_name);
+  ~SyncService();
+  SyncService(const SyncService&) = delete;
+  SyncService& operator=(const SyncService&) = delete;
+
+  // Binds the listener and starts dialing known peers.
+  Status start();
+  // Closes the listener and every connection (bounded: sockets are force-closed).
+  void stop();
+  // The bound port (useful with listen_port = 0).
+  std::uint16_t listen_port() const;
+
+  Status add_peer(const std::string& address, const DeviceId& device, std::string name = {});
+  Status remove_peer(const DeviceId& device);
+  std::vector<PeerStatus> peers() const;
+  Result<PeerStatus> peer(const DeviceId& device) const;
+  // Dials now (skipping any backoff) if not connected; a live session is already syncing.
+  Status sync_now(const DeviceId& device);
+  // The store gained versions of `project` (any thread).
+  void notify_change(const ProjectId& project);
+
+  struct Impl;  // opaque outside sync_service.cpp
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace fieldsync::transports
