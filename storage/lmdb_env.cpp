@@ -129,7 +129,8 @@ bool LmdbCursor::op(MDB_cursor_op o, ByteView k) {
   return valid_;
 }
 
-bool LmdbCursor::seek(ByteView key) { return op(MDB_SET_RANGE, key); }
+// LMDB rejects a zero-length key for MDB_SET_RANGE (MDB_BAD_VALSIZE): seek({}) means "first".
+bool LmdbCursor::seek(ByteView key) { return key.empty() ? op(MDB_FIRST) : op(MDB_SET_RANGE, key); }
 bool LmdbCursor::last() { return op(MDB_LAST); }
 bool LmdbCursor::next() { return op(MDB_NEXT); }
 bool LmdbCursor::prev() { return op(MDB_PREV); }
