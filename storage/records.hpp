@@ -19,9 +19,9 @@ using DocTag = std::array<std::uint8_t, 16>;  // first 16 bytes of SHA-256(doc k
 
 struct Key {
   Bytes b;
-  Key& raw(ByteView v) { b.insert(b.end(), v.begin(), v.end()); return *this; }
+  Key& raw(ByteView v) { append(b, v); return *this; }
   Key& u64(std::uint64_t v) { ByteWriter(b).u64(v); return *this; }
-  Key& u8(std::uint8_t v) { b.push_back(v); return *this; }
+  Key& u8(std::uint8_t v) { append(b, ByteView(&v, 1)); return *this; }
   operator ByteView() const { return {b.data(), b.size()}; }  // NOLINT implicit
 };
 
