@@ -27,6 +27,7 @@ struct ApiOptions {
   std::uint32_t request_timeout_ms = 30000;   // api.request_timeout_ms: read of one request
   std::uint32_t longpoll_timeout_ms = 60000;  // api.longpoll_timeout_ms: upper bound for ?timeout=
   std::uint32_t sse_heartbeat_ms = 15000;     // api.sse_heartbeat_ms
+  std::uint32_t shutdown_grace_ms = 5000;     // api.shutdown_grace_ms: in-flight requests at stop
 };
 
 struct SyncOptions {

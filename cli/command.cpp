@@ -1,0 +1,181 @@
+#include "cli/command.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+namespace fieldsync::cli {
+
+namespace json = boost::json;
+
+std::vector<Command>& command_registry() {
+  static std::vector<Command> commands;
+  return commands;
+}
+
+const Command& find_command(const std::string& name) {
+  for (const auto& c : command_registry())
+    if (c.name == name) return c;
+  static const Command none;
+  return none;
+}
+
+Result<Args> Args::parse(const std::vector<std::string>& argv, const std::set<std::string>& value_options,
+                         const std::set<std::string>& flag_options) {
+  Args a;
+  bool only_positional = false;
+  for (std::size_t i = 0; i < argv.size(); ++i) {
+    const std::string& s = argv[i];
+    if (only_positional || s.size() < 3 || s.rfind("--", 0) != 0) {
+      if (s == "--") {
+        only_positional = true;
+        continue;
+      }
+      a.positional_.push_back(s);
+      continue;
+    }
+    std::string name = s.substr(2);
+    std::optional<std::string> inline_value;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      inline_value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+    }
+    if (value_options.count(name)) {
+      if (inline_value) {
+        a.values_.emplace(name, *inline_value);
+      } else {
+        if (i + 1 >= argv.size()) return make_error(Errc::invalid_argument, "--" + name + " needs a value");
+        a.values_.emplace(name, argv[++i]);
+      }
+    } else if (flag_options.count(name) && !inline_value) {
+      a.flags_.insert(name);
+    } else {
+      return make_error(Errc::invalid_argument, "unknown option --" + name);
+    }
+  }
+  return a;
+}
+
+std::optional<std::string> Args::value(const std::string& name) const {
+  auto it = values_.find(name);
+  if (it == values_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::vector<std::string> Args::values(const std::string& name) const {
+  std::vector<std::string> out;
+  auto [b, e] = values_.equal_range(name);
+  for (auto it = b; it != e; ++it) out.push_back(it->second);
+  return out;
+}
+
+int CliContext::call(const std::string& method, const std::string& target, const std::string& body,
+                     json::value& reply) {
+  auto r = http.request(method, target, body);
+  if (!r) {
+    err << "syncctl: " << r.error().message << "\n";
+    return r.error().code == Errc::unavailable || r.error().code == Errc::permission_denied
+               ? kUnreachable
+               : kDaemonError;
+  }
+  boost::system::error_code ec;
+  reply = json::parse(r->body, ec);
+  if (r->status >= 400) {
+    if (json) {
+      out << r->body << "\n";
+    } else if (!ec && reply.is_object() && reply.as_object().contains("message")) {
+      err << "syncctl: " << str(reply.at("message")) << " (" << str(reply.at("error")) << ", HTTP "
+          << r->status << ")\n";
+    } else {
+      err << "syncctl: fieldsyncd answered HTTP " << r->status << "\n";
+    }
+    return kDaemonError;
+  }
+  if (ec) {
+    err << "syncctl: fieldsyncd sent invalid JSON: " << ec.message() << "\n";
+    return kDaemonError;
+  }
+  return kOk;
+}
+
+void CliContext::print_json(const json::value& reply) { out << json::serialize(reply) << "\n"; }
+
+int CliContext::resolve_project(const std::string& name_or_id, std::string& id) {
+  bool hex = name_or_id.size() == 32 &&
+             std::all_of(name_or_id.begin(), name_or_id.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+  if (hex) {
+    id = name_or_id;
+    return kOk;
+  }
+  json::value reply;
+  if (int rc = call("GET", "/v1/projects", {}, reply)) return rc;
+  std::vector<std::string> matches;
+  for (const auto& p : reply.at("projects").as_array())
+    if (p.at("name").as_string() == name_or_id) matches.push_back(std::string(p.at("id").as_string()));
+  if (matches.size() == 1) {
+    id = matches.front();
+    return kOk;
+  }
+  err << "syncctl: " << (matches.empty() ? "no project named '" : "several projects are named '")
+      << name_or_id << "'" << (matches.empty() ? "" : "; use the project id") << "\n";
+  return kDaemonError;
+}
+
+void print_table(std::ostream& out, const std::vector<std::string>& headers,
+                 const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width(headers.size());
+  for (std::size_t i = 0; i < headers.size(); ++i) width[i] = headers[i].size();
+  for (const auto& r : rows)
+    for (std::size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  auto line = [&](const std::vector<std::string>& cells) {
+    std::string s;
+    for (std::size_t i = 0; i < headers.size(); ++i) {
+      std::string c = i < cells.size() ? cells[i] : "";
+      s += c;
+      if (i + 1 < headers.size()) s += std::string(width[i] - c.size() + 2, ' ');
+    }
+    while (!s.empty() && s.back() == ' ') s.pop_back();
+    out << s << "\n";
+  };
+  line(headers);
+  for (const auto& r : rows) line(r);
+}
+
+int usage_error(CliContext& ctx, const Command& cmd, const std::string& message) {
+  ctx.err << "syncctl: " << message << "\nusage: syncctl " << cmd.usage << "\n";
+  return kUsage;
+}
+
+std::string str(const json::value& v) {
+  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_null()) return "-";
+  return json::serialize(v);
+}
+
+std::string short_id(const std::string& id, std::size_t n) {
+  return id.size() <= n ? id : id.substr(0, n);
+}
+
+Result<std::string> read_json_arg(const std::string& arg) {
+  std::string text;
+  if (arg == "-") {
+    text.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  } else if (!arg.empty() && arg.front() == '@') {
+    std::ifstream in(arg.substr(1));
+    if (!in) return make_error(Errc::invalid_argument, "cannot read " + arg.substr(1));
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } else {
+    text = arg;
+  }
+  boost::system::error_code ec;
+  auto v = json::parse(text, ec);
+  if (ec || !v.is_object()) return make_error(Errc::invalid_argument, "expected a JSON object, got: " + text.substr(0, 80));
+  return text;
+}
+
+}  // namespace fieldsync::cli

@@ -1,0 +1,89 @@
+// syncctl's command framework. A command is one file that defines its handler and registers it
+// with FIELDSYNC_CLI_COMMAND; add the file to cli/CMakeLists.txt and it appears in `syncctl help`.
+//
+// Exit codes (docs/api.md "syncctl"): 0 ok, 1 the daemon answered with an error,
+// 2 usage error, 3 the daemon is unreachable (not running, permission denied).
+// Single-threaded.
+#pragma once
+
+#include <functional>
+#include <iosfwd>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <boost/json/value.hpp>
+
+#include "cli/unix_http_client.hpp"
+
+namespace fieldsync::cli {
+
+enum ExitCode { kOk = 0, kDaemonError = 1, kUsage = 2, kUnreachable = 3 };
+
+// Positional arguments and --options of one command.
+class Args {
+ public:
+  // `value_options` take a value (--limit 5 / --limit=5); other --options are flags.
+  // Options listed in `repeatable` may appear several times.
+  static Result<Args> parse(const std::vector<std::string>& argv,
+                            const std::set<std::string>& value_options,
+                            const std::set<std::string>& flag_options);
+  const std::vector<std::string>& positional() const { return positional_; }
+  std::optional<std::string> value(const std::string& name) const;
+  std::vector<std::string> values(const std::string& name) const;
+  bool flag(const std::string& name) const { return flags_.count(name) > 0; }
+
+ private:
+  std::vector<std::string> positional_;
+  std::multimap<std::string, std::string> values_;
+  std::set<std::string> flags_;
+};
+
+struct CliContext {
+  UnixHttpClient http;
+  bool json = false;  // --json: print the daemon's JSON instead of tables
+  std::ostream& out;
+  std::ostream& err;
+
+  // Calls the API. On success stores the parsed reply in `reply` and returns kOk; otherwise
+  // prints the error and returns the exit code.
+  int call(const std::string& method, const std::string& target, const std::string& body,
+           boost::json::value& reply);
+  // Prints `reply` as JSON (for --json).
+  void print_json(const boost::json::value& reply);
+  // A project given by id or by (unique) name -> its id; prints the error otherwise.
+  int resolve_project(const std::string& name_or_id, std::string& id);
+};
+
+struct Command {
+  std::string name;
+  std::string usage;    // e.g. "docs get PROJECT COLLECTION ID"
+  std::string summary;  // one line for `syncctl help`
+  std::function<int(CliContext&, const std::vector<std::string>&)> run;
+};
+
+std::vector<Command>& command_registry();
+struct CommandRegistrar {
+  explicit CommandRegistrar(Command c) { command_registry().push_back(std::move(c)); }
+};
+#define FIELDSYNC_CLI_CONCAT2(a, b) a##b
+#define FIELDSYNC_CLI_CONCAT(a, b) FIELDSYNC_CLI_CONCAT2(a, b)
+#define FIELDSYNC_CLI_COMMAND(...) \
+  static ::fieldsync::cli::CommandRegistrar FIELDSYNC_CLI_CONCAT(cli_command_, __LINE__){__VA_ARGS__}
+
+// Prints rows as an aligned table under `headers`.
+void print_table(std::ostream& out, const std::vector<std::string>& headers,
+                 const std::vector<std::vector<std::string>>& rows);
+// Usage error for `cmd`: prints the message and usage, returns kUsage.
+int usage_error(CliContext& ctx, const Command& cmd, const std::string& message);
+const Command& find_command(const std::string& name);
+
+// Helpers for rendering JSON values in tables.
+std::string str(const boost::json::value& v);  // strings unquoted, others as JSON
+std::string short_id(const std::string& id, std::size_t n = 12);
+// Reads a JSON argument: the text itself, "-" for stdin, or "@file".
+Result<std::string> read_json_arg(const std::string& arg);
+
+}  // namespace fieldsync::cli

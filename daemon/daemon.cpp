@@ -1,0 +1,111 @@
+#include "daemon/daemon.hpp"
+
+#include <csignal>
+#include <optional>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <spdlog/spdlog.h>
+
+#include "daemon/service_notifier.hpp"
+#include "ipc/api_server.hpp"
+#include "ipc/api_service.hpp"
+#include "storage/store.hpp"
+
+namespace fieldsync::daemon {
+
+namespace asio = boost::asio;
+
+struct Daemon::Impl {
+  explicit Impl(config::Config c) : cfg(std::move(c)), signals(io, SIGTERM, SIGINT), watchdog(io) {}
+
+  config::Config cfg;
+  asio::io_context io{1};
+  asio::signal_set signals;
+  asio::steady_timer watchdog;
+  ServiceNotifier notifier;
+  std::unique_ptr<storage::Store> store;
+  std::unique_ptr<ipc::ApiService> api;
+  std::unique_ptr<ipc::ApiServer> server;
+  bool stopping = false;
+
+  void arm_watchdog(std::chrono::milliseconds period) {
+    watchdog.expires_after(period);
+    watchdog.async_wait([this, period](boost::system::error_code ec) {
+      if (ec || stopping) return;
+      notifier.watchdog();
+      arm_watchdog(period);
+    });
+  }
+
+  void wait_signal() {
+    signals.async_wait([this](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      if (stopping) {
+        spdlog::warn("second signal ({}): stopping now", sig);
+        io.stop();
+        return;
+      }
+      spdlog::info("received {}, shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      shutdown();
+      wait_signal();
+    });
+  }
+
+  void shutdown() {
+    stopping = true;
+    notifier.stopping();
+    watchdog.cancel();
+    server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), [this] {
+      signals.cancel();
+      io.stop();
+    });
+  }
+};
+
+Daemon::Daemon(config::Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+Daemon::~Daemon() {
+  if (impl_->store) impl_->store->set_change_listener(nullptr);
+}
+
+Status Daemon::run() {
+  auto& d = *impl_;
+  d.cfg.storage.data_dir = d.cfg.data_dir;
+  auto store = storage::Store::open(d.cfg.storage);
+  if (!store) return store.error();
+  d.store = std::move(*store);
+  spdlog::info("fieldsyncd {} starting; data in {}", FIELDSYNC_VERSION, d.cfg.data_dir.string());
+  spdlog::info("device id {} ({})", d.store->device_id().str(), d.store->device_id().short_str());
+
+  d.api = std::make_unique<ipc::ApiService>(*d.store, d.cfg.api, d.cfg.device_name);
+  d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
+  FS_TRY(d.server->start());
+  // Commits happen on whichever thread writes; the server posts the wake-up to its own thread.
+  ipc::ApiServer* server = d.server.get();
+  d.store->set_change_listener(
+      [server](const ProjectId& p, std::uint64_t seq) { server->notify_change(p, seq); });
+
+  spdlog::info("API on unix socket {} (mode {:o}{}{})", d.server->socket_path().string(),
+               d.cfg.api.socket_mode, d.cfg.api.socket_group.empty() ? "" : ", group ",
+               d.cfg.api.socket_group);
+  if (d.cfg.api.http_enabled)
+    spdlog::info("API on http://{}:{} (bearer token in {})", d.cfg.api.http_address,
+                 d.server->http_port(), d.server->token_path().string());
+
+  d.wait_signal();
+  if (auto period = d.notifier.watchdog_period()) d.arm_watchdog(*period);
+  d.notifier.ready("serving the API on " + d.server->socket_path().string());
+
+  d.io.run();
+
+  d.store->set_change_listener(nullptr);
+  d.server.reset();
+  d.api.reset();
+  d.store.reset();  // closes LMDB
+  spdlog::info("fieldsyncd stopped");
+  return {};
+}
+
+}  // namespace fieldsync::daemon

@@ -1,0 +1,34 @@
+// Daemon: fieldsyncd's lifecycle. Opens the Store, serves the local API on one io_context,
+// tells systemd when it is ready (and pings its watchdog), and shuts down gracefully on
+// SIGTERM/SIGINT: stop accepting, finish in-flight requests for api.shutdown_grace_ms, close
+// SSE streams, close the store. A second signal during shutdown stops at once.
+//
+// Ownership: owns the io_context, the Store and the API. Single-threaded: run() blocks on the
+// calling thread until shutdown. Other components (sync) attach to io_context()/store()
+// before run().
+// Errors (run): the Store's open errors, the API's bind errors.
+#pragma once
+
+#include <memory>
+
+#include "common/result.hpp"
+#include "config/config.hpp"
+
+namespace fieldsync::daemon {
+
+class Daemon {
+ public:
+  explicit Daemon(config::Config config);
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Runs until a shutdown signal; returns once everything is closed.
+  Status run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace fieldsync::daemon

@@ -1,0 +1,35 @@
+// DaemonArgs: fieldsyncd's command line, and how it becomes a Config: the config file
+// (--config, else /etc/fieldsync/fieldsyncd.conf when it exists), then --data-dir, --log-level
+// and every --set key=value in order, then defaults that depend on the others (finalize).
+// Stateless functions; thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/result.hpp"
+#include "config/config.hpp"
+
+namespace fieldsync::daemon {
+
+struct DaemonArgs {
+  std::optional<std::string> config_path;
+  std::optional<std::string> data_dir;
+  std::optional<std::string> log_level;
+  std::vector<std::pair<std::string, std::string>> settings;  // --set key=value
+  bool help = false;
+  bool version = false;
+};
+
+// Parses argv. invalid_argument (usage error) with a message naming the bad option.
+Result<DaemonArgs> parse_args(int argc, char** argv);
+std::string usage();
+
+inline constexpr const char* kDefaultConfigPath = "/etc/fieldsync/fieldsyncd.conf";
+
+// Builds the effective Config. invalid_argument names the bad key or file.
+Result<config::Config> build_config(const DaemonArgs& args);
+
+}  // namespace fieldsync::daemon

@@ -1,0 +1,41 @@
+// ApiContext: what the route handlers share. Owned by ApiService; the Store outlives it.
+// Read-only after start-up except `listen` (set once by the server before serving).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "config/config.hpp"
+
+namespace fieldsync::storage {
+class Store;
+}
+
+namespace fieldsync::ipc {
+
+struct ApiContext {
+  ApiContext(storage::Store& s, const config::ApiOptions& o, std::string v, std::string name)
+      : store(s), options(o), version(std::move(v)), device_name(std::move(name)) {}
+
+  storage::Store& store;
+  config::ApiOptions options;
+  std::string version;      // fieldsync version string
+  std::string device_name;  // daemon.device_name
+  std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
+  // Extra members of GET /v1/status: name -> producer of a JSON value's text. "peers" is
+  // "{}" until the sync engine registers its own producer.
+  std::vector<std::pair<std::string, std::function<std::string()>>> status_sections;
+  // Where the API actually listens (filled by ApiServer).
+  struct Listen {
+    std::string socket_path;
+    bool http_enabled = false;
+    std::string http_address;
+    std::uint16_t http_port = 0;
+  } listen;
+};
+
+}  // namespace fieldsync::ipc

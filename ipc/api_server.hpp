@@ -1,0 +1,66 @@
+// ApiServer: the HTTP/1.1 transport of the local API (Boost.Beast, C++20 coroutines), on one
+// io_context, listening on the Unix socket (api.socket_path, mode api.socket_mode, group
+// api.socket_group) and, when api.http_enabled, on TCP api.http_address:api.http_port.
+//
+// Requests are parsed into ApiRequest and handed to ApiService; TCP requests first pass the
+// access policy (ipc/api_access.hpp). Limits: api.max_body_bytes (413), api.max_connections
+// (503), api.request_timeout_ms (idle/slow connections are closed), keep-alive.
+// Long-poll and SSE responses wait on the changes feed, woken by notify_change().
+//
+// Ownership: borrows the io_context and the ApiService, which must outlive it. Creates
+// <data_dir>/api.token (0600) and <data_dir>/api.port (0600, the bound TCP port).
+// Thread-safety: start()/stop() on the io_context's thread (or before it runs);
+// notify_change() from any thread. The io_context must be run by exactly one thread.
+// Errors (start): invalid_argument (bad address, socket path too long), already_exists
+// (another daemon listens on the socket), unavailable (port in use), internal (I/O).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+
+#include "common/ids.hpp"
+#include "common/result.hpp"
+#include "config/config.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace fieldsync::ipc {
+
+class ApiService;
+
+class ApiServer {
+ public:
+  ApiServer(boost::asio::io_context& io, ApiService& service, const config::ApiOptions& options,
+            std::filesystem::path data_dir);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  // Binds both listeners and starts accepting (served once the io_context runs).
+  Status start();
+
+  const std::filesystem::path& socket_path() const;
+  std::uint16_t http_port() const;  // 0 when TCP is disabled
+  std::filesystem::path token_path() const;
+
+  // Wakes long-poll and SSE clients of `project`. Thread-safe (posts to the io_context).
+  void notify_change(const ProjectId& project, std::uint64_t last_seq);
+
+  // Graceful stop: closes the listeners and idle connections, ends SSE streams and long-polls,
+  // lets requests in progress finish; after `grace` force-closes the rest. `done` runs on the
+  // io thread once no connection is left. Removes the socket file.
+  void stop(std::chrono::milliseconds grace, std::function<void()> done);
+
+  std::size_t connection_count() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace fieldsync::ipc

@@ -1,0 +1,31 @@
+#include "ipc/api_service.hpp"
+
+#include "ipc/routes.hpp"
+
+#ifndef FIELDSYNC_VERSION
+#define FIELDSYNC_VERSION "0.0.0"
+#endif
+
+namespace fieldsync::ipc {
+
+ApiService::ApiService(storage::Store& store, const config::ApiOptions& options,
+                       std::string device_name)
+    : ctx_(store, options, FIELDSYNC_VERSION, std::move(device_name)) {
+  ctx_.status_sections.emplace_back("peers", [] { return std::string("{}"); });
+  register_status_routes(router_, ctx_);
+  register_project_routes(router_, ctx_);
+  register_document_routes(router_, ctx_);
+  register_changes_routes(router_, ctx_);
+}
+
+void ApiService::set_status_section(std::string name, std::function<std::string()> json_producer) {
+  for (auto& s : ctx_.status_sections) {
+    if (s.first == name) {
+      s.second = std::move(json_producer);
+      return;
+    }
+  }
+  ctx_.status_sections.emplace_back(std::move(name), std::move(json_producer));
+}
+
+}  // namespace fieldsync::ipc

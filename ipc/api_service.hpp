@@ -1,0 +1,35 @@
+// ApiService: the local API without its transport: the Router with every /v1 route group and
+// the shared ApiContext. ApiServer feeds it parsed requests; unit tests call handle() directly.
+//
+// Ownership: holds a reference to the Store (which must outlive it).
+// Thread-safety: add routes / status sections before serving; handle() is then called from the
+// server's single thread (handlers call the thread-safe Store).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "ipc/api_context.hpp"
+#include "ipc/api_types.hpp"
+#include "ipc/router.hpp"
+
+namespace fieldsync::ipc {
+
+class ApiService {
+ public:
+  ApiService(storage::Store& store, const config::ApiOptions& options, std::string device_name);
+
+  ApiContext& context() { return ctx_; }
+  Router& router() { return router_; }
+
+  // Adds (or replaces) a member of GET /v1/status, e.g. ("peers", engine summary as JSON).
+  void set_status_section(std::string name, std::function<std::string()> json_producer);
+
+  ApiResponse handle(ApiRequest& request) const { return router_.dispatch(request); }
+
+ private:
+  ApiContext ctx_;
+  Router router_;
+};
+
+}  // namespace fieldsync::ipc

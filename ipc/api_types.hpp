@@ -1,0 +1,89 @@
+// ApiRequest / ApiResponse: the transport-neutral request and response the route handlers see.
+//
+// The HTTP server (ipc/http_server.cpp, the only Beast code) parses the wire request into an
+// ApiRequest and serialises the ApiResponse back, so handlers compile without Beast and can be
+// unit-tested without sockets. A response is either complete (status + body) or carries a
+// ChangeStream, which the server drives asynchronously (long-poll and Server-Sent Events).
+// Plain data; not thread-safe by itself.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "common/ids.hpp"
+#include "common/result.hpp"
+
+namespace fieldsync::ipc {
+
+enum class Transport { unix_socket, tcp };
+
+struct ApiRequest {
+  std::string method;                            // "GET", "POST", ...
+  std::string target;                            // raw request target, for logs
+  std::vector<std::string> segments;             // decoded path segments: {"v1","projects",...}
+  std::multimap<std::string, std::string> query;  // decoded query parameters
+  std::map<std::string, std::string> headers;    // lower-case names; only those handlers use
+  std::string body;
+  Transport transport = Transport::unix_socket;
+  std::map<std::string, std::string> params;     // path placeholders, filled by the Router
+
+  std::optional<std::string> query_value(std::string_view name) const {
+    auto it = query.find(std::string(name));
+    if (it == query.end()) return std::nullopt;
+    return it->second;
+  }
+  std::vector<std::string> query_values(std::string_view name) const {
+    std::vector<std::string> out;
+    auto [b, e] = query.equal_range(std::string(name));
+    for (auto it = b; it != e; ++it) out.push_back(it->second);
+    return out;
+  }
+  std::optional<std::string> header(std::string_view lower_name) const {
+    auto it = headers.find(std::string(lower_name));
+    if (it == headers.end()) return std::nullopt;
+    return it->second;
+  }
+  const std::string& param(const std::string& name) const {
+    static const std::string empty;
+    auto it = params.find(name);
+    return it == params.end() ? empty : it->second;
+  }
+};
+
+// One batch of events read from the changes feed after a cursor.
+struct ChangeChunk {
+  std::vector<std::pair<std::uint64_t, std::string>> events;  // (seq, JSON object text)
+  std::uint64_t last_seq = 0;  // cursor after these events (unchanged if none)
+};
+
+// A response that waits on a project's changes feed; the server runs it.
+struct ChangeStream {
+  enum class Mode { longpoll, sse };
+  Mode mode = Mode::longpoll;
+  ProjectId project;
+  std::uint64_t since = 0;
+  std::chrono::milliseconds timeout{0};    // longpoll: how long to wait for a first change
+  std::chrono::milliseconds heartbeat{0};  // sse: comment line interval
+  // Reads the changes after `after` (called on the server's thread).
+  std::function<Result<ChangeChunk>(std::uint64_t after)> fetch;
+  // longpoll: renders the final JSON body from what was fetched (possibly nothing).
+  std::function<std::string(const ChangeChunk&)> render;
+};
+
+struct ApiResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
+  std::shared_ptr<ChangeStream> stream;                      // set: the server drives it
+};
+
+}  // namespace fieldsync::ipc

@@ -1,0 +1,39 @@
+// Helpers for JSON request envelopes and raw document bodies.
+//
+// Document bodies are stored exactly as the app sent them (unknown fields, number spellings,
+// key order), so they are never re-serialised: the raw_* functions find a member's exact text
+// inside an already-validated JSON text, and splice_member() inserts raw text into an envelope.
+// Stateless functions; thread-safe.
+#pragma once
+
+#include <initializer_list>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/json/object.hpp>
+
+#include "common/result.hpp"
+
+namespace fieldsync::ipc {
+
+// Parses `text` as one JSON object. `what` names it in the error ("request body").
+Result<boost::json::object> parse_object(std::string_view text, std::string_view what);
+
+// invalid_argument naming the first member of `obj` that is not in `allowed`.
+Status check_fields(const boost::json::object& obj, std::initializer_list<std::string_view> allowed,
+                    std::string_view what);
+
+// The exact text of member `key` of the JSON object `object_text` (which must be valid JSON).
+std::optional<std::string_view> raw_member(std::string_view object_text, std::string_view key);
+// The exact texts of the elements of the JSON array `array_text` (which must be valid JSON).
+std::vector<std::string_view> raw_elements(std::string_view array_text);
+
+// `envelope` is a serialised JSON object; appends "key": raw_value as its last member.
+std::string splice_member(std::string envelope, std::string_view key, std::string_view raw_value);
+
+// A JSON string literal for `s`.
+std::string json_quote(std::string_view s);
+
+}  // namespace fieldsync::ipc

@@ -1,0 +1,187 @@
+#include "ipc/route_support.hpp"
+
+#include <charconv>
+
+#include <boost/json/array.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "ipc/http_error.hpp"
+#include "ipc/json_text.hpp"
+
+namespace fieldsync::ipc {
+
+namespace json = boost::json;
+
+ApiResponse json_response(int status, std::string body) {
+  ApiResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+ApiResponse fail(const Error& e) { return error_response(e); }
+
+Result<ProjectId> project_param(const ApiRequest& req) {
+  const std::string& text = req.param("pid");
+  auto id = ProjectId::parse(text);
+  if (!id) return make_error(Errc::invalid_argument, "bad project id '" + text + "' (32 hex chars)");
+  return *id;
+}
+
+Result<std::uint64_t> uint_query(const ApiRequest& req, std::string_view name,
+                                 std::uint64_t fallback) {
+  auto v = req.query_value(name);
+  if (!v) return fallback;
+  std::uint64_t n = 0;
+  auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
+  if (ec != std::errc() || p != v->data() + v->size() || v->empty())
+    return make_error(Errc::invalid_argument, "query parameter '" + std::string(name) +
+                                                  "' must be a non-negative integer, got '" +
+                                                  *v + "'");
+  return n;
+}
+
+Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
+                                 std::uint32_t fallback) {
+  auto n = uint_query(req, "limit", std::min(fallback, ctx.options.max_page_size));
+  if (!n) return n.error();
+  if (*n == 0) return make_error(Errc::invalid_argument, "limit must be at least 1");
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(*n, ctx.options.max_page_size));
+}
+
+Result<bool> flag_query(const ApiRequest& req, std::string_view name) {
+  auto v = req.query_value(name);
+  if (!v) return false;
+  if (v->empty() || *v == "1" || *v == "true") return true;
+  if (*v == "0" || *v == "false") return false;
+  return make_error(Errc::invalid_argument,
+                    "query parameter '" + std::string(name) + "' must be 1/true or 0/false");
+}
+
+Result<VersionId> parse_version(std::string_view text, std::string_view what) {
+  auto v = VersionId::parse(text);
+  if (!v)
+    return make_error(Errc::invalid_argument, "bad version id in " + std::string(what) + ": '" +
+                                                  std::string(text) + "' (64 hex chars)");
+  return *v;
+}
+
+Result<std::optional<VersionId>> base_version(const ApiRequest& req) {
+  if (auto b = req.query_value("base")) {
+    auto v = parse_version(*b, "?base");
+    if (!v) return v.error();
+    return std::optional<VersionId>(*v);
+  }
+  if (auto m = req.header("if-match")) {
+    std::string_view t = *m;
+    if (t.substr(0, 2) == "W/") t.remove_prefix(2);
+    if (t.size() >= 2 && t.front() == '"' && t.back() == '"') t = t.substr(1, t.size() - 2);
+    auto v = parse_version(t, "If-Match");
+    if (!v) return v.error();
+    return std::optional<VersionId>(*v);
+  }
+  return std::optional<VersionId>();
+}
+
+Result<std::vector<VersionId>> version_list(const json::value& v, std::string_view what) {
+  if (!v.is_array())
+    return make_error(Errc::invalid_argument, std::string(what) + " must be an array of version ids");
+  std::vector<VersionId> out;
+  for (const auto& e : v.as_array()) {
+    if (!e.is_string())
+      return make_error(Errc::invalid_argument, std::string(what) + " must hold version id strings");
+    auto id = parse_version(std::string_view(e.as_string()), what);
+    if (!id) return id.error();
+    out.push_back(*id);
+  }
+  return out;
+}
+
+std::string versions_json(const std::vector<VersionId>& ids, std::size_t from) {
+  std::string s = "[";
+  for (std::size_t i = from; i < ids.size(); ++i) {
+    if (i > from) s += ',';
+    s += '"' + ids[i].str() + '"';
+  }
+  return s + "]";
+}
+
+std::string project_json(const storage::ProjectInfo& p) {
+  json::object o;
+  o["id"] = p.id.str();
+  o["name"] = p.name;
+  o["created_hlc"] = p.created_hlc;
+  return splice_member(json::serialize(o), "settings",
+                       p.settings_json.empty() ? std::string_view("{}") : p.settings_json);
+}
+
+std::string document_json(const storage::DocumentState& d, const storage::MergeResult* merge) {
+  json::object o;
+  o["id"] = d.doc_id;
+  o["collection"] = d.collection;
+  o["version"] = d.winner.str();
+  o["author"] = d.author.str();
+  o["hlc"] = d.hlc;
+  o["schema"] = d.schema;
+  o["deleted"] = d.deleted;
+  o["purged"] = d.purged;
+  o["local_seq"] = d.local_seq;
+  std::string s = json::serialize(o);
+  s = splice_member(std::move(s), "heads", versions_json(d.heads));
+  s = splice_member(std::move(s), "conflicts", versions_json(d.heads, 1));
+  if (merge) {
+    json::object m;
+    m["clean"] = merge->clean();
+    json::array fields;
+    for (const auto& f : merge->conflicting_fields) fields.emplace_back(f);
+    m["conflicting_fields"] = std::move(fields);
+    std::string ms = json::serialize(m);
+    ms = splice_member(std::move(ms), "heads", versions_json(merge->heads));
+    ms = splice_member(std::move(ms), "body", merge->body.empty() ? "null" : merge->body);
+    s = splice_member(std::move(s), "merge", ms);
+  }
+  return splice_member(std::move(s), "body", d.body && !d.deleted ? std::string_view(*d.body)
+                                                                   : std::string_view("null"));
+}
+
+std::string write_result_json(const storage::WriteResult& w) {
+  json::object o;
+  o["id"] = w.doc_id;
+  o["collection"] = w.collection;
+  o["version"] = w.version.str();
+  o["local_seq"] = w.local_seq;
+  o["conflict"] = w.conflict;
+  if (w.conflict)
+    o["message"] =
+        "the document has concurrent versions: a concurrent version was kept, nothing was "
+        "overwritten; read it to see the conflicts and resolve them with POST .../resolve";
+  return splice_member(json::serialize(o), "heads", versions_json(w.heads));
+}
+
+std::string version_json(const storage::Version& v) {
+  json::object o;
+  o["version"] = v.id.str();
+  o["author"] = v.header.author.str();
+  o["hlc"] = v.header.hlc;
+  o["schema"] = v.header.schema;
+  o["deleted"] = v.header.kind == storage::VersionKind::tombstone;
+  o["body_size"] = v.header.body_size;
+  std::string s = splice_member(json::serialize(o), "parents", versions_json(v.header.parents));
+  return splice_member(std::move(s), "body",
+                       v.body ? std::string_view(*v.body) : std::string_view("null"));
+}
+
+std::string change_json(const storage::Change& c) {
+  json::object o;
+  o["seq"] = c.seq;
+  o["collection"] = c.collection;
+  o["id"] = c.doc_id;
+  o["version"] = c.version.str();
+  o["author"] = c.author.str();
+  o["deleted"] = c.deleted;
+  o["local"] = c.local;
+  return json::serialize(o);
+}
+
+}  // namespace fieldsync::ipc

@@ -1,0 +1,49 @@
+// Small helpers shared by the route handlers: parameter parsing and JSON rendering of
+// storage types. Internal to ipc/. Stateless; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <boost/json/object.hpp>
+
+#include "common/result.hpp"
+#include "ipc/api_context.hpp"
+#include "ipc/api_types.hpp"
+#include "storage/types.hpp"
+
+namespace fieldsync::ipc {
+
+// A JSON response with the given status.
+ApiResponse json_response(int status, std::string body);
+// Error response for a failed Result.
+ApiResponse fail(const Error& e);
+
+Result<ProjectId> project_param(const ApiRequest& req);
+// Unsigned integer query parameter; `fallback` when absent; invalid_argument when malformed.
+Result<std::uint64_t> uint_query(const ApiRequest& req, std::string_view name,
+                                 std::uint64_t fallback);
+// ?limit= bounded by api.max_page_size (a larger value is clamped).
+Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
+                                 std::uint32_t fallback = 100);
+// Boolean query flag: absent=false, "1"/"true"/""=true, "0"/"false"=false.
+Result<bool> flag_query(const ApiRequest& req, std::string_view name);
+Result<VersionId> parse_version(std::string_view text, std::string_view what);
+// The base version of a write: ?base=<v> or If-Match: "<v>"; nullopt when neither is given.
+Result<std::optional<VersionId>> base_version(const ApiRequest& req);
+// A JSON array of version ids, e.g. from "parents".
+Result<std::vector<VersionId>> version_list(const boost::json::value& v, std::string_view what);
+
+std::string versions_json(const std::vector<VersionId>& ids, std::size_t from = 0);
+std::string project_json(const storage::ProjectInfo& p);
+// A document with its winner's body spliced in raw (never re-serialised).
+std::string document_json(const storage::DocumentState& d,
+                          const storage::MergeResult* merge = nullptr);
+std::string write_result_json(const storage::WriteResult& w);
+std::string version_json(const storage::Version& v);
+std::string change_json(const storage::Change& c);
+
+}  // namespace fieldsync::ipc

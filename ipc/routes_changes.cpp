@@ -1,0 +1,91 @@
+// GET /v1/projects/{pid}/changes?since=N&limit=&feed=normal|longpoll|sse&timeout=ms
+#include <algorithm>
+#include <memory>
+
+#include "ipc/route_support.hpp"
+#include "ipc/routes.hpp"
+#include "storage/store.hpp"
+
+namespace fieldsync::ipc {
+
+namespace {
+
+std::string render_changes(const ChangeChunk& chunk) {
+  std::string s = "{\"changes\":[";
+  for (std::size_t i = 0; i < chunk.events.size(); ++i) s += (i ? "," : "") + chunk.events[i].second;
+  return s + "],\"last_seq\":" + std::to_string(chunk.last_seq) + "}";
+}
+
+}  // namespace
+
+void register_changes_routes(Router& router, ApiContext& ctx) {
+  router.add("GET", "/v1/projects/{pid}/changes", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    // The project must exist before we wait on it.
+    if (auto p = ctx.store.get_project(*pid); !p) return fail(p.error());
+    std::string feed = req.query_value("feed").value_or("normal");
+    if (feed != "normal" && feed != "longpoll" && feed != "sse")
+      return fail(make_error(Errc::invalid_argument, "feed must be normal, longpoll or sse"));
+
+    // Cursor: ?since=N or ?since=now; for SSE a Last-Event-ID header (reconnect) wins.
+    std::uint64_t since = 0;
+    auto since_text = req.query_value("since");
+    if (feed == "sse" && req.header("last-event-id")) {
+      req.query.erase("since");
+      req.query.emplace("since", *req.header("last-event-id"));
+      since_text = req.header("last-event-id");
+    }
+    if (since_text && *since_text == "now") {
+      auto last = ctx.store.last_change_seq(*pid);
+      if (!last) return fail(last.error());
+      since = *last;
+    } else {
+      auto s = uint_query(req, "since", 0);
+      if (!s) return fail(s.error());
+      since = *s;
+    }
+    auto limit = page_limit(req, ctx);
+    if (!limit) return fail(limit.error());
+
+    ProjectId project = *pid;
+    std::uint32_t n = *limit;
+    auto fetch = [&ctx, project, n](std::uint64_t after) -> Result<ChangeChunk> {
+      auto changes = ctx.store.changes_since(project, after, n);
+      if (!changes) return changes.error();
+      ChangeChunk chunk;
+      chunk.last_seq = after;
+      for (const auto& c : *changes) {
+        chunk.events.emplace_back(c.seq, change_json(c));
+        chunk.last_seq = std::max(chunk.last_seq, c.seq);
+      }
+      return chunk;
+    };
+
+    if (feed == "normal") {
+      auto chunk = fetch(since);
+      if (!chunk) return fail(chunk.error());
+      return json_response(200, render_changes(*chunk));
+    }
+    auto stream = std::make_shared<ChangeStream>();
+    stream->project = project;
+    stream->since = since;
+    stream->fetch = fetch;
+    stream->render = render_changes;
+    if (feed == "longpoll") {
+      auto timeout = uint_query(req, "timeout", ctx.options.longpoll_timeout_ms);
+      if (!timeout) return fail(timeout.error());
+      stream->mode = ChangeStream::Mode::longpoll;
+      stream->timeout = std::chrono::milliseconds(
+          std::min<std::uint64_t>(*timeout, ctx.options.longpoll_timeout_ms));
+    } else {
+      stream->mode = ChangeStream::Mode::sse;
+      stream->heartbeat = std::chrono::milliseconds(std::max<std::uint32_t>(ctx.options.sse_heartbeat_ms, 10));
+    }
+    ApiResponse r;
+    r.stream = std::move(stream);
+    return r;
+  });
+}
+
+}  // namespace fieldsync::ipc

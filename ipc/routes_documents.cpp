@@ -1,0 +1,336 @@
+// Documents: /v1/projects/{pid}/docs/{coll}[/{id}[/history|/resolve|/purge]],
+// /v1/projects/{pid}/conflicts and /v1/projects/{pid}/batch.
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include "ipc/http_error.hpp"
+#include "ipc/json_text.hpp"
+#include "ipc/route_support.hpp"
+#include "ipc/routes.hpp"
+#include "storage/store.hpp"
+
+namespace fieldsync::ipc {
+
+namespace json = boost::json;
+using storage::VersionKind;
+using storage::WriteRequest;
+
+namespace {
+
+// Validates that `text` is a JSON object (the document body, stored untouched).
+Status check_body(std::string_view text) {
+  auto obj = parse_object(text, "document body");
+  if (!obj) return obj.error();
+  return {};
+}
+
+ApiResponse list_page(const ApiContext& ctx, const ProjectId& pid, storage::ListQuery q) {
+  auto page = ctx.store.list_documents(pid, q);
+  if (!page) return fail(page.error());
+  std::string s = "{\"docs\":[";
+  for (std::size_t i = 0; i < page->docs.size(); ++i)
+    s += (i ? "," : "") + document_json(page->docs[i]);
+  s += "],\"next\":";
+  s += page->next.empty() ? std::string("null") : json_quote(page->next);
+  return json_response(200, s + "}");
+}
+
+// The list query parameters shared by .../docs/{coll} and .../conflicts.
+Status read_list_query(const ApiRequest& req, const ApiContext& ctx, storage::ListQuery& q) {
+  auto limit = page_limit(req, ctx);
+  if (!limit) return limit.error();
+  q.limit = *limit;
+  q.start_after = req.query_value("after").value_or("");
+  auto del = flag_query(req, "include_deleted");
+  if (!del) return del.error();
+  q.include_deleted = *del;
+  for (const auto& w : req.query_values("where")) {
+    auto eq = w.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return make_error(Errc::invalid_argument,
+                        "where must be field=<JSON value>, e.g. where=category=\"wildlife\"");
+    std::string value = w.substr(eq + 1);
+    boost::system::error_code ec;
+    json::parse(value, ec);
+    if (ec)
+      return make_error(Errc::invalid_argument,
+                        "where value for '" + w.substr(0, eq) +
+                            "' must be a JSON value (strings in double quotes): " + value);
+    q.filters.push_back({w.substr(0, eq), std::move(value)});
+  }
+  return {};
+}
+
+// Turns one batch write envelope into a WriteRequest. `raw` is its exact text.
+Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std::size_t index) {
+  std::string what = "writes[" + std::to_string(index) + "]";
+  if (!v.is_object()) return make_error(Errc::invalid_argument, what + " must be an object");
+  const auto& o = v.as_object();
+  FS_TRY(check_fields(o, {"collection", "id", "body", "base", "delete", "schema"}, what));
+  WriteRequest w;
+  auto* coll = o.if_contains("collection");
+  if (!coll || !coll->is_string())
+    return make_error(Errc::invalid_argument, what + ".collection is required (a string)");
+  w.collection = std::string(coll->as_string());
+  if (auto* id = o.if_contains("id")) {
+    if (!id->is_string()) return make_error(Errc::invalid_argument, what + ".id must be a string");
+    w.doc_id = std::string(id->as_string());
+  }
+  if (auto* s = o.if_contains("schema")) {
+    if (!s->is_uint64() && !s->is_int64())
+      return make_error(Errc::invalid_argument, what + ".schema must be an integer");
+    w.schema = static_cast<std::uint32_t>(s->to_number<std::uint64_t>());
+  }
+  bool del = false;
+  if (auto* d = o.if_contains("delete")) {
+    if (!d->is_bool()) return make_error(Errc::invalid_argument, what + ".delete must be a boolean");
+    del = d->as_bool();
+  }
+  if (auto* b = o.if_contains("base")) {
+    if (!b->is_string()) return make_error(Errc::invalid_argument, what + ".base must be a version id");
+    auto id = parse_version(std::string_view(b->as_string()), what + ".base");
+    if (!id) return id.error();
+    w.parents = {*id};
+  }
+  if (del) {
+    if (w.doc_id.empty()) return make_error(Errc::invalid_argument, what + ": delete needs an id");
+    w.kind = VersionKind::tombstone;
+    if (w.parents.empty()) w.use_current = true;
+  } else {
+    auto* body = o.if_contains("body");
+    if (!body || !body->is_object())
+      return make_error(Errc::invalid_argument, what + ".body is required (a JSON object)");
+    w.body = std::string(*raw_member(raw, "body"));
+    if (w.parents.empty()) {
+      if (w.doc_id.empty())
+        w.must_not_exist = true;
+      else
+        w.use_current = true;  // upsert over the current winner
+    }
+  }
+  return w;
+}
+
+}  // namespace
+
+void register_document_routes(Router& router, ApiContext& ctx) {
+  const std::string docs = "/v1/projects/{pid}/docs/{coll}";
+  const std::string doc = docs + "/{id}";
+
+  // Create. ?id= gives an app-chosen id; otherwise a random 128-bit id is assigned.
+  router.add("POST", docs, [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    if (auto st = check_body(req.body); !st) return fail(st.error());
+    WriteRequest w;
+    w.collection = req.param("coll");
+    w.doc_id = req.query_value("id").value_or("");
+    w.body = std::move(req.body);
+    w.must_not_exist = true;
+    auto schema = uint_query(req, "schema", 1);
+    if (!schema) return fail(schema.error());
+    w.schema = static_cast<std::uint32_t>(*schema);
+    auto r = ctx.store.write(*pid, w);
+    if (!r) return fail(r.error());
+    return json_response(201, write_result_json(*r));
+  });
+
+  router.add("GET", docs, [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    storage::ListQuery q;
+    q.collection = req.param("coll");
+    if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
+    auto conflicts = flag_query(req, "conflicts");
+    if (!conflicts) return fail(conflicts.error());
+    q.conflicts_only = *conflicts;
+    return list_page(ctx, *pid, std::move(q));
+  });
+
+  router.add("GET", doc, [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto d = ctx.store.get_document(*pid, req.param("coll"), req.param("id"));
+    if (!d) return fail(d.error());
+    ApiResponse r;
+    if (d->in_conflict()) {
+      auto m = ctx.store.merge_heads(*pid, req.param("coll"), req.param("id"));
+      r = json_response(200, document_json(*d, m ? &*m : nullptr));
+    } else {
+      r = json_response(200, document_json(*d));
+    }
+    r.headers.emplace_back("ETag", "\"" + d->winner.str() + "\"");
+    return r;
+  });
+
+  // Update over ?base= / If-Match (a stale base keeps both versions), or over the winner.
+  router.add("PUT", doc, [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    if (auto st = check_body(req.body); !st) return fail(st.error());
+    auto base = base_version(req);
+    if (!base) return fail(base.error());
+    WriteRequest w;
+    w.collection = req.param("coll");
+    w.doc_id = req.param("id");
+    w.body = std::move(req.body);
+    auto schema = uint_query(req, "schema", 1);
+    if (!schema) return fail(schema.error());
+    w.schema = static_cast<std::uint32_t>(*schema);
+    if (*base)
+      w.parents = {**base};
+    else
+      w.use_current = true;
+    auto r = ctx.store.write(*pid, w);
+    if (!r) return fail(r.error());
+    return json_response(200, write_result_json(*r));
+  });
+
+  // Delete: a tombstone over ?base= / If-Match, or over all current heads.
+  router.add("DELETE", doc, [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto base = base_version(req);
+    if (!base) return fail(base.error());
+    WriteRequest w;
+    w.collection = req.param("coll");
+    w.doc_id = req.param("id");
+    w.kind = VersionKind::tombstone;
+    if (*base)
+      w.parents = {**base};
+    else
+      w.use_current = true;
+    auto r = ctx.store.write(*pid, w);
+    if (!r) return fail(r.error());
+    return json_response(200, write_result_json(*r));
+  });
+
+  router.add("GET", doc + "/history", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto limit = page_limit(req, ctx);
+    if (!limit) return fail(limit.error());
+    auto h = ctx.store.history(*pid, req.param("coll"), req.param("id"), *limit);
+    if (!h) return fail(h.error());
+    std::string s = "{\"versions\":[";
+    for (std::size_t i = 0; i < h->size(); ++i) s += (i ? "," : "") + version_json((*h)[i]);
+    return json_response(200, s + "]}");
+  });
+
+  // Resolve: {"parents":[...], "body":{...}} (or "delete":true), or {"strategy":"merge"}.
+  router.add("POST", doc + "/resolve", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto obj = parse_object(req.body, "request body");
+    if (!obj) return fail(obj.error());
+    if (auto st = check_fields(*obj, {"parents", "body", "delete", "strategy"}, "resolve request"); !st)
+      return fail(st.error());
+    const std::string& coll = req.param("coll");
+    const std::string& id = req.param("id");
+    WriteRequest w;
+    w.collection = coll;
+    w.doc_id = id;
+    if (auto* strategy = obj->if_contains("strategy")) {
+      if (!strategy->is_string() || strategy->as_string() != "merge")
+        return fail(make_error(Errc::invalid_argument, "the only strategy is \"merge\""));
+      if (obj->size() != 1)
+        return fail(make_error(Errc::invalid_argument,
+                               "strategy \"merge\" takes no parents/body/delete"));
+      auto m = ctx.store.merge_heads(*pid, coll, id);
+      if (!m) return fail(m.error());
+      if (!m->clean()) {
+        json::array fields;
+        for (auto& f : m->conflicting_fields) fields.emplace_back(f);
+        std::string list;
+        for (auto& f : m->conflicting_fields) list += (list.empty() ? "" : ", ") + f;
+        return error_response(
+            make_error(Errc::failed_precondition,
+                       "automatic merge impossible: the heads changed the same fields differently (" +
+                           list + "); resolve with explicit parents and body"),
+            "\"conflicting_fields\":" + json::serialize(fields));
+      }
+      w.parents = m->heads;
+      w.body = m->body;
+    } else {
+      if (auto* p = obj->if_contains("parents")) {
+        auto parents = version_list(*p, "parents");
+        if (!parents) return fail(parents.error());
+        w.parents = std::move(*parents);
+      } else {
+        auto d = ctx.store.get_document(*pid, coll, id);
+        if (!d) return fail(d.error());
+        w.parents = d->heads;
+      }
+      bool del = false;
+      if (auto* dv = obj->if_contains("delete")) {
+        if (!dv->is_bool()) return fail(make_error(Errc::invalid_argument, "'delete' must be a boolean"));
+        del = dv->as_bool();
+      }
+      if (del) {
+        if (obj->contains("body"))
+          return fail(make_error(Errc::invalid_argument, "give either 'body' or \"delete\": true"));
+        w.kind = VersionKind::tombstone;
+      } else {
+        auto* b = obj->if_contains("body");
+        if (!b || !b->is_object())
+          return fail(make_error(Errc::invalid_argument, "'body' (a JSON object) is required"));
+        w.body = std::string(*raw_member(req.body, "body"));
+      }
+    }
+    auto r = ctx.store.write(*pid, w);
+    if (!r) return fail(r.error());
+    return json_response(200, write_result_json(*r));
+  });
+
+  router.add("POST", doc + "/purge", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    if (!req.body.empty()) {
+      auto obj = parse_object(req.body, "request body");
+      if (!obj) return fail(obj.error());
+      if (auto st = check_fields(*obj, {}, "purge request"); !st) return fail(st.error());
+    }
+    auto n = ctx.store.purge_document(*pid, req.param("coll"), req.param("id"));
+    if (!n) return fail(n.error());
+    return json_response(200, "{\"purged\":" + std::to_string(*n) + "}");
+  });
+
+  router.add("GET", "/v1/projects/{pid}/conflicts", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    storage::ListQuery q;
+    if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
+    q.conflicts_only = true;
+    return list_page(ctx, *pid, std::move(q));
+  });
+
+  // All-or-nothing batch of writes in one transaction.
+  router.add("POST", "/v1/projects/{pid}/batch", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto obj = parse_object(req.body, "request body");
+    if (!obj) return fail(obj.error());
+    if (auto st = check_fields(*obj, {"writes"}, "batch request"); !st) return fail(st.error());
+    auto* writes = obj->if_contains("writes");
+    if (!writes || !writes->is_array())
+      return fail(make_error(Errc::invalid_argument, "'writes' (an array) is required"));
+    auto raws = raw_elements(*raw_member(req.body, "writes"));
+    const auto& arr = writes->as_array();
+    if (raws.size() != arr.size()) return fail(make_error(Errc::internal, "batch scan mismatch"));
+    std::vector<WriteRequest> reqs;
+    reqs.reserve(arr.size());
+    for (std::size_t i = 0; i < arr.size(); ++i) {
+      auto w = batch_write(arr[i], raws[i], i);
+      if (!w) return fail(w.error());
+      reqs.push_back(std::move(*w));
+    }
+    auto r = ctx.store.write_batch(*pid, reqs);
+    if (!r) return fail(r.error());
+    std::string s = "{\"results\":[";
+    for (std::size_t i = 0; i < r->size(); ++i) s += (i ? "," : "") + write_result_json((*r)[i]);
+    return json_response(200, s + "]}");
+  });
+}
+
+}  // namespace fieldsync::ipc

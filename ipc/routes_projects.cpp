@@ -1,0 +1,88 @@
+// /v1/projects, /v1/projects/{pid}, /v1/projects/{pid}/collections
+#include <boost/json/array.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "ipc/json_text.hpp"
+#include "ipc/route_support.hpp"
+#include "ipc/routes.hpp"
+#include "storage/store.hpp"
+
+namespace fieldsync::ipc {
+
+namespace json = boost::json;
+
+namespace {
+
+// Reads "name" (string) and "settings" (object, raw text) from a project envelope.
+struct ProjectFields {
+  std::optional<std::string> name;
+  std::optional<std::string> settings;
+};
+
+Result<ProjectFields> project_fields(const std::string& body) {
+  auto obj = parse_object(body, "request body");
+  if (!obj) return obj.error();
+  FS_TRY(check_fields(*obj, {"name", "settings"}, "project"));
+  ProjectFields f;
+  if (auto* n = obj->if_contains("name")) {
+    if (!n->is_string() || n->as_string().empty())
+      return make_error(Errc::invalid_argument, "'name' must be a non-empty string");
+    f.name = std::string(n->as_string());
+  }
+  if (auto* s = obj->if_contains("settings")) {
+    if (!s->is_object()) return make_error(Errc::invalid_argument, "'settings' must be a JSON object");
+    f.settings = std::string(*raw_member(body, "settings"));
+  }
+  return f;
+}
+
+}  // namespace
+
+void register_project_routes(Router& router, ApiContext& ctx) {
+  router.add("GET", "/v1/projects", [&ctx](ApiRequest&) {
+    auto list = ctx.store.list_projects();
+    if (!list) return fail(list.error());
+    std::string s = "{\"projects\":[";
+    for (std::size_t i = 0; i < list->size(); ++i) s += (i ? "," : "") + project_json((*list)[i]);
+    return json_response(200, s + "]}");
+  });
+
+  router.add("POST", "/v1/projects", [&ctx](ApiRequest& req) {
+    auto f = project_fields(req.body);
+    if (!f) return fail(f.error());
+    if (!f->name) return fail(make_error(Errc::invalid_argument, "'name' is required"));
+    auto p = ctx.store.create_project(*f->name, f->settings.value_or("{}"));
+    if (!p) return fail(p.error());
+    return json_response(201, project_json(*p));
+  });
+
+  router.add("GET", "/v1/projects/{pid}", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto p = ctx.store.get_project(*pid);
+    if (!p) return fail(p.error());
+    return json_response(200, project_json(*p));
+  });
+
+  router.add("PATCH", "/v1/projects/{pid}", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto f = project_fields(req.body);
+    if (!f) return fail(f.error());
+    auto p = ctx.store.update_project(*pid, f->name, f->settings);
+    if (!p) return fail(p.error());
+    return json_response(200, project_json(*p));
+  });
+
+  router.add("GET", "/v1/projects/{pid}/collections", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto list = ctx.store.list_collections(*pid);
+    if (!list) return fail(list.error());
+    json::array a;
+    for (auto& c : *list) a.emplace_back(c);
+    return json_response(200, "{\"collections\":" + json::serialize(a) + "}");
+  });
+}
+
+}  // namespace fieldsync::ipc
