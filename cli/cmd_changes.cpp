@@ -65,16 +65,16 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
             std::string line = event.substr(at, nl - at);
             at = nl + 1;
             if (line.rfind("data: ", 0) != 0) continue;
-            std::string data = line.substr(6);
+            std::string payload = line.substr(6);
             boost::system::error_code ec;
-            auto v = boost::json::parse(data, ec);
+            auto v = boost::json::parse(payload, ec);
             if (ec || !v.is_object()) continue;
             if (v.as_object().contains("error")) {
               ctx.err << "syncctl: " << str(v.at("message")) << "\n";
               return false;
             }
             if (ctx.json) {
-              ctx.out << data << "\n";
+              ctx.out << payload << "\n";
             } else {
               auto row = change_row(v);
               std::string s;

@@ -365,6 +365,9 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "api.sse_heartbeat_ms", [](Config & c) -> auto& { return c.api.sse_heartbeat_ms; }, 1,
         kDayMs));
+    t.push_back(ms_key(
+        "api.shutdown_grace_ms", [](Config & c) -> auto& { return c.api.shutdown_grace_ms; }, 1,
+        kDayMs));
     // [sync]
     t.push_back(bool_key(
         "sync.enabled", [](Config & c) -> auto& { return c.sync.enabled; }));

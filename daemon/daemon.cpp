@@ -8,14 +8,21 @@
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
-#include "daemon/service_notifier.hpp"
+#include "config/config_loader.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
 #include "storage/store.hpp"
+#include "systemd/sd_notify.hpp"
 
 namespace fieldsync::daemon {
 
 namespace asio = boost::asio;
+
+namespace {
+void log_notify_failure(const Status& st) {
+  if (!st) spdlog::warn("sd_notify: {}", st.error().message);
+}
+}  // namespace
 
 struct Daemon::Impl {
   explicit Impl(config::Config c) : cfg(std::move(c)), signals(io, SIGTERM, SIGINT), watchdog(io) {}
@@ -24,17 +31,17 @@ struct Daemon::Impl {
   asio::io_context io{1};
   asio::signal_set signals;
   asio::steady_timer watchdog;
-  ServiceNotifier notifier;
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<ipc::ApiService> api;
   std::unique_ptr<ipc::ApiServer> server;
   bool stopping = false;
 
-  void arm_watchdog(std::chrono::milliseconds period) {
+  // Pinged from the event loop itself, so a stuck loop stops the pings and systemd notices.
+  void arm_watchdog(std::chrono::microseconds period) {
     watchdog.expires_after(period);
     watchdog.async_wait([this, period](boost::system::error_code ec) {
       if (ec || stopping) return;
-      notifier.watchdog();
+      log_notify_failure(systemd::notify_watchdog());
       arm_watchdog(period);
     });
   }
@@ -55,7 +62,7 @@ struct Daemon::Impl {
 
   void shutdown() {
     stopping = true;
-    notifier.stopping();
+    log_notify_failure(systemd::notify_stopping("shutting down"));
     watchdog.cancel();
     server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), [this] {
       signals.cancel();
@@ -78,6 +85,7 @@ Status Daemon::run() {
   d.store = std::move(*store);
   spdlog::info("fieldsyncd {} starting; data in {}", FIELDSYNC_VERSION, d.cfg.data_dir.string());
   spdlog::info("device id {} ({})", d.store->device_id().str(), d.store->device_id().short_str());
+  for (const auto& notice : config::config_notices(d.cfg)) spdlog::warn("{}", notice);
 
   d.api = std::make_unique<ipc::ApiService>(*d.store, d.cfg.api, d.cfg.device_name);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
@@ -95,8 +103,8 @@ Status Daemon::run() {
                  d.server->http_port(), d.server->token_path().string());
 
   d.wait_signal();
-  if (auto period = d.notifier.watchdog_period()) d.arm_watchdog(*period);
-  d.notifier.ready("serving the API on " + d.server->socket_path().string());
+  if (auto period = systemd::watchdog_ping_interval()) d.arm_watchdog(*period);
+  log_notify_failure(systemd::notify_ready("serving the API on " + d.server->socket_path().string()));
 
   d.io.run();
 

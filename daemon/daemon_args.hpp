@@ -1,5 +1,5 @@
 // DaemonArgs: fieldsyncd's command line, and how it becomes a Config: the config file
-// (--config, else /etc/fieldsync/fieldsyncd.conf when it exists), then --data-dir, --log-level
+// (--config, else config::default_config_path() when it exists), then --data-dir, --log-level
 // and every --set key=value in order, then defaults that depend on the others (finalize).
 // Stateless functions; thread-safe.
 #pragma once
@@ -26,8 +26,6 @@ struct DaemonArgs {
 // Parses argv. invalid_argument (usage error) with a message naming the bad option.
 Result<DaemonArgs> parse_args(int argc, char** argv);
 std::string usage();
-
-inline constexpr const char* kDefaultConfigPath = "/etc/fieldsync/fieldsyncd.conf";
 
 // Builds the effective Config. invalid_argument names the bad key or file.
 Result<config::Config> build_config(const DaemonArgs& args);

@@ -10,6 +10,8 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include "systemd/sd_notify.hpp"
+
 namespace fieldsync::daemon {
 
 namespace {
@@ -41,9 +43,9 @@ Status setup_logging(const std::string& level) {
   if (lvl == spdlog::level::off && level != "off")
     return make_error(Errc::invalid_argument,
                       "daemon.log_level: unknown level '" + level + "' (trace, debug, info, warn, error)");
-  const char* journal = std::getenv("JOURNAL_STREAM");
   std::shared_ptr<spdlog::logger> logger;
-  if (journal && *journal) {
+  if (systemd::stderr_is_journal() ||
+      (std::getenv("JOURNAL_STREAM") && *std::getenv("JOURNAL_STREAM"))) {
     logger = std::make_shared<spdlog::logger>("fieldsyncd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
     auto f = std::make_unique<spdlog::pattern_formatter>();
     f->add_flag<JournalPriority>('*').set_pattern("%*%v");

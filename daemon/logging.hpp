@@ -1,4 +1,4 @@
-// Logging setup for fieldsyncd: spdlog to stderr. Under systemd (JOURNAL_STREAM set) lines are
+// Logging setup for fieldsyncd: spdlog to stderr. Under systemd (stderr is the journal) lines are
 // plain "<priority>message" so journald adds its own timestamps and maps the level; otherwise
 // timestamped, coloured on a terminal. Call once at start, before other threads exist.
 #pragma once
