@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <array>
 #include <cstring>
 #include <map>
 #include <set>
@@ -43,6 +44,7 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 namespace {
 
 constexpr std::size_t kHeaderLimit = 16 * 1024;  // request line + headers
+constexpr std::size_t kLingerBytes = 1 << 20;     // discarded after refusing a body
 
 // A long-poll or SSE client waiting for a project's changes feed to move.
 struct Waiter {
@@ -311,6 +313,7 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
   asio::steady_timer deadline(io);
   beast::flat_buffer buffer;
 
+  bool linger = false;  // the peer may still be sending a body we refused
   while (!stopping) {
     idle = true;
     http::request_parser<http::string_body> parser;
@@ -321,7 +324,15 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
     idle = false;
     if (ec) {
       disarm(deadline);
-      if (ec == http::error::header_limit || ec == http::error::bad_target ||
+      if (ec == http::error::body_limit) {
+        // Content-Length above body_limit: Beast refuses it as soon as the header is complete.
+        auto res = to_beast(error_response(make_error(
+                                Errc::too_large, "request body exceeds api.max_body_bytes = " +
+                                                     std::to_string(opt.max_body_bytes))),
+                            11, false);
+        co_await write_response(sock, deadline, res);
+        linger = true;
+      } else if (ec == http::error::header_limit || ec == http::error::bad_target ||
           ec == http::error::bad_method || ec == http::error::bad_version ||
           ec == http::error::bad_field || ec == http::error::bad_value) {
         auto res = to_beast(error_response(make_error(Errc::invalid_argument,
@@ -349,6 +360,7 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
                                " bytes exceeds api.max_body_bytes = " +
                                std::to_string(opt.max_body_bytes))));
       co_await write_response(sock, deadline, res);
+      linger = true;
       break;
     }
     if (beast::iequals(header[http::field::expect], "100-continue")) {
@@ -365,6 +377,7 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
               Errc::too_large, "request body exceeds api.max_body_bytes = " +
                                    std::to_string(opt.max_body_bytes))));
           co_await write_response(sock, deadline, res);
+          linger = true;
         }
         break;
       }
@@ -408,6 +421,19 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
 
   boost::system::error_code ignore;
   sock.shutdown(asio::socket_base::shutdown_send, ignore);
+  if (linger) {
+    // Closing with unread input makes the kernel send a reset, which can destroy our error
+    // response before the client reads it: discard what is still coming for a short while.
+    arm(deadline, sock, std::chrono::milliseconds(std::min<std::uint32_t>(opt.request_timeout_ms, 2000)));
+    std::array<char, 16384> sink;
+    std::size_t drained = 0;
+    while (drained < kLingerBytes) {
+      auto [ec, n] = co_await sock.async_read_some(asio::buffer(sink), use_tuple);
+      if (ec) break;
+      drained += n;
+    }
+    disarm(deadline);
+  }
   sock.close(ignore);
   unregister(id);
 }

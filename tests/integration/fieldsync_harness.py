@@ -1,0 +1,322 @@
+"""Test harness for fieldsync integration tests: starts real fieldsyncd processes on temporary
+data directories and talks to them over their real Unix socket and TCP port.
+
+Python 3 standard library only. Typical use:
+
+    with Daemon(FIELDSYNCD, name="a") as a, Daemon(FIELDSYNCD, name="b") as b:
+        r = a.unix("POST", "/v1/projects", {"name": "demo"})
+        assert r.status == 201, r.text
+        pid = r.json()["id"]
+        b.http("GET", "/v1/status")           # TCP with the bearer token
+
+Every wait polls with a deadline (no sleeps as synchronisation). Paths are short (/tmp/fsi-*)
+because a Unix socket path is limited to 107 bytes. Set FIELDSYNC_KEEP_TMP=1 to keep the
+directories (and daemon logs) of a run.
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+START_DEADLINE_S = float(os.environ.get("FIELDSYNC_START_DEADLINE_S", "30"))
+
+
+def find_binary(env_name, build_rel):
+    """A binary from the environment (set by ctest) or from ./build."""
+    path = os.environ.get(env_name)
+    if path:
+        return path
+    here = os.path.dirname(os.path.abspath(__file__))
+    guess = os.path.normpath(os.path.join(here, "..", "..", "build", build_rel))
+    return guess
+
+
+FIELDSYNCD = find_binary("FIELDSYNCD", "daemon/fieldsyncd")
+SYNCCTL = find_binary("SYNCCTL", "cli/syncctl")
+
+
+def wait_until(predicate, deadline_s=10.0, interval_s=0.02, what="condition"):
+    """Polls predicate() until it returns a truthy value; raises TimeoutError at the deadline."""
+    end = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= end:
+            raise TimeoutError("timed out after %.1f s waiting for %s" % (deadline_s, what))
+        time.sleep(interval_s)
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case names
+        self.body = body        # bytes
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "Response(%d, %r)" % (self.status, self.text[:300])
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a Unix stream socket (keep-alive works as with TCP)."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        s.connect(self.unix_path)
+        self.sock = s
+
+
+def _encode(body):
+    if body is None:
+        return None
+    if isinstance(body, (bytes, bytearray)):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(body).encode()
+
+
+def request(conn, method, path, body=None, headers=None):
+    """One request on an http.client connection; returns a Response."""
+    data = _encode(body)
+    h = dict(headers or {})
+    if data is not None:
+        h.setdefault("Content-Type", "application/json")
+    conn.request(method, path, body=data, headers=h)
+    r = conn.getresponse()
+    payload = r.read()
+    return Response(r.status, {k.lower(): v for k, v in r.getheaders()}, payload)
+
+
+class Daemon:
+    """One fieldsyncd process on its own temporary data directory.
+
+    settings: extra --set key=value pairs (dict). The API listens on <tmp>/api.sock and on an
+    ephemeral 127.0.0.1 port; sync listens on an ephemeral port (sync.listen_port=0).
+    """
+
+    def __init__(self, binary=None, name="d", settings=None, workdir=None, env=None):
+        self.binary = binary or FIELDSYNCD
+        self.name = name
+        self.settings = dict(settings or {})
+        self.own_workdir = workdir is None
+        self.workdir = workdir or tempfile.mkdtemp(prefix="fsi-%s-" % name, dir="/tmp")
+        self.data_dir = os.path.join(self.workdir, "data")
+        self.socket_path = os.path.join(self.workdir, "api.sock")
+        self.config_path = os.path.join(self.workdir, "empty.conf")
+        self.log_path = os.path.join(self.workdir, "daemon.log")
+        self.env = env
+        self.proc = None
+        self.port = None
+        self.token = None
+        self.device_id = None
+        with open(self.config_path, "a"):
+            pass
+
+    # ---- lifecycle
+    def args(self):
+        a = [self.binary, "--config", self.config_path, "--data-dir", self.data_dir,
+             "--set", "api.socket_path=" + self.socket_path,
+             "--set", "api.http_port=0",
+             "--set", "sync.listen_port=0"]
+        for k, v in self.settings.items():
+            a += ["--set", "%s=%s" % (k, v)]
+        return a
+
+    def start(self, deadline_s=START_DEADLINE_S):
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        env.pop("JOURNAL_STREAM", None)
+        if self.env:
+            env.update(self.env)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=self._log, env=env)
+        self.wait_ready(deadline_s)
+        return self
+
+    def wait_ready(self, deadline_s=START_DEADLINE_S):
+        """Polls the Unix socket until GET /v1/status answers 200; then reads port and token."""
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError("fieldsyncd %s exited with %s during start:\n%s"
+                                   % (self.name, self.proc.returncode, self.log()))
+            try:
+                r = self.unix("GET", "/v1/status", timeout=2)
+            except OSError:
+                return None
+            return r if r.status == 200 else None
+        status = wait_until(ready, deadline_s, what="fieldsyncd %s to answer" % self.name).json()
+        self.device_id = status["device_id"]
+        if status["api"]["http"]["enabled"]:
+            with open(os.path.join(self.data_dir, "api.port")) as f:
+                self.port = int(f.read().strip())
+            with open(os.path.join(self.data_dir, "api.token")) as f:
+                self.token = f.read().strip()
+        return status
+
+    def stop(self, sig=signal.SIGTERM, timeout=30):
+        """Signals the daemon and waits for it; returns its exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self._log.close()
+        self.proc = None
+        return rc
+
+    def kill(self):
+        return self.stop(signal.SIGKILL)
+
+    def restart(self):
+        rc = self.stop()
+        self.start()
+        return rc
+
+    def close(self):
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.stop(timeout=10)
+            except Exception:  # noqa: BLE001 - best effort cleanup
+                pass
+        if self.own_workdir and not os.environ.get("FIELDSYNC_KEEP_TMP"):
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self):
+        if self.proc is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def log(self):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    # ---- HTTP
+    def unix_connection(self, timeout=30):
+        return UnixHTTPConnection(self.socket_path, timeout=timeout)
+
+    def tcp_connection(self, timeout=30):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def unix(self, method, path, body=None, headers=None, timeout=30):
+        """One request over the Unix socket (new connection)."""
+        conn = self.unix_connection(timeout)
+        try:
+            return request(conn, method, path, body, headers)
+        finally:
+            conn.close()
+
+    def http(self, method, path, body=None, headers=None, token=True, timeout=30):
+        """One request over TCP. token=True sends the daemon's token, a string sends that,
+        None/False sends no Authorization header."""
+        h = dict(headers or {})
+        if token is True:
+            h["Authorization"] = "Bearer " + self.token
+        elif token:
+            h["Authorization"] = "Bearer " + token
+        conn = self.tcp_connection(timeout)
+        try:
+            return request(conn, method, path, body, h)
+        finally:
+            conn.close()
+
+    def syncctl(self, *args, binary=None, input_text=None, timeout=30):
+        """Runs syncctl against this daemon; returns CompletedProcess (text)."""
+        cmd = [binary or SYNCCTL, "--socket", self.socket_path] + list(args)
+        return subprocess.run(cmd, input=input_text, capture_output=True, text=True, timeout=timeout)
+
+    # ---- conveniences
+    def create_project(self, name="demo", settings=None):
+        body = {"name": name}
+        if settings is not None:
+            body["settings"] = settings
+        r = self.unix("POST", "/v1/projects", body)
+        if r.status != 201:
+            raise AssertionError("create project failed: %r" % r)
+        return r.json()["id"]
+
+
+class SseReader:
+    """Reads a Server-Sent Events stream from a raw socket; events() yields parsed events."""
+
+    def __init__(self, sock_path=None, tcp=None, path="/", headers=None, timeout=10):
+        if sock_path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(sock_path)
+        else:
+            self.sock = socket.create_connection(tcp, timeout=timeout)
+        lines = ["GET %s HTTP/1.1" % path, "Host: localhost", "Accept: text/event-stream"]
+        for k, v in (headers or {}).items():
+            lines.append("%s: %s" % (k, v))
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buf = b""
+        head = self._read_until(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].decode()
+        self.status = int(status_line.split()[1])
+        self.head = head.decode(errors="replace")
+
+    def _read_until(self, marker):
+        while marker not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError("stream closed")
+            self.buf += chunk
+        part, self.buf = self.buf.split(marker, 1)
+        return part
+
+    def next_block(self):
+        """The next event block (text between blank lines), including comment-only blocks."""
+        return self._read_until(b"\n\n").decode()
+
+    def next_event(self, skip_comments=True):
+        """Returns a dict with id/event/data (data parsed as JSON when possible)."""
+        while True:
+            block = self.next_block()
+            ev = {"comments": []}
+            for line in block.split("\n"):
+                if line.startswith(":"):
+                    ev["comments"].append(line[1:].strip())
+                elif ":" in line:
+                    k, v = line.split(":", 1)
+                    ev[k] = v[1:] if v.startswith(" ") else v
+            if "data" in ev:
+                try:
+                    ev["json"] = json.loads(ev["data"])
+                except ValueError:
+                    pass
+            if skip_comments and "data" not in ev:
+                continue  # heartbeat comments, "retry:" hints
+            return ev
+
+    def close(self):
+        self.sock.close()
