@@ -56,7 +56,6 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
   };
   Tables& t = env->tables_;
   for (auto [name, dbi] : {std::pair{"meta", &t.meta}, {"projects", &t.projects},
-                           {"versions", &t.versions}, {"bodies", &t.bodies},
                            {"superseded", &t.superseded}, {"docs", &t.docs},
                            {"docver", &t.docver}, {"logs", &t.logs}, {"heads", &t.heads},
                            {"checkpoints", &t.checkpoints}, {"changes", &t.changes}}) {

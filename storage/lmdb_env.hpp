@@ -21,8 +21,8 @@ Error lmdb_error(int rc, std::string_view what);
 
 // The named databases of the store (docs/storage.md "Tables").
 struct Tables {
-  MDB_dbi meta{}, projects{}, versions{}, bodies{}, superseded{}, docs{}, docver{}, logs{},
-      heads{}, checkpoints{}, changes{};
+  MDB_dbi meta{}, projects{}, superseded{}, docs{}, docver{}, logs{}, heads{}, checkpoints{},
+      changes{};
 };
 
 class LmdbTxn;

@@ -28,12 +28,18 @@ std::optional<ProjectRecord> ProjectRecord::decode(ByteView v) {
 
 Bytes DocRecord::encode() const {
   Bytes out;
-  out.reserve(11 + 32 * heads.size());
+  out.reserve(11 + 81 * heads.size());
   ByteWriter w(out);
   w.u8(flags);
   w.u64(local_seq);
   w.u16(static_cast<std::uint16_t>(heads.size()));
-  for (const auto& h : heads) w.raw(h.view());
+  for (const auto& h : heads) {
+    w.raw(h.id.view());
+    w.u64(h.hlc);
+    w.raw(h.at.author.view());
+    w.u64(h.at.seq);
+    w.u8(h.tombstone ? 1 : 0);
+  }
   return out;
 }
 
@@ -43,25 +49,45 @@ std::optional<DocRecord> DocRecord::decode(ByteView v) {
   rec.flags = r.u8();
   rec.local_seq = r.u64();
   rec.heads.resize(r.u16());
-  for (auto& h : rec.heads) h.bytes = r.fixed<32>();
+  for (auto& h : rec.heads) {
+    h.id.bytes = r.fixed<32>();
+    h.hlc = r.u64();
+    h.at.author.bytes = r.fixed<32>();
+    h.at.seq = r.u64();
+    h.tombstone = r.u8() & 1;
+  }
   if (!r.ok() || !r.at_end()) return std::nullopt;
   return rec;
 }
 
-Bytes LogValue::encode() const {
+std::vector<VersionId> DocRecord::head_ids() const {
+  std::vector<VersionId> ids;
+  ids.reserve(heads.size());
+  for (const auto& h : heads) ids.push_back(h.id);
+  return ids;
+}
+
+Bytes LogRecord::encode() const {
   Bytes out;
+  out.reserve(80 + header.size() + (body ? body->size() : 0));
   ByteWriter w(out);
-  w.raw(id.view());
   w.raw(ByteView(chain));
+  w.raw(id.view());
+  w.u8(body ? 1 : 0);
+  w.blob(header);
+  if (body) w.blob(*body);
   return out;
 }
 
-std::optional<LogValue> LogValue::decode(ByteView v) {
+std::optional<LogRecord> LogRecord::decode(ByteView v) {
   ByteReader r(v);
-  LogValue x;
-  x.id.bytes = r.fixed<32>();
+  LogRecord x;
   x.chain = r.fixed<32>();
-  if (!r.ok()) return std::nullopt;
+  x.id.bytes = r.fixed<32>();
+  bool has_body = r.u8() & 1;
+  x.header = r.blob(1u << 20);
+  if (has_body) x.body = r.blob(1u << 31);
+  if (!r.ok() || !r.at_end()) return std::nullopt;
   return x;
 }
 
@@ -99,21 +125,23 @@ std::optional<CheckpointValue> CheckpointValue::decode(ByteView v) {
   return x;
 }
 
-Bytes ChangeValue::encode() const {
+Bytes encode_location(const Location& at, bool local) {
   Bytes out;
   ByteWriter w(out);
-  w.raw(id.view());
+  w.raw(at.author.view());
+  w.u64(at.seq);
   w.u8(local ? 1 : 0);
   return out;
 }
 
-std::optional<ChangeValue> ChangeValue::decode(ByteView v) {
+std::optional<std::pair<Location, bool>> decode_location(ByteView v) {
   ByteReader r(v);
-  ChangeValue x;
-  x.id.bytes = r.fixed<32>();
-  x.local = r.u8() & 1;
+  Location at;
+  at.author.bytes = r.fixed<32>();
+  at.seq = r.u64();
+  bool local = r.u8() & 1;
   if (!r.ok()) return std::nullopt;
-  return x;
+  return std::pair{at, local};
 }
 
 crypto::Digest chain_genesis(const ProjectId& p, const DeviceId& author) {

@@ -35,15 +35,21 @@ inline Key collection_prefix(const ProjectId& p, std::string_view coll) {
   k.raw(p.view()).u8(static_cast<std::uint8_t>(coll.size())).raw(as_bytes(coll));
   return k;
 }
-inline DocTag doc_tag(ByteView doc_key) {
-  auto d = crypto::sha256(doc_key);
-  DocTag t{};
-  std::copy_n(d.begin(), t.size(), t.begin());
-  return t;
-}
-inline Key docver_key(const DocTag& tag, std::uint64_t hlc, const VersionId& v) {
+// Per-document keys (history, superseded) start with doc key + 0x00: doc ids never
+// contain 0x00, so one document's prefix never matches another's.
+inline Key doc_sub_prefix(ByteView doc_key) {
   Key k;
-  k.raw(ByteView(tag)).u64(hlc).raw(v.view());
+  k.raw(doc_key).u8(0);
+  return k;
+}
+inline Key docver_key(ByteView doc_key, std::uint64_t hlc, const VersionId& v) {
+  Key k = doc_sub_prefix(doc_key);
+  k.u64(hlc).raw(v.view());
+  return k;
+}
+inline Key superseded_key(ByteView doc_key, const VersionId& v) {
+  Key k = doc_sub_prefix(doc_key);
+  k.raw(v.view());
   return k;
 }
 inline Key author_key(const ProjectId& p, const DeviceId& a) {
@@ -74,20 +80,39 @@ struct ProjectRecord {
   static std::optional<ProjectRecord> decode(ByteView v);
 };
 
+// Where a version lives: its position in its author's log.
+struct Location {
+  DeviceId author;
+  std::uint64_t seq = 0;
+};
+
+// A head of a document with what ranking needs, so reads need no extra lookups.
+struct HeadRef {
+  VersionId id;
+  std::uint64_t hlc = 0;
+  Location at;
+  bool tombstone = false;
+};
+
 struct DocRecord {
   static constexpr std::uint8_t kDeleted = 1, kPurged = 2;
   std::uint8_t flags = 0;
   std::uint64_t local_seq = 0;
-  std::vector<VersionId> heads;  // ranked: winner first
+  std::vector<HeadRef> heads;  // ranked: winner first
   Bytes encode() const;
   static std::optional<DocRecord> decode(ByteView v);
+  std::vector<VersionId> head_ids() const;
 };
 
-struct LogValue {  // logs table: the version at a log position and the chain up to it
-  VersionId id;
+// logs table value: the chain up to this entry, the version id, its header and body.
+// Keeping them together makes a log read one sequential scan of one table.
+struct LogRecord {
   crypto::Digest chain{};
+  VersionId id;
+  ByteView header;
+  std::optional<ByteView> body;  // views into the LMDB page or the caller's buffers
   Bytes encode() const;
-  static std::optional<LogValue> decode(ByteView v);
+  static std::optional<LogRecord> decode(ByteView v);
 };
 
 struct HeadValue {  // heads table: an author's highest contiguous seq held
@@ -104,12 +129,9 @@ struct CheckpointValue {
   static std::optional<CheckpointValue> decode(ByteView v);
 };
 
-struct ChangeValue {
-  VersionId id;
-  bool local = false;
-  Bytes encode() const;
-  static std::optional<ChangeValue> decode(ByteView v);
-};
+// docver and changes values: a Location (+ for changes, whether it was written here).
+Bytes encode_location(const Location& at, bool local = false);
+std::optional<std::pair<Location, bool>> decode_location(ByteView v);
 
 // The hash chain of a per-device log (docs/storage.md "Log chain").
 crypto::Digest chain_genesis(const ProjectId& p, const DeviceId& author);

@@ -48,20 +48,49 @@ Result<std::optional<DocRecord>> Store::Impl::doc(const LmdbTxn& txn, ByteView d
   return std::optional<DocRecord>{std::move(*rec)};
 }
 
-Result<VersionHeader> Store::Impl::header(const LmdbTxn& txn, const VersionId& id) const {
-  auto v = txn.get(t().versions, id.view());
+Result<Version> Store::Impl::load_version(const LmdbTxn& txn, const ProjectId& p,
+                                          const Location& at) const {
+  auto v = txn.get(t().logs, log_key(p, at.author, at.seq));
   if (!v) return v.error();
-  if (!*v) return make_error(Errc::not_found, "no version " + id.str());
-  auto h = decode_header(**v);
-  if (!h) return make_error(Errc::data_loss, "stored version " + id.str() + ": " + h.error().message);
-  return h;
+  if (!*v) return make_error(Errc::data_loss, "missing log entry " + std::to_string(at.seq) + " of " + at.author.short_str());
+  auto rec = LogRecord::decode(**v);
+  if (!rec) return make_error(Errc::data_loss, "corrupt log entry");
+  auto h = decode_header(rec->header);
+  if (!h) return make_error(Errc::data_loss, "stored version " + rec->id.str() + ": " + h.error().message);
+  Version out{rec->id, std::move(*h), std::nullopt};
+  if (rec->body) out.body = std::string(as_chars(*rec->body));
+  return out;
 }
 
-Result<std::optional<std::string>> Store::Impl::body(const LmdbTxn& txn, const VersionId& id) const {
-  auto v = txn.get(t().bodies, id.view());
-  if (!v) return v.error();
-  if (!*v) return std::optional<std::string>{};
-  return std::optional<std::string>{std::string(as_chars(**v))};
+Result<std::vector<Store::Impl::Held>> Store::Impl::doc_versions(const LmdbTxn& txn, ByteView dk,
+                                                                  const DocRecord& rec) const {
+  std::vector<Held> out;
+  for (const auto& h : rec.heads) out.push_back(Held{h.hlc, h.id, h.at});
+  Key prefix = doc_sub_prefix(dk);
+  LmdbCursor c(txn, t().docver);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    ByteReader r(c.key().subspan(prefix.b.size()));
+    std::uint64_t hlc = r.u64();
+    auto id = id_from_bytes<VersionId>(r.raw(VersionId::size));
+    auto loc = decode_location(c.value());
+    if (!r.ok() || !id || !loc) return make_error(Errc::data_loss, "corrupt history index");
+    out.push_back(Held{hlc, *id, loc->first});
+  }
+  std::sort(out.begin(), out.end(), [](const Held& a, const Held& b) {
+    return a.hlc != b.hlc ? a.hlc > b.hlc : a.id > b.id;
+  });
+  return out;
+}
+
+Result<std::optional<Location>> Store::Impl::find_version(const LmdbTxn& txn, ByteView dk, const DocRecord& rec,
+                                                          const VersionId& v) const {
+  for (const auto& h : rec.heads)
+    if (h.id == v) return std::optional<Location>{h.at};
+  auto all = doc_versions(txn, dk, rec);
+  if (!all) return all.error();
+  for (const auto& h : *all)
+    if (h.id == v) return std::optional<Location>{h.at};
+  return std::optional<Location>{};
 }
 
 Result<HeadValue> Store::Impl::head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const {

@@ -51,7 +51,9 @@ class Store {
                                                const std::vector<WriteRequest>& reqs);
   Result<DocumentState> get_document(const ProjectId& project, std::string_view collection,
                                      std::string_view doc_id) const;
-  Result<Version> get_version(const ProjectId& project, const VersionId& id) const;
+  // One version of a document (current or historical).
+  Result<Version> get_version(const ProjectId& project, std::string_view collection,
+                              std::string_view doc_id, const VersionId& id) const;
   // Ancestors of the current heads, newest (by hlc) first.
   Result<std::vector<Version>> history(const ProjectId& project, std::string_view collection,
                                        std::string_view doc_id, std::uint32_t limit) const;

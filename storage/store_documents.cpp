@@ -9,83 +9,68 @@
 namespace fieldsync::storage {
 namespace {
 
-struct Ranked {
-  std::uint64_t hlc;
-  VersionId id;
-  bool tombstone;
-};
-
 // Deterministic winner: highest hlc, then highest version id. Every device that holds
 // the same heads picks the same winner.
-bool rank_before(const Ranked& a, const Ranked& b) {
+bool rank_before(const HeadRef& a, const HeadRef& b) {
   if (a.hlc != b.hlc) return a.hlc > b.hlc;
   return a.id > b.id;
 }
 
 }  // namespace
 
-Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, const VersionHeader& h, const VersionId& id,
-                                          std::uint64_t seq, bool local) const {
-  Key dk = doc_key(h.project, h.collection, h.doc_id);
-  DocTag tag = doc_tag(dk);
-  auto existing = doc(txn, dk);
-  if (!existing) return existing.error();
-  DocRecord rec = existing->value_or(DocRecord{});
-
+Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord rec, const VersionHeader& h,
+                                          const VersionId& id, const Location& at, std::uint64_t seq,
+                                          bool local) const {
+  // Heads live in the DocRecord; a version enters the docver history index only when
+  // it stops being a head, so creating a document costs no index write.
   for (const auto& p : h.parents) {
-    FS_TRY(txn.put(t().superseded, p.view(), ByteView(tag)));
-    std::erase(rec.heads, p);
-  }
-  auto sup = txn.get(t().superseded, id.view());
-  if (!sup) return sup.error();
-  bool superseded = *sup && std::equal((*sup)->begin(), (*sup)->end(), tag.begin(), tag.end());
-  if (!superseded && std::find(rec.heads.begin(), rec.heads.end(), id) == rec.heads.end())
-    rec.heads.push_back(id);
-
-  std::vector<Ranked> ranked;
-  ranked.reserve(rec.heads.size());
-  for (const auto& head : rec.heads) {
-    if (head == id) {
-      ranked.push_back({h.hlc, id, h.kind == VersionKind::tombstone});
-      continue;
+    auto it = std::find_if(rec.heads.begin(), rec.heads.end(), [&](const HeadRef& r) { return r.id == p; });
+    if (it != rec.heads.end()) {
+      FS_TRY(txn.put(t().docver, docver_key(dk, it->hlc, it->id), encode_location(it->at)));
+      rec.heads.erase(it);
+    } else if (!local) {
+      // Possibly not received yet (another author's log comes later): remember that it
+      // has a child so it never becomes a head when it arrives.
+      FS_TRY(txn.put(t().superseded, superseded_key(dk, p), ByteView{}));
     }
-    auto hh = header(txn, head);
-    if (!hh) return hh.error();
-    ranked.push_back({hh->hlc, head, hh->kind == VersionKind::tombstone});
   }
-  std::sort(ranked.begin(), ranked.end(), rank_before);
-  rec.heads.clear();
-  for (const auto& r : ranked) rec.heads.push_back(r.id);
+  bool superseded = false;
+  if (!local) {  // a version written here just now cannot have a child yet
+    auto sup = txn.get(t().superseded, superseded_key(dk, id));
+    if (!sup) return sup.error();
+    superseded = sup->has_value();
+  }
+  if (superseded) {
+    FS_TRY(txn.put(t().docver, docver_key(dk, h.hlc, id), encode_location(at)));
+  } else if (std::none_of(rec.heads.begin(), rec.heads.end(), [&](const HeadRef& r) { return r.id == id; })) {
+    rec.heads.push_back(HeadRef{id, h.hlc, at, h.kind == VersionKind::tombstone});
+  }
+  std::sort(rec.heads.begin(), rec.heads.end(), rank_before);
   rec.flags = static_cast<std::uint8_t>((rec.flags & DocRecord::kPurged) |
-                                        (!ranked.empty() && ranked.front().tombstone ? DocRecord::kDeleted : 0));
+                                        (!rec.heads.empty() && rec.heads.front().tombstone ? DocRecord::kDeleted : 0));
   rec.local_seq = seq;
   FS_TRY(txn.put(t().docs, dk, rec.encode()));
-  FS_TRY(txn.put(t().docver, docver_key(tag, h.hlc, id), ByteView{}));
-  FS_TRY(txn.put(t().changes, change_key(h.project, seq), ChangeValue{id, local}.encode()));
+  FS_TRY(txn.put(t().changes, change_key(h.project, seq), encode_location(at, local)));
   return rec;
 }
 
-Result<DocumentState> Store::Impl::doc_state(const LmdbTxn& txn, const ProjectId&, std::string_view coll,
+Result<DocumentState> Store::Impl::doc_state(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
                                              std::string_view id, const DocRecord& rec) const {
+  if (rec.heads.empty()) return make_error(Errc::data_loss, "document without heads");
   DocumentState s;
   s.collection = std::string(coll);
   s.doc_id = std::string(id);
-  s.heads = rec.heads;
+  s.heads = rec.head_ids();
   s.deleted = rec.flags & DocRecord::kDeleted;
   s.purged = rec.flags & DocRecord::kPurged;
   s.local_seq = rec.local_seq;
-  if (rec.heads.empty()) return make_error(Errc::data_loss, "document without heads");
-  s.winner = rec.heads.front();
-  auto h = header(txn, s.winner);
-  if (!h) return h.error();
-  s.author = h->author;
-  s.hlc = h->hlc;
-  s.schema = h->schema;
-  if (!s.deleted) {
-    auto b = body(txn, s.winner);
-    if (!b) return b.error();
-    s.body = std::move(*b);
-  }
+  s.winner = rec.heads.front().id;
+  auto v = load_version(txn, p, rec.heads.front().at);
+  if (!v) return v.error();
+  s.author = v->header.author;
+  s.hlc = v->header.hlc;
+  s.schema = v->header.schema;
+  if (!s.deleted) s.body = std::move(v->body);
   return s;
 }
 
@@ -135,23 +120,27 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   if (req.must_not_exist) {
     if (rec && !(rec->flags & DocRecord::kDeleted))
       return make_error(Errc::already_exists, "document " + req.collection + "/" + doc_id + " exists");
-    if (rec) h.parents = rec->heads;  // re-creating a deleted document continues its history
+    if (rec) h.parents = rec->head_ids();  // re-creating a deleted document continues its history
   } else if (!req.parents.empty()) {
     for (const auto& p : req.parents) {
-      auto ph = im.header(txn, p);
-      if (!ph) return make_error(Errc::failed_precondition, "base version " + p.str() + " is unknown");
-      if (ph->collection != req.collection || ph->doc_id != doc_id || ph->project != project)
-        return make_error(Errc::invalid_argument, "base version " + p.str() + " belongs to another document");
-      if (!rec || std::find(rec->heads.begin(), rec->heads.end(), p) == rec->heads.end()) stale = true;
+      bool head = rec && std::any_of(rec->heads.begin(), rec->heads.end(),
+                                     [&](const HeadRef& r) { return r.id == p; });
+      if (head) continue;
+      auto loc = rec ? im.find_version(txn, dk, *rec, p) : Result<std::optional<Location>>(std::optional<Location>{});
+      if (!loc) return loc.error();
+      if (!*loc)
+        return make_error(Errc::failed_precondition,
+                          "base version " + p.str() + " is not a version of " + req.collection + "/" + doc_id);
+      stale = true;
     }
     h.parents = req.parents;
   } else if (rec) {
     // No base: a put continues the winner, a delete supersedes every head so that no
     // conflicting side resurfaces after the delete.
     if (tombstone)
-      h.parents = rec->heads;
+      h.parents = rec->head_ids();
     else
-      h.parents = {rec->heads.front()};
+      h.parents = {rec->heads.front().id};
   } else if (tombstone) {
     return make_error(Errc::not_found, "no document " + req.collection + "/" + doc_id);
   }
@@ -167,18 +156,19 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   VersionId id = version_id_of(enc);
 
   const Tables& t = im.t();
-  FS_TRY(txn.put(t.versions, id.view(), enc));
-  if (!tombstone) FS_TRY(txn.put(t.bodies, id.view(), as_bytes(req.body)));
   cur.own.seq += 1;
   cur.own.chain = chain_next(cur.own.chain, cur.own.seq, id);
-  FS_TRY(txn.put(t.logs, log_key(project, h.author, cur.own.seq), LogValue{id, cur.own.chain}.encode()));
+  LogRecord lr{cur.own.chain, id, enc, std::nullopt};
+  if (!tombstone) lr.body = as_bytes(req.body);
+  FS_TRY(txn.put(t.logs, log_key(project, h.author, cur.own.seq), lr.encode()));
   if (cur.own.seq % o.checkpoint_interval == 0) {
     auto sig = im.key->sign(checkpoint_message(project, h.author, cur.own.seq, cur.own.chain));
     FS_TRY(txn.put(t.checkpoints, log_key(project, h.author, cur.own.seq),
                    CheckpointValue{cur.own.chain, sig}.encode()));
   }
   cur.seq += 1;
-  auto updated = im.add_to_dag(txn, h, id, cur.seq, true);
+  auto updated = im.add_to_dag(txn, dk, rec.value_or(DocRecord{}), h, id, Location{h.author, cur.own.seq},
+                               cur.seq, true);
   if (!updated) return updated.error();
 
   WriteResult res;
@@ -186,7 +176,7 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   res.collection = req.collection;
   res.doc_id = doc_id;
   res.local_seq = cur.seq;
-  res.heads = updated->heads;
+  res.heads = updated->head_ids();
   res.conflict = updated->heads.size() > 1 || stale;
   return res;
 }
@@ -243,20 +233,24 @@ Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::strin
   auto rec = impl_->doc(*txn, dk);
   if (!rec) return rec.error();
   if (!*rec) return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
-  DocTag tag = doc_tag(dk);
   std::uint32_t removed = 0;
-  {
-    LmdbCursor c(*txn, impl_->t().docver);
-    for (bool ok = c.seek(ByteView(tag)); ok && has_prefix(c.key(), ByteView(tag)); ok = c.next()) {
-      auto id = id_from_bytes<VersionId>(c.key().subspan(tag.size() + 8));
-      if (!id) return make_error(Errc::data_loss, "corrupt history index");
-      auto b = txn->get(impl_->t().bodies, id->view());
-      if (!b) return b.error();
-      if (*b) {
-        FS_TRY(txn->del(impl_->t().bodies, id->view()));
-        ++removed;
-      }
-    }
+  auto held = impl_->doc_versions(*txn, dk, **rec);
+  if (!held) return held.error();
+  for (const auto& version : *held) {
+    const Location& at = version.at;
+    // Rewrite the log entry without its body: the header stays, so the chain still
+    // verifies and peers can still be served (and never re-send) this version.
+    Key k = log_key(project, at.author, at.seq);
+    auto v = txn->get(impl_->t().logs, k);
+    if (!v) return v.error();
+    if (!*v) return make_error(Errc::data_loss, "history names a missing log entry");
+    auto lr = LogRecord::decode(**v);
+    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+    if (!lr->body) continue;
+    lr->body.reset();
+    Bytes stripped = lr->encode();
+    FS_TRY(txn->put(impl_->t().logs, k, stripped));
+    ++removed;
   }
   (*rec)->flags |= DocRecord::kPurged;
   FS_TRY(txn->put(impl_->t().docs, dk, (*rec)->encode()));

@@ -30,8 +30,18 @@ struct Store::Impl {
 
   Result<ProjectRecord> project(const LmdbTxn& txn, const ProjectId& p) const;
   Result<std::optional<DocRecord>> doc(const LmdbTxn& txn, ByteView doc_key) const;
-  Result<VersionHeader> header(const LmdbTxn& txn, const VersionId& v) const;
-  Result<std::optional<std::string>> body(const LmdbTxn& txn, const VersionId& v) const;
+  // The version at a log position, header decoded, body copied if held.
+  Result<Version> load_version(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
+  // Every version of a document held here: its heads (in the DocRecord) and its
+  // superseded versions (the docver history index), newest first.
+  struct Held {
+    std::uint64_t hlc;
+    VersionId id;
+    Location at;
+  };
+  Result<std::vector<Held>> doc_versions(const LmdbTxn& txn, ByteView doc_key, const DocRecord& rec) const;
+  Result<std::optional<Location>> find_version(const LmdbTxn& txn, ByteView doc_key, const DocRecord& rec,
+                                               const VersionId& v) const;
   Result<HeadValue> head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
   Result<std::uint64_t> change_counter(const LmdbTxn& txn, const ProjectId& p) const;
   Status put_change_counter(LmdbTxn& txn, const ProjectId& p, std::uint64_t seq) const;
@@ -40,8 +50,9 @@ struct Store::Impl {
   // Adds a stored version to its document's DAG (heads, winner, history index) and to
   // the changes feed at `seq`. Order-independent: a version whose child arrived first
   // never becomes a head.
-  Result<DocRecord> add_to_dag(LmdbTxn& txn, const VersionHeader& h, const VersionId& id,
-                               std::uint64_t seq, bool local) const;
+  // `rec` is the document's current record (empty for a new document).
+  Result<DocRecord> add_to_dag(LmdbTxn& txn, ByteView doc_key, DocRecord rec, const VersionHeader& h,
+                               const VersionId& id, const Location& at, std::uint64_t seq, bool local) const;
   Result<DocumentState> doc_state(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
                                   std::string_view id, const DocRecord& rec) const;
 

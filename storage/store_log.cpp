@@ -63,18 +63,15 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
        ok = logs.next()) {
     std::uint64_t seq = ByteReader(logs.key().subspan(prefix.b.size())).u64();
     if (seq != after_seq + batch.entries.size() + 1) return make_error(Errc::data_loss, "gap in log");
-    auto lv = LogValue::decode(logs.value());
-    if (!lv) return make_error(Errc::data_loss, "corrupt log entry");
-    auto enc = txn->get(impl_->t().versions, lv->id.view());
-    if (!enc) return enc.error();
-    if (!*enc) return make_error(Errc::data_loss, "log names a missing version");
-    auto body = impl_->body(*txn, lv->id);
-    if (!body) return body.error();
-    bool over = batch.entries.size() >= max_entries ||
-                (bytes > 0 && bytes + (*body ? (*body)->size() : 0) > max_bytes);
+    auto lr = LogRecord::decode(logs.value());
+    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+    std::size_t body_size = lr->body ? lr->body->size() : 0;
+    bool over = batch.entries.size() >= max_entries || (bytes > 0 && bytes + body_size > max_bytes);
     if (over && cut_entries > 0) break;  // end at the last checkpoint inside the limits
-    bytes += *body ? (*body)->size() : 0;
-    batch.entries.push_back(LogEntry{seq, lv->id, Bytes((*enc)->begin(), (*enc)->end()), std::move(*body)});
+    bytes += body_size;
+    LogEntry e{seq, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
+    if (lr->body) e.body = std::string(as_chars(*lr->body));
+    batch.entries.push_back(std::move(e));
     while (cp_ok && has_prefix(cps.key(), prefix) && ByteReader(cps.key().subspan(prefix.b.size())).u64() <= seq) {
       std::uint64_t cseq = ByteReader(cps.key().subspan(prefix.b.size())).u64();
       auto cv = CheckpointValue::decode(cps.value());
@@ -125,8 +122,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       // Already held (another path delivered it): it must be the same version.
       auto have = txn->get(impl_->t().logs, log_key(project, batch.author, e.seq));
       if (!have) return have.error();
-      auto lv = *have ? LogValue::decode(**have) : std::nullopt;
-      if (!lv || lv->id != e.id) return fail("seq " + std::to_string(e.seq) + " differs from the held log (forked log)");
+      auto lr = *have ? LogRecord::decode(**have) : std::nullopt;
+      if (!lr || lr->id != e.id) return fail("seq " + std::to_string(e.seq) + " differs from the held log (forked log)");
       ++res.duplicates;
       continue;
     }
@@ -168,14 +165,15 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   for (const auto& p : fresh) {
     const LogEntry& e = *p.entry;
     c2 = chain_next(c2, e.seq, e.id);
-    FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), LogValue{e.id, c2}.encode()));
-    auto known = txn->get(t.versions, e.id.view());
-    if (!known) return known.error();
-    if (*known) continue;  // the author logged one version twice: keep the first
-    FS_TRY(txn->put(t.versions, e.id.view(), e.header));
-    if (e.body) FS_TRY(txn->put(t.bodies, e.id.view(), as_bytes(*e.body)));
+    LogRecord lr{c2, e.id, e.header, std::nullopt};
+    if (e.body) lr.body = as_bytes(*e.body);
+    FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));
     impl_->clock.observe(p.header.hlc);
-    auto r = impl_->add_to_dag(*txn, p.header, e.id, ++*lseq, false);
+    Key dk = doc_key(project, p.header.collection, p.header.doc_id);
+    auto rec = impl_->doc(*txn, dk);
+    if (!rec) return rec.error();
+    auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), p.header, e.id, Location{batch.author, e.seq},
+                               ++*lseq, false);
     if (!r) return r.error();
     ++res.applied;
   }

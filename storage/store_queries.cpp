@@ -22,15 +22,20 @@ Result<DocumentState> Store::get_document(const ProjectId& project, std::string_
   return impl_->doc_state(*txn, project, collection, doc_id, **rec);
 }
 
-Result<Version> Store::get_version(const ProjectId& project, const VersionId& id) const {
+Result<Version> Store::get_version(const ProjectId& project, std::string_view collection,
+                                  std::string_view doc_id, const VersionId& id) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
-  auto h = impl_->header(*txn, id);
-  if (!h) return h.error();
-  if (h->project != project) return make_error(Errc::not_found, "no version " + id.str() + " in this project");
-  auto b = impl_->body(*txn, id);
-  if (!b) return b.error();
-  return Version{id, std::move(*h), std::move(*b)};
+  FS_TRY(impl_->project(*txn, project));
+  Key dk = doc_key(project, collection, doc_id);
+  auto rec = impl_->doc(*txn, dk);
+  if (!rec) return rec.error();
+  auto loc = *rec ? impl_->find_version(*txn, dk, **rec, id) : Result<std::optional<Location>>(std::optional<Location>{});
+  if (!loc) return loc.error();
+  if (!*loc)
+    return make_error(Errc::not_found, "no version " + id.str() + " of " + std::string(collection) + "/" +
+                                           std::string(doc_id));
+  return impl_->load_version(*txn, project, **loc);
 }
 
 Result<std::vector<Version>> Store::history(const ProjectId& project, std::string_view collection,
@@ -43,21 +48,14 @@ Result<std::vector<Version>> Store::history(const ProjectId& project, std::strin
   if (!rec) return rec.error();
   if (!*rec)
     return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
-  DocTag tag = doc_tag(dk);
-  // The history index is keyed tag|hlc|id: walking it backwards lists newest first.
-  Key upper;
-  upper.raw(ByteView(tag)).u64(~0ull);
+  auto held = impl_->doc_versions(*txn, dk, **rec);
+  if (!held) return held.error();
   std::vector<Version> out;
-  LmdbCursor c(*txn, impl_->t().docver);
-  bool ok = c.seek(upper) ? c.prev() : c.last();
-  for (; ok && has_prefix(c.key(), ByteView(tag)) && out.size() < limit; ok = c.prev()) {
-    auto id = id_from_bytes<VersionId>(c.key().subspan(tag.size() + 8));
-    if (!id) return make_error(Errc::data_loss, "corrupt history index");
-    auto h = impl_->header(*txn, *id);
-    if (!h) return h.error();
-    auto b = impl_->body(*txn, *id);
-    if (!b) return b.error();
-    out.push_back(Version{*id, std::move(*h), std::move(*b)});
+  for (const auto& h : *held) {
+    if (out.size() >= limit) break;
+    auto v = impl_->load_version(*txn, project, h.at);
+    if (!v) return v.error();
+    out.push_back(std::move(*v));
   }
   return out;
 }
@@ -137,50 +135,50 @@ Result<MergeResult> Store::merge_heads(const ProjectId& project, std::string_vie
   if (!rec) return rec.error();
   if (!*rec)
     return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
-  const auto& heads = (*rec)->heads;
+  Key dk = doc_key(project, collection, doc_id);
+  const auto heads = (*rec)->head_ids();
 
-  // Ancestor sets of every head (bounded walk over the versions we hold).
-  constexpr std::size_t kMaxWalk = 100000;
+  // Every version of this document we hold, by id (the DAG walk needs parents).
+  std::unordered_map<VersionId, Version, FixedIdHash> versions;
+  auto held = impl_->doc_versions(*txn, dk, **rec);
+  if (!held) return held.error();
+  for (const auto& h : *held) {
+    auto v = impl_->load_version(*txn, project, h.at);
+    if (!v) return v.error();
+    versions.emplace(v->id, std::move(*v));
+  }
+  // Ancestor sets of every head.
   std::vector<std::unordered_set<VersionId, FixedIdHash>> anc(heads.size());
-  std::unordered_map<VersionId, std::uint64_t, FixedIdHash> hlc_of;
   for (std::size_t i = 0; i < heads.size(); ++i) {
     std::vector<VersionId> stack{heads[i]};
-    while (!stack.empty() && anc[i].size() < kMaxWalk) {
+    while (!stack.empty()) {
       VersionId v = stack.back();
       stack.pop_back();
-      if (!anc[i].insert(v).second) continue;
-      auto h = impl_->header(*txn, v);
-      if (!h) continue;  // a parent we never received: the walk stops there
-      hlc_of[v] = h->hlc;
-      for (const auto& p : h->parents) stack.push_back(p);
+      auto it = versions.find(v);
+      if (it == versions.end() || !anc[i].insert(v).second) continue;  // unknown parent: stop there
+      for (const auto& p : it->second.header.parents) stack.push_back(p);
     }
   }
   MergeInput in;
   MergeResult out;
   out.heads = heads;
   for (const auto& head : heads) {
-    auto h = impl_->header(*txn, head);
-    if (!h) return h.error();
-    if (h->kind == VersionKind::tombstone) {
+    const Version& v = versions.at(head);
+    if (v.header.kind == VersionKind::tombstone) {
       out.conflicting_fields.push_back("(deleted)");
       continue;
     }
-    auto b = impl_->body(*txn, head);
-    if (!b) return b.error();
-    if (!*b) return make_error(Errc::failed_precondition, "a head's body is not held on this device (purged)");
-    in.sides.push_back(std::move(**b));
+    if (!v.body) return make_error(Errc::failed_precondition, "a head's body is not held on this device (purged)");
+    in.sides.push_back(*v.body);
   }
   // Base: the newest version that is an ancestor of every head.
-  std::optional<VersionId> base;
-  for (const auto& v : anc[0]) {
-    bool common = std::all_of(anc.begin() + 1, anc.end(), [&](const auto& s) { return s.count(v) > 0; });
-    if (common && hlc_of.count(v) && (!base || hlc_of[v] > hlc_of[*base])) base = v;
+  const Version* base = nullptr;
+  for (const auto& id : anc[0]) {
+    bool common = std::all_of(anc.begin() + 1, anc.end(), [&](const auto& s) { return s.count(id) > 0; });
+    const Version& v = versions.at(id);
+    if (common && (!base || v.header.hlc > base->header.hlc)) base = &v;
   }
-  if (base) {
-    auto b = impl_->body(*txn, *base);
-    if (!b) return b.error();
-    in.base = std::move(*b);
-  }
+  if (base && base->body) in.base = *base->body;
   if (in.sides.empty()) {
     out.body = "{}";
     return out;
@@ -202,18 +200,18 @@ Result<std::vector<Change>> Store::changes_since(const ProjectId& project, std::
   LmdbCursor c(*txn, impl_->t().changes);
   for (bool ok = c.seek(change_key(project, since + 1)); ok && has_prefix(c.key(), prefix) && out.size() < limit;
        ok = c.next()) {
-    auto cv = ChangeValue::decode(c.value());
-    if (!cv) return make_error(Errc::data_loss, "corrupt changes feed");
-    auto h = impl_->header(*txn, cv->id);
-    if (!h) return h.error();
+    auto loc = decode_location(c.value());
+    if (!loc) return make_error(Errc::data_loss, "corrupt changes feed");
+    auto v = impl_->load_version(*txn, project, loc->first);
+    if (!v) return v.error();
     Change ch;
     ch.seq = ByteReader(c.key().subspan(ProjectId::size)).u64();
-    ch.version = cv->id;
-    ch.collection = h->collection;
-    ch.doc_id = h->doc_id;
-    ch.author = h->author;
-    ch.deleted = h->kind == VersionKind::tombstone;
-    ch.local = cv->local;
+    ch.version = v->id;
+    ch.collection = std::move(v->header.collection);
+    ch.doc_id = std::move(v->header.doc_id);
+    ch.author = v->header.author;
+    ch.deleted = v->header.kind == VersionKind::tombstone;
+    ch.local = loc->second;
     out.push_back(std::move(ch));
   }
   return out;

@@ -66,7 +66,7 @@ TEST_CASE("kill -9 mid-write keeps every acknowledged write") {
 
     auto s = test::open_store(dir.path());
     for (const auto& [doc, ver] : acked) {
-      auto v = s->get_version(pid, VersionId::parse(ver).value());
+      auto v = s->get_version(pid, "obs", doc, VersionId::parse(ver).value());
       INFO(doc << " " << ver);
       REQUIRE(v.ok());
       CHECK(v->header.doc_id == doc);

@@ -163,7 +163,7 @@ TEST_CASE("unknown JSON fields and collections are stored byte for byte", "[stor
   std::string body = R"({"v2_field":{"nested":[1,2,{"deep":null}]},"  spaced key":"\u00e9"})";
   auto w = s->write(p->id, put("collection_from_a_newer_app", "id-1", body));
   REQUIRE(w.ok());
-  auto v = s->get_version(p->id, w->version);
+  auto v = s->get_version(p->id, "collection_from_a_newer_app", "id-1", w->version);
   REQUIRE(v.ok());
   CHECK(*v->body == body);
   auto cols = s->list_collections(p->id);
@@ -265,7 +265,7 @@ TEST_CASE("purge removes bodies locally and keeps version ids", "[storage]") {
   REQUIRE(d.ok());
   CHECK(d->purged);
   CHECK_FALSE(d->body);
-  auto v = s->get_version(p->id, w1->version);
+  auto v = s->get_version(p->id, "obs", "a", w1->version);
   REQUIRE(v.ok());
   CHECK_FALSE(v->body);
   // The log still serves the purged versions (header only) so the chain verifies.

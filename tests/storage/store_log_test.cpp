@@ -21,8 +21,8 @@ TEST_CASE("versions keep their ids and bodies across devices", "[storage][log]")
   auto w = a->write(p, put("obs", "x", R"({"n":1})"));
   REQUIRE(w.ok());
   CHECK(copy_logs(*a, *b, p) == 1);
-  auto va = a->get_version(p, w->version);
-  auto vb = b->get_version(p, w->version);
+  auto va = a->get_version(p, "obs", "x", w->version);
+  auto vb = b->get_version(p, "obs", "x", w->version);
   REQUIRE(vb.ok());
   CHECK(vb->id == va->id);
   CHECK(encode_header(vb->header) == encode_header(va->header));
@@ -272,6 +272,8 @@ TEST_CASE("ids and codecs", "[common]") {
   CHECK(s->device_id().short_str().size() == 19);
   auto p = s->create_project("x");
   CHECK(ProjectId::parse(p->id.str()) == p->id);
+  REQUIRE(s->list_projects()->size() == 1);
+  CHECK(s->list_projects()->front().name == "x");
   CHECK_FALSE(ProjectId::parse("zz"));
   CHECK(from_base32(to_base32(as_bytes("hello"))) == Bytes{'h', 'e', 'l', 'l', 'o'});
 }
