@@ -35,8 +35,8 @@ struct SyncOptions {
   std::string listen_address = "0.0.0.0";  // sync.listen_address
   std::uint16_t listen_port = 7891;        // sync.listen_port (0 = ephemeral)
   std::uint32_t max_frame_bytes = 4u << 20;    // sync.max_frame_bytes
-  std::uint32_t batch_entries = 512;           // sync.batch_entries: log entries per batch
-  std::uint64_t batch_bytes = 1u << 20;        // sync.batch_bytes: body bytes per batch
+  std::uint32_t batch_entries = 2048;          // sync.batch_entries: log entries per batch
+  std::uint64_t batch_bytes = 2u << 20;        // sync.batch_bytes: body bytes per batch
   std::uint32_t window_batches = 4;            // sync.window_batches: unacknowledged batches in flight
   std::uint32_t handshake_timeout_ms = 10000;  // sync.handshake_timeout_ms
   std::uint32_t idle_timeout_ms = 120000;      // sync.idle_timeout_ms

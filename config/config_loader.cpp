@@ -398,6 +398,11 @@ const std::vector<KeySpec>& key_table() {
         kDayMs));
     t.push_back(uint_key(
         "sync.max_peers", [](Config & c) -> auto& { return c.sync.max_peers; }, 1, 10000));
+    t.push_back(uint_key(
+        "sync.max_projects", [](Config & c) -> auto& { return c.sync.max_projects; }, 1, 100000));
+    t.push_back(size_key(
+        "sync.write_chunk_bytes", [](Config & c) -> auto& { return c.sync.write_chunk_bytes; },
+        4096, 64ull << 20));
     t.push_back(ms_key(
         "sync.retry_min_ms", [](Config & c) -> auto& { return c.sync.retry_min_ms; }, 1, kDayMs));
     t.push_back(ms_key(

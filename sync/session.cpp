@@ -90,7 +90,9 @@ struct Session::Impl {
 
   void fail(Error e, bool tell_peer) {
     if (state == SessionState::failed || state == SessionState::closed) return;
-    spdlog::warn("sync: session with {} failed: {}: {}", peer_label(), errc_name(e.code), e.message);
+    // A lost connection is routine (the peer went away); everything else is worth a warning.
+    spdlog::log(e.code == Errc::unavailable ? spdlog::level::info : spdlog::level::warn,
+                "sync: session with {} failed: {}: {}", peer_label(), errc_name(e.code), e.message);
     if (tell_peer) encode_error(control, WireError{to_wire_code(e.code), e.message});
     error = std::move(e);
     state = SessionState::failed;

@@ -2,11 +2,15 @@
 // TLS connections driving sync::Session, reconnect/backoff and peer bookkeeping.
 #include "transports/sync_service.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <chrono>
+#include <cstring>
 #include <map>
 #include <random>
 #include <set>
@@ -75,6 +79,8 @@ struct PeerEntry {
   std::int64_t last_sync_ms = 0;
   std::optional<Error> last_error;
   std::optional<sync::SessionProgress> last_progress;
+  std::uint64_t last_wire_sent = 0;
+  std::uint64_t last_wire_received = 0;
 };
 
 struct SyncService::Impl : std::enable_shared_from_this<SyncService::Impl> {
@@ -121,6 +127,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool writing = false;
   bool closed = false;
   bool attached = false;
+  std::pair<std::uint64_t, std::uint64_t> wire_at_close{0, 0};
   bool replaced = false;  // closed because another connection to the same peer won
   std::optional<Error> failure;  // why the attempt failed before a session existed
 
@@ -133,6 +140,22 @@ struct Connection : std::enable_shared_from_this<Connection> {
 
   std::string label() const {
     return (outgoing ? "to " : "from ") + (attached || outgoing ? peer.short_str() : address);
+  }
+
+  // TCP payload bytes so far (TLS records included), from the kernel.
+  std::pair<std::uint64_t, std::uint64_t> wire_bytes() {
+    // glibc's struct tcp_info predates these fields; the kernel's layout puts
+    // tcpi_bytes_acked at offset 120 and tcpi_bytes_received at 128 (Linux >= 4.2).
+    alignas(8) std::uint8_t info[256] = {};
+    socklen_t len = sizeof info;
+    if (!stream.lowest_layer().is_open() ||
+        ::getsockopt(stream.lowest_layer().native_handle(), IPPROTO_TCP, TCP_INFO, info, &len) != 0 ||
+        len < 136)
+      return {0, 0};
+    std::uint64_t acked = 0, received = 0;
+    std::memcpy(&acked, info + 120, 8);
+    std::memcpy(&received, info + 128, 8);
+    return {acked, received};
   }
 
   void set_deadline(std::uint32_t ms) {
@@ -160,6 +183,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   void close() {
     if (closed) return;
     closed = true;
+    wire_at_close = wire_bytes();
     error_code ec;
     deadline_timer.cancel();
     keepalive.cancel();
@@ -387,6 +411,8 @@ void SyncService::Impl::connection_closed(Connection& c) {
     e.last_progress = std::move(p);
     if (c.session->error()) e.last_error = c.session->error();
   }
+  e.last_wire_sent = c.wire_at_close.first;
+  e.last_wire_received = c.wire_at_close.second;
   if (c.failure && !c.replaced) e.last_error = c.failure;
   if (!c.replaced && e.last_error)
     spdlog::info("sync: connection {} closed: {}", c.label(), e.last_error->message);
@@ -426,7 +452,10 @@ PeerStatus SyncService::Impl::status_of(const PeerEntry& e) const {
   s.last_error = e.last_error;
   s.last_sync_ms = e.last_sync_ms;
   s.session = e.last_progress;
+  s.wire_bytes_sent = e.last_wire_sent;
+  s.wire_bytes_received = e.last_wire_received;
   if (e.conn && e.conn->session) {
+    std::tie(s.wire_bytes_sent, s.wire_bytes_received) = e.conn->wire_bytes();
     s.connected = true;
     s.outgoing = e.conn->outgoing;
     auto p = e.conn->session->progress();

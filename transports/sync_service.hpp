@@ -58,6 +58,9 @@ struct PeerStatus {
   std::int64_t next_retry_ms = 0;    // unix ms of the next dial when in backoff
   std::uint32_t failures = 0;        // consecutive failed attempts
   std::optional<Error> last_error;
+  // TCP payload bytes of the live (or last) connection, TLS included (kernel TCP_INFO).
+  std::uint64_t wire_bytes_sent = 0;
+  std::uint64_t wire_bytes_received = 0;
   std::optional<sync::SessionProgress> session;  // the live (or last) session's progress
 };
 
