@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config/config_loader.hpp"
+#include "daemon/daemon_sync.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
 #include "storage/store.hpp"
@@ -34,6 +35,7 @@ struct Daemon::Impl {
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<ipc::ApiService> api;
   std::unique_ptr<ipc::ApiServer> server;
+  std::unique_ptr<DaemonSync> sync;
   bool stopping = false;
 
   // Pinged from the event loop itself, so a stuck loop stops the pings and systemd notices.
@@ -64,6 +66,7 @@ struct Daemon::Impl {
     stopping = true;
     log_notify_failure(systemd::notify_stopping("shutting down"));
     watchdog.cancel();
+    if (sync) sync->stop();
     server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), [this] {
       signals.cancel();
       io.stop();
@@ -88,12 +91,19 @@ Status Daemon::run() {
   for (const auto& notice : config::config_notices(d.cfg)) spdlog::warn("{}", notice);
 
   d.api = std::make_unique<ipc::ApiService>(*d.store, d.cfg.api, d.cfg.device_name);
+  d.sync = std::make_unique<DaemonSync>(d.io, *d.store, d.cfg);
+  d.sync->attach_api(*d.api);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());
-  // Commits happen on whichever thread writes; the server posts the wake-up to its own thread.
+  FS_TRY(d.sync->start());
+  // Commits happen on whichever thread writes; the server and sync post the wake-up to
+  // their own thread.
   ipc::ApiServer* server = d.server.get();
-  d.store->set_change_listener(
-      [server](const ProjectId& p, std::uint64_t seq) { server->notify_change(p, seq); });
+  DaemonSync* sync = d.sync.get();
+  d.store->set_change_listener([server, sync](const ProjectId& p, std::uint64_t seq) {
+    server->notify_change(p, seq);
+    sync->notify_change(p);
+  });
 
   spdlog::info("API on unix socket {} (mode {:o}{}{})", d.server->socket_path().string(),
                d.cfg.api.socket_mode, d.cfg.api.socket_group.empty() ? "" : ", group ",
@@ -109,6 +119,7 @@ Status Daemon::run() {
   d.io.run();
 
   d.store->set_change_listener(nullptr);
+  d.sync.reset();
   d.server.reset();
   d.api.reset();
   d.store.reset();  // closes LMDB

@@ -1,0 +1,48 @@
+#include "daemon/daemon_sync.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "ipc/api_service.hpp"
+#include "ipc/routes_peers.hpp"
+#include "storage/store.hpp"
+#include "transports/sync_service.hpp"
+
+namespace fieldsync::daemon {
+
+DaemonSync::DaemonSync(boost::asio::io_context& io, storage::Store& store, const config::Config& cfg)
+    : cfg_(cfg) {
+  if (cfg.sync.enabled)
+    service_ = std::make_unique<transports::SyncService>(io, store, cfg.sync, cfg.device_name);
+}
+
+DaemonSync::~DaemonSync() { stop(); }
+
+Status DaemonSync::start() {
+  if (!service_) {
+    spdlog::info("sync disabled (sync.enabled = false)");
+    return {};
+  }
+  for (const auto& p : cfg_.peers) {
+    auto id = DeviceId::parse(p.device_id);
+    if (!id) return make_error(Errc::invalid_argument, "peer." + p.name + ".device: bad device id");
+    if (auto st = service_->add_peer(p.address, *id, p.name); !st)
+      return make_error(st.error().code, "peer." + p.name + ": " + st.error().message);
+  }
+  return service_->start();
+}
+
+void DaemonSync::attach_api(ipc::ApiService& api) {
+  transports::SyncService* svc = service_.get();
+  ipc::register_peer_routes(api.router(), api.context(), svc);
+  api.set_status_section("peers", [svc] { return ipc::peers_status_json(svc); });
+}
+
+void DaemonSync::notify_change(const ProjectId& project) {
+  if (service_) service_->notify_change(project);
+}
+
+void DaemonSync::stop() {
+  if (service_) service_->stop();
+}
+
+}  // namespace fieldsync::daemon

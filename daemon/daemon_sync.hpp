@@ -1,0 +1,49 @@
+// DaemonSync: the daemon's sync wiring. Owns the SyncService (TCP + TLS sync with peers) on
+// the daemon's io_context, adds the static [peer.<name>] peers from the config, registers
+// the peers route group and the "peers" member of GET /v1/status.
+//
+// Ownership: borrows the io_context, Store and Config (all outlive it).
+// Thread-safety: like SyncService: io_context thread only, except notify_change().
+// Errors: start() returns SyncService::start()'s errors (port in use) and invalid_argument
+// for a static peer with a bad device id or address.
+#pragma once
+
+#include <memory>
+
+#include "common/result.hpp"
+#include "config/config.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+namespace fieldsync::storage {
+class Store;
+}
+namespace fieldsync::ipc {
+class ApiService;
+}
+namespace fieldsync::transports {
+class SyncService;
+}
+
+namespace fieldsync::daemon {
+
+class DaemonSync {
+ public:
+  DaemonSync(boost::asio::io_context& io, storage::Store& store, const config::Config& cfg);
+  ~DaemonSync();
+
+  // Starts listening and dialing (nothing when sync.enabled = false).
+  Status start();
+  // Registers the /v1/peers routes and the status section (call before serving).
+  void attach_api(ipc::ApiService& api);
+  // The store committed changes to `project` (any thread).
+  void notify_change(const ProjectId& project);
+  void stop();
+
+ private:
+  const config::Config& cfg_;
+  std::unique_ptr<transports::SyncService> service_;
+};
+
+}  // namespace fieldsync::daemon

@@ -1,0 +1,237 @@
+// /v1/peers, /v1/peers/{id}, /v1/peers/{id}/sync, /v1/projects/{pid}/sync,
+// /v1/projects/import and /v1/projects/{pid}/secret (temporary, see docs/api.md "Peers").
+#include "ipc/routes_peers.hpp"
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "common/encoding.hpp"
+#include "ipc/json_text.hpp"
+#include "ipc/route_support.hpp"
+#include "storage/store.hpp"
+#include "transports/sync_service.hpp"
+
+namespace fieldsync::ipc {
+
+namespace json = boost::json;
+
+namespace {
+
+json::value error_json(const std::optional<Error>& e) {
+  if (!e) return nullptr;
+  json::object o;
+  o["error"] = errc_name(e->code);
+  o["message"] = e->message;
+  return o;
+}
+
+json::object project_progress_json(const sync::ProjectProgress& p) {
+  json::object o;
+  o["project"] = p.project.str();
+  o["to_send"] = p.to_send;
+  o["to_receive"] = p.to_receive;
+  o["sent"] = p.sent;
+  o["received"] = p.received;
+  o["applied"] = p.applied;
+  o["bytes_sent"] = p.bytes_sent;
+  o["bytes_received"] = p.bytes_received;
+  o["rate_bytes_per_s"] = p.rate_bytes_per_s;
+  o["in_sync"] = p.in_sync;
+  o["last_sync_ms"] = p.last_sync_ms;
+  return o;
+}
+
+json::object peer_json(const transports::PeerStatus& s) {
+  json::object o;
+  o["device_id"] = s.device.str();
+  o["short_id"] = s.device.short_str();
+  o["name"] = s.name;
+  o["address"] = s.address;
+  o["configured"] = s.configured;
+  o["connected"] = s.connected;
+  o["direction"] = s.connected ? json::value(s.outgoing ? "outgoing" : "incoming") : json::value(nullptr);
+  o["state"] = transports::peer_state_name(s.state);
+  o["last_sync_ms"] = s.last_sync_ms;
+  o["next_retry_ms"] = s.next_retry_ms;
+  o["failures"] = s.failures;
+  o["last_error"] = error_json(s.last_error);
+  o["wire_bytes_sent"] = s.wire_bytes_sent;
+  o["wire_bytes_received"] = s.wire_bytes_received;
+  if (s.session) {
+    json::object ss;
+    ss["state"] = sync::session_state_name(s.session->state);
+    ss["protocol"] = s.session->protocol;
+    ss["bytes_sent"] = s.session->bytes_sent;
+    ss["bytes_received"] = s.session->bytes_received;
+    json::array projects;
+    for (const auto& p : s.session->projects) projects.push_back(project_progress_json(p));
+    ss["projects"] = std::move(projects);
+    ss["error"] = error_json(s.session->error);
+    o["session"] = std::move(ss);
+  } else {
+    o["session"] = nullptr;
+  }
+  return o;
+}
+
+Result<DeviceId> device_param(const ApiRequest& req) {
+  const std::string& text = req.param("id");
+  auto id = DeviceId::parse(text);
+  if (!id) return make_error(Errc::invalid_argument, "bad device id '" + text + "' (52 base32 chars)");
+  return *id;
+}
+
+Error sync_disabled() { return make_error(Errc::unavailable, "sync is disabled (sync.enabled = false)"); }
+
+}  // namespace
+
+std::string peers_status_json(const transports::SyncService* sync) {
+  json::object o;
+  o["enabled"] = sync != nullptr;
+  std::uint64_t known = 0, connected = 0, in_sync = 0;
+  if (sync) {
+    for (const auto& p : sync->peers()) {
+      ++known;
+      connected += p.connected;
+      in_sync += p.state == transports::PeerState::in_sync;
+    }
+    o["listen_port"] = sync->listen_port();
+  }
+  o["known"] = known;
+  o["connected"] = connected;
+  o["in_sync"] = in_sync;
+  return json::serialize(o);
+}
+
+void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync) {
+  router.add("GET", "/v1/peers", [sync](ApiRequest&) {
+    if (!sync) return fail(sync_disabled());
+    json::array list;
+    for (const auto& p : sync->peers()) list.push_back(peer_json(p));
+    json::object o;
+    o["peers"] = std::move(list);
+    return json_response(200, json::serialize(o));
+  });
+
+  router.add("POST", "/v1/peers", [sync](ApiRequest& req) {
+    if (!sync) return fail(sync_disabled());
+    auto obj = parse_object(req.body, "request body");
+    if (!obj) return fail(obj.error());
+    if (auto st = check_fields(*obj, {"address", "device_id", "name"}, "peer"); !st) return fail(st.error());
+    auto* addr = obj->if_contains("address");
+    auto* dev = obj->if_contains("device_id");
+    if (!addr || !addr->is_string() || !dev || !dev->is_string())
+      return fail(make_error(Errc::invalid_argument, "'address' and 'device_id' (strings) are required"));
+    auto id = DeviceId::parse(dev->as_string());
+    if (!id) return fail(make_error(Errc::invalid_argument, "bad device_id (52 base32 chars)"));
+    std::string name;
+    if (auto* n = obj->if_contains("name"); n && n->is_string()) name = std::string(n->as_string());
+    if (auto st = sync->add_peer(std::string(addr->as_string()), *id, name); !st) return fail(st.error());
+    return json_response(201, json::serialize(peer_json(*sync->peer(*id))));
+  });
+
+  router.add("GET", "/v1/peers/{id}", [sync](ApiRequest& req) {
+    if (!sync) return fail(sync_disabled());
+    auto id = device_param(req);
+    if (!id) return fail(id.error());
+    auto p = sync->peer(*id);
+    if (!p) return fail(p.error());
+    return json_response(200, json::serialize(peer_json(*p)));
+  });
+
+  router.add("DELETE", "/v1/peers/{id}", [sync](ApiRequest& req) {
+    if (!sync) return fail(sync_disabled());
+    auto id = device_param(req);
+    if (!id) return fail(id.error());
+    if (auto st = sync->remove_peer(*id); !st) return fail(st.error());
+    return json_response(200, "{\"removed\":" + json_quote(id->str()) + "}");
+  });
+
+  router.add("POST", "/v1/peers/{id}/sync", [sync](ApiRequest& req) {
+    if (!sync) return fail(sync_disabled());
+    auto id = device_param(req);
+    if (!id) return fail(id.error());
+    if (auto st = sync->sync_now(*id); !st) return fail(st.error());
+    return json_response(202, json::serialize(peer_json(*sync->peer(*id))));
+  });
+
+  router.add("GET", "/v1/projects/{pid}/sync", [&ctx, sync](ApiRequest& req) {
+    if (!sync) return fail(sync_disabled());
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    if (auto p = ctx.store.get_project(*pid); !p) return fail(p.error());
+    json::array peers;
+    bool all_in_sync = true;
+    std::uint64_t to_send = 0, to_receive = 0;
+    for (const auto& s : sync->peers()) {
+      if (!s.connected || !s.session) continue;
+      for (const auto& p : s.session->projects) {
+        if (p.project != *pid) continue;
+        json::object o = project_progress_json(p);
+        o.erase("project");
+        o["device_id"] = s.device.str();
+        o["name"] = s.name;
+        o["state"] = transports::peer_state_name(s.state);
+        peers.push_back(std::move(o));
+        all_in_sync = all_in_sync && p.in_sync;
+        to_send += p.to_send;
+        to_receive += p.to_receive;
+      }
+    }
+    json::object o;
+    o["project"] = pid->str();
+    o["in_sync"] = all_in_sync && !peers.empty();
+    o["to_send"] = to_send;
+    o["to_receive"] = to_receive;
+    o["peers"] = std::move(peers);
+    return json_response(200, json::serialize(o));
+  });
+
+  // Temporary admin routes until invitations exist: copy a project to a second device.
+  router.add("GET", "/v1/projects/{pid}/secret", [&ctx](ApiRequest& req) {
+    if (req.transport != Transport::unix_socket)
+      return fail(make_error(Errc::permission_denied, "the project secret is only served on the Unix socket"));
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto p = ctx.store.get_project(*pid);
+    if (!p) return fail(p.error());
+    auto secret = ctx.store.project_secret(*pid);
+    if (!secret) return fail(secret.error());
+    json::object o;
+    o["id"] = p->id.str();
+    o["name"] = p->name;
+    o["secret"] = to_hex(*secret);
+    return json_response(200, json::serialize(o));
+  });
+
+  router.add("POST", "/v1/projects/import", [&ctx, sync](ApiRequest& req) {
+    if (req.transport != Transport::unix_socket)
+      return fail(make_error(Errc::permission_denied, "projects are only imported on the Unix socket"));
+    auto obj = parse_object(req.body, "request body");
+    if (!obj) return fail(obj.error());
+    if (auto st = check_fields(*obj, {"id", "name", "secret"}, "project import"); !st) return fail(st.error());
+    auto get = [&](const char* k) -> std::optional<std::string> {
+      auto* v = obj->if_contains(k);
+      if (!v || !v->is_string()) return std::nullopt;
+      return std::string(v->as_string());
+    };
+    auto id_text = get("id"), name = get("name"), secret_text = get("secret");
+    if (!id_text || !name || !secret_text)
+      return fail(make_error(Errc::invalid_argument, "'id', 'name' and 'secret' (strings) are required"));
+    auto id = ProjectId::parse(*id_text);
+    if (!id) return fail(make_error(Errc::invalid_argument, "bad project id (32 hex chars)"));
+    auto secret = from_hex(*secret_text);
+    if (!secret || secret->size() != 32)
+      return fail(make_error(Errc::invalid_argument, "'secret' must be 64 hex chars"));
+    storage::ProjectInfo info;
+    info.id = *id;
+    info.name = *name;
+    auto p = ctx.store.add_project(info, *secret);
+    if (!p) return fail(p.error());
+    (void)sync;  // sessions opened from now on include the project
+    return json_response(201, project_json(*p));
+  });
+}
+
+}  // namespace fieldsync::ipc

@@ -1,0 +1,21 @@
+// Route group of the sync engine: /v1/peers..., /v1/projects/{pid}/sync, and the temporary
+// project import/secret routes (until invitations exist, issue 5). Registered by the daemon
+// when sync is configured; `sync` may be null (sync.enabled = false): peer routes then
+// answer 503 unavailable.
+// Handlers run on the daemon's io_context thread, as SyncService requires.
+#pragma once
+
+#include "ipc/api_context.hpp"
+#include "ipc/router.hpp"
+
+namespace fieldsync::transports {
+class SyncService;
+}
+
+namespace fieldsync::ipc {
+
+void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync);
+// JSON text for GET /v1/status "peers": counts of known, connected and in-sync peers.
+std::string peers_status_json(const transports::SyncService* sync);
+
+}  // namespace fieldsync::ipc

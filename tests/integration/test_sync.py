@@ -1,0 +1,231 @@
+#!/usr/bin/python3
+"""Integration tests of peer-to-peer sync between real fieldsyncd processes on 127.0.0.1:
+initial and incremental sync, concurrent edits, deletes, purge, live push, line and ring
+topologies (relay), kill -9 mid-sync, a wrong key and a non-member. Run by ctest, or by hand:
+/usr/bin/python3 tests/integration/test_sync.py -v
+"""
+import os
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fieldsync_harness import Daemon, wait_until  # noqa: E402
+
+V = "/v1/projects"
+FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms": 1000,
+        "sync.listen_address": "127.0.0.1"}
+
+
+def start(name, **settings):
+    s = dict(FAST)
+    s["daemon.device_name"] = name
+    s.update(settings)
+    return Daemon(name=name, settings=s).start()
+
+
+def sync_address(d):
+    st = d.unix("GET", "/v1/status").json()
+    return "127.0.0.1:%d" % st["peers"]["listen_port"]
+
+
+def share(src, *others, name="survey"):
+    """Creates a project on src and imports it on the others."""
+    pid = src.create_project(name)
+    sec = src.unix("GET", V + "/%s/secret" % pid)
+    assert sec.status == 200, sec
+    for o in others:
+        r = o.unix("POST", V + "/import", sec.json())
+        assert r.status == 201, r
+    return pid
+
+
+def add_peer(d, other):
+    r = d.unix("POST", "/v1/peers", {"address": sync_address(other), "device_id": other.device_id,
+                                     "name": other.name})
+    assert r.status == 201, r
+    return r.json()
+
+
+def write_docs(d, pid, start_n, count, tag="v1", chunk=1000):
+    for s in range(start_n, start_n + count, chunk):
+        writes = [{"collection": "obs", "id": "d%d" % i,
+                   "body": {"n": i, "tag": tag, "notes": "x" * 400}}
+                  for i in range(s, min(s + chunk, start_n + count))]
+        r = d.unix("POST", V + "/%s/batch" % pid, {"writes": writes})
+        assert r.status == 200, r
+
+
+def get_doc(d, pid, doc_id):
+    r = d.unix("GET", V + "/%s/docs/obs/%s" % (pid, doc_id))
+    return r.json() if r.status == 200 else None
+
+
+def has_doc(d, pid, doc_id, tag=None):
+    doc = get_doc(d, pid, doc_id)
+    return doc is not None and (tag is None or (doc.get("body") or {}).get("tag") == tag)
+
+
+def project_in_sync(d, pid):
+    r = d.unix("GET", V + "/%s/sync" % pid).json()
+    return r["in_sync"] and r["to_receive"] == 0 and r["to_send"] == 0
+
+
+def peer_status(d, other):
+    r = d.unix("GET", "/v1/peers/%s" % other.device_id)
+    return r.json() if r.status == 200 else None
+
+
+class TwoDaemons(unittest.TestCase):
+    def setUp(self):
+        self.a = start("alpha")
+        self.b = start("beta")
+
+    def tearDown(self):
+        for d in (self.a, self.b):
+            rc = d.stop() if d.proc else 0
+            log = d.log()
+            d.close()
+            self.assertIn(rc, (0, None), log)
+
+    def test_initial_incremental_conflicts_deletes_purge(self):
+        a, b = self.a, self.b
+        pid = share(a, b)
+        write_docs(a, pid, 0, 10000)
+        add_peer(b, a)
+        wait_until(lambda: has_doc(b, pid, "d9999") and project_in_sync(b, pid), 60,
+                   what="initial sync of 10k docs")
+        self.assertEqual(get_doc(b, pid, "d1234")["body"], get_doc(a, pid, "d1234")["body"])
+        peers = b.unix("GET", "/v1/peers").json()["peers"]
+        self.assertEqual(len(peers), 1)
+        self.assertEqual(peers[0]["state"], "in_sync")
+        self.assertEqual(peers[0]["name"], "alpha")
+        self.assertGreater(peers[0]["last_sync_ms"], 0)
+        self.assertEqual(peers[0]["session"]["projects"][0]["applied"], 10000)
+        st = a.unix("GET", "/v1/status").json()["peers"]
+        self.assertEqual(st["connected"], 1)
+
+        # syncctl: peers table and sync --wait.
+        out = b.syncctl("peers")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("alpha", out.stdout)
+        self.assertIn("in_sync", out.stdout)
+        out = b.syncctl("sync", "alpha", "--wait", "--timeout", "30")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("in sync", out.stdout)
+
+        # Incremental, both directions, over the live session.
+        write_docs(a, pid, 0, 100, tag="v2")
+        write_docs(b, pid, 20000, 50, tag="from-b")
+        wait_until(lambda: has_doc(b, pid, "d99", "v2") and has_doc(a, pid, "d20049", "from-b"), 20,
+                   what="live incremental sync")
+
+        # Concurrent edits of one document from the same base converge to the same heads.
+        base = get_doc(a, pid, "d7")["version"]
+        wait_until(lambda: get_doc(b, pid, "d7")["version"] == base, 10)
+        ra = a.unix("PUT", V + "/%s/docs/obs/d7?base=%s" % (pid, base), {"n": 7, "side": "a"})
+        rb = b.unix("PUT", V + "/%s/docs/obs/d7?base=%s" % (pid, base), {"n": 7, "side": "b"})
+        self.assertEqual(ra.status, 200, ra)
+        self.assertEqual(rb.status, 200, rb)
+
+        def converged_conflict():
+            da, db = get_doc(a, pid, "d7"), get_doc(b, pid, "d7")
+            return len(da["heads"]) == 2 and da["heads"] == db["heads"] and da["version"] == db["version"]
+        wait_until(converged_conflict, 10, what="conflict convergence")
+        self.assertEqual(get_doc(a, pid, "d7")["body"], get_doc(b, pid, "d7")["body"])
+
+        # Delete on b reaches a.
+        self.assertEqual(b.unix("DELETE", V + "/%s/docs/obs/d8" % pid).status, 200)
+        wait_until(lambda: get_doc(a, pid, "d8")["deleted"], 10, what="delete to sync")
+
+        # Purge on b is not undone by sync, even after a restart and a full new session.
+        r = b.unix("POST", V + "/%s/docs/obs/d9/purge" % pid)
+        self.assertEqual(r.status, 200, r)
+        write_docs(a, pid, 30000, 5, tag="after-purge")
+        wait_until(lambda: has_doc(b, pid, "d30004"), 10)
+        b.restart()
+        add_peer(b, a)
+        wait_until(lambda: project_in_sync(b, pid), 20, what="sync after restart")
+        self.assertIsNone(get_doc(b, pid, "d9")["body"])
+        self.assertTrue(get_doc(b, pid, "d9")["purged"])
+        self.assertIsNotNone(get_doc(a, pid, "d9")["body"])
+
+    def test_wrong_key_and_non_member(self):
+        a, b = self.a, self.b
+        pid = share(a, name="private")
+        write_docs(a, pid, 0, 10)
+        # b expects a different device at a's address: refused at TLS level.
+        c = start("gamma")
+        try:
+            r = b.unix("POST", "/v1/peers", {"address": sync_address(a), "device_id": c.device_id})
+            self.assertEqual(r.status, 201, r)
+            st = wait_until(lambda: (lambda s: s if s and s["failures"] >= 1 else None)(peer_status(b, c)),
+                            10, what="wrong key refusal")
+            self.assertFalse(st["connected"])
+            self.assertEqual(st["last_error"]["error"], "unauthenticated")
+            # c is not a member of a's project: it connects, learns nothing, and backs off.
+            add_peer(c, a)
+            st = wait_until(lambda: (lambda s: s if s and s["failures"] >= 1 else None)(peer_status(c, a)),
+                            10, what="non-member refusal")
+            self.assertEqual(st["last_error"]["error"], "permission_denied")
+            self.assertEqual(c.unix("GET", V).json()["projects"], [])
+            self.assertEqual(c.unix("GET", V + "/%s" % pid).status, 404)
+            self.assertIn("no common project", a.log())
+        finally:
+            c.close()
+
+    def test_kill9_mid_sync_then_converge(self):
+        a, b = self.a, self.b
+        pid = share(a, b)
+        write_docs(a, pid, 0, 30000)
+        # b knows a from its config, so it redials after the restart by itself.
+        b.stop()
+        b.settings["peer.alpha.address"] = sync_address(a)
+        b.settings["peer.alpha.device"] = a.device_id
+        b.settings["sync.batch_entries"] = 256
+        b.start()
+
+        def received_some():
+            r = b.unix("GET", V + "/%s/sync" % pid).json()
+            return any(p["received"] > 0 for p in r["peers"])
+        wait_until(received_some, 30, interval_s=0.005, what="first batches")
+        b.kill()
+        b.start()
+        wait_until(lambda: has_doc(b, pid, "d29999") and project_in_sync(b, pid), 60,
+                   what="convergence after kill -9")
+        self.assertEqual(get_doc(b, pid, "d15000")["body"], get_doc(a, pid, "d15000")["body"])
+
+
+class Topologies(unittest.TestCase):
+    def test_line_and_ring_relay(self):
+        names = ["n0", "n1", "n2", "n3"]
+        ds = [start(n) for n in names]
+        try:
+            pid = share(ds[0], *ds[1:])
+            # Line: n1 dials n0, n2 dials n1, n3 dials n2. n0 and n3 never meet.
+            for i in range(1, 4):
+                add_peer(ds[i], ds[i - 1])
+            write_docs(ds[0], pid, 0, 200, tag="from-n0")
+            write_docs(ds[3], pid, 1000, 20, tag="from-n3")
+            wait_until(lambda: has_doc(ds[3], pid, "d199", "from-n0"), 30, what="n0 -> n3 by relay")
+            wait_until(lambda: has_doc(ds[0], pid, "d1019", "from-n3"), 30, what="n3 -> n0 by relay")
+            for d in ds:
+                self.assertEqual(len(d.unix("GET", "/v1/peers").json()["peers"]),
+                                 1 if d in (ds[0], ds[3]) else 2)
+            # Ring: n3 also dials n0; n0 and n2 never meet. A write at n2 reaches n0 (both ways
+            # round) without being applied twice.
+            add_peer(ds[3], ds[0])
+            write_docs(ds[2], pid, 2000, 30, tag="from-n2")
+            wait_until(lambda: all(has_doc(d, pid, "d2029", "from-n2") for d in ds), 30,
+                       what="ring convergence")
+            wait_until(lambda: all(project_in_sync(d, pid) for d in ds), 30, what="ring in sync")
+            heads = {d.name: get_doc(d, pid, "d2010")["version"] for d in ds}
+            self.assertEqual(len(set(heads.values())), 1, heads)
+            changes = ds[0].unix("GET", V + "/%s/changes?since=0&limit=1000" % pid)
+            self.assertEqual(changes.status, 200, changes)
+        finally:
+            for d in ds:
+                d.close()
+
+
+if __name__ == "__main__":
+    unittest.main()
