@@ -58,7 +58,8 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
   for (auto [name, dbi] : {std::pair{"meta", &t.meta}, {"projects", &t.projects},
                            {"superseded", &t.superseded}, {"docs", &t.docs},
                            {"docver", &t.docver}, {"logs", &t.logs}, {"heads", &t.heads},
-                           {"checkpoints", &t.checkpoints}, {"changes", &t.changes}}) {
+                           {"checkpoints", &t.checkpoints}, {"changes", &t.changes},
+                           {"invites", &t.invites}, {"peers", &t.peers}}) {
     FS_TRY(open_dbi(name, *dbi));
   }
   FS_TRY(txn->commit());

@@ -10,6 +10,7 @@ Bytes ProjectRecord::encode() const {
   w.blob(info.settings_json);
   w.u64(info.created_hlc);
   w.blob(secret);
+  w.raw(info.creator.view());
   return out;
 }
 
@@ -22,6 +23,7 @@ std::optional<ProjectRecord> ProjectRecord::decode(ByteView v) {
   rec.info.created_hlc = r.u64();
   ByteView s = r.blob(64);
   rec.secret.assign(s.begin(), s.end());
+  rec.info.creator.bytes = r.fixed<32>();
   if (!r.ok()) return std::nullopt;
   return rec;
 }
@@ -73,7 +75,7 @@ Bytes LogRecord::encode() const {
   ByteWriter w(out);
   w.raw(ByteView(chain));
   w.raw(id.view());
-  w.u8(body ? 1 : 0);
+  w.u8(static_cast<std::uint8_t>((body ? 1 : 0) | (excluded ? 2 : 0)));
   w.blob(header);
   if (body) w.blob(*body);
   return out;
@@ -84,7 +86,9 @@ std::optional<LogRecord> LogRecord::decode(ByteView v) {
   LogRecord x;
   x.chain = r.fixed<32>();
   x.id.bytes = r.fixed<32>();
-  bool has_body = r.u8() & 1;
+  std::uint8_t flags = r.u8();
+  bool has_body = flags & 1;
+  x.excluded = flags & 2;
   x.header = r.blob(1u << 20);
   if (has_body) x.body = r.blob(1u << 31);
   if (!r.ok() || !r.at_end()) return std::nullopt;

@@ -73,6 +73,12 @@ inline Key counter_key(const ProjectId& p) {
   return k;
 }
 
+inline Key prefix_of(const ProjectId& p) {
+  Key k;
+  k.raw(p.view());
+  return k;
+}
+
 struct ProjectRecord {
   ProjectInfo info;
   Bytes secret;
@@ -111,6 +117,7 @@ struct LogRecord {
   VersionId id;
   ByteView header;
   std::optional<ByteView> body;  // views into the LMDB page or the caller's buffers
+  bool excluded = false;         // authored after its author's removal: kept for the chain, not in any DAG
   Bytes encode() const;
   static std::optional<LogRecord> decode(ByteView v);
 };

@@ -175,6 +175,7 @@ Result<ProjectInfo> Store::create_project(std::string name, std::string settings
   info.name = std::move(name);
   info.settings_json = std::move(settings_json);
   info.created_hlc = impl_->clock.tick();
+  info.creator = impl_->me();
   return add_project(info, crypto::random_bytes(32));
 }
 
@@ -182,6 +183,7 @@ Result<ProjectInfo> Store::add_project(const ProjectInfo& info, ByteView secret)
   if (info.name.empty() || info.name.size() > 200)
     return make_error(Errc::invalid_argument, "project name must be 1..200 bytes");
   if (secret.size() != 32) return make_error(Errc::invalid_argument, "project secret must be 32 bytes");
+  if (info.creator.is_zero()) return make_error(Errc::invalid_argument, "project creator is missing");
   FS_TRY(validate_json_object(info.settings_json));
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();

@@ -66,6 +66,30 @@ class Store {
   Result<std::uint32_t> purge_document(const ProjectId& project, std::string_view collection,
                                        std::string_view doc_id);
 
+  // --- membership, invites, leaving (store_members.cpp) ---
+  // Every device's current record, evaluated from the `_members` versions in hlc order,
+  // accepting only records written by a device that was a coordinator at the time
+  // (starting from the project's creator).
+  Result<std::vector<Member>> members(const ProjectId& project) const;
+  Result<std::optional<Member>> member(const ProjectId& project, const DeviceId& device) const;
+  // Writes a membership record as this device. permission_denied unless this device is a
+  // coordinator. Removing a device records the highest seq of its log held here; its
+  // later versions are ignored (also retroactively, where already applied).
+  Result<Member> set_member(const ProjectId& project, const DeviceId& device, Role role, std::string name = {});
+  Result<Invite> create_invite(const ProjectId& project, Role role, std::int64_t expires_ms);
+  Result<std::vector<Invite>> list_invites(const ProjectId& project) const;
+  // Marks the invite used by `joiner` and adds the joiner as a member, atomically.
+  // not_found (unknown), failed_precondition (used or expired; the message says which).
+  Result<Invite> redeem_invite(const std::array<std::uint8_t, 16>& invite_id, const DeviceId& joiner,
+                               std::int64_t now_ms);
+  // Removes every trace of the project from this device (its data stays on other devices).
+  Status leave_project(const ProjectId& project);
+
+  // --- peers the sync layer remembers (store_members.cpp) ---
+  Status save_peer(const PeerRecord& peer);
+  Result<std::vector<PeerRecord>> load_peers() const;
+  Status forget_peer(const DeviceId& device);
+
   // --- changes feed ---
   Result<std::vector<Change>> changes_since(const ProjectId& project, std::uint64_t since,
                                             std::uint32_t limit) const;

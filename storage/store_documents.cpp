@@ -85,11 +85,14 @@ struct WriteCursor {
 }  // namespace
 
 static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const ProjectId& project,
-                                     const WriteRequest& req, WriteCursor& cur) {
+                                     const WriteRequest& req, WriteCursor& cur, bool system) {
   const auto& o = im.opts;
   if (!valid_collection(req.collection))
     return make_error(Errc::invalid_argument,
                       "invalid collection name '" + req.collection + "' (1-64 of A-Z a-z 0-9 _ - .)");
+  if (!system && req.collection.front() == '_')
+    return make_error(Errc::invalid_argument,
+                      "collection '" + req.collection + "' is reserved: names starting with '_' belong to fieldsync");
   std::string doc_id = req.doc_id;
   if (doc_id.empty()) doc_id = to_hex(crypto::random_bytes(16));
   if (!valid_doc_id(doc_id))
@@ -158,7 +161,7 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   const Tables& t = im.t();
   cur.own.seq += 1;
   cur.own.chain = chain_next(cur.own.chain, cur.own.seq, id);
-  LogRecord lr{cur.own.chain, id, enc, std::nullopt};
+  LogRecord lr{cur.own.chain, id, enc, std::nullopt, false};
   if (!tombstone) lr.body = as_bytes(req.body);
   FS_TRY(txn.put(t.logs, log_key(project, h.author, cur.own.seq), lr.encode()));
   if (cur.own.seq % o.checkpoint_interval == 0) {
@@ -196,32 +199,39 @@ Result<std::vector<WriteResult>> Store::write_batch(const ProjectId& project,
                                            std::to_string(impl_->opts.max_batch_docs));
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
+  auto r = impl_->write_in_txn(*txn, project, reqs, false);
+  if (!r) return r.error();
+  FS_TRY(txn->commit());
+  impl_->notify(project, r->second);
+  return std::move(r->first);
+}
+
+Result<std::pair<std::vector<WriteResult>, std::uint64_t>> Store::Impl::write_in_txn(
+    LmdbTxn& txn, const ProjectId& project, const std::vector<WriteRequest>& reqs, bool system) {
+  FS_TRY(this->project(txn, project));
   WriteCursor cur;
-  auto head = impl_->head(*txn, project, impl_->me());
-  if (!head) return head.error();
-  cur.own = *head;
-  auto seq = impl_->change_counter(*txn, project);
+  auto own = head(txn, project, me());
+  if (!own) return own.error();
+  cur.own = *own;
+  auto seq = change_counter(txn, project);
   if (!seq) return seq.error();
   cur.seq = *seq;
 
   std::vector<WriteResult> out;
   out.reserve(reqs.size());
   for (std::size_t i = 0; i < reqs.size(); ++i) {
-    auto r = write_one(*impl_, *txn, project, reqs[i], cur);
+    auto r = write_one(*this, txn, project, reqs[i], cur, system);
     if (!r) {
       Error e = r.error();
       if (reqs.size() > 1) e.message = "write " + std::to_string(i) + ": " + e.message;
-      return e;  // the transaction aborts: nothing of the batch is kept
+      return e;  // the caller aborts the transaction: nothing of the batch is kept
     }
     out.push_back(std::move(*r));
   }
-  FS_TRY(txn->put(impl_->t().heads, author_key(project, impl_->me()), cur.own.encode()));
-  FS_TRY(impl_->put_change_counter(*txn, project, cur.seq));
-  FS_TRY(impl_->persist_clock(*txn));
-  FS_TRY(txn->commit());
-  impl_->notify(project, cur.seq);
-  return out;
+  FS_TRY(txn.put(t().heads, author_key(project, me()), cur.own.encode()));
+  FS_TRY(put_change_counter(txn, project, cur.seq));
+  FS_TRY(persist_clock(txn));
+  return std::pair{std::move(out), cur.seq};
 }
 
 Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::string_view collection,

@@ -3,6 +3,7 @@
 // Private to storage/.
 #pragma once
 
+#include <map>
 #include <mutex>
 #include <optional>
 
@@ -57,6 +58,18 @@ struct Store::Impl {
                                   std::string_view id, const DocRecord& rec) const;
 
   void notify(const ProjectId& p, std::uint64_t seq);
+
+  // Local writes inside an open write transaction (store_documents.cpp). `system`
+  // allows the reserved `_` collections. Returns the results and the last changes seq.
+  Result<std::pair<std::vector<WriteResult>, std::uint64_t>> write_in_txn(LmdbTxn& txn, const ProjectId& p,
+                                                                          const std::vector<WriteRequest>& reqs,
+                                                                          bool system);
+  // Membership evaluation and enforcement (store_members.cpp).
+  Result<std::map<DeviceId, Member>> membership(const LmdbTxn& txn, const ProjectId& p) const;
+  Result<Member> write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device, Role role,
+                             std::string name);
+  Status enforce_removals(LmdbTxn& txn, const ProjectId& p) const;
+  Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;
 };
 
 }  // namespace fieldsync::storage

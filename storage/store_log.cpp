@@ -157,17 +157,27 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
                                 [&](const Checkpoint& c) { return c.seq == seq; });
   if (!signed_end) return fail("batch does not end at a signed checkpoint");
 
-  // 2. Apply.
+  // 2. Apply. Versions a removed author wrote after its removal are kept in the log
+  // (header only, so the chain still verifies and relays) but enter no document.
   const Tables& t = impl_->t();
+  auto members = impl_->membership(*txn, project);
+  if (!members) return members.error();
+  std::optional<std::uint64_t> cutoff;
+  if (auto m = members->find(batch.author); m != members->end() && m->second.role == Role::removed)
+    cutoff = m->second.max_seq;
+  bool membership_changed = false;
   auto lseq = impl_->change_counter(*txn, project);
   if (!lseq) return lseq.error();
   crypto::Digest c2 = head->chain;
   for (const auto& p : fresh) {
     const LogEntry& e = *p.entry;
     c2 = chain_next(c2, e.seq, e.id);
-    LogRecord lr{c2, e.id, e.header, std::nullopt};
-    if (e.body) lr.body = as_bytes(*e.body);
+    bool excluded = cutoff && e.seq > *cutoff;
+    LogRecord lr{c2, e.id, e.header, std::nullopt, excluded};
+    if (e.body && !excluded) lr.body = as_bytes(*e.body);
     FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));
+    if (excluded) continue;
+    if (p.header.collection == kMembersCollection) membership_changed = true;
     impl_->clock.observe(p.header.hlc);
     Key dk = doc_key(project, p.header.collection, p.header.doc_id);
     auto rec = impl_->doc(*txn, dk);
@@ -184,6 +194,12 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   }
   FS_TRY(txn->put(t.heads, author_key(project, batch.author), HeadValue{seq, chain}.encode()));
   FS_TRY(impl_->put_change_counter(*txn, project, *lseq));
+  if (membership_changed) {
+    FS_TRY(impl_->enforce_removals(*txn, project));
+    auto after = impl_->change_counter(*txn, project);
+    if (!after) return after.error();
+    *lseq = *after;
+  }
   FS_TRY(impl_->persist_clock(*txn));
   FS_TRY(txn->commit());
   res.head = seq;

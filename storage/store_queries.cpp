@@ -85,6 +85,7 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
     std::size_t clen = k[0];
     std::string coll(as_chars(k.subspan(1, clen)));
     std::string id(as_chars(k.subspan(1 + clen)));
+    if (q.collection.empty() && coll.front() == '_') continue;  // fieldsync's own collections
     if (page.docs.size() >= q.limit) {
       page.next = q.collection.empty() ? page.docs.back().collection + "/" + page.docs.back().doc_id
                                        : page.docs.back().doc_id;
@@ -117,9 +118,10 @@ Result<std::vector<std::string>> Store::list_collections(const ProjectId& projec
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
     ByteView k = c.key().subspan(ProjectId::size);
     std::size_t clen = k[0];
-    out.emplace_back(as_chars(k.subspan(1, clen)));
+    std::string name(as_chars(k.subspan(1, clen)));
+    Key next = collection_prefix(project, name);
+    if (name.front() != '_') out.push_back(name);  // fieldsync's own collections are not listed
     // Doc ids are printable ASCII, so prefix|0xff sorts after every key of this collection.
-    Key next = collection_prefix(project, out.back());
     next.u8(0xff);
     ok = c.seek(next);
   }

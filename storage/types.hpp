@@ -53,6 +53,42 @@ struct ProjectInfo {
   std::string name;
   std::string settings_json = "{}";  // a JSON object
   std::uint64_t created_hlc = 0;
+  DeviceId creator;  // the first coordinator: the root of membership authority
+};
+
+// Membership (docs/storage.md "Membership"): records in the reserved collection
+// `_members`, one document per device, written by coordinators and synced like any data.
+enum class Role : std::uint8_t { coordinator = 1, member = 2, removed = 3 };
+std::string_view role_name(Role r);
+std::optional<Role> parse_role(std::string_view s);
+
+struct Member {
+  DeviceId device;
+  Role role = Role::member;
+  std::string name;
+  // For removed devices: the last log seq of theirs that stays accepted; their versions
+  // after it are ignored on every device that learns of the removal.
+  std::uint64_t max_seq = 0;
+  DeviceId by;            // the coordinator who wrote this record
+  std::uint64_t hlc = 0;  // when
+};
+
+inline constexpr std::string_view kMembersCollection = "_members";
+
+// A single-use invitation to a project, kept by the inviting device.
+struct Invite {
+  std::array<std::uint8_t, 16> id{};
+  std::array<std::uint8_t, 32> secret{};  // proves possession of the invite code
+  ProjectId project;
+  Role role = Role::member;
+  std::int64_t expires_ms = 0;            // unix ms
+  std::optional<DeviceId> used_by;
+};
+
+// An opaque per-peer record kept for the sync layer (trusted peers survive restarts).
+struct PeerRecord {
+  DeviceId device;
+  std::string json;
 };
 
 // The state of one document: its heads (DAG leaves) and the deterministic winner.

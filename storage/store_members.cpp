@@ -1,0 +1,387 @@
+// Store: membership records, invites, revocation enforcement, leaving a project, and the
+// peer records the sync layer keeps.
+#include <algorithm>
+#include <boost/json.hpp>
+#include <map>
+#include <set>
+
+#include "storage/store_impl.hpp"
+#include "storage/version_codec.hpp"
+
+namespace fieldsync::storage {
+namespace json = boost::json;
+
+std::string_view role_name(Role r) {
+  switch (r) {
+    case Role::coordinator: return "coordinator";
+    case Role::member: return "member";
+    case Role::removed: return "removed";
+  }
+  return "member";
+}
+
+std::optional<Role> parse_role(std::string_view s) {
+  if (s == "coordinator") return Role::coordinator;
+  if (s == "member") return Role::member;
+  if (s == "removed") return Role::removed;
+  return std::nullopt;
+}
+
+namespace {
+
+struct InviteRecord {
+  static Bytes encode(const Invite& i) {
+    Bytes out;
+    ByteWriter w(out);
+    w.u8(1);
+    w.raw(ByteView(i.secret));
+    w.raw(i.project.view());
+    w.u8(static_cast<std::uint8_t>(i.role));
+    w.u64(static_cast<std::uint64_t>(i.expires_ms));
+    w.u8(i.used_by ? 1 : 0);
+    if (i.used_by) w.raw(i.used_by->view());
+    return out;
+  }
+  static std::optional<Invite> decode(ByteView key, ByteView v) {
+    ByteReader r(v);
+    Invite i;
+    if (key.size() != i.id.size() || r.u8() != 1) return std::nullopt;
+    std::copy(key.begin(), key.end(), i.id.begin());
+    i.secret = r.fixed<32>();
+    i.project.bytes = r.fixed<16>();
+    i.role = static_cast<Role>(r.u8());
+    i.expires_ms = static_cast<std::int64_t>(r.u64());
+    if (r.u8()) i.used_by = DeviceId{{r.fixed<32>()}};
+    if (!r.ok()) return std::nullopt;
+    return i;
+  }
+};
+
+}  // namespace
+
+Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn, const ProjectId& p) const {
+  auto proj = project(txn, p);
+  if (!proj) return proj.error();
+  std::map<DeviceId, Member> state;
+  const DeviceId& creator = proj->info.creator;
+  state[creator] = Member{creator, Role::coordinator, {}, 0, creator, proj->info.created_hlc};
+
+  // Every held `_members` version (not only heads): authority is decided in hlc order.
+  std::vector<Version> records;
+  Key prefix = collection_prefix(p, kMembersCollection);
+  LmdbCursor c(txn, t().docs);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    auto rec = DocRecord::decode(c.value());
+    if (!rec) return make_error(Errc::data_loss, "corrupt document record");
+    auto held = doc_versions(txn, c.key(), *rec);
+    if (!held) return held.error();
+    for (const auto& h : *held) {
+      auto v = load_version(txn, p, h.at);
+      if (!v) return v.error();
+      records.push_back(std::move(*v));
+    }
+  }
+  std::sort(records.begin(), records.end(), [](const Version& a, const Version& b) {
+    return a.header.hlc != b.header.hlc ? a.header.hlc < b.header.hlc : a.id < b.id;
+  });
+  for (const auto& v : records) {
+    auto author = state.find(v.header.author);
+    if (author == state.end() || author->second.role != Role::coordinator) continue;  // no authority
+    if (v.header.kind != VersionKind::put || !v.body) continue;
+    auto device = DeviceId::parse(v.header.doc_id);
+    if (!device) continue;
+    boost::system::error_code ec;
+    json::value body = json::parse(*v.body, ec);
+    if (ec || !body.is_object()) continue;
+    const auto& o = body.as_object();
+    auto role = o.if_contains("role") && o.at("role").is_string()
+                    ? parse_role(std::string_view(o.at("role").as_string()))
+                    : std::nullopt;
+    if (!role) continue;
+    Member m{*device, *role, {}, 0, v.header.author, v.header.hlc};
+    if (auto n = o.if_contains("name"); n && n->is_string()) m.name = std::string(n->as_string());
+    if (auto s = o.if_contains("max_seq"); s && s->is_uint64()) m.max_seq = s->as_uint64();
+    if (auto s = o.if_contains("max_seq"); s && s->is_int64() && s->as_int64() >= 0)
+      m.max_seq = static_cast<std::uint64_t>(s->as_int64());
+    state[*device] = std::move(m);
+  }
+  return state;
+}
+
+Result<std::vector<Member>> Store::members(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  auto state = impl_->membership(*txn, project);
+  if (!state) return state.error();
+  std::vector<Member> out;
+  for (auto& [id, m] : *state) out.push_back(std::move(m));
+  return out;
+}
+
+Result<std::optional<Member>> Store::member(const ProjectId& project, const DeviceId& device) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  auto state = impl_->membership(*txn, project);
+  if (!state) return state.error();
+  auto it = state->find(device);
+  if (it == state->end()) return std::optional<Member>{};
+  return std::optional<Member>{it->second};
+}
+
+Result<Member> Store::set_member(const ProjectId& project, const DeviceId& device, Role role, std::string name) {
+  Member written;
+  {
+    auto txn = impl_->write_txn();
+    if (!txn) return txn.error();
+    auto r = impl_->write_member(*txn, project, device, role, std::move(name));
+    if (!r) return r.error();
+    written = *r;
+    FS_TRY(txn->commit());
+  }
+  auto seq = last_change_seq(project);
+  if (seq) impl_->notify(project, *seq);
+  return written;
+}
+
+Result<Member> Store::Impl::write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device, Role role,
+                                         std::string name) {
+  auto state = membership(txn, p);
+  if (!state) return state.error();
+  auto mine = state->find(me());
+  if (mine == state->end() || mine->second.role != Role::coordinator)
+    return make_error(Errc::permission_denied, "only a coordinator of the project can change its members");
+  json::object body;
+  body["device"] = device.str();
+  body["role"] = role_name(role);
+  if (!name.empty()) body["name"] = name;
+  std::uint64_t max_seq = 0;
+  if (role == Role::removed) {
+    auto h = head(txn, p, device);
+    if (!h) return h.error();
+    max_seq = h->seq;
+    body["max_seq"] = max_seq;
+  }
+  WriteRequest req;
+  req.collection = std::string(kMembersCollection);
+  req.doc_id = device.str();
+  req.body = json::serialize(body);
+  req.use_current = true;
+  auto w = write_in_txn(txn, p, {req}, /*system=*/true);
+  if (!w) return w.error();
+  FS_TRY(enforce_removals(txn, p));
+  Member m{device, role, std::move(name), max_seq, me(), 0};
+  return m;
+}
+
+// Versions of removed devices authored after their removal leave every document DAG.
+// Applied when a removal is written or received; idempotent (excluded entries are marked).
+Status Store::Impl::enforce_removals(LmdbTxn& txn, const ProjectId& p) const {
+  auto state = membership(txn, p);
+  if (!state) return state.error();
+  for (const auto& [device, m] : *state) {
+    if (m.role != Role::removed) continue;
+    auto h = head(txn, p, device);
+    if (!h) return h.error();
+    std::set<Bytes> docs;  // doc keys to rebuild
+    for (std::uint64_t seq = m.max_seq + 1; seq <= h->seq; ++seq) {
+      Key k = log_key(p, device, seq);
+      auto v = txn.get(t().logs, k);
+      if (!v) return v.error();
+      if (!*v) return make_error(Errc::data_loss, "gap in log");
+      auto lr = LogRecord::decode(**v);
+      if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+      if (lr->excluded) continue;
+      auto hdr = decode_header(lr->header);
+      if (!hdr) return make_error(Errc::data_loss, "corrupt version header");
+      docs.insert(doc_key(p, hdr->collection, hdr->doc_id).b);
+      lr->excluded = true;
+      lr->body.reset();
+      Bytes enc = lr->encode();
+      FS_TRY(txn.put(t().logs, k, enc));
+    }
+    for (const auto& dk : docs) FS_TRY(rebuild_doc(txn, p, dk));
+  }
+  return {};
+}
+
+// Recomputes a document's heads from the versions held here that are not excluded.
+Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) const {
+  auto rec = doc(txn, dk);
+  if (!rec) return rec.error();
+  if (!*rec) return {};
+  auto held = doc_versions(txn, dk, **rec);
+  if (!held) return held.error();
+  struct Kept {
+    Held h;
+    VersionHeader header;
+  };
+  std::vector<Kept> kept;
+  std::set<VersionId> named;
+  for (const auto& h : *held) {
+    auto v = txn.get(t().logs, log_key(p, h.at.author, h.at.seq));
+    if (!v) return v.error();
+    auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+    if (!lr) return make_error(Errc::data_loss, "history names a missing log entry");
+    if (lr->excluded) continue;
+    auto hdr = decode_header(lr->header);
+    if (!hdr) return make_error(Errc::data_loss, "corrupt version header");
+    for (const auto& parent : hdr->parents) named.insert(parent);
+    kept.push_back(Kept{h, std::move(*hdr)});
+  }
+  // Rewrite the history index and heads from scratch.
+  Key prefix = doc_sub_prefix(dk);
+  for (auto dbi : {t().docver, t().superseded}) {
+    LmdbCursor c(txn, dbi);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
+      FS_TRY(c.del());
+      ok = c.seek(prefix);
+    }
+  }
+  DocRecord out;
+  out.flags = (*rec)->flags & DocRecord::kPurged;
+  std::set<VersionId> held_ids;
+  for (const auto& k : kept) held_ids.insert(k.h.id);
+  for (const auto& k : kept) {
+    if (named.count(k.h.id)) {
+      FS_TRY(txn.put(t().docver, docver_key(dk, k.h.hlc, k.h.id), encode_location(k.h.at)));
+    } else {
+      out.heads.push_back(HeadRef{k.h.id, k.h.hlc, k.h.at, k.header.kind == VersionKind::tombstone});
+    }
+  }
+  for (const auto& n : named)
+    if (!held_ids.count(n)) FS_TRY(txn.put(t().superseded, superseded_key(dk, n), ByteView{}));
+  if (out.heads.empty()) return txn.del(t().docs, dk);  // only the removed device ever wrote it
+  std::sort(out.heads.begin(), out.heads.end(), [](const HeadRef& a, const HeadRef& b) {
+    return a.hlc != b.hlc ? a.hlc > b.hlc : a.id > b.id;
+  });
+  if (out.heads.front().tombstone) out.flags |= DocRecord::kDeleted;
+  auto seq = change_counter(txn, p);
+  if (!seq) return seq.error();
+  out.local_seq = *seq + 1;
+  FS_TRY(put_change_counter(txn, p, out.local_seq));
+  FS_TRY(txn.put(t().changes, change_key(p, out.local_seq), encode_location(out.heads.front().at)));
+  return txn.put(t().docs, dk, out.encode());
+}
+
+Result<Invite> Store::create_invite(const ProjectId& project, Role role, std::int64_t expires_ms) {
+  if (role == Role::removed) return make_error(Errc::invalid_argument, "an invite cannot carry the removed role");
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  auto state = impl_->membership(*txn, project);
+  if (!state) return state.error();
+  auto mine = state->find(impl_->me());
+  if (mine == state->end() || mine->second.role != Role::coordinator)
+    return make_error(Errc::permission_denied, "only a coordinator can invite devices");
+  Invite inv;
+  crypto::random_fill(inv.id);
+  crypto::random_fill(inv.secret);
+  inv.project = project;
+  inv.role = role;
+  inv.expires_ms = expires_ms;
+  FS_TRY(txn->put(impl_->t().invites, ByteView(inv.id), InviteRecord::encode(inv)));
+  FS_TRY(txn->commit());
+  return inv;
+}
+
+Result<std::vector<Invite>> Store::list_invites(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  std::vector<Invite> out;
+  LmdbCursor c(*txn, impl_->t().invites);
+  for (bool ok = c.seek({}); ok; ok = c.next()) {
+    auto inv = InviteRecord::decode(c.key(), c.value());
+    if (!inv) return make_error(Errc::data_loss, "corrupt invite");
+    if (inv->project == project) out.push_back(*inv);
+  }
+  return out;
+}
+
+Result<Invite> Store::redeem_invite(const std::array<std::uint8_t, 16>& invite_id, const DeviceId& joiner,
+                                    std::int64_t now_ms) {
+  Invite inv;
+  {
+    auto txn = impl_->write_txn();
+    if (!txn) return txn.error();
+    auto v = txn->get(impl_->t().invites, ByteView(invite_id));
+    if (!v) return v.error();
+    if (!*v) return make_error(Errc::not_found, "unknown invite");
+    auto dec = InviteRecord::decode(ByteView(invite_id), **v);
+    if (!dec) return make_error(Errc::data_loss, "corrupt invite");
+    inv = *dec;
+    if (inv.used_by) return make_error(Errc::failed_precondition, "invite already used");
+    if (now_ms > inv.expires_ms) return make_error(Errc::failed_precondition, "invite expired");
+    inv.used_by = joiner;
+    FS_TRY(txn->put(impl_->t().invites, ByteView(invite_id), InviteRecord::encode(inv)));
+    auto m = impl_->write_member(*txn, inv.project, joiner, inv.role, {});
+    if (!m) return m.error();
+    FS_TRY(txn->commit());
+  }
+  auto seq = last_change_seq(inv.project);
+  if (seq) impl_->notify(inv.project, *seq);
+  return inv;
+}
+
+Status Store::leave_project(const ProjectId& project) {
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  const Tables& t = impl_->t();
+  Key prefix = prefix_of(project);
+  // Tables keyed by project first.
+  for (auto dbi : {t.docs, t.logs, t.heads, t.checkpoints, t.changes}) {
+    LmdbCursor c(*txn, dbi);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
+      FS_TRY(c.del());
+      ok = c.seek(prefix);
+    }
+  }
+  // Per-document tables start with the doc key, which starts with the project id.
+  for (auto dbi : {t.docver, t.superseded}) {
+    LmdbCursor c(*txn, dbi);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
+      FS_TRY(c.del());
+      ok = c.seek(prefix);
+    }
+  }
+  std::vector<Bytes> invites;
+  {
+    LmdbCursor c(*txn, t.invites);
+    for (bool ok = c.seek({}); ok; ok = c.next()) {
+      auto inv = InviteRecord::decode(c.key(), c.value());
+      if (inv && inv->project == project) invites.emplace_back(c.key().begin(), c.key().end());
+    }
+  }
+  for (const auto& k : invites) FS_TRY(txn->del(t.invites, k));
+  FS_TRY(txn->del(t.meta, counter_key(project)));
+  FS_TRY(txn->del(t.projects, project.view()));
+  return txn->commit();
+}
+
+Status Store::save_peer(const PeerRecord& peer) {
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(txn->put(impl_->t().peers, peer.device.view(), as_bytes(peer.json)));
+  return txn->commit();
+}
+
+Result<std::vector<PeerRecord>> Store::load_peers() const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  std::vector<PeerRecord> out;
+  LmdbCursor c(*txn, impl_->t().peers);
+  for (bool ok = c.seek({}); ok; ok = c.next()) {
+    auto id = id_from_bytes<DeviceId>(c.key());
+    if (!id) return make_error(Errc::data_loss, "corrupt peer record");
+    out.push_back(PeerRecord{*id, std::string(as_chars(c.value()))});
+  }
+  return out;
+}
+
+Status Store::forget_peer(const DeviceId& device) {
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(txn->del(impl_->t().peers, device.view()));
+  return txn->commit();
+}
+
+}  // namespace fieldsync::storage
