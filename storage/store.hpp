@@ -78,6 +78,8 @@ class Store {
   Result<Member> set_member(const ProjectId& project, const DeviceId& device, Role role, std::string name = {});
   Result<Invite> create_invite(const ProjectId& project, Role role, std::int64_t expires_ms);
   Result<std::vector<Invite>> list_invites(const ProjectId& project) const;
+  // One invite by id (to check a joiner's proof before redeeming). not_found if unknown.
+  Result<Invite> get_invite(const std::array<std::uint8_t, 16>& invite_id) const;
   // Marks the invite used by `joiner` and adds the joiner as a member, atomically.
   // not_found (unknown), failed_precondition (used or expired; the message says which).
   Result<Invite> redeem_invite(const std::array<std::uint8_t, 16>& invite_id, const DeviceId& joiner,

@@ -296,6 +296,17 @@ Result<std::vector<Invite>> Store::list_invites(const ProjectId& project) const 
   return out;
 }
 
+Result<Invite> Store::get_invite(const std::array<std::uint8_t, 16>& invite_id) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  auto v = txn->get(impl_->t().invites, ByteView(invite_id));
+  if (!v) return v.error();
+  if (!*v) return make_error(Errc::not_found, "unknown invite");
+  auto inv = InviteRecord::decode(ByteView(invite_id), **v);
+  if (!inv) return make_error(Errc::data_loss, "corrupt invite");
+  return *inv;
+}
+
 Result<Invite> Store::redeem_invite(const std::array<std::uint8_t, 16>& invite_id, const DeviceId& joiner,
                                     std::int64_t now_ms) {
   Invite inv;

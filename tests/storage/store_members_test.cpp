@@ -69,6 +69,7 @@ TEST_CASE("invites are single use and expire", "[storage][members]") {
   auto inv = t.a->create_invite(t.p, Role::member, 1000);
   REQUIRE(inv.ok());
   CHECK(t.b->create_invite(t.p, Role::member, 1000).error().code == Errc::permission_denied);
+  CHECK(t.a->get_invite(inv->id)->secret == inv->secret);
   auto used = t.a->redeem_invite(inv->id, t.b->device_id(), 999);
   REQUIRE(used.ok());
   CHECK(t.role_on(*t.a, t.b->device_id()) == Role::member);
