@@ -202,6 +202,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     o["id"] = p->id.str();
     o["name"] = p->name;
     o["secret"] = to_hex(*secret);
+    o["creator"] = p->creator.str();
     return json_response(200, json::serialize(o));
   });
 
@@ -210,15 +211,17 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
       return fail(make_error(Errc::permission_denied, "projects are only imported on the Unix socket"));
     auto obj = parse_object(req.body, "request body");
     if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"id", "name", "secret"}, "project import"); !st) return fail(st.error());
+    if (auto st = check_fields(*obj, {"id", "name", "secret", "creator"}, "project import"); !st) return fail(st.error());
     auto get = [&](const char* k) -> std::optional<std::string> {
       auto* v = obj->if_contains(k);
       if (!v || !v->is_string()) return std::nullopt;
       return std::string(v->as_string());
     };
-    auto id_text = get("id"), name = get("name"), secret_text = get("secret");
-    if (!id_text || !name || !secret_text)
-      return fail(make_error(Errc::invalid_argument, "'id', 'name' and 'secret' (strings) are required"));
+    auto id_text = get("id"), name = get("name"), secret_text = get("secret"), creator_text = get("creator");
+    if (!id_text || !name || !secret_text || !creator_text)
+      return fail(make_error(Errc::invalid_argument, "'id', 'name', 'secret' and 'creator' (strings) are required"));
+    auto creator = DeviceId::parse(*creator_text);
+    if (!creator) return fail(make_error(Errc::invalid_argument, "bad 'creator' device id"));
     auto id = ProjectId::parse(*id_text);
     if (!id) return fail(make_error(Errc::invalid_argument, "bad project id (32 hex chars)"));
     auto secret = from_hex(*secret_text);
@@ -227,6 +230,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     storage::ProjectInfo info;
     info.id = *id;
     info.name = *name;
+    info.creator = *creator;
     auto p = ctx.store.add_project(info, *secret);
     if (!p) return fail(p.error());
     (void)sync;  // sessions opened from now on include the project
