@@ -10,6 +10,7 @@
 #include <functional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "ipc/api_types.hpp"
@@ -28,6 +29,12 @@ class Router {
   ApiResponse dispatch(ApiRequest& request) const;
 
   std::size_t size() const { return routes_.size(); }
+  // (method, pattern) of every route, in registration order (docs and tests use it).
+  std::vector<std::pair<std::string, std::string>> routes() const {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const auto& r : routes_) out.emplace_back(r.method, r.pattern);
+    return out;
+  }
 
  private:
   struct Route {

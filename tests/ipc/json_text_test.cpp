@@ -1,0 +1,53 @@
+// Raw JSON member scanning: bodies are spliced byte for byte, never re-serialised.
+#include <catch2/catch.hpp>
+
+#include <boost/json/parse.hpp>
+
+#include "ipc/json_text.hpp"
+
+using namespace fieldsync::ipc;
+
+TEST_CASE("raw_member returns the exact text of a member") {
+  std::string text = R"( { "a" : 1.50 , "body":{"z":1e3, "s":"}\"{", "n":[1,{"x":[]}]} ,"c":null } )";
+  REQUIRE(raw_member(text, "a"));
+  CHECK(*raw_member(text, "a") == "1.50");
+  CHECK(*raw_member(text, "body") == R"({"z":1e3, "s":"}\"{", "n":[1,{"x":[]}]})");
+  CHECK(*raw_member(text, "c") == "null");
+  CHECK_FALSE(raw_member(text, "missing"));
+  CHECK(*raw_member(R"({"b\u006fdy": [1]})", "body") == "[1]");  // escaped key
+  CHECK_FALSE(raw_member("[1,2]", "a"));
+}
+
+TEST_CASE("raw_elements splits an array at top level only") {
+  auto e = raw_elements(R"([ {"a":[1,2]} , "x,y" ,3 ,[[]] ])");
+  REQUIRE(e.size() == 4);
+  CHECK(e[0] == R"({"a":[1,2]})");
+  CHECK(e[1] == R"("x,y")");
+  CHECK(e[2] == "3");
+  CHECK(e[3] == "[[]]");
+  CHECK(raw_elements("[]").empty());
+  CHECK(raw_elements(" [ ] ").empty());
+}
+
+TEST_CASE("splice_member appends raw text to a serialised object") {
+  CHECK(splice_member("{}", "body", "{\"x\": 1.50}") == "{\"body\":{\"x\": 1.50}}");
+  CHECK(splice_member("{\"a\":1}", "b", "2") == "{\"a\":1,\"b\":2}");
+  auto v = boost::json::parse(splice_member("{\"a\":1}", "q\"k", "[]"));
+  CHECK(v.as_object().contains("q\"k"));
+}
+
+TEST_CASE("parse_object and check_fields name the problem") {
+  auto bad = parse_object("{oops", "request body");
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().code == fieldsync::Errc::invalid_argument);
+  CHECK(bad.error().message.find("request body is not valid JSON") == 0);
+  auto arr = parse_object("[1]", "request body");
+  REQUIRE_FALSE(arr);
+  CHECK(arr.error().message == "request body must be a JSON object");
+  auto obj = parse_object(R"({"name":"x","colour":"red"})", "x");
+  REQUIRE(obj);
+  auto st = check_fields(*obj, {"name", "settings"}, "project");
+  REQUIRE_FALSE(st);
+  CHECK(st.error().message.find("unknown field 'colour' in project") == 0);
+  CHECK(check_fields(*obj, {"name", "colour"}, "project"));
+}
