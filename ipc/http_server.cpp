@@ -174,7 +174,10 @@ Status ApiServer::Impl::bind_unix() {
   boost::system::error_code ec;
   unix_acceptor.emplace(io);
   unix_acceptor->open(local_stream(), ec);
+  // Created owner-only, then opened up to api.socket_mode: no window with looser permissions.
+  mode_t old_mask = ::umask(0177);
   if (!ec) unix_acceptor->bind(local_stream::endpoint(socket_path.string()), ec);
+  ::umask(old_mask);
   if (ec)
     return make_error(Errc::internal, "cannot bind " + socket_path.string() + ": " + ec.message());
   socket_created = true;
@@ -351,6 +354,7 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
           Errc::resource_exhausted, "too many connections (api.max_connections = " +
                                         std::to_string(opt.max_connections) + ")")));
       co_await write_response(sock, deadline, res);
+      linger = true;
       break;
     }
     if (parser.content_length() && *parser.content_length() > opt.max_body_bytes) {
