@@ -127,7 +127,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     if (!id) return fail(make_error(Errc::invalid_argument, "bad device_id (52 base32 chars)"));
     std::string name;
     if (auto* n = obj->if_contains("name"); n && n->is_string()) name = std::string(n->as_string());
-    if (auto st = sync->add_peer(std::string(addr->as_string()), *id, name); !st) return fail(st.error());
+    if (auto st = sync->add_peer(std::string(addr->as_string()), *id, name, /*persist=*/true); !st) return fail(st.error());
     return json_response(201, json::serialize(peer_json(*sync->peer(*id))));
   });
 

@@ -9,6 +9,9 @@
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -504,6 +507,26 @@ Status SyncService::start() {
     return make_error(Errc::unavailable, "cannot listen on " + im.opt.listen_address + ":" +
                                              std::to_string(im.opt.listen_port) + ": " + ec.message());
   im.port = im.acceptor.local_endpoint().port();
+  // Peers added through the API before a restart.
+  if (auto saved = im.store.load_peers(); saved.ok()) {
+    for (const auto& rec : *saved) {
+      boost::system::error_code jec;
+      auto v = boost::json::parse(rec.json, jec);
+      if (jec || !v.is_object()) continue;
+      const auto& o = v.as_object();
+      auto* address = o.if_contains("address");
+      auto* name = o.if_contains("name");
+      if (!address || !address->is_string() || !split_address(std::string(address->as_string()))) continue;
+      PeerEntry& e = im.peers[rec.device];
+      if (e.configured) continue;  // the config file names it too
+      e.device = rec.device;
+      e.address = std::string(address->as_string());
+      e.configured = true;
+      if (name && name->is_string()) e.name = std::string(name->as_string());
+    }
+  } else {
+    spdlog::warn("sync: cannot load remembered peers: {}", saved.error().message);
+  }
   im.running = true;
   spdlog::info("sync: listening on {}:{}", im.opt.listen_address, im.port);
   im.accept();
@@ -527,7 +550,8 @@ void SyncService::stop() {
 
 std::uint16_t SyncService::listen_port() const { return impl_->port; }
 
-Status SyncService::add_peer(const std::string& address, const DeviceId& device, std::string name) {
+Status SyncService::add_peer(const std::string& address, const DeviceId& device, std::string name,
+                             bool persist) {
   Impl& im = *impl_;
   if (!split_address(address))
     return make_error(Errc::invalid_argument, "address must be host:port, got '" + address + "'");
@@ -540,6 +564,13 @@ Status SyncService::add_peer(const std::string& address, const DeviceId& device,
   e.configured = true;
   if (!name.empty() && e.name.empty()) e.name = std::move(name);
   e.failures = 0;
+  if (persist) {
+    boost::json::object o;
+    o["address"] = address;
+    o["name"] = e.name;
+    if (auto st = im.store.save_peer(storage::PeerRecord{device, boost::json::serialize(o)}); !st)
+      spdlog::warn("sync: cannot remember peer {}: {}", device.short_str(), st.error().message);
+  }
   if (im.running && !e.conn && !e.dialing) im.dial(e);
   return {};
 }
@@ -556,6 +587,8 @@ Status SyncService::remove_peer(const DeviceId& device) {
   if (conn) conn->close();
   if (dialing) dialing->close();
   im.peers.erase(device);
+  if (auto st = im.store.forget_peer(device); !st && st.error().code != Errc::not_found)
+    spdlog::warn("sync: cannot forget peer {}: {}", device.short_str(), st.error().message);
   return {};
 }
 

@@ -72,14 +72,19 @@ class SyncService {
   SyncService(const SyncService&) = delete;
   SyncService& operator=(const SyncService&) = delete;
 
-  // Binds the listener and starts dialing known peers.
+  // Binds the listener and starts dialing known peers (those added so far and those the
+  // store remembers).
   Status start();
   // Closes the listener and every connection (bounded: sockets are force-closed).
   void stop();
   // The bound port (useful with listen_port = 0).
   std::uint16_t listen_port() const;
 
-  Status add_peer(const std::string& address, const DeviceId& device, std::string name = {});
+  // persist: remember the peer in the store (Store::save_peer) so it is dialed again after a
+  // restart (peers from the config file are added with persist = false on every start).
+  Status add_peer(const std::string& address, const DeviceId& device, std::string name = {},
+                  bool persist = false);
+  // Forgets the peer (also in the store) and closes its session.
   Status remove_peer(const DeviceId& device);
   std::vector<PeerStatus> peers() const;
   Result<PeerStatus> peer(const DeviceId& device) const;

@@ -143,7 +143,8 @@ class TwoDaemons(unittest.TestCase):
         write_docs(a, pid, 30000, 5, tag="after-purge")
         wait_until(lambda: has_doc(b, pid, "d30004"), 10)
         b.restart()
-        add_peer(b, a)
+        # The peer added through the API is remembered across the restart.
+        self.assertTrue(peer_status(b, a)["configured"])
         wait_until(lambda: project_in_sync(b, pid), 20, what="sync after restart")
         self.assertIsNone(get_doc(b, pid, "d9")["body"])
         self.assertTrue(get_doc(b, pid, "d9")["purged"])
