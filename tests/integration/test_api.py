@@ -508,6 +508,37 @@ class LimitsTest(unittest.TestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 400"), data[:100])
 
 
+class GarbageTest(unittest.TestCase):
+    """Random bytes and broken requests on both sockets never take the daemon down."""
+
+    def test_random_bytes_on_both_sockets(self):
+        import random
+        rng = random.Random(7)
+        prefixes = [b"", b"GET ", b"POST /v1/projects HTTP/1.1\r\n", b"GET /v1/status HTTP/1.1\r\nHost: localhost\r\n",
+                    b"PUT /v1/projects/%s/docs/c/x HTTP/1.1\r\nContent-Length: 5\r\n\r\n"]
+        with Daemon(name="junk", settings={"api.request_timeout_ms": 300}) as d:
+            for i in range(120):
+                if i % 2:
+                    s = socket.create_connection(("127.0.0.1", d.port), timeout=5)
+                else:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.settimeout(5)
+                    s.connect(d.socket_path)
+                junk = rng.choice(prefixes) + bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+                try:
+                    s.sendall(junk)
+                    s.shutdown(socket.SHUT_WR)
+                    while s.recv(4096):
+                        pass
+                except OSError:
+                    pass  # a reset is an acceptable answer to garbage
+                finally:
+                    s.close()
+            self.assertEqual(d.unix("GET", "/v1/status").status, 200)
+            self.assertEqual(d.http("GET", "/v1/status").status, 200)
+            self.assertEqual(d.stop(), 0, d.log())
+
+
 class LifecycleTest(unittest.TestCase):
     def test_restart_keeps_data_and_identity(self):
         with Daemon(name="rs") as d:
