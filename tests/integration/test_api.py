@@ -583,6 +583,33 @@ class LifecycleTest(unittest.TestCase):
         finally:
             d.close()
 
+    def test_journal_format_and_no_token_in_logs(self):
+        with Daemon(name="jl", env={"JOURNAL_STREAM": "0:0"}) as d:
+            d.unix("GET", "/v1/status")
+            self.assertEqual(d.stop(), 0)
+            log = d.log()
+        self.assertIn("<6>device id " + d.device_id, log)
+        for line in log.splitlines():
+            self.assertRegex(line, r"^<[0-7]>")  # priority prefix, no timestamp of our own
+        self.assertNotIn(d.token, log)
+        self.assertIn("api.token", log)  # says where the token is
+
+    def test_socket_mode_group_and_parent_dir(self):
+        import grp
+        group = next((g for g in grp.getgrall() if g.gr_gid != os.getgid()), None)
+        if group is None:
+            self.skipTest("no second group on this machine")
+        d = Daemon(name="grp", settings={"api.socket_mode": "0640", "api.socket_group": group.gr_name})
+        d.socket_path = os.path.join(d.workdir, "run", "api.sock")
+        try:
+            d.start()
+            st = os.stat(d.socket_path)
+            self.assertEqual(st.st_mode & 0o777, 0o640)
+            self.assertEqual(st.st_gid, group.gr_gid)
+            self.assertEqual(os.stat(os.path.dirname(d.socket_path)).st_mode & 0o777, 0o750)
+        finally:
+            d.close()
+
     def test_bad_config_exits_2_naming_the_key(self):
         d = Daemon(name="bad", settings={"api.http_port": "seventy"})
         try:
