@@ -44,6 +44,7 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
 
   // --follow: Server-Sent Events; one line per change (a JSON line with --json).
   int status = 0;
+  bool stopped_by_us = false, failed = false;
   std::string pending, error_body;
   if (!ctx.json) print_table(ctx.out, kHeaders, {});
   auto st = ctx.http.stream(
@@ -71,6 +72,8 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
             if (ec || !v.is_object()) continue;
             if (v.as_object().contains("error")) {
               ctx.err << "syncctl: " << str(v.at("message")) << "\n";
+              stopped_by_us = true;
+              failed = true;
               return false;
             }
             if (ctx.json) {
@@ -90,6 +93,7 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
     ctx.err << "syncctl: " << st.error().message << "\n";
     return kUnreachable;
   }
+  if (failed) return kDaemonError;
   if (status != 200) {
     boost::system::error_code ec;
     auto v = boost::json::parse(error_body, ec);
@@ -98,6 +102,10 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
     else
       ctx.err << "syncctl: fieldsyncd answered HTTP " << status << "\n";
     return kDaemonError;
+  }
+  if (!stopped_by_us) {
+    ctx.err << "syncctl: fieldsyncd closed the change stream (shutting down?)\n";
+    return kUnreachable;
   }
   return kOk;
 }

@@ -3,6 +3,7 @@
 // The socket: --socket, else $FIELDSYNC_SOCKET, else the daemon's default for --data-dir
 // (/run/fieldsync/api.sock as root, <data_dir>/api.sock otherwise).
 #include <cstdlib>
+#include <exception>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -77,5 +78,11 @@ int main(int argc, char** argv) {
     return cli::kUsage;
   }
   cli::CliContext ctx{cli::UnixHttpClient(socket), json, std::cout, std::cerr};
-  return cmd.run(ctx, std::vector<std::string>(rest.begin() + 1, rest.end()));
+  try {
+    return cmd.run(ctx, std::vector<std::string>(rest.begin() + 1, rest.end()));
+  } catch (const std::exception& e) {
+    // A reply without the expected members (e.g. a daemon of another version).
+    std::cerr << "syncctl: unexpected reply from fieldsyncd: " << e.what() << "\n";
+    return cli::kDaemonError;
+  }
 }
