@@ -1,0 +1,210 @@
+// /v1/projects/{pid}/members[/{device}], /v1/projects/{pid}/invites, /v1/projects/{pid}/leave,
+// /v1/verification/{device} (docs/api.md "Members and invites").
+#include "ipc/routes_members.hpp"
+
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+#include <chrono>
+
+#include "common/encoding.hpp"
+#include "ipc/json_text.hpp"
+#include "ipc/route_support.hpp"
+#include "storage/store.hpp"
+#include "sync/invite_code.hpp"
+#include "transports/sync_service.hpp"
+
+namespace fieldsync::ipc {
+
+namespace json = boost::json;
+
+namespace {
+
+constexpr std::int64_t kDefaultInviteSeconds = 24 * 3600;
+constexpr std::int64_t kMaxInviteSeconds = 30 * 24 * 3600;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+json::object member_json(const storage::Member& m) {
+  json::object o;
+  o["device_id"] = m.device.str();
+  o["short_id"] = m.device.short_str();
+  o["role"] = storage::role_name(m.role);
+  o["name"] = m.name;
+  if (m.role == storage::Role::removed) o["max_seq"] = m.max_seq;
+  o["by"] = m.by.str();
+  o["hlc"] = m.hlc;
+  return o;
+}
+
+Result<DeviceId> device_param(const ApiRequest& req, const char* name) {
+  const std::string& text = req.param(name);
+  auto id = DeviceId::parse(text);
+  if (!id) return make_error(Errc::invalid_argument, "bad device id '" + text + "' (52 base32 chars)");
+  return *id;
+}
+
+// Where this device can be reached for sync: every up, non-loopback IPv4 address first
+// (what another device on the LAN dials), then loopback (same machine).
+std::vector<std::string> sync_addresses(std::uint16_t port) {
+  std::vector<std::string> lan, loop;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) == 0) {
+    for (ifaddrs* i = list; i; i = i->ifa_next) {
+      if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
+      char buf[INET_ADDRSTRLEN];
+      auto* sin = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
+      if (!::inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf)) continue;
+      std::string a = std::string(buf) + ":" + std::to_string(port);
+      ((i->ifa_flags & IFF_LOOPBACK) ? loop : lan).push_back(a);
+    }
+    ::freeifaddrs(list);
+  }
+  lan.insert(lan.end(), loop.begin(), loop.end());
+  if (lan.size() > 8) lan.resize(8);
+  return lan;
+}
+
+}  // namespace
+
+void register_member_routes(Router& router, ApiContext& ctx, transports::SyncService* sync) {
+  router.add("GET", "/v1/projects/{pid}/members", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto members = ctx.store.members(*pid);
+    if (!members) return fail(members.error());
+    json::array list;
+    for (const auto& m : *members) list.push_back(member_json(m));
+    json::object o;
+    o["members"] = std::move(list);
+    return json_response(200, json::serialize(o));
+  });
+
+  // Sets a device's role: {"role": "coordinator"|"member"|"removed", "name": "..."}.
+  router.add("PUT", "/v1/projects/{pid}/members/{device}", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto device = device_param(req, "device");
+    if (!device) return fail(device.error());
+    auto obj = parse_object(req.body, "request body");
+    if (!obj) return fail(obj.error());
+    if (auto st = check_fields(*obj, {"role", "name"}, "member"); !st) return fail(st.error());
+    auto* role_v = obj->if_contains("role");
+    auto role = role_v && role_v->is_string() ? storage::parse_role(std::string_view(role_v->as_string()))
+                                              : std::nullopt;
+    if (!role) return fail(make_error(Errc::invalid_argument, "'role' must be coordinator, member or removed"));
+    std::string name;
+    if (auto* n = obj->if_contains("name")) {
+      if (!n->is_string()) return fail(make_error(Errc::invalid_argument, "'name' must be a string"));
+      name = std::string(n->as_string());
+    }
+    auto m = ctx.store.set_member(*pid, *device, *role, name);
+    if (!m) return fail(m.error());
+    return json_response(200, json::serialize(member_json(*m)));
+  });
+
+  // Revocation: the signed removal spreads by sync.
+  router.add("DELETE", "/v1/projects/{pid}/members/{device}", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto device = device_param(req, "device");
+    if (!device) return fail(device.error());
+    auto m = ctx.store.set_member(*pid, *device, storage::Role::removed);
+    if (!m) return fail(m.error());
+    return json_response(200, json::serialize(member_json(*m)));
+  });
+
+  // {"role": "member", "expires_in_s": 3600} -> {"code": "FS1:...", ...}
+  router.add("POST", "/v1/projects/{pid}/invites", [&ctx, sync](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto obj = parse_object(req.body.empty() ? std::string("{}") : req.body, "request body");
+    if (!obj) return fail(obj.error());
+    if (auto st = check_fields(*obj, {"role", "expires_in_s"}, "invite"); !st) return fail(st.error());
+    storage::Role role = storage::Role::member;
+    if (auto* r = obj->if_contains("role")) {
+      auto parsed = r->is_string() ? storage::parse_role(std::string_view(r->as_string())) : std::nullopt;
+      if (!parsed || *parsed == storage::Role::removed)
+        return fail(make_error(Errc::invalid_argument, "'role' must be member or coordinator"));
+      role = *parsed;
+    }
+    std::int64_t secs = kDefaultInviteSeconds;
+    if (auto* e = obj->if_contains("expires_in_s")) {
+      if (!e->is_int64() || e->as_int64() <= 0 || e->as_int64() > kMaxInviteSeconds)
+        return fail(make_error(Errc::invalid_argument, "'expires_in_s' must be 1.." + std::to_string(kMaxInviteSeconds)));
+      secs = e->as_int64();
+    }
+    if (!sync) return fail(make_error(Errc::unavailable, "sync is disabled (sync.enabled = false): nobody could join"));
+    auto project = ctx.store.get_project(*pid);
+    if (!project) return fail(project.error());
+    auto inv = ctx.store.create_invite(*pid, role, now_ms() + secs * 1000);
+    if (!inv) return fail(inv.error());
+    sync::InviteCode code;
+    code.inviter = ctx.store.device_id();
+    code.project = *pid;
+    code.project_name = project->name;
+    code.invite_id = inv->id;
+    code.secret = inv->secret;
+    code.expires_ms = inv->expires_ms;
+    code.addresses = sync_addresses(sync->listen_port());
+    json::object o;
+    o["code"] = code.encode();
+    o["invite_id"] = to_hex(ByteView(inv->id));
+    o["role"] = storage::role_name(role);
+    o["expires_ms"] = inv->expires_ms;
+    json::array addrs;
+    for (const auto& a : code.addresses) addrs.push_back(json::value(a));
+    o["addresses"] = std::move(addrs);
+    return json_response(201, json::serialize(o));
+  });
+
+  router.add("GET", "/v1/projects/{pid}/invites", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto list = ctx.store.list_invites(*pid);
+    if (!list) return fail(list.error());
+    json::array out;
+    std::int64_t now = now_ms();
+    for (const auto& inv : *list) {
+      json::object o;
+      o["invite_id"] = to_hex(ByteView(inv.id));
+      o["role"] = storage::role_name(inv.role);
+      o["expires_ms"] = inv.expires_ms;
+      o["state"] = inv.used_by ? "used" : (now > inv.expires_ms ? "expired" : "open");
+      o["used_by"] = inv.used_by ? json::value(inv.used_by->str()) : json::value(nullptr);
+      out.push_back(std::move(o));
+    }
+    json::object o;
+    o["invites"] = std::move(out);
+    return json_response(200, json::serialize(o));
+  });
+
+  router.add("POST", "/v1/projects/{pid}/leave", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    if (auto st = ctx.store.leave_project(*pid); !st) return fail(st.error());
+    json::object o;
+    o["left"] = pid->str();
+    return json_response(200, json::serialize(o));
+  });
+
+  // The code two people compare before trusting each other's devices.
+  router.add("GET", "/v1/verification/{device}", [&ctx](ApiRequest& req) {
+    auto device = device_param(req, "device");
+    if (!device) return fail(device.error());
+    json::object o;
+    o["device_id"] = device->str();
+    o["code"] = sync::verification_code(ctx.store.device_id(), *device);
+    return json_response(200, json::serialize(o));
+  });
+}
+
+}  // namespace fieldsync::ipc
