@@ -124,6 +124,31 @@ class Members(unittest.TestCase):
         self.assertIsNone(doc(c, pid, "late"))
         self.assertIsNotNone(doc(c, pid, "early"))  # data written before the removal stays
 
+    def test_syncctl_membership_commands(self):
+        a, b = self.spawn("alpha"), self.spawn("beta")
+        pid = a.create_project("cli")
+        out = a.syncctl("invite", pid, "--expires", "2h")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertTrue(out.stdout.strip().startswith("FS1:"), out.stdout)
+        self.assertIn("syncctl join", out.stderr)
+        self.assertEqual(a.syncctl("invite", pid, "--expires", "soon").returncode, 2)
+        members = a.syncctl("--json", "members", pid)
+        self.assertEqual(members.returncode, 0, members.stderr)
+        self.assertIn('"role":"coordinator"', members.stdout.replace(" ", ""))
+        table = a.syncctl("members", pid)
+        self.assertIn("coordinator", table.stdout)
+        va = a.syncctl("verify", b.device_id).stdout.splitlines()[0]
+        vb = b.syncctl("verify", a.device_id).stdout.splitlines()[0]
+        self.assertEqual(va, vb)
+        revoke = a.syncctl("revoke", pid, b.device_id)
+        self.assertEqual(revoke.returncode, 0, revoke.stderr)
+        self.assertEqual(roles(a, pid)[b.device_id], "removed")
+        denied = b.syncctl("invite", pid)
+        self.assertEqual(denied.returncode, 1)  # b does not even have the project
+        self.assertEqual(a.syncctl("leave", pid).returncode, 2)  # needs --yes
+        self.assertEqual(a.syncctl("leave", pid, "--yes").returncode, 0)
+        self.assertEqual(a.unix("GET", V + "/%s" % pid).status, 404)
+
     def test_leave_project(self):
         a = self.spawn("alpha")
         pid = a.create_project("to-leave")
