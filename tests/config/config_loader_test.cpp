@@ -165,6 +165,29 @@ TEST_CASE("the key table, the samples and the docs cover the same keys") {
   }
 }
 
+TEST_CASE("defaults in the docs/operations.md tables match the code") {
+  // Rows look like: | `api.http_port` | `7890` | range | meaning |
+  std::istringstream ops(read_file(FIELDSYNC_SOURCE_DIR "/docs/operations.md"));
+  const Config defaults;
+  std::string line;
+  int checked = 0;
+  while (std::getline(ops, line)) {
+    if (line.rfind("| `", 0) != 0) continue;
+    auto key_end = line.find('`', 3);
+    std::string key = line.substr(3, key_end - 3);
+    auto cell = line.find("| ", key_end);
+    if (cell == std::string::npos || line.compare(cell + 2, 1, "`") != 0) continue;
+    auto val_end = line.find('`', cell + 3);
+    std::string documented = line.substr(cell + 3, val_end - cell - 3);
+    auto actual = get_setting(defaults, key);
+    if (!actual.ok()) continue;  // peer.NAME.* rows
+    INFO("docs/operations.md: " << key);
+    CHECK(documented == actual.value());
+    ++checked;
+  }
+  CHECK(checked >= 30);
+}
+
 TEST_CASE("the example config parses and equals the defaults") {
   auto parsed = load_config(FIELDSYNC_SOURCE_DIR "/config/fieldsyncd.conf");
   REQUIRE(parsed.ok());
