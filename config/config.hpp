@@ -48,6 +48,18 @@ struct SyncOptions {
   std::uint32_t write_chunk_bytes = 256u << 10; // sync.write_chunk_bytes: bytes handed to the transport per write
 };
 
+// Local-network discovery over mDNS / DNS-SD through the system's avahi-daemon
+// (docs/operations.md "Discovery"). Per-project visibility and policy live in the project
+// settings: {"discovery": {"visible": true, "policy": "manual" | "auto"}}.
+struct DiscoveryOptions {
+  bool enabled = true;                   // discovery.enabled: announce and browse at all
+  std::uint32_t refresh_ms = 5000;       // discovery.refresh_ms: re-check tags, visibility, auto peers
+  std::uint32_t ttl_ms = 120000;         // discovery.ttl_ms: drop a device unconfirmed this long (Avahi down)
+  std::uint32_t max_devices = 256;       // discovery.max_devices: devices and service instances tracked
+  std::uint32_t max_announced_projects = 32;  // discovery.max_announced_projects: tags in our TXT record
+  std::uint32_t avahi_retry_ms = 5000;   // discovery.avahi_retry_ms: retry when the system bus is unreachable
+};
+
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.
 struct StaticPeer {
   std::string name;
@@ -61,6 +73,7 @@ struct Config {
   std::string device_name;         // daemon.device_name: shown to peers; default hostname
   ApiOptions api;
   SyncOptions sync;
+  DiscoveryOptions discovery;
   storage::StoreOptions storage;   // storage.*; storage.data_dir is set from daemon.data_dir
   std::vector<StaticPeer> peers;
 };
