@@ -1,4 +1,5 @@
-// syncctl peers [add ADDRESS DEVICE_ID [--name NAME] | rm PEER | show PEER]
+// syncctl peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER]
+// ("add PEER" with one argument picks a device discovered on the local network.)
 // syncctl sync PEER [--wait] [--timeout SECONDS]
 // PEER: a device id, its short form, a unique prefix of the id, or the peer's name.
 #include <unistd.h>
@@ -38,10 +39,16 @@ void print_peers(CliContext& ctx, const json::array& list) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& v : list) {
     const auto& p = v.as_object();
+    // Discovered on the local network: when it was last seen there ("-" if not).
+    const auto* disc = p.if_contains("discovered");
+    std::string seen = disc && disc->is_object()
+                           ? ago(disc->as_object().at("last_seen_ms").to_number<std::int64_t>())
+                           : "-";
     rows.push_back({str(p.at("short_id")), str(p.at("name")), str(p.at("address")), str(p.at("state")),
-                    ago(p.at("last_sync_ms").to_number<std::int64_t>()), error_text(p.at("last_error"))});
+                    ago(p.at("last_sync_ms").to_number<std::int64_t>()), seen,
+                    error_text(p.at("last_error"))});
   }
-  print_table(ctx.out, {"DEVICE", "NAME", "ADDRESS", "STATE", "LAST SYNC", "LAST ERROR"}, rows);
+  print_table(ctx.out, {"DEVICE", "NAME", "ADDRESS", "STATE", "LAST SYNC", "SEEN", "LAST ERROR"}, rows);
 }
 
 // PEER argument -> full device id (prints the error otherwise).
@@ -78,8 +85,16 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
     return kOk;
   }
   if (pos[0] == "add") {
-    if (pos.size() != 3) return usage_error(ctx, self, "peers add needs ADDRESS and DEVICE_ID");
-    std::string body = "{\"address\":" + ipc::json_quote(pos[1]) + ",\"device_id\":" + ipc::json_quote(pos[2]);
+    if (pos.size() != 2 && pos.size() != 3)
+      return usage_error(ctx, self, "peers add needs ADDRESS and DEVICE_ID, or a discovered PEER");
+    std::string body;
+    if (pos.size() == 2) {  // a discovered device: the daemon takes the address it was seen at
+      std::string id;
+      if (int rc = resolve_peer(ctx, pos[1], id)) return rc;
+      body = "{\"device_id\":" + ipc::json_quote(id);
+    } else {
+      body = "{\"address\":" + ipc::json_quote(pos[1]) + ",\"device_id\":" + ipc::json_quote(pos[2]);
+    }
     if (auto n = args->value("name")) body += ",\"name\":" + ipc::json_quote(*n);
     body += "}";
     if (int rc = ctx.call("POST", "/v1/peers", body, v)) return rc;
@@ -170,8 +185,8 @@ int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
   }
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"peers", "peers [add ADDRESS DEVICE_ID [--name NAME] | rm PEER | show PEER]",
-                              "list sync peers, add, remove or show one", run_peers});
+FIELDSYNC_CLI_COMMAND(Command{"peers", "peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER]",
+                              "list sync and discovered peers, add (or pick a discovered one), remove or show one", run_peers});
 FIELDSYNC_CLI_COMMAND(Command{"sync", "sync PEER [--wait] [--timeout SECONDS]",
                               "sync with a peer now; --wait until both hold the same data", run_sync});
 

@@ -31,6 +31,8 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
           << "\n";
   if (auto* peers = o.if_contains("peers"); peers && peers->is_object() && !peers->as_object().empty())
     ctx.out << "peers        " << str(*peers) << "\n";
+  if (auto* disc = o.if_contains("discovery"); disc && disc->is_object())
+    ctx.out << "discovery    " << str(*disc) << "\n";
   return kOk;
 }
 

@@ -407,6 +407,23 @@ const std::vector<KeySpec>& key_table() {
         "sync.retry_min_ms", [](Config & c) -> auto& { return c.sync.retry_min_ms; }, 1, kDayMs));
     t.push_back(ms_key(
         "sync.retry_max_ms", [](Config & c) -> auto& { return c.sync.retry_max_ms; }, 1, kDayMs));
+    // [discovery]
+    t.push_back(bool_key(
+        "discovery.enabled", [](Config & c) -> auto& { return c.discovery.enabled; }));
+    t.push_back(ms_key(
+        "discovery.refresh_ms", [](Config & c) -> auto& { return c.discovery.refresh_ms; }, 100,
+        kDayMs));
+    t.push_back(ms_key(
+        "discovery.ttl_ms", [](Config & c) -> auto& { return c.discovery.ttl_ms; }, 1, kDayMs));
+    t.push_back(uint_key(
+        "discovery.max_devices", [](Config & c) -> auto& { return c.discovery.max_devices; }, 1,
+        10000));
+    t.push_back(uint_key(
+        "discovery.max_announced_projects",
+        [](Config & c) -> auto& { return c.discovery.max_announced_projects; }, 1, 64));
+    t.push_back(ms_key(
+        "discovery.avahi_retry_ms", [](Config & c) -> auto& { return c.discovery.avahi_retry_ms; },
+        100, kDayMs));
     // [storage]
     t.push_back(size_key(
         "storage.map_size", [](Config & c) -> auto& { return c.storage.map_size_bytes; },
@@ -522,7 +539,7 @@ bool only_comment(std::string_view rest) {
 }
 
 bool known_section(std::string_view s) {
-  if (s == "daemon" || s == "api" || s == "sync" || s == "storage") return true;
+  if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "storage") return true;
   return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
 }
 

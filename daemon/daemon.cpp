@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "config/config_loader.hpp"
+#include "daemon/daemon_discovery.hpp"
 #include "daemon/daemon_sync.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
@@ -36,6 +37,7 @@ struct Daemon::Impl {
   std::unique_ptr<ipc::ApiService> api;
   std::unique_ptr<ipc::ApiServer> server;
   std::unique_ptr<DaemonSync> sync;
+  std::unique_ptr<DaemonDiscovery> discovery;
   bool stopping = false;
 
   // Pinged from the event loop itself, so a stuck loop stops the pings and systemd notices.
@@ -66,6 +68,7 @@ struct Daemon::Impl {
     stopping = true;
     log_notify_failure(systemd::notify_stopping("shutting down"));
     watchdog.cancel();
+    if (discovery) discovery->stop();  // withdraws our service: peers see us leave at once
     if (sync) sync->stop();
     server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), [this] {
       signals.cancel();
@@ -92,10 +95,13 @@ Status Daemon::run() {
 
   d.api = std::make_unique<ipc::ApiService>(*d.store, d.cfg.api, d.cfg.device_name);
   d.sync = std::make_unique<DaemonSync>(d.io, *d.store, d.cfg);
-  d.sync->attach_api(*d.api);
+  d.discovery = std::make_unique<DaemonDiscovery>(d.io, *d.store, d.cfg, d.sync->service());
+  d.sync->attach_api(*d.api, d.discovery->view());
+  d.discovery->attach_api(*d.api);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());
   FS_TRY(d.sync->start());
+  d.discovery->start();
   // Commits happen on whichever thread writes; the server and sync post the wake-up to
   // their own thread.
   ipc::ApiServer* server = d.server.get();
@@ -119,6 +125,7 @@ Status Daemon::run() {
   d.io.run();
 
   d.store->set_change_listener(nullptr);
+  d.discovery.reset();
   d.sync.reset();
   d.server.reset();
   d.api.reset();

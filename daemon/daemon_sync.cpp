@@ -32,9 +32,9 @@ Status DaemonSync::start() {
   return service_->start();
 }
 
-void DaemonSync::attach_api(ipc::ApiService& api) {
+void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovered) {
   transports::SyncService* svc = service_.get();
-  ipc::register_peer_routes(api.router(), api.context(), svc);
+  ipc::register_peer_routes(api.router(), api.context(), svc, std::move(discovered));
   ipc::register_member_routes(api.router(), api.context(), svc);
   api.set_status_section("peers", [svc] { return ipc::peers_status_json(svc); });
 }

@@ -12,6 +12,7 @@
 
 #include "common/result.hpp"
 #include "config/config.hpp"
+#include "ipc/discovered_peers.hpp"
 
 namespace boost::asio {
 class io_context;
@@ -35,8 +36,11 @@ class DaemonSync {
 
   // Starts listening and dialing (nothing when sync.enabled = false).
   Status start();
-  // Registers the /v1/peers routes and the status section (call before serving).
-  void attach_api(ipc::ApiService& api);
+  // Registers the /v1/peers routes and the status section (call before serving);
+  // `discovered` lists devices found on the local network (empty: discovery off).
+  void attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovered = {});
+  // The service, or null when sync.enabled = false.
+  transports::SyncService* service() { return service_.get(); }
   // The store committed changes to `project` (any thread).
   void notify_change(const ProjectId& project);
   void stop();

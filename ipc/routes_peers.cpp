@@ -2,6 +2,8 @@
 // /v1/projects/import and /v1/projects/{pid}/secret (temporary, see docs/api.md "Peers").
 #include "ipc/routes_peers.hpp"
 
+#include <set>
+
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -75,6 +77,50 @@ json::object peer_json(const transports::PeerStatus& s) {
   return o;
 }
 
+json::object discovered_json(const DiscoveredPeerInfo& d) {
+  json::object o;
+  json::array addrs, projects;
+  for (const auto& a : d.addresses) addrs.emplace_back(a);
+  for (const auto& p : d.projects) projects.emplace_back(p.str());
+  o["addresses"] = std::move(addrs);
+  o["projects"] = std::move(projects);
+  o["first_seen_ms"] = d.first_seen_ms;
+  o["last_seen_ms"] = d.last_seen_ms;
+  o["auto"] = d.auto_peer;
+  o["local"] = d.local;
+  return o;
+}
+
+// A discovered device the sync layer does not know yet: same shape as peer_json.
+json::object discovered_peer_json(const DiscoveredPeerInfo& d) {
+  json::object o;
+  o["device_id"] = d.device.str();
+  o["short_id"] = d.device.short_str();
+  o["name"] = d.name;
+  o["address"] = d.addresses.empty() ? std::string() : d.addresses.front();
+  o["configured"] = false;
+  o["connected"] = false;
+  o["direction"] = nullptr;
+  o["state"] = "discovered";
+  o["last_sync_ms"] = 0;
+  o["next_retry_ms"] = 0;
+  o["failures"] = 0;
+  o["last_error"] = nullptr;
+  o["wire_bytes_sent"] = 0;
+  o["wire_bytes_received"] = 0;
+  o["session"] = nullptr;
+  o["discovered"] = discovered_json(d);
+  return o;
+}
+
+json::object peer_json(const transports::PeerStatus& s, const DiscoveredPeers& disc) {
+  json::object o = peer_json(s);
+  std::optional<DiscoveredPeerInfo> d;
+  if (disc.find) d = disc.find(s.device);
+  o["discovered"] = d ? json::value(discovered_json(*d)) : json::value(nullptr);
+  return o;
+}
+
 Result<DeviceId> device_param(const ApiRequest& req) {
   const std::string& text = req.param("id");
   auto id = DeviceId::parse(text);
@@ -104,40 +150,64 @@ std::string peers_status_json(const transports::SyncService* sync) {
   return json::serialize(o);
 }
 
-void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync) {
-  router.add("GET", "/v1/peers", [sync](ApiRequest&) {
+void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync,
+                          DiscoveredPeers disc) {
+  router.add("GET", "/v1/peers", [sync, disc](ApiRequest&) {
     if (!sync) return fail(sync_disabled());
     json::array list;
-    for (const auto& p : sync->peers()) list.push_back(peer_json(p));
+    std::set<DeviceId> known;
+    for (const auto& p : sync->peers()) {
+      known.insert(p.device);
+      list.push_back(peer_json(p, disc));
+    }
+    if (disc.list)
+      for (const auto& d : disc.list())
+        if (!known.count(d.device)) list.push_back(discovered_peer_json(d));
     json::object o;
     o["peers"] = std::move(list);
     return json_response(200, json::serialize(o));
   });
 
-  router.add("POST", "/v1/peers", [sync](ApiRequest& req) {
+  router.add("POST", "/v1/peers", [sync, disc](ApiRequest& req) {
     if (!sync) return fail(sync_disabled());
     auto obj = parse_object(req.body, "request body");
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"address", "device_id", "name"}, "peer"); !st) return fail(st.error());
     auto* addr = obj->if_contains("address");
     auto* dev = obj->if_contains("device_id");
-    if (!addr || !addr->is_string() || !dev || !dev->is_string())
-      return fail(make_error(Errc::invalid_argument, "'address' and 'device_id' (strings) are required"));
+    if ((addr && !addr->is_string()) || !dev || !dev->is_string())
+      return fail(make_error(Errc::invalid_argument, "'device_id' (string) is required, and 'address' "
+                                                     "(string) unless the device was discovered"));
     auto id = DeviceId::parse(dev->as_string());
     if (!id) return fail(make_error(Errc::invalid_argument, "bad device_id (52 base32 chars)"));
+    std::string address;
+    if (addr) {
+      address = std::string(addr->as_string());
+    } else {
+      // No address: the device was picked from the discovered list; take where it was seen.
+      std::optional<DiscoveredPeerInfo> d;
+      if (disc.find) d = disc.find(*id);
+      if (!d || d->addresses.empty())
+        return fail(make_error(Errc::not_found, "device " + id->short_str() +
+                                                    " has not been discovered on the local network; "
+                                                    "give its 'address'"));
+      address = d->addresses.front();
+    }
     std::string name;
     if (auto* n = obj->if_contains("name"); n && n->is_string()) name = std::string(n->as_string());
-    if (auto st = sync->add_peer(std::string(addr->as_string()), *id, name, /*persist=*/true); !st) return fail(st.error());
-    return json_response(201, json::serialize(peer_json(*sync->peer(*id))));
+    if (auto st = sync->add_peer(address, *id, name, /*persist=*/true); !st) return fail(st.error());
+    return json_response(201, json::serialize(peer_json(*sync->peer(*id), disc)));
   });
 
-  router.add("GET", "/v1/peers/{id}", [sync](ApiRequest& req) {
+  router.add("GET", "/v1/peers/{id}", [sync, disc](ApiRequest& req) {
     if (!sync) return fail(sync_disabled());
     auto id = device_param(req);
     if (!id) return fail(id.error());
     auto p = sync->peer(*id);
+    if (!p && disc.find)
+      if (auto d = disc.find(*id)) return json_response(200, json::serialize(discovered_peer_json(*d)));
     if (!p) return fail(p.error());
-    return json_response(200, json::serialize(peer_json(*p)));
+    return json_response(200, json::serialize(peer_json(*p, disc)));
   });
 
   router.add("DELETE", "/v1/peers/{id}", [sync](ApiRequest& req) {
@@ -148,12 +218,12 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     return json_response(200, "{\"removed\":" + json_quote(id->str()) + "}");
   });
 
-  router.add("POST", "/v1/peers/{id}/sync", [sync](ApiRequest& req) {
+  router.add("POST", "/v1/peers/{id}/sync", [sync, disc](ApiRequest& req) {
     if (!sync) return fail(sync_disabled());
     auto id = device_param(req);
     if (!id) return fail(id.error());
     if (auto st = sync->sync_now(*id); !st) return fail(st.error());
-    return json_response(202, json::serialize(peer_json(*sync->peer(*id))));
+    return json_response(202, json::serialize(peer_json(*sync->peer(*id), disc)));
   });
 
   router.add("GET", "/v1/projects/{pid}/sync", [&ctx, sync](ApiRequest& req) {

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "ipc/api_context.hpp"
+#include "ipc/discovered_peers.hpp"
 #include "ipc/router.hpp"
 
 namespace fieldsync::transports {
@@ -14,7 +15,10 @@ class SyncService;
 
 namespace fieldsync::ipc {
 
-void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync);
+// `discovered` (optional) adds local-network discovery: discovered devices appear in
+// GET /v1/peers with state "discovered", and POST /v1/peers may omit the address of one.
+void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync,
+                          DiscoveredPeers discovered = {});
 // JSON text for GET /v1/status "peers": counts of known, connected and in-sync peers.
 std::string peers_status_json(const transports::SyncService* sync);
 

@@ -575,6 +575,15 @@ Status SyncService::add_peer(const std::string& address, const DeviceId& device,
   return {};
 }
 
+Status SyncService::set_peer_address(const DeviceId& device, const std::string& address) {
+  if (!split_address(address))
+    return make_error(Errc::invalid_argument, "address must be host:port, got '" + address + "'");
+  auto it = impl_->peers.find(device);
+  if (it == impl_->peers.end() || !it->second.configured) return make_error(Errc::not_found, "no such peer");
+  it->second.address = address;
+  return {};
+}
+
 Status SyncService::remove_peer(const DeviceId& device) {
   Impl& im = *impl_;
   auto it = im.peers.find(device);

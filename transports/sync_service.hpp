@@ -84,6 +84,9 @@ class SyncService {
   // restart (peers from the config file are added with persist = false on every start).
   Status add_peer(const std::string& address, const DeviceId& device, std::string name = {},
                   bool persist = false);
+  // A new address for a configured peer (discovery saw it move). Keeps its backoff state and
+  // any live session; the next dial uses the new address. not_found / invalid_argument.
+  Status set_peer_address(const DeviceId& device, const std::string& address);
   // Forgets the peer (also in the store) and closes its session.
   Status remove_peer(const DeviceId& device);
   std::vector<PeerStatus> peers() const;
