@@ -58,6 +58,15 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
   std::map<DeviceId, std::string> auto_address; // the address we gave it
   std::set<DeviceId> refused;                   // add() failed: not retried until it leaves
   std::set<ProjectId> bad_settings;             // logged once each
+  // Matching costs 3 HMACs per (device, project): redo it only when the device's tags, our
+  // projects or the hour changed, not on every refresh.
+  std::uint64_t projects_generation = 0;
+  struct Matched {
+    std::vector<std::string> tags;
+    std::int64_t bucket = 0;
+    std::uint64_t generation = 0;
+  };
+  std::map<DeviceId, Matched> matched_cache;
   bool warned_full = false;
   bool warned_tags = false;
 
@@ -84,7 +93,17 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
   }
 
   void load_projects() {
+    std::vector<Project> old = std::move(projects);
     projects.clear();
+    load_project_list();
+    bool same = old.size() == projects.size();
+    for (std::size_t i = 0; same && i < old.size(); ++i)
+      same = old[i].id == projects[i].id && old[i].secret == projects[i].secret &&
+             old[i].settings.policy == projects[i].settings.policy;
+    if (!same) ++projects_generation;
+  }
+
+  void load_project_list() {
     auto list = store.list_projects();
     if (!list) {
       spdlog::warn("discovery: cannot list projects: {}", list.error().message);
@@ -160,7 +179,15 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
   void evaluate(const DeviceId& id) {
     const DiscoveredDevice* d = table.find(id);
     if (!d) return;
-    auto matched = match(*d);
+    std::int64_t bucket = DiscoveryTag::bucket_of(unix_ms() / 1000);
+    auto& cache = matched_cache[id];
+    std::vector<ProjectId> matched;
+    if (cache.generation == projects_generation && cache.bucket == bucket && cache.tags == d->tags) {
+      matched = d->projects;
+    } else {
+      matched = match(*d);
+      cache = Matched{d->tags, bucket, projects_generation};
+    }
     bool changed = matched != d->projects;
     table.set_projects(id, std::move(matched));
     d = table.find(id);
@@ -210,6 +237,7 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
 
   void device_gone(const DeviceId& id) {
     refused.erase(id);
+    matched_cache.erase(id);
     spdlog::info("discovery: {} is gone", id.short_str());
   }
 

@@ -360,3 +360,24 @@ TEST_CASE("service: malformed TXT records are ignored", "[discovery]") {
   f.deliver(service("empty", "10.1.1.3", 7000, 0, {}));
   CHECK(f.svc->peers().empty());
 }
+
+TEST_CASE("service: a project joined after discovery is matched at the next refresh", "[discovery]") {
+  Fixture f;
+  test::TempDir other_dir;
+  auto other = open_store(other_dir.path());
+  auto p = other->create_project("joined later");
+  REQUIRE(p.ok());
+  auto secret = other->project_secret(p->id);
+  REQUIRE(secret.ok());
+  f.svc->start(7891);
+  auto tag = DiscoveryTag::compute(*secret, other->device_id(), DiscoveryTag::bucket_of(now_s()));
+  f.deliver(service("other", "10.1.1.1", 7000, 0, txt_of(other->device_id(), {tag}).encode()));
+  REQUIRE(f.svc->peer(other->device_id()));
+  CHECK(f.svc->peer(other->device_id())->device.projects.empty());
+  f.svc->refresh();
+  CHECK(f.svc->peer(other->device_id())->device.projects.empty());
+
+  REQUIRE(f.store->add_project(*p, *secret).ok());
+  f.svc->refresh();
+  CHECK(f.svc->peer(other->device_id())->device.projects == std::vector<ProjectId>{p->id});
+}
