@@ -286,7 +286,8 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
   void on_resolved(const ResolvedService& s) {
     auto txt = TxtRecord::parse(s.txt);
     if (!txt) {
-      spdlog::debug("discovery: ignoring '{}': {}", s.key.name, txt.error().message);
+      spdlog::debug("discovery: ignoring a service at {}: {}", format_address(s.address, s.ipv6, s.port),
+                    txt.error().message);
       return;
     }
     if (txt->device == store.device_id()) return;  // ourselves
@@ -298,7 +299,7 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
       return;
     }
     if (fresh)
-      spdlog::info("discovery: found {} ('{}') at {}", id->short_str(), s.key.name,
+      spdlog::info("discovery: found {} ('{}') at {}", id->short_str(), table.find(*id)->name,
                    format_address(s.address, s.ipv6, s.port));
     evaluate(*id);
   }

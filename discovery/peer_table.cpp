@@ -4,6 +4,18 @@
 
 namespace fieldsync::discovery {
 
+namespace {
+
+// Instance names come from the network: keep them printable (logs, tables) and bounded.
+std::string clean_name(const std::string& name) {
+  std::string out = name.substr(0, 63);
+  for (auto& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return out;
+}
+
+}  // namespace
+
 std::string format_address(const std::string& ip, bool ipv6, std::uint16_t port) {
   return (ipv6 ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
 }
@@ -37,7 +49,7 @@ Result<DeviceId> PeerTable::upsert(const ResolvedService& s, const TxtRecord& tx
   inst.ipv6 = s.ipv6;
   inst.seen_ms = now_ms;
   DiscoveredDevice& d = it->second;
-  d.name = s.key.name;
+  d.name = clean_name(s.key.name);
   d.tags = txt.tags;
   d.sync_protocol = txt.sync_protocol;
   d.last_seen_ms = now_ms;

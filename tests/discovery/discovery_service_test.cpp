@@ -381,3 +381,13 @@ TEST_CASE("service: a project joined after discovery is matched at the next refr
   f.svc->refresh();
   CHECK(f.svc->peer(other->device_id())->device.projects == std::vector<ProjectId>{p->id});
 }
+
+TEST_CASE("peer table: names from the network are made printable and bounded", "[discovery]") {
+  PeerTable t(4);
+  REQUIRE(t.upsert(service("evil\nname\x1b[31m" + std::string(100, 'x'), "10.0.0.1", 7000),
+                   txt_of(device(1)), 1).ok());
+  const auto* d = t.find(device(1));
+  REQUIRE(d);
+  CHECK(d->name.size() == 63);
+  CHECK(d->name.rfind("evil?name?[31m", 0) == 0);
+}

@@ -171,3 +171,50 @@ TEST_CASE("project settings: discovery visibility and policy", "[discovery]") {
   CHECK_FALSE(ProjectDiscovery::parse(R"({"discovery":[]})").ok());
   CHECK_FALSE(ProjectDiscovery::parse("not json").ok());
 }
+
+TEST_CASE("txt: bounded random and mutated records never crash the parser", "[discovery]") {
+  // Seeded, so a failure reproduces; the parser must answer ok or a clean error every time.
+  std::uint64_t seed = 0x9e3779b97f4a7c15ull;
+  auto next = [&] {
+    seed ^= seed << 13;
+    seed ^= seed >> 7;
+    seed ^= seed << 17;
+    return seed;
+  };
+  TxtRecord good;
+  good.device = device(2);
+  for (int i = 0; i < 20; ++i) good.tags.push_back(DiscoveryTag::compute(secret(i), good.device, 5));
+  const auto base = good.encode();
+  int ok = 0, refused = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::vector<std::string> in;
+    if (round % 2) {
+      in = base;
+      for (int m = 0, n = int(next() % 6) + 1; m < n; ++m) {
+        auto& s = in[next() % in.size()];
+        switch (next() % 4) {
+          case 0: if (!s.empty()) s[next() % s.size()] = char(next()); break;
+          case 1: s.insert(s.begin() + long(next() % (s.size() + 1)), char(next())); break;
+          case 2: if (!s.empty()) s.erase(s.begin() + long(next() % s.size())); break;
+          case 3: in.push_back(s.substr(0, next() % (s.size() + 1))); break;
+        }
+      }
+    } else {
+      for (int k = 0, n = int(next() % 8); k < n; ++k) {
+        std::string s;
+        for (int j = 0, len = int(next() % 80); j < len; ++j) s += char(next() % 4 ? 'a' + next() % 26 : next());
+        in.push_back(s);
+      }
+    }
+    auto r = TxtRecord::parse(in);
+    if (r.ok()) {
+      ++ok;
+      for (const auto& t : r->tags) CHECK(DiscoveryTag::well_formed(t));
+    } else {
+      ++refused;
+      CHECK(!r.error().message.empty());
+    }
+  }
+  CHECK(ok > 0);
+  CHECK(refused > 0);
+}
