@@ -3,6 +3,7 @@
 
 #include "crypto/crypto.hpp"
 #include "sync/invite_code.hpp"
+#include "sync/messages.hpp"
 
 using namespace fieldsync;
 using namespace fieldsync::sync;
@@ -77,4 +78,77 @@ TEST_CASE("join proofs and verification codes", "[invite]") {
   CHECK(p1 == join_proof(c.secret, c.invite_id, binding1, a));
   CHECK(p1 != join_proof(c.secret, c.invite_id, binding2, a));  // bound to the connection
   CHECK(p1 != join_proof(c.secret, c.invite_id, binding1, b));  // and to the joiner
+}
+
+#include "../storage/temp_dir.hpp"
+#include "storage/store.hpp"
+#include "sync/join.hpp"
+
+namespace {
+
+std::unique_ptr<storage::Store> open_at(const std::filesystem::path& dir) {
+  storage::StoreOptions o;
+  o.data_dir = dir;
+  o.map_size_bytes = 1ull << 28;
+  o.durable = false;
+  return std::move(storage::Store::open(o).value());
+}
+
+}  // namespace
+
+TEST_CASE("joining with an invite: proof, single use, expiry, project transfer", "[invite][join]") {
+  fieldsync::test::TempDir da, db, dc;
+  auto a = open_at(da.path());
+  auto b = open_at(db.path());
+  auto c = open_at(dc.path());
+  auto p = a->create_project("clinic visits").value();
+  auto inv = a->create_invite(p.id, storage::Role::member, 5000).value();
+  InviteCode code;
+  code.inviter = a->device_id();
+  code.project = p.id;
+  code.invite_id = inv.id;
+  code.secret = inv.secret;
+  code.expires_ms = inv.expires_ms;
+  Bytes binding(32, 9);
+
+  // A JOIN recorded on one connection is useless on another.
+  Join j = make_join(code, binding, b->device_id());
+  Bytes other(32, 8);
+  CHECK(answer_join(*a, j, other, b->device_id(), 1000).error().code == Errc::permission_denied);
+  // And useless for another device.
+  CHECK(answer_join(*a, j, binding, c->device_id(), 1000).error().code == Errc::permission_denied);
+
+  // Wire round trip, then the real answer.
+  Bytes frame;
+  encode_join(frame, j);
+  auto dj = decode_join(ByteView(frame).subspan(kFrameHeaderBytes));
+  REQUIRE(dj.ok());
+  auto joined = answer_join(*a, *dj, binding, b->device_id(), 1000);
+  REQUIRE(joined.ok());
+  Bytes reply;
+  encode_joined(reply, *joined);
+  auto dr = decode_joined(ByteView(reply).subspan(kFrameHeaderBytes));
+  REQUIRE(dr.ok());
+  auto added = accept_joined(*b, code, *dr);
+  REQUIRE(added.ok());
+  CHECK(added->name == "clinic visits");
+  CHECK(b->project_secret(p.id).value() == a->project_secret(p.id).value());
+  CHECK(b->get_project(p.id)->creator == a->device_id());
+  CHECK(a->member(p.id, b->device_id()).value()->role == storage::Role::member);
+
+  // Single use.
+  Join jc = make_join(code, binding, c->device_id());
+  auto reuse = answer_join(*a, jc, binding, c->device_id(), 1000);
+  REQUIRE_FALSE(reuse.ok());
+  CHECK(reuse.error().message == "invite already used");
+  // Expired.
+  auto late = a->create_invite(p.id, storage::Role::member, 2000).value();
+  code.invite_id = late.id;
+  code.secret = late.secret;
+  auto expired = answer_join(*a, make_join(code, binding, c->device_id()), binding, c->device_id(), 2001);
+  REQUIRE_FALSE(expired.ok());
+  CHECK(expired.error().message == "invite expired");
+  // Malformed frames.
+  CHECK_FALSE(decode_join(ByteView(reply).subspan(kFrameHeaderBytes)).ok());
+  CHECK_FALSE(decode_joined(ByteView(frame).subspan(kFrameHeaderBytes)).ok());
 }
