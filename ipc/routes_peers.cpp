@@ -303,7 +303,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     info.creator = *creator;
     auto p = ctx.store.add_project(info, *secret);
     if (!p) return fail(p.error());
-    (void)sync;  // sessions opened from now on include the project
+    if (sync) sync->projects_changed();  // live sessions pick the project up
     return json_response(201, project_json(*p));
   });
 }

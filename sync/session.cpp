@@ -134,8 +134,8 @@ struct Session::Impl {
       case MsgType::batch: return on_batch(f.payload, f.payload.size() + kFrameHeaderBytes);
       case MsgType::ack: return on_ack(f.payload);
       case MsgType::done: return on_done(f.payload);
+      case MsgType::projects: return on_projects(f.payload);
       case MsgType::hello:
-      case MsgType::projects:
         return fail(make_error(Errc::failed_precondition,
                                std::string(msg_type_name(f.type)) + " sent twice"), true);
       default: break;
@@ -189,12 +189,17 @@ struct Session::Impl {
     encode_projects(control, m);
   }
 
+  // PROJECTS: the first one completes the handshake; a later one (the peer joined a project
+  // while connected) adds the projects that became common, answered with our own proofs.
   void on_projects(ByteView payload) {
+    bool initial = state == SessionState::proving;
     auto m = decode_projects(payload, limits);
     if (!m.ok()) return fail(m.error(), true);
     auto list = store.list_projects();
     if (!list.ok()) return fail(list.error(), true);
+    std::vector<ProjectId> added;
     for (const auto& p : *list) {
+      if (projects.count(p.id)) continue;
       auto secret = store.project_secret(p.id);
       if (!secret.ok()) continue;
       auto expect = membership_proof(*secret, params.channel_binding, peer_hello.device);
@@ -205,6 +210,7 @@ struct Session::Impl {
           ps.stats.project = p.id;
           projects.emplace(p.id, std::move(ps));
           rr.push_back(p.id);
+          added.push_back(p.id);
           break;
         }
       }
@@ -214,14 +220,24 @@ struct Session::Impl {
       // Nothing to share: say so without naming anything, then end.
       return fail(make_error(Errc::permission_denied, "no common project"), true);
     }
-    spdlog::info("sync: session with {} ({}) active, {} common project(s)", peer_label(),
-                 peer_hello.device_name, projects.size());
-    for (auto& [id, ps] : projects) {
+    if (initial) {
+      spdlog::info("sync: session with {} ({}) active, {} common project(s)", peer_label(),
+                   peer_hello.device_name, projects.size());
+    } else if (!added.empty()) {
+      spdlog::info("sync: {} more common project(s) with {}", added.size(), peer_label());
+      send_projects();  // the peer learns that we hold them too (it stops when nothing is new)
+    }
+    for (const auto& id : added) {
       auto vv = store.version_vector(id);
       if (!vv.ok()) return fail(vv.error(), true);
-      ps.mine = std::move(*vv);
-      encode_vector(control, MsgType::vv, VectorMsg{id, ps.mine});
+      projects.at(id).mine = std::move(*vv);
+      encode_vector(control, MsgType::vv, VectorMsg{id, projects.at(id).mine});
     }
+  }
+
+  // Our project list changed (a project was joined): tell the peer.
+  void reannounce() {
+    if (state == SessionState::active) send_projects();
   }
 
   ProjectSync* project_of(const ProjectId& id, std::string_view what) {
@@ -463,6 +479,8 @@ void Session::start() {
 void Session::receive(ByteView bytes) { impl_->receive(bytes); }
 Bytes Session::take_output(std::size_t max_bytes) { return impl_->take_output(max_bytes); }
 void Session::notify_local_change(const ProjectId& project) { impl_->notify_local_change(project); }
+
+void Session::projects_changed() { impl_->reannounce(); }
 
 void Session::ping() {
   if (!impl_->finished()) encode_ping(impl_->control);

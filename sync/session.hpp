@@ -63,6 +63,9 @@ class Session {
   Bytes take_output(std::size_t max_bytes);
   // The store gained versions for `project` (local write or another session's apply).
   void notify_local_change(const ProjectId& project);
+  // This device joined (imported) a project: re-sends PROJECTS so a live session picks up
+  // projects that became common without reconnecting.
+  void projects_changed();
   // Queues a keepalive PING (the driver calls this when the link is idle).
   void ping();
   // The transport ended. A session that is not already failed becomes failed(unavailable).

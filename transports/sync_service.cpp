@@ -627,6 +627,20 @@ Status SyncService::sync_now(const DeviceId& device) {
   return {};
 }
 
+void SyncService::projects_changed() {
+  std::weak_ptr<Impl> weak = impl_;
+  asio::post(impl_->io, [weak] {
+    auto im = weak.lock();
+    if (!im || !im->running) return;
+    for (auto& [id, e] : im->peers) {
+      if (!e.conn || !e.conn->session) continue;
+      auto c = e.conn;
+      c->session->projects_changed();
+      c->pump();
+    }
+  });
+}
+
 void SyncService::notify_change(const ProjectId& project) {
   std::weak_ptr<Impl> weak = impl_;
   asio::post(impl_->io, [weak, project] {

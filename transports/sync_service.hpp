@@ -93,6 +93,8 @@ class SyncService {
   Result<PeerStatus> peer(const DeviceId& device) const;
   // Dials now (skipping any backoff) if not connected; a live session is already syncing.
   Status sync_now(const DeviceId& device);
+  // This device joined a project: live sessions re-announce their memberships (any thread).
+  void projects_changed();
   // The store gained versions of `project` (any thread).
   void notify_change(const ProjectId& project);
 

@@ -150,6 +150,19 @@ class TwoDaemons(unittest.TestCase):
         self.assertTrue(get_doc(b, pid, "d9")["purged"])
         self.assertIsNotNone(get_doc(a, pid, "d9")["body"])
 
+    def test_project_imported_during_live_session(self):
+        a, b = self.a, self.b
+        share(a, b, name="first")
+        add_peer(b, a)
+        wait_until(lambda: (peer_status(b, a) or {}).get("state") == "in_sync", 20)
+        pid2 = share(a, name="second")
+        write_docs(a, pid2, 0, 30)
+        sec = a.unix("GET", V + "/%s/secret" % pid2).json()
+        self.assertEqual(b.unix("POST", V + "/import", sec).status, 201)
+        wait_until(lambda: has_doc(b, pid2, "d29") and project_in_sync(b, pid2), 20,
+                   what="the imported project over the live session")
+        self.assertEqual(peer_status(b, a)["failures"], 0)
+
     def test_wrong_key_and_non_member(self):
         a, b = self.a, self.b
         pid = share(a, name="private")

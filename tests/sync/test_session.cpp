@@ -466,3 +466,27 @@ TEST_CASE("bad frames fail the session cleanly", "[sync]") {
     CHECK(sb.take_output(1 << 20).empty());  // no ERROR answered with an ERROR
   }
 }
+
+TEST_CASE("a project joined during a live session starts syncing without reconnecting", "[sync]") {
+  Node a, b;
+  ProjectId p1 = shared_project(a, b);
+  auto p2 = a.store->create_project("second");
+  REQUIRE(p2.ok());
+  a.write_docs(p2->id, 0, 40);
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sa.common_projects().size() == 1);
+  REQUIRE(b.store->add_project(*p2, *a.store->project_secret(p2->id)).ok());
+  sb.projects_changed();
+  pipe.run();
+  CHECK(sa.common_projects().size() == 2);
+  CHECK(sb.common_projects().size() == 2);
+  CHECK(vv(b, p2->id) == vv(a, p2->id));
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+  CHECK(sa.state() == SessionState::active);
+  (void)p1;
+}
