@@ -32,13 +32,17 @@ using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 Digest sha256(ByteView data) { return sha256({data}); }
 
 Digest sha256(std::initializer_list<ByteView> parts) {
+  // One context per thread, reused: hashing is on every write's hot path (3 per version).
+  struct Ctx {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    ~Ctx() { EVP_MD_CTX_free(ctx); }
+  };
+  thread_local Ctx tl;
   Digest out{};
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, sha256_md(), nullptr);
-  for (auto p : parts) EVP_DigestUpdate(ctx, p.data(), p.size());
+  EVP_DigestInit_ex(tl.ctx, sha256_md(), nullptr);
+  for (auto p : parts) EVP_DigestUpdate(tl.ctx, p.data(), p.size());
   unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, out.data(), &len);
-  EVP_MD_CTX_free(ctx);
+  EVP_DigestFinal_ex(tl.ctx, out.data(), &len);
   return out;
 }
 
