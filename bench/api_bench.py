@@ -2,7 +2,7 @@
 """API write benchmark: documents/s and latency of writes through fieldsyncd's Unix socket.
 
 Starts a real fieldsyncd on a temporary data directory (the integration harness), creates a
-project, and writes the field-observation workload (/work/shared/workload/observations.py, or
+project, and writes the field-observation workload (bench/workload/observations.py, or
 --workload) over ONE keep-alive connection:
 
   single   one POST /v1/projects/{pid}/docs/obs?id=<id> per document
@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 from fieldsync_harness import Daemon, request  # noqa: E402
 
-DEFAULT_WORKLOAD = "/work/shared/workload/observations.py"
+DEFAULT_WORKLOAD = os.path.join(HERE, "workload", "observations.py")
 
 
 def percentile(values, p):
