@@ -205,6 +205,10 @@ struct Session::Impl {
       auto expect = membership_proof(*secret, params.channel_binding, peer_hello.device);
       for (const auto& proof : m->proofs) {
         if (crypto::constant_time_equal(ByteView(proof), ByteView(expect))) {
+          if (peer_removed(p.id)) {
+            spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(), p.id.str());
+            break;
+          }
           ProjectSync ps;
           ps.id = p.id;
           ps.stats.project = p.id;
@@ -233,6 +237,12 @@ struct Session::Impl {
       projects.at(id).mine = std::move(*vv);
       encode_vector(control, MsgType::vv, VectorMsg{id, projects.at(id).mine});
     }
+  }
+
+  // The project's membership records say the peer was removed (revoked): it gets nothing more.
+  bool peer_removed(const ProjectId& project) const {
+    auto m = store.member(project, peer_hello.device);
+    return m.ok() && m->has_value() && (*m)->role == storage::Role::removed;
   }
 
   // Our project list changed (a project was joined): tell the peer.
@@ -450,6 +460,8 @@ struct Session::Impl {
     auto it = projects.find(id);
     if (it == projects.end()) return;
     ProjectSync& ps = it->second;
+    if (peer_removed(id))  // the removal just arrived (here or by relay)
+      return fail(make_error(Errc::permission_denied, "device removed from the project"), true);
     auto vv = store.version_vector(id);
     if (!vv.ok()) return fail(vv.error(), true);
     ps.mine = std::move(*vv);

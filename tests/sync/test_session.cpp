@@ -490,3 +490,28 @@ TEST_CASE("a project joined during a live session starts syncing without reconne
   CHECK(sa.state() == SessionState::active);
   (void)p1;
 }
+
+TEST_CASE("a device removed from the project is refused, also on a live session", "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  REQUIRE(a.store->set_member(p, b.store->device_id(), storage::Role::member).ok());
+  a.write_docs(p, 0, 5);
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sa.in_sync());
+  // a revokes b while connected: the session ends at once.
+  REQUIRE(a.store->set_member(p, b.store->device_id(), storage::Role::removed).ok());
+  pipe.run();
+  CHECK(sa.state() == SessionState::failed);
+  CHECK(sa.error()->code == Errc::permission_denied);
+  // A new session shares nothing with b.
+  Session sa2(*a.store, params("a")), sb2(*b.store, params("b"));
+  sa2.start();
+  sb2.start();
+  Pipe{sa2, sb2}.run();
+  CHECK(sa2.state() == SessionState::failed);
+  CHECK(sa2.error()->code == Errc::permission_denied);
+}
