@@ -177,13 +177,18 @@ class TwoDaemons(unittest.TestCase):
             self.assertFalse(st["connected"])
             self.assertEqual(st["last_error"]["error"], "unauthenticated")
             # c is not a member of a's project: it connects, learns nothing, and backs off.
-            add_peer(c, a)
+            out = c.syncctl("peers", "add", sync_address(a), a.device_id, "--name", "alpha")
+            self.assertEqual(out.returncode, 0, out.stderr)
+            self.assertIn("added peer", out.stdout)
             st = wait_until(lambda: (lambda s: s if s and s["failures"] >= 1 else None)(peer_status(c, a)),
                             10, what="non-member refusal")
             self.assertEqual(st["last_error"]["error"], "permission_denied")
             self.assertEqual(c.unix("GET", V).json()["projects"], [])
             self.assertEqual(c.unix("GET", V + "/%s" % pid).status, 404)
             self.assertIn("no common project", a.log())
+            out = c.syncctl("sync", "alpha", "--wait", "--timeout", "1")
+            self.assertEqual(out.returncode, 1, out.stdout)
+            self.assertIn("permission_denied", out.stderr)
         finally:
             c.close()
 
@@ -200,9 +205,11 @@ class TwoDaemons(unittest.TestCase):
 
         def received_some():
             r = b.unix("GET", V + "/%s/sync" % pid).json()
-            return any(p["received"] > 0 for p in r["peers"])
-        wait_until(received_some, 30, interval_s=0.005, what="first batches")
+            got = sum(p["received"] for p in r["peers"])
+            return got if got > 0 else None
+        got = wait_until(received_some, 30, interval_s=0.005, what="first batches")
         b.kill()
+        sys.stderr.write("(killed after %d of 30000 versions) " % got)
         b.start()
         wait_until(lambda: has_doc(b, pid, "d29999") and project_in_sync(b, pid), 60,
                    what="convergence after kill -9")
