@@ -269,6 +269,7 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
         spdlog::info("discovery: connected to avahi-daemon");
       } else {
         announced = false;
+        table.mark_unconfirmed();
         spdlog::warn("discovery: {}{}", sc->message,
                      opt.enabled ? " (static peers keep working)" : "");
       }

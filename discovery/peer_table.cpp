@@ -47,6 +47,7 @@ Result<DeviceId> PeerTable::upsert(const ResolvedService& s, const TxtRecord& tx
   inst.device = txt.device;
   inst.address = format_address(s.address, s.ipv6, s.port);
   inst.ipv6 = s.ipv6;
+  inst.listed = true;
   inst.seen_ms = now_ms;
   DiscoveredDevice& d = it->second;
   d.name = clean_name(s.key.name);
@@ -89,8 +90,15 @@ std::vector<DeviceId> PeerTable::expire(std::int64_t now_ms, std::int64_t ttl_ms
 }
 
 void PeerTable::confirm_all(std::int64_t now_ms) {
-  for (auto& [id, d] : devices_) d.last_seen_ms = now_ms;
-  for (auto& [k, i] : instances_) i.seen_ms = now_ms;
+  for (auto& [k, i] : instances_) {
+    if (!i.listed) continue;
+    i.seen_ms = now_ms;
+    if (auto d = devices_.find(i.device); d != devices_.end()) d->second.last_seen_ms = now_ms;
+  }
+}
+
+void PeerTable::mark_unconfirmed() {
+  for (auto& [k, i] : instances_) i.listed = false;
 }
 
 void PeerTable::set_projects(const DeviceId& device, std::vector<ProjectId> projects) {

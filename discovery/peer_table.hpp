@@ -44,8 +44,12 @@ class PeerTable {
   std::optional<DeviceId> remove(const ServiceKey& key);
   // Devices not confirmed since now_ms - ttl_ms are dropped and returned.
   std::vector<DeviceId> expire(std::int64_t now_ms, std::int64_t ttl_ms);
-  // Avahi still lists every instance: every device counts as seen now.
+  // Avahi still lists every instance resolved since the last mark_unconfirmed(): those
+  // devices count as seen now.
   void confirm_all(std::int64_t now_ms);
+  // Avahi lost its state (daemon restart): no instance counts as listed until resolved again,
+  // so one that vanished meanwhile ages out instead of being confirmed forever.
+  void mark_unconfirmed();
   void set_projects(const DeviceId& device, std::vector<ProjectId> projects);
 
   const DiscoveredDevice* find(const DeviceId& device) const;
@@ -57,6 +61,7 @@ class PeerTable {
     DeviceId device;
     std::string address;  // formatted host:port
     bool ipv6 = false;
+    bool listed = true;  // resolved since Avahi last lost its state
     std::int64_t seen_ms = 0;
   };
   void rebuild_addresses(DiscoveredDevice& d) const;

@@ -349,6 +349,19 @@ TEST_CASE("service: Avahi state, registrations and TTL while Avahi is away", "[d
   f.deliver(Announced{"me"});
   CHECK(f.svc->status().registrations == 2);
   CHECK(f.svc->status().announced);
+
+  // Across an Avahi restart, a device Avahi lists again stays; one that vanished meanwhile
+  // (no goodbye reached the new daemon) is not confirmed and ages out.
+  auto gone = device(7);
+  f.deliver(service("peer", "10.1.1.1", 7000, 0, f.member_txt(peer, p->id)));
+  f.deliver(service("gone", "10.1.1.2", 7000, 0, f.member_txt(gone, p->id)));
+  f.deliver(SourceStateChanged{SourceState::connecting, "avahi-daemon went away"});
+  f.deliver(SourceStateChanged{SourceState::running, {}});
+  f.deliver(service("peer", "10.1.1.1", 7000, 0, f.member_txt(peer, p->id)));
+  deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (f.svc->peer(gone) && std::chrono::steady_clock::now() < deadline) f.svc->refresh();
+  CHECK_FALSE(f.svc->peer(gone));
+  CHECK(f.svc->peer(peer));
 }
 
 TEST_CASE("service: malformed TXT records are ignored", "[discovery]") {
