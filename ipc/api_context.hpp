@@ -35,6 +35,10 @@ struct ApiContext {
     bool http_enabled = false;
     std::string http_address;
     std::uint16_t http_port = 0;
+    // Live counters for GET /v1/status: open connections, and long-polls/SSE streams waiting
+    // on the changes feed. Called on the server's thread.
+    std::function<std::size_t()> connections;
+    std::function<std::size_t()> streams;
   } listen;
 };
 

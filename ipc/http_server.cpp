@@ -533,6 +533,18 @@ Status ApiServer::start() {
   ctx.listen.http_enabled = impl_->opt.http_enabled;
   ctx.listen.http_address = impl_->opt.http_address;
   ctx.listen.http_port = impl_->port;
+  std::weak_ptr<Impl> weak = impl_;
+  ctx.listen.connections = [weak]() -> std::size_t {
+    auto self = weak.lock();
+    return self ? self->conns.size() : 0;
+  };
+  ctx.listen.streams = [weak]() -> std::size_t {
+    auto self = weak.lock();
+    std::size_t n = 0;
+    if (self)
+      for (const auto& [p, set] : self->waiters) n += set.size();
+    return n;
+  };
   asio::co_spawn(impl_->io, impl_->accept_loop(*impl_->unix_acceptor, Transport::unix_socket),
                  asio::detached);
   if (impl_->tcp_acceptor)

@@ -34,6 +34,8 @@ void register_status_routes(Router& router, ApiContext& ctx) {
     api["max_body_bytes"] = ctx.options.max_body_bytes;
     api["max_page_size"] = ctx.options.max_page_size;
     api["max_connections"] = ctx.options.max_connections;
+    api["connections"] = ctx.listen.connections ? ctx.listen.connections() : 0;
+    api["streams"] = ctx.listen.streams ? ctx.listen.streams() : 0;
     o["api"] = std::move(api);
     std::string body = json::serialize(o);
     for (const auto& [name, producer] : ctx.status_sections) body = splice_member(body, name, producer());

@@ -332,7 +332,8 @@ class ApiTest(unittest.TestCase):
 
         t = threading.Thread(target=poll)
         t.start()
-        # Wait until the long-poll is parked in the daemon (a connection beyond ours), then write.
+        wait_until(lambda: self.d.unix("GET", "/v1/status").json()["api"]["streams"] >= 1, 10,
+                   what="the long-poll to be parked")
         w = self.ok(self.d.unix("PUT", V + "/" + pid + "/docs/c/live", {"hello": 1}))
         t.join(10)
         self.assertFalse(t.is_alive(), "long-poll did not return after a write")
@@ -498,6 +499,26 @@ class LimitsTest(unittest.TestCase):
         self.assertEqual(s.recv(100), b"")  # closed by the daemon after api.request_timeout_ms
         s.close()
 
+    def test_expect_100_continue(self):
+        pid = self.d.create_project("expect")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(self.d.socket_path)
+        body = b'{"a": 1}'
+        s.sendall(b"POST /v1/projects/" + pid.encode() + b"/docs/c?id=e HTTP/1.1\r\nHost: localhost\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body))
+        interim = s.recv(4096)
+        self.assertTrue(interim.startswith(b"HTTP/1.1 100"), interim)
+        s.sendall(body)
+        data = b""
+        while True:
+            part = s.recv(4096)
+            if not part:
+                break
+            data += part
+        s.close()
+        self.assertTrue(data.startswith(b"HTTP/1.1 201"), data[:200])
+
     def test_malformed_http_400(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(10)
@@ -607,6 +628,29 @@ class LifecycleTest(unittest.TestCase):
             self.assertEqual(st.st_mode & 0o777, 0o640)
             self.assertEqual(st.st_gid, group.gr_gid)
             self.assertEqual(os.stat(os.path.dirname(d.socket_path)).st_mode & 0o777, 0o750)
+        finally:
+            d.close()
+
+    def test_sigterm_answers_parked_longpoll_then_exits_zero(self):
+        d = Daemon(name="lp").start()
+        try:
+            pid = d.create_project()
+            result = {}
+
+            def poll():
+                result["r"] = d.unix("GET", V + "/" + pid + "/changes?feed=longpoll&since=now&timeout=60000")
+
+            t = threading.Thread(target=poll)
+            t.start()
+            wait_until(lambda: d.unix("GET", "/v1/status").json()["api"]["streams"] == 1, 10,
+                       what="the long-poll to be parked")
+            self.assertEqual(d.stop(), 0)
+            t.join(30)
+            self.assertFalse(t.is_alive())
+            r = result["r"]
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json()["changes"], [])
+            self.assertEqual(r.headers.get("connection"), "close")
         finally:
             d.close()
 
