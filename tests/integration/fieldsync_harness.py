@@ -152,7 +152,16 @@ class Daemon:
             env.update(self.env)
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=self._log, env=env)
-        self.wait_ready(deadline_s)
+        try:
+            self.wait_ready(deadline_s)
+        except BaseException:
+            # Never leave a daemon behind when its start fails (setUpClass has no cleanup).
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self._log.close()
+            self.proc = None
+            raise
         return self
 
     def wait_ready(self, deadline_s=START_DEADLINE_S):
