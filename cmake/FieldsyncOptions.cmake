@@ -8,6 +8,9 @@ if(CCACHE_PROGRAM AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
 endif()
 
 add_compile_options(-Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor)
+# Every Asio user must see the same Asio: mixing translation units with and without this
+# define is an ODR violation (seen as "cannot listen: Bad file descriptor" at start).
+add_compile_definitions(BOOST_ASIO_NO_DEPRECATED)
 if(FIELDSYNC_WERROR)
   add_compile_options(-Werror)
 endif()
