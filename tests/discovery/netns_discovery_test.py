@@ -117,6 +117,8 @@ def main():
         d = node("d", o.netns_a, bus_a, **{"discovery.enabled": "false"})
         print("4 daemons up after %.1f s" % (time.monotonic() - t0))
         everyone = (a, b, c, d)
+        for x in everyone:  # nothing is shared yet, so nothing can have been added either
+            check(not x.status()["peers"]["known"], "no peer is configured at start", x)
 
         auto = {"discovery": {"policy": "auto"}}
         pid = a.create_project("survey", auto)
@@ -130,8 +132,6 @@ def main():
         c.create_project("other team", auto)
         r = a.unix("POST", V + "/%s/docs/obs?id=first" % pid, {"note": "seen by the river"})
         assert r.status == 201, r
-        for x in everyone:
-            check(not x.status()["peers"]["known"], "no peer is configured at start", x)
 
         # 1. a and b find each other over mDNS and sync P with no peer configured.
         def synced(doc):
