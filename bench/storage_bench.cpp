@@ -34,16 +34,20 @@ std::vector<Doc> load(const char* path) {
   return docs;
 }
 
-double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 double cpu_seconds() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec + (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+  return ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+         (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 std::filesystem::path fresh_dir(const char* name) {
-  auto d = std::filesystem::temp_directory_path() / ("fieldsync-bench-" + std::to_string(::getpid()) + "-" + name);
+  auto d = std::filesystem::temp_directory_path() /
+           ("fieldsync-bench-" + std::to_string(::getpid()) + "-" + name);
   std::filesystem::remove_all(d);
   std::filesystem::create_directories(d);
   return d;
@@ -89,8 +93,8 @@ std::unique_ptr<storage::Store> open(const std::filesystem::path& dir) {
   return std::move(*s);
 }
 
-double store_writes(storage::Store& s, const ProjectId& p, const std::vector<Doc>& docs, std::size_t n,
-                    std::size_t batch) {
+double store_writes(storage::Store& s, const ProjectId& p, const std::vector<Doc>& docs,
+                    std::size_t n, std::size_t batch) {
   auto t0 = Clock::now();
   std::vector<storage::WriteRequest> reqs;
   for (std::size_t i = 0; i < n; i += batch) {
@@ -127,9 +131,14 @@ int main(int argc, char** argv) {
   std::size_t single = argc > 2 ? std::stoul(argv[2]) : 2000;
   std::size_t batch = argc > 3 ? std::stoul(argv[3]) : 1000;
   single = std::min(single, n);
-  std::printf("%zu documents, %zu bytes average, batches of %zu, durable commits (fsync)\n\n", n,
-              [&] { std::size_t t = 0; for (auto& d : docs) t += d.body.size(); return t / std::max<std::size_t>(n, 1); }(),
-              batch);
+  std::printf(
+      "%zu documents, %zu bytes average, batches of %zu, durable commits (fsync)\n\n", n,
+      [&] {
+        std::size_t t = 0;
+        for (auto& d : docs) t += d.body.size();
+        return t / std::max<std::size_t>(n, 1);
+      }(),
+      batch);
   std::printf("| %-44s | %8s | %8s | %10s |\n", "operation", "items", "seconds", "items/s");
   std::printf("|%s|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(10, '-').c_str(),
               std::string(10, '-').c_str(), std::string(12, '-').c_str());
@@ -163,8 +172,7 @@ int main(int argc, char** argv) {
     auto ps = s->create_project("bench-single").value();
     double fs_single = store_writes(*s, ps.id, docs, single, 1);
     row("fieldsync write, one commit per doc", single, fs_single);
-    std::printf("\nratio batched (fieldsync / raw LMDB docs/s): %.2f\n",
-                raw_batched / fs_batched);
+    std::printf("\nratio batched (fieldsync / raw LMDB docs/s): %.2f\n", raw_batched / fs_batched);
     std::printf("ratio single  (fieldsync / raw LMDB docs/s): %.2f\n\n", raw_single / fs_single);
   }
 

@@ -43,10 +43,16 @@ class ByteWriter {
   void raw(ByteView b) { append(out_, b); }
   void raw(std::string_view s) { raw(as_bytes(s)); }
   // u32 length followed by the bytes.
-  void blob(ByteView b) { u32(static_cast<std::uint32_t>(b.size())); raw(b); }
+  void blob(ByteView b) {
+    u32(static_cast<std::uint32_t>(b.size()));
+    raw(b);
+  }
   void blob(std::string_view s) { blob(as_bytes(s)); }
   // u16 length followed by the bytes (short strings: collection, doc id).
-  void str16(std::string_view s) { u16(static_cast<std::uint16_t>(s.size())); raw(s); }
+  void str16(std::string_view s) {
+    u16(static_cast<std::uint16_t>(s.size()));
+    raw(s);
+  }
 
  private:
   void put_be(std::uint64_t v, int n) {
@@ -82,14 +88,20 @@ class ByteReader {
   }
   ByteView blob(std::size_t max_len) {
     std::uint32_t n = u32();
-    if (n > max_len) { ok_ = false; return {}; }
+    if (n > max_len) {
+      ok_ = false;
+      return {};
+    }
     return raw(n);
   }
   std::string_view str16() { return as_chars(raw(u16())); }
 
  private:
   bool need(std::size_t n) {
-    if (!ok_ || in_.size() - pos_ < n) { ok_ = false; return false; }
+    if (!ok_ || in_.size() - pos_ < n) {
+      ok_ = false;
+      return false;
+    }
     return true;
   }
   std::uint64_t get_be(int n) {

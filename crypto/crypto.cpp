@@ -105,7 +105,8 @@ Result<SigningKey> SigningKey::load_or_create(const std::filesystem::path& path)
     std::fclose(f);
     if (!k || EVP_PKEY_get_id(k) != EVP_PKEY_ED25519) {
       EVP_PKEY_free(k);
-      return make_error(Errc::data_loss, "device key " + path.string() + " is not an Ed25519 PEM key");
+      return make_error(Errc::data_loss,
+                        "device key " + path.string() + " is not an Ed25519 PEM key");
     }
     auto impl = std::make_unique<Impl>();
     impl->key.reset(k);
@@ -119,7 +120,8 @@ Result<SigningKey> SigningKey::load_or_create(const std::filesystem::path& path)
   tmp += ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return make_error(Errc::internal, "cannot create " + tmp.string());
-  bool ok = ::write(fd, pem.data(), pem.size()) == static_cast<ssize_t>(pem.size()) && ::fsync(fd) == 0;
+  bool ok =
+      ::write(fd, pem.data(), pem.size()) == static_cast<ssize_t>(pem.size()) && ::fsync(fd) == 0;
   ::close(fd);
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0)
     return make_error(Errc::internal, "cannot write " + path.string());

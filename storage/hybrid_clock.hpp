@@ -15,9 +15,9 @@ class HybridClock {
   using NowMs = std::function<std::uint64_t()>;
   explicit HybridClock(std::uint64_t max_skew_ms, NowMs now = {});
 
-  std::uint64_t tick();                    // a new timestamp for a local write
-  void observe(std::uint64_t remote);      // a timestamp seen on received data
-  void restore(std::uint64_t last);        // the persisted value at open
+  std::uint64_t tick();                // a new timestamp for a local write
+  void observe(std::uint64_t remote);  // a timestamp seen on received data
+  void restore(std::uint64_t last);    // the persisted value at open
   std::uint64_t last() const;
 
   static std::uint64_t physical_ms(std::uint64_t hlc) { return hlc >> 16; }

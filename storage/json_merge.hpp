@@ -16,8 +16,8 @@ namespace fieldsync::storage {
 Status validate_json_object(std::string_view text);
 
 struct MergeInput {
-  std::optional<std::string> base;      // common ancestor body (nullopt: none / deleted)
-  std::vector<std::string> sides;       // the heads' bodies, winner first
+  std::optional<std::string> base;  // common ancestor body (nullopt: none / deleted)
+  std::vector<std::string> sides;   // the heads' bodies, winner first
 };
 
 // Per top-level field: unchanged on every side -> base; changed on some sides to one

@@ -19,17 +19,13 @@ Error lmdb_error(int rc, std::string_view what) {
     case MDB_MAP_FULL:
       return make_error(Errc::resource_exhausted, msg + " (raise storage.map_size)");
     case ENOSPC:
-    case EDQUOT:
-      return make_error(Errc::resource_exhausted, msg + " (disk full)");
+    case EDQUOT: return make_error(Errc::resource_exhausted, msg + " (disk full)");
     case MDB_CORRUPTED:
     case MDB_PAGE_NOTFOUND:
     case MDB_INVALID:
-    case MDB_VERSION_MISMATCH:
-      return make_error(Errc::data_loss, msg);
-    case EACCES:
-      return make_error(Errc::permission_denied, msg);
-    default:
-      return make_error(Errc::internal, msg);
+    case MDB_VERSION_MISMATCH: return make_error(Errc::data_loss, msg);
+    case EACCES: return make_error(Errc::permission_denied, msg);
+    default: return make_error(Errc::internal, msg);
   }
 }
 
@@ -39,7 +35,8 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
   if (int rc = mdb_env_create(&env->env_)) return lmdb_error(rc, "mdb_env_create");
   mdb_env_set_maxdbs(env->env_, 16);
   mdb_env_set_maxreaders(env->env_, 256);
-  if (int rc = mdb_env_set_mapsize(env->env_, map_size)) return lmdb_error(rc, "mdb_env_set_mapsize");
+  if (int rc = mdb_env_set_mapsize(env->env_, map_size))
+    return lmdb_error(rc, "mdb_env_set_mapsize");
   // MDB_NOTLS: read txns may be used by whichever thread runs the request.
   // MDB_NOSYNC only when the operator chose storage.durable = false: a crash of the
   // process still loses nothing (the OS has the pages), a power cut may lose the tail.
@@ -55,11 +52,17 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
     return {};
   };
   Tables& t = env->tables_;
-  for (auto [name, dbi] : {std::pair{"meta", &t.meta}, {"projects", &t.projects},
-                           {"superseded", &t.superseded}, {"docs", &t.docs},
-                           {"docver", &t.docver}, {"logs", &t.logs}, {"heads", &t.heads},
-                           {"checkpoints", &t.checkpoints}, {"changes", &t.changes},
-                           {"invites", &t.invites}, {"peers", &t.peers}}) {
+  for (auto [name, dbi] : {std::pair{"meta", &t.meta},
+                           {"projects", &t.projects},
+                           {"superseded", &t.superseded},
+                           {"docs", &t.docs},
+                           {"docver", &t.docver},
+                           {"logs", &t.logs},
+                           {"heads", &t.heads},
+                           {"checkpoints", &t.checkpoints},
+                           {"changes", &t.changes},
+                           {"invites", &t.invites},
+                           {"peers", &t.peers}}) {
     FS_TRY(open_dbi(name, *dbi));
   }
   FS_TRY(txn->commit());

@@ -30,7 +30,7 @@ class LmdbTxn;
 class LmdbEnv {
  public:
   static Result<std::unique_ptr<LmdbEnv>> open(const std::filesystem::path& dir,
-                                              std::uint64_t map_size, bool durable);
+                                               std::uint64_t map_size, bool durable);
   ~LmdbEnv();
   const Tables& tables() const { return tables_; }
   MDB_env* raw() const { return env_; }

@@ -19,9 +19,18 @@ using DocTag = std::array<std::uint8_t, 16>;  // first 16 bytes of SHA-256(doc k
 
 struct Key {
   Bytes b;
-  Key& raw(ByteView v) { append(b, v); return *this; }
-  Key& u64(std::uint64_t v) { ByteWriter(b).u64(v); return *this; }
-  Key& u8(std::uint8_t v) { append(b, ByteView(&v, 1)); return *this; }
+  Key& raw(ByteView v) {
+    append(b, v);
+    return *this;
+  }
+  Key& u64(std::uint64_t v) {
+    ByteWriter(b).u64(v);
+    return *this;
+  }
+  Key& u8(std::uint8_t v) {
+    append(b, ByteView(&v, 1));
+    return *this;
+  }
   operator ByteView() const { return {b.data(), b.size()}; }  // NOLINT implicit
 };
 
@@ -117,7 +126,7 @@ struct LogRecord {
   VersionId id;
   ByteView header;
   std::optional<ByteView> body;  // views into the LMDB page or the caller's buffers
-  bool excluded = false;         // authored after its author's removal: kept for the chain, not in any DAG
+  bool excluded = false;  // authored after its author's removal: kept for the chain, not in any DAG
   Bytes encode() const;
   static std::optional<LogRecord> decode(ByteView v);
 };

@@ -52,18 +52,22 @@ Result<Version> Store::Impl::load_version(const LmdbTxn& txn, const ProjectId& p
                                           const Location& at) const {
   auto v = txn.get(t().logs, log_key(p, at.author, at.seq));
   if (!v) return v.error();
-  if (!*v) return make_error(Errc::data_loss, "missing log entry " + std::to_string(at.seq) + " of " + at.author.short_str());
+  if (!*v)
+    return make_error(Errc::data_loss, "missing log entry " + std::to_string(at.seq) + " of " +
+                                           at.author.short_str());
   auto rec = LogRecord::decode(**v);
   if (!rec) return make_error(Errc::data_loss, "corrupt log entry");
   auto h = decode_header(rec->header);
-  if (!h) return make_error(Errc::data_loss, "stored version " + rec->id.str() + ": " + h.error().message);
+  if (!h)
+    return make_error(Errc::data_loss,
+                      "stored version " + rec->id.str() + ": " + h.error().message);
   Version out{rec->id, std::move(*h), std::nullopt};
   if (rec->body) out.body = std::string(as_chars(*rec->body));
   return out;
 }
 
 Result<std::vector<Store::Impl::Held>> Store::Impl::doc_versions(const LmdbTxn& txn, ByteView dk,
-                                                                  const DocRecord& rec) const {
+                                                                 const DocRecord& rec) const {
   std::vector<Held> out;
   for (const auto& h : rec.heads) out.push_back(Held{h.hlc, h.id, h.at});
   Key prefix = doc_sub_prefix(dk);
@@ -82,7 +86,8 @@ Result<std::vector<Store::Impl::Held>> Store::Impl::doc_versions(const LmdbTxn& 
   return out;
 }
 
-Result<std::optional<Location>> Store::Impl::find_version(const LmdbTxn& txn, ByteView dk, const DocRecord& rec,
+Result<std::optional<Location>> Store::Impl::find_version(const LmdbTxn& txn, ByteView dk,
+                                                          const DocRecord& rec,
                                                           const VersionId& v) const {
   for (const auto& h : rec.heads)
     if (h.id == v) return std::optional<Location>{h.at};
@@ -93,7 +98,8 @@ Result<std::optional<Location>> Store::Impl::find_version(const LmdbTxn& txn, By
   return std::optional<Location>{};
 }
 
-Result<HeadValue> Store::Impl::head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const {
+Result<HeadValue> Store::Impl::head(const LmdbTxn& txn, const ProjectId& p,
+                                    const DeviceId& a) const {
   auto v = txn.get(t().heads, author_key(p, a));
   if (!v) return v.error();
   if (!*v) return HeadValue{0, chain_genesis(p, a)};
@@ -130,7 +136,9 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (options.data_dir.empty()) return make_error(Errc::invalid_argument, "no data directory");
   std::error_code ec;
   std::filesystem::create_directories(options.data_dir, ec);
-  if (ec) return make_error(Errc::internal, "cannot create " + options.data_dir.string() + ": " + ec.message());
+  if (ec)
+    return make_error(Errc::internal,
+                      "cannot create " + options.data_dir.string() + ": " + ec.message());
   ::chmod(options.data_dir.c_str(), 0700);
   auto impl = std::make_unique<Impl>(options);
   auto key = crypto::SigningKey::load_or_create(options.data_dir / "device.key");
@@ -182,8 +190,10 @@ Result<ProjectInfo> Store::create_project(std::string name, std::string settings
 Result<ProjectInfo> Store::add_project(const ProjectInfo& info, ByteView secret) {
   if (info.name.empty() || info.name.size() > 200)
     return make_error(Errc::invalid_argument, "project name must be 1..200 bytes");
-  if (secret.size() != 32) return make_error(Errc::invalid_argument, "project secret must be 32 bytes");
-  if (info.creator.is_zero()) return make_error(Errc::invalid_argument, "project creator is missing");
+  if (secret.size() != 32)
+    return make_error(Errc::invalid_argument, "project secret must be 32 bytes");
+  if (info.creator.is_zero())
+    return make_error(Errc::invalid_argument, "project creator is missing");
   FS_TRY(validate_json_object(info.settings_json));
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();

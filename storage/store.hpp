@@ -75,15 +75,16 @@ class Store {
   // Writes a membership record as this device. permission_denied unless this device is a
   // coordinator. Removing a device records the highest seq of its log held here; its
   // later versions are ignored (also retroactively, where already applied).
-  Result<Member> set_member(const ProjectId& project, const DeviceId& device, Role role, std::string name = {});
+  Result<Member> set_member(const ProjectId& project, const DeviceId& device, Role role,
+                            std::string name = {});
   Result<Invite> create_invite(const ProjectId& project, Role role, std::int64_t expires_ms);
   Result<std::vector<Invite>> list_invites(const ProjectId& project) const;
   // One invite by id (to check a joiner's proof before redeeming). not_found if unknown.
   Result<Invite> get_invite(const std::array<std::uint8_t, 16>& invite_id) const;
   // Marks the invite used by `joiner` and adds the joiner as a member, atomically.
   // not_found (unknown), failed_precondition (used or expired; the message says which).
-  Result<Invite> redeem_invite(const std::array<std::uint8_t, 16>& invite_id, const DeviceId& joiner,
-                               std::int64_t now_ms);
+  Result<Invite> redeem_invite(const std::array<std::uint8_t, 16>& invite_id,
+                               const DeviceId& joiner, std::int64_t now_ms);
   // Removes every trace of the project from this device (its data stays on other devices).
   Status leave_project(const ProjectId& project);
 

@@ -18,13 +18,14 @@ bool rank_before(const HeadRef& a, const HeadRef& b) {
 
 }  // namespace
 
-Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord rec, const VersionHeader& h,
-                                          const VersionId& id, const Location& at, std::uint64_t seq,
-                                          bool local) const {
+Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord rec,
+                                          const VersionHeader& h, const VersionId& id,
+                                          const Location& at, std::uint64_t seq, bool local) const {
   // Heads live in the DocRecord; a version enters the docver history index only when
   // it stops being a head, so creating a document costs no index write.
   for (const auto& p : h.parents) {
-    auto it = std::find_if(rec.heads.begin(), rec.heads.end(), [&](const HeadRef& r) { return r.id == p; });
+    auto it = std::find_if(rec.heads.begin(), rec.heads.end(),
+                           [&](const HeadRef& r) { return r.id == p; });
     if (it != rec.heads.end()) {
       FS_TRY(txn.put(t().docver, docver_key(dk, it->hlc, it->id), encode_location(it->at)));
       rec.heads.erase(it);
@@ -42,20 +43,23 @@ Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord r
   }
   if (superseded) {
     FS_TRY(txn.put(t().docver, docver_key(dk, h.hlc, id), encode_location(at)));
-  } else if (std::none_of(rec.heads.begin(), rec.heads.end(), [&](const HeadRef& r) { return r.id == id; })) {
+  } else if (std::none_of(rec.heads.begin(), rec.heads.end(),
+                          [&](const HeadRef& r) { return r.id == id; })) {
     rec.heads.push_back(HeadRef{id, h.hlc, at, h.kind == VersionKind::tombstone});
   }
   std::sort(rec.heads.begin(), rec.heads.end(), rank_before);
-  rec.flags = static_cast<std::uint8_t>((rec.flags & DocRecord::kPurged) |
-                                        (!rec.heads.empty() && rec.heads.front().tombstone ? DocRecord::kDeleted : 0));
+  rec.flags = static_cast<std::uint8_t>(
+      (rec.flags & DocRecord::kPurged) |
+      (!rec.heads.empty() && rec.heads.front().tombstone ? DocRecord::kDeleted : 0));
   rec.local_seq = seq;
   FS_TRY(txn.put(t().docs, dk, rec.encode()));
   FS_TRY(txn.put(t().changes, change_key(h.project, seq), encode_location(at, local)));
   return rec;
 }
 
-Result<DocumentState> Store::Impl::doc_state(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
-                                             std::string_view id, const DocRecord& rec) const {
+Result<DocumentState> Store::Impl::doc_state(const LmdbTxn& txn, const ProjectId& p,
+                                             std::string_view coll, std::string_view id,
+                                             const DocRecord& rec) const {
   if (rec.heads.empty()) return make_error(Errc::data_loss, "document without heads");
   DocumentState s;
   s.collection = std::string(coll);
@@ -88,11 +92,12 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
                                      const WriteRequest& req, WriteCursor& cur, bool system) {
   const auto& o = im.opts;
   if (!valid_collection(req.collection))
-    return make_error(Errc::invalid_argument,
-                      "invalid collection name '" + req.collection + "' (1-64 of A-Z a-z 0-9 _ - .)");
+    return make_error(Errc::invalid_argument, "invalid collection name '" + req.collection +
+                                                  "' (1-64 of A-Z a-z 0-9 _ - .)");
   if (!system && req.collection.front() == '_')
     return make_error(Errc::invalid_argument,
-                      "collection '" + req.collection + "' is reserved: names starting with '_' belong to fieldsync");
+                      "collection '" + req.collection +
+                          "' is reserved: names starting with '_' belong to fieldsync");
   std::string doc_id = req.doc_id;
   if (doc_id.empty()) doc_id = to_hex(crypto::random_bytes(16));
   if (!valid_doc_id(doc_id))
@@ -122,18 +127,21 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   bool stale = false;
   if (req.must_not_exist) {
     if (rec && !(rec->flags & DocRecord::kDeleted))
-      return make_error(Errc::already_exists, "document " + req.collection + "/" + doc_id + " exists");
+      return make_error(Errc::already_exists,
+                        "document " + req.collection + "/" + doc_id + " exists");
     if (rec) h.parents = rec->head_ids();  // re-creating a deleted document continues its history
   } else if (!req.parents.empty()) {
     for (const auto& p : req.parents) {
       bool head = rec && std::any_of(rec->heads.begin(), rec->heads.end(),
                                      [&](const HeadRef& r) { return r.id == p; });
       if (head) continue;
-      auto loc = rec ? im.find_version(txn, dk, *rec, p) : Result<std::optional<Location>>(std::optional<Location>{});
+      auto loc = rec ? im.find_version(txn, dk, *rec, p)
+                     : Result<std::optional<Location>>(std::optional<Location>{});
       if (!loc) return loc.error();
       if (!*loc)
-        return make_error(Errc::failed_precondition,
-                          "base version " + p.str() + " is not a version of " + req.collection + "/" + doc_id);
+        return make_error(
+            Errc::failed_precondition,
+            "base version " + p.str() + " is not a version of " + req.collection + "/" + doc_id);
       stale = true;
     }
     h.parents = req.parents;
@@ -170,8 +178,8 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
                    CheckpointValue{cur.own.chain, sig}.encode()));
   }
   cur.seq += 1;
-  auto updated = im.add_to_dag(txn, dk, rec.value_or(DocRecord{}), h, id, Location{h.author, cur.own.seq},
-                               cur.seq, true);
+  auto updated = im.add_to_dag(txn, dk, rec.value_or(DocRecord{}), h, id,
+                               Location{h.author, cur.own.seq}, cur.seq, true);
   if (!updated) return updated.error();
 
   WriteResult res;
@@ -242,7 +250,9 @@ Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::strin
   Key dk = doc_key(project, collection, doc_id);
   auto rec = impl_->doc(*txn, dk);
   if (!rec) return rec.error();
-  if (!*rec) return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
+  if (!*rec)
+    return make_error(Errc::not_found,
+                      "no document " + std::string(collection) + "/" + std::string(doc_id));
   std::uint32_t removed = 0;
   auto held = impl_->doc_versions(*txn, dk, **rec);
   if (!held) return held.error();

@@ -40,9 +40,10 @@ struct Store::Impl {
     VersionId id;
     Location at;
   };
-  Result<std::vector<Held>> doc_versions(const LmdbTxn& txn, ByteView doc_key, const DocRecord& rec) const;
-  Result<std::optional<Location>> find_version(const LmdbTxn& txn, ByteView doc_key, const DocRecord& rec,
-                                               const VersionId& v) const;
+  Result<std::vector<Held>> doc_versions(const LmdbTxn& txn, ByteView doc_key,
+                                         const DocRecord& rec) const;
+  Result<std::optional<Location>> find_version(const LmdbTxn& txn, ByteView doc_key,
+                                               const DocRecord& rec, const VersionId& v) const;
   Result<HeadValue> head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
   Result<std::uint64_t> change_counter(const LmdbTxn& txn, const ProjectId& p) const;
   Status put_change_counter(LmdbTxn& txn, const ProjectId& p, std::uint64_t seq) const;
@@ -52,8 +53,9 @@ struct Store::Impl {
   // the changes feed at `seq`. Order-independent: a version whose child arrived first
   // never becomes a head.
   // `rec` is the document's current record (empty for a new document).
-  Result<DocRecord> add_to_dag(LmdbTxn& txn, ByteView doc_key, DocRecord rec, const VersionHeader& h,
-                               const VersionId& id, const Location& at, std::uint64_t seq, bool local) const;
+  Result<DocRecord> add_to_dag(LmdbTxn& txn, ByteView doc_key, DocRecord rec,
+                               const VersionHeader& h, const VersionId& id, const Location& at,
+                               std::uint64_t seq, bool local) const;
   Result<DocumentState> doc_state(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
                                   std::string_view id, const DocRecord& rec) const;
 
@@ -61,13 +63,12 @@ struct Store::Impl {
 
   // Local writes inside an open write transaction (store_documents.cpp). `system`
   // allows the reserved `_` collections. Returns the results and the last changes seq.
-  Result<std::pair<std::vector<WriteResult>, std::uint64_t>> write_in_txn(LmdbTxn& txn, const ProjectId& p,
-                                                                          const std::vector<WriteRequest>& reqs,
-                                                                          bool system);
+  Result<std::pair<std::vector<WriteResult>, std::uint64_t>> write_in_txn(
+      LmdbTxn& txn, const ProjectId& p, const std::vector<WriteRequest>& reqs, bool system);
   // Membership evaluation and enforcement (store_members.cpp).
   Result<std::map<DeviceId, Member>> membership(const LmdbTxn& txn, const ProjectId& p) const;
   Result<Member> write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device, Role role,
-                             std::string name);
+                              std::string name);
   Status enforce_removals(LmdbTxn& txn, const ProjectId& p) const;
   Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;
 };

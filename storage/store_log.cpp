@@ -59,10 +59,11 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
   bool cp_ok = cps.seek(log_key(project, author, after_seq + 1));
   std::uint64_t bytes = 0;
   std::size_t cut_entries = 0, cut_checkpoints = 0;  // the last point where the batch may end
-  for (bool ok = logs.seek(log_key(project, author, after_seq + 1)); ok && has_prefix(logs.key(), prefix);
-       ok = logs.next()) {
+  for (bool ok = logs.seek(log_key(project, author, after_seq + 1));
+       ok && has_prefix(logs.key(), prefix); ok = logs.next()) {
     std::uint64_t seq = ByteReader(logs.key().subspan(prefix.b.size())).u64();
-    if (seq != after_seq + batch.entries.size() + 1) return make_error(Errc::data_loss, "gap in log");
+    if (seq != after_seq + batch.entries.size() + 1)
+      return make_error(Errc::data_loss, "gap in log");
     auto lr = LogRecord::decode(logs.value());
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     std::size_t body_size = lr->body ? lr->body->size() : 0;
@@ -72,7 +73,8 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
     LogEntry e{seq, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
     if (lr->body) e.body = std::string(as_chars(*lr->body));
     batch.entries.push_back(std::move(e));
-    while (cp_ok && has_prefix(cps.key(), prefix) && ByteReader(cps.key().subspan(prefix.b.size())).u64() <= seq) {
+    while (cp_ok && has_prefix(cps.key(), prefix) &&
+           ByteReader(cps.key().subspan(prefix.b.size())).u64() <= seq) {
       std::uint64_t cseq = ByteReader(cps.key().subspan(prefix.b.size())).u64();
       auto cv = CheckpointValue::decode(cps.value());
       if (!cv) return make_error(Errc::data_loss, "corrupt checkpoint");
@@ -84,7 +86,10 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
       cut_checkpoints = batch.checkpoints.size();
     }
   }
-  if (cut_entries == 0) return make_error(Errc::data_loss, "log of " + author.short_str() + " has no checkpoint after seq " + std::to_string(after_seq));
+  if (cut_entries == 0)
+    return make_error(Errc::data_loss, "log of " + author.short_str() +
+                                           " has no checkpoint after seq " +
+                                           std::to_string(after_seq));
   batch.entries.resize(cut_entries);
   batch.checkpoints.resize(cut_checkpoints);
   return batch;
@@ -103,8 +108,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   res.head = head->seq;
   if (batch.entries.empty()) return res;
   if (batch.entries.front().seq == 0 || batch.entries.front().seq > head->seq + 1)
-    return fail("batch starts at seq " + std::to_string(batch.entries.front().seq) + " but we hold up to " +
-                std::to_string(head->seq));
+    return fail("batch starts at seq " + std::to_string(batch.entries.front().seq) +
+                " but we hold up to " + std::to_string(head->seq));
 
   // 1. Verify everything before writing anything.
   crypto::Digest chain = head->chain;
@@ -123,15 +128,19 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       auto have = txn->get(impl_->t().logs, log_key(project, batch.author, e.seq));
       if (!have) return have.error();
       auto lr = *have ? LogRecord::decode(**have) : std::nullopt;
-      if (!lr || lr->id != e.id) return fail("seq " + std::to_string(e.seq) + " differs from the held log (forked log)");
+      if (!lr || lr->id != e.id)
+        return fail("seq " + std::to_string(e.seq) + " differs from the held log (forked log)");
       ++res.duplicates;
       continue;
     }
-    if (version_id_of(e.header) != e.id) return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
+    if (version_id_of(e.header) != e.id)
+      return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
     auto h = decode_header(e.header);
     if (!h) return fail("seq " + std::to_string(e.seq) + ": " + h.error().message);
-    if (h->author != batch.author) return fail("seq " + std::to_string(e.seq) + ": version claims another author");
-    if (h->project != project) return fail("seq " + std::to_string(e.seq) + ": version of another project");
+    if (h->author != batch.author)
+      return fail("seq " + std::to_string(e.seq) + ": version claims another author");
+    if (h->project != project)
+      return fail("seq " + std::to_string(e.seq) + ": version of another project");
     if (e.body) {
       if (h->kind == VersionKind::tombstone) return fail("tombstone with a body");
       if (e.body->size() != h->body_size || crypto::sha256(as_bytes(*e.body)) != h->body_hash)
@@ -147,7 +156,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       if (c.seq < seq && c.seq > head->seq) return fail("checkpoint out of order");
       if (c.seq != seq) continue;  // at or below our head: already verified when applied
       if (c.chain != chain) return fail("hash chain broken at seq " + std::to_string(seq));
-      if (!crypto::verify(batch.author, checkpoint_message(project, batch.author, seq, chain), c.signature))
+      if (!crypto::verify(batch.author, checkpoint_message(project, batch.author, seq, chain),
+                          c.signature))
         return fail("bad signature at seq " + std::to_string(seq));
     }
     fresh.push_back(Pending{&e, std::move(*h)});
@@ -182,8 +192,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     Key dk = doc_key(project, p.header.collection, p.header.doc_id);
     auto rec = impl_->doc(*txn, dk);
     if (!rec) return rec.error();
-    auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), p.header, e.id, Location{batch.author, e.seq},
-                               ++*lseq, false);
+    auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), p.header, e.id,
+                               Location{batch.author, e.seq}, ++*lseq, false);
     if (!r) return r.error();
     ++res.applied;
   }

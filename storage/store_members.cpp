@@ -59,7 +59,8 @@ struct InviteRecord {
 
 }  // namespace
 
-Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn, const ProjectId& p) const {
+Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn,
+                                                           const ProjectId& p) const {
   auto proj = project(txn, p);
   if (!proj) return proj.error();
   std::map<DeviceId, Member> state;
@@ -86,7 +87,8 @@ Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn, c
   });
   for (const auto& v : records) {
     auto author = state.find(v.header.author);
-    if (author == state.end() || author->second.role != Role::coordinator) continue;  // no authority
+    if (author == state.end() || author->second.role != Role::coordinator)
+      continue;  // no authority
     if (v.header.kind != VersionKind::put || !v.body) continue;
     auto device = DeviceId::parse(v.header.doc_id);
     if (!device) continue;
@@ -118,7 +120,8 @@ Result<std::vector<Member>> Store::members(const ProjectId& project) const {
   return out;
 }
 
-Result<std::optional<Member>> Store::member(const ProjectId& project, const DeviceId& device) const {
+Result<std::optional<Member>> Store::member(const ProjectId& project,
+                                            const DeviceId& device) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
   auto state = impl_->membership(*txn, project);
@@ -128,7 +131,8 @@ Result<std::optional<Member>> Store::member(const ProjectId& project, const Devi
   return std::optional<Member>{it->second};
 }
 
-Result<Member> Store::set_member(const ProjectId& project, const DeviceId& device, Role role, std::string name) {
+Result<Member> Store::set_member(const ProjectId& project, const DeviceId& device, Role role,
+                                 std::string name) {
   Member written;
   {
     auto txn = impl_->write_txn();
@@ -143,13 +147,14 @@ Result<Member> Store::set_member(const ProjectId& project, const DeviceId& devic
   return written;
 }
 
-Result<Member> Store::Impl::write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device, Role role,
-                                         std::string name) {
+Result<Member> Store::Impl::write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device,
+                                         Role role, std::string name) {
   auto state = membership(txn, p);
   if (!state) return state.error();
   auto mine = state->find(me());
   if (mine == state->end() || mine->second.role != Role::coordinator)
-    return make_error(Errc::permission_denied, "only a coordinator of the project can change its members");
+    return make_error(Errc::permission_denied,
+                      "only a coordinator of the project can change its members");
   json::object body;
   body["device"] = device.str();
   body["role"] = role_name(role);
@@ -245,7 +250,8 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
     if (named.count(k.h.id)) {
       FS_TRY(txn.put(t().docver, docver_key(dk, k.h.hlc, k.h.id), encode_location(k.h.at)));
     } else {
-      out.heads.push_back(HeadRef{k.h.id, k.h.hlc, k.h.at, k.header.kind == VersionKind::tombstone});
+      out.heads.push_back(
+          HeadRef{k.h.id, k.h.hlc, k.h.at, k.header.kind == VersionKind::tombstone});
     }
   }
   for (const auto& n : named)
@@ -264,7 +270,8 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
 }
 
 Result<Invite> Store::create_invite(const ProjectId& project, Role role, std::int64_t expires_ms) {
-  if (role == Role::removed) return make_error(Errc::invalid_argument, "an invite cannot carry the removed role");
+  if (role == Role::removed)
+    return make_error(Errc::invalid_argument, "an invite cannot carry the removed role");
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
   auto state = impl_->membership(*txn, project);
@@ -307,8 +314,8 @@ Result<Invite> Store::get_invite(const std::array<std::uint8_t, 16>& invite_id) 
   return *inv;
 }
 
-Result<Invite> Store::redeem_invite(const std::array<std::uint8_t, 16>& invite_id, const DeviceId& joiner,
-                                    std::int64_t now_ms) {
+Result<Invite> Store::redeem_invite(const std::array<std::uint8_t, 16>& invite_id,
+                                    const DeviceId& joiner, std::int64_t now_ms) {
   Invite inv;
   {
     auto txn = impl_->write_txn();

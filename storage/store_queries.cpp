@@ -18,23 +18,25 @@ Result<DocumentState> Store::get_document(const ProjectId& project, std::string_
   auto rec = impl_->doc(*txn, doc_key(project, collection, doc_id));
   if (!rec) return rec.error();
   if (!*rec)
-    return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
+    return make_error(Errc::not_found,
+                      "no document " + std::string(collection) + "/" + std::string(doc_id));
   return impl_->doc_state(*txn, project, collection, doc_id, **rec);
 }
 
 Result<Version> Store::get_version(const ProjectId& project, std::string_view collection,
-                                  std::string_view doc_id, const VersionId& id) const {
+                                   std::string_view doc_id, const VersionId& id) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));
   Key dk = doc_key(project, collection, doc_id);
   auto rec = impl_->doc(*txn, dk);
   if (!rec) return rec.error();
-  auto loc = *rec ? impl_->find_version(*txn, dk, **rec, id) : Result<std::optional<Location>>(std::optional<Location>{});
+  auto loc = *rec ? impl_->find_version(*txn, dk, **rec, id)
+                  : Result<std::optional<Location>>(std::optional<Location>{});
   if (!loc) return loc.error();
   if (!*loc)
-    return make_error(Errc::not_found, "no version " + id.str() + " of " + std::string(collection) + "/" +
-                                           std::string(doc_id));
+    return make_error(Errc::not_found, "no version " + id.str() + " of " + std::string(collection) +
+                                           "/" + std::string(doc_id));
   return impl_->load_version(*txn, project, **loc);
 }
 
@@ -47,7 +49,8 @@ Result<std::vector<Version>> Store::history(const ProjectId& project, std::strin
   auto rec = impl_->doc(*txn, dk);
   if (!rec) return rec.error();
   if (!*rec)
-    return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
+    return make_error(Errc::not_found,
+                      "no document " + std::string(collection) + "/" + std::string(doc_id));
   auto held = impl_->doc_versions(*txn, dk, **rec);
   if (!held) return held.error();
   std::vector<Version> out;
@@ -66,7 +69,8 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));
-  Key prefix = q.collection.empty() ? Key{}.raw(project.view()) : collection_prefix(project, q.collection);
+  Key prefix =
+      q.collection.empty() ? Key{}.raw(project.view()) : collection_prefix(project, q.collection);
   Key start = prefix;
   if (!q.start_after.empty()) {
     if (q.collection.empty()) {
@@ -136,7 +140,8 @@ Result<MergeResult> Store::merge_heads(const ProjectId& project, std::string_vie
   auto rec = impl_->doc(*txn, doc_key(project, collection, doc_id));
   if (!rec) return rec.error();
   if (!*rec)
-    return make_error(Errc::not_found, "no document " + std::string(collection) + "/" + std::string(doc_id));
+    return make_error(Errc::not_found,
+                      "no document " + std::string(collection) + "/" + std::string(doc_id));
   Key dk = doc_key(project, collection, doc_id);
   const auto heads = (*rec)->head_ids();
 
@@ -170,13 +175,16 @@ Result<MergeResult> Store::merge_heads(const ProjectId& project, std::string_vie
       out.conflicting_fields.push_back("(deleted)");
       continue;
     }
-    if (!v.body) return make_error(Errc::failed_precondition, "a head's body is not held on this device (purged)");
+    if (!v.body)
+      return make_error(Errc::failed_precondition,
+                        "a head's body is not held on this device (purged)");
     in.sides.push_back(*v.body);
   }
   // Base: the newest version that is an ancestor of every head.
   const Version* base = nullptr;
   for (const auto& id : anc[0]) {
-    bool common = std::all_of(anc.begin() + 1, anc.end(), [&](const auto& s) { return s.count(id) > 0; });
+    bool common =
+        std::all_of(anc.begin() + 1, anc.end(), [&](const auto& s) { return s.count(id) > 0; });
     const Version& v = versions.at(id);
     if (common && (!base || v.header.hlc > base->header.hlc)) base = &v;
   }
@@ -200,8 +208,8 @@ Result<std::vector<Change>> Store::changes_since(const ProjectId& project, std::
   std::vector<Change> out;
   Key prefix = Key{}.raw(project.view());
   LmdbCursor c(*txn, impl_->t().changes);
-  for (bool ok = c.seek(change_key(project, since + 1)); ok && has_prefix(c.key(), prefix) && out.size() < limit;
-       ok = c.next()) {
+  for (bool ok = c.seek(change_key(project, since + 1));
+       ok && has_prefix(c.key(), prefix) && out.size() < limit; ok = c.next()) {
     auto loc = decode_location(c.value());
     if (!loc) return make_error(Errc::data_loss, "corrupt changes feed");
     auto v = impl_->load_version(*txn, project, loc->first);

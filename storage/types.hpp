@@ -20,8 +20,9 @@ struct StoreOptions {
   std::uint64_t map_size_bytes = 16ull << 30;  // storage.map_size: LMDB map (sparse file)
   std::uint32_t max_body_bytes = 1u << 20;     // storage.max_body_bytes: one document body
   std::uint32_t max_batch_docs = 10000;        // storage.max_batch_docs: docs in one batch write
-  std::uint32_t checkpoint_interval = 256;     // storage.checkpoint_interval: log entries per signature
-  bool durable = true;                         // storage.durable: fsync every commit
+  std::uint32_t checkpoint_interval =
+      256;              // storage.checkpoint_interval: log entries per signature
+  bool durable = true;  // storage.durable: fsync every commit
   std::uint64_t max_clock_skew_ms = 24ull * 3600 * 1000;  // storage.max_clock_skew_ms
 };
 
@@ -34,12 +35,12 @@ struct VersionHeader {
   std::string doc_id;
   std::vector<VersionId> parents;  // sorted ascending, no duplicates
   DeviceId author;
-  std::uint64_t hlc = 0;           // hybrid logical clock: ms << 16 | counter
-  std::uint32_t schema = 1;        // the app's schema version of the body
+  std::uint64_t hlc = 0;     // hybrid logical clock: ms << 16 | counter
+  std::uint32_t schema = 1;  // the app's schema version of the body
   VersionKind kind = VersionKind::put;
-  crypto::Digest body_hash{};      // SHA-256 of the body bytes (zero for tombstones)
+  crypto::Digest body_hash{};  // SHA-256 of the body bytes (zero for tombstones)
   std::uint32_t body_size = 0;
-  Bytes extensions;                // fields of newer formats: kept and forwarded unchanged
+  Bytes extensions;  // fields of newer formats: kept and forwarded unchanged
 };
 
 struct Version {
@@ -81,7 +82,7 @@ struct Invite {
   std::array<std::uint8_t, 32> secret{};  // proves possession of the invite code
   ProjectId project;
   Role role = Role::member;
-  std::int64_t expires_ms = 0;            // unix ms
+  std::int64_t expires_ms = 0;  // unix ms
   std::optional<DeviceId> used_by;
 };
 
@@ -96,21 +97,21 @@ struct DocumentState {
   std::string collection;
   std::string doc_id;
   VersionId winner;
-  std::vector<VersionId> heads;    // winner first, then the other heads by rank
-  bool deleted = false;            // the winner is a tombstone
-  bool purged = false;             // bodies were removed on this device
-  std::optional<std::string> body; // winner's body if held
-  DeviceId author;                 // winner's author
-  std::uint64_t hlc = 0;           // winner's hlc
+  std::vector<VersionId> heads;     // winner first, then the other heads by rank
+  bool deleted = false;             // the winner is a tombstone
+  bool purged = false;              // bodies were removed on this device
+  std::optional<std::string> body;  // winner's body if held
+  DeviceId author;                  // winner's author
+  std::uint64_t hlc = 0;            // winner's hlc
   std::uint32_t schema = 1;
-  std::uint64_t local_seq = 0;     // changes-feed position of the last change
+  std::uint64_t local_seq = 0;  // changes-feed position of the last change
   bool in_conflict() const { return heads.size() > 1; }
 };
 
 struct WriteRequest {
   std::string collection;
-  std::string doc_id;                 // empty: a random 128-bit id is assigned
-  std::string body;                   // JSON object text; ignored for tombstones
+  std::string doc_id;  // empty: a random 128-bit id is assigned
+  std::string body;    // JSON object text; ignored for tombstones
   VersionKind kind = VersionKind::put;
   std::uint32_t schema = 1;
   // How to pick parents:
@@ -128,7 +129,7 @@ struct WriteResult {
   std::string collection;
   std::string doc_id;
   std::uint64_t local_seq = 0;
-  bool conflict = false;              // the document now has more than one head
+  bool conflict = false;  // the document now has more than one head
   std::vector<VersionId> heads;
 };
 
@@ -163,7 +164,7 @@ struct ListPage {
 
 struct MergeResult {
   std::vector<VersionId> heads;
-  std::string body;                          // merged JSON object
+  std::string body;                             // merged JSON object
   std::vector<std::string> conflicting_fields;  // same field changed differently
   bool clean() const { return conflicting_fields.empty(); }
 };

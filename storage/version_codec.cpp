@@ -29,7 +29,8 @@ Result<VersionHeader> decode_header(ByteView bytes) {
   VersionHeader h;
   std::uint8_t format = r.u8();
   if (r.ok() && format != kVersionFormat)
-    return make_error(Errc::unsupported, "version format " + std::to_string(format) + " is newer than this daemon");
+    return make_error(Errc::unsupported,
+                      "version format " + std::to_string(format) + " is newer than this daemon");
   h.project.bytes = r.fixed<16>();
   h.collection = std::string(r.str16());
   h.doc_id = std::string(r.str16());

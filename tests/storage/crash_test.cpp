@@ -38,7 +38,8 @@ TEST_CASE("kill -9 mid-write keeps every acknowledged write") {
       ::dup2(out[1], 1);
       ::close(out[0]);
       std::string seed = std::to_string(round);
-      ::execl(g_writer.c_str(), g_writer.c_str(), dir.path().c_str(), pid.str().c_str(), seed.c_str(), nullptr);
+      ::execl(g_writer.c_str(), g_writer.c_str(), dir.path().c_str(), pid.str().c_str(),
+              seed.c_str(), nullptr);
       ::_exit(127);
     }
     ::close(out[1]);

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
       reqs[i].collection = "obs";
       // Reuse a small id space so that updates and deletes happen too.
       reqs[i].doc_id = "doc-" + std::to_string(rng() % 500);
-      reqs[i].body = "{\"round\":" + std::to_string(round) + ",\"pad\":\"" + std::string(rng() % 600, 'x') + "\"}";
+      reqs[i].body = "{\"round\":" + std::to_string(round) + ",\"pad\":\"" +
+                     std::string(rng() % 600, 'x') + "\"}";
       if (rng() % 20 == 0) reqs[i].kind = storage::VersionKind::tombstone;
     }
     auto r = (*store)->write_batch(*pid, reqs);

@@ -323,13 +323,15 @@ TEST_CASE("a full map gives resource_exhausted and keeps earlier data", "[storag
   REQUIRE(written < 1000);
   CHECK(last.code == Errc::resource_exhausted);
   CHECK(last.message.find("storage.map_size") != std::string::npos);
-  for (int i = 0; i < written; ++i) CHECK((*s)->get_document(p->id, "obs", "d" + std::to_string(i)).ok());
+  for (int i = 0; i < written; ++i)
+    CHECK((*s)->get_document(p->id, "obs", "d" + std::to_string(i)).ok());
 }
 
 #include <sys/mount.h>
 #include <unistd.h>
 
-TEST_CASE("a full disk gives resource_exhausted and loses nothing acknowledged", "[storage][disk]") {
+TEST_CASE("a full disk gives resource_exhausted and loses nothing acknowledged",
+          "[storage][disk]") {
   // Needs a small filesystem of its own: a 2 MB tmpfs (root only; elsewhere this case only
   // checks that it could not mount, and says so).
   TempDir dir;

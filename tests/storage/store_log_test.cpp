@@ -138,7 +138,8 @@ struct Tamper {
   ProjectId p = shared_project(*a, *b);
   LogBatch batch;
   Tamper() {
-    for (int i = 0; i < 5; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), R"({"n":1})")).ok());
+    for (int i = 0; i < 5; ++i)
+      REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), R"({"n":1})")).ok());
     auto r = a->read_log(p, a->device_id(), 0, 100, 1 << 20);
     REQUIRE(r.ok());
     batch = *r;
@@ -205,8 +206,8 @@ TEST_CASE("tampered logs are rejected and nothing is applied", "[storage][log]")
     forged.author = mallory->device_id();
     crypto::Digest chain = chain_genesis(t.p, forged.author);
     for (auto& e : forged.entries) chain = chain_next(chain, e.seq, e.id);
-    forged.checkpoints = {Checkpoint{5, chain,
-                                     mallory->signing_key().sign(checkpoint_message(t.p, forged.author, 5, chain))}};
+    forged.checkpoints = {Checkpoint{
+        5, chain, mallory->signing_key().sign(checkpoint_message(t.p, forged.author, 5, chain))}};
     auto r = t.b->apply_log(t.p, forged);
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == Errc::verification_failed);
@@ -227,7 +228,8 @@ TEST_CASE("version vectors tell exactly what is missing", "[storage][log]") {
   auto p = shared_project(*a, *b);
   for (int i = 0; i < 10; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), "{}")).ok());
   copy_logs(*a, *b, p);
-  for (int i = 10; i < 13; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), "{}")).ok());
+  for (int i = 10; i < 13; ++i)
+    REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), "{}")).ok());
   auto theirs = b->version_vector(p).value();
   CHECK(theirs.at(a->device_id()) == 10);
   auto batch = a->read_log(p, a->device_id(), theirs.at(a->device_id()), 100, 1 << 20);

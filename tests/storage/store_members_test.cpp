@@ -35,7 +35,8 @@ struct Team {
 
 }  // namespace
 
-TEST_CASE("the creator is the first coordinator and only coordinators change members", "[storage][members]") {
+TEST_CASE("the creator is the first coordinator and only coordinators change members",
+          "[storage][members]") {
   Team t;
   CHECK(t.role_on(*t.a, t.a->device_id()) == Role::coordinator);
   CHECK(t.role_on(*t.b, t.a->device_id()) == Role::coordinator);  // known from the project itself
@@ -60,7 +61,8 @@ TEST_CASE("records from a device without authority are ignored everywhere", "[st
   auto w = t.b->write(t.p, put("_members", t.c->device_id().str(), R"({"role":"coordinator"})"));
   REQUIRE_FALSE(w.ok());  // apps cannot write reserved collections
   CHECK(w.error().message.find("reserved") != std::string::npos);
-  CHECK(t.b->set_member(t.p, t.c->device_id(), Role::coordinator).error().code == Errc::permission_denied);
+  CHECK(t.b->set_member(t.p, t.c->device_id(), Role::coordinator).error().code ==
+        Errc::permission_denied);
   CHECK_FALSE(t.a->member(t.p, t.c->device_id()).value());
 }
 
@@ -86,7 +88,8 @@ TEST_CASE("invites are single use and expire", "[storage][members]") {
   CHECK(t.a->list_invites(t.p)->size() == 2);
 }
 
-TEST_CASE("a removed device's later versions are ignored, also when relayed", "[storage][members]") {
+TEST_CASE("a removed device's later versions are ignored, also when relayed",
+          "[storage][members]") {
   Team t;
   REQUIRE(t.a->set_member(t.p, t.b->device_id(), Role::member).ok());
   copy_logs(*t.a, *t.b, t.p);
