@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Builds with AddressSanitizer + UndefinedBehaviorSanitizer in build-asan and runs the tests.
-# Any sanitizer report fails the test that triggered it.
-# Usage: scripts/sanitize.sh [extra ctest arguments]
+# Builds the tests with sanitizers and runs the whole suite; any sanitizer report fails the
+# test that triggered it.
+#   default: AddressSanitizer + UndefinedBehaviorSanitizer in build-asan (what CI runs)
+#   SANITIZE=thread: ThreadSanitizer in build-tsan
+# Usage: [SANITIZE=thread] scripts/sanitize.sh [extra ctest arguments]
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BUILD_DIR="${BUILD_DIR:-build-asan}"
+SANITIZE="${SANITIZE:-address,undefined}"
+case "$SANITIZE" in
+  address,undefined) DEFAULT_DIR=build-asan ;;
+  thread) DEFAULT_DIR=build-tsan ;;
+  *) echo "sanitize.sh: SANITIZE must be address,undefined or thread" >&2; exit 2 ;;
+esac
+BUILD_DIR="${BUILD_DIR:-$DEFAULT_DIR}"
 bash "$ROOT/scripts/install-deps.sh"
-bash "$ROOT/scripts/build.sh" Debug "$BUILD_DIR" -DFIELDSYNC_SANITIZE=address,undefined \
+bash "$ROOT/scripts/build.sh" Debug "$BUILD_DIR" -DFIELDSYNC_SANITIZE="$SANITIZE" \
   -DFIELDSYNC_BUILD_BENCH=OFF
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
 cd "$ROOT"
 ctest --test-dir "$BUILD_DIR" -j "${CTEST_JOBS:-2}" --output-on-failure --timeout 600 "$@"
