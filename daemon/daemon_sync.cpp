@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 
 #include "ipc/api_service.hpp"
+#include "ipc/routes_join.hpp"
 #include "ipc/routes_members.hpp"
 #include "ipc/routes_peers.hpp"
 #include "storage/store.hpp"
@@ -36,6 +37,7 @@ void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovere
   transports::SyncService* svc = service_.get();
   ipc::register_peer_routes(api.router(), api.context(), svc, std::move(discovered));
   ipc::register_member_routes(api.router(), api.context(), svc);
+  ipc::register_join_routes(api.router(), api.context(), svc);
   api.set_status_section("peers", [svc] { return ipc::peers_status_json(svc); });
 }
 

@@ -2,8 +2,9 @@
 //
 // The HTTP server (ipc/http_server.cpp, the only Beast code) parses the wire request into an
 // ApiRequest and serialises the ApiResponse back, so handlers compile without Beast and can be
-// unit-tested without sockets. A response is either complete (status + body) or carries a
-// ChangeStream, which the server drives asynchronously (long-poll and Server-Sent Events).
+// unit-tested without sockets. A response is either complete (status + body), carries a
+// ChangeStream, which the server drives asynchronously (long-poll and Server-Sent Events), or
+// is deferred (the server waits, bounded, for the handler's later answer).
 // Plain data; not thread-safe by itself.
 #pragma once
 
@@ -78,12 +79,25 @@ struct ChangeStream {
   std::function<std::string(const ChangeChunk&)> render;
 };
 
+struct ApiResponse;
+
+// A response that is only known later (e.g. after a network exchange): the server calls
+// start(reply) once on its thread and sends what reply() gets, or on_timeout() if reply()
+// did not come within `timeout`. reply() must be called on the server's thread; calls after
+// the first (or after the timeout) are ignored.
+struct DeferredResponse {
+  std::function<void(std::function<void(ApiResponse)> reply)> start;
+  std::chrono::milliseconds timeout{0};
+  std::function<ApiResponse()> on_timeout;
+};
+
 struct ApiResponse {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
   std::shared_ptr<ChangeStream> stream;                      // set: the server drives it
+  std::shared_ptr<DeferredResponse> deferred;                // set: the server waits for it
 };
 
 }  // namespace fieldsync::ipc

@@ -139,7 +139,32 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   asio::awaitable<void> run_sse(Socket& sock, asio::steady_timer& deadline, ChangeStream& s);
   template <class Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, Transport transport);
+  asio::awaitable<ApiResponse> run_deferred(std::shared_ptr<DeferredResponse> d);
 };
+
+// Waits (bounded by d->timeout) for a deferred handler's answer.
+asio::awaitable<ApiResponse> ApiServer::Impl::run_deferred(std::shared_ptr<DeferredResponse> d) {
+  struct Slot {
+    explicit Slot(asio::io_context& io) : timer(io) {}
+    asio::steady_timer timer;
+    std::optional<ApiResponse> result;
+    bool waiting = true;
+  };
+  auto slot = std::make_shared<Slot>(io);
+  slot->timer.expires_after(d->timeout);
+  d->start([slot](ApiResponse r) {
+    if (!slot->waiting) return;
+    slot->waiting = false;
+    slot->result = std::move(r);
+    slot->timer.cancel();
+  });
+  if (slot->waiting) co_await slot->timer.async_wait(use_tuple);
+  slot->waiting = false;
+  if (!slot->result)
+    slot->result = d->on_timeout ? d->on_timeout()
+                                 : error_response(make_error(Errc::unavailable, "no answer in time"));
+  co_return std::move(*slot->result);
+}
 
 // ---------------------------------------------------------------- listeners
 
@@ -403,6 +428,7 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
         resp = error_response(access.error());
       } else {
         resp = service.handle(req);
+        if (resp.deferred) resp = co_await run_deferred(resp.deferred);
       }
     }
     spdlog::debug("api {} {} -> {}", req.method, req.target, resp.stream ? 200 : resp.status);

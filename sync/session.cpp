@@ -7,6 +7,7 @@
 #include <deque>
 
 #include "crypto/crypto.hpp"
+#include "sync/join.hpp"
 #include "sync/wire_error.hpp"
 
 namespace fieldsync::sync {
@@ -76,6 +77,12 @@ struct Session::Impl {
   std::uint64_t bytes_received = 0;
   std::map<ProjectId, ProjectSync> projects;  // common projects only
   std::deque<ProjectId> rr;                    // round robin over projects for fairness
+  // Joining with an invite (sync/join.hpp), joiner side: the code, JOIN sent and not yet
+  // answered, the peer's PROJECTS held back until JOINED made the project ours, the outcome.
+  std::optional<InviteCode> join_code;
+  bool join_pending = false;
+  std::optional<Bytes> held_projects;
+  std::optional<Result<storage::ProjectInfo>> join_result;
 
   Impl(storage::Store& s, SessionParams p)
       : store(s), params(std::move(p)), decoder(params.options.max_frame_bytes) {
@@ -94,6 +101,7 @@ struct Session::Impl {
     spdlog::log(e.code == Errc::unavailable ? spdlog::level::info : spdlog::level::warn,
                 "sync: session with {} failed: {}: {}", peer_label(), errc_name(e.code), e.message);
     if (tell_peer) encode_error(control, WireError{to_wire_code(e.code), e.message});
+    if (join_code && !join_result) join_result = e;  // the join ends with the session
     error = std::move(e);
     state = SessionState::failed;
   }
@@ -123,9 +131,12 @@ struct Session::Impl {
         return fail(make_error(Errc::failed_precondition, "expected HELLO first"), true);
       return on_hello(f.payload);
     }
+    if (f.type == kMsgJoin) return on_join(f.payload);
+    if (f.type == kMsgJoined) return on_joined(f.payload);
     if (state == SessionState::proving) {
       if (type != MsgType::projects)
         return fail(make_error(Errc::failed_precondition, "expected PROJECTS after HELLO"), true);
+      if (join_pending) return hold_projects(f.payload);
       return on_projects(f.payload);
     }
     switch (type) {
@@ -146,7 +157,8 @@ struct Session::Impl {
 
   void on_error(ByteView payload) {
     auto m = decode_error(payload);
-    Error e = m.ok() ? make_error(from_wire_code(m->code), "peer: " + m->reason)
+    Error e = m.ok() ? make_error(from_wire_code(m->code),
+                                  (join_pending ? "the inviter refused: " : "peer: ") + m->reason)
                      : make_error(Errc::invalid_argument, "peer sent a malformed ERROR");
     fail(std::move(e), false);
   }
@@ -173,7 +185,56 @@ struct Session::Impl {
                          ? params.options.max_frame_bytes
                          : std::min(peer_hello.max_frame_bytes, params.options.max_frame_bytes);
     state = SessionState::proving;
+    if (join_code && !join_result) return send_join();  // PROJECTS follows JOINED
     send_projects();
+  }
+
+  // --- joining (docs/protocol.md "Joining") ---
+
+  // Joiner: JOIN proves we hold the invite, bound to this channel and our key.
+  void send_join() {
+    if (peer_hello.device != join_code->inviter)
+      return fail(make_error(Errc::unauthenticated, "this peer is not the device that made the invite"), true);
+    encode_join(control, make_join(*join_code, params.channel_binding, store.device_id()));
+    join_pending = true;
+  }
+
+  // Joiner, still proving: the inviter's proofs cover the project we are about to receive.
+  void hold_projects(ByteView payload) {
+    if (held_projects) return fail(make_error(Errc::failed_precondition, "PROJECTS sent twice"), true);
+    held_projects = Bytes(payload.begin(), payload.end());
+  }
+
+  // Inviter: check the proof, redeem the invite (single use, expiry) and hand over the
+  // project. Any refusal ends the session, so guessing costs a connection per try.
+  void on_join(ByteView payload) {
+    auto m = decode_join(payload);
+    if (!m.ok()) return fail(m.error(), true);
+    auto r = answer_join(store, *m, params.channel_binding, peer_hello.device, params.clock());
+    if (!r.ok()) return fail(r.error(), true);
+    spdlog::info("sync: {} ({}) joined project {} ({}) as {}", peer_label(), peer_hello.device_name,
+                 r->project.name, r->project.id.str(), storage::role_name(r->role));
+    encode_joined(control, *r);
+  }
+
+  // Joiner: add the project, then prove it like any other (PROJECTS, held proofs).
+  void on_joined(ByteView payload) {
+    if (!join_pending) return fail(make_error(Errc::failed_precondition, "JOINED without a JOIN"), true);
+    auto m = decode_joined(payload);
+    if (!m.ok()) return fail(m.error(), true);
+    auto added = accept_joined(store, *join_code, *m);
+    if (!added.ok()) return fail(added.error(), true);
+    join_pending = false;
+    spdlog::info("sync: joined project {} ({}) via {} as {}", added->name, added->id.str(), peer_label(),
+                 storage::role_name(m->role));
+    join_result = std::move(added);
+    if (state == SessionState::active) return reannounce();
+    send_projects();
+    if (held_projects) {
+      Bytes held = std::move(*held_projects);
+      held_projects.reset();
+      on_projects(held);
+    }
   }
 
   void send_projects() {
@@ -493,6 +554,21 @@ Bytes Session::take_output(std::size_t max_bytes) { return impl_->take_output(ma
 void Session::notify_local_change(const ProjectId& project) { impl_->notify_local_change(project); }
 
 void Session::projects_changed() { impl_->reannounce(); }
+
+Status Session::join(const InviteCode& code) {
+  Impl& im = *impl_;
+  if (im.join_pending || (im.join_code && !im.join_result))
+    return make_error(Errc::failed_precondition, "a join is already under way on this session");
+  if (im.state != SessionState::hello && im.state != SessionState::active)
+    return make_error(Errc::failed_precondition, std::string("cannot join while the session is ") +
+                                                     std::string(session_state_name(im.state)));
+  im.join_code = code;
+  im.join_result.reset();
+  if (im.state == SessionState::active) im.send_join();  // else on_hello sends it
+  return {};
+}
+
+const std::optional<Result<storage::ProjectInfo>>& Session::join_result() const { return impl_->join_result; }
 
 void Session::ping() {
   if (!impl_->finished()) encode_ping(impl_->control);

@@ -29,6 +29,7 @@
 #include "config/config.hpp"
 #include "storage/store.hpp"
 #include "sync/frame_decoder.hpp"
+#include "sync/invite_code.hpp"
 #include "sync/messages.hpp"
 #include "sync/progress.hpp"
 
@@ -66,6 +67,15 @@ class Session {
   // This device joined (imported) a project: re-sends PROJECTS so a live session picks up
   // projects that became common without reconnecting.
   void projects_changed();
+  // Joins the project of an invite over this session (docs/protocol.md "Joining"): before
+  // start() or while HELLO is awaited, JOIN replaces our first PROJECTS (sent once JOINED
+  // added the project); on an active session JOIN goes out now and PROJECTS is re-sent
+  // after JOINED. The peer must be code.inviter. Errors: failed_precondition (in the
+  // middle of the handshake, ended, or a join already under way).
+  Status join(const InviteCode& code);
+  // The outcome of join(): nullopt while under way (or never asked); then the project added,
+  // or why not (the inviter's refusal, e.g. "invite already used", or why the session ended).
+  const std::optional<Result<storage::ProjectInfo>>& join_result() const;
   // Queues a keepalive PING (the driver calls this when the link is idle).
   void ping();
   // The transport ended. A session that is not already failed becomes failed(unavailable).

@@ -68,6 +68,25 @@ std::optional<std::pair<std::string, std::string>> split_address(const std::stri
 
 struct Connection;
 
+// One `syncctl join`: the code, which address to try next, why earlier ones failed.
+struct JoinAttempt {
+  sync::InviteCode code;
+  std::function<void(Result<SyncService::JoinOutcome>)> done;
+  std::size_t next_address = 0;
+  std::vector<std::string> errors;
+  std::optional<asio::steady_timer> timer;  // only for a JOIN over an already live session
+  bool finished = false;
+
+  void finish(Result<SyncService::JoinOutcome> r) {
+    if (finished) return;
+    finished = true;
+    if (timer) timer->cancel();
+    auto cb = std::move(done);
+    done = nullptr;
+    if (cb) cb(std::move(r));
+  }
+};
+
 struct PeerEntry {
   DeviceId device;
   std::string name;
@@ -104,6 +123,11 @@ struct SyncService::Impl : std::enable_shared_from_this<SyncService::Impl> {
 
   void accept();
   void dial(PeerEntry& e);
+  void connect(const std::shared_ptr<Connection>& c);
+  void join_next(const std::shared_ptr<JoinAttempt>& j);
+  void check_join(Connection& c);
+  void join_closed(Connection& c);
+  void remember(const PeerEntry& e);
   void established(const std::shared_ptr<Connection>& c);
   void connection_closed(Connection& c);
   void schedule_retry(PeerEntry& e, bool failed);
@@ -133,6 +157,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
   std::pair<std::uint64_t, std::uint64_t> wire_at_close{0, 0};
   bool replaced = false;  // closed because another connection to the same peer won
   std::optional<Error> failure;  // why the attempt failed before a session existed
+  std::shared_ptr<JoinAttempt> join;  // this connection carries a JOIN (joiner side)
 
   Connection(std::shared_ptr<SyncService::Impl> s, tcp::socket sock, bool out)
       : svc(std::move(s)),
@@ -202,6 +227,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     p.channel_binding = std::move(binding);
     p.authenticated_peer = peer;
     session = std::make_unique<sync::Session>(svc->store, std::move(p));
+    if (join) (void)session->join(join->code);  // a fresh session: cannot fail
     session->start();
     set_deadline(svc->opt.handshake_timeout_ms);
     arm_keepalive();
@@ -231,6 +257,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
         return self->close();
       }
       self->session->receive(ByteView(self->rbuf.data(), n));
+      if (self->join) self->svc->check_join(*self);
       if (self->session->state() == sync::SessionState::active)
         self->set_deadline(self->svc->opt.idle_timeout_ms);
       self->pump();
@@ -310,8 +337,14 @@ void SyncService::Impl::dial(PeerEntry& e) {
   e.dialing = c;
   conns.insert(c);
   crypto::tls_expect_peer(c->stream.native_handle(), e.device);
-  c->set_deadline(opt.connect_timeout_ms);
   spdlog::debug("sync: dialing {} at {}", e.device.short_str(), e.address);
+  connect(c);
+}
+
+// Resolves c->address, connects and runs the TLS handshake (pinned to c->peer).
+void SyncService::Impl::connect(const std::shared_ptr<Connection>& c) {
+  auto hp = split_address(c->address);
+  c->set_deadline(opt.connect_timeout_ms);
   auto resolver = std::make_shared<tcp::resolver>(io);
   resolver->async_resolve(hp->first, hp->second, [c, resolver](error_code ec, tcp::resolver::results_type r) {
     if (c->closed) return;
@@ -367,6 +400,7 @@ void SyncService::Impl::established(const std::shared_ptr<Connection>& c) {
     const DeviceId& winner_dialer = std::min(me, *device);
     auto dialer = [&](const Connection& x) { return x.outgoing ? me : *device; };
     bool new_wins = dialer(*c) == dialer(*e.conn) || dialer(*c) == winner_dialer;
+    if (c->join || e.conn->join) new_wins = c->join != nullptr;  // never cut a JOIN short
     auto loser = new_wins ? e.conn : c;
     spdlog::debug("sync: duplicate connection with {}: closing the one {}", device->short_str(),
                   loser->outgoing ? "we dialed" : "it dialed");
@@ -395,6 +429,7 @@ void SyncService::Impl::established(const std::shared_ptr<Connection>& c) {
 void SyncService::Impl::connection_closed(Connection& c) {
   auto self = c.shared_from_this();
   conns.erase(self);
+  if (c.join) join_closed(c);
   auto it = peers.find(c.peer);
   if (it == peers.end()) return;
   PeerEntry& e = it->second;
@@ -482,6 +517,119 @@ PeerStatus SyncService::Impl::status_of(const PeerEntry& e) const {
   return s;
 }
 
+// --- joining ---
+
+void SyncService::Impl::remember(const PeerEntry& e) {
+  boost::json::object o;
+  o["address"] = e.address;
+  o["name"] = e.name;
+  if (auto st = store.save_peer(storage::PeerRecord{e.device, boost::json::serialize(o)}); !st)
+    spdlog::warn("sync: cannot remember peer {}: {}", e.device.short_str(), st.error().message);
+}
+
+// Tries the live session with the inviter, else the next address of the code.
+void SyncService::Impl::join_next(const std::shared_ptr<JoinAttempt>& j) {
+  if (j->finished) return;
+  if (!running) return j->finish(make_error(Errc::unavailable, "sync is not running"));
+  const DeviceId& inviter = j->code.inviter;
+  auto it = peers.find(inviter);
+  if (it != peers.end() && it->second.conn && !it->second.conn->join && it->second.conn->session &&
+      it->second.conn->session->state() == sync::SessionState::active) {
+    auto c = it->second.conn;
+    if (c->session->join(j->code)) {
+      spdlog::info("sync: joining project {} over the live session with {}", j->code.project.str(),
+                   inviter.short_str());
+      c->join = j;
+      // A live session's deadline is the idle timeout; the answer must come sooner.
+      j->timer.emplace(io);
+      j->timer->expires_after(std::chrono::milliseconds(opt.handshake_timeout_ms));
+      std::weak_ptr<Connection> weak = c;
+      j->timer->async_wait([j, weak](error_code ec) {
+        if (ec || j->finished) return;
+        if (auto conn = weak.lock(); conn && conn->join == j) conn->join = nullptr;
+        j->finish(make_error(Errc::unavailable, "the inviter did not answer the invite in time"));
+      });
+      c->pump();
+      return;
+    }
+  }
+  while (j->next_address < j->code.addresses.size()) {
+    std::string address = j->code.addresses[j->next_address++];
+    if (!split_address(address)) {
+      j->errors.push_back(address + ": not host:port");
+      continue;
+    }
+    auto c = std::make_shared<Connection>(shared_from_this(), tcp::socket(io), true);
+    c->peer = inviter;
+    c->address = address;
+    c->join = j;
+    conns.insert(c);
+    crypto::tls_expect_peer(c->stream.native_handle(), inviter);
+    spdlog::info("sync: joining project {}: dialing the inviter {} at {}", j->code.project.str(),
+                 inviter.short_str(), address);
+    connect(c);
+    return;
+  }
+  std::string why = "cannot reach the inviter " + inviter.short_str();
+  if (j->code.addresses.empty()) why += ": the invite code lists no address";
+  for (std::size_t i = 0; i < j->errors.size(); ++i) why += (i ? "; " : ": ") + j->errors[i];
+  j->finish(make_error(Errc::unavailable, why));
+}
+
+// After input on a connection carrying a JOIN: done once the session has the outcome.
+void SyncService::Impl::check_join(Connection& c) {
+  auto j = c.join;
+  if (!j || !c.session || !c.session->join_result()) return;
+  c.join = nullptr;
+  if (j->finished) return;
+  const auto& r = *c.session->join_result();
+  if (!r.ok()) return j->finish(r.error());
+  // The inviter is a peer we keep syncing with: remembered at the address that worked (for
+  // a live incoming session, the code's address on the same host, else its first one).
+  std::string address = c.address;
+  if (!c.outgoing) {
+    auto host = c.address.substr(0, c.address.rfind(':'));
+    address = j->code.addresses.empty() ? std::string() : j->code.addresses.front();
+    for (const auto& a : j->code.addresses)
+      if (auto hp = split_address(a); hp && hp->first == host) address = a;
+  }
+  PeerEntry& e = peers[c.peer];
+  e.device = c.peer;
+  if (e.name.empty()) e.name = c.session->peer_name();
+  if (!e.configured && split_address(address)) {
+    e.address = address;
+    e.configured = true;
+  }
+  if (e.configured) remember(e);
+  // Other live sessions may share the new project too.
+  for (auto& [id, other] : peers) {
+    if (!other.conn || other.conn.get() == &c || !other.conn->session) continue;
+    auto oc = other.conn;
+    oc->session->projects_changed();
+    oc->pump();
+  }
+  j->finish(SyncService::JoinOutcome{*r, e.configured ? e.address : address, e.name});
+}
+
+// A connection that carried a JOIN closed before check_join saw the outcome.
+void SyncService::Impl::join_closed(Connection& c) {
+  check_join(c);
+  auto j = c.join;
+  if (!j) return;
+  c.join = nullptr;
+  if (j->finished) return;
+  if (c.session && c.session->peer_known()) {
+    // We reached the inviter: its answer (or the session's end) is final.
+    auto e = c.session->error() ? *c.session->error()
+                                : c.failure ? *c.failure
+                                            : make_error(Errc::unavailable, "the inviter closed the connection");
+    return j->finish(std::move(e));
+  }
+  j->errors.push_back(c.address + ": " + (c.failure ? c.failure->message : std::string("connection closed")));
+  // Not from inside close(): the next attempt starts on a fresh stack.
+  asio::post(io, [self = shared_from_this(), j] { self->join_next(j); });
+}
+
 // --- SyncService ---
 
 SyncService::SyncService(asio::io_context& io, storage::Store& store, config::SyncOptions options,
@@ -564,13 +712,7 @@ Status SyncService::add_peer(const std::string& address, const DeviceId& device,
   e.configured = true;
   if (!name.empty() && e.name.empty()) e.name = std::move(name);
   e.failures = 0;
-  if (persist) {
-    boost::json::object o;
-    o["address"] = address;
-    o["name"] = e.name;
-    if (auto st = im.store.save_peer(storage::PeerRecord{device, boost::json::serialize(o)}); !st)
-      spdlog::warn("sync: cannot remember peer {}: {}", device.short_str(), st.error().message);
-  }
+  if (persist) im.remember(e);
   if (im.running && !e.conn && !e.dialing) im.dial(e);
   return {};
 }
@@ -625,6 +767,23 @@ Status SyncService::sync_now(const DeviceId& device) {
   e.failures = 0;
   im.dial(e);
   return {};
+}
+
+void SyncService::join(const sync::InviteCode& code, std::function<void(Result<JoinOutcome>)> done) {
+  auto j = std::make_shared<JoinAttempt>();
+  j->code = code;
+  j->done = std::move(done);
+  if (code.inviter == impl_->store.device_id())
+    return j->finish(make_error(Errc::invalid_argument, "this invite was made on this device"));
+  impl_->join_next(j);
+}
+
+std::uint32_t SyncService::join_timeout_ms(const sync::InviteCode& code) const {
+  const auto& o = impl_->opt;
+  // Per address: connect, then the TLS handshake and the session's handshake deadline.
+  std::uint64_t per = std::uint64_t{o.connect_timeout_ms} + 2ull * o.handshake_timeout_ms;
+  std::uint64_t total = per * std::max<std::size_t>(code.addresses.size(), 1) + o.handshake_timeout_ms;
+  return static_cast<std::uint32_t>(std::min<std::uint64_t>(total, 24ull * 3600 * 1000));
 }
 
 void SyncService::projects_changed() {

