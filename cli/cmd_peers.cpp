@@ -1,4 +1,4 @@
-// syncctl peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER]
+// syncctl peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER | approve PEER]
 // ("add PEER" with one argument picks a device discovered on the local network.)
 // syncctl sync PEER [--wait] [--timeout SECONDS]
 // PEER: a device id, its short form, a unique prefix of the id, or the peer's name.
@@ -102,6 +102,17 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
     else ctx.out << "added peer " << str(v.at("short_id")) << " at " << str(v.at("address")) << "\n";
     return kOk;
   }
+  if (pos[0] == "approve") {
+    if (pos.size() != 2) return usage_error(ctx, self, "peers approve needs a PEER");
+    std::string id;
+    if (int rc = resolve_peer(ctx, pos[1], id)) return rc;
+    if (int rc = ctx.call("POST", "/v1/peers/" + id + "/approve", "{}", v)) return rc;
+    if (ctx.json) ctx.print_json(v);
+    else
+      ctx.out << "approved " << str(v.at("short_id")) << " (verification code " << str(v.at("verification_code"))
+              << ")\n";
+    return kOk;
+  }
   if (pos[0] == "rm" || pos[0] == "show") {
     if (pos.size() != 2) return usage_error(ctx, self, "peers " + pos[0] + " needs a PEER");
     std::string id;
@@ -109,7 +120,10 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
     if (int rc = ctx.call(pos[0] == "rm" ? "DELETE" : "GET", "/v1/peers/" + id, {}, v)) return rc;
     if (ctx.json) ctx.print_json(v);
     else if (pos[0] == "rm") ctx.out << "removed peer " << id << "\n";
-    else print_peers(ctx, json::array{v});
+    else {
+      print_peers(ctx, json::array{v});
+      ctx.out << "verification code: " << str(v.at("verification_code")) << "\n";
+    }
     return kOk;
   }
   return usage_error(ctx, self, "unknown peers subcommand '" + pos[0] + "'");
@@ -185,8 +199,8 @@ int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
   }
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"peers", "peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER]",
-                              "list sync and discovered peers, add (or pick a discovered one), remove or show one", run_peers});
+FIELDSYNC_CLI_COMMAND(Command{"peers", "peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER | approve PEER]",
+                              "list sync and discovered peers, add (or pick a discovered one), remove, show or approve one", run_peers});
 FIELDSYNC_CLI_COMMAND(Command{"sync", "sync PEER [--wait] [--timeout SECONDS]",
                               "sync with a peer now; --wait until both hold the same data", run_sync});
 

@@ -46,6 +46,9 @@ struct SyncOptions {
   std::uint32_t retry_max_ms = 300000;         // sync.retry_max_ms: backoff ceiling
   std::uint32_t max_projects = 1024;           // sync.max_projects: membership proofs in one PROJECTS frame
   std::uint32_t write_chunk_bytes = 256u << 10; // sync.write_chunk_bytes: bytes handed to the transport per write
+  // sync.trust_policy: "auto" syncs with any device that proves a project and is not removed
+  // from it; "ask" holds a device that is neither a listed member nor approved as pending.
+  std::string trust_policy = "auto";
 };
 
 // Local-network discovery over mDNS / DNS-SD through the system's avahi-daemon

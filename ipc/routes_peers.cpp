@@ -60,6 +60,11 @@ json::object peer_json(const transports::PeerStatus& s) {
   o["last_error"] = error_json(s.last_error);
   o["wire_bytes_sent"] = s.wire_bytes_sent;
   o["wire_bytes_received"] = s.wire_bytes_received;
+  o["approved"] = s.approved;
+  json::array pending;
+  for (const auto& p : s.pending_projects) pending.emplace_back(p.str());
+  o["pending_projects"] = std::move(pending);
+  o["verification_code"] = s.verification_code;
   if (s.session) {
     json::object ss;
     ss["state"] = sync::session_state_name(s.session->state);
@@ -108,6 +113,9 @@ json::object discovered_peer_json(const DiscoveredPeerInfo& d) {
   o["last_error"] = nullptr;
   o["wire_bytes_sent"] = 0;
   o["wire_bytes_received"] = 0;
+  o["approved"] = false;
+  o["pending_projects"] = json::array();
+  o["verification_code"] = nullptr;  // GET /v1/verification/{device} computes it
   o["session"] = nullptr;
   o["discovered"] = discovered_json(d);
   return o;
@@ -216,6 +224,15 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     if (!id) return fail(id.error());
     if (auto st = sync->remove_peer(*id); !st) return fail(st.error());
     return json_response(200, "{\"removed\":" + json_quote(id->str()) + "}");
+  });
+
+  // trust_policy = ask: the user compared the verification code and trusts the device.
+  router.add("POST", "/v1/peers/{id}/approve", [sync, disc](ApiRequest& req) {
+    if (!sync) return fail(sync_disabled());
+    auto id = device_param(req);
+    if (!id) return fail(id.error());
+    if (auto st = sync->approve_peer(*id); !st) return fail(st.error());
+    return json_response(200, json::serialize(peer_json(*sync->peer(*id), disc)));
   });
 
   router.add("POST", "/v1/peers/{id}/sync", [sync, disc](ApiRequest& req) {

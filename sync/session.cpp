@@ -83,6 +83,9 @@ struct Session::Impl {
   bool join_pending = false;
   std::optional<Bytes> held_projects;
   std::optional<Result<storage::ProjectInfo>> join_result;
+  // Trust policy "ask": proven projects held until approve(), and the peer's VV for each.
+  std::set<ProjectId> pending;
+  std::map<ProjectId, Bytes> held_vv;
 
   Impl(storage::Store& s, SessionParams p)
       : store(s), params(std::move(p)), decoder(params.options.max_frame_bytes) {
@@ -270,6 +273,7 @@ struct Session::Impl {
             spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(), p.id.str());
             break;
           }
+          if (must_ask(p)) break;
           ProjectSync ps;
           ps.id = p.id;
           ps.stats.project = p.id;
@@ -281,7 +285,7 @@ struct Session::Impl {
       }
     }
     state = SessionState::active;
-    if (projects.empty()) {
+    if (projects.empty() && pending.empty()) {
       // Nothing to share: say so without naming anything, then end.
       return fail(make_error(Errc::permission_denied, "no common project"), true);
     }
@@ -297,6 +301,56 @@ struct Session::Impl {
       if (!vv.ok()) return fail(vv.error(), true);
       projects.at(id).mine = std::move(*vv);
       encode_vector(control, MsgType::vv, VectorMsg{id, projects.at(id).mine});
+    }
+  }
+
+  // --- trust policy (docs/protocol.md "Trust") ---
+
+  // "ask": a device that proves `p` but is neither its creator, a listed member nor
+  // approved waits for the user. Records it as pending (and says so once) when it must.
+  bool must_ask(const storage::ProjectInfo& p) {
+    if (params.options.trust_policy != "ask" || params.peer_approved) return false;
+    if (p.creator == peer_hello.device) return false;
+    auto m = store.member(p.id, peer_hello.device);
+    if (m.ok() && m->has_value() && (*m)->role != storage::Role::removed) return false;
+    if (pending.insert(p.id).second)
+      spdlog::warn("sync: {} ({}) proves project {} but is not a member (trust_policy = ask): held until "
+                   "approved (syncctl peers approve; verification code in syncctl peers show)",
+                   peer_label(), peer_hello.device_name, p.name);
+    return true;
+  }
+
+  // Pending projects that may now sync (approved, or the device became a listed member).
+  void admit_pending() {
+    if (state != SessionState::active || pending.empty()) return;
+    auto list = store.list_projects();
+    if (!list.ok()) return fail(list.error(), true);
+    std::vector<ProjectId> ids;
+    for (const auto& p : *list) {
+      if (!pending.count(p.id) || must_ask(p)) continue;
+      pending.erase(p.id);
+      ids.push_back(p.id);
+    }
+    if (ids.empty()) return;
+    spdlog::info("sync: {} admitted: {} more project(s)", peer_label(), ids.size());
+    for (const auto& id : ids) {
+      auto vv = store.version_vector(id);
+      if (!vv.ok()) return fail(vv.error(), true);
+      ProjectSync ps;
+      ps.id = id;
+      ps.stats.project = id;
+      ps.mine = std::move(*vv);
+      encode_vector(control, MsgType::vv, VectorMsg{id, ps.mine});
+      projects.emplace(id, std::move(ps));
+      rr.push_back(id);
+    }
+    for (const auto& id : ids) {
+      auto held = held_vv.find(id);
+      if (held == held_vv.end()) continue;
+      Bytes payload = std::move(held->second);
+      held_vv.erase(held);
+      on_vector(payload, false);
+      if (finished()) return;
     }
   }
 
@@ -323,6 +377,11 @@ struct Session::Impl {
   void on_vector(ByteView payload, bool is_new) {
     auto m = decode_vector(payload, limits);
     if (!m.ok()) return fail(m.error(), true);
+    if (pending.count(m->project)) {  // held for approval: its VV waits, NEW is moot
+      if (!is_new && !held_vv.emplace(m->project, Bytes(payload.begin(), payload.end())).second)
+        return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
+      return;
+    }
     ProjectSync* ps = project_of(m->project, is_new ? "NEW" : "VV");
     if (!ps) return;
     if (!is_new) {
@@ -518,6 +577,7 @@ struct Session::Impl {
 
   void notify_local_change(const ProjectId& id) {
     if (state != SessionState::active) return;
+    if (pending.count(id)) return admit_pending();  // a membership record may have arrived
     auto it = projects.find(id);
     if (it == projects.end()) return;
     ProjectSync& ps = it->second;
@@ -570,6 +630,15 @@ Status Session::join(const InviteCode& code) {
 
 const std::optional<Result<storage::ProjectInfo>>& Session::join_result() const { return impl_->join_result; }
 
+std::vector<ProjectId> Session::pending_projects() const {
+  return {impl_->pending.begin(), impl_->pending.end()};
+}
+
+void Session::approve() {
+  impl_->params.peer_approved = true;
+  impl_->admit_pending();
+}
+
 void Session::ping() {
   if (!impl_->finished()) encode_ping(impl_->control);
 }
@@ -612,7 +681,7 @@ SessionProgress Session::progress() const {
 }
 
 bool Session::in_sync() const {
-  if (impl_->state != SessionState::active) return false;
+  if (impl_->state != SessionState::active || !impl_->pending.empty()) return false;
   for (const auto& [id, ps] : impl_->projects)
     if (!ps.was_in_sync) return false;
   return true;

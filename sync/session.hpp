@@ -23,6 +23,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "common/result.hpp"
@@ -44,6 +45,9 @@ struct SessionParams {
   // The peer's device as authenticated by the transport (TLS certificate key); HELLO must
   // match it. nullopt when the transport does not authenticate.
   std::optional<DeviceId> authenticated_peer;
+  // The user approved this device (trust policy "ask", options.trust_policy): its proven
+  // projects sync even where it is not a listed member.
+  bool peer_approved = false;
   // Wall clock in unix milliseconds (progress rates, last sync time); injectable for tests.
   std::function<std::int64_t()> clock;
 };
@@ -76,6 +80,12 @@ class Session {
   // The outcome of join(): nullopt while under way (or never asked); then the project added,
   // or why not (the inviter's refusal, e.g. "invite already used", or why the session ended).
   const std::optional<Result<storage::ProjectInfo>>& join_result() const;
+  // Trust policy "ask": projects the peer proved but that wait for approve() because it is
+  // neither a listed member nor approved. Nothing of them is exchanged meanwhile; the
+  // session stays open (pending) even when they are all it has.
+  std::vector<ProjectId> pending_projects() const;
+  // The user approved the peer: its pending projects start syncing on this session.
+  void approve();
   // Queues a keepalive PING (the driver calls this when the link is idle).
   void ping();
   // The transport ended. A session that is not already failed becomes failed(unavailable).

@@ -37,6 +37,7 @@ std::string_view peer_state_name(PeerState s) {
     case PeerState::syncing: return "syncing";
     case PeerState::in_sync: return "in_sync";
     case PeerState::backoff: return "backoff";
+    case PeerState::pending: return "pending";
   }
   return "unknown";
 }
@@ -92,6 +93,7 @@ struct PeerEntry {
   std::string name;
   std::string address;
   bool configured = false;
+  bool approved = false;  // trusted by the user (trust_policy = ask), remembered in the store
   std::shared_ptr<Connection> conn;     // the attached (live) connection
   std::shared_ptr<Connection> dialing;  // our outgoing attempt, until attached or failed
   std::unique_ptr<asio::steady_timer> retry;
@@ -226,6 +228,7 @@ struct Connection : std::enable_shared_from_this<Connection> {
     p.device_name = svc->device_name;
     p.channel_binding = std::move(binding);
     p.authenticated_peer = peer;
+    if (auto it = svc->peers.find(peer); it != svc->peers.end()) p.peer_approved = it->second.approved;
     session = std::make_unique<sync::Session>(svc->store, std::move(p));
     if (join) (void)session->join(join->code);  // a fresh session: cannot fail
     session->start();
@@ -492,7 +495,10 @@ PeerStatus SyncService::Impl::status_of(const PeerEntry& e) const {
   s.session = e.last_progress;
   s.wire_bytes_sent = e.last_wire_sent;
   s.wire_bytes_received = e.last_wire_received;
+  s.approved = e.approved;
+  s.verification_code = sync::verification_code(store.device_id(), e.device);
   if (e.conn && e.conn->session) {
+    s.pending_projects = e.conn->session->pending_projects();
     std::tie(s.wire_bytes_sent, s.wire_bytes_received) = e.conn->wire_bytes();
     s.connected = true;
     s.outgoing = e.conn->outgoing;
@@ -504,6 +510,7 @@ PeerStatus SyncService::Impl::status_of(const PeerEntry& e) const {
       case sync::SessionState::proving: s.state = PeerState::handshake; break;
       case sync::SessionState::active:
         s.state = e.conn->session->in_sync() ? PeerState::in_sync : PeerState::syncing;
+        if (!s.pending_projects.empty() && e.conn->session->common_projects().empty()) s.state = PeerState::pending;
         break;
       default: s.state = PeerState::handshake; break;  // closing
     }
@@ -523,6 +530,7 @@ void SyncService::Impl::remember(const PeerEntry& e) {
   boost::json::object o;
   o["address"] = e.address;
   o["name"] = e.name;
+  if (e.approved) o["approved"] = true;
   if (auto st = store.save_peer(storage::PeerRecord{e.device, boost::json::serialize(o)}); !st)
     spdlog::warn("sync: cannot remember peer {}: {}", e.device.short_str(), st.error().message);
 }
@@ -596,11 +604,12 @@ void SyncService::Impl::check_join(Connection& c) {
   PeerEntry& e = peers[c.peer];
   e.device = c.peer;
   if (e.name.empty()) e.name = c.session->peer_name();
+  e.approved = true;  // the code pinned its key and the user chose to join through it
   if (!e.configured && split_address(address)) {
     e.address = address;
     e.configured = true;
   }
-  if (e.configured) remember(e);
+  remember(e);
   // Other live sessions may share the new project too.
   for (auto& [id, other] : peers) {
     if (!other.conn || other.conn.get() == &c || !other.conn->session) continue;
@@ -664,6 +673,13 @@ Status SyncService::start() {
       const auto& o = v.as_object();
       auto* address = o.if_contains("address");
       auto* name = o.if_contains("name");
+      auto* approved = o.if_contains("approved");
+      if (approved && approved->is_bool() && approved->as_bool()) {
+        PeerEntry& e = im.peers[rec.device];
+        e.device = rec.device;
+        e.approved = true;
+        if (name && name->is_string() && e.name.empty()) e.name = std::string(name->as_string());
+      }
       if (!address || !address->is_string() || !split_address(std::string(address->as_string()))) continue;
       PeerEntry& e = im.peers[rec.device];
       if (e.configured) continue;  // the config file names it too
@@ -753,6 +769,22 @@ Result<PeerStatus> SyncService::peer(const DeviceId& device) const {
   auto it = impl_->peers.find(device);
   if (it == impl_->peers.end()) return make_error(Errc::not_found, "no such peer");
   return impl_->status_of(it->second);
+}
+
+Status SyncService::approve_peer(const DeviceId& device) {
+  Impl& im = *impl_;
+  auto it = im.peers.find(device);
+  if (it == im.peers.end()) return make_error(Errc::not_found, "no such peer: it must have connected first");
+  PeerEntry& e = it->second;
+  e.approved = true;
+  im.remember(e);
+  spdlog::info("sync: {} approved by the user", device.short_str());
+  if (e.conn && e.conn->session) {
+    auto c = e.conn;
+    c->session->approve();
+    c->pump();
+  }
+  return {};
 }
 
 Status SyncService::sync_now(const DeviceId& device) {

@@ -45,6 +45,7 @@ enum class PeerState : std::uint8_t {
   syncing,     // session active, versions flowing
   in_sync,     // session active, both sides hold the same versions; live pushes continue
   backoff,     // waiting before the next dial
+  pending,     // session open, but every project it proved waits for approval (trust_policy = ask)
 };
 std::string_view peer_state_name(PeerState s);
 
@@ -64,6 +65,9 @@ struct PeerStatus {
   std::uint64_t wire_bytes_sent = 0;
   std::uint64_t wire_bytes_received = 0;
   std::optional<sync::SessionProgress> session;  // the live (or last) session's progress
+  bool approved = false;                       // the user approved it (or we joined through it)
+  std::vector<ProjectId> pending_projects;     // proven projects waiting for approval
+  std::string verification_code;               // sync::verification_code(us, it)
 };
 
 class SyncService {
@@ -93,6 +97,9 @@ class SyncService {
   Status remove_peer(const DeviceId& device);
   std::vector<PeerStatus> peers() const;
   Result<PeerStatus> peer(const DeviceId& device) const;
+  // Trusts the device (trust_policy = ask): remembered in the store, and projects its live
+  // session holds for approval start syncing. not_found for a device never seen.
+  Status approve_peer(const DeviceId& device);
   // Dials now (skipping any backoff) if not connected; a live session is already syncing.
   Status sync_now(const DeviceId& device);
   // Joins the project of an invite code (docs/protocol.md "Joining"): over the live session

@@ -180,6 +180,77 @@ class Join(unittest.TestCase):
         self.assertNotIn(pid, peer_error(d, a)["message"])
         self.assertIn("no common project", a.log())
 
+    def test_revocation_travels_and_refuses_the_device(self):
+        # c creates the project; a and b join it with c's codes. a and b then sync directly.
+        c, a, b = self.spawn("gamma"), self.spawn("alpha"), self.spawn("beta")
+        pid = c.create_project("clinic")
+        for d in (a, b):
+            out = d.syncctl("join", invite(c, pid)["code"], "--wait", "--timeout", "30")
+            self.assertEqual(out.returncode, 0, out.stderr)
+        add_peer(a, b)
+        put(a, pid, "early", {"by": "alpha"})
+        wait_until(lambda: doc(b, pid, "early") is not None, 20, what="alpha's write reached beta directly")
+        # Revoke a on c; b learns it by syncing with c (never from a), and then refuses a.
+        r = c.unix("DELETE", V + "/%s/members/%s" % (pid, a.device_id))
+        self.assertEqual(r.status, 200, r)
+        wait_until(lambda: roles(b, pid).get(a.device_id) == "removed", 20, what="removal reached beta")
+        # a keeps redialing b; each new session is refused at PROJECTS: a shares nothing with b.
+        wait_until(lambda: "no common project" in peer_error(a, b).get("message", ""), 20,
+                   what="alpha refused by beta")
+        self.assertEqual(peer_error(a, b)["error"], "permission_denied")
+        wait_until(lambda: "no common project" in peer_error(a, c).get("message", ""), 20,
+                   what="alpha refused by gamma")
+        self.assertIn("was removed from project", b.log())
+        self.assertFalse((peer(a, b) or {}).get("connected") and peer(a, b)["state"] == "in_sync")
+        # a still has the project secret, but its later writes reach nobody.
+        put(a, pid, "late", {"by": "alpha"})
+        put(b, pid, "marker", {"by": "beta"})
+        wait_until(lambda: doc(c, pid, "marker") is not None, 20, what="beta and gamma still sync")
+        self.assertIsNone(doc(b, pid, "late"))
+        self.assertIsNone(doc(c, pid, "late"))
+        self.assertIsNone(doc(a, pid, "marker"))
+        self.assertIsNotNone(doc(b, pid, "early"))  # what a wrote before stays
+
+    def test_trust_policy_ask_holds_unknown_devices_until_approved(self):
+        a, b, c = self.spawn("alpha", **{"sync.trust_policy": "ask"}), self.spawn("beta"), self.spawn("gamma")
+        pid = a.create_project("clinic")
+        put(a, pid, "first", {"n": 1})
+        # b gets the project secret without an invite: it proves membership but is not listed.
+        sec = a.unix("GET", V + "/%s/secret" % pid).json()
+        self.assertEqual(b.unix("POST", V + "/import", sec).status, 201)
+        add_peer(b, a)
+        wait_until(lambda: (peer(a, b) or {}).get("state") == "pending", 20, what="beta pending on alpha")
+        p = peer(a, b)
+        self.assertEqual(p["pending_projects"], [pid])
+        self.assertFalse(p["approved"])
+        # The code to compare is the one beta shows for alpha.
+        self.assertEqual(p["verification_code"],
+                         b.unix("GET", "/v1/verification/%s" % a.device_id).json()["code"])
+        shown = a.syncctl("peers", "show", b.device_id)
+        self.assertIn(p["verification_code"], shown.stdout)
+        self.assertIn("pending", shown.stdout)
+        self.assertIsNone(doc(b, pid, "first"))  # nothing flows while pending
+        self.assertIn("held until approved", a.log())
+        out = a.syncctl("peers", "approve", p["short_id"])
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("approved", out.stdout)
+        wait_until(lambda: doc(b, pid, "first") is not None, 20, what="sync after approval")
+        self.assertTrue(peer(a, b)["approved"])
+        self.assertEqual(a.unix("POST", "/v1/peers/not-a-device/approve").status, 400)
+        self.assertEqual(a.unix("POST", "/v1/peers/%s/approve" % c.device_id).status, 404)
+        # The approval is remembered across a restart of alpha (which now dials beta: its own
+        # sync port changed with the restart).
+        a.restart()
+        self.assertTrue(peer(a, b)["approved"])
+        add_peer(a, b)
+        put(a, pid, "after-restart", {"n": 2})
+        wait_until(lambda: doc(b, pid, "after-restart") is not None, 20, what="sync after alpha restarted")
+        self.assertTrue(peer(a, b)["approved"])
+        # A device that joins with an invite needs no approval: it is a listed member.
+        out = c.syncctl("join", invite(a, pid)["code"], "--wait", "--timeout", "30")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(doc(c, pid, "after-restart")["body"], {"n": 2})
+
 
 if __name__ == "__main__":
     unittest.main()

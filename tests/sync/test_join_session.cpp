@@ -186,3 +186,85 @@ TEST_CASE("JOIN and JOINED out of place fail the session", "[sync][join]") {
     CHECK(sa.state() == SessionState::failed);
   }
 }
+
+// --- trust policy (sync.trust_policy) ---
+
+namespace {
+SessionParams asking(std::string name) {
+  config::SyncOptions o;
+  o.trust_policy = "ask";
+  return params(std::move(name), o);
+}
+}  // namespace
+
+TEST_CASE("trust_policy ask holds a device that only knows the secret until approved", "[sync][trust]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);  // b has the secret but no member record
+  a.write_docs(p, 0, 20);
+  Session sa(*a.store, asking("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  CHECK(sa.state() == SessionState::active);  // held open, not refused
+  CHECK(sa.pending_projects() == std::vector<ProjectId>{p});
+  CHECK(sa.common_projects().empty());
+  CHECK_FALSE(sa.in_sync());
+  CHECK_FALSE(b.store->get_document(p, "obs", "d0").ok());  // nothing flowed
+  sa.approve();
+  pipe.run();
+  CHECK(sa.pending_projects().empty());
+  CHECK(doc(b, p, "d19").body == doc(a, p, "d19").body);
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+}
+
+TEST_CASE("trust_policy ask accepts listed members and the creator at once", "[sync][trust]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);  // a created it
+  REQUIRE(a.store->set_member(p, b.store->device_id(), storage::Role::member).ok());
+  a.write_docs(p, 0, 5);
+  Session sa(*a.store, asking("a")), sb(*b.store, asking("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  CHECK(sa.pending_projects().empty());  // b is a listed member on a
+  CHECK(sb.pending_projects().empty());  // a is the creator, also on b
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());
+}
+
+TEST_CASE("trust_policy ask admits a pending device when its membership record arrives", "[sync][trust]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 5);
+  Session sa(*a.store, asking("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sa.pending_projects().size() == 1);
+  // The coordinator adds b as a member (here, or it arrives by sync from another device).
+  REQUIRE(a.store->set_member(p, b.store->device_id(), storage::Role::member).ok());
+  pipe.run();
+  CHECK(sa.pending_projects().empty());
+  CHECK(sa.in_sync());
+  CHECK(doc(b, p, "d4").body == doc(a, p, "d4").body);
+}
+
+TEST_CASE("a removed device is refused whatever the trust policy, approved or not", "[sync][trust]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  REQUIRE(a.store->set_member(p, b.store->device_id(), storage::Role::removed).ok());
+  auto pa = asking("a");
+  pa.peer_approved = true;
+  Session sa(*a.store, pa), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe{sa, sb}.run();
+  CHECK(sa.state() == SessionState::failed);
+  CHECK(sa.error()->code == Errc::permission_denied);
+  REQUIRE(sb.error().has_value());
+  CHECK(sb.error()->message.find("no common project") != std::string::npos);
+}
