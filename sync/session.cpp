@@ -231,6 +231,7 @@ struct Session::Impl {
     spdlog::info("sync: joined project {} ({}) via {} as {}", added->name, added->id.str(), peer_label(),
                  storage::role_name(m->role));
     join_result = std::move(added);
+    params.peer_approved = true;  // its key was pinned by the code we chose to use: trusted
     if (state == SessionState::active) return reannounce();
     send_projects();
     if (held_projects) {

@@ -268,3 +268,80 @@ TEST_CASE("a removed device is refused whatever the trust policy, approved or no
   REQUIRE(sb.error().has_value());
   CHECK(sb.error()->message.find("no common project") != std::string::npos);
 }
+
+TEST_CASE("JOIN and JOINED decoders and a joining session survive random and mutated input",
+          "[sync][join][fuzz]") {
+  Node a, b;
+  auto p = a.store->create_project("survey");
+  REQUIRE(p.ok());
+  InviteCode code = invite(a, p->id);
+  Joined good;
+  good.project = *p;
+  good.role = storage::Role::member;
+  Bytes joined_frame, join_frame;
+  encode_joined(joined_frame, good);
+  encode_join(join_frame, make_join(code, Bytes(32, 0x42), b.store->device_id()));
+  std::mt19937 rng(20261123);
+  for (int round = 0; round < 3000; ++round) {
+    const Bytes& base = round % 2 ? joined_frame : join_frame;
+    Bytes payload(base.begin() + kFrameHeaderBytes, base.end());
+    switch (round % 3) {
+      case 0:  // flip bytes
+        for (int k = 0; k < 3 && !payload.empty(); ++k) payload[rng() % payload.size()] ^= std::uint8_t(1 + rng() % 255);
+        break;
+      case 1:  // truncate or extend
+        payload.resize(rng() % (payload.size() + 8), std::uint8_t(rng()));
+        break;
+      default:  // random
+        payload.resize(rng() % 200);
+        for (auto& x : payload) x = std::uint8_t(rng());
+    }
+    (void)decode_join(payload);
+    auto d = decode_joined(payload);
+    if (d.ok()) CHECK((d->role == storage::Role::member || d->role == storage::Role::coordinator));
+    if (round % 50 != 0) continue;
+    // The joiner's session fed the inviter's HELLO and the mutated JOINED.
+    Session sb(*b.store, params("b"));
+    REQUIRE(sb.join(code).ok());
+    sb.start();
+    Bytes in;
+    Hello h;
+    h.device = a.store->device_id();
+    h.device_name = "a";
+    encode_hello(in, h);
+    encode_frame(in, kMsgJoined, payload);
+    sb.receive(in);
+    REQUIRE(sb.join_result().has_value());
+    if (sb.join_result()->ok()) CHECK((*sb.join_result())->id == p->id);
+    else CHECK(sb.state() == SessionState::failed);
+    (void)sb.take_output(1 << 20);
+  }
+  // Only the project the code names can ever be added (the inviter is pinned by TLS).
+  auto list = b.store->list_projects();
+  REQUIRE(list.ok());
+  for (const auto& q : *list) CHECK(q.id == p->id);
+}
+
+TEST_CASE("with trust_policy ask the joiner trusts an inviter that is not the creator", "[sync][trust][join]") {
+  Node a, c, b;
+  ProjectId p = shared_project(a, c);
+  REQUIRE(a.store->set_member(p, c.store->device_id(), storage::Role::coordinator).ok());
+  a.write_docs(p, 0, 5);
+  {
+    Session sa(*a.store, params("a")), sc(*c.store, params("c"));
+    sa.start();
+    sc.start();
+    Pipe{sa, sc}.run();
+    REQUIRE(sc.in_sync());
+  }
+  InviteCode code = invite(c, p);  // c is a coordinator, not the creator
+  Session sc(*c.store, params("c")), sb(*b.store, asking("b"));
+  REQUIRE(sb.join(code).ok());
+  sc.start();
+  sb.start();
+  Pipe{sc, sb, &c, &b}.run();
+  REQUIRE(sb.join_result()->ok());
+  CHECK(sb.pending_projects().empty());
+  CHECK(sb.in_sync());
+  CHECK(doc(b, p, "d4").body == doc(a, p, "d4").body);
+}
