@@ -180,6 +180,22 @@ class Join(unittest.TestCase):
         self.assertNotIn(pid, peer_error(d, a)["message"])
         self.assertIn("no common project", a.log())
 
+    def test_join_over_a_live_session(self):
+        a, b = self.spawn("alpha"), self.spawn("beta")
+        first = a.create_project("first")
+        sec = a.unix("GET", V + "/%s/secret" % first).json()
+        self.assertEqual(b.unix("POST", V + "/import", sec).status, 201)
+        add_peer(b, a)
+        wait_until(lambda: (peer(b, a) or {}).get("state") == "in_sync", 20, what="first project in sync")
+        second = a.create_project("second")
+        put(a, second, "x", {"n": 2})
+        r = b.unix("POST", "/v1/join", {"code": invite(a, second)["code"]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json()["inviter"]["address"], sync_address(a))
+        wait_until(lambda: doc(b, second, "x") is not None, 20, what="second project synced")
+        self.assertIn("over the live session", b.log())
+        self.assertEqual(len(b.unix("GET", "/v1/peers").json()["peers"]), 1)  # still one connection
+
     def test_revocation_travels_and_refuses_the_device(self):
         # c creates the project; a and b join it with c's codes. a and b then sync directly.
         c, a, b = self.spawn("gamma"), self.spawn("alpha"), self.spawn("beta")
