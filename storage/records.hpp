@@ -109,6 +109,12 @@ struct HeadRef {
   bool tombstone = false;
 };
 
+// Deterministic winner: highest hlc, then highest version id. Every device that holds
+// the same heads picks the same winner.
+inline bool head_ranks_before(const HeadRef& a, const HeadRef& b) {
+  return a.hlc != b.hlc ? a.hlc > b.hlc : a.id > b.id;
+}
+
 struct DocRecord {
   static constexpr std::uint8_t kDeleted = 1, kPurged = 2;
   std::uint8_t flags = 0;

@@ -98,6 +98,16 @@ Result<std::optional<Location>> Store::Impl::find_version(const LmdbTxn& txn, By
   return std::optional<Location>{};
 }
 
+Result<DocRecord> Store::Impl::existing_doc(const LmdbTxn& txn, const ProjectId& p,
+                                            std::string_view coll, std::string_view id) const {
+  FS_TRY(project(txn, p));
+  auto rec = doc(txn, doc_key(p, coll, id));
+  if (!rec) return rec.error();
+  if (!*rec)
+    return make_error(Errc::not_found, "no document " + std::string(coll) + "/" + std::string(id));
+  return std::move(**rec);
+}
+
 Result<HeadValue> Store::Impl::head(const LmdbTxn& txn, const ProjectId& p,
                                     const DeviceId& a) const {
   auto v = txn.get(t().heads, author_key(p, a));

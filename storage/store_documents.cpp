@@ -7,16 +7,7 @@
 #include "storage/version_codec.hpp"
 
 namespace fieldsync::storage {
-namespace {
-
-// Deterministic winner: highest hlc, then highest version id. Every device that holds
-// the same heads picks the same winner.
-bool rank_before(const HeadRef& a, const HeadRef& b) {
-  if (a.hlc != b.hlc) return a.hlc > b.hlc;
-  return a.id > b.id;
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord rec,
                                           const VersionHeader& h, const VersionId& id,
@@ -47,7 +38,7 @@ Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord r
                           [&](const HeadRef& r) { return r.id == id; })) {
     rec.heads.push_back(HeadRef{id, h.hlc, at, h.kind == VersionKind::tombstone});
   }
-  std::sort(rec.heads.begin(), rec.heads.end(), rank_before);
+  std::sort(rec.heads.begin(), rec.heads.end(), head_ranks_before);
   rec.flags = static_cast<std::uint8_t>(
       (rec.flags & DocRecord::kPurged) |
       (!rec.heads.empty() && rec.heads.front().tombstone ? DocRecord::kDeleted : 0));
@@ -246,15 +237,11 @@ Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::strin
                                             std::string_view doc_id) {
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
   Key dk = doc_key(project, collection, doc_id);
-  auto rec = impl_->doc(*txn, dk);
+  auto rec = impl_->existing_doc(*txn, project, collection, doc_id);
   if (!rec) return rec.error();
-  if (!*rec)
-    return make_error(Errc::not_found,
-                      "no document " + std::string(collection) + "/" + std::string(doc_id));
   std::uint32_t removed = 0;
-  auto held = impl_->doc_versions(*txn, dk, **rec);
+  auto held = impl_->doc_versions(*txn, dk, *rec);
   if (!held) return held.error();
   for (const auto& version : *held) {
     const Location& at = version.at;
@@ -272,8 +259,8 @@ Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::strin
     FS_TRY(txn->put(impl_->t().logs, k, stripped));
     ++removed;
   }
-  (*rec)->flags |= DocRecord::kPurged;
-  FS_TRY(txn->put(impl_->t().docs, dk, (*rec)->encode()));
+  rec->flags |= DocRecord::kPurged;
+  FS_TRY(txn->put(impl_->t().docs, dk, rec->encode()));
   FS_TRY(txn->commit());
   return removed;
 }

@@ -31,6 +31,9 @@ struct Store::Impl {
 
   Result<ProjectRecord> project(const LmdbTxn& txn, const ProjectId& p) const;
   Result<std::optional<DocRecord>> doc(const LmdbTxn& txn, ByteView doc_key) const;
+  // The record of a document that must exist: not_found for an unknown project or document.
+  Result<DocRecord> existing_doc(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
+                                 std::string_view id) const;
   // The version at a log position, header decoded, body copied if held.
   Result<Version> load_version(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
   // Every version of a document held here: its heads (in the DocRecord) and its

@@ -257,9 +257,7 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
   for (const auto& n : named)
     if (!held_ids.count(n)) FS_TRY(txn.put(t().superseded, superseded_key(dk, n), ByteView{}));
   if (out.heads.empty()) return txn.del(t().docs, dk);  // only the removed device ever wrote it
-  std::sort(out.heads.begin(), out.heads.end(), [](const HeadRef& a, const HeadRef& b) {
-    return a.hlc != b.hlc ? a.hlc > b.hlc : a.id > b.id;
-  });
+  std::sort(out.heads.begin(), out.heads.end(), head_ranks_before);
   if (out.heads.front().tombstone) out.flags |= DocRecord::kDeleted;
   auto seq = change_counter(txn, p);
   if (!seq) return seq.error();
@@ -345,16 +343,9 @@ Status Store::leave_project(const ProjectId& project) {
   FS_TRY(impl_->project(*txn, project));
   const Tables& t = impl_->t();
   Key prefix = prefix_of(project);
-  // Tables keyed by project first.
-  for (auto dbi : {t.docs, t.logs, t.heads, t.checkpoints, t.changes}) {
-    LmdbCursor c(*txn, dbi);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-      FS_TRY(c.del());
-      ok = c.seek(prefix);
-    }
-  }
-  // Per-document tables start with the doc key, which starts with the project id.
-  for (auto dbi : {t.docver, t.superseded}) {
+  // Every table but invites is keyed by project id first (the per-document tables start
+  // with the document key, which starts with it too).
+  for (auto dbi : {t.docs, t.logs, t.heads, t.checkpoints, t.changes, t.docver, t.superseded}) {
     LmdbCursor c(*txn, dbi);
     for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
       FS_TRY(c.del());

@@ -14,13 +14,9 @@ Result<DocumentState> Store::get_document(const ProjectId& project, std::string_
                                           std::string_view doc_id) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
-  auto rec = impl_->doc(*txn, doc_key(project, collection, doc_id));
+  auto rec = impl_->existing_doc(*txn, project, collection, doc_id);
   if (!rec) return rec.error();
-  if (!*rec)
-    return make_error(Errc::not_found,
-                      "no document " + std::string(collection) + "/" + std::string(doc_id));
-  return impl_->doc_state(*txn, project, collection, doc_id, **rec);
+  return impl_->doc_state(*txn, project, collection, doc_id, *rec);
 }
 
 Result<Version> Store::get_version(const ProjectId& project, std::string_view collection,
@@ -44,14 +40,9 @@ Result<std::vector<Version>> Store::history(const ProjectId& project, std::strin
                                             std::string_view doc_id, std::uint32_t limit) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
-  Key dk = doc_key(project, collection, doc_id);
-  auto rec = impl_->doc(*txn, dk);
+  auto rec = impl_->existing_doc(*txn, project, collection, doc_id);
   if (!rec) return rec.error();
-  if (!*rec)
-    return make_error(Errc::not_found,
-                      "no document " + std::string(collection) + "/" + std::string(doc_id));
-  auto held = impl_->doc_versions(*txn, dk, **rec);
+  auto held = impl_->doc_versions(*txn, doc_key(project, collection, doc_id), *rec);
   if (!held) return held.error();
   std::vector<Version> out;
   for (const auto& h : *held) {
@@ -136,18 +127,14 @@ Result<MergeResult> Store::merge_heads(const ProjectId& project, std::string_vie
                                        std::string_view doc_id) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
-  auto rec = impl_->doc(*txn, doc_key(project, collection, doc_id));
+  auto rec = impl_->existing_doc(*txn, project, collection, doc_id);
   if (!rec) return rec.error();
-  if (!*rec)
-    return make_error(Errc::not_found,
-                      "no document " + std::string(collection) + "/" + std::string(doc_id));
   Key dk = doc_key(project, collection, doc_id);
-  const auto heads = (*rec)->head_ids();
+  const auto heads = rec->head_ids();
 
   // Every version of this document we hold, by id (the DAG walk needs parents).
   std::unordered_map<VersionId, Version, FixedIdHash> versions;
-  auto held = impl_->doc_versions(*txn, dk, **rec);
+  auto held = impl_->doc_versions(*txn, dk, *rec);
   if (!held) return held.error();
   for (const auto& h : *held) {
     auto v = impl_->load_version(*txn, project, h.at);
