@@ -22,12 +22,22 @@ struct ApiOptions {
   std::string http_address = "127.0.0.1";  // api.http_address: loopback unless set explicitly
   std::uint16_t http_port = 7890;          // api.http_port (0 = ephemeral, written to data_dir/api.port)
   std::uint64_t max_body_bytes = 8u << 20; // api.max_body_bytes: one request body
-  std::uint32_t max_connections = 256;     // api.max_connections
+  std::uint32_t max_connections = 256;     // api.max_connections: TCP connections
   std::uint32_t max_page_size = 1000;      // api.max_page_size: docs/changes per response
   std::uint32_t request_timeout_ms = 30000;   // api.request_timeout_ms: read of one request
   std::uint32_t longpoll_timeout_ms = 60000;  // api.longpoll_timeout_ms: upper bound for ?timeout=
   std::uint32_t sse_heartbeat_ms = 15000;     // api.sse_heartbeat_ms
   std::uint32_t shutdown_grace_ms = 5000;     // api.shutdown_grace_ms: in-flight requests at stop
+  // Request framing: each part of a request is bounded before it is buffered.
+  std::uint64_t max_header_bytes = 16u << 10;          // api.max_header_bytes: request line + fields
+  std::uint64_t max_chunk_extension_bytes = 1u << 10;  // api.max_chunk_extension_bytes: per chunk
+  std::uint64_t max_trailer_bytes = 4u << 10;          // api.max_trailer_bytes: chunked trailer
+  // Connection budgets: TCP (api.max_connections) and the Unix socket have separate ones.
+  std::uint32_t max_unix_connections = 64;   // api.max_unix_connections
+  std::uint32_t max_streams = 32;            // api.max_streams: SSE + long-poll per listener
+  std::uint32_t header_timeout_ms = 5000;    // api.header_timeout_ms: first authenticated header
+  std::uint32_t accept_retry_max_ms = 1000;  // api.accept_retry_max_ms: backoff at fd exhaustion
+  std::uint64_t max_stream_buffer_bytes = 1u << 20;  // api.max_stream_buffer_bytes: unsent SSE
 };
 
 struct SyncOptions {

@@ -368,6 +368,29 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "api.shutdown_grace_ms", [](Config & c) -> auto& { return c.api.shutdown_grace_ms; }, 1,
         kDayMs));
+    t.push_back(size_key(
+        "api.max_header_bytes", [](Config & c) -> auto& { return c.api.max_header_bytes; }, 1024,
+        1u << 20));
+    t.push_back(size_key(
+        "api.max_chunk_extension_bytes",
+        [](Config & c) -> auto& { return c.api.max_chunk_extension_bytes; }, 16, 64u << 10));
+    t.push_back(size_key(
+        "api.max_trailer_bytes", [](Config & c) -> auto& { return c.api.max_trailer_bytes; }, 16,
+        1u << 20));
+    t.push_back(uint_key(
+        "api.max_unix_connections", [](Config & c) -> auto& { return c.api.max_unix_connections; },
+        1, 100000));
+    t.push_back(uint_key(
+        "api.max_streams", [](Config & c) -> auto& { return c.api.max_streams; }, 0, 100000));
+    t.push_back(ms_key(
+        "api.header_timeout_ms", [](Config & c) -> auto& { return c.api.header_timeout_ms; }, 1,
+        kDayMs));
+    t.push_back(ms_key(
+        "api.accept_retry_max_ms", [](Config & c) -> auto& { return c.api.accept_retry_max_ms; },
+        10, 60000));
+    t.push_back(size_key(
+        "api.max_stream_buffer_bytes",
+        [](Config & c) -> auto& { return c.api.max_stream_buffer_bytes; }, 4096, 1u << 30));
     // [sync]
     t.push_back(bool_key(
         "sync.enabled", [](Config & c) -> auto& { return c.sync.enabled; }));

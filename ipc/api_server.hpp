@@ -3,12 +3,20 @@
 // api.socket_group) and, when api.http_enabled, on TCP api.http_address:api.http_port.
 //
 // Requests are parsed into ApiRequest and handed to ApiService; TCP requests first pass the
-// access policy (ipc/api_access.hpp). Limits: api.max_body_bytes (413), api.max_connections
-// (503), api.request_timeout_ms (idle/slow connections are closed), keep-alive.
-// Long-poll and SSE responses wait on the changes feed, woken by notify_change().
+// access policy (ipc/api_access.hpp), checked from the header before any body is read.
+// Limits (docs/api.md "Request framing", "Connections"): api.max_header_bytes,
+// api.max_chunk_extension_bytes, api.max_trailer_bytes (400), api.max_body_bytes (413);
+// connection budgets api.max_connections (TCP) and api.max_unix_connections, with
+// api.header_timeout_ms for a first authenticated header (pending and idle connections make
+// room for new ones; 503 when all are busy); api.max_streams per listener (503);
+// api.request_timeout_ms (idle/slow connections are closed); api.accept_retry_max_ms (accept
+// backoff at fd exhaustion, with a spare descriptor to answer 503). Malformed framing: 400.
+// Long-poll and SSE responses wait on the changes feed, woken by notify_change(); an SSE
+// subscriber more than api.max_stream_buffer_bytes behind is disconnected.
 //
 // Ownership: borrows the io_context and the ApiService, which must outlive it. Creates
-// <data_dir>/api.token (0600) and <data_dir>/api.port (0600, the bound TCP port).
+// <data_dir>/api.token (0600) and <data_dir>/api.port (0600, the bound TCP port; failing to
+// write it is logged, not fatal).
 // Thread-safety: start()/stop() on the io_context's thread (or before it runs);
 // notify_change() from any thread. The io_context must be run by exactly one thread.
 // Errors (start): invalid_argument (bad address, socket path too long), already_exists

@@ -43,15 +43,47 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
 
-constexpr std::size_t kHeaderLimit = 16 * 1024;  // request line + headers
-constexpr std::size_t kLingerBytes = 1 << 20;     // discarded after refusing a body
+constexpr std::size_t kLingerBytes = 1 << 20;  // discarded after refusing a body
+// Chunk size digits, ';', CR LF around chunk lines and the trailer: what a chunked body's
+// framing may hold in the read buffer besides the chunk extensions and the trailer fields.
+constexpr std::size_t kChunkFramingBytes = 64;
+// Reads of a Content-Length body go through a buffer of this size.
+constexpr std::size_t kBodyReadBytes = 64 * 1024;
+constexpr auto kFirstAcceptRetry = std::chrono::milliseconds(10);
 
 // A long-poll or SSE client waiting for a project's changes feed to move.
 struct Waiter {
   explicit Waiter(asio::io_context& io) : timer(io) {}
   asio::steady_timer timer;
   bool notified = false;
+  bool write_wait = false;  // SSE: a wait for the socket to take bytes again is pending
+  bool read_wait = false;   // SSE: a wait for input (the subscriber closing) is pending
+  bool readable = false;
 };
+
+// What a connection is doing, for choosing whom to drop when a budget is needed.
+enum class ConnState {
+  pending,  // no complete (on TCP: authenticated) request header yet
+  idle,     // keep-alive, between requests
+  busy,     // a request is being read or answered
+  stream,   // an SSE stream or a long-poll
+};
+
+std::size_t slot(Transport t) { return t == Transport::tcp ? 1 : 0; }
+const char* transport_name(Transport t) { return t == Transport::tcp ? "TCP" : "Unix socket"; }
+
+bool is_fd_exhaustion(const boost::system::error_code& ec) {
+  return ec == boost::system::errc::too_many_files_open ||
+         ec == boost::system::errc::too_many_files_open_in_system ||
+         ec == boost::system::errc::no_buffer_space || ec == boost::system::errc::not_enough_memory;
+}
+
+// A parse error of the request's framing (answered 400), as opposed to the peer going away.
+bool is_framing_error(const boost::system::error_code& ec) {
+  if (ec.category() != http::make_error_code(http::error::bad_target).category()) return false;
+  return ec != http::error::end_of_stream && ec != http::error::partial_message &&
+         ec != http::error::need_more;
+}
 
 Status write_private_file(const std::filesystem::path& path, const std::string& content) {
   auto tmp = path;
@@ -60,10 +92,20 @@ Status write_private_file(const std::filesystem::path& path, const std::string& 
   if (fd < 0)
     return make_error(Errc::internal, "cannot write " + tmp.string() + ": " + std::strerror(errno));
   bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size());
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) {
+  int saved = errno;
+  if (::close(fd) != 0 && ok) {
+    ok = false;
+    saved = errno;
+  }
+  if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) {
+    ok = false;
+    saved = errno;
+  }
+  if (!ok) {
     ::unlink(tmp.c_str());
-    return make_error(Errc::internal, "cannot write " + path.string());
+    return make_error(
+        saved == ENOSPC || saved == EDQUOT ? Errc::resource_exhausted : Errc::internal,
+        "cannot write " + path.string() + ": " + std::strerror(saved));
   }
   return {};
 }
@@ -88,13 +130,37 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   std::optional<local_stream::acceptor> unix_acceptor;
   std::optional<tcp::acceptor> tcp_acceptor;
 
-  // Open connections: id -> (close function, idle flag). Only touched on the io thread.
+  // Open connections within the budgets, oldest first. Only touched on the io thread.
   struct Conn {
     std::function<void()> close;
-    const bool* idle;
+    Transport transport;
+    ConnState state = ConnState::pending;
   };
   std::map<std::uint64_t, Conn> conns;
   std::uint64_t next_conn = 1;
+  std::array<std::size_t, 2> open_count{};      // conns per transport
+  std::array<std::size_t, 2> overflow_count{};  // connections being refused with 503
+  std::array<std::size_t, 2> stream_count{};    // SSE streams and long-polls per transport
+  int reserve_fd = -1;  // released at fd exhaustion to accept (and refuse) one connection
+
+  std::size_t budget(Transport t) const {
+    return t == Transport::tcp ? opt.max_connections : opt.max_unix_connections;
+  }
+  enum class Admission { admitted, refuse, close };
+  Admission admit(std::uint64_t id, Transport t, std::function<void()> close);
+  void set_state(std::uint64_t id, ConnState st) {
+    if (auto it = conns.find(id); it != conns.end()) it->second.state = st;
+  }
+  void release(std::uint64_t id) {
+    if (auto it = conns.find(id); it != conns.end()) {
+      --open_count[slot(it->second.transport)];
+      conns.erase(it);
+    }
+    if (stopping && conns.empty()) finish_stop();
+  }
+  void reopen_reserve() {
+    if (reserve_fd < 0) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  }
   std::map<ProjectId, std::set<Waiter*>> waiters;
   bool stopping = false;
   std::function<void()> on_drained;
@@ -113,10 +179,6 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   void wake_all() {
     for (auto& [p, set] : waiters)
       for (Waiter* w : set) w->timer.cancel();
-  }
-  void unregister(std::uint64_t id) {
-    conns.erase(id);
-    if (stopping && conns.empty()) finish_stop();
   }
   void finish_stop() {
     grace_timer.cancel();
@@ -139,6 +201,8 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   asio::awaitable<void> run_sse(Socket& sock, asio::steady_timer& deadline, ChangeStream& s);
   template <class Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, Transport transport);
+  template <class Socket>
+  asio::awaitable<void> refuse_exhausted(Socket sock);
   asio::awaitable<ApiResponse> run_deferred(std::shared_ptr<DeferredResponse> d);
 };
 
@@ -241,25 +305,103 @@ Status ApiServer::Impl::bind_tcp() {
   tcp_acceptor->listen(asio::socket_base::max_listen_connections, ec);
   if (ec) return make_error(Errc::unavailable, "cannot listen on the HTTP API port: " + ec.message());
   port = tcp_acceptor->local_endpoint().port();
-  return write_private_file(port_file(data_dir), std::to_string(port) + "\n");
+  // api.port only helps clients find an ephemeral port: failing to write it (a full disk) must
+  // not keep the API down. A stale file is removed so nobody dials an old port.
+  if (auto written = write_private_file(port_file(data_dir), std::to_string(port) + "\n");
+      !written) {
+    ::unlink(port_file(data_dir).c_str());
+    spdlog::error(
+        "{}; serving anyway: the HTTP API listens on port {} (see GET /v1/status), the "
+        "Unix socket works as usual",
+        written.error().message, port);
+  }
+  return {};
 }
 
+// A connection beyond its listener's budget takes the slot of the oldest one that has not
+// sent a complete, authenticated request header yet, else of the oldest idle keep-alive one.
+// When every slot is busy it is answered 503 (up to as many again; further ones are closed).
+ApiServer::Impl::Admission ApiServer::Impl::admit(std::uint64_t id, Transport t,
+                                                  std::function<void()> close) {
+  const std::size_t k = slot(t);
+  if (open_count[k] >= budget(t)) {
+    auto victim = conns.end();
+    for (auto want : {ConnState::pending, ConnState::idle}) {
+      for (auto it = conns.begin(); it != conns.end(); ++it)
+        if (it->second.transport == t && it->second.state == want) {
+          victim = it;
+          break;
+        }
+      if (victim != conns.end()) break;
+    }
+    if (victim != conns.end()) {
+      spdlog::debug("API {}: dropping {} connection to make room (budget {})", transport_name(t),
+                    victim->second.state == ConnState::pending ? "an unauthenticated" : "an idle",
+                    budget(t));
+      auto close_it = std::move(victim->second.close);
+      conns.erase(victim);
+      --open_count[k];
+      close_it();
+    }
+  }
+  if (open_count[k] >= budget(t)) {
+    if (overflow_count[k] >= budget(t)) return Admission::close;
+    ++overflow_count[k];
+    return Admission::refuse;
+  }
+  conns[id] = Conn{std::move(close), t, ConnState::pending};
+  ++open_count[k];
+  return Admission::admitted;
+}
+
+// Out of file descriptors: the reserve descriptor makes room to accept one waiting connection
+// and answer it 503 (instead of leaving it hanging in the backlog); accepting then pauses,
+// doubling from 10 ms up to api.accept_retry_max_ms, until descriptors are free again.
 template <class Acceptor>
 asio::awaitable<void> ApiServer::Impl::accept_loop(Acceptor& acceptor, Transport transport) {
   auto self = shared_from_this();
   asio::steady_timer backoff(io);
+  auto delay = kFirstAcceptRetry;
+  const auto max_delay = std::chrono::milliseconds(opt.accept_retry_max_ms);
+  std::uint64_t exhausted = 0;
   while (!stopping) {
     auto [ec, sock] = co_await acceptor.async_accept(use_tuple);
     if (stopping) break;
-    if (ec) {
-      if (ec == asio::error::operation_aborted) break;
-      // EMFILE and friends: wait a little instead of spinning.
-      spdlog::warn("API accept failed: {}", ec.message());
-      backoff.expires_after(std::chrono::milliseconds(100));
-      co_await backoff.async_wait(use_tuple);
+    if (!ec) {
+      if (exhausted)
+        spdlog::info(
+            "API {}: accepting again after {} failed accept(s) for lack of file descriptors",
+            transport_name(transport), exhausted);
+      exhausted = 0;
+      delay = kFirstAcceptRetry;
+      reopen_reserve();
+      asio::co_spawn(io, session(std::move(sock), transport), asio::detached);
       continue;
     }
-    asio::co_spawn(io, session(std::move(sock), transport), asio::detached);
+    if (ec == asio::error::operation_aborted) break;
+    if (is_fd_exhaustion(ec)) {
+      if (exhausted++ == 0)
+        spdlog::warn(
+            "API {}: out of file descriptors ({}); answering 503 and retrying within {} ms",
+            transport_name(transport), ec.message(), opt.accept_retry_max_ms);
+      if (reserve_fd >= 0) {
+        ::close(reserve_fd);
+        reserve_fd = -1;
+        boost::system::error_code aec;
+        typename Acceptor::protocol_type::socket refused(io);
+        acceptor.accept(refused, aec);  // non-blocking: the backlog holds the waiting one
+        if (!aec)
+          asio::co_spawn(io, refuse_exhausted(std::move(refused)), asio::detached);
+        else
+          reopen_reserve();
+      }
+    } else {
+      spdlog::warn("API {}: accept failed: {}", transport_name(transport), ec.message());
+    }
+    backoff.expires_after(delay);
+    co_await backoff.async_wait(use_tuple);
+    delay = std::min(delay * 2, max_delay);
+    reopen_reserve();
   }
 }
 
@@ -326,121 +468,247 @@ asio::awaitable<bool> ApiServer::Impl::write_response(Socket& sock, asio::steady
   co_return !ec;
 }
 
+namespace {
+
+// Closing with unread input makes the kernel send a reset, which can destroy a response
+// before the client reads it: discard what is still coming for a short while, then close.
+template <class Socket>
+asio::awaitable<void> linger_close(Socket& sock, asio::steady_timer& deadline,
+                                   std::chrono::milliseconds wait) {
+  boost::system::error_code ignore;
+  sock.shutdown(asio::socket_base::shutdown_send, ignore);
+  arm(deadline, sock, wait);
+  std::array<char, 16384> sink;
+  std::size_t drained = 0;
+  while (drained < kLingerBytes) {
+    auto [ec, n] = co_await sock.async_read_some(asio::buffer(sink), use_tuple);
+    if (ec) break;
+    drained += n;
+  }
+  disarm(deadline);
+  sock.close(ignore);
+}
+
+ApiResponse too_many_connections(Transport t, std::size_t budget) {
+  return error_response(
+      make_error(Errc::resource_exhausted,
+                 std::string("too many connections (") +
+                     (t == Transport::tcp ? "api.max_connections" : "api.max_unix_connections") +
+                     " = " + std::to_string(budget) + ")"));
+}
+
+}  // namespace
+
+// Answers a connection accepted with the reserve descriptor 503, without reading it first.
+template <class Socket>
+asio::awaitable<void> ApiServer::Impl::refuse_exhausted(Socket sock) {
+  auto self = shared_from_this();
+  asio::steady_timer deadline(io);
+  auto res =
+      to_beast(error_response(make_error(Errc::resource_exhausted,
+                                         "the daemon is out of file descriptors; retry later")),
+               11, false);
+  if (co_await write_response(sock, deadline, res))
+    co_await linger_close(
+        sock, deadline,
+        std::chrono::milliseconds(std::min<std::uint32_t>(opt.header_timeout_ms, 100)));
+  boost::system::error_code ignore;
+  sock.close(ignore);
+  reopen_reserve();
+}
+
 template <class Socket>
 asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport) {
   auto self = shared_from_this();
   const std::uint64_t id = next_conn++;
-  bool idle = true;
-  conns[id] = Conn{[&sock] {
-                     boost::system::error_code ignore;
-                     sock.close(ignore);
-                   },
-                   &idle};
-  const bool over_limit = conns.size() > opt.max_connections;
+  const auto admission = admit(id, transport, [&sock] {
+    boost::system::error_code ignore;
+    sock.close(ignore);
+  });
+  if (admission == Admission::close) {
+    boost::system::error_code ignore;
+    sock.close(ignore);
+    co_return;
+  }
+  const bool overflow = admission == Admission::refuse;
   const auto timeout = std::chrono::milliseconds(opt.request_timeout_ms);
+  // Until a complete (on TCP: authenticated) request header arrived, the connection has
+  // api.header_timeout_ms from its accept, whatever it sends meanwhile.
+  const auto header_due =
+      asio::steady_timer::clock_type::now() + std::chrono::milliseconds(opt.header_timeout_ms);
+  bool authenticated = false;
   asio::steady_timer deadline(io);
   beast::flat_buffer buffer;
+  auto err = [](Errc code, std::string message) {
+    return error_response(make_error(code, std::move(message)));
+  };
 
   bool linger = false;  // the peer may still be sending a body we refused
   while (!stopping) {
-    idle = true;
+    set_state(id, authenticated ? ConnState::idle : ConnState::pending);
     http::request_parser<http::string_body> parser;
-    parser.header_limit(kHeaderLimit);
+    parser.header_limit(static_cast<std::uint32_t>(opt.max_header_bytes));
     parser.body_limit(opt.max_body_bytes);
-    arm(deadline, sock, timeout);
+    // Nothing beyond the header limit is buffered while the header is read.
+    buffer.max_size(std::max<std::size_t>(opt.max_header_bytes, buffer.size()));
+    if (authenticated) {
+      arm(deadline, sock, timeout);
+    } else {
+      deadline.expires_at(header_due);
+      deadline.async_wait([&sock, &deadline](boost::system::error_code ec) {
+        if (!ec && deadline.expiry() <= asio::steady_timer::clock_type::now()) {
+          boost::system::error_code ignore;
+          sock.close(ignore);
+        }
+      });
+    }
     auto [ec, n] = co_await http::async_read_header(sock, buffer, parser, use_tuple);
-    idle = false;
+    disarm(deadline);
     if (ec) {
-      disarm(deadline);
+      std::optional<ApiResponse> answer;
       if (ec == http::error::body_limit) {
         // Content-Length above body_limit: Beast refuses it as soon as the header is complete.
-        auto res = to_beast(error_response(make_error(
-                                Errc::too_large, "request body exceeds api.max_body_bytes = " +
-                                                     std::to_string(opt.max_body_bytes))),
-                            11, false);
+        answer = err(Errc::too_large, "request body exceeds api.max_body_bytes = " +
+                                          std::to_string(opt.max_body_bytes));
+      } else if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+        answer = err(Errc::invalid_argument, "request header exceeds api.max_header_bytes = " +
+                                                 std::to_string(opt.max_header_bytes));
+      } else if (is_framing_error(ec)) {
+        answer = err(Errc::invalid_argument, "malformed HTTP request: " + ec.message());
+      }
+      if (answer) {
+        auto res = to_beast(std::move(*answer), 11, false);
         co_await write_response(sock, deadline, res);
         linger = true;
-      } else if (ec == http::error::header_limit || ec == http::error::bad_target ||
-          ec == http::error::bad_method || ec == http::error::bad_version ||
-          ec == http::error::bad_field || ec == http::error::bad_value) {
-        auto res = to_beast(error_response(make_error(Errc::invalid_argument,
-                                                      "malformed HTTP request: " + ec.message())),
-                            11, false);
-        co_await write_response(sock, deadline, res);
       }
       break;
     }
+    set_state(id, ConnState::busy);
     const auto& header = parser.get();
     const unsigned version = header.version();
     auto refuse = [&](ApiResponse r) { return to_beast(std::move(r), version, false); };
 
-    if (over_limit) {
-      auto res = refuse(error_response(make_error(
-          Errc::resource_exhausted, "too many connections (api.max_connections = " +
-                                        std::to_string(opt.max_connections) + ")")));
+    if (overflow) {
+      auto res = refuse(too_many_connections(transport, budget(transport)));
       co_await write_response(sock, deadline, res);
       linger = true;
       break;
     }
-    if (parser.content_length() && *parser.content_length() > opt.max_body_bytes) {
-      // Refuse before reading the body; the connection closes since the body is left unread.
-      auto res = refuse(error_response(make_error(
-          Errc::too_large, "request body of " + std::to_string(*parser.content_length()) +
-                               " bytes exceeds api.max_body_bytes = " +
-                               std::to_string(opt.max_body_bytes))));
-      co_await write_response(sock, deadline, res);
-      linger = true;
+
+    // Everything is checked from the header, before any of the body is read.
+    ApiRequest req;
+    req.transport = transport;
+    std::optional<ApiResponse> early;
+    if (!to_api_request(header, req)) {
+      early = err(Errc::invalid_argument, "malformed request target");
+    } else if (transport == Transport::tcp) {
+      if (auto access = check_tcp_access(req, token); !access)
+        early = error_response(access.error());
+    }
+    if (!early) authenticated = true;
+    if (!early && parser.content_length() && *parser.content_length() > opt.max_body_bytes) {
+      early = err(Errc::too_large,
+                  "request body of " + std::to_string(*parser.content_length()) +
+                      " bytes exceeds api.max_body_bytes = " + std::to_string(opt.max_body_bytes));
+    }
+    if (early) {
+      // Without a body the connection can stay open; with one it is left unread and closed.
+      const bool keep = parser.is_done() && header.keep_alive() && !stopping;
+      auto res = to_beast(std::move(*early), version, keep);
+      if (!co_await write_response(sock, deadline, res)) break;
+      if (keep) continue;
+      linger = !parser.is_done();
       break;
     }
     if (beast::iequals(header[http::field::expect], "100-continue")) {
       http::response<http::empty_body> cont{http::status::continue_, version};
+      arm(deadline, sock, timeout);
       auto [wec, wn] = co_await http::async_write(sock, cont, use_tuple);
+      disarm(deadline);
       if (wec) break;
     }
     if (!parser.is_done()) {
+      // Chunk lines and the trailer are the only parts that wait in the buffer whole; chunk
+      // data and Content-Length bodies pass through it into the body (api.max_body_bytes).
+      const bool chunked = parser.chunked();
+      buffer.max_size(std::max<std::size_t>(
+          buffer.size(),
+          chunked ? opt.max_chunk_extension_bytes + opt.max_trailer_bytes + kChunkFramingBytes
+                  : kBodyReadBytes));
+      std::string too_long;
+      auto on_chunk = [&](std::uint64_t, std::string_view ext, boost::system::error_code& cec) {
+        if (ext.size() > opt.max_chunk_extension_bytes) {
+          too_long = "chunk extension exceeds api.max_chunk_extension_bytes = " +
+                     std::to_string(opt.max_chunk_extension_bytes);
+          cec = http::error::bad_chunk_extension;
+        }
+      };
+      parser.on_chunk_header(on_chunk);
+      std::size_t fields_before = 0;
+      for (const auto& f : parser.get())
+        fields_before += f.name_string().size() + f.value().size() + 4;
+      arm(deadline, sock, timeout);
       auto [bec, bn] = co_await http::async_read(sock, buffer, parser, use_tuple);
+      disarm(deadline);
+      std::size_t fields_after = 0;
+      for (const auto& f : parser.get())
+        fields_after += f.name_string().size() + f.value().size() + 4;
+      if (!bec && fields_after - fields_before > opt.max_trailer_bytes) {
+        too_long =
+            "trailer exceeds api.max_trailer_bytes = " + std::to_string(opt.max_trailer_bytes);
+        bec = http::error::bad_chunk;
+      }
       if (bec) {
-        disarm(deadline);
+        std::optional<ApiResponse> answer;
         if (bec == http::error::body_limit) {
-          auto res = refuse(error_response(make_error(
-              Errc::too_large, "request body exceeds api.max_body_bytes = " +
-                                   std::to_string(opt.max_body_bytes))));
+          answer = err(Errc::too_large, "request body exceeds api.max_body_bytes = " +
+                                            std::to_string(opt.max_body_bytes));
+        } else if (!too_long.empty()) {
+          answer = err(Errc::invalid_argument, too_long);
+        } else if (bec == http::error::buffer_overflow) {
+          answer = err(Errc::invalid_argument,
+                       "chunk line or trailer exceeds api.max_chunk_extension_bytes = " +
+                           std::to_string(opt.max_chunk_extension_bytes) +
+                           " / api.max_trailer_bytes = " + std::to_string(opt.max_trailer_bytes));
+        } else if (is_framing_error(bec)) {
+          answer = err(Errc::invalid_argument, "malformed HTTP request body: " + bec.message());
+        }
+        if (answer) {
+          auto res = refuse(std::move(*answer));
           co_await write_response(sock, deadline, res);
           linger = true;
         }
         break;
       }
     }
-    disarm(deadline);
 
     auto msg = parser.release();
     const bool keep_alive = msg.keep_alive();
-    ApiRequest req;
-    req.transport = transport;
-    ApiResponse resp;
-    if (!to_api_request(msg, req)) {
-      resp = error_response(make_error(Errc::invalid_argument, "malformed request target"));
-    } else {
-      req.body = std::move(msg.body());
-      Status access;
-      if (transport == Transport::tcp) access = check_tcp_access(req, token);
-      if (!access) {
-        resp = error_response(access.error());
-      } else {
-        resp = service.handle(req);
-        if (resp.deferred) resp = co_await run_deferred(resp.deferred);
-      }
-    }
+    req.body = std::move(msg.body());
+    ApiResponse resp = service.handle(req);
+    if (resp.deferred) resp = co_await run_deferred(resp.deferred);
     spdlog::debug("api {} {} -> {}", req.method, req.target, resp.stream ? 200 : resp.status);
 
     if (resp.stream) {
-      auto stream = resp.stream;
-      if (stream->mode == ChangeStream::Mode::sse) {
-        co_await run_sse(sock, deadline, *stream);
-        break;
+      const std::size_t k = slot(transport);
+      if (stream_count[k] >= opt.max_streams) {
+        auto res =
+            to_beast(err(Errc::resource_exhausted,
+                         "too many open streams on the " + std::string(transport_name(transport)) +
+                             " (api.max_streams = " + std::to_string(opt.max_streams) + ")"),
+                     version, keep_alive && !stopping);
+        if (!co_await write_response(sock, deadline, res) || !keep_alive) break;
+        continue;
       }
+      auto stream = resp.stream;
+      set_state(id, ConnState::stream);
+      ++stream_count[k];
       bool keep_open = false;
-      co_await run_longpoll(sock, deadline, *stream, keep_alive, keep_open);
+      if (stream->mode == ChangeStream::Mode::sse)
+        co_await run_sse(sock, deadline, *stream);
+      else
+        co_await run_longpoll(sock, deadline, *stream, keep_alive, keep_open);
+      --stream_count[k];
       if (!keep_open) break;
       continue;
     }
@@ -450,22 +718,18 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
   }
 
   boost::system::error_code ignore;
-  sock.shutdown(asio::socket_base::shutdown_send, ignore);
   if (linger) {
-    // Closing with unread input makes the kernel send a reset, which can destroy our error
-    // response before the client reads it: discard what is still coming for a short while.
-    arm(deadline, sock, std::chrono::milliseconds(std::min<std::uint32_t>(opt.request_timeout_ms, 2000)));
-    std::array<char, 16384> sink;
-    std::size_t drained = 0;
-    while (drained < kLingerBytes) {
-      auto [ec, n] = co_await sock.async_read_some(asio::buffer(sink), use_tuple);
-      if (ec) break;
-      drained += n;
-    }
-    disarm(deadline);
+    co_await linger_close(
+        sock, deadline,
+        std::chrono::milliseconds(std::min<std::uint32_t>(opt.request_timeout_ms, 2000)));
+  } else {
+    sock.shutdown(asio::socket_base::shutdown_send, ignore);
   }
   sock.close(ignore);
-  unregister(id);
+  if (overflow)
+    --overflow_count[slot(transport)];
+  else
+    release(id);
 }
 
 template <class Socket>
@@ -496,48 +760,132 @@ asio::awaitable<void> ApiServer::Impl::run_longpoll(Socket& sock, asio::steady_t
   keep_open = co_await write_response(sock, deadline, res) && keep_alive && !stopping;
 }
 
+// The stream writes without waiting: events go into an outbound buffer that the socket drains
+// as the subscriber reads. While catching up (the first pages after the cursor), the next page
+// is read only once the buffer is empty. Once caught up, every new change is appended as it is
+// committed; a subscriber that lets more than api.max_stream_buffer_bytes pile up, or takes
+// nothing for api.request_timeout_ms, is disconnected (it resumes with Last-Event-ID).
 template <class Socket>
-asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer& deadline,
+asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer& /*deadline*/,
                                                ChangeStream& s) {
   auto self = shared_from_this();
+  using clock = asio::steady_timer::clock_type;
   const auto write_timeout = std::chrono::milliseconds(opt.request_timeout_ms);
-  auto send = [&](std::string text) -> asio::awaitable<bool> {
-    arm(deadline, sock, write_timeout);
-    auto [ec, n] = co_await asio::async_write(sock, asio::buffer(text), use_tuple);
-    disarm(deadline);
-    co_return !ec;
-  };
-  // A close-delimited event stream (no chunking needed: the connection ends with the stream).
-  if (!co_await send("HTTP/1.1 200 OK\r\nServer: fieldsyncd\r\nContent-Type: text/event-stream\r\n"
-                     "Cache-Control: no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
-                     "retry: 2000\n\n"))
-    co_return;
-  Waiter w(io);
-  waiters[s.project].insert(&w);
+  // Shared with the pending wait for writability, which may complete after we return.
+  auto w = std::make_shared<Waiter>(io);
+  waiters[s.project].insert(w.get());
+  std::string out =
+      "HTTP/1.1 200 OK\r\nServer: fieldsyncd\r\nContent-Type: text/event-stream\r\n"
+      "Cache-Control: no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
+      "retry: 2000\n\n";
+  std::size_t sent = 0;
+  bool more = true;        // the feed may hold changes after the cursor
+  bool caught_up = false;  // a fetch came back empty once
+  bool finish = false;     // end the stream once the buffer is flushed
+  auto progress = clock::now();
   std::uint64_t cursor = s.since;
-  while (!stopping) {
-    w.notified = false;
-    auto chunk = s.fetch(cursor);
-    if (!chunk) {
-      auto err = error_response(chunk.error());
-      co_await send("event: error\ndata: " + err.body + "\n\n");
+  boost::system::error_code nb_ec;
+  sock.non_blocking(true, nb_ec);
+  while (!stopping && !nb_ec) {
+    w->notified = false;
+    const std::size_t unsent = out.size() - sent;
+    if (more && !finish && (caught_up || unsent == 0)) {
+      more = false;
+      auto chunk = s.fetch(cursor);
+      if (!chunk) {
+        out += "event: error\ndata: " + error_response(chunk.error()).body + "\n\n";
+        finish = true;
+      } else if (!chunk->events.empty()) {
+        if (chunk->last_seq <= cursor) {  // never resend: the cursor must move forward
+          out += "event: error\ndata: " +
+                 error_response(make_error(Errc::internal, "changes feed did not advance")).body +
+                 "\n\n";
+          finish = true;
+        } else {
+          for (auto& [seq, json] : chunk->events)
+            out += "id: " + std::to_string(seq) + "\nevent: change\ndata: " + json + "\n\n";
+          cursor = chunk->last_seq;
+          more = true;  // there may be more than one page
+        }
+      } else {
+        caught_up = true;
+      }
+    }
+    if (out.size() - sent > opt.max_stream_buffer_bytes) {
+      spdlog::info(
+          "SSE subscriber of project {} too slow: {} unsent bytes exceed "
+          "api.max_stream_buffer_bytes = {}; disconnecting (it can resume at {})",
+          s.project.str(), out.size() - sent, opt.max_stream_buffer_bytes, cursor);
       break;
     }
-    if (!chunk->events.empty()) {
-      std::string text;
-      for (auto& [seq, json] : chunk->events)
-        text += "id: " + std::to_string(seq) + "\nevent: change\ndata: " + json + "\n\n";
-      cursor = chunk->last_seq;
-      if (!co_await send(std::move(text))) break;
-      continue;  // there may be more than one page
+    // Hand the socket what it takes now.
+    boost::system::error_code wec;
+    while (sent < out.size()) {
+      std::size_t n = sock.write_some(asio::buffer(out.data() + sent, out.size() - sent), wec);
+      if (wec) break;
+      sent += n;
+      progress = clock::now();
     }
-    if (w.notified) continue;  // a commit arrived while we were writing
-    w.timer.expires_after(s.heartbeat);
-    co_await w.timer.async_wait(use_tuple);
+    if (wec && wec != asio::error::would_block && wec != asio::error::try_again) break;
+    if (sent == out.size()) {
+      sent = 0;
+      if (out.capacity() > 64 * 1024)
+        std::string().swap(out);  // give a large page's memory back
+      else
+        out.clear();
+      if (finish) break;
+    } else if (sent > out.size() / 2) {
+      out.erase(0, sent);
+      sent = 0;
+    }
+    if (more && (caught_up || out.empty())) continue;
+    if (!out.empty() && clock::now() - progress >= write_timeout) {
+      spdlog::info("SSE subscriber of project {} took nothing for {} ms; disconnecting",
+                   s.project.str(), opt.request_timeout_ms);
+      break;
+    }
+    // A subscriber that goes away is noticed at once, not at the next write.
+    if (w->readable) {
+      w->readable = false;
+      std::array<char, 512> sink;
+      boost::system::error_code rec;
+      sock.read_some(asio::buffer(sink), rec);
+      if (rec && rec != asio::error::would_block && rec != asio::error::try_again) break;
+    }
+    if (!w->read_wait) {
+      w->read_wait = true;
+      sock.async_wait(asio::socket_base::wait_read, [w](boost::system::error_code ec) {
+        w->read_wait = false;
+        if (ec == asio::error::operation_aborted) return;
+        w->readable = true;
+        w->timer.cancel();
+      });
+    }
+    if (!out.empty() && !w->write_wait) {
+      w->write_wait = true;
+      sock.async_wait(asio::socket_base::wait_write, [w](boost::system::error_code ec) {
+        w->write_wait = false;
+        if (ec != asio::error::operation_aborted) w->timer.cancel();
+      });
+    }
+    if (w->notified) {
+      more = true;
+      continue;
+    }
+    auto wait = std::chrono::duration_cast<clock::duration>(s.heartbeat);
+    if (!out.empty())
+      wait = std::min<clock::duration>(wait, progress + write_timeout - clock::now());
+    w->timer.expires_after(wait);
+    auto [tec] = co_await w->timer.async_wait(use_tuple);
     if (stopping) break;
-    if (!w.notified && !co_await send(": heartbeat\n\n")) break;
+    if (w->notified) more = true;
+    if (!tec && out.empty() && !w->notified) out = ": heartbeat\n\n";
   }
-  waiters[s.project].erase(&w);
+  if (w->write_wait || w->read_wait) {
+    boost::system::error_code ignore;
+    sock.cancel(ignore);
+  }
+  waiters[s.project].erase(w.get());
   if (waiters[s.project].empty()) waiters.erase(s.project);
 }
 
@@ -549,6 +897,8 @@ ApiServer::ApiServer(asio::io_context& io, ApiService& service, const config::Ap
 
 ApiServer::~ApiServer() {
   if (impl_->socket_created) ::unlink(impl_->socket_path.c_str());
+  if (impl_->reserve_fd >= 0) ::close(impl_->reserve_fd);
+  impl_->reserve_fd = -1;
 }
 
 Status ApiServer::start() {
@@ -571,6 +921,11 @@ Status ApiServer::start() {
       for (const auto& [p, set] : self->waiters) n += set.size();
     return n;
   };
+  // Non-blocking acceptors: at fd exhaustion one waiting connection is taken synchronously.
+  boost::system::error_code nb;
+  impl_->unix_acceptor->non_blocking(true, nb);
+  if (impl_->tcp_acceptor) impl_->tcp_acceptor->non_blocking(true, nb);
+  impl_->reopen_reserve();
   asio::co_spawn(impl_->io, impl_->accept_loop(*impl_->unix_acceptor, Transport::unix_socket),
                  asio::detached);
   if (impl_->tcp_acceptor)
@@ -603,9 +958,9 @@ void ApiServer::stop(std::chrono::milliseconds grace, std::function<void()> done
     d.socket_created = false;
   }
   d.wake_all();
-  // Idle keep-alive connections have nothing in flight: close them now.
+  // Idle keep-alive connections and those still sending a header have nothing in flight.
   for (auto& [id, c] : d.conns)
-    if (*c.idle) c.close();
+    if (c.state == ConnState::idle || c.state == ConnState::pending) c.close();
   if (d.conns.empty()) {
     asio::post(d.io, [self = impl_] { self->finish_stop(); });
     return;

@@ -1,5 +1,6 @@
 // GET /v1/projects/{pid}/changes?since=N&limit=&feed=normal|longpoll|sse&timeout=ms
 #include <algorithm>
+#include <limits>
 #include <memory>
 
 #include "ipc/route_support.hpp"
@@ -36,21 +37,29 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
       req.query.emplace("since", *req.header("last-event-id"));
       since_text = req.header("last-event-id");
     }
+    auto last = ctx.store.last_change_seq(*pid);
+    if (!last) return fail(last.error());
     if (since_text && *since_text == "now") {
-      auto last = ctx.store.last_change_seq(*pid);
-      if (!last) return fail(last.error());
       since = *last;
     } else {
       auto s = uint_query(req, "since", 0);
       if (!s) return fail(s.error());
       since = *s;
     }
+    // A cursor is a sequence number this feed has handed out: one beyond the newest change
+    // (up to 2^64-1) would make "the change after it" wrap around to the start of the feed.
+    if (since > *last)
+      return fail(make_error(Errc::invalid_argument,
+                             "since (or Last-Event-ID) = " + std::to_string(since) +
+                                 " is beyond the newest change of this project (last_seq = " +
+                                 std::to_string(*last) + "); resume from 0 or 'now'"));
     auto limit = page_limit(req, ctx);
     if (!limit) return fail(limit.error());
 
     ProjectId project = *pid;
     std::uint32_t n = *limit;
     auto fetch = [&ctx, project, n](std::uint64_t after) -> Result<ChangeChunk> {
+      if (after == std::numeric_limits<std::uint64_t>::max()) return ChangeChunk{{}, after};
       auto changes = ctx.store.changes_since(project, after, n);
       if (!changes) return changes.error();
       ChangeChunk chunk;

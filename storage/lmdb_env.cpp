@@ -1,6 +1,8 @@
 #include "storage/lmdb_env.hpp"
 
 #include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -85,8 +87,17 @@ LmdbTxn::~LmdbTxn() {
 }
 
 Status LmdbTxn::commit() {
+  MDB_env* env = mdb_txn_env(txn_);
   int rc = mdb_txn_commit(txn_);
   txn_ = nullptr;  // committed or not, the txn handle is gone
+  // LMDB reports a short write as EIO. It writes at most 64 pages at a time, so a short write
+  // with less free space than that left on the filesystem is the disk filling up.
+  const char* path = nullptr;
+  struct statvfs fs {};
+  if (rc == EIO && mdb_env_get_path(env, &path) == 0 && path && ::statvfs(path, &fs) == 0 &&
+      static_cast<std::uint64_t>(fs.f_bavail) * fs.f_frsize <
+          64u * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)))
+    rc = ENOSPC;
   if (rc) return lmdb_error(rc, "commit");
   return {};
 }

@@ -178,8 +178,12 @@ class Daemon:
         status = wait_until(ready, deadline_s, what="fieldsyncd %s to answer" % self.name).json()
         self.device_id = status["device_id"]
         if status["api"]["http"]["enabled"]:
-            with open(os.path.join(self.data_dir, "api.port")) as f:
-                self.port = int(f.read().strip())
+            try:
+                with open(os.path.join(self.data_dir, "api.port")) as f:
+                    self.port = int(f.read().strip())
+            except FileNotFoundError:
+                # api.port could not be written (e.g. a full disk): the status has the port.
+                self.port = status["api"]["http"]["port"]
             with open(os.path.join(self.data_dir, "api.token")) as f:
                 self.token = f.read().strip()
         return status

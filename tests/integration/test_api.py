@@ -446,6 +446,7 @@ class LimitsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.d = Daemon(name="lim", settings={"api.max_body_bytes": 2048, "api.max_connections": 3,
+                                             "api.max_unix_connections": 3,
                                              "api.request_timeout_ms": 1000}).start()
 
     @classmethod
@@ -479,16 +480,34 @@ class LimitsTest(unittest.TestCase):
     def test_connection_limit_503(self):
         held = []
         try:
+            # Idle keep-alive connections make room for a new one.
             for _ in range(3):
                 c = self.d.unix_connection()
                 self.assertEqual(request(c, "GET", "/v1/status").status, 200)
                 held.append(c)
-            r = self.d.unix("GET", "/v1/status")
-            self.assertEqual(r.status, 503, r)
-            self.assertEqual(r.json()["error"], "resource_exhausted")
+            self.assertEqual(self.d.unix("GET", "/v1/status").status, 200)
         finally:
             for c in held:
                 c.close()
+        # Connections busy with long-polls do not: a new one gets 503.
+        pid = self.d.create_project("connlimit")
+        results = []
+
+        def poll():
+            results.append(self.d.unix("GET", V + "/" + pid + "/changes?feed=longpoll&since=now&timeout=3000").status)
+        threads = [threading.Thread(target=poll) for _ in range(3)]
+        for t in threads:
+            t.start()
+
+        def full():
+            r = self.d.unix("GET", "/v1/status")
+            return r if r.status == 503 else None
+        r = wait_until(full, 10, what="the Unix socket budget to be taken by long-polls")
+        self.assertEqual(r.json()["error"], "resource_exhausted")
+        self.assertIn("api.max_unix_connections", r.json()["message"])
+        for t in threads:
+            t.join(30)
+        self.assertEqual(results, [200, 200, 200])
         wait_until(lambda: self.d.unix("GET", "/v1/status").status == 200, 10, what="slots to free up")
 
     def test_idle_connection_closed_after_request_timeout(self):
