@@ -846,6 +846,11 @@ std::vector<std::string> config_notices(const Config& config) {
   if (!config.storage.durable)
     out.push_back(
         "storage.durable = false: a power loss can lose the most recently acknowledged writes");
+  if (config.api.max_streams >=
+      std::min(config.api.max_connections, config.api.max_unix_connections))
+    out.push_back("api.max_streams = " + std::to_string(config.api.max_streams) +
+                  " is not below both connection budgets (api.max_connections, "
+                  "api.max_unix_connections): open streams can leave no room for other requests");
   return out;
 }
 

@@ -2,6 +2,9 @@
 // Unix and TCP sockets), long-poll and SSE streaming. Everything else in ipc/ is Beast-free.
 #include <fcntl.h>
 #include <grp.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -142,6 +145,22 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   std::array<std::size_t, 2> overflow_count{};  // connections being refused with 503
   std::array<std::size_t, 2> stream_count{};    // SSE streams and long-polls per transport
   int reserve_fd = -1;  // released at fd exhaustion to accept (and refuse) one connection
+  // After large SSE buffers are freed, their memory is handed back to the system (once for a
+  // burst of them): the allocator would otherwise keep it, and the daemon's heap would stay at
+  // its high-water mark after a round of slow subscribers.
+  asio::steady_timer trim_timer{io};
+  bool trim_pending = false;
+  void trim_soon() {
+    if (trim_pending) return;
+    trim_pending = true;
+    trim_timer.expires_after(std::chrono::milliseconds(200));
+    trim_timer.async_wait([self = shared_from_this()](boost::system::error_code) {
+      self->trim_pending = false;
+#if defined(__GLIBC__)
+      ::malloc_trim(0);
+#endif
+    });
+  }
 
   std::size_t budget(Transport t) const {
     return t == Transport::tcp ? opt.max_connections : opt.max_unix_connections;
@@ -784,6 +803,7 @@ asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer&
   bool finish = false;     // end the stream once the buffer is flushed
   auto progress = clock::now();
   std::uint64_t cursor = s.since;
+  std::size_t peak = 0;  // largest capacity the outbound buffer had
   boost::system::error_code nb_ec;
   sock.non_blocking(true, nb_ec);
   while (!stopping && !nb_ec) {
@@ -827,6 +847,7 @@ asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer&
       progress = clock::now();
     }
     if (wec && wec != asio::error::would_block && wec != asio::error::try_again) break;
+    peak = std::max(peak, out.capacity());
     if (sent == out.size()) {
       sent = 0;
       if (out.capacity() > 64 * 1024)
@@ -887,6 +908,9 @@ asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer&
   }
   waiters[s.project].erase(w.get());
   if (waiters[s.project].empty()) waiters.erase(s.project);
+  peak = std::max(peak, out.capacity());
+  std::string().swap(out);
+  if (peak > 64 * 1024) trim_soon();
 }
 
 // ---------------------------------------------------------------- ApiServer

@@ -524,6 +524,11 @@ TEST_CASE("notices for settings that are allowed but risky") {
   CHECK(config_notices(c).empty());
   REQUIRE(apply_setting(c, "storage.durable", "false").ok());
   CHECK(config_notices(c).size() == 1);
+  REQUIRE(apply_setting(c, "storage.durable", "true").ok());
+  REQUIRE(apply_setting(c, "api.max_unix_connections", "32").ok());
+  n = config_notices(c);
+  REQUIRE(n.size() == 1);
+  CHECK(n[0].rfind("api.max_streams = 32 is not below both connection budgets", 0) == 0);
 }
 
 TEST_CASE("the default config path is under the install sysconfdir") {
