@@ -408,8 +408,14 @@ class SlowSubscriberTest(unittest.TestCase):
                     s.close()
                 after_round.append(rss_kb(d.proc.pid, "RssAnon"))
             self.assertIn("api.max_stream_buffer_bytes", d.log())
-            # Heap memory after the third round stays within a few MiB of the first.
-            self.assertLess(after_round[2] - after_round[0], 8 * 1024, after_round)
+            # Heap memory after the third round stays within a few MiB of the first (not under
+            # AddressSanitizer, whose quarantine holds freed memory on purpose).
+            with open("/proc/%d/maps" % d.proc.pid) as f:
+                sanitized = "libasan" in f.read()
+            if sanitized:
+                print("RssAnon after rounds (KiB, ASan, not checked): %s" % after_round, file=sys.stderr)
+            else:
+                self.assertLess(after_round[2] - after_round[0], 8 * 1024, after_round)
             # A subscriber that reads gets everything (the limit only cuts slow ones).
             sse = SseReader(sock_path=d.socket_path, path=base + "/changes?feed=sse&since=0")
             seen = 0
@@ -446,15 +452,20 @@ class FdExhaustionTest(unittest.TestCase):
             try:
                 # More connections than the daemon has descriptors: it accepts until its table
                 # is full; the rest wait in the listen backlog.
-                held = [tcp_socket(d, timeout=30) for _ in range(nofile + 5)]
+                # The last ones send a request at once (they are answered 503 from the backlog,
+                # each in turn, whenever the daemon gets to them).
+                held = [tcp_socket(d, timeout=30) for _ in range(nofile)]
                 wait_until(lambda: fds() >= nofile - 1, 20, what="the descriptor table to fill up")
                 cpu0 = cpu_seconds(dpid)
                 t0 = time.monotonic()
-                # A request in the backlog is answered 503 (each waiting connection in turn),
-                # not left hanging until a descriptor frees up.
-                probe = held[-1]
-                probe.sendall(("GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n"
+                for _ in range(5):
+                    s = tcp_socket(d, timeout=30)
+                    s.sendall(("GET /v1/status HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n"
                                % d.token).encode())
+                    held.append(s)
+                # A request in the backlog is answered 503, not left hanging until a
+                # descriptor frees up.
+                probe = held[-1]
                 status, _, body = read_response(probe, 30)
                 self.assertEqual(status, 503, body)
                 self.assertEqual(json.loads(body)["error"], "resource_exhausted")
