@@ -443,7 +443,15 @@ class FdExhaustionTest(unittest.TestCase):
         settings = {"api.max_connections": 1000, "api.header_timeout_ms": 120000,
                     "api.request_timeout_ms": 120000, "api.accept_retry_max_ms": 200,
                     "discovery.enabled": "false", "storage.durable": "false"}
-        with LimitedDaemon(nofile, name="fd", settings=settings) as d:
+        # Out of descriptors, the sanitizer runtimes cannot work (UBSan's vptr check probes
+        # memory with a pipe and reports every virtual call as invalid): run on plain builds.
+        with open(FIELDSYNCD, "rb") as f:
+            image = f.read()
+        if b"__ubsan_handle" in image or b"__asan_init" in image:
+            self.skipTest("SKIP: fd exhaustion is not testable under sanitizers "
+                          "(their runtime needs descriptors); runs on the plain build")
+        env = None
+        with LimitedDaemon(nofile, name="fd", settings=settings, env=env) as d:
             dpid = d.proc.pid
 
             def fds():
