@@ -497,13 +497,14 @@ class LimitsTest(unittest.TestCase):
             results.append(self.d.unix("GET", V + "/" + pid + "/changes?feed=longpoll&since=now&timeout=30000",
                                        timeout=60).status)
         threads = [threading.Thread(target=poll) for _ in range(3)]
-        for t in threads:
+        # One at a time (a connection still sending its header may be dropped to make room),
+        # watched over TCP, which has its own budget.
+        for i, t in enumerate(threads):
             t.start()
-
-        def full():
-            r = self.d.unix("GET", "/v1/status")
-            return r if r.status == 503 else None
-        r = wait_until(full, 10, what="the Unix socket budget to be taken by long-polls")
+            wait_until(lambda: self.d.http("GET", "/v1/status").json()["api"]["streams"] == i + 1, 10,
+                       what="long-poll %d to park" % (i + 1))
+        r = self.d.unix("GET", "/v1/status")
+        self.assertEqual(r.status, 503, r)
         self.assertEqual(r.json()["error"], "resource_exhausted")
         self.assertIn("api.max_unix_connections", r.json()["message"])
         # TCP has its own budget: a write there wakes the long-polls.
