@@ -52,6 +52,29 @@ def wait_until(predicate, deadline_s=10.0, interval_s=0.02, what="condition"):
         time.sleep(interval_s)
 
 
+def read_line(stream, timeout_s=10.0, what="a line"):
+    """stream.readline() bounded by a deadline (a pipe from a child process has no timeout of
+    its own): a reader thread does the blocking read; raises TimeoutError at the deadline."""
+    import queue
+    import threading
+    box = queue.Queue(maxsize=1)
+
+    def reader():
+        try:
+            box.put(("line", stream.readline()))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting thread
+            box.put(("error", e))
+
+    threading.Thread(target=reader, daemon=True).start()
+    try:
+        kind, value = box.get(timeout=timeout_s)
+    except queue.Empty:
+        raise TimeoutError("timed out after %.1f s waiting for %s" % (timeout_s, what)) from None
+    if kind == "error":
+        raise value
+    return value
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status

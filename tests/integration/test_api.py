@@ -14,7 +14,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fieldsync_harness import (  # noqa: E402
-    SYNCCTL, Daemon, SseReader, request, wait_until)
+    SYNCCTL, Daemon, SseReader, read_line, request, wait_until)
 
 V = "/v1/projects"
 
@@ -751,7 +751,7 @@ class SyncctlTest(unittest.TestCase):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             w = json.loads(self.run_ok("--json", "docs", "put", "follow", "c", "x", '{"a":1}'))
-            line = p.stdout.readline()  # blocks until the event arrives (test timeout bounds it)
+            line = read_line(p.stdout, 10, "the followed change")
             self.assertEqual(json.loads(line)["version"], w["version"])
         finally:
             p.terminate()

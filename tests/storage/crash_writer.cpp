@@ -1,5 +1,7 @@
 // Child process of the crash test: writes batches forever into an existing project and
-// prints "ACK <doc id>" after each acknowledged (committed) write.
+// prints "ACK <doc id> <version>" after each acknowledged (committed) write.
+// Usage: storage_crash_writer <data dir> <project id> <seed> [nosync]
+//   nosync: open the store with durable = false (MDB_NOSYNC), for the power-cut negative control.
 #include <cstdio>
 #include <random>
 #include <string>
@@ -9,11 +11,12 @@
 using namespace fieldsync;
 
 int main(int argc, char** argv) {
-  if (argc != 4) return 2;
+  if (argc != 4 && argc != 5) return 2;
   storage::StoreOptions o;
   o.data_dir = argv[1];
   o.map_size_bytes = 1ull << 30;
   o.checkpoint_interval = 32;
+  o.durable = !(argc == 5 && std::string(argv[4]) == "nosync");
   auto store = storage::Store::open(o);
   if (!store) {
     std::fprintf(stderr, "open: %s\n", store.error().message.c_str());
