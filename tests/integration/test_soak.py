@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Convergence soak: six fieldsyncd on 127.0.0.1 under a seeded random schedule of writes
 (puts, updates, deletes, creates, batches) through the API, partitions and heals (removing and
-adding peers), and kill -9 of random daemons with later restarts. At the end everything is
+adding peers), kill -9 (and clean stops) of random daemons with later restarts. At the end everything is
 healed and every daemon must hold every acknowledged write and the same versions, version
 vector and document heads.
 
@@ -122,7 +122,8 @@ class Soak(unittest.TestCase):
     def test_random_writes_partitions_and_kills_converge(self):
         rng = self.rng
         acked = workload.Acked()
-        counts = {"writes": 0, "cuts": 0, "heals": 0, "kills": 0, "restarts": 0, "restores": 0}
+        counts = {"writes": 0, "cuts": 0, "heals": 0, "kills": 0, "stops": 0, "restarts": 0,
+                  "restores": 0}
         started = time.monotonic()
         steps = 0
         for steps in range(1, STEPS + 1):
@@ -145,8 +146,12 @@ class Soak(unittest.TestCase):
                     counts["heals"] += 1
             elif x < 0.93 and len(up) > 2:
                 i = rng.choice(up)
-                self.ds[i].kill()  # SIGKILL, mid-sync
-                counts["kills"] += 1
+                if rng.random() < 0.75:
+                    self.ds[i].kill()  # SIGKILL, mid-sync
+                    counts["kills"] += 1
+                else:
+                    self.assertEqual(self.ds[i].stop(), 0, self.ds[i].log()[-3000:])
+                    counts["stops"] += 1
             elif x < 0.99 and down:
                 self.restart(rng.choice(down))
                 counts["restarts"] += 1
