@@ -6,6 +6,7 @@
 // safe to show to a local user and must never contain secrets.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -36,5 +37,11 @@ struct Error {
 };
 
 inline Error make_error(Errc code, std::string message) { return Error{code, std::move(message)}; }
+
+// Input (an id, a name, a parameter) quoted in an error message: in single quotes, cut to
+// `max_bytes` bytes of input (then "..."), with control characters, quotes, backslashes and
+// bytes that are not valid UTF-8 escaped as \xNN. The message stays valid UTF-8 and one line
+// whatever the input. The one helper for quoting input in messages.
+std::string quote_input(std::string_view s, std::size_t max_bytes = 80);
 
 }  // namespace fieldsync

@@ -356,6 +356,8 @@ const std::vector<KeySpec>& key_table() {
         100000));
     t.push_back(uint_key(
         "api.max_page_size", [](Config & c) -> auto& { return c.api.max_page_size; }, 1, 100000));
+    t.push_back(uint_key(
+        "api.max_json_depth", [](Config & c) -> auto& { return c.api.max_json_depth; }, 1, 1000));
     t.push_back(ms_key(
         "api.request_timeout_ms", [](Config & c) -> auto& { return c.api.request_timeout_ms; }, 1,
         kDayMs));
@@ -456,7 +458,7 @@ const std::vector<KeySpec>& key_table() {
         1ull << 20, 1ull << 44));
     t.push_back(size_key(
         "storage.max_body_bytes", [](Config & c) -> auto& { return c.storage.max_body_bytes; }, 64,
-        1ull << 30));
+        storage::kMaxBodyBytesCeiling));
     t.push_back(uint_key(
         "storage.max_batch_docs", [](Config & c) -> auto& { return c.storage.max_batch_docs; }, 1,
         1000000));

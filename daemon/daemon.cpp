@@ -11,6 +11,7 @@
 #include "config/config_loader.hpp"
 #include "daemon/daemon_discovery.hpp"
 #include "daemon/daemon_sync.hpp"
+#include "daemon/data_dir.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
 #include "storage/store.hpp"
@@ -33,6 +34,7 @@ struct Daemon::Impl {
   asio::io_context io{1};
   asio::signal_set signals;
   asio::steady_timer watchdog;
+  std::unique_ptr<DataDirLock> lock;  // held until the process ends
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<ipc::ApiService> api;
   std::unique_ptr<ipc::ApiServer> server;
@@ -86,12 +88,25 @@ Daemon::~Daemon() {
 Status Daemon::run() {
   auto& d = *impl_;
   d.cfg.storage.data_dir = d.cfg.data_dir;
+  // First of all: one daemon per data directory, before a key or a socket is touched.
+  auto lock = DataDirLock::acquire(d.cfg.data_dir);
+  if (!lock) return lock.error();
+  d.lock = std::move(*lock);
+  auto tightened = secure_data_files(d.cfg.data_dir);
+  if (!tightened) return tightened.error();
+  for (const auto& notice : *tightened) spdlog::warn("{}", notice);
   auto store = storage::Store::open(d.cfg.storage);
   if (!store) return store.error();
   d.store = std::move(*store);
   spdlog::info("fieldsyncd {} starting; data in {}", FIELDSYNC_VERSION, d.cfg.data_dir.string());
   spdlog::info("device id {} ({})", d.store->device_id().str(), d.store->device_id().short_str());
   for (const auto& notice : config::config_notices(d.cfg)) spdlog::warn("{}", notice);
+  {
+    std::vector<storage::ProjectProblem> unreadable;
+    if (d.store->list_projects(&unreadable))
+      for (const auto& p : unreadable)
+        spdlog::error("project {} cannot be read and is skipped: {}", p.id, p.error);
+  }
 
   d.api = std::make_unique<ipc::ApiService>(*d.store, d.cfg.api, d.cfg.device_name);
   d.sync = std::make_unique<DaemonSync>(d.io, *d.store, d.cfg);

@@ -1,5 +1,9 @@
 #include "ipc/json_text.hpp"
 
+#include <algorithm>
+
+#include <boost/json/error.hpp>
+
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
@@ -8,16 +12,37 @@ namespace fieldsync::ipc {
 
 namespace json = boost::json;
 
-Result<json::object> parse_object(std::string_view text, std::string_view what) {
+namespace {
+std::optional<std::string> duplicate_key(std::string_view text);
+}  // namespace
+
+Result<json::value> parse_value(std::string_view text, std::string_view what,
+                                std::uint32_t max_depth) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec) {
+  json::parse_options opt;
+  opt.max_depth = max_depth;
+  json::value v = json::parse(text, ec, {}, opt);
+  if (ec == json::error::too_deep)
+    return make_error(Errc::invalid_argument,
+                      std::string(what) + " nests objects and arrays more than " +
+                          std::to_string(max_depth) + " levels deep (api.max_json_depth)");
+  if (ec)
     return make_error(Errc::invalid_argument,
                       std::string(what) + " is not valid JSON: " + ec.message());
-  }
-  if (!v.is_object())
+  if (auto dup = duplicate_key(text))
+    return make_error(Errc::invalid_argument,
+                      std::string(what) + " has the key " + quote_input(*dup) +
+                          " twice in one object; duplicate keys are refused");
+  return v;
+}
+
+Result<json::object> parse_object(std::string_view text, std::string_view what,
+                                  std::uint32_t max_depth) {
+  auto v = parse_value(text, what, max_depth);
+  if (!v) return v.error();
+  if (!v->is_object())
     return make_error(Errc::invalid_argument, std::string(what) + " must be a JSON object");
-  return std::move(v.as_object());
+  return std::move(v->as_object());
 }
 
 Status check_fields(const json::object& obj, std::initializer_list<std::string_view> allowed,
@@ -28,9 +53,8 @@ Status check_fields(const json::object& obj, std::initializer_list<std::string_v
     if (!ok) {
       std::string list;
       for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-      return make_error(Errc::invalid_argument, "unknown field '" + std::string(kv.key()) +
-                                                    "' in " + std::string(what) +
-                                                    " (allowed: " + list + ")");
+      return make_error(Errc::invalid_argument, "unknown field " + quote_input(kv.key()) + " in " +
+                                                    std::string(what) + " (allowed: " + list + ")");
     }
   }
   return {};
@@ -109,6 +133,65 @@ std::string decode_key(std::string_view quoted) {
   json::value v = json::parse(quoted, ec);
   if (ec || !v.is_string()) return {};
   return std::string(v.as_string());
+}
+
+// Walks JSON text that json::parse accepted and returns the first key that appears twice
+// in one object. Recursion is bounded by the depth limit the text was parsed with.
+struct DuplicateFinder {
+  Scanner sc;
+  std::optional<std::string> found;
+
+  bool value() {
+    sc.ws();
+    if (sc.i >= sc.s.size()) return false;
+    char c = sc.s[sc.i];
+    if (c == '{') return object();
+    if (c == '[') {
+      ++sc.i;
+      sc.ws();
+      if (sc.i < sc.s.size() && sc.s[sc.i] == ']') return ++sc.i, true;
+      while (true) {
+        if (!value()) return false;
+        sc.ws();
+        if (sc.i >= sc.s.size()) return false;
+        if (sc.s[sc.i++] == ']') return true;
+      }
+    }
+    return sc.value();  // string or scalar
+  }
+  bool object() {
+    ++sc.i;
+    std::vector<std::string> keys;
+    sc.ws();
+    if (sc.i < sc.s.size() && sc.s[sc.i] == '}') return ++sc.i, true;
+    while (true) {
+      sc.ws();
+      std::size_t ks = sc.i;
+      if (!sc.string()) return false;
+      keys.push_back(decode_key(sc.s.substr(ks, sc.i - ks)));
+      sc.ws();
+      if (sc.i >= sc.s.size() || sc.s[sc.i] != ':') return false;
+      ++sc.i;
+      if (!value()) return false;
+      if (found) return false;
+      sc.ws();
+      if (sc.i >= sc.s.size()) return false;
+      if (sc.s[sc.i++] == '}') break;
+    }
+    std::sort(keys.begin(), keys.end());
+    auto it = std::adjacent_find(keys.begin(), keys.end());
+    if (it != keys.end()) {
+      found = *it;
+      return false;
+    }
+    return true;
+  }
+};
+
+std::optional<std::string> duplicate_key(std::string_view text) {
+  DuplicateFinder f{Scanner{text}, std::nullopt};
+  f.value();
+  return f.found;
 }
 
 }  // namespace

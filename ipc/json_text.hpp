@@ -6,6 +6,7 @@
 // Stateless functions; thread-safe.
 #pragma once
 
+#include <cstdint>
 #include <initializer_list>
 #include <optional>
 #include <string>
@@ -18,8 +19,15 @@
 
 namespace fieldsync::ipc {
 
-// Parses `text` as one JSON object. `what` names it in the error ("request body").
-Result<boost::json::object> parse_object(std::string_view text, std::string_view what);
+// Parses `text` as one JSON value and refuses, with invalid_argument naming the problem:
+// invalid JSON, nesting deeper than `max_depth` (api.max_json_depth), and an object that
+// holds the same key twice (at any depth: the parsed value and the raw text must agree on
+// what a member is). `what` names the text in the error ("request body").
+Result<boost::json::value> parse_value(std::string_view text, std::string_view what,
+                                       std::uint32_t max_depth);
+// parse_value() that also requires a JSON object.
+Result<boost::json::object> parse_object(std::string_view text, std::string_view what,
+                                         std::uint32_t max_depth);
 
 // invalid_argument naming the first member of `obj` that is not in `allowed`.
 Status check_fields(const boost::json::object& obj, std::initializer_list<std::string_view> allowed,

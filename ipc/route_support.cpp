@@ -1,6 +1,7 @@
 #include "ipc/route_support.hpp"
 
 #include <charconv>
+#include <limits>
 
 #include <boost/json/array.hpp>
 #include <boost/json/serialize.hpp>
@@ -25,26 +26,46 @@ ApiResponse fail(const Error& e) { return error_response(e); }
 Result<ProjectId> project_param(const ApiRequest& req) {
   const std::string& text = req.param("pid");
   auto id = ProjectId::parse(text);
-  if (!id) return make_error(Errc::invalid_argument, "bad project id '" + text + "' (32 hex chars)");
+  if (!id)
+    return make_error(Errc::invalid_argument,
+                      "bad project id " + quote_input(text) + " (32 hex chars)");
   return *id;
 }
 
 Result<std::uint64_t> uint_query(const ApiRequest& req, std::string_view name,
-                                 std::uint64_t fallback) {
+                                 std::uint64_t fallback, std::uint64_t max) {
   auto v = req.query_value(name);
   if (!v) return fallback;
   std::uint64_t n = 0;
   auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), n);
-  if (ec != std::errc() || p != v->data() + v->size() || v->empty())
+  if (ec != std::errc() || p != v->data() + v->size() || v->empty() || n > max)
     return make_error(Errc::invalid_argument, "query parameter '" + std::string(name) +
-                                                  "' must be a non-negative integer, got '" +
-                                                  *v + "'");
+                                                  "' must be an integer 0.." + std::to_string(max) +
+                                                  ", got " + quote_input(*v));
   return n;
+}
+
+Result<std::uint64_t> json_uint(const json::value& v, std::string_view what, std::uint64_t min,
+                                std::uint64_t max) {
+  std::optional<std::uint64_t> n;
+  if (v.is_uint64()) n = v.as_uint64();
+  if (v.is_int64() && v.as_int64() >= 0) n = static_cast<std::uint64_t>(v.as_int64());
+  if (!n || *n < min || *n > max)
+    return make_error(Errc::invalid_argument, std::string(what) + " must be an integer " +
+                                                  std::to_string(min) + ".." + std::to_string(max));
+  return *n;
+}
+
+Result<std::uint32_t> schema_query(const ApiRequest& req) {
+  auto n = uint_query(req, "schema", 1, kMaxSchema);
+  if (!n) return n.error();
+  return static_cast<std::uint32_t>(*n);
 }
 
 Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
                                  std::uint32_t fallback) {
-  auto n = uint_query(req, "limit", std::min(fallback, ctx.options.max_page_size));
+  auto n = uint_query(req, "limit", std::min(fallback, ctx.options.max_page_size),
+                      std::numeric_limits<std::uint64_t>::max());
   if (!n) return n.error();
   if (*n == 0) return make_error(Errc::invalid_argument, "limit must be at least 1");
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(*n, ctx.options.max_page_size));
@@ -55,15 +76,16 @@ Result<bool> flag_query(const ApiRequest& req, std::string_view name) {
   if (!v) return false;
   if (v->empty() || *v == "1" || *v == "true") return true;
   if (*v == "0" || *v == "false") return false;
-  return make_error(Errc::invalid_argument,
-                    "query parameter '" + std::string(name) + "' must be 1/true or 0/false");
+  return make_error(Errc::invalid_argument, "query parameter '" + std::string(name) +
+                                                "' must be 1/true or 0/false, got " +
+                                                quote_input(*v));
 }
 
 Result<VersionId> parse_version(std::string_view text, std::string_view what) {
   auto v = VersionId::parse(text);
   if (!v)
-    return make_error(Errc::invalid_argument, "bad version id in " + std::string(what) + ": '" +
-                                                  std::string(text) + "' (64 hex chars)");
+    return make_error(Errc::invalid_argument, "bad version id in " + std::string(what) + ": " +
+                                                  quote_input(text) + " (64 hex chars)");
   return *v;
 }
 
@@ -114,6 +136,13 @@ std::string project_json(const storage::ProjectInfo& p) {
   o["created_hlc"] = p.created_hlc;
   return splice_member(json::serialize(o), "settings",
                        p.settings_json.empty() ? std::string_view("{}") : p.settings_json);
+}
+
+std::string project_problem_json(const storage::ProjectProblem& p) {
+  json::object o;
+  o["id"] = p.id;
+  o["error"] = p.error;
+  return json::serialize(o);
 }
 
 std::string document_json(const storage::DocumentState& d, const storage::MergeResult* merge) {

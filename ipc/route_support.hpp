@@ -23,9 +23,18 @@ ApiResponse json_response(int status, std::string body);
 ApiResponse fail(const Error& e);
 
 Result<ProjectId> project_param(const ApiRequest& req);
-// Unsigned integer query parameter; `fallback` when absent; invalid_argument when malformed.
+// The largest ?schema= / "schema" a version header holds (u32).
+inline constexpr std::uint64_t kMaxSchema = 0xffffffffu;
+
+// Unsigned integer query parameter; `fallback` when absent; invalid_argument when malformed
+// or above `max` (never truncated).
 Result<std::uint64_t> uint_query(const ApiRequest& req, std::string_view name,
-                                 std::uint64_t fallback);
+                                 std::uint64_t fallback, std::uint64_t max);
+// An integer JSON member in min..max; invalid_argument naming `what` otherwise.
+Result<std::uint64_t> json_uint(const boost::json::value& v, std::string_view what,
+                                std::uint64_t min, std::uint64_t max);
+// ?schema=: 0..kMaxSchema, default 1.
+Result<std::uint32_t> schema_query(const ApiRequest& req);
 // ?limit= bounded by api.max_page_size (a larger value is clamped).
 Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
                                  std::uint32_t fallback = 100);
@@ -39,6 +48,8 @@ Result<std::vector<VersionId>> version_list(const boost::json::value& v, std::st
 
 std::string versions_json(const std::vector<VersionId>& ids, std::size_t from = 0);
 std::string project_json(const storage::ProjectInfo& p);
+// A project whose record cannot be read: {"id":..., "error":...}.
+std::string project_problem_json(const storage::ProjectProblem& p);
 // A document with its winner's body spliced in raw (never re-serialised).
 std::string document_json(const storage::DocumentState& d,
                           const storage::MergeResult* merge = nullptr);

@@ -74,13 +74,10 @@ ApiResponse Router::dispatch(ApiRequest& request) const {
   }
   if (!best) {
     if (!allowed.empty()) return method_not_allowed(request.method, allowed);
-    return error_response(make_error(Errc::not_found, "no such endpoint: " + request.method +
-                                                          " /" + [&] {
-                                                            std::string s;
-                                                            for (auto& seg : request.segments)
-                                                              s += (s.empty() ? "" : "/") + seg;
-                                                            return s;
-                                                          }()));
+    std::string path;
+    for (auto& seg : request.segments) path += "/" + seg;
+    return error_response(make_error(
+        Errc::not_found, "no such endpoint: " + quote_input(request.method + " " + path, 200)));
   }
   request.params.clear();
   match(*best, request.segments, &request.params);

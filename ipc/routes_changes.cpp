@@ -42,7 +42,7 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     if (since_text && *since_text == "now") {
       since = *last;
     } else {
-      auto s = uint_query(req, "since", 0);
+      auto s = uint_query(req, "since", 0, std::numeric_limits<std::uint64_t>::max());
       if (!s) return fail(s.error());
       since = *s;
     }
@@ -82,7 +82,9 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     stream->fetch = fetch;
     stream->render = render_changes;
     if (feed == "longpoll") {
-      auto timeout = uint_query(req, "timeout", ctx.options.longpoll_timeout_ms);
+      // Above api.longpoll_timeout_ms the wait is shortened to it (documented), never wrapped.
+      auto timeout = uint_query(req, "timeout", ctx.options.longpoll_timeout_ms,
+                                std::numeric_limits<std::uint64_t>::max());
       if (!timeout) return fail(timeout.error());
       stream->mode = ChangeStream::Mode::longpoll;
       stream->timeout = std::chrono::milliseconds(

@@ -19,8 +19,8 @@ using storage::WriteRequest;
 namespace {
 
 // Validates that `text` is a JSON object (the document body, stored untouched).
-Status check_body(std::string_view text) {
-  auto obj = parse_object(text, "document body");
+Status check_body(const ApiContext& ctx, std::string_view text) {
+  auto obj = parse_object(text, "document body", ctx.options.max_json_depth);
   if (!obj) return obj.error();
   return {};
 }
@@ -51,12 +51,11 @@ Status read_list_query(const ApiRequest& req, const ApiContext& ctx, storage::Li
       return make_error(Errc::invalid_argument,
                         "where must be field=<JSON value>, e.g. where=category=\"wildlife\"");
     std::string value = w.substr(eq + 1);
-    boost::system::error_code ec;
-    json::parse(value, ec);
-    if (ec)
+    auto parsed = parse_value(value, "where value for " + quote_input(w.substr(0, eq)),
+                              ctx.options.max_json_depth);
+    if (!parsed)
       return make_error(Errc::invalid_argument,
-                        "where value for '" + w.substr(0, eq) +
-                            "' must be a JSON value (strings in double quotes): " + value);
+                        parsed.error().message + " (strings in double quotes, e.g. where=k=\"v\")");
     q.filters.push_back({w.substr(0, eq), std::move(value)});
   }
   return {};
@@ -78,9 +77,9 @@ Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std
     w.doc_id = std::string(id->as_string());
   }
   if (auto* s = o.if_contains("schema")) {
-    if (!s->is_uint64() && !s->is_int64())
-      return make_error(Errc::invalid_argument, what + ".schema must be an integer");
-    w.schema = static_cast<std::uint32_t>(s->to_number<std::uint64_t>());
+    auto schema = json_uint(*s, what + ".schema", 0, kMaxSchema);
+    if (!schema) return schema.error();
+    w.schema = static_cast<std::uint32_t>(*schema);
   }
   bool del = false;
   if (auto* d = o.if_contains("delete")) {
@@ -122,15 +121,15 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   router.add("POST", docs, [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
-    if (auto st = check_body(req.body); !st) return fail(st.error());
+    if (auto st = check_body(ctx, req.body); !st) return fail(st.error());
     WriteRequest w;
     w.collection = req.param("coll");
     w.doc_id = req.query_value("id").value_or("");
     w.body = std::move(req.body);
     w.must_not_exist = true;
-    auto schema = uint_query(req, "schema", 1);
+    auto schema = schema_query(req);
     if (!schema) return fail(schema.error());
-    w.schema = static_cast<std::uint32_t>(*schema);
+    w.schema = *schema;
     auto r = ctx.store.write(*pid, w);
     if (!r) return fail(r.error());
     return json_response(201, write_result_json(*r));
@@ -168,16 +167,16 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   router.add("PUT", doc, [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
-    if (auto st = check_body(req.body); !st) return fail(st.error());
+    if (auto st = check_body(ctx, req.body); !st) return fail(st.error());
     auto base = base_version(req);
     if (!base) return fail(base.error());
     WriteRequest w;
     w.collection = req.param("coll");
     w.doc_id = req.param("id");
     w.body = std::move(req.body);
-    auto schema = uint_query(req, "schema", 1);
+    auto schema = schema_query(req);
     if (!schema) return fail(schema.error());
-    w.schema = static_cast<std::uint32_t>(*schema);
+    w.schema = *schema;
     if (*base)
       w.parents = {**base};
     else
@@ -222,7 +221,7 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   router.add("POST", doc + "/resolve", [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
-    auto obj = parse_object(req.body, "request body");
+    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"parents", "body", "delete", "strategy"}, "resolve request"); !st)
       return fail(st.error());
@@ -287,7 +286,7 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
     if (!req.body.empty()) {
-      auto obj = parse_object(req.body, "request body");
+      auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
       if (!obj) return fail(obj.error());
       if (auto st = check_fields(*obj, {}, "purge request"); !st) return fail(st.error());
     }
@@ -309,7 +308,7 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   router.add("POST", "/v1/projects/{pid}/batch", [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
-    auto obj = parse_object(req.body, "request body");
+    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"writes"}, "batch request"); !st) return fail(st.error());
     auto* writes = obj->if_contains("writes");

@@ -49,7 +49,7 @@ void register_join_routes(Router& router, ApiContext& ctx, transports::SyncServi
     if (req.transport != Transport::unix_socket)
       return fail(make_error(Errc::permission_denied, "projects are only joined on the Unix socket"));
     if (!sync) return fail(make_error(Errc::unavailable, "sync is disabled (sync.enabled = false): cannot join"));
-    auto obj = parse_object(req.body, "request body");
+    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"code"}, "join"); !st) return fail(st.error());
     auto* text = obj->if_contains("code");
@@ -64,8 +64,9 @@ void register_join_routes(Router& router, ApiContext& ctx, transports::SyncServi
     if (code->inviter == ctx.store.device_id())
       return fail(make_error(Errc::invalid_argument, "this invite was made on this device"));
     if (auto have = ctx.store.get_project(code->project); have.ok())
-      return fail(make_error(Errc::already_exists, "this device already has project '" + have->name +
-                                                       "' (" + code->project.str() + ")"));
+      return fail(make_error(Errc::already_exists, "this device already has project " +
+                                                       quote_input(have->name) + " (" +
+                                                       code->project.str() + ")"));
     ApiResponse r;
     r.deferred = std::make_shared<DeferredResponse>();
     // Safety net only: the sync service answers within its own bound.

@@ -48,7 +48,9 @@ json::object member_json(const storage::Member& m) {
 Result<DeviceId> device_param(const ApiRequest& req, const char* name) {
   const std::string& text = req.param(name);
   auto id = DeviceId::parse(text);
-  if (!id) return make_error(Errc::invalid_argument, "bad device id '" + text + "' (52 base32 chars)");
+  if (!id)
+    return make_error(Errc::invalid_argument,
+                      "bad device id " + quote_input(text) + " (52 base32 chars)");
   return *id;
 }
 
@@ -94,7 +96,7 @@ void register_member_routes(Router& router, ApiContext& ctx, transports::SyncSer
     if (!pid) return fail(pid.error());
     auto device = device_param(req, "device");
     if (!device) return fail(device.error());
-    auto obj = parse_object(req.body, "request body");
+    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"role", "name"}, "member"); !st) return fail(st.error());
     auto* role_v = obj->if_contains("role");
@@ -126,7 +128,8 @@ void register_member_routes(Router& router, ApiContext& ctx, transports::SyncSer
   router.add("POST", "/v1/projects/{pid}/invites", [&ctx, sync](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
-    auto obj = parse_object(req.body.empty() ? std::string("{}") : req.body, "request body");
+    auto obj = parse_object(req.body.empty() ? std::string("{}") : req.body, "request body",
+                            ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"role", "expires_in_s"}, "invite"); !st) return fail(st.error());
     storage::Role role = storage::Role::member;

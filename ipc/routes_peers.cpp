@@ -132,7 +132,9 @@ json::object peer_json(const transports::PeerStatus& s, const DiscoveredPeers& d
 Result<DeviceId> device_param(const ApiRequest& req) {
   const std::string& text = req.param("id");
   auto id = DeviceId::parse(text);
-  if (!id) return make_error(Errc::invalid_argument, "bad device id '" + text + "' (52 base32 chars)");
+  if (!id)
+    return make_error(Errc::invalid_argument,
+                      "bad device id " + quote_input(text) + " (52 base32 chars)");
   return *id;
 }
 
@@ -176,11 +178,12 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     return json_response(200, json::serialize(o));
   });
 
-  router.add("POST", "/v1/peers", [sync, disc](ApiRequest& req) {
+  router.add("POST", "/v1/peers", [&ctx, sync, disc](ApiRequest& req) {
     if (!sync) return fail(sync_disabled());
-    auto obj = parse_object(req.body, "request body");
+    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"address", "device_id", "name"}, "peer"); !st) return fail(st.error());
+    if (auto st = check_fields(*obj, {"address", "device_id", "name"}, "peer"); !st)
+      return fail(st.error());
     auto* addr = obj->if_contains("address");
     auto* dev = obj->if_contains("device_id");
     if ((addr && !addr->is_string()) || !dev || !dev->is_string())
@@ -203,7 +206,8 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     }
     std::string name;
     if (auto* n = obj->if_contains("name"); n && n->is_string()) name = std::string(n->as_string());
-    if (auto st = sync->add_peer(address, *id, name, /*persist=*/true); !st) return fail(st.error());
+    if (auto st = sync->add_peer(address, *id, name, /*persist=*/true); !st)
+      return fail(st.error());
     return json_response(201, json::serialize(peer_json(*sync->peer(*id), disc)));
   });
 
@@ -296,7 +300,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
   router.add("POST", "/v1/projects/import", [&ctx, sync](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
       return fail(make_error(Errc::permission_denied, "projects are only imported on the Unix socket"));
-    auto obj = parse_object(req.body, "request body");
+    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"id", "name", "secret", "creator"}, "project import"); !st) return fail(st.error());
     auto get = [&](const char* k) -> std::optional<std::string> {

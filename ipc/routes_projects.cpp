@@ -19,8 +19,8 @@ struct ProjectFields {
   std::optional<std::string> settings;
 };
 
-Result<ProjectFields> project_fields(const std::string& body) {
-  auto obj = parse_object(body, "request body");
+Result<ProjectFields> project_fields(const std::string& body, std::uint32_t max_depth) {
+  auto obj = parse_object(body, "request body", max_depth);
   if (!obj) return obj.error();
   FS_TRY(check_fields(*obj, {"name", "settings"}, "project"));
   ProjectFields f;
@@ -40,15 +40,19 @@ Result<ProjectFields> project_fields(const std::string& body) {
 
 void register_project_routes(Router& router, ApiContext& ctx) {
   router.add("GET", "/v1/projects", [&ctx](ApiRequest&) {
-    auto list = ctx.store.list_projects();
+    std::vector<storage::ProjectProblem> unreadable;
+    auto list = ctx.store.list_projects(&unreadable);
     if (!list) return fail(list.error());
     std::string s = "{\"projects\":[";
     for (std::size_t i = 0; i < list->size(); ++i) s += (i ? "," : "") + project_json((*list)[i]);
+    // A project whose record cannot be read is listed with an error instead of failing the list.
+    for (std::size_t i = 0; i < unreadable.size(); ++i)
+      s += (list->empty() && i == 0 ? "" : ",") + project_problem_json(unreadable[i]);
     return json_response(200, s + "]}");
   });
 
   router.add("POST", "/v1/projects", [&ctx](ApiRequest& req) {
-    auto f = project_fields(req.body);
+    auto f = project_fields(req.body, ctx.options.max_json_depth);
     if (!f) return fail(f.error());
     if (!f->name) return fail(make_error(Errc::invalid_argument, "'name' is required"));
     auto p = ctx.store.create_project(*f->name, f->settings.value_or("{}"));
@@ -67,7 +71,7 @@ void register_project_routes(Router& router, ApiContext& ctx) {
   router.add("PATCH", "/v1/projects/{pid}", [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
-    auto f = project_fields(req.body);
+    auto f = project_fields(req.body, ctx.options.max_json_depth);
     if (!f) return fail(f.error());
     auto p = ctx.store.update_project(*pid, f->name, f->settings);
     if (!p) return fail(p.error());

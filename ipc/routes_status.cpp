@@ -1,4 +1,5 @@
 // GET /v1/status
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
@@ -13,7 +14,8 @@ namespace json = boost::json;
 
 void register_status_routes(Router& router, ApiContext& ctx) {
   router.add("GET", "/v1/status", [&ctx](ApiRequest&) {
-    auto projects = ctx.store.list_projects();
+    std::vector<storage::ProjectProblem> unreadable;
+    auto projects = ctx.store.list_projects(&unreadable);
     if (!projects) return fail(projects.error());
     auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
         std::chrono::steady_clock::now() - ctx.started);
@@ -24,6 +26,14 @@ void register_status_routes(Router& router, ApiContext& ctx) {
     o["version"] = ctx.version;
     o["uptime_s"] = uptime.count();
     o["projects"] = projects->size();
+    json::array bad;
+    for (const auto& p : unreadable) {
+      json::object e;
+      e["id"] = p.id;
+      e["error"] = p.error;
+      bad.emplace_back(std::move(e));
+    }
+    o["unreadable_projects"] = std::move(bad);
     json::object api;
     api["socket"] = ctx.listen.socket_path;
     json::object http;
@@ -38,7 +48,8 @@ void register_status_routes(Router& router, ApiContext& ctx) {
     api["streams"] = ctx.listen.streams ? ctx.listen.streams() : 0;
     o["api"] = std::move(api);
     std::string body = json::serialize(o);
-    for (const auto& [name, producer] : ctx.status_sections) body = splice_member(body, name, producer());
+    for (const auto& [name, producer] : ctx.status_sections)
+      body = splice_member(body, name, producer());
     return json_response(200, std::move(body));
   });
 }

@@ -89,7 +89,8 @@ Result<bool> matches_filters(std::string_view body, const std::vector<FieldFilte
   for (const auto& f : filters) {
     json::value want = json::parse(f.json_value, ec);
     if (ec)
-      return make_error(Errc::invalid_argument, "filter value for '" + f.field + "' is not JSON");
+      return make_error(Errc::invalid_argument,
+                        "filter value for " + quote_input(f.field) + " is not JSON");
     const json::value* have = doc.as_object().if_contains(f.field);
     if (!have || *have != want) return false;
   }

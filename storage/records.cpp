@@ -1,6 +1,13 @@
 #include "storage/records.hpp"
 
+#include "storage/version_codec.hpp"
+
 namespace fieldsync::storage {
+
+// The largest header encode_header() can produce fits the read-back bound.
+static_assert(1 + 16 + 2 + kMaxCollectionBytes + 2 + kMaxDocIdBytes + 32 + 8 + 4 + 1 + 2 +
+                  32 * kMaxParents + 32 + 4 + 4 + kMaxExtensionBytes <=
+              kMaxVersionHeaderBytes);
 
 Bytes ProjectRecord::encode() const {
   Bytes out;
@@ -19,7 +26,7 @@ std::optional<ProjectRecord> ProjectRecord::decode(ByteView v) {
   ProjectRecord rec;
   if (r.u8() != 1) return std::nullopt;
   rec.info.name = std::string(r.str16());
-  rec.info.settings_json = std::string(as_chars(r.blob(1u << 20)));
+  rec.info.settings_json = std::string(as_chars(r.blob(kMaxProjectSettingsBytes)));
   rec.info.created_hlc = r.u64();
   ByteView s = r.blob(64);
   rec.secret.assign(s.begin(), s.end());
@@ -89,8 +96,8 @@ std::optional<LogRecord> LogRecord::decode(ByteView v) {
   std::uint8_t flags = r.u8();
   bool has_body = flags & 1;
   x.excluded = flags & 2;
-  x.header = r.blob(1u << 20);
-  if (has_body) x.body = r.blob(1u << 31);
+  x.header = r.blob(kMaxVersionHeaderBytes);
+  if (has_body) x.body = r.blob(kMaxBodyBytesCeiling);
   if (!r.ok() || !r.at_end()) return std::nullopt;
   return x;
 }

@@ -15,6 +15,9 @@
 namespace fieldsync::storage {
 
 inline constexpr std::uint32_t kStorageFormat = 1;
+// Read-back bounds of the record decoders; writers check the same constants.
+inline constexpr std::size_t kMaxDocHeads = 0xffff;              // DocRecord: u16 head count
+inline constexpr std::size_t kMaxVersionHeaderBytes = 1u << 20;  // LogRecord header blob
 using DocTag = std::array<std::uint8_t, 16>;  // first 16 bytes of SHA-256(doc key)
 
 struct Key {

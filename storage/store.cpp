@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <boost/json.hpp>
 
+#include "common/encoding.hpp"
+#include "common/private_dir.hpp"
 #include "storage/json_merge.hpp"
 #include "storage/store_impl.hpp"
 #include "storage/version_codec.hpp"
@@ -23,6 +25,23 @@ Bytes u64_bytes(std::uint64_t x) {
   Bytes b;
   ByteWriter(b).u64(x);
   return b;
+}
+
+// The write-side checks of a project record: the same bounds ProjectRecord::decode applies.
+Status check_project_fields(std::optional<std::string_view> name,
+                            std::optional<std::string_view> settings_json) {
+  if (name && (name->empty() || name->size() > kMaxProjectNameBytes))
+    return make_error(Errc::invalid_argument,
+                      "project name must be 1.." + std::to_string(kMaxProjectNameBytes) + " bytes");
+  if (settings_json) {
+    if (settings_json->size() > kMaxProjectSettingsBytes)
+      return make_error(Errc::too_large, "project settings are " +
+                                             std::to_string(settings_json->size()) +
+                                             " bytes; the limit is " +
+                                             std::to_string(kMaxProjectSettingsBytes) + " (1 MiB)");
+    FS_TRY(validate_json_object(*settings_json));
+  }
+  return {};
 }
 
 }  // namespace
@@ -104,7 +123,8 @@ Result<DocRecord> Store::Impl::existing_doc(const LmdbTxn& txn, const ProjectId&
   auto rec = doc(txn, doc_key(p, coll, id));
   if (!rec) return rec.error();
   if (!*rec)
-    return make_error(Errc::not_found, "no document " + std::string(coll) + "/" + std::string(id));
+    return make_error(Errc::not_found,
+                      "no document " + quote_input(std::string(coll) + "/" + std::string(id)));
   return std::move(**rec);
 }
 
@@ -144,19 +164,13 @@ Store::~Store() = default;
 
 Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (options.data_dir.empty()) return make_error(Errc::invalid_argument, "no data directory");
-  std::error_code ec;
-  std::filesystem::create_directories(options.data_dir, ec);
-  if (ec)
-    return make_error(Errc::internal,
-                      "cannot create " + options.data_dir.string() + ": " + ec.message());
-  ::chmod(options.data_dir.c_str(), 0700);
+  FS_TRY(create_private_dirs(options.data_dir));
   auto impl = std::make_unique<Impl>(options);
   auto key = crypto::SigningKey::load_or_create(options.data_dir / "device.key");
   if (!key) return key.error();
   impl->key.emplace(std::move(*key));
   auto db_dir = options.data_dir / "db";
-  std::filesystem::create_directories(db_dir, ec);
-  ::chmod(db_dir.c_str(), 0700);
+  FS_TRY(create_private_dirs(db_dir));
   auto env = LmdbEnv::open(db_dir, options.map_size_bytes, options.durable);
   if (!env) return env.error();
   impl->env = std::move(*env);
@@ -198,13 +212,11 @@ Result<ProjectInfo> Store::create_project(std::string name, std::string settings
 }
 
 Result<ProjectInfo> Store::add_project(const ProjectInfo& info, ByteView secret) {
-  if (info.name.empty() || info.name.size() > 200)
-    return make_error(Errc::invalid_argument, "project name must be 1..200 bytes");
+  FS_TRY(check_project_fields(info.name, info.settings_json));
   if (secret.size() != 32)
     return make_error(Errc::invalid_argument, "project secret must be 32 bytes");
   if (info.creator.is_zero())
     return make_error(Errc::invalid_argument, "project creator is missing");
-  FS_TRY(validate_json_object(info.settings_json));
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
   auto existing = txn->get(impl_->t().projects, info.id.view());
@@ -217,7 +229,8 @@ Result<ProjectInfo> Store::add_project(const ProjectInfo& info, ByteView secret)
   return info;
 }
 
-Result<std::vector<ProjectInfo>> Store::list_projects() const {
+Result<std::vector<ProjectInfo>> Store::list_projects(
+    std::vector<ProjectProblem>* unreadable) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
   std::vector<ProjectInfo> out;
@@ -225,7 +238,14 @@ Result<std::vector<ProjectInfo>> Store::list_projects() const {
   for (bool ok = c.seek({}); ok; ok = c.next()) {
     auto rec = ProjectRecord::decode(c.value());
     auto id = id_from_bytes<ProjectId>(c.key());
-    if (!rec || !id) return make_error(Errc::data_loss, "corrupt project record");
+    if (!rec || !id) {
+      // One unreadable record never hides the others: skipped here, reported to the caller.
+      if (unreadable)
+        unreadable->push_back(ProjectProblem{
+            to_hex(c.key()),
+            "corrupt project record (" + std::to_string(c.value().size()) + " bytes)"});
+      continue;
+    }
     rec->info.id = *id;
     out.push_back(rec->info);
   }
@@ -242,9 +262,8 @@ Result<ProjectInfo> Store::get_project(const ProjectId& id) const {
 
 Result<ProjectInfo> Store::update_project(const ProjectId& id, std::optional<std::string> name,
                                           std::optional<std::string> settings_json) {
-  if (name && (name->empty() || name->size() > 200))
-    return make_error(Errc::invalid_argument, "project name must be 1..200 bytes");
-  if (settings_json) FS_TRY(validate_json_object(*settings_json));
+  if (name) FS_TRY(check_project_fields(*name, std::nullopt));
+  if (settings_json) FS_TRY(check_project_fields(std::nullopt, *settings_json));
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
   auto rec = impl_->project(*txn, id);

@@ -37,7 +37,10 @@ class Store {
   Result<ProjectInfo> create_project(std::string name, std::string settings_json = "{}");
   // Adds a project known from elsewhere (joining): same id on every device.
   Result<ProjectInfo> add_project(const ProjectInfo& info, ByteView secret);
-  Result<std::vector<ProjectInfo>> list_projects() const;
+  // The projects whose record reads back; those that do not are skipped and, when
+  // `unreadable` is given, reported there (one corrupt record never fails the listing).
+  Result<std::vector<ProjectInfo>> list_projects(
+      std::vector<ProjectProblem>* unreadable = nullptr) const;
   Result<ProjectInfo> get_project(const ProjectId& id) const;
   Result<ProjectInfo> update_project(const ProjectId& id, std::optional<std::string> name,
                                      std::optional<std::string> settings_json);

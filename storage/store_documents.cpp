@@ -38,6 +38,11 @@ Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord r
                           [&](const HeadRef& r) { return r.id == id; })) {
     rec.heads.push_back(HeadRef{id, h.hlc, at, h.kind == VersionKind::tombstone});
   }
+  if (rec.heads.size() > kMaxDocHeads)
+    return make_error(
+        Errc::resource_exhausted,
+        "document has " + std::to_string(kMaxDocHeads) +
+            " concurrent versions, the most a document record holds; resolve them first");
   std::sort(rec.heads.begin(), rec.heads.end(), head_ranks_before);
   rec.flags = static_cast<std::uint8_t>(
       (rec.flags & DocRecord::kPurged) |
@@ -82,18 +87,19 @@ struct WriteCursor {
 static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const ProjectId& project,
                                      const WriteRequest& req, WriteCursor& cur, bool system) {
   const auto& o = im.opts;
-  if (!valid_collection(req.collection))
-    return make_error(Errc::invalid_argument, "invalid collection name '" + req.collection +
-                                                  "' (1-64 of A-Z a-z 0-9 _ - .)");
+  if (!valid_new_collection(req.collection))
+    return make_error(Errc::invalid_argument, "invalid collection name " +
+                                                  quote_input(req.collection) + " (" +
+                                                  std::string(kCollectionRule) + ")");
   if (!system && req.collection.front() == '_')
     return make_error(Errc::invalid_argument,
-                      "collection '" + req.collection +
-                          "' is reserved: names starting with '_' belong to fieldsync");
+                      "collection " + quote_input(req.collection) +
+                          " is reserved: names starting with '_' belong to fieldsync");
   std::string doc_id = req.doc_id;
   if (doc_id.empty()) doc_id = to_hex(crypto::random_bytes(16));
-  if (!valid_doc_id(doc_id))
-    return make_error(Errc::invalid_argument,
-                      "invalid document id '" + doc_id + "' (1-128 of A-Z a-z 0-9 _ - . : @ ~ +)");
+  if (!valid_new_doc_id(doc_id))
+    return make_error(Errc::invalid_argument, "invalid document id " + quote_input(doc_id) + " (" +
+                                                  std::string(kDocIdRule) + ")");
   bool tombstone = req.kind == VersionKind::tombstone;
   if (!tombstone) {
     if (req.body.size() > o.max_body_bytes)
@@ -144,7 +150,7 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
     else
       h.parents = {rec->heads.front().id};
   } else if (tombstone) {
-    return make_error(Errc::not_found, "no document " + req.collection + "/" + doc_id);
+    return make_error(Errc::not_found, "no document " + quote_input(req.collection + "/" + doc_id));
   }
   std::sort(h.parents.begin(), h.parents.end());
   h.parents.erase(std::unique(h.parents.begin(), h.parents.end()), h.parents.end());

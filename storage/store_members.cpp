@@ -257,6 +257,8 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
   for (const auto& n : named)
     if (!held_ids.count(n)) FS_TRY(txn.put(t().superseded, superseded_key(dk, n), ByteView{}));
   if (out.heads.empty()) return txn.del(t().docs, dk);  // only the removed device ever wrote it
+  if (out.heads.size() > kMaxDocHeads)
+    return make_error(Errc::resource_exhausted, "document has too many concurrent versions");
   std::sort(out.heads.begin(), out.heads.end(), head_ranks_before);
   if (out.heads.front().tombstone) out.flags |= DocRecord::kDeleted;
   auto seq = change_counter(txn, p);
@@ -340,7 +342,10 @@ Result<Invite> Store::redeem_invite(const std::array<std::uint8_t, 16>& invite_i
 Status Store::leave_project(const ProjectId& project) {
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
+  // Existence only: a project whose record cannot be decoded can still be left (removed).
+  auto existing = txn->get(impl_->t().projects, project.view());
+  if (!existing) return existing.error();
+  if (!*existing) return make_error(Errc::not_found, "no project " + project.str());
   const Tables& t = impl_->t();
   Key prefix = prefix_of(project);
   // Every table but invites is keyed by project id first (the per-document tables start

@@ -56,7 +56,8 @@ Result<std::vector<Version>> Store::history(const ProjectId& project, std::strin
 
 Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery& q) const {
   if (!q.collection.empty() && !valid_collection(q.collection))
-    return make_error(Errc::invalid_argument, "invalid collection name '" + q.collection + "'");
+    return make_error(Errc::invalid_argument,
+                      "invalid collection name " + quote_input(q.collection));
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));

@@ -14,6 +14,20 @@
 
 namespace fieldsync::storage {
 
+// Fixed limits of stored records (docs/storage.md "Limits"). Each is checked where the data
+// comes in (API, join, sync) and is the same bound the record decoder applies on read-back, so
+// an accepted record can always be read again.
+inline constexpr std::size_t kMaxProjectNameBytes = 200;           // project name
+inline constexpr std::size_t kMaxProjectSettingsBytes = 1u << 20;  // project settings JSON
+inline constexpr std::uint64_t kMaxBodyBytesCeiling = 1ull
+                                                      << 30;  // storage.max_body_bytes upper bound
+
+// A project this device holds whose record cannot be read (reported, never fatal to listings).
+struct ProjectProblem {
+  std::string id;     // 32 hex chars, or the hex of a malformed key
+  std::string error;  // why it cannot be read
+};
+
 // Named, configurable limits and settings of the store (config keys in docs/operations.md).
 struct StoreOptions {
   std::filesystem::path data_dir;

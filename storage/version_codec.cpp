@@ -81,4 +81,11 @@ bool valid_doc_id(std::string_view id) {
   });
 }
 
+namespace {
+bool dot_name(std::string_view s) { return s == "." || s == ".."; }
+}  // namespace
+
+bool valid_new_collection(std::string_view c) { return valid_collection(c) && !dot_name(c); }
+bool valid_new_doc_id(std::string_view id) { return valid_doc_id(id) && !dot_name(id); }
+
 }  // namespace fieldsync::storage

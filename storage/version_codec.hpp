@@ -19,7 +19,15 @@ Bytes encode_header(const VersionHeader& h);
 Result<VersionHeader> decode_header(ByteView bytes);
 VersionId version_id_of(ByteView encoded_header);
 
+// The characters of names and ids (docs/api.md "Names and ids", docs/storage.md).
+// valid_*: what a stored or received version may hold (kept as it always was, so versions
+// written by older daemons still decode). valid_new_*: what a local write may create; also
+// refuses "." and "..", which clients that normalise URLs cannot reach.
+inline constexpr std::string_view kCollectionRule = "1-64 of A-Z a-z 0-9 _ - ., not . or ..";
+inline constexpr std::string_view kDocIdRule = "1-128 of A-Z a-z 0-9 _ - . : @ ~ +, not . or ..";
 bool valid_collection(std::string_view c);
 bool valid_doc_id(std::string_view id);
+bool valid_new_collection(std::string_view c);
+bool valid_new_doc_id(std::string_view id);
 
 }  // namespace fieldsync::storage

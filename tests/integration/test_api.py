@@ -687,6 +687,66 @@ class LifecycleTest(unittest.TestCase):
             d.close()
 
 
+class DataDirTest(unittest.TestCase):
+    """One daemon per data directory; the directory and its secrets are private."""
+
+    def test_second_daemon_on_one_data_dir_is_refused(self):
+        with Daemon(name="dd") as d:
+            with open(os.path.join(d.data_dir, "api.port")) as f:
+                port_before = f.read()
+            # Both spellings of the data directory: --data-dir and --set daemon.data_dir=.
+            for via_set in (False, True):
+                second = Daemon(name="dd2")
+                try:
+                    if via_set:
+                        second.settings["daemon.data_dir"] = d.data_dir
+                    else:
+                        second.data_dir = d.data_dir
+                    p = subprocess.run(second.args(), capture_output=True, text=True, timeout=30)
+                    out = p.stdout + p.stderr
+                    self.assertNotEqual(p.returncode, 0, out)
+                    self.assertIn("in use by another fieldsyncd", out)
+                    self.assertIn("pid %d" % d.proc.pid, out)
+                    self.assertFalse(os.path.exists(second.socket_path), out)
+                finally:
+                    second.close()
+            with open(os.path.join(d.data_dir, "api.port")) as f:
+                self.assertEqual(f.read(), port_before)
+            with open(os.path.join(d.data_dir, "fieldsyncd.lock")) as f:
+                self.assertEqual(f.read().strip(), str(d.proc.pid))
+            self.assertEqual(d.unix("GET", "/v1/status").status, 200)
+            self.assertEqual(d.http("GET", "/v1/status").status, 200)
+            # The lock goes with the process, even on SIGKILL: a new daemon starts.
+            d.kill()
+            d.start()
+            self.assertEqual(d.unix("GET", "/v1/status").status, 200)
+
+    def test_umask_000_creates_private_dirs_and_loose_key_is_tightened(self):
+        d = Daemon(name="um")
+        d.data_dir = os.path.join(d.workdir, "x", "y", "data")
+        old = os.umask(0)
+        try:
+            d.start()
+        finally:
+            os.umask(old)
+        try:
+            for p in (os.path.join(d.workdir, "x"), os.path.join(d.workdir, "x", "y"),
+                      d.data_dir, os.path.join(d.data_dir, "db")):
+                self.assertEqual(os.stat(p).st_mode & 0o7777, 0o700, p)
+            for name in ("device.key", "api.token", "api.port", "fieldsyncd.lock",
+                         "db/data.mdb"):
+                p = os.path.join(d.data_dir, name)
+                self.assertEqual(os.stat(p).st_mode & 0o7777, 0o600, p)
+            self.assertEqual(d.stop(), 0)
+            key = os.path.join(d.data_dir, "device.key")
+            os.chmod(key, 0o644)
+            d.start()
+            self.assertEqual(os.stat(key).st_mode & 0o7777, 0o600)
+            self.assertIn("device.key had mode 0644; tightened to 0600", d.log())
+        finally:
+            d.close()
+
+
 class SyncctlTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -175,3 +175,133 @@ TEST_CASE("docs/openapi.yaml and docs/api.md describe every route") {
     CHECK(md.find(method + " " + pattern) != std::string::npos);
   }
 }
+
+TEST_CASE("envelopes with duplicate keys are refused with 400, never stored") {
+  Fixture f;
+  auto pid = f.project();
+  const std::string batch = "/v1/projects/" + pid + "/batch";
+  // Two "writes" arrays: validation saw the last, the stored text would have been the first.
+  auto r = f.call("POST", batch,
+                  R"({"writes":[{"collection":"c","id":"a","body":{"ok":1}}],)"
+                  R"("writes":[{"collection":"c","id":"a","body":{"ok":2}}]})");
+  CHECK(r.status == 400);
+  CHECK(json::parse(r.body).at("message").as_string().find("'writes' twice") != json::string::npos);
+  // Different lengths used to be a 500 "batch scan mismatch".
+  r = f.call("POST", batch, R"({"writes":[{"collection":"c","id":"a","body":{}}],"writes":[]})");
+  CHECK(r.status == 400);
+  r = f.call("POST", batch, R"({"writes":[{"collection":"c","id":"a","body":{},"body":{"x":1}}]})");
+  CHECK(r.status == 400);
+  CHECK(f.call("GET", "/v1/projects/" + pid + "/docs/c/a").status == 404);
+  // Inside document bodies too (POST, PUT, resolve) and in project envelopes.
+  CHECK(f.call("PUT", "/v1/projects/" + pid + "/docs/c/b", R"({"k":1,"k":2})").status == 400);
+  CHECK(f.call("POST", "/v1/projects/" + pid + "/docs/c", R"({"n":{"k":1,"k":2}})").status == 400);
+  CHECK(f.call("POST", "/v1/projects", R"({"name":"a","name":"b"})").status == 400);
+  CHECK(f.call("PATCH", "/v1/projects/" + pid, R"({"settings":{},"settings":{"x":1}})").status ==
+        400);
+  CHECK(f.call("GET", "/v1/projects/" + pid + "/docs/c/b").status == 404);
+}
+
+TEST_CASE("numbers from requests are range-checked, never truncated") {
+  Fixture f;
+  auto pid = f.project();
+  const std::string doc = "/v1/projects/" + pid + "/docs/c/";
+  for (const char* bad : {"4294967296", "4294967297", "-1", "18446744073709551616", "1.5"}) {
+    INFO(bad);
+    auto r = f.call("PUT", doc + "x", "{}", {{"schema", bad}});
+    CHECK(r.status == 400);
+    CHECK(json::parse(r.body).at("message").as_string().find("0..4294967295") !=
+          json::string::npos);
+    CHECK(f.call("POST", "/v1/projects/" + pid + "/docs/c", "{}", {{"schema", bad}}).status == 400);
+  }
+  CHECK(f.call("GET", doc + "x").status == 404);
+  auto ok = f.call("PUT", doc + "x", "{}", {{"schema", "4294967295"}});
+  REQUIRE(ok.status == 200);
+  CHECK(json::parse(f.call("GET", doc + "x").body).at("schema") == 4294967295u);
+  for (const char* bad : {"4294967297", "-1", "1e3", "99999999999999999999"}) {
+    INFO(bad);
+    auto r = f.call(
+        "POST", "/v1/projects/" + pid + "/batch",
+        std::string(R"({"writes":[{"collection":"c","id":"y","body":{},"schema":)") + bad + "}]}");
+    CHECK(r.status == 400);
+  }
+  CHECK(f.call("GET", doc + "y").status == 404);
+}
+
+TEST_CASE("error messages quote invalid input as valid UTF-8") {
+  Fixture f;
+  auto pid = f.project();
+  struct Case {
+    std::string method, path;
+    std::multimap<std::string, std::string> query;
+  };
+  const std::vector<Case> cases = {
+      {"GET", "/v1/projects/\xff\xfe", {}},
+      {"PUT", "/v1/projects/" + pid + "/docs/c/bad\xff\x01id", {}},
+      {"PUT", "/v1/projects/" + pid + "/docs/c\xc3/x", {}},
+      {"GET", "/v1/projects/" + pid + "/docs/c/nope\xe2\x82", {}},
+      {"PUT", "/v1/projects/" + pid + "/docs/c/x", {{"base", "\xff"}}},
+      {"GET", "/v1/projects/" + pid + "/docs/c", {{"include_deleted", "\xff"}}},
+      {"GET", "/v1/projects/" + pid + "/docs/c", {{"where", "f\xff=\xfe"}}},
+      {"DELETE", "/v1/projects/" + pid + "/members/\xff", {}},
+      {"GET", "/v1/no\xff/where", {}}};
+  for (const auto& [method, path, query] : cases) {
+    INFO(path);
+    auto r = f.call(method, path, method == "PUT" ? "{}" : "", query);
+    CHECK(r.status >= 400);
+    boost::system::error_code ec;
+    auto v = json::parse(r.body, ec);  // fails on invalid UTF-8
+    REQUIRE_FALSE(ec);
+    CHECK(v.at("message").as_string().find("\\x") != json::string::npos);
+  }
+}
+
+TEST_CASE("ids and collection names . and .. are refused") {
+  Fixture f;
+  auto pid = f.project();
+  for (const char* id : {".", ".."}) {
+    INFO(id);
+    auto r = f.call("PUT", "/v1/projects/" + pid + "/docs/c/" + id, "{}");
+    CHECK(r.status == 400);
+    CHECK(json::parse(r.body).at("message").as_string().find("not . or ..") != json::string::npos);
+    CHECK(f.call("POST", "/v1/projects/" + pid + "/docs/c", "{}", {{"id", id}}).status == 400);
+    CHECK(f.call("PUT", "/v1/projects/" + pid + "/docs/" + id + "/x", "{}").status == 400);
+    CHECK(f.call("POST", "/v1/projects/" + pid + "/batch",
+                 std::string(R"({"writes":[{"collection":"c","id":")") + id + R"(","body":{}}]})")
+              .status == 400);
+  }
+  CHECK(f.call("PUT", "/v1/projects/" + pid + "/docs/c/...", "{}").status == 200);
+  CHECK(f.call("PUT", "/v1/projects/" + pid + "/docs/c/.a", "{}").status == 200);
+}
+
+TEST_CASE("project settings over 1 MiB are refused with 413 where they come in") {
+  Fixture f;
+  std::string big = R"({"name":"p","settings":{"pad":")" + std::string(1u << 20, 'x') + "\"}}";
+  auto r = f.call("POST", "/v1/projects", big);
+  CHECK(r.status == 413);
+  CHECK(json::parse(r.body).at("error") == "too_large");
+  auto pid = f.project();
+  r = f.call("PATCH", "/v1/projects/" + pid, big);
+  CHECK(r.status == 413);
+  // Everything still reads: listings, status, the project.
+  CHECK(f.call("GET", "/v1/projects").status == 200);
+  auto st = f.call("GET", "/v1/status");
+  REQUIRE(st.status == 200);
+  CHECK(json::parse(st.body).at("unreadable_projects").as_array().empty());
+  CHECK(f.call("GET", "/v1/projects/" + pid).status == 200);
+}
+
+TEST_CASE("request JSON deeper than api.max_json_depth is refused") {
+  Fixture f;
+  f.options.max_json_depth = 4;
+  f.api = std::make_unique<ApiService>(*f.store, f.options, "test-device");
+  auto pid = f.project();
+  CHECK(f.call("PUT", "/v1/projects/" + pid + "/docs/c/ok", R"({"a":{"b":{"c":{}}}})").status ==
+        200);
+  auto r = f.call("PUT", "/v1/projects/" + pid + "/docs/c/deep", R"({"a":{"b":{"c":{"d":{}}}}})");
+  CHECK(r.status == 400);
+  CHECK(json::parse(r.body).at("message").as_string().find("api.max_json_depth") !=
+        json::string::npos);
+  CHECK(f.call("POST", "/v1/projects/" + pid + "/batch",
+               R"({"writes":[{"collection":"c","id":"b","body":{"a":{"b":{}}}}]})")
+            .status == 400);
+}

@@ -37,14 +37,14 @@ TEST_CASE("splice_member appends raw text to a serialised object") {
 }
 
 TEST_CASE("parse_object and check_fields name the problem") {
-  auto bad = parse_object("{oops", "request body");
+  auto bad = parse_object("{oops", "request body", 32);
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code == fieldsync::Errc::invalid_argument);
   CHECK(bad.error().message.find("request body is not valid JSON") == 0);
-  auto arr = parse_object("[1]", "request body");
+  auto arr = parse_object("[1]", "request body", 32);
   REQUIRE_FALSE(arr);
   CHECK(arr.error().message == "request body must be a JSON object");
-  auto obj = parse_object(R"({"name":"x","colour":"red"})", "x");
+  auto obj = parse_object(R"({"name":"x","colour":"red"})", "x", 32);
   REQUIRE(obj);
   auto st = check_fields(*obj, {"name", "settings"}, "project");
   REQUIRE_FALSE(st);
@@ -79,6 +79,56 @@ TEST_CASE("the raw scanners never read out of bounds on mutated input") {
     }
     (void)raw_member(s, "k");
     (void)raw_elements(s);
+    (void)parse_value(s, "x", 32);
   }
   SUCCEED("no crash");
+}
+
+TEST_CASE("duplicate keys are refused at any depth, also when spelled with escapes") {
+  using fieldsync::Errc;
+  for (const char* text : {R"({"a":1,"a":2})", R"({"writes":[],"writes":[{"collection":"c"}]})",
+                           R"({"body":{"x":1,"y":{"k":1,"k":1}}})", R"({"a":1,"\u0061":2})",
+                           R"([{"q":1},{"q":2,"q":3}])"}) {
+    INFO(text);
+    auto r = parse_value(text, "request body", 32);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == Errc::invalid_argument);
+    CHECK(r.error().message.find("twice in one object") != std::string::npos);
+  }
+  auto dup = parse_object(R"({"name":"p","name":"q"})", "request body", 32);
+  REQUIRE_FALSE(dup);
+  CHECK(dup.error().message ==
+        "request body has the key 'name' twice in one object; duplicate keys are refused");
+  // The same key in different objects is fine.
+  CHECK(parse_value(R"({"a":{"a":1},"b":[{"a":2},{"a":3}],"c":"a"})", "x", 32));
+}
+
+TEST_CASE("nesting deeper than the configured depth is refused naming api.max_json_depth") {
+  auto nested = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  CHECK(parse_value(nested(32), "x", 32));
+  auto deep = parse_value(nested(33), "document body", 32);
+  REQUIRE_FALSE(deep);
+  CHECK(deep.error().message ==
+        "document body nests objects and arrays more than 32 levels deep (api.max_json_depth)");
+  CHECK(parse_value(nested(33), "x", 40));
+  CHECK_FALSE(parse_value(R"({"a":{"b":{}}})", "x", 2));
+}
+
+TEST_CASE("quote_input keeps messages valid UTF-8 and one line") {
+  using fieldsync::quote_input;
+  CHECK(quote_input("abc") == "'abc'");
+  CHECK(quote_input("\xff\xfe.") == "'\\xff\\xfe.'");
+  CHECK(quote_input("a\nb'c\\") == "'a\\x0ab\\x27c\\x5c'");
+  CHECK(quote_input("caf\xc3\xa9") == "'caf\xc3\xa9'");       // valid UTF-8 kept
+  CHECK(quote_input("\xc3") == "'\\xc3'");                    // truncated sequence escaped
+  CHECK(quote_input("\xed\xa0\x80") == "'\\xed\\xa0\\x80'");  // surrogate escaped
+  CHECK(quote_input(std::string(100, 'x'), 10) == "'" + std::string(10, 'x') + "...'");
+  boost::system::error_code ec;
+  for (int b = 0; b < 256; ++b) {
+    std::string in = "id" + std::string(1, static_cast<char>(b)) + "\xe2\x82";
+    auto json = fieldsync::ipc::json_quote(quote_input(in));
+    boost::json::parse(json, ec);
+    INFO(b);
+    CHECK_FALSE(ec);
+  }
 }
