@@ -18,6 +18,7 @@ bash "$ROOT/scripts/build.sh" Debug "$BUILD_DIR" -DFIELDSYNC_SANITIZE="$SANITIZE
   -DFIELDSYNC_BUILD_BENCH=OFF
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
-export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1}"
+# Suppressions, each with its reason, live in scripts/tsan.supp.
+export TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$ROOT/scripts/tsan.supp}"
 cd "$ROOT"
 ctest --test-dir "$BUILD_DIR" -j "${CTEST_JOBS:-2}" --output-on-failure --timeout 600 "$@"
