@@ -77,7 +77,7 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
               return false;
             }
             if (ctx.json) {
-              ctx.out << payload << "\n";
+              ctx.out << json_text(v) << "\n";
             } else {
               auto row = change_row(v);
               std::string s;

@@ -59,7 +59,7 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
     }
     std::vector<std::vector<std::string>> rows;
     for (const auto& d : v.at("docs").as_array()) {
-      std::string body = boost::json::serialize(d.at("body"));
+      std::string body = json_text(d.at("body"));
       if (body.size() > 60) body = body.substr(0, 57) + "...";
       rows.push_back({str(d.at("id")), short_id(str(d.at("version"))),
                       std::to_string(d.at("heads").as_array().size()),
@@ -104,7 +104,7 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
       ctx.out << "\n          resolve with: syncctl resolve " << pos[1] << " " << pos[2] << " " << pos[3]
               << " --merge | --body JSON\n";
     }
-    ctx.out << boost::json::serialize(v.at("body")) << "\n";
+    ctx.out << json_text(v.at("body")) << "\n";
     return kOk;
   }
   if (sub == "put") {

@@ -13,7 +13,7 @@ namespace {
 void print_projects(CliContext& ctx, const boost::json::array& list) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& p : list)
-    rows.push_back({str(p.at("id")), str(p.at("name")), boost::json::serialize(p.at("settings"))});
+    rows.push_back({str(p.at("id")), str(p.at("name")), json_text(p.at("settings"))});
   print_table(ctx.out, {"ID", "NAME", "SETTINGS"}, rows);
 }
 

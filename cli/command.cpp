@@ -9,6 +9,8 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include "common/text.hpp"
+
 namespace fieldsync::cli {
 
 namespace json = boost::json;
@@ -87,7 +89,7 @@ int CliContext::call(const std::string& method, const std::string& target, const
   reply = json::parse(r->body, ec);
   if (r->status >= 400) {
     if (json) {
-      out << r->body << "\n";
+      out << escape_for_terminal(r->body) << "\n";
     } else if (!ec && reply.is_object() && reply.as_object().contains("message")) {
       err << "syncctl: " << str(reply.at("message")) << " (" << str(reply.at("error")) << ", HTTP "
           << r->status << ")\n";
@@ -103,7 +105,7 @@ int CliContext::call(const std::string& method, const std::string& target, const
   return kOk;
 }
 
-void CliContext::print_json(const json::value& reply) { out << json::serialize(reply) << "\n"; }
+void CliContext::print_json(const json::value& reply) { out << json_text(reply) << "\n"; }
 
 int CliContext::resolve_project(const std::string& name_or_id, std::string& id) {
   bool hex = name_or_id.size() == 32 &&
@@ -152,9 +154,31 @@ int usage_error(CliContext& ctx, const Command& cmd, const std::string& message)
 }
 
 std::string str(const json::value& v) {
-  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_string()) return escape_for_terminal(v.as_string());
   if (v.is_null()) return "-";
-  return json::serialize(v);
+  return json_text(v);
+}
+
+std::string json_text(const json::value& v) {
+  // serialize() escapes C0 controls; DEL and C1 controls (which some terminals obey) too.
+  std::string in = json::serialize(v), out;
+  out.reserve(in.size());
+  static constexpr char hex[] = "0123456789abcdef";
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    auto c = static_cast<unsigned char>(in[i]);
+    if (c == 0x7f) {
+      out += "\\u007f";
+    } else if (c == 0xc2 && i + 1 < in.size() && static_cast<unsigned char>(in[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(in[i + 1]) <= 0x9f) {
+      auto d = static_cast<unsigned char>(in[++i]);
+      out += "\\u00";
+      out += hex[d >> 4];
+      out += hex[d & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
 }
 
 std::string short_id(const std::string& id, std::size_t n) {

@@ -81,7 +81,10 @@ int usage_error(CliContext& ctx, const Command& cmd, const std::string& message)
 const Command& find_command(const std::string& name);
 
 // Helpers for rendering JSON values in tables.
-std::string str(const boost::json::value& v);  // strings unquoted, others as JSON
+// Everything the daemon sends is shown through these two: control characters are escaped,
+// never written to the terminal.
+std::string str(const boost::json::value& v);        // strings unquoted (escaped), others as JSON
+std::string json_text(const boost::json::value& v);  // JSON, with DEL and C1 controls as \u00XX
 std::string short_id(const std::string& id, std::size_t n = 12);
 // Reads a JSON argument: the text itself, "-" for stdin, or "@file".
 Result<std::string> read_json_arg(const std::string& arg);

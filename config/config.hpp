@@ -53,6 +53,16 @@ struct SyncOptions {
   std::uint32_t idle_timeout_ms = 120000;      // sync.idle_timeout_ms
   std::uint32_t connect_timeout_ms = 10000;    // sync.connect_timeout_ms
   std::uint32_t max_peers = 32;                // sync.max_peers: concurrent sync sessions
+  // Incoming connections still in the TLS or sync handshake: a budget of their own, separate
+  // from max_peers (the oldest is dropped when full); their TLS deadline; devices pending
+  // approval kept after they disconnect (trust_policy ask); the listener's longest pause when
+  // out of descriptors; log lines of one kind that remote parties can cause per interval.
+  std::uint32_t max_handshakes = 16;              // sync.max_handshakes
+  std::uint32_t tls_handshake_timeout_ms = 3000;  // sync.tls_handshake_timeout_ms
+  std::uint32_t max_pending_devices = 32;         // sync.max_pending_devices
+  std::uint32_t accept_backoff_max_ms = 1000;     // sync.accept_backoff_max_ms
+  std::uint32_t log_lines_per_key = 10;           // sync.log_lines_per_key
+  std::uint32_t log_interval_ms = 10000;          // sync.log_interval_ms
   std::uint32_t retry_min_ms = 1000;           // sync.retry_min_ms: first reconnect backoff
   std::uint32_t retry_max_ms = 300000;         // sync.retry_max_ms: backoff ceiling
   std::uint32_t max_projects = 1024;           // sync.max_projects: membership proofs in one PROJECTS frame

@@ -424,6 +424,24 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(uint_key(
         "sync.max_peers", [](Config & c) -> auto& { return c.sync.max_peers; }, 1, 10000));
     t.push_back(uint_key(
+        "sync.max_handshakes", [](Config & c) -> auto& { return c.sync.max_handshakes; }, 1,
+        10000));
+    t.push_back(ms_key(
+        "sync.tls_handshake_timeout_ms",
+        [](Config & c) -> auto& { return c.sync.tls_handshake_timeout_ms; }, 1, kDayMs));
+    t.push_back(uint_key(
+        "sync.max_pending_devices", [](Config & c) -> auto& { return c.sync.max_pending_devices; },
+        1, 10000));
+    t.push_back(ms_key(
+        "sync.accept_backoff_max_ms",
+        [](Config & c) -> auto& { return c.sync.accept_backoff_max_ms; }, 10, 60000));
+    t.push_back(uint_key(
+        "sync.log_lines_per_key", [](Config & c) -> auto& { return c.sync.log_lines_per_key; }, 1,
+        1000000));
+    t.push_back(ms_key(
+        "sync.log_interval_ms", [](Config & c) -> auto& { return c.sync.log_interval_ms; }, 1,
+        kDayMs));
+    t.push_back(uint_key(
         "sync.max_projects", [](Config & c) -> auto& { return c.sync.max_projects; }, 1, 100000));
     t.push_back(size_key(
         "sync.write_chunk_bytes", [](Config & c) -> auto& { return c.sync.write_chunk_bytes; },

@@ -1,5 +1,6 @@
 #include "sync/join.hpp"
 
+#include "common/text.hpp"
 #include "crypto/crypto.hpp"
 #include "sync/messages.hpp"
 
@@ -39,7 +40,7 @@ Result<Joined> decode_joined(ByteView payload) {
   ByteReader r(payload);
   Joined m;
   m.project.id.bytes = r.fixed<16>();
-  m.project.name = std::string(r.str16());
+  m.project.name = sanitize_text(r.str16(), kMaxProjectNameBytes);  // shown to the user
   m.project.settings_json = std::string(as_chars(r.blob(1u << 20)));
   m.project.created_hlc = r.u64();
   m.project.creator.bytes = r.fixed<32>();

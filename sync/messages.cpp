@@ -1,5 +1,6 @@
 #include "sync/messages.hpp"
 
+#include "common/text.hpp"
 #include "crypto/crypto.hpp"
 
 namespace fieldsync::sync {
@@ -71,7 +72,7 @@ void encode_hello(Bytes& out, const Hello& m) {
   w.u16(m.min_version);
   w.u16(m.max_version);
   w.raw(m.device.view());
-  w.str16(std::string_view(m.device_name).substr(0, kMaxDeviceNameBytes));
+  w.str16(sanitize_text(m.device_name, kMaxDeviceNameBytes));
   w.u64(m.features);
   w.u32(m.max_frame_bytes);
   end_frame(out, at);
@@ -92,7 +93,8 @@ Result<Hello> decode_hello(ByteView payload) {
   // Later versions may append fields to HELLO: trailing bytes are allowed.
   if (!r.ok()) return malformed("HELLO");
   if (name.size() > kMaxDeviceNameBytes) return make_error(Errc::too_large, "device name too long");
-  m.device_name = std::string(name);
+  // Shown to the user (API, syncctl, logs): invalid UTF-8 and control characters become U+FFFD.
+  m.device_name = sanitize_text(name, kMaxDeviceNameBytes);
   if (m.min_version > m.max_version) return malformed("HELLO (version range)");
   return m;
 }
@@ -246,7 +248,7 @@ void encode_error(Bytes& out, const WireError& m) {
   auto at = begin_frame(out, MsgType::error);
   ByteWriter w(out);
   w.u16(m.code);
-  w.str16(std::string_view(m.reason).substr(0, kMaxErrorReasonBytes));
+  w.str16(sanitize_text(m.reason, kMaxErrorReasonBytes));
   end_frame(out, at);
 }
 
@@ -256,7 +258,7 @@ Result<WireError> decode_error(ByteView payload) {
   m.code = r.u16();
   auto reason = r.str16();
   if (!r.ok()) return malformed("ERROR");
-  m.reason = std::string(reason.substr(0, kMaxErrorReasonBytes));
+  m.reason = sanitize_text(reason, kMaxErrorReasonBytes);
   return m;
 }
 

@@ -30,6 +30,11 @@ inline constexpr std::size_t kFrameHeaderBytes = 5;
 inline constexpr std::uint8_t kIgnorableTypeBit = 0x80;
 inline constexpr std::size_t kMaxDeviceNameBytes = 64;
 inline constexpr std::size_t kMaxErrorReasonBytes = 1024;
+// A project name in JOINED (the same bound as storage's project names).
+inline constexpr std::size_t kMaxProjectNameBytes = 200;
+// PROJECTS is padded with random proofs to a multiple of this many (at least one bucket),
+// so the frame does not tell how many projects the sender has.
+inline constexpr std::size_t kProjectsBucket = 16;
 
 enum class MsgType : std::uint8_t {
   hello = 0x01,

@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <random>
+
+#include "common/rate_limited_log.hpp"
 
 #include "crypto/crypto.hpp"
 #include "sync/join.hpp"
@@ -33,6 +36,12 @@ std::uint64_t get(const storage::VersionVector& v, const DeviceId& a) {
 void raise(storage::VersionVector& v, const DeviceId& a, std::uint64_t seq) {
   auto& cur = v[a];
   cur = std::max(cur, seq);
+}
+
+// Failure lines of every session in the process: at most 20 per kind per 10 s.
+RateLimitedLog& session_log() {
+  static RateLimitedLog log(20, std::chrono::seconds(10));
+  return log;
 }
 
 std::int64_t system_now_ms() {
@@ -101,8 +110,11 @@ struct Session::Impl {
   void fail(Error e, bool tell_peer) {
     if (state == SessionState::failed || state == SessionState::closed) return;
     // A lost connection is routine (the peer went away); everything else is worth a warning.
-    spdlog::log(e.code == Errc::unavailable ? spdlog::level::info : spdlog::level::warn,
-                "sync: session with {} failed: {}: {}", peer_label(), errc_name(e.code), e.message);
+    // Rate-limited per error kind: any stranger can make a session fail.
+    session_log().log(e.code == Errc::unavailable ? LogLevel::info : LogLevel::warn,
+                      std::string("session failed: ") + std::string(errc_name(e.code)),
+                      fmt::format("sync: session with {} failed: {}: {}", peer_label(),
+                                  errc_name(e.code), e.message));
     if (tell_peer) encode_error(control, WireError{to_wire_code(e.code), e.message});
     if (join_code && !join_result) join_result = e;  // the join ends with the session
     error = std::move(e);
@@ -251,6 +263,20 @@ struct Session::Impl {
       if (!secret.ok()) continue;
       m.proofs.push_back(membership_proof(*secret, params.channel_binding, store.device_id()));
     }
+    // Random proofs (they match nothing) up to a whole bucket: the count does not leak.
+    std::size_t padded = std::max<std::size_t>(
+        (m.proofs.size() + kProjectsBucket - 1) / kProjectsBucket * kProjectsBucket,
+        kProjectsBucket);
+    padded = std::max(std::min<std::size_t>(padded, params.options.max_projects), m.proofs.size());
+    while (m.proofs.size() < padded) {
+      crypto::Digest junk{};
+      crypto::random_fill(junk);
+      m.proofs.push_back(junk);
+    }
+    // Shuffled too: where a peer finds a proof it can check says nothing about the others.
+    std::uint64_t seed = 0;
+    crypto::random_fill(std::span(reinterpret_cast<std::uint8_t*>(&seed), sizeof seed));
+    std::shuffle(m.proofs.begin(), m.proofs.end(), std::mt19937_64(seed));
     encode_projects(control, m);
   }
 

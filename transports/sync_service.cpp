@@ -18,7 +18,10 @@
 #include <random>
 #include <set>
 
+#include "common/rate_limited_log.hpp"
+#include "common/text.hpp"
 #include "crypto/tls_context.hpp"
+#include "sync/messages.hpp"
 #include "sync/session.hpp"
 
 namespace fieldsync::transports {
@@ -105,6 +108,13 @@ struct PeerEntry {
   std::optional<sync::SessionProgress> last_progress;
   std::uint64_t last_wire_sent = 0;
   std::uint64_t last_wire_received = 0;
+  // What this device has shown: a common project (proven), or only projects held for
+  // approval under trust_policy = ask (pending). A device that is neither, nor configured
+  // nor approved, is a stranger: its entry goes when its connection does.
+  bool proven = false;
+  bool pending = false;
+  std::int64_t seen_ms = 0;  // unix ms of its last connection (oldest pending is forgotten first)
+  bool keep() const { return configured || approved || proven || pending; }
 };
 
 struct SyncService::Impl : std::enable_shared_from_this<SyncService::Impl> {
@@ -119,11 +129,29 @@ struct SyncService::Impl : std::enable_shared_from_this<SyncService::Impl> {
   std::set<std::shared_ptr<Connection>> conns;
   bool running = false;
   std::mt19937 rng{std::random_device{}()};
+  // Incoming connections not yet past the sync handshake (sync.max_handshakes).
+  std::size_t handshaking = 0;
+  // The listener's pause after EMFILE/ENFILE (doubles up to sync.accept_backoff_max_ms).
+  asio::steady_timer accept_timer;
+  std::uint32_t accept_delay_ms = 0;
+  // Lines any remote party can cause (sync.log_lines_per_key per sync.log_interval_ms).
+  RateLimitedLog rlog;
 
   Impl(asio::io_context& i, storage::Store& s, config::SyncOptions o, std::string name)
-      : io(i), store(s), opt(std::move(o)), device_name(std::move(name)), acceptor(i) {}
+      : io(i),
+        store(s),
+        opt(std::move(o)),
+        device_name(sanitize_text(name, sync::kMaxDeviceNameBytes)),
+        acceptor(i),
+        accept_timer(i),
+        rlog(opt.log_lines_per_key, std::chrono::milliseconds(opt.log_interval_ms)) {}
 
   void accept();
+  void on_accept(tcp::socket sock);
+  bool make_room_for_handshake();
+  void admitted(Connection& c);
+  void forget_if_stranger(const DeviceId& device);
+  void bound_pending();
   void dial(PeerEntry& e);
   void connect(const std::shared_ptr<Connection>& c);
   void join_next(const std::shared_ptr<JoinAttempt>& j);
@@ -134,11 +162,8 @@ struct SyncService::Impl : std::enable_shared_from_this<SyncService::Impl> {
   void connection_closed(Connection& c);
   void schedule_retry(PeerEntry& e, bool failed);
   PeerStatus status_of(const PeerEntry& e) const;
-  std::size_t attached_count() const {
-    std::size_t n = 0;
-    for (const auto& [id, e] : peers) n += e.conn != nullptr;
-    return n;
-  }
+  // Sessions past the handshake (what sync.max_peers bounds).
+  std::size_t session_count() const;
 };
 
 struct Connection : std::enable_shared_from_this<Connection> {
@@ -160,6 +185,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool replaced = false;  // closed because another connection to the same peer won
   std::optional<Error> failure;  // why the attempt failed before a session existed
   std::shared_ptr<JoinAttempt> join;  // this connection carries a JOIN (joiner side)
+  bool in_budget = false;  // incoming, counted in svc->handshaking until admitted or closed
+  Clock::time_point accepted_at{};
 
   Connection(std::shared_ptr<SyncService::Impl> s, tcp::socket sock, bool out)
       : svc(std::move(s)),
@@ -213,6 +240,10 @@ struct Connection : std::enable_shared_from_this<Connection> {
   void close() {
     if (closed) return;
     closed = true;
+    if (in_budget) {
+      in_budget = false;
+      --svc->handshaking;
+    }
     wire_at_close = wire_bytes();
     error_code ec;
     deadline_timer.cancel();
@@ -260,9 +291,19 @@ struct Connection : std::enable_shared_from_this<Connection> {
         return self->close();
       }
       self->session->receive(ByteView(self->rbuf.data(), n));
+      // The session checks HELLO against the key too; the transport does not rely on it.
+      if (self->session->peer_known() && self->session->peer() != self->peer) {
+        self->fail(make_error(Errc::unauthenticated, "HELLO device id differs from the TLS key"));
+        return;
+      }
       if (self->join) self->svc->check_join(*self);
-      if (self->session->state() == sync::SessionState::active)
+      if (self->session->state() == sync::SessionState::active) {
+        if (self->in_budget) {
+          self->svc->admitted(*self);
+          if (self->closed || self->session->finished()) return self->pump();
+        }
         self->set_deadline(self->svc->opt.idle_timeout_ms);
+      }
       self->pump();
       if (!self->session->finished()) self->read();
     });
@@ -297,34 +338,127 @@ struct Connection : std::enable_shared_from_this<Connection> {
 
 void SyncService::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](error_code ec, tcp::socket sock) {
-    if (!self->running) return;
+    if (!self->running || ec == asio::error::operation_aborted) return;
     if (!ec) {
-      error_code ignored;
-      auto remote = sock.remote_endpoint(ignored);
-      if (self->conns.size() >= 2 * std::size_t{self->opt.max_peers}) {
-        spdlog::warn("sync: refusing connection from {}: sync.max_peers reached",
-                     remote.address().to_string());
-        sock.close(ignored);
-      } else {
-        auto c = std::make_shared<Connection>(self, std::move(sock), false);
-        c->address = remote.address().to_string() + ":" + std::to_string(remote.port());
-        self->conns.insert(c);
-        c->set_deadline(self->opt.handshake_timeout_ms);
-        c->stream.async_handshake(ssl::stream_base::server, [c](error_code hec) {
-          if (c->closed) return;
-          if (hec) {
-            spdlog::info("sync: TLS handshake from {} failed: {}", c->address, hec.message());
-            c->failure = make_error(Errc::unauthenticated, "TLS handshake failed: " + hec.message());
-            return c->close();
-          }
-          c->svc->established(c);
-        });
-      }
-    } else if (ec == asio::error::operation_aborted) {
-      return;
+      self->accept_delay_ms = 0;
+      self->on_accept(std::move(sock));
+      return self->accept();
     }
-    self->accept();
+    bool out_of_resources = ec == asio::error::no_descriptors ||
+                            ec == boost::system::errc::too_many_files_open_in_system ||
+                            ec == asio::error::no_buffer_space || ec == asio::error::no_memory;
+    if (!out_of_resources) {
+      // A connection that went away before accept (ECONNABORTED and the like): next one.
+      self->rlog.log(LogLevel::info, "accept failed", "sync: accept failed: " + ec.message());
+      return self->accept();
+    }
+    // Out of file descriptors: the pending connection stays in the backlog and accept would
+    // fail again at once. Pause, doubling up to sync.accept_backoff_max_ms.
+    self->accept_delay_ms =
+        std::clamp<std::uint32_t>(self->accept_delay_ms * 2, 10, self->opt.accept_backoff_max_ms);
+    self->rlog.log(LogLevel::warn, "accept out of resources",
+                   "sync: cannot accept connections: " + ec.message() + "; retrying in " +
+                       std::to_string(self->accept_delay_ms) + " ms");
+    self->accept_timer.expires_after(std::chrono::milliseconds(self->accept_delay_ms));
+    self->accept_timer.async_wait([self](error_code tec) {
+      if (tec || !self->running) return;
+      self->accept();
+    });
   });
+}
+
+// Drops the oldest incoming connection still in its handshake; false when there is none.
+bool SyncService::Impl::make_room_for_handshake() {
+  std::shared_ptr<Connection> oldest;
+  for (const auto& c : conns)
+    if (c->in_budget && !c->closed && (!oldest || c->accepted_at < oldest->accepted_at)) oldest = c;
+  if (!oldest) return false;
+  rlog.log(LogLevel::info, "handshake dropped",
+           "sync: sync.max_handshakes reached: dropping the oldest unfinished handshake (" +
+               oldest->address + ")");
+  // Out of the budget now (an ERROR to a session that got that far takes a moment).
+  oldest->in_budget = false;
+  --handshaking;
+  oldest->fail(make_error(Errc::resource_exhausted, "sync.max_handshakes reached"));
+  return true;
+}
+
+void SyncService::Impl::on_accept(tcp::socket sock) {
+  error_code ignored;
+  auto remote = sock.remote_endpoint(ignored);
+  if (handshaking >= opt.max_handshakes && !make_room_for_handshake()) {
+    rlog.log(LogLevel::warn, "refused",
+             "sync: refusing connection from " + remote.address().to_string() +
+                 ": sync.max_handshakes reached");
+    sock.close(ignored);
+    return;
+  }
+  auto c = std::make_shared<Connection>(shared_from_this(), std::move(sock), false);
+  c->address = remote.address().to_string() + ":" + std::to_string(remote.port());
+  c->in_budget = true;
+  c->accepted_at = Clock::now();
+  ++handshaking;
+  conns.insert(c);
+  c->set_deadline(opt.tls_handshake_timeout_ms);
+  c->stream.async_handshake(ssl::stream_base::server, [c](error_code hec) {
+    if (c->closed) return;
+    if (hec) {
+      c->svc->rlog.log(LogLevel::info, "tls failed",
+                       "sync: TLS handshake from " + c->address + " failed: " + hec.message());
+      c->failure = make_error(Errc::unauthenticated, "TLS handshake failed: " + hec.message());
+      return c->close();
+    }
+    c->svc->established(c);
+  });
+}
+
+std::size_t SyncService::Impl::session_count() const {
+  std::size_t n = 0;
+  for (const auto& [id, e] : peers) n += e.conn != nullptr && !e.conn->in_budget && !e.conn->closed;
+  return n;
+}
+
+// An incoming connection finished the sync handshake (its session is active: it proved a
+// project, or holds some for approval): it leaves the handshake budget and counts as a peer.
+void SyncService::Impl::admitted(Connection& c) {
+  if (!c.in_budget) return;
+  c.in_budget = false;
+  --handshaking;
+  auto it = peers.find(c.peer);
+  if (it != peers.end() && c.session) {
+    it->second.proven = it->second.proven || !c.session->common_projects().empty();
+    it->second.pending = it->second.pending || !c.session->pending_projects().empty();
+  }
+  if (session_count() > opt.max_peers) {
+    rlog.log(
+        LogLevel::warn, "max_peers",
+        "sync: refusing " + c.peer.short_str() + " (" + c.address + "): sync.max_peers reached");
+    c.fail(make_error(Errc::resource_exhausted, "sync.max_peers reached"));
+  }
+}
+
+// A device that proved nothing leaves no state behind (strangers cannot grow the peer list).
+void SyncService::Impl::forget_if_stranger(const DeviceId& device) {
+  auto it = peers.find(device);
+  if (it == peers.end()) return;
+  const PeerEntry& e = it->second;
+  if (e.keep() || e.conn || e.dialing || e.retry_pending) return;
+  peers.erase(it);
+}
+
+// trust_policy = ask: at most sync.max_pending_devices disconnected devices wait for approval.
+void SyncService::Impl::bound_pending() {
+  std::vector<std::pair<std::int64_t, DeviceId>> waiting;
+  for (const auto& [id, e] : peers)
+    if (e.pending && !e.proven && !e.configured && !e.approved && !e.conn && !e.dialing)
+      waiting.emplace_back(e.seen_ms, id);
+  if (waiting.size() <= opt.max_pending_devices) return;
+  std::sort(waiting.begin(), waiting.end());
+  for (std::size_t i = 0; i + opt.max_pending_devices < waiting.size(); ++i) {
+    spdlog::info("sync: forgetting pending device {} (sync.max_pending_devices)",
+                 waiting[i].second.short_str());
+    peers.erase(waiting[i].second);
+  }
 }
 
 void SyncService::Impl::dial(PeerEntry& e) {
@@ -393,10 +527,9 @@ void SyncService::Impl::established(const std::shared_ptr<Connection>& c) {
     return c->close();
   }
   c->peer = *device;
-  auto [it, fresh] = peers.try_emplace(*device);
-  PeerEntry& e = it->second;
-  if (fresh) e.device = *device;
-  if (e.conn && !e.conn->closed) {
+  if (auto it = peers.find(*device);
+      it != peers.end() && it->second.conn && !it->second.conn->closed) {
+    PeerEntry& e = it->second;
     // Two connections between the same pair: keep the one dialed by the lower device id
     // (both ends decide the same way); between two of the same direction, the newer.
     const DeviceId& me = store.device_id();
@@ -416,16 +549,21 @@ void SyncService::Impl::established(const std::shared_ptr<Connection>& c) {
     e.conn = nullptr;
     loser->close();
   }
+  // Only now an entry (a stranger's goes again when its connection closes).
+  PeerEntry& e = peers[*device];
+  e.device = *device;
+  e.seen_ms = unix_ms();
   if (e.dialing == c) e.dialing = nullptr;
-  if (!c->outgoing && attached_count() >= opt.max_peers) {
-    c->failure = make_error(Errc::resource_exhausted, "sync.max_peers reached");
-    return c->close();
-  }
   if (e.retry) e.retry->cancel();
   e.retry_pending = false;
   e.conn = c;
   c->attached = true;
-  spdlog::info("sync: connected {} {} ({})", c->outgoing ? "to" : "from", device->short_str(), c->address);
+  if (c->outgoing || e.keep())
+    spdlog::info("sync: connected {} {} ({})", c->outgoing ? "to" : "from", device->short_str(),
+                 c->address);
+  else
+    rlog.log(LogLevel::info, "connected from",
+             "sync: connected from " + device->short_str() + " (" + c->address + ")");
   c->start_session(std::move(*binding));
 }
 
@@ -455,9 +593,20 @@ void SyncService::Impl::connection_closed(Connection& c) {
   e.last_wire_sent = c.wire_at_close.first;
   e.last_wire_received = c.wire_at_close.second;
   if (c.failure && !c.replaced) e.last_error = c.failure;
-  if (!c.replaced && e.last_error)
-    spdlog::info("sync: connection {} closed: {}", c.label(), e.last_error->message);
+  if (c.session) {
+    e.proven = e.proven || !c.session->common_projects().empty();
+    e.pending = e.pending || !c.session->pending_projects().empty();
+  }
+  if (!c.replaced && e.last_error) {
+    std::string line = "sync: connection " + c.label() + " closed: " + e.last_error->message;
+    if (e.keep())
+      spdlog::info("{}", line);
+    else
+      rlog.log(LogLevel::info, "stranger closed", line);
+  }
   if (running) schedule_retry(e, !synced);
+  if (!e.keep()) return forget_if_stranger(c.peer);
+  if (e.pending) bound_pending();
 }
 
 void SyncService::Impl::schedule_retry(PeerEntry& e, bool failed) {
@@ -678,7 +827,8 @@ Status SyncService::start() {
         PeerEntry& e = im.peers[rec.device];
         e.device = rec.device;
         e.approved = true;
-        if (name && name->is_string() && e.name.empty()) e.name = std::string(name->as_string());
+        if (name && name->is_string() && e.name.empty())
+          e.name = sanitize_text(name->as_string(), sync::kMaxDeviceNameBytes);
       }
       if (!address || !address->is_string() || !split_address(std::string(address->as_string()))) continue;
       PeerEntry& e = im.peers[rec.device];
@@ -686,7 +836,8 @@ Status SyncService::start() {
       e.device = rec.device;
       e.address = std::string(address->as_string());
       e.configured = true;
-      if (name && name->is_string()) e.name = std::string(name->as_string());
+      if (name && name->is_string())
+        e.name = sanitize_text(name->as_string(), sync::kMaxDeviceNameBytes);
     }
   } else {
     spdlog::warn("sync: cannot load remembered peers: {}", saved.error().message);
@@ -705,6 +856,7 @@ void SyncService::stop() {
   im.running = false;
   error_code ec;
   im.acceptor.close(ec);
+  im.accept_timer.cancel();
   for (auto& [id, e] : im.peers)
     if (e.retry) e.retry->cancel();
   auto conns = im.conns;
@@ -726,7 +878,7 @@ Status SyncService::add_peer(const std::string& address, const DeviceId& device,
   e.device = device;
   e.address = address;
   e.configured = true;
-  if (!name.empty() && e.name.empty()) e.name = std::move(name);
+  if (!name.empty() && e.name.empty()) e.name = sanitize_text(name, sync::kMaxDeviceNameBytes);
   e.failures = 0;
   if (persist) im.remember(e);
   if (im.running && !e.conn && !e.dialing) im.dial(e);

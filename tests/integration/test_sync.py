@@ -210,7 +210,17 @@ class TwoDaemons(unittest.TestCase):
         got = wait_until(received_some, 30, interval_s=0.005, what="first batches")
         b.kill()
         sys.stderr.write("(killed after %d of 30000 versions) " % got)
+        # The kill must land mid-sync, else this tests nothing: restarted without its peer,
+        # b holds some of the versions and not all.
+        self.assertLess(got, 30000, "b had everything before the kill")
+        del b.settings["peer.alpha.address"]
+        del b.settings["peer.alpha.device"]
         b.start()
+        held = b.unix("GET", V + "/%s/changes?since=now" % pid).json()["last_seq"]
+        sys.stderr.write("(%d held after the restart) " % held)
+        self.assertGreater(held, 0)
+        self.assertLess(held, 30000, "the kill did not land mid-sync")
+        add_peer(b, a)
         wait_until(lambda: has_doc(b, pid, "d29999") and project_in_sync(b, pid), 60,
                    what="convergence after kill -9")
         self.assertEqual(get_doc(b, pid, "d15000")["body"], get_doc(a, pid, "d15000")["body"])
@@ -235,14 +245,28 @@ class Topologies(unittest.TestCase):
             # Ring: n3 also dials n0; n0 and n2 never meet. A write at n2 reaches n0 (both ways
             # round) without being applied twice.
             add_peer(ds[3], ds[0])
+            wait_until(lambda: all(project_in_sync(d, pid) for d in ds), 30, what="ring formed")
+            before = {d.name: d.unix("GET", V + "/%s/changes?since=now" % pid).json()["last_seq"]
+                      for d in ds}
             write_docs(ds[2], pid, 2000, 30, tag="from-n2")
             wait_until(lambda: all(has_doc(d, pid, "d2029", "from-n2") for d in ds), 30,
                        what="ring convergence")
             wait_until(lambda: all(project_in_sync(d, pid) for d in ds), 30, what="ring in sync")
             heads = {d.name: get_doc(d, pid, "d2010")["version"] for d in ds}
             self.assertEqual(len(set(heads.values())), 1, heads)
-            changes = ds[0].unix("GET", V + "/%s/changes?since=0&limit=1000" % pid)
-            self.assertEqual(changes.status, 200, changes)
+            # Each device applied each of the 30 versions exactly once: 30 new changes, 30
+            # distinct versions, whichever way round they arrived first.
+            for d in ds:
+                r = d.unix("GET", V + "/%s/changes?since=%d&limit=1000" % (pid, before[d.name]))
+                self.assertEqual(r.status, 200, r)
+                got = r.json()["changes"]
+                self.assertEqual(len(got), 30, (d.name, got))
+                self.assertEqual(len({c["version"] for c in got}), 30, d.name)
+                self.assertEqual({c["id"] for c in got}, {"d%d" % i for i in range(2000, 2030)})
+                if d is not ds[2]:
+                    self.assertFalse(any(c["local"] for c in got), d.name)
+            for i in (2000, 2015, 2029):
+                self.assertEqual(len(get_doc(ds[0], pid, "d%d" % i)["heads"]), 1)
         finally:
             for d in ds:
                 d.close()

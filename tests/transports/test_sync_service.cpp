@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <boost/asio.hpp>
+#include <map>
 
 #include "../sync/sync_test_util.hpp"
 #include "transports/sync_service.hpp"
@@ -27,8 +28,8 @@ config::SyncOptions test_options() {
 struct Device {
   Node node;
   std::unique_ptr<SyncService> svc;
-  Device(boost::asio::io_context& io, std::string name) {
-    svc = std::make_unique<SyncService>(io, *node.store, test_options(), std::move(name));
+  Device(boost::asio::io_context& io, std::string name, config::SyncOptions o = test_options()) {
+    svc = std::make_unique<SyncService>(io, *node.store, o, std::move(name));
     node.store->set_change_listener([this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
     REQUIRE(svc->start().ok());
   }
@@ -129,7 +130,10 @@ TEST_CASE("a peer with the wrong key is refused at TLS level", "[transports]") {
 
 TEST_CASE("a device outside the project learns nothing and retries with backoff", "[transports]") {
   boost::asio::io_context io;
-  Device a(io, "alpha"), c(io, "outsider");
+  auto slow = test_options();
+  slow.retry_min_ms = 200;
+  slow.retry_max_ms = 3200;
+  Device a(io, "alpha"), c(io, "outsider", slow);
   auto pa = a.node.store->create_project("secret-survey");
   REQUIRE(pa.ok());
   a.node.write_docs(pa->id, 0, 5);
@@ -141,8 +145,25 @@ TEST_CASE("a device outside the project learns nothing and retries with backoff"
   auto s = *c.status(a.id());
   CHECK(s.last_error->code == Errc::permission_denied);
   CHECK(c.node.store->list_projects()->empty());
-  // Backoff grows: the next retry is scheduled, not immediate.
-  REQUIRE(run_until(io, [&] { return c.status(a.id())->failures >= 3; }));
+  // Backoff grows: the delay planned after each failure (next_retry_ms - now, read as soon as
+  // the failure shows) doubles: 200, 400, 800 ms, each +-20%.
+  std::map<std::uint32_t, std::int64_t> delay;
+  REQUIRE(run_until(io, [&] {
+    auto st = *c.status(a.id());
+    if (st.state == PeerState::backoff && !delay.count(st.failures))
+      delay[st.failures] =
+          st.next_retry_ms - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+    return delay.count(3) > 0;
+  }));
+  REQUIRE(delay.count(1));
+  REQUIRE(delay.count(2));
+  INFO("delays " << delay[1] << " " << delay[2] << " " << delay[3]);
+  CHECK(delay[1] <= 240);
+  CHECK(delay[2] > delay[1]);
+  CHECK(delay[3] > delay[2]);
+  CHECK(delay[3] >= 500);  // 800 - 20%, less what polling may have lost
   CHECK(c.status(a.id())->failures < 10);
 }
 
@@ -170,21 +191,30 @@ TEST_CASE("junk on the sync port does not disturb the service", "[transports]") 
 TEST_CASE("sync_now after a peer restarts reconnects and catches up", "[transports]") {
   boost::asio::io_context io;
   auto a = std::make_unique<Device>(io, "alpha");
-  Device b(io, "beta");
+  // b's automatic redial is a minute away: only sync_now can reconnect it within the test.
+  auto patient = test_options();
+  patient.retry_min_ms = 60000;
+  patient.retry_max_ms = 120000;
+  Device b(io, "beta", patient);
   ProjectId p = shared_project(a->node, b.node);
   REQUIRE(b.svc->add_peer(a->address(), a->id()).ok());
   REQUIRE(run_until(io, [&] { return b.status(a->id())->state == PeerState::in_sync; }));
   std::string addr = a->address();
   a->svc->stop();
   REQUIRE(run_until(io, [&] { return !b.status(a->id())->connected; }));
+  REQUIRE(b.status(a->id())->state == PeerState::backoff);
   // a restarts on the same port with new data.
   auto o = test_options();
   o.listen_port = static_cast<std::uint16_t>(std::stoi(addr.substr(addr.rfind(':') + 1)));
   a->svc = std::make_unique<SyncService>(io, *a->node.store, o, "alpha");
   REQUIRE(a->svc->start().ok());
   a->node.write_docs(p, 0, 30);
+  io.run_for(std::chrono::milliseconds(300));
+  REQUIRE(b.status(a->id())->state == PeerState::backoff);
+  REQUIRE(b.vv(p).empty());
   REQUIRE(b.svc->sync_now(a->id()).ok());
-  REQUIRE(run_until(io, [&] { return a->vv(p) == b.vv(p); }));
+  REQUIRE(run_until(
+      io, [&] { return a->vv(p) == b.vv(p); }, 5000));
   CHECK(b.svc->remove_peer(a->id()).ok());
   CHECK(b.svc->peers().empty());
   CHECK(b.svc->sync_now(a->id()).error().code == Errc::not_found);

@@ -1,0 +1,37 @@
+// syncctl never writes a control character the daemon sent (a peer's name, an error reason)
+// to the terminal.
+#include <catch2/catch.hpp>
+
+#include <boost/json/parse.hpp>
+#include <sstream>
+
+#include "cli/command.hpp"
+
+using namespace fieldsync::cli;
+
+TEST_CASE("server strings are printed with control characters escaped", "[cli]") {
+  boost::json::value name = boost::json::string(
+      "\x1b]0;owned\x07\x1b[2J\xc2\x9b"
+      "31mevil");
+  std::string shown = str(name);
+  CHECK(shown.find('\x1b') == std::string::npos);
+  CHECK(shown.find('\x07') == std::string::npos);
+  CHECK(shown.find("\xc2\x9b") == std::string::npos);
+  CHECK(shown == "\\x1b]0;owned\\x07\\x1b[2J\\u009b31mevil");
+  CHECK(str(boost::json::string("caf\xc3\xa9")) == "caf\xc3\xa9");
+
+  boost::json::object o;
+  o["name"] = name;
+  o["del"] = "a\x7f";
+  std::string j = json_text(o);
+  for (char c : j) CHECK((static_cast<unsigned char>(c) >= 0x20 && c != 0x7f));
+  CHECK(j.find("\xc2\x9b") == std::string::npos);
+  // Still JSON, with the same content.
+  CHECK(boost::json::parse(j) == boost::json::value(o));
+}
+
+TEST_CASE("tables show escaped cells", "[cli]") {
+  std::ostringstream out;
+  print_table(out, {"NAME"}, {{str(boost::json::string("a\nb"))}});
+  CHECK(out.str() == "NAME\na\\x0ab\n");
+}
