@@ -38,9 +38,10 @@ void raise(storage::VersionVector& v, const DeviceId& a, std::uint64_t seq) {
   cur = std::max(cur, seq);
 }
 
-// Failure lines of every session in the process: at most 20 per kind per 10 s.
+// Failure lines of every session in the process, per kind: sync.log_lines_per_key per
+// sync.log_interval_ms (set from the options of each new session).
 RateLimitedLog& session_log() {
-  static RateLimitedLog log(20, std::chrono::seconds(10));
+  static RateLimitedLog log(10, std::chrono::seconds(10));
   return log;
 }
 
@@ -101,6 +102,8 @@ struct Session::Impl {
     limits.max_projects = params.options.max_projects;
     limits.max_body_bytes = store.options().max_body_bytes;
     if (!params.clock) params.clock = system_now_ms;
+    session_log().set_limits(params.options.log_lines_per_key,
+                             std::chrono::milliseconds(params.options.log_interval_ms));
   }
 
   std::string peer_label() const {

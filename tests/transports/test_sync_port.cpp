@@ -344,7 +344,7 @@ TEST_CASE("a TLS connection that never sends HELLO is closed at the handshake de
       io, [&] { return a.svc->peers().empty(); }, 2000));
 }
 
-TEST_CASE("a silent member is closed at the idle deadline; PINGs keep a live link open",
+TEST_CASE("a silent member is closed at the idle deadline, PINGs keep a live link open",
           "[transports]") {
   asio::io_context io;
   auto o = port_options();
