@@ -2,17 +2,15 @@
 
 #include <algorithm>
 
+#include "common/text.hpp"
+
 namespace fieldsync::discovery {
 
 namespace {
 
-// Instance names come from the network: keep them printable (logs, tables) and bounded.
-std::string clean_name(const std::string& name) {
-  std::string out = name.substr(0, 63);
-  for (auto& c : out)
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  return out;
-}
+// Instance names come from the network: valid UTF-8 without control characters (logs, JSON,
+// tables) and bounded (cut at a character boundary).
+std::string clean_name(const std::string& name) { return sanitize_text(name, 63); }
 
 }  // namespace
 

@@ -8,6 +8,7 @@
 #include <map>
 #include <set>
 
+#include "common/text.hpp"
 #include "discovery/discovery_service.hpp"
 #include "discovery/discovery_tag.hpp"
 #include "discovery/peer_table.hpp"
@@ -161,6 +162,18 @@ TEST_CASE("peer table: instances fold into devices; last removal removes the dev
   CHECK(t.remove(ServiceKey{2, 1, "a"}) == a);
   CHECK(t.size() == 0);
   CHECK_FALSE(t.remove(ServiceKey{2, 1, "a"}).has_value());
+}
+
+TEST_CASE("peer table: instance names from the network are valid UTF-8 without controls",
+          "[discovery]") {
+  PeerTable t(10);
+  auto a = device(1);
+  // 62 ASCII bytes, then a 2-byte character across the 63-byte limit, plus escapes.
+  std::string name = "\x1b[2J\xc2\x9b" + std::string(55, 'n') + "\xc3\xa4\xc3\xa4\xff";
+  REQUIRE(t.upsert(service(name, "10.0.0.1", 7000), txt_of(a), 100).ok());
+  const auto& shown = t.find(a)->name;
+  CHECK(is_clean_text(shown, 63));
+  CHECK(shown.find('\x1b') == std::string::npos);
 }
 
 TEST_CASE("peer table: re-resolve updates the address; TTL expiry; size limit", "[discovery]") {
@@ -401,6 +414,8 @@ TEST_CASE("peer table: names from the network are made printable and bounded", "
                    txt_of(device(1)), 1).ok());
   const auto* d = t.find(device(1));
   REQUIRE(d);
-  CHECK(d->name.size() == 63);
-  CHECK(d->name.rfind("evil?name?[31m", 0) == 0);
+  CHECK(d->name.size() <= 63);
+  CHECK(d->name.size() >= 60);
+  CHECK(d->name.rfind("evil\xEF\xBF\xBDname\xEF\xBF\xBD[31m", 0) == 0);  // U+FFFD
+  CHECK(is_clean_text(d->name, 63));
 }
