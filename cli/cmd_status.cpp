@@ -1,5 +1,8 @@
 // syncctl status
+#include <filesystem>
 #include <ostream>
+
+#include <boost/json/serialize.hpp>
 
 #include <boost/json/object.hpp>
 
@@ -33,10 +36,54 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
     ctx.out << "peers        " << str(*peers) << "\n";
   if (auto* disc = o.if_contains("discovery"); disc && disc->is_object())
     ctx.out << "discovery    " << str(*disc) << "\n";
+  if (auto* id = o.if_contains("identity"); id && id->is_object()) {
+    const auto& io = id->as_object();
+    if (auto* from = io.if_contains("renewed_from"))
+      ctx.out << "identity     renewed from " << str(*from) << " ("
+              << (io.if_contains("reason") ? str(io.at("reason")) : std::string()) << ")\n";
+  }
+  if (auto* forks = o.if_contains("diverged_logs"); forks && forks->is_array()) {
+    for (const auto& f : forks->as_array()) {
+      const auto& fo = f.as_object();
+      ctx.out << "diverged     device " << str(fo.at("device")) << " in project " << str(fo.at("project"))
+              << " from seq " << str(fo.at("seq"))
+              << (fo.if_contains("successor")
+                      ? ": repaired, its writes are re-published by " + str(fo.at("successor"))
+                      : ": waiting for that device to reconnect (its other data keeps syncing)")
+              << "\n";
+    }
+  }
+  return kOk;
+}
+
+int run_backup(CliContext& ctx, const std::vector<std::string>& argv) {
+  const auto& self = find_command("backup");
+  if (argv.size() != 1) return usage_error(ctx, self, "backup takes one directory");
+  std::error_code ec;
+  auto dest = std::filesystem::absolute(argv[0], ec);
+  if (ec) return usage_error(ctx, self, "bad directory " + argv[0]);
+  boost::json::object req;
+  req["path"] = dest.lexically_normal().string();
+  boost::json::value v;
+  if (int rc = ctx.call("POST", "/v1/backup", boost::json::serialize(req), v)) return rc;
+  if (ctx.json) {
+    ctx.print_json(v);
+    return kOk;
+  }
+  const auto& o = v.as_object();
+  ctx.out << "backup of device " << str(o.at("device_id")) << " in " << str(o.at("path")) << " ("
+          << str(o.at("bytes")) << " bytes of data)\n"
+          << "It holds the device key: keep it as safe as the device. To restore: stop fieldsyncd,\n"
+          << "replace the data directory with a copy of this directory, start fieldsyncd; the\n"
+          << "restored device continues under a new identity and gets back from its peers what it\n"
+          << "wrote after this backup.\n";
   return kOk;
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"status", "status", "device id, version, uptime, projects, API endpoints", run_status});
+FIELDSYNC_CLI_COMMAND(Command{"backup", "backup <dir>",
+                              "consistent copy of this device's data and keys into <dir> (new or empty)",
+                              run_backup});
 
 }  // namespace
 }  // namespace fieldsync::cli

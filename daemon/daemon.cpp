@@ -1,9 +1,11 @@
 #include "daemon/daemon.hpp"
 
+#include <chrono>
 #include <csignal>
 #include <optional>
 
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
@@ -41,6 +43,9 @@ struct Daemon::Impl {
   std::unique_ptr<DaemonSync> sync;
   std::unique_ptr<DaemonDiscovery> discovery;
   bool stopping = false;
+  // Set when another copy of this device was detected: the loop reopens the store, which
+  // renews the device's identity (docs/storage.md "One identity, one history").
+  bool renew_identity = false;
 
   // Pinged from the event loop itself, so a stuck loop stops the pings and systemd notices.
   void arm_watchdog(std::chrono::microseconds period) {
@@ -68,7 +73,7 @@ struct Daemon::Impl {
 
   void shutdown() {
     stopping = true;
-    log_notify_failure(systemd::notify_stopping("shutting down"));
+    if (!renew_identity) log_notify_failure(systemd::notify_stopping("shutting down"));
     watchdog.cancel();
     if (discovery) discovery->stop();  // withdraws our service: peers see us leave at once
     if (sync) sync->stop();
@@ -95,18 +100,57 @@ Status Daemon::run() {
   auto tightened = secure_data_files(d.cfg.data_dir);
   if (!tightened) return tightened.error();
   for (const auto& notice : *tightened) spdlog::warn("{}", notice);
+  for (bool first = true;; first = false) {
+    FS_TRY(run_once(first));
+    if (!d.renew_identity) return {};
+    // Same ports again, so local apps and peers find the daemon where it was.
+    d.renew_identity = false;
+    d.stopping = false;
+    d.io.restart();
+  }
+}
+
+Status Daemon::run_once(bool first) {
+  auto& d = *impl_;
   auto store = storage::Store::open(d.cfg.storage);
   if (!store) return store.error();
   d.store = std::move(*store);
-  spdlog::info("fieldsyncd {} starting; data in {}", FIELDSYNC_VERSION, d.cfg.data_dir.string());
+  if (first)
+    spdlog::info("fieldsyncd {} starting; data in {}", FIELDSYNC_VERSION, d.cfg.data_dir.string());
   spdlog::info("device id {} ({})", d.store->device_id().str(), d.store->device_id().short_str());
-  for (const auto& notice : config::config_notices(d.cfg)) spdlog::warn("{}", notice);
+  if (auto change = d.store->last_identity_change()) {
+    std::int64_t age_s = (std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count() -
+                          change->at_ms) /
+                         1000;
+    if (age_s < 60)
+      spdlog::warn("this device now writes as {} (before: {}) because it was {}; nothing is lost: "
+                   "what it wrote before is re-published by the new identity where needed "
+                   "(docs/operations.md \"Backup and restore\")",
+                   d.store->device_id().short_str(), change->previous.short_str(), change->reason);
+  }
+  if (first)
+    for (const auto& notice : config::config_notices(d.cfg)) spdlog::warn("{}", notice);
   {
     std::vector<storage::ProjectProblem> unreadable;
     if (d.store->list_projects(&unreadable))
       for (const auto& p : unreadable)
         spdlog::error("project {} cannot be read and is skipped: {}", p.id, p.error);
   }
+  d.store->set_identity_listener([&d](const std::string& evidence) {
+    // Called on the thread that noticed (the io thread); the loop reopens the store.
+    asio::post(d.io, [&d, evidence] {
+      if (d.stopping) return;
+      spdlog::warn("another copy of this device wrote under its identity ({}); renewing the "
+                   "identity now",
+                   evidence);
+      d.renew_identity = true;
+      if (d.server) d.cfg.api.http_port = d.server->http_port();
+      if (d.sync && d.sync->listen_port()) d.cfg.sync.listen_port = d.sync->listen_port();
+      d.shutdown();
+    });
+  });
 
   d.api = std::make_unique<ipc::ApiService>(*d.store, d.cfg.api, d.cfg.device_name);
   d.sync = std::make_unique<DaemonSync>(d.io, *d.store, d.cfg);
@@ -133,19 +177,21 @@ Status Daemon::run() {
     spdlog::info("API on http://{}:{} (bearer token in {})", d.cfg.api.http_address,
                  d.server->http_port(), d.server->token_path().string());
 
-  d.wait_signal();
+  d.wait_signal();  // (the previous round's stop cancelled the wait)
   if (auto period = systemd::watchdog_ping_interval()) d.arm_watchdog(*period);
-  log_notify_failure(systemd::notify_ready("serving the API on " + d.server->socket_path().string()));
+  if (first)
+    log_notify_failure(systemd::notify_ready("serving the API on " + d.server->socket_path().string()));
 
   d.io.run();
 
   d.store->set_change_listener(nullptr);
+  d.store->set_identity_listener(nullptr);
   d.discovery.reset();
   d.sync.reset();
   d.server.reset();
   d.api.reset();
   d.store.reset();  // closes LMDB
-  spdlog::info("fieldsyncd stopped");
+  if (!d.renew_identity) spdlog::info("fieldsyncd stopped");
   return {};
 }
 

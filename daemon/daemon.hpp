@@ -23,10 +23,13 @@ class Daemon {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
-  // Runs until a shutdown signal; returns once everything is closed.
+  // Runs until a shutdown signal; returns once everything is closed. When another copy of
+  // this device is detected, closes everything, reopens the store (which renews the
+  // identity) and serves again on the same ports.
   Status run();
 
  private:
+  Status run_once(bool first);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

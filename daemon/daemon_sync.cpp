@@ -45,6 +45,8 @@ void DaemonSync::notify_change(const ProjectId& project) {
   if (service_) service_->notify_change(project);
 }
 
+std::uint16_t DaemonSync::listen_port() const { return service_ ? service_->listen_port() : 0; }
+
 void DaemonSync::stop() {
   if (service_) service_->stop();
 }

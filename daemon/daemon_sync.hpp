@@ -41,6 +41,8 @@ class DaemonSync {
   void attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovered = {});
   // The service, or null when sync.enabled = false.
   transports::SyncService* service() { return service_.get(); }
+  // The bound sync port (0 when sync is off).
+  std::uint16_t listen_port() const;
   // The store committed changes to `project` (any thread).
   void notify_change(const ProjectId& project);
   void stop();

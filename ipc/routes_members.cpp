@@ -40,6 +40,7 @@ json::object member_json(const storage::Member& m) {
   o["role"] = storage::role_name(m.role);
   o["name"] = m.name;
   if (m.role == storage::Role::removed) o["max_seq"] = m.max_seq;
+  if (m.successor_of) o["successor_of"] = m.successor_of->str();
   o["by"] = m.by.str();
   o["hlc"] = m.hlc;
   return o;

@@ -34,6 +34,9 @@ class LmdbEnv {
   ~LmdbEnv();
   const Tables& tables() const { return tables_; }
   MDB_env* raw() const { return env_; }
+  // A consistent, compacted copy of the environment into the existing, empty directory
+  // `dir` (one read transaction: writers carry on meanwhile).
+  Status copy_to(const std::filesystem::path& dir) const;
 
  private:
   LmdbEnv() = default;

@@ -166,9 +166,6 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (options.data_dir.empty()) return make_error(Errc::invalid_argument, "no data directory");
   FS_TRY(create_private_dirs(options.data_dir));
   auto impl = std::make_unique<Impl>(options);
-  auto key = crypto::SigningKey::load_or_create(options.data_dir / "device.key");
-  if (!key) return key.error();
-  impl->key.emplace(std::move(*key));
   auto db_dir = options.data_dir / "db";
   FS_TRY(create_private_dirs(db_dir));
   auto env = LmdbEnv::open(db_dir, options.map_size_bytes, options.durable);
@@ -189,6 +186,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (!hlc) return hlc.error();
   if (*hlc) impl->clock.restore(read_u64(**hlc));
   FS_TRY(txn->commit());
+  // The identity comes after the environment: the store records which key wrote it.
+  FS_TRY(impl->open_identity());
   return std::unique_ptr<Store>(new Store(std::move(impl)));
 }
 

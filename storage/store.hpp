@@ -117,6 +117,42 @@ class Store {
   // one transaction. verification_failed leaves the store unchanged.
   Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch);
 
+  // --- identity over time (store_identity.cpp, docs/storage.md "One identity, one history") ---
+  // Earlier identities of this device (renewed after a restore or a detected copy); their
+  // keys are kept to re-publish what they wrote.
+  std::vector<DeviceId> retired_ids() const;
+  bool holds_retired_key(const DeviceId& author) const;
+  // The last renewal, if any: the identity before it, when and why.
+  std::optional<IdentityChange> last_identity_change() const;
+  // Evidence that another copy of this device writes under its current identity (a peer
+  // holds entries of our log that we don't, or different ones). Recorded durably; from now
+  // on local writes fail with `unavailable` until the store is reopened, which renews the
+  // identity. The listener (called once, on the reporting thread) lets the owner reopen.
+  void report_identity_conflict(const std::string& evidence);
+  bool identity_renewal_pending() const;
+  using IdentityListener = std::function<void(const std::string& evidence)>;
+  void set_identity_listener(IdentityListener listener);
+  // A retired identity whose other copies may hold another history: its tip is offered as
+  // seq 0 (so peers send its whole log) until a session completes (clear_suspects()).
+  void mark_suspect(const DeviceId& retired_author);
+  void clear_suspects();
+  // Per author: seq and chain of its log tip, as offered to peers.
+  Result<VersionTips> version_tips(const ProjectId& project) const;
+  // The chain value after `seq` of an author's log held here (nullopt beyond our head).
+  Result<std::optional<crypto::Digest>> chain_at(const ProjectId& project, const DeviceId& author,
+                                                 std::uint64_t seq) const;
+  // Devices whose log was seen in two versions in this project (for status).
+  Status record_fork(const ProjectId& project, const DeviceId& author, std::uint64_t seq);
+  Result<std::vector<ForkInfo>> forks(const ProjectId& project) const;
+
+  // A consistent hot copy of this device's data into `dest` (created 0700; must not exist or
+  // be empty): the keys (device.key, retired/) and a compacted copy of the database. The copy
+  // carries a RESTORED marker: a store opened from it renews its identity first, so a restored
+  // backup can never write a second history under the identity it was copied from.
+  // Errors: invalid_argument (dest not absolute), already_exists (dest not empty),
+  // resource_exhausted (disk full), internal.
+  Result<BackupInfo> backup(const std::filesystem::path& dest) const;
+
   struct Impl;  // opaque outside storage/
 
  private:

@@ -213,6 +213,10 @@ Result<std::vector<WriteResult>> Store::write_batch(const ProjectId& project,
 
 Result<std::pair<std::vector<WriteResult>, std::uint64_t>> Store::Impl::write_in_txn(
     LmdbTxn& txn, const ProjectId& project, const std::vector<WriteRequest>& reqs, bool system) {
+  if (renewal_pending.load())
+    return make_error(Errc::unavailable,
+                      "this device's identity is being renewed (another copy of it was detected); "
+                      "retry in a moment");
   FS_TRY(this->project(txn, project));
   WriteCursor cur;
   auto own = head(txn, project, me());

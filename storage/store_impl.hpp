@@ -3,6 +3,7 @@
 // Private to storage/.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -14,10 +15,19 @@
 
 namespace fieldsync::storage {
 
+// The message an earlier identity signs to vouch for its successor in a project.
+Bytes succession_message(const ProjectId& p, const DeviceId& predecessor, const DeviceId& successor);
+// The predecessor named by a successor's own `_members` record, if its signature verifies.
+std::optional<DeviceId> verified_predecessor(const ProjectId& p, const VersionHeader& h,
+                                             const std::optional<std::string>& body);
+
 struct Store::Impl {
   StoreOptions opts;
   std::unique_ptr<LmdbEnv> env;
-  std::optional<crypto::SigningKey> key;
+  std::optional<crypto::SigningKey> key;          // the current identity
+  std::vector<crypto::SigningKey> retired;        // earlier identities of this device
+  std::atomic<bool> renewal_pending{false};       // report_identity_conflict() was called
+  IdentityListener identity_listener;             // guarded by listener_mu
   HybridClock clock;
   std::mutex listener_mu;
   ChangeListener listener;
@@ -63,6 +73,20 @@ struct Store::Impl {
                                   std::string_view id, const DocRecord& rec) const;
 
   void notify(const ProjectId& p, std::uint64_t seq);
+
+  // Identity (store_identity.cpp): loads device.key and retired/ keys, finishes or starts a
+  // renewal. Called once by Store::open, before anything else is written.
+  Status open_identity();
+  Status renew_identity(const std::string& reason);
+  const crypto::SigningKey* retired_key(const DeviceId& a) const;
+  bool suspect(const LmdbTxn& txn, const DeviceId& a) const;
+  Status note_fork(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t seq,
+                   bool resolved) const;
+  // Appends versions to this device's own log with their original headers (an earlier
+  // identity's writes being re-published); versions not held yet also enter their documents.
+  // Skips versions already re-published. Returns how many were appended.
+  Result<std::uint32_t> relog(LmdbTxn& txn, const ProjectId& p,
+                              const std::vector<std::pair<const LogEntry*, VersionHeader>>& entries);
 
   // Local writes inside an open write transaction (store_documents.cpp). `system`
   // allows the reserved `_` collections. Returns the results and the last changes seq.

@@ -1,5 +1,6 @@
 // Store: the per-device logs that sync reads and applies (docs/storage.md "Log chain").
 #include <algorithm>
+#include <set>
 
 #include "storage/store_impl.hpp"
 #include "storage/version_codec.hpp"
@@ -24,17 +25,21 @@ Result<VersionVector> Store::version_vector(const ProjectId& project) const {
 
 // Signs this device's log head if writes since the last checkpoint are unsigned.
 // Done lazily (when the log is read for a peer) so single writes cost no signature.
-static Status sign_own_head(Store::Impl& im, const ProjectId& project) {
+// Also for an earlier identity of this device (its key is in retired/): the tail it wrote
+// before the renewal may still be unsigned.
+static Status sign_own_head(Store::Impl& im, const ProjectId& project, const DeviceId& author) {
+  const crypto::SigningKey* key = author == im.me() ? &*im.key : im.retired_key(author);
+  if (!key) return {};
   auto txn = im.write_txn();
   if (!txn) return txn.error();
-  auto head = im.head(*txn, project, im.me());
+  auto head = im.head(*txn, project, author);
   if (!head) return head.error();
   if (head->seq == 0) return {};
-  Key k = log_key(project, im.me(), head->seq);
+  Key k = log_key(project, author, head->seq);
   auto cp = txn->get(im.t().checkpoints, k);
   if (!cp) return cp.error();
   if (*cp) return {};
-  auto sig = im.key->sign(checkpoint_message(project, im.me(), head->seq, head->chain));
+  auto sig = key->sign(checkpoint_message(project, author, head->seq, head->chain));
   FS_TRY(txn->put(im.t().checkpoints, k, CheckpointValue{head->chain, sig}.encode()));
   return txn->commit();
 }
@@ -42,7 +47,8 @@ static Status sign_own_head(Store::Impl& im, const ProjectId& project) {
 Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& author,
                                  std::uint64_t after_seq, std::uint32_t max_entries,
                                  std::uint64_t max_bytes) {
-  if (author == impl_->me()) FS_TRY(sign_own_head(*impl_, project));
+  if (author == impl_->me() || impl_->retired_key(author))
+    FS_TRY(sign_own_head(*impl_, project, author));
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));
@@ -95,77 +101,295 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
   return batch;
 }
 
+namespace {
+
+Key tip_key(const ProjectId& p, const DeviceId& a, std::uint64_t seq) {
+  Key k;
+  k.u8('T').raw(p.view()).raw(a.view()).u64(seq);
+  return k;
+}
+
+}  // namespace
+
+Result<std::uint32_t> Store::Impl::relog(
+    LmdbTxn& txn, const ProjectId& p,
+    const std::vector<std::pair<const LogEntry*, VersionHeader>>& entries) {
+  auto own = head(txn, p, me());
+  if (!own) return own.error();
+  HeadValue cur = *own;
+  auto lseq = change_counter(txn, p);
+  if (!lseq) return lseq.error();
+  std::uint32_t n = 0;
+  for (const auto& [e, h] : entries) {
+    Key rk;
+    rk.u8('R').raw(p.view()).raw(e->id.view());
+    auto done = txn.get(t().meta, rk);
+    if (!done) return done.error();
+    if (*done) continue;
+    cur.seq += 1;
+    cur.chain = chain_next(cur.chain, cur.seq, e->id);
+    LogRecord lr{cur.chain, e->id, e->header, std::nullopt, false};
+    if (e->body) lr.body = as_bytes(*e->body);
+    FS_TRY(txn.put(t().logs, log_key(p, me(), cur.seq), lr.encode()));
+    if (cur.seq % opts.checkpoint_interval == 0) {
+      auto sig = key->sign(checkpoint_message(p, me(), cur.seq, cur.chain));
+      FS_TRY(txn.put(t().checkpoints, log_key(p, me(), cur.seq),
+                     CheckpointValue{cur.chain, sig}.encode()));
+    }
+    FS_TRY(txn.put(t().meta, rk, ByteView{}));
+    Key dk = doc_key(p, h.collection, h.doc_id);
+    auto rec = doc(txn, dk);
+    if (!rec) return rec.error();
+    bool held = false;
+    if (*rec) {
+      auto at = find_version(txn, dk, **rec, e->id);
+      if (!at) return at.error();
+      held = at->has_value();
+    }
+    if (!held) {
+      clock.observe(h.hlc);
+      auto r = add_to_dag(txn, dk, rec->value_or(DocRecord{}), h, e->id, Location{me(), cur.seq},
+                          ++*lseq, false);
+      if (!r) return r.error();
+    }
+    ++n;
+  }
+  FS_TRY(txn.put(t().heads, author_key(p, me()), cur.encode()));
+  FS_TRY(put_change_counter(txn, p, *lseq));
+  return n;
+}
+
 Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch) {
   auto fail = [&](const std::string& why) {
     return make_error(Errc::verification_failed, "log of " + batch.author.short_str() + ": " + why);
   };
+  const DeviceId& author = batch.author;
+  ApplyResult res;
+  {
+    auto txn0 = impl_->read_txn();
+    if (!txn0) return txn0.error();
+    FS_TRY(impl_->project(*txn0, project));
+  }
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
-  auto head = impl_->head(*txn, project, batch.author);
+  auto head = impl_->head(*txn, project, author);
   if (!head) return head.error();
-  ApplyResult res;
   res.head = head->seq;
   if (batch.entries.empty()) return res;
-  if (batch.entries.front().seq == 0 || batch.entries.front().seq > head->seq + 1)
-    return fail("batch starts at seq " + std::to_string(batch.entries.front().seq) +
+  const auto& entries = batch.entries;
+  if (entries.front().seq == 0) return fail("batch starts at seq 0");
+  for (std::size_t i = 1; i < entries.size(); ++i)
+    if (entries[i].seq != entries.front().seq + i) return fail("entries are not contiguous");
+  const bool own = author == impl_->me();
+  const bool retired = impl_->retired_key(author) != nullptr;
+
+  // 0. Compare with the log held here: entries we hold must be the same versions.
+  std::size_t j = 0;
+  std::optional<std::uint64_t> differs;
+  for (; j < entries.size() && entries[j].seq <= head->seq; ++j) {
+    auto have = txn->get(impl_->t().logs, log_key(project, author, entries[j].seq));
+    if (!have) return have.error();
+    auto lr = *have ? LogRecord::decode(**have) : std::nullopt;
+    if (!lr) return make_error(Errc::data_loss, "gap in log");
+    if (lr->id != entries[j].id) {
+      differs = entries[j].seq;
+      break;
+    }
+    ++res.duplicates;
+  }
+  if (own) {
+    // Nobody else writes our log: a different or a longer one means another copy of this
+    // device (restored, rolled back or cloned) wrote under our key.
+    if (differs || j < entries.size()) {
+      res.identity_conflict = true;
+      res.diverged_at = differs ? *differs : entries[j].seq;
+    }
+    return res;
+  }
+  if (!differs && j == entries.size()) return res;  // all held already
+
+  // 1. Verify entries[j..] from a base chain: ours where the batch still agrees with our log,
+  // else (a retired identity of ours) the tip of a branch already re-published.
+  std::uint64_t base_seq = entries[j].seq - 1;
+  std::vector<crypto::Digest> bases;
+  if (base_seq <= head->seq) {
+    if (base_seq == 0) {
+      bases.push_back(chain_genesis(project, author));
+    } else {
+      auto v = txn->get(impl_->t().logs, log_key(project, author, base_seq));
+      if (!v) return v.error();
+      auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+      if (!lr) return make_error(Errc::data_loss, "gap in log");
+      bases.push_back(lr->chain);
+    }
+  }
+  if (retired) {
+    Key prefix = tip_key(project, author, base_seq);
+    LmdbCursor c(*txn, impl_->t().meta);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next())
+      if (c.key().size() == prefix.b.size() + 32) {
+        crypto::Digest d{};
+        std::copy(c.key().end() - 32, c.key().end(), d.begin());
+        bases.push_back(d);
+      }
+  }
+  if (bases.empty())
+    return fail("batch starts at seq " + std::to_string(entries.front().seq) +
                 " but we hold up to " + std::to_string(head->seq));
 
-  // 1. Verify everything before writing anything.
-  crypto::Digest chain = head->chain;
-  std::uint64_t seq = head->seq;
+  // Predecessors whose versions this author may re-publish (its succession records).
+  std::optional<std::set<DeviceId>> predecessors;
+  auto may_carry = [&](const DeviceId& a) -> Result<bool> {
+    if (!predecessors) {
+      predecessors.emplace();
+      auto members = impl_->membership(*txn, project);
+      if (!members) return members.error();
+      for (DeviceId cur = author;;) {
+        auto m = members->find(cur);
+        if (m == members->end() || !m->second.successor_of ||
+            predecessors->count(*m->second.successor_of))
+          break;
+        cur = *m->second.successor_of;
+        predecessors->insert(cur);
+      }
+      for (const auto& e : entries) {  // the succession record may be in this very batch
+        auto h = decode_header(e.header);
+        if (!h || h->author != author) continue;
+        if (auto pred = verified_predecessor(project, *h, e.body)) predecessors->insert(*pred);
+      }
+    }
+    return predecessors->count(a) > 0;
+  };
+
   struct Pending {
     const LogEntry* entry;
     VersionHeader header;
   };
+  enum class Outcome { ok, diverges };
   std::vector<Pending> fresh;
-  std::size_t cp = 0;
-  std::uint64_t expect = batch.entries.front().seq;
-  for (const auto& e : batch.entries) {
-    if (e.seq != expect++) return fail("entries are not contiguous");
-    if (e.seq <= head->seq) {
-      // Already held (another path delivered it): it must be the same version.
-      auto have = txn->get(impl_->t().logs, log_key(project, batch.author, e.seq));
-      if (!have) return have.error();
-      auto lr = *have ? LogRecord::decode(**have) : std::nullopt;
-      if (!lr || lr->id != e.id)
-        return fail("seq " + std::to_string(e.seq) + " differs from the held log (forked log)");
-      ++res.duplicates;
-      continue;
+  std::uint64_t seq = 0;
+  crypto::Digest chain{};
+  // Checks entries[j..] against `base`. Errors are tampering; `diverges` is a validly signed
+  // history that does not continue `base` (another branch of the same device).
+  auto verify = [&](const crypto::Digest& base) -> Result<Outcome> {
+    fresh.clear();
+    chain = base;
+    seq = base_seq;
+    for (std::size_t i = j; i < entries.size(); ++i) {
+      const auto& e = entries[i];
+      if (version_id_of(e.header) != e.id)
+        return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
+      auto h = decode_header(e.header);
+      if (!h) return fail("seq " + std::to_string(e.seq) + ": " + h.error().message);
+      if (h->author != author) {
+        auto ok = may_carry(h->author);
+        if (!ok) return ok.error();
+        if (!*ok) return fail("seq " + std::to_string(e.seq) + ": version claims another author");
+      }
+      if (h->project != project)
+        return fail("seq " + std::to_string(e.seq) + ": version of another project");
+      if (e.body) {
+        if (h->kind == VersionKind::tombstone) return fail("tombstone with a body");
+        if (e.body->size() != h->body_size || crypto::sha256(as_bytes(*e.body)) != h->body_hash)
+          return fail("seq " + std::to_string(e.seq) + ": body does not match its hash");
+        if (e.body->size() > impl_->opts.max_body_bytes)
+          return make_error(Errc::too_large, "received body exceeds storage.max_body_bytes");
+      }
+      seq = e.seq;
+      chain = chain_next(chain, seq, e.id);
+      for (const auto& c : batch.checkpoints) {
+        if (c.seq != seq) continue;
+        if (!crypto::verify(author, checkpoint_message(project, author, seq, c.chain), c.signature))
+          return fail("bad signature at seq " + std::to_string(seq));
+        if (c.chain != chain) return Outcome::diverges;
+      }
+      fresh.push_back(Pending{&e, std::move(*h)});
     }
-    if (version_id_of(e.header) != e.id)
-      return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
-    auto h = decode_header(e.header);
-    if (!h) return fail("seq " + std::to_string(e.seq) + ": " + h.error().message);
-    if (h->author != batch.author)
-      return fail("seq " + std::to_string(e.seq) + ": version claims another author");
-    if (h->project != project)
-      return fail("seq " + std::to_string(e.seq) + ": version of another project");
-    if (e.body) {
-      if (h->kind == VersionKind::tombstone) return fail("tombstone with a body");
-      if (e.body->size() != h->body_size || crypto::sha256(as_bytes(*e.body)) != h->body_hash)
-        return fail("seq " + std::to_string(e.seq) + ": body does not match its hash");
-      if (e.body->size() > impl_->opts.max_body_bytes)
-        return make_error(Errc::too_large, "received body exceeds storage.max_body_bytes");
+    for (std::size_t i = 1; i < batch.checkpoints.size(); ++i)
+      if (batch.checkpoints[i].seq <= batch.checkpoints[i - 1].seq)
+        return fail("checkpoint out of order");
+    bool signed_end = std::any_of(batch.checkpoints.begin(), batch.checkpoints.end(),
+                                  [&](const Checkpoint& c) { return c.seq == seq; });
+    if (!signed_end) return fail("batch does not end at a signed checkpoint");
+    return Outcome::ok;
+  };
+
+  bool from_ours = false;  // verified from our own log's chain (else from a branch tip)
+  // Our chain at base_seq is certainly the sender's too when the batch agreed with our log
+  // up to there (or it is the genesis): a signed chain that does not follow from it means
+  // the entries are not what the author signed.
+  const bool certain_base = base_seq <= head->seq && (j > 0 || base_seq == 0);
+  for (std::size_t b = 0; b < bases.size(); ++b) {
+    auto o = verify(bases[b]);
+    if (!o) return o.error();
+    if (*o == Outcome::ok) {
+      from_ours = b == 0 && base_seq <= head->seq;
+      break;
     }
-    seq = e.seq;
-    chain = chain_next(chain, seq, e.id);
-    // Checkpoints up to here must match the chain we computed.
-    while (cp < batch.checkpoints.size() && batch.checkpoints[cp].seq <= seq) {
-      const auto& c = batch.checkpoints[cp++];
-      if (c.seq < seq && c.seq > head->seq) return fail("checkpoint out of order");
-      if (c.seq != seq) continue;  // at or below our head: already verified when applied
-      if (c.chain != chain) return fail("hash chain broken at seq " + std::to_string(seq));
-      if (!crypto::verify(batch.author, checkpoint_message(project, batch.author, seq, chain),
-                          c.signature))
-        return fail("bad signature at seq " + std::to_string(seq));
+    if (b == 0 && certain_base) return fail("hash chain broken at seq " + std::to_string(seq));
+    if (b + 1 == bases.size()) {
+      // Validly signed, but another history than the one held here.
+      std::uint64_t at = differs ? *differs : entries[j].seq;
+      res.diverged_at = at;
+      if (retired) {
+        Key sk;
+        sk.u8('S').raw(author.view());
+        FS_TRY(txn->put(impl_->t().meta, sk, ByteView{}));  // ask for its whole log next time
+      }
+      FS_TRY(impl_->note_fork(*txn, project, author, at, false));
+      FS_TRY(txn->commit());
+      return res;
     }
-    fresh.push_back(Pending{&e, std::move(*h)});
+  }
+  const bool linear = from_ours && !differs;
+  if (!linear) {
+    // Another history of the same device, verified from a point both share.
+    std::uint64_t at = differs ? *differs : entries[j].seq;
+    res.diverged_at = at;
+    if (!retired) {
+      // Only the device holding the key can re-publish it; keep ours, note it.
+      FS_TRY(impl_->note_fork(*txn, project, author, at, false));
+      FS_TRY(txn->commit());
+      return res;
+    }
+    // A retired identity of ours: re-publish both sides in our current log, our own side
+    // first (it is what we hold from the fork point on), then the received side.
+    std::vector<std::pair<const LogEntry*, VersionHeader>> out;
+    std::vector<LogEntry> ours;
+    if (differs) {
+      ours.reserve(head->seq - *differs + 1);
+      for (std::uint64_t s2 = *differs; s2 <= head->seq; ++s2) {
+        auto v = txn->get(impl_->t().logs, log_key(project, author, s2));
+        if (!v) return v.error();
+        auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+        if (!lr) return make_error(Errc::data_loss, "gap in log");
+        LogEntry e{s2, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
+        if (lr->body) e.body = std::string(as_chars(*lr->body));
+        ours.push_back(std::move(e));
+      }
+    }
+    for (const auto& e : ours) {
+      auto h = decode_header(e.header);
+      if (!h) return make_error(Errc::data_loss, "stored version: " + h.error().message);
+      out.emplace_back(&e, std::move(*h));
+    }
+    for (auto& p : fresh) out.emplace_back(p.entry, std::move(p.header));
+    auto n = impl_->relog(*txn, project, out);
+    if (!n) return n.error();
+    res.relogged = *n;
+    res.republished = true;
+    // Where this branch has got to, so its next batch can be verified.
+    Key tk = tip_key(project, author, seq);
+    tk.raw(ByteView(chain.data(), chain.size()));
+    FS_TRY(txn->put(impl_->t().meta, tk, ByteView{}));
+    FS_TRY(impl_->note_fork(*txn, project, author, at, true));
+    FS_TRY(impl_->persist_clock(*txn));
+    FS_TRY(txn->commit());
+    auto last = last_change_seq(project);
+    if (last && *n) impl_->notify(project, *last);
+    return res;
   }
   if (fresh.empty()) return res;
-  bool signed_end = std::any_of(batch.checkpoints.begin(), batch.checkpoints.end(),
-                                [&](const Checkpoint& c) { return c.seq == seq; });
-  if (!signed_end) return fail("batch does not end at a signed checkpoint");
 
   // 2. Apply. Versions a removed author wrote after its removal are kept in the log
   // (header only, so the chain still verifies and relays) but enter no document.
@@ -192,6 +416,15 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     Key dk = doc_key(project, p.header.collection, p.header.doc_id);
     auto rec = impl_->doc(*txn, dk);
     if (!rec) return rec.error();
+    if (p.header.author != batch.author && *rec) {
+      // An earlier identity's version re-published by its successor: held already?
+      auto at = impl_->find_version(*txn, dk, **rec, e.id);
+      if (!at) return at.error();
+      if (at->has_value()) {
+        ++res.duplicates;
+        continue;
+      }
+    }
     auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), p.header, e.id,
                                Location{batch.author, e.seq}, ++*lseq, false);
     if (!r) return r.error();

@@ -86,6 +86,17 @@ Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn,
     return a.header.hlc != b.header.hlc ? a.header.hlc < b.header.hlc : a.id < b.id;
   });
   for (const auto& v : records) {
+    // A device's successor (the same device under a renewed identity) takes its role,
+    // vouched for by the earlier identity's key; a removed device vouches for no one.
+    if (auto pred = verified_predecessor(p, v.header, v.body)) {
+      auto was = state.find(*pred);
+      if (was != state.end() && was->second.role != Role::removed) {
+        Member m{v.header.author, was->second.role, was->second.name, 0, *pred, v.header.hlc};
+        m.successor_of = *pred;
+        state[v.header.author] = std::move(m);
+        continue;
+      }
+    }
     auto author = state.find(v.header.author);
     if (author == state.end() || author->second.role != Role::coordinator)
       continue;  // no authority

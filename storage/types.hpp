@@ -86,6 +86,9 @@ struct Member {
   std::uint64_t max_seq = 0;
   DeviceId by;            // the coordinator who wrote this record
   std::uint64_t hlc = 0;  // when
+  // Set when this device continues an earlier identity of the same device (restored
+  // from a backup or found running twice): it holds that identity's role.
+  std::optional<DeviceId> successor_of = std::nullopt;
 };
 
 inline constexpr std::string_view kMembersCollection = "_members";
@@ -211,6 +214,46 @@ struct ApplyResult {
   std::uint32_t applied = 0;
   std::uint32_t duplicates = 0;  // already held (arrived by another path)
   std::uint64_t head = 0;        // author's head seq after the apply
+  // The batch diverges from the author's log held here (two validly signed histories of
+  // one device): nothing of it was applied to that log; `diverged_at` is the first seq
+  // known to differ (or the batch's first seq when the point is not known yet). When the
+  // author is a retired identity of this device, the received side was verified and
+  // re-published in this device's current log instead (`relogged` entries).
+  std::optional<std::uint64_t> diverged_at;
+  std::uint32_t relogged = 0;
+  bool republished = false;  // the received side was verified and is in our current log
+  // The batch is of this device's own current log and differs from it or goes beyond it:
+  // another copy of this device writes under its key (Store::report_identity_conflict).
+  bool identity_conflict = false;
+};
+
+// The tip of one author's log: its seq and chain value there (docs/storage.md). Peers compare
+// tips to notice two different histories under one device key.
+struct LogTip {
+  std::uint64_t seq = 0;
+  crypto::Digest chain{};
+};
+using VersionTips = std::map<DeviceId, LogTip>;
+
+// The last renewal of this device's identity.
+struct IdentityChange {
+  DeviceId previous;
+  std::int64_t at_ms = 0;
+  std::string reason;
+};
+
+struct BackupInfo {
+  std::filesystem::path path;
+  std::uint64_t bytes = 0;  // size of the copied database file
+};
+
+// A device whose log was seen in two different versions (storage `forks` records).
+struct ForkInfo {
+  DeviceId author;
+  std::uint64_t seq = 0;         // first seq known to differ
+  std::int64_t seen_ms = 0;      // when it was first noticed here
+  bool resolved = false;         // this device held the key and re-published both sides
+  std::optional<DeviceId> successor;  // the identity that re-published them, when known
 };
 
 }  // namespace fieldsync::storage

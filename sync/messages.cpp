@@ -54,6 +54,8 @@ std::string_view msg_type_name(std::uint8_t type) {
     case MsgType::new_heads: return "NEW";
     case MsgType::ping: return "PING";
     case MsgType::error: return "ERROR";
+    case MsgType::tips: return "TIPS";
+    case MsgType::forked: return "FORKED";
   }
   return "UNKNOWN";
 }
@@ -143,6 +145,50 @@ Result<VectorMsg> decode_vector(ByteView payload, const DecodeLimits&) {
     auto [it, fresh] = m.heads.emplace(author, seq);
     if (!fresh) return malformed("vector (duplicate author)");
   }
+  return m;
+}
+
+std::uint64_t chain_prefix(const crypto::Digest& chain) {
+  ByteReader r(ByteView(chain.data(), 8));
+  return r.u64();
+}
+
+void encode_tips(Bytes& out, const TipsMsg& m) {
+  auto at = begin_frame(out, MsgType::tips);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.u32(static_cast<std::uint32_t>(m.chain_prefixes.size()));
+  for (auto p : m.chain_prefixes) w.u64(p);
+  end_frame(out, at);
+}
+
+Result<TipsMsg> decode_tips(ByteView payload, const DecodeLimits&) {
+  ByteReader r(payload);
+  TipsMsg m;
+  m.project = read_id<ProjectId>(r);
+  std::uint32_t n = r.u32();
+  if (!r.ok() || r.remaining() != std::size_t{n} * 8) return malformed("TIPS");
+  m.chain_prefixes.reserve(n);
+  for (std::uint32_t i = 0; i < n; ++i) m.chain_prefixes.push_back(r.u64());
+  return m;
+}
+
+void encode_forked(Bytes& out, const ForkedMsg& m) {
+  auto at = begin_frame(out, MsgType::forked);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.raw(m.author.view());
+  w.u64(m.seq);
+  end_frame(out, at);
+}
+
+Result<ForkedMsg> decode_forked(ByteView payload) {
+  ByteReader r(payload);
+  ForkedMsg m;
+  m.project = read_id<ProjectId>(r);
+  m.author = read_id<DeviceId>(r);
+  m.seq = r.u64();
+  if (!r.ok() || r.remaining() != 0) return malformed("FORKED");
   return m;
 }
 

@@ -46,6 +46,9 @@ enum class MsgType : std::uint8_t {
   new_heads = 0x07,
   ping = 0x08,
   error = 0x09,
+  // Ignorable (kIgnorableTypeBit): a peer that does not know them skips them.
+  tips = 0x8a,    // log tips (seq + chain) after VV, to notice two histories of one device
+  forked = 0x8b,  // "your copy of this device's log differs from mine"
 };
 
 std::string_view msg_type_name(std::uint8_t type);
@@ -70,6 +73,21 @@ struct Projects {
 struct VectorMsg {  // VV and NEW share this layout
   ProjectId project;
   storage::VersionVector heads;
+};
+
+// Sent right after VV: for each author of that VV, in the same order (ascending device id),
+// the first 8 bytes of the chain value at the seq the VV gives (big-endian u64).
+struct TipsMsg {
+  ProjectId project;
+  std::vector<std::uint64_t> chain_prefixes;
+};
+// The 8-byte prefix TIPS carries for a chain value.
+std::uint64_t chain_prefix(const crypto::Digest& chain);
+
+struct ForkedMsg {
+  ProjectId project;
+  DeviceId author;
+  std::uint64_t seq = 0;  // a seq at or after which the two logs differ
 };
 
 struct Batch {
@@ -106,6 +124,8 @@ void encode_batch(Bytes& out, const Batch& m);
 void encode_ack(Bytes& out, const Ack& m);
 void encode_done(Bytes& out, const Done& m);
 void encode_ping(Bytes& out);
+void encode_tips(Bytes& out, const TipsMsg& m);
+void encode_forked(Bytes& out, const ForkedMsg& m);
 void encode_error(Bytes& out, const WireError& m);
 // A frame with an arbitrary type and payload (tests, extensions).
 void encode_frame(Bytes& out, std::uint8_t type, ByteView payload);
@@ -119,6 +139,8 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits);
 Result<Ack> decode_ack(ByteView payload);
 Result<Done> decode_done(ByteView payload);
 Result<WireError> decode_error(ByteView payload);
+Result<TipsMsg> decode_tips(ByteView payload, const DecodeLimits& limits);
+Result<ForkedMsg> decode_forked(ByteView payload);
 
 // HMAC-SHA256(project_secret, "fieldsync-member" || channel_binding || device id).
 crypto::Digest membership_proof(ByteView project_secret, ByteView channel_binding,

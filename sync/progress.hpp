@@ -32,6 +32,9 @@ struct ProjectProgress {
   double rate_bytes_per_s = 0;   // both directions, recent
   bool in_sync = false;          // both sides said DONE and every batch was acknowledged
   std::int64_t last_sync_ms = 0; // unix ms when in_sync last became true; 0 never
+  // Devices whose log this peer holds in another version than we do (docs/storage.md "One
+  // identity, one history"): not exchanged on this session, everything else is.
+  std::vector<DeviceId> diverged;
 };
 
 struct SessionProgress {

@@ -58,11 +58,15 @@ struct ProjectSync {
   storage::VersionVector peer;      // what the peer is known to hold (VV, ACK, its batches)
   storage::VersionVector sent;      // highest seq sent per author (in flight or acked)
   storage::VersionVector peer_has;  // what the peer announced (VV, NEW): to-receive estimate
+  storage::VersionVector peer_vv;   // the peer's VV as sent (TIPS follows its order)
   bool vv_received = false;
   bool done_owed = false;  // send DONE once everything for this project is sent
   bool peer_done = false;  // the peer sent DONE and announced nothing since
   bool was_in_sync = false;
   std::uint32_t unacked = 0;
+  // Authors whose log the peer holds in another version (docs/storage.md "One identity,
+  // one history"): neither sent nor taken on this session.
+  std::set<DeviceId> diverged;
   ProjectProgress stats;
   std::int64_t rate_sample_ms = 0;
   std::uint64_t rate_sample_bytes = 0;
@@ -96,6 +100,11 @@ struct Session::Impl {
   // Trust policy "ask": proven projects held until approve(), and the peer's VV for each.
   std::set<ProjectId> pending;
   std::map<ProjectId, Bytes> held_vv;
+  std::map<ProjectId, Bytes> held_tips;
+  // A retired identity of ours was offered at seq 0 (its whole log asked for); cleared once
+  // a project is in sync unless a new divergence of one was seen meanwhile.
+  std::set<DeviceId> asked_whole_log;
+  bool retired_diverged = false;
 
   Impl(storage::Store& s, SessionParams p)
       : store(s), params(std::move(p)), decoder(params.options.max_frame_bytes) {
@@ -164,6 +173,8 @@ struct Session::Impl {
       case MsgType::ack: return on_ack(f.payload);
       case MsgType::done: return on_done(f.payload);
       case MsgType::projects: return on_projects(f.payload);
+      case MsgType::tips: return on_tips(f.payload);
+      case MsgType::forked: return on_forked(f.payload);
       case MsgType::hello:
         return fail(make_error(Errc::failed_precondition,
                                std::string(msg_type_name(f.type)) + " sent twice"), true);
@@ -330,7 +341,8 @@ struct Session::Impl {
       auto vv = store.version_vector(id);
       if (!vv.ok()) return fail(vv.error(), true);
       projects.at(id).mine = std::move(*vv);
-      encode_vector(control, MsgType::vv, VectorMsg{id, projects.at(id).mine});
+      send_vv(projects.at(id));
+      if (finished()) return;
     }
   }
 
@@ -370,9 +382,10 @@ struct Session::Impl {
       ps.id = id;
       ps.stats.project = id;
       ps.mine = std::move(*vv);
-      encode_vector(control, MsgType::vv, VectorMsg{id, ps.mine});
-      projects.emplace(id, std::move(ps));
+      auto& placed = projects.emplace(id, std::move(ps)).first->second;
       rr.push_back(id);
+      send_vv(placed);
+      if (finished()) return;
     }
     for (const auto& id : ids) {
       auto held = held_vv.find(id);
@@ -381,6 +394,12 @@ struct Session::Impl {
       held_vv.erase(held);
       on_vector(payload, false);
       if (finished()) return;
+      if (auto t = held_tips.find(id); t != held_tips.end()) {
+        Bytes tips = std::move(t->second);
+        held_tips.erase(t);
+        on_tips(tips);
+        if (finished()) return;
+      }
     }
   }
 
@@ -404,6 +423,84 @@ struct Session::Impl {
     return &it->second;
   }
 
+  // VV then TIPS. A retired identity of ours that may have another history is offered at
+  // seq 0, so the peer sends its whole log and the point where the histories part is found.
+  void send_vv(ProjectSync& ps) {
+    auto tips = store.version_tips(ps.id);
+    if (!tips.ok()) return fail(tips.error(), true);
+    VectorMsg vv{ps.id, {}};
+    TipsMsg tm{ps.id, {}};
+    for (const auto& [a, tip] : *tips) {  // both in ascending device id order
+      vv.heads[a] = tip.seq;
+      tm.chain_prefixes.push_back(chain_prefix(tip.chain));
+      if (tip.seq == 0 && store.holds_retired_key(a)) asked_whole_log.insert(a);
+    }
+    encode_vector(control, MsgType::vv, vv);
+    encode_tips(control, tm);
+  }
+
+  // Two histories under one device key (docs/storage.md "One identity, one history").
+  void diverge(ProjectSync& ps, const DeviceId& a, std::uint64_t seq, bool tell_peer) {
+    if (ps.diverged.count(a)) return;
+    if (tell_peer) encode_forked(control, ForkedMsg{ps.id, a, seq});
+    if (a == store.device_id()) {
+      store.report_identity_conflict("peer " + peer_label() + " holds another version of our log (seq " +
+                                     std::to_string(seq) + ")");
+      return fail(make_error(Errc::unavailable,
+                             "another copy of this device wrote under its identity: renewing it"),
+                  false);
+    }
+    if (store.holds_retired_key(a)) {
+      if (asked_whole_log.count(a)) return;  // its whole log is on its way: compared as it comes
+      // An earlier identity of ours: ask for its whole log on the next session and
+      // re-publish what differs. Ending this one makes the next one start now.
+      store.mark_suspect(a);
+      retired_diverged = true;
+      spdlog::warn("sync: {} holds another history of our earlier identity {} (from seq {}): "
+                   "reconnecting to re-publish it",
+                   peer_label(), a.short_str(), seq);
+      return fail(make_error(Errc::unavailable, "re-reading an earlier identity's log"), false);
+    }
+    ps.diverged.insert(a);
+    (void)store.record_fork(ps.id, a, seq);
+    spdlog::warn("sync: {} holds another version of the log of {} (differs at or before seq {}); "
+                 "that device must reconnect to repair it, everything else keeps syncing",
+                 peer_label(), a.short_str(), seq);
+    update_sync_flag(ps);
+  }
+
+  void on_tips(ByteView payload) {
+    auto m = decode_tips(payload, limits);
+    if (!m.ok()) return fail(m.error(), true);
+    if (pending.count(m->project)) {  // held with its VV until approval
+      held_tips[m->project] = Bytes(payload.begin(), payload.end());
+      return;
+    }
+    ProjectSync* ps = project_of(m->project, "TIPS");
+    if (!ps) return;
+    if (!ps->vv_received || m->chain_prefixes.size() != ps->peer_vv.size())
+      return fail(make_error(Errc::invalid_argument, "TIPS does not match the VV before it"), true);
+    std::size_t i = 0;
+    for (const auto& [a, seq] : ps->peer_vv) {
+      std::uint64_t prefix = m->chain_prefixes[i++];
+      if (seq == 0) continue;
+      auto ours = store.chain_at(ps->id, a, seq);
+      if (!ours.ok()) return fail(ours.error(), true);
+      if (ours->has_value() ? chain_prefix(**ours) != prefix : a == store.device_id()) {
+        diverge(*ps, a, seq, true);
+        if (finished()) return;
+      }
+    }
+  }
+
+  void on_forked(ByteView payload) {
+    auto m = decode_forked(payload);
+    if (!m.ok()) return fail(m.error(), true);
+    ProjectSync* ps = project_of(m->project, "FORKED");
+    if (!ps) return;
+    diverge(*ps, m->author, m->seq, false);
+  }
+
   void on_vector(ByteView payload, bool is_new) {
     auto m = decode_vector(payload, limits);
     if (!m.ok()) return fail(m.error(), true);
@@ -417,12 +514,19 @@ struct Session::Impl {
     if (!is_new) {
       if (ps->vv_received) return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
       ps->vv_received = true;
+      ps->peer_vv = m->heads;
       ps->peer = m->heads;
       ps->sent = m->heads;
       ps->done_owed = true;
     }
     for (const auto& [a, seq] : m->heads) raise(ps->peer_has, a, seq);
     if (is_new) ps->peer_done = false;
+    // The peer holds more of our own log than we do: another copy of this device wrote it.
+    if (auto own = m->heads.find(store.device_id()); own != m->heads.end() && own->second > 0) {
+      auto ours = store.chain_at(ps->id, own->first, own->second);
+      if (!ours.ok()) return fail(ours.error(), true);
+      if (!ours->has_value()) return diverge(*ps, own->first, own->second, true);
+    }
     update_sync_flag(*ps);
   }
 
@@ -435,6 +539,12 @@ struct Session::Impl {
       return fail(make_error(Errc::failed_precondition, "BATCH before VV"), true);
     if (m->log.entries.empty())
       return fail(make_error(Errc::invalid_argument, "empty BATCH"), true);
+    if (ps->diverged.count(m->log.author)) {  // already in flight when we said FORKED
+      auto head = store.version_vector(m->project);
+      if (!head.ok()) return fail(head.error(), true);
+      encode_ack(control, Ack{m->project, m->log.author, get(*head, m->log.author)});
+      return;
+    }
     auto r = store.apply_log(m->project, m->log);
     if (!r.ok()) {
       Error e = r.error();
@@ -444,6 +554,22 @@ struct Session::Impl {
     }
     const DeviceId& a = m->log.author;
     std::uint64_t last = m->log.entries.back().seq;
+    if (r->identity_conflict || (r->diverged_at && !r->republished)) {
+      encode_ack(control, Ack{m->project, a, r->head});
+      diverge(*ps, a, *r->diverged_at, true);
+      return;
+    }
+    if (r->republished && last >= get(ps->peer_has, a)) {
+      // The peer's whole history of an earlier identity of ours is re-published in our
+      // current log; its copy of that log stays different from ours, so stop comparing.
+      encode_ack(control, Ack{m->project, a, r->head});
+      encode_forked(control, ForkedMsg{m->project, a, *r->diverged_at});
+      ps->diverged.insert(a);
+      ps->stats.received += m->log.entries.size();
+      ps->stats.applied += r->relogged;
+      update_sync_flag(*ps);
+      return;
+    }
     raise(ps->peer, a, last);
     raise(ps->peer_has, a, last);
     raise(ps->sent, a, last);
@@ -487,25 +613,34 @@ struct Session::Impl {
 
   bool has_more(const ProjectSync& ps) const {
     for (const auto& [a, seq] : ps.mine)
-      if (seq > next_from(ps, a)) return true;
+      if (seq > next_from(ps, a) && !ps.diverged.count(a)) return true;
     return false;
   }
 
   std::uint64_t to_send(const ProjectSync& ps) const {
     std::uint64_t n = 0;
-    for (const auto& [a, seq] : ps.mine) n += seq > get(ps.peer, a) ? seq - get(ps.peer, a) : 0;
+    for (const auto& [a, seq] : ps.mine)
+      if (!ps.diverged.count(a)) n += seq > get(ps.peer, a) ? seq - get(ps.peer, a) : 0;
     return n;
   }
 
   std::uint64_t to_receive(const ProjectSync& ps) const {
     std::uint64_t n = 0;
-    for (const auto& [a, seq] : ps.peer_has) n += seq > get(ps.mine, a) ? seq - get(ps.mine, a) : 0;
+    for (const auto& [a, seq] : ps.peer_has)
+      if (!ps.diverged.count(a)) n += seq > get(ps.mine, a) ? seq - get(ps.mine, a) : 0;
     return n;
   }
 
   void update_sync_flag(ProjectSync& ps) {
     bool now = ps.vv_received && ps.peer_done && !ps.done_owed && ps.unacked == 0 && !has_more(ps);
-    if (now && !ps.was_in_sync) ps.stats.last_sync_ms = params.clock();
+    if (now && !ps.was_in_sync) {
+      ps.stats.last_sync_ms = params.clock();
+      // The whole log of an earlier identity was compared with this peer's.
+      if (!asked_whole_log.empty() && !retired_diverged) {
+        store.clear_suspects();
+        asked_whole_log.clear();
+      }
+    }
     ps.was_in_sync = now;
   }
 
@@ -527,7 +662,7 @@ struct Session::Impl {
   bool produce_batch(ProjectSync& ps, Bytes& out) {
     for (const auto& [a, head] : ps.mine) {
       std::uint64_t from = next_from(ps, a);
-      if (head <= from) continue;
+      if (head <= from || ps.diverged.count(a)) continue;
       std::uint32_t max_entries = params.options.batch_entries;
       for (int attempt = 0; attempt < 2; ++attempt) {
         auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes);
@@ -704,6 +839,7 @@ SessionProgress Session::progress() const {
     pp.to_send = impl_->to_send(ps);
     pp.to_receive = impl_->to_receive(ps);
     pp.in_sync = ps.was_in_sync;
+    pp.diverged.assign(ps.diverged.begin(), ps.diverged.end());
     if (ps.rate_sample_ms != 0 && now - ps.rate_sample_ms > 3000) pp.rate_bytes_per_s = 0;
     p.projects.push_back(pp);
   }
