@@ -84,7 +84,7 @@ void register_status_routes(Router& router, ApiContext& ctx) {
 
   // A consistent hot copy of the device's data (docs/operations.md "Backup and restore").
   router.add("POST", "/v1/backup", [&ctx](ApiRequest& req) {
-    auto obj = parse_object(req.body, "request body");
+    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"path"}, "backup request"); !st) return fail(st.error());
     auto* path = obj->if_contains("path");
