@@ -11,8 +11,12 @@ namespace fieldsync::cli {
 namespace {
 
 std::vector<std::string> change_row(const boost::json::value& c) {
-  return {str(c.at("seq")), str(c.at("collection")), str(c.at("id")), short_id(str(c.at("version"))),
-          c.at("deleted").as_bool() ? "delete" : "put", c.at("local").as_bool() ? "local" : "received"};
+  return {str(c.at("seq")),
+          str(c.at("collection")),
+          str(c.at("id")),
+          short_id(str(c.at("version"))),
+          c.at("deleted").as_bool() ? "delete" : "put",
+          c.at("local").as_bool() ? "local" : "received"};
 }
 
 const std::vector<std::string> kHeaders = {"SEQ", "COLLECTION", "ID", "VERSION", "KIND", "ORIGIN"};
@@ -111,7 +115,8 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"changes", "changes PROJECT [--since N] [--limit N] [--follow]",
-                              "the project's changes feed; --follow streams new changes live", run_changes});
+                              "the project's changes feed; --follow streams new changes live",
+                              run_changes});
 
 }  // namespace
 }  // namespace fieldsync::cli

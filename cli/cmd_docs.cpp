@@ -24,16 +24,17 @@ std::string doc_path(const std::string& pid, const std::string& coll) {
 void print_write(CliContext& ctx, const boost::json::value& v, const char* verb) {
   ctx.out << verb << " " << str(v.at("collection")) << "/" << str(v.at("id")) << " version "
           << short_id(str(v.at("version"))) << " seq " << str(v.at("local_seq")) << "\n";
-  if (v.at("conflict").as_bool())
-    ctx.out << "conflict: " << str(v.at("message")) << "\n";
+  if (v.at("conflict").as_bool()) ctx.out << "conflict: " << str(v.at("message")) << "\n";
 }
 
 int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("docs");
-  auto args = Args::parse(argv, {"where", "limit", "after", "base"}, {"include-deleted", "conflicts"});
+  auto args =
+      Args::parse(argv, {"where", "limit", "after", "base"}, {"include-deleted", "conflicts"});
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
-  if (pos.size() < 3) return usage_error(ctx, self, "docs needs a subcommand, a PROJECT and a COLLECTION");
+  if (pos.size() < 3)
+    return usage_error(ctx, self, "docs needs a subcommand, a PROJECT and a COLLECTION");
   const std::string& sub = pos[0];
   std::string pid;
   if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
@@ -70,7 +71,8 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
     return kOk;
   }
   if (sub == "get" || sub == "history") {
-    if (pos.size() != 4) return usage_error(ctx, self, "docs " + sub + " takes PROJECT COLLECTION ID");
+    if (pos.size() != 4)
+      return usage_error(ctx, self, "docs " + sub + " takes PROJECT COLLECTION ID");
     std::string path = base_path + "/" + url_encode(pos[3]);
     if (sub == "history") {
       path += "/history";
@@ -85,7 +87,8 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& h : v.at("versions").as_array()) {
         std::string parents;
-        for (const auto& p : h.at("parents").as_array()) parents += (parents.empty() ? "" : ",") + short_id(str(p));
+        for (const auto& p : h.at("parents").as_array())
+          parents += (parents.empty() ? "" : ",") + short_id(str(p));
         rows.push_back({short_id(str(h.at("version"))), parents.empty() ? "-" : parents,
                         short_id(str(h.at("author")), 8), str(h.at("hlc")),
                         h.at("deleted").as_bool() ? "deleted" : "put"});
@@ -101,8 +104,8 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
     if (!conflicts.empty()) {
       ctx.out << "CONFLICT  " << conflicts.size() + 1 << " heads; other heads:";
       for (const auto& c : conflicts) ctx.out << " " << short_id(str(c));
-      ctx.out << "\n          resolve with: syncctl resolve " << pos[1] << " " << pos[2] << " " << pos[3]
-              << " --merge | --body JSON\n";
+      ctx.out << "\n          resolve with: syncctl resolve " << pos[1] << " " << pos[2] << " "
+              << pos[3] << " --merge | --body JSON\n";
     }
     ctx.out << json_text(v.at("body")) << "\n";
     return kOk;
@@ -118,15 +121,20 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
     else
       rc = ctx.call("POST", base_path, *body, v);
     if (rc) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else print_write(ctx, v, pos.size() == 5 ? "updated" : "created");
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      print_write(ctx, v, pos.size() == 5 ? "updated" : "created");
     return kOk;
   }
   if (sub == "delete") {
     if (pos.size() != 4) return usage_error(ctx, self, "docs delete takes PROJECT COLLECTION ID");
-    if (int rc = ctx.call("DELETE", base_path + "/" + url_encode(pos[3]) + base_q, {}, v)) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else print_write(ctx, v, "deleted");
+    if (int rc = ctx.call("DELETE", base_path + "/" + url_encode(pos[3]) + base_q, {}, v))
+      return rc;
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      print_write(ctx, v, "deleted");
     return kOk;
   }
   return usage_error(ctx, self, "unknown docs subcommand '" + sub + "'");

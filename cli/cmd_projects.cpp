@@ -25,8 +25,10 @@ int run_projects(CliContext& ctx, const std::vector<std::string>& argv) {
   boost::json::value v;
   if (pos.empty()) {
     if (int rc = ctx.call("GET", "/v1/projects", {}, v)) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else print_projects(ctx, v.at("projects").as_array());
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      print_projects(ctx, v.at("projects").as_array());
     return kOk;
   }
   if (pos[0] == "create") {
@@ -39,8 +41,10 @@ int run_projects(CliContext& ctx, const std::vector<std::string>& argv) {
     }
     body += "}";
     if (int rc = ctx.call("POST", "/v1/projects", body, v)) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else ctx.out << "created project " << str(v.at("name")) << " " << str(v.at("id")) << "\n";
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      ctx.out << "created project " << str(v.at("name")) << " " << str(v.at("id")) << "\n";
     return kOk;
   }
   if (pos[0] == "show") {
@@ -48,8 +52,10 @@ int run_projects(CliContext& ctx, const std::vector<std::string>& argv) {
     std::string id;
     if (int rc = ctx.resolve_project(pos[1], id)) return rc;
     if (int rc = ctx.call("GET", "/v1/projects/" + id, {}, v)) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else print_projects(ctx, boost::json::array{v});
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      print_projects(ctx, boost::json::array{v});
     return kOk;
   }
   return usage_error(ctx, self, "unknown projects subcommand '" + pos[0] + "'");

@@ -23,16 +23,19 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& o = v.as_object();
   const auto& api = o.at("api").as_object();
   const auto& http = api.at("http").as_object();
-  ctx.out << "device       " << str(o.at("device_id_short")) << "  (" << str(o.at("device_name")) << ")\n"
+  ctx.out << "device       " << str(o.at("device_id_short")) << "  (" << str(o.at("device_name"))
+          << ")\n"
           << "device id    " << str(o.at("device_id")) << "\n"
           << "version      " << str(o.at("version")) << "\n"
           << "uptime       " << str(o.at("uptime_s")) << " s\n"
           << "projects     " << str(o.at("projects")) << "\n"
           << "api socket   " << str(api.at("socket")) << "\n"
           << "api http     "
-          << (http.at("enabled").as_bool() ? str(http.at("address")) + ":" + str(http.at("port")) : "disabled")
+          << (http.at("enabled").as_bool() ? str(http.at("address")) + ":" + str(http.at("port"))
+                                           : "disabled")
           << "\n";
-  if (auto* peers = o.if_contains("peers"); peers && peers->is_object() && !peers->as_object().empty())
+  if (auto* peers = o.if_contains("peers");
+      peers && peers->is_object() && !peers->as_object().empty())
     ctx.out << "peers        " << str(*peers) << "\n";
   if (auto* disc = o.if_contains("discovery"); disc && disc->is_object())
     ctx.out << "discovery    " << str(*disc) << "\n";
@@ -45,8 +48,8 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
   if (auto* forks = o.if_contains("diverged_logs"); forks && forks->is_array()) {
     for (const auto& f : forks->as_array()) {
       const auto& fo = f.as_object();
-      ctx.out << "diverged     device " << str(fo.at("device")) << " in project " << str(fo.at("project"))
-              << " from seq " << str(fo.at("seq"))
+      ctx.out << "diverged     device " << str(fo.at("device")) << " in project "
+              << str(fo.at("project")) << " from seq " << str(fo.at("seq"))
               << (fo.if_contains("successor")
                       ? ": repaired, its writes are re-published by " + str(fo.at("successor"))
                       : ": waiting for that device to reconnect (its other data keeps syncing)")
@@ -71,19 +74,21 @@ int run_backup(CliContext& ctx, const std::vector<std::string>& argv) {
     return kOk;
   }
   const auto& o = v.as_object();
-  ctx.out << "backup of device " << str(o.at("device_id")) << " in " << str(o.at("path")) << " ("
-          << str(o.at("bytes")) << " bytes of data)\n"
-          << "It holds the device key: keep it as safe as the device. To restore: stop fieldsyncd,\n"
-          << "replace the data directory with a copy of this directory, start fieldsyncd; the\n"
-          << "restored device continues under a new identity and gets back from its peers what it\n"
-          << "wrote after this backup.\n";
+  ctx.out
+      << "backup of device " << str(o.at("device_id")) << " in " << str(o.at("path")) << " ("
+      << str(o.at("bytes")) << " bytes of data)\n"
+      << "It holds the device key: keep it as safe as the device. To restore: stop fieldsyncd,\n"
+      << "replace the data directory with a copy of this directory, start fieldsyncd; the\n"
+      << "restored device continues under a new identity and gets back from its peers what it\n"
+      << "wrote after this backup.\n";
   return kOk;
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"status", "status", "device id, version, uptime, projects, API endpoints", run_status});
-FIELDSYNC_CLI_COMMAND(Command{"backup", "backup <dir>",
-                              "consistent copy of this device's data and keys into <dir> (new or empty)",
-                              run_backup});
+FIELDSYNC_CLI_COMMAND(Command{"status", "status",
+                              "device id, version, uptime, projects, API endpoints", run_status});
+FIELDSYNC_CLI_COMMAND(Command{
+    "backup", "backup <dir>",
+    "consistent copy of this device's data and keys into <dir> (new or empty)", run_backup});
 
 }  // namespace
 }  // namespace fieldsync::cli

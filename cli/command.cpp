@@ -27,7 +27,8 @@ const Command& find_command(const std::string& name) {
   return none;
 }
 
-Result<Args> Args::parse(const std::vector<std::string>& argv, const std::set<std::string>& value_options,
+Result<Args> Args::parse(const std::vector<std::string>& argv,
+                         const std::set<std::string>& value_options,
                          const std::set<std::string>& flag_options) {
   Args a;
   bool only_positional = false;
@@ -51,7 +52,8 @@ Result<Args> Args::parse(const std::vector<std::string>& argv, const std::set<st
       if (inline_value) {
         a.values_.emplace(name, *inline_value);
       } else {
-        if (i + 1 >= argv.size()) return make_error(Errc::invalid_argument, "--" + name + " needs a value");
+        if (i + 1 >= argv.size())
+          return make_error(Errc::invalid_argument, "--" + name + " needs a value");
         a.values_.emplace(name, argv[++i]);
       }
     } else if (flag_options.count(name) && !inline_value) {
@@ -109,7 +111,8 @@ void CliContext::print_json(const json::value& reply) { out << json_text(reply) 
 
 int CliContext::resolve_project(const std::string& name_or_id, std::string& id) {
   bool hex = name_or_id.size() == 32 &&
-             std::all_of(name_or_id.begin(), name_or_id.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+             std::all_of(name_or_id.begin(), name_or_id.end(),
+                         [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
   if (hex) {
     id = name_or_id;
     return kOk;
@@ -118,7 +121,8 @@ int CliContext::resolve_project(const std::string& name_or_id, std::string& id) 
   if (int rc = call("GET", "/v1/projects", {}, reply)) return rc;
   std::vector<std::string> matches;
   for (const auto& p : reply.at("projects").as_array())
-    if (p.at("name").as_string() == name_or_id) matches.push_back(std::string(p.at("id").as_string()));
+    if (p.at("name").as_string() == name_or_id)
+      matches.push_back(std::string(p.at("id").as_string()));
   if (matches.size() == 1) {
     id = matches.front();
     return kOk;
@@ -133,7 +137,8 @@ void print_table(std::ostream& out, const std::vector<std::string>& headers,
   std::vector<std::size_t> width(headers.size());
   for (std::size_t i = 0; i < headers.size(); ++i) width[i] = headers[i].size();
   for (const auto& r : rows)
-    for (std::size_t i = 0; i < r.size() && i < width.size(); ++i) width[i] = std::max(width[i], r[i].size());
+    for (std::size_t i = 0; i < r.size() && i < width.size(); ++i)
+      width[i] = std::max(width[i], r[i].size());
   auto line = [&](const std::vector<std::string>& cells) {
     std::string s;
     for (std::size_t i = 0; i < headers.size(); ++i) {
@@ -198,7 +203,8 @@ Result<std::string> read_json_arg(const std::string& arg) {
   }
   boost::system::error_code ec;
   auto v = json::parse(text, ec);
-  if (ec || !v.is_object()) return make_error(Errc::invalid_argument, "expected a JSON object, got: " + text.substr(0, 80));
+  if (ec || !v.is_object())
+    return make_error(Errc::invalid_argument, "expected a JSON object, got: " + text.substr(0, 80));
   return text;
 }
 
