@@ -282,6 +282,12 @@ TEST_CASE("an incoming connection must finish TLS within tls_handshake_timeout_m
 }
 
 TEST_CASE("accept backs off when the process is out of file descriptors", "[transports][hostile]") {
+#ifdef FIELDSYNC_SANITIZED
+  // Out of descriptors the sanitizer runtimes fail (UBSan's vptr check probes memory through a
+  // pipe and reports a false "invalid vptr"); the plain build runs this test.
+  WARN("SKIP: fd exhaustion is not testable under sanitizers");
+  return;
+#endif
   asio::io_context io;
   auto o = port_options();
   o.accept_backoff_max_ms = 200;
