@@ -87,7 +87,8 @@ struct Device {
     if (!s.ok()) throw std::runtime_error(s.error().message);
     store = std::move(*s);
     svc = std::make_unique<transports::SyncService>(io, *store, bench_options(), name);
-    store->set_change_listener([this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
+    store->set_change_listener(
+        [this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
     thread = std::thread([this] { io.run(); });
     call([&] {
       if (!svc->start().ok()) throw std::runtime_error("start failed");
@@ -114,7 +115,8 @@ struct Device {
   DeviceId id() const { return store->device_id(); }
 };
 
-void write_all(storage::Store& s, const ProjectId& p, const std::vector<std::string>& lines, bool update) {
+void write_all(storage::Store& s, const ProjectId& p, const std::vector<std::string>& lines,
+               bool update) {
   std::vector<storage::WriteRequest> batch;
   for (const auto& line : lines) {
     storage::WriteRequest r;
@@ -164,10 +166,12 @@ Wire wire_of(Device& b, const DeviceId& a) {
 }
 
 void report(const char* name, std::size_t docs, double secs, Wire w) {
-  std::printf("%-22s docs=%-7zu time=%8.3f s  docs/s=%9.0f  wire=%10llu B (%7.1f B/doc)  protocol=%10llu B  peak_rss=%ld MB\n",
-              name, docs, secs, docs / std::max(secs, 1e-9), static_cast<unsigned long long>(w.wire),
-              docs ? double(w.wire) / double(docs) : 0.0, static_cast<unsigned long long>(w.proto),
-              peak_rss_kb() / 1024);
+  std::printf(
+      "%-22s docs=%-7zu time=%8.3f s  docs/s=%9.0f  wire=%10llu B (%7.1f B/doc)  protocol=%10llu B "
+      " peak_rss=%ld MB\n",
+      name, docs, secs, docs / std::max(secs, 1e-9), static_cast<unsigned long long>(w.wire),
+      docs ? double(w.wire) / double(docs) : 0.0, static_cast<unsigned long long>(w.proto),
+      peak_rss_kb() / 1024);
   std::fflush(stdout);
 }
 
@@ -179,7 +183,8 @@ int main(int argc, char** argv) {
     return 2;
   }
   auto obs = read_lines(argv[1]), upd = read_lines(argv[2]), fresh = read_lines(argv[3]);
-  std::filesystem::path dir = argc > 4 ? argv[4] : std::filesystem::temp_directory_path() / "fieldsync-sync-bench";
+  std::filesystem::path dir =
+      argc > 4 ? argv[4] : std::filesystem::temp_directory_path() / "fieldsync-sync-bench";
   std::filesystem::remove_all(dir);
   spdlog::set_level(spdlog::level::warn);
   {
@@ -192,14 +197,16 @@ int main(int argc, char** argv) {
 
     auto t0 = Clock::now();
     write_all(*a.store, p, obs, false);
-    report("S1 write (store)", obs.size(), std::chrono::duration<double>(Clock::now() - t0).count(), {});
+    report("S1 write (store)", obs.size(), std::chrono::duration<double>(Clock::now() - t0).count(),
+           {});
 
     // S2: the empty peer dials and receives everything.
     std::string addr = "127.0.0.1:" + std::to_string(a.svc->listen_port());
     t0 = Clock::now();
     b->call([&] { return b->svc->add_peer(addr, a.id()).ok(); });
     wait_converged(a, *b, p);
-    report("S2 initial sync", obs.size(), std::chrono::duration<double>(Clock::now() - t0).count(), wire_of(*b, a.id()));
+    report("S2 initial sync", obs.size(), std::chrono::duration<double>(Clock::now() - t0).count(),
+           wire_of(*b, a.id()));
 
     // S3: 1% updated + 1% new on a, pushed live over the open session.
     Wire before = wire_of(*b, a.id());
@@ -215,7 +222,8 @@ int main(int argc, char** argv) {
     // S4: b restarts its sync service; one full session with nothing to send.
     b->call([&] {
       b->svc->stop();
-      b->svc = std::make_unique<transports::SyncService>(b->io, *b->store, bench_options(), "bench-b");
+      b->svc =
+          std::make_unique<transports::SyncService>(b->io, *b->store, bench_options(), "bench-b");
       (void)b->svc->start();
       return b->svc->add_peer(addr, a.id()).ok();
     });

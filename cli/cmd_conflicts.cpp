@@ -1,4 +1,5 @@
-// syncctl conflicts PROJECT; syncctl resolve PROJECT COLLECTION ID (--merge | --body JSON [--parents V,V])
+// syncctl conflicts PROJECT; syncctl resolve PROJECT COLLECTION ID (--merge | --body JSON
+// [--parents V,V])
 #include <ostream>
 
 #include <boost/json/object.hpp>
@@ -18,8 +19,10 @@ int run_conflicts(CliContext& ctx, const std::vector<std::string>& argv) {
   std::string pid;
   if (int rc = ctx.resolve_project(args->positional()[0], pid)) return rc;
   std::string q;
-  if (auto l = args->value("limit")) q += (q.empty() ? "?" : "&") + std::string("limit=") + url_encode(*l);
-  if (auto a = args->value("after")) q += (q.empty() ? "?" : "&") + std::string("after=") + url_encode(*a);
+  if (auto l = args->value("limit"))
+    q += (q.empty() ? "?" : "&") + std::string("limit=") + url_encode(*l);
+  if (auto a = args->value("after"))
+    q += (q.empty() ? "?" : "&") + std::string("after=") + url_encode(*a);
   boost::json::value v;
   if (int rc = ctx.call("GET", "/v1/projects/" + pid + "/conflicts" + q, {}, v)) return rc;
   if (ctx.json) {
@@ -29,7 +32,8 @@ int run_conflicts(CliContext& ctx, const std::vector<std::string>& argv) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& d : v.at("docs").as_array()) {
     std::string heads;
-    for (const auto& h : d.at("heads").as_array()) heads += (heads.empty() ? "" : ",") + short_id(str(h));
+    for (const auto& h : d.at("heads").as_array())
+      heads += (heads.empty() ? "" : ",") + short_id(str(h));
     rows.push_back({str(d.at("collection")), str(d.at("id")), heads});
   }
   print_table(ctx.out, {"COLLECTION", "ID", "HEADS"}, rows);
@@ -43,8 +47,10 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() != 3) return usage_error(ctx, self, "resolve takes PROJECT COLLECTION ID");
-  int modes = (args->flag("merge") ? 1 : 0) + (args->value("body") ? 1 : 0) + (args->flag("delete") ? 1 : 0);
-  if (modes != 1) return usage_error(ctx, self, "give exactly one of --merge, --body JSON or --delete");
+  int modes = (args->flag("merge") ? 1 : 0) + (args->value("body") ? 1 : 0) +
+              (args->flag("delete") ? 1 : 0);
+  if (modes != 1)
+    return usage_error(ctx, self, "give exactly one of --merge, --body JSON or --delete");
   std::string req;
   if (args->flag("merge")) {
     if (args->value("parents")) return usage_error(ctx, self, "--merge takes no --parents");
@@ -76,7 +82,8 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
   std::string pid;
   if (int rc = ctx.resolve_project(pos[0], pid)) return rc;
   boost::json::value v;
-  std::string path = "/v1/projects/" + pid + "/docs/" + url_encode(pos[1]) + "/" + url_encode(pos[2]) + "/resolve";
+  std::string path =
+      "/v1/projects/" + pid + "/docs/" + url_encode(pos[1]) + "/" + url_encode(pos[2]) + "/resolve";
   if (int rc = ctx.call("POST", path, req, v)) return rc;
   if (ctx.json) {
     ctx.print_json(v);
@@ -89,10 +96,13 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"conflicts", "conflicts PROJECT [--limit N] [--after CURSOR]",
-                              "documents with concurrent versions, in every collection", run_conflicts});
-FIELDSYNC_CLI_COMMAND(Command{"resolve", "resolve PROJECT COLLECTION ID (--merge | --body JSON|-|@FILE | --delete) [--parents V1,V2]",
-                              "resolve a conflict: automatic field merge, or a body over the given (default: all) heads",
-                              run_resolve});
+                              "documents with concurrent versions, in every collection",
+                              run_conflicts});
+FIELDSYNC_CLI_COMMAND(Command{
+    "resolve",
+    "resolve PROJECT COLLECTION ID (--merge | --body JSON|-|@FILE | --delete) [--parents V1,V2]",
+    "resolve a conflict: automatic field merge, or a body over the given (default: all) heads",
+    run_resolve});
 
 }  // namespace
 }  // namespace fieldsync::cli

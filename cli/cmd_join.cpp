@@ -43,27 +43,32 @@ int run_join(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& inviter = v.at("inviter");
   std::string pid = str(project.at("id"));
   if (!args->flag("wait")) {
-    if (ctx.json) ctx.print_json(v);
+    if (ctx.json)
+      ctx.print_json(v);
     else
-      ctx.out << "joined " << str(project.at("name")) << " (" << pid << ") via " << str(inviter.at("short_id"))
-              << "\n";
+      ctx.out << "joined " << str(project.at("name")) << " (" << pid << ") via "
+              << str(inviter.at("short_id")) << "\n";
     return kOk;
   }
   if (!ctx.json)
-    ctx.out << "joined " << str(project.at("name")) << " (" << pid << ") via " << str(inviter.at("short_id"))
-            << "\n" << std::flush;
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long>(timeout_s * 1000));
+    ctx.out << "joined " << str(project.at("name")) << " (" << pid << ") via "
+            << str(inviter.at("short_id")) << "\n"
+            << std::flush;
+  auto end = std::chrono::steady_clock::now() +
+             std::chrono::milliseconds(static_cast<long>(timeout_s * 1000));
   for (;;) {
     json::value s;
     if (int rc = ctx.call("GET", "/v1/projects/" + pid + "/sync", {}, s)) return rc;
     if (s.at("in_sync").as_bool()) {
-      if (ctx.json) ctx.print_json(v);
-      else ctx.out << "in sync with " << str(inviter.at("short_id")) << "\n";
+      if (ctx.json)
+        ctx.print_json(v);
+      else
+        ctx.out << "in sync with " << str(inviter.at("short_id")) << "\n";
       return kOk;
     }
     if (std::chrono::steady_clock::now() > end) {
-      ctx.err << "syncctl: joined, but not in sync after " << timeout_s << " s (" << str(s.at("to_receive"))
-              << " versions still to receive)\n";
+      ctx.err << "syncctl: joined, but not in sync after " << timeout_s << " s ("
+              << str(s.at("to_receive")) << " versions still to receive)\n";
       return kDaemonError;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -71,7 +76,8 @@ int run_join(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"join", "join CODE [--wait] [--timeout SECONDS]",
-                              "join a project with an invite code; --wait until its data is here", run_join});
+                              "join a project with an invite code; --wait until its data is here",
+                              run_join});
 
 }  // namespace
 }  // namespace fieldsync::cli

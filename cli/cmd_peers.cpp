@@ -1,4 +1,5 @@
-// syncctl peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER | approve PEER]
+// syncctl peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER | approve
+// PEER]
 // ("add PEER" with one argument picks a device discovered on the local network.)
 // syncctl sync PEER [--wait] [--timeout SECONDS]
 // PEER: a device id, its short form, a unique prefix of the id, or the peer's name.
@@ -44,11 +45,12 @@ void print_peers(CliContext& ctx, const json::array& list) {
     std::string seen = disc && disc->is_object()
                            ? ago(disc->as_object().at("last_seen_ms").to_number<std::int64_t>())
                            : "-";
-    rows.push_back({str(p.at("short_id")), str(p.at("name")), str(p.at("address")), str(p.at("state")),
-                    ago(p.at("last_sync_ms").to_number<std::int64_t>()), seen,
+    rows.push_back({str(p.at("short_id")), str(p.at("name")), str(p.at("address")),
+                    str(p.at("state")), ago(p.at("last_sync_ms").to_number<std::int64_t>()), seen,
                     error_text(p.at("last_error"))});
   }
-  print_table(ctx.out, {"DEVICE", "NAME", "ADDRESS", "STATE", "LAST SYNC", "SEEN", "LAST ERROR"}, rows);
+  print_table(ctx.out, {"DEVICE", "NAME", "ADDRESS", "STATE", "LAST SYNC", "SEEN", "LAST ERROR"},
+              rows);
 }
 
 // PEER argument -> full device id (prints the error otherwise).
@@ -68,7 +70,8 @@ int resolve_peer(CliContext& ctx, const std::string& arg, std::string& id) {
     id = hits[0];
     return kOk;
   }
-  ctx.err << "syncctl: " << (hits.empty() ? "no peer matches '" : "several peers match '") << arg << "'\n";
+  ctx.err << "syncctl: " << (hits.empty() ? "no peer matches '" : "several peers match '") << arg
+          << "'\n";
   return kDaemonError;
 }
 
@@ -80,8 +83,10 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
   json::value v;
   if (pos.empty()) {
     if (int rc = ctx.call("GET", "/v1/peers", {}, v)) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else print_peers(ctx, v.at("peers").as_array());
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      print_peers(ctx, v.at("peers").as_array());
     return kOk;
   }
   if (pos[0] == "add") {
@@ -93,13 +98,16 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
       if (int rc = resolve_peer(ctx, pos[1], id)) return rc;
       body = "{\"device_id\":" + ipc::json_quote(id);
     } else {
-      body = "{\"address\":" + ipc::json_quote(pos[1]) + ",\"device_id\":" + ipc::json_quote(pos[2]);
+      body =
+          "{\"address\":" + ipc::json_quote(pos[1]) + ",\"device_id\":" + ipc::json_quote(pos[2]);
     }
     if (auto n = args->value("name")) body += ",\"name\":" + ipc::json_quote(*n);
     body += "}";
     if (int rc = ctx.call("POST", "/v1/peers", body, v)) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else ctx.out << "added peer " << str(v.at("short_id")) << " at " << str(v.at("address")) << "\n";
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      ctx.out << "added peer " << str(v.at("short_id")) << " at " << str(v.at("address")) << "\n";
     return kOk;
   }
   if (pos[0] == "approve") {
@@ -107,10 +115,11 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
     std::string id;
     if (int rc = resolve_peer(ctx, pos[1], id)) return rc;
     if (int rc = ctx.call("POST", "/v1/peers/" + id + "/approve", "{}", v)) return rc;
-    if (ctx.json) ctx.print_json(v);
+    if (ctx.json)
+      ctx.print_json(v);
     else
-      ctx.out << "approved " << str(v.at("short_id")) << " (verification code " << str(v.at("verification_code"))
-              << ")\n";
+      ctx.out << "approved " << str(v.at("short_id")) << " (verification code "
+              << str(v.at("verification_code")) << ")\n";
     return kOk;
   }
   if (pos[0] == "rm" || pos[0] == "show") {
@@ -118,8 +127,10 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
     std::string id;
     if (int rc = resolve_peer(ctx, pos[1], id)) return rc;
     if (int rc = ctx.call(pos[0] == "rm" ? "DELETE" : "GET", "/v1/peers/" + id, {}, v)) return rc;
-    if (ctx.json) ctx.print_json(v);
-    else if (pos[0] == "rm") ctx.out << "removed peer " << id << "\n";
+    if (ctx.json)
+      ctx.print_json(v);
+    else if (pos[0] == "rm")
+      ctx.out << "removed peer " << id << "\n";
     else {
       print_peers(ctx, json::array{v});
       ctx.out << "verification code: " << str(v.at("verification_code")) << "\n";
@@ -137,7 +148,8 @@ std::string progress_line(const json::object& p) {
     for (const auto& pp : p.at("session").at("projects").as_array()) {
       const auto& o = pp.as_object();
       done += o.at("sent").to_number<std::uint64_t>() + o.at("received").to_number<std::uint64_t>();
-      left += o.at("to_send").to_number<std::uint64_t>() + o.at("to_receive").to_number<std::uint64_t>();
+      left += o.at("to_send").to_number<std::uint64_t>() +
+              o.at("to_receive").to_number<std::uint64_t>();
       rate += o.at("rate_bytes_per_s").to_number<double>();
     }
   }
@@ -171,12 +183,16 @@ int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
   json::value v;
   if (int rc = ctx.call("POST", "/v1/peers/" + id + "/sync", "{}", v)) return rc;
   if (!args->flag("wait")) {
-    if (ctx.json) ctx.print_json(v);
-    else ctx.out << "sync with " << str(v.at("short_id")) << " started (" << str(v.at("state")) << ")\n";
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      ctx.out << "sync with " << str(v.at("short_id")) << " started (" << str(v.at("state"))
+              << ")\n";
     return kOk;
   }
   bool tty = !ctx.json && ::isatty(STDOUT_FILENO);
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<long>(timeout_s * 1000));
+  auto end = std::chrono::steady_clock::now() +
+             std::chrono::milliseconds(static_cast<long>(timeout_s * 1000));
   for (;;) {
     if (int rc = ctx.call("GET", "/v1/peers/" + id, {}, v)) return rc;
     const auto& p = v.as_object();
@@ -184,14 +200,17 @@ int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
     if (tty) ctx.out << "\r" << progress_line(p) << std::flush;
     if (done) {
       if (tty) ctx.out << "\n";
-      if (ctx.json) ctx.print_json(v);
-      else ctx.out << "in sync with " << str(p.at("short_id")) << "\n";
+      if (ctx.json)
+        ctx.print_json(v);
+      else
+        ctx.out << "in sync with " << str(p.at("short_id")) << "\n";
       return kOk;
     }
     if (std::chrono::steady_clock::now() > end) {
       if (tty) ctx.out << "\n";
       ctx.err << "syncctl: not in sync after " << timeout_s << " s (state " << str(p.at("state"));
-      if (p.at("last_error").is_object()) ctx.err << ", last error " << error_text(p.at("last_error"));
+      if (p.at("last_error").is_object())
+        ctx.err << ", last error " << error_text(p.at("last_error"));
       ctx.err << ")\n";
       return kDaemonError;
     }
@@ -199,10 +218,14 @@ int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
   }
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"peers", "peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER | approve PEER]",
-                              "list sync and discovered peers, add (or pick a discovered one), remove, show or approve one", run_peers});
+FIELDSYNC_CLI_COMMAND(Command{
+    "peers",
+    "peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER | approve PEER]",
+    "list sync and discovered peers, add (or pick a discovered one), remove, show or approve one",
+    run_peers});
 FIELDSYNC_CLI_COMMAND(Command{"sync", "sync PEER [--wait] [--timeout SECONDS]",
-                              "sync with a peer now; --wait until both hold the same data", run_sync});
+                              "sync with a peer now; --wait until both hold the same data",
+                              run_sync});
 
 }  // namespace
 }  // namespace fieldsync::cli

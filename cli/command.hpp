@@ -70,8 +70,10 @@ struct CommandRegistrar {
 };
 #define FIELDSYNC_CLI_CONCAT2(a, b) a##b
 #define FIELDSYNC_CLI_CONCAT(a, b) FIELDSYNC_CLI_CONCAT2(a, b)
-#define FIELDSYNC_CLI_COMMAND(...) \
-  static ::fieldsync::cli::CommandRegistrar FIELDSYNC_CLI_CONCAT(cli_command_, __LINE__){__VA_ARGS__}
+#define FIELDSYNC_CLI_COMMAND(...)                                                         \
+  static ::fieldsync::cli::CommandRegistrar FIELDSYNC_CLI_CONCAT(cli_command_, __LINE__) { \
+    __VA_ARGS__                                                                            \
+  }
 
 // Prints rows as an aligned table under `headers`.
 void print_table(std::ostream& out, const std::vector<std::string>& headers,

@@ -64,10 +64,12 @@ long parse_head(const std::string& buf, HttpReply& reply) {
 
 std::string build_request(const std::string& method, const std::string& target,
                           const std::string& body) {
-  std::string r = method + " " + target + " HTTP/1.1\r\nHost: localhost\r\nUser-Agent: syncctl\r\n"
+  std::string r = method + " " + target +
+                  " HTTP/1.1\r\nHost: localhost\r\nUser-Agent: syncctl\r\n"
                   "Connection: close\r\n";
   if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH")
-    r += "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
+    r +=
+        "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
   r += "\r\n";
   r += body;
   return r;
@@ -122,7 +124,8 @@ Result<HttpReply> UnixHttpClient::request(const std::string& method, const std::
   if (!c) return c.error();
   Fd fd{*c};
   if (!send_all(fd.fd, build_request(method, target, body)))
-    return make_error(Errc::unavailable, std::string("sending to fieldsyncd failed: ") + std::strerror(errno));
+    return make_error(Errc::unavailable,
+                      std::string("sending to fieldsyncd failed: ") + std::strerror(errno));
   std::string buf;
   char tmp[65536];
   while (true) {
@@ -130,7 +133,8 @@ Result<HttpReply> UnixHttpClient::request(const std::string& method, const std::
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == ECONNRESET && !buf.empty()) break;
-      return make_error(Errc::unavailable, std::string("reading from fieldsyncd failed: ") + std::strerror(errno));
+      return make_error(Errc::unavailable,
+                        std::string("reading from fieldsyncd failed: ") + std::strerror(errno));
     }
     if (n == 0) break;
     buf.append(tmp, static_cast<std::size_t>(n));
@@ -141,7 +145,8 @@ Result<HttpReply> UnixHttpClient::request(const std::string& method, const std::
   reply.body = buf.substr(static_cast<std::size_t>(head));
   if (auto it = reply.headers.find("content-length"); it != reply.headers.end()) {
     auto len = static_cast<std::size_t>(std::strtoull(it->second.c_str(), nullptr, 10));
-    if (reply.body.size() < len) return make_error(Errc::unavailable, "truncated response from fieldsyncd");
+    if (reply.body.size() < len)
+      return make_error(Errc::unavailable, "truncated response from fieldsyncd");
     reply.body.resize(len);
   }
   return reply;
@@ -162,7 +167,8 @@ Status UnixHttpClient::stream(const std::string& target,
     ssize_t n = ::recv(fd.fd, tmp, sizeof tmp, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
-      return make_error(Errc::unavailable, std::string("connection to fieldsyncd lost: ") + std::strerror(errno));
+      return make_error(Errc::unavailable,
+                        std::string("connection to fieldsyncd lost: ") + std::strerror(errno));
     }
     if (n == 0) return {};
     if (!have_head) {

@@ -20,17 +20,17 @@ struct ApiOptions {
   std::string socket_group;                // api.socket_group: group allowed to use the socket
   bool http_enabled = true;                // api.http_enabled
   std::string http_address = "127.0.0.1";  // api.http_address: loopback unless set explicitly
-  std::uint16_t http_port = 7890;          // api.http_port (0 = ephemeral, written to data_dir/api.port)
-  std::uint64_t max_body_bytes = 8u << 20; // api.max_body_bytes: one request body
-  std::uint32_t max_connections = 256;     // api.max_connections: TCP connections
-  std::uint32_t max_page_size = 1000;      // api.max_page_size: docs/changes per response
+  std::uint16_t http_port = 7890;  // api.http_port (0 = ephemeral, written to data_dir/api.port)
+  std::uint64_t max_body_bytes = 8u << 20;  // api.max_body_bytes: one request body
+  std::uint32_t max_connections = 256;      // api.max_connections: TCP connections
+  std::uint32_t max_page_size = 1000;       // api.max_page_size: docs/changes per response
   std::uint32_t max_json_depth = 32;  // api.max_json_depth: nesting of request JSON (bodies too)
   std::uint32_t request_timeout_ms = 30000;   // api.request_timeout_ms: read of one request
   std::uint32_t longpoll_timeout_ms = 60000;  // api.longpoll_timeout_ms: upper bound for ?timeout=
   std::uint32_t sse_heartbeat_ms = 15000;     // api.sse_heartbeat_ms
   std::uint32_t shutdown_grace_ms = 5000;     // api.shutdown_grace_ms: in-flight requests at stop
   // Request framing: each part of a request is bounded before it is buffered.
-  std::uint64_t max_header_bytes = 16u << 10;          // api.max_header_bytes: request line + fields
+  std::uint64_t max_header_bytes = 16u << 10;  // api.max_header_bytes: request line + fields
   std::uint64_t max_chunk_extension_bytes = 1u << 10;  // api.max_chunk_extension_bytes: per chunk
   std::uint64_t max_trailer_bytes = 4u << 10;          // api.max_trailer_bytes: chunked trailer
   // Connection budgets: TCP (api.max_connections) and the Unix socket have separate ones.
@@ -42,13 +42,13 @@ struct ApiOptions {
 };
 
 struct SyncOptions {
-  bool enabled = true;                     // sync.enabled
-  std::string listen_address = "0.0.0.0";  // sync.listen_address
-  std::uint16_t listen_port = 7891;        // sync.listen_port (0 = ephemeral)
-  std::uint32_t max_frame_bytes = 4u << 20;    // sync.max_frame_bytes
-  std::uint32_t batch_entries = 2048;          // sync.batch_entries: log entries per batch
-  std::uint64_t batch_bytes = 2u << 20;        // sync.batch_bytes: body bytes per batch
-  std::uint32_t window_batches = 4;            // sync.window_batches: unacknowledged batches in flight
+  bool enabled = true;                       // sync.enabled
+  std::string listen_address = "0.0.0.0";    // sync.listen_address
+  std::uint16_t listen_port = 7891;          // sync.listen_port (0 = ephemeral)
+  std::uint32_t max_frame_bytes = 4u << 20;  // sync.max_frame_bytes
+  std::uint32_t batch_entries = 2048;        // sync.batch_entries: log entries per batch
+  std::uint64_t batch_bytes = 2u << 20;      // sync.batch_bytes: body bytes per batch
+  std::uint32_t window_batches = 4;  // sync.window_batches: unacknowledged batches in flight
   std::uint32_t handshake_timeout_ms = 10000;  // sync.handshake_timeout_ms
   std::uint32_t idle_timeout_ms = 120000;      // sync.idle_timeout_ms
   std::uint32_t connect_timeout_ms = 10000;    // sync.connect_timeout_ms
@@ -63,10 +63,11 @@ struct SyncOptions {
   std::uint32_t accept_backoff_max_ms = 1000;     // sync.accept_backoff_max_ms
   std::uint32_t log_lines_per_key = 10;           // sync.log_lines_per_key
   std::uint32_t log_interval_ms = 10000;          // sync.log_interval_ms
-  std::uint32_t retry_min_ms = 1000;           // sync.retry_min_ms: first reconnect backoff
-  std::uint32_t retry_max_ms = 300000;         // sync.retry_max_ms: backoff ceiling
-  std::uint32_t max_projects = 1024;           // sync.max_projects: membership proofs in one PROJECTS frame
-  std::uint32_t write_chunk_bytes = 256u << 10; // sync.write_chunk_bytes: bytes handed to the transport per write
+  std::uint32_t retry_min_ms = 1000;              // sync.retry_min_ms: first reconnect backoff
+  std::uint32_t retry_max_ms = 300000;            // sync.retry_max_ms: backoff ceiling
+  std::uint32_t max_projects = 1024;  // sync.max_projects: membership proofs in one PROJECTS frame
+  std::uint32_t write_chunk_bytes =
+      256u << 10;  // sync.write_chunk_bytes: bytes handed to the transport per write
   // sync.trust_policy: "auto" syncs with any device that proves a project and is not removed
   // from it; "ask" holds a device that is neither a listed member nor approved as pending.
   std::string trust_policy = "auto";
@@ -76,12 +77,15 @@ struct SyncOptions {
 // (docs/operations.md "Discovery"). Per-project visibility and policy live in the project
 // settings: {"discovery": {"visible": true, "policy": "manual" | "auto"}}.
 struct DiscoveryOptions {
-  bool enabled = true;                   // discovery.enabled: announce and browse at all
-  std::uint32_t refresh_ms = 5000;       // discovery.refresh_ms: re-check tags, visibility, auto peers
-  std::uint32_t ttl_ms = 120000;         // discovery.ttl_ms: drop a device unconfirmed this long (Avahi down)
-  std::uint32_t max_devices = 256;       // discovery.max_devices: devices and service instances tracked
-  std::uint32_t max_announced_projects = 32;  // discovery.max_announced_projects: tags in our TXT record
-  std::uint32_t avahi_retry_ms = 5000;   // discovery.avahi_retry_ms: retry when the system bus is unreachable
+  bool enabled = true;              // discovery.enabled: announce and browse at all
+  std::uint32_t refresh_ms = 5000;  // discovery.refresh_ms: re-check tags, visibility, auto peers
+  std::uint32_t ttl_ms =
+      120000;  // discovery.ttl_ms: drop a device unconfirmed this long (Avahi down)
+  std::uint32_t max_devices = 256;  // discovery.max_devices: devices and service instances tracked
+  std::uint32_t max_announced_projects =
+      32;  // discovery.max_announced_projects: tags in our TXT record
+  std::uint32_t avahi_retry_ms =
+      5000;  // discovery.avahi_retry_ms: retry when the system bus is unreachable
 };
 
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.
@@ -92,13 +96,14 @@ struct StaticPeer {
 };
 
 struct Config {
-  std::filesystem::path data_dir;  // daemon.data_dir; default /var/lib/fieldsync or ~/.local/share/fieldsync
+  std::filesystem::path
+      data_dir;  // daemon.data_dir; default /var/lib/fieldsync or ~/.local/share/fieldsync
   std::string log_level = "info";  // daemon.log_level: trace|debug|info|warn|error
   std::string device_name;         // daemon.device_name: shown to peers; default hostname
   ApiOptions api;
   SyncOptions sync;
   DiscoveryOptions discovery;
-  storage::StoreOptions storage;   // storage.*; storage.data_dir is set from daemon.data_dir
+  storage::StoreOptions storage;  // storage.*; storage.data_dir is set from daemon.data_dir
   std::vector<StaticPeer> peers;
 };
 

@@ -447,8 +447,8 @@ const std::vector<KeySpec>& key_table() {
         "sync.write_chunk_bytes", [](Config & c) -> auto& { return c.sync.write_chunk_bytes; },
         4096, 64ull << 20));
     t.push_back(string_key(
-        "sync.trust_policy", [](Config & c) -> auto& { return c.sync.trust_policy; },
-        "auto or ask", [](std::string_view v) { return v == "auto" || v == "ask"; }));
+        "sync.trust_policy", [](Config & c) -> auto& { return c.sync.trust_policy; }, "auto or ask",
+        [](std::string_view v) { return v == "auto" || v == "ask"; }));
     t.push_back(ms_key(
         "sync.retry_min_ms", [](Config & c) -> auto& { return c.sync.retry_min_ms; }, 1, kDayMs));
     t.push_back(ms_key(

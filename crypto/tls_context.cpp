@@ -11,8 +11,9 @@ namespace {
 // SSL ex_data slot holding the pinned DeviceId of a connection (dialer side).
 int pin_index() {
   static const int index = SSL_get_ex_new_index(
-      0, nullptr, nullptr, nullptr,
-      [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<DeviceId*>(ptr); });
+      0, nullptr, nullptr, nullptr, [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+        delete static_cast<DeviceId*>(ptr);
+      });
   return index;
 }
 
@@ -32,17 +33,20 @@ int verify_callback(int /*preverified*/, X509_STORE_CTX* store) {
   X509* cert = X509_STORE_CTX_get_current_cert(store);
   auto device = cert ? device_of(X509_get0_pubkey(cert)) : std::nullopt;
   if (!device) return 0;
-  auto* ssl = static_cast<SSL*>(
-      X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* ssl =
+      static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   if (ssl) {
-    if (auto* pin = static_cast<DeviceId*>(SSL_get_ex_data(ssl, pin_index())); pin && *pin != *device)
+    if (auto* pin = static_cast<DeviceId*>(SSL_get_ex_data(ssl, pin_index()));
+        pin && *pin != *device)
       return 0;
   }
   X509_STORE_CTX_set_error(store, X509_V_OK);
   return 1;
 }
 
-Error ssl_error(const char* what) { return make_error(Errc::internal, std::string("TLS setup: ") + what); }
+Error ssl_error(const char* what) {
+  return make_error(Errc::internal, std::string("TLS setup: ") + what);
+}
 
 }  // namespace
 
@@ -61,10 +65,11 @@ Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view co
   if (X509_set_pubkey(cert.get(), pkey) != 1) return ssl_error("X509_set_pubkey");
   X509_NAME* name = X509_get_subject_name(cert.get());
   std::string cn(common_name.empty() ? std::string_view("fieldsync") : common_name.substr(0, 64));
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, reinterpret_cast<const unsigned char*>(cn.c_str()),
-                             -1, -1, 0);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
   X509_set_issuer_name(cert.get(), name);
-  if (X509_sign(cert.get(), pkey, nullptr) == 0) return ssl_error("X509_sign");  // Ed25519: no digest
+  if (X509_sign(cert.get(), pkey, nullptr) == 0)
+    return ssl_error("X509_sign");  // Ed25519: no digest
 
   SSL_CTX* ctx = SSL_CTX_new(TLS_method());
   if (!ctx) return ssl_error("SSL_CTX_new");

@@ -4,11 +4,11 @@
 #include <csignal>
 #include <optional>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <spdlog/spdlog.h>
 
 #include "config/config_loader.hpp"
 #include "daemon/daemon_discovery.hpp"
@@ -125,10 +125,11 @@ Status Daemon::run_once(bool first) {
                           change->at_ms) /
                          1000;
     if (age_s < 60)
-      spdlog::warn("this device now writes as {} (before: {}) because it was {}; nothing is lost: "
-                   "what it wrote before is re-published by the new identity where needed "
-                   "(docs/operations.md \"Backup and restore\")",
-                   d.store->device_id().short_str(), change->previous.short_str(), change->reason);
+      spdlog::warn(
+          "this device now writes as {} (before: {}) because it was {}; nothing is lost: "
+          "what it wrote before is re-published by the new identity where needed "
+          "(docs/operations.md \"Backup and restore\")",
+          d.store->device_id().short_str(), change->previous.short_str(), change->reason);
   }
   if (first)
     for (const auto& notice : config::config_notices(d.cfg)) spdlog::warn("{}", notice);
@@ -142,9 +143,10 @@ Status Daemon::run_once(bool first) {
     // Called on the thread that noticed (the io thread); the loop reopens the store.
     asio::post(d.io, [&d, evidence] {
       if (d.stopping) return;
-      spdlog::warn("another copy of this device wrote under its identity ({}); renewing the "
-                   "identity now",
-                   evidence);
+      spdlog::warn(
+          "another copy of this device wrote under its identity ({}); renewing the "
+          "identity now",
+          evidence);
       d.renew_identity = true;
       if (d.server) d.cfg.api.http_port = d.server->http_port();
       if (d.sync && d.sync->listen_port()) d.cfg.sync.listen_port = d.sync->listen_port();
@@ -180,7 +182,8 @@ Status Daemon::run_once(bool first) {
   d.wait_signal();  // (the previous round's stop cancelled the wait)
   if (auto period = systemd::watchdog_ping_interval()) d.arm_watchdog(*period);
   if (first)
-    log_notify_failure(systemd::notify_ready("serving the API on " + d.server->socket_path().string()));
+    log_notify_failure(
+        systemd::notify_ready("serving the API on " + d.server->socket_path().string()));
 
   d.io.run();
 

@@ -10,7 +10,8 @@
 namespace fieldsync::daemon {
 
 std::string usage() {
-  return "usage: fieldsyncd [--config FILE] [--data-dir DIR] [--log-level LEVEL] [--set KEY=VALUE]...\n"
+  return "usage: fieldsyncd [--config FILE] [--data-dir DIR] [--log-level LEVEL] [--set "
+         "KEY=VALUE]...\n"
          "\n"
          "  --config FILE      config file (default /etc/fieldsync/fieldsyncd.conf if it exists)\n"
          "  --data-dir DIR     data directory (daemon.data_dir)\n"
@@ -83,6 +84,5 @@ Result<config::Config> build_config(const DaemonArgs& args) {
   FS_TRY(config::finalize(cfg, ::geteuid() == 0));
   return cfg;
 }
-
 
 }  // namespace fieldsync::daemon

@@ -67,10 +67,11 @@ struct DaemonDiscovery::Impl {
     discovery::AvahiSource::Options ao;
     ao.retry_ms = cfg.discovery.avahi_retry_ms;
     ao.max_services = cfg.discovery.max_devices;
-    auto source = std::make_unique<discovery::AvahiSource>(discovery::DiscoveryService::post_to(io), ao);
-    service = std::make_unique<discovery::DiscoveryService>(
-        io, store, cfg.discovery, cfg.device_name, sync::kProtocolMax, std::move(source),
-        connector.get());
+    auto source =
+        std::make_unique<discovery::AvahiSource>(discovery::DiscoveryService::post_to(io), ao);
+    service = std::make_unique<discovery::DiscoveryService>(io, store, cfg.discovery,
+                                                            cfg.device_name, sync::kProtocolMax,
+                                                            std::move(source), connector.get());
   }
 };
 

@@ -11,7 +11,8 @@
 
 namespace fieldsync::daemon {
 
-DaemonSync::DaemonSync(boost::asio::io_context& io, storage::Store& store, const config::Config& cfg)
+DaemonSync::DaemonSync(boost::asio::io_context& io, storage::Store& store,
+                       const config::Config& cfg)
     : cfg_(cfg) {
   if (cfg.sync.enabled)
     service_ = std::make_unique<transports::SyncService>(io, store, cfg.sync, cfg.device_name);

@@ -18,7 +18,8 @@ namespace {
 // "%*" -> sd-daemon priority prefix, so journald records the right level.
 class JournalPriority : public spdlog::custom_flag_formatter {
  public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&, spdlog::memory_buf_t& dest) override {
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
     int prio = 6;
     switch (msg.level) {
       case spdlog::level::trace:
@@ -41,20 +42,23 @@ class JournalPriority : public spdlog::custom_flag_formatter {
 Status setup_logging(const std::string& level) {
   auto lvl = spdlog::level::from_str(level);
   if (lvl == spdlog::level::off && level != "off")
-    return make_error(Errc::invalid_argument,
-                      "daemon.log_level: unknown level '" + level + "' (trace, debug, info, warn, error)");
+    return make_error(Errc::invalid_argument, "daemon.log_level: unknown level '" + level +
+                                                  "' (trace, debug, info, warn, error)");
   std::shared_ptr<spdlog::logger> logger;
   if (systemd::stderr_is_journal() ||
       (std::getenv("JOURNAL_STREAM") && *std::getenv("JOURNAL_STREAM"))) {
-    logger = std::make_shared<spdlog::logger>("fieldsyncd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+    logger = std::make_shared<spdlog::logger>("fieldsyncd",
+                                              std::make_shared<spdlog::sinks::stderr_sink_mt>());
     auto f = std::make_unique<spdlog::pattern_formatter>();
     f->add_flag<JournalPriority>('*').set_pattern("%*%v");
     logger->set_formatter(std::move(f));
   } else {
     if (::isatty(2))
-      logger = std::make_shared<spdlog::logger>("fieldsyncd", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+      logger = std::make_shared<spdlog::logger>(
+          "fieldsyncd", std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
     else
-      logger = std::make_shared<spdlog::logger>("fieldsyncd", std::make_shared<spdlog::sinks::stderr_sink_mt>());
+      logger = std::make_shared<spdlog::logger>("fieldsyncd",
+                                                std::make_shared<spdlog::sinks::stderr_sink_mt>());
     logger->set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
   }
   logger->set_level(lvl);

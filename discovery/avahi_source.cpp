@@ -40,7 +40,8 @@ AvahiStringList* string_list(const std::vector<std::string>& strings) {
   AvahiStringList* l = nullptr;
   // avahi_string_list_add prepends: add in reverse to keep the order.
   for (auto it = strings.rbegin(); it != strings.rend(); ++it)
-    l = avahi_string_list_add_arbitrary(l, reinterpret_cast<const std::uint8_t*>(it->data()), it->size());
+    l = avahi_string_list_add_arbitrary(l, reinterpret_cast<const std::uint8_t*>(it->data()),
+                                        it->size());
   return l;
 }
 
@@ -84,8 +85,9 @@ struct AvahiSource::Impl {
     AvahiClient* c = avahi_client_new(avahi_threaded_poll_get(poll), AVAHI_CLIENT_NO_FAIL,
                                       &Impl::client_cb, this, &err);
     if (!c) {
-      set_state(SourceState::failed, std::string("cannot reach avahi-daemon over the system bus: ") +
-                                         avahi_strerror(err));
+      set_state(
+          SourceState::failed,
+          std::string("cannot reach avahi-daemon over the system bus: ") + avahi_strerror(err));
       schedule_retry();
       return;
     }
@@ -108,8 +110,10 @@ struct AvahiSource::Impl {
     const AvahiPoll* api = avahi_threaded_poll_get(poll);
     timeval tv{};
     avahi_elapse_time(&tv, opt.retry_ms, 0);
-    if (retry) api->timeout_update(retry, &tv);
-    else retry = api->timeout_new(api, &tv, &Impl::retry_cb, this);
+    if (retry)
+      api->timeout_update(retry, &tv);
+    else
+      retry = api->timeout_new(api, &tv, &Impl::retry_cb, this);
   }
 
   static void retry_cb(AvahiTimeout*, void* ud) {
@@ -140,10 +144,12 @@ struct AvahiSource::Impl {
         self->drop_client();
         if (err == AVAHI_ERR_DISCONNECTED) {
           // The daemon went away (restart, upgrade): wait for it with a fresh client.
-          self->set_state(SourceState::connecting, "avahi-daemon went away; waiting for it to return");
+          self->set_state(SourceState::connecting,
+                          "avahi-daemon went away; waiting for it to return");
           self->create_client();
         } else {
-          self->set_state(SourceState::failed, std::string("avahi client failed: ") + avahi_strerror(err));
+          self->set_state(SourceState::failed,
+                          std::string("avahi client failed: ") + avahi_strerror(err));
           self->schedule_retry();
         }
         break;
@@ -153,7 +159,9 @@ struct AvahiSource::Impl {
 
   // --- announcing ---
 
-  bool running() const { return client && avahi_client_get_state(client) == AVAHI_CLIENT_S_RUNNING; }
+  bool running() const {
+    return client && avahi_client_get_state(client) == AVAHI_CLIENT_S_RUNNING;
+  }
 
   void register_service() {
     if (!running() || !want) return;
@@ -165,14 +173,14 @@ struct AvahiSource::Impl {
         return;
       }
     }
-    if (current_name.empty() || (registered && registered->name != want->name)) current_name = want->name;
+    if (current_name.empty() || (registered && registered->name != want->name))
+      current_name = want->name;
     avahi_entry_group_reset(group);
     for (int attempt = 0; attempt < 20; ++attempt) {
       AvahiStringList* txt = string_list(want->txt);
-      int r = avahi_entry_group_add_service_strlst(group, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC,
-                                                   AvahiPublishFlags(0), current_name.c_str(),
-                                                   opt.service_type.c_str(), nullptr, nullptr,
-                                                   want->port, txt);
+      int r = avahi_entry_group_add_service_strlst(
+          group, AVAHI_IF_UNSPEC, AVAHI_PROTO_UNSPEC, AvahiPublishFlags(0), current_name.c_str(),
+          opt.service_type.c_str(), nullptr, nullptr, want->port, txt);
       avahi_string_list_free(txt);
       if (r == AVAHI_ERR_COLLISION) {
         rename();
@@ -193,7 +201,8 @@ struct AvahiSource::Impl {
 
   void rename() {
     char* n = avahi_alternative_service_name(current_name.c_str());
-    spdlog::info("discovery: service name '{}' is taken on this network; using '{}'", current_name, n);
+    spdlog::info("discovery: service name '{}' is taken on this network; using '{}'", current_name,
+                 n);
     current_name = n;
     avahi_free(n);
   }
@@ -202,9 +211,7 @@ struct AvahiSource::Impl {
     auto* self = static_cast<Impl*>(ud);
     self->group = g;
     switch (s) {
-      case AVAHI_ENTRY_GROUP_ESTABLISHED:
-        self->emit(Announced{self->current_name});
-        break;
+      case AVAHI_ENTRY_GROUP_ESTABLISHED: self->emit(Announced{self->current_name}); break;
       case AVAHI_ENTRY_GROUP_COLLISION:
         self->rename();
         self->registered.reset();
@@ -263,15 +270,18 @@ struct AvahiSource::Impl {
         if (self->resolvers.count(key)) break;
         if (self->resolvers.size() >= self->opt.max_services) {
           if (!self->warned_full)
-            spdlog::warn("discovery: more than {} services on the network; ignoring the rest "
-                         "(discovery.max_devices)", self->opt.max_services);
+            spdlog::warn(
+                "discovery: more than {} services on the network; ignoring the rest "
+                "(discovery.max_devices)",
+                self->opt.max_services);
           self->warned_full = true;
           break;
         }
         // The resolver stays open: it reports TXT changes (tags rotate) until the service goes.
         auto* r = avahi_service_resolver_new(self->client, iface, proto, name, type, domain, proto,
                                              AvahiLookupFlags(0), &Impl::resolve_cb, self);
-        if (r) self->resolvers[key] = r;
+        if (r)
+          self->resolvers[key] = r;
         else
           spdlog::debug("discovery: cannot resolve '{}': {}", name,
                         avahi_strerror(avahi_client_errno(self->client)));
@@ -317,9 +327,11 @@ struct AvahiSource::Impl {
     avahi_address_snprint(buf, sizeof buf, addr);
     s.address = buf;
     s.ipv6 = addr->proto == AVAHI_PROTO_INET6;
-    if (s.ipv6 && addr->data.ipv6.address[0] == 0xfe && (addr->data.ipv6.address[1] & 0xc0) == 0x80) {
+    if (s.ipv6 && addr->data.ipv6.address[0] == 0xfe &&
+        (addr->data.ipv6.address[1] & 0xc0) == 0x80) {
       char ifname[IF_NAMESIZE] = {};
-      if (if_indextoname(static_cast<unsigned>(iface), ifname)) s.address += std::string("%") + ifname;
+      if (if_indextoname(static_cast<unsigned>(iface), ifname))
+        s.address += std::string("%") + ifname;
     }
     s.port = port;
     s.local = (flags & AVAHI_LOOKUP_RESULT_LOCAL) != 0;

@@ -30,8 +30,8 @@ class AvahiSource final : public DiscoverySource {
   using Post = std::function<void(std::function<void()>)>;
   struct Options {
     std::string service_type = "_fieldsync._tcp";
-    std::uint32_t retry_ms = 5000;       // recreate the client when the bus is unreachable
-    std::uint32_t max_services = 256;    // service instances resolved at once
+    std::uint32_t retry_ms = 5000;     // recreate the client when the bus is unreachable
+    std::uint32_t max_services = 256;  // service instances resolved at once
   };
 
   AvahiSource(Post post, Options options);

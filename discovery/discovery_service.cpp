@@ -54,10 +54,10 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
   std::string announced_name;
   std::uint32_t registrations = 0;
   std::size_t visible = 0;
-  std::set<DeviceId> auto_peers;                // added by us to the sync layer
-  std::map<DeviceId, std::string> auto_address; // the address we gave it
-  std::set<DeviceId> refused;                   // add() failed: not retried until it leaves
-  std::set<ProjectId> bad_settings;             // logged once each
+  std::set<DeviceId> auto_peers;                 // added by us to the sync layer
+  std::map<DeviceId, std::string> auto_address;  // the address we gave it
+  std::set<DeviceId> refused;                    // add() failed: not retried until it leaves
+  std::set<ProjectId> bad_settings;              // logged once each
   // Matching costs 3 HMACs per (device, project): redo it only when the device's tags, our
   // projects or the hour changed, not on every refresh.
   std::uint64_t projects_generation = 0;
@@ -120,8 +120,8 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
       } else {
         // A malformed setting hides the project: a typo must not announce more than intended.
         if (bad_settings.insert(p.id).second)
-          spdlog::warn("discovery: project {}: {}; the project is not announced",
-                       p.id.str(), settings.error().message);
+          spdlog::warn("discovery: project {}: {}; the project is not announced", p.id.str(),
+                       settings.error().message);
         pr.settings.visible = false;
       }
       projects.push_back(std::move(pr));
@@ -140,8 +140,10 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
       ++visible;
       if (txt.tags.size() >= opt.max_announced_projects) {
         if (!warned_tags)
-          spdlog::warn("discovery: more visible projects than discovery.max_announced_projects "
-                       "({}); the rest are not announced", opt.max_announced_projects);
+          spdlog::warn(
+              "discovery: more visible projects than discovery.max_announced_projects "
+              "({}); the rest are not announced",
+              opt.max_announced_projects);
         warned_tags = true;
         continue;
       }
@@ -182,7 +184,8 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
     std::int64_t bucket = DiscoveryTag::bucket_of(unix_ms() / 1000);
     auto& cache = matched_cache[id];
     std::vector<ProjectId> matched;
-    if (cache.generation == projects_generation && cache.bucket == bucket && cache.tags == d->tags) {
+    if (cache.generation == projects_generation && cache.bucket == bucket &&
+        cache.tags == d->tags) {
       matched = d->projects;
     } else {
       matched = match(*d);
@@ -287,8 +290,8 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
   void on_resolved(const ResolvedService& s) {
     auto txt = TxtRecord::parse(s.txt);
     if (!txt) {
-      spdlog::debug("discovery: ignoring a service at {}: {}", format_address(s.address, s.ipv6, s.port),
-                    txt.error().message);
+      spdlog::debug("discovery: ignoring a service at {}: {}",
+                    format_address(s.address, s.ipv6, s.port), txt.error().message);
       return;
     }
     if (txt->device == store.device_id()) return;  // ourselves
@@ -309,7 +312,8 @@ struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::I
 DiscoveryService::DiscoveryService(asio::io_context& io, storage::Store& store,
                                    config::DiscoveryOptions options, std::string device_name,
                                    std::uint16_t sync_protocol,
-                                   std::unique_ptr<DiscoverySource> source, PeerConnector* connector)
+                                   std::unique_ptr<DiscoverySource> source,
+                                   PeerConnector* connector)
     : impl_(std::make_shared<Impl>(io, store, options, std::move(device_name), sync_protocol,
                                    std::move(source), connector)) {}
 

@@ -47,9 +47,9 @@ struct DiscoveredPeer {
 struct DiscoveryStatus {
   bool enabled = false;
   SourceState state = SourceState::off;
-  std::string message;          // why Avahi is not running, if it is not
-  bool announced = false;       // our service is registered right now
-  std::string name;             // the name it is registered under
+  std::string message;     // why Avahi is not running, if it is not
+  bool announced = false;  // our service is registered right now
+  std::string name;        // the name it is registered under
   std::uint16_t port = 0;
   std::uint32_t registrations = 0;  // times it got registered (again after an Avahi restart)
   std::size_t visible_projects = 0;

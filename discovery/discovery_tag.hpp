@@ -3,7 +3,8 @@
 // neither the project's id nor its name and cannot link one hour's tag to the next.
 //
 //   tag = base32( HMAC-SHA256(project_secret,
-//                             "fieldsync-discovery" || device id (32 bytes) || bucket (u64 BE))[0..8) )
+//                             "fieldsync-discovery" || device id (32 bytes) || bucket (u64
+//                             BE))[0..8) )
 //   bucket = floor(unix seconds / kPeriodSeconds)
 //
 // Binding the device id makes tags of two devices in the same project unrelated to an
@@ -35,8 +36,8 @@ class DiscoveryTag {
   static std::string compute(ByteView secret, const DeviceId& device, std::int64_t bucket);
   // Whether one of `tags` (announced by `device`) is the project's tag for the bucket of
   // `unix_seconds` or either neighbour. Constant-time per comparison.
-  static bool matches(ByteView secret, const DeviceId& device,
-                      const std::vector<std::string>& tags, std::int64_t unix_seconds);
+  static bool matches(ByteView secret, const DeviceId& device, const std::vector<std::string>& tags,
+                      std::int64_t unix_seconds);
   static bool well_formed(std::string_view tag);
 };
 

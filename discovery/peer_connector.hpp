@@ -17,7 +17,8 @@ class PeerConnector {
   virtual bool configured(const DeviceId& device) const = 0;
   // A session with this device is up (whoever dialed).
   virtual bool connected(const DeviceId& device) const = 0;
-  virtual Status add(const DeviceId& device, const std::string& address, const std::string& name) = 0;
+  virtual Status add(const DeviceId& device, const std::string& address,
+                     const std::string& name) = 0;
   // New address for a peer we added; keeps its backoff state and any live session.
   virtual Status update_address(const DeviceId& device, const std::string& address) = 0;
   virtual Status remove(const DeviceId& device) = 0;

@@ -31,14 +31,17 @@ Result<DeviceId> PeerTable::upsert(const ResolvedService& s, const TxtRecord& tx
     it->second.first_seen_ms = now_ms;
   }
   // An instance name reused by another device (a renamed or replaced device): move it.
-  if (auto old = instances_.find(s.key); old != instances_.end() && old->second.device != txt.device) {
+  if (auto old = instances_.find(s.key);
+      old != instances_.end() && old->second.device != txt.device) {
     DeviceId prev = old->second.device;
     instances_.erase(old);
     if (auto d = devices_.find(prev); d != devices_.end()) {
       bool any = std::any_of(instances_.begin(), instances_.end(),
                              [&](const auto& kv) { return kv.second.device == prev; });
-      if (!any) devices_.erase(d);
-      else rebuild_addresses(d->second);
+      if (!any)
+        devices_.erase(d);
+      else
+        rebuild_addresses(d->second);
     }
   }
   Instance& inst = instances_[s.key];
@@ -81,8 +84,10 @@ std::vector<DeviceId> PeerTable::expire(std::int64_t now_ms, std::int64_t ttl_ms
     }
   }
   for (auto it = instances_.begin(); it != instances_.end();) {
-    if (!devices_.count(it->second.device)) it = instances_.erase(it);
-    else ++it;
+    if (!devices_.count(it->second.device))
+      it = instances_.erase(it);
+    else
+      ++it;
   }
   return gone;
 }
@@ -100,7 +105,8 @@ void PeerTable::mark_unconfirmed() {
 }
 
 void PeerTable::set_projects(const DeviceId& device, std::vector<ProjectId> projects) {
-  if (auto it = devices_.find(device); it != devices_.end()) it->second.projects = std::move(projects);
+  if (auto it = devices_.find(device); it != devices_.end())
+    it->second.projects = std::move(projects);
 }
 
 const DiscoveredDevice* PeerTable::find(const DeviceId& device) const {

@@ -29,9 +29,9 @@ struct DiscoveredDevice {
   std::vector<ProjectId> projects;     // our projects whose tag it announces
   std::vector<std::string> tags;       // its announced tags (for matching)
   std::uint16_t sync_protocol = 0;
-  std::int64_t first_seen_ms = 0;      // unix ms
-  std::int64_t last_seen_ms = 0;       // unix ms: last resolve, or last confirmation by Avahi
-  bool local = false;                  // announced from this machine (another daemon here)
+  std::int64_t first_seen_ms = 0;  // unix ms
+  std::int64_t last_seen_ms = 0;   // unix ms: last resolve, or last confirmation by Avahi
+  bool local = false;              // announced from this machine (another daemon here)
 };
 
 class PeerTable {

@@ -15,7 +15,8 @@ Result<ProjectDiscovery> ProjectDiscovery::parse(std::string_view settings_json)
   ProjectDiscovery out;
   boost::system::error_code ec;
   json::value v = json::parse(settings_json, ec);
-  if (ec || !v.is_object()) return make_error(Errc::invalid_argument, "project settings are not a JSON object");
+  if (ec || !v.is_object())
+    return make_error(Errc::invalid_argument, "project settings are not a JSON object");
   const auto* d = v.as_object().if_contains("discovery");
   if (!d || d->is_null()) return out;
   if (!d->is_object())

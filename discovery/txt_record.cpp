@@ -33,7 +33,9 @@ std::optional<std::uint64_t> number(std::string_view v) {
   return n;
 }
 
-Error bad(const std::string& what) { return make_error(Errc::invalid_argument, "TXT record: " + what); }
+Error bad(const std::string& what) {
+  return make_error(Errc::invalid_argument, "TXT record: " + what);
+}
 
 }  // namespace
 

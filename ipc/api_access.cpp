@@ -44,8 +44,8 @@ Result<std::string> load_or_create_token(const std::filesystem::path& path) {
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
       if (errno == EEXIST) continue;  // created concurrently: read it
-      return make_error(Errc::internal,
-                        "cannot create API token file " + path.string() + ": " + std::strerror(errno));
+      return make_error(Errc::internal, "cannot create API token file " + path.string() + ": " +
+                                            std::strerror(errno));
     }
     std::string line = token + "\n";
     bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
@@ -82,7 +82,8 @@ bool is_loopback_host(std::string_view host) {
       if (c < '0' || c > '9') return false;
   }
   std::string lower;
-  for (char c : name) lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
+  for (char c : name)
+    lower.push_back(static_cast<char>(std::tolower(static_cast<unsigned char>(c))));
   return lower == "localhost" || lower == "127.0.0.1" || lower == "[::1]";
 }
 

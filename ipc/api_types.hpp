@@ -27,14 +27,14 @@ namespace fieldsync::ipc {
 enum class Transport { unix_socket, tcp };
 
 struct ApiRequest {
-  std::string method;                            // "GET", "POST", ...
-  std::string target;                            // raw request target, for logs
-  std::vector<std::string> segments;             // decoded path segments: {"v1","projects",...}
+  std::string method;                             // "GET", "POST", ...
+  std::string target;                             // raw request target, for logs
+  std::vector<std::string> segments;              // decoded path segments: {"v1","projects",...}
   std::multimap<std::string, std::string> query;  // decoded query parameters
-  std::map<std::string, std::string> headers;    // lower-case names; only those handlers use
+  std::map<std::string, std::string> headers;     // lower-case names; only those handlers use
   std::string body;
   Transport transport = Transport::unix_socket;
-  std::map<std::string, std::string> params;     // path placeholders, filled by the Router
+  std::map<std::string, std::string> params;  // path placeholders, filled by the Router
 
   std::optional<std::string> query_value(std::string_view name) const {
     auto it = query.find(std::string(name));

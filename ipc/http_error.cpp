@@ -48,8 +48,7 @@ ApiResponse error_response(const Error& error, std::string_view extra_json_membe
 
 ApiResponse method_not_allowed(std::string_view method, std::string_view allowed) {
   ApiResponse r = make(405, errc_name(Errc::unsupported),
-                       std::string("method ") + std::string(method) + " is not allowed here",
-                       {});
+                       std::string("method ") + std::string(method) + " is not allowed here", {});
   r.headers.emplace_back("Allow", std::string(allowed));
   return r;
 }

@@ -8,12 +8,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <array>
+#include <cerrno>
 #include <cstring>
 #include <map>
 #include <set>
 
+#include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -27,7 +28,6 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
-#include <spdlog/spdlog.h>
 
 #include "ipc/api_access.hpp"
 #include "ipc/api_paths.hpp"
@@ -244,8 +244,9 @@ asio::awaitable<ApiResponse> ApiServer::Impl::run_deferred(std::shared_ptr<Defer
   if (slot->waiting) co_await slot->timer.async_wait(use_tuple);
   slot->waiting = false;
   if (!slot->result)
-    slot->result = d->on_timeout ? d->on_timeout()
-                                 : error_response(make_error(Errc::unavailable, "no answer in time"));
+    slot->result = d->on_timeout
+                       ? d->on_timeout()
+                       : error_response(make_error(Errc::unavailable, "no answer in time"));
   co_return std::move(*slot->result);
 }
 
@@ -255,9 +256,10 @@ Status ApiServer::Impl::bind_unix() {
   namespace fs = std::filesystem;
   std::error_code fec;
   if (socket_path.native().size() >= sizeof(sockaddr_un{}.sun_path))
-    return make_error(Errc::invalid_argument, "api.socket_path is too long for a Unix socket (max " +
-                                                  std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
-                                                  " bytes): " + socket_path.string());
+    return make_error(Errc::invalid_argument,
+                      "api.socket_path is too long for a Unix socket (max " +
+                          std::to_string(sizeof(sockaddr_un{}.sun_path) - 1) +
+                          " bytes): " + socket_path.string());
   fs::path parent = socket_path.parent_path();
   if (!parent.empty() && !fs::exists(parent, fec)) {
     fs::create_directories(parent, fec);
@@ -269,8 +271,9 @@ Status ApiServer::Impl::bind_unix() {
   struct stat st {};
   if (::lstat(socket_path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode))
-      return make_error(Errc::already_exists,
-                        socket_path.string() + " exists and is not a socket; refusing to remove it");
+      return make_error(
+          Errc::already_exists,
+          socket_path.string() + " exists and is not a socket; refusing to remove it");
     local_stream::socket probe(io);
     boost::system::error_code ec;
     probe.connect(local_stream::endpoint(socket_path.string()), ec);
@@ -290,26 +293,36 @@ Status ApiServer::Impl::bind_unix() {
     return make_error(Errc::internal, "cannot bind " + socket_path.string() + ": " + ec.message());
   socket_created = true;
   if (::chmod(socket_path.c_str(), opt.socket_mode & 07777) != 0)
-    return make_error(Errc::internal, "cannot chmod " + socket_path.string() + ": " + std::strerror(errno));
+    return make_error(Errc::internal,
+                      "cannot chmod " + socket_path.string() + ": " + std::strerror(errno));
   if (!opt.socket_group.empty()) {
     struct group* g = ::getgrnam(opt.socket_group.c_str());
-    if (!g) return make_error(Errc::invalid_argument, "api.socket_group: no group named '" + opt.socket_group + "'");
+    if (!g)
+      return make_error(Errc::invalid_argument,
+                        "api.socket_group: no group named '" + opt.socket_group + "'");
     if (::chown(socket_path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0)
-      return make_error(Errc::permission_denied, "cannot give " + socket_path.string() + " to group '" +
-                                                     opt.socket_group + "': " + std::strerror(errno));
+      return make_error(Errc::permission_denied, "cannot give " + socket_path.string() +
+                                                     " to group '" + opt.socket_group +
+                                                     "': " + std::strerror(errno));
   }
   unix_acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return make_error(Errc::internal, "cannot listen on " + socket_path.string() + ": " + ec.message());
+  if (ec)
+    return make_error(Errc::internal,
+                      "cannot listen on " + socket_path.string() + ": " + ec.message());
   return {};
 }
 
 Status ApiServer::Impl::bind_tcp() {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(opt.http_address, ec);
-  if (ec) return make_error(Errc::invalid_argument, "api.http_address: not an IP address: '" + opt.http_address + "'");
+  if (ec)
+    return make_error(Errc::invalid_argument,
+                      "api.http_address: not an IP address: '" + opt.http_address + "'");
   if (!addr.is_loopback())
-    spdlog::warn("api.http_address {} is not a loopback address: the API is reachable from the network (token required)",
-                 opt.http_address);
+    spdlog::warn(
+        "api.http_address {} is not a loopback address: the API is reachable from the network "
+        "(token required)",
+        opt.http_address);
   auto tok = load_or_create_token(token_file(data_dir));
   if (!tok) return tok.error();
   token = std::move(*tok);
@@ -322,7 +335,8 @@ Status ApiServer::Impl::bind_tcp() {
     return make_error(Errc::unavailable, "cannot bind the HTTP API to " + opt.http_address + ":" +
                                              std::to_string(opt.http_port) + ": " + ec.message());
   tcp_acceptor->listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return make_error(Errc::unavailable, "cannot listen on the HTTP API port: " + ec.message());
+  if (ec)
+    return make_error(Errc::unavailable, "cannot listen on the HTTP API port: " + ec.message());
   port = tcp_acceptor->local_endpoint().port();
   // api.port only helps clients find an ephemeral port: failing to write it (a full disk) must
   // not keep the API down. A stale file is removed so nobody dials an old port.

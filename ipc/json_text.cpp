@@ -128,7 +128,8 @@ struct Scanner {
 };
 
 std::string decode_key(std::string_view quoted) {
-  if (quoted.find('\\') == std::string_view::npos) return std::string(quoted.substr(1, quoted.size() - 2));
+  if (quoted.find('\\') == std::string_view::npos)
+    return std::string(quoted.substr(1, quoted.size() - 2));
   boost::system::error_code ec;
   json::value v = json::parse(quoted, ec);
   if (ec || !v.is_string()) return {};

@@ -108,11 +108,13 @@ Result<std::optional<VersionId>> base_version(const ApiRequest& req) {
 
 Result<std::vector<VersionId>> version_list(const json::value& v, std::string_view what) {
   if (!v.is_array())
-    return make_error(Errc::invalid_argument, std::string(what) + " must be an array of version ids");
+    return make_error(Errc::invalid_argument,
+                      std::string(what) + " must be an array of version ids");
   std::vector<VersionId> out;
   for (const auto& e : v.as_array()) {
     if (!e.is_string())
-      return make_error(Errc::invalid_argument, std::string(what) + " must hold version id strings");
+      return make_error(Errc::invalid_argument,
+                        std::string(what) + " must hold version id strings");
     auto id = parse_version(std::string_view(e.as_string()), what);
     if (!id) return id.error();
     out.push_back(*id);
@@ -170,8 +172,8 @@ std::string document_json(const storage::DocumentState& d, const storage::MergeR
     ms = splice_member(std::move(ms), "body", merge->body.empty() ? "null" : merge->body);
     s = splice_member(std::move(s), "merge", ms);
   }
-  return splice_member(std::move(s), "body", d.body && !d.deleted ? std::string_view(*d.body)
-                                                                   : std::string_view("null"));
+  return splice_member(std::move(s), "body",
+                       d.body && !d.deleted ? std::string_view(*d.body) : std::string_view("null"));
 }
 
 std::string write_result_json(const storage::WriteResult& w) {

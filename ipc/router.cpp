@@ -34,8 +34,8 @@ void Router::add(std::string method, std::string_view pattern, Handler handler) 
       return;
     }
   }
-  routes_.push_back(Route{std::move(method), std::string(pattern), split_pattern(pattern),
-                          std::move(handler)});
+  routes_.push_back(
+      Route{std::move(method), std::string(pattern), split_pattern(pattern), std::move(handler)});
 }
 
 bool Router::match(const Route& route, const std::vector<std::string>& segments,

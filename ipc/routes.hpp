@@ -8,9 +8,9 @@
 
 namespace fieldsync::ipc {
 
-void register_status_routes(Router& router, ApiContext& ctx);     // /v1/status
-void register_project_routes(Router& router, ApiContext& ctx);    // /v1/projects...
-void register_document_routes(Router& router, ApiContext& ctx);   // .../docs, conflicts, batch
-void register_changes_routes(Router& router, ApiContext& ctx);    // .../changes
+void register_status_routes(Router& router, ApiContext& ctx);    // /v1/status
+void register_project_routes(Router& router, ApiContext& ctx);   // /v1/projects...
+void register_document_routes(Router& router, ApiContext& ctx);  // .../docs, conflicts, batch
+void register_changes_routes(Router& router, ApiContext& ctx);   // .../changes
 
 }  // namespace fieldsync::ipc

@@ -13,7 +13,8 @@ namespace {
 
 std::string render_changes(const ChangeChunk& chunk) {
   std::string s = "{\"changes\":[";
-  for (std::size_t i = 0; i < chunk.events.size(); ++i) s += (i ? "," : "") + chunk.events[i].second;
+  for (std::size_t i = 0; i < chunk.events.size(); ++i)
+    s += (i ? "," : "") + chunk.events[i].second;
   return s + "],\"last_seq\":" + std::to_string(chunk.last_seq) + "}";
 }
 
@@ -91,7 +92,8 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
           std::min<std::uint64_t>(*timeout, ctx.options.longpoll_timeout_ms));
     } else {
       stream->mode = ChangeStream::Mode::sse;
-      stream->heartbeat = std::chrono::milliseconds(std::max<std::uint32_t>(ctx.options.sse_heartbeat_ms, 10));
+      stream->heartbeat =
+          std::chrono::milliseconds(std::max<std::uint32_t>(ctx.options.sse_heartbeat_ms, 10));
     }
     ApiResponse r;
     r.stream = std::move(stream);

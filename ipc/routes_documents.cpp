@@ -83,11 +83,13 @@ Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std
   }
   bool del = false;
   if (auto* d = o.if_contains("delete")) {
-    if (!d->is_bool()) return make_error(Errc::invalid_argument, what + ".delete must be a boolean");
+    if (!d->is_bool())
+      return make_error(Errc::invalid_argument, what + ".delete must be a boolean");
     del = d->as_bool();
   }
   if (auto* b = o.if_contains("base")) {
-    if (!b->is_string()) return make_error(Errc::invalid_argument, what + ".base must be a version id");
+    if (!b->is_string())
+      return make_error(Errc::invalid_argument, what + ".base must be a version id");
     auto id = parse_version(std::string_view(b->as_string()), what + ".base");
     if (!id) return id.error();
     w.parents = {*id};
@@ -223,7 +225,8 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     if (!pid) return fail(pid.error());
     auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"parents", "body", "delete", "strategy"}, "resolve request"); !st)
+    if (auto st = check_fields(*obj, {"parents", "body", "delete", "strategy"}, "resolve request");
+        !st)
       return fail(st.error());
     const std::string& coll = req.param("coll");
     const std::string& id = req.param("id");
@@ -234,8 +237,8 @@ void register_document_routes(Router& router, ApiContext& ctx) {
       if (!strategy->is_string() || strategy->as_string() != "merge")
         return fail(make_error(Errc::invalid_argument, "the only strategy is \"merge\""));
       if (obj->size() != 1)
-        return fail(make_error(Errc::invalid_argument,
-                               "strategy \"merge\" takes no parents/body/delete"));
+        return fail(
+            make_error(Errc::invalid_argument, "strategy \"merge\" takes no parents/body/delete"));
       auto m = ctx.store.merge_heads(*pid, coll, id);
       if (!m) return fail(m.error());
       if (!m->clean()) {
@@ -244,9 +247,10 @@ void register_document_routes(Router& router, ApiContext& ctx) {
         std::string list;
         for (auto& f : m->conflicting_fields) list += (list.empty() ? "" : ", ") + f;
         return error_response(
-            make_error(Errc::failed_precondition,
-                       "automatic merge impossible: the heads changed the same fields differently (" +
-                           list + "); resolve with explicit parents and body"),
+            make_error(
+                Errc::failed_precondition,
+                "automatic merge impossible: the heads changed the same fields differently (" +
+                    list + "); resolve with explicit parents and body"),
             "\"conflicting_fields\":" + json::serialize(fields));
       }
       w.parents = m->heads;
@@ -263,7 +267,8 @@ void register_document_routes(Router& router, ApiContext& ctx) {
       }
       bool del = false;
       if (auto* dv = obj->if_contains("delete")) {
-        if (!dv->is_bool()) return fail(make_error(Errc::invalid_argument, "'delete' must be a boolean"));
+        if (!dv->is_bool())
+          return fail(make_error(Errc::invalid_argument, "'delete' must be a boolean"));
         del = dv->as_bool();
       }
       if (del) {

@@ -19,7 +19,8 @@ namespace json = boost::json;
 namespace {
 
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -32,14 +33,16 @@ std::string utc_text(std::int64_t unix_ms) {
   return buf;
 }
 
-std::string joined_json(const transports::SyncService::JoinOutcome& out, const sync::InviteCode& code) {
+std::string joined_json(const transports::SyncService::JoinOutcome& out,
+                        const sync::InviteCode& code) {
   json::object inviter;
   inviter["device_id"] = code.inviter.str();
   inviter["short_id"] = code.inviter.short_str();
   inviter["name"] = out.inviter_name;
   inviter["address"] = out.address;
   // The project is rendered by the shared helper; splice it in as raw JSON text.
-  return "{\"project\":" + project_json(out.project) + ",\"inviter\":" + json::serialize(inviter) + "}";
+  return "{\"project\":" + project_json(out.project) + ",\"inviter\":" + json::serialize(inviter) +
+         "}";
 }
 
 }  // namespace
@@ -47,20 +50,25 @@ std::string joined_json(const transports::SyncService::JoinOutcome& out, const s
 void register_join_routes(Router& router, ApiContext& ctx, transports::SyncService* sync) {
   router.add("POST", "/v1/join", [&ctx, sync](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
-      return fail(make_error(Errc::permission_denied, "projects are only joined on the Unix socket"));
-    if (!sync) return fail(make_error(Errc::unavailable, "sync is disabled (sync.enabled = false): cannot join"));
+      return fail(
+          make_error(Errc::permission_denied, "projects are only joined on the Unix socket"));
+    if (!sync)
+      return fail(
+          make_error(Errc::unavailable, "sync is disabled (sync.enabled = false): cannot join"));
     auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"code"}, "join"); !st) return fail(st.error());
     auto* text = obj->if_contains("code");
     if (!text || !text->is_string())
-      return fail(make_error(Errc::invalid_argument, "'code' (string, the FS1:... invite code) is required"));
+      return fail(make_error(Errc::invalid_argument,
+                             "'code' (string, the FS1:... invite code) is required"));
     auto code = sync::InviteCode::decode(std::string_view(text->as_string()));
     if (!code) return fail(code.error());
     // The code's own expiry: no need to bother the inviter (it checks again with its clock).
     if (code->expires_ms <= now_ms())
-      return fail(make_error(Errc::invalid_argument, "invite expired at " + utc_text(code->expires_ms) +
-                                                          ": ask for a new code"));
+      return fail(
+          make_error(Errc::invalid_argument,
+                     "invite expired at " + utc_text(code->expires_ms) + ": ask for a new code"));
     if (code->inviter == ctx.store.device_id())
       return fail(make_error(Errc::invalid_argument, "this invite was made on this device"));
     if (auto have = ctx.store.get_project(code->project); have.ok())
@@ -78,7 +86,8 @@ void register_join_routes(Router& router, ApiContext& ctx, transports::SyncServi
       });
     };
     r.deferred->on_timeout = [] {
-      return fail(make_error(Errc::unavailable, "joining did not finish in time: the inviter did not answer"));
+      return fail(make_error(Errc::unavailable,
+                             "joining did not finish in time: the inviter did not answer"));
     };
     return r;
   });

@@ -2,10 +2,10 @@
 // /v1/verification/{device} (docs/api.md "Members and invites").
 #include "ipc/routes_members.hpp"
 
+#include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 #include <netinet/in.h>
-#include <arpa/inet.h>
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
@@ -29,7 +29,8 @@ constexpr std::int64_t kDefaultInviteSeconds = 24 * 3600;
 constexpr std::int64_t kMaxInviteSeconds = 30 * 24 * 3600;
 
 std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
 
@@ -101,12 +102,16 @@ void register_member_routes(Router& router, ApiContext& ctx, transports::SyncSer
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"role", "name"}, "member"); !st) return fail(st.error());
     auto* role_v = obj->if_contains("role");
-    auto role = role_v && role_v->is_string() ? storage::parse_role(std::string_view(role_v->as_string()))
-                                              : std::nullopt;
-    if (!role) return fail(make_error(Errc::invalid_argument, "'role' must be coordinator, member or removed"));
+    auto role = role_v && role_v->is_string()
+                    ? storage::parse_role(std::string_view(role_v->as_string()))
+                    : std::nullopt;
+    if (!role)
+      return fail(
+          make_error(Errc::invalid_argument, "'role' must be coordinator, member or removed"));
     std::string name;
     if (auto* n = obj->if_contains("name")) {
-      if (!n->is_string()) return fail(make_error(Errc::invalid_argument, "'name' must be a string"));
+      if (!n->is_string())
+        return fail(make_error(Errc::invalid_argument, "'name' must be a string"));
       name = std::string(n->as_string());
     }
     auto m = ctx.store.set_member(*pid, *device, *role, name);
@@ -132,10 +137,12 @@ void register_member_routes(Router& router, ApiContext& ctx, transports::SyncSer
     auto obj = parse_object(req.body.empty() ? std::string("{}") : req.body, "request body",
                             ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"role", "expires_in_s"}, "invite"); !st) return fail(st.error());
+    if (auto st = check_fields(*obj, {"role", "expires_in_s"}, "invite"); !st)
+      return fail(st.error());
     storage::Role role = storage::Role::member;
     if (auto* r = obj->if_contains("role")) {
-      auto parsed = r->is_string() ? storage::parse_role(std::string_view(r->as_string())) : std::nullopt;
+      auto parsed =
+          r->is_string() ? storage::parse_role(std::string_view(r->as_string())) : std::nullopt;
       if (!parsed || *parsed == storage::Role::removed)
         return fail(make_error(Errc::invalid_argument, "'role' must be member or coordinator"));
       role = *parsed;
@@ -143,10 +150,13 @@ void register_member_routes(Router& router, ApiContext& ctx, transports::SyncSer
     std::int64_t secs = kDefaultInviteSeconds;
     if (auto* e = obj->if_contains("expires_in_s")) {
       if (!e->is_int64() || e->as_int64() <= 0 || e->as_int64() > kMaxInviteSeconds)
-        return fail(make_error(Errc::invalid_argument, "'expires_in_s' must be 1.." + std::to_string(kMaxInviteSeconds)));
+        return fail(make_error(Errc::invalid_argument,
+                               "'expires_in_s' must be 1.." + std::to_string(kMaxInviteSeconds)));
       secs = e->as_int64();
     }
-    if (!sync) return fail(make_error(Errc::unavailable, "sync is disabled (sync.enabled = false): nobody could join"));
+    if (!sync)
+      return fail(make_error(Errc::unavailable,
+                             "sync is disabled (sync.enabled = false): nobody could join"));
     auto project = ctx.store.get_project(*pid);
     if (!project) return fail(project.error());
     auto inv = ctx.store.create_invite(*pid, role, now_ms() + secs * 1000);

@@ -52,7 +52,8 @@ json::object peer_json(const transports::PeerStatus& s) {
   o["address"] = s.address;
   o["configured"] = s.configured;
   o["connected"] = s.connected;
-  o["direction"] = s.connected ? json::value(s.outgoing ? "outgoing" : "incoming") : json::value(nullptr);
+  o["direction"] =
+      s.connected ? json::value(s.outgoing ? "outgoing" : "incoming") : json::value(nullptr);
   o["state"] = transports::peer_state_name(s.state);
   o["last_sync_ms"] = s.last_sync_ms;
   o["next_retry_ms"] = s.next_retry_ms;
@@ -138,7 +139,9 @@ Result<DeviceId> device_param(const ApiRequest& req) {
   return *id;
 }
 
-Error sync_disabled() { return make_error(Errc::unavailable, "sync is disabled (sync.enabled = false)"); }
+Error sync_disabled() {
+  return make_error(Errc::unavailable, "sync is disabled (sync.enabled = false)");
+}
 
 }  // namespace
 
@@ -187,8 +190,9 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     auto* addr = obj->if_contains("address");
     auto* dev = obj->if_contains("device_id");
     if ((addr && !addr->is_string()) || !dev || !dev->is_string())
-      return fail(make_error(Errc::invalid_argument, "'device_id' (string) is required, and 'address' "
-                                                     "(string) unless the device was discovered"));
+      return fail(make_error(Errc::invalid_argument,
+                             "'device_id' (string) is required, and 'address' "
+                             "(string) unless the device was discovered"));
     auto id = DeviceId::parse(dev->as_string());
     if (!id) return fail(make_error(Errc::invalid_argument, "bad device_id (52 base32 chars)"));
     std::string address;
@@ -199,9 +203,10 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
       std::optional<DiscoveredPeerInfo> d;
       if (disc.find) d = disc.find(*id);
       if (!d || d->addresses.empty())
-        return fail(make_error(Errc::not_found, "device " + id->short_str() +
-                                                    " has not been discovered on the local network; "
-                                                    "give its 'address'"));
+        return fail(
+            make_error(Errc::not_found, "device " + id->short_str() +
+                                            " has not been discovered on the local network; "
+                                            "give its 'address'"));
       address = d->addresses.front();
     }
     std::string name;
@@ -217,7 +222,8 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
     if (!id) return fail(id.error());
     auto p = sync->peer(*id);
     if (!p && disc.find)
-      if (auto d = disc.find(*id)) return json_response(200, json::serialize(discovered_peer_json(*d)));
+      if (auto d = disc.find(*id))
+        return json_response(200, json::serialize(discovered_peer_json(*d)));
     if (!p) return fail(p.error());
     return json_response(200, json::serialize(peer_json(*p, disc)));
   });
@@ -282,7 +288,8 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
   // Temporary admin routes until invitations exist: copy a project to a second device.
   router.add("GET", "/v1/projects/{pid}/secret", [&ctx](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
-      return fail(make_error(Errc::permission_denied, "the project secret is only served on the Unix socket"));
+      return fail(make_error(Errc::permission_denied,
+                             "the project secret is only served on the Unix socket"));
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
     auto p = ctx.store.get_project(*pid);
@@ -299,18 +306,22 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
 
   router.add("POST", "/v1/projects/import", [&ctx, sync](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
-      return fail(make_error(Errc::permission_denied, "projects are only imported on the Unix socket"));
+      return fail(
+          make_error(Errc::permission_denied, "projects are only imported on the Unix socket"));
     auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
     if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"id", "name", "secret", "creator"}, "project import"); !st) return fail(st.error());
+    if (auto st = check_fields(*obj, {"id", "name", "secret", "creator"}, "project import"); !st)
+      return fail(st.error());
     auto get = [&](const char* k) -> std::optional<std::string> {
       auto* v = obj->if_contains(k);
       if (!v || !v->is_string()) return std::nullopt;
       return std::string(v->as_string());
     };
-    auto id_text = get("id"), name = get("name"), secret_text = get("secret"), creator_text = get("creator");
+    auto id_text = get("id"), name = get("name"), secret_text = get("secret"),
+         creator_text = get("creator");
     if (!id_text || !name || !secret_text || !creator_text)
-      return fail(make_error(Errc::invalid_argument, "'id', 'name', 'secret' and 'creator' (strings) are required"));
+      return fail(make_error(Errc::invalid_argument,
+                             "'id', 'name', 'secret' and 'creator' (strings) are required"));
     auto creator = DeviceId::parse(*creator_text);
     if (!creator) return fail(make_error(Errc::invalid_argument, "bad 'creator' device id"));
     auto id = ProjectId::parse(*id_text);

@@ -30,7 +30,8 @@ Result<ProjectFields> project_fields(const std::string& body, std::uint32_t max_
     f.name = std::string(n->as_string());
   }
   if (auto* s = obj->if_contains("settings")) {
-    if (!s->is_object()) return make_error(Errc::invalid_argument, "'settings' must be a JSON object");
+    if (!s->is_object())
+      return make_error(Errc::invalid_argument, "'settings' must be a JSON object");
     f.settings = std::string(*raw_member(body, "settings"));
   }
   return f;

@@ -89,7 +89,8 @@ void register_status_routes(Router& router, ApiContext& ctx) {
     if (auto st = check_fields(*obj, {"path"}, "backup request"); !st) return fail(st.error());
     auto* path = obj->if_contains("path");
     if (!path || !path->is_string())
-      return fail(make_error(Errc::invalid_argument, "\"path\" (an absolute directory) is required"));
+      return fail(
+          make_error(Errc::invalid_argument, "\"path\" (an absolute directory) is required"));
     auto info = ctx.store.backup(std::string(path->as_string()));
     if (!info) return fail(info.error());
     json::object o;

@@ -156,9 +156,11 @@ Status LmdbCursor::del() {
 
 Status LmdbEnv::copy_to(const std::filesystem::path& dir) const {
   int rc = mdb_env_copy2(env_, dir.c_str(), MDB_CP_COMPACT);
-  if (rc == ENOSPC) return make_error(Errc::resource_exhausted, "disk full while writing the backup");
+  if (rc == ENOSPC)
+    return make_error(Errc::resource_exhausted, "disk full while writing the backup");
   if (rc != 0)
-    return make_error(Errc::internal, "cannot copy the store to " + dir.string() + ": " + mdb_strerror(rc));
+    return make_error(Errc::internal,
+                      "cannot copy the store to " + dir.string() + ": " + mdb_strerror(rc));
   return {};
 }
 

@@ -16,7 +16,8 @@
 namespace fieldsync::storage {
 
 // The message an earlier identity signs to vouch for its successor in a project.
-Bytes succession_message(const ProjectId& p, const DeviceId& predecessor, const DeviceId& successor);
+Bytes succession_message(const ProjectId& p, const DeviceId& predecessor,
+                         const DeviceId& successor);
 // The predecessor named by a successor's own `_members` record, if its signature verifies.
 std::optional<DeviceId> verified_predecessor(const ProjectId& p, const VersionHeader& h,
                                              const std::optional<std::string>& body);
@@ -24,10 +25,10 @@ std::optional<DeviceId> verified_predecessor(const ProjectId& p, const VersionHe
 struct Store::Impl {
   StoreOptions opts;
   std::unique_ptr<LmdbEnv> env;
-  std::optional<crypto::SigningKey> key;          // the current identity
-  std::vector<crypto::SigningKey> retired;        // earlier identities of this device
-  std::atomic<bool> renewal_pending{false};       // report_identity_conflict() was called
-  IdentityListener identity_listener;             // guarded by listener_mu
+  std::optional<crypto::SigningKey> key;     // the current identity
+  std::vector<crypto::SigningKey> retired;   // earlier identities of this device
+  std::atomic<bool> renewal_pending{false};  // report_identity_conflict() was called
+  IdentityListener identity_listener;        // guarded by listener_mu
   HybridClock clock;
   std::mutex listener_mu;
   ChangeListener listener;
@@ -85,8 +86,9 @@ struct Store::Impl {
   // Appends versions to this device's own log with their original headers (an earlier
   // identity's writes being re-published); versions not held yet also enter their documents.
   // Skips versions already re-published. Returns how many were appended.
-  Result<std::uint32_t> relog(LmdbTxn& txn, const ProjectId& p,
-                              const std::vector<std::pair<const LogEntry*, VersionHeader>>& entries);
+  Result<std::uint32_t> relog(
+      LmdbTxn& txn, const ProjectId& p,
+      const std::vector<std::pair<const LogEntry*, VersionHeader>>& entries);
 
   // Local writes inside an open write transaction (store_documents.cpp). `system`
   // allows the reserved `_` collections. Returns the results and the last changes seq.

@@ -250,9 +250,9 @@ struct BackupInfo {
 // A device whose log was seen in two different versions (storage `forks` records).
 struct ForkInfo {
   DeviceId author;
-  std::uint64_t seq = 0;         // first seq known to differ
-  std::int64_t seen_ms = 0;      // when it was first noticed here
-  bool resolved = false;         // this device held the key and re-published both sides
+  std::uint64_t seq = 0;              // first seq known to differ
+  std::int64_t seen_ms = 0;           // when it was first noticed here
+  bool resolved = false;              // this device held the key and re-published both sides
   std::optional<DeviceId> successor;  // the identity that re-published them, when known
 };
 

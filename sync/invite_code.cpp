@@ -46,7 +46,8 @@ Result<InviteCode> InviteCode::decode(std::string_view text) {
       clean.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
   if (clean.rfind(kPrefix, 0) != 0) {
     if (clean.size() > 3 && clean.rfind("FS", 0) == 0 && clean[3] == ':')
-      return make_error(Errc::unsupported, "invite code of a newer fieldsync (" + clean.substr(0, 3) + ")");
+      return make_error(Errc::unsupported,
+                        "invite code of a newer fieldsync (" + clean.substr(0, 3) + ")");
     return make_error(Errc::invalid_argument, "not a fieldsync invite code (it starts with FS1:)");
   }
   auto raw = from_base32(std::string_view(clean).substr(kPrefix.size()));
@@ -55,11 +56,13 @@ Result<InviteCode> InviteCode::decode(std::string_view text) {
   ByteView payload(raw->data(), raw->size() - kChecksum);
   auto sum = crypto::sha256(payload);
   if (!std::equal(sum.begin(), sum.begin() + kChecksum, raw->end() - kChecksum))
-    return make_error(Errc::invalid_argument, "invite code is damaged (checksum mismatch: check for typos)");
+    return make_error(Errc::invalid_argument,
+                      "invite code is damaged (checksum mismatch: check for typos)");
   ByteReader r(payload);
   std::uint8_t format = r.u8();
   if (format != kFormat)
-    return make_error(Errc::unsupported, "invite code format " + std::to_string(format) + " is newer than this daemon");
+    return make_error(Errc::unsupported, "invite code format " + std::to_string(format) +
+                                             " is newer than this daemon");
   InviteCode c;
   c.inviter.bytes = r.fixed<32>();
   c.project.bytes = r.fixed<16>();
@@ -68,7 +71,8 @@ Result<InviteCode> InviteCode::decode(std::string_view text) {
   c.secret = r.fixed<32>();
   c.expires_ms = static_cast<std::int64_t>(r.u64());
   std::size_t n = r.u8();
-  if (n > kMaxAddresses) return make_error(Errc::invalid_argument, "invite code is malformed (addresses)");
+  if (n > kMaxAddresses)
+    return make_error(Errc::invalid_argument, "invite code is malformed (addresses)");
   for (std::size_t i = 0; i < n; ++i) c.addresses.emplace_back(r.str16());
   if (!r.ok() || !r.at_end() || c.project_name.size() > kMaxName)
     return make_error(Errc::invalid_argument, "invite code is malformed");

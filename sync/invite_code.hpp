@@ -17,13 +17,13 @@
 namespace fieldsync::sync {
 
 struct InviteCode {
-  DeviceId inviter;                        // the device that holds the invite (TLS pin)
+  DeviceId inviter;  // the device that holds the invite (TLS pin)
   ProjectId project;
-  std::string project_name;                // shown to the joiner before joining
+  std::string project_name;  // shown to the joiner before joining
   std::array<std::uint8_t, 16> invite_id{};
   std::array<std::uint8_t, 32> secret{};
-  std::int64_t expires_ms = 0;             // unix ms
-  std::vector<std::string> addresses;      // "host:port" where the inviter listens for sync
+  std::int64_t expires_ms = 0;         // unix ms
+  std::vector<std::string> addresses;  // "host:port" where the inviter listens for sync
 
   std::string encode() const;
   // Errors: invalid_argument (not an invite code, typo: bad checksum, malformed),

@@ -78,11 +78,14 @@ Result<Joined> answer_join(storage::Store& store, const Join& join, ByteView cha
   return out;
 }
 
-Result<storage::ProjectInfo> accept_joined(storage::Store& store, const InviteCode& code, const Joined& joined) {
+Result<storage::ProjectInfo> accept_joined(storage::Store& store, const InviteCode& code,
+                                           const Joined& joined) {
   if (joined.project.id != code.project)
-    return make_error(Errc::invalid_argument, "the inviter answered with another project than the invite names");
+    return make_error(Errc::invalid_argument,
+                      "the inviter answered with another project than the invite names");
   auto added = store.add_project(joined.project, ByteView(joined.secret));
-  if (!added && added.error().code == Errc::already_exists) return store.get_project(joined.project.id);
+  if (!added && added.error().code == Errc::already_exists)
+    return store.get_project(joined.project.id);
   return added;
 }
 

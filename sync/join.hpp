@@ -49,6 +49,7 @@ Result<Joined> answer_join(storage::Store& store, const Join& join, ByteView cha
 
 // Joiner side: adds the project the inviter sent. invalid_argument if it is not the project
 // the code named; a project already held is fine (joining twice is harmless).
-Result<storage::ProjectInfo> accept_joined(storage::Store& store, const InviteCode& code, const Joined& joined);
+Result<storage::ProjectInfo> accept_joined(storage::Store& store, const InviteCode& code,
+                                           const Joined& joined);
 
 }  // namespace fieldsync::sync

@@ -232,7 +232,8 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
     std::copy(digest.begin(), digest.end(), e.id.bytes.begin());
     if (flags & kFlagHasBody) {
       std::uint32_t len = r.u32();
-      if (len > limits.max_body_bytes) return make_error(Errc::too_large, "body too large in BATCH");
+      if (len > limits.max_body_bytes)
+        return make_error(Errc::too_large, "body too large in BATCH");
       ByteView body = r.raw(len);
       if (!r.ok()) return malformed("BATCH (body)");
       e.body = std::string(as_chars(body));
@@ -240,7 +241,8 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
     m.log.entries.push_back(std::move(e));
   }
   std::uint32_t c = r.u32();
-  if (!r.ok() || r.remaining() != std::size_t{c} * kCheckpointBytes) return malformed("BATCH (checkpoints)");
+  if (!r.ok() || r.remaining() != std::size_t{c} * kCheckpointBytes)
+    return malformed("BATCH (checkpoints)");
   m.log.checkpoints.reserve(c);
   for (std::uint32_t i = 0; i < c; ++i) {
     storage::Checkpoint cp;

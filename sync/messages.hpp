@@ -144,6 +144,6 @@ Result<ForkedMsg> decode_forked(ByteView payload);
 
 // HMAC-SHA256(project_secret, "fieldsync-member" || channel_binding || device id).
 crypto::Digest membership_proof(ByteView project_secret, ByteView channel_binding,
-                                 const DeviceId& device);
+                                const DeviceId& device);
 
 }  // namespace fieldsync::sync

@@ -29,9 +29,9 @@ struct ProjectProgress {
   std::uint64_t applied = 0;     // versions newly applied
   std::uint64_t bytes_sent = 0;  // BATCH frame bytes
   std::uint64_t bytes_received = 0;
-  double rate_bytes_per_s = 0;   // both directions, recent
-  bool in_sync = false;          // both sides said DONE and every batch was acknowledged
-  std::int64_t last_sync_ms = 0; // unix ms when in_sync last became true; 0 never
+  double rate_bytes_per_s = 0;    // both directions, recent
+  bool in_sync = false;           // both sides said DONE and every batch was acknowledged
+  std::int64_t last_sync_ms = 0;  // unix ms when in_sync last became true; 0 never
   // Devices whose log this peer holds in another version than we do (docs/storage.md "One
   // identity, one history"): not exchanged on this session, everything else is.
   std::vector<DeviceId> diverged;
@@ -39,7 +39,7 @@ struct ProjectProgress {
 
 struct SessionProgress {
   SessionState state = SessionState::hello;
-  DeviceId peer;                 // zero until HELLO
+  DeviceId peer;  // zero until HELLO
   std::string peer_name;
   std::uint16_t protocol = 0;    // negotiated version
   std::uint64_t bytes_sent = 0;  // all frames

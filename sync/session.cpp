@@ -90,7 +90,7 @@ struct Session::Impl {
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
   std::map<ProjectId, ProjectSync> projects;  // common projects only
-  std::deque<ProjectId> rr;                    // round robin over projects for fairness
+  std::deque<ProjectId> rr;                   // round robin over projects for fairness
   // Joining with an invite (sync/join.hpp), joiner side: the code, JOIN sent and not yet
   // answered, the peer's PROJECTS held back until JOINED made the project ours, the outcome.
   std::optional<InviteCode> join_code;
@@ -177,7 +177,8 @@ struct Session::Impl {
       case MsgType::forked: return on_forked(f.payload);
       case MsgType::hello:
         return fail(make_error(Errc::failed_precondition,
-                               std::string(msg_type_name(f.type)) + " sent twice"), true);
+                               std::string(msg_type_name(f.type)) + " sent twice"),
+                    true);
       default: break;
     }
     if (f.type & kIgnorableTypeBit) return;  // an optional extension we do not know
@@ -198,13 +199,15 @@ struct Session::Impl {
     std::uint16_t lo = std::max(m->min_version, kProtocolMin);
     std::uint16_t hi = std::min(m->max_version, kProtocolMax);
     if (lo > hi)
-      return fail(make_error(Errc::unsupported,
-                             "no common protocol version (peer " + std::to_string(m->min_version) +
-                                 ".." + std::to_string(m->max_version) + ", we " +
-                                 std::to_string(kProtocolMin) + ".." + std::to_string(kProtocolMax) + ")"),
-                  true);
+      return fail(
+          make_error(Errc::unsupported,
+                     "no common protocol version (peer " + std::to_string(m->min_version) + ".." +
+                         std::to_string(m->max_version) + ", we " + std::to_string(kProtocolMin) +
+                         ".." + std::to_string(kProtocolMax) + ")"),
+          true);
     if (params.authenticated_peer && *params.authenticated_peer != m->device)
-      return fail(make_error(Errc::unauthenticated, "HELLO device id differs from the TLS key"), true);
+      return fail(make_error(Errc::unauthenticated, "HELLO device id differs from the TLS key"),
+                  true);
     if (m->device == store.device_id())
       return fail(make_error(Errc::failed_precondition, "connected to ourselves"), true);
     peer_hello = std::move(*m);
@@ -223,14 +226,17 @@ struct Session::Impl {
   // Joiner: JOIN proves we hold the invite, bound to this channel and our key.
   void send_join() {
     if (peer_hello.device != join_code->inviter)
-      return fail(make_error(Errc::unauthenticated, "this peer is not the device that made the invite"), true);
+      return fail(
+          make_error(Errc::unauthenticated, "this peer is not the device that made the invite"),
+          true);
     encode_join(control, make_join(*join_code, params.channel_binding, store.device_id()));
     join_pending = true;
   }
 
   // Joiner, still proving: the inviter's proofs cover the project we are about to receive.
   void hold_projects(ByteView payload) {
-    if (held_projects) return fail(make_error(Errc::failed_precondition, "PROJECTS sent twice"), true);
+    if (held_projects)
+      return fail(make_error(Errc::failed_precondition, "PROJECTS sent twice"), true);
     held_projects = Bytes(payload.begin(), payload.end());
   }
 
@@ -248,14 +254,15 @@ struct Session::Impl {
 
   // Joiner: add the project, then prove it like any other (PROJECTS, held proofs).
   void on_joined(ByteView payload) {
-    if (!join_pending) return fail(make_error(Errc::failed_precondition, "JOINED without a JOIN"), true);
+    if (!join_pending)
+      return fail(make_error(Errc::failed_precondition, "JOINED without a JOIN"), true);
     auto m = decode_joined(payload);
     if (!m.ok()) return fail(m.error(), true);
     auto added = accept_joined(store, *join_code, *m);
     if (!added.ok()) return fail(added.error(), true);
     join_pending = false;
-    spdlog::info("sync: joined project {} ({}) via {} as {}", added->name, added->id.str(), peer_label(),
-                 storage::role_name(m->role));
+    spdlog::info("sync: joined project {} ({}) via {} as {}", added->name, added->id.str(),
+                 peer_label(), storage::role_name(m->role));
     join_result = std::move(added);
     params.peer_approved = true;  // its key was pinned by the code we chose to use: trusted
     if (state == SessionState::active) return reannounce();
@@ -311,7 +318,8 @@ struct Session::Impl {
       for (const auto& proof : m->proofs) {
         if (crypto::constant_time_equal(ByteView(proof), ByteView(expect))) {
           if (peer_removed(p.id)) {
-            spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(), p.id.str());
+            spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(),
+                         p.id.str());
             break;
           }
           if (must_ask(p)) break;
@@ -356,9 +364,10 @@ struct Session::Impl {
     auto m = store.member(p.id, peer_hello.device);
     if (m.ok() && m->has_value() && (*m)->role != storage::Role::removed) return false;
     if (pending.insert(p.id).second)
-      spdlog::warn("sync: {} ({}) proves project {} but is not a member (trust_policy = ask): held until "
-                   "approved (syncctl peers approve; verification code in syncctl peers show)",
-                   peer_label(), peer_hello.device_name, p.name);
+      spdlog::warn(
+          "sync: {} ({}) proves project {} but is not a member (trust_policy = ask): held until "
+          "approved (syncctl peers approve; verification code in syncctl peers show)",
+          peer_label(), peer_hello.device_name, p.name);
     return true;
   }
 
@@ -417,7 +426,8 @@ struct Session::Impl {
   ProjectSync* project_of(const ProjectId& id, std::string_view what) {
     auto it = projects.find(id);
     if (it == projects.end()) {
-      fail(make_error(Errc::permission_denied, std::string(what) + " for a project not proven"), true);
+      fail(make_error(Errc::permission_denied, std::string(what) + " for a project not proven"),
+           true);
       return nullptr;
     }
     return &it->second;
@@ -444,7 +454,8 @@ struct Session::Impl {
     if (ps.diverged.count(a)) return;
     if (tell_peer) encode_forked(control, ForkedMsg{ps.id, a, seq});
     if (a == store.device_id()) {
-      store.report_identity_conflict("peer " + peer_label() + " holds another version of our log (seq " +
+      store.report_identity_conflict("peer " + peer_label() +
+                                     " holds another version of our log (seq " +
                                      std::to_string(seq) + ")");
       return fail(make_error(Errc::unavailable,
                              "another copy of this device wrote under its identity: renewing it"),
@@ -456,16 +467,18 @@ struct Session::Impl {
       // re-publish what differs. Ending this one makes the next one start now.
       store.mark_suspect(a);
       retired_diverged = true;
-      spdlog::warn("sync: {} holds another history of our earlier identity {} (from seq {}): "
-                   "reconnecting to re-publish it",
-                   peer_label(), a.short_str(), seq);
+      spdlog::warn(
+          "sync: {} holds another history of our earlier identity {} (from seq {}): "
+          "reconnecting to re-publish it",
+          peer_label(), a.short_str(), seq);
       return fail(make_error(Errc::unavailable, "re-reading an earlier identity's log"), false);
     }
     ps.diverged.insert(a);
     (void)store.record_fork(ps.id, a, seq);
-    spdlog::warn("sync: {} holds another version of the log of {} (differs at or before seq {}); "
-                 "that device must reconnect to repair it, everything else keeps syncing",
-                 peer_label(), a.short_str(), seq);
+    spdlog::warn(
+        "sync: {} holds another version of the log of {} (differs at or before seq {}); "
+        "that device must reconnect to repair it, everything else keeps syncing",
+        peer_label(), a.short_str(), seq);
     update_sync_flag(ps);
   }
 
@@ -512,7 +525,8 @@ struct Session::Impl {
     ProjectSync* ps = project_of(m->project, is_new ? "NEW" : "VV");
     if (!ps) return;
     if (!is_new) {
-      if (ps->vv_received) return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
+      if (ps->vv_received)
+        return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
       ps->vv_received = true;
       ps->peer_vv = m->heads;
       ps->peer = m->heads;
@@ -793,7 +807,9 @@ Status Session::join(const InviteCode& code) {
   return {};
 }
 
-const std::optional<Result<storage::ProjectInfo>>& Session::join_result() const { return impl_->join_result; }
+const std::optional<Result<storage::ProjectInfo>>& Session::join_result() const {
+  return impl_->join_result;
+}
 
 std::vector<ProjectId> Session::pending_projects() const {
   return {impl_->pending.begin(), impl_->pending.end()};

@@ -182,8 +182,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
   bool closed = false;
   bool attached = false;
   std::pair<std::uint64_t, std::uint64_t> wire_at_close{0, 0};
-  bool replaced = false;  // closed because another connection to the same peer won
-  std::optional<Error> failure;  // why the attempt failed before a session existed
+  bool replaced = false;              // closed because another connection to the same peer won
+  std::optional<Error> failure;       // why the attempt failed before a session existed
   std::shared_ptr<JoinAttempt> join;  // this connection carries a JOIN (joiner side)
   bool in_budget = false;  // incoming, counted in svc->handshaking until admitted or closed
   Clock::time_point accepted_at{};
@@ -206,7 +206,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
     alignas(8) std::uint8_t info[256] = {};
     socklen_t len = sizeof info;
     if (!stream.lowest_layer().is_open() ||
-        ::getsockopt(stream.lowest_layer().native_handle(), IPPROTO_TCP, TCP_INFO, info, &len) != 0 ||
+        ::getsockopt(stream.lowest_layer().native_handle(), IPPROTO_TCP, TCP_INFO, info, &len) !=
+            0 ||
         len < 136)
       return {0, 0};
     std::uint64_t acked = 0, received = 0;
@@ -259,7 +260,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
     p.device_name = svc->device_name;
     p.channel_binding = std::move(binding);
     p.authenticated_peer = peer;
-    if (auto it = svc->peers.find(peer); it != svc->peers.end()) p.peer_approved = it->second.approved;
+    if (auto it = svc->peers.find(peer); it != svc->peers.end())
+      p.peer_approved = it->second.approved;
     session = std::make_unique<sync::Session>(svc->store, std::move(p));
     if (join) (void)session->join(join->code);  // a fresh session: cannot fail
     session->start();
@@ -283,7 +285,8 @@ struct Connection : std::enable_shared_from_this<Connection> {
   }
 
   void read() {
-    stream.async_read_some(asio::buffer(rbuf), [self = shared_from_this()](error_code ec, std::size_t n) {
+    stream.async_read_some(asio::buffer(rbuf), [self = shared_from_this()](error_code ec,
+                                                                           std::size_t n) {
       if (self->closed) return;
       if (ec) {
         if (self->session) self->session->transport_closed(ec.message());
@@ -317,15 +320,16 @@ struct Connection : std::enable_shared_from_this<Connection> {
       return;
     }
     writing = true;
-    asio::async_write(stream, asio::buffer(wbuf), [self = shared_from_this()](error_code ec, std::size_t) {
-      self->writing = false;
-      if (self->closed) return;
-      if (ec) {
-        self->session->transport_closed(ec.message());
-        return self->close();
-      }
-      self->pump();
-    });
+    asio::async_write(stream, asio::buffer(wbuf),
+                      [self = shared_from_this()](error_code ec, std::size_t) {
+                        self->writing = false;
+                        if (self->closed) return;
+                        if (ec) {
+                          self->session->transport_closed(ec.message());
+                          return self->close();
+                        }
+                        self->pump();
+                      });
   }
 
   void shutdown_tls() {
@@ -483,35 +487,40 @@ void SyncService::Impl::connect(const std::shared_ptr<Connection>& c) {
   auto hp = split_address(c->address);
   c->set_deadline(opt.connect_timeout_ms);
   auto resolver = std::make_shared<tcp::resolver>(io);
-  resolver->async_resolve(hp->first, hp->second, [c, resolver](error_code ec, tcp::resolver::results_type r) {
-    if (c->closed) return;
-    if (ec) {
-      c->failure = make_error(Errc::unavailable, "cannot resolve " + c->address + ": " + ec.message());
-      return c->close();
-    }
-    asio::async_connect(c->stream.lowest_layer(), r, [c](error_code cec, const tcp::endpoint&) {
-      if (c->closed) return;
-      if (cec) {
-        c->failure = make_error(Errc::unavailable, "cannot connect to " + c->address + ": " + cec.message());
-        return c->close();
-      }
-      error_code ignored;
-      c->stream.lowest_layer().set_option(tcp::no_delay(true), ignored);
-      c->set_deadline(c->svc->opt.handshake_timeout_ms);
-      c->stream.async_handshake(ssl::stream_base::client, [c](error_code hec) {
+  resolver->async_resolve(
+      hp->first, hp->second, [c, resolver](error_code ec, tcp::resolver::results_type r) {
         if (c->closed) return;
-        if (hec) {
-          bool key = hec.category() == asio::error::get_ssl_category();
-          c->failure = make_error(key ? Errc::unauthenticated : Errc::unavailable,
-                                  key ? "TLS handshake failed (peer key differs from the expected "
-                                        "device id?): " + hec.message()
-                                      : "TLS handshake failed: " + hec.message());
+        if (ec) {
+          c->failure =
+              make_error(Errc::unavailable, "cannot resolve " + c->address + ": " + ec.message());
           return c->close();
         }
-        c->svc->established(c);
+        asio::async_connect(c->stream.lowest_layer(), r, [c](error_code cec, const tcp::endpoint&) {
+          if (c->closed) return;
+          if (cec) {
+            c->failure = make_error(Errc::unavailable,
+                                    "cannot connect to " + c->address + ": " + cec.message());
+            return c->close();
+          }
+          error_code ignored;
+          c->stream.lowest_layer().set_option(tcp::no_delay(true), ignored);
+          c->set_deadline(c->svc->opt.handshake_timeout_ms);
+          c->stream.async_handshake(ssl::stream_base::client, [c](error_code hec) {
+            if (c->closed) return;
+            if (hec) {
+              bool key = hec.category() == asio::error::get_ssl_category();
+              c->failure =
+                  make_error(key ? Errc::unauthenticated : Errc::unavailable,
+                             key ? "TLS handshake failed (peer key differs from the expected "
+                                   "device id?): " +
+                                       hec.message()
+                                 : "TLS handshake failed: " + hec.message());
+              return c->close();
+            }
+            c->svc->established(c);
+          });
+        });
       });
-    });
-  });
 }
 
 void SyncService::Impl::established(const std::shared_ptr<Connection>& c) {
@@ -659,7 +668,8 @@ PeerStatus SyncService::Impl::status_of(const PeerEntry& e) const {
       case sync::SessionState::proving: s.state = PeerState::handshake; break;
       case sync::SessionState::active:
         s.state = e.conn->session->in_sync() ? PeerState::in_sync : PeerState::syncing;
-        if (!s.pending_projects.empty() && e.conn->session->common_projects().empty()) s.state = PeerState::pending;
+        if (!s.pending_projects.empty() && e.conn->session->common_projects().empty())
+          s.state = PeerState::pending;
         break;
       default: s.state = PeerState::handshake; break;  // closing
     }
@@ -779,11 +789,12 @@ void SyncService::Impl::join_closed(Connection& c) {
   if (c.session && c.session->peer_known()) {
     // We reached the inviter: its answer (or the session's end) is final.
     auto e = c.session->error() ? *c.session->error()
-                                : c.failure ? *c.failure
-                                            : make_error(Errc::unavailable, "the inviter closed the connection");
+             : c.failure        ? *c.failure
+                         : make_error(Errc::unavailable, "the inviter closed the connection");
     return j->finish(std::move(e));
   }
-  j->errors.push_back(c.address + ": " + (c.failure ? c.failure->message : std::string("connection closed")));
+  j->errors.push_back(c.address + ": " +
+                      (c.failure ? c.failure->message : std::string("connection closed")));
   // Not from inside close(): the next attempt starts on a fresh stack.
   asio::post(io, [self = shared_from_this(), j] { self->join_next(j); });
 }
@@ -803,7 +814,9 @@ Status SyncService::start() {
   im.tls.emplace(static_cast<SSL_CTX*>(tls->new_reference()));
   error_code ec;
   auto addr = asio::ip::make_address(im.opt.listen_address, ec);
-  if (ec) return make_error(Errc::invalid_argument, "sync.listen_address: bad address " + im.opt.listen_address);
+  if (ec)
+    return make_error(Errc::invalid_argument,
+                      "sync.listen_address: bad address " + im.opt.listen_address);
   tcp::endpoint ep(addr, im.opt.listen_port);
   im.acceptor.open(ep.protocol(), ec);
   if (!ec) im.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
@@ -811,7 +824,8 @@ Status SyncService::start() {
   if (!ec) im.acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
     return make_error(Errc::unavailable, "cannot listen on " + im.opt.listen_address + ":" +
-                                             std::to_string(im.opt.listen_port) + ": " + ec.message());
+                                             std::to_string(im.opt.listen_port) + ": " +
+                                             ec.message());
   im.port = im.acceptor.local_endpoint().port();
   // Peers added through the API before a restart.
   if (auto saved = im.store.load_peers(); saved.ok()) {
@@ -830,7 +844,8 @@ Status SyncService::start() {
         if (name && name->is_string() && e.name.empty())
           e.name = sanitize_text(name->as_string(), sync::kMaxDeviceNameBytes);
       }
-      if (!address || !address->is_string() || !split_address(std::string(address->as_string()))) continue;
+      if (!address || !address->is_string() || !split_address(std::string(address->as_string())))
+        continue;
       PeerEntry& e = im.peers[rec.device];
       if (e.configured) continue;  // the config file names it too
       e.device = rec.device;
@@ -871,7 +886,8 @@ Status SyncService::add_peer(const std::string& address, const DeviceId& device,
   Impl& im = *impl_;
   if (!split_address(address))
     return make_error(Errc::invalid_argument, "address must be host:port, got '" + address + "'");
-  if (device == im.store.device_id()) return make_error(Errc::failed_precondition, "that is this device");
+  if (device == im.store.device_id())
+    return make_error(Errc::failed_precondition, "that is this device");
   auto [it, fresh] = im.peers.try_emplace(device);
   PeerEntry& e = it->second;
   if (!fresh && e.configured) return make_error(Errc::already_exists, "peer already added");
@@ -889,7 +905,8 @@ Status SyncService::set_peer_address(const DeviceId& device, const std::string& 
   if (!split_address(address))
     return make_error(Errc::invalid_argument, "address must be host:port, got '" + address + "'");
   auto it = impl_->peers.find(device);
-  if (it == impl_->peers.end() || !it->second.configured) return make_error(Errc::not_found, "no such peer");
+  if (it == impl_->peers.end() || !it->second.configured)
+    return make_error(Errc::not_found, "no such peer");
   it->second.address = address;
   return {};
 }
@@ -926,7 +943,8 @@ Result<PeerStatus> SyncService::peer(const DeviceId& device) const {
 Status SyncService::approve_peer(const DeviceId& device) {
   Impl& im = *impl_;
   auto it = im.peers.find(device);
-  if (it == im.peers.end()) return make_error(Errc::not_found, "no such peer: it must have connected first");
+  if (it == im.peers.end())
+    return make_error(Errc::not_found, "no such peer: it must have connected first");
   PeerEntry& e = it->second;
   e.approved = true;
   im.remember(e);
@@ -953,7 +971,8 @@ Status SyncService::sync_now(const DeviceId& device) {
   return {};
 }
 
-void SyncService::join(const sync::InviteCode& code, std::function<void(Result<JoinOutcome>)> done) {
+void SyncService::join(const sync::InviteCode& code,
+                       std::function<void(Result<JoinOutcome>)> done) {
   auto j = std::make_shared<JoinAttempt>();
   j->code = code;
   j->done = std::move(done);
@@ -966,7 +985,8 @@ std::uint32_t SyncService::join_timeout_ms(const sync::InviteCode& code) const {
   const auto& o = impl_->opt;
   // Per address: connect, then the TLS handshake and the session's handshake deadline.
   std::uint64_t per = std::uint64_t{o.connect_timeout_ms} + 2ull * o.handshake_timeout_ms;
-  std::uint64_t total = per * std::max<std::size_t>(code.addresses.size(), 1) + o.handshake_timeout_ms;
+  std::uint64_t total =
+      per * std::max<std::size_t>(code.addresses.size(), 1) + o.handshake_timeout_ms;
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(total, 24ull * 3600 * 1000));
 }
 

@@ -55,19 +55,19 @@ struct PeerStatus {
   std::string address;      // host:port we dial; empty for incoming-only peers
   bool configured = false;  // we dial it (config or API) vs it only dialed us
   bool connected = false;
-  bool outgoing = false;    // the live connection was dialed by us
+  bool outgoing = false;  // the live connection was dialed by us
   PeerState state = PeerState::idle;
-  std::int64_t last_sync_ms = 0;     // unix ms of the last time every project was in sync
-  std::int64_t next_retry_ms = 0;    // unix ms of the next dial when in backoff
-  std::uint32_t failures = 0;        // consecutive failed attempts
+  std::int64_t last_sync_ms = 0;   // unix ms of the last time every project was in sync
+  std::int64_t next_retry_ms = 0;  // unix ms of the next dial when in backoff
+  std::uint32_t failures = 0;      // consecutive failed attempts
   std::optional<Error> last_error;
   // TCP payload bytes of the live (or last) connection, TLS included (kernel TCP_INFO).
   std::uint64_t wire_bytes_sent = 0;
   std::uint64_t wire_bytes_received = 0;
   std::optional<sync::SessionProgress> session;  // the live (or last) session's progress
-  bool approved = false;                       // the user approved it (or we joined through it)
-  std::vector<ProjectId> pending_projects;     // proven projects waiting for approval
-  std::string verification_code;               // sync::verification_code(us, it)
+  bool approved = false;                         // the user approved it (or we joined through it)
+  std::vector<ProjectId> pending_projects;       // proven projects waiting for approval
+  std::string verification_code;                 // sync::verification_code(us, it)
 };
 
 class SyncService {
@@ -111,7 +111,7 @@ class SyncService {
   // expired", permission_denied, not_found), unavailable (no address worked: each reason).
   struct JoinOutcome {
     storage::ProjectInfo project;
-    std::string address;      // where the inviter was reached
+    std::string address;  // where the inviter was reached
     std::string inviter_name;
   };
   void join(const sync::InviteCode& code, std::function<void(Result<JoinOutcome>)> done);

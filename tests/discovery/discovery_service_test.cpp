@@ -145,7 +145,8 @@ struct Fixture {
 
 }  // namespace
 
-TEST_CASE("peer table: instances fold into devices; last removal removes the device", "[discovery]") {
+TEST_CASE("peer table: instances fold into devices; last removal removes the device",
+          "[discovery]") {
   PeerTable t(10);
   auto a = device(1);
   REQUIRE(t.upsert(service("a", "fe80::1%veth0", 7000, 1), txt_of(a), 100).ok());
@@ -387,7 +388,8 @@ TEST_CASE("service: malformed TXT records are ignored", "[discovery]") {
   CHECK(f.svc->peers().empty());
 }
 
-TEST_CASE("service: a project joined after discovery is matched at the next refresh", "[discovery]") {
+TEST_CASE("service: a project joined after discovery is matched at the next refresh",
+          "[discovery]") {
   Fixture f;
   test::TempDir other_dir;
   auto other = open_store(other_dir.path());
@@ -411,7 +413,8 @@ TEST_CASE("service: a project joined after discovery is matched at the next refr
 TEST_CASE("peer table: names from the network are made printable and bounded", "[discovery]") {
   PeerTable t(4);
   REQUIRE(t.upsert(service("evil\nname\x1b[31m" + std::string(100, 'x'), "10.0.0.1", 7000),
-                   txt_of(device(1)), 1).ok());
+                   txt_of(device(1)), 1)
+              .ok());
   const auto* d = t.find(device(1));
   REQUIRE(d);
   CHECK(d->name.size() <= 63);

@@ -29,7 +29,8 @@ TEST_CASE("tag: the documented HMAC construction, truncated and base32", "[disco
   auto dev = device(7);
   msg.insert(msg.end(), dev.bytes.begin(), dev.bytes.end());
   std::int64_t bucket = 493000;  // 0x785c8 as u64 big-endian
-  for (int shift = 56; shift >= 0; shift -= 8) msg.push_back(std::uint8_t(std::uint64_t(bucket) >> shift));
+  for (int shift = 56; shift >= 0; shift -= 8)
+    msg.push_back(std::uint8_t(std::uint64_t(bucket) >> shift));
   auto s = secret(1);
   auto mac = crypto::hmac_sha256(s, msg);
   std::string want = to_base32(ByteView(mac.data(), 8));
@@ -118,7 +119,8 @@ TEST_CASE("txt: many tags are split over strings of at most 255 bytes", "[discov
   CHECK(parsed->tags.empty());
 }
 
-TEST_CASE("txt: parse refuses bad records with clear errors and ignores unknown keys", "[discovery]") {
+TEST_CASE("txt: parse refuses bad records with clear errors and ignores unknown keys",
+          "[discovery]") {
   std::string id = "id=" + device(1).str();
   auto err = [](std::vector<std::string> s) {
     auto r = TxtRecord::parse(s);
@@ -183,7 +185,8 @@ TEST_CASE("txt: bounded random and mutated records never crash the parser", "[di
   };
   TxtRecord good;
   good.device = device(2);
-  for (int i = 0; i < 20; ++i) good.tags.push_back(DiscoveryTag::compute(secret(i), good.device, 5));
+  for (int i = 0; i < 20; ++i)
+    good.tags.push_back(DiscoveryTag::compute(secret(i), good.device, 5));
   const auto base = good.encode();
   int ok = 0, refused = 0;
   for (int round = 0; round < 3000; ++round) {
@@ -193,16 +196,21 @@ TEST_CASE("txt: bounded random and mutated records never crash the parser", "[di
       for (int m = 0, n = int(next() % 6) + 1; m < n; ++m) {
         auto& s = in[next() % in.size()];
         switch (next() % 4) {
-          case 0: if (!s.empty()) s[next() % s.size()] = char(next()); break;
+          case 0:
+            if (!s.empty()) s[next() % s.size()] = char(next());
+            break;
           case 1: s.insert(s.begin() + long(next() % (s.size() + 1)), char(next())); break;
-          case 2: if (!s.empty()) s.erase(s.begin() + long(next() % s.size())); break;
+          case 2:
+            if (!s.empty()) s.erase(s.begin() + long(next() % s.size()));
+            break;
           case 3: in.push_back(s.substr(0, next() % (s.size() + 1))); break;
         }
       }
     } else {
       for (int k = 0, n = int(next() % 8); k < n; ++k) {
         std::string s;
-        for (int j = 0, len = int(next() % 80); j < len; ++j) s += char(next() % 4 ? 'a' + next() % 26 : next());
+        for (int j = 0, len = int(next() % 80); j < len; ++j)
+          s += char(next() % 4 ? 'a' + next() % 26 : next());
         in.push_back(s);
       }
     }

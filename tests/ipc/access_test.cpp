@@ -15,9 +15,9 @@ TEST_CASE("only loopback Host headers pass") {
   for (const char* ok : {"localhost", "localhost:7890", "LocalHost:1", "127.0.0.1", "127.0.0.1:80",
                          "[::1]", "[::1]:7890"})
     CHECK(is_loopback_host(ok));
-  for (const char* bad : {"", "evil.example", "localhost.evil.example", "127.0.0.1.nip.io",
-                          "127.0.0.2", "[::2]:1", "localhost:", "localhost:80x", "[::1]x",
-                          "localhost:80:80", "::1", "0.0.0.0"})
+  for (const char* bad :
+       {"", "evil.example", "localhost.evil.example", "127.0.0.1.nip.io", "127.0.0.2", "[::2]:1",
+        "localhost:", "localhost:80x", "[::1]x", "localhost:80:80", "::1", "0.0.0.0"})
     CHECK_FALSE(is_loopback_host(bad));
 }
 

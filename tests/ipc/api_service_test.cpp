@@ -127,8 +127,8 @@ TEST_CASE("long-poll and SSE requests become change streams with the right curso
   CHECK(chunk->last_seq == 2);
   CHECK(json::parse(lp.stream->render(*chunk)).at("changes").as_array().size() == 2);
 
-  auto sse = f.call("GET", "/v1/projects/" + pid + "/changes", {}, {{"feed", "sse"}, {"since", "0"}},
-                    {{"last-event-id", "1"}});
+  auto sse = f.call("GET", "/v1/projects/" + pid + "/changes", {},
+                    {{"feed", "sse"}, {"since", "0"}}, {{"last-event-id", "1"}});
   REQUIRE(sse.stream);
   CHECK(sse.stream->mode == ChangeStream::Mode::sse);
   CHECK(sse.stream->since == 1);
@@ -136,15 +136,17 @@ TEST_CASE("long-poll and SSE requests become change streams with the right curso
   auto bad = f.call("GET", "/v1/projects/" + pid + "/changes", {}, {{"feed", "sse"}},
                     {{"last-event-id", "x"}});
   CHECK(bad.status == 400);
-  CHECK(f.call("GET", "/v1/projects/" + std::string(32, 'a') + "/changes", {}, {{"feed", "longpoll"}})
-            .status == 404);
+  CHECK(
+      f.call("GET", "/v1/projects/" + std::string(32, 'a') + "/changes", {}, {{"feed", "longpoll"}})
+          .status == 404);
 }
 
 TEST_CASE("list limit is clamped to api.max_page_size") {
   Fixture f;
   auto pid = f.project();
   for (int i = 0; i < 12; ++i)
-    REQUIRE(f.call("PUT", "/v1/projects/" + pid + "/docs/c/d" + std::to_string(i), "{}").status == 200);
+    REQUIRE(f.call("PUT", "/v1/projects/" + pid + "/docs/c/d" + std::to_string(i), "{}").status ==
+            200);
   auto r = f.call("GET", "/v1/projects/" + pid + "/docs/c", {}, {{"limit", "500"}});
   REQUIRE(r.status == 200);
   auto v = json::parse(r.body);

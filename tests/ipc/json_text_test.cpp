@@ -8,7 +8,8 @@
 using namespace fieldsync::ipc;
 
 TEST_CASE("raw_member returns the exact text of a member") {
-  std::string text = R"( { "a" : 1.50 , "body":{"z":1e3, "s":"}\"{", "n":[1,{"x":[]}]} ,"c":null } )";
+  std::string text =
+      R"( { "a" : 1.50 , "body":{"z":1e3, "s":"}\"{", "n":[1,{"x":[]}]} ,"c":null } )";
   REQUIRE(raw_member(text, "a"));
   CHECK(*raw_member(text, "a") == "1.50");
   CHECK(*raw_member(text, "body") == R"({"z":1e3, "s":"}\"{", "n":[1,{"x":[]}]})");
@@ -55,7 +56,8 @@ TEST_CASE("parse_object and check_fields name the problem") {
 TEST_CASE("the raw scanners never read out of bounds on mutated input") {
   // Bounded random test (run under ASan in CI): the scanners are meant for validated JSON, but a
   // mistake upstream must not turn into a crash.
-  const std::string seed = R"({"writes":[{"collection":"a","body":{"x":"y\"z","n":[1,{"m":null}]}}],"k":true})";
+  const std::string seed =
+      R"({"writes":[{"collection":"a","body":{"x":"y\"z","n":[1,{"m":null}]}}],"k":true})";
   std::uint32_t state = 12345;
   auto next = [&state] {
     state = state * 1103515245u + 12345u;

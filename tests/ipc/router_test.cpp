@@ -28,7 +28,8 @@ TEST_CASE("router matches placeholders and prefers literal segments") {
   router.add("GET", "/v1/projects/{pid}/docs/{coll}/{id}", [](ApiRequest& r) {
     return tag("doc " + r.param("pid") + " " + r.param("coll") + " " + r.param("id"));
   });
-  router.add("GET", "/v1/projects/{pid}/docs/{coll}/{id}/history", [](ApiRequest&) { return tag("history"); });
+  router.add("GET", "/v1/projects/{pid}/docs/{coll}/{id}/history",
+             [](ApiRequest&) { return tag("history"); });
   router.add("GET", "/v1/projects/{pid}/conflicts", [](ApiRequest&) { return tag("conflicts"); });
   router.add("GET", "/v1/projects/{pid}/{what}", [](ApiRequest&) { return tag("generic"); });
   router.add("POST", "/v1/projects", [](ApiRequest&) { return tag("create"); });
@@ -94,5 +95,6 @@ TEST_CASE("every Errc maps to one HTTP status and a JSON error body") {
   CHECK(v.at("error") == "not_found");
   CHECK(v.at("message") == "no \"doc\"\n here");
   CHECK(v.at("extra").as_array().size() == 1);
-  CHECK(error_response(make_error(Errc::unauthenticated, "x")).headers.at(0).first == "WWW-Authenticate");
+  CHECK(error_response(make_error(Errc::unauthenticated, "x")).headers.at(0).first ==
+        "WWW-Authenticate");
 }

@@ -3,12 +3,12 @@
 
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
 #include <atomic>
 #include <deque>
 #include <filesystem>
 #include <random>
 #include <set>
-#include <unistd.h>
 
 #include "storage/store.hpp"
 #include "sync/session.hpp"

@@ -24,7 +24,9 @@ TEST_CASE("invite codes round trip and are QR alphanumeric", "[invite]") {
   auto c = sample();
   auto text = c.encode();
   CHECK(text.rfind("FS1:", 0) == 0);
-  for (char ch : text) CHECK(((ch >= 'A' && ch <= 'Z') || (ch >= '2' && ch <= '7') || ch == 'F' || ch == ':' || ch == '1'));
+  for (char ch : text)
+    CHECK(((ch >= 'A' && ch <= 'Z') || (ch >= '2' && ch <= '7') || ch == 'F' || ch == ':' ||
+           ch == '1'));
   auto d = InviteCode::decode(text);
   REQUIRE(d.ok());
   CHECK(d->inviter == c.inviter);
@@ -51,7 +53,8 @@ TEST_CASE("damaged invite codes give clear errors", "[invite]") {
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().code == Errc::invalid_argument);
   CHECK(r.error().message.find("checksum") != std::string::npos);
-  CHECK(InviteCode::decode("hello").error().message.find("not a fieldsync invite code") != std::string::npos);
+  CHECK(InviteCode::decode("hello").error().message.find("not a fieldsync invite code") !=
+        std::string::npos);
   CHECK(InviteCode::decode("FS2:AAAA").error().code == Errc::unsupported);
   CHECK(InviteCode::decode("FS1:").error().code == Errc::invalid_argument);
   CHECK(InviteCode::decode(text.substr(0, text.size() - 7)).error().code == Errc::invalid_argument);
@@ -59,7 +62,8 @@ TEST_CASE("damaged invite codes give clear errors", "[invite]") {
   std::mt19937 rng(7);
   for (int i = 0; i < 2000; ++i) {
     std::string s = "FS1:";
-    for (std::size_t n = rng() % 300; n > 0; --n) s.push_back("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[rng() % 32]);
+    for (std::size_t n = rng() % 300; n > 0; --n)
+      s.push_back("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"[rng() % 32]);
     CHECK_FALSE(InviteCode::decode(s).ok());
   }
 }
@@ -145,7 +149,8 @@ TEST_CASE("joining with an invite: proof, single use, expiry, project transfer",
   auto late = a->create_invite(p.id, storage::Role::member, 2000).value();
   code.invite_id = late.id;
   code.secret = late.secret;
-  auto expired = answer_join(*a, make_join(code, binding, c->device_id()), binding, c->device_id(), 2001);
+  auto expired =
+      answer_join(*a, make_join(code, binding, c->device_id()), binding, c->device_id(), 2001);
   REQUIRE_FALSE(expired.ok());
   CHECK(expired.error().message == "invite expired");
   // Malformed frames.

@@ -17,7 +17,8 @@ std::int64_t now_ms() {
 }
 
 InviteCode invite(Node& inviter, const ProjectId& p, std::int64_t expires_ms = 0) {
-  auto inv = inviter.store->create_invite(p, storage::Role::member, expires_ms ? expires_ms : now_ms() + 60000);
+  auto inv = inviter.store->create_invite(p, storage::Role::member,
+                                          expires_ms ? expires_ms : now_ms() + 60000);
   REQUIRE(inv.ok());
   InviteCode c;
   c.inviter = inviter.store->device_id();
@@ -34,7 +35,8 @@ bool has_project(Node& n, const ProjectId& p) { return n.store->get_project(p).o
 
 }  // namespace
 
-TEST_CASE("a device joins with an invite and syncs the project on the same session", "[sync][join]") {
+TEST_CASE("a device joins with an invite and syncs the project on the same session",
+          "[sync][join]") {
   Node a, b;
   auto p = a.store->create_project("survey");
   REQUIRE(p.ok());
@@ -197,7 +199,8 @@ SessionParams asking(std::string name) {
 }
 }  // namespace
 
-TEST_CASE("trust_policy ask holds a device that only knows the secret until approved", "[sync][trust]") {
+TEST_CASE("trust_policy ask holds a device that only knows the secret until approved",
+          "[sync][trust]") {
   Node a, b;
   ProjectId p = shared_project(a, b);  // b has the secret but no member record
   a.write_docs(p, 0, 20);
@@ -235,7 +238,8 @@ TEST_CASE("trust_policy ask accepts listed members and the creator at once", "[s
   CHECK(sb.in_sync());
 }
 
-TEST_CASE("trust_policy ask admits a pending device when its membership record arrives", "[sync][trust]") {
+TEST_CASE("trust_policy ask admits a pending device when its membership record arrives",
+          "[sync][trust]") {
   Node a, b;
   ProjectId p = shared_project(a, b);
   a.write_docs(p, 0, 5);
@@ -253,7 +257,8 @@ TEST_CASE("trust_policy ask admits a pending device when its membership record a
   CHECK(doc(b, p, "d4").body == doc(a, p, "d4").body);
 }
 
-TEST_CASE("a removed device is refused whatever the trust policy, approved or not", "[sync][trust]") {
+TEST_CASE("a removed device is refused whatever the trust policy, approved or not",
+          "[sync][trust]") {
   Node a, b;
   ProjectId p = shared_project(a, b);
   REQUIRE(a.store->set_member(p, b.store->device_id(), storage::Role::removed).ok());
@@ -287,7 +292,8 @@ TEST_CASE("JOIN and JOINED decoders and a joining session survive random and mut
     Bytes payload(base.begin() + kFrameHeaderBytes, base.end());
     switch (round % 3) {
       case 0:  // flip bytes
-        for (int k = 0; k < 3 && !payload.empty(); ++k) payload[rng() % payload.size()] ^= std::uint8_t(1 + rng() % 255);
+        for (int k = 0; k < 3 && !payload.empty(); ++k)
+          payload[rng() % payload.size()] ^= std::uint8_t(1 + rng() % 255);
         break;
       case 1:  // truncate or extend
         payload.resize(rng() % (payload.size() + 8), std::uint8_t(rng()));
@@ -312,8 +318,10 @@ TEST_CASE("JOIN and JOINED decoders and a joining session survive random and mut
     encode_frame(in, kMsgJoined, payload);
     sb.receive(in);
     REQUIRE(sb.join_result().has_value());
-    if (sb.join_result()->ok()) CHECK((*sb.join_result())->id == p->id);
-    else CHECK(sb.state() == SessionState::failed);
+    if (sb.join_result()->ok())
+      CHECK((*sb.join_result())->id == p->id);
+    else
+      CHECK(sb.state() == SessionState::failed);
     (void)sb.take_output(1 << 20);
   }
   // Only the project the code names can ever be added (the inviter is pinned by TLS).
@@ -322,7 +330,8 @@ TEST_CASE("JOIN and JOINED decoders and a joining session survive random and mut
   for (const auto& q : *list) CHECK(q.id == p->id);
 }
 
-TEST_CASE("with trust_policy ask the joiner trusts an inviter that is not the creator", "[sync][trust][join]") {
+TEST_CASE("with trust_policy ask the joiner trusts an inviter that is not the creator",
+          "[sync][trust][join]") {
   Node a, c, b;
   ProjectId p = shared_project(a, c);
   REQUIRE(a.store->set_member(p, c.store->device_id(), storage::Role::coordinator).ok());

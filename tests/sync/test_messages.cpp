@@ -163,7 +163,8 @@ TEST_CASE("decoders survive random and mutated input", "[sync][wire][fuzz]") {
     } else {
       input = seeds[rng() % seeds.size()];
       int flips = 1 + rng() % 4;
-      for (int i = 0; i < flips; ++i) input[rng() % input.size()] = static_cast<std::uint8_t>(rng());
+      for (int i = 0; i < flips; ++i)
+        input[rng() % input.size()] = static_cast<std::uint8_t>(rng());
       if (rng() % 4 == 0) input.resize(rng() % input.size());
     }
     decode_all(input);

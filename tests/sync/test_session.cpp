@@ -226,7 +226,8 @@ TEST_CASE("the sender keeps at most window_batches unacknowledged batches", "[sy
   int batches = 0;
   for (int i = 0; i < 20; ++i) {
     Bytes x = sa.take_output(1 << 20);
-    for (auto& [t, payload] : frames_of(x)) batches += t == static_cast<std::uint8_t>(MsgType::batch);
+    for (auto& [t, payload] : frames_of(x))
+      batches += t == static_cast<std::uint8_t>(MsgType::batch);
     sb.receive(x);
     (void)sb.take_output(1 << 20);  // ACKs dropped
   }

@@ -24,7 +24,13 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-enum class Attack { tampered_body, forged_author, oversized_frame, garbage_after_tls, unknown_type };
+enum class Attack {
+  tampered_body,
+  forged_author,
+  oversized_frame,
+  garbage_after_tls,
+  unknown_type
+};
 
 // Runs the attack on its own thread and io_context (blocking I/O); returns the error code
 // the victim sent back in its ERROR frame, or nullopt if none arrived.
@@ -115,9 +121,11 @@ TEST_CASE("hostile peer data is refused over TLS and changes nothing", "[transpo
   REQUIRE(svc.start().ok());
 
   auto result = std::async(std::launch::async, [&, kind = kind] {
-    return attack(evil, p, victim.store->device_id(), svc.listen_port(), kind, other.store->device_id());
+    return attack(evil, p, victim.store->device_id(), svc.listen_port(), kind,
+                  other.store->device_id());
   });
-  REQUIRE(run_until(io, [&] { return result.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }));
+  REQUIRE(run_until(
+      io, [&] { return result.wait_for(std::chrono::seconds(0)) == std::future_status::ready; }));
   auto code = result.get();
   REQUIRE(code);
   CHECK(*code == expect);

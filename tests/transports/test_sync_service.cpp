@@ -30,7 +30,8 @@ struct Device {
   std::unique_ptr<SyncService> svc;
   Device(boost::asio::io_context& io, std::string name, config::SyncOptions o = test_options()) {
     svc = std::make_unique<SyncService>(io, *node.store, o, std::move(name));
-    node.store->set_change_listener([this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
+    node.store->set_change_listener(
+        [this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
     REQUIRE(svc->start().ok());
   }
   std::string address() const { return "127.0.0.1:" + std::to_string(svc->listen_port()); }
@@ -80,9 +81,11 @@ TEST_CASE("two services sync over TLS and push live writes", "[transports]") {
 
   // Live: a write on either side arrives without a new connection.
   a.node.write_docs(p, 1000, 3, "live");
-  REQUIRE(run_until(io, [&] { return a.vv(p) == b.vv(p); }, 3000));
+  REQUIRE(run_until(
+      io, [&] { return a.vv(p) == b.vv(p); }, 3000));
   b.node.write_docs(p, 2000, 2, "back");
-  REQUIRE(run_until(io, [&] { return a.vv(p) == b.vv(p); }, 3000));
+  REQUIRE(run_until(
+      io, [&] { return a.vv(p) == b.vv(p); }, 3000));
   CHECK(b.status(a.id())->session->bytes_sent > 0);
 }
 
@@ -175,7 +178,8 @@ TEST_CASE("junk on the sync port does not disturb the service", "[transports]") 
   // Plain-text garbage instead of a TLS ClientHello.
   boost::asio::ip::tcp::socket junk(io);
   junk.connect({boost::asio::ip::make_address("127.0.0.1"), a.svc->listen_port()});
-  boost::asio::write(junk, boost::asio::buffer(std::string("GET / HTTP/1.1\r\n\r\n") + std::string(5000, 'x')));
+  boost::asio::write(
+      junk, boost::asio::buffer(std::string("GET / HTTP/1.1\r\n\r\n") + std::string(5000, 'x')));
   REQUIRE(b.svc->add_peer(a.address(), a.id()).ok());
   REQUIRE(run_until(io, [&] { return a.vv(p) == b.vv(p); }));
   // The junk connection was closed by a.
