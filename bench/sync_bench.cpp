@@ -24,8 +24,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
-#include "transports/sync_service.hpp"
+#include "transports/tcp_tls/tcp_tls.hpp"
 
 using namespace fieldsync;
 namespace asio = boost::asio;
@@ -72,10 +73,24 @@ long peak_rss_kb() {
   return ru.ru_maxrss;
 }
 
+// A peer manager with the TCP + TLS transport, as the daemon builds it.
+std::unique_ptr<peers::PeerManager> make_manager(asio::io_context& io, storage::Store& store,
+                                                 const std::string& name,
+                                                 transports::TcpTls** tcp) {
+  auto m = std::make_unique<peers::PeerManager>(io, store, bench_options(), name);
+  auto t = transports::TcpTls::create(io, store.signing_key(),
+                                      transports::tcp_tls_options(bench_options()));
+  if (!t.ok()) throw std::runtime_error(t.error().message);
+  *tcp = t->get();
+  m->add_transport(std::move(*t));
+  return m;
+}
+
 struct Device {
   asio::io_context io;
   std::unique_ptr<storage::Store> store;
-  std::unique_ptr<transports::SyncService> svc;
+  std::unique_ptr<peers::PeerManager> svc;
+  transports::TcpTls* tcp = nullptr;  // owned by svc
   std::thread thread;
   asio::executor_work_guard<asio::io_context::executor_type> work = asio::make_work_guard(io);
 
@@ -86,7 +101,7 @@ struct Device {
     auto s = storage::Store::open(so);
     if (!s.ok()) throw std::runtime_error(s.error().message);
     store = std::move(*s);
-    svc = std::make_unique<transports::SyncService>(io, *store, bench_options(), name);
+    svc = make_manager(io, *store, name, &tcp);
     store->set_change_listener(
         [this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
     thread = std::thread([this] { io.run(); });
@@ -143,7 +158,7 @@ void wait_converged(Device& a, Device& b, const ProjectId& p) {
     if (have == target) {
       bool in_sync = b.call([&] {
         auto s = b.svc->peer(a.id());
-        return s.ok() && s->state == transports::PeerState::in_sync;
+        return s.ok() && s->state == peers::PeerState::in_sync;
       });
       if (in_sync) return;
     }
@@ -201,7 +216,7 @@ int main(int argc, char** argv) {
            {});
 
     // S2: the empty peer dials and receives everything.
-    std::string addr = "127.0.0.1:" + std::to_string(a.svc->listen_port());
+    std::string addr = "127.0.0.1:" + std::to_string(a.tcp->port());
     t0 = Clock::now();
     b->call([&] { return b->svc->add_peer(addr, a.id()).ok(); });
     wait_converged(a, *b, p);
@@ -222,8 +237,7 @@ int main(int argc, char** argv) {
     // S4: b restarts its sync service; one full session with nothing to send.
     b->call([&] {
       b->svc->stop();
-      b->svc =
-          std::make_unique<transports::SyncService>(b->io, *b->store, bench_options(), "bench-b");
+      b->svc = make_manager(b->io, *b->store, "bench-b", &b->tcp);
       (void)b->svc->start();
       return b->svc->add_peer(addr, a.id()).ok();
     });

@@ -162,7 +162,7 @@ Status Daemon::run_once(bool first) {
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());
   FS_TRY(d.sync->start());
-  d.discovery->start();
+  d.discovery->start(d.sync->listen_port());
   // Commits happen on whichever thread writes; the server and sync post the wake-up to
   // their own thread.
   ipc::ApiServer* server = d.server.get();

@@ -7,9 +7,9 @@
 #include "discovery/avahi_source.hpp"
 #include "discovery/discovery_service.hpp"
 #include "ipc/api_service.hpp"
+#include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
 #include "sync/messages.hpp"
-#include "transports/sync_service.hpp"
 
 namespace fieldsync::daemon {
 
@@ -18,7 +18,7 @@ namespace {
 // The sync layer as discovery's "auto" policy sees it.
 class SyncConnector final : public discovery::PeerConnector {
  public:
-  explicit SyncConnector(transports::SyncService& s) : sync_(s) {}
+  explicit SyncConnector(peers::PeerManager& s) : sync_(s) {}
   bool configured(const DeviceId& d) const override {
     auto p = sync_.peer(d);
     return p.ok() && p->configured;
@@ -36,7 +36,7 @@ class SyncConnector final : public discovery::PeerConnector {
   Status remove(const DeviceId& d) override { return sync_.remove_peer(d); }
 
  private:
-  transports::SyncService& sync_;
+  peers::PeerManager& sync_;
 };
 
 ipc::DiscoveredPeerInfo to_info(const discovery::DiscoveredPeer& p) {
@@ -56,12 +56,12 @@ ipc::DiscoveredPeerInfo to_info(const discovery::DiscoveredPeer& p) {
 
 struct DaemonDiscovery::Impl {
   const config::Config& cfg;
-  transports::SyncService* sync;
+  peers::PeerManager* sync;
   std::unique_ptr<SyncConnector> connector;
   std::unique_ptr<discovery::DiscoveryService> service;
 
   Impl(boost::asio::io_context& io, storage::Store& store, const config::Config& c,
-       transports::SyncService* s)
+       peers::PeerManager* s)
       : cfg(c), sync(s) {
     if (sync) connector = std::make_unique<SyncConnector>(*sync);
     discovery::AvahiSource::Options ao;
@@ -76,7 +76,7 @@ struct DaemonDiscovery::Impl {
 };
 
 DaemonDiscovery::DaemonDiscovery(boost::asio::io_context& io, storage::Store& store,
-                                 const config::Config& cfg, transports::SyncService* sync)
+                                 const config::Config& cfg, peers::PeerManager* sync)
     : impl_(std::make_unique<Impl>(io, store, cfg, sync)) {}
 
 DaemonDiscovery::~DaemonDiscovery() { stop(); }
@@ -116,9 +116,9 @@ void DaemonDiscovery::attach_api(ipc::ApiService& api) {
   });
 }
 
-void DaemonDiscovery::start() {
+void DaemonDiscovery::start(std::uint16_t sync_port) {
   // Without sync there is nothing to connect to: browse only (port 0 announces nothing).
-  impl_->service->start(impl_->sync ? impl_->sync->listen_port() : 0);
+  impl_->service->start(impl_->sync ? sync_port : 0);
 }
 
 void DaemonDiscovery::stop() { impl_->service->stop(); }

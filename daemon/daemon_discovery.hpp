@@ -1,10 +1,10 @@
 // DaemonDiscovery: the daemon's discovery wiring. Owns the DiscoveryService with its Avahi
-// source on the daemon's io_context, adapts the SyncService as its PeerConnector (the "auto"
+// source on the daemon's io_context, adapts the PeerManager as its PeerConnector (the "auto"
 // policy adds peers there), feeds discovered devices to the peers routes and adds the
 // "discovery" member of GET /v1/status.
 //
-// Ownership: borrows the io_context, Store, Config and SyncService (all outlive it; the
-// SyncService may be null when sync is disabled: then nothing is announced and nothing is
+// Ownership: borrows the io_context, Store, Config and PeerManager (all outlive it; the
+// PeerManager may be null when sync is disabled: then nothing is announced and nothing is
 // dialed, but devices are still listed).
 // Thread-safety: io_context thread only.
 // Errors: none; Avahi trouble is logged and shown in the status.
@@ -24,8 +24,8 @@ class Store;
 namespace fieldsync::ipc {
 class ApiService;
 }
-namespace fieldsync::transports {
-class SyncService;
+namespace fieldsync::peers {
+class PeerManager;
 }
 
 namespace fieldsync::daemon {
@@ -33,7 +33,7 @@ namespace fieldsync::daemon {
 class DaemonDiscovery {
  public:
   DaemonDiscovery(boost::asio::io_context& io, storage::Store& store, const config::Config& cfg,
-                  transports::SyncService* sync);
+                  peers::PeerManager* sync);
   ~DaemonDiscovery();
 
   // What the peers routes show of discovery (empty functions when discovery is off).
@@ -41,7 +41,8 @@ class DaemonDiscovery {
   // Adds the "discovery" member of GET /v1/status (call before serving).
   void attach_api(ipc::ApiService& api);
   // Starts announcing (once sync listens) and browsing.
-  void start();
+  // Announces `sync_port` (the TCP sync port; 0 announces nothing) and browses.
+  void start(std::uint16_t sync_port);
   void stop();
 
  private:

@@ -6,16 +6,17 @@
 #include "ipc/routes_join.hpp"
 #include "ipc/routes_members.hpp"
 #include "ipc/routes_peers.hpp"
+#include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
-#include "transports/sync_service.hpp"
+#include "transports/tcp_tls/tcp_tls.hpp"
 
 namespace fieldsync::daemon {
 
 DaemonSync::DaemonSync(boost::asio::io_context& io, storage::Store& store,
                        const config::Config& cfg)
-    : cfg_(cfg) {
+    : io_(io), store_(store), cfg_(cfg) {
   if (cfg.sync.enabled)
-    service_ = std::make_unique<transports::SyncService>(io, store, cfg.sync, cfg.device_name);
+    service_ = std::make_unique<peers::PeerManager>(io, store, cfg.sync, cfg.device_name);
 }
 
 DaemonSync::~DaemonSync() { stop(); }
@@ -25,6 +26,11 @@ Status DaemonSync::start() {
     spdlog::info("sync disabled (sync.enabled = false)");
     return {};
   }
+  auto tcp =
+      transports::TcpTls::create(io_, store_.signing_key(), transports::tcp_tls_options(cfg_.sync));
+  if (!tcp.ok()) return tcp.error();
+  tcp_ = tcp->get();
+  service_->add_transport(std::move(*tcp));
   for (const auto& p : cfg_.peers) {
     auto id = DeviceId::parse(p.device_id);
     if (!id) return make_error(Errc::invalid_argument, "peer." + p.name + ".device: bad device id");
@@ -35,7 +41,7 @@ Status DaemonSync::start() {
 }
 
 void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovered) {
-  transports::SyncService* svc = service_.get();
+  peers::PeerManager* svc = service_.get();
   ipc::register_peer_routes(api.router(), api.context(), svc, std::move(discovered));
   ipc::register_member_routes(api.router(), api.context(), svc);
   ipc::register_join_routes(api.router(), api.context(), svc);
@@ -46,7 +52,7 @@ void DaemonSync::notify_change(const ProjectId& project) {
   if (service_) service_->notify_change(project);
 }
 
-std::uint16_t DaemonSync::listen_port() const { return service_ ? service_->listen_port() : 0; }
+std::uint16_t DaemonSync::listen_port() const { return tcp_ ? tcp_->port() : 0; }
 
 void DaemonSync::stop() {
   if (service_) service_->stop();

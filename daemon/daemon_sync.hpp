@@ -1,10 +1,10 @@
-// DaemonSync: the daemon's sync wiring. Owns the SyncService (TCP + TLS sync with peers) on
-// the daemon's io_context, adds the static [peer.<name>] peers from the config, registers
+// DaemonSync: the daemon's sync wiring. Owns the PeerManager on the daemon's io_context with
+// its transports (TCP + TLS), adds the static [peer.<name>] peers from the config, registers
 // the peers route group and the "peers" member of GET /v1/status.
 //
 // Ownership: borrows the io_context, Store and Config (all outlive it).
-// Thread-safety: like SyncService: io_context thread only, except notify_change().
-// Errors: start() returns SyncService::start()'s errors (port in use) and invalid_argument
+// Thread-safety: like PeerManager: io_context thread only, except notify_change().
+// Errors: start() returns PeerManager::start()'s errors (port in use) and invalid_argument
 // for a static peer with a bad device id or address.
 #pragma once
 
@@ -23,8 +23,11 @@ class Store;
 namespace fieldsync::ipc {
 class ApiService;
 }
+namespace fieldsync::peers {
+class PeerManager;
+}
 namespace fieldsync::transports {
-class SyncService;
+class TcpTls;
 }
 
 namespace fieldsync::daemon {
@@ -40,7 +43,7 @@ class DaemonSync {
   // `discovered` lists devices found on the local network (empty: discovery off).
   void attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovered = {});
   // The service, or null when sync.enabled = false.
-  transports::SyncService* service() { return service_.get(); }
+  peers::PeerManager* service() { return service_.get(); }
   // The bound sync port (0 when sync is off).
   std::uint16_t listen_port() const;
   // The store committed changes to `project` (any thread).
@@ -48,8 +51,11 @@ class DaemonSync {
   void stop();
 
  private:
+  boost::asio::io_context& io_;
+  storage::Store& store_;
   const config::Config& cfg_;
-  std::unique_ptr<transports::SyncService> service_;
+  std::unique_ptr<peers::PeerManager> service_;
+  transports::TcpTls* tcp_ = nullptr;  // owned by service_
 };
 
 }  // namespace fieldsync::daemon

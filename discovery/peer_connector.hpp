@@ -1,5 +1,5 @@
 // PeerConnector: what discovery needs from the sync layer to act on the "auto" policy. The
-// daemon implements it over transports::SyncService; tests use a small recording fake.
+// daemon implements it over peers::PeerManager; tests use a small recording fake.
 // Thread-safety: called on the daemon's io_context thread only.
 #pragma once
 

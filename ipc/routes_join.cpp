@@ -8,9 +8,9 @@
 
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
+#include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
 #include "sync/invite_code.hpp"
-#include "transports/sync_service.hpp"
 
 namespace fieldsync::ipc {
 
@@ -33,8 +33,7 @@ std::string utc_text(std::int64_t unix_ms) {
   return buf;
 }
 
-std::string joined_json(const transports::SyncService::JoinOutcome& out,
-                        const sync::InviteCode& code) {
+std::string joined_json(const peers::PeerManager::JoinOutcome& out, const sync::InviteCode& code) {
   json::object inviter;
   inviter["device_id"] = code.inviter.str();
   inviter["short_id"] = code.inviter.short_str();
@@ -47,7 +46,7 @@ std::string joined_json(const transports::SyncService::JoinOutcome& out,
 
 }  // namespace
 
-void register_join_routes(Router& router, ApiContext& ctx, transports::SyncService* sync) {
+void register_join_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync) {
   router.add("POST", "/v1/join", [&ctx, sync](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
       return fail(
@@ -80,7 +79,7 @@ void register_join_routes(Router& router, ApiContext& ctx, transports::SyncServi
     // Safety net only: the sync service answers within its own bound.
     r.deferred->timeout = std::chrono::milliseconds(sync->join_timeout_ms(*code) + 2000);
     r.deferred->start = [sync, code = *code](std::function<void(ApiResponse)> reply) {
-      sync->join(code, [reply, code](Result<transports::SyncService::JoinOutcome> out) {
+      sync->join(code, [reply, code](Result<peers::PeerManager::JoinOutcome> out) {
         if (!out) return reply(fail(out.error()));
         reply(json_response(200, joined_json(*out, code)));
       });

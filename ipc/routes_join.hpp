@@ -3,18 +3,18 @@
 // (sync.enabled = false) the route answers 503. Unix socket only: joining hands this device
 // a project and its secret, like the temporary project import.
 // The handler answers later (a deferred response): once the inviter answered, or with the
-// reason the join failed, within SyncService::join_timeout_ms.
+// reason the join failed, within PeerManager::join_timeout_ms.
 #pragma once
 
 #include "ipc/api_context.hpp"
 #include "ipc/router.hpp"
 
-namespace fieldsync::transports {
-class SyncService;
+namespace fieldsync::peers {
+class PeerManager;
 }
 
 namespace fieldsync::ipc {
 
-void register_join_routes(Router& router, ApiContext& ctx, transports::SyncService* sync);
+void register_join_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync);
 
 }  // namespace fieldsync::ipc

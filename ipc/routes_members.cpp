@@ -2,11 +2,6 @@
 // /v1/verification/{device} (docs/api.md "Members and invites").
 #include "ipc/routes_members.hpp"
 
-#include <arpa/inet.h>
-#include <ifaddrs.h>
-#include <net/if.h>
-#include <netinet/in.h>
-
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -15,9 +10,9 @@
 #include "common/encoding.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
+#include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
 #include "sync/invite_code.hpp"
-#include "transports/sync_service.hpp"
 
 namespace fieldsync::ipc {
 
@@ -56,30 +51,20 @@ Result<DeviceId> device_param(const ApiRequest& req, const char* name) {
   return *id;
 }
 
-// Where this device can be reached for sync: every up, non-loopback IPv4 address first
-// (what another device on the LAN dials), then loopback (same machine).
-std::vector<std::string> sync_addresses(std::uint16_t port) {
-  std::vector<std::string> lan, loop;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) == 0) {
-    for (ifaddrs* i = list; i; i = i->ifa_next) {
-      if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || !(i->ifa_flags & IFF_UP)) continue;
-      char buf[INET_ADDRSTRLEN];
-      auto* sin = reinterpret_cast<sockaddr_in*>(i->ifa_addr);
-      if (!::inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf)) continue;
-      std::string a = std::string(buf) + ":" + std::to_string(port);
-      ((i->ifa_flags & IFF_LOOPBACK) ? loop : lan).push_back(a);
-    }
-    ::freeifaddrs(list);
+// Where this device can be reached for sync, as its listeners report it (best first). TCP
+// addresses are written as host:port (shorter codes, readable by older versions).
+std::vector<std::string> invite_addresses(const peers::PeerManager& sync) {
+  std::vector<std::string> out;
+  for (const auto& a : sync.listen_addresses()) {
+    if (out.size() >= sync::InviteCode::kMaxAddresses) break;
+    out.push_back(a.scheme == "tcp" ? a.rest : a.str());
   }
-  lan.insert(lan.end(), loop.begin(), loop.end());
-  if (lan.size() > 8) lan.resize(8);
-  return lan;
+  return out;
 }
 
 }  // namespace
 
-void register_member_routes(Router& router, ApiContext& ctx, transports::SyncService* sync) {
+void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync) {
   router.add("GET", "/v1/projects/{pid}/members", [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
@@ -168,7 +153,7 @@ void register_member_routes(Router& router, ApiContext& ctx, transports::SyncSer
     code.invite_id = inv->id;
     code.secret = inv->secret;
     code.expires_ms = inv->expires_ms;
-    code.addresses = sync_addresses(sync->listen_port());
+    code.addresses = invite_addresses(*sync);
     json::object o;
     o["code"] = code.encode();
     o["invite_id"] = to_hex(ByteView(inv->id));

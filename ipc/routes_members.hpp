@@ -6,12 +6,12 @@
 #include "ipc/api_context.hpp"
 #include "ipc/router.hpp"
 
-namespace fieldsync::transports {
-class SyncService;
+namespace fieldsync::peers {
+class PeerManager;
 }
 
 namespace fieldsync::ipc {
 
-void register_member_routes(Router& router, ApiContext& ctx, transports::SyncService* sync);
+void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync);
 
 }  // namespace fieldsync::ipc

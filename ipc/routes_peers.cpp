@@ -11,8 +11,9 @@
 #include "common/encoding.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
+#include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
-#include "transports/sync_service.hpp"
+#include "transports/address.hpp"
 
 namespace fieldsync::ipc {
 
@@ -44,7 +45,7 @@ json::object project_progress_json(const sync::ProjectProgress& p) {
   return o;
 }
 
-json::object peer_json(const transports::PeerStatus& s) {
+json::object peer_json(const peers::PeerStatus& s) {
   json::object o;
   o["device_id"] = s.device.str();
   o["short_id"] = s.device.short_str();
@@ -54,11 +55,13 @@ json::object peer_json(const transports::PeerStatus& s) {
   o["connected"] = s.connected;
   o["direction"] =
       s.connected ? json::value(s.outgoing ? "outgoing" : "incoming") : json::value(nullptr);
-  o["state"] = transports::peer_state_name(s.state);
+  o["state"] = peers::peer_state_name(s.state);
   o["last_sync_ms"] = s.last_sync_ms;
   o["next_retry_ms"] = s.next_retry_ms;
   o["failures"] = s.failures;
   o["last_error"] = error_json(s.last_error);
+  o["transport"] = s.transport.empty() ? json::value(nullptr) : json::value(s.transport);
+  o["remote"] = s.remote.empty() ? json::value(nullptr) : json::value(s.remote);
   o["wire_bytes_sent"] = s.wire_bytes_sent;
   o["wire_bytes_received"] = s.wire_bytes_received;
   o["approved"] = s.approved;
@@ -86,7 +89,7 @@ json::object peer_json(const transports::PeerStatus& s) {
 json::object discovered_json(const DiscoveredPeerInfo& d) {
   json::object o;
   json::array addrs, projects;
-  for (const auto& a : d.addresses) addrs.emplace_back(a);
+  for (const auto& a : d.addresses) addrs.emplace_back("tcp://" + a);
   for (const auto& p : d.projects) projects.emplace_back(p.str());
   o["addresses"] = std::move(addrs);
   o["projects"] = std::move(projects);
@@ -103,7 +106,7 @@ json::object discovered_peer_json(const DiscoveredPeerInfo& d) {
   o["device_id"] = d.device.str();
   o["short_id"] = d.device.short_str();
   o["name"] = d.name;
-  o["address"] = d.addresses.empty() ? std::string() : d.addresses.front();
+  o["address"] = d.addresses.empty() ? std::string() : "tcp://" + d.addresses.front();
   o["configured"] = false;
   o["connected"] = false;
   o["direction"] = nullptr;
@@ -112,6 +115,8 @@ json::object discovered_peer_json(const DiscoveredPeerInfo& d) {
   o["next_retry_ms"] = 0;
   o["failures"] = 0;
   o["last_error"] = nullptr;
+  o["transport"] = nullptr;
+  o["remote"] = nullptr;
   o["wire_bytes_sent"] = 0;
   o["wire_bytes_received"] = 0;
   o["approved"] = false;
@@ -122,7 +127,7 @@ json::object discovered_peer_json(const DiscoveredPeerInfo& d) {
   return o;
 }
 
-json::object peer_json(const transports::PeerStatus& s, const DiscoveredPeers& disc) {
+json::object peer_json(const peers::PeerStatus& s, const DiscoveredPeers& disc) {
   json::object o = peer_json(s);
   std::optional<DiscoveredPeerInfo> d;
   if (disc.find) d = disc.find(s.device);
@@ -145,7 +150,7 @@ Error sync_disabled() {
 
 }  // namespace
 
-std::string peers_status_json(const transports::SyncService* sync) {
+std::string peers_status_json(const peers::PeerManager* sync) {
   json::object o;
   o["enabled"] = sync != nullptr;
   std::uint64_t known = 0, connected = 0, in_sync = 0;
@@ -153,9 +158,17 @@ std::string peers_status_json(const transports::SyncService* sync) {
     for (const auto& p : sync->peers()) {
       ++known;
       connected += p.connected;
-      in_sync += p.state == transports::PeerState::in_sync;
+      in_sync += p.state == peers::PeerState::in_sync;
     }
-    o["listen_port"] = sync->listen_port();
+    json::array addrs;
+    std::uint16_t tcp_port = 0;
+    for (const auto& a : sync->listen_addresses()) {
+      addrs.emplace_back(a.str());
+      if (auto hp = transports::split_host_port(a.rest); a.scheme == "tcp" && hp && !tcp_port)
+        tcp_port = hp->second;
+    }
+    o["listen_port"] = tcp_port;
+    o["listen_addresses"] = std::move(addrs);
   }
   o["known"] = known;
   o["connected"] = connected;
@@ -163,7 +176,7 @@ std::string peers_status_json(const transports::SyncService* sync) {
   return json::serialize(o);
 }
 
-void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync,
+void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync,
                           DiscoveredPeers disc) {
   router.add("GET", "/v1/peers", [sync, disc](ApiRequest&) {
     if (!sync) return fail(sync_disabled());
@@ -269,7 +282,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncServi
         o.erase("project");
         o["device_id"] = s.device.str();
         o["name"] = s.name;
-        o["state"] = transports::peer_state_name(s.state);
+        o["state"] = peers::peer_state_name(s.state);
         peers.push_back(std::move(o));
         all_in_sync = all_in_sync && p.in_sync;
         to_send += p.to_send;

@@ -2,24 +2,24 @@
 // project import/secret routes (until invitations exist, issue 5). Registered by the daemon
 // when sync is configured; `sync` may be null (sync.enabled = false): peer routes then
 // answer 503 unavailable.
-// Handlers run on the daemon's io_context thread, as SyncService requires.
+// Handlers run on the daemon's io_context thread, as PeerManager requires.
 #pragma once
 
 #include "ipc/api_context.hpp"
 #include "ipc/discovered_peers.hpp"
 #include "ipc/router.hpp"
 
-namespace fieldsync::transports {
-class SyncService;
+namespace fieldsync::peers {
+class PeerManager;
 }
 
 namespace fieldsync::ipc {
 
 // `discovered` (optional) adds local-network discovery: discovered devices appear in
 // GET /v1/peers with state "discovered", and POST /v1/peers may omit the address of one.
-void register_peer_routes(Router& router, ApiContext& ctx, transports::SyncService* sync,
+void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync,
                           DiscoveredPeers discovered = {});
 // JSON text for GET /v1/status "peers": counts of known, connected and in-sync peers.
-std::string peers_status_json(const transports::SyncService* sync);
+std::string peers_status_json(const peers::PeerManager* sync);
 
 }  // namespace fieldsync::ipc

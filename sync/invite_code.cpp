@@ -12,7 +12,7 @@ namespace {
 
 constexpr std::string_view kPrefix = "FS1:";
 constexpr std::uint8_t kFormat = 1;
-constexpr std::size_t kMaxAddresses = 8;
+constexpr std::size_t kMaxAddresses = InviteCode::kMaxAddresses;
 constexpr std::size_t kMaxName = 200;
 constexpr std::size_t kChecksum = 4;
 

@@ -17,13 +17,17 @@
 namespace fieldsync::sync {
 
 struct InviteCode {
+  static constexpr std::size_t kMaxAddresses = 8;
+
   DeviceId inviter;  // the device that holds the invite (TLS pin)
   ProjectId project;
   std::string project_name;  // shown to the joiner before joining
   std::array<std::uint8_t, 16> invite_id{};
   std::array<std::uint8_t, 32> secret{};
-  std::int64_t expires_ms = 0;         // unix ms
-  std::vector<std::string> addresses;  // "host:port" where the inviter listens for sync
+  std::int64_t expires_ms = 0;  // unix ms
+  // Where the inviter listens for sync, best first: address URIs (transports/address.hpp),
+  // TCP ones as bare "host:port". At most kMaxAddresses.
+  std::vector<std::string> addresses;
 
   std::string encode() const;
   // Errors: invalid_argument (not an invite code, typo: bad checksum, malformed),

@@ -149,7 +149,7 @@ def main():
             return e if e and e["discovered"] and sorted(e["discovered"]["projects"]) == sorted(pids) \
                 and e["discovered"]["auto"] and e["configured"] else None
         ea = wait_until(lambda: member_of(b, a, [pid]), 10, 0.05, "b to list a as an auto peer of P")
-        check(ea["discovered"]["addresses"][0].startswith("169.254.77.1:"), "a's address: %r" % ea, b)
+        check(ea["discovered"]["addresses"][0].startswith("tcp://169.254.77.1:"), "a's address: %r" % ea, b)
         wait_until(lambda: member_of(a, b, [pid]), 10, 0.05, "a to list b as an auto peer of P")
 
         # 2. c (another project) is discovered but not synced: its tag matches nothing.

@@ -106,7 +106,7 @@ class Join(unittest.TestCase):
         # beta remembers alpha as a peer at the address that worked, and stays connected.
         p = peer(b, a)
         self.assertTrue(p["configured"], p)
-        self.assertEqual(p["address"], sync_address(a))
+        self.assertEqual(p["address"], "tcp://" + sync_address(a))
         invites = a.unix("GET", V + "/%s/invites" % pid).json()["invites"]
         self.assertEqual([(i["state"], i["used_by"]) for i in invites], [("used", b.device_id)])
         # The same code again, from another device: refused, verbatim reason, nothing learnt.
@@ -191,7 +191,7 @@ class Join(unittest.TestCase):
         put(a, second, "x", {"n": 2})
         r = b.unix("POST", "/v1/join", {"code": invite(a, second)["code"]})
         self.assertEqual(r.status, 200, r)
-        self.assertEqual(r.json()["inviter"]["address"], sync_address(a))
+        self.assertEqual(r.json()["inviter"]["address"], "tcp://" + sync_address(a))
         wait_until(lambda: doc(b, second, "x") is not None, 20, what="second project synced")
         self.assertIn("over the live session", b.log())
         self.assertEqual(len(b.unix("GET", "/v1/peers").json()["peers"]), 1)  # still one connection

@@ -16,9 +16,10 @@ FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms
         "sync.listen_address": "127.0.0.1"}
 
 
-def start(name):
+def start(name, **extra):
     s = dict(FAST)
     s["daemon.device_name"] = name
+    s.update(extra)
     return Daemon(name=name, settings=s).start()
 
 
@@ -60,10 +61,21 @@ class Members(unittest.TestCase):
             d.close()
             self.assertIn(rc, (0, None), log)
 
-    def spawn(self, name):
-        d = start(name)
+    def spawn(self, name, **extra):
+        d = start(name, **extra)
         self.daemons.append(d)
         return d
+
+    def test_invites_advertise_what_the_listener_reports(self):
+        # Listening on one address: the invite names that address only, not every interface.
+        a = self.spawn("alpha", **{"sync.listen_address": "127.0.0.1"})
+        peers = a.unix("GET", "/v1/status").json()["peers"]
+        port = peers["listen_port"]
+        self.assertEqual(peers["listen_addresses"], ["tcp://127.0.0.1:%d" % port])
+        pid = a.create_project("one-address")
+        r = a.unix("POST", V + "/%s/invites" % pid, {"role": "member"})
+        self.assertEqual(r.status, 201, r)
+        self.assertEqual(r.json()["addresses"], ["127.0.0.1:%d" % port])
 
     def test_members_invites_and_verification(self):
         a, b = self.spawn("alpha"), self.spawn("beta")

@@ -1,5 +1,5 @@
 // A hostile project member speaking the protocol by hand over real TLS to a real
-// SyncService: tampered and forged batches are refused, logged, and change nothing.
+// TcpPeerManager: tampered and forged batches are refused, logged, and change nothing.
 #include <catch2/catch.hpp>
 
 #include <boost/asio.hpp>
@@ -7,17 +7,18 @@
 #include <future>
 #include <thread>
 
+#include "../support/tcp_peer_manager.hpp"
 #include "../sync/sync_test_util.hpp"
 #include "crypto/tls_context.hpp"
 #include "sync/frame_decoder.hpp"
 #include "sync/messages.hpp"
 #include "sync/wire_error.hpp"
-#include "transports/sync_service.hpp"
 
 using namespace fieldsync;
 using namespace fieldsync::sync;
-using namespace fieldsync::transports;
+using namespace fieldsync::peers;
 using fieldsync::sync::test::Node;
+using fieldsync::test::TcpPeerManager;
 namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
@@ -117,7 +118,7 @@ TEST_CASE("hostile peer data is refused over TLS and changes nothing", "[transpo
   config::SyncOptions o;
   o.listen_address = "127.0.0.1";
   o.listen_port = 0;
-  SyncService svc(io, *victim.store, o, "victim");
+  TcpPeerManager svc(io, *victim.store, o, "victim");
   REQUIRE(svc.start().ok());
 
   auto result = std::async(std::launch::async, [&, kind = kind] {

@@ -19,17 +19,18 @@
 #include <sstream>
 #include <thread>
 
+#include "../support/tcp_peer_manager.hpp"
 #include "../sync/sync_test_util.hpp"
 #include "common/text.hpp"
 #include "raw_peer.hpp"
-#include "transports/sync_service.hpp"
 
 using namespace fieldsync;
-using namespace fieldsync::transports;
+using namespace fieldsync::peers;
 using fieldsync::sync::test::Node;
 using fieldsync::sync::test::shared_project;
 using fieldsync::test::RawPeer;
 using fieldsync::test::run_until;
+using fieldsync::test::TcpPeerManager;
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
@@ -46,9 +47,9 @@ config::SyncOptions port_options() {
 
 struct Device {
   Node node;
-  std::unique_ptr<SyncService> svc;
+  std::unique_ptr<TcpPeerManager> svc;
   Device(asio::io_context& io, std::string name, config::SyncOptions o = port_options()) {
-    svc = std::make_unique<SyncService>(io, *node.store, o, std::move(name));
+    svc = std::make_unique<TcpPeerManager>(io, *node.store, o, std::move(name));
     node.store->set_change_listener(
         [this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
     REQUIRE(svc->start().ok());

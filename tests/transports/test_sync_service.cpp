@@ -1,17 +1,18 @@
-// SyncService over real TCP + TLS on 127.0.0.1 (port 0), two or three stores in temp dirs,
+// TcpPeerManager over real TCP + TLS on 127.0.0.1 (port 0), two or three stores in temp dirs,
 // all driven by one io_context on this thread.
 #include <catch2/catch.hpp>
 
 #include <boost/asio.hpp>
 #include <map>
 
+#include "../support/tcp_peer_manager.hpp"
 #include "../sync/sync_test_util.hpp"
-#include "transports/sync_service.hpp"
 
 using namespace fieldsync;
-using namespace fieldsync::transports;
+using namespace fieldsync::peers;
 using fieldsync::sync::test::Node;
 using fieldsync::sync::test::shared_project;
+using fieldsync::test::TcpPeerManager;
 
 namespace {
 
@@ -27,9 +28,9 @@ config::SyncOptions test_options() {
 
 struct Device {
   Node node;
-  std::unique_ptr<SyncService> svc;
+  std::unique_ptr<TcpPeerManager> svc;
   Device(boost::asio::io_context& io, std::string name, config::SyncOptions o = test_options()) {
-    svc = std::make_unique<SyncService>(io, *node.store, o, std::move(name));
+    svc = std::make_unique<TcpPeerManager>(io, *node.store, o, std::move(name));
     node.store->set_change_listener(
         [this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
     REQUIRE(svc->start().ok());
@@ -210,7 +211,7 @@ TEST_CASE("sync_now after a peer restarts reconnects and catches up", "[transpor
   // a restarts on the same port with new data.
   auto o = test_options();
   o.listen_port = static_cast<std::uint16_t>(std::stoi(addr.substr(addr.rfind(':') + 1)));
-  a->svc = std::make_unique<SyncService>(io, *a->node.store, o, "alpha");
+  a->svc = std::make_unique<TcpPeerManager>(io, *a->node.store, o, "alpha");
   REQUIRE(a->svc->start().ok());
   a->node.write_docs(p, 0, 30);
   io.run_for(std::chrono::milliseconds(300));

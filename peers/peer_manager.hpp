@@ -1,22 +1,25 @@
-// SyncService: runs fieldsync sync over TCP + TLS 1.3 for the daemon (issue 4).
+// PeerManager: the devices this daemon syncs with, over whatever transports it has
+// (transports/transport.hpp; TCP + TLS today). It keeps the peer registry (configured,
+// approved, pending and merely connected devices), dials configured peers by their address
+// URIs and reconnects with exponential backoff (sync.retry_min_ms .. retry_max_ms,
+// jittered, never while a session is up), runs one sync::Session per peer device through a
+// SessionDriver, pushes local changes to every live session (notify_change), handles
+// invite joins, and reports transport-neutral status. Simultaneous connections are
+// deduplicated deterministically: of two connections between the same devices, the one
+// dialed by the lower device id survives. Incoming connections hold a slot of the
+// handshake budget (sync.max_handshakes) until their session proves something; sessions
+// past that count against sync.max_peers. A device that proves nothing leaves no state.
 //
-// It listens on sync.listen_address:listen_port, dials known peers (added by config or
-// the API, each with the device id its certificate key must have), keeps one live
-// sync::Session per peer device, reconnects with exponential backoff
-// (sync.retry_min_ms .. retry_max_ms, jittered, never while a session is up) and pushes
-// local changes to every live session (notify_change). Simultaneous dials are deduplicated
-// deterministically: of two connections between the same devices, the one dialed by the
-// lower device id survives. Incoming connections from any Ed25519 key are accepted at TLS
-// level; the sync engine's membership proofs then decide what, if anything, is shared.
-//
-// Ownership: borrows the io_context and the Store (both outlive the service). Owns its
-// sockets, timers and sessions.
-// Thread-safety: every method except notify_change() must be called on the io_context's
-// thread (the daemon runs one io_context on one thread); notify_change() is safe from any
-// thread (it posts). Store calls run on that thread and are short LMDB transactions.
-// Errors: start() returns unavailable when the port cannot be bound; add_peer returns
-// invalid_argument for a bad address, already_exists for a known device, and
-// failed_precondition for our own id; remove_peer/sync_now return not_found.
+// Ownership: borrows the io_context and the Store (both outlive the manager). Owns the
+// transports added to it, its sessions and timers.
+// Thread-safety: every method except notify_change() and projects_changed() must be called
+// on the io_context's thread (the daemon runs one io_context on one thread); those two are
+// safe from any thread (they post). Store calls run on that thread and are short LMDB
+// transactions.
+// Errors: start() returns a transport's listen error (unavailable when a port is taken);
+// add_peer returns invalid_argument for a bad address or one no transport serves,
+// already_exists for a known device, and failed_precondition for our own id;
+// remove_peer/sync_now return not_found.
 #pragma once
 
 #include <cstdint>
@@ -31,12 +34,13 @@
 #include "storage/store.hpp"
 #include "sync/invite_code.hpp"
 #include "sync/progress.hpp"
+#include "transports/transport.hpp"
 
 namespace boost::asio {
 class io_context;
 }
 
-namespace fieldsync::transports {
+namespace fieldsync::peers {
 
 enum class PeerState : std::uint8_t {
   idle,        // no connection and none planned (an incoming-only peer, or stopped)
@@ -52,7 +56,7 @@ std::string_view peer_state_name(PeerState s);
 struct PeerStatus {
   DeviceId device;
   std::string name;         // the peer's device name from HELLO, or the configured name
-  std::string address;      // host:port we dial; empty for incoming-only peers
+  std::string address;      // the address URI we dial (tcp://host:port); empty if we do not
   bool configured = false;  // we dial it (config or API) vs it only dialed us
   bool connected = false;
   bool outgoing = false;  // the live connection was dialed by us
@@ -61,33 +65,41 @@ struct PeerStatus {
   std::int64_t next_retry_ms = 0;  // unix ms of the next dial when in backoff
   std::uint32_t failures = 0;      // consecutive failed attempts
   std::optional<Error> last_error;
-  // TCP payload bytes of the live (or last) connection, TLS included (kernel TCP_INFO).
+  // Bytes on the medium of the live (or last) connection, encryption included.
   std::uint64_t wire_bytes_sent = 0;
   std::uint64_t wire_bytes_received = 0;
   std::optional<sync::SessionProgress> session;  // the live (or last) session's progress
   bool approved = false;                         // the user approved it (or we joined through it)
   std::vector<ProjectId> pending_projects;       // proven projects waiting for approval
   std::string verification_code;                 // sync::verification_code(us, it)
+  std::string transport;  // scheme of the live (or last) connection ("tcp"); empty if none
+  std::string remote;     // the other end of the live (or last) connection, as a URI
 };
 
-class SyncService {
+class PeerManager {
  public:
-  SyncService(boost::asio::io_context& io, storage::Store& store, config::SyncOptions options,
+  PeerManager(boost::asio::io_context& io, storage::Store& store, config::SyncOptions options,
               std::string device_name);
-  ~SyncService();
-  SyncService(const SyncService&) = delete;
-  SyncService& operator=(const SyncService&) = delete;
+  ~PeerManager();
+  PeerManager(const PeerManager&) = delete;
+  PeerManager& operator=(const PeerManager&) = delete;
 
-  // Binds the listener and starts dialing known peers (those added so far and those the
-  // store remembers).
+  // Adds a transport (before start()): it dials addresses of its scheme and, when `listen`,
+  // accepts connections. Returns it (owned by the manager). One transport per scheme.
+  transports::Transport& add_transport(std::unique_ptr<transports::Transport> t,
+                                       bool listen = true);
+  // Starts the transports' listeners and dials known peers (those added so far and those
+  // the store remembers).
   Status start();
-  // Closes the listener and every connection (bounded: sockets are force-closed).
+  // Closes the listeners and every connection (bounded: streams are force-closed).
   void stop();
-  // The bound port (useful with listen_port = 0).
-  std::uint16_t listen_port() const;
+  // Where other devices can reach us, over every listening transport, best first (what
+  // invite codes and discovery advertise).
+  std::vector<transports::Address> listen_addresses() const;
 
-  // persist: remember the peer in the store (Store::save_peer) so it is dialed again after a
-  // restart (peers from the config file are added with persist = false on every start).
+  // `address`: a URI (tcp://host:port) or a bare host:port (tcp). persist: remember the peer
+  // in the store (Store::save_peer) so it is dialed again after a restart (peers from the
+  // config file are added with persist = false on every start).
   Status add_peer(const std::string& address, const DeviceId& device, std::string name = {},
                   bool persist = false);
   // A new address for a configured peer (discovery saw it move). Keeps its backoff state and
@@ -122,10 +134,10 @@ class SyncService {
   // The store gained versions of `project` (any thread).
   void notify_change(const ProjectId& project);
 
-  struct Impl;  // opaque outside sync_service.cpp
+  struct Impl;  // opaque outside peer_manager.cpp
 
  private:
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace fieldsync::transports
+}  // namespace fieldsync::peers

@@ -1,0 +1,188 @@
+// The peer manager and session driver over the in-memory transport: links cut after N bytes
+// at random points, and a 20 KB/s link. Real stores in temp dirs, one io_context.
+#include <catch2/catch.hpp>
+
+#include <boost/asio/io_context.hpp>
+#include <random>
+
+#include "../sync/sync_test_util.hpp"
+#include "peers/peer_manager.hpp"
+#include "transports/memory/memory_transport.hpp"
+
+using namespace fieldsync;
+using fieldsync::peers::PeerManager;
+using fieldsync::peers::PeerState;
+using fieldsync::sync::test::Node;
+using fieldsync::sync::test::shared_project;
+namespace asio = boost::asio;
+
+namespace {
+
+config::SyncOptions options() {
+  config::SyncOptions o;
+  o.retry_min_ms = 20;
+  o.retry_max_ms = 40;
+  o.batch_entries = 50;
+  o.handshake_timeout_ms = 5000;
+  return o;
+}
+
+struct Device {
+  Node node;
+  std::unique_ptr<PeerManager> mgr;
+  Device(asio::io_context& io, transports::MemoryNetwork& net, const std::string& name,
+         config::SyncOptions o = options()) {
+    mgr = std::make_unique<PeerManager>(io, *node.store, o, name);
+    mgr->add_transport(
+        std::make_unique<transports::MemoryTransport>(io, net, node.store->device_id(), name));
+    node.store->set_change_listener(
+        [this](const ProjectId& p, std::uint64_t) { mgr->notify_change(p); });
+    REQUIRE(mgr->start().ok());
+  }
+  DeviceId id() const { return node.store->device_id(); }
+  storage::VersionVector vv(const ProjectId& p) { return *node.store->version_vector(p); }
+  std::optional<peers::PeerStatus> status(const DeviceId& d) {
+    auto s = mgr->peer(d);
+    if (!s.ok()) return std::nullopt;
+    return *s;
+  }
+};
+
+template <class Pred>
+bool run_until(asio::io_context& io, Pred pred, int ms = 20000) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    io.run_for(std::chrono::milliseconds(2));
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("two peer managers sync over the memory transport", "[peers]") {
+  asio::io_context io;
+  transports::MemoryNetwork net;
+  Device a(io, net, "alpha"), b(io, net, "beta");
+  ProjectId p = shared_project(a.node, b.node);
+  a.node.write_docs(p, 0, 120);
+  REQUIRE(b.mgr->add_peer("mem://alpha", a.id()).ok());
+  REQUIRE(run_until(io, [&] {
+    auto s = b.status(a.id());
+    return s && s->state == PeerState::in_sync && a.vv(p) == b.vv(p);
+  }));
+  auto s = *b.status(a.id());
+  CHECK(s.transport == "mem");
+  CHECK(s.remote == "mem://alpha");
+  CHECK(s.address == "mem://alpha");
+  CHECK(s.outgoing);
+  // Live push over the same link.
+  b.node.write_docs(p, 500, 5, "b");
+  REQUIRE(run_until(io, [&] { return a.vv(p) == b.vv(p); }));
+  CHECK(net.links_made == 1);
+  // Addresses no transport serves are refused with a reason.
+  auto bad = b.mgr->add_peer("ble://00:11:22:33:44:55", Node().store->device_id());
+  REQUIRE_FALSE(bad.ok());
+  CHECK(bad.error().code == Errc::invalid_argument);
+  CHECK(bad.error().message.find("no transport") != std::string::npos);
+  CHECK(b.mgr->listen_addresses() == std::vector<transports::Address>{{"mem", "beta"}});
+}
+
+TEST_CASE("the memory transport authenticates the expected device", "[peers]") {
+  asio::io_context io;
+  transports::MemoryNetwork net;
+  Device a(io, net, "alpha"), b(io, net, "beta");
+  Node stranger;
+  REQUIRE(b.mgr->add_peer("mem://alpha", stranger.store->device_id()).ok());
+  REQUIRE(run_until(io, [&] {
+    auto s = b.status(stranger.store->device_id());
+    return s && s->last_error && s->failures > 0;
+  }));
+  CHECK(b.status(stranger.store->device_id())->last_error->code == Errc::unauthenticated);
+  CHECK_FALSE(a.status(b.id()));  // nothing reached alpha's peer list
+}
+
+// Alpha holds 300 documents and beta 100 of its own; beta dials.
+struct CutWorld {
+  asio::io_context io;
+  transports::MemoryNetwork net;
+  Device a{io, net, "alpha"}, b{io, net, "beta"};
+  ProjectId p = shared_project(a.node, b.node);
+  CutWorld() {
+    a.node.write_docs(p, 0, 300, "a");
+    b.node.write_docs(p, 1000, 100, "b");
+  }
+  bool converged() {
+    auto s = b.status(a.id());
+    return s && s->state == PeerState::in_sync && a.vv(p) == b.vv(p);
+  }
+};
+
+TEST_CASE("a link cut after N bytes at random points resumes and converges", "[peers]") {
+  // How many bytes a whole sync of this data moves, both directions.
+  std::uint64_t total = 0;
+  {
+    CutWorld w;
+    REQUIRE(w.b.mgr->add_peer("mem://alpha", w.a.id()).ok());
+    REQUIRE(run_until(w.io, [&] { return w.converged(); }));
+    auto s = *w.b.status(w.a.id());
+    total = s.wire_bytes_sent + s.wire_bytes_received;
+  }
+  REQUIRE(total > 10000);
+  std::mt19937 rng(20261129);
+  for (int round = 0; round < 8; ++round) {
+    CutWorld w;
+    std::uint64_t cut = 1 + rng() % (total - 1);
+    INFO("round " << round << ": cut after " << cut << " of " << total << " bytes");
+    w.net.link_options.cut_after_bytes = cut;
+    REQUIRE(w.b.mgr->add_peer("mem://alpha", w.a.id()).ok());
+    REQUIRE(run_until(w.io, [&] {
+      auto s = w.b.status(w.a.id());
+      return s && s->last_error;
+    }));
+    auto failed = *w.b.status(w.a.id());
+    CHECK(failed.last_error->code == Errc::unavailable);
+    CHECK(failed.last_error->message.find("link cut") != std::string::npos);
+    // What arrived before the cut stays; the next link (uncut) brings the rest.
+    w.net.link_options.cut_after_bytes = 0;
+    REQUIRE(run_until(w.io, [&] { return w.converged(); }));
+    CHECK(w.net.links_made >= 2);
+    storage::ListQuery q;
+    q.collection = "obs";
+    q.limit = 1000;
+    auto docs_a = w.a.node.store->list_documents(w.p, q);
+    auto docs_b = w.b.node.store->list_documents(w.p, q);
+    REQUIRE(docs_a.ok());
+    REQUIRE(docs_b.ok());
+    CHECK(docs_a->docs.size() == 400);
+    CHECK(docs_b->docs.size() == 400);
+  }
+}
+
+TEST_CASE("a 20 KB/s link syncs, with PINGs keeping the quiet link open", "[peers]") {
+  asio::io_context io;
+  transports::MemoryNetwork net;
+  net.link_options.bytes_per_second = 20000;
+  net.link_options.link_class = transports::LinkClass::slow;
+  auto o = options();
+  o.idle_timeout_ms = 600;  // PINGs every 200 ms keep it open while nothing changes
+  o.write_chunk_bytes = 4096;
+  Device a(io, net, "alpha", o), b(io, net, "beta", o);
+  ProjectId p = shared_project(a.node, b.node);
+  a.node.write_docs(p, 0, 150);
+  auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(b.mgr->add_peer("mem://alpha", a.id()).ok());
+  REQUIRE(run_until(io, [&] {
+    auto s = b.status(a.id());
+    return s && s->state == PeerState::in_sync && a.vv(p) == b.vv(p);
+  }));
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto s = *b.status(a.id());
+  // The throttle held: the bytes that crossed could not have crossed faster.
+  CHECK(static_cast<double>(s.wire_bytes_received) <= 20000.0 * secs * 1.05 + 4096);
+  CHECK(s.wire_bytes_received > 10000);
+  // Quiet for three idle timeouts: still the same link.
+  io.run_for(std::chrono::milliseconds(1800));
+  CHECK(b.status(a.id())->connected);
+  CHECK(net.links_made == 1);
+}
