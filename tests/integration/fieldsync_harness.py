@@ -360,3 +360,60 @@ class SseReader:
 
     def close(self):
         self.sock.close()
+
+
+# --- helpers shared by the multi-daemon suites ---------------------------------------------
+
+V = "/v1/projects"
+# Daemons that sync with each other on 127.0.0.1: quick redials, no fsync per commit.
+FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms": 1000,
+        "sync.listen_address": "127.0.0.1"}
+
+
+def start_daemon(name, **settings):
+    """A started daemon named `name` with FAST settings, overridden by `settings`."""
+    s = dict(FAST)
+    s["daemon.device_name"] = name
+    s.update(settings)
+    return Daemon(name=name, settings=s).start()
+
+
+def status(d):
+    return d.unix("GET", "/v1/status").json()
+
+
+def sync_address(d):
+    """Where `d` listens for sync on loopback, as host:port."""
+    return "127.0.0.1:%d" % status(d)["peers"]["listen_port"]
+
+
+def add_peer(d, other):
+    """Makes `d` dial `other` (and remember it); returns the peer JSON."""
+    r = d.unix("POST", "/v1/peers", {"address": sync_address(other), "device_id": other.device_id,
+                                     "name": other.name})
+    assert r.status == 201, r
+    return r.json()
+
+
+def share(src, *others, name="survey"):
+    """Creates a project on src and imports it on the others; returns its id."""
+    pid = src.create_project(name)
+    sec = src.unix("GET", V + "/%s/secret" % pid)
+    assert sec.status == 200, sec
+    for o in others:
+        r = o.unix("POST", V + "/import", sec.json())
+        assert r.status == 201, r
+    return pid
+
+
+def roles(d, pid):
+    """{device id: role} from d's membership records of pid."""
+    r = d.unix("GET", V + "/%s/members" % pid)
+    assert r.status == 200, r
+    return {m["device_id"]: m["role"] for m in r.json()["members"]}
+
+
+def doc(d, pid, doc_id, collection="obs"):
+    """The document's JSON on d, or None when d does not have it."""
+    r = d.unix("GET", V + "/%s/docs/%s/%s" % (pid, collection, doc_id))
+    return r.json() if r.status == 200 else None

@@ -11,37 +11,16 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import Daemon, wait_until  # noqa: E402
+from fieldsync_harness import (  # noqa: E402
+    FAST as SYNC_FAST, V, Daemon, add_peer, doc, roles, sync_address, wait_until)
 
-V = "/v1/projects"
-FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms": 1000,
-        "sync.listen_address": "127.0.0.1", "discovery.enabled": "false"}
-
-
-def sync_address(d):
-    return "127.0.0.1:%d" % d.unix("GET", "/v1/status").json()["peers"]["listen_port"]
-
-
-def add_peer(d, other):
-    r = d.unix("POST", "/v1/peers", {"address": sync_address(other), "device_id": other.device_id})
-    assert r.status == 201, r
+FAST = dict(SYNC_FAST, **{"discovery.enabled": "false"})
 
 
 def invite(d, pid, **body):
     r = d.unix("POST", V + "/%s/invites" % pid, body)
     assert r.status == 201, r
     return r.json()
-
-
-def roles(d, pid):
-    r = d.unix("GET", V + "/%s/members" % pid)
-    assert r.status == 200, r
-    return {m["device_id"]: m["role"] for m in r.json()["members"]}
-
-
-def doc(d, pid, doc_id):
-    r = d.unix("GET", V + "/%s/docs/obs/%s" % (pid, doc_id))
-    return r.json() if r.status == 200 else None
 
 
 def put(d, pid, doc_id, body):

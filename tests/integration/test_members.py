@@ -9,45 +9,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import Daemon, wait_until  # noqa: E402
-
-V = "/v1/projects"
-FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms": 1000,
-        "sync.listen_address": "127.0.0.1"}
-
-
-def start(name, **extra):
-    s = dict(FAST)
-    s["daemon.device_name"] = name
-    s.update(extra)
-    return Daemon(name=name, settings=s).start()
-
-
-def share(src, *others):
-    pid = src.create_project("members")
-    sec = src.unix("GET", V + "/%s/secret" % pid)
-    assert sec.status == 200, sec
-    for o in others:
-        r = o.unix("POST", V + "/import", sec.json())
-        assert r.status == 201, r
-    return pid
-
-
-def connect(d, other):
-    port = other.unix("GET", "/v1/status").json()["peers"]["listen_port"]
-    r = d.unix("POST", "/v1/peers", {"address": "127.0.0.1:%d" % port, "device_id": other.device_id})
-    assert r.status == 201, r
-
-
-def roles(d, pid):
-    r = d.unix("GET", V + "/%s/members" % pid)
-    assert r.status == 200, r
-    return {m["device_id"]: m["role"] for m in r.json()["members"]}
-
-
-def doc(d, pid, doc_id):
-    r = d.unix("GET", V + "/%s/docs/obs/%s" % (pid, doc_id))
-    return r.json() if r.status == 200 else None
+from fieldsync_harness import (  # noqa: E402
+    V, add_peer as connect, doc, roles, share, start_daemon as start, wait_until)
 
 
 class Members(unittest.TestCase):

@@ -11,41 +11,8 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import Daemon, wait_until  # noqa: E402
-
-V = "/v1/projects"
-FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms": 1000,
-        "sync.listen_address": "127.0.0.1"}
-
-
-def start(name, **settings):
-    s = dict(FAST)
-    s["daemon.device_name"] = name
-    s.update(settings)
-    return Daemon(name=name, settings=s).start()
-
-
-def status(d):
-    return d.unix("GET", "/v1/status").json()
-
-
-def sync_address(d):
-    return "127.0.0.1:%d" % status(d)["peers"]["listen_port"]
-
-
-def add_peer(d, other):
-    r = d.unix("POST", "/v1/peers", {"address": sync_address(other), "device_id": other.device_id,
-                                     "name": other.name})
-    assert r.status == 201, r
-
-
-def share(src, *others):
-    pid = src.create_project("survey")
-    sec = src.unix("GET", V + "/%s/secret" % pid).json()
-    for o in others:
-        r = o.unix("POST", V + "/import", sec)
-        assert r.status == 201, r
-    return pid
+from fieldsync_harness import (  # noqa: E402
+    V, add_peer, share, start_daemon as start, status, wait_until)
 
 
 def put(d, pid, doc_id, tag):

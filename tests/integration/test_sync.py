@@ -9,41 +9,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import Daemon, wait_until  # noqa: E402
-
-V = "/v1/projects"
-FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms": 1000,
-        "sync.listen_address": "127.0.0.1"}
-
-
-def start(name, **settings):
-    s = dict(FAST)
-    s["daemon.device_name"] = name
-    s.update(settings)
-    return Daemon(name=name, settings=s).start()
-
-
-def sync_address(d):
-    st = d.unix("GET", "/v1/status").json()
-    return "127.0.0.1:%d" % st["peers"]["listen_port"]
-
-
-def share(src, *others, name="survey"):
-    """Creates a project on src and imports it on the others."""
-    pid = src.create_project(name)
-    sec = src.unix("GET", V + "/%s/secret" % pid)
-    assert sec.status == 200, sec
-    for o in others:
-        r = o.unix("POST", V + "/import", sec.json())
-        assert r.status == 201, r
-    return pid
-
-
-def add_peer(d, other):
-    r = d.unix("POST", "/v1/peers", {"address": sync_address(other), "device_id": other.device_id,
-                                     "name": other.name})
-    assert r.status == 201, r
-    return r.json()
+from fieldsync_harness import (  # noqa: E402
+    V, add_peer, share, start_daemon as start, sync_address, wait_until)
 
 
 def write_docs(d, pid, start_n, count, tag="v1", chunk=1000):
