@@ -5,6 +5,7 @@
 #include <boost/asio/io_context.hpp>
 #include <random>
 
+#include "../support/run_until.hpp"
 #include "../sync/sync_test_util.hpp"
 #include "peers/peer_manager.hpp"
 #include "transports/memory/memory_transport.hpp"
@@ -15,6 +16,7 @@ using fieldsync::peers::PeerState;
 using fieldsync::sync::test::Node;
 using fieldsync::sync::test::shared_project;
 namespace asio = boost::asio;
+using fieldsync::test::run_until;
 
 namespace {
 
@@ -47,16 +49,6 @@ struct Device {
     return *s;
   }
 };
-
-template <class Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 20000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    io.run_for(std::chrono::milliseconds(2));
-  }
-  return true;
-}
 
 }  // namespace
 

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <optional>
 
+#include "../support/run_until.hpp"
 #include "crypto/crypto.hpp"
 #include "crypto/tls_context.hpp"
 #include "sync/frame_decoder.hpp"
@@ -20,17 +21,6 @@ namespace fieldsync::test {
 namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
 using tcp = asio::ip::tcp;
-
-// Runs the io_context until pred() holds or `ms` pass.
-template <class Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 10000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    io.run_for(std::chrono::milliseconds(5));
-  }
-  return true;
-}
 
 struct RawPeer {
   asio::io_context io;

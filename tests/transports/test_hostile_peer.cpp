@@ -7,6 +7,7 @@
 #include <future>
 #include <thread>
 
+#include "../support/run_until.hpp"
 #include "../support/tcp_peer_manager.hpp"
 #include "../sync/sync_test_util.hpp"
 #include "crypto/tls_context.hpp"
@@ -18,6 +19,7 @@ using namespace fieldsync;
 using namespace fieldsync::sync;
 using namespace fieldsync::peers;
 using fieldsync::sync::test::Node;
+using fieldsync::test::run_until;
 using fieldsync::test::TcpPeerManager;
 namespace asio = boost::asio;
 namespace ssl = boost::asio::ssl;
@@ -89,16 +91,6 @@ std::optional<Errc> attack(Node& evil, const ProjectId& project, const DeviceId&
       }
     }
   }
-}
-
-template <class Pred>
-bool run_until(asio::io_context& io, Pred pred, int ms = 10000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    io.run_for(std::chrono::milliseconds(5));
-  }
-  return true;
 }
 
 }  // namespace

@@ -30,39 +30,12 @@ using fieldsync::sync::test::Node;
 using fieldsync::sync::test::shared_project;
 using fieldsync::test::RawPeer;
 using fieldsync::test::run_until;
+using fieldsync::test::TcpDevice;
 using fieldsync::test::TcpPeerManager;
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 
 namespace {
-
-config::SyncOptions port_options() {
-  config::SyncOptions o;
-  o.listen_address = "127.0.0.1";
-  o.listen_port = 0;
-  o.retry_min_ms = 50;
-  o.retry_max_ms = 400;
-  return o;
-}
-
-struct Device {
-  Node node;
-  std::unique_ptr<TcpPeerManager> svc;
-  Device(asio::io_context& io, std::string name, config::SyncOptions o = port_options()) {
-    svc = std::make_unique<TcpPeerManager>(io, *node.store, o, std::move(name));
-    node.store->set_change_listener(
-        [this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
-    REQUIRE(svc->start().ok());
-  }
-  std::string address() const { return "127.0.0.1:" + std::to_string(svc->listen_port()); }
-  DeviceId id() const { return node.store->device_id(); }
-  storage::VersionVector vv(const ProjectId& p) { return *node.store->version_vector(p); }
-  std::optional<PeerStatus> status(const DeviceId& d) {
-    auto s = svc->peer(d);
-    if (!s.ok()) return std::nullopt;
-    return *s;
-  }
-};
 
 void import_project(Node& from, Node& to, const ProjectId& p) {
   auto info = from.store->get_project(p);
@@ -110,7 +83,7 @@ struct LogCapture {
 
 TEST_CASE("strangers leave no lasting state on the sync port", "[transports][hostile]") {
   asio::io_context io;
-  Device a(io, "alpha");
+  TcpDevice a(io, "alpha");
   auto pa = a.node.store->create_project("field");
   REQUIRE(pa.ok());
   constexpr int kStrangers = 40;
@@ -130,7 +103,7 @@ TEST_CASE("strangers leave no lasting state on the sync port", "[transports][hos
       io, [&] { return a.svc->peers().empty(); }, 3000));
   CHECK(a.node.store->load_peers()->empty());
   // A real member is still remembered after its session ends.
-  Device b(io, "beta");
+  TcpDevice b(io, "beta");
   import_project(a.node, b.node, pa->id);
   REQUIRE(b.svc->add_peer(a.address(), a.id()).ok());
   REQUIRE(run_until(io, [&] {
@@ -147,10 +120,10 @@ TEST_CASE("strangers leave no lasting state on the sync port", "[transports][hos
 
 TEST_CASE("trust_policy ask keeps a bounded table of pending devices", "[transports][hostile]") {
   asio::io_context io;
-  auto o = port_options();
+  auto o = fieldsync::test::loopback_options();
   o.trust_policy = "ask";
   o.max_pending_devices = 3;
-  Device a(io, "alpha", o);
+  TcpDevice a(io, "alpha", o);
   auto pa = a.node.store->create_project("field");
   REQUIRE(pa.ok());
   auto secret = *a.node.store->project_secret(pa->id);
@@ -186,7 +159,7 @@ TEST_CASE("trust_policy ask keeps a bounded table of pending devices", "[transpo
 
 TEST_CASE("a peer's device name is sanitised before anyone sees it", "[transports][hostile]") {
   asio::io_context io;
-  Device a(io, "alpha");
+  TcpDevice a(io, "alpha");
   auto pa = a.node.store->create_project("field");
   REQUIRE(pa.ok());
   auto secret = *a.node.store->project_secret(pa->id);
@@ -223,12 +196,12 @@ TEST_CASE("a peer's device name is sanitised before anyone sees it", "[transport
 TEST_CASE("connections that never start TLS cannot lock real peers out", "[transports][hostile]") {
   LogCapture log;
   asio::io_context io;
-  auto o = port_options();
+  auto o = fieldsync::test::loopback_options();
   o.max_handshakes = 8;
   o.log_lines_per_key = 3;
   o.log_interval_ms = 60000;
-  Device a(io, "alpha", o);
-  Device b(io, "beta");
+  TcpDevice a(io, "alpha", o);
+  TcpDevice b(io, "beta");
   ProjectId p = shared_project(a.node, b.node);
   a.node.write_docs(p, 0, 20);
   // 80 TCP connections that never send a byte.
@@ -260,10 +233,10 @@ TEST_CASE("connections that never start TLS cannot lock real peers out", "[trans
 TEST_CASE("an incoming connection must finish TLS within tls_handshake_timeout_ms",
           "[transports]") {
   asio::io_context io;
-  auto o = port_options();
+  auto o = fieldsync::test::loopback_options();
   o.tls_handshake_timeout_ms = 300;
   o.handshake_timeout_ms = 60000;
-  Device a(io, "alpha", o);
+  TcpDevice a(io, "alpha", o);
   tcp::socket idle(io);
   idle.connect({asio::ip::make_address("127.0.0.1"), a.svc->listen_port()});
   auto t0 = std::chrono::steady_clock::now();
@@ -290,10 +263,10 @@ TEST_CASE("accept backs off when the process is out of file descriptors", "[tran
   return;
 #endif
   asio::io_context io;
-  auto o = port_options();
+  auto o = fieldsync::test::loopback_options();
   o.accept_backoff_max_ms = 200;
-  Device a(io, "alpha", o);
-  Device b(io, "beta");
+  TcpDevice a(io, "alpha", o);
+  TcpDevice b(io, "beta");
   ProjectId p = shared_project(a.node, b.node);
   a.node.write_docs(p, 0, 10);
   // Connections waiting in the listen backlog: accept has work it cannot do.
@@ -336,9 +309,9 @@ TEST_CASE("accept backs off when the process is out of file descriptors", "[tran
 TEST_CASE("a TLS connection that never sends HELLO is closed at the handshake deadline",
           "[transports]") {
   asio::io_context io;
-  auto o = port_options();
+  auto o = fieldsync::test::loopback_options();
   o.handshake_timeout_ms = 400;
-  Device a(io, "alpha", o);
+  TcpDevice a(io, "alpha", o);
   auto took = beside(io, [&] {
     RawPeer r(RawPeer::fresh_key());
     REQUIRE(r.connect(a.svc->listen_port(), a.id()));
@@ -355,10 +328,10 @@ TEST_CASE("a TLS connection that never sends HELLO is closed at the handshake de
 TEST_CASE("a silent member is closed at the idle deadline, PINGs keep a live link open",
           "[transports]") {
   asio::io_context io;
-  auto o = port_options();
+  auto o = fieldsync::test::loopback_options();
   o.idle_timeout_ms = 500;
-  Device a(io, "alpha", o);
-  Device b(io, "beta", o);
+  TcpDevice a(io, "alpha", o);
+  TcpDevice b(io, "beta", o);
   ProjectId p = shared_project(a.node, b.node);
   a.node.write_docs(p, 0, 5);
   // A member that completes the handshake and then says nothing.
@@ -393,9 +366,9 @@ TEST_CASE("a silent member is closed at the idle deadline, PINGs keep a live lin
 
 TEST_CASE("sync.max_peers refuses one more member with resource_exhausted", "[transports]") {
   asio::io_context io;
-  auto o = port_options();
+  auto o = fieldsync::test::loopback_options();
   o.max_peers = 1;
-  Device a(io, "alpha", o), b(io, "beta"), c(io, "gamma");
+  TcpDevice a(io, "alpha", o), b(io, "beta"), c(io, "gamma");
   ProjectId p = shared_project(a.node, b.node);
   import_project(a.node, c.node, p);
   a.node.write_docs(p, 0, 5);
@@ -413,7 +386,7 @@ TEST_CASE("sync.max_peers refuses one more member with resource_exhausted", "[tr
 
 TEST_CASE("the transport checks HELLO's device id against the TLS key", "[transports][hostile]") {
   asio::io_context io;
-  Device a(io, "alpha");
+  TcpDevice a(io, "alpha");
   auto pa = a.node.store->create_project("field");
   REQUIRE(pa.ok());
   auto other = RawPeer::fresh_key();
@@ -431,7 +404,7 @@ TEST_CASE("the transport checks HELLO's device id against the TLS key", "[transp
 
 TEST_CASE("TLS 1.2 and certificate-less clients are refused", "[transports][hostile]") {
   asio::io_context io;
-  Device a(io, "alpha");
+  TcpDevice a(io, "alpha");
   auto pa = a.node.store->create_project("field");
   REQUIRE(pa.ok());
   bool tls12 = beside(io, [&] {
@@ -468,7 +441,7 @@ TEST_CASE("TLS 1.2 and certificate-less clients are refused", "[transports][host
 
 TEST_CASE("frames out of order end the session with failed_precondition", "[transports][hostile]") {
   asio::io_context io;
-  Device a(io, "alpha");
+  TcpDevice a(io, "alpha");
   Node evil;
   ProjectId p = shared_project(a.node, evil);
   evil.write_docs(p, 0, 3);

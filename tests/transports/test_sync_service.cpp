@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <map>
 
+#include "../support/run_until.hpp"
 #include "../support/tcp_peer_manager.hpp"
 #include "../sync/sync_test_util.hpp"
 
@@ -12,55 +13,24 @@ using namespace fieldsync;
 using namespace fieldsync::peers;
 using fieldsync::sync::test::Node;
 using fieldsync::sync::test::shared_project;
+using fieldsync::test::run_until;
+using fieldsync::test::TcpDevice;
 using fieldsync::test::TcpPeerManager;
 
 namespace {
 
+// Small batches, so the tests see several.
 config::SyncOptions test_options() {
-  config::SyncOptions o;
-  o.listen_address = "127.0.0.1";
-  o.listen_port = 0;
-  o.retry_min_ms = 50;
-  o.retry_max_ms = 400;
+  auto o = fieldsync::test::loopback_options();
   o.batch_entries = 100;
   return o;
-}
-
-struct Device {
-  Node node;
-  std::unique_ptr<TcpPeerManager> svc;
-  Device(boost::asio::io_context& io, std::string name, config::SyncOptions o = test_options()) {
-    svc = std::make_unique<TcpPeerManager>(io, *node.store, o, std::move(name));
-    node.store->set_change_listener(
-        [this](const ProjectId& p, std::uint64_t) { svc->notify_change(p); });
-    REQUIRE(svc->start().ok());
-  }
-  std::string address() const { return "127.0.0.1:" + std::to_string(svc->listen_port()); }
-  DeviceId id() const { return node.store->device_id(); }
-  storage::VersionVector vv(const ProjectId& p) { return *node.store->version_vector(p); }
-  std::optional<PeerStatus> status(const DeviceId& d) {
-    auto s = svc->peer(d);
-    if (!s.ok()) return std::nullopt;
-    return *s;
-  }
-};
-
-// Runs the io_context until pred() holds or 10 s pass.
-template <class Pred>
-bool run_until(boost::asio::io_context& io, Pred pred, int ms = 10000) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    io.run_for(std::chrono::milliseconds(5));
-  }
-  return true;
 }
 
 }  // namespace
 
 TEST_CASE("two services sync over TLS and push live writes", "[transports]") {
   boost::asio::io_context io;
-  Device a(io, "alpha"), b(io, "beta");
+  TcpDevice a(io, "alpha", test_options()), b(io, "beta", test_options());
   ProjectId p = shared_project(a.node, b.node);
   a.node.write_docs(p, 0, 500);
   REQUIRE(b.svc->add_peer(a.address(), a.id(), "alpha").ok());
@@ -92,7 +62,7 @@ TEST_CASE("two services sync over TLS and push live writes", "[transports]") {
 
 TEST_CASE("simultaneous dials end with one session per pair", "[transports]") {
   boost::asio::io_context io;
-  Device a(io, "alpha"), b(io, "beta");
+  TcpDevice a(io, "alpha", test_options()), b(io, "beta", test_options());
   ProjectId p = shared_project(a.node, b.node);
   a.node.write_docs(p, 0, 50);
   b.node.write_docs(p, 100, 50);
@@ -115,7 +85,7 @@ TEST_CASE("simultaneous dials end with one session per pair", "[transports]") {
 
 TEST_CASE("a peer with the wrong key is refused at TLS level", "[transports]") {
   boost::asio::io_context io;
-  Device a(io, "alpha"), b(io, "beta");
+  TcpDevice a(io, "alpha", test_options()), b(io, "beta", test_options());
   Node stranger;
   ProjectId p = shared_project(a.node, b.node);
   a.node.write_docs(p, 0, 5);
@@ -137,7 +107,7 @@ TEST_CASE("a device outside the project learns nothing and retries with backoff"
   auto slow = test_options();
   slow.retry_min_ms = 200;
   slow.retry_max_ms = 3200;
-  Device a(io, "alpha"), c(io, "outsider", slow);
+  TcpDevice a(io, "alpha", test_options()), c(io, "outsider", slow);
   auto pa = a.node.store->create_project("secret-survey");
   REQUIRE(pa.ok());
   a.node.write_docs(pa->id, 0, 5);
@@ -173,7 +143,7 @@ TEST_CASE("a device outside the project learns nothing and retries with backoff"
 
 TEST_CASE("junk on the sync port does not disturb the service", "[transports]") {
   boost::asio::io_context io;
-  Device a(io, "alpha"), b(io, "beta");
+  TcpDevice a(io, "alpha", test_options()), b(io, "beta", test_options());
   ProjectId p = shared_project(a.node, b.node);
   a.node.write_docs(p, 0, 20);
   // Plain-text garbage instead of a TLS ClientHello.
@@ -195,12 +165,12 @@ TEST_CASE("junk on the sync port does not disturb the service", "[transports]") 
 
 TEST_CASE("sync_now after a peer restarts reconnects and catches up", "[transports]") {
   boost::asio::io_context io;
-  auto a = std::make_unique<Device>(io, "alpha");
+  auto a = std::make_unique<TcpDevice>(io, "alpha", test_options());
   // b's automatic redial is a minute away: only sync_now can reconnect it within the test.
   auto patient = test_options();
   patient.retry_min_ms = 60000;
   patient.retry_max_ms = 120000;
-  Device b(io, "beta", patient);
+  TcpDevice b(io, "beta", patient);
   ProjectId p = shared_project(a->node, b.node);
   REQUIRE(b.svc->add_peer(a->address(), a->id()).ok());
   REQUIRE(run_until(io, [&] { return b.status(a->id())->state == PeerState::in_sync; }));
