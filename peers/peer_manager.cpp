@@ -178,6 +178,8 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   void fail(Conn& c, Error e);
   void connection_closed(Conn& c);
   void schedule_retry(PeerEntry& e, bool failed);
+  std::optional<DeviceId> successor_of(const DeviceId& device) const;
+  bool follow_successor(const DeviceId& device);
   PeerStatus status_of(const PeerEntry& e) const;
   // Sessions past the handshake (what sync.max_peers bounds).
   std::size_t session_count() const;
@@ -445,6 +447,10 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     else
       rlog.log(LogLevel::info, "stranger closed", line);
   }
+  // A configured peer we could not reach may have renewed its identity (restored from a
+  // backup, or found running twice): dial its successor instead.
+  if (running && c.outgoing && !synced && e.configured && !c.replaced && follow_successor(c.peer))
+    return;
   if (running) schedule_retry(e, !synced);
   if (!e.keep()) return forget_if_stranger(c.peer);
   if (e.pending) bound_pending();
@@ -471,6 +477,60 @@ void PeerManager::Impl::schedule_retry(PeerEntry& e, bool failed) {
     it->second.retry_pending = false;
     if (!it->second.conn && !it->second.dialing) self->dial(it->second);
   });
+}
+
+// The identity that continues `device` (docs/storage.md "One identity, one history": a
+// renewed device's old key vouches for its new one in the project's membership records),
+// following renewals in turn; nullopt when none is known.
+std::optional<DeviceId> PeerManager::Impl::successor_of(const DeviceId& device) const {
+  auto projects = store.list_projects();
+  if (!projects.ok()) return std::nullopt;
+  std::optional<DeviceId> found;
+  DeviceId cur = device;
+  for (int hop = 0; hop < 16; ++hop) {  // a chain of renewals, bounded
+    std::optional<DeviceId> next;
+    for (const auto& p : *projects) {
+      auto members = store.members(p.id);
+      if (!members.ok()) continue;
+      for (const auto& m : *members)
+        if (m.successor_of && *m.successor_of == cur && m.role != storage::Role::removed)
+          next = m.device;
+      if (next) break;
+    }
+    if (!next || *next == device) break;
+    found = cur = *next;
+  }
+  return found;
+}
+
+// Moves a configured peer to the identity that continues it (keeping its address, name and
+// approval, in memory and in the store) and dials that. False when it has no successor.
+bool PeerManager::Impl::follow_successor(const DeviceId& device) {
+  auto it = peers.find(device);
+  if (it == peers.end() || !it->second.configured) return false;
+  auto next = successor_of(device);
+  if (!next || *next == store.device_id()) return false;
+  PeerEntry& old = it->second;
+  if (old.conn || old.dialing) return false;
+  PeerEntry& n = peers[*next];
+  n.device = *next;
+  if (!n.configured) {
+    n.address = old.address;
+    n.configured = true;
+  }
+  n.approved = n.approved || old.approved;
+  if (n.name.empty()) n.name = old.name;
+  n.failures = 0;
+  spdlog::info(
+      "sync: peer {} renewed its identity (its old key vouches for {}): dialing the new one at {}",
+      device.short_str(), next->short_str(), n.address);
+  if (old.retry) old.retry->cancel();
+  peers.erase(it);
+  if (auto st = store.forget_peer(device); !st && st.error().code != Errc::not_found)
+    spdlog::warn("sync: cannot forget peer {}: {}", device.short_str(), st.error().message);
+  remember(n);
+  if (running && !n.conn && !n.dialing) dial(n);
+  return true;
 }
 
 PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {
@@ -709,6 +769,11 @@ Status PeerManager::start() {
   } else {
     spdlog::warn("sync: cannot load remembered peers: {}", saved.error().message);
   }
+  // Peers that renewed their identity while we were away: their successors instead.
+  std::vector<DeviceId> configured;
+  for (const auto& [id, e] : im.peers)
+    if (e.configured) configured.push_back(id);
+  for (const auto& id : configured) (void)im.follow_successor(id);
   im.running = true;
   for (auto& [id, e] : im.peers)
     if (e.configured && !e.conn && !e.dialing) im.dial(e);

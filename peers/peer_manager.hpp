@@ -8,7 +8,10 @@
 // deduplicated deterministically: of two connections between the same devices, the one
 // dialed by the lower device id survives. Incoming connections hold a slot of the
 // handshake budget (sync.max_handshakes) until their session proves something; sessions
-// past that count against sync.max_peers. A device that proves nothing leaves no state.
+// past that count against sync.max_peers. A device that proves nothing leaves no state. A
+// configured peer that cannot be reached and has renewed its identity (a membership record of
+// a successor vouched for by its old key) is followed to the successor, at start and after a
+// failed dial.
 //
 // Ownership: borrows the io_context and the Store (both outlive the manager). Owns the
 // transports added to it, its sessions and timers.

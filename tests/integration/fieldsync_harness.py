@@ -370,6 +370,16 @@ FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms
         "sync.listen_address": "127.0.0.1"}
 
 
+def free_port():
+    """A port for sync.listen_port that stays the same across restarts of a daemon (its peers
+    keep dialing the address they were given)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def start_daemon(name, **settings):
     """A started daemon named `name` with FAST settings, overridden by `settings`."""
     s = dict(FAST)

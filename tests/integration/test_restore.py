@@ -12,7 +12,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fieldsync_harness import (  # noqa: E402
-    V, add_peer, share, start_daemon as start, status, wait_until)
+    V, add_peer, free_port, share, start_daemon as start, status, wait_until)
 
 
 def put(d, pid, doc_id, tag):
@@ -132,7 +132,8 @@ class RestoreTests(unittest.TestCase):
         self.assertEqual(status(a)["device_id"], st["device_id"])
 
     def test_syncctl_backup_restore_renews_the_identity_and_loses_nothing(self):
-        a, b = self.start("alpha"), self.start("beta")
+        # alpha keeps its sync port across restarts: beta dials it by address.
+        a, b = self.start("alpha", **{"sync.listen_port": free_port()}), self.start("beta")
         pid = share(a, b)
         add_peer(a, b)
         add_peer(b, a)
@@ -174,6 +175,30 @@ class RestoreTests(unittest.TestCase):
         wait_until(lambda: in_sync(a, pid) and in_sync(b, pid), 20, what="in sync")
         self.assertEqual(status(b)["diverged_logs"], [])
         self.assertEqual(status(a)["diverged_logs"], [])
+
+        # beta dialed alpha by address and pinned its old key: it follows the new identity (its
+        # old key vouched for it), remembered across a restart; alpha no longer dials beta.
+        new_id = st["device_id"]
+
+        def configured(d):
+            return {p["device_id"] for p in d.unix("GET", "/v1/peers").json()["peers"]
+                    if p["configured"]}
+        wait_until(lambda: new_id in configured(b) and old_id not in configured(b), 20,
+                   what="beta to follow alpha's new identity")
+        self.assertIn("renewed its identity", b.log())
+        r = a.unix("DELETE", "/v1/peers/" + b.device_id)
+        self.assertEqual(r.status, 200, r)
+        b.restart()
+        self.assertIn(new_id, configured(b))
+        put(a, pid, "dialed-by-beta", "b-dials")
+        try:
+            wait_until(lambda: tag_of(b, pid, "dialed-by-beta") == "b-dials", 20,
+                       what="beta dialing alpha's new identity")
+        except TimeoutError:
+            print(b.unix("GET", "/v1/peers").json(), file=sys.stderr)
+            print(b.log()[-3000:], file=sys.stderr)
+            print(a.log()[-3000:], file=sys.stderr)
+            raise
 
 
 if __name__ == "__main__":

@@ -12,13 +12,12 @@ FIELDSYNC_SOAK_STEPS (default 300) schedule steps, cut short after FIELDSYNC_SOA
 """
 import os
 import random
-import socket
 import sys
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import Daemon, wait_until  # noqa: E402
+from fieldsync_harness import Daemon, free_port, wait_until  # noqa: E402
 import workload  # noqa: E402
 
 V = "/v1/projects"
@@ -27,16 +26,6 @@ SEED = int(os.environ.get("FIELDSYNC_SOAK_SEED", str(random.SystemRandom().randr
 STEPS = int(os.environ.get("FIELDSYNC_SOAK_STEPS", "300"))
 CHAOS_S = float(os.environ.get("FIELDSYNC_SOAK_SECONDS", "40"))
 CONVERGE_S = 90
-
-
-def free_port():
-    """A port for sync.listen_port that stays the same across restarts of a daemon (its peers
-    keep dialing the address they were given)."""
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def restore_from_backup(d, rng):

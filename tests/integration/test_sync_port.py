@@ -17,8 +17,9 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import Daemon, wait_until  # noqa: E402
-from test_sync import FAST, V, add_peer, has_doc, share, start, sync_address, write_docs  # noqa: E402
+from fieldsync_harness import (  # noqa: E402
+    FAST, V, Daemon, add_peer, share, start_daemon as start, sync_address, wait_until)
+from test_sync import has_doc, write_docs  # noqa: E402
 
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import serialization  # noqa: E402
