@@ -182,7 +182,14 @@ void MemoryEnd::close() {
   auto& me = p.sides[side];
   if (me.closed) return;
   me.closed = true;
-  me.timer->cancel();  // a write in flight completes with an error
+  me.timer->cancel();
+  // A write in flight completes with an error now: the pipe keeps no callback (and nothing
+  // it captured) once the end is closed.
+  if (auto done = std::move(me.write_done)) {
+    me.write_done = nullptr;
+    me.writing.clear();
+    asio::post(p.io, [done = std::move(done)] { done(make_error(Errc::unavailable, "closed")); });
+  }
   p.deliver(side);
   p.deliver(1 - side);
 }
