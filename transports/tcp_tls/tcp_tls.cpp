@@ -148,6 +148,9 @@ struct TcpStream final : Stream, std::enable_shared_from_this<TcpStream> {
     wire_at_close = kernel_wire_bytes();
     closed = true;
     if (slot) slot->release();
+    // The deadline's action may hold this stream (or the dial's callback): drop it, so no
+    // reference cycle outlives the stream.
+    on_deadline = nullptr;
     error_code ec;
     deadline_timer.cancel();
     stream.lowest_layer().shutdown(tcp::socket::shutdown_both, ec);
