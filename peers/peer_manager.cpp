@@ -4,12 +4,10 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 #include <chrono>
 #include <map>
 #include <random>
@@ -584,11 +582,9 @@ PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {
 // --- joining ---
 
 void PeerManager::Impl::remember(const PeerEntry& e) {
-  boost::json::object o;
-  o["address"] = e.address;
-  o["name"] = e.name;
-  if (e.approved) o["approved"] = true;
-  if (auto st = store.save_peer(storage::PeerRecord{e.device, boost::json::serialize(o)}); !st)
+  storage::PeerRecord rec{e.device, e.name, {}, e.approved, unix_ms(), e.seen_ms};
+  if (!e.address.empty()) rec.addresses.push_back(e.address);
+  if (auto st = store.save_peer(rec); !st)
     spdlog::warn("sync: cannot remember peer {}: {}", e.device.short_str(), st.error().message);
 }
 
@@ -738,34 +734,28 @@ Status PeerManager::start() {
     }
   }
   // Peers added through the API before a restart.
-  if (auto saved = im.store.load_peers(); saved.ok()) {
+  std::vector<storage::PeerProblem> unreadable;
+  if (auto saved = im.store.load_peers(&unreadable); saved.ok()) {
     for (const auto& rec : *saved) {
-      boost::system::error_code jec;
-      auto v = boost::json::parse(rec.json, jec);
-      if (jec || !v.is_object()) continue;
-      const auto& o = v.as_object();
-      auto* address = o.if_contains("address");
-      auto* name = o.if_contains("name");
-      auto* approved = o.if_contains("approved");
-      if (approved && approved->is_bool() && approved->as_bool()) {
+      if (rec.approved) {
         PeerEntry& e = im.peers[rec.device];
         e.device = rec.device;
         e.approved = true;
-        if (name && name->is_string() && e.name.empty())
-          e.name = sanitize_text(name->as_string(), sync::kMaxDeviceNameBytes);
+        if (e.name.empty()) e.name = sanitize_text(rec.name, sync::kMaxDeviceNameBytes);
       }
-      std::string uri;
-      if (!address || !address->is_string() ||
-          !im.check_address(std::string(address->as_string()), &uri))
+      std::string uri;  // the first address a transport here can dial
+      if (std::none_of(rec.addresses.begin(), rec.addresses.end(),
+                       [&](const std::string& a) { return im.check_address(a, &uri).ok(); }))
         continue;
       PeerEntry& e = im.peers[rec.device];
       if (e.configured) continue;  // the config file names it too
       e.device = rec.device;
       e.address = uri;
       e.configured = true;
-      if (name && name->is_string())
-        e.name = sanitize_text(name->as_string(), sync::kMaxDeviceNameBytes);
+      e.name = sanitize_text(rec.name, sync::kMaxDeviceNameBytes);
     }
+    for (const auto& p : unreadable)
+      spdlog::warn("sync: remembered peer {} not loaded: {}", p.device, p.error);
   } else {
     spdlog::warn("sync: cannot load remembered peers: {}", saved.error().message);
   }

@@ -64,7 +64,8 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
                            {"checkpoints", &t.checkpoints},
                            {"changes", &t.changes},
                            {"invites", &t.invites},
-                           {"peers", &t.peers}}) {
+                           {"peers", &t.peers},
+                           {"peer_holds", &t.peer_holds}}) {
     FS_TRY(open_dbi(name, *dbi));
   }
   FS_TRY(txn->commit());

@@ -1,5 +1,11 @@
 #include "storage/records.hpp"
 
+#include <algorithm>
+#include <boost/json.hpp>
+#include <set>
+
+#include "common/encoding.hpp"
+#include "common/text.hpp"
 #include "storage/version_codec.hpp"
 
 namespace fieldsync::storage {
@@ -134,6 +140,164 @@ std::optional<CheckpointValue> CheckpointValue::decode(ByteView v) {
   x.signature = r.fixed<64>();
   if (!r.ok()) return std::nullopt;
   return x;
+}
+
+bool valid_address_uri(std::string_view uri) {
+  if (uri.empty() || uri.size() > kMaxPeerAddressBytes) return false;
+  auto sep = uri.find("://");
+  if (sep == std::string_view::npos || sep == 0) return false;
+  for (std::size_t i = 0; i < sep; ++i) {
+    char c = uri[i];
+    bool letter = c >= 'a' && c <= 'z';
+    bool other = (c >= '0' && c <= '9') || c == '+' || c == '-' || c == '.';
+    if (!letter && (i == 0 || !other)) return false;
+  }
+  std::string_view rest = uri.substr(sep + 3);
+  return !rest.empty() && rest.find(' ') == std::string_view::npos &&
+         is_clean_text(rest, kMaxPeerAddressBytes);
+}
+
+std::optional<std::string> tcp_address_uri(std::string_view host_port) {
+  auto colon = host_port.rfind(':');
+  if (colon == std::string_view::npos || colon == 0 || colon + 1 >= host_port.size())
+    return std::nullopt;
+  std::string_view host = host_port.substr(0, colon), port = host_port.substr(colon + 1);
+  if (port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  unsigned long number = std::stoul(std::string(port));
+  if (number == 0 || number > 65535) return std::nullopt;
+  std::string uri = "tcp://";
+  if (host.front() == '[') {
+    if (host.size() < 3 || host.back() != ']') return std::nullopt;
+    uri += host;
+  } else if (host.find(':') != std::string_view::npos) {  // an IPv6 address left unbracketed
+    uri += "[" + std::string(host) + "]";
+  } else {
+    if (host.find_first_of("[]") != std::string_view::npos) return std::nullopt;
+    uri += host;
+  }
+  uri += ":" + std::string(port);
+  if (!valid_address_uri(uri)) return std::nullopt;
+  return uri;
+}
+
+Status PeerValue::check(const PeerRecord& r) {
+  auto bad = [](std::string why) { return make_error(Errc::invalid_argument, std::move(why)); };
+  if (r.device.is_zero()) return bad("peer device id is missing");
+  if (!is_clean_text(r.name, kMaxPeerNameBytes))
+    return bad("peer name must be at most " + std::to_string(kMaxPeerNameBytes) +
+               " bytes of UTF-8 without control characters");
+  if (r.addresses.size() > kMaxPeerAddresses)
+    return bad("a peer has at most " + std::to_string(kMaxPeerAddresses) + " addresses, not " +
+               std::to_string(r.addresses.size()));
+  std::set<std::string_view> seen;
+  for (const auto& a : r.addresses) {
+    if (!valid_address_uri(a))
+      return bad("peer address " + quote_input(a) + " is not a URI scheme://address of at most " +
+                 std::to_string(kMaxPeerAddressBytes) + " bytes");
+    if (!seen.insert(a).second) return bad("peer address " + quote_input(a) + " is listed twice");
+  }
+  if (r.added_ms < 0 || r.last_seen_ms < 0) return bad("peer times must not be negative");
+  return {};
+}
+
+Bytes PeerValue::encode(const PeerRecord& r) {
+  Bytes out;
+  ByteWriter w(out);
+  w.u8(kVersion);
+  w.u8(r.approved ? 1 : 0);
+  w.u64(static_cast<std::uint64_t>(r.added_ms));
+  w.u64(static_cast<std::uint64_t>(r.last_seen_ms));
+  w.str16(r.name);
+  w.u8(static_cast<std::uint8_t>(r.addresses.size()));
+  for (const auto& a : r.addresses) w.str16(a);
+  return out;
+}
+
+Result<PeerRecord> PeerValue::decode(ByteView key, ByteView v) {
+  auto corrupt = [&](const std::string& why) {
+    return make_error(Errc::data_loss, "peer record " + to_hex(key) + ": " + why);
+  };
+  auto device = id_from_bytes<DeviceId>(key);
+  if (!device) return corrupt("the key is not a device id");
+  ByteReader r(v);
+  PeerRecord rec;
+  rec.device = *device;
+  std::uint8_t version = r.u8();
+  if (r.ok() && version != kVersion)
+    return corrupt("unknown version " + std::to_string(version) + " (" + std::to_string(v.size()) +
+                   " bytes)");
+  std::uint8_t flags = r.u8();
+  rec.approved = flags & 1;
+  rec.added_ms = static_cast<std::int64_t>(r.u64());
+  rec.last_seen_ms = static_cast<std::int64_t>(r.u64());
+  rec.name = std::string(r.str16());
+  std::uint8_t n = r.u8();
+  if (r.ok() && n > kMaxPeerAddresses) return corrupt(std::to_string(n) + " addresses");
+  for (std::uint8_t i = 0; i < n && r.ok(); ++i) rec.addresses.emplace_back(r.str16());
+  if (!r.ok() || !r.at_end()) return corrupt("malformed (" + std::to_string(v.size()) + " bytes)");
+  if (flags & ~1u) return corrupt("unknown flags " + std::to_string(flags));
+  if (auto st = check(rec); !st) return corrupt(st.error().message);
+  return rec;
+}
+
+std::optional<PeerRecord> PeerValue::from_format1(ByteView key, std::string_view json) {
+  namespace bj = boost::json;
+  auto device = id_from_bytes<DeviceId>(key);
+  if (!device) return std::nullopt;
+  boost::system::error_code ec;
+  bj::value v = bj::parse(json, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.as_object();
+  PeerRecord rec;
+  rec.device = *device;
+  if (auto* name = o.if_contains("name"); name && name->is_string())
+    rec.name = sanitize_text(name->as_string(), kMaxPeerNameBytes);
+  // "host:port"; daemons with address URIs (transports as plug-ins) wrote the URI.
+  if (auto* address = o.if_contains("address"); address && address->is_string()) {
+    std::string_view text = address->as_string();
+    if (text.find("://") != std::string_view::npos) {
+      if (valid_address_uri(text)) rec.addresses.emplace_back(text);
+    } else if (auto uri = tcp_address_uri(text)) {
+      rec.addresses.push_back(*uri);
+    }
+  }
+  if (auto* approved = o.if_contains("approved"); approved && approved->is_bool())
+    rec.approved = approved->as_bool();
+  return rec;
+}
+
+Bytes PeerHoldsValue::encode(const VersionVector& held) {
+  Bytes out;
+  out.reserve(5 + 40 * held.size());
+  ByteWriter w(out);
+  w.u8(kVersion);
+  w.u32(static_cast<std::uint32_t>(held.size()));
+  for (const auto& [author, seq] : held) {
+    w.raw(author.view());
+    w.u64(seq);
+  }
+  return out;
+}
+
+std::optional<VersionVector> PeerHoldsValue::decode(ByteView v) {
+  ByteReader r(v);
+  if (r.u8() != kVersion) return std::nullopt;
+  std::uint32_t n = r.u32();
+  if (!r.ok() || n > kMaxPeerHoldsAuthors || r.remaining() != std::size_t{n} * 40)
+    return std::nullopt;
+  VersionVector out;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    DeviceId author;
+    author.bytes = r.fixed<32>();
+    std::uint64_t seq = r.u64();
+    // Ascending and unique (as encode() writes a map), no zero id, nothing recorded at seq 0.
+    if (author.is_zero() || seq == 0 || (!out.empty() && !(out.rbegin()->first < author)))
+      return std::nullopt;
+    out.emplace_hint(out.end(), author, seq);
+  }
+  return out;
 }
 
 Bytes encode_location(const Location& at, bool local) {

@@ -9,15 +9,21 @@
 
 #include "common/bytes.hpp"
 #include "common/ids.hpp"
+#include "common/result.hpp"
 #include "crypto/crypto.hpp"
 #include "storage/types.hpp"
 
 namespace fieldsync::storage {
 
-inline constexpr std::uint32_t kStorageFormat = 1;
+// 2: typed peer records (format 1 kept the sync layer's JSON; converted when opened).
+inline constexpr std::uint32_t kStorageFormat = 2;
 // Read-back bounds of the record decoders; writers check the same constants.
 inline constexpr std::size_t kMaxDocHeads = 0xffff;              // DocRecord: u16 head count
 inline constexpr std::size_t kMaxVersionHeaderBytes = 1u << 20;  // LogRecord header blob
+inline constexpr std::size_t kMaxPeerNameBytes = 256;            // PeerRecord name (clean UTF-8)
+inline constexpr std::size_t kMaxPeerAddresses = 16;             // PeerRecord address URIs
+inline constexpr std::size_t kMaxPeerAddressBytes = 1024;        // one address URI
+inline constexpr std::size_t kMaxPeerHoldsAuthors = 1u << 16;    // authors in a peer_holds vector
 using DocTag = std::array<std::uint8_t, 16>;  // first 16 bytes of SHA-256(doc key)
 
 struct Key {
@@ -82,6 +88,13 @@ inline Key change_key(const ProjectId& p, std::uint64_t seq) {
 inline Key counter_key(const ProjectId& p) {
   Key k;
   k.u8('L').raw(p.view());
+  return k;
+}
+
+// peer_holds table: project first, like every per-project table (leaving removes it).
+inline Key peer_holds_key(const ProjectId& p, const DeviceId& peer) {
+  Key k;
+  k.raw(p.view()).raw(peer.view());
   return k;
 }
 
@@ -153,6 +166,35 @@ struct CheckpointValue {
   Bytes encode() const;
   static std::optional<CheckpointValue> decode(ByteView v);
 };
+
+// peers table value (docs/storage.md "Peers"). check() is the write-side check and runs
+// again on every decode, so a record that was accepted always reads back.
+struct PeerValue {
+  static constexpr std::uint8_t kVersion = 1;
+  static Status check(const PeerRecord& r);
+  static Bytes encode(const PeerRecord& r);
+  // data_loss naming what is wrong: malformed, unknown version, or out of limits.
+  static Result<PeerRecord> decode(ByteView key, ByteView v);
+  // A record of storage format 1 (JSON of the sync layer: address "host:port", name,
+  // approved); nullopt when it is not a JSON object.
+  static std::optional<PeerRecord> from_format1(ByteView key, std::string_view json);
+};
+
+// peer_holds table value: what a peer is known to hold of a project (authors ascending,
+// every seq >= 1, at most kMaxPeerHoldsAuthors).
+struct PeerHoldsValue {
+  static constexpr std::uint8_t kVersion = 1;
+  static Bytes encode(const VersionVector& held);
+  static std::optional<VersionVector> decode(ByteView v);
+};
+
+// A transport address URI: lowercase scheme (a-z, then a-z 0-9 + - .), "://", then 1 or more
+// bytes of clean UTF-8 without spaces; at most kMaxPeerAddressBytes in all.
+bool valid_address_uri(std::string_view uri);
+// "tcp://host:port" for a format-1 "host:port" address (an IPv6 host bracketed, also when it
+// was written without brackets: "tcp://[::1]:7891"); nullopt when it is not host:port with a
+// port 1..65535 or the URI would not be valid.
+std::optional<std::string> tcp_address_uri(std::string_view host_port);
 
 // docver and changes values: a Location (+ for changes, whether it was written here).
 Bytes encode_location(const Location& at, bool local = false);

@@ -178,6 +178,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (!fmt) return fmt.error();
   if (!*fmt) {
     FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
+  } else if (read_u64(**fmt) == 1) {
+    // Format 1 differs only in the peer records: converted in this transaction.
+    FS_TRY(impl->upgrade_peers_format1(*txn));
+    FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
   } else if (read_u64(**fmt) != kStorageFormat) {
     return make_error(Errc::unsupported, "storage format " + std::to_string(read_u64(**fmt)) +
                                              " in " + db_dir.string() + " is not supported");

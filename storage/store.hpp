@@ -91,10 +91,33 @@ class Store {
   // Removes every trace of the project from this device (its data stays on other devices).
   Status leave_project(const ProjectId& project);
 
-  // --- peers the sync layer remembers (store_members.cpp) ---
+  // --- peers (store_peers.cpp, docs/storage.md "Peers") ---
+  // Saves (replaces) the record of a peer. invalid_argument when a field is out of its limits
+  // (storage/records.hpp: name, addresses, URI syntax, negative times) or the device is this
+  // one. An existing record's added_ms is kept (the first save counts) and last_seen_ms never
+  // goes back.
   Status save_peer(const PeerRecord& peer);
-  Result<std::vector<PeerRecord>> load_peers() const;
+  // The records that read back (checked as on write); those that do not are skipped and, when
+  // `unreadable` is given, reported there (one bad record never loses the others).
+  Result<std::vector<PeerRecord>> load_peers(std::vector<PeerProblem>* unreadable = nullptr) const;
+  // A session with `device` is up at `at_ms`: raises its record's last_seen_ms. Nothing is
+  // written when it has no record or a later time is recorded.
+  Status note_peer_seen(const DeviceId& device, std::int64_t at_ms);
+  // Removes the peer's record and what it is known to hold in every project.
   Status forget_peer(const DeviceId& device);
+
+  // What a peer is known to hold of a project, kept across restarts (per peer and project).
+  // Merges `held` into the stored vector: per author the higher seq wins, nothing is lowered.
+  // Only authors whose log this device holds are kept (the vector is bounded by the project's
+  // authors; a peer may claim a seq beyond ours). One short write transaction, none when
+  // nothing rises. Errors: not_found (project), invalid_argument (`peer` is this device),
+  // resource_exhausted.
+  Status note_peer_holds(const DeviceId& peer, const ProjectId& project, const VersionVector& held);
+  // The stored vector (empty when nothing is known). data_loss when it does not read back.
+  Result<VersionVector> peer_holds(const DeviceId& peer, const ProjectId& project) const;
+  // What the peer lacks of our logs: for each author, our seq beyond what it holds. One read
+  // transaction stepping once over each lacking log entry (for its size), no copy of it.
+  Result<LackSummary> peer_lacks(const DeviceId& peer, const ProjectId& project) const;
 
   // --- changes feed ---
   Result<std::vector<Change>> changes_since(const ProjectId& project, std::uint64_t since,

@@ -59,6 +59,14 @@ struct Store::Impl {
   Result<std::optional<Location>> find_version(const LmdbTxn& txn, ByteView doc_key,
                                                const DocRecord& rec, const VersionId& v) const;
   Result<HeadValue> head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
+  // The project's version vector (heads table); the project's existence is not checked.
+  Result<VersionVector> version_vector(const LmdbTxn& txn, const ProjectId& p) const;
+  // Bytes (header + body) of an author's log entries (after, upto] held here.
+  Result<std::uint64_t> log_bytes(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                  std::uint64_t after, std::uint64_t upto) const;
+  // Opening a store of format 1: its JSON peer records become PeerValue records
+  // (store_peers.cpp). Records that are not JSON objects are left (load_peers reports them).
+  Status upgrade_peers_format1(LmdbTxn& txn) const;
   Result<std::uint64_t> change_counter(const LmdbTxn& txn, const ProjectId& p) const;
   Status put_change_counter(LmdbTxn& txn, const ProjectId& p, std::uint64_t seq) const;
   Status persist_clock(LmdbTxn& txn) const;

@@ -7,13 +7,10 @@
 
 namespace fieldsync::storage {
 
-Result<VersionVector> Store::version_vector(const ProjectId& project) const {
-  auto txn = impl_->read_txn();
-  if (!txn) return txn.error();
-  FS_TRY(impl_->project(*txn, project));
+Result<VersionVector> Store::Impl::version_vector(const LmdbTxn& txn, const ProjectId& p) const {
   VersionVector vv;
-  Key prefix = Key{}.raw(project.view());
-  LmdbCursor c(*txn, impl_->t().heads);
+  Key prefix = prefix_of(p);
+  LmdbCursor c(txn, t().heads);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     auto author = id_from_bytes<DeviceId>(c.key().subspan(ProjectId::size));
     auto h = HeadValue::decode(c.value());
@@ -21,6 +18,31 @@ Result<VersionVector> Store::version_vector(const ProjectId& project) const {
     vv[*author] = h->seq;
   }
   return vv;
+}
+
+Result<VersionVector> Store::version_vector(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  return impl_->version_vector(*txn, project);
+}
+
+Result<std::uint64_t> Store::Impl::log_bytes(const LmdbTxn& txn, const ProjectId& p,
+                                             const DeviceId& a, std::uint64_t after,
+                                             std::uint64_t upto) const {
+  std::uint64_t bytes = 0, expect = after + 1;
+  Key prefix = author_key(p, a);
+  LmdbCursor logs(txn, t().logs);
+  for (bool ok = logs.seek(log_key(p, a, expect));
+       ok && has_prefix(logs.key(), prefix) && expect <= upto; ok = logs.next(), ++expect) {
+    if (ByteReader(logs.key().subspan(prefix.b.size())).u64() != expect)
+      return make_error(Errc::data_loss, "gap in log");
+    auto lr = LogRecord::decode(logs.value());
+    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+    bytes += lr->header.size() + (lr->body ? lr->body->size() : 0);
+  }
+  if (expect <= upto) return make_error(Errc::data_loss, "gap in log");
+  return bytes;
 }
 
 // Signs this device's log head if writes since the last checkpoint are unsigned.

@@ -1,5 +1,4 @@
-// Store: membership records, invites, revocation enforcement, leaving a project, and the
-// peer records the sync layer keeps.
+// Store: membership records, invites, revocation enforcement, leaving a project.
 #include <algorithm>
 #include <boost/json.hpp>
 #include <map>
@@ -360,8 +359,9 @@ Status Store::leave_project(const ProjectId& project) {
   const Tables& t = impl_->t();
   Key prefix = prefix_of(project);
   // Every table but invites is keyed by project id first (the per-document tables start
-  // with the document key, which starts with it too).
-  for (auto dbi : {t.docs, t.logs, t.heads, t.checkpoints, t.changes, t.docver, t.superseded}) {
+  // with the document key, which starts with it too; peer_holds with project + peer).
+  for (auto dbi :
+       {t.docs, t.logs, t.heads, t.checkpoints, t.changes, t.docver, t.superseded, t.peer_holds}) {
     LmdbCursor c(*txn, dbi);
     for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
       FS_TRY(c.del());
@@ -379,33 +379,6 @@ Status Store::leave_project(const ProjectId& project) {
   for (const auto& k : invites) FS_TRY(txn->del(t.invites, k));
   FS_TRY(txn->del(t.meta, counter_key(project)));
   FS_TRY(txn->del(t.projects, project.view()));
-  return txn->commit();
-}
-
-Status Store::save_peer(const PeerRecord& peer) {
-  auto txn = impl_->write_txn();
-  if (!txn) return txn.error();
-  FS_TRY(txn->put(impl_->t().peers, peer.device.view(), as_bytes(peer.json)));
-  return txn->commit();
-}
-
-Result<std::vector<PeerRecord>> Store::load_peers() const {
-  auto txn = impl_->read_txn();
-  if (!txn) return txn.error();
-  std::vector<PeerRecord> out;
-  LmdbCursor c(*txn, impl_->t().peers);
-  for (bool ok = c.seek({}); ok; ok = c.next()) {
-    auto id = id_from_bytes<DeviceId>(c.key());
-    if (!id) return make_error(Errc::data_loss, "corrupt peer record");
-    out.push_back(PeerRecord{*id, std::string(as_chars(c.value()))});
-  }
-  return out;
-}
-
-Status Store::forget_peer(const DeviceId& device) {
-  auto txn = impl_->write_txn();
-  if (!txn) return txn.error();
-  FS_TRY(txn->del(impl_->t().peers, device.view()));
   return txn->commit();
 }
 

@@ -6,6 +6,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/bytes.hpp"
@@ -103,10 +104,32 @@ struct Invite {
   std::optional<DeviceId> used_by;
 };
 
-// An opaque per-peer record kept for the sync layer (trusted peers survive restarts).
+// A peer device this one keeps (docs/storage.md "Peers"): dialed again and trusted after a
+// restart. Limits (storage/records.hpp) are checked by Store::save_peer and on read-back.
 struct PeerRecord {
   DeviceId device;
-  std::string json;
+  std::string name;  // clean UTF-8, at most kMaxPeerNameBytes
+  // Where to reach it: transport address URIs "scheme://rest" such as "tcp://10.0.0.5:7891" or
+  // "tcp://[fe80::1]:7891"; at most kMaxPeerAddresses, each at most kMaxPeerAddressBytes, no
+  // duplicates. Empty: only approved, no address to dial.
+  std::vector<std::string> addresses;
+  bool approved = false;          // trusted by the user (sync.trust_policy = ask)
+  std::int64_t added_ms = 0;      // unix ms of the first save (0: unknown, from format 1)
+  std::int64_t last_seen_ms = 0;  // unix ms a session with it was last up (0: never)
+};
+
+// A peer record that cannot be read (reported, never fatal to load_peers).
+struct PeerProblem {
+  std::string device;  // device id, or the hex of a malformed key
+  std::string error;
+};
+
+// What a peer lacks of a project, from what it is known to hold (Store::peer_lacks).
+struct LackSummary {
+  std::uint64_t entries = 0;  // log entries held here that the peer lacks
+  std::uint64_t bytes = 0;    // their header and body bytes as held here
+  std::uint32_t authors = 0;  // authors of which it lacks something
+  bool known = false;         // something of what it holds is recorded (else: it lacks all)
 };
 
 // The state of one document: its heads (DAG leaves) and the deterministic winner.

@@ -59,6 +59,11 @@ struct ProjectSync {
   storage::VersionVector sent;      // highest seq sent per author (in flight or acked)
   storage::VersionVector peer_has;  // what the peer announced (VV, NEW): to-receive estimate
   storage::VersionVector peer_vv;   // the peer's VV as sent (TIPS follows its order)
+  // What the peer showed it holds (its VV and NEW, batches it sent, its ACKs of ours; never
+  // what we offered), kept in the store by record_holds(); `recorded`: what the store has.
+  storage::VersionVector holds;
+  storage::VersionVector recorded;
+  bool holds_dirty = false;  // `holds` rose (or `mine` did) since the last record_holds()
   bool vv_received = false;
   bool done_owed = false;  // send DONE once everything for this project is sent
   bool peer_done = false;  // the peer sent DONE and announced nothing since
@@ -121,6 +126,7 @@ struct Session::Impl {
 
   void fail(Error e, bool tell_peer) {
     if (state == SessionState::failed || state == SessionState::closed) return;
+    if (state == SessionState::active) note_seen();  // it was up until now
     // A lost connection is routine (the peer went away); everything else is worth a warning.
     // Rate-limited per error kind: any stranger can make a session fail.
     session_log().log(e.code == Errc::unavailable ? LogLevel::info : LogLevel::warn,
@@ -141,10 +147,61 @@ struct Session::Impl {
     decoder.feed(bytes);
     while (!finished()) {
       auto next = decoder.next();
-      if (!next.ok()) return fail(next.error(), true);
-      if (!next.value()) return;
+      if (!next.ok()) {
+        fail(next.error(), true);
+        break;
+      }
+      if (!next.value()) break;
       handle(*next.value());
     }
+    record_holds();  // what this input showed the peer holds: at most one write per project
+  }
+
+  // --- what the peer holds, kept across sessions (Store::note_peer_holds) ---
+
+  // What the store already knows the peer holds of a project (so an unchanged VV writes
+  // nothing). A record that does not read back is rewritten by the next note.
+  storage::VersionVector known_holds(const ProjectId& id) const {
+    auto held = store.peer_holds(peer_hello.device, id);
+    return held.ok() ? std::move(*held) : storage::VersionVector{};
+  }
+
+  // The peer showed it holds `a`'s log up to `seq`.
+  static void shows(ProjectSync& ps, const DeviceId& a, std::uint64_t seq) {
+    if (seq <= get(ps.holds, a)) return;
+    ps.holds[a] = seq;
+    ps.holds_dirty = true;
+  }
+
+  // Records what the peer showed it holds since the last call: one short store transaction
+  // per project that learnt something, none when nothing rose. Left out (for now): authors
+  // of which the peer holds another history (FORKED/TIPS), and authors whose log we do not
+  // hold yet (the store keeps only the project's authors; recorded once we hold them).
+  // A failure costs the record only, never the session.
+  void record_holds() {
+    if (!have_peer) return;
+    for (auto& [id, ps] : projects) {
+      if (!ps.holds_dirty) continue;
+      ps.holds_dirty = false;
+      storage::VersionVector rise;
+      for (const auto& [a, seq] : ps.holds)
+        if (seq > get(ps.recorded, a) && get(ps.mine, a) > 0 && !ps.diverged.count(a))
+          rise[a] = seq;
+      if (rise.empty()) continue;
+      if (auto st = store.note_peer_holds(peer_hello.device, id, rise); !st) {
+        session_log().log(LogLevel::warn, "cannot record what a peer holds",
+                          fmt::format("sync: cannot record what {} holds of {}: {}", peer_label(),
+                                      id.str(), st.error().message));
+        continue;
+      }
+      for (const auto& [a, seq] : rise) raise(ps.recorded, a, seq);
+    }
+  }
+
+  // A session with the peer is up now (its record's last_seen_ms, when it is a kept peer).
+  void note_seen() {
+    if (auto st = store.note_peer_seen(peer_hello.device, params.clock()); !st)
+      spdlog::debug("sync: cannot note when {} was seen: {}", peer_label(), st.error().message);
   }
 
   bool finished() const { return state == SessionState::failed || state == SessionState::closed; }
@@ -345,10 +402,12 @@ struct Session::Impl {
       spdlog::info("sync: {} more common project(s) with {}", added.size(), peer_label());
       send_projects();  // the peer learns that we hold them too (it stops when nothing is new)
     }
+    if (initial) note_seen();
     for (const auto& id : added) {
       auto vv = store.version_vector(id);
       if (!vv.ok()) return fail(vv.error(), true);
       projects.at(id).mine = std::move(*vv);
+      projects.at(id).recorded = known_holds(id);
       send_vv(projects.at(id));
       if (finished()) return;
     }
@@ -391,6 +450,7 @@ struct Session::Impl {
       ps.id = id;
       ps.stats.project = id;
       ps.mine = std::move(*vv);
+      ps.recorded = known_holds(id);
       auto& placed = projects.emplace(id, std::move(ps)).first->second;
       rr.push_back(id);
       send_vv(placed);
@@ -402,14 +462,15 @@ struct Session::Impl {
       Bytes payload = std::move(held->second);
       held_vv.erase(held);
       on_vector(payload, false);
-      if (finished()) return;
+      if (finished()) break;
       if (auto t = held_tips.find(id); t != held_tips.end()) {
         Bytes tips = std::move(t->second);
         held_tips.erase(t);
         on_tips(tips);
-        if (finished()) return;
+        if (finished()) break;
       }
     }
+    record_holds();  // the held VVs
   }
 
   // The project's membership records say the peer was removed (revoked): it gets nothing more.
@@ -533,7 +594,10 @@ struct Session::Impl {
       ps->sent = m->heads;
       ps->done_owed = true;
     }
-    for (const auto& [a, seq] : m->heads) raise(ps->peer_has, a, seq);
+    for (const auto& [a, seq] : m->heads) {
+      raise(ps->peer_has, a, seq);
+      shows(*ps, a, seq);  // a suspect author the peer asks for whole is at 0: no rise
+    }
     if (is_new) ps->peer_done = false;
     // The peer holds more of our own log than we do: another copy of this device wrote it.
     if (auto own = m->heads.find(store.device_id()); own != m->heads.end() && own->second > 0) {
@@ -586,8 +650,10 @@ struct Session::Impl {
     }
     raise(ps->peer, a, last);
     raise(ps->peer_has, a, last);
+    shows(*ps, a, last);  // it sent them: it holds them (the same history as ours)
     raise(ps->sent, a, last);
     raise(ps->mine, a, r->head);
+    ps->holds_dirty = true;  // a claim in its VV for an author new here may be kept now
     ps->stats.received += m->log.entries.size();
     ps->stats.applied += r->applied;
     ps->stats.bytes_received += frame_bytes;
@@ -606,6 +672,7 @@ struct Session::Impl {
     --inflight;
     --ps->unacked;
     raise(ps->peer, m->author, m->head);
+    shows(*ps, m->author, m->head);  // its head after applying our batch
     raise(ps->sent, m->author, m->head);
     update_sync_flag(*ps);
   }
@@ -765,6 +832,8 @@ struct Session::Impl {
     auto vv = store.version_vector(id);
     if (!vv.ok()) return fail(vv.error(), true);
     ps.mine = std::move(*vv);
+    ps.holds_dirty = true;  // what the peer claims of an author we now hold may be kept now
+    record_holds();
     if (!ps.vv_received) return;  // the initial exchange will cover it
     VectorMsg announce{id, {}};
     for (const auto& [a, seq] : ps.mine)

@@ -139,16 +139,18 @@ TEST_CASE("leaving a project removes it from this device only", "[storage][membe
 TEST_CASE("peer records persist", "[storage]") {
   TempDir d;
   DeviceId peer;
+  peer.bytes.fill(7);  // any id but this device's will do
   {
     auto s = open_store(d.path());
-    peer = s->device_id();  // any id will do
-    REQUIRE(s->save_peer(PeerRecord{peer, R"({"name":"hub"})"}).ok());
+    REQUIRE(s->save_peer(PeerRecord{peer, "hub", {"tcp://10.0.0.5:7891"}, true, 1, 2}).ok());
   }
   auto s = open_store(d.path());
   auto peers = s->load_peers();
   REQUIRE(peers.ok());
   REQUIRE(peers->size() == 1);
-  CHECK(peers->front().json == R"({"name":"hub"})");
+  CHECK(peers->front().name == "hub");
+  CHECK(peers->front().addresses == std::vector<std::string>{"tcp://10.0.0.5:7891"});
+  CHECK(peers->front().approved);
   REQUIRE(s->forget_peer(peer).ok());
   CHECK(s->load_peers()->empty());
 }
