@@ -229,7 +229,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* s
     return json_response(201, json::serialize(peer_json(*sync->peer(*id), disc)));
   });
 
-  router.add("GET", "/v1/peers/{id}", [sync, disc](ApiRequest& req) {
+  router.add("GET", "/v1/peers/{id}", [&ctx, sync, disc](ApiRequest& req) {
     if (!sync) return fail(sync_disabled());
     auto id = device_param(req);
     if (!id) return fail(id.error());
@@ -237,8 +237,31 @@ void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* s
     if (!p && disc.find)
       if (auto d = disc.find(*id))
         return json_response(200, json::serialize(discovered_peer_json(*d)));
-    if (!p) return fail(p.error());
-    return json_response(200, json::serialize(peer_json(*p, disc)));
+    // Per project: what the device is known to hold (recorded by sessions, kept across
+    // restarts) and so what it lacks of ours, with or without a connection.
+    json::array projects;
+    if (auto list = ctx.store.list_projects(); list.ok()) {
+      for (const auto& proj : *list) {
+        auto lacks = ctx.store.peer_lacks(*id, proj.id);
+        if (!lacks.ok() || !lacks->known) continue;
+        json::object po;
+        po["project"] = proj.id.str();
+        po["name"] = proj.name;
+        po["lacks_entries"] = lacks->entries;
+        po["lacks_bytes"] = lacks->bytes;
+        po["lacks_authors"] = lacks->authors;
+        projects.push_back(std::move(po));
+      }
+    }
+    // A device that is not in the peer list now (it dialed us before a restart) but whose
+    // holdings are recorded: shown idle, with what it lacks.
+    if (!p && projects.empty()) return fail(p.error());
+    peers::PeerStatus idle;
+    idle.device = *id;
+    idle.verification_code = sync::verification_code(ctx.store.device_id(), *id);
+    json::object o = peer_json(p ? *p : idle, disc);
+    o["projects"] = std::move(projects);
+    return json_response(200, json::serialize(o));
   });
 
   router.add("DELETE", "/v1/peers/{id}", [sync](ApiRequest& req) {

@@ -10,7 +10,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fieldsync_harness import (  # noqa: E402
-    V, add_peer, share, start_daemon as start, sync_address, wait_until)
+    V, add_peer, free_port, share, start_daemon as start, sync_address, wait_until)
 
 
 def write_docs(d, pid, start_n, count, tag="v1", chunk=1000):
@@ -116,6 +116,34 @@ class TwoDaemons(unittest.TestCase):
         self.assertIsNone(get_doc(b, pid, "d9")["body"])
         self.assertTrue(get_doc(b, pid, "d9")["purged"])
         self.assertIsNotNone(get_doc(a, pid, "d9")["body"])
+
+    def test_what_a_peer_lacks_is_known_without_a_connection(self):
+        a, b = self.a, self.b
+        a.settings["sync.listen_port"] = free_port()  # b dials it again after a's restart
+        a.restart()
+        pid = share(a, b)
+        write_docs(a, pid, 0, 50)
+        add_peer(b, a)
+        wait_until(lambda: has_doc(b, pid, "d49") and project_in_sync(b, pid), 20, what="sync")
+
+        def lacks(d, other):
+            p = peer_status(d, other)
+            return {x["project"]: x for x in p["projects"]}.get(pid) if p else None
+        wait_until(lambda: (lacks(a, b) or {}).get("lacks_entries") == 0, 10, what="b holds all")
+        # beta goes away; alpha writes: alpha knows what beta lacks without a connection, and
+        # still after a restart.
+        b.stop()
+        write_docs(a, pid, 100, 7, tag="while-away")
+        wait_until(lambda: not peer_status(a, b)["connected"], 10, what="a to see b gone")
+        got = lacks(a, b)
+        self.assertEqual(got["lacks_entries"], 7, got)
+        self.assertEqual(got["lacks_authors"], 1, got)
+        self.assertGreater(got["lacks_bytes"], 0, got)
+        a.restart()
+        self.assertEqual(lacks(a, b)["lacks_entries"], 7)
+        b.start()
+        wait_until(lambda: (lacks(a, b) or {}).get("lacks_entries") == 0, 20,
+                   what="b to catch up, and a to know it")
 
     def test_project_imported_during_live_session(self):
         a, b = self.a, self.b
