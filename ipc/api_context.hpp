@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/ids.hpp"
 #include "config/config.hpp"
 
 namespace fieldsync::storage {
@@ -39,6 +40,12 @@ struct ApiContext {
     // on the changes feed. Called on the server's thread.
     std::function<std::size_t()> connections;
     std::function<std::size_t()> streams;
+    // Bytes of change pages rendered for SSE streams and not yet sent by all of them (a page
+    // shared by several streams counts once). Called on the server's thread.
+    std::function<std::size_t()> stream_bytes;
+    // The project left this device: its long-polls and SSE streams read the feed again (and
+    // end with not_found). Called on the server's thread, by the leave route.
+    std::function<void(const ProjectId&)> project_left;
   } listen;
 };
 

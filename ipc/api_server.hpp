@@ -12,13 +12,18 @@
 // api.request_timeout_ms (idle/slow connections are closed); api.accept_retry_max_ms (accept
 // backoff at fd exhaustion, with a spare descriptor to answer 503). Malformed framing: 400.
 // Long-poll and SSE responses wait on the changes feed, woken by notify_change(); an SSE
-// subscriber more than api.max_stream_buffer_bytes behind is disconnected.
+// subscriber more than api.max_stream_buffer_bytes behind is disconnected. SSE streams of a
+// project at the same cursor and page size share one read and rendering of each page: the
+// server keeps a page while a stream is still at its cursor and the project has not changed
+// since; each stream holds the pages it took until it has sent them (the last frees them).
+// Leaving a project (the leave route) ends its streams with not_found.
 //
 // Ownership: borrows the io_context and the ApiService, which must outlive it. Creates
 // <data_dir>/api.token (0600) and <data_dir>/api.port (0600, the bound TCP port; failing to
 // write it is logged, not fatal).
 // Thread-safety: start()/stop() on the io_context's thread (or before it runs);
-// notify_change() from any thread. The io_context must be run by exactly one thread.
+// notify_change() from any thread. The io_context must be run by exactly one thread, which
+// alone touches the connections, streams and shared pages (and calls ChangeStream::fetch).
 // Errors (start): invalid_argument (bad address, socket path too long), already_exists
 // (another daemon listens on the socket), unavailable (port in use), internal (I/O).
 #pragma once

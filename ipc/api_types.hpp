@@ -73,6 +73,9 @@ struct ChangeStream {
   std::uint64_t since = 0;
   std::chrono::milliseconds timeout{0};    // longpoll: how long to wait for a first change
   std::chrono::milliseconds heartbeat{0};  // sse: comment line interval
+  // Page size of fetch(): streams of a project with the same cursor and limit read the same
+  // page, which the server reads and renders once for them all (0: never shared).
+  std::uint32_t limit = 0;
   // Reads the changes after `after` (called on the server's thread).
   std::function<Result<ChangeChunk>(std::uint64_t after)> fetch;
   // longpoll: renders the final JSON body from what was fetched (possibly nothing).

@@ -11,11 +11,17 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <deque>
 #include <map>
+#include <memory>
+#include <optional>
 #include <set>
+#include <utility>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
@@ -73,6 +79,92 @@ enum class ConnState {
 };
 
 std::size_t slot(Transport t) { return t == Transport::tcp ? 1 : 0; }
+
+// A changes page rendered as SSE events. Streams of a project at the same cursor and page size
+// share it: the server keeps it while a stream of the project is still at that cursor (and the
+// feed has not moved), and each stream that took it holds it until it has sent it, so it is
+// freed once the last of them has sent it.
+struct SsePage {
+  SsePage() = default;
+  SsePage(const SsePage&) = delete;
+  SsePage& operator=(const SsePage&) = delete;
+  ~SsePage() {
+    if (held) *held -= text.size();
+  }
+  std::uint64_t last_seq = 0;  // cursor after it
+  std::size_t events = 0;
+  std::string text;
+  std::size_t* held = nullptr;  // the server's count of page bytes alive (io thread only)
+};
+using PageKey = std::pair<std::uint64_t, std::uint32_t>;  // (cursor read after, page size)
+
+// A project's SSE streams as far as sharing goes: how many are at each cursor, and the pages
+// read for them since the project's last change (only for cursors some stream is still at).
+struct SharedFeed {
+  std::map<PageKey, std::size_t> streams;
+  std::map<PageKey, std::shared_ptr<const SsePage>> pages;
+  // A stream moves from one cursor to another (either may be absent: starting, ending). The
+  // page at a cursor no stream is at any more is released (those who took it still hold it).
+  void move(std::optional<PageKey> from, std::optional<PageKey> to) {
+    if (to) ++streams[*to];
+    if (!from) return;
+    auto it = streams.find(*from);
+    if (it == streams.end() || --it->second != 0) return;
+    streams.erase(it);
+    pages.erase(*from);
+  }
+};
+
+// An SSE stream's outbound bytes in order: its own text (response header, heartbeats, errors)
+// and change pages it may share with other streams. Each piece is released once sent.
+class OutQueue {
+ public:
+  void push(std::shared_ptr<const std::string> piece) {
+    if (piece->empty()) return;
+    unsent_ += piece->size();
+    pieces_.push_back(std::move(piece));
+  }
+  void push(std::string text) { push(std::make_shared<const std::string>(std::move(text))); }
+  bool empty() const { return unsent_ == 0; }
+  std::size_t unsent() const { return unsent_; }
+  // The next bytes to send (the first pieces, for one gathering write).
+  const std::vector<asio::const_buffer>& buffers() {
+    bufs_.clear();
+    std::size_t skip = front_sent_;
+    for (const auto& p : pieces_) {
+      bufs_.push_back(asio::buffer(p->data() + skip, p->size() - skip));
+      skip = 0;
+      if (bufs_.size() == kMaxBuffers) break;
+    }
+    return bufs_;
+  }
+  void consume(std::size_t n) {
+    unsent_ -= n;
+    while (n > 0) {
+      const std::size_t left = pieces_.front()->size() - front_sent_;
+      if (n < left) {
+        front_sent_ += n;
+        return;
+      }
+      n -= left;
+      pieces_.pop_front();
+      front_sent_ = 0;
+    }
+  }
+  void clear() {
+    pieces_.clear();
+    front_sent_ = 0;
+    unsent_ = 0;
+  }
+
+ private:
+  static constexpr std::size_t kMaxBuffers = 16;
+  std::deque<std::shared_ptr<const std::string>> pieces_;
+  std::size_t front_sent_ = 0;  // bytes of the first piece already sent
+  std::size_t unsent_ = 0;
+  std::vector<asio::const_buffer> bufs_;
+};
+
 const char* transport_name(Transport t) { return t == Transport::tcp ? "TCP" : "Unix socket"; }
 
 bool is_fd_exhaustion(const boost::system::error_code& ec) {
@@ -181,6 +273,23 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
     if (reserve_fd < 0) reserve_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
   }
   std::map<ProjectId, std::set<Waiter*>> waiters;
+  // Page bytes alive for SSE streams (each shared page counted once); declared before
+  // `feeds`, whose pages decrement it when freed.
+  std::size_t page_bytes = 0;
+  // Per project with SSE streams: its streams' cursors and the pages read for them, which
+  // streams at the same cursor (every caught-up subscriber after a commit) share.
+  std::map<ProjectId, SharedFeed> feeds;
+  Result<std::shared_ptr<const SsePage>> sse_page(const ChangeStream& s, std::uint64_t after);
+  void move_stream(const ChangeStream& s, std::optional<std::uint64_t> from,
+                   std::optional<std::uint64_t> to) {
+    if (s.limit == 0) return;  // never shared
+    auto key = [&](std::optional<std::uint64_t> c) {
+      return c ? std::optional<PageKey>(PageKey{*c, s.limit}) : std::nullopt;
+    };
+    auto& feed = feeds[s.project];
+    feed.move(key(from), key(to));
+    if (feed.streams.empty()) feeds.erase(s.project);
+  }
   bool stopping = false;
   std::function<void()> on_drained;
   asio::steady_timer grace_timer;
@@ -188,6 +297,8 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   Status bind_unix();
   Status bind_tcp();
   void wake(const ProjectId& project) {
+    // The feed moved (or the project is gone): pages read before may be incomplete.
+    if (auto f = feeds.find(project); f != feeds.end()) f->second.pages.clear();
     auto it = waiters.find(project);
     if (it == waiters.end()) return;
     for (Waiter* w : it->second) {
@@ -224,6 +335,30 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   asio::awaitable<void> refuse_exhausted(Socket sock);
   asio::awaitable<ApiResponse> run_deferred(std::shared_ptr<DeferredResponse> d);
 };
+
+// The SSE events of the changes page after `after` for stream s, read and rendered once for
+// the streams of the project at that cursor with the same page size, until the project's next
+// change (wake() drops the pages). A page taken between a commit and its wake() may lack the
+// commit's changes: the wake that follows makes every stream of the project read on.
+Result<std::shared_ptr<const SsePage>> ApiServer::Impl::sse_page(const ChangeStream& s,
+                                                                 std::uint64_t after) {
+  const PageKey key{after, s.limit};
+  auto feed = feeds.find(s.project);
+  if (feed != feeds.end())
+    if (auto it = feed->second.pages.find(key); it != feed->second.pages.end()) return it->second;
+  auto chunk = s.fetch(after);
+  if (!chunk) return chunk.error();
+  auto page = std::make_shared<SsePage>();
+  page->last_seq = chunk->last_seq;
+  page->events = chunk->events.size();
+  for (auto& [seq, json] : chunk->events)
+    page->text += "id: " + std::to_string(seq) + "\nevent: change\ndata: " + json + "\n\n";
+  page->held = &page_bytes;
+  page_bytes += page->text.size();
+  // Kept while a stream is at this cursor (this one too, until it moves past the page).
+  if (feed != feeds.end() && feed->second.streams.count(key)) feed->second.pages[key] = page;
+  return std::shared_ptr<const SsePage>(std::move(page));
+}
 
 // Waits (bounded by d->timeout) for a deferred handler's answer.
 asio::awaitable<ApiResponse> ApiServer::Impl::run_deferred(std::shared_ptr<DeferredResponse> d) {
@@ -793,11 +928,12 @@ asio::awaitable<void> ApiServer::Impl::run_longpoll(Socket& sock, asio::steady_t
   keep_open = co_await write_response(sock, deadline, res) && keep_alive && !stopping;
 }
 
-// The stream writes without waiting: events go into an outbound buffer that the socket drains
+// The stream writes without waiting: events go into an outbound queue that the socket drains
 // as the subscriber reads. While catching up (the first pages after the cursor), the next page
-// is read only once the buffer is empty. Once caught up, every new change is appended as it is
+// is read only once the queue is empty. Once caught up, every new change is appended as it is
 // committed; a subscriber that lets more than api.max_stream_buffer_bytes pile up, or takes
-// nothing for api.request_timeout_ms, is disconnected (it resumes with Last-Event-ID).
+// nothing for api.request_timeout_ms, is disconnected (it resumes with Last-Event-ID). Pages
+// come from sse_page(), shared with the project's other streams at the same cursor.
 template <class Socket>
 asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer& /*deadline*/,
                                                ChangeStream& s) {
@@ -807,73 +943,71 @@ asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer&
   // Shared with the pending wait for writability, which may complete after we return.
   auto w = std::make_shared<Waiter>(io);
   waiters[s.project].insert(w.get());
-  std::string out =
-      "HTTP/1.1 200 OK\r\nServer: fieldsyncd\r\nContent-Type: text/event-stream\r\n"
-      "Cache-Control: no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
-      "retry: 2000\n\n";
-  std::size_t sent = 0;
+  std::uint64_t cursor = s.since;
+  move_stream(s, std::nullopt, cursor);
+  OutQueue out;
+  out.push(
+      std::string("HTTP/1.1 200 OK\r\nServer: fieldsyncd\r\nContent-Type: text/event-stream\r\n"
+                  "Cache-Control: no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
+                  "retry: 2000\n\n"));
   bool more = true;        // the feed may hold changes after the cursor
   bool caught_up = false;  // a fetch came back empty once
-  bool finish = false;     // end the stream once the buffer is flushed
+  bool finish = false;     // end the stream once the queue is flushed
+  bool full_page = false;  // the page just taken had `limit` changes: more may follow
   auto progress = clock::now();
-  std::uint64_t cursor = s.since;
-  std::size_t peak = 0;  // largest capacity the outbound buffer had
+  std::size_t peak = 0;  // most bytes the outbound queue held
   boost::system::error_code nb_ec;
   sock.non_blocking(true, nb_ec);
   while (!stopping && !nb_ec) {
     w->notified = false;
-    const std::size_t unsent = out.size() - sent;
-    if (more && !finish && (caught_up || unsent == 0)) {
+    if (more && !finish && (caught_up || out.empty())) {
       more = false;
-      auto chunk = s.fetch(cursor);
-      if (!chunk) {
-        out += "event: error\ndata: " + error_response(chunk.error()).body + "\n\n";
+      full_page = false;
+      auto page = sse_page(s, cursor);
+      if (!page) {
+        out.push("event: error\ndata: " + error_response(page.error()).body + "\n\n");
         finish = true;
-      } else if (!chunk->events.empty()) {
-        if (chunk->last_seq <= cursor) {  // never resend: the cursor must move forward
-          out += "event: error\ndata: " +
-                 error_response(make_error(Errc::internal, "changes feed did not advance")).body +
-                 "\n\n";
+      } else if ((*page)->events != 0) {
+        if ((*page)->last_seq <= cursor) {  // never resend: the cursor must move forward
+          out.push("event: error\ndata: " +
+                   error_response(make_error(Errc::internal, "changes feed did not advance")).body +
+                   "\n\n");
           finish = true;
         } else {
-          for (auto& [seq, json] : chunk->events)
-            out += "id: " + std::to_string(seq) + "\nevent: change\ndata: " + json + "\n\n";
-          cursor = chunk->last_seq;
+          out.push(std::shared_ptr<const std::string>(*page, &(*page)->text));
+          move_stream(s, cursor, (*page)->last_seq);
+          cursor = (*page)->last_seq;
           more = true;  // there may be more than one page
+          full_page = s.limit != 0 && (*page)->events >= s.limit;
         }
       } else {
         caught_up = true;
       }
     }
-    if (out.size() - sent > opt.max_stream_buffer_bytes) {
+    peak = std::max(peak, out.unsent());
+    if (out.unsent() > opt.max_stream_buffer_bytes) {
       spdlog::info(
           "SSE subscriber of project {} too slow: {} unsent bytes exceed "
           "api.max_stream_buffer_bytes = {}; disconnecting (it can resume at {})",
-          s.project.str(), out.size() - sent, opt.max_stream_buffer_bytes, cursor);
+          s.project.str(), out.unsent(), opt.max_stream_buffer_bytes, cursor);
       break;
     }
-    // Hand the socket what it takes now.
+    // Hand the socket what it takes now (unless it was full and has not said it takes more).
     boost::system::error_code wec;
-    while (sent < out.size()) {
-      std::size_t n = sock.write_some(asio::buffer(out.data() + sent, out.size() - sent), wec);
+    while (!out.empty() && !w->write_wait) {
+      std::size_t n = sock.write_some(out.buffers(), wec);
       if (wec) break;
-      sent += n;
+      out.consume(n);
       progress = clock::now();
     }
     if (wec && wec != asio::error::would_block && wec != asio::error::try_again) break;
-    peak = std::max(peak, out.capacity());
-    if (sent == out.size()) {
-      sent = 0;
-      if (out.capacity() > 64 * 1024)
-        std::string().swap(out);  // give a large page's memory back
-      else
-        out.clear();
-      if (finish) break;
-    } else if (sent > out.size() / 2) {
-      out.erase(0, sent);
-      sent = 0;
+    if (out.empty() && finish) break;
+    if (more && (caught_up || out.empty())) {
+      // Before reading on after a full page, the project's other streams woken with this one
+      // take it (they are at its cursor), so that the next page is read once for them all too.
+      if (full_page) co_await asio::post(io, asio::use_awaitable);
+      continue;
     }
-    if (more && (caught_up || out.empty())) continue;
     if (!out.empty() && clock::now() - progress >= write_timeout) {
       spdlog::info("SSE subscriber of project {} took nothing for {} ms; disconnecting",
                    s.project.str(), opt.request_timeout_ms);
@@ -914,7 +1048,7 @@ asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer&
     auto [tec] = co_await w->timer.async_wait(use_tuple);
     if (stopping) break;
     if (w->notified) more = true;
-    if (!tec && out.empty() && !w->notified) out = ": heartbeat\n\n";
+    if (!tec && out.empty() && !w->notified) out.push(std::string(": heartbeat\n\n"));
   }
   if (w->write_wait || w->read_wait) {
     boost::system::error_code ignore;
@@ -922,8 +1056,8 @@ asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer&
   }
   waiters[s.project].erase(w.get());
   if (waiters[s.project].empty()) waiters.erase(s.project);
-  peak = std::max(peak, out.capacity());
-  std::string().swap(out);
+  move_stream(s, cursor, std::nullopt);
+  out.clear();  // pages no other stream holds are freed here
   if (peak > 64 * 1024) trim_soon();
 }
 
@@ -958,6 +1092,13 @@ Status ApiServer::start() {
     if (self)
       for (const auto& [p, set] : self->waiters) n += set.size();
     return n;
+  };
+  ctx.listen.stream_bytes = [weak]() -> std::size_t {
+    auto self = weak.lock();
+    return self ? self->page_bytes : 0;
+  };
+  ctx.listen.project_left = [weak](const ProjectId& project) {
+    if (auto self = weak.lock()) self->wake(project);
   };
   // Non-blocking acceptors: at fd exhaustion one waiting connection is taken synchronously.
   boost::system::error_code nb;

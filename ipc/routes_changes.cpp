@@ -80,6 +80,7 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     auto stream = std::make_shared<ChangeStream>();
     stream->project = project;
     stream->since = since;
+    stream->limit = n;
     stream->fetch = fetch;
     stream->render = render_changes;
     if (feed == "longpoll") {

@@ -190,6 +190,7 @@ void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager*
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
     if (auto st = ctx.store.leave_project(*pid); !st) return fail(st.error());
+    if (ctx.listen.project_left) ctx.listen.project_left(*pid);
     json::object o;
     o["left"] = pid->str();
     return json_response(200, json::serialize(o));

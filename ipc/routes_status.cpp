@@ -46,6 +46,7 @@ void register_status_routes(Router& router, ApiContext& ctx) {
     api["max_connections"] = ctx.options.max_connections;
     api["connections"] = ctx.listen.connections ? ctx.listen.connections() : 0;
     api["streams"] = ctx.listen.streams ? ctx.listen.streams() : 0;
+    api["stream_bytes"] = ctx.listen.stream_bytes ? ctx.listen.stream_bytes() : 0;
     o["api"] = std::move(api);
     // Identity renewals and devices seen with two histories (docs/storage.md "One identity,
     // one history").

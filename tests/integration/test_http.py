@@ -338,6 +338,93 @@ class BudgetTest(unittest.TestCase):
                 st.close()
 
 
+class SharedPageTest(unittest.TestCase):
+    """SSE streams of a project at the same cursor share the pages the daemon reads (counted
+    in tests/ipc/sse_share_test.cpp): every subscriber, whatever its cursor and page size,
+    still gets each change once and in order, and no page is held once all were sent."""
+
+    def test_every_subscriber_gets_the_whole_feed(self):
+        with Daemon(name="share", settings={"storage.durable": "false"}) as d:
+            pid = d.create_project("share")
+            base = V + "/" + pid
+
+            def write(tag, n):
+                writes = [{"collection": "c", "id": "%s-%d" % (tag, k), "body": {"k": k}}
+                          for k in range(n)]
+                r = d.unix("POST", base + "/batch", {"writes": writes}, timeout=60)
+                self.assertEqual(r.status, 200, r)
+
+            write("a", 30)
+            readers = []
+            for since in ("0", "10", "now"):
+                for limit in ("", "&limit=1", "&limit=7"):
+                    readers.append((30 if since == "now" else int(since), SseReader(
+                        sock_path=d.socket_path,
+                        path=base + "/changes?feed=sse&since=%s%s" % (since, limit))))
+            wait_until(lambda: d.unix("GET", "/v1/status").json()["api"]["streams"] == 9, 10,
+                       what="9 open SSE streams")
+            write("b", 25)
+            for k in range(5):
+                self.assertIn(d.unix("PUT", base + "/docs/c/single-%d" % k, {"k": k}).status,
+                              (200, 201))
+            readers.append((20, SseReader(sock_path=d.socket_path,
+                                          path=base + "/changes?feed=sse&since=20&limit=3")))
+            try:
+                for start, sse in readers:
+                    ids = []
+                    while not ids or ids[-1] < 60:
+                        ev = sse.next_event()
+                        self.assertEqual(ev["event"], "change", ev)
+                        self.assertEqual(ev["json"]["seq"], int(ev["id"]), ev)
+                        ids.append(int(ev["id"]))
+                    self.assertEqual(ids, list(range(start + 1, 61)), sse.sock)
+                # Everything was sent: no rendered page is held any more.
+                wait_until(lambda: d.unix("GET", "/v1/status").json()["api"]["stream_bytes"] == 0,
+                           10, what="api.stream_bytes back to 0")
+            finally:
+                for _, sse in readers:
+                    sse.close()
+
+
+class LeaveTest(unittest.TestCase):
+    """Leaving a project ends its change streams: an SSE subscriber gets an error event
+    (not_found) and the stream closes, a waiting long-poll answers 404 at once."""
+
+    def test_leaving_ends_sse_streams_and_long_polls(self):
+        # No heartbeats: a stream left open shows as a read timeout.
+        with Daemon(name="leave", settings={"storage.durable": "false",
+                                            "api.sse_heartbeat_ms": 600000,
+                                            "api.longpoll_timeout_ms": 120000}) as d:
+            pid = d.create_project("leaving")
+            base = V + "/" + pid
+            self.assertIn(d.unix("PUT", base + "/docs/c/1", {"a": 1}).status, (200, 201))
+            sse = SseReader(sock_path=d.socket_path, path=base + "/changes?feed=sse&since=0",
+                            timeout=15)
+            self.assertEqual(sse.next_event()["id"], "1")
+            lp = unix_socket(d, timeout=30)
+            lp.sendall(("GET %s/changes?feed=longpoll&since=now&timeout=120000 HTTP/1.1\r\n"
+                        "Host: localhost\r\n\r\n" % base).encode())
+            wait_until(lambda: d.unix("GET", "/v1/status").json()["api"]["streams"] == 2, 10,
+                       what="the SSE stream and the long-poll to wait")
+            try:
+                t0 = time.monotonic()
+                r = d.unix("POST", base + "/leave")
+                self.assertEqual(r.status, 200, r)
+                ev = sse.next_event()
+                self.assertEqual(ev["event"], "error", ev)
+                self.assertEqual(ev["json"]["error"], "not_found", ev)
+                self.assertTrue(closed_by_peer(sse.sock, 10), "SSE stream left open")
+                status, _, body = read_response(lp, 20)
+                self.assertEqual(status, 404, body)
+                self.assertEqual(json.loads(body)["error"], "not_found")
+                self.assertLess(time.monotonic() - t0, 20)
+                wait_until(lambda: d.unix("GET", "/v1/status").json()["api"]["streams"] == 0,
+                           10, what="no stream left")
+            finally:
+                sse.close()
+                lp.close()
+
+
 class CursorTest(unittest.TestCase):
     """Cursors near 2^64 never wrap around to the start of the feed."""
 

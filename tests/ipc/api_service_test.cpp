@@ -128,10 +128,15 @@ TEST_CASE("long-poll and SSE requests become change streams with the right curso
   CHECK(json::parse(lp.stream->render(*chunk)).at("changes").as_array().size() == 2);
 
   auto sse = f.call("GET", "/v1/projects/" + pid + "/changes", {},
-                    {{"feed", "sse"}, {"since", "0"}}, {{"last-event-id", "1"}});
+                    {{"feed", "sse"}, {"since", "0"}, {"limit", "1"}}, {{"last-event-id", "1"}});
   REQUIRE(sse.stream);
   CHECK(sse.stream->mode == ChangeStream::Mode::sse);
   CHECK(sse.stream->since == 1);
+  // The page size is known to the server, which shares pages between streams of the same size.
+  CHECK(sse.stream->limit == 1);
+  auto one = sse.stream->fetch(0);
+  REQUIRE(one);
+  CHECK(one->events.size() == 1);
 
   auto bad = f.call("GET", "/v1/projects/" + pid + "/changes", {}, {{"feed", "sse"}},
                     {{"last-event-id", "x"}});
