@@ -39,6 +39,8 @@ struct ApiOptions {
   std::uint32_t header_timeout_ms = 5000;    // api.header_timeout_ms: first authenticated header
   std::uint32_t accept_retry_max_ms = 1000;  // api.accept_retry_max_ms: backoff at fd exhaustion
   std::uint64_t max_stream_buffer_bytes = 1u << 20;  // api.max_stream_buffer_bytes: unsent SSE
+  // api.max_stream_bytes: one streamed request body (routes that take their body as a stream)
+  std::uint64_t max_stream_bytes = 4ull << 30;
 };
 
 struct SyncOptions {

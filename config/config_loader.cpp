@@ -351,6 +351,9 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(size_key(
         "api.max_body_bytes", [](Config & c) -> auto& { return c.api.max_body_bytes; }, 1024,
         1ull << 30));
+    t.push_back(size_key(
+        "api.max_stream_bytes", [](Config & c) -> auto& { return c.api.max_stream_bytes; }, 1024,
+        1ull << 40));
     t.push_back(uint_key(
         "api.max_connections", [](Config & c) -> auto& { return c.api.max_connections; }, 1,
         100000));

@@ -17,6 +17,11 @@
 // server keeps a page while a stream is still at its cursor and the project has not changed
 // since; each stream holds the pages it took until it has sent them (the last frees them).
 // Leaving a project (the leave route) ends its streams with not_found.
+// Streamed bodies (docs/api.md "Streamed bodies"): a response with a BodySource is sent chunked,
+// one piece pulled per piece written (each write within api.request_timeout_ms; an error
+// part-way closes the connection without the final chunk); a route added with
+// Router::add_streamed() gets its body piece by piece in a BodySink, up to api.max_stream_bytes
+// (413), each read within api.request_timeout_ms. Their callbacks run on the io_context thread.
 //
 // Ownership: borrows the io_context and the ApiService, which must outlive it. Creates
 // <data_dir>/api.token (0600) and <data_dir>/api.port (0600, the bound TCP port; failing to

@@ -2,8 +2,9 @@
 // the shared ApiContext. ApiServer feeds it parsed requests; unit tests call handle() directly.
 //
 // Ownership: holds a reference to the Store (which must outlive it).
-// Thread-safety: add routes / status sections before serving; handle() is then called from the
-// server's single thread (handlers call the thread-safe Store).
+// Thread-safety: add routes / status sections before serving; handle() (and the router's
+// takes_stream() / open_sink()) are then called from the server's single thread, as are the
+// BodySource and BodySink callbacks handlers return (handlers call the thread-safe Store).
 #pragma once
 
 #include <functional>

@@ -3,9 +3,13 @@
 // The HTTP server (ipc/http_server.cpp, the only Beast code) parses the wire request into an
 // ApiRequest and serialises the ApiResponse back, so handlers compile without Beast and can be
 // unit-tested without sockets. A response is either complete (status + body), carries a
-// ChangeStream, which the server drives asynchronously (long-poll and Server-Sent Events), or
-// is deferred (the server waits, bounded, for the handler's later answer).
-// Plain data; not thread-safe by itself.
+// ChangeStream, which the server drives asynchronously (long-poll and Server-Sent Events), is
+// deferred (the server waits, bounded, for the handler's later answer), or has a BodySource
+// (a large body sent in pieces as it is produced). A route registered with
+// Router::add_streamed() receives its request body in pieces through a BodySink.
+// Plain data; not thread-safe by itself. Every callback in these types is called on the
+// server's thread (the io_context's single thread), never concurrently, and the server drops
+// its references to them there too.
 #pragma once
 
 #include <chrono>
@@ -19,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/bytes.hpp"
 #include "common/ids.hpp"
 #include "common/result.hpp"
 
@@ -94,6 +99,40 @@ struct DeferredResponse {
   std::function<ApiResponse()> on_timeout;
 };
 
+// A response body produced piece by piece (e.g. an export of hundreds of MB): the server sends
+// it with `Transfer-Encoding: chunked` and calls next() for a piece only after the previous one
+// was written to the socket, so a slow reader holds the daemon to one piece (plus the socket's
+// buffers). Each write has api.request_timeout_ms. An empty piece ends the body.
+// - next() returning an error before anything was sent: the client gets the mapped error
+//   response instead. Later: the connection is closed without the terminating chunk, so the
+//   client sees an incomplete body, never a short one that looks complete; the server logs it.
+// - done(status), if set, is called exactly once when the server is finished with the source:
+//   ok when the whole body (with its terminating chunk) was written, otherwise why it stopped
+//   (next() failed, the client went away or stopped reading, the server stopped). The server
+//   then releases the source, so resources captured by next() are freed with it.
+// Pieces are best kept at 64 KiB..1 MiB; larger ones are written in slices of at most 256 KiB,
+// each within the write deadline. HTTP/1.0 clients (no chunked coding) get 501.
+struct BodySource {
+  std::function<Result<Bytes>()> next;
+  std::function<void(const Status&)> done;
+};
+
+// The receiving end of a streamed request body (a route added with Router::add_streamed()).
+// The server calls write() for each piece as it arrives (pieces of at most 64 KiB; never empty),
+// then finish() once after the last byte, and sends what finish() answers. If the body does not
+// arrive whole, the server calls abort() instead of finish(), so the sink can clean up: the
+// client went away or stopped sending (api.request_timeout_ms without a byte), the body exceeds
+// api.max_stream_bytes (413), its framing is malformed (400), or write() failed. A write() error
+// stops the reading: the client gets the error mapped to HTTP and the connection is closed.
+// Exactly one of finish() and abort() is called, once; abort may be empty. (Only when the
+// daemon is stopped hard, its io_context abandoned, is a sink or source destroyed without
+// them: keep what must not outlive an unfinished transfer in objects their destructors clean.)
+struct BodySink {
+  std::function<Status(ByteView)> write;
+  std::function<ApiResponse()> finish;
+  std::function<void()> abort;
+};
+
 struct ApiResponse {
   int status = 200;
   std::string content_type = "application/json";
@@ -101,6 +140,16 @@ struct ApiResponse {
   std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
   std::shared_ptr<ChangeStream> stream;                      // set: the server drives it
   std::shared_ptr<DeferredResponse> deferred;                // set: the server waits for it
+  std::shared_ptr<BodySource> source;  // set: the body is sent chunked from it (not `body`)
+
+  // A 200 response whose body comes from `source`, with the given content type.
+  static ApiResponse streamed(std::shared_ptr<BodySource> source,
+                              std::string content_type = "application/octet-stream") {
+    ApiResponse r;
+    r.content_type = std::move(content_type);
+    r.source = std::move(source);
+    return r;
+  }
 };
 
 }  // namespace fieldsync::ipc

@@ -56,8 +56,12 @@ constexpr std::size_t kLingerBytes = 1 << 20;  // discarded after refusing a bod
 // Chunk size digits, ';', CR LF around chunk lines and the trailer: what a chunked body's
 // framing may hold in the read buffer besides the chunk extensions and the trailer fields.
 constexpr std::size_t kChunkFramingBytes = 64;
-// Reads of a Content-Length body go through a buffer of this size.
+// Reads of a Content-Length body go through a buffer of this size; a streamed request body is
+// handed to its sink in pieces of at most this size.
 constexpr std::size_t kBodyReadBytes = 64 * 1024;
+// A streamed response piece is written in slices of at most this size, each with the write
+// deadline, so a large piece does not need to reach a slow reader within one deadline.
+constexpr std::size_t kMaxChunkWriteBytes = 256 * 1024;
 constexpr auto kFirstAcceptRetry = std::chrono::milliseconds(10);
 
 // A long-poll or SSE client waiting for a project's changes feed to move.
@@ -324,6 +328,21 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   template <class Socket>
   asio::awaitable<bool> write_response(Socket& sock, asio::steady_timer& deadline,
                                        http::response<http::string_body>& res);
+  // What reading a streamed request body came to: the response to send (none when the client
+  // went away or stalled), and whether the connection may serve further requests afterwards
+  // (false: the body was refused part-way, the answer is followed by closing).
+  struct StreamOutcome {
+    std::optional<ApiResponse> response;
+    bool keep = false;
+  };
+  template <class Socket>
+  asio::awaitable<StreamOutcome> read_stream_body(Socket& sock, beast::flat_buffer& buffer,
+                                                  asio::steady_timer& deadline,
+                                                  http::request_parser<http::string_body>& parser,
+                                                  BodySink& sink, const ApiRequest& req);
+  template <class Socket>
+  asio::awaitable<bool> send_source(Socket& sock, asio::steady_timer& deadline, ApiResponse& resp,
+                                    const ApiRequest& req, unsigned version, bool keep_alive);
   template <class Socket>
   asio::awaitable<void> run_longpoll(Socket& sock, asio::steady_timer& deadline, ChangeStream& s,
                                      bool keep_alive, bool& keep_open);
@@ -608,6 +627,49 @@ http::response<http::string_body> to_beast(ApiResponse&& r, unsigned version, bo
   return res;
 }
 
+// Sink and source callbacks are route code: an exception escaping them must not end the
+// session coroutine (its connection slot would never be given back).
+Status sink_write(BodySink& sink, ByteView piece) {
+  try {
+    return sink.write(piece);
+  } catch (const std::exception& e) {
+    return make_error(Errc::internal, std::string("unexpected error: ") + e.what());
+  }
+}
+
+ApiResponse sink_finish(BodySink& sink) {
+  try {
+    return sink.finish();
+  } catch (const std::exception& e) {
+    return error_response(make_error(Errc::internal, std::string("unexpected error: ") + e.what()));
+  }
+}
+
+void abort_sink(BodySink& sink) {
+  try {
+    if (sink.abort) sink.abort();
+  } catch (const std::exception& e) {
+    spdlog::error("API: aborting a streamed request body failed: {}", e.what());
+  }
+}
+
+Result<Bytes> source_next(BodySource& source) {
+  try {
+    if (!source.next) return make_error(Errc::internal, "the response has no body source");
+    return source.next();
+  } catch (const std::exception& e) {
+    return make_error(Errc::internal, std::string("unexpected error: ") + e.what());
+  }
+}
+
+void source_done(BodySource& source, const Status& outcome) {
+  try {
+    if (source.done) source.done(outcome);
+  } catch (const std::exception& e) {
+    spdlog::error("API: ending a streamed response failed: {}", e.what());
+  }
+}
+
 // Closes `sock` unless disarm() runs first. The expiry check guards against a wait that had
 // already completed when the timer was re-armed or disarmed.
 template <class Socket>
@@ -634,6 +696,206 @@ asio::awaitable<bool> ApiServer::Impl::write_response(Socket& sock, asio::steady
   auto [ec, n] = co_await http::async_write(sock, res, use_tuple);
   disarm(deadline);
   co_return !ec;
+}
+
+// A streamed request body goes to the sink piece by piece as it arrives: each read has
+// api.request_timeout_ms (a client that stops sending is cut), the total is bounded by
+// api.max_stream_bytes, and chunk lines and the trailer by their limits as for any body.
+template <class Socket>
+asio::awaitable<ApiServer::Impl::StreamOutcome> ApiServer::Impl::read_stream_body(
+    Socket& sock, beast::flat_buffer& buffer, asio::steady_timer& deadline,
+    http::request_parser<http::string_body>& header_parser, BodySink& sink, const ApiRequest& req) {
+  StreamOutcome out;
+  if (header_parser.is_done()) {  // no body at all
+    out.response = sink_finish(sink);
+    out.keep = true;
+    co_return out;
+  }
+  const auto timeout = std::chrono::milliseconds(opt.request_timeout_ms);
+  const bool chunked = header_parser.chunked();
+  buffer.max_size(std::max<std::size_t>(
+      buffer.size(),
+      chunked ? opt.max_chunk_extension_bytes + opt.max_trailer_bytes + kChunkFramingBytes
+              : kBodyReadBytes));
+  http::request_parser<http::buffer_body> parser{std::move(header_parser)};
+  parser.body_limit(opt.max_stream_bytes);
+  std::string too_long;
+  auto on_chunk = [&](std::uint64_t, std::string_view ext, boost::system::error_code& cec) {
+    if (ext.size() > opt.max_chunk_extension_bytes) {
+      too_long = "chunk extension exceeds api.max_chunk_extension_bytes = " +
+                 std::to_string(opt.max_chunk_extension_bytes);
+      cec = http::error::bad_chunk_extension;
+    }
+  };
+  parser.on_chunk_header(on_chunk);
+  auto field_bytes = [&] {
+    std::size_t n = 0;
+    for (const auto& f : parser.get()) n += f.name_string().size() + f.value().size() + 4;
+    return n;
+  };
+  const std::size_t fields_before = field_bytes();
+  auto too_large = [&] {
+    return error_response(
+        make_error(Errc::too_large, "streamed request body exceeds api.max_stream_bytes = " +
+                                        std::to_string(opt.max_stream_bytes)));
+  };
+
+  std::vector<std::uint8_t> piece(kBodyReadBytes);
+  std::uint64_t total = 0;
+  std::optional<ApiResponse> refusal;  // the body is refused part-way: answer, then close
+  std::string lost;                    // the client went away or stalled
+  while (!parser.is_done()) {
+    parser.get().body().data = piece.data();
+    parser.get().body().size = piece.size();
+    arm(deadline, sock, timeout);
+    auto [ec, n] = co_await http::async_read_some(sock, buffer, parser, use_tuple);
+    disarm(deadline);
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      if (ec == http::error::body_limit) {
+        refusal = too_large();
+      } else if (!too_long.empty()) {
+        refusal = error_response(make_error(Errc::invalid_argument, too_long));
+      } else if (ec == http::error::buffer_overflow) {
+        refusal = error_response(
+            make_error(Errc::invalid_argument,
+                       "chunk line or trailer exceeds api.max_chunk_extension_bytes = " +
+                           std::to_string(opt.max_chunk_extension_bytes) +
+                           " / api.max_trailer_bytes = " + std::to_string(opt.max_trailer_bytes)));
+      } else if (is_framing_error(ec)) {
+        refusal = error_response(
+            make_error(Errc::invalid_argument, "malformed HTTP request body: " + ec.message()));
+      } else if (!sock.is_open()) {
+        lost = "no data for " + std::to_string(opt.request_timeout_ms) +
+               " ms (api.request_timeout_ms), or the daemon is stopping";
+      } else {
+        lost = "the client went away (" + ec.message() + ")";
+      }
+      break;
+    }
+    const std::size_t got = piece.size() - parser.get().body().size;
+    if (got == 0) continue;
+    total += got;
+    if (total > opt.max_stream_bytes) {
+      refusal = too_large();
+      break;
+    }
+    if (auto written = sink_write(sink, ByteView(piece.data(), got)); !written) {
+      refusal = error_response(written.error());
+      break;
+    }
+  }
+  if (!refusal && lost.empty() && field_bytes() - fields_before > opt.max_trailer_bytes)
+    refusal = error_response(make_error(
+        Errc::invalid_argument,
+        "trailer exceeds api.max_trailer_bytes = " + std::to_string(opt.max_trailer_bytes)));
+  if (!refusal && lost.empty()) {
+    out.response = sink_finish(sink);
+    out.keep = true;
+    co_return out;
+  }
+  abort_sink(sink);
+  if (refusal) {
+    spdlog::info("api {} {}: streamed request body refused after {} bytes: {} {}", req.method,
+                 req.target, total, refusal->status, refusal->body);
+    out.response = std::move(refusal);
+  } else {
+    spdlog::info("api {} {}: streamed request body cut after {} bytes: {}", req.method, req.target,
+                 total, lost);
+  }
+  co_return out;
+}
+
+// A streamed response: the header and then one chunk per piece of the source, the next piece
+// pulled only once the previous one is written; the terminating chunk only if the whole body
+// was produced. False when the connection must close.
+template <class Socket>
+asio::awaitable<bool> ApiServer::Impl::send_source(Socket& sock, asio::steady_timer& deadline,
+                                                   ApiResponse& resp, const ApiRequest& req,
+                                                   unsigned version, bool keep_alive) {
+  auto source = std::move(resp.source);
+  auto end = [&](const Status& outcome) {
+    source_done(*source, outcome);
+    source.reset();  // whatever the source holds is freed now, not with the connection
+  };
+  if (version < 11) {
+    Error e = make_error(Errc::unsupported,
+                         "this response is streamed (chunked transfer coding), which needs "
+                         "HTTP/1.1");
+    end(e);
+    auto res = to_beast(error_response(e), version, false);
+    co_await write_response(sock, deadline, res);
+    co_return false;
+  }
+  // The first piece comes before the header: a source that fails at once gets a proper
+  // error response.
+  auto first = source_next(*source);
+  if (!first) {
+    spdlog::warn("api {} {}: streamed response failed before its first byte: {}", req.method,
+                 req.target, first.error().message);
+    end(first.error());
+    auto res = to_beast(error_response(first.error()), version, keep_alive);
+    co_return co_await write_response(sock, deadline, res) && keep_alive;
+  }
+  const auto timeout = std::chrono::milliseconds(opt.request_timeout_ms);
+  http::response<http::empty_body> head{static_cast<http::status>(resp.status), version};
+  head.set(http::field::server, "fieldsyncd");
+  head.set(http::field::content_type, resp.content_type);
+  head.set(http::field::cache_control, "no-store");
+  for (auto& [k, v] : resp.headers) head.set(k, v);
+  head.keep_alive(keep_alive);
+  head.chunked(true);
+  http::response_serializer<http::empty_body> sr{head};
+  arm(deadline, sock, timeout);
+  auto [hec, hn] = co_await http::async_write_header(sock, sr, use_tuple);
+  disarm(deadline);
+  Status outcome;
+  std::uint64_t sent = 0;
+  if (hec) outcome = make_error(Errc::unavailable, "the client went away: " + hec.message());
+  Bytes piece = std::move(*first);
+  while (outcome && !piece.empty()) {
+    for (std::size_t off = 0; off < piece.size();) {
+      const std::size_t n = std::min(kMaxChunkWriteBytes, piece.size() - off);
+      arm(deadline, sock, timeout);
+      auto [wec, wn] = co_await asio::async_write(
+          sock, http::make_chunk(asio::const_buffer(piece.data() + off, n)), use_tuple);
+      disarm(deadline);
+      if (wec) {
+        outcome = make_error(Errc::unavailable,
+                             sock.is_open() ? "the client went away: " + wec.message()
+                                            : "the client took nothing for " +
+                                                  std::to_string(opt.request_timeout_ms) +
+                                                  " ms (api.request_timeout_ms), or the daemon "
+                                                  "is stopping");
+        break;
+      }
+      off += n;
+      sent += n;
+    }
+    if (!outcome) break;
+    Bytes().swap(piece);  // one piece in memory at a time
+    auto next = source_next(*source);
+    if (!next) {
+      spdlog::error(
+          "api {} {}: streamed response failed after {} bytes: {}; closing the connection "
+          "without the final chunk",
+          req.method, req.target, sent, next.error().message);
+      outcome = next.error();
+      break;
+    }
+    piece = std::move(*next);
+  }
+  if (outcome) {
+    arm(deadline, sock, timeout);
+    auto [lec, ln] = co_await asio::async_write(sock, http::make_chunk_last(), use_tuple);
+    disarm(deadline);
+    if (lec) outcome = make_error(Errc::unavailable, "the client went away: " + lec.message());
+  }
+  if (!outcome && outcome.error().code == Errc::unavailable)
+    spdlog::info("api {} {}: streamed response ended after {} bytes: {}", req.method, req.target,
+                 sent, outcome.error().message);
+  end(outcome);
+  co_return outcome.ok() && keep_alive;
 }
 
 namespace {
@@ -716,7 +978,9 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
     set_state(id, authenticated ? ConnState::idle : ConnState::pending);
     http::request_parser<http::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(opt.max_header_bytes));
-    parser.body_limit(opt.max_body_bytes);
+    // The route (and so the body limit) is known once the header is complete; until then the
+    // larger of the two limits applies, and the chosen one is checked right after the header.
+    parser.body_limit(std::max(opt.max_body_bytes, opt.max_stream_bytes));
     // Nothing beyond the header limit is buffered while the header is read.
     buffer.max_size(std::max<std::size_t>(opt.max_header_bytes, buffer.size()));
     if (authenticated) {
@@ -736,8 +1000,11 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
       std::optional<ApiResponse> answer;
       if (ec == http::error::body_limit) {
         // Content-Length above body_limit: Beast refuses it as soon as the header is complete.
-        answer = err(Errc::too_large, "request body exceeds api.max_body_bytes = " +
-                                          std::to_string(opt.max_body_bytes));
+        answer = err(Errc::too_large, opt.max_stream_bytes > opt.max_body_bytes
+                                          ? "request body exceeds api.max_stream_bytes = " +
+                                                std::to_string(opt.max_stream_bytes)
+                                          : "request body exceeds api.max_body_bytes = " +
+                                                std::to_string(opt.max_body_bytes));
       } else if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
         answer = err(Errc::invalid_argument, "request header exceeds api.max_header_bytes = " +
                                                  std::to_string(opt.max_header_bytes));
@@ -774,10 +1041,23 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
         early = error_response(access.error());
     }
     if (!early) authenticated = true;
-    if (!early && parser.content_length() && *parser.content_length() > opt.max_body_bytes) {
-      early = err(Errc::too_large,
-                  "request body of " + std::to_string(*parser.content_length()) +
-                      " bytes exceeds api.max_body_bytes = " + std::to_string(opt.max_body_bytes));
+    // A route added with add_streamed() takes its body in pieces, up to api.max_stream_bytes.
+    const bool streamed = !early && service.router().takes_stream(req);
+    const std::uint64_t body_limit = streamed ? opt.max_stream_bytes : opt.max_body_bytes;
+    if (!early && parser.content_length() && *parser.content_length() > body_limit) {
+      early =
+          err(Errc::too_large,
+              "request body of " + std::to_string(*parser.content_length()) + " bytes exceeds " +
+                  (streamed ? "api.max_stream_bytes = " : "api.max_body_bytes = ") +
+                  std::to_string(body_limit));
+    }
+    std::shared_ptr<BodySink> sink;
+    if (!early && streamed) {
+      auto opened = service.router().open_sink(req);
+      if (opened)
+        sink = std::move(*opened);
+      else
+        early = error_response(opened.error());
     }
     if (early) {
       // Without a body the connection can stay open; with one it is left unread and closed.
@@ -793,9 +1073,26 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
       arm(deadline, sock, timeout);
       auto [wec, wn] = co_await http::async_write(sock, cont, use_tuple);
       disarm(deadline);
-      if (wec) break;
+      if (wec) {
+        if (sink) abort_sink(*sink);
+        break;
+      }
     }
-    if (!parser.is_done()) {
+    ApiResponse resp;
+    bool keep_alive = header.keep_alive();
+    if (sink) {
+      auto outcome = co_await read_stream_body(sock, buffer, deadline, parser, *sink, req);
+      sink.reset();
+      if (!outcome.response) break;  // the client went away or stalled: nobody to answer
+      if (!outcome.keep) {
+        auto res = refuse(std::move(*outcome.response));
+        co_await write_response(sock, deadline, res);
+        linger = true;
+        break;
+      }
+      resp = std::move(*outcome.response);
+    } else if (!parser.is_done()) {
+      parser.body_limit(opt.max_body_bytes);
       // Chunk lines and the trailer are the only parts that wait in the buffer whole; chunk
       // data and Content-Length bodies pass through it into the body (api.max_body_bytes).
       const bool chunked = parser.chunked();
@@ -850,12 +1147,17 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
       }
     }
 
-    auto msg = parser.release();
-    const bool keep_alive = msg.keep_alive();
-    req.body = std::move(msg.body());
-    ApiResponse resp = service.handle(req);
+    if (!streamed) {
+      req.body = std::move(parser.get().body());
+      resp = service.handle(req);
+    }
     if (resp.deferred) resp = co_await run_deferred(resp.deferred);
     spdlog::debug("api {} {} -> {}", req.method, req.target, resp.stream ? 200 : resp.status);
+
+    if (resp.source) {
+      if (!co_await send_source(sock, deadline, resp, req, version, keep_alive && !stopping)) break;
+      continue;
+    }
 
     if (resp.stream) {
       const std::size_t k = slot(transport);

@@ -42,6 +42,7 @@ void register_status_routes(Router& router, ApiContext& ctx) {
     http["port"] = ctx.listen.http_port;
     api["http"] = std::move(http);
     api["max_body_bytes"] = ctx.options.max_body_bytes;
+    api["max_stream_bytes"] = ctx.options.max_stream_bytes;
     api["max_page_size"] = ctx.options.max_page_size;
     api["max_connections"] = ctx.options.max_connections;
     api["connections"] = ctx.listen.connections ? ctx.listen.connections() : 0;

@@ -98,3 +98,55 @@ TEST_CASE("every Errc maps to one HTTP status and a JSON error body") {
   CHECK(error_response(make_error(Errc::unauthenticated, "x")).headers.at(0).first ==
         "WWW-Authenticate");
 }
+
+TEST_CASE("streamed-body routes: found from the header, and fed whole by dispatch()") {
+  Router router;
+  std::string got;
+  int aborted = 0;
+  router.add("GET", "/v1/things/{id}", [](ApiRequest&) { return tag("get"); });
+  router.add_streamed("POST", "/v1/things/{id}/import",
+                      [&](ApiRequest& r) -> Result<std::shared_ptr<BodySink>> {
+                        if (r.param("id") == "missing")
+                          return make_error(Errc::not_found, "no such thing");
+                        auto sink = std::make_shared<BodySink>();
+                        sink->write = [&](ByteView piece) -> Status {
+                          got += as_chars(piece);
+                          if (got.size() > 5) return make_error(Errc::too_large, "too big");
+                          return {};
+                        };
+                        sink->finish = [&, id = r.param("id")] { return tag("imported " + id); };
+                        sink->abort = [&] { ++aborted; };
+                        return sink;
+                      });
+
+  auto r = req("POST", {"v1", "things", "7", "import"});
+  CHECK(router.takes_stream(r));
+  auto get = req("GET", {"v1", "things", "7"});
+  CHECK_FALSE(router.takes_stream(get));
+  auto other = req("PUT", {"v1", "things", "7", "import"});
+  CHECK_FALSE(router.takes_stream(other));
+  CHECK(router.dispatch(other).status == 405);
+
+  auto sink = router.open_sink(r);
+  REQUIRE(sink);
+  CHECK(r.param("id") == "7");
+  auto missing = req("POST", {"v1", "things", "missing", "import"});
+  auto refused = router.open_sink(missing);
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == Errc::not_found);
+  CHECK(router.open_sink(get).error().code == Errc::not_found);
+
+  r.body = "abc";
+  CHECK(router.dispatch(r).body == "imported 7");
+  CHECK(got == "abc");
+  got.clear();
+  r.body = "abcdefgh";
+  auto res = router.dispatch(r);
+  CHECK(res.status == 413);
+  CHECK(aborted == 1);
+
+  // Registering the path again with add() makes it an ordinary route.
+  router.add("POST", "/v1/things/{id}/import", [](ApiRequest&) { return tag("plain"); });
+  CHECK_FALSE(router.takes_stream(r));
+  CHECK(router.dispatch(r).body == "plain");
+}
