@@ -218,7 +218,7 @@ TEST_CASE("an upload refused part-way returns the daemon's answer") {
   CHECK(s.finished == 0);
 }
 
-TEST_CASE("an input shorter than announced fails the upload; the daemon aborts it") {
+TEST_CASE("an input shorter than announced fails the upload and the daemon aborts it") {
   Server s;
   auto file = s.f.dir.path() / "in.fsb";
   { std::ofstream(file, std::ios::binary) << body_text(0, 100000); }

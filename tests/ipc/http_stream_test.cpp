@@ -225,7 +225,7 @@ TEST_CASE("a slow reader gets the whole stream: each write has the deadline, not
   CHECK(log->outcome->ok());
 }
 
-TEST_CASE("a reader that stops reading is cut at the write deadline; the source is released") {
+TEST_CASE("a reader that stops reading is cut at the write deadline and the source released") {
   config::ApiOptions opt;
   opt.request_timeout_ms = 300;
   ApiServerFixture f(opt);
@@ -319,7 +319,7 @@ TEST_CASE("a source error mid-stream closes the connection without the final chu
   }
 }
 
-TEST_CASE("streamed responses keep the connection alive; HTTP/1.0 gets 501") {
+TEST_CASE("streamed responses keep the connection alive, HTTP/1.0 gets 501") {
   ApiServerFixture f;
   auto log = std::make_shared<SourceLog>();
   f.router().add("GET", "/test/small",
