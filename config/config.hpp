@@ -90,6 +90,13 @@ struct DiscoveryOptions {
       5000;  // discovery.avahi_retry_ms: retry when the system bus is unreachable
 };
 
+// Bundle files: sync by USB stick (docs/protocol.md "Bundles").
+struct BundleOptions {
+  std::uint32_t chunk_bytes = 64u << 10;  // bundle.chunk_bytes: plaintext bytes per sealed chunk
+  // bundle.max_record_bytes: the largest record written into a bundle or accepted from one
+  std::uint32_t max_record_bytes = 4u << 20;
+};
+
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.
 struct StaticPeer {
   std::string name;
@@ -105,6 +112,7 @@ struct Config {
   ApiOptions api;
   SyncOptions sync;
   DiscoveryOptions discovery;
+  BundleOptions bundle;
   storage::StoreOptions storage;  // storage.*; storage.data_dir is set from daemon.data_dir
   std::vector<StaticPeer> peers;
 };

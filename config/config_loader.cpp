@@ -473,6 +473,13 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "discovery.avahi_retry_ms", [](Config & c) -> auto& { return c.discovery.avahi_retry_ms; },
         100, kDayMs));
+    // [bundle] (chunk bounds: bundle::kMinChunkBytes..kMaxChunkBytes)
+    t.push_back(size_key(
+        "bundle.chunk_bytes", [](Config & c) -> auto& { return c.bundle.chunk_bytes; }, 1u << 10,
+        1u << 20));
+    t.push_back(size_key(
+        "bundle.max_record_bytes", [](Config & c) -> auto& { return c.bundle.max_record_bytes; },
+        64u << 10, 1u << 30));
     // [storage]
     t.push_back(size_key(
         "storage.map_size", [](Config & c) -> auto& { return c.storage.map_size_bytes; },
@@ -491,6 +498,9 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "storage.max_clock_skew_ms",
         [](Config & c) -> auto& { return c.storage.max_clock_skew_ms; }, 0, 3650 * kDayMs));
+    t.push_back(uint_key(
+        "storage.max_imported_bundles",
+        [](Config & c) -> auto& { return c.storage.max_imported_bundles; }, 1, 1000000));
     return t;
   }();
   return table;
@@ -588,7 +598,9 @@ bool only_comment(std::string_view rest) {
 }
 
 bool known_section(std::string_view s) {
-  if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "storage") return true;
+  if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "bundle" ||
+      s == "storage")
+    return true;
   return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
 }
 
@@ -680,7 +692,7 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
         if (name.substr(0, 5) == "peer.")
           return fail("[" + shown(name) + "]: peer name must be 1..64 letters, digits, '-' or '_'");
         return fail("unknown section [" + shown(name) +
-                    "] (sections: daemon, api, sync, storage, peer.<name>)");
+                    "] (sections: daemon, api, sync, discovery, bundle, storage, peer.<name>)");
       }
       section = std::string(name);
       continue;

@@ -140,6 +140,14 @@ class Store {
   // one transaction. verification_failed leaves the store unchanged.
   Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch);
 
+  // --- bundles (store_bundles.cpp, docs/storage.md "Imported bundles") ---
+  // Whether the bundle `id` was imported into the project (and not forgotten since).
+  Result<bool> bundle_imported(const ProjectId& project, const BundleId& id) const;
+  // Remembers that the bundle `id` was imported at `at_ms`. At most
+  // options().max_imported_bundles are kept per project: the oldest is forgotten first.
+  // Errors: not_found (project), resource_exhausted.
+  Status note_bundle_imported(const ProjectId& project, const BundleId& id, std::int64_t at_ms);
+
   // --- identity over time (store_identity.cpp, docs/storage.md "One identity, one history") ---
   // Earlier identities of this device (renewed after a restore or a detected copy); their
   // keys are kept to re-publish what they wrote.

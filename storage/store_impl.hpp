@@ -107,6 +107,8 @@ struct Store::Impl {
   Result<Member> write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device, Role role,
                               std::string name);
   Status enforce_removals(LmdbTxn& txn, const ProjectId& p) const;
+  // Forgets the bundles imported into a project (store_bundles.cpp; leaving it).
+  Status forget_bundles(LmdbTxn& txn, const ProjectId& p) const;
   Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;
 };
 

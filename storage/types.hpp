@@ -39,7 +39,14 @@ struct StoreOptions {
       256;              // storage.checkpoint_interval: log entries per signature
   bool durable = true;  // storage.durable: fsync every commit
   std::uint64_t max_clock_skew_ms = 24ull * 3600 * 1000;  // storage.max_clock_skew_ms
+  // storage.max_imported_bundles: bundle ids remembered per project to refuse a second import
+  // (the oldest is forgotten first).
+  std::uint32_t max_imported_bundles = 1024;
 };
+
+// The id of a bundle file: the random salt of its header (docs/protocol.md "Bundles").
+inline constexpr std::size_t kBundleIdBytes = 16;
+using BundleId = std::array<std::uint8_t, kBundleIdBytes>;
 
 enum class VersionKind : std::uint8_t { put = 1, tombstone = 2 };
 

@@ -87,12 +87,15 @@ const std::map<std::string, std::string>& samples() {
       {"discovery.max_devices", "40"},
       {"discovery.max_announced_projects", "8"},
       {"discovery.avahi_retry_ms", "2500"},
+      {"bundle.chunk_bytes", "16k"},
+      {"bundle.max_record_bytes", "8M"},
       {"storage.map_size", "2G"},
       {"storage.max_body_bytes", "100000"},
       {"storage.max_batch_docs", "12"},
       {"storage.checkpoint_interval", "64"},
       {"storage.durable", "false"},
       {"storage.max_clock_skew_ms", "0"},
+      {"storage.max_imported_bundles", "5"},
   };
   return m;
 }
@@ -154,12 +157,15 @@ const std::map<std::string, std::pair<std::string, std::string>>& bad_samples() 
       {"discovery.max_devices", {"0", "expected an integer 1..10000"}},
       {"discovery.max_announced_projects", {"65", "expected an integer 1..64"}},
       {"discovery.avahi_retry_ms", {"5s", "expected milliseconds"}},
+      {"bundle.chunk_bytes", {"2M", "expected a size 1k..1M"}},
+      {"bundle.max_record_bytes", {"1k", "expected a size 64k..1G"}},
       {"storage.map_size", {"1k", "expected a size 1M..16T"}},
       {"storage.max_body_bytes", {"1", "expected a size"}},
       {"storage.max_batch_docs", {"0", "expected an integer 1..1000000"}},
       {"storage.checkpoint_interval", {"many", "expected an integer"}},
       {"storage.durable", {"TRUE!", "expected true or false"}},
       {"storage.max_clock_skew_ms", {"-1", "expected milliseconds"}},
+      {"storage.max_imported_bundles", {"0", "expected an integer 1..1000000"}},
   };
   return m;
 }

@@ -1,0 +1,52 @@
+// The bundle format's pieces shared by the writer and the reader (docs/protocol.md
+// "Bundles"): key derivation, nonces, the header and the BEGIN/END records. Private to bundle/.
+#pragma once
+
+#include <string>
+
+#include "bundle/bundle.hpp"
+#include "crypto/crypto.hpp"
+#include "storage/types.hpp"
+
+namespace fieldsync::bundle::detail {
+
+using Tag = std::array<std::uint8_t, kTagBytes>;
+
+// tag = HMAC-SHA256(HMAC-SHA256(secret, "fieldsync-bundle-tag"), salt)[0..16).
+Tag project_tag(ByteView project_secret, const storage::BundleId& salt);
+// key = HKDF-SHA256(ikm = secret, salt = salt, info = "fieldsync/bundle/v1/chunk-key").
+Result<crypto::AeadKey> chunk_key(ByteView project_secret, const storage::BundleId& salt);
+// u64 chunk index (big-endian), u8 1 for the last chunk else 0, three zero bytes.
+crypto::AeadNonce chunk_nonce(std::uint64_t index, bool last);
+
+// The 48-byte header: magic, version, 7 reserved zero bytes, salt, project tag.
+Bytes encode_header(const storage::BundleId& salt, const Tag& tag);
+
+struct Begin {
+  std::uint8_t version = kFormatVersion;
+  ProjectId project;
+  DeviceId producer;
+  std::string producer_name;
+  std::int64_t created_ms = 0;
+  storage::VersionVector holds;  // the producer's vector at export: the bundle covers it
+  storage::VersionVector since;  // per author, the seq after which its entries start (> 0 only)
+};
+Bytes encode_begin(const Begin& b);
+// invalid_argument when malformed; too_large when a vector is longer than the record allows.
+Result<Begin> decode_begin(ByteView payload);
+
+struct End {
+  std::uint64_t entries = 0;
+  std::uint64_t batches = 0;
+  crypto::Signature signature{};
+};
+Bytes encode_end(const End& e);
+Result<End> decode_end(ByteView payload);
+// What END's signature covers: "fieldsync/bundle/end/v1" || digest || u64 entries ||
+// u64 batches, where digest = SHA-256(header || every record before END).
+Bytes end_message(const crypto::Digest& digest, std::uint64_t entries, std::uint64_t batches);
+
+// Appends a record header (type, length).
+void put_record_header(Bytes& out, std::uint8_t type, std::uint32_t length);
+
+}  // namespace fieldsync::bundle::detail

@@ -1,0 +1,369 @@
+// BundleReader: checks the header, finds the project by its tag, opens each chunk as it
+// completes and applies each record as it completes (docs/protocol.md "Bundles"). Only bytes
+// that authenticated reach a record; only batches that verified (Store::apply_log) are applied.
+#include <chrono>
+#include <set>
+
+#include "bundle/bundle.hpp"
+#include "bundle/format.hpp"
+
+namespace fieldsync::bundle {
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string count(std::uint64_t n, std::string_view one, std::string_view many) {
+  return std::to_string(n) + " " + std::string(n == 1 ? one : many);
+}
+
+}  // namespace
+
+struct BundleReader::State {
+  storage::Store& store;
+  ImportOptions opts;
+  enum class Stage { header, length, chunk, end };
+  Stage stage = Stage::header;
+  std::uint64_t offset = 0;  // file bytes consumed
+  Bytes header;
+  storage::BundleId salt{};
+  crypto::AeadKey key{};
+  Bytes length_field;  // the current chunk's length field as it arrives
+  Bytes chunk;         // the current sealed chunk as it arrives
+  std::uint32_t chunk_len = 0;
+  bool chunk_last = false;
+  std::uint64_t chunk_index = 0;
+  std::uint64_t chunk_offset = 0;  // where the current chunk's length field starts
+  Bytes plain;                     // opened bytes not yet consumed as records, from plain_at on
+  std::size_t plain_at = 0;
+  crypto::Sha256 digest;
+  bool begun = false, ended = false;
+  std::uint64_t batches_read = 0;  // BATCH records read (applied or skipped)
+  storage::VersionVector holds;
+  std::set<DeviceId> diverged;
+  std::optional<Error> error;
+  ImportReport report;
+
+  State(storage::Store& s, ImportOptions o) : store(s), opts(std::move(o)) {}
+
+  Error fail(Error e) {
+    error = e;
+    return e;
+  }
+  std::string where() const {
+    return "chunk " + std::to_string(chunk_index) + " (byte offset " +
+           std::to_string(chunk_offset) + ")";
+  }
+
+  // --- header ---
+  Status check_header_prefix() {
+    std::size_t n = std::min(header.size(), sizeof kMagic);
+    if (!std::equal(header.begin(), header.begin() + static_cast<std::ptrdiff_t>(n), kMagic))
+      return make_error(Errc::invalid_argument, "not a fieldsync bundle (wrong magic bytes)");
+    if (header.size() > sizeof kMagic) {
+      std::uint8_t v = header[sizeof kMagic];
+      if (v > kFormatVersion)
+        return make_error(Errc::unsupported, "bundle format " + std::to_string(v) +
+                                                 " is newer than this daemon (it reads format " +
+                                                 std::to_string(kFormatVersion) +
+                                                 "): update fieldsync");
+      if (v == 0) return make_error(Errc::invalid_argument, "not a fieldsync bundle (format 0)");
+    }
+    return {};
+  }
+
+  Status open_header() {
+    std::copy_n(header.begin() + 16, kSaltBytes, salt.begin());
+    ByteView tag = ByteView(header).subspan(16 + kSaltBytes, kTagBytes);
+    auto projects = store.list_projects();
+    if (!projects) return projects.error();
+    std::optional<ProjectId> found;
+    Bytes secret;
+    for (const auto& p : *projects) {
+      auto s = store.project_secret(p.id);
+      if (!s) continue;
+      auto t = detail::project_tag(*s, salt);
+      if (crypto::constant_time_equal(ByteView(t), tag)) {
+        found = p.id;
+        secret = std::move(*s);
+        break;
+      }
+    }
+    if (!found)
+      return make_error(Errc::not_found,
+                        "no project on this device matches this bundle (join the project first)");
+    report.project = *found;
+    auto seen = store.bundle_imported(*found, salt);
+    if (!seen) return seen.error();
+    if (*seen) return make_error(Errc::already_exists, "this bundle was already imported");
+    auto k = detail::chunk_key(secret, salt);
+    if (!k) return k.error();
+    key = *k;
+    digest.update(header);
+    return {};
+  }
+
+  // --- chunks ---
+  Status open_chunk() {
+    auto st = crypto::aes256gcm_open(key, detail::chunk_nonce(chunk_index, chunk_last), header,
+                                     chunk, plain);
+    if (!st)
+      return make_error(Errc::verification_failed,
+                        "bundle authentication failed at " + where() +
+                            ": the file is damaged, reordered or was changed");
+    chunk.clear();
+    FS_TRY(take_records());
+    if (chunk_last && !ended)
+      return make_error(Errc::invalid_argument,
+                        "the last chunk of the bundle ends without an END record");
+    if (ended && !plain.empty())
+      return make_error(Errc::invalid_argument, "data after the END record in " + where());
+    ++chunk_index;
+    return {};
+  }
+
+  // --- records ---
+  Status take_records() {
+    for (;;) {
+      std::size_t avail = plain.size() - plain_at;
+      if (avail < kRecordHeaderBytes) break;
+      ByteReader r(ByteView(plain).subspan(plain_at, kRecordHeaderBytes));
+      std::uint8_t type = r.u8();
+      std::uint32_t len = r.u32();
+      if (len > opts.max_record_bytes)
+        return make_error(Errc::too_large, "a record of " + std::to_string(len) + " bytes in " +
+                                               where() + " is over the import limit of " +
+                                               std::to_string(opts.max_record_bytes) +
+                                               " bytes (bundle.max_record_bytes)");
+      if (avail < kRecordHeaderBytes + len) break;
+      ByteView record = ByteView(plain).subspan(plain_at, kRecordHeaderBytes + len);
+      FS_TRY(on_record(type, record));
+      plain_at += record.size();
+    }
+    // Keep only the unfinished record.
+    plain.erase(plain.begin(), plain.begin() + static_cast<std::ptrdiff_t>(plain_at));
+    plain_at = 0;
+    if (plain.capacity() > 2 * (std::size_t{kMaxChunkBytes} + plain.size())) plain.shrink_to_fit();
+    return {};
+  }
+
+  Status on_record(std::uint8_t type, ByteView record) {
+    ByteView payload = record.subspan(kRecordHeaderBytes);
+    if (ended) return make_error(Errc::invalid_argument, "data after the END record in " + where());
+    if (type == static_cast<std::uint8_t>(RecordType::end)) return on_end(payload);
+    digest.update(record);
+    switch (static_cast<RecordType>(type)) {
+      case RecordType::begin: return on_begin(payload);
+      case RecordType::batch: return on_batch(payload);
+      case RecordType::end: break;
+    }
+    if (type & kIgnorableRecordBit) return {};  // an extension of a later version
+    return make_error(Errc::unsupported, "unknown bundle record type " + std::to_string(type) +
+                                             " in " + where() + ": update fieldsync");
+  }
+
+  Status on_begin(ByteView payload) {
+    if (begun) return make_error(Errc::invalid_argument, "a second BEGIN record in " + where());
+    auto b = detail::decode_begin(payload);
+    if (!b) return b.error();
+    if (b->version != header[sizeof kMagic])
+      return make_error(Errc::invalid_argument, "BEGIN and the header name different formats");
+    if (b->project != report.project)
+      return make_error(Errc::invalid_argument, "BEGIN names another project than the header");
+    // A removed device's bundle is refused before anything of it is applied.
+    auto m = store.member(report.project, b->producer);
+    if (!m) return m.error();
+    if (*m && (*m)->role == storage::Role::removed)
+      return make_error(Errc::permission_denied,
+                        "bundle from a removed device (" + b->producer.short_str() + ")");
+    // Entries the bundle leaves out (it was made for devices holding them) must be held here.
+    auto mine = store.version_vector(report.project);
+    if (!mine) return mine.error();
+    for (const auto& [a, from] : b->since) {
+      auto h = b->holds.find(a);
+      if (h == b->holds.end() || h->second <= from) continue;  // nothing of this author in it
+      auto it = mine->find(a);
+      std::uint64_t have = it == mine->end() ? 0 : it->second;
+      if (have < from)
+        return make_error(Errc::failed_precondition,
+                          "this bundle starts after seq " + std::to_string(from) + " of " +
+                              a.short_str() + " but this device holds only " +
+                              std::to_string(have) +
+                              ": it was made for devices that hold more; export one for this "
+                              "device (or a full one)");
+    }
+    begun = true;
+    report.producer = b->producer;
+    report.producer_name = std::move(b->producer_name);
+    report.created_ms = b->created_ms;
+    holds = std::move(b->holds);
+    return {};
+  }
+
+  Status on_batch(ByteView payload) {
+    if (!begun)
+      return make_error(Errc::invalid_argument, "a BATCH record before BEGIN in " + where());
+    auto m = sync::decode_batch(payload, opts.limits);
+    if (!m) {
+      if (m.error().code == Errc::invalid_argument)
+        return make_error(Errc::invalid_argument, "malformed BATCH record in " + where());
+      return make_error(m.error().code, m.error().message + " (BATCH record in " + where() + ")");
+    }
+    if (m->project != report.project)
+      return make_error(Errc::invalid_argument, "a BATCH of another project in " + where());
+    if (m->log.entries.empty())
+      return make_error(Errc::invalid_argument, "an empty BATCH in " + where());
+    const DeviceId& a = m->log.author;
+    std::uint64_t n = m->log.entries.size();
+    std::uint64_t first = m->log.entries.front().seq, last = m->log.entries.back().seq;
+    ++batches_read;
+    if (diverged.count(a)) {  // another history of this author is held here: skip its log
+      report.entries += n;
+      report.skipped += n;
+      return {};
+    }
+    auto r = store.apply_log(report.project, m->log);
+    if (!r) {
+      Error e = r.error();
+      e.message = "batch of " + count(n, "entry", "entries") + " (seq " + std::to_string(first) +
+                  ".." + std::to_string(last) + ") by " + a.short_str() + " in " + where() +
+                  " rejected: " + e.message;
+      return e;
+    }
+    if (r->identity_conflict) {
+      store.report_identity_conflict("a bundle from " + report.producer.short_str() +
+                                     " holds another version of our log (seq " +
+                                     std::to_string(*r->diverged_at) + ")");
+      return make_error(Errc::unavailable,
+                        "the bundle holds another version of this device's own log: another "
+                        "copy of this device wrote under its identity; renewing it");
+    }
+    report.entries += n;
+    if (r->diverged_at && !r->republished) {  // a fork, noted by the store (as on the network)
+      diverged.insert(a);
+      report.skipped += n;
+      return {};
+    }
+    report.applied += r->republished ? r->relogged : r->applied;
+    report.duplicates += r->duplicates;
+    ++report.batches;
+    return {};
+  }
+
+  Status on_end(ByteView payload) {
+    if (!begun) return make_error(Errc::invalid_argument, "an END record before BEGIN");
+    if (!chunk_last)
+      return make_error(Errc::invalid_argument, "END before the last chunk, in " + where());
+    auto e = detail::decode_end(payload);
+    if (!e) return e.error();
+    ended = true;
+    auto msg = detail::end_message(digest.finish(), e->entries, e->batches);
+    if (!crypto::verify(report.producer, msg, e->signature))
+      return make_error(Errc::verification_failed,
+                        "bad signature on the bundle's END record: it was not written by " +
+                            report.producer.short_str() + " as it claims (" +
+                            count(report.applied, "entry", "entries") +
+                            " verified by their authors were applied; the producer's version "
+                            "vector is not recorded)");
+    if (e->entries != report.entries || e->batches != batches_read)
+      return make_error(Errc::invalid_argument, "END's counts do not match the bundle");
+    if (report.producer != store.device_id())
+      FS_TRY(store.note_peer_holds(report.producer, report.project, holds));
+    FS_TRY(store.note_bundle_imported(report.project, salt, now_ms()));
+    report.complete = true;
+    return {};
+  }
+
+  // --- input ---
+  Status feed(ByteView in) {
+    while (!in.empty()) {
+      switch (stage) {
+        case Stage::header: {
+          std::size_t n = std::min(in.size(), kHeaderBytes - header.size());
+          append(header, in.first(n));
+          in = in.subspan(n);
+          offset += n;
+          FS_TRY(check_header_prefix());
+          if (header.size() == kHeaderBytes) {
+            FS_TRY(open_header());
+            stage = Stage::length;
+            chunk_offset = offset;
+          }
+          break;
+        }
+        case Stage::length: {
+          std::size_t n = std::min(in.size(), 4 - length_field.size());
+          append(length_field, in.first(n));
+          in = in.subspan(n);
+          offset += n;
+          if (length_field.size() < 4) break;
+          std::uint32_t field = ByteReader(length_field).u32();
+          length_field.clear();
+          chunk_last = (field & kLastChunkBit) != 0;
+          chunk_len = field & ~kLastChunkBit;
+          if (chunk_len > kMaxChunkBytes + crypto::kAeadTagBytes)
+            return make_error(Errc::too_large,
+                              "bundle " + where() + " declares " + std::to_string(chunk_len) +
+                                  " bytes, more than the format's limit of " +
+                                  std::to_string(kMaxChunkBytes + crypto::kAeadTagBytes) +
+                                  ": the file is damaged");
+          if (chunk_len < crypto::kAeadTagBytes)
+            return make_error(Errc::verification_failed, "bundle authentication failed at " +
+                                                             where() +
+                                                             ": the chunk is shorter than its tag");
+          chunk.reserve(chunk_len);
+          stage = Stage::chunk;
+          break;
+        }
+        case Stage::chunk: {
+          std::size_t n = std::min<std::size_t>(in.size(), chunk_len - chunk.size());
+          append(chunk, in.first(n));
+          in = in.subspan(n);
+          offset += n;
+          if (chunk.size() < chunk_len) break;
+          FS_TRY(open_chunk());
+          stage = chunk_last ? Stage::end : Stage::length;
+          chunk_offset = offset;
+          break;
+        }
+        case Stage::end:
+          return make_error(Errc::invalid_argument,
+                            count(in.size(), "byte", "bytes") +
+                                " after the end of the bundle (byte offset " +
+                                std::to_string(offset) + ")");
+      }
+    }
+    return {};
+  }
+};
+
+BundleReader::BundleReader(storage::Store& store, ImportOptions options)
+    : s_(std::make_unique<State>(store, std::move(options))) {}
+BundleReader::~BundleReader() = default;
+
+Status BundleReader::feed(ByteView bytes) {
+  if (s_->error) return *s_->error;
+  auto st = s_->feed(bytes);
+  if (!st) return s_->fail(st.error());
+  return {};
+}
+
+Result<ImportReport> BundleReader::finish() {
+  if (s_->error) return *s_->error;
+  if (s_->report.complete) return s_->report;
+  if (s_->offset == 0)
+    return s_->fail(make_error(Errc::invalid_argument, "not a fieldsync bundle (no bytes)"));
+  return s_->fail(
+      make_error(Errc::data_loss, "bundle truncated after " + count(s_->offset, "byte", "bytes") +
+                                      " (" + count(s_->report.applied, "entry", "entries") + " " +
+                                      (s_->report.applied == 1 ? "was" : "were") +
+                                      " applied before; import the whole file again to finish)"));
+}
+
+const ImportReport& BundleReader::progress() const { return s_->report; }
+
+}  // namespace fieldsync::bundle

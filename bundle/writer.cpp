@@ -1,0 +1,236 @@
+// BundleWriter: header, BEGIN, one BATCH record per log batch read from the store, END; the
+// records are cut into sealed chunks as they are produced (docs/protocol.md "Bundles").
+#include <chrono>
+
+#include "bundle/bundle.hpp"
+#include "bundle/format.hpp"
+
+namespace fieldsync::bundle {
+
+namespace {
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+struct BundleWriter::State {
+  storage::Store& store;
+  ProjectId project;
+  ExportOptions opts;
+  storage::BundleId salt{};
+  Bytes header;
+  crypto::AeadKey key{};
+  detail::Begin begin;
+  // The authors to send, in order: entries (from, to] of each.
+  struct Run {
+    DeviceId author;
+    std::uint64_t after = 0;
+    std::uint64_t to = 0;
+  };
+  std::vector<Run> runs;
+  std::size_t run = 0;
+
+  crypto::Sha256 digest;  // header and every record before END
+  Bytes plain;            // records not sealed yet, from plain_at on
+  std::size_t plain_at = 0;
+  std::uint64_t chunk_index = 0;
+  bool header_out = false, begun = false, ended = false, done = false;
+  std::optional<Error> error;
+  Stats stats;
+
+  State(storage::Store& s, const ProjectId& p, ExportOptions o)
+      : store(s), project(p), opts(std::move(o)) {}
+
+  std::size_t pending() const { return plain.size() - plain_at; }
+
+  void add_record(RecordType type, ByteView payload) {
+    std::size_t at = plain.size();
+    detail::put_record_header(plain, static_cast<std::uint8_t>(type),
+                              static_cast<std::uint32_t>(payload.size()));
+    append(plain, payload);
+    if (type != RecordType::end) digest.update(ByteView(plain).subspan(at));
+  }
+
+  // One BATCH record of the current run's next log batch; false when every run is done.
+  Result<bool> add_batch() {
+    while (run < runs.size() && runs[run].after >= runs[run].to) ++run;
+    if (run == runs.size()) return false;
+    Run& r = runs[run];
+    std::uint32_t max_entries = opts.batch_entries;
+    for (;;) {
+      auto log = store.read_log(project, r.author, r.after, max_entries, opts.batch_bytes);
+      if (!log) return log.error();
+      if (log->entries.empty()) {  // the store holds less than its vector said: trust the store
+        r.after = r.to;
+        return true;
+      }
+      std::uint64_t last = log->entries.back().seq;
+      std::size_t n = log->entries.size();
+      // sync's BATCH frame is u32 length, u8 type, payload; the record is u8 type, u32
+      // length, payload: the same 5 bytes before the payload, rewritten in place.
+      std::size_t at = plain.size();
+      sync::encode_batch(plain, sync::Batch{project, std::move(*log)});
+      std::size_t payload = plain.size() - at - kRecordHeaderBytes;
+      if (payload > opts.max_record_bytes) {
+        plain.resize(at);
+        if (max_entries > 1) {
+          max_entries = 1;  // the smallest run the store gives: up to the next checkpoint
+          continue;
+        }
+        return make_error(Errc::too_large,
+                          "a log run of " + r.author.short_str() + " after seq " +
+                              std::to_string(r.after) + " does not fit in one bundle record (" +
+                              std::to_string(payload) + " bytes, bundle.max_record_bytes " +
+                              std::to_string(opts.max_record_bytes) + ")");
+      }
+      Bytes head;
+      detail::put_record_header(head, static_cast<std::uint8_t>(RecordType::batch),
+                                static_cast<std::uint32_t>(payload));
+      std::copy(head.begin(), head.end(), plain.begin() + static_cast<std::ptrdiff_t>(at));
+      digest.update(ByteView(plain).subspan(at));
+      r.after = last;
+      stats.entries += n;
+      ++stats.batches;
+      return true;
+    }
+  }
+
+  Status add_end() {
+    detail::End e;
+    e.entries = stats.entries;
+    e.batches = stats.batches;
+    e.signature = store.signing_key().sign(
+        detail::end_message(digest.finish(), stats.entries, stats.batches));
+    add_record(RecordType::end, detail::encode_end(e));
+    ended = true;
+    return {};
+  }
+
+  void seal(Bytes& out, std::size_t n, bool last) {
+    std::size_t len_at = out.size();
+    ByteWriter(out).u32(0);
+    crypto::aes256gcm_seal(key, detail::chunk_nonce(chunk_index++, last), header,
+                           ByteView(plain).subspan(plain_at, n), out);
+    auto sealed = static_cast<std::uint32_t>(out.size() - len_at - 4);
+    std::uint32_t field = sealed | (last ? kLastChunkBit : 0);
+    for (int i = 0; i < 4; ++i)
+      out[len_at + static_cast<std::size_t>(i)] = static_cast<std::uint8_t>(field >> (24 - 8 * i));
+    plain_at += n;
+    if (plain_at == plain.size()) {
+      plain.clear();
+      plain_at = 0;
+    }
+  }
+
+  Result<Bytes> next() {
+    Bytes out;
+    if (!header_out) {
+      out = header;
+      header_out = true;
+    }
+    // Produce records until more than one chunk is pending (so the last chunk, sealed after
+    // END, is never empty) or END is written.
+    while (!ended && pending() <= opts.chunk_bytes) {
+      if (!begun) {
+        add_record(RecordType::begin, detail::encode_begin(begin));
+        begun = true;
+        continue;
+      }
+      auto more = add_batch();
+      if (!more) return more.error();
+      if (!*more) FS_TRY(add_end());
+    }
+    while (pending() > opts.chunk_bytes) seal(out, opts.chunk_bytes, false);
+    if (ended) {
+      seal(out, pending(), true);
+      done = true;
+    }
+    // Keep the buffer from growing: drop what was sealed.
+    if (plain_at > 0) {
+      plain.erase(plain.begin(), plain.begin() + static_cast<std::ptrdiff_t>(plain_at));
+      plain_at = 0;
+    }
+    stats.bytes += out.size();
+    return out;
+  }
+};
+
+Result<std::unique_ptr<BundleWriter>> BundleWriter::create(storage::Store& store,
+                                                           const ProjectId& project,
+                                                           ExportOptions options) {
+  if (options.chunk_bytes < kMinChunkBytes || options.chunk_bytes > kMaxChunkBytes)
+    return make_error(Errc::invalid_argument, "bundle chunk size must be " +
+                                                  std::to_string(kMinChunkBytes) + ".." +
+                                                  std::to_string(kMaxChunkBytes) + " bytes");
+  if (options.batch_entries == 0 || options.batch_bytes == 0 || options.max_record_bytes == 0)
+    return make_error(Errc::invalid_argument, "bundle batch limits must be positive");
+  auto secret = store.project_secret(project);
+  if (!secret) return secret.error();
+  auto vv = store.version_vector(project);
+  if (!vv) return vv.error();
+
+  // Per author, the minimum over the devices of what each is known to hold.
+  storage::VersionVector since;
+  bool first = true;
+  for (const auto& d : options.for_devices) {
+    if (d == store.device_id()) continue;  // holds everything it exports
+    storage::VersionVector held;
+    // A record that cannot be read counts as "holds nothing": a larger bundle, never a gap.
+    if (auto h = store.peer_holds(d, project); h.ok()) held = std::move(*h);
+    if (first) {
+      since = std::move(held);
+      first = false;
+    } else {
+      for (auto it = since.begin(); it != since.end();) {
+        auto o = held.find(it->first);
+        if (o == held.end()) {
+          it = since.erase(it);
+        } else {
+          it->second = std::min(it->second, o->second);
+          ++it;
+        }
+      }
+    }
+  }
+
+  auto s = std::make_unique<State>(store, project, std::move(options));
+  crypto::random_fill(s->salt);
+  s->header = detail::encode_header(s->salt, detail::project_tag(*secret, s->salt));
+  auto key = detail::chunk_key(*secret, s->salt);
+  if (!key) return key.error();
+  s->key = *key;
+  s->digest.update(s->header);
+
+  s->begin.project = project;
+  s->begin.producer = store.device_id();
+  s->begin.producer_name = s->opts.device_name;
+  s->begin.created_ms = now_ms();
+  s->begin.holds = *vv;
+  for (const auto& [a, seq] : *vv) {
+    std::uint64_t from = 0;
+    if (auto it = since.find(a); it != since.end()) from = std::min(it->second, seq);
+    if (from > 0) s->begin.since[a] = from;
+    if (from < seq) s->runs.push_back(State::Run{a, from, seq});
+  }
+  return std::unique_ptr<BundleWriter>(new BundleWriter(std::move(s)));
+}
+
+BundleWriter::BundleWriter(std::unique_ptr<State> s) : s_(std::move(s)) {}
+BundleWriter::~BundleWriter() = default;
+
+Result<Bytes> BundleWriter::next() {
+  if (s_->error) return *s_->error;
+  if (s_->done) return Bytes{};
+  auto r = s_->next();
+  if (!r) s_->error = r.error();
+  return r;
+}
+
+const BundleWriter::Stats& BundleWriter::stats() const { return s_->stats; }
+const storage::BundleId& BundleWriter::id() const { return s_->salt; }
+
+}  // namespace fieldsync::bundle
