@@ -1,13 +1,19 @@
 # Warnings, sanitizers and ccache for every fieldsync target.
 option(FIELDSYNC_WERROR "Treat warnings as errors" OFF)
 set(FIELDSYNC_SANITIZE "" CACHE STRING "Sanitizers to build with, e.g. address,undefined")
+# libFuzzer build of the fuzz targets (scripts/fuzz.sh, build-fuzz): clang only.
+option(FIELDSYNC_FUZZ "Build fuzz/ as libFuzzer targets with ASan+UBSan (clang)" OFF)
 
 find_program(CCACHE_PROGRAM ccache)
 if(CCACHE_PROGRAM AND NOT CMAKE_CXX_COMPILER_LAUNCHER)
   set(CMAKE_CXX_COMPILER_LAUNCHER ${CCACHE_PROGRAM})
 endif()
 
-add_compile_options(-Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor)
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  add_compile_options(-Wall -Wextra -Wpedantic -Wshadow=local -Wnon-virtual-dtor)
+else()  # clang (the fuzz build) has no -Wshadow=local
+  add_compile_options(-Wall -Wextra -Wpedantic -Wnon-virtual-dtor)
+endif()
 # Every Asio user must see the same Asio: mixing translation units with and without this
 # define is an ODR violation (seen as "cannot listen: Bad file descriptor" at start).
 add_compile_definitions(BOOST_ASIO_NO_DEPRECATED)
@@ -19,6 +25,15 @@ if(FIELDSYNC_SANITIZE)
   add_link_options(-fsanitize=${FIELDSYNC_SANITIZE})
   # Tests that cannot run under a sanitizer runtime (fd exhaustion) skip on this.
   add_compile_definitions(FIELDSYNC_SANITIZED=1)
+endif()
+if(FIELDSYNC_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "FIELDSYNC_FUZZ=ON needs clang (-DCMAKE_CXX_COMPILER=clang++)")
+  endif()
+  # Every library gets coverage instrumentation; the fuzz targets link libFuzzer's main.
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+                      -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
 endif()
 
 # Every fieldsync library: headers included as "storage/store.hpp" from the repo root.

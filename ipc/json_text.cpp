@@ -202,20 +202,23 @@ std::optional<std::string_view> raw_member(std::string_view object_text, std::st
   sc.ws();
   if (sc.i >= object_text.size() || object_text[sc.i] != '{') return std::nullopt;
   ++sc.i;
+  // A key given twice: the last one counts, as in the value Boost.JSON parses, so the raw
+  // text and the parsed value always agree.
+  std::optional<std::string_view> found;
   while (true) {
     sc.ws();
     std::size_t ks = sc.i;
-    if (!sc.string()) return std::nullopt;
+    if (!sc.string()) return found;
     std::string k = decode_key(object_text.substr(ks, sc.i - ks));
     sc.ws();
-    if (sc.i >= object_text.size() || object_text[sc.i] != ':') return std::nullopt;
+    if (sc.i >= object_text.size() || object_text[sc.i] != ':') return found;
     ++sc.i;
     sc.ws();
     std::size_t vs = sc.i;
-    if (!sc.value()) return std::nullopt;
-    if (k == key) return object_text.substr(vs, sc.i - vs);
+    if (!sc.value()) return found;
+    if (k == key) found = object_text.substr(vs, sc.i - vs);
     sc.ws();
-    if (sc.i >= object_text.size() || object_text[sc.i] != ',') return std::nullopt;
+    if (sc.i >= object_text.size() || object_text[sc.i] != ',') return found;
     ++sc.i;
   }
 }

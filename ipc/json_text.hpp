@@ -34,6 +34,7 @@ Status check_fields(const boost::json::object& obj, std::initializer_list<std::s
                     std::string_view what);
 
 // The exact text of member `key` of the JSON object `object_text` (which must be valid JSON).
+// A key that occurs twice gives its last value, as Boost.JSON's parse keeps it.
 std::optional<std::string_view> raw_member(std::string_view object_text, std::string_view key);
 // The exact texts of the elements of the JSON array `array_text` (which must be valid JSON).
 std::vector<std::string_view> raw_elements(std::string_view array_text);
