@@ -16,6 +16,9 @@
 //   FIELDSYNC_FAULT_EXCLUDE      comma-separated file names not watched (default lock.mdb:
 //                                LMDB's reader table, rebuilt on open and written through a
 //                                shared mapping)
+//   FIELDSYNC_FAULT_KILL_AFTER_WRITES  N > 0: the process kills itself (SIGKILL) right after
+//                                its Nth write to a watched file that no sync has covered yet,
+//                                so the power cut that follows is sure to undo something
 // Seen: write, pwrite, writev, pwritev(2) (and their 64 forms), ftruncate, truncate,
 // fallocate, fsync, fdatasync, msync, sync, syncfs, called through the dynamic symbol table
 // (what LMDB does). Not seen: writes through a writable shared mapping (LMDB's MDB_WRITEMAP,
@@ -23,6 +26,7 @@
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -62,6 +66,7 @@ struct Config {
   std::string dir;  // with a trailing '/'
   std::string journal_dir;
   std::vector<std::string> exclude;
+  unsigned long kill_after_writes = 0;  // 0: never
 };
 
 const Config& config() {
@@ -85,6 +90,8 @@ const Config& config() {
       if (comma > at) k.exclude.push_back(list.substr(at, comma - at));
       at = comma + 1;
     }
+    if (const char* ka = std::getenv("FIELDSYNC_FAULT_KILL_AFTER_WRITES"))
+      k.kill_after_writes = std::strtoul(ka, nullptr, 10);
     k.active = true;
     return k;
   }();
@@ -99,6 +106,7 @@ struct Watched {
 
 std::mutex g_mu;
 std::map<std::pair<dev_t, ino_t>, Watched> g_files;  // guarded by g_mu
+unsigned long g_writes = 0;                          // watched, not durable; guarded by g_mu
 
 [[noreturn]] void die(const char* what) {
   std::fprintf(stderr, "fault_fs: %s: %s\n", what, std::strerror(errno));
@@ -215,7 +223,11 @@ ssize_t guarded_write(int fd, std::int64_t off, std::uint64_t len, bool dsync_fl
   record_write(*w, st, at, len);
   const bool dsync = dsync_flag || fd_is_dsync(fd);
   ssize_t r = wr();
-  if (dsync) record_durable(*w, at, r);
+  if (dsync) {
+    record_durable(*w, at, r);
+  } else if (r > 0 && config().kill_after_writes && ++g_writes >= config().kill_after_writes) {
+    ::kill(::getpid(), SIGKILL);  // the write is in the journal and not synced
+  }
   return r;
 }
 
