@@ -138,6 +138,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   asio::io_context& io;
   storage::Store& store;
   config::SyncOptions opt;
+  sync::SessionOptions session_opt;  // what each session runs with (from opt)
   std::string device_name;
   std::map<std::string, std::unique_ptr<transports::Transport>, std::less<>> transports;
   std::set<std::string> listening;  // schemes that accept connections
@@ -153,6 +154,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
       : io(i),
         store(s),
         opt(std::move(o)),
+        session_opt(sync::session_options(opt)),
         device_name(sanitize_text(name, sync::kMaxDeviceNameBytes)),
         budget(opt.max_handshakes),
         rlog(opt.log_lines_per_key, std::chrono::milliseconds(opt.log_interval_ms)) {}
@@ -363,7 +365,7 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
 
 void PeerManager::Impl::start_session(const std::shared_ptr<Conn>& c) {
   sync::SessionParams p;
-  p.options = opt;
+  p.options = session_opt;
   p.device_name = device_name;
   p.channel_binding = c->stream->channel_binding();
   p.authenticated_peer = c->peer;

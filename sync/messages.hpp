@@ -110,7 +110,7 @@ struct WireError {
   std::string reason;
 };
 
-// Limits a decoder enforces (from config::SyncOptions).
+// Limits a decoder enforces (from SessionOptions and the store's options).
 struct DecodeLimits {
   std::uint32_t max_projects = 1024;
   std::uint32_t max_body_bytes = 16u << 20;

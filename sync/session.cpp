@@ -418,7 +418,7 @@ struct Session::Impl {
   // "ask": a device that proves `p` but is neither its creator, a listed member nor
   // approved waits for the user. Records it as pending (and says so once) when it must.
   bool must_ask(const storage::ProjectInfo& p) {
-    if (params.options.trust_policy != "ask" || params.peer_approved) return false;
+    if (params.options.trust_policy != TrustPolicy::ask || params.peer_approved) return false;
     if (p.creator == peer_hello.device) return false;
     auto m = store.member(p.id, peer_hello.device);
     if (m.ok() && m->has_value() && (*m)->role != storage::Role::removed) return false;

@@ -27,17 +27,17 @@
 #include <string>
 
 #include "common/result.hpp"
-#include "config/config.hpp"
 #include "storage/store.hpp"
 #include "sync/frame_decoder.hpp"
 #include "sync/invite_code.hpp"
 #include "sync/messages.hpp"
 #include "sync/progress.hpp"
+#include "sync/session_options.hpp"
 
 namespace fieldsync::sync {
 
 struct SessionParams {
-  config::SyncOptions options;
+  SessionOptions options;  // from the configuration: session_options(config::SyncOptions)
   std::string device_name;
   // Channel binding from the transport (TLS exporter); membership proofs cover it so
   // they cannot be replayed on another connection. Empty when the transport has none.
@@ -45,7 +45,7 @@ struct SessionParams {
   // The peer's device as authenticated by the transport (TLS certificate key); HELLO must
   // match it. nullopt when the transport does not authenticate.
   std::optional<DeviceId> authenticated_peer;
-  // The user approved this device (trust policy "ask", options.trust_policy): its proven
+  // The user approved this device (TrustPolicy::ask, options.trust_policy): its proven
   // projects sync even where it is not a listed member.
   bool peer_approved = false;
   // Wall clock in unix milliseconds (progress rates, last sync time); injectable for tests.

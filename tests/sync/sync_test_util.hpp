@@ -70,7 +70,7 @@ inline ProjectId shared_project(Node& a, Node& b) {
   return p->id;
 }
 
-inline SessionParams params(std::string name, config::SyncOptions o = {}) {
+inline SessionParams params(std::string name, SessionOptions o = {}) {
   SessionParams p;
   p.options = o;
   p.device_name = std::move(name);

@@ -193,8 +193,8 @@ TEST_CASE("JOIN and JOINED out of place fail the session", "[sync][join]") {
 
 namespace {
 SessionParams asking(std::string name) {
-  config::SyncOptions o;
-  o.trust_policy = "ask";
+  SessionOptions o;
+  o.trust_policy = TrustPolicy::ask;
   return params(std::move(name), o);
 }
 }  // namespace

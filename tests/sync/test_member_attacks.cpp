@@ -253,9 +253,9 @@ TEST_CASE("a batch too big for the peer's frame limit falls back to smaller runs
   Node a(2), b(2);
   ProjectId p = shared_project(a, b);
   a.write_docs(p, 0, 40, std::string(1000, 'x'));  // ~1 KB bodies, a checkpoint every 2
-  config::SyncOptions big;
+  SessionOptions big;
   big.batch_entries = 100;  // 100 KB per batch: over b's limit
-  config::SyncOptions small;
+  SessionOptions small;
   small.max_frame_bytes = 8192;
   Session sa(*a.store, params("a", big)), sb(*b.store, params("b", small));
   sa.start();
@@ -272,7 +272,7 @@ TEST_CASE("a single log run larger than the peer's frame limit fails with too_la
   Node a(1), b(1);
   ProjectId p = shared_project(a, b);
   a.write_docs(p, 0, 1, std::string(6000, 'x'));
-  config::SyncOptions small;
+  SessionOptions small;
   small.max_frame_bytes = 4096;
   Session sa(*a.store, params("a")), sb(*b.store, params("b", small));
   sa.start();

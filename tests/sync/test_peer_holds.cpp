@@ -81,14 +81,14 @@ ProjectId share(Dev& a, Dev& b) {
   return p->id;
 }
 
-config::SyncOptions small_batches() {
-  config::SyncOptions o;
+SessionOptions small_batches() {
+  SessionOptions o;
   o.batch_entries = 50;
   o.window_batches = 2;
   return o;
 }
 
-void sync_once(Dev& a, Dev& b, config::SyncOptions o = {}) {
+void sync_once(Dev& a, Dev& b, SessionOptions o = {}) {
   Session sa(*a.store, params("a", o)), sb(*b.store, params("b", o));
   sa.start();
   sb.start();

@@ -1,7 +1,9 @@
 // Session engine tests: two real Stores joined through an in-memory pipe.
 #include "sync_test_util.hpp"
 
+#include "config/config.hpp"
 #include "sync/messages.hpp"
+#include "sync/session_options.hpp"
 #include "sync/wire_error.hpp"
 
 using namespace fieldsync;
@@ -10,8 +12,8 @@ using namespace fieldsync::sync::test;
 
 namespace {
 
-config::SyncOptions small_batches() {
-  config::SyncOptions o;
+SessionOptions small_batches() {
+  SessionOptions o;
   o.batch_entries = 50;
   o.window_batches = 2;
   return o;
@@ -516,4 +518,30 @@ TEST_CASE("a device removed from the project is refused, also on a live session"
   Pipe{sa2, sb2}.run();
   CHECK(sa2.state() == SessionState::failed);
   CHECK(sa2.error()->code == Errc::permission_denied);
+}
+
+TEST_CASE("session options are the sync.* settings of the configuration", "[sync][options]") {
+  CHECK(session_options(config::SyncOptions{}) == SessionOptions{});  // the same defaults
+  config::SyncOptions c;
+  c.max_frame_bytes = 8192;
+  c.batch_entries = 7;
+  c.batch_bytes = 4096;
+  c.window_batches = 3;
+  c.max_projects = 17;
+  c.log_lines_per_key = 2;
+  c.log_interval_ms = 500;
+  c.trust_policy = "ask";
+  SessionOptions o = session_options(c);
+  CHECK(o.max_frame_bytes == 8192);
+  CHECK(o.batch_entries == 7);
+  CHECK(o.batch_bytes == 4096);
+  CHECK(o.window_batches == 3);
+  CHECK(o.max_projects == 17);
+  CHECK(o.log_lines_per_key == 2);
+  CHECK(o.log_interval_ms == 500);
+  CHECK(o.trust_policy == TrustPolicy::ask);
+  c.trust_policy = "auto";
+  CHECK(session_options(c).trust_policy == TrustPolicy::automatic);
+  CHECK(trust_policy_name(TrustPolicy::ask) == "ask");
+  CHECK(trust_policy_name(TrustPolicy::automatic) == "auto");
 }

@@ -1,0 +1,44 @@
+// SessionOptions: the settings one sync::Session runs with, as plain values owned by sync/.
+// The daemon's configuration (config::SyncOptions, the sync.* keys of docs/operations.md)
+// becomes these in exactly one place, session_options(); the config loader has already
+// checked every value, so the conversion cannot fail. Tests and tools set the fields directly.
+//
+// Thread-safety: plain values; copy freely.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+
+namespace fieldsync::config {
+struct SyncOptions;
+}
+
+namespace fieldsync::sync {
+
+// sync.trust_policy (docs/protocol.md section 7 "Trust").
+enum class TrustPolicy : std::uint8_t {
+  automatic,  // "auto": any device that proves a project and is not removed from it syncs
+  ask,        // "ask": a device neither the creator, a listed member nor approved waits as pending
+};
+// The config file's spelling: "auto" or "ask".
+std::string_view trust_policy_name(TrustPolicy policy);
+
+struct SessionOptions {
+  std::uint32_t max_frame_bytes = 4u << 20;  // sync.max_frame_bytes: largest frame accepted
+  std::uint32_t batch_entries = 2048;        // sync.batch_entries: log entries per BATCH
+  std::uint64_t batch_bytes = 2u << 20;      // sync.batch_bytes: body bytes per BATCH
+  std::uint32_t window_batches = 4;          // sync.window_batches: unacknowledged batches
+  std::uint32_t max_projects = 1024;         // sync.max_projects: proofs in one PROJECTS
+  // sync.log_lines_per_key per sync.log_interval_ms: failure lines a remote party can cause.
+  std::uint32_t log_lines_per_key = 10;
+  std::uint32_t log_interval_ms = 10000;
+  TrustPolicy trust_policy = TrustPolicy::automatic;  // sync.trust_policy
+
+  bool operator==(const SessionOptions&) const = default;
+};
+
+// The session settings of the daemon's configuration. The defaults of both agree
+// (session_options(config::SyncOptions{}) == SessionOptions{}; a test checks it).
+SessionOptions session_options(const config::SyncOptions& sync);
+
+}  // namespace fieldsync::sync
