@@ -156,4 +156,11 @@ class BundleReader {
   std::unique_ptr<State> s_;
 };
 
+// The file name this device gives its bundles of `project` in a folder shared by a team
+// (`syncctl bundle sync`): "fieldsync-" + 26 base32 characters of
+// HMAC-SHA256(HMAC-SHA256(secret, "fieldsync-bundle-file"), device id) + ".bundle". Stable,
+// different per (device, project), and meaningless without the project secret.
+// Errors: not_found (project).
+Result<std::string> file_name(const storage::Store& store, const ProjectId& project);
+
 }  // namespace fieldsync::bundle

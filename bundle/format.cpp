@@ -1,5 +1,6 @@
 #include "bundle/format.hpp"
 
+#include "common/encoding.hpp"
 #include "common/text.hpp"
 
 namespace fieldsync::bundle::detail {
@@ -137,3 +138,16 @@ void put_record_header(Bytes& out, std::uint8_t type, std::uint32_t length) {
 }
 
 }  // namespace fieldsync::bundle::detail
+
+namespace fieldsync::bundle {
+
+Result<std::string> file_name(const storage::Store& store, const ProjectId& project) {
+  auto secret = store.project_secret(project);
+  if (!secret) return secret.error();
+  auto k =
+      crypto::hmac_sha256(ByteView(*secret), as_bytes(std::string_view("fieldsync-bundle-file")));
+  auto mac = crypto::hmac_sha256(ByteView(k), store.device_id().view());
+  return "fieldsync-" + to_base32(ByteView(mac.data(), 16)).substr(0, 26) + ".bundle";
+}
+
+}  // namespace fieldsync::bundle

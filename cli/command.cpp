@@ -80,13 +80,18 @@ std::vector<std::string> Args::values(const std::string& name) const {
 
 int CliContext::call(const std::string& method, const std::string& target, const std::string& body,
                      json::value& reply) {
-  auto r = http.request(method, target, body);
+  return handle_reply(http.request(method, target, body), reply);
+}
+
+int CliContext::handle_reply(const Result<HttpReply>& r, json::value& reply) {
+  reply = nullptr;
   if (!r) {
     err << "syncctl: " << r.error().message << "\n";
     return r.error().code == Errc::unavailable || r.error().code == Errc::permission_denied
                ? kUnreachable
                : kDaemonError;
   }
+  if (r->status < 400 && r->body.empty()) return kOk;
   boost::system::error_code ec;
   reply = json::parse(r->body, ec);
   if (r->status >= 400) {

@@ -51,6 +51,9 @@ struct CliContext {
   // prints the error and returns the exit code.
   int call(const std::string& method, const std::string& target, const std::string& body,
            boost::json::value& reply);
+  // Like call(), for an answer obtained another way (upload(), download()): prints its error
+  // and returns the exit code. A 2xx answer without a body (a download) leaves `reply` null.
+  int handle_reply(const Result<HttpReply>& r, boost::json::value& reply);
   // Prints `reply` as JSON (for --json).
   void print_json(const boost::json::value& reply);
   // A project given by id or by (unique) name -> its id; prints the error otherwise.

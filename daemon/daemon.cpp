@@ -16,6 +16,7 @@
 #include "daemon/data_dir.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
+#include "ipc/routes_bundles.hpp"
 #include "storage/store.hpp"
 #include "systemd/sd_notify.hpp"
 
@@ -26,6 +27,21 @@ namespace asio = boost::asio;
 namespace {
 void log_notify_failure(const Status& st) {
   if (!st) spdlog::warn("sd_notify: {}", st.error().message);
+}
+
+// Bundles are written and read with the same limits as the network (sync.batch_*,
+// sync.max_projects, storage.max_body_bytes) and the [bundle] section's own.
+ipc::BundleRouteOptions bundle_route_options(const config::Config& cfg) {
+  ipc::BundleRouteOptions o;
+  o.export_options.chunk_bytes = cfg.bundle.chunk_bytes;
+  o.export_options.batch_entries = cfg.sync.batch_entries;
+  o.export_options.batch_bytes = cfg.sync.batch_bytes;
+  o.export_options.max_record_bytes = cfg.bundle.max_record_bytes;
+  o.export_options.device_name = cfg.device_name;
+  o.import_options.max_record_bytes = cfg.bundle.max_record_bytes;
+  o.import_options.limits.max_projects = cfg.sync.max_projects;
+  o.import_options.limits.max_body_bytes = cfg.storage.max_body_bytes;
+  return o;
 }
 }  // namespace
 
@@ -158,6 +174,7 @@ Status Daemon::run_once(bool first) {
   d.sync = std::make_unique<DaemonSync>(d.io, *d.store, d.cfg);
   d.discovery = std::make_unique<DaemonDiscovery>(d.io, *d.store, d.cfg, d.sync->service());
   d.sync->attach_api(*d.api, d.discovery->view());
+  ipc::register_bundle_routes(d.api->router(), d.api->context(), bundle_route_options(d.cfg));
   d.discovery->attach_api(*d.api);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());

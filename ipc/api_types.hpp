@@ -127,10 +127,13 @@ struct BodySource {
 // Exactly one of finish() and abort() is called, once; abort may be empty. (Only when the
 // daemon is stopped hard, its io_context abandoned, is a sink or source destroyed without
 // them: keep what must not outlive an unfinished transfer in objects their destructors clean.)
+// refuse, if set, makes the answer to a write() error (e.g. with what was done before it);
+// otherwise the error is mapped by error_response.
 struct BodySink {
   std::function<Status(ByteView)> write;
   std::function<ApiResponse()> finish;
   std::function<void()> abort;
+  std::function<ApiResponse(const Error&)> refuse;
 };
 
 struct ApiResponse {

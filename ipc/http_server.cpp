@@ -781,7 +781,7 @@ asio::awaitable<ApiServer::Impl::StreamOutcome> ApiServer::Impl::read_stream_bod
       break;
     }
     if (auto written = sink_write(sink, ByteView(piece.data(), got)); !written) {
-      refusal = error_response(written.error());
+      refusal = sink.refuse ? sink.refuse(written.error()) : error_response(written.error());
       break;
     }
   }

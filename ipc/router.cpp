@@ -135,7 +135,7 @@ ApiResponse Router::dispatch(ApiRequest& request) const {
         if (s.abort) s.abort();
       } catch (const std::exception&) {  // the error below is what the client needs to see
       }
-      return error_response(written.error());
+      return s.refuse ? s.refuse(written.error()) : error_response(written.error());
     }
     try {
       return s.finish();

@@ -110,11 +110,13 @@ class Store {
   // Merges `held` into the stored vector: per author the higher seq wins, nothing is lowered.
   // Only authors whose log this device holds are kept (the vector is bounded by the project's
   // authors; a peer may claim a seq beyond ours). One short write transaction, none when
-  // nothing rises. Errors: not_found (project), invalid_argument (`peer` is this device),
-  // resource_exhausted.
+  // nothing rises (the first note is written even when empty: known to hold nothing). Errors:
+  // not_found (project), invalid_argument (`peer` is this device), resource_exhausted.
   Status note_peer_holds(const DeviceId& peer, const ProjectId& project, const VersionVector& held);
   // The stored vector (empty when nothing is known). data_loss when it does not read back.
   Result<VersionVector> peer_holds(const DeviceId& peer, const ProjectId& project) const;
+  // The devices with a stored vector for the project (what they hold is known), in id order.
+  Result<std::vector<DeviceId>> peers_holding(const ProjectId& project) const;
   // What the peer lacks of our logs: for each author, our seq beyond what it holds. One read
   // transaction stepping once over each lacking log entry (for its size), no copy of it.
   Result<LackSummary> peer_lacks(const DeviceId& peer, const ProjectId& project) const;

@@ -122,7 +122,8 @@ Status Store::note_peer_holds(const DeviceId& peer, const ProjectId& project,
   // A stored vector that does not read back is replaced by what is learnt now.
   auto stored = read_holds(*txn, impl_->t(), project, peer);
   VersionVector merged = stored.ok() && *stored ? std::move(**stored) : VersionVector{};
-  bool changed = !stored.ok();
+  // The first note is written even when empty: "known to hold nothing" is not "unknown".
+  bool changed = !stored.ok() || !*stored;
   for (const auto& [author, seq] : held) {
     auto it = merged.find(author);
     if (seq == 0 || (it != merged.end() && it->second >= seq)) continue;
@@ -149,6 +150,22 @@ Result<VersionVector> Store::peer_holds(const DeviceId& peer, const ProjectId& p
   auto held = read_holds(*txn, impl_->t(), project, peer);
   if (!held) return held.error();
   return held->value_or(VersionVector{});
+}
+
+Result<std::vector<DeviceId>> Store::peers_holding(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  std::vector<DeviceId> out;
+  LmdbCursor c(*txn, impl_->t().peer_holds);
+  for (bool ok = c.seek(project.view()); ok; ok = c.next()) {
+    ByteView k = c.key();
+    if (k.size() < ProjectId::size ||
+        !std::equal(project.bytes.begin(), project.bytes.end(), k.begin()))
+      break;
+    if (auto d = id_from_bytes<DeviceId>(k.subspan(ProjectId::size))) out.push_back(*d);
+  }
+  return out;
 }
 
 Result<LackSummary> Store::peer_lacks(const DeviceId& peer, const ProjectId& project) const {

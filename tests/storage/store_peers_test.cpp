@@ -423,6 +423,30 @@ TEST_CASE("a note that raises nothing writes nothing", "[storage][peers]") {
   CHECK(t3 - t2 == t1 - t0 + 1);
 }
 
+TEST_CASE("a first note is kept even when empty, and peers_holding lists who has one",
+          "[storage][peers]") {
+  TempDir da;
+  auto a = open_store(da.path());
+  ProjectId p = a->create_project("p").value().id;
+  ProjectId other = a->create_project("other").value().id;
+  write_n(*a, p, 2, "a");
+  const DeviceId X = device(9), Y = device(4), Z = device(7);
+  CHECK(a->peers_holding(p)->empty());
+  REQUIRE(a->note_peer_holds(X, p, {}).ok());  // known to hold nothing
+  REQUIRE(a->note_peer_holds(Y, p, {{a->device_id(), 1}}).ok());
+  REQUIRE(a->note_peer_holds(Z, other, {}).ok());
+  CHECK(a->peer_lacks(X, p)->known);
+  CHECK(a->peer_lacks(X, p)->entries == 2);
+  CHECK_FALSE(a->peer_lacks(Z, p)->known);
+  CHECK(*a->peers_holding(p) == std::vector<DeviceId>{Y, X});  // id order: device(4) < device(9)
+  CHECK(*a->peers_holding(other) == std::vector<DeviceId>{Z});
+  REQUIRE(a->forget_peer(X).ok());
+  CHECK(*a->peers_holding(p) == std::vector<DeviceId>{Y});
+  ProjectId unknown;
+  unknown.bytes.fill(3);
+  CHECK(a->peers_holding(unknown).error().code == Errc::not_found);
+}
+
 TEST_CASE("what a peer lacks: entries and bytes beyond what it holds", "[storage][peers]") {
   TempDir da, db;
   auto a = open_store(da.path());
