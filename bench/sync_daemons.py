@@ -7,6 +7,12 @@ pushed live), S4 no-op sync (B restarts and runs one full session). For each: ti
 bytes on the wire per doc (TCP payload both ways including TLS, from the kernel's TCP_INFO of
 the sync connection) and peak RSS (VmHWM) of both daemons.
 
+The same data by USB stick, to a third daemon C without a network (sync.enabled = false), with
+`syncctl bundle`: S5 export of the N documents of S1 from A, S6 its import into the empty C
+(bytes = the bundle file), S7 the S3 changes as an incremental bundle round trip (C's bundle
+for A tells A what C holds; A's bundle for C then holds only the changes; export + import).
+Peak RSS: A's and C's VmHWM, and syncctl's maximum resident size.
+
 Usage: bench/sync_daemons.py [N] [--build DIR]   (python3 stdlib only)
 """
 import argparse
@@ -14,6 +20,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -66,12 +73,33 @@ def report(name, docs, secs, wire_bytes, a, b):
              wire_bytes / docs if docs else 0.0, vm_hwm_mb(a), vm_hwm_mb(b)), flush=True)
 
 
+def syncctl(bin_, d, *args):
+    """Runs syncctl against d; returns (seconds, its max RSS in MB)."""
+    t = time.monotonic()
+    p = subprocess.Popen([bin_, "--socket", d.socket_path] + list(args),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    secs = time.monotonic() - t
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise AssertionError("syncctl %s: %s" % (args, p.stderr.read().decode()))
+    return secs, usage.ru_maxrss / 1024
+
+
+def report_bundle(name, docs, secs, file_bytes, a, c, cli_mb):
+    print("%-24s docs=%-7d time=%8.3f s  docs/s=%9.0f  file=%11d B (%6.1f B/doc)  peak_rss A=%.0f MB C=%.0f MB syncctl=%.0f MB"
+          % (name, docs, secs, docs / max(secs, 1e-9), file_bytes,
+             file_bytes / docs if docs else 0.0, vm_hwm_mb(a), vm_hwm_mb(c), cli_mb), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=100000)
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build-release"))
     args = ap.parse_args()
     binary = os.path.join(args.build, "daemon", "fieldsyncd")
+    cli = os.path.join(args.build, "cli", "syncctl")
+    tmp = tempfile.mkdtemp(prefix="fs-bench-bundles-")
     n = args.n
     base = observations(n)
     extra = observations(n + n // 100)[n:]
@@ -80,15 +108,25 @@ def main():
 
     a = Daemon(binary, name="bench-a", settings=dict(settings, **{"daemon.device_name": "bench-a"})).start()
     b = Daemon(binary, name="bench-b", settings=dict(settings, **{"daemon.device_name": "bench-b"})).start()
+    c = Daemon(binary, name="bench-c", settings=dict(settings, **{"daemon.device_name": "bench-c",
+                                                                  "sync.enabled": "false"})).start()
     try:
         pid = a.create_project("bench")
         sec = a.unix("GET", V + "/%s/secret" % pid).json()
         assert b.unix("POST", V + "/import", sec).status == 201
+        assert c.unix("POST", V + "/import", sec).status == 201
         a_sync = "127.0.0.1:%d" % a.unix("GET", "/v1/status").json()["peers"]["listen_port"]
 
         t = time.monotonic()
         write(a, pid, base)
         report("S1 write via API", n, time.monotonic() - t, 0, a, b)
+
+        full = os.path.join(tmp, "full.bundle")
+        secs, mb = syncctl(cli, a, "bundle", "export", pid, full)
+        report_bundle("S5 bundle export", n, secs, os.path.getsize(full), a, c, mb)
+        secs, mb = syncctl(cli, c, "bundle", "import", full)
+        assert c.unix("GET", V + "/%s/docs/observations/%s" % (pid, base[-1]["id"])).status == 200
+        report_bundle("S6 bundle import", n, secs, os.path.getsize(full), a, c, mb)
 
         t = time.monotonic()
         r = b.unix("POST", "/v1/peers", {"address": a_sync, "device_id": a.device_id})
@@ -104,6 +142,16 @@ def main():
                    interval_s=0.005, what="S3")
         report("S3 incremental (live)", len(updates) + len(extra), time.monotonic() - t, wire(b, a) - w0, a, b)
 
+        back, inc = os.path.join(tmp, "back.bundle"), os.path.join(tmp, "inc.bundle")
+        t = time.monotonic()
+        syncctl(cli, c, "bundle", "export", pid, back, "--for", a.device_id)
+        syncctl(cli, a, "bundle", "import", back)
+        _, mb1 = syncctl(cli, a, "bundle", "export", pid, inc, "--for", c.device_id)
+        _, mb2 = syncctl(cli, c, "bundle", "import", inc)
+        assert c.unix("GET", V + "/%s/docs/observations/%s" % (pid, extra[-1]["id"])).status == 200
+        report_bundle("S7 bundle incremental", len(updates) + len(extra), time.monotonic() - t,
+                      os.path.getsize(inc) + os.path.getsize(back), a, c, max(mb1, mb2))
+
         # S4: b restarts with a as a static peer and runs one complete session.
         b.stop()
         b.settings["peer.a.address"] = a_sync
@@ -117,6 +165,10 @@ def main():
     finally:
         a.close()
         b.close()
+        c.close()
+        for f in os.listdir(tmp):
+            os.unlink(os.path.join(tmp, f))
+        os.rmdir(tmp)
 
 
 if __name__ == "__main__":
