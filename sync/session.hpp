@@ -11,8 +11,14 @@
 // so memory stays bounded however slow the peer is. DONE marks "sent all I had". While the
 // connection stays open, notify_local_change() pushes new versions (NEW + BATCH).
 //
+// Code: this class and the input loop in session.cpp, one file per exchange (handshake, log,
+// join, trust: session_*.cpp) on shared state (session_impl.hpp), one table of which message
+// is accepted in which state. Options: SessionOptions (sync/session_options.hpp).
+//
 // Ownership: borrows the Store (must outlive the session). Thread-safety: none; drive one
-// session from one strand. Store calls are synchronous and short (one LMDB transaction).
+// session from one strand (every method, const ones too). Sessions on different threads
+// share only the Store and the process-wide failure log, both safe from any thread. Store
+// calls are synchronous and short (one LMDB transaction).
 // Errors: a protocol violation, a batch that fails verification, or an ERROR from the peer
 // moves the session to `failed` (after queuing an ERROR frame for the peer when the fault
 // is ours to report). Batches applied before that stay applied.

@@ -471,6 +471,83 @@ TEST_CASE("bad frames fail the session cleanly", "[sync]") {
   }
 }
 
+TEST_CASE("a message outside the states it is accepted in is refused, whatever its payload",
+          "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Session sb(*b.store, params("b"));
+  sb.start();
+  (void)sb.take_output(1 << 20);
+  const Bytes junk{1, 2, 3};  // refused before it is decoded
+  auto refused = [&](std::uint8_t type, Errc code, const std::string& message) {
+    Bytes in;
+    encode_frame(in, type, junk);
+    sb.receive(in);
+    CHECK(sb.state() == SessionState::failed);
+    REQUIRE(sb.error());
+    CHECK(sb.error()->code == code);
+    CHECK(sb.error()->message == message);
+    CHECK(has_error_frame(sb.take_output(1 << 20), code));
+  };
+  auto u8 = [](MsgType t) { return static_cast<std::uint8_t>(t); };
+  auto hello = [&] {
+    Bytes in;
+    Hello h;
+    h.device = a.store->device_id();
+    encode_hello(in, h);
+    sb.receive(in);
+    REQUIRE(sb.state() == SessionState::proving);
+    (void)sb.take_output(1 << 20);  // PROJECTS
+  };
+  Bytes ping;
+  encode_ping(ping);
+
+  SECTION("before HELLO: only HELLO, PING and ERROR") {
+    sb.receive(ping);
+    REQUIRE(sb.state() == SessionState::hello);
+    auto type = GENERATE(as<std::uint8_t>{}, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0A, 0x0B, 0x8A,
+                         0x8B, 0xB0, 0x30);
+    refused(type, Errc::failed_precondition, "expected HELLO first");
+  }
+  SECTION("after HELLO: only PROJECTS, JOIN, JOINED, PING and ERROR") {
+    hello();
+    sb.receive(ping);
+    REQUIRE(sb.state() == SessionState::proving);
+    auto type =
+        GENERATE(as<std::uint8_t>{}, 0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x8A, 0x8B, 0xB0, 0x30);
+    refused(type, Errc::failed_precondition, "expected PROJECTS after HELLO");
+  }
+  SECTION("active: HELLO twice, unknown types") {
+    FakePeer{a, p}.handshake(sb);
+    sb.receive(ping);
+    Bytes in;
+    encode_frame(in, 0xB0, junk);  // an ignorable extension we do not know
+    sb.receive(in);
+    REQUIRE(sb.state() == SessionState::active);
+    SECTION("HELLO") { refused(u8(MsgType::hello), Errc::failed_precondition, "HELLO sent twice"); }
+    SECTION("unknown") { refused(0x30, Errc::unsupported, "unknown message type 48"); }
+  }
+  SECTION("a malformed payload in the right state fails the session") {
+    hello();
+    Bytes in;
+    encode_frame(in, u8(MsgType::projects), junk);
+    sb.receive(in);
+    REQUIRE(sb.error());
+    CHECK(sb.error()->code == Errc::invalid_argument);
+    CHECK(has_error_frame(sb.take_output(1 << 20), Errc::invalid_argument));
+  }
+  SECTION("a malformed ERROR still ends the session, unanswered") {
+    hello();
+    Bytes in;
+    encode_frame(in, u8(MsgType::error), junk);
+    sb.receive(in);
+    REQUIRE(sb.error());
+    CHECK(sb.error()->code == Errc::invalid_argument);
+    CHECK(sb.error()->message == "peer sent a malformed ERROR");
+    CHECK(sb.take_output(1 << 20).empty());
+  }
+}
+
 TEST_CASE("a project joined during a live session starts syncing without reconnecting", "[sync]") {
   Node a, b;
   ProjectId p1 = shared_project(a, b);

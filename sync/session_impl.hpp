@@ -1,0 +1,228 @@
+// Session::Impl: the state of one sync::Session, shared by its exchanges. Private to the
+// session's files; nothing outside sync/session*.cpp includes it.
+//
+//   session.cpp            the public Session, the input loop, the message table, failing
+//   session_handshake.cpp  HELLO (version negotiation), PROJECTS (membership proofs)
+//   session_log.cpp        VV/TIPS/FORKED, BATCH/ACK windows, DONE, live push (NEW), and
+//                          what the peer holds (Store::note_peer_holds)
+//   session_join.cpp       JOIN/JOINED on either end (the crypto and the store: sync/join.hpp)
+//   session_trust.cpp      the trust policy: pending projects, approval, removed members
+//
+// Every received frame goes through one table (message_rule(), session.cpp): per message
+// type the states it is accepted in, its decoder and its handler. A frame in any other state,
+// or of a type the table lacks, is refused in one place (refuse()), except that an active
+// session skips unknown types marked ignorable; a payload that does not decode fails the
+// session there too. So a handler runs only in the states of its row and only with a decoded
+// message; adding a message is one row (plus its handler).
+//
+// Thread-safety: none, like Session: everything here runs inside one call of Session's, on
+// the caller's strand. Sessions share only the Store (safe from any thread) and the
+// process-wide failure log (session_log(), locked).
+// Errors: a handler that finds a fault calls fail() and returns; callers check finished()
+// after anything that may fail.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <set>
+#include <type_traits>
+
+#include "common/rate_limited_log.hpp"
+#include "sync/join.hpp"
+#include "sync/session.hpp"
+
+namespace fieldsync::sync {
+
+struct Session::Impl {
+  // Per-project state of one session (common projects only).
+  struct ProjectSync {
+    ProjectId id;
+    storage::VersionVector mine;      // our vector (cached; refreshed on local change)
+    storage::VersionVector peer;      // what the peer is known to hold (VV, ACK, its batches)
+    storage::VersionVector sent;      // highest seq sent per author (in flight or acked)
+    storage::VersionVector peer_has;  // what the peer announced (VV, NEW): to-receive estimate
+    storage::VersionVector peer_vv;   // the peer's VV as sent (TIPS follows its order)
+    // What the peer showed it holds (its VV and NEW, batches it sent, its ACKs of ours; never
+    // what we offered), kept in the store by record_holds(); `recorded`: what the store has.
+    storage::VersionVector holds;
+    storage::VersionVector recorded;
+    bool holds_dirty = false;  // `holds` rose (or `mine` did) since the last record_holds()
+    bool vv_received = false;
+    bool done_owed = false;  // send DONE once everything for this project is sent
+    bool peer_done = false;  // the peer sent DONE and announced nothing since
+    bool was_in_sync = false;
+    std::uint32_t unacked = 0;
+    // Authors whose log the peer holds in another version (docs/storage.md "One identity,
+    // one history"): neither sent nor taken on this session.
+    std::set<DeviceId> diverged;
+    ProjectProgress stats;
+    std::int64_t rate_sample_ms = 0;
+    std::uint64_t rate_sample_bytes = 0;
+  };
+
+  // --- the message table ---
+
+  // A set of SessionStates (bit i: the state with value i).
+  using StateSet = std::uint8_t;
+  template <class... S>
+  static constexpr StateSet states(S... s) {
+    return static_cast<StateSet>(((1u << static_cast<unsigned>(s)) | ...));
+  }
+  struct MessageRule {
+    MsgType type;
+    StateSet accepted;  // in any other state the frame is refused (refuse())
+    // Decodes the payload with the row's decoder, then calls its handler (see run()).
+    void (*run)(Impl& s, const Frame& frame);
+  };
+  // The row of a message type; nullptr for a type this build does not know.
+  static const MessageRule* message_rule(std::uint8_t type);
+
+  // One row's run: Decode(payload[, limits]) -> Result<M>, then (s.*Handle)(M). A payload
+  // that does not decode fails the session and tells the peer.
+  template <auto Decode, auto Handle>
+  static void run(Impl& s, const Frame& frame) {
+    auto m = [&] {
+      if constexpr (std::is_invocable_v<decltype(Decode), ByteView, const DecodeLimits&>)
+        return Decode(frame.payload, s.limits);
+      else
+        return Decode(frame.payload);
+    }();
+    if (!m.ok()) return s.fail(m.error(), true);
+    (s.*Handle)(std::move(*m));
+  }
+
+  // Decoders of the table besides messages.hpp's and join.hpp's.
+  struct Ping {};
+  static Result<Ping> decode_ping(ByteView payload);  // any payload: PING carries nothing
+  // ERROR is never refused for its payload: a malformed one still ends the session.
+  struct PeerError {
+    std::optional<WireError> sent;  // nullopt: malformed
+  };
+  static Result<PeerError> decode_peer_error(ByteView payload);
+  // A BATCH and the size of its frame (progress counts frame bytes).
+  struct ReceivedBatch {
+    Batch batch;
+    std::size_t frame_bytes = 0;
+  };
+  static Result<ReceivedBatch> decode_received_batch(ByteView payload, const DecodeLimits& limits);
+
+  // --- shared state ---
+
+  storage::Store& store;
+  SessionParams params;
+  DecodeLimits limits;
+  FrameDecoder decoder;
+  SessionState state = SessionState::hello;
+  Bytes control;  // small frames waiting to be sent (ahead of batches)
+  std::optional<Error> error;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+
+  // Handshake: the peer's HELLO and what it negotiated.
+  Hello peer_hello;
+  bool have_peer = false;
+  std::uint16_t protocol = 0;
+  std::uint32_t peer_max_frame = 0;
+
+  // Log exchange.
+  std::uint32_t inflight = 0;                 // unacknowledged batches over all projects
+  std::map<ProjectId, ProjectSync> projects;  // common projects only
+  std::deque<ProjectId> rr;                   // round robin over projects for fairness
+  // A retired identity of ours was offered at seq 0 (its whole log asked for); cleared once
+  // a project is in sync unless a new divergence of one was seen meanwhile.
+  std::set<DeviceId> asked_whole_log;
+  bool retired_diverged = false;
+
+  // Joining with an invite (sync/join.hpp), joiner side: the code, JOIN sent and not yet
+  // answered, the peer's PROJECTS held back until JOINED made the project ours, the outcome.
+  std::optional<InviteCode> join_code;
+  bool join_pending = false;
+  std::optional<Projects> held_projects;
+  std::optional<Result<storage::ProjectInfo>> join_result;
+
+  // Trust policy "ask": proven projects held until approve(), and the peer's VV and TIPS
+  // for each.
+  std::set<ProjectId> pending;
+  std::map<ProjectId, VectorMsg> held_vv;
+  std::map<ProjectId, TipsMsg> held_tips;
+
+  Impl(storage::Store& s, SessionParams p);
+
+  // --- session.cpp: input, refusal, ending ---
+
+  // Failure lines of every session in the process, per kind.
+  static RateLimitedLog& session_log();
+  std::string peer_label() const;
+  bool finished() const { return state == SessionState::failed || state == SessionState::closed; }
+  void fail(Error e, bool tell_peer);
+  void receive(ByteView bytes);
+  void handle(const Frame& f);
+  // The one place a frame is refused: a known type outside its states, or an unknown one.
+  void refuse(std::uint8_t type, bool known);
+  void on_ping(Ping);
+  void on_error(PeerError m);
+
+  // --- session_handshake.cpp: HELLO, PROJECTS ---
+
+  void send_hello();
+  void on_hello(Hello m);
+  void send_projects();
+  // PROJECTS as received: held while our JOIN is unanswered, else on_projects().
+  void on_projects_msg(Projects m);
+  void on_projects(Projects m);
+  // Our project list changed (a project was joined): tell the peer.
+  void reannounce();
+  // A session with the peer is up now (its record's last_seen_ms, when it is a kept peer).
+  void note_seen();
+
+  // --- session_log.cpp: vectors, batches, acknowledgements, DONE, live push ---
+
+  static std::uint64_t get(const storage::VersionVector& v, const DeviceId& a);
+  static void raise(storage::VersionVector& v, const DeviceId& a, std::uint64_t seq);
+  // The common project a message names; fails the session (permission_denied) if it is not.
+  ProjectSync* project_of(const ProjectId& id, std::string_view what);
+  // VV then TIPS for a project that became common (after PROJECTS or approval).
+  void send_vv(ProjectSync& ps);
+  // Two histories under one device key (docs/storage.md "One identity, one history").
+  void diverge(ProjectSync& ps, const DeviceId& a, std::uint64_t seq, bool tell_peer);
+  void on_vv(VectorMsg m);
+  void on_new(VectorMsg m);
+  void on_vector(VectorMsg m, bool is_new);
+  void on_tips(TipsMsg m);
+  void on_forked(ForkedMsg m);
+  void on_batch(ReceivedBatch in);
+  void on_ack(Ack m);
+  void on_done(Done m);
+  std::uint64_t next_from(const ProjectSync& ps, const DeviceId& a) const;
+  bool has_more(const ProjectSync& ps) const;
+  std::uint64_t to_send(const ProjectSync& ps) const;
+  std::uint64_t to_receive(const ProjectSync& ps) const;
+  void update_sync_flag(ProjectSync& ps);
+  void sample_rate(ProjectSync& ps);
+  bool produce_batch(ProjectSync& ps, Bytes& out);
+  Bytes take_output(std::size_t max_bytes);
+  void notify_local_change(const ProjectId& id);
+  // What the peer holds, kept across sessions (Store::note_peer_holds).
+  storage::VersionVector known_holds(const ProjectId& id) const;
+  static void shows(ProjectSync& ps, const DeviceId& a, std::uint64_t seq);
+  void record_holds();
+
+  // --- session_join.cpp: JOIN, JOINED ---
+
+  Status join(const InviteCode& code);
+  void send_join();
+  void hold_projects(Projects m);
+  void on_join(Join m);
+  void on_joined(Joined m);
+
+  // --- session_trust.cpp: the trust policy ---
+
+  bool must_ask(const storage::ProjectInfo& p);
+  void admit_pending();
+  void approve();
+  bool peer_removed(const ProjectId& project) const;
+};
+
+}  // namespace fieldsync::sync

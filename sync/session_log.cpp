@@ -1,0 +1,421 @@
+// The log exchange of a session, per common project (docs/protocol.md section 3, VV to DONE):
+// VV and TIPS both ways, then each side streams, per author in log order, the entries the
+// other lacks as BATCH frames; the receiver verifies and applies them (Store::apply_log) and
+// answers ACK. At most window_batches unacknowledged batches are in flight over the session,
+// and batches are read from the store only when take_output() asks, so memory stays bounded
+// however slow the peer is. DONE marks "sent all I had"; while the session stays up,
+// notify_local_change() pushes new versions (NEW + BATCH). Two histories under one device
+// key are noticed here (TIPS, FORKED; docs/storage.md "One identity, one history"), and what
+// the peer showed it holds is kept in the store (record_holds()).
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "sync/session_impl.hpp"
+
+namespace fieldsync::sync {
+
+std::uint64_t Session::Impl::get(const storage::VersionVector& v, const DeviceId& a) {
+  auto it = v.find(a);
+  return it == v.end() ? 0 : it->second;
+}
+
+void Session::Impl::raise(storage::VersionVector& v, const DeviceId& a, std::uint64_t seq) {
+  auto& cur = v[a];
+  cur = std::max(cur, seq);
+}
+
+// --- what the peer holds, kept across sessions (Store::note_peer_holds) ---
+
+// What the store already knows the peer holds of a project (so an unchanged VV writes
+// nothing). A record that does not read back is rewritten by the next note.
+storage::VersionVector Session::Impl::known_holds(const ProjectId& id) const {
+  auto held = store.peer_holds(peer_hello.device, id);
+  return held.ok() ? std::move(*held) : storage::VersionVector{};
+}
+
+// The peer showed it holds `a`'s log up to `seq`.
+void Session::Impl::shows(ProjectSync& ps, const DeviceId& a, std::uint64_t seq) {
+  if (seq <= get(ps.holds, a)) return;
+  ps.holds[a] = seq;
+  ps.holds_dirty = true;
+}
+
+// Records what the peer showed it holds since the last call: one short store transaction
+// per project that learnt something, none when nothing rose. Left out (for now): authors
+// of which the peer holds another history (FORKED/TIPS), and authors whose log we do not
+// hold yet (the store keeps only the project's authors; recorded once we hold them).
+// A failure costs the record only, never the session.
+void Session::Impl::record_holds() {
+  if (!have_peer) return;
+  for (auto& [id, ps] : projects) {
+    if (!ps.holds_dirty) continue;
+    ps.holds_dirty = false;
+    storage::VersionVector rise;
+    for (const auto& [a, seq] : ps.holds)
+      if (seq > get(ps.recorded, a) && get(ps.mine, a) > 0 && !ps.diverged.count(a)) rise[a] = seq;
+    if (rise.empty()) continue;
+    if (auto st = store.note_peer_holds(peer_hello.device, id, rise); !st) {
+      session_log().log(LogLevel::warn, "cannot record what a peer holds",
+                        fmt::format("sync: cannot record what {} holds of {}: {}", peer_label(),
+                                    id.str(), st.error().message));
+      continue;
+    }
+    for (const auto& [a, seq] : rise) raise(ps.recorded, a, seq);
+  }
+}
+
+// --- input ---
+
+Session::Impl::ProjectSync* Session::Impl::project_of(const ProjectId& id, std::string_view what) {
+  auto it = projects.find(id);
+  if (it == projects.end()) {
+    fail(make_error(Errc::permission_denied, std::string(what) + " for a project not proven"),
+         true);
+    return nullptr;
+  }
+  return &it->second;
+}
+
+// VV then TIPS. A retired identity of ours that may have another history is offered at
+// seq 0, so the peer sends its whole log and the point where the histories part is found.
+void Session::Impl::send_vv(ProjectSync& ps) {
+  auto tips = store.version_tips(ps.id);
+  if (!tips.ok()) return fail(tips.error(), true);
+  VectorMsg vv{ps.id, {}};
+  TipsMsg tm{ps.id, {}};
+  for (const auto& [a, tip] : *tips) {  // both in ascending device id order
+    vv.heads[a] = tip.seq;
+    tm.chain_prefixes.push_back(chain_prefix(tip.chain));
+    if (tip.seq == 0 && store.holds_retired_key(a)) asked_whole_log.insert(a);
+  }
+  encode_vector(control, MsgType::vv, vv);
+  encode_tips(control, tm);
+}
+
+void Session::Impl::diverge(ProjectSync& ps, const DeviceId& a, std::uint64_t seq, bool tell_peer) {
+  if (ps.diverged.count(a)) return;
+  if (tell_peer) encode_forked(control, ForkedMsg{ps.id, a, seq});
+  if (a == store.device_id()) {
+    store.report_identity_conflict("peer " + peer_label() +
+                                   " holds another version of our log (seq " + std::to_string(seq) +
+                                   ")");
+    return fail(make_error(Errc::unavailable,
+                           "another copy of this device wrote under its identity: renewing it"),
+                false);
+  }
+  if (store.holds_retired_key(a)) {
+    if (asked_whole_log.count(a)) return;  // its whole log is on its way: compared as it comes
+    // An earlier identity of ours: ask for its whole log on the next session and
+    // re-publish what differs. Ending this one makes the next one start now.
+    store.mark_suspect(a);
+    retired_diverged = true;
+    spdlog::warn(
+        "sync: {} holds another history of our earlier identity {} (from seq {}): "
+        "reconnecting to re-publish it",
+        peer_label(), a.short_str(), seq);
+    return fail(make_error(Errc::unavailable, "re-reading an earlier identity's log"), false);
+  }
+  ps.diverged.insert(a);
+  (void)store.record_fork(ps.id, a, seq);
+  spdlog::warn(
+      "sync: {} holds another version of the log of {} (differs at or before seq {}); "
+      "that device must reconnect to repair it, everything else keeps syncing",
+      peer_label(), a.short_str(), seq);
+  update_sync_flag(ps);
+}
+
+void Session::Impl::on_tips(TipsMsg m) {
+  if (pending.count(m.project)) {  // held with its VV until approval
+    ProjectId id = m.project;
+    held_tips[id] = std::move(m);
+    return;
+  }
+  ProjectSync* ps = project_of(m.project, "TIPS");
+  if (!ps) return;
+  if (!ps->vv_received || m.chain_prefixes.size() != ps->peer_vv.size())
+    return fail(make_error(Errc::invalid_argument, "TIPS does not match the VV before it"), true);
+  std::size_t i = 0;
+  for (const auto& [a, seq] : ps->peer_vv) {
+    std::uint64_t prefix = m.chain_prefixes[i++];
+    if (seq == 0) continue;
+    auto ours = store.chain_at(ps->id, a, seq);
+    if (!ours.ok()) return fail(ours.error(), true);
+    if (ours->has_value() ? chain_prefix(**ours) != prefix : a == store.device_id()) {
+      diverge(*ps, a, seq, true);
+      if (finished()) return;
+    }
+  }
+}
+
+void Session::Impl::on_forked(ForkedMsg m) {
+  ProjectSync* ps = project_of(m.project, "FORKED");
+  if (!ps) return;
+  diverge(*ps, m.author, m.seq, false);
+}
+
+void Session::Impl::on_vv(VectorMsg m) { on_vector(std::move(m), false); }
+void Session::Impl::on_new(VectorMsg m) { on_vector(std::move(m), true); }
+
+void Session::Impl::on_vector(VectorMsg m, bool is_new) {
+  if (pending.count(m.project)) {  // held for approval: its VV waits, NEW is moot
+    if (is_new) return;
+    ProjectId id = m.project;
+    if (!held_vv.try_emplace(id, std::move(m)).second)
+      return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
+    return;
+  }
+  ProjectSync* ps = project_of(m.project, is_new ? "NEW" : "VV");
+  if (!ps) return;
+  if (!is_new) {
+    if (ps->vv_received) return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
+    ps->vv_received = true;
+    ps->peer_vv = m.heads;
+    ps->peer = m.heads;
+    ps->sent = m.heads;
+    ps->done_owed = true;
+  }
+  for (const auto& [a, seq] : m.heads) {
+    raise(ps->peer_has, a, seq);
+    shows(*ps, a, seq);  // a suspect author the peer asks for whole is at 0: no rise
+  }
+  if (is_new) ps->peer_done = false;
+  // The peer holds more of our own log than we do: another copy of this device wrote it.
+  if (auto own = m.heads.find(store.device_id()); own != m.heads.end() && own->second > 0) {
+    auto ours = store.chain_at(ps->id, own->first, own->second);
+    if (!ours.ok()) return fail(ours.error(), true);
+    if (!ours->has_value()) return diverge(*ps, own->first, own->second, true);
+  }
+  update_sync_flag(*ps);
+}
+
+void Session::Impl::on_batch(ReceivedBatch in) {
+  Batch& m = in.batch;
+  ProjectSync* ps = project_of(m.project, "BATCH");
+  if (!ps) return;
+  if (!ps->vv_received) return fail(make_error(Errc::failed_precondition, "BATCH before VV"), true);
+  if (m.log.entries.empty()) return fail(make_error(Errc::invalid_argument, "empty BATCH"), true);
+  if (ps->diverged.count(m.log.author)) {  // already in flight when we said FORKED
+    auto head = store.version_vector(m.project);
+    if (!head.ok()) return fail(head.error(), true);
+    encode_ack(control, Ack{m.project, m.log.author, get(*head, m.log.author)});
+    return;
+  }
+  auto r = store.apply_log(m.project, m.log);
+  if (!r.ok()) {
+    Error e = r.error();
+    e.message = "batch of " + std::to_string(m.log.entries.size()) + " entries by " +
+                m.log.author.short_str() + " rejected: " + e.message;
+    return fail(std::move(e), true);
+  }
+  const DeviceId& a = m.log.author;
+  std::uint64_t last = m.log.entries.back().seq;
+  if (r->identity_conflict || (r->diverged_at && !r->republished)) {
+    encode_ack(control, Ack{m.project, a, r->head});
+    diverge(*ps, a, *r->diverged_at, true);
+    return;
+  }
+  if (r->republished && last >= get(ps->peer_has, a)) {
+    // The peer's whole history of an earlier identity of ours is re-published in our
+    // current log; its copy of that log stays different from ours, so stop comparing.
+    encode_ack(control, Ack{m.project, a, r->head});
+    encode_forked(control, ForkedMsg{m.project, a, *r->diverged_at});
+    ps->diverged.insert(a);
+    ps->stats.received += m.log.entries.size();
+    ps->stats.applied += r->relogged;
+    update_sync_flag(*ps);
+    return;
+  }
+  raise(ps->peer, a, last);
+  raise(ps->peer_has, a, last);
+  shows(*ps, a, last);  // it sent them: it holds them (the same history as ours)
+  raise(ps->sent, a, last);
+  raise(ps->mine, a, r->head);
+  ps->holds_dirty = true;  // a claim in its VV for an author new here may be kept now
+  ps->stats.received += m.log.entries.size();
+  ps->stats.applied += r->applied;
+  ps->stats.bytes_received += in.frame_bytes;
+  sample_rate(*ps);
+  encode_ack(control, Ack{m.project, a, r->head});
+  update_sync_flag(*ps);
+}
+
+void Session::Impl::on_ack(Ack m) {
+  ProjectSync* ps = project_of(m.project, "ACK");
+  if (!ps) return;
+  if (inflight == 0 || ps->unacked == 0)
+    return fail(make_error(Errc::failed_precondition, "ACK without a batch in flight"), true);
+  --inflight;
+  --ps->unacked;
+  raise(ps->peer, m.author, m.head);
+  shows(*ps, m.author, m.head);  // its head after applying our batch
+  raise(ps->sent, m.author, m.head);
+  update_sync_flag(*ps);
+}
+
+void Session::Impl::on_done(Done m) {
+  ProjectSync* ps = project_of(m.project, "DONE");
+  if (!ps) return;
+  ps->peer_done = true;
+  update_sync_flag(*ps);
+}
+
+// --- output ---
+
+std::uint64_t Session::Impl::next_from(const ProjectSync& ps, const DeviceId& a) const {
+  return std::max(get(ps.sent, a), get(ps.peer, a));
+}
+
+bool Session::Impl::has_more(const ProjectSync& ps) const {
+  for (const auto& [a, seq] : ps.mine)
+    if (seq > next_from(ps, a) && !ps.diverged.count(a)) return true;
+  return false;
+}
+
+std::uint64_t Session::Impl::to_send(const ProjectSync& ps) const {
+  std::uint64_t n = 0;
+  for (const auto& [a, seq] : ps.mine)
+    if (!ps.diverged.count(a)) n += seq > get(ps.peer, a) ? seq - get(ps.peer, a) : 0;
+  return n;
+}
+
+std::uint64_t Session::Impl::to_receive(const ProjectSync& ps) const {
+  std::uint64_t n = 0;
+  for (const auto& [a, seq] : ps.peer_has)
+    if (!ps.diverged.count(a)) n += seq > get(ps.mine, a) ? seq - get(ps.mine, a) : 0;
+  return n;
+}
+
+void Session::Impl::update_sync_flag(ProjectSync& ps) {
+  bool now = ps.vv_received && ps.peer_done && !ps.done_owed && ps.unacked == 0 && !has_more(ps);
+  if (now && !ps.was_in_sync) {
+    ps.stats.last_sync_ms = params.clock();
+    // The whole log of an earlier identity was compared with this peer's.
+    if (!asked_whole_log.empty() && !retired_diverged) {
+      store.clear_suspects();
+      asked_whole_log.clear();
+    }
+  }
+  ps.was_in_sync = now;
+}
+
+void Session::Impl::sample_rate(ProjectSync& ps) {
+  std::int64_t now = params.clock();
+  std::uint64_t total = ps.stats.bytes_sent + ps.stats.bytes_received;
+  if (ps.rate_sample_ms == 0) {
+    ps.rate_sample_ms = now;
+    ps.rate_sample_bytes = total;
+  } else if (now - ps.rate_sample_ms >= 1000) {
+    ps.stats.rate_bytes_per_s =
+        double(total - ps.rate_sample_bytes) * 1000.0 / double(now - ps.rate_sample_ms);
+    ps.rate_sample_ms = now;
+    ps.rate_sample_bytes = total;
+  }
+}
+
+// Appends one BATCH for `ps` if an author has more; false when there is nothing to send.
+bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
+  for (const auto& [a, head] : ps.mine) {
+    std::uint64_t from = next_from(ps, a);
+    if (head <= from || ps.diverged.count(a)) continue;
+    std::uint32_t max_entries = params.options.batch_entries;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes);
+      if (!log.ok()) {
+        fail(log.error(), true);
+        return false;
+      }
+      if (log->entries.empty()) {
+        // The cached vector promised more than the store returns: trust the store.
+        spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from, head);
+        ps.mine[a] = from;
+        break;
+      }
+      std::uint64_t last = log->entries.back().seq;
+      std::size_t before = out.size();
+      encode_batch(out, Batch{ps.id, std::move(*log)});
+      std::size_t frame = out.size() - before;
+      if (frame > peer_max_frame) {
+        out.resize(before);
+        if (max_entries > 1) {
+          max_entries = 1;  // the smallest run the store can give: up to the next checkpoint
+          continue;
+        }
+        fail(make_error(Errc::too_large, "a log run of " + a.short_str() +
+                                             " does not fit in one frame (" +
+                                             std::to_string(frame) + " bytes)"),
+             true);
+        return false;
+      }
+      ps.sent[a] = last;
+      ps.stats.sent += last - from;
+      ps.stats.bytes_sent += frame;
+      sample_rate(ps);
+      ++ps.unacked;
+      ++inflight;
+      return true;
+    }
+  }
+  return false;
+}
+
+Bytes Session::Impl::take_output(std::size_t max_bytes) {
+  Bytes out = std::move(control);
+  control.clear();
+  if (state != SessionState::active) return out;
+  bool progress = true;
+  while (progress && out.size() < max_bytes && inflight < params.options.window_batches) {
+    progress = false;
+    for (std::size_t i = 0; i < rr.size() && !finished(); ++i) {
+      ProjectId id = rr.front();
+      rr.pop_front();
+      rr.push_back(id);
+      ProjectSync& ps = projects.at(id);
+      if (!ps.vv_received) continue;
+      if (produce_batch(ps, out)) {
+        progress = true;
+        break;
+      }
+    }
+    if (finished()) {  // produce_batch failed: only the ERROR goes out now
+      out.insert(out.end(), control.begin(), control.end());
+      control.clear();
+      bytes_sent += out.size();
+      return out;
+    }
+  }
+  for (auto& [id, ps] : projects) {
+    if (ps.vv_received && ps.done_owed && !has_more(ps)) {
+      encode_done(out, Done{id});
+      ps.done_owed = false;
+      update_sync_flag(ps);
+    }
+  }
+  bytes_sent += out.size();
+  return out;
+}
+
+void Session::Impl::notify_local_change(const ProjectId& id) {
+  if (state != SessionState::active) return;
+  if (pending.count(id)) return admit_pending();  // a membership record may have arrived
+  auto it = projects.find(id);
+  if (it == projects.end()) return;
+  ProjectSync& ps = it->second;
+  if (peer_removed(id))  // the removal just arrived (here or by relay)
+    return fail(make_error(Errc::permission_denied, "device removed from the project"), true);
+  auto vv = store.version_vector(id);
+  if (!vv.ok()) return fail(vv.error(), true);
+  ps.mine = std::move(*vv);
+  ps.holds_dirty = true;  // what the peer claims of an author we now hold may be kept now
+  record_holds();
+  if (!ps.vv_received) return;  // the initial exchange will cover it
+  VectorMsg announce{id, {}};
+  for (const auto& [a, seq] : ps.mine)
+    if (seq > next_from(ps, a)) announce.heads[a] = seq;
+  if (announce.heads.empty()) return;
+  encode_vector(control, MsgType::new_heads, announce);
+  ps.done_owed = true;
+  update_sync_flag(ps);
+}
+
+}  // namespace fieldsync::sync
