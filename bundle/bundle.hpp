@@ -115,14 +115,18 @@ struct ImportReport {
   // Entries not applied because this device holds another history of their author's log
   // (a fork, docs/storage.md "One identity, one history"; recorded like a network one).
   std::uint64_t skipped = 0;
-  bool complete = false;  // END's signature verified: the whole bundle was read
+  // finish() succeeded: END's signature verified, nothing followed it, and the input ended
+  // with the last chunk. Only then are the bundle (as imported) and the producer's vector
+  // recorded.
+  bool complete = false;
 };
 
 // Push-based. Verifies and applies as bytes arrive; nothing unverified is applied. Buffers at
 // most one chunk and one record.
 //
 // Errors (the first one sticks; feed and finish return it from then on):
-//   invalid_argument     not a bundle (magic), malformed records, bytes after the end
+//   invalid_argument     not a bundle (magic), malformed records, data after END or after the
+//                        last chunk (the bundle is then not recorded as imported)
 //   unsupported          a newer bundle format or an unknown non-ignorable record type
 //   not_found            no project on this device matches the bundle
 //   already_exists       this bundle was already imported (nothing is applied)
@@ -144,8 +148,8 @@ class BundleReader {
 
   // The next bytes of the file, in any split.
   Status feed(ByteView bytes);
-  // End of input: the report if the bundle was complete and verified, else the error
-  // (data_loss when it was cut short).
+  // End of input: the report if the bundle was complete and verified (recorded as imported
+  // only now), else the error (data_loss when it was cut short).
   Result<ImportReport> finish();
   // What was applied so far (also after an error).
   const ImportReport& progress() const;

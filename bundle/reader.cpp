@@ -42,6 +42,7 @@ struct BundleReader::State {
   std::size_t plain_at = 0;
   crypto::Sha256 digest;
   bool begun = false, ended = false;
+  bool end_verified = false;       // END's signature and counts checked (recorded by finish)
   std::uint64_t batches_read = 0;  // BATCH records read (applied or skipped)
   storage::VersionVector holds;
   std::set<DeviceId> diverged;
@@ -120,8 +121,6 @@ struct BundleReader::State {
     if (chunk_last && !ended)
       return make_error(Errc::invalid_argument,
                         "the last chunk of the bundle ends without an END record");
-    if (ended && !plain.empty())
-      return make_error(Errc::invalid_argument, "data after the END record in " + where());
     ++chunk_index;
     return {};
   }
@@ -154,7 +153,13 @@ struct BundleReader::State {
   Status on_record(std::uint8_t type, ByteView record) {
     ByteView payload = record.subspan(kRecordHeaderBytes);
     if (ended) return make_error(Errc::invalid_argument, "data after the END record in " + where());
-    if (type == static_cast<std::uint8_t>(RecordType::end)) return on_end(payload);
+    if (type == static_cast<std::uint8_t>(RecordType::end)) {
+      // Checked before END takes effect: END must end the plaintext (the whole last chunk is
+      // open here, so anything after END is in `plain` already).
+      if (chunk_last && plain_at + record.size() != plain.size())
+        return make_error(Errc::invalid_argument, "data after the END record in " + where());
+      return on_end(payload);
+    }
     digest.update(record);
     switch (static_cast<RecordType>(type)) {
       case RecordType::begin: return on_begin(payload);
@@ -271,6 +276,13 @@ struct BundleReader::State {
                             "vector is not recorded)");
     if (e->entries != report.entries || e->batches != batches_read)
       return make_error(Errc::invalid_argument, "END's counts do not match the bundle");
+    end_verified = true;
+    return {};
+  }
+
+  // The input ended right after a verified END (finish): the bundle is complete; only now is
+  // it recorded, so a file with bytes after its last chunk is not remembered as imported.
+  Status complete() {
     if (report.producer != store.device_id())
       FS_TRY(store.note_peer_holds(report.producer, report.project, holds));
     FS_TRY(store.note_bundle_imported(report.project, salt, now_ms()));
@@ -355,6 +367,11 @@ Status BundleReader::feed(ByteView bytes) {
 Result<ImportReport> BundleReader::finish() {
   if (s_->error) return *s_->error;
   if (s_->report.complete) return s_->report;
+  if (s_->end_verified) {
+    auto st = s_->complete();
+    if (!st) return s_->fail(st.error());
+    return s_->report;
+  }
   if (s_->offset == 0)
     return s_->fail(make_error(Errc::invalid_argument, "not a fieldsync bundle (no bytes)"));
   return s_->fail(

@@ -45,14 +45,16 @@ inline storage::StoreOptions fuzz_store_options(const std::filesystem::path& dir
   return o;
 }
 
+// kFuzzProject's secret (a bundle's key is derived from it).
+inline Bytes fuzz_project_secret() { return Bytes(32, 0x5e); }
+
 // Adds kFuzzProject, created by this device.
 inline Status add_fuzz_project(storage::Store& store) {
   storage::ProjectInfo info;
   info.id = *ProjectId::parse(kFuzzProject);
   info.name = "fuzz";
   info.creator = store.device_id();
-  Bytes secret(32, 0x5e);
-  auto added = store.add_project(info, secret);
+  auto added = store.add_project(info, fuzz_project_secret());
   if (!added) return added.error();
   return {};
 }

@@ -377,6 +377,78 @@ TEST_CASE("bundle: the same bundle twice is refused and changes nothing") {
   CHECK(own.applied == 0);
 }
 
+TEST_CASE("bundle: data after END or after the last chunk is refused and not remembered") {
+  Pair t;
+  auto v = vv(*t.a.store, t.p);
+  const DeviceId a_id = t.a.store->device_id();
+  // A's log as a hand-made bundle whose END is good, then `tail` in its last chunk after END.
+  auto crafted = [&](ByteView tail, storage::BundleId* salt) {
+    Crafted c(*t.a.store, t.p);
+    detail::Begin b;
+    b.project = t.p;
+    b.producer = a_id;
+    b.holds = v;
+    c.begin(b);
+    std::uint64_t after = 0, entries = 0, batches = 0;
+    while (after < v.at(a_id)) {
+      auto log = t.a.store->read_log(t.p, a_id, after, 100, 1u << 20);
+      REQUIRE(log.ok());
+      after = log->entries.back().seq;
+      entries += log->entries.size();
+      ++batches;
+      c.batch(t.p, std::move(*log));
+    }
+    c.end(t.a.store->signing_key(), entries, batches);
+    append(c.plain, tail);
+    *salt = c.salt;
+    return c.seal(1u << 20);  // one chunk: END and the tail in the last one
+  };
+  const Bytes extension = {0x80, 0, 0, 0, 1, 'x'};  // a whole (ignorable) record
+  const Bytes partial = {0x80, 0, 0};               // part of a record header
+  Bytes file = must_export(*t.a.store, t.p, small());
+  Bytes longer = file;
+  longer.push_back(0);  // a byte after the last chunk
+  storage::BundleId file_salt{};
+  std::copy_n(file.begin() + 16, file_salt.size(), file_salt.begin());
+
+  struct Case {
+    const char* name;
+    Bytes bytes;
+    storage::BundleId salt;
+    const char* says;
+  };
+  std::vector<Case> cases;
+  storage::BundleId s1{}, s2{};
+  Bytes f1 = crafted(extension, &s1), f2 = crafted(partial, &s2);
+  cases.push_back({"a record after END", f1, s1, "data after the END record in chunk 0"});
+  cases.push_back({"part of a record after END", f2, s2, "data after the END record in chunk 0"});
+  cases.push_back(
+      {"a byte after the last chunk", longer, file_salt, "after the end of the bundle"});
+  for (const auto& c : cases) {
+    SECTION(c.name) {
+      for (std::size_t piece : {std::size_t{1} << 30, std::size_t{100}}) {
+        Node n{16};
+        REQUIRE(n.store->add_project(*t.a.store->get_project(t.p), *t.a.store->project_secret(t.p))
+                    .ok());
+        auto r = import_bytes(*n.store, c.bytes, piece);
+        REQUIRE_FALSE(r.result.ok());
+        CHECK(r.result.error().code == Errc::invalid_argument);
+        CHECK(mentions(r.result.error(), c.says));
+        CHECK_FALSE(r.progress.complete);
+        // The entries verified by their author stay; nothing is recorded of the bundle or of
+        // its producer, so a good copy of the same file still imports (all duplicates).
+        CHECK(vv(*n.store, t.p) == v);
+        CHECK_FALSE(*n.store->bundle_imported(t.p, c.salt));
+        CHECK(n.store->peer_holds(a_id, t.p)->empty());
+        ImportReport good = must_import(*n.store, file);
+        CHECK(good.duplicates == total(v));
+        CHECK(*n.store->bundle_imported(t.p, file_salt));
+        CHECK(*n.store->peer_holds(a_id, t.p) == v);
+      }
+    }
+  }
+}
+
 TEST_CASE("bundle: from a removed device it is refused before anything is applied") {
   Node a, b;
   ProjectId p = shared_project(a, b);
