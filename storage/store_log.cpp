@@ -221,10 +221,34 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   }
   if (own) {
     // Nobody else writes our log: a different or a longer one means another copy of this
-    // device (restored, rolled back or cloned) wrote under our key.
+    // device (restored, rolled back or cloned) wrote under our key -- if our key signed it.
+    // The evidence is a checkpoint that verifies under our key over a chain this device does
+    // not hold at that seq; without one the batch is a forgery (anyone with the project
+    // secret could send it) and must not make this device renew its identity.
     if (differs || j < entries.size()) {
+      bool proven = false;
+      for (const auto& c : batch.checkpoints) {
+        if (!crypto::verify(author, checkpoint_message(project, author, c.seq, c.chain),
+                            c.signature))
+          continue;
+        if (c.seq > head->seq) {
+          proven = true;
+          break;
+        }
+        auto v = txn->get(impl_->t().logs, log_key(project, author, c.seq));
+        if (!v) return v.error();
+        auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+        if (lr && lr->chain != c.chain) {
+          proven = true;
+          break;
+        }
+      }
+      std::uint64_t at = differs ? *differs : entries[j].seq;
+      if (!proven)
+        return fail("entries of this device's own log from seq " + std::to_string(at) +
+                    " that its key did not sign");
       res.identity_conflict = true;
-      res.diverged_at = differs ? *differs : entries[j].seq;
+      res.diverged_at = at;
     }
     return res;
   }

@@ -136,6 +136,23 @@ TEST_CASE("two histories under one key: others keep theirs, the key holder re-pu
   // The copy learns its log exists elsewhere: evidence of a conflict, then a renewal.
   auto side1 = b->read_log(p, id, 0, 100, 1 << 20);
   REQUIRE(side1.ok());
+  {
+    // Not without its own key's signature: the same entries with the checkpoints dropped or
+    // forged are a forgery (anyone with the project secret could send them), refused without
+    // a renewal.
+    auto vv_before = *a2->version_vector(p);
+    auto unsigned_log = *side1;
+    unsigned_log.checkpoints.clear();
+    auto r = a2->apply_log(p, unsigned_log);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::verification_failed);
+    auto forged = *side1;
+    REQUIRE_FALSE(forged.checkpoints.empty());
+    for (auto& cp : forged.checkpoints) cp.signature[0] ^= 1;
+    CHECK(a2->apply_log(p, forged).error().code == Errc::verification_failed);
+    CHECK_FALSE(a2->identity_renewal_pending());
+    CHECK(*a2->version_vector(p) == vv_before);
+  }
   auto own = a2->apply_log(p, *side1);
   REQUIRE(own.ok());
   CHECK(own->identity_conflict);
