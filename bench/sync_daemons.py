@@ -13,7 +13,8 @@ The same data by USB stick, to a third daemon C without a network (sync.enabled 
 for A tells A what C holds; A's bundle for C then holds only the changes; export + import).
 Peak RSS: A's and C's VmHWM, and syncctl's maximum resident size.
 
-Usage: bench/sync_daemons.py [N] [--build DIR]   (python3 stdlib only)
+Usage: bench/sync_daemons.py [N] [--build DIR] [--set KEY=VALUE ...]   (python3 stdlib only)
+--set applies a setting to every daemon, e.g. --set sync.compression_level=0 (no compression).
 """
 import argparse
 import json
@@ -105,6 +106,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("n", nargs="?", type=int, default=100000)
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build-release"))
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a setting for every daemon (repeatable)")
     args = ap.parse_args()
     binary = os.path.join(args.build, "daemon", "fieldsyncd")
     cli = os.path.join(args.build, "cli", "syncctl")
@@ -114,6 +117,9 @@ def main():
     extra = observations(n + n // 100)[n:]
     updates = observations(n, "--update-fraction", "0.01")
     settings = {"sync.listen_address": "127.0.0.1", "daemon.log_level": "warn"}
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        settings[key] = value
 
     a = Daemon(binary, name="bench-a", settings=dict(settings, **{"daemon.device_name": "bench-a"})).start()
     b = Daemon(binary, name="bench-b", settings=dict(settings, **{"daemon.device_name": "bench-b"})).start()

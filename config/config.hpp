@@ -68,6 +68,7 @@ struct SyncOptions {
   std::uint32_t retry_min_ms = 1000;              // sync.retry_min_ms: first reconnect backoff
   std::uint32_t retry_max_ms = 300000;            // sync.retry_max_ms: backoff ceiling
   std::uint32_t max_projects = 1024;  // sync.max_projects: membership proofs in one PROJECTS frame
+  std::uint32_t compression_level = 3;  // sync.compression_level: zstd level of batches, 0 = off
   std::uint32_t write_chunk_bytes =
       256u << 10;  // sync.write_chunk_bytes: bytes handed to the transport per write
   // sync.trust_policy: "auto" syncs with any device that proves a project and is not removed

@@ -446,6 +446,9 @@ const std::vector<KeySpec>& key_table() {
         kDayMs));
     t.push_back(uint_key(
         "sync.max_projects", [](Config & c) -> auto& { return c.sync.max_projects; }, 1, 100000));
+    t.push_back(uint_key(
+        "sync.compression_level", [](Config & c) -> auto& { return c.sync.compression_level; }, 0,
+        19));
     t.push_back(size_key(
         "sync.write_chunk_bytes", [](Config & c) -> auto& { return c.sync.write_chunk_bytes; },
         4096, 64ull << 20));

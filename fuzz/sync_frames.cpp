@@ -1,4 +1,5 @@
-// Fuzz target: the sync wire format (sync/frame_decoder.cpp, sync/messages.cpp, sync/join.cpp),
+// Fuzz target: the sync wire format (sync/frame_decoder.cpp, sync/messages.cpp, sync/join.cpp,
+// ZBATCH's zstd decompression in common/compress.cpp),
 // i.e. what a peer sends over TLS. The input is a byte stream of frames; every frame's payload
 // goes to every message decoder (a peer chooses the type byte too). Checks: the stream splits
 // into the same frames whether fed at once or in pieces, and what decodes re-encodes to a
@@ -82,6 +83,23 @@ void decode_all(ByteView p) {
     encode_batch(f, *m);
     check_reencode(
         f, [&](ByteView b) { return decode_batch(b, lim); }, encode_batch);
+  }
+  // ZBATCH: what decompresses stays within the limit, compresses back to a frame that
+  // decompresses to the same bytes, and goes on to the BATCH decoder.
+  Bytes plain;
+  lim.max_batch_payload = kMaxFrame - 1;
+  if (decode_zbatch(p, lim, plain).ok()) {
+    FUZZ_CHECK(plain.size() <= lim.max_batch_payload);
+    Bytes f;
+    FUZZ_CHECK(encode_zbatch(f, plain, 1).ok());
+    Bytes again;
+    FUZZ_CHECK(decode_zbatch(ByteView(f).subspan(kFrameHeaderBytes), lim, again).ok());
+    FUZZ_CHECK(again == plain);
+    if (auto m = decode_batch(plain, lim); m.ok()) {
+      Bytes b;
+      encode_batch(b, *m);
+      FUZZ_CHECK(ByteView(b).subspan(kFrameHeaderBytes).size() == plain.size());
+    }
   }
   if (auto m = decode_ack(p); m.ok()) {
     Bytes f;

@@ -24,6 +24,7 @@ declare -A ALLOWED=(
 # <header prefix>=<the only folder that may include it>
 CONFINED=(
   "lmdb.h=storage"
+  "zstd.h=common"
   "boost/beast=ipc"
   "openssl/=crypto"
   "sdbus-c++/=discovery"

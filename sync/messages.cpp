@@ -1,5 +1,6 @@
 #include "sync/messages.hpp"
 
+#include "common/compress.hpp"
 #include "common/text.hpp"
 #include "crypto/crypto.hpp"
 
@@ -56,6 +57,7 @@ std::string_view msg_type_name(std::uint8_t type) {
     case MsgType::error: return "ERROR";
     case MsgType::tips: return "TIPS";
     case MsgType::forked: return "FORKED";
+    case MsgType::zbatch: return "ZBATCH";
   }
   return "UNKNOWN";
 }
@@ -252,6 +254,31 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
     m.log.checkpoints.push_back(cp);
   }
   return m;
+}
+
+Status encode_zbatch(Bytes& out, ByteView batch_payload, int level) {
+  std::size_t before = out.size();
+  auto at = begin_frame(out, MsgType::zbatch);
+  ByteWriter(out).u32(static_cast<std::uint32_t>(batch_payload.size()));
+  if (auto st = zstd_compress(batch_payload, level, out); !st) {
+    out.resize(before);
+    return st;
+  }
+  end_frame(out, at);
+  return {};
+}
+
+Status decode_zbatch(ByteView payload, const DecodeLimits& limits, Bytes& out) {
+  ByteReader r(payload);
+  std::uint32_t size = r.u32();
+  if (!r.ok()) return malformed("ZBATCH");
+  if (size > limits.max_batch_payload)
+    return make_error(Errc::too_large, "ZBATCH declares " + std::to_string(size) +
+                                           " bytes, over the frame limit (" +
+                                           std::to_string(limits.max_batch_payload) + ")");
+  if (auto st = zstd_decompress(payload.subspan(4), size, out); !st)
+    return make_error(Errc::invalid_argument, "malformed ZBATCH frame: " + st.error().message);
+  return {};
 }
 
 void encode_ack(Bytes& out, const Ack& m) {

@@ -49,12 +49,16 @@ enum class MsgType : std::uint8_t {
   // Ignorable (kIgnorableTypeBit): a peer that does not know them skips them.
   tips = 0x8a,    // log tips (seq + chain) after VV, to notice two histories of one device
   forked = 0x8b,  // "your copy of this device's log differs from mine"
+  zbatch = 0x8c,  // a BATCH payload compressed with zstd (only after kFeatureZstdBatches)
 };
 
 std::string_view msg_type_name(std::uint8_t type);
 
-// Feature bits announced in HELLO (none defined yet; unknown bits are ignored).
+// Feature bits announced in HELLO (unknown bits are ignored).
 inline constexpr std::uint64_t kFeatureNone = 0;
+// "Send me BATCH payloads as ZBATCH (zstd) if you like": a sender compresses only when both
+// HELLOs carry it.
+inline constexpr std::uint64_t kFeatureZstdBatches = 1u << 0;
 
 struct Hello {
   std::uint16_t min_version = kProtocolMin;
@@ -114,6 +118,9 @@ struct WireError {
 struct DecodeLimits {
   std::uint32_t max_projects = 1024;
   std::uint32_t max_body_bytes = 16u << 20;
+  // The largest BATCH payload a ZBATCH may declare (the frame limit less the type byte):
+  // a compressed batch never expands past what an uncompressed frame could carry.
+  std::uint32_t max_batch_payload = (4u << 20) - 1;
 };
 
 // --- encoding: each appends one complete frame to `out` ---
@@ -127,6 +134,8 @@ void encode_ping(Bytes& out);
 void encode_tips(Bytes& out, const TipsMsg& m);
 void encode_forked(Bytes& out, const ForkedMsg& m);
 void encode_error(Bytes& out, const WireError& m);
+// ZBATCH: `batch_payload` (a BATCH frame's payload) compressed at zstd `level` (1..19).
+Status encode_zbatch(Bytes& out, ByteView batch_payload, int level);
 // A frame with an arbitrary type and payload (tests, extensions).
 void encode_frame(Bytes& out, std::uint8_t type, ByteView payload);
 
@@ -141,6 +150,10 @@ Result<Done> decode_done(ByteView payload);
 Result<WireError> decode_error(ByteView payload);
 Result<TipsMsg> decode_tips(ByteView payload, const DecodeLimits& limits);
 Result<ForkedMsg> decode_forked(ByteView payload);
+// ZBATCH: the BATCH payload it carries, into `out` (reused by the caller). Fails too_large
+// when the declared size exceeds limits.max_batch_payload (nothing is allocated for it) and
+// invalid_argument when the zstd frame is corrupt or does not produce exactly that size.
+Status decode_zbatch(ByteView payload, const DecodeLimits& limits, Bytes& out);
 
 // HMAC-SHA256(project_secret, "fieldsync-member" || channel_binding || device id).
 crypto::Digest membership_proof(ByteView project_secret, ByteView channel_binding,

@@ -54,6 +54,7 @@ const Session::Impl::MessageRule* Session::Impl::message_rule(std::uint8_t type)
       {MsgType::tips, states(S::active), &run<&decode_tips, &Impl::on_tips>},
       {MsgType::forked, states(S::active), &run<&decode_forked, &Impl::on_forked>},
       {MsgType::batch, states(S::active), &run<&decode_received_batch, &Impl::on_batch>},
+      {MsgType::zbatch, states(S::active), &run<&decode_received_zbatch, &Impl::on_zbatch>},
       {MsgType::ack, states(S::active), &run<&decode_ack, &Impl::on_ack>},
       {MsgType::done, states(S::active), &run<&decode_done, &Impl::on_done>},
       {MsgType::new_heads, states(S::active), &run<&decode_vector, &Impl::on_new>},
@@ -98,12 +99,22 @@ Result<Session::Impl::ReceivedBatch> Session::Impl::decode_received_batch(
   return ReceivedBatch{std::move(*m), payload.size() + kFrameHeaderBytes};
 }
 
+Result<Session::Impl::ReceivedBatch> Session::Impl::decode_received_zbatch(
+    ByteView payload, const DecodeLimits& limits) {
+  thread_local Bytes plain;  // reused: at most max_batch_payload bytes per thread
+  if (auto st = decode_zbatch(payload, limits, plain); !st) return st.error();
+  auto m = decode_batch(plain, limits);
+  if (!m.ok()) return m.error();
+  return ReceivedBatch{std::move(*m), payload.size() + kFrameHeaderBytes};
+}
+
 // --- input and ending ---
 
 Session::Impl::Impl(storage::Store& s, SessionParams p)
     : store(s), params(std::move(p)), decoder(params.options.max_frame_bytes) {
   limits.max_projects = params.options.max_projects;
   limits.max_body_bytes = store.options().max_body_bytes;
+  limits.max_batch_payload = params.options.max_frame_bytes - 1;
   if (!params.clock) params.clock = system_now_ms;
   session_log().set_limits(params.options.log_lines_per_key,
                            std::chrono::milliseconds(params.options.log_interval_ms));

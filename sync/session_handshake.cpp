@@ -18,6 +18,7 @@ void Session::Impl::send_hello() {
   h.device = store.device_id();
   h.device_name = params.device_name;
   h.max_frame_bytes = params.options.max_frame_bytes;
+  if (params.options.compression_level > 0) h.features |= kFeatureZstdBatches;
   encode_hello(control, h);
 }
 
@@ -42,6 +43,8 @@ void Session::Impl::on_hello(Hello m) {
   peer_max_frame = peer_hello.max_frame_bytes == 0
                        ? params.options.max_frame_bytes
                        : std::min(peer_hello.max_frame_bytes, params.options.max_frame_bytes);
+  compress_batches =
+      params.options.compression_level > 0 && (peer_hello.features & kFeatureZstdBatches) != 0;
   state = SessionState::proving;
   if (join_code && !join_result) return send_join();  // PROJECTS follows JOINED
   send_projects();

@@ -107,6 +107,9 @@ struct Session::Impl {
     std::size_t frame_bytes = 0;
   };
   static Result<ReceivedBatch> decode_received_batch(ByteView payload, const DecodeLimits& limits);
+  // A ZBATCH: the BATCH it carries, decompressed within limits.max_batch_payload; frame_bytes
+  // counts the compressed frame (what crossed the wire).
+  static Result<ReceivedBatch> decode_received_zbatch(ByteView payload, const DecodeLimits& limits);
 
   // --- shared state ---
 
@@ -125,6 +128,7 @@ struct Session::Impl {
   bool have_peer = false;
   std::uint16_t protocol = 0;
   std::uint32_t peer_max_frame = 0;
+  bool compress_batches = false;  // both HELLOs carry kFeatureZstdBatches: send ZBATCH
 
   // Log exchange.
   std::uint32_t inflight = 0;                 // unacknowledged batches over all projects
@@ -134,6 +138,7 @@ struct Session::Impl {
   // a project is in sync unless a new divergence of one was seen meanwhile.
   std::set<DeviceId> asked_whole_log;
   bool retired_diverged = false;
+  Bytes batch_scratch;  // a BATCH frame before compression (reused)
 
   // Joining with an invite (sync/join.hpp), joiner side: the code, JOIN sent and not yet
   // answered, the peer's PROJECTS held back until JOINED made the project ours, the outcome.
@@ -193,6 +198,7 @@ struct Session::Impl {
   void on_tips(TipsMsg m);
   void on_forked(ForkedMsg m);
   void on_batch(ReceivedBatch in);
+  void on_zbatch(ReceivedBatch in);  // refused unless we announced kFeatureZstdBatches
   void on_ack(Ack m);
   void on_done(Done m);
   std::uint64_t next_from(const ProjectSync& ps, const DeviceId& a) const;
@@ -202,6 +208,7 @@ struct Session::Impl {
   void update_sync_flag(ProjectSync& ps);
   void sample_rate(ProjectSync& ps);
   bool produce_batch(ProjectSync& ps, Bytes& out);
+  std::size_t append_compressed(const Bytes& batch, Bytes& out) const;
   Bytes take_output(std::size_t max_bytes);
   void notify_local_change(const ProjectId& id);
   // What the peer holds, kept across sessions (Store::note_peer_holds).

@@ -240,6 +240,14 @@ void Session::Impl::on_batch(ReceivedBatch in) {
   update_sync_flag(*ps);
 }
 
+void Session::Impl::on_zbatch(ReceivedBatch in) {
+  if (params.options.compression_level == 0)
+    return fail(make_error(Errc::failed_precondition,
+                           "ZBATCH received but compressed batches were not offered in HELLO"),
+                true);
+  on_batch(std::move(in));
+}
+
 void Session::Impl::on_ack(Ack m) {
   ProjectSync* ps = project_of(m.project, "ACK");
   if (!ps) return;
@@ -313,6 +321,19 @@ void Session::Impl::sample_rate(ProjectSync& ps) {
   }
 }
 
+// Appends the BATCH frame `batch` to `out` as a ZBATCH, or as it is when compressing does not
+// make it smaller (or fails); returns the size of the frame appended.
+std::size_t Session::Impl::append_compressed(const Bytes& batch, Bytes& out) const {
+  std::size_t before = out.size();
+  ByteView payload = ByteView(batch).subspan(kFrameHeaderBytes);
+  auto st = encode_zbatch(out, payload, static_cast<int>(params.options.compression_level));
+  if (!st || out.size() - before >= batch.size()) {
+    out.resize(before);
+    append(out, batch);
+  }
+  return out.size() - before;
+}
+
 // Appends one BATCH for `ps` if an author has more; false when there is nothing to send.
 bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
   for (const auto& [a, head] : ps.mine) {
@@ -332,11 +353,14 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
         break;
       }
       std::uint64_t last = log->entries.back().seq;
-      std::size_t before = out.size();
-      encode_batch(out, Batch{ps.id, std::move(*log)});
-      std::size_t frame = out.size() - before;
+      // Compressed: encoded aside first, then sent as ZBATCH when that is smaller.
+      Bytes& target = compress_batches ? batch_scratch : out;
+      if (compress_batches) batch_scratch.clear();
+      std::size_t before = target.size();
+      encode_batch(target, Batch{ps.id, std::move(*log)});
+      std::size_t frame = target.size() - before;  // the uncompressed frame must fit too
       if (frame > peer_max_frame) {
-        out.resize(before);
+        target.resize(before);
         if (max_entries > 1) {
           max_entries = 1;  // the smallest run the store can give: up to the next checkpoint
           continue;
@@ -347,6 +371,7 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
              true);
         return false;
       }
+      if (compress_batches) frame = append_compressed(batch_scratch, out);
       ps.sent[a] = last;
       ps.stats.sent += last - from;
       ps.stats.bytes_sent += frame;
@@ -362,7 +387,10 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
 Bytes Session::Impl::take_output(std::size_t max_bytes) {
   Bytes out = std::move(control);
   control.clear();
-  if (state != SessionState::active) return out;
+  if (state != SessionState::active) {
+    bytes_sent += out.size();  // HELLO, PROJECTS, JOIN: on the wire too
+    return out;
+  }
   bool progress = true;
   while (progress && out.size() < max_bytes && inflight < params.options.window_batches) {
     progress = false;

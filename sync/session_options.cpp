@@ -19,6 +19,7 @@ SessionOptions session_options(const config::SyncOptions& sync) {
   o.batch_bytes = sync.batch_bytes;
   o.window_batches = sync.window_batches;
   o.max_projects = sync.max_projects;
+  o.compression_level = sync.compression_level;
   o.log_lines_per_key = sync.log_lines_per_key;
   o.log_interval_ms = sync.log_interval_ms;
   // The loader accepts "auto" and "ask" only (config_loader.cpp); "ask" is the one that holds

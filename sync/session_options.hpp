@@ -29,6 +29,9 @@ struct SessionOptions {
   std::uint64_t batch_bytes = 2u << 20;      // sync.batch_bytes: body bytes per BATCH
   std::uint32_t window_batches = 4;          // sync.window_batches: unacknowledged batches
   std::uint32_t max_projects = 1024;         // sync.max_projects: proofs in one PROJECTS
+  // sync.compression_level: zstd level of BATCH payloads sent to peers that accept ZBATCH
+  // (1..19); 0 = off (then kFeatureZstdBatches is not announced either).
+  std::uint32_t compression_level = 3;
   // sync.log_lines_per_key per sync.log_interval_ms: failure lines a remote party can cause.
   std::uint32_t log_lines_per_key = 10;
   std::uint32_t log_interval_ms = 10000;

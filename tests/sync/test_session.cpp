@@ -229,7 +229,8 @@ TEST_CASE("the sender keeps at most window_batches unacknowledged batches", "[sy
   for (int i = 0; i < 20; ++i) {
     Bytes x = sa.take_output(1 << 20);
     for (auto& [t, payload] : frames_of(x))
-      batches += t == static_cast<std::uint8_t>(MsgType::batch);
+      batches += t == static_cast<std::uint8_t>(MsgType::batch) ||
+                 t == static_cast<std::uint8_t>(MsgType::zbatch);
     sb.receive(x);
     (void)sb.take_output(1 << 20);  // ACKs dropped
   }
@@ -364,6 +365,7 @@ TEST_CASE("a device that is not a member learns nothing", "[sync]") {
   for (auto& [t, payload] : frames_of(to_outsider)) {
     CHECK(t != static_cast<std::uint8_t>(MsgType::vv));
     CHECK(t != static_cast<std::uint8_t>(MsgType::batch));
+    CHECK(t != static_cast<std::uint8_t>(MsgType::zbatch));
   }
   auto needle = p.view();
   CHECK(std::search(to_outsider.begin(), to_outsider.end(), needle.begin(), needle.end()) ==
@@ -605,6 +607,7 @@ TEST_CASE("session options are the sync.* settings of the configuration", "[sync
   c.batch_bytes = 4096;
   c.window_batches = 3;
   c.max_projects = 17;
+  c.compression_level = 0;
   c.log_lines_per_key = 2;
   c.log_interval_ms = 500;
   c.trust_policy = "ask";
@@ -614,6 +617,7 @@ TEST_CASE("session options are the sync.* settings of the configuration", "[sync
   CHECK(o.batch_bytes == 4096);
   CHECK(o.window_batches == 3);
   CHECK(o.max_projects == 17);
+  CHECK(o.compression_level == 0);
   CHECK(o.log_lines_per_key == 2);
   CHECK(o.log_interval_ms == 500);
   CHECK(o.trust_policy == TrustPolicy::ask);
