@@ -3,6 +3,8 @@
 # Boost must be the versioned 1.81 component packages: the unversioned
 # libboost-*-dev packages pull 1.74 and conflict with them.
 # clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) are for scripts/fuzz.sh.
+# build-essential, dpkg-dev and debhelper build the Debian package (debian/,
+# tests/package/test_package.sh).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -13,6 +15,7 @@ PKGS=(
   libssl-dev liblmdb-dev libspdlog-dev libzstd-dev catch2
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
+  build-essential dpkg-dev debhelper
 )
 missing=()
 for p in "${PKGS[@]}"; do
