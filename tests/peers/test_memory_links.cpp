@@ -124,7 +124,9 @@ TEST_CASE("a link cut after N bytes at random points resumes and converges", "[p
   std::mt19937 rng(20261129);
   for (int round = 0; round < 8; ++round) {
     CutWorld w;
-    std::uint64_t cut = 1 + rng() % (total - 1);
+    // Within the first 90%: how many bytes a sync moves varies a little with timing (how
+    // ACKs and pushes interleave), and a cut the link never reaches would not be one.
+    std::uint64_t cut = 1 + rng() % (total * 9 / 10);
     INFO("round " << round << ": cut after " << cut << " of " << total << " bytes");
     w.net.link_options.cut_after_bytes = cut;
     REQUIRE(w.b.mgr->add_peer("mem://alpha", w.a.id()).ok());
