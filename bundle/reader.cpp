@@ -11,12 +11,6 @@ namespace fieldsync::bundle {
 
 namespace {
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string count(std::uint64_t n, std::string_view one, std::string_view many) {
   return std::to_string(n) + " " + std::string(n == 1 ? one : many);
 }
@@ -285,7 +279,7 @@ struct BundleReader::State {
   Status complete() {
     if (report.producer != store.device_id())
       FS_TRY(store.note_peer_holds(report.producer, report.project, holds));
-    FS_TRY(store.note_bundle_imported(report.project, salt, now_ms()));
+    FS_TRY(store.note_bundle_imported(report.project, salt, detail::now_ms()));
     report.complete = true;
     return {};
   }

@@ -7,16 +7,6 @@
 
 namespace fieldsync::bundle {
 
-namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
 struct BundleWriter::State {
   storage::Store& store;
   ProjectId project;
@@ -208,7 +198,7 @@ Result<std::unique_ptr<BundleWriter>> BundleWriter::create(storage::Store& store
   s->begin.project = project;
   s->begin.producer = store.device_id();
   s->begin.producer_name = s->opts.device_name;
-  s->begin.created_ms = now_ms();
+  s->begin.created_ms = detail::now_ms();
   s->begin.holds = *vv;
   for (const auto& [a, seq] : *vv) {
     std::uint64_t from = 0;

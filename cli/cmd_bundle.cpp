@@ -207,11 +207,10 @@ int run_sync(CliContext& ctx, const Command& self, const Args& args) {
     results.push_back(std::move(o));
   }
 
-  // Our own bundles last, so they carry what was just imported to the members who lack it.
-  json::value after;
-  if (int rc = ctx.call("GET", "/v1/bundles", {}, after)) return rc;
+  // Our own bundles last, so they carry what was just imported to the members who lack it
+  // (an import adds no project: the list read above still holds).
   json::array written;
-  for (const auto& p : after.at("projects").as_array()) {
+  for (const auto& p : mine.at("projects").as_array()) {
     fs::path out = dir / str(p.at("file"));
     std::string target = "/v1/projects/" + str(p.at("project")) + "/bundle?for=members";
     auto r = ctx.http.download_to_file("GET", target, out);
