@@ -11,6 +11,7 @@
 
 #include "fuzz/fuzz_store.hpp"
 #include "ipc/api_service.hpp"
+#include "ipc/json_text.hpp"
 #include "storage/json_merge.hpp"
 
 using namespace fieldsync;
@@ -37,10 +38,10 @@ World& world() {
   return *w;
 }
 
+// A clause value the API accepts: JSON as the route parses it (duplicate keys and nesting
+// beyond api.max_json_depth are malformed too).
 bool is_json(std::string_view text) {
-  boost::system::error_code ec;
-  json::parse(text, ec);
-  return !ec;
+  return ipc::parse_value(text, "where", config::ApiOptions{}.max_json_depth).ok();
 }
 
 }  // namespace
