@@ -47,6 +47,12 @@ struct ApiContext {
     // end with not_found). Called on the server's thread, by the leave route.
     std::function<void(const ProjectId&)> project_left;
   } listen;
+  // Runs `job` on the server's thread (filled by ApiServer::start). May be called from any
+  // thread: this is how work finished elsewhere (e.g. on the blob worker) answers a
+  // DeferredResponse or touches anything else of the server's. Jobs posted once the server
+  // is destroyed are dropped, never run. Empty until the server starts (unit tests that
+  // dispatch without a server).
+  std::function<void(std::function<void()> job)> post;
 };
 
 }  // namespace fieldsync::ipc

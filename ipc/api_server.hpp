@@ -21,7 +21,11 @@
 // one piece pulled per piece written (each write within api.request_timeout_ms; an error
 // part-way closes the connection without the final chunk); a route added with
 // Router::add_streamed() gets its body piece by piece in a BodySink, up to api.max_stream_bytes
-// (413), each read within api.request_timeout_ms. Their callbacks run on the io_context thread.
+// (413), each read within api.request_timeout_ms; a sink with `ready` paces the reading (the
+// next piece is read once it called resume, from any thread, within api.request_timeout_ms).
+// A source with a known length is sent with Content-Length instead of chunked. Their callbacks
+// run on the io_context thread. ApiContext::post (filled by start()) runs a job on that thread
+// from any thread, until the server is destroyed.
 //
 // Ownership: borrows the io_context and the ApiService, which must outlive it. Creates
 // <data_dir>/api.token (0600) and <data_dir>/api.port (0600, the bound TCP port; failing to

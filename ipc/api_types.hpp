@@ -9,7 +9,10 @@
 // Router::add_streamed() receives its request body in pieces through a BodySink.
 // Plain data; not thread-safe by itself. Every callback in these types is called on the
 // server's thread (the io_context's single thread), never concurrently, and the server drops
-// its references to them there too.
+// its references to them there too. The only exception is the `resume` function the server
+// hands to BodySink::ready, which may be called from any thread. Work done on another thread
+// (e.g. the blob worker) answers through ApiContext::post, which runs a job on the server's
+// thread: DeferredResponse's reply() must be called there.
 #pragma once
 
 #include <chrono>
@@ -89,10 +92,12 @@ struct ChangeStream {
 
 struct ApiResponse;
 
-// A response that is only known later (e.g. after a network exchange): the server calls
-// start(reply) once on its thread and sends what reply() gets, or on_timeout() if reply()
-// did not come within `timeout`. reply() must be called on the server's thread; calls after
-// the first (or after the timeout) are ignored.
+// A response that is only known later (e.g. after a network exchange, or work on another
+// thread): the server calls start(reply) once on its thread and sends what reply() gets, or
+// on_timeout() if reply() did not come within `timeout`. reply() must be called on the
+// server's thread (from another thread: through ApiContext::post); calls after the first (or
+// after the timeout) are ignored. A BodySink's finish() may answer with one (e.g. the answer
+// comes once a worker has stored the body).
 struct DeferredResponse {
   std::function<void(std::function<void(ApiResponse)> reply)> start;
   std::chrono::milliseconds timeout{0};
@@ -112,9 +117,14 @@ struct DeferredResponse {
 //   then releases the source, so resources captured by next() are freed with it.
 // Pieces are best kept at 64 KiB..1 MiB; larger ones are written in slices of at most 256 KiB,
 // each within the write deadline. HTTP/1.0 clients (no chunked coding) get 501.
+// With `length` set the body is exactly that many bytes and is sent with Content-Length
+// instead (HTTP/1.0 clients too); a source that ends early or produces more fails (the
+// connection is closed: the client sees a body shorter than announced). The response's
+// status and headers are sent as they are (e.g. 206 with Content-Range).
 struct BodySource {
   std::function<Result<Bytes>()> next;
   std::function<void(const Status&)> done;
+  std::optional<std::uint64_t> length;
 };
 
 // The receiving end of a streamed request body (a route added with Router::add_streamed()).
@@ -129,11 +139,18 @@ struct BodySource {
 // them: keep what must not outlive an unfinished transfer in objects their destructors clean.)
 // refuse, if set, makes the answer to a write() error (e.g. with what was done before it);
 // otherwise the error is mapped by error_response.
+// ready, if set, paces the body (backpressure, e.g. while another thread writes it to disk):
+// after each successful write() the server calls ready(resume) and reads no more of the body
+// (nor calls finish()) until resume() was called. resume may be called from any thread, at
+// once or later, more than once (only the first call counts); the server waits for it at most
+// api.request_timeout_ms, then treats the body as cut (abort(), like a stalled client).
+// Calling resume after the request ended does nothing.
 struct BodySink {
   std::function<Status(ByteView)> write;
   std::function<ApiResponse()> finish;
   std::function<void()> abort;
   std::function<ApiResponse(const Error&)> refuse;
+  std::function<void(std::function<void()> resume)> ready;
 };
 
 struct ApiResponse {
@@ -143,7 +160,7 @@ struct ApiResponse {
   std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
   std::shared_ptr<ChangeStream> stream;                      // set: the server drives it
   std::shared_ptr<DeferredResponse> deferred;                // set: the server waits for it
-  std::shared_ptr<BodySource> source;  // set: the body is sent chunked from it (not `body`)
+  std::shared_ptr<BodySource> source;  // set: the body is sent from it (not `body`)
 
   // A 200 response whose body comes from `source`, with the given content type.
   static ApiResponse streamed(std::shared_ptr<BodySource> source,

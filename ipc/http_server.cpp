@@ -14,6 +14,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <utility>
@@ -169,6 +170,33 @@ class OutQueue {
   std::vector<asio::const_buffer> bufs_;
 };
 
+// Posts jobs to the io_context from any thread while the server exists; once it is destroyed
+// the jobs are dropped (ApiContext::post, BodySink resume).
+struct Poster {
+  explicit Poster(asio::io_context& io_) : io(&io_) {}
+  void post(std::function<void()> job) {
+    std::lock_guard lock(mu);
+    if (io) asio::post(*io, std::move(job));
+  }
+  void close() {
+    std::lock_guard lock(mu);
+    io = nullptr;
+  }
+
+ private:
+  std::mutex mu;
+  asio::io_context* io;
+};
+
+// A streamed request body waiting for its sink's resume() (BodySink::ready). One per
+// connection, touched on the io thread only; `round` tells a resume of an earlier wait.
+struct Pause {
+  explicit Pause(asio::io_context& io) : timer(io) {}
+  asio::steady_timer timer;
+  std::uint64_t round = 0;
+  bool resumed = true;
+};
+
 const char* transport_name(Transport t) { return t == Transport::tcp ? "TCP" : "Unix socket"; }
 
 bool is_fd_exhaustion(const boost::system::error_code& ec) {
@@ -214,7 +242,12 @@ Status write_private_file(const std::filesystem::path& path, const std::string& 
 struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   Impl(asio::io_context& io_, ApiService& service_, const config::ApiOptions& options,
        std::filesystem::path data_dir_)
-      : io(io_), service(service_), opt(options), data_dir(std::move(data_dir_)), grace_timer(io_) {
+      : io(io_),
+        service(service_),
+        opt(options),
+        data_dir(std::move(data_dir_)),
+        grace_timer(io_),
+        poster(std::make_shared<Poster>(io_)) {
     socket_path = resolve_socket_path(opt.socket_path, data_dir);
   }
 
@@ -297,6 +330,7 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   bool stopping = false;
   std::function<void()> on_drained;
   asio::steady_timer grace_timer;
+  std::shared_ptr<Poster> poster;  // closed by ~ApiServer
 
   Status bind_unix();
   Status bind_tcp();
@@ -339,7 +373,8 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   asio::awaitable<StreamOutcome> read_stream_body(Socket& sock, beast::flat_buffer& buffer,
                                                   asio::steady_timer& deadline,
                                                   http::request_parser<http::string_body>& parser,
-                                                  BodySink& sink, const ApiRequest& req);
+                                                  BodySink& sink, const ApiRequest& req,
+                                                  const std::shared_ptr<Pause>& pause);
   template <class Socket>
   asio::awaitable<bool> send_source(Socket& sock, asio::steady_timer& deadline, ApiResponse& resp,
                                     const ApiRequest& req, unsigned version, bool keep_alive);
@@ -609,7 +644,8 @@ bool to_api_request(const http::request_header<>& h, ApiRequest& req) {
     std::string name(f.name_string());
     for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (name == "host" || name == "authorization" || name == "if-match" ||
-        name == "last-event-id" || name == "content-type" || name == "accept")
+        name == "last-event-id" || name == "content-type" || name == "accept" || name == "range" ||
+        name == "if-none-match" || name == "if-range")
       req.headers[name] = std::string(f.value());
   }
   return true;
@@ -618,7 +654,7 @@ bool to_api_request(const http::request_header<>& h, ApiRequest& req) {
 http::response<http::string_body> to_beast(ApiResponse&& r, unsigned version, bool keep_alive) {
   http::response<http::string_body> res{static_cast<http::status>(r.status), version};
   res.set(http::field::server, "fieldsyncd");
-  res.set(http::field::content_type, r.content_type);
+  if (!r.content_type.empty()) res.set(http::field::content_type, r.content_type);
   res.set(http::field::cache_control, "no-store");
   for (auto& [k, v] : r.headers) res.set(k, v);
   res.body() = std::move(r.body);
@@ -642,6 +678,15 @@ ApiResponse sink_finish(BodySink& sink) {
     return sink.finish();
   } catch (const std::exception& e) {
     return error_response(make_error(Errc::internal, std::string("unexpected error: ") + e.what()));
+  }
+}
+
+Status sink_ready(BodySink& sink, std::function<void()> resume) {
+  try {
+    sink.ready(std::move(resume));
+    return {};
+  } catch (const std::exception& e) {
+    return make_error(Errc::internal, std::string("unexpected error: ") + e.what());
   }
 }
 
@@ -704,7 +749,8 @@ asio::awaitable<bool> ApiServer::Impl::write_response(Socket& sock, asio::steady
 template <class Socket>
 asio::awaitable<ApiServer::Impl::StreamOutcome> ApiServer::Impl::read_stream_body(
     Socket& sock, beast::flat_buffer& buffer, asio::steady_timer& deadline,
-    http::request_parser<http::string_body>& header_parser, BodySink& sink, const ApiRequest& req) {
+    http::request_parser<http::string_body>& header_parser, BodySink& sink, const ApiRequest& req,
+    const std::shared_ptr<Pause>& pause) {
   StreamOutcome out;
   if (header_parser.is_done()) {  // no body at all
     out.response = sink_finish(sink);
@@ -717,6 +763,8 @@ asio::awaitable<ApiServer::Impl::StreamOutcome> ApiServer::Impl::read_stream_bod
       buffer.size(),
       chunked ? opt.max_chunk_extension_bytes + opt.max_trailer_bytes + kChunkFramingBytes
               : kBodyReadBytes));
+  // Reads take what the socket has, up to the buffer's capacity: room for a whole piece.
+  buffer.reserve(std::min<std::size_t>(buffer.max_size(), kBodyReadBytes));
   http::request_parser<http::buffer_body> parser{std::move(header_parser)};
   parser.body_limit(opt.max_stream_bytes);
   std::string too_long;
@@ -784,6 +832,38 @@ asio::awaitable<ApiServer::Impl::StreamOutcome> ApiServer::Impl::read_stream_bod
       refusal = sink.refuse ? sink.refuse(written.error()) : error_response(written.error());
       break;
     }
+    if (!sink.ready) continue;
+    // Backpressure: no more of the body until the sink says it takes more (from any thread).
+    const std::uint64_t round = ++pause->round;
+    pause->resumed = false;
+    pause->timer.expires_after(timeout);
+    std::weak_ptr<Pause> weak = pause;
+    auto resume = [poster = poster, weak, round] {
+      poster->post([weak, round] {
+        auto p = weak.lock();
+        if (!p || p->round != round || p->resumed) return;
+        p->resumed = true;
+        p->timer.cancel();
+      });
+    };
+    if (auto asked = sink_ready(sink, std::move(resume)); !asked) {
+      refusal = error_response(asked.error());
+      break;
+    }
+    if (!pause->resumed) co_await pause->timer.async_wait(use_tuple);
+    if (!pause->resumed) {
+      ++pause->round;  // a late resume() belongs to nothing
+      pause->resumed = true;
+      lost = sock.is_open()
+                 ? "the body was not taken for " + std::to_string(opt.request_timeout_ms) +
+                       " ms (api.request_timeout_ms)"
+                 : "the daemon is stopping";
+      break;
+    }
+    if (!sock.is_open()) {
+      lost = "the daemon is stopping";
+      break;
+    }
   }
   if (!refusal && lost.empty() && field_bytes() - fields_before > opt.max_trailer_bytes)
     refusal = error_response(make_error(
@@ -818,7 +898,8 @@ asio::awaitable<bool> ApiServer::Impl::send_source(Socket& sock, asio::steady_ti
     source_done(*source, outcome);
     source.reset();  // whatever the source holds is freed now, not with the connection
   };
-  if (version < 11) {
+  const std::optional<std::uint64_t> length = source->length;
+  if (version < 11 && !length) {
     Error e = make_error(Errc::unsupported,
                          "this response is streamed (chunked transfer coding), which needs "
                          "HTTP/1.1");
@@ -840,11 +921,14 @@ asio::awaitable<bool> ApiServer::Impl::send_source(Socket& sock, asio::steady_ti
   const auto timeout = std::chrono::milliseconds(opt.request_timeout_ms);
   http::response<http::empty_body> head{static_cast<http::status>(resp.status), version};
   head.set(http::field::server, "fieldsyncd");
-  head.set(http::field::content_type, resp.content_type);
+  if (!resp.content_type.empty()) head.set(http::field::content_type, resp.content_type);
   head.set(http::field::cache_control, "no-store");
   for (auto& [k, v] : resp.headers) head.set(k, v);
   head.keep_alive(keep_alive);
-  head.chunked(true);
+  if (length)
+    head.content_length(*length);
+  else
+    head.chunked(true);
   http::response_serializer<http::empty_body> sr{head};
   arm(deadline, sock, timeout);
   auto [hec, hn] = co_await http::async_write_header(sock, sr, use_tuple);
@@ -854,11 +938,19 @@ asio::awaitable<bool> ApiServer::Impl::send_source(Socket& sock, asio::steady_ti
   if (hec) outcome = make_error(Errc::unavailable, "the client went away: " + hec.message());
   Bytes piece = std::move(*first);
   while (outcome && !piece.empty()) {
+    if (length && piece.size() > *length - sent) {
+      spdlog::error("api {} {}: streamed response source produced more than its {} bytes",
+                    req.method, req.target, *length);
+      outcome = make_error(Errc::internal, "the body source produced more than its length");
+      break;
+    }
     for (std::size_t off = 0; off < piece.size();) {
       const std::size_t n = std::min(kMaxChunkWriteBytes, piece.size() - off);
+      const asio::const_buffer slice(piece.data() + off, n);
       arm(deadline, sock, timeout);
-      auto [wec, wn] = co_await asio::async_write(
-          sock, http::make_chunk(asio::const_buffer(piece.data() + off, n)), use_tuple);
+      auto [wec, wn] = length
+                           ? co_await asio::async_write(sock, slice, use_tuple)
+                           : co_await asio::async_write(sock, http::make_chunk(slice), use_tuple);
       disarm(deadline);
       if (wec) {
         outcome = make_error(Errc::unavailable,
@@ -885,7 +977,14 @@ asio::awaitable<bool> ApiServer::Impl::send_source(Socket& sock, asio::steady_ti
     }
     piece = std::move(*next);
   }
-  if (outcome) {
+  if (outcome && length && sent != *length) {
+    spdlog::error(
+        "api {} {}: streamed response source ended after {} of its {} bytes; closing "
+        "the connection",
+        req.method, req.target, sent, *length);
+    outcome = make_error(Errc::internal, "the body source ended before its length");
+  }
+  if (outcome && !length) {
     arm(deadline, sock, timeout);
     auto [lec, ln] = co_await asio::async_write(sock, http::make_chunk_last(), use_tuple);
     disarm(deadline);
@@ -951,9 +1050,11 @@ template <class Socket>
 asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport) {
   auto self = shared_from_this();
   const std::uint64_t id = next_conn++;
-  const auto admission = admit(id, transport, [&sock] {
+  auto pause = std::make_shared<Pause>(io);
+  const auto admission = admit(id, transport, [&sock, pause] {
     boost::system::error_code ignore;
     sock.close(ignore);
+    pause->timer.cancel();  // a body waiting for its sink stops waiting
   });
   if (admission == Admission::close) {
     boost::system::error_code ignore;
@@ -1081,7 +1182,7 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
     ApiResponse resp;
     bool keep_alive = header.keep_alive();
     if (sink) {
-      auto outcome = co_await read_stream_body(sock, buffer, deadline, parser, *sink, req);
+      auto outcome = co_await read_stream_body(sock, buffer, deadline, parser, *sink, req, pause);
       sink.reset();
       if (!outcome.response) break;  // the client went away or stalled: nobody to answer
       if (!outcome.keep) {
@@ -1370,6 +1471,7 @@ ApiServer::ApiServer(asio::io_context& io, ApiService& service, const config::Ap
     : impl_(std::make_shared<Impl>(io, service, options, std::move(data_dir))) {}
 
 ApiServer::~ApiServer() {
+  impl_->poster->close();
   if (impl_->socket_created) ::unlink(impl_->socket_path.c_str());
   if (impl_->reserve_fd >= 0) ::close(impl_->reserve_fd);
   impl_->reserve_fd = -1;
@@ -1402,6 +1504,7 @@ Status ApiServer::start() {
   ctx.listen.project_left = [weak](const ProjectId& project) {
     if (auto self = weak.lock()) self->wake(project);
   };
+  ctx.post = [poster = impl_->poster](std::function<void()> job) { poster->post(std::move(job)); };
   // Non-blocking acceptors: at fd exhaustion one waiting connection is taken synchronously.
   boost::system::error_code nb;
   impl_->unix_acceptor->non_blocking(true, nb);

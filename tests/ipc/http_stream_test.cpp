@@ -5,7 +5,10 @@
 
 #include <atomic>
 #include <fstream>
+#include <functional>
 #include <mutex>
+#include <thread>
+#include <vector>
 
 #include "ipc/api_server.hpp"
 #include "ipc/http_error.hpp"
@@ -642,4 +645,269 @@ TEST_CASE("a streamed upload with Expect: 100-continue") {
   }));
   CHECK(parse_response(raw).status == 201);
   CHECK(log->bytes == 1000);
+}
+
+// ------------------------------------------------------------------------------ pacing
+
+namespace {
+
+// A sink that asks to be resumed after every piece; the test resumes it from its own thread
+// (as a worker thread would).
+struct PacedLog {
+  std::mutex mu;
+  std::vector<std::function<void()>> pending;  // resume() functions not called yet
+  std::atomic<int> writes{0};
+  std::atomic<int> readies{0};
+  std::atomic<std::uint64_t> bytes{0};
+  std::atomic<int> finished{0};
+  std::atomic<int> aborted{0};
+  std::atomic<bool> mismatch{false};
+  void reset() {
+    std::lock_guard lock(mu);
+    pending.clear();
+    writes = 0;
+    readies = 0;
+    bytes = 0;
+    finished = 0;
+    aborted = 0;
+    mismatch = false;
+  }
+  // Takes the resume function waiting, if any.
+  std::function<void()> take() {
+    std::lock_guard lock(mu);
+    if (pending.empty()) return {};
+    auto f = std::move(pending.front());
+    pending.erase(pending.begin());
+    return f;
+  }
+};
+
+void add_paced_route(ApiServerFixture& f, std::shared_ptr<PacedLog> log, bool deferred = false) {
+  ApiContext& ctx = f.service->context();
+  f.router().add_streamed(
+      "POST", "/test/paced",
+      [log, deferred, &ctx](ApiRequest&) -> Result<std::shared_ptr<BodySink>> {
+        auto sink = std::make_shared<BodySink>();
+        sink->write = [log](ByteView piece) -> Status {
+          if (!is_body_text(log->bytes, as_chars(piece))) log->mismatch = true;
+          log->bytes += piece.size();
+          ++log->writes;
+          return {};
+        };
+        sink->ready = [log](std::function<void()> resume) {
+          std::lock_guard lock(log->mu);
+          ++log->readies;
+          log->pending.push_back(std::move(resume));
+        };
+        sink->finish = [log, deferred, &ctx] {
+          ++log->finished;
+          ApiResponse r;
+          r.status = 201;
+          r.body = "{\"bytes\":" + std::to_string(log->bytes.load()) + "}";
+          if (!deferred) return r;
+          // The answer comes from another thread, posted back to the server's.
+          ApiResponse d;
+          d.deferred = std::make_shared<DeferredResponse>();
+          d.deferred->timeout = 10s;
+          d.deferred->start = [r, &ctx](std::function<void(ApiResponse)> reply) {
+            std::thread([r, reply, &ctx] { ctx.post([r, reply] { reply(r); }); }).detach();
+          };
+          return d;
+        };
+        sink->abort = [log] { ++log->aborted; };
+        return sink;
+      });
+}
+
+}  // namespace
+
+TEST_CASE("a sink with ready() paces the body: nothing more is read until resume()") {
+  config::ApiOptions opt;
+  opt.request_timeout_ms = 20000;
+  ApiServerFixture f(opt);
+  auto log = std::make_shared<PacedLog>();
+  add_paced_route(f, log);
+  f.start();
+  for (auto t : {Transport::unix_socket, Transport::tcp}) {
+    INFO(name(t));
+    log->reset();
+    const std::uint64_t size = 4u << 20;
+    auto c = connect(f, t);
+    REQUIRE(c.send(post_header(f, t, "/test/paced", size)));
+    // The client sends everything at once (the socket buffers hold what the server does not
+    // take yet).
+    std::thread sender([&] { c.send(body_text(0, size)); });
+    int resumed = 0;
+    bool checked_status = false;
+    while (true) {
+      std::function<void()> resume;
+      REQUIRE(eventually([&] { return (resume = log->take()) || log->finished == 1; }));
+      if (!resume) break;
+      // Paused: exactly one write per resume so far, and the server does not read on.
+      CHECK(log->writes == resumed + 1);
+      CHECK(log->readies == resumed + 1);
+      if (!checked_status && log->bytes >= (1u << 20)) {
+        // The server still answers other requests while this body waits.
+        auto s = connect(f, Transport::unix_socket);
+        REQUIRE(s.send(get_request(f, Transport::unix_socket, "/v1/status")));
+        auto r = parse_response(read_response(s));
+        CHECK(r.status == 200);
+        CHECK(r.body.find("device_id") != std::string::npos);
+        CHECK(log->writes == resumed + 1);
+        checked_status = true;
+      }
+      ++resumed;
+      std::thread([resume] { resume(); }).join();  // from another thread
+    }
+    sender.join();
+    CHECK(checked_status);
+    auto r = parse_response(read_response(c));
+    CHECK(r.status == 201);
+    CHECK(r.body == "{\"bytes\":" + std::to_string(size) + "}");
+    CHECK(log->bytes == size);
+    CHECK_FALSE(log->mismatch);
+    CHECK(log->aborted == 0);
+    CHECK(resumed == log->writes);
+  }
+}
+
+TEST_CASE("a sink that never resumes: the body is cut at api.request_timeout_ms and aborted") {
+  config::ApiOptions opt;
+  opt.request_timeout_ms = 300;
+  ApiServerFixture f(opt);
+  auto log = std::make_shared<PacedLog>();
+  add_paced_route(f, log);
+  f.start();
+  auto c = connect(f, Transport::unix_socket);
+  REQUIRE(c.send(post_header(f, Transport::unix_socket, "/test/paced", 1u << 20)));
+  c.send(body_text(0, 1u << 20));  // fails part-way once the server gives up and closes
+  REQUIRE(eventually([&] { return log->aborted == 1; }));
+  CHECK(log->finished == 0);
+  CHECK(log->writes == 1);
+  bool eof = false;
+  CHECK(c.read_some(1 << 16, 5s, &eof).empty());
+  CHECK(eof);  // closed without an answer
+  CHECK(eventually([&] { return f.connections() == 0; }));
+  // A late resume() does nothing.
+  auto late = log->take();
+  REQUIRE(late);
+  late();
+  CHECK(f.connections() == 0);
+}
+
+TEST_CASE("finish() may answer later: a deferred reply posted from another thread") {
+  ApiServerFixture f;
+  auto log = std::make_shared<PacedLog>();
+  add_paced_route(f, log, true);
+  f.start();
+  auto c = connect(f, Transport::unix_socket);
+  const std::uint64_t size = 200000;
+  REQUIRE(c.send(post_header(f, Transport::unix_socket, "/test/paced", size)));
+  REQUIRE(c.send(body_text(0, size)));
+  while (log->finished == 0) {
+    std::function<void()> resume;
+    REQUIRE(eventually([&] { return (resume = log->take()) || log->finished == 1; }));
+    if (resume) resume();
+  }
+  auto r = parse_response(read_response(c));
+  CHECK(r.status == 201);
+  CHECK(r.body == "{\"bytes\":" + std::to_string(size) + "}");
+}
+
+TEST_CASE("ApiContext::post runs jobs on the server's thread and drops them once it is gone") {
+  ApiServerFixture f;
+  f.start();
+  auto& ctx = f.service->context();
+  REQUIRE(ctx.post);
+  std::promise<std::thread::id> ran;
+  std::thread([&] { ctx.post([&] { ran.set_value(std::this_thread::get_id()); }); }).join();
+  auto io_thread = f.on_io([] { return std::this_thread::get_id(); });
+  CHECK(ran.get_future().get() == io_thread);
+  auto post = ctx.post;
+  f.stop();
+  bool dropped_ran = false;
+  post([&] { dropped_ran = true; });  // the server is destroyed: never run
+  f.io.restart();
+  f.io.poll();
+  CHECK_FALSE(dropped_ran);
+}
+
+// ------------------------------------------------------------------------------ statuses
+
+TEST_CASE("a source with a known length: Content-Length, any status and headers") {
+  ApiServerFixture f;
+  auto log = std::make_shared<SourceLog>();
+  std::atomic<std::uint64_t> announced{0};
+  f.router().add("GET", "/test/range", [&](ApiRequest&) {
+    auto src = test_source(log, 300000);
+    src->length = announced.load();
+    auto r = ApiResponse::streamed(std::move(src), "image/jpeg");
+    r.status = 206;
+    r.headers.emplace_back("Content-Range", "bytes 0-299999/1000000");
+    r.headers.emplace_back("Cache-Control", "private, max-age=60, immutable");
+    return r;
+  });
+  f.router().add("GET", "/test/not-modified", [](ApiRequest&) {
+    ApiResponse r;
+    r.status = 304;
+    r.content_type.clear();
+    r.headers.emplace_back("ETag", "\"abc\"");
+    return r;
+  });
+  f.start();
+  for (auto t : {Transport::unix_socket, Transport::tcp}) {
+    for (const char* version : {"HTTP/1.1", "HTTP/1.0"}) {
+      INFO(name(t) << " " << version);
+      log->reset();
+      announced = 300000;
+      auto c = connect(f, t);
+      REQUIRE(c.send(get_request(f, t, "/test/range", version)));
+      auto r = parse_response(c.read_to_end());
+      CHECK(r.status == 206);
+      CHECK_FALSE(r.chunked);
+      CHECK(r.headers["content-length"] == "300000");
+      CHECK(r.headers["content-range"] == "bytes 0-299999/1000000");
+      CHECK(r.headers["content-type"] == "image/jpeg");
+      CHECK(r.headers["cache-control"] == "private, max-age=60, immutable");
+      CHECK(r.complete);
+      CHECK(r.body == body_text(0, 300000));
+      REQUIRE(eventually([&] { return log->ended.load(); }));
+      std::lock_guard lock(log->mu);
+      CHECK(log->outcome->ok());
+    }
+  }
+  {
+    INFO("a source that ends before its length: the connection closes, the body is short");
+    log->reset();
+    announced = 400000;
+    auto c = connect(f, Transport::unix_socket);
+    REQUIRE(c.send(get_request(f, Transport::unix_socket, "/test/range")));
+    auto r = parse_response(c.read_to_end());
+    CHECK(r.headers["content-length"] == "400000");
+    CHECK_FALSE(r.complete);
+    REQUIRE(eventually([&] { return log->ended.load(); }));
+    std::lock_guard lock(log->mu);
+    CHECK(log->outcome->error().code == Errc::internal);
+  }
+  {
+    INFO("a source that produces more than its length: cut at it");
+    log->reset();
+    announced = 100000;
+    auto c = connect(f, Transport::unix_socket);
+    REQUIRE(c.send(get_request(f, Transport::unix_socket, "/test/range")));
+    auto r = parse_response(c.read_to_end());
+    CHECK(r.body.size() < 100000);
+    CHECK_FALSE(r.complete);
+  }
+  {
+    INFO("304 has no body and no Content-Type");
+    auto c = connect(f, Transport::unix_socket);
+    REQUIRE(c.send(get_request(f, Transport::unix_socket, "/test/not-modified")));
+    auto raw = c.read_to_end();
+    auto r = parse_response(raw);
+    CHECK(r.status == 304);
+    CHECK(r.headers["etag"] == "\"abc\"");
+    CHECK(r.headers.count("content-type") == 0);
+    CHECK(r.body.empty());
+  }
 }
