@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 declare -A ALLOWED=(
   [common]=""
   [crypto]="common"
+  [media]="common"
   [storage]="common crypto"
   [config]="common crypto storage"
   [sync]="common crypto storage config"
@@ -25,6 +26,7 @@ declare -A ALLOWED=(
 CONFINED=(
   "lmdb.h=storage"
   "zstd.h=common"
+  "vips/=media"
   "boost/beast=ipc"
   "openssl/=crypto"
   "sdbus-c++/=discovery"
