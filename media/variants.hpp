@@ -29,8 +29,10 @@
 // Threads: libvips is initialised once per process, on the first call, from any thread
 // (std::call_once), with kVipsThreads worker threads per pipeline. make_variants may be called
 // from any thread and from several at once (libvips operations are thread-safe; each call
-// builds its own pipeline); the daemon calls it from one background worker, so that at most
-// one image is in memory. libvips keeps per-thread buffers until a thread exits. Nothing throws.
+// builds its own pipeline; only the text of error messages may mix when calls overlap, as
+// libvips keeps one error buffer per process); the daemon calls it from one background worker,
+// so that at most one image is in memory. libvips keeps per-thread buffers until a thread exits.
+// Nothing throws.
 #pragma once
 
 #include <cstdint>

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -12,7 +13,9 @@
 #include <fstream>
 #include <iterator>
 #include <string>
+#include <thread>
 #include <utility>
+#include <vector>
 
 #include "media/variants.hpp"
 
@@ -286,6 +289,48 @@ TEST_CASE("a PNG without alpha and a WebP give JPEG variants", "[media]") {
     CHECK(v->thumbnail.height == 113);
     check_no_metadata(v->thumbnail);
   }
+}
+
+TEST_CASE("progressive_jpeg gives progressive variants", "[media]") {
+  TempDir dir;
+  Img rgb = ramp(1600, 900);
+  fs::path jpg = dir.path / "a.jpg";
+  save(rgb.p, jpg);
+  for (bool progressive : {false, true}) {
+    VariantOptions opt;
+    opt.progressive_jpeg = progressive;
+    auto v = make_variants(jpg, kJpeg, opt);
+    REQUIRE(v.ok());
+    Img img = decode(v->preview);
+    int interlaced = 0;
+    if (vips_image_get_typeof(img.p, "interlaced") != 0) {
+      REQUIRE(vips_image_get_int(img.p, "interlaced", &interlaced) == 0);
+    }
+    CHECK((interlaced != 0) == progressive);
+  }
+}
+
+TEST_CASE("variants made on several threads at once", "[media]") {
+  TempDir dir;
+  Img rgb = ramp(2400, 1600);
+  Img rgba = ramp_with_alpha(900, 600);
+  fs::path jpg = dir.path / "a.jpg";
+  fs::path png = dir.path / "b.png";
+  save(rgb.p, jpg);
+  save(rgba.p, png);
+  std::atomic<int> good{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      for (int round = 0; round < 3; ++round) {
+        auto v = i % 2 == 0 ? make_variants(jpg, kJpeg, VariantOptions{})
+                            : make_variants(png, kPng, VariantOptions{});
+        if (v.ok() && v->thumbnail.width == 200) ++good;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  CHECK(good == 12);
 }
 
 TEST_CASE("a tiny image: both variants at its own size, metadata still stripped", "[media]") {
