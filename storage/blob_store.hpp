@@ -1,0 +1,156 @@
+// BlobStore: the attachments (photos, audio, any bytes) of this device's projects
+// (docs/storage.md "Blobs"). A blob is content-addressed: its id is the SHA-256 of its bytes,
+// and a document refers to it with a blob reference object in its JSON body
+// ({"$blob": id, "size": n, "type": media type, "root": chunk root}, blob_ref.hpp), so the
+// reference is part of the signed, hashed version.
+//
+// Storage: one file per blob, whatever the number of projects and documents that refer to it,
+// under <data_dir>/blobs/ (0700; files 0600, immutable once named by their hash); uploads in
+// progress are written under blobs/incoming/ and named only once complete, hashed and fsynced.
+// LMDB records (tables blob_held, blob_proj, blob_refs) say which blobs are held, with their
+// chunk hashes, which projects hold each, and which documents' current heads refer to them.
+// Every read of a blob verifies each chunk it returns against its recorded hash (bit rot is
+// data_loss, never silently wrong bytes).
+//
+// References are indexed from each project's changes feed (the blob worker catches up after
+// every commit that added changes): a blob referred to by no current head of a live document
+// of a project, and uploaded longer ago than blob.unreferenced_grace_ms, is released from the
+// project by gc(); a file no project holds any more is deleted.
+//
+// Threads: one blob worker thread, owned by this object, does every file write, fsync, rename
+// and unlink, the reference indexing and gc, so uploads and large transfers never run on an
+// event loop. Completion callbacks run on the worker thread: callers post them back to their
+// own thread. All methods may be called from any thread; BlobReader is not thread-safe (one
+// reader per download, used from one thread at a time).
+// Errors: invalid_argument (bad id, media type), not_found (unknown project; a blob this
+// project does not hold), resource_exhausted (disk full, blob.project_quota_bytes),
+// too_large (blob.max_blob_bytes), data_loss (a stored chunk does not match its hash, a file
+// missing), cancelled (the store is closing), internal.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/bytes.hpp"
+#include "common/ids.hpp"
+#include "common/result.hpp"
+#include "crypto/crypto.hpp"
+
+namespace fieldsync::storage {
+
+// Blobs are hashed and verified in chunks of this many bytes (the last may be shorter): the
+// chunk root is SHA-256 over the concatenated SHA-256 of each chunk, in order (an empty blob
+// has no chunks: its root is SHA-256 of nothing). Part of the storage and sync formats.
+inline constexpr std::uint32_t kBlobChunkBytes = 256u * 1024;
+// The longest media type a blob may carry ("type" of a reference; RFC 6838 allows 127+1+127).
+inline constexpr std::size_t kMaxMediaTypeBytes = 255;
+
+using BlobId = crypto::Digest;  // SHA-256 of the blob's bytes
+
+struct BlobOptions {
+  // blob.max_blob_bytes: the largest blob accepted (upload, and later from peers).
+  std::uint64_t max_blob_bytes = 4ull << 30;
+  // blob.project_quota_bytes: bytes of blobs one project may hold on this device (a blob held
+  // by two projects counts in both). 0 = no limit.
+  std::uint64_t project_quota_bytes = 16ull << 30;
+  // blob.unreferenced_grace_ms: how long an uploaded blob stays without any document
+  // referring to it before gc() releases it (the app uploads, then writes the document).
+  std::uint64_t unreferenced_grace_ms = 24ull * 3600 * 1000;
+};
+
+// What a blob is, as its reference in a document states it and as it is recorded here.
+struct BlobInfo {
+  BlobId id{};
+  std::uint64_t size = 0;
+  std::string media_type;  // e.g. "image/jpeg"; "application/octet-stream" when unknown
+  crypto::Digest root{};   // chunk root (kBlobChunkBytes)
+};
+
+// A blob as one project sees it (list_blobs()).
+struct ProjectBlob {
+  BlobInfo info;
+  bool held = false;          // the bytes are on this device
+  std::uint32_t refs = 0;     // documents of the project whose current heads refer to it
+  std::int64_t added_ms = 0;  // first held or referred to here
+};
+
+struct BlobUsage {
+  std::uint64_t held_bytes = 0;   // bytes of the blobs this project holds here
+  std::uint64_t held_count = 0;   // blobs it holds
+  std::uint64_t wanted_count = 0;  // referred to by its documents, not held here
+  std::uint64_t quota_bytes = 0;   // blob.project_quota_bytes (0: none)
+};
+
+struct GcResult {
+  std::uint64_t released = 0;       // (project, blob) holdings released
+  std::uint64_t files_deleted = 0;  // blob files no project held any more
+  std::uint64_t bytes_freed = 0;
+};
+
+// One upload in progress (begin_upload()). Bytes are written and hashed on the blob worker in
+// the order write() was called; nothing is visible to readers until finish() completed. An
+// upload dropped without finish() is aborted (its partial file is removed).
+class BlobUpload {
+ public:
+  virtual ~BlobUpload() = default;
+  // Queues `piece` to be written; done(status) runs on the worker once it is on disk (page
+  // cache). After an error every later write and finish() fails with that error.
+  // Errors: too_large (beyond blob.max_blob_bytes), resource_exhausted (disk full, quota).
+  virtual void write(Bytes piece, std::function<void(Status)> done) = 0;
+  // Completes: fsync, names the file by its hash (an already held blob keeps its file), and
+  // records the blob as held by the project (unreferenced until a document refers to it).
+  // done runs on the worker. `media_type` is checked here (invalid_argument).
+  virtual void finish(std::string media_type, std::function<void(Result<BlobInfo>)> done) = 0;
+  // Gives up: the partial file is removed (on the worker). Idempotent.
+  virtual void abort() = 0;
+};
+
+// Reads one held blob, verifying each chunk against its recorded hash. Reads run on the
+// calling thread (one chunk of kBlobChunkBytes at a time at most).
+class BlobReader {
+ public:
+  virtual ~BlobReader() = default;
+  virtual const BlobInfo& info() const = 0;
+  // Up to `max_bytes` bytes at `offset` (fewer at the end; empty at or beyond size()).
+  // Errors: data_loss (a chunk does not match its hash, the file is shorter or missing).
+  virtual Result<Bytes> read(std::uint64_t offset, std::size_t max_bytes) = 0;
+};
+
+class Store;
+
+class BlobStore {
+ public:
+  virtual ~BlobStore() = default;
+
+  virtual const BlobOptions& options() const = 0;
+
+  // Starts an upload of a blob into `project`. Errors: not_found (project).
+  virtual Result<std::unique_ptr<BlobUpload>> begin_upload(const ProjectId& project) = 0;
+  // Opens a blob the project holds. not_found when the project neither holds nor refers to
+  // it; failed_precondition (message: "not held on this device") when a document of the
+  // project refers to it but its bytes are not here yet.
+  virtual Result<std::unique_ptr<BlobReader>> open(const ProjectId& project,
+                                                   const BlobId& id) const = 0;
+  // What the project holds or refers to (references indexed so far), in id order, starting
+  // after `after` (paging), at most `limit`.
+  virtual Result<std::vector<ProjectBlob>> list(const ProjectId& project,
+                                                std::optional<BlobId> after,
+                                                std::uint32_t limit) const = 0;
+  virtual Result<BlobUsage> usage(const ProjectId& project) const = 0;
+
+  // Brings the reference index of `project` up to date with its changes feed (on the
+  // calling thread; the worker does the same after commits). Errors: not_found.
+  virtual Status index(const ProjectId& project) = 0;
+  // Releases unreferenced blobs past their grace and deletes files no project holds, for
+  // every project (on the calling thread; the daemon runs it on a timer through the worker).
+  virtual Result<GcResult> gc(std::int64_t now_ms) = 0;
+  // Asks the worker to run `job` (e.g. gc) after the work already queued; it runs on the
+  // worker thread. Dropped (never run) once the store is closing.
+  virtual void post(std::function<void()> job) = 0;
+};
+
+}  // namespace fieldsync::storage
