@@ -483,6 +483,20 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(size_key(
         "bundle.max_record_bytes", [](Config & c) -> auto& { return c.bundle.max_record_bytes; },
         64u << 10, 1u << 30));
+    // [blob]
+    t.push_back(size_key(
+        "blob.max_blob_bytes", [](Config & c) -> auto& { return c.storage.blobs.max_blob_bytes; },
+        0, 1ull << 44));
+    t.push_back(size_key(
+        "blob.project_quota_bytes",
+        [](Config & c) -> auto& { return c.storage.blobs.project_quota_bytes; }, 0, 1ull << 44));
+    t.push_back(ms_key(
+        "blob.unreferenced_grace_ms",
+        [](Config & c) -> auto& { return c.storage.blobs.unreferenced_grace_ms; }, 0,
+        3650 * kDayMs));
+    t.push_back(ms_key(
+        "blob.gc_interval_ms", [](Config & c) -> auto& { return c.storage.blobs.gc_interval_ms; },
+        1000, 30 * kDayMs));
     // [storage]
     t.push_back(size_key(
         "storage.map_size", [](Config & c) -> auto& { return c.storage.map_size_bytes; },
@@ -602,7 +616,7 @@ bool only_comment(std::string_view rest) {
 
 bool known_section(std::string_view s) {
   if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "bundle" ||
-      s == "storage")
+      s == "blob" || s == "storage")
     return true;
   return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
 }
@@ -694,8 +708,9 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
       if (!known_section(name)) {
         if (name.substr(0, 5) == "peer.")
           return fail("[" + shown(name) + "]: peer name must be 1..64 letters, digits, '-' or '_'");
-        return fail("unknown section [" + shown(name) +
-                    "] (sections: daemon, api, sync, discovery, bundle, storage, peer.<name>)");
+        return fail(
+            "unknown section [" + shown(name) +
+            "] (sections: daemon, api, sync, discovery, bundle, blob, storage, peer.<name>)");
       }
       section = std::string(name);
       continue;

@@ -60,6 +60,8 @@ struct BlobOptions {
   // blob.unreferenced_grace_ms: how long an uploaded blob stays without any document
   // referring to it before gc() releases it (the app uploads, then writes the document).
   std::uint64_t unreferenced_grace_ms = 24ull * 3600 * 1000;
+  // blob.gc_interval_ms: how often the daemon runs gc() on the blob worker.
+  std::uint64_t gc_interval_ms = 3600ull * 1000;
 };
 
 // What a blob is, as its reference in a document states it and as it is recorded here.
@@ -79,8 +81,8 @@ struct ProjectBlob {
 };
 
 struct BlobUsage {
-  std::uint64_t held_bytes = 0;   // bytes of the blobs this project holds here
-  std::uint64_t held_count = 0;   // blobs it holds
+  std::uint64_t held_bytes = 0;    // bytes of the blobs this project holds here
+  std::uint64_t held_count = 0;    // blobs it holds
   std::uint64_t wanted_count = 0;  // referred to by its documents, not held here
   std::uint64_t quota_bytes = 0;   // blob.project_quota_bytes (0: none)
 };

@@ -35,7 +35,7 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
                                                std::uint64_t map_size, bool durable) {
   std::unique_ptr<LmdbEnv> env(new LmdbEnv);
   if (int rc = mdb_env_create(&env->env_)) return lmdb_error(rc, "mdb_env_create");
-  mdb_env_set_maxdbs(env->env_, 16);
+  mdb_env_set_maxdbs(env->env_, 32);
   mdb_env_set_maxreaders(env->env_, 256);
   if (int rc = mdb_env_set_mapsize(env->env_, map_size))
     return lmdb_error(rc, "mdb_env_set_mapsize");
@@ -65,7 +65,10 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
                            {"changes", &t.changes},
                            {"invites", &t.invites},
                            {"peers", &t.peers},
-                           {"peer_holds", &t.peer_holds}}) {
+                           {"peer_holds", &t.peer_holds},
+                           {"blob_held", &t.blob_held},
+                           {"blob_proj", &t.blob_proj},
+                           {"blob_refs", &t.blob_refs}}) {
     FS_TRY(open_dbi(name, *dbi));
   }
   FS_TRY(txn->commit());

@@ -98,6 +98,13 @@ inline Key peer_holds_key(const ProjectId& p, const DeviceId& peer) {
   return k;
 }
 
+// meta key of how far the project's changes feed was indexed for blob references.
+inline Key blob_cursor_key(const ProjectId& p) {
+  Key k;
+  k.u8('b').raw(p.view());
+  return k;
+}
+
 inline Key prefix_of(const ProjectId& p) {
   Key k;
   k.raw(p.view());

@@ -155,6 +155,7 @@ Status Store::Impl::persist_clock(LmdbTxn& txn) const {
 void Store::Impl::notify(const ProjectId& p, std::uint64_t seq) {
   std::lock_guard lock(listener_mu);
   if (listener) listener(p, seq);
+  blobs_changed(p);
 }
 
 // ---- Store ----
@@ -192,7 +193,9 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   FS_TRY(txn->commit());
   // The identity comes after the environment: the store records which key wrote it.
   FS_TRY(impl->open_identity());
-  return std::unique_ptr<Store>(new Store(std::move(impl)));
+  std::unique_ptr<Store> owned(new Store(std::move(impl)));
+  FS_TRY(owned->impl_->open_blobs(*owned));
+  return owned;
 }
 
 const DeviceId& Store::device_id() const { return impl_->me(); }

@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "common/result.hpp"
+#include "storage/blob_store.hpp"
 #include "storage/types.hpp"
 
 namespace fieldsync::storage {
@@ -185,6 +186,11 @@ class Store {
   // Errors: invalid_argument (dest not absolute), already_exists (dest not empty),
   // resource_exhausted (disk full), internal.
   Result<BackupInfo> backup(const std::filesystem::path& dest) const;
+
+  // --- blobs (blob_store.hpp, docs/storage.md "Blobs") ---
+  // The attachments of this device's projects: uploads, reads, references, gc.
+  BlobStore& blobs();
+  const BlobStore& blobs() const;
 
   struct Impl;  // opaque outside storage/
 

@@ -107,6 +107,7 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
                                              " bytes; storage.max_body_bytes is " +
                                              std::to_string(o.max_body_bytes));
     FS_TRY(validate_json_object(req.body));
+    FS_TRY(im.check_blob_refs(txn, req.body));
   }
 
   Key dk = doc_key(project, req.collection, doc_id);

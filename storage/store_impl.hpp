@@ -83,6 +83,14 @@ struct Store::Impl {
 
   void notify(const ProjectId& p, std::uint64_t seq);
 
+  // Blobs (blob_store.cpp): opened by Store::open after the identity, stopped before the
+  // environment closes. blobs_changed() queues the project's reference indexing (any thread);
+  // check_blob_refs() checks the blob references of a locally written body.
+  Status open_blobs(Store& store);
+  void close_blobs();
+  void blobs_changed(const ProjectId& p);
+  Status check_blob_refs(const LmdbTxn& txn, std::string_view body) const;
+
   // Identity (store_identity.cpp): loads device.key and retired/ keys, finishes or starts a
   // renewal. Called once by Store::open, before anything else is written.
   Status open_identity();
@@ -110,6 +118,9 @@ struct Store::Impl {
   // Forgets the bundles imported into a project (store_bundles.cpp; leaving it).
   Status forget_bundles(LmdbTxn& txn, const ProjectId& p) const;
   Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;
+
+  // Declared last: destroyed (its worker stopped) before everything it uses.
+  std::unique_ptr<BlobStore> blobs;
 };
 
 }  // namespace fieldsync::storage

@@ -360,8 +360,8 @@ Status Store::leave_project(const ProjectId& project) {
   Key prefix = prefix_of(project);
   // Every table but invites is keyed by project id first (the per-document tables start
   // with the document key, which starts with it too; peer_holds with project + peer).
-  for (auto dbi :
-       {t.docs, t.logs, t.heads, t.checkpoints, t.changes, t.docver, t.superseded, t.peer_holds}) {
+  for (auto dbi : {t.docs, t.logs, t.heads, t.checkpoints, t.changes, t.docver, t.superseded,
+                   t.peer_holds, t.blob_proj, t.blob_refs}) {
     LmdbCursor c(*txn, dbi);
     for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
       FS_TRY(c.del());
@@ -378,6 +378,7 @@ Status Store::leave_project(const ProjectId& project) {
   }
   for (const auto& k : invites) FS_TRY(txn->del(t.invites, k));
   FS_TRY(txn->del(t.meta, counter_key(project)));
+  FS_TRY(txn->del(t.meta, blob_cursor_key(project)));
   FS_TRY(impl_->forget_bundles(*txn, project));
   FS_TRY(txn->del(t.projects, project.view()));
   return txn->commit();

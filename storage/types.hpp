@@ -12,6 +12,7 @@
 #include "common/bytes.hpp"
 #include "common/ids.hpp"
 #include "crypto/crypto.hpp"
+#include "storage/blob_store.hpp"
 
 namespace fieldsync::storage {
 
@@ -42,6 +43,7 @@ struct StoreOptions {
   // storage.max_imported_bundles: bundle ids remembered per project to refuse a second import
   // (the oldest is forgotten first).
   std::uint32_t max_imported_bundles = 1024;
+  BlobOptions blobs;  // [blob]: attachments (blob_store.hpp)
 };
 
 // The id of a bundle file: the random salt of its header (docs/protocol.md "Bundles").

@@ -1,0 +1,890 @@
+// BlobStore over files in <data_dir>/blobs and three LMDB tables (docs/storage.md "Blobs").
+#include "storage/blob_store.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "common/encoding.hpp"
+#include "common/private_dir.hpp"
+#include "storage/blob_ref.hpp"
+#include "storage/store_impl.hpp"
+
+namespace fieldsync::storage {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr std::uint8_t kRecordVersion = 1;
+constexpr std::uint8_t kProjHeld = 1;
+// A file under blobs/ with no record (a crash between naming it and recording it) or a part
+// under blobs/incoming/ is deleted by gc() once untouched this long.
+constexpr std::int64_t kOrphanAgeMs = 3600 * 1000;
+// Changes read per indexing transaction.
+constexpr std::uint32_t kIndexPage = 512;
+// The most blob ids one document's heads are indexed with (a body of 1 MiB holds at most
+// ~6,000 references; more is refused on a local write and truncated from a peer).
+constexpr std::size_t kMaxRefsPerDoc = 4096;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+Error errno_error(int err, const std::string& what) {
+  if (err == ENOSPC || err == EDQUOT)
+    return make_error(Errc::resource_exhausted, what + ": no space left on the device");
+  return make_error(Errc::internal, what + ": " + std::strerror(err));
+}
+
+Status fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno_error(errno, "opening " + dir.string());
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return errno_error(err, "fsync of " + dir.string());
+  return {};
+}
+
+// Table keys. blob_held: blob id. blob_proj: project, blob id. blob_refs: document key.
+Key proj_key(const ProjectId& p, const BlobId& id) {
+  Key k;
+  k.raw(p.view()).raw(ByteView(id));
+  return k;
+}
+
+crypto::Digest chunk_root(const std::vector<crypto::Digest>& chunks) {
+  crypto::Sha256 h;
+  for (const auto& c : chunks) h.update(ByteView(c));
+  return h.finish();
+}
+
+// blob_held value: u8 1, u64 size, root (32), u64 held since ms, str16 media type,
+// u32 n, n x chunk SHA-256 (32).
+struct HeldRecord {
+  BlobInfo info;
+  std::int64_t since_ms = 0;
+  std::vector<crypto::Digest> chunks;
+
+  Bytes encode() const {
+    Bytes b;
+    ByteWriter w(b);
+    w.u8(kRecordVersion);
+    w.u64(info.size);
+    w.raw(ByteView(info.root));
+    w.u64(static_cast<std::uint64_t>(since_ms));
+    w.str16(info.media_type);
+    w.u32(static_cast<std::uint32_t>(chunks.size()));
+    for (const auto& c : chunks) w.raw(ByteView(c));
+    return b;
+  }
+  // The same checks as on write: chunk count matches the size, the root matches the chunks,
+  // the media type is valid.
+  static std::optional<HeldRecord> decode(const BlobId& id, ByteView v) {
+    ByteReader r(v);
+    HeldRecord h;
+    h.info.id = id;
+    if (r.u8() != kRecordVersion) return std::nullopt;
+    h.info.size = r.u64();
+    h.info.root = r.fixed<32>();
+    h.since_ms = static_cast<std::int64_t>(r.u64());
+    h.info.media_type = std::string(r.str16());
+    std::uint32_t n = r.u32();
+    if (!r.ok() || r.remaining() != std::size_t{n} * 32) return std::nullopt;
+    if (n != (h.info.size + kBlobChunkBytes - 1) / kBlobChunkBytes) return std::nullopt;
+    h.chunks.reserve(n);
+    for (std::uint32_t i = 0; i < n; ++i) h.chunks.push_back(r.fixed<32>());
+    if (!r.ok() || !valid_media_type(h.info.media_type) || chunk_root(h.chunks) != h.info.root)
+      return std::nullopt;
+    return h;
+  }
+};
+
+// blob_proj value: u8 1, u8 flags (1 held), u32 refs, u64 added ms, u64 size, root (32),
+// str16 media type.
+struct ProjRecord {
+  BlobInfo info;
+  std::uint8_t flags = 0;
+  std::uint32_t refs = 0;
+  std::int64_t added_ms = 0;
+
+  bool held() const { return flags & kProjHeld; }
+  Bytes encode() const {
+    Bytes b;
+    ByteWriter w(b);
+    w.u8(kRecordVersion);
+    w.u8(flags);
+    w.u32(refs);
+    w.u64(static_cast<std::uint64_t>(added_ms));
+    w.u64(info.size);
+    w.raw(ByteView(info.root));
+    w.str16(info.media_type);
+    return b;
+  }
+  static std::optional<ProjRecord> decode(const BlobId& id, ByteView v) {
+    ByteReader r(v);
+    ProjRecord p;
+    p.info.id = id;
+    if (r.u8() != kRecordVersion) return std::nullopt;
+    p.flags = r.u8();
+    p.refs = r.u32();
+    p.added_ms = static_cast<std::int64_t>(r.u64());
+    p.info.size = r.u64();
+    p.info.root = r.fixed<32>();
+    p.info.media_type = std::string(r.str16());
+    if (!r.ok() || !r.at_end() || (p.flags & ~kProjHeld) || !valid_media_type(p.info.media_type))
+      return std::nullopt;
+    return p;
+  }
+};
+
+// blob_refs value: u32 n, n x blob id (sorted).
+Bytes encode_refs(const std::set<BlobId>& ids) {
+  Bytes b;
+  ByteWriter w(b);
+  w.u32(static_cast<std::uint32_t>(ids.size()));
+  for (const auto& id : ids) w.raw(ByteView(id));
+  return b;
+}
+std::optional<std::set<BlobId>> decode_refs(ByteView v) {
+  ByteReader r(v);
+  std::uint32_t n = r.u32();
+  if (!r.ok() || n > kMaxRefsPerDoc || r.remaining() != std::size_t{n} * 32) return std::nullopt;
+  std::set<BlobId> out;
+  for (std::uint32_t i = 0; i < n; ++i) out.insert(r.fixed<32>());
+  return out;
+}
+
+std::string short_hex(const BlobId& id) { return digest_hex(id).substr(0, 12); }
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+
+class BlobStoreImpl final : public BlobStore {
+ public:
+  BlobStoreImpl(Store& store, Store::Impl& im) : store_(store), im_(im) {
+    root_ = im.opts.data_dir / "blobs";
+    incoming_ = root_ / "incoming";
+  }
+  ~BlobStoreImpl() override { stop(); }
+
+  Status open() {
+    FS_TRY(create_private_dirs(root_));
+    FS_TRY(create_private_dirs(incoming_));
+    // No upload survives a restart: parts left by a crash are removed now.
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(incoming_, ec)) fs::remove(e.path(), ec);
+    worker_ = std::thread([this] { run(); });
+    return {};
+  }
+
+  void stop() {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (worker_.joinable()) worker_.join();
+  }
+
+  const BlobOptions& options() const override { return im_.opts.blobs; }
+
+  void post(std::function<void()> job) override {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return;
+      jobs_.push_back(std::move(job));
+    }
+    cv_.notify_one();
+  }
+
+  // A commit added changes to `p`: index it on the worker (coalesced per project).
+  void changed(const ProjectId& p) {
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_ || !dirty_.insert(p).second) return;
+      jobs_.push_back([this, p] {
+        {
+          std::lock_guard l(mu_);
+          dirty_.erase(p);
+        }
+        auto st = index(p);
+        (void)st;  // not_found: the project was left meanwhile; other errors: next commit
+      });
+    }
+    cv_.notify_one();
+  }
+
+  Result<std::unique_ptr<BlobUpload>> begin_upload(const ProjectId& project) override;
+  Result<std::unique_ptr<BlobReader>> open(const ProjectId& project,
+                                           const BlobId& id) const override;
+  Result<std::vector<ProjectBlob>> list(const ProjectId& project, std::optional<BlobId> after,
+                                        std::uint32_t limit) const override;
+  Result<BlobUsage> usage(const ProjectId& project) const override;
+  Status index(const ProjectId& project) override;
+  Result<GcResult> gc(std::int64_t now) override;
+
+  // Local writes: every "$blob" object must be a well-formed reference, and one to a blob
+  // held here must state its size and root.
+  Status check_local_refs(const LmdbTxn& txn, std::string_view body) const;
+
+  fs::path blob_path(const BlobId& id) const {
+    std::string hex = digest_hex(id);
+    return root_ / hex.substr(0, 2) / hex;
+  }
+  const fs::path& incoming() const { return incoming_; }
+  Store::Impl& im() { return im_; }
+  // Bytes the project holds (for the quota), in `txn`.
+  Result<std::uint64_t> held_bytes(const LmdbTxn& txn, const ProjectId& p) const;
+  // Records `info` (with its chunk hashes) as held and held by `project`, quota checked.
+  Status record_upload(const ProjectId& project, const HeldRecord& rec);
+
+ private:
+  void run() {
+    for (;;) {
+      std::function<void()> job;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stopping_ || !jobs_.empty(); });
+        if (stopping_) return;  // queued jobs are dropped; parts are removed on next open
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      job();
+    }
+  }
+  Status index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk, std::int64_t now) const;
+
+  Store& store_;
+  Store::Impl& im_;
+  fs::path root_, incoming_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_;
+  std::set<ProjectId> dirty_;
+  bool stopping_ = false;
+  std::thread worker_;
+  std::mutex index_mu_;  // one indexing pass (worker or caller) at a time
+
+ public:
+  // Held while a finished upload is named and recorded, and while gc() decides and deletes
+  // files: gc never deletes a file an upload has just named and not yet recorded.
+  std::mutex files_mu;
+};
+
+// ---- uploads ---------------------------------------------------------------------------
+
+namespace {
+
+// State of one upload; touched only by jobs on the worker thread.
+struct UploadState {
+  BlobStoreImpl* store;
+  ProjectId project;
+  fs::path part;
+  int fd = -1;
+  std::uint64_t size = 0;
+  std::uint64_t quota_room = 0;  // bytes the project may still add (0 with quota_checked: none)
+  bool quota_checked = false;
+  crypto::Sha256 whole;
+  crypto::Sha256 chunk;
+  std::uint32_t in_chunk = 0;
+  std::vector<crypto::Digest> chunks;
+  std::optional<Error> failed;
+  bool done = false;
+
+  ~UploadState() { discard(); }
+  void discard() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+    if (!part.empty()) {
+      std::error_code ec;
+      fs::remove(part, ec);
+      part.clear();
+    }
+  }
+
+  Status write(ByteView piece) {
+    if (failed) return *failed;
+    if (done) return make_error(Errc::failed_precondition, "the upload is finished");
+    const auto& o = store->options();
+    if (size + piece.size() > o.max_blob_bytes)
+      return fail(make_error(Errc::too_large, "blob exceeds blob.max_blob_bytes = " +
+                                                  std::to_string(o.max_blob_bytes)));
+    if (!quota_checked && o.project_quota_bytes) {
+      auto txn = store->im().read_txn();
+      if (!txn) return fail(txn.error());
+      auto held = store->held_bytes(*txn, project);
+      if (!held) return fail(held.error());
+      quota_room = *held >= o.project_quota_bytes ? 0 : o.project_quota_bytes - *held;
+      quota_checked = true;
+    }
+    if (o.project_quota_bytes && size + piece.size() > quota_room)
+      return fail(make_error(Errc::resource_exhausted,
+                             "the project's blobs would exceed blob.project_quota_bytes = " +
+                                 std::to_string(o.project_quota_bytes)));
+    if (fd < 0) {
+      fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) return fail(errno_error(errno, "creating " + part.filename().string()));
+    }
+    const std::uint8_t* p = piece.data();
+    std::size_t left = piece.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail(errno_error(errno, "writing an uploaded blob"));
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    whole.update(piece);
+    std::size_t at = 0;
+    while (at < piece.size()) {
+      std::size_t take = std::min<std::size_t>(kBlobChunkBytes - in_chunk, piece.size() - at);
+      chunk.update(piece.subspan(at, take));
+      in_chunk += static_cast<std::uint32_t>(take);
+      at += take;
+      if (in_chunk == kBlobChunkBytes) {
+        chunks.push_back(chunk.finish());
+        in_chunk = 0;
+      }
+    }
+    size += piece.size();
+    return {};
+  }
+
+  Result<BlobInfo> finish(std::string media_type) {
+    if (failed) return *failed;
+    if (done) return make_error(Errc::failed_precondition, "the upload is finished");
+    if (media_type.empty()) media_type = "application/octet-stream";
+    if (!valid_media_type(media_type))
+      return fail(make_error(
+          Errc::invalid_argument,
+          "invalid media type " + quote_input(media_type) + " (type/subtype, e.g. image/jpeg)"));
+    if (fd < 0) {  // an empty blob
+      fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0) return fail(errno_error(errno, "creating " + part.filename().string()));
+    }
+    if (in_chunk > 0) chunks.push_back(chunk.finish());
+    in_chunk = 0;
+    HeldRecord rec;
+    rec.info.id = whole.finish();
+    rec.info.size = size;
+    rec.info.media_type = std::move(media_type);
+    rec.chunks = std::move(chunks);
+    rec.info.root = chunk_root(rec.chunks);
+    rec.since_ms = now_ms();
+    if (::fsync(fd) != 0) return fail(errno_error(errno, "fsync of an uploaded blob"));
+    ::close(fd);
+    fd = -1;
+    std::lock_guard files(store->files_mu);
+    fs::path target = store->blob_path(rec.info.id);
+    if (auto st = create_private_dirs(target.parent_path()); !st) return fail(st.error());
+    // Same bytes, same name: replacing a file that is already there changes nothing.
+    if (::rename(part.c_str(), target.c_str()) != 0)
+      return fail(errno_error(errno, "naming an uploaded blob"));
+    part.clear();
+    if (auto st = fsync_dir(target.parent_path()); !st) return fail(st.error());
+    if (auto st = store->record_upload(project, rec); !st) return fail(st.error());
+    done = true;
+    return rec.info;
+  }
+
+  Error fail(Error e) {
+    failed = e;
+    discard();
+    return e;
+  }
+};
+
+class UploadImpl final : public BlobUpload {
+ public:
+  UploadImpl(BlobStoreImpl& store, std::shared_ptr<UploadState> s)
+      : store_(store), s_(std::move(s)) {}
+  ~UploadImpl() override { abort(); }
+
+  void write(Bytes piece, std::function<void(Status)> done) override {
+    store_.post([s = s_, piece = std::move(piece), done = std::move(done)] {
+      auto st = s->write(ByteView(piece));
+      if (done) done(st);
+    });
+  }
+  void finish(std::string media_type, std::function<void(Result<BlobInfo>)> done) override {
+    finished_ = true;
+    store_.post([s = s_, media_type = std::move(media_type), done = std::move(done)]() mutable {
+      auto r = s->finish(std::move(media_type));
+      if (done) done(std::move(r));
+    });
+  }
+  void abort() override {
+    if (aborted_ || !s_) return;
+    aborted_ = true;
+    // After finish() the job holding the state ends it; otherwise the part goes now.
+    if (!finished_) store_.post([s = s_] { s->discard(); });
+    s_.reset();
+  }
+
+ private:
+  BlobStoreImpl& store_;
+  std::shared_ptr<UploadState> s_;
+  bool finished_ = false;
+  bool aborted_ = false;
+};
+
+// ---- reading ---------------------------------------------------------------------------
+
+class ReaderImpl final : public BlobReader {
+ public:
+  ReaderImpl(HeldRecord rec, int fd) : rec_(std::move(rec)), fd_(fd) {}
+  ~ReaderImpl() override { ::close(fd_); }
+  const BlobInfo& info() const override { return rec_.info; }
+
+  Result<Bytes> read(std::uint64_t offset, std::size_t max_bytes) override {
+    if (offset >= rec_.info.size || max_bytes == 0) return Bytes{};
+    std::uint64_t index = offset / kBlobChunkBytes;
+    if (!have_ || index != index_) FS_TRY(load(index));
+    std::size_t at = static_cast<std::size_t>(offset - index * kBlobChunkBytes);
+    std::size_t n = std::min(max_bytes, buf_.size() - at);
+    return Bytes(buf_.begin() + static_cast<std::ptrdiff_t>(at),
+                 buf_.begin() + static_cast<std::ptrdiff_t>(at + n));
+  }
+
+ private:
+  Status load(std::uint64_t index) {
+    have_ = false;
+    std::uint64_t start = index * kBlobChunkBytes;
+    std::size_t len =
+        static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, rec_.info.size - start));
+    buf_.resize(len);
+    std::size_t got = 0;
+    while (got < len) {
+      ssize_t n = ::pread(fd_, buf_.data() + got, len - got, static_cast<off_t>(start + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno_error(errno, "reading blob " + short_hex(rec_.info.id));
+      if (n == 0)
+        return make_error(Errc::data_loss,
+                          "blob " + short_hex(rec_.info.id) + " is shorter than recorded");
+      got += static_cast<std::size_t>(n);
+    }
+    if (crypto::sha256(ByteView(buf_)) != rec_.chunks[index])
+      return make_error(Errc::data_loss, "blob " + short_hex(rec_.info.id) + ": chunk " +
+                                             std::to_string(index) +
+                                             " does not match its hash (the file was damaged)");
+    index_ = index;
+    have_ = true;
+    return {};
+  }
+
+  HeldRecord rec_;
+  int fd_;
+  Bytes buf_;
+  std::uint64_t index_ = 0;
+  bool have_ = false;
+};
+
+}  // namespace
+
+// ---- BlobStoreImpl ---------------------------------------------------------------------
+
+Result<std::unique_ptr<BlobUpload>> BlobStoreImpl::begin_upload(const ProjectId& project) {
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    FS_TRY(im_.project(*txn, project));
+  }
+  auto s = std::make_shared<UploadState>();
+  s->store = this;
+  s->project = project;
+  s->part = incoming_ / (to_hex(crypto::random_bytes(16)) + ".part");
+  return std::unique_ptr<BlobUpload>(new UploadImpl(*this, std::move(s)));
+}
+
+Result<std::uint64_t> BlobStoreImpl::held_bytes(const LmdbTxn& txn, const ProjectId& p) const {
+  std::uint64_t total = 0;
+  Key prefix = prefix_of(p);
+  LmdbCursor c(txn, im_.t().blob_proj);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    BlobId id{};
+    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    auto rec = ProjRecord::decode(id, c.value());
+    if (rec && rec->held()) total += rec->info.size;
+  }
+  return total;
+}
+
+Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& rec) {
+  auto txn = im_.write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  const auto& id = rec.info.id;
+  auto existing = txn->get(im_.t().blob_held, ByteView(id));
+  if (!existing) return existing.error();
+  if (!*existing || !HeldRecord::decode(id, **existing))
+    FS_TRY(txn->put(im_.t().blob_held, ByteView(id), rec.encode()));
+  Key pk = proj_key(project, id);
+  auto pv = txn->get(im_.t().blob_proj, pk);
+  if (!pv) return pv.error();
+  ProjRecord pr;
+  if (*pv) {
+    if (auto old = ProjRecord::decode(id, **pv)) pr = *old;
+  }
+  const bool was_held = pr.held();
+  pr.info = rec.info;
+  pr.flags |= kProjHeld;
+  // Uploading again restarts the grace period of an unreferenced blob.
+  pr.added_ms = std::max(pr.added_ms, rec.since_ms);
+  if (!was_held && options().project_quota_bytes) {
+    auto held = held_bytes(*txn, project);
+    if (!held) return held.error();
+    if (*held + rec.info.size > options().project_quota_bytes)
+      return make_error(Errc::resource_exhausted,
+                        "the project's blobs would exceed blob.project_quota_bytes = " +
+                            std::to_string(options().project_quota_bytes));
+  }
+  FS_TRY(txn->put(im_.t().blob_proj, pk, pr.encode()));
+  return txn->commit();
+}
+
+Result<std::unique_ptr<BlobReader>> BlobStoreImpl::open(const ProjectId& project,
+                                                        const BlobId& id) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  auto pv = txn->get(im_.t().blob_proj, proj_key(project, id));
+  if (!pv) return pv.error();
+  if (!*pv) return make_error(Errc::not_found, "no blob " + digest_hex(id) + " in this project");
+  auto pr = ProjRecord::decode(id, **pv);
+  if (!pr) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
+  if (!pr->held())
+    return make_error(Errc::failed_precondition,
+                      "blob " + digest_hex(id) + " is referred to but not held on this device yet");
+  auto hv = txn->get(im_.t().blob_held, ByteView(id));
+  if (!hv) return hv.error();
+  if (!*hv) return make_error(Errc::data_loss, "blob " + short_hex(id) + " has no record");
+  auto rec = HeldRecord::decode(id, **hv);
+  if (!rec) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
+  fs::path path = blob_path(id);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT)
+      return make_error(Errc::data_loss, "the file of blob " + short_hex(id) + " is missing");
+    return errno_error(errno, "opening blob " + short_hex(id));
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) != rec->info.size) {
+    ::close(fd);
+    return make_error(Errc::data_loss,
+                      "the file of blob " + short_hex(id) + " does not have its recorded size");
+  }
+  return std::unique_ptr<BlobReader>(new ReaderImpl(std::move(*rec), fd));
+}
+
+Result<std::vector<ProjectBlob>> BlobStoreImpl::list(const ProjectId& project,
+                                                     std::optional<BlobId> after,
+                                                     std::uint32_t limit) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  std::vector<ProjectBlob> out;
+  Key prefix = prefix_of(project);
+  Key start = after ? proj_key(project, *after) : prefix;
+  LmdbCursor c(*txn, im_.t().blob_proj);
+  for (bool ok = c.seek(start); ok && has_prefix(c.key(), prefix) && out.size() < limit;
+       ok = c.next()) {
+    BlobId id{};
+    if (c.key().size() != 48) continue;
+    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    if (after && id == *after) continue;
+    auto rec = ProjRecord::decode(id, c.value());
+    if (!rec) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
+    out.push_back(ProjectBlob{rec->info, rec->held(), rec->refs, rec->added_ms});
+  }
+  return out;
+}
+
+Result<BlobUsage> BlobStoreImpl::usage(const ProjectId& project) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  BlobUsage u;
+  u.quota_bytes = options().project_quota_bytes;
+  Key prefix = prefix_of(project);
+  LmdbCursor c(*txn, im_.t().blob_proj);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    BlobId id{};
+    if (c.key().size() != 48) continue;
+    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    auto rec = ProjRecord::decode(id, c.value());
+    if (!rec) continue;
+    if (rec->held()) {
+      u.held_bytes += rec->info.size;
+      ++u.held_count;
+    } else if (rec->refs > 0) {
+      ++u.wanted_count;
+    }
+  }
+  return u;
+}
+
+// Re-reads the references of one document's current heads and moves the project's counts.
+Status BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk,
+                                std::int64_t now) const {
+  std::set<BlobId> now_refs;
+  std::map<BlobId, BlobInfo> infos;
+  auto rec = im_.doc(txn, dk);
+  if (!rec) return rec.error();
+  if (*rec && !((*rec)->flags & DocRecord::kPurged)) {
+    for (const auto& h : (*rec)->heads) {
+      if (h.tombstone) continue;
+      auto v = im_.load_version(txn, p, h.at);
+      if (!v) return v.error();
+      if (!v->body) continue;
+      for (auto& ref : find_blob_refs(*v->body)) {
+        if (now_refs.size() >= kMaxRefsPerDoc) break;
+        if (now_refs.insert(ref.id).second) infos.emplace(ref.id, std::move(ref));
+      }
+    }
+  }
+  auto old_v = txn.get(im_.t().blob_refs, dk);
+  if (!old_v) return old_v.error();
+  std::set<BlobId> before;
+  if (*old_v) before = decode_refs(**old_v).value_or(std::set<BlobId>{});
+  if (before == now_refs) return {};
+  for (const auto& id : before) {
+    if (now_refs.count(id)) continue;
+    Key pk = proj_key(p, id);
+    auto pv = txn.get(im_.t().blob_proj, pk);
+    if (!pv) return pv.error();
+    if (!*pv) continue;
+    auto pr = ProjRecord::decode(id, **pv);
+    if (!pr) continue;
+    if (pr->refs > 0) --pr->refs;
+    // gc() releases it once its grace from now has passed.
+    if (pr->refs == 0) pr->added_ms = now;
+    FS_TRY(txn.put(im_.t().blob_proj, pk, pr->encode()));
+  }
+  for (const auto& id : now_refs) {
+    if (before.count(id)) continue;
+    Key pk = proj_key(p, id);
+    auto pv = txn.get(im_.t().blob_proj, pk);
+    if (!pv) return pv.error();
+    ProjRecord pr;
+    std::optional<ProjRecord> old;
+    if (*pv) old = ProjRecord::decode(id, **pv);
+    if (old) {
+      pr = *old;
+    } else {
+      pr.info = infos.at(id);
+      pr.added_ms = now;
+      // Held for another project already: held for this one too (stored once per device).
+      auto hv = txn.get(im_.t().blob_held, ByteView(id));
+      if (!hv) return hv.error();
+      if (*hv) {
+        if (auto held = HeldRecord::decode(id, **hv)) {
+          pr.info = held->info;
+          pr.flags |= kProjHeld;
+        }
+      }
+    }
+    ++pr.refs;
+    FS_TRY(txn.put(im_.t().blob_proj, pk, pr.encode()));
+  }
+  if (now_refs.empty()) return txn.del(im_.t().blob_refs, dk);
+  return txn.put(im_.t().blob_refs, dk, encode_refs(now_refs));
+}
+
+Status BlobStoreImpl::index(const ProjectId& project) {
+  std::lock_guard lock(index_mu_);
+  for (;;) {
+    std::uint64_t since = 0;
+    {
+      auto txn = im_.read_txn();
+      if (!txn) return txn.error();
+      FS_TRY(im_.project(*txn, project));
+      auto v = txn->get(im_.t().meta, blob_cursor_key(project));
+      if (!v) return v.error();
+      if (*v) {
+        ByteReader r(**v);
+        since = r.u64();
+      }
+    }
+    auto page = store_.changes_since(project, since, kIndexPage);
+    if (!page) return page.error();
+    if (page->empty()) return {};
+    auto txn = im_.write_txn();
+    if (!txn) return txn.error();
+    FS_TRY(im_.project(*txn, project));
+    std::set<Bytes> docs;
+    for (const auto& ch : *page) docs.insert(doc_key(project, ch.collection, ch.doc_id).b);
+    const std::int64_t now = now_ms();
+    for (const auto& dk : docs) FS_TRY(index_doc(*txn, project, dk, now));
+    Bytes cur;
+    ByteWriter(cur).u64(page->back().seq);
+    FS_TRY(txn->put(im_.t().meta, blob_cursor_key(project), cur));
+    FS_TRY(txn->commit());
+    if (page->size() < kIndexPage) return {};
+  }
+}
+
+Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
+  GcResult out;
+  std::lock_guard files(files_mu);
+  auto projects = store_.list_projects();
+  if (!projects) return projects.error();
+  for (const auto& p : *projects) {
+    auto st = index(p.id);
+    if (!st && st.error().code != Errc::not_found) return st.error();
+  }
+  const auto grace = static_cast<std::int64_t>(options().unreferenced_grace_ms);
+  std::vector<std::pair<BlobId, std::uint64_t>> unlink;
+  {
+    auto txn = im_.write_txn();
+    if (!txn) return txn.error();
+    std::set<BlobId> kept;  // held by some project after this pass
+    std::vector<Bytes> release;
+    {
+      LmdbCursor c(*txn, im_.t().blob_proj);
+      for (bool ok = c.seek({}); ok; ok = c.next()) {
+        if (c.key().size() != 48) {
+          release.emplace_back(c.key().begin(), c.key().end());
+          continue;
+        }
+        BlobId id{};
+        std::copy_n(c.key().begin() + 16, 32, id.begin());
+        auto rec = ProjRecord::decode(id, c.value());
+        bool drop = !rec || (rec->refs == 0 && (!rec->held() || rec->added_ms + grace <= now));
+        if (drop)
+          release.emplace_back(c.key().begin(), c.key().end());
+        else if (rec->held())
+          kept.insert(id);
+      }
+    }
+    for (const auto& k : release) FS_TRY(txn->del(im_.t().blob_proj, k));
+    out.released = release.size();
+    std::vector<BlobId> gone;
+    {
+      LmdbCursor c(*txn, im_.t().blob_held);
+      for (bool ok = c.seek({}); ok; ok = c.next()) {
+        if (c.key().size() != 32) continue;
+        BlobId id{};
+        std::copy_n(c.key().begin(), 32, id.begin());
+        if (kept.count(id)) continue;
+        auto rec = HeldRecord::decode(id, c.value());
+        gone.push_back(id);
+        unlink.emplace_back(id, rec ? rec->info.size : 0);
+      }
+    }
+    for (const auto& id : gone) FS_TRY(txn->del(im_.t().blob_held, ByteView(id)));
+    FS_TRY(txn->commit());
+  }
+  for (const auto& [id, size] : unlink) {
+    std::error_code ec;
+    if (fs::remove(blob_path(id), ec)) {
+      ++out.files_deleted;
+      out.bytes_freed += size;
+    }
+  }
+  // Files without a record (a crash between naming a file and recording it) and parts of
+  // uploads nobody finished, once old enough that no upload in progress can own them.
+  std::set<BlobId> recorded;
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    LmdbCursor c(*txn, im_.t().blob_held);
+    for (bool ok = c.seek({}); ok; ok = c.next()) {
+      if (c.key().size() != 32) continue;
+      BlobId id{};
+      std::copy_n(c.key().begin(), 32, id.begin());
+      recorded.insert(id);
+    }
+  }
+  auto old_enough = [&](const fs::path& path) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0) return false;
+    std::int64_t mtime =
+        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000 + st.st_mtim.tv_nsec / 1000000;
+    return mtime + kOrphanAgeMs <= now;
+  };
+  std::error_code ec;
+  for (const auto& dir : fs::directory_iterator(root_, ec)) {
+    if (!dir.is_directory(ec) || dir.path() == incoming_) continue;
+    for (const auto& f : fs::directory_iterator(dir.path(), ec)) {
+      auto id = parse_digest_hex(f.path().filename().string());
+      if (id && recorded.count(*id)) continue;
+      if (!old_enough(f.path())) continue;
+      std::uintmax_t size = f.file_size(ec);
+      if (fs::remove(f.path(), ec)) {
+        ++out.files_deleted;
+        out.bytes_freed += ec ? 0 : size;
+      }
+    }
+  }
+  for (const auto& f : fs::directory_iterator(incoming_, ec))
+    if (old_enough(f.path())) fs::remove(f.path(), ec);
+  return out;
+}
+
+Status BlobStoreImpl::check_local_refs(const LmdbTxn& txn, std::string_view body) const {
+  // Most bodies hold no reference: skip the second parse unless "$blob" may be spelled in it
+  // (directly, or with \u escapes).
+  if (body.find("$blob") == std::string_view::npos && body.find("\\u") == std::string_view::npos)
+    return {};
+  std::vector<std::string> problems;
+  auto refs = find_blob_refs(body, &problems);
+  if (!problems.empty())
+    return make_error(Errc::invalid_argument, "malformed blob reference at " + problems.front());
+  if (refs.size() > kMaxRefsPerDoc)
+    return make_error(Errc::invalid_argument, "a document may refer to at most " +
+                                                  std::to_string(kMaxRefsPerDoc) + " blobs");
+  for (const auto& ref : refs) {
+    auto hv = txn.get(im_.t().blob_held, ByteView(ref.id));
+    if (!hv) return hv.error();
+    if (!*hv) continue;
+    auto held = HeldRecord::decode(ref.id, **hv);
+    if (!held) continue;
+    if (held->info.size != ref.size || held->info.root != ref.root)
+      return make_error(Errc::invalid_argument, "blob reference " + short_hex(ref.id) +
+                                                    " does not match the blob held here (size " +
+                                                    std::to_string(held->info.size) + ", root " +
+                                                    digest_hex(held->info.root) + ")");
+  }
+  return {};
+}
+
+// ---- glue with Store -------------------------------------------------------------------
+
+Status Store::Impl::open_blobs(Store& store) {
+  auto b = std::make_unique<BlobStoreImpl>(store, *this);
+  FS_TRY(b->open());
+  blobs = std::move(b);
+  return {};
+}
+
+void Store::Impl::close_blobs() {
+  if (blobs) static_cast<BlobStoreImpl&>(*blobs).stop();
+}
+
+void Store::Impl::blobs_changed(const ProjectId& p) {
+  if (blobs) static_cast<BlobStoreImpl&>(*blobs).changed(p);
+}
+
+Status Store::Impl::check_blob_refs(const LmdbTxn& txn, std::string_view body) const {
+  if (!blobs) return {};
+  return static_cast<const BlobStoreImpl&>(*blobs).check_local_refs(txn, body);
+}
+
+BlobStore& Store::blobs() { return *impl_->blobs; }
+const BlobStore& Store::blobs() const { return *impl_->blobs; }
+
+}  // namespace fieldsync::storage

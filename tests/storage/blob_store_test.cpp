@@ -1,0 +1,425 @@
+// BlobStore: uploads named by their hash, stored once, read back verified per chunk,
+// references indexed from documents (local and synced), quota, gc.
+#include <fstream>
+#include <future>
+
+#include "crypto/crypto.hpp"
+#include "storage/blob_ref.hpp"
+#include "store_fixture.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::storage;
+using fieldsync::test::TempDir;
+
+namespace {
+
+Bytes pattern(std::size_t n, std::uint8_t seed = 1) {
+  Bytes b(n);
+  std::uint32_t x = seed * 2654435761u + 12345;
+  for (auto& c : b) {
+    x = x * 1103515245u + 12345;
+    c = static_cast<std::uint8_t>(x >> 24);
+  }
+  return b;
+}
+
+// Uploads `data` in pieces of `piece` bytes and waits for the outcome.
+Result<BlobInfo> upload(BlobStore& blobs, const ProjectId& p, const Bytes& data,
+                        std::string type = "image/jpeg", std::size_t piece = 100000) {
+  auto up = blobs.begin_upload(p);
+  if (!up) return up.error();
+  std::vector<std::future<Status>> writes;
+  for (std::size_t at = 0; at < data.size(); at += piece) {
+    auto pr = std::make_shared<std::promise<Status>>();
+    writes.push_back(pr->get_future());
+    std::size_t n = std::min(piece, data.size() - at);
+    (*up)->write(Bytes(data.begin() + static_cast<std::ptrdiff_t>(at),
+                       data.begin() + static_cast<std::ptrdiff_t>(at + n)),
+                 [pr](Status st) { pr->set_value(st); });
+  }
+  for (auto& w : writes) {
+    auto st = w.get();
+    if (!st) return st.error();
+  }
+  auto pr = std::make_shared<std::promise<Result<BlobInfo>>>();
+  auto fut = pr->get_future();
+  (*up)->finish(std::move(type), [pr](Result<BlobInfo> r) { pr->set_value(std::move(r)); });
+  return fut.get();
+}
+
+Bytes read_all(BlobReader& r, std::size_t piece = 70000) {
+  Bytes out;
+  for (;;) {
+    auto b = r.read(out.size(), piece);
+    REQUIRE(b.ok());
+    if (b->empty()) return out;
+    out.insert(out.end(), b->begin(), b->end());
+  }
+}
+
+std::size_t count_files(const std::filesystem::path& dir) {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec))
+    if (e.is_regular_file()) ++n;
+  return n;
+}
+
+std::string doc_with(const BlobInfo& info) {
+  return R"({"title":"river","photos":[)" + blob_ref_json(info) + "]}";
+}
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+TEST_CASE("an upload is named by its SHA-256 and reads back byte for byte") {
+  TempDir dir;
+  auto store = test::open_store(dir.path());
+  auto p = store->create_project("photos");
+  REQUIRE(p.ok());
+  Bytes data = pattern(3 * kBlobChunkBytes + 12345);
+  auto info = upload(store->blobs(), p->id, data);
+  INFO((info.ok() ? "" : info.error().message));
+  REQUIRE(info.ok());
+  CHECK(info->id == crypto::sha256(ByteView(data)));
+  CHECK(info->size == data.size());
+  CHECK(info->media_type == "image/jpeg");
+  // The chunk root: SHA-256 over each 256 KiB chunk's SHA-256.
+  crypto::Sha256 root;
+  for (std::size_t at = 0; at < data.size(); at += kBlobChunkBytes) {
+    std::size_t n = std::min<std::size_t>(kBlobChunkBytes, data.size() - at);
+    auto c = crypto::sha256(ByteView(data).subspan(at, n));
+    root.update(ByteView(c));
+  }
+  CHECK(info->root == root.finish());
+
+  auto r = store->blobs().open(p->id, info->id);
+  REQUIRE(r.ok());
+  CHECK(read_all(**r) == data);
+  // Reads at any offset, across chunk boundaries.
+  auto mid = (*r)->read(kBlobChunkBytes - 10, 20);
+  REQUIRE(mid.ok());
+  CHECK(*mid == Bytes(data.begin() + kBlobChunkBytes - 10, data.begin() + kBlobChunkBytes));
+  auto end = (*r)->read(data.size(), 10);
+  REQUIRE(end.ok());
+  CHECK(end->empty());
+  // Nothing is left in incoming/, and the file is private.
+  CHECK(count_files(dir.path() / "blobs" / "incoming") == 0);
+  auto path = dir.path() / "blobs" / digest_hex(info->id).substr(0, 2) / digest_hex(info->id);
+  const auto owner_rw = std::filesystem::perms::owner_read | std::filesystem::perms::owner_write;
+  CHECK((std::filesystem::status(path).permissions() & std::filesystem::perms::all) == owner_rw);
+}
+
+TEST_CASE("an empty blob and a blob of exactly one chunk") {
+  TempDir dir;
+  auto store = test::open_store(dir.path());
+  auto p = store->create_project("photos");
+  REQUIRE(p.ok());
+  auto empty = upload(store->blobs(), p->id, {}, "text/plain");
+  REQUIRE(empty.ok());
+  CHECK(empty->size == 0);
+  CHECK(empty->root == crypto::sha256(ByteView()));
+  auto r = store->blobs().open(p->id, empty->id);
+  REQUIRE(r.ok());
+  CHECK(read_all(**r).empty());
+  Bytes one = pattern(kBlobChunkBytes);
+  auto info = upload(store->blobs(), p->id, one);
+  REQUIRE(info.ok());
+  auto r2 = store->blobs().open(p->id, info->id);
+  REQUIRE(r2.ok());
+  CHECK(read_all(**r2) == one);
+}
+
+TEST_CASE("the same bytes in two projects are stored once, each project sees only its own") {
+  TempDir dir;
+  auto store = test::open_store(dir.path());
+  auto a = store->create_project("a");
+  auto b = store->create_project("b");
+  REQUIRE((a.ok() && b.ok()));
+  Bytes data = pattern(500000);
+  auto ia = upload(store->blobs(), a->id, data);
+  auto ib = upload(store->blobs(), b->id, data);
+  REQUIRE((ia.ok() && ib.ok()));
+  CHECK(ia->id == ib->id);
+  CHECK(count_files(dir.path() / "blobs") == 1);
+  auto other = upload(store->blobs(), a->id, pattern(1000, 7));
+  REQUIRE(other.ok());
+  auto r = store->blobs().open(b->id, other->id);
+  REQUIRE(!r.ok());
+  CHECK(r.error().code == Errc::not_found);
+  auto ua = store->blobs().usage(a->id);
+  REQUIRE(ua.ok());
+  CHECK(ua->held_count == 2);
+  CHECK(ua->held_bytes == 501000);
+}
+
+TEST_CASE("limits: blob.max_blob_bytes, blob.project_quota_bytes, media type") {
+  TempDir dir;
+  StoreOptions o;
+  o.blobs.max_blob_bytes = 300000;
+  o.blobs.project_quota_bytes = 500000;
+  auto store = test::open_store(dir.path(), o);
+  auto p = store->create_project("photos");
+  REQUIRE(p.ok());
+  auto big = upload(store->blobs(), p->id, pattern(300001));
+  REQUIRE(!big.ok());
+  CHECK(big.error().code == Errc::too_large);
+  CHECK(big.error().message.find("blob.max_blob_bytes") != std::string::npos);
+  REQUIRE(upload(store->blobs(), p->id, pattern(300000)).ok());
+  auto over = upload(store->blobs(), p->id, pattern(250000, 3));
+  REQUIRE(!over.ok());
+  CHECK(over.error().code == Errc::resource_exhausted);
+  CHECK(over.error().message.find("blob.project_quota_bytes") != std::string::npos);
+  auto bad_type = upload(store->blobs(), p->id, pattern(10), "not a type");
+  REQUIRE(!bad_type.ok());
+  CHECK(bad_type.error().code == Errc::invalid_argument);
+  // Refused uploads leave nothing behind.
+  CHECK(count_files(dir.path() / "blobs" / "incoming") == 0);
+  CHECK(count_files(dir.path() / "blobs") == 1);
+  auto u = store->blobs().usage(p->id);
+  REQUIRE(u.ok());
+  CHECK(u->held_bytes == 300000);
+}
+
+TEST_CASE("an abandoned upload leaves no file") {
+  TempDir dir;
+  auto store = test::open_store(dir.path());
+  auto p = store->create_project("photos");
+  REQUIRE(p.ok());
+  {
+    auto up = store->blobs().begin_upload(p->id);
+    REQUIRE(up.ok());
+    std::promise<Status> wrote;
+    (*up)->write(pattern(1000), [&](Status st) { wrote.set_value(st); });
+    REQUIRE(wrote.get_future().get().ok());
+    CHECK(count_files(dir.path() / "blobs" / "incoming") == 1);
+  }  // dropped without finish(): aborted on the worker
+  std::promise<void> flushed;
+  store->blobs().post([&] { flushed.set_value(); });
+  flushed.get_future().get();
+  CHECK(count_files(dir.path() / "blobs" / "incoming") == 0);
+}
+
+TEST_CASE("a damaged blob file reads as data_loss, never as wrong bytes") {
+  TempDir dir;
+  auto store = test::open_store(dir.path());
+  auto p = store->create_project("photos");
+  REQUIRE(p.ok());
+  Bytes data = pattern(2 * kBlobChunkBytes);
+  auto info = upload(store->blobs(), p->id, data);
+  REQUIRE(info.ok());
+  auto path = dir.path() / "blobs" / digest_hex(info->id).substr(0, 2) / digest_hex(info->id);
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(kBlobChunkBytes + 5);
+    f.put(static_cast<char>(data[kBlobChunkBytes + 5] ^ 0xff));
+  }
+  auto r = store->blobs().open(p->id, info->id);
+  REQUIRE(r.ok());
+  auto first = (*r)->read(0, 100);
+  CHECK(first.ok());  // the first chunk is intact
+  auto second = (*r)->read(kBlobChunkBytes, 100);
+  REQUIRE(!second.ok());
+  CHECK(second.error().code == Errc::data_loss);
+  std::filesystem::resize_file(path, 100);
+  auto shorter = store->blobs().open(p->id, info->id);
+  REQUIRE(!shorter.ok());
+  CHECK(shorter.error().code == Errc::data_loss);
+}
+
+TEST_CASE("blob references: local writes are checked, synced ones are indexed as wanted") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  auto b = test::open_store(db.path());
+  ProjectId p = test::shared_project(*a, *b);
+  Bytes data = pattern(400000);
+  auto info = upload(a->blobs(), p, data);
+  REQUIRE(info.ok());
+
+  // Malformed references and ones that contradict the blob held here are refused.
+  auto bad = a->write(p, test::put("obs", "x", R"({"photo":{"$blob":"nothex","size":1}})"));
+  REQUIRE(!bad.ok());
+  CHECK(bad.error().code == Errc::invalid_argument);
+  CHECK(bad.error().message.find("photo") != std::string::npos);
+  BlobInfo lying = *info;
+  lying.size += 1;
+  auto wrong = a->write(p, test::put("obs", "x", doc_with(lying)));
+  REQUIRE(!wrong.ok());
+  CHECK(wrong.error().code == Errc::invalid_argument);
+  // An escaped spelling of "$blob" is a reference too.
+  auto escaped = a->write(p, test::put("obs", "x", R"({"p":{"\u0024blob":"zz"}})"));
+  CHECK(!escaped.ok());
+
+  REQUIRE(a->write(p, test::put("obs", "r1", doc_with(*info))).ok());
+  REQUIRE(a->write(p, test::put("obs", "r2", doc_with(*info))).ok());
+  REQUIRE(a->blobs().index(p).ok());
+  auto la = a->blobs().list(p, std::nullopt, 100);
+  REQUIRE(la.ok());
+  REQUIRE(la->size() == 1);
+  CHECK((*la)[0].held);
+  CHECK((*la)[0].refs == 2);
+
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  auto lb = b->blobs().list(p, std::nullopt, 100);
+  REQUIRE(lb.ok());
+  REQUIRE(lb->size() == 1);
+  CHECK(!(*lb)[0].held);
+  CHECK((*lb)[0].refs == 2);
+  CHECK((*lb)[0].info.size == info->size);
+  CHECK((*lb)[0].info.media_type == "image/jpeg");
+  auto ub = b->blobs().usage(p);
+  REQUIRE(ub.ok());
+  CHECK(ub->wanted_count == 1);
+  auto open_b = b->blobs().open(p, info->id);
+  REQUIRE(!open_b.ok());
+  CHECK(open_b.error().code == Errc::failed_precondition);
+  CHECK(open_b.error().message.find("not held on this device") != std::string::npos);
+  // Uploading the same bytes on b makes it held there.
+  REQUIRE(upload(b->blobs(), p, data).ok());
+  auto rb = b->blobs().open(p, info->id);
+  REQUIRE(rb.ok());
+  CHECK(read_all(**rb) == data);
+}
+
+TEST_CASE("the worker indexes references after commits without being asked") {
+  TempDir dir;
+  auto store = test::open_store(dir.path());
+  auto p = store->create_project("photos");
+  REQUIRE(p.ok());
+  auto info = upload(store->blobs(), p->id, pattern(1000));
+  REQUIRE(info.ok());
+  REQUIRE(store->write(p->id, test::put("obs", "r", doc_with(*info))).ok());
+  std::uint32_t refs = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (refs == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::promise<void> flushed;
+    store->blobs().post([&] { flushed.set_value(); });
+    flushed.get_future().get();
+    auto l = store->blobs().list(p->id, std::nullopt, 10);
+    REQUIRE(l.ok());
+    refs = l->empty() ? 0 : (*l)[0].refs;
+  }
+  CHECK(refs == 1);
+}
+
+TEST_CASE("gc releases blobs no live document refers to, after their grace") {
+  TempDir dir;
+  StoreOptions o;
+  o.blobs.unreferenced_grace_ms = 60000;
+  auto store = test::open_store(dir.path(), o);
+  auto p = store->create_project("photos");
+  REQUIRE(p.ok());
+  auto kept = upload(store->blobs(), p->id, pattern(1000, 1));
+  auto dropped = upload(store->blobs(), p->id, pattern(2000, 2));
+  auto fresh = upload(store->blobs(), p->id, pattern(3000, 3));
+  REQUIRE((kept.ok() && dropped.ok() && fresh.ok()));
+  REQUIRE(store->write(p->id, test::put("obs", "keep", doc_with(*kept))).ok());
+  auto w = store->write(p->id, test::put("obs", "drop", doc_with(*dropped)));
+  REQUIRE(w.ok());
+  // Replacing the body drops the reference (only current heads count).
+  auto replace = test::put("obs", "drop", R"({"title":"no photo"})");
+  replace.use_current = true;
+  REQUIRE(store->write(p->id, replace).ok());
+
+  // Within the grace nothing goes.
+  auto g0 = store->blobs().gc(now_ms());
+  REQUIRE(g0.ok());
+  CHECK(g0->released == 0);
+  CHECK(count_files(dir.path() / "blobs") == 3);
+  // After it: the unreferenced ones go, the referenced one stays.
+  auto g1 = store->blobs().gc(now_ms() + 61000);
+  REQUIRE(g1.ok());
+  CHECK(g1->released == 2);
+  CHECK(g1->files_deleted == 2);
+  CHECK(g1->bytes_freed == 5000);
+  CHECK(count_files(dir.path() / "blobs") == 1);
+  CHECK(store->blobs().open(p->id, kept->id).ok());
+  auto gone = store->blobs().open(p->id, dropped->id);
+  REQUIRE(!gone.ok());
+  CHECK(gone.error().code == Errc::not_found);
+
+  // Deleting the document releases its blob too.
+  storage::WriteRequest del;
+  del.collection = "obs";
+  del.doc_id = "keep";
+  del.kind = VersionKind::tombstone;
+  del.use_current = true;
+  REQUIRE(store->write(p->id, del).ok());
+  auto g2 = store->blobs().gc(now_ms() + 61000);
+  REQUIRE(g2.ok());
+  CHECK(g2->files_deleted == 1);
+  CHECK(count_files(dir.path() / "blobs") == 0);
+}
+
+TEST_CASE("leaving a project releases its blobs; a blob another project holds stays") {
+  TempDir dir;
+  auto store = test::open_store(dir.path());
+  auto a = store->create_project("a");
+  auto b = store->create_project("b");
+  REQUIRE((a.ok() && b.ok()));
+  auto shared = pattern(1000, 1);
+  REQUIRE(upload(store->blobs(), a->id, shared).ok());
+  REQUIRE(upload(store->blobs(), b->id, shared).ok());
+  REQUIRE(upload(store->blobs(), a->id, pattern(2000, 2)).ok());
+  REQUIRE(store->leave_project(a->id).ok());
+  auto g = store->blobs().gc(now_ms());
+  REQUIRE(g.ok());
+  CHECK(g->files_deleted == 1);
+  CHECK(count_files(dir.path() / "blobs") == 1);
+  auto r = store->blobs().open(b->id, crypto::sha256(ByteView(shared)));
+  CHECK(r.ok());
+}
+
+TEST_CASE("blobs survive reopening; parts of unfinished uploads do not") {
+  TempDir dir;
+  Bytes data = pattern(600000);
+  BlobInfo info;
+  ProjectId p;
+  {
+    auto store = test::open_store(dir.path());
+    auto pr = store->create_project("photos");
+    REQUIRE(pr.ok());
+    p = pr->id;
+    auto i = upload(store->blobs(), p, data);
+    REQUIRE(i.ok());
+    info = *i;
+  }
+  // A part left by a crash.
+  std::ofstream(dir.path() / "blobs" / "incoming" / "0123.part") << "partial";
+  auto store = test::open_store(dir.path());
+  CHECK(count_files(dir.path() / "blobs" / "incoming") == 0);
+  auto r = store->blobs().open(p, info.id);
+  REQUIRE(r.ok());
+  CHECK(read_all(**r) == data);
+}
+
+TEST_CASE("find_blob_refs: nested references, each blob once, problems named by path") {
+  BlobInfo i{crypto::sha256(ByteView()), 0, "image/png", crypto::sha256(ByteView())};
+  std::string ref = blob_ref_json(i);
+  std::vector<std::string> problems;
+  auto refs = find_blob_refs(R"({"a":)" + ref + R"(,"b":[1,{"c":)" + ref +
+                                 R"(}],"d":{"$blob":"00","size":1,"type":"x/y","root":"00"},)" +
+                                 R"("e":{"$blob":")" + digest_hex(i.id) +
+                                 R"(","size":-1,"type":"image/png","root":")" + digest_hex(i.root) +
+                                 R"("}})",
+                             &problems);
+  REQUIRE(refs.size() == 1);
+  CHECK(refs[0].media_type == "image/png");
+  REQUIRE(problems.size() == 2);
+  CHECK(problems[0].rfind("d:", 0) == 0);
+  CHECK(problems[1].find("size") != std::string::npos);
+  CHECK(find_blob_refs("not json").empty());
+  CHECK(valid_media_type("image/jpeg"));
+  CHECK(valid_media_type("text/plain; charset=utf-8"));
+  CHECK(!valid_media_type("image"));
+  CHECK(!valid_media_type("image/jpeg junk"));
+  CHECK(!valid_media_type("/jpeg"));
+  CHECK(!parse_digest_hex(std::string(64, 'A')));
+  CHECK(parse_digest_hex(std::string(64, 'a')));
+}
