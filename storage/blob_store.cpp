@@ -31,6 +31,9 @@ constexpr std::uint8_t kProjHeld = 1;
 constexpr std::int64_t kOrphanAgeMs = 3600 * 1000;
 // Changes read per indexing transaction.
 constexpr std::uint32_t kIndexPage = 512;
+// The stored indexing cursor is advanced at least this often (a restart re-reads at most this
+// many changes of documents without references).
+constexpr std::uint64_t kCursorSaveEvery = 4096;
 // The most blob ids one document's heads are indexed with (a body of 1 MiB holds at most
 // ~6,000 references; more is refused on a local write and truncated from a peer).
 constexpr std::size_t kMaxRefsPerDoc = 4096;
@@ -236,6 +239,8 @@ class BlobStoreImpl final : public BlobStore {
   Result<BlobUsage> usage(const ProjectId& project) const override;
   Status index(const ProjectId& project) override;
   Result<GcResult> gc(std::int64_t now) override;
+  // The project was left: its in-memory indexing position goes too.
+  void forget(const ProjectId& project);
 
   // Local writes: every "$blob" object must be a well-formed reference, and one to a blob
   // held here must state its size and root.
@@ -266,7 +271,14 @@ class BlobStoreImpl final : public BlobStore {
       job();
     }
   }
-  Status index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk, std::int64_t now) const;
+  // Compares the references of one document's current heads with those indexed; with `apply`
+  // (a write transaction) moves the counts. Returns whether they differ.
+  Result<bool> index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk, std::int64_t now,
+                         bool apply) const;
+  // How far each project's feed was indexed in this process (ahead of the stored cursor,
+  // which is written only with reference changes or every kCursorSaveEvery changes, so
+  // that documents without blobs cost no extra commit). Guarded by index_mu_.
+  std::map<ProjectId, std::uint64_t> indexed_;
 
   Store& store_;
   Store::Impl& im_;
@@ -638,8 +650,8 @@ Result<BlobUsage> BlobStoreImpl::usage(const ProjectId& project) const {
 }
 
 // Re-reads the references of one document's current heads and moves the project's counts.
-Status BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk,
-                                std::int64_t now) const {
+Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk,
+                                      std::int64_t now, bool apply) const {
   std::set<BlobId> now_refs;
   std::map<BlobId, BlobInfo> infos;
   auto rec = im_.doc(txn, dk);
@@ -660,7 +672,8 @@ Status BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk,
   if (!old_v) return old_v.error();
   std::set<BlobId> before;
   if (*old_v) before = decode_refs(**old_v).value_or(std::set<BlobId>{});
-  if (before == now_refs) return {};
+  if (before == now_refs) return false;
+  if (!apply) return true;
   for (const auto& id : before) {
     if (now_refs.count(id)) continue;
     Key pk = proj_key(p, id);
@@ -700,14 +713,19 @@ Status BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk,
     ++pr.refs;
     FS_TRY(txn.put(im_.t().blob_proj, pk, pr.encode()));
   }
-  if (now_refs.empty()) return txn.del(im_.t().blob_refs, dk);
-  return txn.put(im_.t().blob_refs, dk, encode_refs(now_refs));
+  if (now_refs.empty())
+    FS_TRY(txn.del(im_.t().blob_refs, dk));
+  else
+    FS_TRY(txn.put(im_.t().blob_refs, dk, encode_refs(now_refs)));
+  return true;
 }
 
 Status BlobStoreImpl::index(const ProjectId& project) {
   std::lock_guard lock(index_mu_);
   for (;;) {
-    std::uint64_t since = 0;
+    std::uint64_t stored = 0;
+    std::vector<Bytes> differ;
+    std::vector<Change> page;
     {
       auto txn = im_.read_txn();
       if (!txn) return txn.error();
@@ -716,25 +734,46 @@ Status BlobStoreImpl::index(const ProjectId& project) {
       if (!v) return v.error();
       if (*v) {
         ByteReader r(**v);
-        since = r.u64();
+        stored = r.u64();
+      }
+      auto mem = indexed_.find(project);
+      std::uint64_t since = std::max(stored, mem == indexed_.end() ? 0 : mem->second);
+      auto changes = store_.changes_since(project, since, kIndexPage);
+      if (!changes) return changes.error();
+      if (changes->empty()) return {};
+      page = std::move(*changes);
+      std::set<Bytes> docs;
+      for (const auto& ch : page) docs.insert(doc_key(project, ch.collection, ch.doc_id).b);
+      for (const auto& dk : docs) {
+        auto d = index_doc(*txn, project, dk, 0, false);
+        if (!d) return d.error();
+        if (*d) differ.push_back(dk);
       }
     }
-    auto page = store_.changes_since(project, since, kIndexPage);
-    if (!page) return page.error();
-    if (page->empty()) return {};
-    auto txn = im_.write_txn();
-    if (!txn) return txn.error();
-    FS_TRY(im_.project(*txn, project));
-    std::set<Bytes> docs;
-    for (const auto& ch : *page) docs.insert(doc_key(project, ch.collection, ch.doc_id).b);
-    const std::int64_t now = now_ms();
-    for (const auto& dk : docs) FS_TRY(index_doc(*txn, project, dk, now));
-    Bytes cur;
-    ByteWriter(cur).u64(page->back().seq);
-    FS_TRY(txn->put(im_.t().meta, blob_cursor_key(project), cur));
-    FS_TRY(txn->commit());
-    if (page->size() < kIndexPage) return {};
+    const std::uint64_t upto = page.back().seq;
+    // Documents without references (most) cost one read here and no commit.
+    if (!differ.empty() || upto - stored >= kCursorSaveEvery) {
+      auto txn = im_.write_txn();
+      if (!txn) return txn.error();
+      FS_TRY(im_.project(*txn, project));
+      const std::int64_t now = now_ms();
+      for (const auto& dk : differ) {
+        auto d = index_doc(*txn, project, dk, now, true);
+        if (!d) return d.error();
+      }
+      Bytes cur;
+      ByteWriter(cur).u64(upto);
+      FS_TRY(txn->put(im_.t().meta, blob_cursor_key(project), cur));
+      FS_TRY(txn->commit());
+    }
+    indexed_[project] = upto;
+    if (page.size() < kIndexPage) return {};
   }
+}
+
+void BlobStoreImpl::forget(const ProjectId& project) {
+  std::lock_guard lock(index_mu_);
+  indexed_.erase(project);
 }
 
 Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
@@ -873,6 +912,10 @@ Status Store::Impl::open_blobs(Store& store) {
 
 void Store::Impl::close_blobs() {
   if (blobs) static_cast<BlobStoreImpl&>(*blobs).stop();
+}
+
+void Store::Impl::blobs_left(const ProjectId& p) {
+  if (blobs) static_cast<BlobStoreImpl&>(*blobs).forget(p);
 }
 
 void Store::Impl::blobs_changed(const ProjectId& p) {

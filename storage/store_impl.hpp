@@ -89,6 +89,7 @@ struct Store::Impl {
   Status open_blobs(Store& store);
   void close_blobs();
   void blobs_changed(const ProjectId& p);
+  void blobs_left(const ProjectId& p);
   Status check_blob_refs(const LmdbTxn& txn, std::string_view body) const;
 
   // Identity (store_identity.cpp): loads device.key and retired/ keys, finishes or starts a
