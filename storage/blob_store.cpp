@@ -180,12 +180,14 @@ class BlobStoreImpl final : public BlobStore {
   BlobStoreImpl(Store& store, Store::Impl& im) : store_(store), im_(im) {
     root_ = im.opts.data_dir / "blobs";
     incoming_ = root_ / "incoming";
+    partial_ = root_ / "partial";
   }
   ~BlobStoreImpl() override { stop(); }
 
   Status open() {
     FS_TRY(create_private_dirs(root_));
     FS_TRY(create_private_dirs(incoming_));
+    FS_TRY(create_private_dirs(partial_));
     // No upload survives a restart: parts left by a crash are removed now.
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(incoming_, ec)) fs::remove(e.path(), ec);
@@ -237,6 +239,16 @@ class BlobStoreImpl final : public BlobStore {
   Result<std::vector<ProjectBlob>> list(const ProjectId& project, std::optional<BlobId> after,
                                         std::uint32_t limit) const override;
   Result<BlobUsage> usage(const ProjectId& project) const override;
+  Result<std::vector<BlobInfo>> wanted(const ProjectId& project, std::optional<BlobId> after,
+                                       std::uint32_t limit) const override;
+  Result<std::unique_ptr<BlobReceiver>> begin_receive(const ProjectId& project,
+                                                      const BlobId& id) override;
+  // Records a received blob as held, by every project that refers to it.
+  Status record_received(const HeldRecord& rec);
+  const fs::path& partial_dir() const { return partial_; }
+  // Blobs being received (one receiver per blob at a time).
+  std::mutex receiving_mu;
+  std::set<BlobId> receiving;
   Status index(const ProjectId& project) override;
   Result<GcResult> gc(std::int64_t now) override;
   // The project was left: its in-memory indexing position goes too.
@@ -282,7 +294,7 @@ class BlobStoreImpl final : public BlobStore {
 
   Store& store_;
   Store::Impl& im_;
-  fs::path root_, incoming_;
+  fs::path root_, incoming_, partial_;
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
@@ -461,6 +473,7 @@ class ReaderImpl final : public BlobReader {
   ReaderImpl(HeldRecord rec, int fd) : rec_(std::move(rec)), fd_(fd) {}
   ~ReaderImpl() override { ::close(fd_); }
   const BlobInfo& info() const override { return rec_.info; }
+  const std::vector<crypto::Digest>& chunk_hashes() const override { return rec_.chunks; }
 
   Result<Bytes> read(std::uint64_t offset, std::size_t max_bytes) override {
     if (offset >= rec_.info.size || max_bytes == 0) return Bytes{};
@@ -505,9 +518,283 @@ class ReaderImpl final : public BlobReader {
   bool have_ = false;
 };
 
+// State of one transfer from peers: owned by the receiver, and by finish()'s job on the
+// worker once finishing.
+struct ReceiveState {
+  BlobStoreImpl* store = nullptr;
+  BlobInfo info;
+  fs::path part, sidecar;
+  int fd = -1;
+  std::vector<crypto::Digest> hashes;
+  std::vector<bool> have;
+  std::uint32_t held = 0;
+
+  ~ReceiveState() {
+    if (fd >= 0) ::close(fd);
+    std::lock_guard lock(store->receiving_mu);
+    store->receiving.erase(info.id);
+  }
+  std::uint32_t count() const {
+    return static_cast<std::uint32_t>((info.size + kBlobChunkBytes - 1) / kBlobChunkBytes);
+  }
+  std::size_t chunk_len(std::uint32_t i) const {
+    std::uint64_t start = std::uint64_t{i} * kBlobChunkBytes;
+    return static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, info.size - start));
+  }
+  Status check_hashes(const std::vector<crypto::Digest>& h) const {
+    if (h.size() != count() || chunk_root(h) != info.root)
+      return make_error(Errc::verification_failed,
+                        "the chunk hashes of blob " + short_hex(info.id) +
+                            " do not match the root its reference states");
+    return {};
+  }
+  // Which chunks of the partial file are already right (after a cut or a restart).
+  void scan() {
+    have.assign(count(), false);
+    held = 0;
+    Bytes buf;
+    for (std::uint32_t i = 0; i < count(); ++i) {
+      buf.resize(chunk_len(i));
+      std::size_t got = 0;
+      while (got < buf.size()) {
+        ssize_t n = ::pread(fd, buf.data() + got, buf.size() - got,
+                            static_cast<off_t>(std::uint64_t{i} * kBlobChunkBytes + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) break;
+        got += static_cast<std::size_t>(n);
+      }
+      if (got == buf.size() && crypto::sha256(ByteView(buf)) == hashes[i]) {
+        have[i] = true;
+        ++held;
+      }
+    }
+  }
+};
+
+class ReceiverImpl final : public BlobReceiver {
+ public:
+  explicit ReceiverImpl(std::shared_ptr<ReceiveState> s) : s_(std::move(s)) {}
+  const BlobInfo& info() const override { return s_->info; }
+  bool has_chunk_hashes() const override { return !s_->hashes.empty() || s_->count() == 0; }
+
+  Status set_chunk_hashes(std::vector<crypto::Digest> hashes) override {
+    if (has_chunk_hashes()) return s_->check_hashes(hashes);
+    FS_TRY(s_->check_hashes(hashes));
+    s_->hashes = std::move(hashes);
+    s_->have.assign(s_->count(), false);
+    s_->held = 0;
+    // Kept beside the part so that a resumed transfer needs no peer to state them again.
+    Bytes b;
+    for (const auto& h : s_->hashes) append(b, ByteView(h));
+    fs::path tmp = s_->sidecar;
+    tmp += ".tmp";
+    int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return errno_error(errno, "writing the chunk list of a blob");
+    std::size_t at = 0;
+    while (at < b.size()) {
+      ssize_t n = ::write(fd, b.data() + at, b.size() - at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        int err = errno;
+        ::close(fd);
+        return errno_error(err, "writing the chunk list of a blob");
+      }
+      at += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    if (::rename(tmp.c_str(), s_->sidecar.c_str()) != 0)
+      return errno_error(errno, "naming the chunk list of a blob");
+    return {};
+  }
+
+  std::optional<std::uint32_t> next_missing(std::uint32_t from) const override {
+    if (!has_chunk_hashes())
+      return from < s_->count() ? std::optional<std::uint32_t>(from) : std::nullopt;
+    for (std::uint32_t i = from; i < s_->count(); ++i)
+      if (!s_->have[i]) return i;
+    return std::nullopt;
+  }
+  std::uint32_t chunks_held() const override { return s_->held; }
+
+  Status put_chunk(std::uint32_t index, ByteView data) override {
+    if (!has_chunk_hashes())
+      return make_error(Errc::failed_precondition, "chunk before the blob's chunk hashes");
+    if (index >= s_->count())
+      return make_error(Errc::verification_failed, "chunk " + std::to_string(index) +
+                                                       " is beyond the blob's " +
+                                                       std::to_string(s_->count()) + " chunks");
+    if (data.size() != s_->chunk_len(index) || crypto::sha256(data) != s_->hashes[index])
+      return make_error(Errc::verification_failed, "chunk " + std::to_string(index) + " of blob " +
+                                                       short_hex(s_->info.id) +
+                                                       " does not match its hash");
+    if (s_->have[index]) return {};
+    std::size_t at = 0;
+    const off_t base = static_cast<off_t>(std::uint64_t{index} * kBlobChunkBytes);
+    while (at < data.size()) {
+      ssize_t n =
+          ::pwrite(s_->fd, data.data() + at, data.size() - at, base + static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno_error(errno, "writing a received blob");
+      at += static_cast<std::size_t>(n);
+    }
+    s_->have[index] = true;
+    ++s_->held;
+    return {};
+  }
+
+  void finish(std::function<void(Result<BlobInfo>)> done) override {
+    if (!complete()) {
+      if (done) done(make_error(Errc::failed_precondition, "the blob is not complete"));
+      return;
+    }
+    auto s = s_;
+    s->store->post([s, done = std::move(done)] {
+      auto r = finish_now(*s);
+      if (done) done(std::move(r));
+    });
+  }
+
+ private:
+  static Result<BlobInfo> finish_now(ReceiveState& s) {
+    if (::ftruncate(s.fd, static_cast<off_t>(s.info.size)) != 0 || ::fsync(s.fd) != 0)
+      return errno_error(errno, "fsync of a received blob");
+    std::lock_guard files(s.store->files_mu);
+    fs::path target = s.store->blob_path(s.info.id);
+    FS_TRY(create_private_dirs(target.parent_path()));
+    if (::rename(s.part.c_str(), target.c_str()) != 0)
+      return errno_error(errno, "naming a received blob");
+    FS_TRY(fsync_dir(target.parent_path()));
+    std::error_code ec;
+    fs::remove(s.sidecar, ec);
+    HeldRecord rec;
+    rec.info = s.info;
+    rec.chunks = s.hashes;
+    rec.since_ms = now_ms();
+    FS_TRY(s.store->record_received(rec));
+    return s.info;
+  }
+
+  std::shared_ptr<ReceiveState> s_;
+};
+
 }  // namespace
 
 // ---- BlobStoreImpl ---------------------------------------------------------------------
+
+Result<std::vector<BlobInfo>> BlobStoreImpl::wanted(const ProjectId& project,
+                                                    std::optional<BlobId> after,
+                                                    std::uint32_t limit) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  std::vector<BlobInfo> out;
+  Key prefix = prefix_of(project);
+  Key start = after ? proj_key(project, *after) : prefix;
+  LmdbCursor c(*txn, im_.t().blob_proj);
+  for (bool ok = c.seek(start); ok && has_prefix(c.key(), prefix) && out.size() < limit;
+       ok = c.next()) {
+    if (c.key().size() != 48) continue;
+    BlobId id{};
+    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    if (after && id == *after) continue;
+    auto rec = ProjRecord::decode(id, c.value());
+    if (!rec || rec->held() || rec->refs == 0) continue;
+    if (rec->info.size > options().max_blob_bytes) continue;
+    out.push_back(rec->info);
+  }
+  return out;
+}
+
+Result<std::unique_ptr<BlobReceiver>> BlobStoreImpl::begin_receive(const ProjectId& project,
+                                                                   const BlobId& id) {
+  BlobInfo info;
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    FS_TRY(im_.project(*txn, project));
+    auto pv = txn->get(im_.t().blob_proj, proj_key(project, id));
+    if (!pv) return pv.error();
+    if (!*pv) return make_error(Errc::not_found, "no blob " + digest_hex(id) + " in this project");
+    auto pr = ProjRecord::decode(id, **pv);
+    if (!pr) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
+    if (pr->held()) return make_error(Errc::already_exists, "blob " + short_hex(id) + " is held");
+    info = pr->info;
+    if (info.size > options().max_blob_bytes)
+      return make_error(Errc::too_large, "blob " + short_hex(id) +
+                                             " exceeds blob.max_blob_bytes = " +
+                                             std::to_string(options().max_blob_bytes));
+    if (options().project_quota_bytes) {
+      auto held = held_bytes(*txn, project);
+      if (!held) return held.error();
+      if (*held + info.size > options().project_quota_bytes)
+        return make_error(Errc::resource_exhausted,
+                          "blob " + short_hex(id) + " would exceed blob.project_quota_bytes = " +
+                              std::to_string(options().project_quota_bytes));
+    }
+  }
+  {
+    std::lock_guard lock(receiving_mu);
+    if (!receiving.insert(id).second)
+      return make_error(Errc::failed_precondition,
+                        "blob " + short_hex(id) + " is being received on another session");
+  }
+  auto s = std::make_shared<ReceiveState>();
+  s->store = this;
+  s->info = info;
+  s->part = partial_ / digest_hex(id);
+  s->sidecar = partial_ / (digest_hex(id) + ".chunks");
+  s->fd = ::open(s->part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (s->fd < 0) return errno_error(errno, "opening a partial blob");
+  // A chunk list kept from an earlier attempt counts only if it matches the root.
+  std::error_code ec;
+  auto sidecar_size = fs::file_size(s->sidecar, ec);
+  if (!ec && sidecar_size == std::uintmax_t{s->count()} * 32 && s->count() > 0) {
+    Bytes b(sidecar_size);
+    int fd = ::open(s->sidecar.c_str(), O_RDONLY | O_CLOEXEC);
+    std::size_t got = 0;
+    while (fd >= 0 && got < b.size()) {
+      ssize_t n = ::read(fd, b.data() + got, b.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    if (fd >= 0) ::close(fd);
+    std::vector<crypto::Digest> hashes(s->count());
+    for (std::size_t i = 0; got == b.size() && i < hashes.size(); ++i)
+      std::copy_n(b.begin() + static_cast<std::ptrdiff_t>(i * 32), 32, hashes[i].begin());
+    if (got == b.size() && s->check_hashes(hashes)) {
+      s->hashes = std::move(hashes);
+      s->scan();
+    }
+  }
+  if (s->hashes.empty()) s->have.assign(s->count(), false);
+  return std::unique_ptr<BlobReceiver>(new ReceiverImpl(std::move(s)));
+}
+
+Status BlobStoreImpl::record_received(const HeldRecord& rec) {
+  auto txn = im_.write_txn();
+  if (!txn) return txn.error();
+  const auto& id = rec.info.id;
+  FS_TRY(txn->put(im_.t().blob_held, ByteView(id), rec.encode()));
+  std::vector<ProjectId> projects;
+  {
+    LmdbCursor c(*txn, im_.t().projects);
+    for (bool ok = c.seek({}); ok; ok = c.next())
+      if (auto p = id_from_bytes<ProjectId>(c.key())) projects.push_back(*p);
+  }
+  for (const auto& p : projects) {
+    Key pk = proj_key(p, id);
+    auto pv = txn->get(im_.t().blob_proj, pk);
+    if (!pv) return pv.error();
+    if (!*pv) continue;
+    auto pr = ProjRecord::decode(id, **pv);
+    if (!pr) continue;
+    pr->info = rec.info;
+    pr->flags |= kProjHeld;
+    FS_TRY(txn->put(im_.t().blob_proj, pk, pr->encode()));
+  }
+  return txn->commit();
+}
 
 Result<std::unique_ptr<BlobUpload>> BlobStoreImpl::begin_upload(const ProjectId& project) {
   {
@@ -857,7 +1144,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
   };
   std::error_code ec;
   for (const auto& dir : fs::directory_iterator(root_, ec)) {
-    if (!dir.is_directory(ec) || dir.path() == incoming_) continue;
+    if (!dir.is_directory(ec) || dir.path() == incoming_ || dir.path() == partial_) continue;
     for (const auto& f : fs::directory_iterator(dir.path(), ec)) {
       auto id = parse_digest_hex(f.path().filename().string());
       if (id && recorded.count(*id)) continue;
@@ -871,6 +1158,25 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
   }
   for (const auto& f : fs::directory_iterator(incoming_, ec))
     if (old_enough(f.path())) fs::remove(f.path(), ec);
+  // Partial transfers of blobs no project wants any more.
+  std::set<BlobId> wanted_any;
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    LmdbCursor c(*txn, im_.t().blob_proj);
+    for (bool ok = c.seek({}); ok; ok = c.next()) {
+      if (c.key().size() != 48) continue;
+      BlobId id{};
+      std::copy_n(c.key().begin() + 16, 32, id.begin());
+      wanted_any.insert(id);
+    }
+  }
+  for (const auto& f : fs::directory_iterator(partial_, ec)) {
+    std::string name = f.path().filename().string();
+    auto id = parse_digest_hex(name.substr(0, 64));
+    if (id && wanted_any.count(*id)) continue;
+    if (old_enough(f.path())) fs::remove(f.path(), ec);
+  }
   return out;
 }
 

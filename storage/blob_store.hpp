@@ -120,6 +120,38 @@ class BlobReader {
   // Up to `max_bytes` bytes at `offset` (fewer at the end; empty at or beyond size()).
   // Errors: data_loss (a chunk does not match its hash, the file is shorter or missing).
   virtual Result<Bytes> read(std::uint64_t offset, std::size_t max_bytes) = 0;
+  // The SHA-256 of each chunk, in order (what a peer verifies chunks against).
+  virtual const std::vector<crypto::Digest>& chunk_hashes() const = 0;
+};
+
+// A blob arriving from peers, chunk by chunk (begin_receive()). Its bytes go to
+// blobs/partial/<id> and its chunk hashes, once known and checked against the reference's
+// root, to blobs/partial/<id>.chunks, so a transfer cut by a lost link or a kill -9 resumes
+// from the chunks already there (each re-verified when the receiver is opened). put_chunk()
+// writes to the page cache on the calling thread; finish() fsyncs and names the file on the
+// blob worker. Not thread-safe: one receiver per transfer, used from one thread.
+class BlobReceiver {
+ public:
+  virtual ~BlobReceiver() = default;
+  virtual const BlobInfo& info() const = 0;
+  // Chunks of the blob: (size + kBlobChunkBytes - 1) / kBlobChunkBytes.
+  std::uint32_t chunk_count() const {
+    return static_cast<std::uint32_t>((info().size + kBlobChunkBytes - 1) / kBlobChunkBytes);
+  }
+  virtual bool has_chunk_hashes() const = 0;
+  // The chunk hashes a peer sent: verification_failed unless there are chunk_count() of
+  // them and SHA-256 over them is the reference's root.
+  virtual Status set_chunk_hashes(std::vector<crypto::Digest> hashes) = 0;
+  // The first chunk not yet here at or after `from` (nullopt: none).
+  virtual std::optional<std::uint32_t> next_missing(std::uint32_t from = 0) const = 0;
+  virtual std::uint32_t chunks_held() const = 0;
+  // One chunk as received: verification_failed when it does not match its hash or length
+  // (nothing is written), failed_precondition before set_chunk_hashes().
+  virtual Status put_chunk(std::uint32_t index, ByteView data) = 0;
+  bool complete() const { return has_chunk_hashes() && chunks_held() == chunk_count(); }
+  // Once complete: fsync, name the file by its id and record it as held by every project
+  // that refers to it; done runs on the worker. failed_precondition when not complete.
+  virtual void finish(std::function<void(Result<BlobInfo>)> done) = 0;
 };
 
 class Store;
@@ -143,6 +175,17 @@ class BlobStore {
                                                 std::optional<BlobId> after,
                                                 std::uint32_t limit) const = 0;
   virtual Result<BlobUsage> usage(const ProjectId& project) const = 0;
+  // Blobs documents of the project refer to and that are not held here (to fetch from
+  // peers), in id order after `after`, at most `limit`; those beyond blob.max_blob_bytes are
+  // left out.
+  virtual Result<std::vector<BlobInfo>> wanted(const ProjectId& project,
+                                               std::optional<BlobId> after,
+                                               std::uint32_t limit) const = 0;
+  // Starts (or resumes) receiving a wanted blob of the project. Errors: not_found (the
+  // project does not refer to it), already_exists (it is held), resource_exhausted
+  // (blob.project_quota_bytes), too_large (blob.max_blob_bytes).
+  virtual Result<std::unique_ptr<BlobReceiver>> begin_receive(const ProjectId& project,
+                                                              const BlobId& id) = 0;
 
   // Brings the reference index of `project` up to date with its changes feed (on the
   // calling thread; the worker does the same after commits). Errors: not_found.

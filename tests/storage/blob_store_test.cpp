@@ -423,3 +423,71 @@ TEST_CASE("find_blob_refs: nested references, each blob once, problems named by 
   CHECK(!parse_digest_hex(std::string(64, 'A')));
   CHECK(parse_digest_hex(std::string(64, 'a')));
 }
+
+TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  auto b = test::open_store(db.path());
+  ProjectId p = test::shared_project(*a, *b);
+  Bytes data = pattern(5 * kBlobChunkBytes + 777);
+  auto info = upload(a->blobs(), p, data);
+  REQUIRE(info.ok());
+  REQUIRE(a->write(p, test::put("obs", "r", doc_with(*info))).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  auto wanted = b->blobs().wanted(p, std::nullopt, 10);
+  REQUIRE(wanted.ok());
+  REQUIRE(wanted->size() == 1);
+  CHECK((*wanted)[0].id == info->id);
+
+  auto src = a->blobs().open(p, info->id);
+  REQUIRE(src.ok());
+  auto chunk = [&](std::uint32_t i) {
+    auto c = (*src)->read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
+    REQUIRE(c.ok());
+    return *c;
+  };
+  {
+    auto rx = b->blobs().begin_receive(p, info->id);
+    REQUIRE(rx.ok());
+    CHECK((*rx)->chunk_count() == 6);
+    // A second transfer of the same blob at the same time is refused.
+    auto twice = b->blobs().begin_receive(p, info->id);
+    REQUIRE(!twice.ok());
+    CHECK(twice.error().code == Errc::failed_precondition);
+    // Chunk hashes that do not match the reference's root are refused.
+    auto forged = (*src)->chunk_hashes();
+    forged[2][0] ^= 1;
+    auto bad_list = (*rx)->set_chunk_hashes(forged);
+    REQUIRE(!bad_list.ok());
+    CHECK(bad_list.error().code == Errc::verification_failed);
+    REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());
+    REQUIRE((*rx)->put_chunk(0, chunk(0)).ok());
+    Bytes tampered = chunk(1);
+    tampered[100] ^= 0x55;
+    auto refused = (*rx)->put_chunk(1, tampered);
+    REQUIRE(!refused.ok());
+    CHECK(refused.error().code == Errc::verification_failed);
+    REQUIRE((*rx)->put_chunk(3, chunk(3)).ok());
+    CHECK((*rx)->chunks_held() == 2);
+    CHECK((*rx)->next_missing() == 1u);
+  }  // the link is cut
+  auto rx = b->blobs().begin_receive(p, info->id);
+  REQUIRE(rx.ok());
+  CHECK((*rx)->has_chunk_hashes());  // kept beside the part
+  CHECK((*rx)->chunks_held() == 2);  // chunks 0 and 3, re-verified
+  for (auto i = (*rx)->next_missing(); i; i = (*rx)->next_missing(*i + 1))
+    REQUIRE((*rx)->put_chunk(*i, chunk(*i)).ok());
+  REQUIRE((*rx)->complete());
+  std::promise<Result<BlobInfo>> done;
+  (*rx)->finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
+  auto finished = done.get_future().get();
+  REQUIRE(finished.ok());
+  auto r = b->blobs().open(p, info->id);
+  REQUIRE(r.ok());
+  CHECK(read_all(**r) == data);
+  auto again = b->blobs().wanted(p, std::nullopt, 10);
+  REQUIRE(again.ok());
+  CHECK(again->empty());
+  CHECK(count_files(db.path() / "blobs" / "partial") == 0);
+}
