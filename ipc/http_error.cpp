@@ -46,6 +46,11 @@ ApiResponse error_response(const Error& error, std::string_view extra_json_membe
   return make(http_status(error.code), errc_name(error.code), error.message, extra_json_members);
 }
 
+ApiResponse storage_error_response(const Error& error) {
+  if (error.code != Errc::resource_exhausted) return error_response(error);
+  return make(507, errc_name(error.code), error.message, {});
+}
+
 ApiResponse method_not_allowed(std::string_view method, std::string_view allowed) {
   ApiResponse r = make(405, errc_name(Errc::unsupported),
                        std::string("method ") + std::string(method) + " is not allowed here", {});

@@ -16,6 +16,11 @@ int http_status(Errc code);
 // further members of the error object (e.g. "\"conflicting_fields\":[...]").
 ApiResponse error_response(const Error& error, std::string_view extra_json_members = {});
 
+// The error response for storing what a request sent (blob uploads): as error_response(), but
+// resource_exhausted (the disk is full, blob.project_quota_bytes is reached) is 507
+// Insufficient Storage, which says that retrying the same request will not help.
+ApiResponse storage_error_response(const Error& error);
+
 // 405: the path exists but not with this method (an HTTP-level refusal with no Errc of its own).
 ApiResponse method_not_allowed(std::string_view method, std::string_view allowed);
 

@@ -645,7 +645,7 @@ bool to_api_request(const http::request_header<>& h, ApiRequest& req) {
     for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (name == "host" || name == "authorization" || name == "if-match" ||
         name == "last-event-id" || name == "content-type" || name == "accept" || name == "range" ||
-        name == "if-none-match" || name == "if-range")
+        name == "if-none-match" || name == "if-range" || name == "content-length")
       req.headers[name] = std::string(f.value());
   }
   return true;

@@ -71,6 +71,20 @@ Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(*n, ctx.options.max_page_size));
 }
 
+Status known_query(const ApiRequest& req, std::initializer_list<std::string_view> accepted) {
+  for (const auto& [name, value] : req.query) {
+    bool ok = false;
+    for (auto a : accepted) ok = ok || a == name;
+    if (ok) continue;
+    std::string list;
+    for (auto a : accepted) list += (list.empty() ? "" : ", ") + std::string(a);
+    return make_error(Errc::invalid_argument,
+                      "unknown query parameter " + quote_input(name, 64) +
+                          " (accepted: " + (list.empty() ? std::string("none") : list) + ")");
+  }
+  return {};
+}
+
 Result<bool> flag_query(const ApiRequest& req, std::string_view name) {
   auto v = req.query_value(name);
   if (!v) return false;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,6 +39,9 @@ Result<std::uint32_t> schema_query(const ApiRequest& req);
 // ?limit= bounded by api.max_page_size (a larger value is clamped).
 Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
                                  std::uint32_t fallback = 100);
+// invalid_argument naming the first query parameter of `req` not in `accepted`, and listing
+// those that are ("unknown query parameter 'x' (accepted: after, limit)").
+Status known_query(const ApiRequest& req, std::initializer_list<std::string_view> accepted);
 // Boolean query flag: absent=false, "1"/"true"/""=true, "0"/"false"=false.
 Result<bool> flag_query(const ApiRequest& req, std::string_view name);
 Result<VersionId> parse_version(std::string_view text, std::string_view what);

@@ -1,0 +1,169 @@
+// syncctl blobs put PROJECT FILE [--type TYPE]
+// syncctl blobs get PROJECT ID FILE|-
+// syncctl blobs ls PROJECT
+// syncctl blobs gc PROJECT
+// Attachments (docs/api.md "Blobs (attachments)"). syncctl reads and writes the files; the
+// daemon streams the bytes through the API.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <ostream>
+
+#include <boost/json/object.hpp>
+
+#include "cli/command.hpp"
+#include "common/text.hpp"
+
+namespace fieldsync::cli {
+namespace {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+const char* kBlobsUsage =
+    "blobs put PROJECT FILE [--type TYPE]\n"
+    "       syncctl blobs get PROJECT ID FILE|-\n"
+    "       syncctl blobs ls PROJECT\n"
+    "       syncctl blobs gc PROJECT";
+
+// The media type of a file by its extension; application/octet-stream when unknown.
+std::string guess_type(const fs::path& file) {
+  std::string ext = file.extension().string();
+  if (!ext.empty()) ext.erase(0, 1);
+  for (auto& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  static const std::pair<const char*, const char*> kTypes[] = {
+      {"jpg", "image/jpeg"},  {"jpeg", "image/jpeg"},       {"png", "image/png"},
+      {"webp", "image/webp"}, {"gif", "image/gif"},         {"mp4", "video/mp4"},
+      {"m4a", "audio/mp4"},   {"ogg", "audio/ogg"},         {"pdf", "application/pdf"},
+      {"txt", "text/plain"},  {"json", "application/json"},
+  };
+  for (const auto& [e, t] : kTypes)
+    if (ext == e) return t;
+  return "application/octet-stream";
+}
+
+std::string human_bytes(std::uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+  return buf;
+}
+
+int run_put(CliContext& ctx, const Command& self, const Args& args) {
+  const auto& pos = args.positional();
+  if (pos.size() != 3) return usage_error(ctx, self, "blobs put takes PROJECT FILE");
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
+  const fs::path file = pos[2];
+  const std::string type = args.value("type").value_or(guess_type(file));
+  json::value v;
+  if (int rc = ctx.handle_reply(
+          ctx.http.upload_file("POST", "/v1/projects/" + pid + "/blobs", file, type), v))
+    return rc;
+  // The reference, ready to put into a document's body.
+  ctx.print_json(ctx.json ? v : v.at("ref"));
+  return kOk;
+}
+
+int run_get(CliContext& ctx, const Command& self, const Args& args) {
+  const auto& pos = args.positional();
+  if (pos.size() != 4) return usage_error(ctx, self, "blobs get takes PROJECT ID FILE");
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
+  const std::string target = "/v1/projects/" + pid + "/blobs/" + url_encode(pos[2]);
+  const std::string& file = pos[3];
+  Result<HttpReply> r = file == "-" ? ctx.http.download("GET", target, STDOUT_FILENO)
+                                    : ctx.http.download_to_file("GET", target, file);
+  json::value v;
+  if (int rc = ctx.handle_reply(r, v)) return rc;
+  if (file != "-")
+    ctx.err << "wrote " << escape_for_terminal(file) << " (" << human_bytes(r->body_bytes) << ")\n";
+  return kOk;
+}
+
+int run_ls(CliContext& ctx, const Command& self, const Args& args) {
+  const auto& pos = args.positional();
+  if (pos.size() != 2) return usage_error(ctx, self, "blobs ls takes PROJECT");
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
+  json::array all;
+  json::value usage;
+  std::string after;
+  while (true) {
+    std::string target = "/v1/projects/" + pid + "/blobs?limit=1000";
+    if (!after.empty()) target += "&after=" + url_encode(after);
+    json::value v;
+    if (int rc = ctx.call("GET", target, {}, v)) return rc;
+    for (const auto& b : v.at("blobs").as_array()) all.push_back(b);
+    usage = v.at("usage");
+    const auto& next = v.at("next");
+    if (!next.is_string() || v.at("blobs").as_array().empty()) break;
+    after = str(next);
+  }
+  if (ctx.json) {
+    json::object o;
+    o["blobs"] = std::move(all);
+    o["usage"] = usage;
+    ctx.print_json(o);
+    return kOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& b : all)
+    rows.push_back({str(b.at("id")), str(b.at("size")), str(b.at("type")),
+                    b.at("held").as_bool() ? "yes" : "no", str(b.at("refs"))});
+  print_table(ctx.out, {"ID", "SIZE", "TYPE", "HELD", "REFS"}, rows);
+  const auto& u = usage.as_object();
+  const auto quota = u.at("quota_bytes").to_number<std::uint64_t>();
+  ctx.out << str(u.at("held_count")) << " held ("
+          << human_bytes(u.at("held_bytes").to_number<std::uint64_t>()) << " of "
+          << (quota ? human_bytes(quota) : std::string("no quota")) << "), "
+          << str(u.at("wanted_count")) << " referred to but not here\n";
+  return kOk;
+}
+
+int run_gc(CliContext& ctx, const Command& self, const Args& args) {
+  const auto& pos = args.positional();
+  if (pos.size() != 2) return usage_error(ctx, self, "blobs gc takes PROJECT");
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
+  json::value v;
+  if (int rc = ctx.call("POST", "/v1/projects/" + pid + "/blobs/gc", {}, v)) return rc;
+  if (ctx.json) {
+    ctx.print_json(v);
+    return kOk;
+  }
+  ctx.out << "released " << str(v.at("released")) << " unreferenced blob(s), deleted "
+          << str(v.at("files_deleted")) << " file(s), freed "
+          << human_bytes(v.at("bytes_freed").to_number<std::uint64_t>()) << "\n";
+  return kOk;
+}
+
+int run_blobs(CliContext& ctx, const std::vector<std::string>& argv) {
+  const auto& self = find_command("blobs");
+  auto args = Args::parse(argv, {"type"}, {});
+  if (!args) return usage_error(ctx, self, args.error().message);
+  const auto& pos = args->positional();
+  if (pos.empty()) return usage_error(ctx, self, "blobs needs put, get, ls or gc");
+  if (pos[0] != "put" && args->value("type"))
+    return usage_error(ctx, self, "--type applies to blobs put");
+  if (pos[0] == "put") return run_put(ctx, self, *args);
+  if (pos[0] == "get") return run_get(ctx, self, *args);
+  if (pos[0] == "ls") return run_ls(ctx, self, *args);
+  if (pos[0] == "gc") return run_gc(ctx, self, *args);
+  return usage_error(ctx, self, "unknown blobs subcommand '" + pos[0] + "'");
+}
+
+FIELDSYNC_CLI_COMMAND(Command{"blobs", kBlobsUsage,
+                              "attachments: upload a file, download one, list, collect garbage",
+                              run_blobs});
+
+}  // namespace
+}  // namespace fieldsync::cli
