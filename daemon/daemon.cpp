@@ -16,6 +16,7 @@
 #include "daemon/data_dir.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
+#include "ipc/routes_blobs.hpp"
 #include "ipc/routes_bundles.hpp"
 #include "storage/store.hpp"
 #include "systemd/sd_notify.hpp"
@@ -175,6 +176,7 @@ Status Daemon::run_once(bool first) {
   d.discovery = std::make_unique<DaemonDiscovery>(d.io, *d.store, d.cfg, d.sync->service());
   d.sync->attach_api(*d.api, d.discovery->view());
   ipc::register_bundle_routes(d.api->router(), d.api->context(), bundle_route_options(d.cfg));
+  ipc::register_blob_routes(d.api->router(), d.api->context(), d.store->blobs());
   d.discovery->attach_api(*d.api);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());

@@ -7,6 +7,7 @@
 #include <boost/json/parse.hpp>
 
 #include "ipc/api_service.hpp"
+#include "ipc/routes_blobs.hpp"
 #include "ipc/routes_bundles.hpp"
 #include "ipc/routes_join.hpp"
 #include "ipc/routes_members.hpp"
@@ -172,6 +173,7 @@ TEST_CASE("docs/openapi.yaml and docs/api.md describe every route") {
   register_member_routes(f.api->router(), f.api->context(), nullptr);
   register_join_routes(f.api->router(), f.api->context(), nullptr);
   register_bundle_routes(f.api->router(), f.api->context(), {});
+  register_blob_routes(f.api->router(), f.api->context(), f.store->blobs());
   for (const auto& [method, pattern] : f.api->router().routes()) {
     INFO(method << " " << pattern);
     auto at = yaml.find("\n  " + pattern + ":\n");
