@@ -126,6 +126,29 @@ void decode_all(ByteView p) {
     encode_joined(f, *m);
     check_reencode(f, decode_joined, encode_joined);
   }
+  if (auto m = decode_blob_get(p); m.ok()) {
+    FUZZ_CHECK(m->count <= kMaxBlobGetChunks);
+    Bytes f;
+    encode_blob_get(f, *m);
+    check_reencode(f, decode_blob_get, encode_blob_get);
+  }
+  if (auto m = decode_blob_head(p, lim); m.ok()) {
+    FUZZ_CHECK(m->hashes.size() <= lim.max_blob_chunks);
+    FUZZ_CHECK(m->held || m->hashes.empty());
+    Bytes f;
+    encode_blob_head(f, *m);
+    check_reencode(
+        f, [&](ByteView b) { return decode_blob_head(b, lim); }, encode_blob_head);
+  }
+  if (auto m = decode_blob_chunk(p); m.ok()) {
+    FUZZ_CHECK(m->data.size() <= storage::kBlobChunkBytes);
+    auto enc = [](Bytes& out, const BlobChunk& c) {
+      encode_blob_chunk(out, c.project, c.blob, c.index, ByteView(c.data));
+    };
+    Bytes f;
+    enc(f, *m);
+    check_reencode(f, decode_blob_chunk, enc);
+  }
 }
 
 }  // namespace

@@ -42,6 +42,9 @@ json::object project_progress_json(const sync::ProjectProgress& p) {
   o["rate_bytes_per_s"] = p.rate_bytes_per_s;
   o["in_sync"] = p.in_sync;
   o["last_sync_ms"] = p.last_sync_ms;
+  o["blob_bytes_sent"] = p.blob_bytes_sent;
+  o["blob_bytes_received"] = p.blob_bytes_received;
+  o["blobs_received"] = p.blobs_received;
   return o;
 }
 

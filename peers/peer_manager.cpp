@@ -366,6 +366,7 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
 void PeerManager::Impl::start_session(const std::shared_ptr<Conn>& c) {
   sync::SessionParams p;
   p.options = session_opt;
+  p.options.exchange_blobs = c->stream->link_class() == transports::LinkClass::fast;
   p.device_name = device_name;
   p.channel_binding = c->stream->channel_binding();
   p.authenticated_peer = c->peer;

@@ -57,6 +57,9 @@ std::string_view msg_type_name(std::uint8_t type) {
     case MsgType::error: return "ERROR";
     case MsgType::tips: return "TIPS";
     case MsgType::forked: return "FORKED";
+    case MsgType::blob_get: return "BLOB_GET";
+    case MsgType::blob_head: return "BLOB_HEAD";
+    case MsgType::blob_chunk: return "BLOB_CHUNK";
     case MsgType::zbatch: return "ZBATCH";
   }
   return "UNKNOWN";
@@ -191,6 +194,88 @@ Result<ForkedMsg> decode_forked(ByteView payload) {
   m.author = read_id<DeviceId>(r);
   m.seq = r.u64();
   if (!r.ok() || r.remaining() != 0) return malformed("FORKED");
+  return m;
+}
+
+void encode_blob_get(Bytes& out, const BlobGet& m) {
+  auto at = begin_frame(out, MsgType::blob_get);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.raw(ByteView(m.blob));
+  w.u8(m.want_hashes ? 1 : 0);
+  w.u32(m.first);
+  w.u32(m.count);
+  end_frame(out, at);
+}
+
+Result<BlobGet> decode_blob_get(ByteView payload) {
+  ByteReader r(payload);
+  BlobGet m;
+  m.project = read_id<ProjectId>(r);
+  m.blob = r.fixed<32>();
+  std::uint8_t flags = r.u8();
+  m.first = r.u32();
+  m.count = r.u32();
+  if (!r.ok() || r.remaining() != 0 || flags > 1) return malformed("BLOB_GET");
+  if (m.count > kMaxBlobGetChunks)
+    return make_error(Errc::too_large, "BLOB_GET asks for " + std::to_string(m.count) +
+                                           " chunks; the most is " +
+                                           std::to_string(kMaxBlobGetChunks));
+  m.want_hashes = flags & 1;
+  return m;
+}
+
+void encode_blob_head(Bytes& out, const BlobHead& m) {
+  auto at = begin_frame(out, MsgType::blob_head);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.raw(ByteView(m.blob));
+  w.u8(m.held ? 0 : 1);
+  w.u32(static_cast<std::uint32_t>(m.held ? m.hashes.size() : 0));
+  if (m.held)
+    for (const auto& h : m.hashes) w.raw(ByteView(h));
+  end_frame(out, at);
+}
+
+Result<BlobHead> decode_blob_head(ByteView payload, const DecodeLimits& limits) {
+  ByteReader r(payload);
+  BlobHead m;
+  m.project = read_id<ProjectId>(r);
+  m.blob = r.fixed<32>();
+  std::uint8_t status = r.u8();
+  std::uint32_t n = r.u32();
+  if (!r.ok() || status > 1 || (status == 1 && n != 0)) return malformed("BLOB_HEAD");
+  if (n > limits.max_blob_chunks)
+    return make_error(Errc::too_large, "BLOB_HEAD carries " + std::to_string(n) +
+                                           " chunk hashes; the most is " +
+                                           std::to_string(limits.max_blob_chunks));
+  if (r.remaining() != std::size_t{n} * 32) return malformed("BLOB_HEAD");
+  m.held = status == 0;
+  m.hashes.reserve(n);
+  for (std::uint32_t i = 0; i < n; ++i) m.hashes.push_back(r.fixed<32>());
+  return m;
+}
+
+void encode_blob_chunk(Bytes& out, const ProjectId& project, const crypto::Digest& blob,
+                       std::uint32_t index, ByteView data) {
+  auto at = begin_frame(out, MsgType::blob_chunk);
+  ByteWriter w(out);
+  w.raw(project.view());
+  w.raw(ByteView(blob));
+  w.u32(index);
+  w.raw(data);
+  end_frame(out, at);
+}
+
+Result<BlobChunk> decode_blob_chunk(ByteView payload) {
+  ByteReader r(payload);
+  BlobChunk m;
+  m.project = read_id<ProjectId>(r);
+  m.blob = r.fixed<32>();
+  m.index = r.u32();
+  if (!r.ok() || r.remaining() > storage::kBlobChunkBytes) return malformed("BLOB_CHUNK");
+  ByteView rest = r.raw(r.remaining());
+  m.data.assign(rest.begin(), rest.end());
   return m;
 }
 

@@ -50,6 +50,10 @@ enum class MsgType : std::uint8_t {
   tips = 0x8a,    // log tips (seq + chain) after VV, to notice two histories of one device
   forked = 0x8b,  // "your copy of this device's log differs from mine"
   zbatch = 0x8c,  // a BATCH payload compressed with zstd (only after kFeatureZstdBatches)
+  // Blobs (attachments), only between peers that both announce kFeatureBlobs.
+  blob_get = 0x8d,    // "send me chunks [first, first+count) of this blob (and its hashes)"
+  blob_head = 0x8e,   // a blob's chunk hashes, or "not held here"
+  blob_chunk = 0x8f,  // one chunk of a blob
 };
 
 std::string_view msg_type_name(std::uint8_t type);
@@ -59,6 +63,11 @@ inline constexpr std::uint64_t kFeatureNone = 0;
 // "Send me BATCH payloads as ZBATCH (zstd) if you like": a sender compresses only when both
 // HELLOs carry it.
 inline constexpr std::uint64_t kFeatureZstdBatches = 1u << 0;
+// "I fetch and serve blobs" (BLOB_GET/BLOB_HEAD/BLOB_CHUNK): used only when both HELLOs
+// carry it (a device does not announce it on a link that carries no blobs).
+inline constexpr std::uint64_t kFeatureBlobs = 1u << 1;
+// The most chunks one BLOB_GET may ask for (the receiver's window).
+inline constexpr std::uint32_t kMaxBlobGetChunks = 16;
 
 struct Hello {
   std::uint16_t min_version = kProtocolMin;
@@ -109,6 +118,28 @@ struct Done {
   ProjectId project;
 };
 
+struct BlobGet {
+  ProjectId project;
+  crypto::Digest blob{};
+  bool want_hashes = false;  // answer with BLOB_HEAD first
+  std::uint32_t first = 0;   // first chunk asked for
+  std::uint32_t count = 0;   // chunks asked for (0..kMaxBlobGetChunks)
+};
+
+struct BlobHead {
+  ProjectId project;
+  crypto::Digest blob{};
+  bool held = false;                   // false: not held by the sender (no hashes follow)
+  std::vector<crypto::Digest> hashes;  // SHA-256 of each chunk (storage::kBlobChunkBytes)
+};
+
+struct BlobChunk {
+  ProjectId project;
+  crypto::Digest blob{};
+  std::uint32_t index = 0;
+  Bytes data;  // at most storage::kBlobChunkBytes
+};
+
 struct WireError {
   std::uint16_t code = 0;
   std::string reason;
@@ -121,6 +152,8 @@ struct DecodeLimits {
   // The largest BATCH payload a ZBATCH may declare (the frame limit less the type byte):
   // a compressed batch never expands past what an uncompressed frame could carry.
   std::uint32_t max_batch_payload = (4u << 20) - 1;
+  // The most chunk hashes a BLOB_HEAD may carry (blob.max_blob_bytes / chunk size, rounded up).
+  std::uint32_t max_blob_chunks = 1u << 16;
 };
 
 // --- encoding: each appends one complete frame to `out` ---
@@ -134,6 +167,10 @@ void encode_ping(Bytes& out);
 void encode_tips(Bytes& out, const TipsMsg& m);
 void encode_forked(Bytes& out, const ForkedMsg& m);
 void encode_error(Bytes& out, const WireError& m);
+void encode_blob_get(Bytes& out, const BlobGet& m);
+void encode_blob_head(Bytes& out, const BlobHead& m);
+void encode_blob_chunk(Bytes& out, const ProjectId& project, const crypto::Digest& blob,
+                       std::uint32_t index, ByteView data);
 // ZBATCH: `batch_payload` (a BATCH frame's payload) compressed at zstd `level` (1..19).
 Status encode_zbatch(Bytes& out, ByteView batch_payload, int level);
 // A frame with an arbitrary type and payload (tests, extensions).
@@ -150,6 +187,10 @@ Result<Done> decode_done(ByteView payload);
 Result<WireError> decode_error(ByteView payload);
 Result<TipsMsg> decode_tips(ByteView payload, const DecodeLimits& limits);
 Result<ForkedMsg> decode_forked(ByteView payload);
+Result<BlobGet> decode_blob_get(ByteView payload);
+// Refuses more hashes than fit the blob size limit (storage's max blob / chunk size).
+Result<BlobHead> decode_blob_head(ByteView payload, const DecodeLimits& limits);
+Result<BlobChunk> decode_blob_chunk(ByteView payload);
 // ZBATCH: the BATCH payload it carries, into `out` (reused by the caller). Fails too_large
 // when the declared size exceeds limits.max_batch_payload (nothing is allocated for it) and
 // invalid_argument when the zstd frame is corrupt or does not produce exactly that size.

@@ -35,6 +35,10 @@ struct ProjectProgress {
   // Devices whose log this peer holds in another version than we do (docs/storage.md "One
   // identity, one history"): not exchanged on this session, everything else is.
   std::vector<DeviceId> diverged;
+  // Blobs (attachments) on this session: chunk bytes each way, blobs received whole.
+  std::uint64_t blob_bytes_sent = 0;
+  std::uint64_t blob_bytes_received = 0;
+  std::uint64_t blobs_received = 0;
 };
 
 struct SessionProgress {

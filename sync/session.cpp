@@ -58,6 +58,10 @@ const Session::Impl::MessageRule* Session::Impl::message_rule(std::uint8_t type)
       {MsgType::ack, states(S::active), &run<&decode_ack, &Impl::on_ack>},
       {MsgType::done, states(S::active), &run<&decode_done, &Impl::on_done>},
       {MsgType::new_heads, states(S::active), &run<&decode_vector, &Impl::on_new>},
+      // Blobs (session_blobs.cpp).
+      {MsgType::blob_get, states(S::active), &run<&decode_blob_get, &Impl::on_blob_get>},
+      {MsgType::blob_head, states(S::active), &run<&decode_blob_head, &Impl::on_blob_head>},
+      {MsgType::blob_chunk, states(S::active), &run<&decode_blob_chunk, &Impl::on_blob_chunk>},
   };
   for (const auto& rule : kMessages)
     if (static_cast<std::uint8_t>(rule.type) == type) return &rule;

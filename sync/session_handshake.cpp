@@ -19,6 +19,7 @@ void Session::Impl::send_hello() {
   h.device_name = params.device_name;
   h.max_frame_bytes = params.options.max_frame_bytes;
   if (params.options.compression_level > 0) h.features |= kFeatureZstdBatches;
+  if (params.options.exchange_blobs) h.features |= kFeatureBlobs;
   encode_hello(control, h);
 }
 
@@ -45,6 +46,7 @@ void Session::Impl::on_hello(Hello m) {
                        : std::min(peer_hello.max_frame_bytes, params.options.max_frame_bytes);
   compress_batches =
       params.options.compression_level > 0 && (peer_hello.features & kFeatureZstdBatches) != 0;
+  blobs_enabled = params.options.exchange_blobs && (peer_hello.features & kFeatureBlobs) != 0;
   state = SessionState::proving;
   if (join_code && !join_result) return send_join();  // PROJECTS follows JOINED
   send_projects();

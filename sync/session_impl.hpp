@@ -129,6 +129,7 @@ struct Session::Impl {
   std::uint16_t protocol = 0;
   std::uint32_t peer_max_frame = 0;
   bool compress_batches = false;  // both HELLOs carry kFeatureZstdBatches: send ZBATCH
+  bool blobs_enabled = false;     // both HELLOs carry kFeatureBlobs
 
   // Log exchange.
   std::uint32_t inflight = 0;                 // unacknowledged batches over all projects
@@ -215,6 +216,48 @@ struct Session::Impl {
   storage::VersionVector known_holds(const ProjectId& id) const;
   static void shows(ProjectSync& ps, const DeviceId& a, std::uint64_t seq);
   void record_holds();
+
+  // --- session_blobs.cpp: fetching and serving blobs, after the documents ---
+
+  // The blob this session fetches (one at a time): its receiver and the window asked for.
+  struct BlobFetch {
+    ProjectId project;
+    std::unique_ptr<storage::BlobReceiver> rx;
+    bool hashes_asked = false;
+    std::uint32_t first = 0, end = 0;  // chunks asked for by the last BLOB_GET
+    std::uint32_t outstanding = 0;     // of them, not yet received
+  };
+  std::optional<BlobFetch> fetch;
+  // Blobs not to ask this peer for again on this session: it does not hold them, it sent a
+  // chunk or hash list that failed verification, or they are being finished.
+  std::set<std::pair<ProjectId, storage::BlobId>> blob_skip;
+  // The peer's requests, served when no BATCH is waiting (documents first, always).
+  struct BlobServe {
+    ProjectId project;
+    storage::BlobId blob{};
+    std::unique_ptr<storage::BlobReader> reader;
+    std::uint32_t next = 0, end = 0;
+  };
+  std::deque<BlobServe> serving;
+  // The most BLOB_GETs of the peer queued at once (more is a protocol violation).
+  static constexpr std::size_t kMaxServing = 4;
+
+  void on_blob_get(BlobGet m);
+  void on_blob_head(BlobHead m);
+  void on_blob_chunk(BlobChunk m);
+  // Starts the next wanted blob of a project whose documents are in sync, or asks for the
+  // next window of the current one; then serves chunks the peer asked for (no BATCH pending).
+  void produce_blob_frames(Bytes& out, std::size_t max_bytes);
+  void ask_next_window(Bytes& out);
+  void give_up_fetch(const std::string& why);
+  // Chunks still on their way of a window given up on: dropped when they arrive.
+  struct Abandoned {
+    ProjectId project;
+    storage::BlobId blob{};
+    std::uint32_t first = 0, end = 0;
+  };
+  std::optional<Abandoned> abandoned;
+  bool want_scan = true;  // look for wanted blobs (documents arrived or a fetch ended)
 
   // --- session_join.cpp: JOIN, JOINED ---
 

@@ -298,6 +298,7 @@ void Session::Impl::update_sync_flag(ProjectSync& ps) {
   bool now = ps.vv_received && ps.peer_done && !ps.done_owed && ps.unacked == 0 && !has_more(ps);
   if (now && !ps.was_in_sync) {
     ps.stats.last_sync_ms = params.clock();
+    want_scan = true;  // the documents are here: their blobs may be fetched
     // The whole log of an earlier identity was compared with this peer's.
     if (!asked_whole_log.empty() && !retired_diverged) {
       store.clear_suspects();
@@ -419,6 +420,7 @@ Bytes Session::Impl::take_output(std::size_t max_bytes) {
       update_sync_flag(ps);
     }
   }
+  if (blobs_enabled) produce_blob_frames(out, max_bytes);
   bytes_sent += out.size();
   return out;
 }
@@ -434,6 +436,7 @@ void Session::Impl::notify_local_change(const ProjectId& id) {
   auto vv = store.version_vector(id);
   if (!vv.ok()) return fail(vv.error(), true);
   ps.mine = std::move(*vv);
+  want_scan = true;
   ps.holds_dirty = true;  // what the peer claims of an author we now hold may be kept now
   record_holds();
   if (!ps.vv_received) return;  // the initial exchange will cover it

@@ -36,6 +36,9 @@ struct SessionOptions {
   std::uint32_t log_lines_per_key = 10;
   std::uint32_t log_interval_ms = 10000;
   TrustPolicy trust_policy = TrustPolicy::automatic;  // sync.trust_policy
+  // Fetch and serve blobs on this session (kFeatureBlobs). The peer manager turns it off on
+  // links that are not fast (transports::LinkClass), so photos never clog a slow link.
+  bool exchange_blobs = true;
 
   bool operator==(const SessionOptions&) const = default;
 };

@@ -1,0 +1,161 @@
+// Blobs over a session (docs/protocol.md "Blobs"): after a project's documents are in sync,
+// each side fetches the blobs its documents refer to and it does not hold, one at a time, in
+// windows of chunks verified one by one; and serves the peer's requests whenever no BATCH is
+// waiting, so a blob never delays the documents behind it.
+#include "storage/blob_ref.hpp"
+#include "sync/session_impl.hpp"
+
+namespace fieldsync::sync {
+namespace {
+
+// Chunks asked for per BLOB_GET (2 MiB of 256 KiB chunks in flight).
+constexpr std::uint32_t kBlobWindow = 8;
+// Wanted blobs looked at per scan of a project.
+constexpr std::uint32_t kWantedScan = 64;
+
+}  // namespace
+
+void Session::Impl::on_blob_get(BlobGet m) {
+  if (!blobs_enabled)
+    return fail(make_error(Errc::failed_precondition, "BLOB_GET without the blobs feature"), true);
+  if (!project_of(m.project, "BLOB_GET")) return;
+  if (serving.size() >= kMaxServing)
+    return fail(make_error(Errc::resource_exhausted,
+                           "more than " + std::to_string(kMaxServing) + " BLOB_GET outstanding"),
+                true);
+  auto reader = store.blobs().open(m.project, m.blob);
+  const std::uint32_t n = reader ? static_cast<std::uint32_t>((*reader)->chunk_hashes().size()) : 0;
+  // A list of hashes that does not fit the peer's frames is as good as not held.
+  if (!reader ||
+      (m.want_hashes && std::uint64_t{n} * 32 + 64 + kFrameHeaderBytes > peer_max_frame)) {
+    encode_blob_head(control, BlobHead{m.project, m.blob, false, {}});
+    return;
+  }
+  if (m.want_hashes)
+    encode_blob_head(control, BlobHead{m.project, m.blob, true, (*reader)->chunk_hashes()});
+  std::uint32_t first = std::min(m.first, n);
+  std::uint32_t end =
+      static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{first} + m.count, n));
+  if (end > first) serving.push_back(BlobServe{m.project, m.blob, std::move(*reader), first, end});
+}
+
+void Session::Impl::on_blob_head(BlobHead m) {
+  if (!fetch || fetch->project != m.project || fetch->rx->info().id != m.blob)
+    return fail(make_error(Errc::invalid_argument, "BLOB_HEAD for a blob not asked for"), true);
+  if (!m.held) return give_up_fetch("the peer does not hold it");
+  if (!fetch->hashes_asked)
+    return fail(make_error(Errc::invalid_argument, "BLOB_HEAD with hashes not asked for"), true);
+  fetch->hashes_asked = false;
+  if (auto st = fetch->rx->set_chunk_hashes(std::move(m.hashes)); !st)
+    return give_up_fetch(st.error().message);
+}
+
+void Session::Impl::on_blob_chunk(BlobChunk m) {
+  const storage::BlobId& id = m.blob;
+  if (abandoned && abandoned->project == m.project && abandoned->blob == id &&
+      m.index >= abandoned->first && m.index < abandoned->end)
+    return;  // the rest of a window given up on
+  if (!fetch || fetch->project != m.project || fetch->rx->info().id != id ||
+      m.index < fetch->first || m.index >= fetch->end || fetch->outstanding == 0)
+    return fail(make_error(Errc::invalid_argument, "BLOB_CHUNK not asked for"), true);
+  if (!fetch->rx->has_chunk_hashes())
+    return fail(make_error(Errc::invalid_argument, "BLOB_CHUNK before its BLOB_HEAD"), true);
+  --fetch->outstanding;
+  if (auto it = projects.find(m.project); it != projects.end()) {
+    it->second.stats.blob_bytes_received += m.data.size();
+  }
+  if (auto st = fetch->rx->put_chunk(m.index, ByteView(m.data)); !st)
+    return give_up_fetch(st.error().message);
+  if (!fetch->rx->complete()) return;
+  if (auto it = projects.find(m.project); it != projects.end()) ++it->second.stats.blobs_received;
+  blob_skip.insert({fetch->project, id});  // being finished on the blob worker
+  fetch->rx->finish(nullptr);
+  fetch.reset();
+  want_scan = true;
+}
+
+void Session::Impl::give_up_fetch(const std::string& why) {
+  if (!fetch) return;
+  const storage::BlobId id = fetch->rx->info().id;
+  session_log().log(LogLevel::info, "blob",
+                    "sync: blob " + storage::digest_hex(id).substr(0, 12) + " not fetched from " +
+                        peer_label() + ": " + why);
+  blob_skip.insert({fetch->project, id});
+  if (fetch->outstanding > 0) abandoned = Abandoned{fetch->project, id, fetch->first, fetch->end};
+  fetch.reset();  // the chunks already written stay for the next attempt
+  want_scan = true;
+}
+
+void Session::Impl::ask_next_window(Bytes& out) {
+  auto& f = *fetch;
+  if (f.rx->complete()) {  // an empty blob, or every chunk was already here
+    blob_skip.insert({f.project, f.rx->info().id});
+    f.rx->finish(nullptr);
+    fetch.reset();
+    want_scan = true;
+    return;
+  }
+  auto first = f.rx->next_missing(0);
+  if (!first) return;
+  std::uint32_t count = std::min(kBlobWindow, f.rx->chunk_count() - *first);
+  f.hashes_asked = !f.rx->has_chunk_hashes();
+  f.first = *first;
+  f.end = *first + count;
+  f.outstanding = count;
+  encode_blob_get(out, BlobGet{f.project, f.rx->info().id, f.hashes_asked, f.first, count});
+}
+
+void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
+  // Fetching: the next window of the current blob, or the next wanted blob of a project
+  // whose documents are in sync with this peer.
+  if (fetch) {
+    if (fetch->outstanding == 0 && !fetch->hashes_asked) ask_next_window(out);
+  } else if (want_scan) {
+    want_scan = false;
+    for (auto& [pid, ps] : projects) {
+      if (!ps.was_in_sync || fetch) continue;
+      // The store indexes references after commits on its worker; catch up here so that
+      // documents just applied are seen (reads, and a commit only if references changed).
+      if (!store.blobs().index(pid).ok()) continue;
+      std::optional<storage::BlobId> after;
+      for (;;) {
+        auto wanted = store.blobs().wanted(pid, after, kWantedScan);
+        if (!wanted.ok() || wanted->empty()) break;
+        for (const auto& info : *wanted) {
+          if (blob_skip.count({pid, info.id})) continue;
+          auto rx = store.blobs().begin_receive(pid, info.id);
+          if (!rx.ok()) {
+            blob_skip.insert({pid, info.id});
+            continue;
+          }
+          fetch = BlobFetch{pid, std::move(*rx)};
+          want_scan = true;  // look again once this one is done
+          ask_next_window(out);
+          break;
+        }
+        if (fetch || wanted->size() < kWantedScan) break;
+        after = wanted->back().id;
+      }
+      if (fetch) break;
+    }
+  }
+  // Serving: only while no project has a BATCH to send (documents first, always).
+  for (const auto& [pid, ps] : projects)
+    if (ps.vv_received && has_more(ps)) return;
+  while (!serving.empty() && out.size() < max_bytes) {
+    BlobServe& s = serving.front();
+    auto data =
+        s.reader->read(std::uint64_t{s.next} * storage::kBlobChunkBytes, storage::kBlobChunkBytes);
+    if (!data.ok()) {  // damaged here: the peer looks elsewhere
+      encode_blob_head(out, BlobHead{s.project, s.blob, false, {}});
+      serving.pop_front();
+      continue;
+    }
+    encode_blob_chunk(out, s.project, s.blob, s.next, ByteView(*data));
+    if (auto it = projects.find(s.project); it != projects.end())
+      it->second.stats.blob_bytes_sent += data->size();
+    if (++s.next == s.end) serving.pop_front();
+  }
+}
+
+}  // namespace fieldsync::sync

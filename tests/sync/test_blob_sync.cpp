@@ -1,0 +1,238 @@
+// Blobs over a session (BLOB_GET/BLOB_HEAD/BLOB_CHUNK, HELLO feature bit 1): a blob that a
+// synced document refers to follows the documents, verified chunk by chunk; a tampered chunk is
+// refused; a cut transfer resumes without re-sending what arrived; a session without the
+// feature carries no blob frames.
+#include <future>
+
+#include "storage/blob_ref.hpp"
+#include "sync/frame_decoder.hpp"
+#include "sync/messages.hpp"
+#include "sync_test_util.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::sync;
+using namespace fieldsync::sync::test;
+
+namespace {
+
+Bytes pattern(std::size_t n, std::uint8_t seed = 1) {
+  Bytes b(n);
+  std::uint32_t x = seed * 2654435761u + 12345;
+  for (auto& c : b) {
+    x = x * 1103515245u + 12345;
+    c = static_cast<std::uint8_t>(x >> 24);
+  }
+  return b;
+}
+
+void flush(storage::Store& s) {
+  std::promise<void> done;
+  s.blobs().post([&] { done.set_value(); });
+  done.get_future().get();
+}
+
+storage::BlobInfo upload(storage::Store& s, const ProjectId& p, const Bytes& data) {
+  auto up = s.blobs().begin_upload(p);
+  REQUIRE(up.ok());
+  (*up)->write(data, nullptr);
+  std::promise<Result<storage::BlobInfo>> done;
+  (*up)->finish("image/jpeg", [&](Result<storage::BlobInfo> r) { done.set_value(std::move(r)); });
+  auto r = done.get_future().get();
+  REQUIRE(r.ok());
+  return *r;
+}
+
+void write_ref(Node& n, const ProjectId& p, const std::string& id, const storage::BlobInfo& info) {
+  storage::WriteRequest r;
+  r.collection = "obs";
+  r.doc_id = id;
+  r.body = R"({"site":"river","photo":)" + storage::blob_ref_json(info) + "}";
+  r.use_current = true;
+  REQUIRE(n.store->write(p, r).ok());
+}
+
+bool holds(storage::Store& s, const ProjectId& p, const storage::BlobInfo& info,
+           const Bytes& data) {
+  flush(s);
+  auto r = s.blobs().open(p, info.id);
+  if (!r.ok()) return false;
+  Bytes out;
+  for (;;) {
+    auto b = (*r)->read(out.size(), 1u << 20);
+    REQUIRE(b.ok());
+    if (b->empty()) break;
+    out.insert(out.end(), b->begin(), b->end());
+  }
+  return out == data;
+}
+
+// Runs two sessions like Pipe::run, passing a's output through `edit` (frames whole).
+void run_edited(Session& sa, Session& sb, const std::function<void(std::uint8_t, Bytes&)>& edit) {
+  for (int steps = 0; steps < 100000; ++steps) {
+    Bytes x = sa.take_output(1u << 20);
+    Bytes y = sb.take_output(1u << 20);
+    if (x.empty() && y.empty()) return;
+    FrameDecoder d(64u << 20);
+    d.feed(x);
+    Bytes edited;
+    for (;;) {
+      auto f = d.next();
+      REQUIRE(f.ok());
+      if (!*f) break;
+      Bytes payload((*f)->payload.begin(), (*f)->payload.end());
+      edit((*f)->type, payload);
+      encode_frame(edited, (*f)->type, payload);
+    }
+    sb.receive(edited);
+    sa.receive(y);
+  }
+}
+
+std::uint64_t blob_bytes_received(const Session& s) {
+  return s.progress().projects.at(0).blob_bytes_received;
+}
+
+}  // namespace
+
+TEST_CASE("a blob a synced document refers to follows the document", "[sync][blobs]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Bytes data = pattern(5 * storage::kBlobChunkBytes + 1234);
+  auto info = upload(*a.store, p, data);
+  write_ref(a, p, "r1", info);
+  a.write_docs(p, 0, 20);
+  Session sa(*a.store, params("a"));
+  Session sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.chunk = 1u << 20;
+  pipe.run();
+  CHECK(sb.in_sync());
+  CHECK(holds(*b.store, p, info, data));
+  CHECK(sb.progress().projects.at(0).blobs_received == 1);
+  CHECK(blob_bytes_received(sb) == data.size());
+  CHECK(sa.progress().projects.at(0).blob_bytes_sent == data.size());
+  auto wanted = b.store->blobs().wanted(p, std::nullopt, 10);
+  REQUIRE(wanted.ok());
+  CHECK(wanted->empty());
+}
+
+TEST_CASE("a tampered chunk is refused; the blob is fetched again, resuming", "[sync][blobs]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Bytes data = pattern(6 * storage::kBlobChunkBytes);
+  auto info = upload(*a.store, p, data);
+  write_ref(a, p, "r1", info);
+  {
+    Session sa(*a.store, params("a"));
+    Session sb(*b.store, params("b"));
+    sa.start();
+    sb.start();
+    int chunks = 0;
+    run_edited(sa, sb, [&](std::uint8_t type, Bytes& payload) {
+      if (type == static_cast<std::uint8_t>(MsgType::blob_chunk) && ++chunks == 3)
+        payload.back() ^= 0x01;  // the third chunk, one bit
+    });
+    CHECK(sb.in_sync());
+    CHECK(!sb.finished());  // a bad chunk ends the transfer, not the session
+    CHECK(!holds(*b.store, p, info, data));
+  }
+  // Another session (the same peer or another) fetches the rest; the good chunks stay.
+  Session sa(*a.store, params("a"));
+  Session sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.chunk = 1u << 20;
+  pipe.run();
+  CHECK(holds(*b.store, p, info, data));
+  CHECK(blob_bytes_received(sb) < data.size());
+  CHECK(blob_bytes_received(sb) >= 4 * storage::kBlobChunkBytes);
+}
+
+TEST_CASE("a transfer cut half-way resumes from the chunks that arrived", "[sync][blobs]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Bytes data = pattern(8 * storage::kBlobChunkBytes + 99);
+  auto info = upload(*a.store, p, data);
+  write_ref(a, p, "r1", info);
+  {
+    Session sa(*a.store, params("a"));
+    Session sb(*b.store, params("b"));
+    sa.start();
+    sb.start();
+    Pipe pipe{sa, sb, &a, &b};
+    pipe.chunk = 1u << 20;
+    pipe.cut_after = data.size() / 2 + 20000;  // documents are tiny: the cut is in the blob
+    pipe.run();
+    REQUIRE(pipe.broken);
+    CHECK(!holds(*b.store, p, info, data));
+  }
+  Session sa(*a.store, params("a"));
+  Session sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.chunk = 1u << 20;
+  pipe.run();
+  CHECK(holds(*b.store, p, info, data));
+  CHECK(blob_bytes_received(sb) < data.size() * 3 / 4);
+}
+
+TEST_CASE("without the blobs feature on one side no blob frame crosses", "[sync][blobs]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Bytes data = pattern(300000);
+  auto info = upload(*a.store, p, data);
+  write_ref(a, p, "r1", info);
+  SessionOptions slow;
+  slow.exchange_blobs = false;  // e.g. a Bluetooth link
+  Session sa(*a.store, params("a"));
+  Session sb(*b.store, params("b", slow));
+  sa.start();
+  sb.start();
+  int blob_frames = 0;
+  run_edited(sa, sb, [&](std::uint8_t type, Bytes&) {
+    if (type >= static_cast<std::uint8_t>(MsgType::blob_get)) ++blob_frames;
+  });
+  CHECK(sb.in_sync());
+  CHECK(blob_frames == 0);
+  CHECK(!holds(*b.store, p, info, data));
+  auto wanted = b.store->blobs().wanted(p, std::nullopt, 10);
+  REQUIRE(wanted.ok());
+  CHECK(wanted->size() == 1);  // still wanted: a fast link will bring it
+}
+
+TEST_CASE("BLOB messages: encoding round trip and hostile payloads", "[sync][blobs]") {
+  ProjectId p{};
+  crypto::Digest id{};
+  id[0] = 7;
+  Bytes f;
+  encode_blob_get(f, BlobGet{p, id, true, 3, kMaxBlobGetChunks});
+  FrameDecoder d(1u << 20);
+  d.feed(f);
+  auto fr = d.next();
+  REQUIRE((fr.ok() && *fr));
+  auto g = decode_blob_get((*fr)->payload);
+  REQUIRE(g.ok());
+  CHECK((g->want_hashes && g->first == 3 && g->count == kMaxBlobGetChunks && g->blob == id));
+  Bytes too_many((*fr)->payload.begin(), (*fr)->payload.end());
+  too_many.back() = kMaxBlobGetChunks + 1;
+  CHECK(decode_blob_get(too_many).error().code == Errc::too_large);
+  DecodeLimits limits;
+  limits.max_blob_chunks = 2;
+  Bytes h;
+  encode_blob_head(h, BlobHead{p, id, true, {id, id, id}});
+  FrameDecoder dh(1u << 20);
+  dh.feed(h);
+  auto hf = dh.next();
+  REQUIRE((hf.ok() && *hf));
+  CHECK(decode_blob_head((*hf)->payload, limits).error().code == Errc::too_large);
+  limits.max_blob_chunks = 3;
+  auto head = decode_blob_head((*hf)->payload, limits);
+  REQUIRE(head.ok());
+  CHECK(head->hashes.size() == 3);
+  Bytes oversized(16 + 32 + 4 + storage::kBlobChunkBytes + 1);
+  CHECK(!decode_blob_chunk(oversized).ok());
+}
