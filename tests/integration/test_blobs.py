@@ -153,8 +153,15 @@ class BlobTest(unittest.TestCase):
         self.assertRegex(ref["root"], "^[0-9a-f]{64}$")
         growth_mib = (after - before) / 1024.0
         print("\n200 MiB upload: daemon VmHWM %d KiB -> %d KiB (+%.1f MiB)"
-              % (before, after, growth_mib))
-        self.assertLess(growth_mib, 64, "the daemon held the upload in memory")
+              % (before, after, growth_mib), file=sys.stderr)
+        # Not under AddressSanitizer, whose quarantine holds freed memory (every piece the
+        # upload passed through) on purpose.
+        with open("/proc/%d/maps" % d.proc.pid) as f:
+            sanitized = "libasan" in f.read()
+        if sanitized:
+            print("(ASan: the memory bound is not checked)", file=sys.stderr)
+        else:
+            self.assertLess(growth_mib, 64, "the daemon held the upload in memory")
 
         out = self.path("copy.mp4")
         r = d.syncctl("blobs", "get", "survey", digest, out, timeout=300)
@@ -162,7 +169,7 @@ class BlobTest(unittest.TestCase):
         self.assertFalse(os.path.exists(out + ".partial"))
         self.assertEqual(os.path.getsize(out), 200 * MiB)
         self.assertEqual(file_sha256(out), digest)
-        print("after download: VmHWM %d KiB" % vm_hwm_kib(d.proc.pid))
+        print("after download: VmHWM %d KiB" % vm_hwm_kib(d.proc.pid), file=sys.stderr)
 
         r = d.syncctl("--json", "blobs", "ls", "survey")
         self.assertEqual(r.returncode, 0, r.stderr)
