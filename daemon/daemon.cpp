@@ -47,12 +47,14 @@ ipc::BundleRouteOptions bundle_route_options(const config::Config& cfg) {
 }  // namespace
 
 struct Daemon::Impl {
-  explicit Impl(config::Config c) : cfg(std::move(c)), signals(io, SIGTERM, SIGINT), watchdog(io) {}
+  explicit Impl(config::Config c)
+      : cfg(std::move(c)), signals(io, SIGTERM, SIGINT), watchdog(io), blob_gc(io) {}
 
   config::Config cfg;
   asio::io_context io{1};
   asio::signal_set signals;
   asio::steady_timer watchdog;
+  asio::steady_timer blob_gc;  // blob.gc_interval_ms
   std::unique_ptr<DataDirLock> lock;  // held until the process ends
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<ipc::ApiService> api;
@@ -74,6 +76,26 @@ struct Daemon::Impl {
     });
   }
 
+  // Blob garbage collection every blob.gc_interval_ms, on the blob worker (never this loop).
+  void arm_blob_gc() {
+    blob_gc.expires_after(std::chrono::milliseconds(cfg.storage.blobs.gc_interval_ms));
+    blob_gc.async_wait([this](boost::system::error_code ec) {
+      if (ec || stopping || !store) return;
+      storage::BlobStore* blobs = &store->blobs();
+      blobs->post([blobs] {
+        auto r = blobs->gc(std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count());
+        if (!r)
+          spdlog::warn("blob gc failed: {}", r.error().message);
+        else if (r->files_deleted > 0)
+          spdlog::info("blob gc: {} blob file(s) deleted, {} bytes freed", r->files_deleted,
+                       r->bytes_freed);
+      });
+      arm_blob_gc();
+    });
+  }
+
   void wait_signal() {
     signals.async_wait([this](boost::system::error_code ec, int sig) {
       if (ec) return;
@@ -92,6 +114,7 @@ struct Daemon::Impl {
     stopping = true;
     if (!renew_identity) log_notify_failure(systemd::notify_stopping("shutting down"));
     watchdog.cancel();
+    blob_gc.cancel();
     if (discovery) discovery->stop();  // withdraws our service: peers see us leave at once
     if (sync) sync->stop();
     server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), [this] {
@@ -200,6 +223,7 @@ Status Daemon::run_once(bool first) {
 
   d.wait_signal();  // (the previous round's stop cancelled the wait)
   if (auto period = systemd::watchdog_ping_interval()) d.arm_watchdog(*period);
+  d.arm_blob_gc();
   if (first)
     log_notify_failure(
         systemd::notify_ready("serving the API on " + d.server->socket_path().string()));

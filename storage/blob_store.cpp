@@ -793,7 +793,16 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
     pr->flags |= kProjHeld;
     FS_TRY(txn->put(im_.t().blob_proj, pk, pr->encode()));
   }
-  return txn->commit();
+  std::vector<std::pair<ProjectId, std::uint64_t>> woken;
+  for (const auto& p : projects) {
+    auto seq = im_.change_counter(*txn, p);
+    auto has = txn->get(im_.t().blob_proj, proj_key(p, id));
+    if (seq && has && *has) woken.emplace_back(p, *seq);
+  }
+  FS_TRY(txn->commit());
+  // Sessions learn that the blob is here now (a peer that asked for it may ask again).
+  for (const auto& [p, seq] : woken) im_.notify(p, seq);
+  return {};
 }
 
 Result<std::unique_ptr<BlobUpload>> BlobStoreImpl::begin_upload(const ProjectId& project) {
@@ -852,7 +861,11 @@ Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& 
                             std::to_string(options().project_quota_bytes));
   }
   FS_TRY(txn->put(im_.t().blob_proj, pk, pr.encode()));
-  return txn->commit();
+  auto seq = im_.change_counter(*txn, project);
+  if (!seq) return seq.error();
+  FS_TRY(txn->commit());
+  im_.notify(project, *seq);
+  return {};
 }
 
 Result<std::unique_ptr<BlobReader>> BlobStoreImpl::open(const ProjectId& project,

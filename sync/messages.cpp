@@ -230,8 +230,8 @@ void encode_blob_head(Bytes& out, const BlobHead& m) {
   ByteWriter w(out);
   w.raw(m.project.view());
   w.raw(ByteView(m.blob));
-  w.u8(m.held ? 0 : 1);
-  w.u32(static_cast<std::uint32_t>(m.held ? m.hashes.size() : 0));
+  w.u8(m.now_held ? 2 : m.held ? 0 : 1);
+  w.u32(static_cast<std::uint32_t>(m.held && !m.now_held ? m.hashes.size() : 0));
   if (m.held)
     for (const auto& h : m.hashes) w.raw(ByteView(h));
   end_frame(out, at);
@@ -244,13 +244,14 @@ Result<BlobHead> decode_blob_head(ByteView payload, const DecodeLimits& limits) 
   m.blob = r.fixed<32>();
   std::uint8_t status = r.u8();
   std::uint32_t n = r.u32();
-  if (!r.ok() || status > 1 || (status == 1 && n != 0)) return malformed("BLOB_HEAD");
+  if (!r.ok() || status > 2 || (status != 0 && n != 0)) return malformed("BLOB_HEAD");
   if (n > limits.max_blob_chunks)
     return make_error(Errc::too_large, "BLOB_HEAD carries " + std::to_string(n) +
                                            " chunk hashes; the most is " +
                                            std::to_string(limits.max_blob_chunks));
   if (r.remaining() != std::size_t{n} * 32) return malformed("BLOB_HEAD");
   m.held = status == 0;
+  m.now_held = status == 2;
   m.hashes.reserve(n);
   for (std::uint32_t i = 0; i < n; ++i) m.hashes.push_back(r.fixed<32>());
   return m;

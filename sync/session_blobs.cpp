@@ -28,11 +28,14 @@ void Session::Impl::on_blob_get(BlobGet m) {
   // A list of hashes that does not fit the peer's frames is as good as not held.
   if (!reader ||
       (m.want_hashes && std::uint64_t{n} * 32 + 64 + kFrameHeaderBytes > peer_max_frame)) {
-    encode_blob_head(control, BlobHead{m.project, m.blob, false, {}});
+    encode_blob_head(control, BlobHead{m.project, m.blob, false, false, {}});
+    // Told again once it is held here (a relay that is still fetching it).
+    if (!reader && told_not_held.size() < kMaxToldNotHeld)
+      told_not_held.insert({m.project, m.blob});
     return;
   }
   if (m.want_hashes)
-    encode_blob_head(control, BlobHead{m.project, m.blob, true, (*reader)->chunk_hashes()});
+    encode_blob_head(control, BlobHead{m.project, m.blob, true, false, (*reader)->chunk_hashes()});
   std::uint32_t first = std::min(m.first, n);
   std::uint32_t end =
       static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{first} + m.count, n));
@@ -40,14 +43,18 @@ void Session::Impl::on_blob_get(BlobGet m) {
 }
 
 void Session::Impl::on_blob_head(BlobHead m) {
+  if (m.now_held) {  // the peer got a blob it lacked when we asked: ask again
+    if (blob_skip.erase({m.project, m.blob})) want_scan = true;
+    return;
+  }
   if (!fetch || fetch->project != m.project || fetch->rx->info().id != m.blob)
     return fail(make_error(Errc::invalid_argument, "BLOB_HEAD for a blob not asked for"), true);
-  if (!m.held) return give_up_fetch("the peer does not hold it");
+  if (!m.held) return give_up_fetch("the peer does not hold it", false);
   if (!fetch->hashes_asked)
     return fail(make_error(Errc::invalid_argument, "BLOB_HEAD with hashes not asked for"), true);
   fetch->hashes_asked = false;
   if (auto st = fetch->rx->set_chunk_hashes(std::move(m.hashes)); !st)
-    return give_up_fetch(st.error().message);
+    return give_up_fetch(st.error().message, true);
 }
 
 void Session::Impl::on_blob_chunk(BlobChunk m) {
@@ -65,7 +72,7 @@ void Session::Impl::on_blob_chunk(BlobChunk m) {
     it->second.stats.blob_bytes_received += m.data.size();
   }
   if (auto st = fetch->rx->put_chunk(m.index, ByteView(m.data)); !st)
-    return give_up_fetch(st.error().message);
+    return give_up_fetch(st.error().message, true);
   if (!fetch->rx->complete()) return;
   if (auto it = projects.find(m.project); it != projects.end()) ++it->second.stats.blobs_received;
   blob_skip.insert({fetch->project, id});  // being finished on the blob worker
@@ -74,14 +81,16 @@ void Session::Impl::on_blob_chunk(BlobChunk m) {
   want_scan = true;
 }
 
-void Session::Impl::give_up_fetch(const std::string& why) {
+void Session::Impl::give_up_fetch(const std::string& why, bool chunks_may_follow) {
   if (!fetch) return;
   const storage::BlobId id = fetch->rx->info().id;
   session_log().log(LogLevel::info, "blob",
                     "sync: blob " + storage::digest_hex(id).substr(0, 12) + " not fetched from " +
                         peer_label() + ": " + why);
   blob_skip.insert({fetch->project, id});
-  if (fetch->outstanding > 0) abandoned = Abandoned{fetch->project, id, fetch->first, fetch->end};
+  // After "not held" no chunk follows; after a failed verification the rest of the window may.
+  if (chunks_may_follow && fetch->outstanding > 0)
+    abandoned = Abandoned{fetch->project, id, fetch->first, fetch->end};
   fetch.reset();  // the chunks already written stay for the next attempt
   want_scan = true;
 }
@@ -106,6 +115,19 @@ void Session::Impl::ask_next_window(Bytes& out) {
 }
 
 void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
+  // Blobs the peer asked for and we lacked, held now: say so (once each).
+  if (recheck_told) {
+    recheck_told = false;
+    for (auto it = told_not_held.begin(); it != told_not_held.end();) {
+      auto o = store.blobs().open(it->first, it->second);
+      if (o.ok()) {
+        encode_blob_head(out, BlobHead{it->first, it->second, false, true, {}});
+        it = told_not_held.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
   // Fetching: the next window of the current blob, or the next wanted blob of a project
   // whose documents are in sync with this peer.
   if (fetch) {
@@ -129,7 +151,9 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
             continue;
           }
           fetch = BlobFetch{pid, std::move(*rx)};
-          want_scan = true;  // look again once this one is done
+          if (abandoned && abandoned->project == pid && abandoned->blob == info.id)
+            abandoned.reset();  // asked again: chunks of the old window are as good
+          want_scan = true;     // look again once this one is done
           ask_next_window(out);
           break;
         }
@@ -147,7 +171,7 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
     auto data =
         s.reader->read(std::uint64_t{s.next} * storage::kBlobChunkBytes, storage::kBlobChunkBytes);
     if (!data.ok()) {  // damaged here: the peer looks elsewhere
-      encode_blob_head(out, BlobHead{s.project, s.blob, false, {}});
+      encode_blob_head(out, BlobHead{s.project, s.blob, false, false, {}});
       serving.pop_front();
       continue;
     }

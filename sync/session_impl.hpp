@@ -249,7 +249,7 @@ struct Session::Impl {
   // next window of the current one; then serves chunks the peer asked for (no BATCH pending).
   void produce_blob_frames(Bytes& out, std::size_t max_bytes);
   void ask_next_window(Bytes& out);
-  void give_up_fetch(const std::string& why);
+  void give_up_fetch(const std::string& why, bool chunks_may_follow);
   // Chunks still on their way of a window given up on: dropped when they arrive.
   struct Abandoned {
     ProjectId project;
@@ -258,6 +258,10 @@ struct Session::Impl {
   };
   std::optional<Abandoned> abandoned;
   bool want_scan = true;  // look for wanted blobs (documents arrived or a fetch ended)
+  // Blobs the peer asked for that we did not hold: told (BLOB_HEAD status 2) once we do.
+  std::set<std::pair<ProjectId, storage::BlobId>> told_not_held;
+  static constexpr std::size_t kMaxToldNotHeld = 1024;
+  bool recheck_told = false;  // something may have become held since
 
   // --- session_join.cpp: JOIN, JOINED ---
 

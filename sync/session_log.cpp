@@ -437,6 +437,7 @@ void Session::Impl::notify_local_change(const ProjectId& id) {
   if (!vv.ok()) return fail(vv.error(), true);
   ps.mine = std::move(*vv);
   want_scan = true;
+  if (!told_not_held.empty()) recheck_told = true;
   ps.holds_dirty = true;  // what the peer claims of an author we now hold may be kept now
   record_holds();
   if (!ps.vv_received) return;  // the initial exchange will cover it

@@ -223,7 +223,7 @@ TEST_CASE("BLOB messages: encoding round trip and hostile payloads", "[sync][blo
   DecodeLimits limits;
   limits.max_blob_chunks = 2;
   Bytes h;
-  encode_blob_head(h, BlobHead{p, id, true, {id, id, id}});
+  encode_blob_head(h, BlobHead{p, id, true, false, {id, id, id}});
   FrameDecoder dh(1u << 20);
   dh.feed(h);
   auto hf = dh.next();
@@ -235,4 +235,55 @@ TEST_CASE("BLOB messages: encoding round trip and hostile payloads", "[sync][blo
   CHECK(head->hashes.size() == 3);
   Bytes oversized(16 + 32 + 4 + storage::kBlobChunkBytes + 1);
   CHECK(!decode_blob_chunk(oversized).ok());
+}
+
+TEST_CASE("a relay that gets a blob later tells the device that asked it", "[sync][blobs]") {
+  Node a, b, c;
+  ProjectId p = shared_project(a, b);
+  {
+    auto info = a.store->get_project(p);
+    auto secret = a.store->project_secret(p);
+    REQUIRE((info.ok() && secret.ok()));
+    REQUIRE(c.store->add_project(*info, *secret).ok());
+  }
+  Bytes data = pattern(3 * storage::kBlobChunkBytes + 5);
+  auto info = upload(*a.store, p, data);
+  write_ref(a, p, "r1", info);
+  // b gets the document from a over a link without blobs.
+  SessionOptions no_blobs;
+  no_blobs.exchange_blobs = false;
+  {
+    Session sa(*a.store, params("a"));
+    Session sb(*b.store, params("b", no_blobs));
+    sa.start();
+    sb.start();
+    Pipe pipe{sa, sb, &a, &b};
+    pipe.run();
+    REQUIRE(sb.in_sync());
+  }
+  // c asks b, which does not hold the photo yet.
+  Session sbc(*b.store, params("b"));
+  Session scb(*c.store, params("c"));
+  sbc.start();
+  scb.start();
+  Pipe bc{sbc, scb, &b, &c};
+  bc.chunk = 1u << 20;
+  bc.run();
+  REQUIRE(scb.in_sync());
+  CHECK(!holds(*c.store, p, info, data));
+  // b fetches it from a over a fast link; the live session with c is told and c asks again.
+  {
+    Session sa(*a.store, params("a"));
+    Session sb(*b.store, params("b"));
+    sa.start();
+    sb.start();
+    Pipe pipe{sa, sb, &a, &b};
+    pipe.chunk = 1u << 20;
+    pipe.run();
+  }
+  REQUIRE(holds(*b.store, p, info, data));
+  sbc.notify_local_change(p);  // what the daemon does when the store reports the blob held
+  bc.run();
+  CHECK(holds(*c.store, p, info, data));
+  CHECK(scb.progress().projects.at(0).blobs_received == 1);
 }
