@@ -129,7 +129,7 @@ struct BlobGet {
 struct BlobHead {
   ProjectId project;
   crypto::Digest blob{};
-  bool held = false;                   // false: not held by the sender (no hashes follow)
+  bool held = false;  // false: not held by the sender (no hashes follow)
   // Unsolicited: the sender now holds a blob it said it did not hold; ask again (no hashes).
   bool now_held = false;
   std::vector<crypto::Digest> hashes;  // SHA-256 of each chunk (storage::kBlobChunkBytes)
