@@ -54,7 +54,7 @@ struct Daemon::Impl {
   asio::io_context io{1};
   asio::signal_set signals;
   asio::steady_timer watchdog;
-  asio::steady_timer blob_gc;  // blob.gc_interval_ms
+  asio::steady_timer blob_gc;         // blob.gc_interval_ms
   std::unique_ptr<DataDirLock> lock;  // held until the process ends
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<ipc::ApiService> api;
