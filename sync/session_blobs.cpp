@@ -8,7 +8,8 @@
 namespace fieldsync::sync {
 namespace {
 
-// Chunks asked for per BLOB_GET (2 MiB of 256 KiB chunks in flight).
+// Chunks asked for per BLOB_GET (2 MiB of 256 KiB chunks); up to two such windows are in
+// flight.
 constexpr std::uint32_t kBlobWindow = 8;
 // Wanted blobs looked at per scan of a project.
 constexpr std::uint32_t kWantedScan = 64;
@@ -104,14 +105,16 @@ void Session::Impl::ask_next_window(Bytes& out) {
     want_scan = true;
     return;
   }
-  auto first = f.rx->next_missing(0);
+  // Two windows in flight: the next is asked for while the last one's chunks still arrive,
+  // so the link never idles for a round trip.
+  auto first = f.rx->next_missing(f.outstanding > 0 ? f.end : 0);
   if (!first) return;
   std::uint32_t count = std::min(kBlobWindow, f.rx->chunk_count() - *first);
   f.hashes_asked = !f.rx->has_chunk_hashes();
-  f.first = *first;
+  if (f.outstanding == 0) f.first = *first;
   f.end = *first + count;
-  f.outstanding = count;
-  encode_blob_get(out, BlobGet{f.project, f.rx->info().id, f.hashes_asked, f.first, count});
+  f.outstanding += count;
+  encode_blob_get(out, BlobGet{f.project, f.rx->info().id, f.hashes_asked, *first, count});
 }
 
 void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
@@ -131,7 +134,9 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
   // Fetching: the next window of the current blob, or the next wanted blob of a project
   // whose documents are in sync with this peer.
   if (fetch) {
-    if (fetch->outstanding == 0 && !fetch->hashes_asked) ask_next_window(out);
+    if (fetch->outstanding <= kBlobWindow && !fetch->hashes_asked &&
+        (fetch->outstanding == 0 || fetch->rx->has_chunk_hashes()))
+      ask_next_window(out);
   } else if (want_scan) {
     want_scan = false;
     for (auto& [pid, ps] : projects) {
