@@ -106,6 +106,50 @@ std::string blob_ref_json(const BlobInfo& info) {
   return json::serialize(o);
 }
 
+std::string blob_variants_json(const BlobVariants& v) {
+  auto ref = [](const BlobInfo& info) {
+    json::object o;
+    o[kBlobRefKey] = digest_hex(info.id);
+    o["size"] = info.size;
+    o["type"] = info.media_type;
+    o["root"] = digest_hex(info.root);
+    return o;
+  };
+  json::object o;
+  o["of"] = ref(v.of);
+  if (v.preview) o["preview"] = ref(*v.preview);
+  if (v.thumbnail) o["thumbnail"] = ref(*v.thumbnail);
+  o["made_by"] = v.made_by;
+  return json::serialize(o);
+}
+
+std::optional<BlobVariants> parse_blob_variants(std::string_view body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.get_object();
+  auto ref_at = [&](std::string_view key, bool& bad) -> std::optional<BlobInfo> {
+    const auto* m = o.if_contains(key);
+    if (!m) return std::nullopt;
+    std::string why;
+    const auto* mo = m->if_object();
+    auto r = mo && mo->contains(kBlobRefKey) ? parse_ref(*mo, why) : std::nullopt;
+    if (!r) bad = true;
+    return r;
+  };
+  bool bad = false;
+  BlobVariants out;
+  auto of = ref_at("of", bad);
+  out.preview = ref_at("preview", bad);
+  out.thumbnail = ref_at("thumbnail", bad);
+  const auto* by = o.if_contains("made_by");
+  if (bad || !of || !by || !by->is_string()) return std::nullopt;
+  out.of = *of;
+  out.made_by = std::string(by->get_string());
+  if (out.made_by != kMadeByFieldsync && out.made_by != kMadeByApp) return std::nullopt;
+  return out;
+}
+
 bool valid_media_type(std::string_view t) {
   if (t.empty() || t.size() > kMaxMediaTypeBytes) return false;
   // RFC 6838 restricted names: type "/" subtype, then optional parameters (printable ASCII).

@@ -9,6 +9,7 @@
 // Pure functions; thread-safe.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,29 @@ std::string blob_ref_json(const BlobInfo& info);
 // True for a media type of the form type/subtype[;params], printable ASCII, at most
 // kMaxMediaTypeBytes bytes.
 bool valid_media_type(std::string_view media_type);
+
+// Variants of a blob (docs/storage.md "Variants of a blob"): one document of the reserved
+// collection `_variants` per original, its id the original's blob id (64 lowercase hex), body
+//   {"of": <reference of the original>, "preview": <reference>, "thumbnail": <reference>,
+//    "made_by": "fieldsync" | "app"}
+// (either variant may be missing). Written only through Store::set_blob_variants.
+inline constexpr std::string_view kVariantsCollection = "_variants";
+inline constexpr std::string_view kMadeByFieldsync = "fieldsync";
+inline constexpr std::string_view kMadeByApp = "app";
+
+struct BlobVariants {
+  BlobInfo of;
+  std::optional<BlobInfo> preview;
+  std::optional<BlobInfo> thumbnail;
+  std::string made_by;  // kMadeByFieldsync or kMadeByApp
+};
+
+// The body of a `_variants` document, and back. parse_blob_variants() gives nullopt unless
+// "of" is a well-formed reference, "made_by" one of the two values, and "preview" and
+// "thumbnail", when present, well-formed references (a document from a peer that is not of
+// this form names no variants).
+std::string blob_variants_json(const BlobVariants& v);
+std::optional<BlobVariants> parse_blob_variants(std::string_view body);
 
 // 64 lowercase hex digits of a digest, and back (nullopt unless exactly that form).
 std::string digest_hex(const crypto::Digest& d);

@@ -26,6 +26,11 @@ namespace {
 
 constexpr std::uint8_t kRecordVersion = 1;
 constexpr std::uint8_t kProjHeld = 1;
+// blob_proj flags set once a `_variants` document of the project names the blob as such
+// (wanted() fetches thumbnails first, then previews).
+constexpr std::uint8_t kProjThumbnail = 2;
+constexpr std::uint8_t kProjPreview = 4;
+constexpr std::uint8_t kProjFlags = kProjHeld | kProjThumbnail | kProjPreview;
 // A file under blobs/ with no record (a crash between naming it and recording it) or a part
 // under blobs/incoming/ is deleted by gc() once untouched this long.
 constexpr std::int64_t kOrphanAgeMs = 3600 * 1000;
@@ -114,8 +119,8 @@ struct HeldRecord {
   }
 };
 
-// blob_proj value: u8 1, u8 flags (1 held), u32 refs, u64 added ms, u64 size, root (32),
-// str16 media type.
+// blob_proj value: u8 1, u8 flags (1 held, 2 thumbnail, 4 preview), u32 refs, u64 added ms, u64
+// size, root (32), str16 media type.
 struct ProjRecord {
   BlobInfo info;
   std::uint8_t flags = 0;
@@ -146,7 +151,7 @@ struct ProjRecord {
     p.info.size = r.u64();
     p.info.root = r.fixed<32>();
     p.info.media_type = std::string(r.str16());
-    if (!r.ok() || !r.at_end() || (p.flags & ~kProjHeld) || !valid_media_type(p.info.media_type))
+    if (!r.ok() || !r.at_end() || (p.flags & ~kProjFlags) || !valid_media_type(p.info.media_type))
       return std::nullopt;
     return p;
   }
@@ -170,6 +175,23 @@ std::optional<std::set<BlobId>> decode_refs(ByteView v) {
 }
 
 std::string short_hex(const BlobId& id) { return digest_hex(id).substr(0, 12); }
+
+// The original a `_variants` document key of project `p` is about (nullopt: the key is not
+// of a `_variants` document, or its id is not a blob id).
+std::optional<BlobId> variants_doc_original(const ProjectId& p, ByteView dk) {
+  Key prefix = collection_prefix(p, kVariantsCollection);
+  if (!has_prefix(dk, prefix)) return std::nullopt;
+  auto rest = dk.subspan(prefix.b.size());
+  return parse_digest_hex(
+      std::string_view(reinterpret_cast<const char*>(rest.data()), rest.size()));
+}
+
+// Order of wanted(): thumbnails, previews, the rest.
+int fetch_rank(std::uint8_t flags) {
+  if (flags & kProjThumbnail) return 0;
+  if (flags & kProjPreview) return 1;
+  return 2;
+}
 
 }  // namespace
 
@@ -239,6 +261,7 @@ class BlobStoreImpl final : public BlobStore {
   Result<std::vector<ProjectBlob>> list(const ProjectId& project, std::optional<BlobId> after,
                                         std::uint32_t limit) const override;
   Result<BlobUsage> usage(const ProjectId& project) const override;
+  Result<BlobInfo> put(const ProjectId& project, ByteView data, std::string media_type) override;
   Result<std::vector<BlobInfo>> wanted(const ProjectId& project, std::optional<BlobId> after,
                                        std::uint32_t limit) const override;
   Result<std::unique_ptr<BlobReceiver>> begin_receive(const ProjectId& project,
@@ -687,20 +710,30 @@ Result<std::vector<BlobInfo>> BlobStoreImpl::wanted(const ProjectId& project,
   auto txn = im_.read_txn();
   if (!txn) return txn.error();
   FS_TRY(im_.project(*txn, project));
-  std::vector<BlobInfo> out;
+  // (rank, id) of every wanted blob, then the page after `after` in that order.
+  std::vector<std::pair<std::pair<int, BlobId>, BlobInfo>> all;
+  std::optional<std::pair<int, BlobId>> from;
   Key prefix = prefix_of(project);
-  Key start = after ? proj_key(project, *after) : prefix;
   LmdbCursor c(*txn, im_.t().blob_proj);
-  for (bool ok = c.seek(start); ok && has_prefix(c.key(), prefix) && out.size() < limit;
-       ok = c.next()) {
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     if (c.key().size() != 48) continue;
     BlobId id{};
     std::copy_n(c.key().begin() + 16, 32, id.begin());
-    if (after && id == *after) continue;
     auto rec = ProjRecord::decode(id, c.value());
-    if (!rec || rec->held() || rec->refs == 0) continue;
+    if (!rec) continue;
+    if (after && id == *after) from = {fetch_rank(rec->flags), id};
+    if (rec->held() || rec->refs == 0) continue;
     if (rec->info.size > options().max_blob_bytes) continue;
-    out.push_back(rec->info);
+    all.push_back({{fetch_rank(rec->flags), id}, std::move(rec->info)});
+  }
+  // A blob `after` unknown here: it ranks with the rest.
+  if (after && !from) from = {2, *after};
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<BlobInfo> out;
+  for (auto& [key, info] : all) {
+    if (out.size() >= limit) break;
+    if (from && !(*from < key)) continue;
+    out.push_back(std::move(info));
   }
   return out;
 }
@@ -816,6 +849,21 @@ Result<std::unique_ptr<BlobUpload>> BlobStoreImpl::begin_upload(const ProjectId&
   s->project = project;
   s->part = incoming_ / (to_hex(crypto::random_bytes(16)) + ".part");
   return std::unique_ptr<BlobUpload>(new UploadImpl(*this, std::move(s)));
+}
+
+Result<BlobInfo> BlobStoreImpl::put(const ProjectId& project, ByteView data,
+                                    std::string media_type) {
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    FS_TRY(im_.project(*txn, project));
+  }
+  UploadState s;
+  s.store = this;
+  s.project = project;
+  s.part = incoming_ / (to_hex(crypto::random_bytes(16)) + ".part");
+  FS_TRY(s.write(data));
+  return s.finish(std::move(media_type));
 }
 
 Result<std::uint64_t> BlobStoreImpl::held_bytes(const LmdbTxn& txn, const ProjectId& p) const {
@@ -954,6 +1002,10 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
                                       std::int64_t now, bool apply) const {
   std::set<BlobId> now_refs;
   std::map<BlobId, BlobInfo> infos;
+  // A `_variants` document does not refer to its original ("of"): only the documents of the
+  // app keep an original; its variants are kinds of blob (flags).
+  const auto original = variants_doc_original(p, dk);
+  std::map<BlobId, std::uint8_t> kinds;
   auto rec = im_.doc(txn, dk);
   if (!rec) return rec.error();
   if (*rec && !((*rec)->flags & DocRecord::kPurged)) {
@@ -962,8 +1014,15 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
       auto v = im_.load_version(txn, p, h.at);
       if (!v) return v.error();
       if (!v->body) continue;
+      if (original) {
+        if (auto named = parse_blob_variants(*v->body)) {
+          if (named->thumbnail) kinds[named->thumbnail->id] |= kProjThumbnail;
+          if (named->preview) kinds[named->preview->id] |= kProjPreview;
+        }
+      }
       for (auto& ref : find_blob_refs(*v->body)) {
         if (now_refs.size() >= kMaxRefsPerDoc) break;
+        if (original && ref.id == *original) continue;
         if (now_refs.insert(ref.id).second) infos.emplace(ref.id, std::move(ref));
       }
     }
@@ -1011,6 +1070,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
       }
     }
     ++pr.refs;
+    if (auto k = kinds.find(id); k != kinds.end()) pr.flags |= k->second;
     FS_TRY(txn.put(im_.t().blob_proj, pk, pr.encode()));
   }
   if (now_refs.empty())
@@ -1092,6 +1152,38 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     if (!txn) return txn.error();
     std::set<BlobId> kept;  // held by some project after this pass
     std::vector<Bytes> release;
+    // The references of a `_variants` document whose original no document of the project
+    // refers to any more (or that the project no longer has) do not keep its variants: they
+    // are released with the original, after the grace counted from the later of the two.
+    struct Ignored {
+      std::uint32_t refs = 0;
+      std::int64_t since_ms = 0;
+    };
+    std::map<Bytes, Ignored> ignored;  // blob_proj key -> references not counted
+    for (const auto& p : *projects) {
+      Key prefix = collection_prefix(p.id, kVariantsCollection);
+      LmdbCursor c(*txn, im_.t().blob_refs);
+      for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+        auto original = variants_doc_original(p.id, c.key());
+        if (!original) continue;
+        auto ov = txn->get(im_.t().blob_proj, proj_key(p.id, *original));
+        if (!ov) return ov.error();
+        std::int64_t since = 0;
+        if (*ov) {
+          auto orec = ProjRecord::decode(*original, **ov);
+          if (orec && orec->refs > 0) continue;  // the original is in use: so are its variants
+          if (orec) since = orec->added_ms;
+        }
+        auto refs = decode_refs(c.value());
+        if (!refs) continue;
+        for (const auto& id : *refs) {
+          Key k = proj_key(p.id, id);
+          auto& ig = ignored[Bytes(k.b.begin(), k.b.end())];
+          ++ig.refs;
+          ig.since_ms = std::max(ig.since_ms, since);
+        }
+      }
+    }
     {
       LmdbCursor c(*txn, im_.t().blob_proj);
       for (bool ok = c.seek({}); ok; ok = c.next()) {
@@ -1102,7 +1194,13 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
         BlobId id{};
         std::copy_n(c.key().begin() + 16, 32, id.begin());
         auto rec = ProjRecord::decode(id, c.value());
-        bool drop = !rec || (rec->refs == 0 && (!rec->held() || rec->added_ms + grace <= now));
+        std::uint32_t refs = rec ? rec->refs : 0;
+        std::int64_t since = rec ? rec->added_ms : 0;
+        if (auto ig = ignored.find(Bytes(c.key().begin(), c.key().end())); ig != ignored.end()) {
+          refs -= std::min(refs, ig->second.refs);
+          since = std::max(since, ig->second.since_ms);
+        }
+        bool drop = !rec || (refs == 0 && (!rec->held() || since + grace <= now));
         if (drop)
           release.emplace_back(c.key().begin(), c.key().end());
         else if (rec->held())

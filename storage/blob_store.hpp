@@ -175,9 +175,17 @@ class BlobStore {
                                                 std::optional<BlobId> after,
                                                 std::uint32_t limit) const = 0;
   virtual Result<BlobUsage> usage(const ProjectId& project) const = 0;
+  // Stores `data` as a blob of the project on the calling thread, with the same checks,
+  // fsync and records as an upload (the blob is unreferenced until a document refers to it).
+  // For small blobs made on this device (the variants of a photo): the caller's thread does
+  // the file write and fsync, so never call it on an event loop. Errors as for uploads.
+  virtual Result<BlobInfo> put(const ProjectId& project, ByteView data, std::string media_type) = 0;
   // Blobs documents of the project refer to and that are not held here (to fetch from
-  // peers), in id order after `after`, at most `limit`; those beyond blob.max_blob_bytes are
-  // left out.
+  // peers): thumbnails first, then previews, then every other blob (a blob is a thumbnail or
+  // a preview once a `_variants` document names it so), each group in id order; paging
+  // continues after `after` in that order; at most `limit`. Those beyond
+  // blob.max_blob_bytes are left out. Reads every record of the project (one read
+  // transaction) to order them.
   virtual Result<std::vector<BlobInfo>> wanted(const ProjectId& project,
                                                std::optional<BlobId> after,
                                                std::uint32_t limit) const = 0;

@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "common/result.hpp"
+#include "storage/blob_ref.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/types.hpp"
 
@@ -191,6 +192,24 @@ class Store {
   // The attachments of this device's projects: uploads, reads, references, gc.
   BlobStore& blobs();
   const BlobStore& blobs() const;
+
+  // --- variants of a blob (store_variants.cpp, docs/storage.md "Variants of a blob") ---
+  // Records the preview and/or thumbnail of the blob `original` in the project's `_variants`
+  // document of that id (a signed system write, synced like data). `made_by` is
+  // kMadeByFieldsync (what this device made: written only when no live `_variants`
+  // document of the original exists, else already_exists and nothing is written) or
+  // kMadeByApp (supplied by an app: replaces the variants it gives, keeps the other one of
+  // the existing document, and marks the document "app", so that fieldsync never replaces it).
+  // Errors: not_found (project), invalid_argument (no variant given, bad `made_by`, a
+  // reference contradicting a blob held here), already_exists.
+  Result<BlobVariants> set_blob_variants(const ProjectId& project, const BlobInfo& original,
+                                         std::optional<BlobInfo> preview,
+                                         std::optional<BlobInfo> thumbnail,
+                                         std::string_view made_by);
+  // The variants recorded for `original` (nullopt: none, or the document is deleted or does
+  // not read as a `_variants` body). Errors: not_found (project).
+  Result<std::optional<BlobVariants>> blob_variants(const ProjectId& project,
+                                                    const BlobId& original) const;
 
   struct Impl;  // opaque outside storage/
 

@@ -190,6 +190,19 @@ class FakeBlobs : public storage::BlobStore {
     u.quota_bytes = options_.project_quota_bytes;
     return u;
   }
+  Result<storage::BlobInfo> put(const ProjectId& project, ByteView data,
+                                std::string media_type) override {
+    storage::BlobInfo info;
+    info.id = crypto::sha256(data);
+    info.size = data.size();
+    info.media_type = std::move(media_type);
+    info.root = info.id;
+    std::lock_guard lock(data_mu_);
+    if (!projects_.count(project)) return make_error(Errc::not_found, "no such project");
+    blobs_[info.id] = {info, Bytes(data.begin(), data.end())};
+    projects_[project].insert(info.id);
+    return info;
+  }
   // (Receiving from peers is not what these routes do.)
   Result<std::vector<storage::BlobInfo>> wanted(const ProjectId&, std::optional<storage::BlobId>,
                                                 std::uint32_t) const override {
