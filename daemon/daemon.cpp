@@ -14,6 +14,7 @@
 #include "daemon/daemon_discovery.hpp"
 #include "daemon/daemon_sync.hpp"
 #include "daemon/data_dir.hpp"
+#include "daemon/variant_maker.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
 #include "ipc/routes_blobs.hpp"
@@ -61,6 +62,7 @@ struct Daemon::Impl {
   std::unique_ptr<ipc::ApiServer> server;
   std::unique_ptr<DaemonSync> sync;
   std::unique_ptr<DaemonDiscovery> discovery;
+  std::unique_ptr<VariantMaker> variants;  // after the server (it queues), before the store
   bool stopping = false;
   // Set when another copy of this device was detected: the loop reopens the store, which
   // renews the device's identity (docs/storage.md "One identity, one history").
@@ -200,6 +202,11 @@ Status Daemon::run_once(bool first) {
   d.sync->attach_api(*d.api, d.discovery->view());
   ipc::register_bundle_routes(d.api->router(), d.api->context(), bundle_route_options(d.cfg));
   ipc::register_blob_routes(d.api->router(), d.api->context(), d.store->blobs());
+  d.variants = std::make_unique<VariantMaker>(*d.store);
+  d.api->context().blob_uploaded = [maker = d.variants.get()](const ProjectId& p,
+                                                              const storage::BlobInfo& info) {
+    maker->uploaded(p, info);
+  };
   d.discovery->attach_api(*d.api);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());
@@ -236,7 +243,8 @@ Status Daemon::run_once(bool first) {
   d.sync.reset();
   d.server.reset();
   d.api.reset();
-  d.store.reset();  // closes LMDB
+  d.variants.reset();  // waits for the image in hand
+  d.store.reset();     // closes LMDB
   if (!d.renew_identity) spdlog::info("fieldsyncd stopped");
   return {};
 }

@@ -14,7 +14,8 @@
 
 namespace fieldsync::storage {
 class Store;
-}
+struct BlobInfo;
+}  // namespace fieldsync::storage
 
 namespace fieldsync::ipc {
 
@@ -53,6 +54,10 @@ struct ApiContext {
   // is destroyed are dropped, never run. Empty until the server starts (unit tests that
   // dispatch without a server).
   std::function<void(std::function<void()> job)> post;
+  // An app's upload (POST /v1/projects/{pid}/blobs) was stored: the daemon makes the
+  // variants of an image (daemon/variant_maker.hpp). Called on the server's thread; must only
+  // queue work. Empty: nothing is made (unit tests).
+  std::function<void(const ProjectId&, const storage::BlobInfo&)> blob_uploaded;
 };
 
 }  // namespace fieldsync::ipc

@@ -17,6 +17,7 @@
 #include "ipc/route_support.hpp"
 #include "storage/blob_ref.hpp"
 #include "storage/blob_store.hpp"
+#include "storage/store.hpp"
 
 namespace fieldsync::ipc {
 namespace {
@@ -84,8 +85,13 @@ struct UploadHolder {
   std::string project;
 };
 
+// What to do once an upload's blob is stored, on the blob worker: the 201 body, or an error.
+// Empty: an app's upload (its reference is the answer, and its variants are made).
+using AfterStored = std::function<Result<std::string>(const storage::BlobInfo&)>;
+
 std::shared_ptr<BodySink> upload_sink(ApiContext& ctx, std::unique_ptr<storage::BlobUpload> up,
-                                      std::string media_type, const ProjectId& pid) {
+                                      std::string media_type, const ProjectId& pid,
+                                      AfterStored after = nullptr) {
   auto holder = std::make_shared<UploadHolder>();
   holder->upload = std::move(up);
   holder->project = pid.str();
@@ -124,7 +130,8 @@ std::shared_ptr<BodySink> upload_sink(ApiContext& ctx, std::unique_ptr<storage::
                  *total);
     if (holder->upload) holder->upload->abort();
   };
-  sink->finish = [&ctx, holder, flow, media_type = std::move(media_type)]() -> ApiResponse {
+  sink->finish = [&ctx, holder, flow, media_type = std::move(media_type), pid,
+                  after = std::move(after)]() -> ApiResponse {
     {
       std::lock_guard lock(flow->mu);
       if (flow->failed) {
@@ -141,29 +148,38 @@ std::shared_ptr<BodySink> upload_sink(ApiContext& ctx, std::unique_ptr<storage::
           "the upload is still being stored (api.request_timeout_ms passed); it is listed "
           "by GET /v1/projects/{pid}/blobs once complete"));
     };
-    r.deferred->start = [&ctx, holder, media_type](std::function<void(ApiResponse)> reply) {
+    r.deferred->start = [&ctx, holder, media_type, pid,
+                         after](std::function<void(ApiResponse)> reply) {
       auto post = ctx.post;
       if (!post) {
         reply(error_response(make_error(Errc::internal, "the API server is not running")));
         return;
       }
       storage::BlobUpload& upload = *holder->upload;
-      upload.finish(media_type, [holder, post,
+      upload.finish(media_type, [&ctx, holder, post, pid, after,
                                  reply = std::move(reply)](Result<storage::BlobInfo> info) mutable {
-        // On the worker: the answer (and the upload) go back to the server's thread.
-        post([holder = std::move(holder), reply = std::move(reply),
-              info = std::move(info)]() mutable {
-          if (!info) {
-            spdlog::info("blob upload into project {} not stored: {}", holder->project,
-                         info.error().message);
-            reply(storage_error_response(info.error()));
+        // On the worker: what follows the blob (a variant's record), then the answer (and the
+        // upload) go back to the server's thread.
+        Result<std::string> body = std::string();
+        if (info && after) body = after(*info);
+        post([&ctx, holder = std::move(holder), reply = std::move(reply), pid, app = !after,
+              info = std::move(info), body = std::move(body)]() mutable {
+          if (!info || !body) {
+            const Error& e = info ? body.error() : info.error();
+            spdlog::info("blob upload into project {} not stored: {}", holder->project, e.message);
+            reply(storage_error_response(e));
             return;
           }
           spdlog::info("blob {} ({} bytes, {}) stored for project {}",
                        storage::digest_hex(info->id), info->size, info->media_type,
                        holder->project);
-          reply(json_response(
-              201, "{" + info_members(*info) + ",\"ref\":" + storage::blob_ref_json(*info) + "}"));
+          if (app) {
+            reply(json_response(201, "{" + info_members(*info) +
+                                         ",\"ref\":" + storage::blob_ref_json(*info) + "}"));
+            if (ctx.blob_uploaded) ctx.blob_uploaded(pid, *info);
+          } else {
+            reply(json_response(201, *body));
+          }
           holder->upload.reset();
         });
       });
@@ -388,7 +404,7 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
     return json_response(200, s + "}");
   });
 
-  router.add("GET", "/v1/projects/{pid}/blobs/{id}", [&blobs](ApiRequest& req) {
+  router.add("GET", "/v1/projects/{pid}/blobs/{id}", [&ctx, &blobs](ApiRequest& req) {
     if (auto q = known_query(req, {"variant"}); !q) return fail(q.error());
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
@@ -399,21 +415,90 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
       return fail(make_error(
           Errc::invalid_argument,
           "variant must be original, preview or thumbnail, got " + quote_input(variant)));
-    auto reader = blobs.open(*pid, *id);
+    // A variant is the blob its `_variants` document names (the original need not be here).
+    storage::BlobId serve = *id;
+    if (variant != "original") {
+      auto named = ctx.store.blob_variants(*pid, *id);
+      if (!named) return fail(named.error());
+      const auto& ref = !*named                ? std::nullopt
+                        : variant == "preview" ? (*named)->preview
+                                               : (*named)->thumbnail;
+      if (!ref)
+        return fail(make_error(Errc::not_found,
+                               "variant " + variant + " of blob " + storage::digest_hex(*id) +
+                                   " not made yet (it is made after an upload of a JPEG, PNG or "
+                                   "WebP image, or supplied with PUT .../variants/" +
+                                   variant + "; ask for the original meanwhile)"));
+      serve = ref->id;
+    }
+    auto reader = blobs.open(*pid, serve);
     if (!reader) {
       Error e = reader.error();
       if (e.code == Errc::failed_precondition)
-        e.message = "blob " + storage::digest_hex(*id) +
-                    " is referred to by a document of this project but its bytes are not on "
-                    "this device yet";
+        e.message =
+            "blob " + storage::digest_hex(serve) +
+            (variant == "original" ? std::string()
+                                   : " (" + variant + " of " + storage::digest_hex(*id) + ")") +
+            " is referred to by a document of this project but its bytes are not on "
+            "this device yet";
       return fail(e);
     }
-    if (variant != "original")
-      return fail(make_error(Errc::not_found, "variant " + variant + " of blob " +
-                                                  storage::digest_hex(*id) +
-                                                  " not made yet (only the original exists)"));
     return download(req, std::move(*reader));
   });
+
+  router.add_streamed(
+      "PUT", "/v1/projects/{pid}/blobs/{id}/variants/{kind}",
+      [&ctx, &blobs](ApiRequest& req) -> Result<std::shared_ptr<BodySink>> {
+        FS_TRY(known_query(req, {}));
+        auto pid = project_param(req);
+        if (!pid) return pid.error();
+        auto id = blob_param(req);
+        if (!id) return id.error();
+        const std::string kind = req.param("kind");
+        if (kind != "preview" && kind != "thumbnail")
+          return make_error(Errc::invalid_argument,
+                            "variant must be preview or thumbnail, got " + quote_input(kind));
+        std::string type;
+        if (auto ct = req.header("content-type")) type = trim(*ct);
+        if (!storage::valid_media_type(type) || type.rfind("image/", 0) != 0)
+          return make_error(Errc::invalid_argument,
+                            "a variant's Content-Type must be an image media type (image/...), "
+                            "got " +
+                                quote_input(type));
+        // The original must be here: its reference is part of the `_variants` document.
+        auto original = blobs.open(*pid, *id);
+        if (!original) {
+          Error e = original.error();
+          if (e.code == Errc::failed_precondition)
+            e.message = "blob " + storage::digest_hex(*id) +
+                        " is not held on this device: variants are supplied where the "
+                        "original is";
+          return e;
+        }
+        storage::BlobInfo of = (*original)->info();
+        if (auto len = req.header("content-length")) {
+          auto n = parse_u64(trim(*len));
+          if (n && *n > blobs.options().max_blob_bytes)
+            return make_error(Errc::too_large, "blob of " + std::to_string(*n) +
+                                                   " bytes exceeds blob.max_blob_bytes = " +
+                                                   std::to_string(blobs.options().max_blob_bytes));
+        }
+        auto up = blobs.begin_upload(*pid);
+        if (!up) return up.error();
+        // Once stored (on the blob worker): recorded as the app's variant.
+        AfterStored after = [&store = ctx.store, project = *pid, of,
+                             kind](const storage::BlobInfo& info) -> Result<std::string> {
+          std::optional<storage::BlobInfo> preview, thumbnail;
+          (kind == "preview" ? preview : thumbnail) = info;
+          auto v = store.set_blob_variants(project, of, preview, thumbnail, storage::kMadeByApp);
+          if (!v) return v.error();
+          spdlog::info("{} of blob {} supplied by an app: blob {}", kind,
+                       storage::digest_hex(of.id), storage::digest_hex(info.id));
+          return "{" + info_members(info) + ",\"ref\":" + storage::blob_ref_json(info) +
+                 ",\"variants\":" + storage::blob_variants_json(*v) + "}";
+        };
+        return upload_sink(ctx, std::move(*up), std::move(type), *pid, std::move(after));
+      });
 
   router.add("POST", "/v1/projects/{pid}/blobs/gc", [&ctx, &blobs](ApiRequest& req) {
     if (auto q = known_query(req, {}); !q) return fail(q.error());

@@ -20,7 +20,7 @@ declare -A ALLOWED=(
   [ipc]="common crypto storage config sync transports peers bundle discovery"
   [cli]="common config ipc"
   [systemd]="common"
-  [daemon]="common crypto storage config sync transports bundle peers discovery ipc systemd"
+  [daemon]="common crypto storage config sync transports bundle peers discovery ipc systemd media"
 )
 # <header prefix>=<the only folder that may include it>
 CONFINED=(

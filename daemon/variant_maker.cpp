@@ -1,0 +1,119 @@
+#include "daemon/variant_maker.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cctype>
+#include <string>
+
+#include "storage/blob_ref.hpp"
+#include "storage/store.hpp"
+
+namespace fieldsync::daemon {
+
+VariantMaker::VariantMaker(storage::Store& store, media::VariantOptions options)
+    : store_(store), options_(options), worker_([this] { run(); }) {}
+
+VariantMaker::~VariantMaker() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    queue_.clear();
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+}
+
+bool VariantMaker::makes_variants_of(std::string_view media_type) {
+  std::string t(media_type.substr(0, media_type.find(';')));
+  while (!t.empty() && (t.back() == ' ' || t.back() == '\t')) t.pop_back();
+  std::transform(t.begin(), t.end(), t.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return t == media::kJpeg || t == media::kPng || t == media::kWebp;
+}
+
+void VariantMaker::uploaded(const ProjectId& project, const storage::BlobInfo& info) {
+  if (!makes_variants_of(info.media_type)) return;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    queue_.emplace_back(project, info);
+  }
+  cv_.notify_one();
+}
+
+void VariantMaker::run() {
+  for (;;) {
+    std::pair<ProjectId, storage::BlobInfo> job;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (stopping_) return;
+      job = std::move(queue_.front());
+      queue_.pop_front();
+    }
+    make(job.first, job.second);
+  }
+}
+
+void VariantMaker::make(const ProjectId& project, const storage::BlobInfo& info) {
+  const std::string id = storage::digest_hex(info.id);
+  auto existing = store_.blob_variants(project, info.id);
+  if (!existing) {
+    spdlog::info("no variants of blob {}: {}", id, existing.error().message);
+    return;
+  }
+  if (*existing) return;  // recorded already (supplied by an app, or made before)
+  if (info.size > options_.max_input_bytes) {
+    spdlog::info("no variants of blob {} ({}): {} bytes is over the {} bytes variants are made of",
+                 id, info.media_type, info.size, options_.max_input_bytes);
+    return;
+  }
+  auto reader = store_.blobs().open(project, info.id);
+  if (!reader) {
+    spdlog::info("no variants of blob {}: {}", id, reader.error().message);
+    return;
+  }
+  Bytes original;
+  original.reserve(static_cast<std::size_t>(info.size));
+  while (original.size() < info.size) {
+    auto piece = (*reader)->read(original.size(), storage::kBlobChunkBytes);
+    if (!piece || piece->empty()) {
+      spdlog::info("no variants of blob {}: {}", id,
+                   piece ? std::string("shorter than recorded") : piece.error().message);
+      return;
+    }
+    original.insert(original.end(), piece->begin(), piece->end());
+  }
+  reader->reset();
+  auto made = media::make_variants(ByteView(original), info.media_type, options_);
+  original = Bytes{};
+  if (!made) {
+    spdlog::info("no variants of blob {} ({}): {}", id, info.media_type, made.error().message);
+    return;
+  }
+  auto preview =
+      store_.blobs().put(project, ByteView(made->preview.data), made->preview.media_type);
+  if (!preview) {
+    spdlog::warn("the preview of blob {} was not stored: {}", id, preview.error().message);
+    return;
+  }
+  auto thumbnail =
+      store_.blobs().put(project, ByteView(made->thumbnail.data), made->thumbnail.media_type);
+  if (!thumbnail) {
+    spdlog::warn("the thumbnail of blob {} was not stored: {}", id, thumbnail.error().message);
+    return;
+  }
+  auto recorded =
+      store_.set_blob_variants(project, info, *preview, *thumbnail, storage::kMadeByFieldsync);
+  if (!recorded) {
+    if (recorded.error().code != Errc::already_exists)
+      spdlog::warn("the variants of blob {} were not recorded: {}", id, recorded.error().message);
+    return;  // (an app's arrived meanwhile: it wins; ours are released by gc)
+  }
+  spdlog::info("variants of blob {} made: preview {}x{} ({} bytes), thumbnail {}x{} ({} bytes)", id,
+               made->preview.width, made->preview.height, preview->size, made->thumbnail.width,
+               made->thumbnail.height, thumbnail->size);
+}
+
+}  // namespace fieldsync::daemon
