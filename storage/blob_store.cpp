@@ -1096,12 +1096,20 @@ Status BlobStoreImpl::index(const ProjectId& project) {
         ByteReader r(**v);
         stored = r.u64();
       }
+    }
+    {
       auto mem = indexed_.find(project);
       std::uint64_t since = std::max(stored, mem == indexed_.end() ? 0 : mem->second);
       auto changes = store_.changes_since(project, since, kIndexPage);
       if (!changes) return changes.error();
       if (changes->empty()) return {};
       page = std::move(*changes);
+      // The documents are read in a snapshot taken after the page: never older than the
+      // changes it holds (an older one would miss a commit in between, and the cursor would
+      // pass its change without its references).
+      auto txn = im_.read_txn();
+      if (!txn) return txn.error();
+      FS_TRY(im_.project(*txn, project));
       std::set<Bytes> docs;
       for (const auto& ch : page) docs.insert(doc_key(project, ch.collection, ch.doc_id).b);
       for (const auto& dk : docs) {
