@@ -44,19 +44,6 @@ std::string guess_type(const fs::path& file) {
   return "application/octet-stream";
 }
 
-std::string human_bytes(std::uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-  return buf;
-}
-
 int run_put(CliContext& ctx, const Command& self, const Args& args) {
   const auto& pos = args.positional();
   if (pos.size() != 3) return usage_error(ctx, self, "blobs put takes PROJECT FILE");

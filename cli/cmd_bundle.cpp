@@ -68,19 +68,6 @@ int resolve_for(CliContext& ctx, const std::string& pid, const std::vector<std::
   return kOk;
 }
 
-std::string human_bytes(std::uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-  return buf;
-}
-
 // GET .../bundle into `file` ("-": stdout). Prints the outcome unless quiet.
 int export_bundle(CliContext& ctx, const std::string& pid, const std::string& for_list,
                   const std::string& file, bool quiet) {

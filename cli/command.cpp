@@ -195,6 +195,19 @@ std::string short_id(const std::string& id, std::size_t n) {
   return id.size() <= n ? id : id.substr(0, n);
 }
 
+std::string human_bytes(std::uint64_t n) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(n);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+  return buf;
+}
+
 Result<std::string> read_json_arg(const std::string& arg) {
   std::string text;
   if (arg == "-") {

@@ -91,6 +91,8 @@ const Command& find_command(const std::string& name);
 std::string str(const boost::json::value& v);        // strings unquoted (escaped), others as JSON
 std::string json_text(const boost::json::value& v);  // JSON, with DEL and C1 controls as \u00XX
 std::string short_id(const std::string& id, std::size_t n = 12);
+// A byte count for people: "512 B", "3.4 MiB".
+std::string human_bytes(std::uint64_t n);
 // Reads a JSON argument: the text itself, "-" for stdin, or "@file".
 Result<std::string> read_json_arg(const std::string& arg);
 

@@ -55,6 +55,44 @@ Error errno_error(int err, const std::string& what) {
   return make_error(Errc::internal, what + ": " + std::strerror(err));
 }
 
+// Writes all of `data` at `offset` (pwrite), or at the file position when `offset` < 0.
+// 0, or the errno of the failure.
+int write_all(int fd, ByteView data, off_t offset = -1) {
+  std::size_t at = 0;
+  while (at < data.size()) {
+    ssize_t n = offset < 0 ? ::write(fd, data.data() + at, data.size() - at)
+                           : ::pwrite(fd, data.data() + at, data.size() - at,
+                                      offset + static_cast<off_t>(at));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    at += static_cast<std::size_t>(n);
+  }
+  return 0;
+}
+
+// Reads into `buf` from `offset` (pread), or from the file position when `offset` < 0, until
+// it is full or the file ends. The bytes read, or -errno.
+ssize_t read_up_to(int fd, std::span<std::uint8_t> buf, off_t offset = -1) {
+  std::size_t got = 0;
+  while (got < buf.size()) {
+    ssize_t n = offset < 0 ? ::read(fd, buf.data() + got, buf.size() - got)
+                           : ::pread(fd, buf.data() + got, buf.size() - got,
+                                     offset + static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return -errno;
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  return static_cast<ssize_t>(got);
+}
+
+// The blob id in a blob_proj key (project 16, blob 32) or a blob_held key (blob 32).
+BlobId blob_of_key(ByteView key) {
+  BlobId id{};
+  std::copy_n(key.end() - 32, 32, id.begin());
+  return id;
+}
+
 Status fsync_dir(const fs::path& dir) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return errno_error(errno, "opening " + dir.string());
@@ -386,15 +424,7 @@ struct UploadState {
       fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
       if (fd < 0) return fail(errno_error(errno, "creating " + part.filename().string()));
     }
-    const std::uint8_t* p = piece.data();
-    std::size_t left = piece.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd, p, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return fail(errno_error(errno, "writing an uploaded blob"));
-      p += n;
-      left -= static_cast<std::size_t>(n);
-    }
+    if (int err = write_all(fd, piece)) return fail(errno_error(err, "writing an uploaded blob"));
     whole.update(piece);
     std::size_t at = 0;
     while (at < piece.size()) {
@@ -515,16 +545,12 @@ class ReaderImpl final : public BlobReader {
     std::size_t len =
         static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, rec_.info.size - start));
     buf_.resize(len);
-    std::size_t got = 0;
-    while (got < len) {
-      ssize_t n = ::pread(fd_, buf_.data() + got, len - got, static_cast<off_t>(start + got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_error(errno, "reading blob " + short_hex(rec_.info.id));
-      if (n == 0)
-        return make_error(Errc::data_loss,
-                          "blob " + short_hex(rec_.info.id) + " is shorter than recorded");
-      got += static_cast<std::size_t>(n);
-    }
+    ssize_t got = read_up_to(fd_, buf_, static_cast<off_t>(start));
+    if (got < 0)
+      return errno_error(static_cast<int>(-got), "reading blob " + short_hex(rec_.info.id));
+    if (static_cast<std::size_t>(got) != len)
+      return make_error(Errc::data_loss,
+                        "blob " + short_hex(rec_.info.id) + " is shorter than recorded");
     if (crypto::sha256(ByteView(buf_)) != rec_.chunks[index])
       return make_error(Errc::data_loss, "blob " + short_hex(rec_.info.id) + ": chunk " +
                                              std::to_string(index) +
@@ -578,15 +604,8 @@ struct ReceiveState {
     Bytes buf;
     for (std::uint32_t i = 0; i < count(); ++i) {
       buf.resize(chunk_len(i));
-      std::size_t got = 0;
-      while (got < buf.size()) {
-        ssize_t n = ::pread(fd, buf.data() + got, buf.size() - got,
-                            static_cast<off_t>(std::uint64_t{i} * kBlobChunkBytes + got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += static_cast<std::size_t>(n);
-      }
-      if (got == buf.size() && crypto::sha256(ByteView(buf)) == hashes[i]) {
+      ssize_t got = read_up_to(fd, buf, static_cast<off_t>(std::uint64_t{i} * kBlobChunkBytes));
+      if (got == static_cast<ssize_t>(buf.size()) && crypto::sha256(ByteView(buf)) == hashes[i]) {
         have[i] = true;
         ++held;
       }
@@ -613,18 +632,9 @@ class ReceiverImpl final : public BlobReceiver {
     tmp += ".tmp";
     int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0) return errno_error(errno, "writing the chunk list of a blob");
-    std::size_t at = 0;
-    while (at < b.size()) {
-      ssize_t n = ::write(fd, b.data() + at, b.size() - at);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        int err = errno;
-        ::close(fd);
-        return errno_error(err, "writing the chunk list of a blob");
-      }
-      at += static_cast<std::size_t>(n);
-    }
+    int err = write_all(fd, b);
     ::close(fd);
+    if (err) return errno_error(err, "writing the chunk list of a blob");
     if (::rename(tmp.c_str(), s_->sidecar.c_str()) != 0)
       return errno_error(errno, "naming the chunk list of a blob");
     return {};
@@ -651,15 +661,9 @@ class ReceiverImpl final : public BlobReceiver {
                                                        short_hex(s_->info.id) +
                                                        " does not match its hash");
     if (s_->have[index]) return {};
-    std::size_t at = 0;
-    const off_t base = static_cast<off_t>(std::uint64_t{index} * kBlobChunkBytes);
-    while (at < data.size()) {
-      ssize_t n =
-          ::pwrite(s_->fd, data.data() + at, data.size() - at, base + static_cast<off_t>(at));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_error(errno, "writing a received blob");
-      at += static_cast<std::size_t>(n);
-    }
+    if (int err =
+            write_all(s_->fd, data, static_cast<off_t>(std::uint64_t{index} * kBlobChunkBytes)))
+      return errno_error(err, "writing a received blob");
     s_->have[index] = true;
     ++s_->held;
     return {};
@@ -717,8 +721,7 @@ Result<std::vector<BlobInfo>> BlobStoreImpl::wanted(const ProjectId& project,
   LmdbCursor c(*txn, im_.t().blob_proj);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     if (c.key().size() != 48) continue;
-    BlobId id{};
-    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    BlobId id = blob_of_key(c.key());
     auto rec = ProjRecord::decode(id, c.value());
     if (!rec) continue;
     if (after && id == *after) from = {fetch_rank(rec->flags), id};
@@ -784,13 +787,8 @@ Result<std::unique_ptr<BlobReceiver>> BlobStoreImpl::begin_receive(const Project
   if (!ec && sidecar_size == std::uintmax_t{s->count()} * 32 && s->count() > 0) {
     Bytes b(sidecar_size);
     int fd = ::open(s->sidecar.c_str(), O_RDONLY | O_CLOEXEC);
-    std::size_t got = 0;
-    while (fd >= 0 && got < b.size()) {
-      ssize_t n = ::read(fd, b.data() + got, b.size() - got);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      got += static_cast<std::size_t>(n);
-    }
+    const std::size_t got =
+        fd < 0 ? 0 : static_cast<std::size_t>(std::max<ssize_t>(read_up_to(fd, b), 0));
     if (fd >= 0) ::close(fd);
     std::vector<crypto::Digest> hashes(s->count());
     for (std::size_t i = 0; got == b.size() && i < hashes.size(); ++i)
@@ -871,8 +869,7 @@ Result<std::uint64_t> BlobStoreImpl::held_bytes(const LmdbTxn& txn, const Projec
   Key prefix = prefix_of(p);
   LmdbCursor c(txn, im_.t().blob_proj);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    BlobId id{};
-    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    BlobId id = blob_of_key(c.key());
     auto rec = ProjRecord::decode(id, c.value());
     if (rec && rec->held()) total += rec->info.size;
   }
@@ -962,9 +959,8 @@ Result<std::vector<ProjectBlob>> BlobStoreImpl::list(const ProjectId& project,
   LmdbCursor c(*txn, im_.t().blob_proj);
   for (bool ok = c.seek(start); ok && has_prefix(c.key(), prefix) && out.size() < limit;
        ok = c.next()) {
-    BlobId id{};
     if (c.key().size() != 48) continue;
-    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    BlobId id = blob_of_key(c.key());
     if (after && id == *after) continue;
     auto rec = ProjRecord::decode(id, c.value());
     if (!rec) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
@@ -982,9 +978,8 @@ Result<BlobUsage> BlobStoreImpl::usage(const ProjectId& project) const {
   Key prefix = prefix_of(project);
   LmdbCursor c(*txn, im_.t().blob_proj);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    BlobId id{};
     if (c.key().size() != 48) continue;
-    std::copy_n(c.key().begin() + 16, 32, id.begin());
+    BlobId id = blob_of_key(c.key());
     auto rec = ProjRecord::decode(id, c.value());
     if (!rec) continue;
     if (rec->held()) {
@@ -1199,8 +1194,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
           release.emplace_back(c.key().begin(), c.key().end());
           continue;
         }
-        BlobId id{};
-        std::copy_n(c.key().begin() + 16, 32, id.begin());
+        BlobId id = blob_of_key(c.key());
         auto rec = ProjRecord::decode(id, c.value());
         std::uint32_t refs = rec ? rec->refs : 0;
         std::int64_t since = rec ? rec->added_ms : 0;
@@ -1222,8 +1216,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
       LmdbCursor c(*txn, im_.t().blob_held);
       for (bool ok = c.seek({}); ok; ok = c.next()) {
         if (c.key().size() != 32) continue;
-        BlobId id{};
-        std::copy_n(c.key().begin(), 32, id.begin());
+        BlobId id = blob_of_key(c.key());
         if (kept.count(id)) continue;
         auto rec = HeldRecord::decode(id, c.value());
         gone.push_back(id);
@@ -1249,8 +1242,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     LmdbCursor c(*txn, im_.t().blob_held);
     for (bool ok = c.seek({}); ok; ok = c.next()) {
       if (c.key().size() != 32) continue;
-      BlobId id{};
-      std::copy_n(c.key().begin(), 32, id.begin());
+      BlobId id = blob_of_key(c.key());
       recorded.insert(id);
     }
   }
@@ -1285,8 +1277,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     LmdbCursor c(*txn, im_.t().blob_proj);
     for (bool ok = c.seek({}); ok; ok = c.next()) {
       if (c.key().size() != 48) continue;
-      BlobId id{};
-      std::copy_n(c.key().begin() + 16, 32, id.begin());
+      BlobId id = blob_of_key(c.key());
       wanted_any.insert(id);
     }
   }

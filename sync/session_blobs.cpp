@@ -76,7 +76,11 @@ void Session::Impl::on_blob_chunk(BlobChunk m) {
     return give_up_fetch(st.error().message, true);
   if (!fetch->rx->complete()) return;
   if (auto it = projects.find(m.project); it != projects.end()) ++it->second.stats.blobs_received;
-  blob_skip.insert({fetch->project, id});  // being finished on the blob worker
+  finish_fetch();
+}
+
+void Session::Impl::finish_fetch() {
+  blob_skip.insert({fetch->project, fetch->rx->info().id});  // being finished on the worker
   fetch->rx->finish(nullptr);
   fetch.reset();
   want_scan = true;
@@ -98,13 +102,7 @@ void Session::Impl::give_up_fetch(const std::string& why, bool chunks_may_follow
 
 void Session::Impl::ask_next_window(Bytes& out) {
   auto& f = *fetch;
-  if (f.rx->complete()) {  // an empty blob, or every chunk was already here
-    blob_skip.insert({f.project, f.rx->info().id});
-    f.rx->finish(nullptr);
-    fetch.reset();
-    want_scan = true;
-    return;
-  }
+  if (f.rx->complete()) return finish_fetch();  // an empty blob, or every chunk was here
   // Two windows in flight: the next is asked for while the last one's chunks still arrive,
   // so the link never idles for a round trip.
   auto first = f.rx->next_missing(f.outstanding > 0 ? f.end : 0);

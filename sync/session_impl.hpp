@@ -249,6 +249,9 @@ struct Session::Impl {
   // next window of the current one; then serves chunks the peer asked for (no BATCH pending).
   void produce_blob_frames(Bytes& out, std::size_t max_bytes);
   void ask_next_window(Bytes& out);
+  // The fetched blob is complete: finished (fsync, naming) on the blob worker, not asked for
+  // again on this session.
+  void finish_fetch();
   void give_up_fetch(const std::string& why, bool chunks_may_follow);
   // Chunks still on their way of a window given up on: dropped when they arrive.
   struct Abandoned {
