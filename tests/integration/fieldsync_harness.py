@@ -22,6 +22,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 
 START_DEADLINE_S = float(os.environ.get("FIELDSYNC_START_DEADLINE_S", "30"))
 
@@ -427,3 +428,29 @@ def doc(d, pid, doc_id, collection="obs"):
     """The document's JSON on d, or None when d does not have it."""
     r = d.unix("GET", V + "/%s/docs/%s/%s" % (pid, collection, doc_id))
     return r.json() if r.status == 200 else None
+
+
+class DaemonTestCase(unittest.TestCase):
+    """A test that starts daemons (`self.daemon(name, **settings)`: FAST settings, then the
+    class's DEFAULTS, then `settings`) and a scratch directory (`self.path(name)`); both are
+    closed and removed after each test."""
+    DEFAULTS = {}
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="fsi-%s-" % type(self).__name__.lower())
+        self.daemons = []
+
+    def tearDown(self):
+        for d in self.daemons:
+            d.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def daemon(self, name="alpha", **settings):
+        s = dict(self.DEFAULTS)
+        s.update(settings)
+        d = start_daemon(name, **s)
+        self.daemons.append(d)
+        return d
+
+    def path(self, name):
+        return os.path.join(self.tmp, name)

@@ -10,7 +10,8 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import V, add_peer, free_port, share, start_daemon, wait_until  # noqa: E402
+from fieldsync_harness import (  # noqa: E402
+    DaemonTestCase, V, add_peer, free_port, share, wait_until)
 
 MiB = 1 << 20
 NO_DISCOVERY = {"discovery.enabled": "false"}
@@ -48,23 +49,11 @@ def session_project(d, other):
     return projects[0] if projects else None
 
 
-class BlobSync(unittest.TestCase):
-    def setUp(self):
-        self.daemons = []
-
-    def tearDown(self):
-        for d in self.daemons:
-            d.close()
-
-    def start(self, name, **settings):
-        s = dict(NO_DISCOVERY)
-        s.update(settings)
-        d = start_daemon(name, **s)
-        self.daemons.append(d)
-        return d
+class BlobSync(DaemonTestCase):
+    DEFAULTS = NO_DISCOVERY
 
     def test_photo_reaches_a_device_two_hops_away(self):
-        a, b, c = self.start("alpha"), self.start("beta"), self.start("gamma")
+        a, b, c = self.daemon("alpha"), self.daemon("beta"), self.daemon("gamma")
         pid = share(a, b, c)
         data = blob_bytes(3 * MiB + 4321, 1)
         up = upload(a, pid, data)
@@ -83,8 +72,8 @@ class BlobSync(unittest.TestCase):
         self.assertEqual([(x["id"], x["held"]) for x in listed], [(up["id"], True)])
 
     def test_kill_9_mid_transfer_resumes(self):
-        a = self.start("alpha")
-        b = self.start("beta", **{"sync.listen_port": free_port()})
+        a = self.daemon("alpha")
+        b = self.daemon("beta", **{"sync.listen_port": free_port()})
         pid = share(a, b)
         size = 48 * MiB
         data = blob_bytes(size, 2)

@@ -9,14 +9,12 @@ strict query parameters. Run by ctest, or by hand:
 import hashlib
 import json
 import os
-import shutil
 import socket
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import V, start_daemon, wait_until  # noqa: E402
+from fieldsync_harness import DaemonTestCase, V, wait_until  # noqa: E402
 
 MiB = 1 << 20
 OFFLINE = {"sync.enabled": "false", "discovery.enabled": "false"}
@@ -100,25 +98,8 @@ def upload_head(pid, size, content_type="application/octet-stream", query=""):
     return (h + "\r\n").encode()
 
 
-class BlobTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="fsi-blobs-")
-        self.daemons = []
-
-    def tearDown(self):
-        for d in self.daemons:
-            d.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def daemon(self, name="alpha", **settings):
-        s = dict(OFFLINE)
-        s.update(settings)
-        d = start_daemon(name, **s)
-        self.daemons.append(d)
-        return d
-
-    def path(self, name):
-        return os.path.join(self.tmp, name)
+class BlobTest(DaemonTestCase):
+    DEFAULTS = OFFLINE
 
     def upload(self, d, pid, data, content_type="application/octet-stream"):
         r = d.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": content_type})

@@ -8,23 +8,15 @@ bundle from a revoked device. Run by ctest, or by hand:
 import json
 import os
 import random
-import shutil
 import stat
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import V, share, start_daemon  # noqa: E402
+from fieldsync_harness import DaemonTestCase, V, share  # noqa: E402
 from workload import random_write, snapshot, Acked  # noqa: E402
 
 OFFLINE = {"sync.enabled": "false", "discovery.enabled": "false"}
-
-
-def start(name, **settings):
-    s = dict(OFFLINE)
-    s.update(settings)
-    return start_daemon(name, **s)
 
 
 def put(d, pid, doc_id, body):
@@ -53,23 +45,8 @@ def import_json(d, path):
         raise AssertionError("no JSON from bundle import: %r %r" % (r.stdout, r.stderr))
 
 
-class BundleTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="fsi-bundles-")
-        self.daemons = []
-
-    def tearDown(self):
-        for d in self.daemons:
-            d.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def daemon(self, name, **settings):
-        d = start(name, **settings)
-        self.daemons.append(d)
-        return d
-
-    def path(self, name):
-        return os.path.join(self.tmp, name)
+class BundleTest(DaemonTestCase):
+    DEFAULTS = OFFLINE
 
     def test_two_devices_converge_through_bundles_only_both_ways(self):
         a, b = self.daemon("alpha"), self.daemon("bravo")

@@ -9,15 +9,13 @@ FIELDSYNC_MAKE_TEST_IMAGE set to build/tests/media/media_make_test_image):
 """
 import hashlib
 import os
-import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import V, start_daemon, wait_until  # noqa: E402
+from fieldsync_harness import DaemonTestCase, V, wait_until  # noqa: E402
 
 OFFLINE = {"sync.enabled": "false", "discovery.enabled": "false"}
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,22 +86,8 @@ def has_exif(data):
     return b"eXIf" in data
 
 
-class VariantsTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = tempfile.mkdtemp(prefix="fsi-variants-")
-        self.daemons = []
-
-    def tearDown(self):
-        for d in self.daemons:
-            d.close()
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def daemon(self, name="alpha", **settings):
-        s = dict(OFFLINE)
-        s.update(settings)
-        d = start_daemon(name, **s)
-        self.daemons.append(d)
-        return d
+class VariantsTest(DaemonTestCase):
+    DEFAULTS = OFFLINE
 
     def upload(self, d, pid, data, content_type):
         r = d.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": content_type})
