@@ -11,6 +11,7 @@
 #include <set>
 
 #include "storage/store.hpp"
+#include "sync/messages.hpp"
 #include "sync/session.hpp"
 
 namespace fieldsync::sync::test {
@@ -131,6 +132,24 @@ struct Pipe {
     return steps;
   }
 };
+
+// Plays device `from` against session `s` up to the log exchange, with these features.
+inline void handshake(Session& s, Node& from, const ProjectId& p, std::uint64_t features) {
+  Bytes in;
+  Hello h;
+  h.device = from.store->device_id();
+  h.device_name = "fake";
+  h.features = features;
+  h.max_frame_bytes = 4u << 20;
+  encode_hello(in, h);
+  auto secret = from.store->project_secret(p);
+  REQUIRE(secret.ok());
+  encode_projects(in,
+                  Projects{{membership_proof(*secret, Bytes(32, 0x42), from.store->device_id())}});
+  encode_vector(in, MsgType::vv, VectorMsg{p, {}});
+  s.receive(in);
+  REQUIRE(s.state() == SessionState::active);
+}
 
 inline storage::DocumentState doc(Node& n, const ProjectId& p, const std::string& id) {
   auto d = n.store->get_document(p, "obs", id);

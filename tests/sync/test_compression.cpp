@@ -80,24 +80,6 @@ std::vector<std::pair<std::uint8_t, Bytes>> frames_of(const Bytes& bytes) {
   return out;
 }
 
-// Plays device `from` against session `s` up to the log exchange, with these features.
-void handshake(Session& s, Node& from, const ProjectId& p, std::uint64_t features) {
-  Bytes in;
-  Hello h;
-  h.device = from.store->device_id();
-  h.device_name = "fake";
-  h.features = features;
-  h.max_frame_bytes = 4u << 20;
-  encode_hello(in, h);
-  auto secret = from.store->project_secret(p);
-  REQUIRE(secret.ok());
-  encode_projects(in,
-                  Projects{{membership_proof(*secret, Bytes(32, 0x42), from.store->device_id())}});
-  encode_vector(in, MsgType::vv, VectorMsg{p, {}});
-  s.receive(in);
-  REQUIRE(s.state() == SessionState::active);
-}
-
 // The payload of a BATCH frame carrying `log`.
 Bytes batch_payload(const ProjectId& p, const storage::LogBatch& log) {
   Bytes frame;
