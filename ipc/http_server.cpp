@@ -1,5 +1,7 @@
-// The Beast part of the local API: listeners, the HTTP session (one coroutine template for the
-// Unix and TCP sockets), long-poll and SSE streaming. Everything else in ipc/ is Beast-free.
+// The Beast part of the local API: listeners, the HTTP session, long-poll and SSE streaming.
+// Everything else in ipc/ is Beast-free. Connections of both listeners are one socket type
+// (Stream), so the session coroutines and Beast's parsers and serializers are compiled once,
+// not once per socket type (this is the slowest file of the build).
 #include <fcntl.h>
 #include <grp.h>
 #if defined(__GLIBC__)
@@ -25,6 +27,7 @@
 #include <boost/asio/buffer.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
@@ -49,6 +52,8 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using local_stream = asio::local::stream_protocol;
 using tcp = asio::ip::tcp;
+// A connection of either listener: accepted sockets are moved into one.
+using Stream = asio::generic::stream_protocol::socket;
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 namespace {
@@ -357,10 +362,8 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
     }
   }
 
-  template <class Socket>
-  asio::awaitable<void> session(Socket sock, Transport transport);
-  template <class Socket>
-  asio::awaitable<bool> write_response(Socket& sock, asio::steady_timer& deadline,
+  asio::awaitable<void> session(Stream sock, Transport transport);
+  asio::awaitable<bool> write_response(Stream& sock, asio::steady_timer& deadline,
                                        http::response<http::string_body>& res);
   // What reading a streamed request body came to: the response to send (none when the client
   // went away or stalled), and whether the connection may serve further requests afterwards
@@ -369,24 +372,19 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
     std::optional<ApiResponse> response;
     bool keep = false;
   };
-  template <class Socket>
-  asio::awaitable<StreamOutcome> read_stream_body(Socket& sock, beast::flat_buffer& buffer,
+  asio::awaitable<StreamOutcome> read_stream_body(Stream& sock, beast::flat_buffer& buffer,
                                                   asio::steady_timer& deadline,
                                                   http::request_parser<http::string_body>& parser,
                                                   BodySink& sink, const ApiRequest& req,
                                                   const std::shared_ptr<Pause>& pause);
-  template <class Socket>
-  asio::awaitable<bool> send_source(Socket& sock, asio::steady_timer& deadline, ApiResponse& resp,
+  asio::awaitable<bool> send_source(Stream& sock, asio::steady_timer& deadline, ApiResponse& resp,
                                     const ApiRequest& req, unsigned version, bool keep_alive);
-  template <class Socket>
-  asio::awaitable<void> run_longpoll(Socket& sock, asio::steady_timer& deadline, ChangeStream& s,
+  asio::awaitable<void> run_longpoll(Stream& sock, asio::steady_timer& deadline, ChangeStream& s,
                                      bool keep_alive, bool& keep_open);
-  template <class Socket>
-  asio::awaitable<void> run_sse(Socket& sock, asio::steady_timer& deadline, ChangeStream& s);
+  asio::awaitable<void> run_sse(Stream& sock, asio::steady_timer& deadline, ChangeStream& s);
   template <class Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, Transport transport);
-  template <class Socket>
-  asio::awaitable<void> refuse_exhausted(Socket sock);
+  asio::awaitable<void> refuse_exhausted(Stream sock);
   asio::awaitable<ApiResponse> run_deferred(std::shared_ptr<DeferredResponse> d);
 };
 
@@ -597,7 +595,7 @@ asio::awaitable<void> ApiServer::Impl::accept_loop(Acceptor& acceptor, Transport
       exhausted = 0;
       delay = kFirstAcceptRetry;
       reopen_reserve();
-      asio::co_spawn(io, session(std::move(sock), transport), asio::detached);
+      asio::co_spawn(io, session(Stream(std::move(sock)), transport), asio::detached);
       continue;
     }
     if (ec == asio::error::operation_aborted) break;
@@ -613,7 +611,7 @@ asio::awaitable<void> ApiServer::Impl::accept_loop(Acceptor& acceptor, Transport
         typename Acceptor::protocol_type::socket refused(io);
         acceptor.accept(refused, aec);  // non-blocking: the backlog holds the waiting one
         if (!aec)
-          asio::co_spawn(io, refuse_exhausted(std::move(refused)), asio::detached);
+          asio::co_spawn(io, refuse_exhausted(Stream(std::move(refused))), asio::detached);
         else
           reopen_reserve();
       }
@@ -717,8 +715,7 @@ void source_done(BodySource& source, const Status& outcome) {
 
 // Closes `sock` unless disarm() runs first. The expiry check guards against a wait that had
 // already completed when the timer was re-armed or disarmed.
-template <class Socket>
-void arm(asio::steady_timer& deadline, Socket& sock, std::chrono::milliseconds ms) {
+void arm(asio::steady_timer& deadline, Stream& sock, std::chrono::milliseconds ms) {
   deadline.expires_after(ms);
   deadline.async_wait([&sock, &deadline](boost::system::error_code ec) {
     if (!ec && deadline.expiry() <= asio::steady_timer::clock_type::now()) {
@@ -734,8 +731,7 @@ void disarm(asio::steady_timer& deadline) {
 
 }  // namespace
 
-template <class Socket>
-asio::awaitable<bool> ApiServer::Impl::write_response(Socket& sock, asio::steady_timer& deadline,
+asio::awaitable<bool> ApiServer::Impl::write_response(Stream& sock, asio::steady_timer& deadline,
                                                       http::response<http::string_body>& res) {
   arm(deadline, sock, std::chrono::milliseconds(opt.request_timeout_ms));
   auto [ec, n] = co_await http::async_write(sock, res, use_tuple);
@@ -746,9 +742,8 @@ asio::awaitable<bool> ApiServer::Impl::write_response(Socket& sock, asio::steady
 // A streamed request body goes to the sink piece by piece as it arrives: each read has
 // api.request_timeout_ms (a client that stops sending is cut), the total is bounded by
 // api.max_stream_bytes, and chunk lines and the trailer by their limits as for any body.
-template <class Socket>
 asio::awaitable<ApiServer::Impl::StreamOutcome> ApiServer::Impl::read_stream_body(
-    Socket& sock, beast::flat_buffer& buffer, asio::steady_timer& deadline,
+    Stream& sock, beast::flat_buffer& buffer, asio::steady_timer& deadline,
     http::request_parser<http::string_body>& header_parser, BodySink& sink, const ApiRequest& req,
     const std::shared_ptr<Pause>& pause) {
   StreamOutcome out;
@@ -889,8 +884,7 @@ asio::awaitable<ApiServer::Impl::StreamOutcome> ApiServer::Impl::read_stream_bod
 // A streamed response: the header and then one chunk per piece of the source, the next piece
 // pulled only once the previous one is written; the terminating chunk only if the whole body
 // was produced. False when the connection must close.
-template <class Socket>
-asio::awaitable<bool> ApiServer::Impl::send_source(Socket& sock, asio::steady_timer& deadline,
+asio::awaitable<bool> ApiServer::Impl::send_source(Stream& sock, asio::steady_timer& deadline,
                                                    ApiResponse& resp, const ApiRequest& req,
                                                    unsigned version, bool keep_alive) {
   auto source = std::move(resp.source);
@@ -1001,8 +995,7 @@ namespace {
 
 // Closing with unread input makes the kernel send a reset, which can destroy a response
 // before the client reads it: discard what is still coming for a short while, then close.
-template <class Socket>
-asio::awaitable<void> linger_close(Socket& sock, asio::steady_timer& deadline,
+asio::awaitable<void> linger_close(Stream& sock, asio::steady_timer& deadline,
                                    std::chrono::milliseconds wait) {
   boost::system::error_code ignore;
   sock.shutdown(asio::socket_base::shutdown_send, ignore);
@@ -1029,8 +1022,7 @@ ApiResponse too_many_connections(Transport t, std::size_t budget) {
 }  // namespace
 
 // Answers a connection accepted with the reserve descriptor 503, without reading it first.
-template <class Socket>
-asio::awaitable<void> ApiServer::Impl::refuse_exhausted(Socket sock) {
+asio::awaitable<void> ApiServer::Impl::refuse_exhausted(Stream sock) {
   auto self = shared_from_this();
   asio::steady_timer deadline(io);
   auto res =
@@ -1046,8 +1038,7 @@ asio::awaitable<void> ApiServer::Impl::refuse_exhausted(Socket sock) {
   reopen_reserve();
 }
 
-template <class Socket>
-asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport) {
+asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport) {
   auto self = shared_from_this();
   const std::uint64_t id = next_conn++;
   auto pause = std::make_shared<Pause>(io);
@@ -1303,8 +1294,7 @@ asio::awaitable<void> ApiServer::Impl::session(Socket sock, Transport transport)
     release(id);
 }
 
-template <class Socket>
-asio::awaitable<void> ApiServer::Impl::run_longpoll(Socket& sock, asio::steady_timer& deadline,
+asio::awaitable<void> ApiServer::Impl::run_longpoll(Stream& sock, asio::steady_timer& deadline,
                                                     ChangeStream& s, bool keep_alive,
                                                     bool& keep_open) {
   auto self = shared_from_this();
@@ -1337,8 +1327,7 @@ asio::awaitable<void> ApiServer::Impl::run_longpoll(Socket& sock, asio::steady_t
 // committed; a subscriber that lets more than api.max_stream_buffer_bytes pile up, or takes
 // nothing for api.request_timeout_ms, is disconnected (it resumes with Last-Event-ID). Pages
 // come from sse_page(), shared with the project's other streams at the same cursor.
-template <class Socket>
-asio::awaitable<void> ApiServer::Impl::run_sse(Socket& sock, asio::steady_timer& /*deadline*/,
+asio::awaitable<void> ApiServer::Impl::run_sse(Stream& sock, asio::steady_timer& /*deadline*/,
                                                ChangeStream& s) {
   auto self = shared_from_this();
   using clock = asio::steady_timer::clock_type;

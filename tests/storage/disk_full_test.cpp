@@ -1,13 +1,13 @@
 // A full disk: writes fail with resource_exhausted and nothing acknowledged is lost.
 // Needs a small file system of its own (a 2 MB tmpfs), so root and mount(2). Where it cannot
 // mount, the test does not pass: it exits 77, which ctest reports as skipped (SKIP_RETURN_CODE).
-#define CATCH_CONFIG_RUNNER
 #include <sys/mount.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "store_fixture.hpp"
@@ -16,14 +16,39 @@ using namespace fieldsync;
 using fieldsync::test::put;
 using fieldsync::test::TempDir;
 
-static constexpr int kSkip = 77;
+namespace {
+
+constexpr int kSkip = 77;
+
+// Whether a tmpfs can be mounted here (root, and mount(2) allowed in this container).
+bool can_mount_tmpfs(std::string& why) {
+  if (::geteuid() != 0) {
+    why = "not root";
+    return false;
+  }
+  TempDir dir;
+  if (::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=1m") != 0) {
+    why = std::string("mount tmpfs: ") + std::strerror(errno);
+    return false;
+  }
+  ::umount2(dir.path().c_str(), MNT_DETACH);
+  return true;
+}
+
+}  // namespace
 
 TEST_CASE("a full disk gives resource_exhausted and loses nothing acknowledged",
           "[storage][disk]") {
+  std::string why;
+  if (!can_mount_tmpfs(why)) {
+    std::printf("SKIP: the full-disk test needs a tmpfs of its own (%s)\n", why.c_str());
+    std::fflush(stdout);
+    std::exit(kSkip);  // before any check: ctest reports it skipped, never passed
+  }
   TempDir dir;
   auto mnt = dir.path() / "small";
   std::filesystem::create_directories(mnt);
-  // main() checked that mounting works here: failing now is a failure, not a skip.
+  // Mounting works here (checked above): failing now is a failure, not a skip.
   REQUIRE(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=2m") == 0);
   std::vector<std::string> written;
   Error last;
@@ -61,28 +86,4 @@ TEST_CASE("a full disk gives resource_exhausted and loses nothing acknowledged",
     for (const auto& id : written) CHECK((*again)->get_document(pid, "obs", id).ok());
   }
   ::umount2(mnt.c_str(), MNT_DETACH);
-}
-
-// Whether a tmpfs can be mounted here (root, and mount(2) allowed in this container).
-static bool can_mount_tmpfs(std::string& why) {
-  if (::geteuid() != 0) {
-    why = "not root";
-    return false;
-  }
-  TempDir dir;
-  if (::mount("tmpfs", dir.path().c_str(), "tmpfs", 0, "size=1m") != 0) {
-    why = std::string("mount tmpfs: ") + std::strerror(errno);
-    return false;
-  }
-  ::umount2(dir.path().c_str(), MNT_DETACH);
-  return true;
-}
-
-int main(int argc, char** argv) {
-  std::string why;
-  if (!can_mount_tmpfs(why)) {
-    std::printf("SKIP: the full-disk test needs a tmpfs of its own (%s)\n", why.c_str());
-    return kSkip;
-  }
-  return Catch::Session().run(argc, argv);
 }
