@@ -2,6 +2,7 @@
 // syncctl blobs get PROJECT ID FILE|-
 // syncctl blobs ls PROJECT
 // syncctl blobs gc PROJECT
+// syncctl blobs policy PROJECT [LEVEL|default] [--peer DEVICE=LEVEL|DEVICE=default ...]
 // Attachments (docs/api.md "Blobs (attachments)"). syncctl reads and writes the files; the
 // daemon streams the bytes through the API.
 #include <unistd.h>
@@ -12,6 +13,8 @@
 #include <ostream>
 
 #include <boost/json/object.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 #include "cli/command.hpp"
 #include "common/text.hpp"
@@ -26,7 +29,8 @@ const char* kBlobsUsage =
     "blobs put PROJECT FILE [--type TYPE]\n"
     "       syncctl blobs get PROJECT ID FILE|-\n"
     "       syncctl blobs ls PROJECT\n"
-    "       syncctl blobs gc PROJECT";
+    "       syncctl blobs gc PROJECT\n"
+    "       syncctl blobs policy PROJECT [LEVEL|default] [--peer DEVICE=LEVEL|DEVICE=default]...";
 
 // The media type of a file by its extension; application/octet-stream when unknown.
 std::string guess_type(const fs::path& file) {
@@ -65,10 +69,32 @@ int run_get(CliContext& ctx, const Command& self, const Args& args) {
   if (pos.size() != 4) return usage_error(ctx, self, "blobs get takes PROJECT ID FILE");
   std::string pid;
   if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
-  const std::string target = "/v1/projects/" + pid + "/blobs/" + url_encode(pos[2]);
+  std::string target = "/v1/projects/" + pid + "/blobs/" + url_encode(pos[2]);
+  if (auto variant = args.value("variant")) target += "?variant=" + url_encode(*variant);
   const std::string& file = pos[3];
-  Result<HttpReply> r = file == "-" ? ctx.http.download("GET", target, STDOUT_FILENO)
-                                    : ctx.http.download_to_file("GET", target, file);
+  // A blob not on this device yet is fetched from the peers: 202 with progress until it
+  // arrives (each request waits up to blob.fetch_wait_ms for it).
+  Result<HttpReply> r = make_error(Errc::internal, "no request");
+  std::string last;
+  for (;;) {
+    r = file == "-" ? ctx.http.download("GET", target, STDOUT_FILENO)
+                    : ctx.http.download_to_file("GET", target, file);
+    if (!r || r->status != 202) break;
+    if (!ctx.json) {
+      std::string line = "not on this device yet: asking the peers";
+      boost::system::error_code ec;
+      json::value parsed = json::parse(r->body, ec);
+      if (!ec && parsed.is_object()) {
+        const auto& o = parsed.as_object();
+        if (o.contains("state") && str(o.at("state")) == "fetching")
+          line = "fetching from a peer: " +
+                 human_bytes(o.at("received_bytes").to_number<std::uint64_t>()) + " of " +
+                 human_bytes(o.at("size").to_number<std::uint64_t>());
+      }
+      if (line != last) ctx.err << line << "\n";
+      last = line;
+    }
+  }
   json::value v;
   if (int rc = ctx.handle_reply(r, v)) return rc;
   if (file != "-")
@@ -133,23 +159,76 @@ int run_gc(CliContext& ctx, const Command& self, const Args& args) {
   return kOk;
 }
 
+// Shows the policy (after setting it, when asked to).
+int run_policy(CliContext& ctx, const Command& self, const Args& args) {
+  const auto& pos = args.positional();
+  if (pos.size() != 2 && pos.size() != 3)
+    return usage_error(ctx, self, "blobs policy takes PROJECT [LEVEL|default]");
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
+  const std::string target = "/v1/projects/" + pid + "/blob-policy";
+  json::value v;
+  if (int rc = ctx.call("GET", target, {}, v)) return rc;
+  const auto peers = args.values("peer");
+  if (pos.size() == 3 || !peers.empty()) {
+    json::object body;
+    body["policy"] = v.at("policy");
+    if (pos.size() == 3) {
+      if (pos[2] == "default")
+        body["policy"] = nullptr;
+      else
+        body["policy"] = pos[2];
+    }
+    json::object ps = v.at("peers").as_object();
+    for (const auto& p : peers) {
+      auto eq = p.find('=');
+      if (eq == std::string::npos)
+        return usage_error(ctx, self, "--peer takes DEVICE=LEVEL (or DEVICE=default)");
+      std::string device = p.substr(0, eq), level = p.substr(eq + 1);
+      if (level == "default")
+        ps.erase(device);
+      else
+        ps[device] = level;
+    }
+    body["peers"] = std::move(ps);
+    if (int rc = ctx.call("PUT", target, json::serialize(body), v)) return rc;
+  }
+  if (ctx.json) {
+    ctx.print_json(v);
+    return kOk;
+  }
+  ctx.out << "fetches by itself: " << str(v.at("effective"))
+          << (v.at("policy").is_null() ? " (blob.policy)" : "") << "\n";
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& [device, level] : v.at("peers").as_object())
+    rows.push_back({std::string(device), str(level)});
+  if (!rows.empty()) print_table(ctx.out, {"PEER", "LEVEL"}, rows);
+  return kOk;
+}
+
 int run_blobs(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("blobs");
-  auto args = Args::parse(argv, {"type"}, {});
+  auto args = Args::parse(argv, {"type", "variant", "peer"}, {});
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
-  if (pos.empty()) return usage_error(ctx, self, "blobs needs put, get, ls or gc");
+  if (pos.empty()) return usage_error(ctx, self, "blobs needs put, get, ls, gc or policy");
   if (pos[0] != "put" && args->value("type"))
     return usage_error(ctx, self, "--type applies to blobs put");
+  if (pos[0] != "get" && args->value("variant"))
+    return usage_error(ctx, self, "--variant applies to blobs get");
+  if (pos[0] != "policy" && args->value("peer"))
+    return usage_error(ctx, self, "--peer applies to blobs policy");
   if (pos[0] == "put") return run_put(ctx, self, *args);
   if (pos[0] == "get") return run_get(ctx, self, *args);
   if (pos[0] == "ls") return run_ls(ctx, self, *args);
   if (pos[0] == "gc") return run_gc(ctx, self, *args);
+  if (pos[0] == "policy") return run_policy(ctx, self, *args);
   return usage_error(ctx, self, "unknown blobs subcommand '" + pos[0] + "'");
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"blobs", kBlobsUsage,
-                              "attachments: upload a file, download one, list, collect garbage",
+                              "attachments: upload, download (fetched from peers if need be), "
+                              "list, collect garbage, choose what this device fetches",
                               run_blobs});
 
 }  // namespace

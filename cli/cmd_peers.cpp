@@ -53,6 +53,30 @@ void print_peers(CliContext& ctx, const json::array& list) {
               rows);
 }
 
+// Per project of the live (or last) session: attachments left each way, and the one coming.
+void print_blob_progress(CliContext& ctx, const json::object& p) {
+  const auto* session = p.if_contains("session");
+  if (!session || !session->is_object()) return;
+  for (const auto& pp : session->at("projects").as_array()) {
+    const auto& o = pp.as_object();
+    const auto* b = o.if_contains("blobs");
+    if (!b || !b->is_object()) continue;
+    const auto& x = b->as_object();
+    auto n = [&](const char* k) { return x.at(k).to_number<std::uint64_t>(); };
+    ctx.out << "blobs of " << str(o.at("project"))
+            << " (this device fetches: " << str(x.at("policy")) << "): to receive "
+            << n("to_receive") << " (" << human_bytes(n("bytes_to_receive")) << "), to send "
+            << n("to_send") << " (" << human_bytes(n("bytes_to_send")) << "); received "
+            << n("received") << " (" << human_bytes(n("bytes_received")) << "), sent "
+            << human_bytes(n("bytes_sent"));
+    if (const auto& f = x.at("fetching"); f.is_object())
+      ctx.out << "; fetching " << str(f.at("blob")).substr(0, 12) << " "
+              << human_bytes(f.at("bytes").to_number<std::uint64_t>()) << " of "
+              << human_bytes(f.at("size").to_number<std::uint64_t>());
+    ctx.out << "\n";
+  }
+}
+
 // PEER argument -> full device id (prints the error otherwise).
 int resolve_peer(CliContext& ctx, const std::string& arg, std::string& id) {
   json::value v;
@@ -134,6 +158,7 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
     else {
       print_peers(ctx, json::array{v});
       ctx.out << "verification code: " << str(v.at("verification_code")) << "\n";
+      print_blob_progress(ctx, v.as_object());
     }
     return kOk;
   }

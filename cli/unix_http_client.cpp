@@ -357,7 +357,8 @@ Result<HttpReply> UnixHttpClient::download(const std::string& method, const std:
   ResponseReader reader(fd.fd);
   HttpReply reply;
   FS_TRY(reader.read_head(reply));
-  const bool success = reply.status / 100 == 2;
+  // The bytes asked for: 200 or 206 (a 202 "on its way" carries JSON, kept like an error's).
+  const bool success = reply.status == 200 || reply.status == 206;
   FS_TRY(reader.read_body(reply, [&](std::string_view piece) -> Status {
     if (!success) {
       if (reply.body.size() < kMaxErrorBody) reply.body.append(piece);
@@ -398,7 +399,7 @@ Result<HttpReply> UnixHttpClient::download_to_file(const std::string& method,
       e.message += "; removed " + partial.string() + ", " + file.string() + " is unchanged";
     return e;
   }
-  if (reply->status / 100 != 2) {
+  if (reply->status != 200 && reply->status != 206) {
     discard();
     return reply;
   }

@@ -39,9 +39,10 @@ class UnixHttpClient {
   Status stream(const std::string& target, const std::function<void(const HttpReply&)>& on_head,
                 const std::function<bool(std::string_view)>& on_data);
 
-  // Sends `method target` without a body and writes a 2xx answer's body to `out_fd` as it
-  // arrives (one read of at most 64 KiB in memory at a time). Another answer (an error) is
-  // returned with its body in HttpReply::body and nothing is written to `out_fd`.
+  // Sends `method target` without a body and writes a 200 or 206 answer's body to `out_fd` as
+  // it arrives (one read of at most 64 KiB in memory at a time). Another answer (an error, or
+  // 202 with progress) is returned with its body in HttpReply::body and nothing is written to
+  // `out_fd`.
   // Errors: data_loss when the daemon closed the connection before the body was complete (the
   // daemon aborts a body it cannot produce: what was written is not the whole body);
   // resource_exhausted when `out_fd` is full (disk full, quota); internal on other write errors.

@@ -74,6 +74,9 @@ struct SyncOptions {
   // sync.trust_policy: "auto" syncs with any device that proves a project and is not removed
   // from it; "ask" holds a device that is neither a listed member nor approved as pending.
   std::string trust_policy = "auto";
+  // blob.slow_link_policy: the most a device fetches by itself over a link that is not fast
+  // (transports::LinkClass); none: no blob travels on it, not even on demand.
+  storage::BlobPolicy slow_link_blobs = storage::BlobPolicy::none;
 };
 
 // Local-network discovery over mDNS / DNS-SD through the system's avahi-daemon

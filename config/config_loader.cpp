@@ -291,6 +291,25 @@ KeySpec string_key(std::string_view name, Access access, std::string_view expect
           [=](const Config& c) { return quoted_if_needed(std::string(field(access, c))); }};
 }
 
+// A blob policy (storage::BlobPolicy); `lowest` is the least the key accepts.
+template <class Access>
+KeySpec policy_key(std::string_view name, Access access, storage::BlobPolicy lowest) {
+  return {
+      name,
+      [=](Config& c, std::string_view v) -> Status {
+        auto p = storage::parse_blob_policy(v);
+        if (!p || *p < lowest)
+          return bad_value(name,
+                           lowest == storage::BlobPolicy::none
+                               ? "one of none, on-demand, thumbnails, phone, archive"
+                               : "one of on-demand, thumbnails, phone, archive",
+                           v);
+        access(c) = *p;
+        return {};
+      },
+      [=](const Config& c) { return std::string(storage::blob_policy_name(field(access, c))); }};
+}
+
 template <class Access>
 KeySpec path_key(std::string_view name, Access access) {
   return {name,
@@ -497,6 +516,21 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "blob.gc_interval_ms", [](Config & c) -> auto& { return c.storage.blobs.gc_interval_ms; },
         1000, 30 * kDayMs));
+    t.push_back(policy_key(
+        "blob.policy", [](Config & c) -> auto& { return c.storage.blobs.policy; },
+        storage::BlobPolicy::on_demand));
+    t.push_back(policy_key(
+        "blob.slow_link_policy", [](Config & c) -> auto& { return c.sync.slow_link_blobs; },
+        storage::BlobPolicy::none));
+    t.push_back(ms_key(
+        "blob.demand_ttl_ms", [](Config & c) -> auto& { return c.storage.blobs.demand_ttl_ms; },
+        1000, 30 * kDayMs));
+    t.push_back(uint_key(
+        "blob.max_demands", [](Config & c) -> auto& { return c.storage.blobs.max_demands; }, 0,
+        1000000));
+    t.push_back(ms_key(
+        "blob.fetch_wait_ms", [](Config & c) -> auto& { return c.storage.blobs.fetch_wait_ms; }, 0,
+        3600 * 1000));
     // [storage]
     t.push_back(size_key(
         "storage.map_size", [](Config & c) -> auto& { return c.storage.map_size_bytes; },

@@ -140,6 +140,12 @@ void decode_all(ByteView p) {
     check_reencode(
         f, [&](ByteView b) { return decode_blob_head(b, lim); }, encode_blob_head);
   }
+  if (auto m = decode_blob_wants(p); m.ok()) {
+    FUZZ_CHECK(p.size() == 16 + 8 + 8);
+    Bytes f;
+    encode_blob_wants(f, *m);
+    check_reencode(f, decode_blob_wants, encode_blob_wants);
+  }
   if (auto m = decode_blob_chunk(p); m.ok()) {
     FUZZ_CHECK(m->data.size() <= storage::kBlobChunkBytes);
     auto enc = [](Bytes& out, const BlobChunk& c) {

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -344,9 +346,149 @@ ApiResponse download(const ApiRequest& req, std::unique_ptr<storage::BlobReader>
   return r;
 }
 
+// ---------------------------------------------------------------- on demand
+
+// Downloads waiting for a blob this device does not hold yet, woken when the store records it
+// held (BlobStore::watch_held, posted to the server's thread). Lives as long as the routes.
+class BlobWaiters : public std::enable_shared_from_this<BlobWaiters> {
+ public:
+  BlobWaiters(ApiContext& ctx, storage::BlobStore& blobs) : ctx_(ctx), blobs_(blobs) {}
+  ~BlobWaiters() {
+    if (token_) blobs_.unwatch_held(token_);
+  }
+  void start() {
+    std::weak_ptr<BlobWaiters> weak = weak_from_this();
+    ApiContext* ctx = &ctx_;
+    token_ = blobs_.watch_held([weak, ctx](const ProjectId& p, const storage::BlobId& id) {
+      if (weak.expired() || !ctx->post) return;
+      ctx->post([weak, p, id] {
+        if (auto self = weak.lock()) self->wake(p, id);
+      });
+    });
+  }
+  // On the server's thread: `fn` runs once the blob is held (or never, when `deadline` passed
+  // first; the caller answers by then).
+  void add(const ProjectId& p, const storage::BlobId& id,
+           std::chrono::steady_clock::time_point deadline, std::function<void()> fn) {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      std::erase_if(it->second, [&](const auto& w) { return w.first <= now; });
+      it = it->second.empty() ? waiting_.erase(it) : std::next(it);
+    }
+    waiting_[{p, id}].emplace_back(deadline, std::move(fn));
+  }
+  void wake(const ProjectId& p, const storage::BlobId& id) {
+    auto it = waiting_.find({p, id});
+    if (it == waiting_.end()) return;
+    auto list = std::move(it->second);
+    waiting_.erase(it);
+    for (auto& w : list) w.second();
+  }
+
+ private:
+  ApiContext& ctx_;
+  storage::BlobStore& blobs_;
+  std::uint64_t token_ = 0;
+  std::map<std::pair<ProjectId, storage::BlobId>,
+           std::vector<std::pair<std::chrono::steady_clock::time_point, std::function<void()>>>>
+      waiting_;
+};
+
+// 202: the blob is on its way (or waiting for a peer that has it).
+ApiResponse fetch_pending(const storage::BlobId& id, const storage::BlobDemand& d) {
+  const std::int64_t left = d.until_ms > 0 ? std::max<std::int64_t>(0, d.until_ms - now_ms()) : 0;
+  std::string s =
+      "{\"blob\":" + json_quote(storage::digest_hex(id)) +
+      ",\"state\":" + json_quote(d.receiving ? "fetching" : "waiting") +
+      ",\"size\":" + std::to_string(d.size) +
+      ",\"received_bytes\":" + std::to_string(d.received_bytes) +
+      ",\"demand_ms_left\":" + std::to_string(left) + ",\"message\":" +
+      json_quote(d.receiving ? "fetching it from a peer; ask again"
+                             : "not on this device yet; connected peers are asked for it "
+                               "(and their peers in turn); ask again") +
+      "}";
+  ApiResponse r = json_response(202, std::move(s));
+  r.headers.emplace_back("Retry-After", "1");
+  r.headers.emplace_back("Cache-Control", "no-store");
+  return r;
+}
+
+std::string policy_json(const storage::ProjectBlobPolicy& p, storage::BlobPolicy fallback) {
+  std::string s = "{\"policy\":";
+  s += p.policy ? json_quote(storage::blob_policy_name(*p.policy)) : std::string("null");
+  s += ",\"effective\":" + json_quote(storage::blob_policy_name(p.policy.value_or(fallback)));
+  s += ",\"default\":" + json_quote(storage::blob_policy_name(fallback)) + ",\"peers\":{";
+  bool first = true;
+  for (const auto& [dev, level] : p.peers) {
+    s += std::string(first ? "" : ",") + json_quote(dev.str()) + ":" +
+         json_quote(storage::blob_policy_name(level));
+    first = false;
+  }
+  return s + "}}";
+}
+
+Result<storage::ProjectBlobPolicy> policy_fields(const std::string& body, std::uint32_t depth) {
+  auto obj = parse_object(body, "request body", depth);
+  if (!obj) return obj.error();
+  FS_TRY(check_fields(*obj, {"policy", "peers"}, "blob policy"));
+  storage::ProjectBlobPolicy p;
+  auto level = [](const boost::json::value& v,
+                  std::string_view what) -> Result<storage::BlobPolicy> {
+    auto l =
+        v.is_string() ? storage::parse_blob_policy(std::string_view(v.as_string())) : std::nullopt;
+    if (!l)
+      return make_error(
+          Errc::invalid_argument,
+          std::string(what) + " must be one of none, on-demand, thumbnails, phone, archive");
+    return *l;
+  };
+  if (auto* v = obj->if_contains("policy"); v && !v->is_null()) {
+    auto l = level(*v, "'policy'");
+    if (!l) return l.error();
+    p.policy = *l;
+  }
+  if (auto* v = obj->if_contains("peers"); v && !v->is_null()) {
+    if (!v->is_object())
+      return make_error(Errc::invalid_argument, "'peers' must be an object of device id: policy");
+    for (const auto& [key, val] : v->as_object()) {
+      auto dev = DeviceId::parse(std::string_view(key));
+      if (!dev)
+        return make_error(Errc::invalid_argument,
+                          "'peers' key " + quote_input(std::string(key)) + " is not a device id");
+      auto l = level(val, "the policy of a peer");
+      if (!l) return l.error();
+      p.peers[*dev] = *l;
+    }
+  }
+  return p;
+}
+
 }  // namespace
 
 void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& blobs) {
+  auto waiters = std::make_shared<BlobWaiters>(ctx, blobs);
+  waiters->start();
+
+  router.add("GET", "/v1/projects/{pid}/blob-policy", [&ctx, &blobs](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto p = blobs.policy(*pid);
+    if (!p) return fail(p.error());
+    (void)ctx;
+    return json_response(200, policy_json(*p, blobs.options().policy));
+  });
+
+  router.add("PUT", "/v1/projects/{pid}/blob-policy", [&ctx, &blobs](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto f = policy_fields(req.body, ctx.options.max_json_depth);
+    if (!f) return fail(f.error());
+    if (auto st = blobs.set_policy(*pid, *f); !st) return fail(st.error());
+    return json_response(200, policy_json(*f, blobs.options().policy));
+  });
+
   router.add_streamed(
       "POST", "/v1/projects/{pid}/blobs",
       [&ctx, &blobs](ApiRequest& req) -> Result<std::shared_ptr<BodySink>> {
@@ -404,8 +546,8 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
     return json_response(200, s + "}");
   });
 
-  router.add("GET", "/v1/projects/{pid}/blobs/{id}", [&ctx, &blobs](ApiRequest& req) {
-    if (auto q = known_query(req, {"variant"}); !q) return fail(q.error());
+  router.add("GET", "/v1/projects/{pid}/blobs/{id}", [&ctx, &blobs, waiters](ApiRequest& req) {
+    if (auto q = known_query(req, {"variant", "wait"}); !q) return fail(q.error());
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
     auto id = blob_param(req);
@@ -431,19 +573,41 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
                                    variant + "; ask for the original meanwhile)"));
       serve = ref->id;
     }
+    // How long to wait for a blob that is not here yet (0: answer 202 at once).
+    auto wait = uint_query(
+        req, "wait",
+        std::min<std::uint64_t>(blobs.options().fetch_wait_ms, ctx.options.request_timeout_ms),
+        ctx.options.request_timeout_ms);
+    if (!wait) return fail(wait.error());
     auto reader = blobs.open(*pid, serve);
-    if (!reader) {
-      Error e = reader.error();
-      if (e.code == Errc::failed_precondition)
-        e.message =
-            "blob " + storage::digest_hex(serve) +
-            (variant == "original" ? std::string()
-                                   : " (" + variant + " of " + storage::digest_hex(*id) + ")") +
-            " is referred to by a document of this project but its bytes are not on "
-            "this device yet";
-      return fail(e);
-    }
-    return download(req, std::move(*reader));
+    if (reader) return download(req, std::move(*reader));
+    if (reader.error().code != Errc::failed_precondition) return fail(reader.error());
+    // Referred to but not here: fetched on demand from the peers (and theirs).
+    auto d = blobs.demand(*pid, serve);
+    if (!d) return fail(d.error());
+    if (*wait == 0 && !d->held) return fetch_pending(serve, *d);
+    ApiResponse r;
+    r.deferred = std::make_shared<DeferredResponse>();
+    r.deferred->timeout = std::chrono::milliseconds(*wait);
+    const ProjectId project = *pid;
+    r.deferred->on_timeout = [&blobs, project, serve] {
+      auto now = blobs.demand(project, serve);
+      if (!now) return fail(now.error());
+      return fetch_pending(serve, *now);
+    };
+    r.deferred->start = [&blobs, waiters, req, project, serve,
+                         w = *wait](std::function<void(ApiResponse)> reply) {
+      auto answer = [&blobs, req, project, serve, reply] {
+        auto opened = blobs.open(project, serve);
+        if (opened) return reply(download(req, std::move(*opened)));
+        if (opened.error().code != Errc::failed_precondition) return reply(fail(opened.error()));
+      };
+      waiters->add(project, serve, std::chrono::steady_clock::now() + std::chrono::milliseconds(w),
+                   answer);
+      // Held between demand() and now: no wake-up comes for it.
+      if (blobs.open(project, serve)) waiters->wake(project, serve);
+    };
+    return r;
   });
 
   router.add_streamed(

@@ -1,15 +1,20 @@
 // Route group of blobs (attachments, docs/api.md "Blobs (attachments)"):
 //   POST /v1/projects/{pid}/blobs        upload the raw bytes (streamed); 201 with the reference
 //   GET  /v1/projects/{pid}/blobs        list what the project holds or refers to (?after, ?limit)
-//   GET  /v1/projects/{pid}/blobs/{id}   download (?variant; Range, If-None-Match, If-Range)
+//   GET  /v1/projects/{pid}/blobs/{id}   download (?variant, ?wait; Range, If-None-Match,
+//                                        If-Range); a blob not held yet is asked for from the
+//                                        peers (BlobStore::demand): the bytes once they come
+//                                        within `wait`, else 202 with its progress
 //   POST /v1/projects/{pid}/blobs/gc     release unreferenced blobs past their grace now
+//   GET|PUT /v1/projects/{pid}/blob-policy  what this device fetches by itself
 // Registered by the daemon with the store's BlobStore.
 //
 // Threads: handlers, sinks and sources run on the API server's thread. An upload's bytes are
 // written by the blob worker: the sink keeps at most kMaxUploadQueuedBytes queued to it
 // (BodySink::ready paces the client) and its answer comes back from the worker through
 // ApiContext::post (a DeferredResponse). A download reads and verifies one chunk per piece on
-// the server's thread. gc runs on the worker.
+// the server's thread. gc runs on the worker. Downloads waiting for a blob are kept on the
+// server's thread and woken through BlobStore::watch_held (posted back with ApiContext::post).
 #pragma once
 
 #include <cstdint>

@@ -45,6 +45,29 @@ json::object project_progress_json(const sync::ProjectProgress& p) {
   o["blob_bytes_sent"] = p.blob_bytes_sent;
   o["blob_bytes_received"] = p.blob_bytes_received;
   o["blobs_received"] = p.blobs_received;
+  if (!p.blob_policy.empty()) {
+    json::object b;
+    b["policy"] = p.blob_policy;
+    b["to_receive"] = p.blobs_to_receive;
+    b["bytes_to_receive"] = p.blob_bytes_to_receive;
+    b["to_send"] = p.blobs_to_send;
+    b["bytes_to_send"] = p.blob_bytes_to_send;
+    b["received"] = p.blobs_received;
+    b["bytes_received"] = p.blob_bytes_received;
+    b["bytes_sent"] = p.blob_bytes_sent;
+    if (p.blob_fetching) {
+      json::object f;
+      f["blob"] = *p.blob_fetching;
+      f["size"] = p.blob_fetching_size;
+      f["bytes"] = p.blob_fetching_bytes;
+      b["fetching"] = std::move(f);
+    } else {
+      b["fetching"] = nullptr;
+    }
+    o["blobs"] = std::move(b);
+  } else {
+    o["blobs"] = nullptr;
+  }
   return o;
 }
 

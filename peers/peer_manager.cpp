@@ -366,7 +366,10 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
 void PeerManager::Impl::start_session(const std::shared_ptr<Conn>& c) {
   sync::SessionParams p;
   p.options = session_opt;
-  p.options.exchange_blobs = c->stream->link_class() == transports::LinkClass::fast;
+  p.options.blob_link_policy = c->stream->link_class() == transports::LinkClass::fast
+                                   ? storage::BlobPolicy::archive
+                                   : p.options.slow_link_blobs;
+  p.options.exchange_blobs = p.options.blob_link_policy != storage::BlobPolicy::none;
   p.device_name = device_name;
   p.channel_binding = c->stream->channel_binding();
   p.authenticated_peer = c->peer;

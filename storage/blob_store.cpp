@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
@@ -230,6 +231,56 @@ int fetch_rank(std::uint8_t flags) {
   if (flags & kProjPreview) return 1;
   return 2;
 }
+// The ranks a policy fetches by itself: below this.
+int ranks_fetched(BlobPolicy p) {
+  switch (p) {
+    case BlobPolicy::archive: return 3;
+    case BlobPolicy::phone: return 2;
+    case BlobPolicy::thumbnails: return 1;
+    case BlobPolicy::on_demand:
+    case BlobPolicy::none: return 0;
+  }
+  return 0;
+}
+
+// meta 'p'+project value: u8 1, u8 the project's level (kPolicyUnset: blob.policy), u16 n,
+// n x (device 32, u8 level), devices strictly ascending.
+constexpr std::uint8_t kPolicyUnset = 0xFF;
+bool valid_level(std::uint8_t v) { return v <= static_cast<std::uint8_t>(BlobPolicy::archive); }
+Bytes encode_policy(const ProjectBlobPolicy& p) {
+  Bytes b;
+  ByteWriter w(b);
+  w.u8(kRecordVersion);
+  w.u8(p.policy ? static_cast<std::uint8_t>(*p.policy) : kPolicyUnset);
+  w.u16(static_cast<std::uint16_t>(p.peers.size()));
+  for (const auto& [dev, level] : p.peers) {
+    w.raw(dev.view());
+    w.u8(static_cast<std::uint8_t>(level));
+  }
+  return b;
+}
+std::optional<ProjectBlobPolicy> decode_policy(ByteView v) {
+  ByteReader r(v);
+  ProjectBlobPolicy p;
+  if (r.u8() != kRecordVersion) return std::nullopt;
+  std::uint8_t level = r.u8();
+  std::uint16_t n = r.u16();
+  if (!r.ok() || n > kMaxBlobPolicyPeers || r.remaining() != std::size_t{n} * 33)
+    return std::nullopt;
+  if (level != kPolicyUnset) {
+    if (!valid_level(level) || level == 0) return std::nullopt;
+    p.policy = static_cast<BlobPolicy>(level);
+  }
+  for (std::uint16_t i = 0; i < n; ++i) {
+    DeviceId dev;
+    dev.bytes = r.fixed<32>();
+    std::uint8_t l = r.u8();
+    if (!r.ok() || !valid_level(l)) return std::nullopt;
+    if (!p.peers.empty() && !(p.peers.rbegin()->first < dev)) return std::nullopt;
+    p.peers.emplace(dev, static_cast<BlobPolicy>(l));
+  }
+  return p;
+}
 
 }  // namespace
 
@@ -301,15 +352,26 @@ class BlobStoreImpl final : public BlobStore {
   Result<BlobUsage> usage(const ProjectId& project) const override;
   Result<BlobInfo> put(const ProjectId& project, ByteView data, std::string media_type) override;
   Result<std::vector<BlobInfo>> wanted(const ProjectId& project, std::optional<BlobId> after,
-                                       std::uint32_t limit) const override;
+                                       std::uint32_t limit, BlobPolicy upto) const override;
+  Result<std::pair<std::uint64_t, std::uint64_t>> wanted_total(
+      const ProjectId& project, BlobPolicy upto, const std::vector<BlobId>& also) const override;
+  Result<ProjectBlobPolicy> policy(const ProjectId& project) const override;
+  BlobPolicy policy_with(const ProjectId& project, const DeviceId& peer) const override;
+  Status set_policy(const ProjectId& project, const ProjectBlobPolicy& policy) override;
+  Result<BlobDemand> demand(const ProjectId& project, const BlobId& id) override;
+  std::vector<BlobId> demanded(const ProjectId& project) const override;
+  std::uint64_t watch_held(std::function<void(const ProjectId&, const BlobId&)> fn) override;
+  void unwatch_held(std::uint64_t token) override;
   Result<std::unique_ptr<BlobReceiver>> begin_receive(const ProjectId& project,
                                                       const BlobId& id) override;
   // Records a received blob as held, by every project that refers to it.
   Status record_received(const HeldRecord& rec);
   const fs::path& partial_dir() const { return partial_; }
-  // Blobs being received (one receiver per blob at a time).
+  // Blobs being received (one receiver per blob at a time), with their verified bytes so far.
   std::mutex receiving_mu;
-  std::set<BlobId> receiving;
+  std::map<BlobId, const std::atomic<std::uint64_t>*> receiving;
+  // `id` became held by these projects: demands end, watchers are told (no lock held).
+  void held_now(const std::vector<ProjectId>& projects, const BlobId& id);
   Status index(const ProjectId& project) override;
   Result<GcResult> gc(std::int64_t now) override;
   // The project was left: its in-memory indexing position goes too.
@@ -363,6 +425,14 @@ class BlobStoreImpl final : public BlobStore {
   bool stopping_ = false;
   std::thread worker_;
   std::mutex index_mu_;  // one indexing pass (worker or caller) at a time
+  // Blobs asked for on demand: (project, blob) -> until (unix ms); and who is told when a
+  // blob becomes held. Guarded by demand_mu_.
+  mutable std::mutex demand_mu_;
+  std::map<std::pair<ProjectId, BlobId>, std::int64_t> demands_;
+  // Watchers are called with watch_mu_ held, so none runs once unwatch_held() returned.
+  std::mutex watch_mu_;
+  std::map<std::uint64_t, std::function<void(const ProjectId&, const BlobId&)>> watchers_;
+  std::uint64_t next_watch_ = 1;
 
  public:
   // Held while a finished upload is named and recorded, and while gc() decides and deletes
@@ -577,9 +647,12 @@ struct ReceiveState {
   std::vector<crypto::Digest> hashes;
   std::vector<bool> have;
   std::uint32_t held = 0;
+  std::atomic<std::uint64_t> held_bytes{0};  // read by demand() on any thread
+  bool registered = false;                   // in store->receiving
 
   ~ReceiveState() {
     if (fd >= 0) ::close(fd);
+    if (!registered) return;
     std::lock_guard lock(store->receiving_mu);
     store->receiving.erase(info.id);
   }
@@ -608,6 +681,7 @@ struct ReceiveState {
       if (got == static_cast<ssize_t>(buf.size()) && crypto::sha256(ByteView(buf)) == hashes[i]) {
         have[i] = true;
         ++held;
+        held_bytes += buf.size();
       }
     }
   }
@@ -625,6 +699,7 @@ class ReceiverImpl final : public BlobReceiver {
     s_->hashes = std::move(hashes);
     s_->have.assign(s_->count(), false);
     s_->held = 0;
+    s_->held_bytes = 0;
     // Kept beside the part so that a resumed transfer needs no peer to state them again.
     Bytes b;
     for (const auto& h : s_->hashes) append(b, ByteView(h));
@@ -666,6 +741,7 @@ class ReceiverImpl final : public BlobReceiver {
       return errno_error(err, "writing a received blob");
     s_->have[index] = true;
     ++s_->held;
+    s_->held_bytes += data.size();
     return {};
   }
 
@@ -710,10 +786,13 @@ class ReceiverImpl final : public BlobReceiver {
 
 Result<std::vector<BlobInfo>> BlobStoreImpl::wanted(const ProjectId& project,
                                                     std::optional<BlobId> after,
-                                                    std::uint32_t limit) const {
+                                                    std::uint32_t limit, BlobPolicy upto) const {
   auto txn = im_.read_txn();
   if (!txn) return txn.error();
   FS_TRY(im_.project(*txn, project));
+  const int ranks = ranks_fetched(upto);
+  std::vector<BlobInfo> out;
+  if (ranks == 0 || limit == 0) return out;
   // (rank, id) of every wanted blob, then the page after `after` in that order.
   std::vector<std::pair<std::pair<int, BlobId>, BlobInfo>> all;
   std::optional<std::pair<int, BlobId>> from;
@@ -724,21 +803,184 @@ Result<std::vector<BlobInfo>> BlobStoreImpl::wanted(const ProjectId& project,
     BlobId id = blob_of_key(c.key());
     auto rec = ProjRecord::decode(id, c.value());
     if (!rec) continue;
-    if (after && id == *after) from = {fetch_rank(rec->flags), id};
-    if (rec->held() || rec->refs == 0) continue;
+    const int rank = fetch_rank(rec->flags);
+    if (after && id == *after) from = {rank, id};
+    if (rec->held() || rec->refs == 0 || rank >= ranks) continue;
     if (rec->info.size > options().max_blob_bytes) continue;
-    all.push_back({{fetch_rank(rec->flags), id}, std::move(rec->info)});
+    all.push_back({{rank, id}, std::move(rec->info)});
   }
   // A blob `after` unknown here: it ranks with the rest.
   if (after && !from) from = {2, *after};
   std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  std::vector<BlobInfo> out;
   for (auto& [key, info] : all) {
     if (out.size() >= limit) break;
     if (from && !(*from < key)) continue;
     out.push_back(std::move(info));
   }
   return out;
+}
+
+Result<std::pair<std::uint64_t, std::uint64_t>> BlobStoreImpl::wanted_total(
+    const ProjectId& project, BlobPolicy upto, const std::vector<BlobId>& also) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  const int ranks = ranks_fetched(upto);
+  std::pair<std::uint64_t, std::uint64_t> total{0, 0};
+  auto count = [&](const ProjRecord& rec) {
+    ++total.first;
+    total.second += rec.info.size;
+  };
+  if (ranks > 0) {
+    Key prefix = prefix_of(project);
+    LmdbCursor c(*txn, im_.t().blob_proj);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+      if (c.key().size() != 48) continue;
+      auto rec = ProjRecord::decode(blob_of_key(c.key()), c.value());
+      if (!rec || rec->held() || rec->refs == 0 || fetch_rank(rec->flags) >= ranks) continue;
+      if (rec->info.size > options().max_blob_bytes) continue;
+      count(*rec);
+    }
+  }
+  for (const auto& id : std::set<BlobId>(also.begin(), also.end())) {
+    auto v = txn->get(im_.t().blob_proj, proj_key(project, id));
+    if (!v) return v.error();
+    if (!*v) continue;
+    auto rec = ProjRecord::decode(id, **v);
+    if (!rec || rec->held() || (rec->refs > 0 && fetch_rank(rec->flags) < ranks)) continue;
+    count(*rec);
+  }
+  return total;
+}
+
+Result<ProjectBlobPolicy> BlobStoreImpl::policy(const ProjectId& project) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  auto v = txn->get(im_.t().meta, blob_policy_key(project));
+  if (!v) return v.error();
+  if (!*v) return ProjectBlobPolicy{};
+  auto p = decode_policy(**v);
+  if (!p)
+    return make_error(Errc::data_loss,
+                      "the blob policy of project " + project.str() + " cannot be read");
+  return *p;
+}
+
+BlobPolicy BlobStoreImpl::policy_with(const ProjectId& project, const DeviceId& peer) const {
+  auto p = policy(project);
+  if (!p) return options().policy;
+  if (auto it = p->peers.find(peer); it != p->peers.end()) return it->second;
+  return p->policy.value_or(options().policy);
+}
+
+Status BlobStoreImpl::set_policy(const ProjectId& project, const ProjectBlobPolicy& policy) {
+  if (policy.policy == BlobPolicy::none)
+    return make_error(Errc::invalid_argument,
+                      "a project's blob policy cannot be none (on-demand fetches only what is "
+                      "asked for; none applies to a peer)");
+  if (policy.peers.size() > kMaxBlobPolicyPeers)
+    return make_error(Errc::invalid_argument,
+                      "at most " + std::to_string(kMaxBlobPolicyPeers) +
+                          " peers may have a blob policy of their own in a project");
+  auto txn = im_.write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  if (!policy.policy && policy.peers.empty())
+    FS_TRY(txn->del(im_.t().meta, blob_policy_key(project)));
+  else
+    FS_TRY(txn->put(im_.t().meta, blob_policy_key(project), encode_policy(policy)));
+  auto seq = im_.change_counter(*txn, project);
+  if (!seq) return seq.error();
+  FS_TRY(txn->commit());
+  im_.notify(project, *seq);  // sessions look again at what they fetch
+  return {};
+}
+
+Result<BlobDemand> BlobStoreImpl::demand(const ProjectId& project, const BlobId& id) {
+  BlobDemand d;
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    FS_TRY(im_.project(*txn, project));
+    auto pv = txn->get(im_.t().blob_proj, proj_key(project, id));
+    if (!pv) return pv.error();
+    std::optional<ProjRecord> pr;
+    if (*pv) pr = ProjRecord::decode(id, **pv);
+    if (!pr || (!pr->held() && pr->refs == 0))
+      return make_error(Errc::not_found,
+                        "no document of this project refers to blob " + digest_hex(id));
+    d.size = pr->info.size;
+    if (pr->held()) {
+      d.held = true;
+      d.received_bytes = d.size;
+      return d;
+    }
+  }
+  {
+    std::lock_guard lock(receiving_mu);
+    if (auto it = receiving.find(id); it != receiving.end()) {
+      d.receiving = true;
+      d.received_bytes = it->second->load();
+    }
+  }
+  bool fresh = false;
+  {
+    std::lock_guard lock(demand_mu_);
+    const std::int64_t now = now_ms();
+    // Ended demands go first; then, when full, the one that ends soonest.
+    for (auto it = demands_.begin(); it != demands_.end();)
+      it = it->second <= now ? demands_.erase(it) : std::next(it);
+    auto key = std::make_pair(project, id);
+    fresh = demands_.find(key) == demands_.end();
+    if (fresh && options().max_demands > 0 && demands_.size() >= options().max_demands) {
+      auto soonest = std::min_element(demands_.begin(), demands_.end(),
+                                      [](auto& a, auto& b) { return a.second < b.second; });
+      demands_.erase(soonest);
+    }
+    if (options().max_demands == 0) return d;  // demands are off
+    d.until_ms = now + static_cast<std::int64_t>(options().demand_ttl_ms);
+    demands_[key] = d.until_ms;
+  }
+  if (fresh) {  // sessions look for it now
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    auto seq = im_.change_counter(*txn, project);
+    if (seq) im_.notify(project, *seq);
+  }
+  return d;
+}
+
+std::vector<BlobId> BlobStoreImpl::demanded(const ProjectId& project) const {
+  std::vector<BlobId> out;
+  std::lock_guard lock(demand_mu_);
+  const std::int64_t now = now_ms();
+  for (auto it = demands_.lower_bound({project, BlobId{}});
+       it != demands_.end() && it->first.first == project; ++it)
+    if (it->second > now) out.push_back(it->first.second);
+  return out;
+}
+
+std::uint64_t BlobStoreImpl::watch_held(std::function<void(const ProjectId&, const BlobId&)> fn) {
+  std::lock_guard lock(watch_mu_);
+  const std::uint64_t token = next_watch_++;
+  watchers_.emplace(token, std::move(fn));
+  return token;
+}
+
+void BlobStoreImpl::unwatch_held(std::uint64_t token) {
+  std::lock_guard lock(watch_mu_);
+  watchers_.erase(token);
+}
+
+void BlobStoreImpl::held_now(const std::vector<ProjectId>& projects, const BlobId& id) {
+  {
+    std::lock_guard lock(demand_mu_);
+    for (const auto& p : projects) demands_.erase({p, id});
+  }
+  std::lock_guard lock(watch_mu_);
+  for (const auto& p : projects)
+    for (const auto& [token, fn] : watchers_) fn(p, id);
 }
 
 Result<std::unique_ptr<BlobReceiver>> BlobStoreImpl::begin_receive(const ProjectId& project,
@@ -768,15 +1010,16 @@ Result<std::unique_ptr<BlobReceiver>> BlobStoreImpl::begin_receive(const Project
                               std::to_string(options().project_quota_bytes));
     }
   }
-  {
-    std::lock_guard lock(receiving_mu);
-    if (!receiving.insert(id).second)
-      return make_error(Errc::failed_precondition,
-                        "blob " + short_hex(id) + " is being received on another session");
-  }
   auto s = std::make_shared<ReceiveState>();
   s->store = this;
   s->info = info;
+  {
+    std::lock_guard lock(receiving_mu);
+    if (!receiving.emplace(id, &s->held_bytes).second)
+      return make_error(Errc::failed_precondition,
+                        "blob " + short_hex(id) + " is being received on another session");
+    s->registered = true;
+  }
   s->part = partial_ / digest_hex(id);
   s->sidecar = partial_ / (digest_hex(id) + ".chunks");
   s->fd = ::open(s->part.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -833,6 +1076,9 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
   FS_TRY(txn->commit());
   // Sessions learn that the blob is here now (a peer that asked for it may ask again).
   for (const auto& [p, seq] : woken) im_.notify(p, seq);
+  std::vector<ProjectId> holders;
+  for (const auto& [p, seq] : woken) holders.push_back(p);
+  held_now(holders, id);
   return {};
 }
 
@@ -910,6 +1156,7 @@ Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& 
   if (!seq) return seq.error();
   FS_TRY(txn->commit());
   im_.notify(project, *seq);
+  held_now({project}, id);
   return {};
 }
 

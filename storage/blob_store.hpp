@@ -30,9 +30,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/bytes.hpp"
@@ -51,6 +54,52 @@ inline constexpr std::size_t kMaxMediaTypeBytes = 255;
 
 using BlobId = crypto::Digest;  // SHA-256 of the blob's bytes
 
+// What a device fetches from its peers by itself (docs/storage.md "Blob policy"), in rising
+// order: each level fetches what the one below does and more. Whatever the level, a blob an
+// app asks for (demand()) is fetched, except under `none`.
+enum class BlobPolicy : std::uint8_t {
+  none = 0,        // nothing, not even on demand (only for a peer or a kind of link)
+  on_demand = 1,   // only blobs asked for
+  thumbnails = 2,  // thumbnails; the rest on demand
+  phone = 3,       // thumbnails and previews; originals on demand
+  archive = 4,     // everything (hubs, laptops)
+};
+// The spelling in the API, syncctl and the config file: "none", "on-demand", "thumbnails",
+// "phone", "archive".
+constexpr std::string_view blob_policy_name(BlobPolicy p) {
+  switch (p) {
+    case BlobPolicy::none: return "none";
+    case BlobPolicy::on_demand: return "on-demand";
+    case BlobPolicy::thumbnails: return "thumbnails";
+    case BlobPolicy::phone: return "phone";
+    case BlobPolicy::archive: return "archive";
+  }
+  return "none";
+}
+constexpr std::optional<BlobPolicy> parse_blob_policy(std::string_view s) {
+  for (auto p : {BlobPolicy::none, BlobPolicy::on_demand, BlobPolicy::thumbnails, BlobPolicy::phone,
+                 BlobPolicy::archive})
+    if (blob_policy_name(p) == s) return p;
+  return std::nullopt;
+}
+
+// A project's policy on this device (never synced: each device chooses for itself).
+struct ProjectBlobPolicy {
+  std::optional<BlobPolicy> policy;      // unset: blob.policy; never `none`
+  std::map<DeviceId, BlobPolicy> peers;  // with these peers, this level instead
+};
+// The most per-peer levels one project's policy holds.
+inline constexpr std::size_t kMaxBlobPolicyPeers = 256;
+
+// Where a blob asked for on demand stands (demand()).
+struct BlobDemand {
+  bool held = false;       // here: read it
+  bool receiving = false;  // a session is fetching it now
+  std::uint64_t size = 0;
+  std::uint64_t received_bytes = 0;  // verified bytes of it here so far (kept across attempts)
+  std::int64_t until_ms = 0;         // sessions look for it until then (unix ms)
+};
+
 struct BlobOptions {
   // blob.max_blob_bytes: the largest blob accepted (upload, and later from peers).
   std::uint64_t max_blob_bytes = 4ull << 30;
@@ -62,6 +111,17 @@ struct BlobOptions {
   std::uint64_t unreferenced_grace_ms = 24ull * 3600 * 1000;
   // blob.gc_interval_ms: how often the daemon runs gc() on the blob worker.
   std::uint64_t gc_interval_ms = 3600ull * 1000;
+  // blob.policy: what the device fetches by itself in a project that sets no policy.
+  BlobPolicy policy = BlobPolicy::archive;
+  // blob.demand_ttl_ms: how long sessions keep looking for a blob asked for on demand (each
+  // new request for it starts the time again).
+  std::uint64_t demand_ttl_ms = 10ull * 60 * 1000;
+  // blob.max_demands: blobs asked for at once (beyond: the demand that ends first is dropped).
+  std::uint32_t max_demands = 1024;
+  // blob.fetch_wait_ms: how long a download of a blob not here yet waits for it by default
+  // before answering 202 with progress (the request's `wait` may ask for less or more, up to
+  // api.request_timeout_ms).
+  std::uint64_t fetch_wait_ms = 15ull * 1000;
 };
 
 // What a blob is, as its reference in a document states it and as it is recorded here.
@@ -183,12 +243,40 @@ class BlobStore {
   // Blobs documents of the project refer to and that are not held here (to fetch from
   // peers): thumbnails first, then previews, then every other blob (a blob is a thumbnail or
   // a preview once a `_variants` document names it so), each group in id order; paging
-  // continues after `after` in that order; at most `limit`. Those beyond
+  // continues after `after` in that order; at most `limit`. Only the groups `upto` fetches
+  // (thumbnails: the first; phone: the first two; archive: all; less: none). Those beyond
   // blob.max_blob_bytes are left out. Reads every record of the project (one read
   // transaction) to order them.
   virtual Result<std::vector<BlobInfo>> wanted(const ProjectId& project,
-                                               std::optional<BlobId> after,
-                                               std::uint32_t limit) const = 0;
+                                               std::optional<BlobId> after, std::uint32_t limit,
+                                               BlobPolicy upto = BlobPolicy::archive) const = 0;
+  // What wanted() with `upto` would list in all, and of `also` (e.g. demanded()) those not
+  // held that it would not: blobs and bytes (the backlog shown per peer).
+  virtual Result<std::pair<std::uint64_t, std::uint64_t>> wanted_total(
+      const ProjectId& project, BlobPolicy upto, const std::vector<BlobId>& also = {}) const = 0;
+
+  // The project's policy as set (set_policy), and its level with a peer: the peer's entry,
+  // else the project's, else blob.policy (also when the record cannot be read).
+  virtual Result<ProjectBlobPolicy> policy(const ProjectId& project) const = 0;
+  virtual BlobPolicy policy_with(const ProjectId& project, const DeviceId& peer) const = 0;
+  // Replaces the project's policy. Errors: not_found (project), invalid_argument (`none` as
+  // the project's level, more than kMaxBlobPolicyPeers peers).
+  virtual Status set_policy(const ProjectId& project, const ProjectBlobPolicy& policy) = 0;
+
+  // Asks for a blob the project refers to and does not hold: sessions fetch it from any
+  // peer that has it (even where the policy would not) for blob.demand_ttl_ms from now, and
+  // peers that are asked for it and lack it ask their own peers (a demand relayed through
+  // the mesh). Held already: only the status. Errors: not_found (no document of the project
+  // refers to it, as indexed so far).
+  virtual Result<BlobDemand> demand(const ProjectId& project, const BlobId& id) = 0;
+  // The project's blobs asked for and not held, whose demand has not ended.
+  virtual std::vector<BlobId> demanded(const ProjectId& project) const = 0;
+  // Calls `fn(project, blob)` each time a blob becomes held by a project (an upload, a
+  // transfer finished, put()), on the thread that recorded it (often the blob worker): keep
+  // it short, post to your own thread, and call no BlobStore method from it. Returns a
+  // token for unwatch_held(); once that returned, fn is not running and is never called.
+  virtual std::uint64_t watch_held(std::function<void(const ProjectId&, const BlobId&)> fn) = 0;
+  virtual void unwatch_held(std::uint64_t token) = 0;
   // Starts (or resumes) receiving a wanted blob of the project. Errors: not_found (the
   // project does not refer to it), already_exists (it is held), resource_exhausted
   // (blob.project_quota_bytes), too_large (blob.max_blob_bytes).

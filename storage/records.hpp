@@ -105,6 +105,13 @@ inline Key blob_cursor_key(const ProjectId& p) {
   return k;
 }
 
+// meta: the project's blob policy on this device (docs/storage.md "Blob policy").
+inline Key blob_policy_key(const ProjectId& p) {
+  Key k;
+  k.u8('p').raw(p.view());
+  return k;
+}
+
 inline Key prefix_of(const ProjectId& p) {
   Key k;
   k.raw(p.view());

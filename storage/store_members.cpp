@@ -379,6 +379,7 @@ Status Store::leave_project(const ProjectId& project) {
   for (const auto& k : invites) FS_TRY(txn->del(t.invites, k));
   FS_TRY(txn->del(t.meta, counter_key(project)));
   FS_TRY(txn->del(t.meta, blob_cursor_key(project)));
+  FS_TRY(txn->del(t.meta, blob_policy_key(project)));
   FS_TRY(impl_->forget_bundles(*txn, project));
   FS_TRY(txn->del(t.projects, project.view()));
   FS_TRY(txn->commit());

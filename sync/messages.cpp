@@ -60,6 +60,7 @@ std::string_view msg_type_name(std::uint8_t type) {
     case MsgType::blob_get: return "BLOB_GET";
     case MsgType::blob_head: return "BLOB_HEAD";
     case MsgType::blob_chunk: return "BLOB_CHUNK";
+    case MsgType::blob_wants: return "BLOB_WANTS";
     case MsgType::zbatch: return "ZBATCH";
   }
   return "UNKNOWN";
@@ -254,6 +255,25 @@ Result<BlobHead> decode_blob_head(ByteView payload, const DecodeLimits& limits) 
   m.now_held = status == 2;
   m.hashes.reserve(n);
   for (std::uint32_t i = 0; i < n; ++i) m.hashes.push_back(r.fixed<32>());
+  return m;
+}
+
+void encode_blob_wants(Bytes& out, const BlobWants& m) {
+  auto at = begin_frame(out, MsgType::blob_wants);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.u64(m.blobs);
+  w.u64(m.bytes);
+  end_frame(out, at);
+}
+
+Result<BlobWants> decode_blob_wants(ByteView payload) {
+  ByteReader r(payload);
+  BlobWants m;
+  m.project = read_id<ProjectId>(r);
+  m.blobs = r.u64();
+  m.bytes = r.u64();
+  if (!r.ok() || r.remaining() != 0) return malformed("BLOB_WANTS");
   return m;
 }
 

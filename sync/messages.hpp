@@ -54,6 +54,7 @@ enum class MsgType : std::uint8_t {
   blob_get = 0x8d,    // "send me chunks [first, first+count) of this blob (and its hashes)"
   blob_head = 0x8e,   // a blob's chunk hashes, or "not held here"
   blob_chunk = 0x8f,  // one chunk of a blob
+  blob_wants = 0x90,  // "of this project I still want n blobs, b bytes" (progress only)
 };
 
 std::string_view msg_type_name(std::uint8_t type);
@@ -135,6 +136,14 @@ struct BlobHead {
   std::vector<crypto::Digest> hashes;  // SHA-256 of each chunk (storage::kBlobChunkBytes)
 };
 
+// What the sender still wants of a project's blobs under its policy with the receiver (and on
+// demand): the receiver shows it as its blobs to send. Sent when it changes.
+struct BlobWants {
+  ProjectId project;
+  std::uint64_t blobs = 0;
+  std::uint64_t bytes = 0;
+};
+
 struct BlobChunk {
   ProjectId project;
   crypto::Digest blob{};
@@ -171,6 +180,7 @@ void encode_forked(Bytes& out, const ForkedMsg& m);
 void encode_error(Bytes& out, const WireError& m);
 void encode_blob_get(Bytes& out, const BlobGet& m);
 void encode_blob_head(Bytes& out, const BlobHead& m);
+void encode_blob_wants(Bytes& out, const BlobWants& m);
 void encode_blob_chunk(Bytes& out, const ProjectId& project, const crypto::Digest& blob,
                        std::uint32_t index, ByteView data);
 // ZBATCH: `batch_payload` (a BATCH frame's payload) compressed at zstd `level` (1..19).
@@ -193,6 +203,7 @@ Result<BlobGet> decode_blob_get(ByteView payload);
 // Refuses more hashes than fit the blob size limit (storage's max blob / chunk size).
 Result<BlobHead> decode_blob_head(ByteView payload, const DecodeLimits& limits);
 Result<BlobChunk> decode_blob_chunk(ByteView payload);
+Result<BlobWants> decode_blob_wants(ByteView payload);
 // ZBATCH: the BATCH payload it carries, into `out` (reused by the caller). Fails too_large
 // when the declared size exceeds limits.max_batch_payload (nothing is allocated for it) and
 // invalid_argument when the zstd frame is corrupt or does not produce exactly that size.

@@ -39,6 +39,21 @@ struct ProjectProgress {
   std::uint64_t blob_bytes_sent = 0;
   std::uint64_t blob_bytes_received = 0;
   std::uint64_t blobs_received = 0;
+  // Blobs still to receive: what this device wants of the project under its policy with
+  // this peer (and asked for on demand), not held yet; and to send: what the peer said it
+  // still wants (BLOB_WANTS). Only on sessions that exchange blobs.
+  std::uint64_t blobs_to_receive = 0;
+  std::uint64_t blob_bytes_to_receive = 0;
+  std::uint64_t blobs_to_send = 0;
+  std::uint64_t blob_bytes_to_send = 0;
+  // The blob being fetched from this peer (nullopt: none): its id as 64 hex digits, size,
+  // and verified bytes here.
+  std::optional<std::string> blob_fetching;
+  std::uint64_t blob_fetching_size = 0;
+  std::uint64_t blob_fetching_bytes = 0;
+  // The level this device fetches by itself from this peer (storage::blob_policy_name), the
+  // link's limit applied; empty on sessions without blobs.
+  std::string blob_policy;
 };
 
 struct SessionProgress {

@@ -7,6 +7,7 @@
 
 #include <chrono>
 
+#include "storage/blob_ref.hpp"
 #include "sync/session_impl.hpp"
 #include "sync/wire_error.hpp"
 
@@ -62,6 +63,7 @@ const Session::Impl::MessageRule* Session::Impl::message_rule(std::uint8_t type)
       {MsgType::blob_get, states(S::active), &run<&decode_blob_get, &Impl::on_blob_get>},
       {MsgType::blob_head, states(S::active), &run<&decode_blob_head, &Impl::on_blob_head>},
       {MsgType::blob_chunk, states(S::active), &run<&decode_blob_chunk, &Impl::on_blob_chunk>},
+      {MsgType::blob_wants, states(S::active), &run<&decode_blob_wants, &Impl::on_blob_wants>},
   };
   for (const auto& rule : kMessages)
     if (static_cast<std::uint8_t>(rule.type) == type) return &rule;
@@ -235,6 +237,12 @@ SessionProgress Session::progress() const {
     pp.in_sync = ps.was_in_sync;
     pp.diverged.assign(ps.diverged.begin(), ps.diverged.end());
     if (ps.rate_sample_ms != 0 && now - ps.rate_sample_ms > 3000) pp.rate_bytes_per_s = 0;
+    if (const auto& f = impl_->fetch; f && f->project == id) {
+      pp.blob_fetching = storage::digest_hex(f->rx->info().id);
+      pp.blob_fetching_size = f->rx->info().size;
+      pp.blob_fetching_bytes = std::min<std::uint64_t>(
+          std::uint64_t{f->rx->chunks_held()} * storage::kBlobChunkBytes, f->rx->info().size);
+    }
     p.projects.push_back(pp);
   }
   return p;

@@ -30,9 +30,13 @@ void Session::Impl::on_blob_get(BlobGet m) {
   if (!reader ||
       (m.want_hashes && std::uint64_t{n} * 32 + 64 + kFrameHeaderBytes > peer_max_frame)) {
     encode_blob_head(control, BlobHead{m.project, m.blob, false, false, {}});
-    // Told again once it is held here (a relay that is still fetching it).
-    if (!reader && told_not_held.size() < kMaxToldNotHeld)
+    if (!reader && told_not_held.size() < kMaxToldNotHeld) {
+      // Told again once it is held here. A blob our documents refer to is asked for from our
+      // other peers in turn (a demand relayed through the mesh; the store bounds them).
       told_not_held.insert({m.project, m.blob});
+      if (reader.error().code == Errc::failed_precondition)
+        (void)store.blobs().demand(m.project, m.blob);
+    }
     return;
   }
   if (m.want_hashes)
@@ -77,6 +81,46 @@ void Session::Impl::on_blob_chunk(BlobChunk m) {
   if (!fetch->rx->complete()) return;
   if (auto it = projects.find(m.project); it != projects.end()) ++it->second.stats.blobs_received;
   finish_fetch();
+}
+
+void Session::Impl::on_blob_wants(BlobWants m) {
+  ProjectSync* ps = project_of(m.project, "BLOB_WANTS");
+  if (!ps) return;
+  ps->stats.blobs_to_send = m.blobs;
+  ps->stats.blob_bytes_to_send = m.bytes;
+}
+
+storage::BlobPolicy Session::Impl::blob_level(const ProjectId& project) const {
+  return std::min(store.blobs().policy_with(project, peer_hello.device),
+                  params.options.blob_link_policy);
+}
+
+bool Session::Impl::start_fetch(const ProjectId& project, const storage::BlobId& id, Bytes& out) {
+  if (blob_skip.count({project, id})) return false;
+  auto rx = store.blobs().begin_receive(project, id);
+  if (!rx.ok()) {
+    blob_skip.insert({project, id});
+    return false;
+  }
+  fetch = BlobFetch{project, std::move(*rx)};
+  if (abandoned && abandoned->project == project && abandoned->blob == id)
+    abandoned.reset();  // asked again: chunks of the old window are as good
+  want_scan = true;     // look again once this one is done
+  ask_next_window(out);
+  return true;
+}
+
+void Session::Impl::count_wanted(ProjectSync& ps, storage::BlobPolicy level, Bytes& out) {
+  // Asked for on demand counts too (the current fetch among them).
+  std::pair<std::uint64_t, std::uint64_t> total{0, 0};
+  if (level != storage::BlobPolicy::none)
+    if (auto t = store.blobs().wanted_total(ps.id, level, store.blobs().demanded(ps.id)); t.ok())
+      total = *t;
+  ps.stats.blobs_to_receive = total.first;
+  ps.stats.blob_bytes_to_receive = total.second;
+  if (ps.wants_told == total) return;
+  ps.wants_told = total;
+  encode_blob_wants(out, BlobWants{ps.id, total.first, total.second});
 }
 
 void Session::Impl::finish_fetch() {
@@ -138,32 +182,26 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
   } else if (want_scan) {
     want_scan = false;
     for (auto& [pid, ps] : projects) {
-      if (!ps.was_in_sync || fetch) continue;
+      if (!ps.was_in_sync) continue;
       // The store indexes references after commits on its worker; catch up here so that
       // documents just applied are seen (reads, and a commit only if references changed).
       if (!store.blobs().index(pid).ok()) continue;
+      const storage::BlobPolicy level = blob_level(pid);
+      ps.stats.blob_policy = std::string(storage::blob_policy_name(level));
+      count_wanted(ps, level, out);
+      if (fetch || level == storage::BlobPolicy::none) continue;
+      // Blobs an app (here, or a peer through us) asked for come first.
+      for (const auto& id : store.blobs().demanded(pid))
+        if (start_fetch(pid, id, out)) break;
       std::optional<storage::BlobId> after;
-      for (;;) {
-        auto wanted = store.blobs().wanted(pid, after, kWantedScan);
+      while (!fetch) {
+        auto wanted = store.blobs().wanted(pid, after, kWantedScan, level);
         if (!wanted.ok() || wanted->empty()) break;
-        for (const auto& info : *wanted) {
-          if (blob_skip.count({pid, info.id})) continue;
-          auto rx = store.blobs().begin_receive(pid, info.id);
-          if (!rx.ok()) {
-            blob_skip.insert({pid, info.id});
-            continue;
-          }
-          fetch = BlobFetch{pid, std::move(*rx)};
-          if (abandoned && abandoned->project == pid && abandoned->blob == info.id)
-            abandoned.reset();  // asked again: chunks of the old window are as good
-          want_scan = true;     // look again once this one is done
-          ask_next_window(out);
-          break;
-        }
-        if (fetch || wanted->size() < kWantedScan) break;
+        for (const auto& info : *wanted)
+          if (start_fetch(pid, info.id, out)) break;
+        if (wanted->size() < kWantedScan) break;
         after = wanted->back().id;
       }
-      if (fetch) break;
     }
   }
   // Serving: only while no project has a BATCH to send (documents first, always).

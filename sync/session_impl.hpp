@@ -58,6 +58,8 @@ struct Session::Impl {
     // one history"): neither sent nor taken on this session.
     std::set<DeviceId> diverged;
     ProjectProgress stats;
+    // Blobs: what we last told the peer we want (BLOB_WANTS); nothing until told.
+    std::pair<std::uint64_t, std::uint64_t> wants_told{0, 0};
     std::int64_t rate_sample_ms = 0;
     std::uint64_t rate_sample_bytes = 0;
   };
@@ -245,6 +247,14 @@ struct Session::Impl {
   void on_blob_get(BlobGet m);
   void on_blob_head(BlobHead m);
   void on_blob_chunk(BlobChunk m);
+  void on_blob_wants(BlobWants m);
+  // The level this session fetches by itself in a project (policy with this peer, capped by
+  // the link's).
+  storage::BlobPolicy blob_level(const ProjectId& project) const;
+  // Starts fetching `id` of `project` (false: it cannot be received now: skipped).
+  bool start_fetch(const ProjectId& project, const storage::BlobId& id, Bytes& out);
+  // Recounts what we still want of a project's blobs; tells the peer when it changed.
+  void count_wanted(ProjectSync& ps, storage::BlobPolicy level, Bytes& out);
   // Starts the next wanted blob of a project whose documents are in sync, or asks for the
   // next window of the current one; then serves chunks the peer asked for (no BATCH pending).
   void produce_blob_frames(Bytes& out, std::size_t max_bytes);

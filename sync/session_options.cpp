@@ -27,6 +27,7 @@ SessionOptions session_options(const config::SyncOptions& sync) {
   o.trust_policy = sync.trust_policy == trust_policy_name(TrustPolicy::ask)
                        ? TrustPolicy::ask
                        : TrustPolicy::automatic;
+  o.slow_link_blobs = sync.slow_link_blobs;
   return o;
 }
 

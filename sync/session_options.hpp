@@ -9,6 +9,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "storage/blob_store.hpp"
+
 namespace fieldsync::config {
 struct SyncOptions;
 }
@@ -36,9 +38,14 @@ struct SessionOptions {
   std::uint32_t log_lines_per_key = 10;
   std::uint32_t log_interval_ms = 10000;
   TrustPolicy trust_policy = TrustPolicy::automatic;  // sync.trust_policy
-  // Fetch and serve blobs on this session (kFeatureBlobs). The peer manager turns it off on
-  // links that are not fast (transports::LinkClass), so photos never clog a slow link.
+  // Fetch and serve blobs on this session (kFeatureBlobs), fetching by itself at most
+  // `blob_link_policy` (below the project's and peer's policy, storage::BlobStore::policy_with).
+  // The peer manager sets both from the link class (transports::LinkClass): everything on a
+  // fast link; on others blob.slow_link_policy (`slow_link_blobs`), none by default (then
+  // exchange_blobs is off), so photos never clog a slow link unless configured.
   bool exchange_blobs = true;
+  storage::BlobPolicy blob_link_policy = storage::BlobPolicy::archive;
+  storage::BlobPolicy slow_link_blobs = storage::BlobPolicy::none;  // blob.slow_link_policy
 
   bool operator==(const SessionOptions&) const = default;
 };

@@ -49,7 +49,7 @@ TEST_CASE("HKDF-SHA256 matches RFC 5869 test case 1") {
         "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
 }
 
-TEST_CASE("HKDF-SHA256: other inputs give other keys; bad lengths are refused") {
+TEST_CASE("HKDF-SHA256: other inputs give other keys, bad lengths are refused") {
   Bytes secret(32, 7);
   Bytes a(32), b(32), c(32), d(32);
   REQUIRE(hkdf_sha256(secret, as_bytes("salt-1"), as_bytes("info"), a).ok());

@@ -145,7 +145,7 @@ struct Fixture {
 
 }  // namespace
 
-TEST_CASE("peer table: instances fold into devices; last removal removes the device",
+TEST_CASE("peer table: instances fold into devices, last removal removes the device",
           "[discovery]") {
   PeerTable t(10);
   auto a = device(1);
@@ -177,7 +177,7 @@ TEST_CASE("peer table: instance names from the network are valid UTF-8 without c
   CHECK(shown.find('\x1b') == std::string::npos);
 }
 
-TEST_CASE("peer table: re-resolve updates the address; TTL expiry; size limit", "[discovery]") {
+TEST_CASE("peer table: re-resolve updates the address, TTL expiry, size limit", "[discovery]") {
   PeerTable t(2);
   auto a = device(1), b = device(2), c = device(3);
   REQUIRE(t.upsert(service("a", "10.0.0.1", 7000), txt_of(a), 100).ok());
@@ -315,7 +315,7 @@ TEST_CASE("service: auto policy adds a member once, follows its address, drops i
   CHECK(f.conn.adds == 2);
 }
 
-TEST_CASE("service: a configured peer is left to the user; a refused add is not retried",
+TEST_CASE("service: a configured peer is left to the user, a refused add is not retried",
           "[discovery]") {
   Fixture f;
   auto p = f.store->create_project("survey", R"({"discovery":{"policy":"auto"}})");

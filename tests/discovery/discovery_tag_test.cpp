@@ -49,7 +49,7 @@ TEST_CASE("tag: depends on secret, device and bucket", "[discovery]") {
   CHECK(t != DiscoveryTag::compute(secret(1), device(1), 101));
 }
 
-TEST_CASE("tag: buckets are hours; neighbours match, two hours off does not", "[discovery]") {
+TEST_CASE("tag: buckets are hours, neighbours match, two hours off does not", "[discovery]") {
   CHECK(DiscoveryTag::bucket_of(0) == 0);
   CHECK(DiscoveryTag::bucket_of(3599) == 0);
   CHECK(DiscoveryTag::bucket_of(3600) == 1);

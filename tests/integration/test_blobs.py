@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import sys
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -298,11 +299,24 @@ class BlobTest(DaemonTestCase):
         r = d.unix("PUT", V + "/%s/docs/sites/north" % pid, {"photo": ref})
         self.assertIn(r.status, (200, 201), r)
         url = V + "/%s/blobs/%s" % (pid, missing)
-        # Once the reference is indexed: referred to but not here (409), listed as not held.
-        r = wait_until(lambda: (lambda x: x if x.status == 409 else None)(d.unix("GET", url)), 10,
-                       what="the reference to be indexed")
-        self.assertEqual(r.json()["error"], "failed_precondition")
-        self.assertIn("not on this device", r.json()["message"])
+        # Once the reference is indexed: referred to but not here: asked for from peers (202,
+        # with where it stands), listed as not held.
+        r = wait_until(lambda: (lambda x: x if x.status == 202 else None)(
+            d.unix("GET", url + "?wait=0")), 10, what="the reference to be indexed")
+        body = r.json()
+        self.assertEqual((body["blob"], body["state"], body["size"], body["received_bytes"]),
+                         (missing, "waiting", 31, 0))
+        self.assertGreater(body["demand_ms_left"], 0)
+        self.assertEqual(r.headers.get("retry-after"), "1")
+        # A request that waits answers the same once its wait ends (no peer has it).
+        t0 = time.monotonic()
+        r = d.unix("GET", url + "?wait=300")
+        self.assertEqual(r.status, 202, r)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.29)
+        # A wait beyond api.request_timeout_ms is refused, not cut short silently.
+        r = d.unix("GET", url + "?wait=99999999")
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("wait", r.json()["message"])
         listed = d.unix("GET", V + "/%s/blobs" % pid).json()
         self.assertEqual([(b["id"], b["held"], b["refs"]) for b in listed["blobs"]],
                          [(missing, False, 1)])

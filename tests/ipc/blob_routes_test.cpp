@@ -205,9 +205,30 @@ class FakeBlobs : public storage::BlobStore {
   }
   // (Receiving from peers is not what these routes do.)
   Result<std::vector<storage::BlobInfo>> wanted(const ProjectId&, std::optional<storage::BlobId>,
-                                                std::uint32_t) const override {
+                                                std::uint32_t, storage::BlobPolicy) const override {
     return std::vector<storage::BlobInfo>{};
   }
+  Result<std::pair<std::uint64_t, std::uint64_t>> wanted_total(
+      const ProjectId&, storage::BlobPolicy, const std::vector<storage::BlobId>&) const override {
+    return std::pair<std::uint64_t, std::uint64_t>{0, 0};
+  }
+  Result<storage::ProjectBlobPolicy> policy(const ProjectId&) const override {
+    return storage::ProjectBlobPolicy{};
+  }
+  storage::BlobPolicy policy_with(const ProjectId&, const DeviceId&) const override {
+    return storage::BlobPolicy::archive;
+  }
+  Status set_policy(const ProjectId&, const storage::ProjectBlobPolicy&) override {
+    return make_error(Errc::unsupported, "not in this test");
+  }
+  Result<storage::BlobDemand> demand(const ProjectId&, const storage::BlobId&) override {
+    return make_error(Errc::not_found, "not in this test");
+  }
+  std::vector<storage::BlobId> demanded(const ProjectId&) const override { return {}; }
+  std::uint64_t watch_held(std::function<void(const ProjectId&, const storage::BlobId&)>) override {
+    return 1;
+  }
+  void unwatch_held(std::uint64_t) override {}
   Result<std::unique_ptr<storage::BlobReceiver>> begin_receive(const ProjectId&,
                                                                const storage::BlobId&) override {
     return make_error(Errc::unsupported, "not in this test");

@@ -357,7 +357,7 @@ TEST_CASE("gc releases blobs no live document refers to, after their grace") {
   CHECK(count_files(dir.path() / "blobs") == 0);
 }
 
-TEST_CASE("leaving a project releases its blobs; a blob another project holds stays") {
+TEST_CASE("leaving a project releases its blobs, a blob another project holds stays") {
   TempDir dir;
   auto store = test::open_store(dir.path());
   auto a = store->create_project("a");
@@ -376,7 +376,7 @@ TEST_CASE("leaving a project releases its blobs; a blob another project holds st
   CHECK(r.ok());
 }
 
-TEST_CASE("blobs survive reopening; parts of unfinished uploads do not") {
+TEST_CASE("blobs survive reopening, parts of unfinished uploads do not") {
   TempDir dir;
   Bytes data = pattern(600000);
   BlobInfo info;

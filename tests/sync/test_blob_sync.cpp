@@ -118,7 +118,7 @@ TEST_CASE("a blob a synced document refers to follows the document", "[sync][blo
   CHECK(wanted->empty());
 }
 
-TEST_CASE("a tampered chunk is refused; the blob is fetched again, resuming", "[sync][blobs]") {
+TEST_CASE("a tampered chunk is refused, the blob is fetched again, resuming", "[sync][blobs]") {
   Node a, b;
   ProjectId p = shared_project(a, b);
   Bytes data = pattern(6 * storage::kBlobChunkBytes);
@@ -343,4 +343,199 @@ TEST_CASE("blob messages outside the rules end the session", "[sync][blobs]") {
     s.receive(in);
     CHECK(failed_with(s) == Errc::failed_precondition);
   }
+}
+
+namespace {
+
+// A photo of `a` with its preview and thumbnail recorded in `_variants`, referred to by a
+// document: the three blobs and their bytes.
+struct Photo {
+  storage::BlobInfo original, preview, thumbnail;
+  Bytes original_bytes, preview_bytes, thumbnail_bytes;
+};
+Photo photo(Node& a, const ProjectId& p, const std::string& doc, std::uint8_t seed) {
+  Photo ph;
+  ph.original_bytes = pattern(3 * storage::kBlobChunkBytes + 77, seed);
+  ph.preview_bytes = pattern(storage::kBlobChunkBytes / 2, seed + 1);
+  ph.thumbnail_bytes = pattern(9000, seed + 2);
+  ph.original = upload(*a.store, p, ph.original_bytes);
+  ph.preview = upload(*a.store, p, ph.preview_bytes);
+  ph.thumbnail = upload(*a.store, p, ph.thumbnail_bytes);
+  REQUIRE(a.store->set_blob_variants(p, ph.original, ph.preview, ph.thumbnail, "fieldsync").ok());
+  write_ref(a, p, doc, ph.original);
+  return ph;
+}
+
+void set_level(Node& n, const ProjectId& p, storage::BlobPolicy level) {
+  storage::ProjectBlobPolicy pol;
+  pol.policy = level;
+  REQUIRE(n.store->blobs().set_policy(p, pol).ok());
+}
+
+}  // namespace
+
+TEST_CASE("blob policy: a phone fetches thumbnails and previews, and a peer may have its own level",
+          "[sync][blobs]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Photo one = photo(a, p, "site1", 10);
+  Photo two = photo(a, p, "site2", 20);
+  set_level(b, p, storage::BlobPolicy::phone);
+  {
+    Session sa(*a.store, params("a"));
+    Session sb(*b.store, params("b"));
+    sa.start();
+    sb.start();
+    Pipe pipe{sa, sb, &a, &b};
+    pipe.chunk = 1u << 20;
+    pipe.run();
+    REQUIRE(sb.in_sync());
+    for (const Photo* ph : {&one, &two}) {
+      CHECK(holds(*b.store, p, ph->thumbnail, ph->thumbnail_bytes));
+      CHECK(holds(*b.store, p, ph->preview, ph->preview_bytes));
+      CHECK(!holds(*b.store, p, ph->original, ph->original_bytes));
+    }
+    // Both sides see what is left: b still lacks the two originals, which it does not fetch
+    // by itself; a is told (BLOB_WANTS) what b wants under its policy: nothing. (The last
+    // blob is recorded on b's worker after the session is idle: the store's notice of it is
+    // what makes the session count again.)
+    pipe.run();
+    auto pb = sb.progress().projects.at(0);
+    CHECK(pb.blob_policy == "phone");
+    CHECK(pb.blobs_to_receive == 0);
+    CHECK(sa.progress().projects.at(0).blobs_to_send == 0);
+    CHECK(sb.progress().projects.at(0).blobs_received == 4);
+  }
+  // With this peer b keeps everything (a per-peer level), so the originals come too.
+  storage::ProjectBlobPolicy pol;
+  pol.policy = storage::BlobPolicy::phone;
+  pol.peers[a.store->device_id()] = storage::BlobPolicy::archive;
+  REQUIRE(b.store->blobs().set_policy(p, pol).ok());
+  auto back = b.store->blobs().policy(p);
+  REQUIRE(back.ok());
+  CHECK(back->peers.size() == 1);
+  CHECK(b.store->blobs().policy_with(p, a.store->device_id()) == storage::BlobPolicy::archive);
+  Session sa(*a.store, params("a"));
+  Session sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.chunk = 1u << 20;
+  pipe.run();
+  CHECK(holds(*b.store, p, one.original, one.original_bytes));
+  CHECK(holds(*b.store, p, two.original, two.original_bytes));
+}
+
+TEST_CASE("a link capped at thumbnails carries thumbnails only, whatever the policy",
+          "[sync][blobs]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  Photo one = photo(a, p, "site1", 30);
+  SessionOptions slow;
+  slow.blob_link_policy = storage::BlobPolicy::thumbnails;
+  Session sa(*a.store, params("a", slow));
+  Session sb(*b.store, params("b", slow));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.chunk = 1u << 20;
+  pipe.run();
+  REQUIRE(sb.in_sync());
+  CHECK(holds(*b.store, p, one.thumbnail, one.thumbnail_bytes));
+  CHECK(!holds(*b.store, p, one.preview, one.preview_bytes));
+  CHECK(!holds(*b.store, p, one.original, one.original_bytes));
+  CHECK(sb.progress().projects.at(0).blob_policy == "thumbnails");
+}
+
+TEST_CASE("an original asked for on demand comes from a peer two hops away", "[sync][blobs]") {
+  Node a, b, c;
+  ProjectId p = shared_project(a, b);
+  {
+    auto info = a.store->get_project(p);
+    auto secret = a.store->project_secret(p);
+    REQUIRE((info.ok() && secret.ok()));
+    REQUIRE(c.store->add_project(*info, *secret).ok());
+  }
+  Photo one = photo(a, p, "site1", 40);
+  set_level(b, p, storage::BlobPolicy::phone);
+  set_level(c, p, storage::BlobPolicy::phone);
+  // a - b - c, both links live; c never meets a.
+  Session sab(*a.store, params("a"));
+  Session sba(*b.store, params("b"));
+  Session sbc(*b.store, params("b"));
+  Session scb(*c.store, params("c"));
+  for (Session* s : {&sab, &sba, &sbc, &scb}) s->start();
+  Pipe ab{sab, sba};
+  Pipe bc{sbc, scb};
+  ab.chunk = bc.chunk = 1u << 20;
+  auto run_all = [&] {
+    for (int i = 0; i < 4; ++i) {
+      for (Session* s : {&sab, &sba, &sbc, &scb}) s->notify_local_change(p);
+      ab.run();
+      bc.run();
+      flush(*b.store);
+      flush(*c.store);
+    }
+  };
+  run_all();
+  REQUIRE(scb.in_sync());
+  CHECK(holds(*c.store, p, one.preview, one.preview_bytes));
+  CHECK(!holds(*b.store, p, one.original, one.original_bytes));
+  CHECK(!holds(*c.store, p, one.original, one.original_bytes));
+  // An app on c asks for the original: c asks b, which lacks it and asks a in turn.
+  auto d = c.store->blobs().demand(p, one.original.id);
+  REQUIRE(d.ok());
+  CHECK((!d->held && d->size == one.original.size && d->until_ms > 0));
+  CHECK(c.store->blobs().demanded(p) == std::vector<storage::BlobId>{one.original.id});
+  run_all();
+  CHECK(holds(*c.store, p, one.original, one.original_bytes));
+  CHECK(holds(*b.store, p, one.original, one.original_bytes));  // b relayed it
+  CHECK(c.store->blobs().demanded(p).empty());                  // held: the demand ended
+  auto again = c.store->blobs().demand(p, one.original.id);
+  REQUIRE(again.ok());
+  CHECK((again->held && again->received_bytes == one.original.size));
+}
+
+TEST_CASE("blob policy records: bad levels refused, left with the project", "[sync][blobs]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  storage::ProjectBlobPolicy pol;
+  pol.policy = storage::BlobPolicy::none;
+  CHECK(a.store->blobs().set_policy(p, pol).error().code == Errc::invalid_argument);
+  pol.policy.reset();
+  for (std::size_t i = 0; i <= storage::kMaxBlobPolicyPeers; ++i) {
+    DeviceId d;
+    d.bytes[0] = static_cast<std::uint8_t>(i >> 8);
+    d.bytes[1] = static_cast<std::uint8_t>(i);
+    pol.peers[d] = storage::BlobPolicy::none;
+  }
+  CHECK(a.store->blobs().set_policy(p, pol).error().code == Errc::invalid_argument);
+  pol.peers.erase(pol.peers.begin());
+  REQUIRE(a.store->blobs().set_policy(p, pol).ok());
+  auto back = a.store->blobs().policy(p);
+  REQUIRE(back.ok());
+  CHECK((!back->policy && back->peers == pol.peers));
+  CHECK(a.store->blobs().policy_with(p, pol.peers.begin()->first) == storage::BlobPolicy::none);
+  CHECK(a.store->blobs().policy_with(p, DeviceId{}) == storage::BlobPolicy::archive);
+  REQUIRE(a.store->leave_project(p).ok());
+  CHECK(a.store->blobs().policy(p).error().code == Errc::not_found);
+  CHECK(a.store->blobs().policy_with(p, DeviceId{}) == storage::BlobPolicy::archive);
+}
+
+TEST_CASE("BLOB_WANTS: round trip and malformed payloads", "[sync][blobs]") {
+  ProjectId p{};
+  p.bytes[3] = 9;
+  Bytes f;
+  encode_blob_wants(f, BlobWants{p, 12, 3456789});
+  FrameDecoder d(1u << 20);
+  d.feed(f);
+  auto fr = d.next();
+  REQUIRE((fr.ok() && *fr));
+  auto w = decode_blob_wants((*fr)->payload);
+  REQUIRE(w.ok());
+  CHECK((w->project == p && w->blobs == 12 && w->bytes == 3456789));
+  Bytes longer((*fr)->payload.begin(), (*fr)->payload.end());
+  longer.push_back(0);
+  CHECK(!decode_blob_wants(longer).ok());
+  CHECK(!decode_blob_wants(ByteView(longer).first(20)).ok());
 }

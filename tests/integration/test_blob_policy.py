@@ -1,0 +1,159 @@
+#!/usr/bin/python3
+"""What each device fetches, between real fieldsyncd processes over TCP+TLS: a device with the
+`phone` policy ends with the thumbnails and previews of a project's photos and none of the
+originals; asked for one (a download, or `syncctl blobs get`), it fetches it on demand from a
+device two hops away through a middle device that lacks it too; the policy is set and shown
+through the API and syncctl, and bad levels are refused. Run by ctest, or by hand (with
+FIELDSYNC_MAKE_TEST_IMAGE set to build/tests/media/media_make_test_image):
+/usr/bin/python3 tests/integration/test_blob_policy.py -v
+"""
+import hashlib
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fieldsync_harness import DaemonTestCase, V, add_peer, share, wait_until  # noqa: E402
+from test_variants import make_image  # noqa: E402
+
+NO_DISCOVERY = {"discovery.enabled": "false"}
+
+
+def session_blobs(d, other):
+    """d's blob progress with `other` (first project of the live session), or None."""
+    r = d.unix("GET", "/v1/peers/%s" % other.device_id)
+    if r.status != 200:
+        return None
+    session = r.json().get("session") or {}
+    projects = session.get("projects") or []
+    return projects[0].get("blobs") if projects else None
+
+
+def held(d, pid):
+    """{blob id: held} as d lists the project's blobs."""
+    r = d.unix("GET", V + "/%s/blobs" % pid)
+    assert r.status == 200, r
+    return {b["id"]: b["held"] for b in r.json()["blobs"]}
+
+
+class BlobPolicy(DaemonTestCase):
+    DEFAULTS = NO_DISCOVERY
+
+    def photo(self, d, pid, name, w, h):
+        """Uploads a JPEG made here, refers to it, waits for its variants; returns
+        (original bytes, original id, {variant: id})."""
+        data = make_image(os.path.join(self.tmp, name + ".jpg"), w, h)
+        r = d.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": "image/jpeg"})
+        self.assertEqual(r.status, 201, r)
+        info = r.json()
+        r = d.unix("PUT", V + "/%s/docs/sites/%s" % (pid, name), {"photo": info["ref"]})
+        self.assertIn(r.status, (200, 201), r)
+
+        def variants():
+            v = d.unix("GET", V + "/%s/docs/_variants/%s" % (pid, info["id"]))
+            if v.status != 200:
+                return None
+            body = v.json()["body"]
+            if "preview" not in body or "thumbnail" not in body:
+                return None
+            return {k: body[k]["$blob"] for k in ("preview", "thumbnail")}
+        return data, info["id"], wait_until(variants, 60, interval_s=0.05,
+                                             what="the variants of " + name)
+
+    def test_a_phone_holds_small_variants_then_fetches_an_original_two_hops_away(self):
+        a, b, c = self.daemon("hub"), self.daemon("relay"), self.daemon("phone")
+        pid = share(a, b, c)
+        for d in (b, c):
+            out = d.syncctl("blobs", "policy", pid, "phone")
+            self.assertIn("fetches by itself: phone", out.stdout)
+        # (The test images are made from their size: two sizes, two photos.)
+        photos = [self.photo(a, pid, "site%d" % i, 1600 - 100 * i, 1200) for i in range(2)]
+        self.assertNotEqual(photos[0][1], photos[1][1])
+        variants = {v for _, _, vs in photos for v in vs.values()}
+        originals = {oid for _, oid, _ in photos}
+        # hub - relay - phone: the phone never meets the hub.
+        add_peer(b, a)
+        add_peer(c, b)
+
+        def small_ones_here():
+            h = held(c, pid)
+            return all(h.get(v) for v in variants) or None
+        wait_until(small_ones_here, 60, interval_s=0.1, what="the variants on the phone")
+        # Nothing more is coming by itself: the phone wants nothing more under its policy
+        # and the relay is told so.
+        wait_until(lambda: (session_blobs(c, b) or {}).get("to_receive") == 0 or None, 30,
+                   what="the phone's blobs to receive to reach 0")
+        wait_until(lambda: (session_blobs(b, c) or {}).get("to_send") == 0 or None, 30,
+                   what="the relay's blobs to send to the phone to reach 0")
+        self.assertEqual(session_blobs(c, b)["policy"], "phone")
+        shown = c.syncctl("peers", "show", "relay")
+        self.assertEqual(shown.returncode, 0, shown.stderr)
+        self.assertIn("(this device fetches: phone): to receive 0 (0 B), to send 0", shown.stdout)
+        for d in (b, c):
+            h = held(d, pid)
+            self.assertEqual({o: h.get(o) for o in originals}, {o: False for o in originals})
+            self.assertTrue(all(h.get(v) for v in variants))
+        r = c.unix("GET", V + "/%s/blobs/%s?variant=thumbnail" % (pid, photos[0][1]))
+        self.assertEqual(r.status, 200, r)
+
+        # The app on the phone opens one original: the request waits while the phone asks
+        # the relay, which lacks it and asks the hub.
+        data, oid, _ = photos[0]
+        t0 = time.monotonic()
+        r = c.unix("GET", V + "/%s/blobs/%s?wait=30000" % (pid, oid), timeout=60)
+        took = time.monotonic() - t0
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(hashlib.sha256(r.body).hexdigest(), oid)
+        self.assertEqual(r.body, data)
+        sys.stderr.write("(original on demand over two hops in %.2f s) " % took)
+        self.assertTrue(held(b, pid)[oid], "the relay keeps what it relayed")
+        # Only that one: the other original stays where it is.
+        other = photos[1][1]
+        self.assertFalse(held(c, pid)[other])
+        # syncctl follows a 202 until the bytes are here.
+        out_file = os.path.join(self.tmp, "other.jpg")
+        res = c.syncctl("blobs", "get", pid, other, out_file, timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        with open(out_file, "rb") as f:
+            self.assertEqual(f.read(), photos[1][0])
+
+    def test_policy_set_shown_and_refused(self):
+        a = self.daemon("solo", **{"sync.enabled": "false"})
+        pid = a.create_project("survey")
+        url = V + "/%s/blob-policy" % pid
+        r = a.unix("GET", url)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.json(), {"policy": None, "effective": "archive", "default": "archive",
+                                    "peers": {}})
+        peer = "a" * 52
+        r = a.unix("PUT", url, {"policy": "thumbnails", "peers": {peer: "none"}})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(a.unix("GET", url).json(),
+                         {"policy": "thumbnails", "effective": "thumbnails",
+                          "default": "archive", "peers": {peer: "none"}})
+        for bad, what in [({"policy": "none"}, "none"), ({"policy": "everything"}, "policy"),
+                          ({"peers": {"not-a-device": "phone"}}, "device"),
+                          ({"peers": {peer: 3}}, "peer"), ({"level": "phone"}, "level"),
+                          ({"policy": "phone", "policy2": 1}, "policy2")]:
+            r = a.unix("PUT", url, bad)
+            self.assertEqual(r.status, 400, (bad, r))
+            self.assertIn(what, r.json()["message"], bad)
+        r = a.unix("PUT", url, body=b'{"policy":"phone","policy":"archive"}',
+                   headers={"Content-Type": "application/json"})
+        self.assertEqual(r.status, 400, r)
+        # Unchanged by the refusals; syncctl shows it and puts it back to the default.
+        self.assertEqual(a.unix("GET", url).json()["policy"], "thumbnails")
+        out = a.syncctl("blobs", "policy", pid, "default", "--peer", peer + "=default")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("fetches by itself: archive (blob.policy)", out.stdout)
+        self.assertEqual(a.unix("GET", url).json()["peers"], {})
+        # After a restart it is still what was set.
+        a.syncctl("blobs", "policy", pid, "on-demand")
+        a.stop()
+        a.start()
+        self.assertEqual(a.unix("GET", url).json()["policy"], "on-demand")
+
+
+if __name__ == "__main__":
+    unittest.main()
