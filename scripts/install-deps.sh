@@ -2,14 +2,15 @@
 # Installs fieldsync's build and test dependencies from Debian 12 packages.
 # Boost must be the versioned 1.81 component packages: the unversioned
 # libboost-*-dev packages pull 1.74 and conflict with them.
-# clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) are for scripts/fuzz.sh.
+# clang + libclang-rt-14-dev (libFuzzer and the sanitizer runtimes) are for scripts/fuzz.sh;
+# lld is the linker where installed (cmake/FieldsyncOptions.cmake).
 # build-essential, dpkg-dev and debhelper build the Debian package (debian/,
 # tests/package/test_package.sh).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 PKGS=(
-  cmake ninja-build pkg-config g++ ccache git clang-format
+  cmake ninja-build pkg-config g++ ccache lld git clang-format
   clang libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
   libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libvips-dev catch2
