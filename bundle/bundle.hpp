@@ -39,10 +39,29 @@ inline constexpr std::uint32_t kMinChunkBytes = 1u << 10;
 inline constexpr std::uint32_t kLastChunkBit = 0x80000000u;
 // Records inside the plaintext: u8 type, u32 length, payload.
 inline constexpr std::size_t kRecordHeaderBytes = 5;
-enum class RecordType : std::uint8_t { begin = 0x01, batch = 0x02, end = 0x03 };
+// BLOB, BLOB_HASHES and BLOB_DATA carry the blobs the project's documents refer to, after the
+// BATCH records; they are ignorable extensions (a reader that does not know them skips them).
+enum class RecordType : std::uint8_t {
+  begin = 0x01,
+  batch = 0x02,
+  end = 0x03,
+  blob = 0x81,
+  blob_hashes = 0x82,
+  blob_data = 0x83,
+};
 // Record types with this bit set are skipped by a reader that does not know them (still
 // covered by END's signature); an unknown type below it is `unsupported`.
 inline constexpr std::uint8_t kIgnorableRecordBit = 0x80;
+
+// Which blobs a bundle carries (ExportOptions::blobs; the API's `blobs` parameter).
+enum class BlobSelection : std::uint8_t {
+  all,       // every blob the project's documents refer to and this device holds
+  variants,  // only thumbnails and previews: originals (and every other blob) left out
+  none,      // no blob: log entries only
+};
+// "all", "variants", "none", and back (nullopt for anything else).
+std::string_view blob_selection_name(BlobSelection s);
+std::optional<BlobSelection> parse_blob_selection(std::string_view name);
 inline constexpr std::size_t kMaxProducerNameBytes = sync::kMaxDeviceNameBytes;  // 64
 
 struct ExportOptions {
@@ -60,6 +79,9 @@ struct ExportOptions {
   std::uint32_t max_record_bytes = 4u << 20;
   // The producer's name shown by the importer (daemon.device_name), cut to 64 bytes.
   std::string device_name;
+  // The blobs carried after the log entries: thumbnails, then previews, then the rest. The
+  // devices of `for_devices` are not known to hold any blob: the selection is carried whole.
+  BlobSelection blobs = BlobSelection::all;
 };
 
 // Pull-based: the caller writes each piece where it likes (a file, an HTTP body). Holds at
@@ -83,6 +105,11 @@ class BundleWriter {
     std::uint64_t entries = 0;  // log entries written so far
     std::uint64_t batches = 0;  // BATCH records
     std::uint64_t bytes = 0;    // file bytes handed out
+    std::uint64_t blobs = 0;    // blobs written whole
+    std::uint64_t blob_bytes = 0;
+    // Blobs begun and not finished: a chunk of this device's copy did not match its hash
+    // (data_loss; the importer skips the blob).
+    std::uint64_t blobs_unreadable = 0;
   };
   const Stats& stats() const;
   // The bundle's id (its salt), as the importer remembers it.
@@ -115,6 +142,17 @@ struct ImportReport {
   // Entries not applied because this device holds another history of their author's log
   // (a fork, docs/storage.md "One identity, one history"; recorded like a network one).
   std::uint64_t skipped = 0;
+  // Blobs (docs/protocol.md "Blobs in a bundle"). Imported: received whole, every chunk
+  // verified, stored. Held: already here, skipped without writing anything. Skipped: refused
+  // (no document of the project refers to it, its size or chunk hashes do not match the
+  // reference, a chunk does not match its hash, blob.max_blob_bytes, blob.project_quota_bytes,
+  // the disk, cut short in the bundle): nothing of it becomes held; blob_problem says why the
+  // first one was. blob_bytes: chunk bytes written.
+  std::uint64_t blobs_imported = 0;
+  std::uint64_t blobs_held = 0;
+  std::uint64_t blobs_skipped = 0;
+  std::uint64_t blob_bytes = 0;
+  std::string blob_problem;
   // finish() succeeded: END's signature verified, nothing followed it, and the input ended
   // with the last chunk. Only then are the bundle (as imported) and the producer's vector
   // recorded.
@@ -122,7 +160,15 @@ struct ImportReport {
 };
 
 // Push-based. Verifies and applies as bytes arrive; nothing unverified is applied. Buffers at
-// most one chunk and one record.
+// most one chunk and one record (and one blob chunk).
+//
+// Blobs go through BlobStore::begin_receive() (so blob.max_blob_bytes, the project's quota and
+// partial-file resume apply): their chunk hashes are checked against the root of the
+// project's (signed) reference, and each chunk against its hash, before anything is written.
+// A blob that fails a check is skipped (ImportReport::blobs_skipped); it never fails the
+// import. Chunks are written on the calling thread (page cache); each blob is then fsynced
+// and recorded on the blob worker: finish() waits for those, so call it off the blob worker,
+// or in a job posted to it after the last feed() (the worker runs jobs in order).
 //
 // Errors (the first one sticks; feed and finish return it from then on):
 //   invalid_argument     not a bundle (magic), malformed records, data after END or after the

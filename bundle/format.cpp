@@ -139,6 +139,75 @@ Bytes end_message(const crypto::Digest& digest, std::uint64_t entries, std::uint
   return m;
 }
 
+Bytes encode_blob(const BlobHead& b) {
+  Bytes out;
+  ByteWriter w(out);
+  w.raw(ByteView(b.id));
+  w.u64(b.size);
+  w.u32(b.chunks);
+  return out;
+}
+
+Result<BlobHead> decode_blob(ByteView payload) {
+  ByteReader r(payload);
+  BlobHead b;
+  b.id = r.fixed<32>();
+  b.size = r.u64();
+  b.chunks = r.u32();
+  if (!r.ok() || !r.at_end() ||
+      std::uint64_t{b.chunks} !=
+          b.size / storage::kBlobChunkBytes + (b.size % storage::kBlobChunkBytes ? 1 : 0))
+    return malformed("BLOB");
+  return b;
+}
+
+Bytes encode_blob_hashes(const storage::BlobId& id, std::uint32_t first,
+                         std::span<const crypto::Digest> hashes) {
+  Bytes out;
+  out.reserve(kBlobHashesHeaderBytes + hashes.size() * 32);
+  ByteWriter w(out);
+  w.raw(ByteView(id));
+  w.u32(first);
+  for (const auto& h : hashes) w.raw(ByteView(h));
+  return out;
+}
+
+Result<BlobHashes> decode_blob_hashes(ByteView payload) {
+  ByteReader r(payload);
+  BlobHashes b;
+  b.id = r.fixed<32>();
+  b.first = r.u32();
+  if (!r.ok() || r.remaining() == 0 || r.remaining() % 32 != 0) return malformed("BLOB_HASHES");
+  b.hashes.reserve(r.remaining() / 32);
+  while (r.remaining() > 0) b.hashes.push_back(r.fixed<32>());
+  if (!r.ok()) return malformed("BLOB_HASHES");
+  return b;
+}
+
+Bytes encode_blob_data(const storage::BlobId& id, std::uint32_t chunk, std::uint32_t offset,
+                       ByteView bytes) {
+  Bytes out;
+  out.reserve(kBlobDataHeaderBytes + bytes.size());
+  ByteWriter w(out);
+  w.raw(ByteView(id));
+  w.u32(chunk);
+  w.u32(offset);
+  w.raw(bytes);
+  return out;
+}
+
+Result<BlobData> decode_blob_data(ByteView payload) {
+  if (payload.size() <= kBlobDataHeaderBytes) return malformed("BLOB_DATA");
+  ByteReader r(payload.first(kBlobDataHeaderBytes));
+  BlobData b;
+  b.id = r.fixed<32>();
+  b.chunk = r.u32();
+  b.offset = r.u32();
+  if (!r.ok()) return malformed("BLOB_DATA");
+  b.bytes = payload.subspan(kBlobDataHeaderBytes);
+  return b;
+}
+
 void put_record_header(Bytes& out, std::uint8_t type, std::uint32_t length) {
   ByteWriter w(out);
   w.u8(type);
@@ -148,6 +217,22 @@ void put_record_header(Bytes& out, std::uint8_t type, std::uint32_t length) {
 }  // namespace fieldsync::bundle::detail
 
 namespace fieldsync::bundle {
+
+std::string_view blob_selection_name(BlobSelection s) {
+  switch (s) {
+    case BlobSelection::all: return "all";
+    case BlobSelection::variants: return "variants";
+    case BlobSelection::none: return "none";
+  }
+  return "all";
+}
+
+std::optional<BlobSelection> parse_blob_selection(std::string_view name) {
+  if (name == "all") return BlobSelection::all;
+  if (name == "variants") return BlobSelection::variants;
+  if (name == "none") return BlobSelection::none;
+  return std::nullopt;
+}
 
 Result<std::string> file_name(const storage::Store& store, const ProjectId& project) {
   auto secret = store.project_secret(project);

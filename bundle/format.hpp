@@ -2,10 +2,13 @@
 // "Bundles"): key derivation, nonces, the header and the BEGIN/END records. Private to bundle/.
 #pragma once
 
+#include <span>
 #include <string>
+#include <vector>
 
 #include "bundle/bundle.hpp"
 #include "crypto/crypto.hpp"
+#include "storage/blob_store.hpp"
 #include "storage/types.hpp"
 
 namespace fieldsync::bundle::detail {
@@ -48,6 +51,43 @@ Result<End> decode_end(ByteView payload);
 // What END's signature covers: "fieldsync/bundle/end/v1" || digest || u64 entries ||
 // u64 batches, where digest = SHA-256(header || every record before END).
 Bytes end_message(const crypto::Digest& digest, std::uint64_t entries, std::uint64_t batches);
+
+// BLOB: blob id (32), u64 size, u32 chunk count (= ceil(size / kBlobChunkBytes)).
+// BLOB_HASHES: blob id (32), u32 index of the first hash, 1.. x SHA-256 (32) of the chunks.
+// BLOB_DATA: blob id (32), u32 chunk index, u32 offset in the chunk, 1.. bytes of the chunk.
+inline constexpr std::size_t kBlobRecordBytes = 44;
+inline constexpr std::size_t kBlobHashesHeaderBytes = 36;
+inline constexpr std::size_t kBlobDataHeaderBytes = 40;
+// The smallest max_record_bytes a bundle with blobs is written with (room for a hash).
+inline constexpr std::size_t kMinBlobRecordBytes = 256;
+
+struct BlobHead {
+  storage::BlobId id{};
+  std::uint64_t size = 0;
+  std::uint32_t chunks = 0;
+};
+Bytes encode_blob(const BlobHead& b);
+// invalid_argument unless the chunk count is the size's.
+Result<BlobHead> decode_blob(ByteView payload);
+
+struct BlobHashes {
+  storage::BlobId id{};
+  std::uint32_t first = 0;
+  std::vector<crypto::Digest> hashes;
+};
+Bytes encode_blob_hashes(const storage::BlobId& id, std::uint32_t first,
+                         std::span<const crypto::Digest> hashes);
+Result<BlobHashes> decode_blob_hashes(ByteView payload);
+
+struct BlobData {
+  storage::BlobId id{};
+  std::uint32_t chunk = 0;
+  std::uint32_t offset = 0;
+  ByteView bytes;  // into the payload
+};
+Bytes encode_blob_data(const storage::BlobId& id, std::uint32_t chunk, std::uint32_t offset,
+                       ByteView bytes);
+Result<BlobData> decode_blob_data(ByteView payload);
 
 // Appends a record header (type, length).
 void put_record_header(Bytes& out, std::uint8_t type, std::uint32_t length);

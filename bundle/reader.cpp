@@ -2,10 +2,14 @@
 // completes and applies each record as it completes (docs/protocol.md "Bundles"). Only bytes
 // that authenticated reach a record; only batches that verified (Store::apply_log) are applied.
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <set>
 
 #include "bundle/bundle.hpp"
 #include "bundle/format.hpp"
+#include "storage/blob_ref.hpp"
+#include "storage/blob_store.hpp"
 
 namespace fieldsync::bundle {
 
@@ -14,6 +18,50 @@ namespace {
 std::string count(std::uint64_t n, std::string_view one, std::string_view many) {
   return std::to_string(n) + " " + std::string(n == 1 ? one : many);
 }
+
+// Blobs being finished (fsync, named, recorded) on the blob worker, and how that ended.
+struct BlobTally {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint32_t pending = 0;
+  std::uint64_t imported = 0;
+  std::uint64_t failed = 0;
+  std::string problem;  // the first failure
+
+  void started() {
+    std::lock_guard lock(mu);
+    ++pending;
+  }
+  void ended(const Status& st, const storage::BlobId& id) {
+    {
+      std::lock_guard lock(mu);
+      --pending;
+      if (st) {
+        ++imported;
+      } else {
+        ++failed;
+        if (problem.empty())
+          problem = "blob " + storage::digest_hex(id).substr(0, 12) + ": " + st.error().message;
+      }
+    }
+    cv.notify_all();
+  }
+  void wait() {
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return pending == 0; });
+  }
+};
+
+// Reports the end of one blob's finish exactly once, also when the blob worker drops the job
+// (the store is closing).
+struct FinishCall {
+  std::shared_ptr<BlobTally> tally;
+  storage::BlobId id;
+  bool called = false;
+  ~FinishCall() {
+    if (!called) tally->ended(make_error(Errc::unavailable, "the store is closing"), id);
+  }
+};
 
 }  // namespace
 
@@ -42,6 +90,31 @@ struct BundleReader::State {
   std::set<DeviceId> diverged;
   std::optional<Error> error;
   ImportReport report;
+
+  // The blob whose records are being read. Its records are checked for form whatever happens
+  // to the blob; `rx` is null when the blob is not received (held, refused, failed).
+  struct Incoming {
+    storage::BlobId id{};
+    std::uint64_t size = 0;
+    std::uint32_t chunks = 0;
+    std::uint32_t hashes_read = 0;
+    std::vector<crypto::Digest> hashes;  // only while receiving
+    std::uint32_t chunk = 0;             // the chunk being read
+    std::uint32_t chunk_at = 0;          // its bytes read so far
+    Bytes buf;                           // those bytes (only while receiving)
+    crypto::Sha256 whole;                // of every chunk in order: must be the id
+    std::unique_ptr<storage::BlobReceiver> rx;
+    std::size_t chunk_len(std::uint32_t i) const {
+      std::uint64_t start = std::uint64_t{i} * storage::kBlobChunkBytes;
+      return static_cast<std::size_t>(
+          std::min<std::uint64_t>(storage::kBlobChunkBytes, size - start));
+    }
+    bool done() const { return hashes_read == chunks && chunk == chunks; }
+  };
+  std::optional<Incoming> blob;
+  bool blobs_indexed_after_batches = false;
+  std::shared_ptr<BlobTally> tally = std::make_shared<BlobTally>();
+  std::uint64_t blobs_refused = 0;  // skipped here (not on the worker)
 
   State(storage::Store& s, ImportOptions o) : store(s), opts(std::move(o)) {}
 
@@ -158,6 +231,9 @@ struct BundleReader::State {
     switch (static_cast<RecordType>(type)) {
       case RecordType::begin: return on_begin(payload);
       case RecordType::batch: return on_batch(payload);
+      case RecordType::blob: return on_blob(payload);
+      case RecordType::blob_hashes: return on_blob_hashes(payload);
+      case RecordType::blob_data: return on_blob_data(payload);
       case RecordType::end: break;
     }
     if (type & kIgnorableRecordBit) return {};  // an extension of a later version
@@ -250,11 +326,143 @@ struct BundleReader::State {
     report.applied += r->republished ? r->relogged : r->applied;
     report.duplicates += r->duplicates;
     ++report.batches;
+    blobs_indexed_after_batches = false;
     return {};
+  }
+
+  // --- blobs ---
+  void skip_blob(const std::string& why) {
+    ++blobs_refused;
+    if (report.blob_problem.empty())
+      report.blob_problem = "blob " + storage::digest_hex(blob->id).substr(0, 12) + ": " + why;
+    blob->rx.reset();  // chunks already written (each verified) stay for a later attempt
+    blob->hashes.clear();
+    blob->buf.clear();
+  }
+
+  // The current blob's records ended (another BLOB, or END).
+  void close_blob() {
+    if (!blob) return;
+    if (blob->rx && !blob->done()) skip_blob("the bundle holds only part of it");
+    blob.reset();
+  }
+
+  Status on_blob(ByteView payload) {
+    if (!begun)
+      return make_error(Errc::invalid_argument, "a BLOB record before BEGIN in " + where());
+    auto b = detail::decode_blob(payload);
+    if (!b) return make_error(Errc::invalid_argument, "malformed BLOB record in " + where());
+    close_blob();
+    blob.emplace();
+    blob->id = b->id;
+    blob->size = b->size;
+    blob->chunks = b->chunks;
+    // The references of the batches just applied are indexed first (on this thread).
+    auto& blobs = store.blobs();
+    if (!blobs_indexed_after_batches) {
+      FS_TRY(blobs.index(report.project));
+      blobs_indexed_after_batches = true;
+    }
+    auto rx = blobs.begin_receive(report.project, b->id);
+    if (!rx) {
+      if (rx.error().code == Errc::already_exists) {
+        ++report.blobs_held;
+        return {};
+      }
+      if (rx.error().code == Errc::not_found) {
+        skip_blob("no document of the project refers to it");
+        return {};
+      }
+      skip_blob(rx.error().message);
+      return {};
+    }
+    if ((*rx)->info().size != b->size) {
+      skip_blob("its size (" + std::to_string(b->size) + ") is not the one its reference states (" +
+                std::to_string((*rx)->info().size) + ")");
+      return {};
+    }
+    blob->rx = std::move(*rx);
+    if (blob->chunks == 0) finish_blob();
+    return {};
+  }
+
+  Status on_blob_hashes(ByteView payload) {
+    auto h = detail::decode_blob_hashes(payload);
+    if (!h) return make_error(Errc::invalid_argument, "malformed BLOB_HASHES record in " + where());
+    if (!blob || blob->id != h->id || h->first != blob->hashes_read ||
+        h->hashes.size() > blob->chunks - blob->hashes_read)
+      return make_error(Errc::invalid_argument, "a BLOB_HASHES record out of place in " + where());
+    blob->hashes_read += static_cast<std::uint32_t>(h->hashes.size());
+    if (!blob->rx) return {};
+    blob->hashes.insert(blob->hashes.end(), h->hashes.begin(), h->hashes.end());
+    if (blob->hashes_read < blob->chunks) return {};
+    // Checked against the root of the project's reference before any chunk is written.
+    if (auto st = blob->rx->set_chunk_hashes(std::move(blob->hashes)); !st)
+      skip_blob(st.error().message);
+    blob->hashes.clear();
+    return {};
+  }
+
+  Status on_blob_data(ByteView payload) {
+    auto d = detail::decode_blob_data(payload);
+    if (!d) return make_error(Errc::invalid_argument, "malformed BLOB_DATA record in " + where());
+    if (!blob || blob->id != d->id || blob->hashes_read != blob->chunks ||
+        d->chunk != blob->chunk || blob->chunk >= blob->chunks || d->offset != blob->chunk_at ||
+        d->bytes.size() > blob->chunk_len(blob->chunk) - blob->chunk_at)
+      return make_error(Errc::invalid_argument, "a BLOB_DATA record out of place in " + where());
+    blob->chunk_at += static_cast<std::uint32_t>(d->bytes.size());
+    if (blob->rx) append(blob->buf, d->bytes);
+    if (blob->chunk_at < blob->chunk_len(blob->chunk)) return {};
+    const std::uint32_t index = blob->chunk++;
+    blob->chunk_at = 0;
+    if (!blob->rx) return {};
+    // A chunk already here (a resumed transfer) is not written again.
+    const bool missing = blob->rx->next_missing(index) == index;
+    if (auto st = blob->rx->put_chunk(index, blob->buf); !st) {
+      skip_blob(st.error().message);
+      return {};
+    }
+    if (missing) report.blob_bytes += blob->buf.size();
+    blob->whole.update(blob->buf);
+    blob->buf.clear();
+    if (blob->chunk == blob->chunks) finish_blob();
+    return {};
+  }
+
+  // Every chunk is written: fsync, name and record it on the blob worker.
+  void finish_blob() {
+    if (!blob->rx->complete()) {
+      skip_blob("its chunks did not all arrive");
+      return;
+    }
+    // The chunks matched the reference's root; the bytes must also be the ones its id names
+    // (a reference may pair an id with the root of other bytes).
+    if (blob->whole.finish() != blob->id) {
+      skip_blob("its bytes do not hash to its id");
+      return;
+    }
+    tally->started();
+    auto call = std::make_shared<FinishCall>();
+    call->tally = tally;
+    call->id = blob->id;
+    blob->rx->finish([call](Result<storage::BlobInfo> r) {
+      call->called = true;
+      call->tally->ended(r ? Status{} : Status{r.error()}, call->id);
+    });
+    blob->rx.reset();
+  }
+
+  // The counts of the blobs finished on the worker, into the report.
+  void take_tally() {
+    std::lock_guard lock(tally->mu);
+    report.blobs_imported = tally->imported;
+    report.blobs_skipped = blobs_refused + tally->failed;
+    if (report.blob_problem.empty()) report.blob_problem = tally->problem;
   }
 
   Status on_end(ByteView payload) {
     if (!begun) return make_error(Errc::invalid_argument, "an END record before BEGIN");
+    close_blob();
     if (!chunk_last)
       return make_error(Errc::invalid_argument, "END before the last chunk, in " + where());
     auto e = detail::decode_end(payload);
@@ -354,11 +562,15 @@ BundleReader::~BundleReader() = default;
 Status BundleReader::feed(ByteView bytes) {
   if (s_->error) return *s_->error;
   auto st = s_->feed(bytes);
+  s_->take_tally();
   if (!st) return s_->fail(st.error());
   return {};
 }
 
 Result<ImportReport> BundleReader::finish() {
+  s_->blob.reset();  // a blob cut short stays partial
+  s_->tally->wait();
+  s_->take_tally();
   if (s_->error) return *s_->error;
   if (s_->report.complete) return s_->report;
   if (s_->end_verified) {

@@ -1,9 +1,11 @@
-// BundleWriter: header, BEGIN, one BATCH record per log batch read from the store, END; the
-// records are cut into sealed chunks as they are produced (docs/protocol.md "Bundles").
+// BundleWriter: header, BEGIN, one BATCH record per log batch read from the store, the blobs
+// (BLOB, BLOB_HASHES, BLOB_DATA), END; the records are cut into sealed chunks as they are
+// produced (docs/protocol.md "Bundles").
 #include <chrono>
 
 #include "bundle/bundle.hpp"
 #include "bundle/format.hpp"
+#include "storage/blob_store.hpp"
 
 namespace fieldsync::bundle {
 
@@ -23,6 +25,18 @@ struct BundleWriter::State {
   };
   std::vector<Run> runs;
   std::size_t run = 0;
+  bool batches_done = false;
+
+  // The blobs, read after the batches in pages of the project's list, one pass per kind:
+  // thumbnails (0), previews (1), the rest (2). One blob is open at a time, one chunk read.
+  int blob_pass = 0;
+  std::optional<storage::BlobId> blob_after;
+  std::vector<storage::BlobInfo> blob_page;
+  std::size_t blob_page_at = 0;
+  bool blob_page_last = false;
+  std::unique_ptr<storage::BlobReader> blob;
+  std::uint32_t blob_hashes_sent = 0;
+  std::uint32_t blob_chunk = 0;
 
   crypto::Sha256 digest;  // header and every record before END
   Bytes plain;            // records not sealed yet, from plain_at on
@@ -89,6 +103,100 @@ struct BundleWriter::State {
     }
   }
 
+  static int blob_kind(const storage::ProjectBlob& b) {
+    if (b.thumbnail) return 0;
+    if (b.preview) return 1;
+    return 2;
+  }
+  int last_pass() const { return opts.blobs == BlobSelection::variants ? 1 : 2; }
+
+  // The next blob to carry (opened), or false when every pass is done.
+  Result<bool> open_next_blob() {
+    for (;;) {
+      if (blob_page_at < blob_page.size()) {
+        const auto& info = blob_page[blob_page_at++];
+        auto r = store.blobs().open(project, info.id);
+        if (!r) {
+          // Released or damaged since it was listed: left out (the importer keeps wanting it).
+          if (r.error().code == Errc::data_loss) ++stats.blobs_unreadable;
+          continue;
+        }
+        blob = std::move(*r);
+        blob_hashes_sent = 0;
+        blob_chunk = 0;
+        return true;
+      }
+      if (blob_page_last) {  // this pass has listed every blob of the project
+        if (blob_pass >= last_pass()) return false;
+        ++blob_pass;
+        blob_after.reset();
+        blob_page_last = false;
+      }
+      constexpr std::uint32_t kPage = 256;
+      auto list = store.blobs().list(project, blob_after, kPage);
+      if (!list) return list.error();
+      blob_page.clear();
+      blob_page_at = 0;
+      blob_page_last = list->size() < kPage;
+      if (!list->empty()) blob_after = list->back().info.id;
+      for (const auto& b : *list)
+        if (b.held && b.refs > 0 && blob_kind(b) == blob_pass) blob_page.push_back(b.info);
+    }
+  }
+
+  // The next record(s) of the blob section: a BLOB record, one BLOB_HASHES record, or the
+  // BLOB_DATA records of one chunk. False when the section is done.
+  Result<bool> add_blob_records() {
+    if (opts.blobs == BlobSelection::none) return false;
+    if (!blob) {
+      auto more = open_next_blob();
+      if (!more) return more.error();
+      if (!*more) return false;
+      const auto& info = blob->info();
+      detail::BlobHead head{info.id, info.size,
+                            static_cast<std::uint32_t>(blob->chunk_hashes().size())};
+      add_record(RecordType::blob, detail::encode_blob(head));
+      if (head.chunks == 0) blob_done();
+      return true;
+    }
+    const auto& info = blob->info();
+    const auto& hashes = blob->chunk_hashes();
+    const auto n = static_cast<std::uint32_t>(hashes.size());
+    if (blob_hashes_sent < n) {
+      std::size_t room = (opts.max_record_bytes - detail::kBlobHashesHeaderBytes) / 32;
+      std::size_t k = std::min<std::size_t>(room, n - blob_hashes_sent);
+      add_record(RecordType::blob_hashes,
+                 detail::encode_blob_hashes(
+                     info.id, blob_hashes_sent,
+                     std::span<const crypto::Digest>(hashes).subspan(blob_hashes_sent, k)));
+      blob_hashes_sent += static_cast<std::uint32_t>(k);
+      return true;
+    }
+    const std::uint64_t at = std::uint64_t{blob_chunk} * storage::kBlobChunkBytes;
+    auto bytes = blob->read(at, storage::kBlobChunkBytes);
+    if (!bytes || bytes->empty()) {
+      // This device's copy is damaged: the blob stops here (the importer skips it).
+      ++stats.blobs_unreadable;
+      blob.reset();
+      return true;
+    }
+    const std::size_t piece = opts.max_record_bytes - detail::kBlobDataHeaderBytes;
+    for (std::size_t off = 0; off < bytes->size(); off += piece) {
+      std::size_t len = std::min(piece, bytes->size() - off);
+      add_record(RecordType::blob_data,
+                 detail::encode_blob_data(info.id, blob_chunk, static_cast<std::uint32_t>(off),
+                                          ByteView(*bytes).subspan(off, len)));
+    }
+    stats.blob_bytes += bytes->size();
+    if (++blob_chunk == n) blob_done();
+    return true;
+  }
+
+  void blob_done() {
+    ++stats.blobs;
+    blob.reset();
+  }
+
   Status add_end() {
     detail::End e;
     e.entries = stats.entries;
@@ -130,7 +238,13 @@ struct BundleWriter::State {
         begun = true;
         continue;
       }
-      auto more = add_batch();
+      if (!batches_done) {
+        auto more = add_batch();
+        if (!more) return more.error();
+        if (*more) continue;
+        batches_done = true;
+      }
+      auto more = add_blob_records();
       if (!more) return more.error();
       if (!*more) FS_TRY(add_end());
     }
@@ -158,6 +272,11 @@ Result<std::unique_ptr<BundleWriter>> BundleWriter::create(storage::Store& store
                                                   std::to_string(kMaxChunkBytes) + " bytes");
   if (options.batch_entries == 0 || options.batch_bytes == 0 || options.max_record_bytes == 0)
     return make_error(Errc::invalid_argument, "bundle batch limits must be positive");
+  if (options.blobs != BlobSelection::none &&
+      options.max_record_bytes < detail::kMinBlobRecordBytes)
+    return make_error(Errc::invalid_argument, "a bundle with blobs needs records of at least " +
+                                                  std::to_string(detail::kMinBlobRecordBytes) +
+                                                  " bytes");
   auto secret = store.project_secret(project);
   if (!secret) return secret.error();
   auto vv = store.version_vector(project);

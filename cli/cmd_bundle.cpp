@@ -1,6 +1,6 @@
-// syncctl bundle export PROJECT FILE [--for DEVICE]...
+// syncctl bundle export PROJECT FILE [--for DEVICE]... [--blobs all|variants|none]
 // syncctl bundle import FILE
-// syncctl bundle sync DIR
+// syncctl bundle sync DIR [--blobs all|variants|none]
 // Sync by USB stick (docs/api.md "Bundles", docs/operations.md "Sync by USB stick"). syncctl
 // reads and writes the files; the daemon streams bundles through the API and never opens them.
 // DEVICE: a member's device id, its short form, a unique prefix, its name, or "members".
@@ -26,9 +26,18 @@ namespace json = boost::json;
 namespace fs = std::filesystem;
 
 const char* kBundleUsage =
-    "bundle export PROJECT FILE|- [--for DEVICE|members]...\n"
+    "bundle export PROJECT FILE|- [--for DEVICE|members]... [--blobs all|variants|none]\n"
     "       syncctl bundle import FILE\n"
-    "       syncctl bundle sync DIR";
+    "       syncctl bundle sync DIR [--blobs all|variants|none]";
+
+// --blobs: which blobs a bundle carries (default: all for export, variants for sync, whose
+// files are rewritten at every visit of the stick). "" when the value is not one of them.
+std::string blobs_value(const Args& args, const std::string& fallback) {
+  auto v = args.values("blobs");
+  if (v.empty()) return fallback;
+  const std::string& b = v.back();
+  return b == "all" || b == "variants" || b == "none" ? b : "";
+}
 
 // --for values -> device ids (or "members"), resolved against the project's members.
 int resolve_for(CliContext& ctx, const std::string& pid, const std::vector<std::string>& wanted,
@@ -70,9 +79,9 @@ int resolve_for(CliContext& ctx, const std::string& pid, const std::vector<std::
 
 // GET .../bundle into `file` ("-": stdout). Prints the outcome unless quiet.
 int export_bundle(CliContext& ctx, const std::string& pid, const std::string& for_list,
-                  const std::string& file, bool quiet) {
-  std::string target = "/v1/projects/" + pid + "/bundle";
-  if (!for_list.empty()) target += "?for=" + url_encode(for_list);
+                  const std::string& blobs, const std::string& file, bool quiet) {
+  std::string target = "/v1/projects/" + pid + "/bundle?blobs=" + blobs;
+  if (!for_list.empty()) target += "&for=" + url_encode(for_list);
   Result<HttpReply> r = file == "-" ? ctx.http.download("GET", target, STDOUT_FILENO)
                                     : ctx.http.download_to_file("GET", target, file);
   json::value v;
@@ -91,6 +100,21 @@ std::string imported_line(const json::value& v) {
   if (v.at("duplicates").as_int64() > 0) s += ", " + str(v.at("duplicates")) + " already here";
   if (v.at("skipped").as_int64() > 0)
     s += ", " + str(v.at("skipped")) + " skipped (another history of their author)";
+  if (const auto* o = v.as_object().if_contains("blobs"); o && o->is_object()) {
+    const auto& b = o->as_object();
+    std::int64_t imported = b.at("imported").as_int64(), held = b.at("held").as_int64(),
+                 skipped = b.at("skipped").as_int64();
+    if (imported + held + skipped > 0) {
+      s += "; blobs: " + std::to_string(imported) + " imported (" +
+           human_bytes(static_cast<std::uint64_t>(b.at("bytes").as_int64())) + ")";
+      if (held > 0) s += ", " + std::to_string(held) + " already here";
+      if (skipped > 0) {
+        s += ", " + std::to_string(skipped) + " skipped";
+        if (b.at("problem").is_string())
+          s += " (" + escape_for_terminal(str(b.at("problem"))) + ")";
+      }
+    }
+  }
   return s;
 }
 
@@ -101,7 +125,7 @@ int run_export(CliContext& ctx, const Command& self, const Args& args) {
   if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
   std::string for_list;
   if (int rc = resolve_for(ctx, pid, args.values("for"), for_list)) return rc;
-  return export_bundle(ctx, pid, for_list, pos[2], false);
+  return export_bundle(ctx, pid, for_list, blobs_value(args, "all"), pos[2], false);
 }
 
 int run_import(CliContext& ctx, const Command& self, const Args& args) {
@@ -199,7 +223,8 @@ int run_sync(CliContext& ctx, const Command& self, const Args& args) {
   json::array written;
   for (const auto& p : mine.at("projects").as_array()) {
     fs::path out = dir / str(p.at("file"));
-    std::string target = "/v1/projects/" + str(p.at("project")) + "/bundle?for=members";
+    std::string target = "/v1/projects/" + str(p.at("project")) +
+                         "/bundle?for=members&blobs=" + blobs_value(args, "variants");
     auto r = ctx.http.download_to_file("GET", target, out);
     json::value v;
     if (int rc = ctx.handle_reply(r, v)) {
@@ -227,12 +252,18 @@ int run_sync(CliContext& ctx, const Command& self, const Args& args) {
 
 int run_bundle(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("bundle");
-  auto args = Args::parse(argv, {"for"}, {});
+  auto args = Args::parse(argv, {"for", "blobs"}, {});
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.empty()) return usage_error(ctx, self, "bundle needs export, import or sync");
   if (pos[0] != "export" && !args->values("for").empty())
     return usage_error(ctx, self, "--for applies to bundle export");
+  if (!args->values("blobs").empty()) {
+    if (pos[0] != "export" && pos[0] != "sync")
+      return usage_error(ctx, self, "--blobs applies to bundle export and bundle sync");
+    if (blobs_value(*args, "").empty())
+      return usage_error(ctx, self, "--blobs must be all, variants or none");
+  }
   if (pos[0] == "export") return run_export(ctx, self, *args);
   if (pos[0] == "import") return run_import(ctx, self, *args);
   if (pos[0] == "sync") return run_sync(ctx, self, *args);

@@ -1,11 +1,12 @@
 // Fuzz target: BundleReader (bundle/reader.cpp) on raw bytes, as a bundle file arrives from a
 // USB stick or an upload: the header (magic, format, reserved bytes, project tag), the chunk
 // length fields and last-chunk bit, the chunks' authentication, truncation and bytes after
-// the end. Seeds: real bundles of kFuzzProject (fuzz/bundle_seeds.cpp), whose key the store
-// holds. Every input is imported twice, each time into a store holding only kFuzzProject
-// (fuzz::ScratchStores): whole, and in pieces of sizes drawn from a hash of the input.
-// Checks: those of import_checked (fuzz/fuzz_bundle.hpp) for both imports, and both end alike
-// (the same error or none, the same counts): the reader takes its input in any split.
+// the end, and the blob records behind them. Seeds: real bundles of kFuzzProject
+// (fuzz/bundle_seeds.cpp), whose key the store holds. Every input is imported twice, each time into
+// a store holding only kFuzzProject (fuzz::ScratchStores): whole, and in pieces of sizes drawn from
+// a hash of the input. Checks: those of import_checked (fuzz/fuzz_bundle.hpp) for both imports, and
+// both end alike (the same error or none, the same counts): the reader takes its input in any
+// split.
 #include "fuzz/fuzz_bundle.hpp"
 
 using namespace fieldsync;
@@ -16,6 +17,8 @@ bool same(const bundle::ImportReport& a, const bundle::ImportReport& b) {
   return a.project == b.project && a.producer == b.producer && a.producer_name == b.producer_name &&
          a.created_ms == b.created_ms && a.entries == b.entries && a.applied == b.applied &&
          a.duplicates == b.duplicates && a.batches == b.batches && a.skipped == b.skipped &&
+         a.blobs_imported == b.blobs_imported && a.blobs_held == b.blobs_held &&
+         a.blobs_skipped == b.blobs_skipped && a.blob_bytes == b.blob_bytes &&
          a.complete == b.complete;
 }
 

@@ -10,6 +10,7 @@
 #include <iostream>
 
 #include "fuzz/fuzz_bundle.hpp"
+#include "storage/blob_ref.hpp"
 
 using namespace fieldsync;
 
@@ -19,6 +20,7 @@ struct Seed {
   std::string name;
   Bytes file;                 // a real bundle file
   std::optional<Errc> error;  // how its import into a fresh fuzz store ends
+  std::uint64_t blobs = 0;    // the blobs it stores there
 };
 
 struct Device {
@@ -113,13 +115,16 @@ std::string errc_or_ok(const std::optional<Errc>& e) {
 // Imports `file` into a store holding only kFuzzProject, as the fuzz targets do; true when
 // it ends as `expected`.
 bool imports_as(const char* what, const std::string& name, ByteView file,
-                const std::optional<Errc>& expected) {
+                const std::optional<Errc>& expected, std::uint64_t blobs = 0) {
   static fuzz::ScratchStores stores("fieldsync-seeds-check");
   auto got = fuzz::import_checked(stores.get(), file, [&] { return whole(file); });
   stores.after(got.report);
-  if (got.error == expected && (got.error || got.report.complete)) return true;
+  if (got.error == expected && (got.error || got.report.complete) &&
+      got.report.blobs_imported == blobs)
+    return true;
   std::cerr << what << "/" << name << ": import ended " << (got.error ? "with " : "")
-            << errc_or_ok(got.error) << ", expected " << errc_or_ok(expected) << "\n";
+            << errc_or_ok(got.error) << " and " << got.report.blobs_imported << " blobs, expected "
+            << errc_or_ok(expected) << " and " << blobs << "\n";
   return false;
 }
 
@@ -178,23 +183,60 @@ int main(int argc, char** argv) {
   for_q.for_devices = {q.store->device_id()};
   seeds.push_back({"for_other_device", p.export_bundle(for_q), Errc::failed_precondition});
 
-  // Records-only seeds: an extension record (skipped, still signed).
+  // Blobs: P uploads a photo (two records for its chunk at 4 KiB records), its preview and
+  // thumbnail, a binary blob and an empty one, and refers to them; bundles with all of them,
+  // with the variants only, and a blob record Q made of a blob nobody refers to.
+  {
+    auto& blobs = p.store->blobs();
+    auto bytes = [](std::size_t n, std::uint8_t seed) {
+      Bytes b(n);
+      for (std::size_t i = 0; i < n; ++i) b[i] = static_cast<std::uint8_t>(seed + i * 131 + i / 7);
+      return b;
+    };
+    auto photo = blobs.put(Device::project(), bytes(6000, 1), "image/jpeg");
+    auto preview = blobs.put(Device::project(), bytes(900, 2), "image/jpeg");
+    auto thumb = blobs.put(Device::project(), bytes(200, 3), "image/jpeg");
+    auto binary = blobs.put(Device::project(), bytes(1500, 4), "application/octet-stream");
+    auto empty = blobs.put(Device::project(), {}, "text/plain");
+    FUZZ_CHECK(photo.ok() && preview.ok() && thumb.ok() && binary.ok() && empty.ok());
+    p.put("site", "{\"photo\":" + storage::blob_ref_json(*photo) + ",\"files\":[" +
+                      storage::blob_ref_json(*binary) + "," + storage::blob_ref_json(*empty) +
+                      "]}");
+    FUZZ_CHECK(p.store
+                   ->set_blob_variants(Device::project(), *photo, *preview, *thumb,
+                                       storage::kMadeByFieldsync)
+                   .ok());
+    FUZZ_CHECK(blobs.index(Device::project()).ok());
+    bundle::ExportOptions all;
+    all.max_record_bytes = 4096;
+    seeds.push_back({"blobs", p.export_bundle(all), std::nullopt, 5});
+    bundle::ExportOptions variants;
+    variants.blobs = bundle::BlobSelection::variants;
+    seeds.push_back({"blobs_variants", p.export_bundle(variants), std::nullopt, 2});
+  }
+
+  // Records-only seeds: an extension record (skipped, still signed), and a blob nobody refers
+  // to (skipped).
   {
     Bytes ext = {'x', 't'};
     records.emplace_back("extension",
-                         records_for_fuzzing(seeds[1].file, p.store->signing_key(), ext, 0x81));
+                         records_for_fuzzing(seeds[1].file, p.store->signing_key(), ext, 0x9f));
+    Bytes stray = {'s', 't', 'r', 'a', 'y'};
+    Bytes head = bundle::detail::encode_blob({crypto::sha256(stray), stray.size(), 1});
+    records.emplace_back("blob_unreferenced",
+                         records_for_fuzzing(seeds[1].file, p.store->signing_key(), head, 0x81));
   }
 
   bool ok = true;
   std::vector<std::pair<std::string, Bytes>> file_out, records_out;
   for (auto& s : seeds) {
-    ok = imports_as("bundle_file", s.name, s.file, s.error) && ok;
+    ok = imports_as("bundle_file", s.name, s.file, s.error, s.blobs) && ok;
     file_out.emplace_back(s.name, s.file);
     records_out.emplace_back(s.name, records_for_fuzzing(s.file, p.store->signing_key()));
     // What bundle_records does with the plaintext (its smallest chunk size here).
     Bytes sealed = fuzz::seal_bundle(fuzz::fuzz_project_secret(), fuzz::kRecordsSalt,
                                      records_out.back().second, bundle::kMinChunkBytes);
-    ok = imports_as("bundle_records", s.name, sealed, s.error) && ok;
+    ok = imports_as("bundle_records", s.name, sealed, s.error, s.blobs) && ok;
   }
   for (auto& [name, plain] : records) {
     Bytes sealed = fuzz::seal_bundle(fuzz::fuzz_project_secret(), fuzz::kRecordsSalt, plain,

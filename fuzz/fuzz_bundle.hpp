@@ -180,6 +180,28 @@ inline ImportOutcome import_checked(storage::Store& store, ByteView file,
     out.error = done.error().code;
     out.report = reader.progress();
   }
+  // Blobs: the counts add up, and every blob the project holds now reads back whole (each
+  // chunk against its recorded hash) as the bytes its id names.
+  const auto& rep = out.report;
+  FUZZ_CHECK(rep.blobs_skipped == 0 || !rep.blob_problem.empty());
+  FUZZ_CHECK(rep.blobs_imported == 0 || rep.project != ProjectId{});
+  if (out.report.project != ProjectId{}) {
+    auto held = store.blobs().list(out.report.project, std::nullopt, 1000);
+    FUZZ_CHECK(held.ok());
+    for (const auto& b : *held) {
+      if (!b.held) continue;
+      auto r = store.blobs().open(out.report.project, b.info.id);
+      FUZZ_CHECK(r.ok());
+      crypto::Sha256 whole;
+      for (std::uint64_t at = 0; at < b.info.size;) {
+        auto piece = (*r)->read(at, storage::kBlobChunkBytes);
+        FUZZ_CHECK(piece.ok() && !piece->empty());
+        whole.update(*piece);
+        at += piece->size();
+      }
+      FUZZ_CHECK(whole.finish() == b.info.id);
+    }
+  }
   // Remembered as imported (a second import refused) exactly when this one succeeded.
   if (out.report.project != ProjectId{}) {
     storage::BundleId salt{};

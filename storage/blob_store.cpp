@@ -1211,7 +1211,9 @@ Result<std::vector<ProjectBlob>> BlobStoreImpl::list(const ProjectId& project,
     if (after && id == *after) continue;
     auto rec = ProjRecord::decode(id, c.value());
     if (!rec) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
-    out.push_back(ProjectBlob{rec->info, rec->held(), rec->refs, rec->added_ms});
+    out.push_back(ProjectBlob{rec->info, rec->held(), rec->refs, rec->added_ms,
+                              (rec->flags & kProjThumbnail) != 0,
+                              (rec->flags & kProjPreview) != 0});
   }
   return out;
 }

@@ -138,6 +138,9 @@ struct ProjectBlob {
   bool held = false;          // the bytes are on this device
   std::uint32_t refs = 0;     // documents of the project whose current heads refer to it
   std::int64_t added_ms = 0;  // first held or referred to here
+  // A `_variants` document of the project names it as a thumbnail / a preview.
+  bool thumbnail = false;
+  bool preview = false;
 };
 
 struct BlobUsage {
