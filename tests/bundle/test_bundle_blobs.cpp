@@ -1,7 +1,9 @@
 // Blobs in bundles: round trip (thumbnails and previews first), variants only, blobs already
 // held, bundles without blob records, and blob records that must not be stored (bytes or
-// hashes that do not match the signed reference, a blob nobody refers to, over the quota).
+// hashes that do not match the signed reference, a blob nobody refers to, over the quota, cut
+// short by damage on the writer's disk).
 #include <algorithm>
+#include <fstream>
 
 #include "bundle_test_util.hpp"
 #include "storage/blob_ref.hpp"
@@ -377,4 +379,29 @@ TEST_CASE("bundle blobs: the project's quota and blob.max_blob_bytes apply") {
   auto u = t.b.store->blobs().usage(t.p);
   REQUIRE(u.ok());
   CHECK(u->held_bytes <= small.project_quota_bytes);
+}
+
+TEST_CASE("bundle blobs: a blob damaged on the writer's disk stops where it broke, the rest goes") {
+  Photos t;
+  // Flip a byte of the photo's third chunk in A's file: A reads it as data_loss.
+  const std::string hex = storage::digest_hex(t.photo_i.id);
+  const auto path = t.a.dir.path / "data" / "blobs" / hex.substr(0, 2) / hex;
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    REQUIRE(f.good());
+    f.seekp(static_cast<std::streamoff>(2 * storage::kBlobChunkBytes + 5));
+    f.put('\x5a' ^ static_cast<char>(t.photo[2 * storage::kBlobChunkBytes + 5]));
+  }
+  BundleWriter::Stats stats;
+  Bytes file = must_export(*t.a.store, t.p, opts(BlobSelection::all), &stats);
+  CHECK(stats.blobs == 3);
+  CHECK(stats.blobs_unreadable == 1);
+  ImportReport r = must_import(*t.b.store, file);
+  CHECK(r.complete);
+  CHECK(r.blobs_imported == 3);
+  CHECK(r.blobs_skipped == 1);
+  CHECK(r.blob_problem.find("only part of it") != std::string::npos);
+  CHECK_FALSE(held_bytes(*t.b.store, t.p, t.photo_i.id));
+  CHECK(held_bytes(*t.b.store, t.p, t.binary_i.id) == t.binary);
+  CHECK(held_bytes(*t.b.store, t.p, t.thumb_i.id) == t.thumb);
 }
