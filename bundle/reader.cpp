@@ -63,6 +63,27 @@ struct FinishCall {
   }
 };
 
+// The blob whose records are being read. Its records are checked for form whatever happens
+// to the blob; `rx` is null when the blob is not received (held, refused, failed).
+struct Incoming {
+  storage::BlobId id{};
+  std::uint64_t size = 0;
+  std::uint32_t chunks = 0;
+  std::uint32_t hashes_read = 0;
+  std::vector<crypto::Digest> hashes;  // only while receiving
+  std::uint32_t chunk = 0;             // the chunk being read
+  std::uint32_t chunk_at = 0;          // its bytes read so far
+  Bytes buf;                           // those bytes (only while receiving)
+  crypto::Sha256 whole;                // of every chunk in order: must be the id
+  std::unique_ptr<storage::BlobReceiver> rx;
+  std::size_t chunk_len(std::uint32_t i) const {
+    std::uint64_t start = std::uint64_t{i} * storage::kBlobChunkBytes;
+    return static_cast<std::size_t>(
+        std::min<std::uint64_t>(storage::kBlobChunkBytes, size - start));
+  }
+  bool done() const { return hashes_read == chunks && chunk == chunks; }
+};
+
 }  // namespace
 
 struct BundleReader::State {
@@ -91,26 +112,6 @@ struct BundleReader::State {
   std::optional<Error> error;
   ImportReport report;
 
-  // The blob whose records are being read. Its records are checked for form whatever happens
-  // to the blob; `rx` is null when the blob is not received (held, refused, failed).
-  struct Incoming {
-    storage::BlobId id{};
-    std::uint64_t size = 0;
-    std::uint32_t chunks = 0;
-    std::uint32_t hashes_read = 0;
-    std::vector<crypto::Digest> hashes;  // only while receiving
-    std::uint32_t chunk = 0;             // the chunk being read
-    std::uint32_t chunk_at = 0;          // its bytes read so far
-    Bytes buf;                           // those bytes (only while receiving)
-    crypto::Sha256 whole;                // of every chunk in order: must be the id
-    std::unique_ptr<storage::BlobReceiver> rx;
-    std::size_t chunk_len(std::uint32_t i) const {
-      std::uint64_t start = std::uint64_t{i} * storage::kBlobChunkBytes;
-      return static_cast<std::size_t>(
-          std::min<std::uint64_t>(storage::kBlobChunkBytes, size - start));
-    }
-    bool done() const { return hashes_read == chunks && chunk == chunks; }
-  };
   std::optional<Incoming> blob;
   bool blobs_indexed_after_batches = false;
   std::shared_ptr<BlobTally> tally = std::make_shared<BlobTally>();
