@@ -74,7 +74,18 @@ void VariantMaker::make(const ProjectId& project, const storage::BlobInfo& info)
     spdlog::info("no variants of blob {}: {}", id, reader.error().message);
     return;
   }
+  // Only an image is read whole (up to max_input_bytes): anything else is known from its first
+  // chunk, so a large video uploaded as image/jpeg costs one chunk of memory, not its size.
   Bytes original;
+  {
+    auto head = (*reader)->read(0, storage::kBlobChunkBytes);
+    if (!head || !media::sniff_image_type(ByteView(*head))) {
+      spdlog::info(
+          "no variants of blob {} ({}): {}", id, info.media_type,
+          head ? std::string("the data is not a JPEG, PNG or WebP image") : head.error().message);
+      return;
+    }
+  }
   original.reserve(static_cast<std::size_t>(info.size));
   while (original.size() < info.size) {
     auto piece = (*reader)->read(original.size(), storage::kBlobChunkBytes);

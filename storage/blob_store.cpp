@@ -607,6 +607,11 @@ class ReaderImpl final : public BlobReader {
     return Bytes(buf_.begin() + static_cast<std::ptrdiff_t>(at),
                  buf_.begin() + static_cast<std::ptrdiff_t>(at + n));
   }
+  Result<ByteView> chunk(std::uint32_t index) override {
+    if (std::uint64_t{index} * kBlobChunkBytes >= rec_.info.size) return ByteView{};
+    if (!have_ || index != index_) FS_TRY(load(index));
+    return ByteView(buf_);
+  }
 
  private:
   Status load(std::uint64_t index) {
@@ -761,6 +766,28 @@ class ReceiverImpl final : public BlobReceiver {
   static Result<BlobInfo> finish_now(ReceiveState& s) {
     if (::ftruncate(s.fd, static_cast<off_t>(s.info.size)) != 0 || ::fsync(s.fd) != 0)
       return errno_error(errno, "fsync of a received blob");
+    // Every chunk matched the root the reference states, but a reference may pair an id with
+    // another blob's root: the bytes must hash to the id they are named by, or another
+    // project's blob of that id would read as these bytes. Not kept (nor resumed) otherwise.
+    crypto::Sha256 whole;
+    Bytes buf(kBlobChunkBytes);
+    for (std::uint64_t at = 0; at < s.info.size;) {
+      const std::size_t n =
+          static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, s.info.size - at));
+      buf.resize(n);
+      if (read_up_to(s.fd, buf, static_cast<off_t>(at)) != static_cast<ssize_t>(n))
+        return errno_error(EIO, "reading a received blob back");
+      whole.update(ByteView(buf));
+      at += n;
+    }
+    if (whole.finish() != s.info.id) {
+      std::error_code rm;
+      fs::remove(s.part, rm);
+      fs::remove(s.sidecar, rm);
+      return make_error(Errc::verification_failed,
+                        "the bytes received for blob " + short_hex(s.info.id) +
+                            " match the root its reference states but not its id: not kept");
+    }
     std::lock_guard files(s.store->files_mu);
     fs::path target = s.store->blob_path(s.info.id);
     FS_TRY(create_private_dirs(target.parent_path()));

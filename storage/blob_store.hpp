@@ -185,6 +185,17 @@ class BlobReader {
   virtual Result<Bytes> read(std::uint64_t offset, std::size_t max_bytes) = 0;
   // The SHA-256 of each chunk, in order (what a peer verifies chunks against).
   virtual const std::vector<crypto::Digest>& chunk_hashes() const = 0;
+  // Chunk `index` (kBlobChunkBytes at offset index * kBlobChunkBytes), verified, without a
+  // copy: the view is valid until the next call on this reader. Errors as read().
+  virtual Result<ByteView> chunk(std::uint32_t index) {
+    auto r = read(std::uint64_t{index} * kBlobChunkBytes, kBlobChunkBytes);
+    if (!r) return r.error();
+    scratch_ = std::move(*r);
+    return ByteView(scratch_);
+  }
+
+ protected:
+  Bytes scratch_;  // chunk()'s bytes in the default implementation
 };
 
 // A blob arriving from peers, chunk by chunk (begin_receive()). Its bytes go to

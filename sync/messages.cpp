@@ -295,8 +295,7 @@ Result<BlobChunk> decode_blob_chunk(ByteView payload) {
   m.blob = r.fixed<32>();
   m.index = r.u32();
   if (!r.ok() || r.remaining() > storage::kBlobChunkBytes) return malformed("BLOB_CHUNK");
-  ByteView rest = r.raw(r.remaining());
-  m.data.assign(rest.begin(), rest.end());
+  m.data = r.raw(r.remaining());
   return m;
 }
 

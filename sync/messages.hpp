@@ -148,7 +148,9 @@ struct BlobChunk {
   ProjectId project;
   crypto::Digest blob{};
   std::uint32_t index = 0;
-  Bytes data;  // at most storage::kBlobChunkBytes
+  // At most storage::kBlobChunkBytes: a view into the decoded payload (valid while the frame
+  // is handled), so a chunk is not copied on its way to the disk.
+  ByteView data;
 };
 
 struct WireError {

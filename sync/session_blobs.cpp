@@ -76,7 +76,7 @@ void Session::Impl::on_blob_chunk(BlobChunk m) {
   if (auto it = projects.find(m.project); it != projects.end()) {
     it->second.stats.blob_bytes_received += m.data.size();
   }
-  if (auto st = fetch->rx->put_chunk(m.index, ByteView(m.data)); !st)
+  if (auto st = fetch->rx->put_chunk(m.index, m.data); !st)
     return give_up_fetch(st.error().message, true);
   if (!fetch->rx->complete()) return;
   if (auto it = projects.find(m.project); it != projects.end()) ++it->second.stats.blobs_received;
@@ -209,14 +209,13 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
     if (ps.vv_received && has_more(ps)) return;
   while (!serving.empty() && out.size() < max_bytes) {
     BlobServe& s = serving.front();
-    auto data =
-        s.reader->read(std::uint64_t{s.next} * storage::kBlobChunkBytes, storage::kBlobChunkBytes);
-    if (!data.ok()) {  // damaged here: the peer looks elsewhere
+    auto data = s.reader->chunk(s.next);  // verified; a view into the reader's buffer
+    if (!data.ok()) {                     // damaged here: the peer looks elsewhere
       encode_blob_head(out, BlobHead{s.project, s.blob, false, false, {}});
       serving.pop_front();
       continue;
     }
-    encode_blob_chunk(out, s.project, s.blob, s.next, ByteView(*data));
+    encode_blob_chunk(out, s.project, s.blob, s.next, *data);
     if (auto it = projects.find(s.project); it != projects.end())
       it->second.stats.blob_bytes_sent += data->size();
     if (++s.next == s.end) serving.pop_front();

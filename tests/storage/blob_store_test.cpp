@@ -491,3 +491,39 @@ TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut
   CHECK(again->empty());
   CHECK(count_files(db.path() / "blobs" / "partial") == 0);
 }
+
+TEST_CASE("bytes from a peer that match the reference's root but not its id are not kept") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  auto b = test::open_store(db.path());
+  ProjectId p = test::shared_project(*a, *b);
+  // A member refers to blob X with the size and root of other bytes Y, and serves Y as X.
+  Bytes x = pattern(2 * kBlobChunkBytes + 5, 3);
+  Bytes y = pattern(2 * kBlobChunkBytes + 5, 4);
+  auto y_info = upload(a->blobs(), p, y);
+  REQUIRE(y_info.ok());
+  BlobInfo forged = *y_info;
+  forged.id = crypto::sha256(ByteView(x));
+  REQUIRE(a->write(p, test::put("obs", "r", doc_with(forged))).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  auto src = a->blobs().open(p, y_info->id);
+  REQUIRE(src.ok());
+  auto rx = b->blobs().begin_receive(p, forged.id);
+  REQUIRE(rx.ok());
+  REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());  // the root matches
+  for (std::uint32_t i = 0; i < (*rx)->chunk_count(); ++i) {
+    auto c = (*src)->read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
+    REQUIRE(c.ok());
+    REQUIRE((*rx)->put_chunk(i, *c).ok());  // and so does every chunk
+  }
+  std::promise<Result<BlobInfo>> done;
+  (*rx)->finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
+  auto finished = done.get_future().get();
+  REQUIRE(!finished.ok());
+  CHECK(finished.error().code == Errc::verification_failed);
+  auto r = b->blobs().open(p, forged.id);
+  REQUIRE(!r.ok());
+  CHECK(r.error().code == Errc::failed_precondition);  // still wanted, never held
+  CHECK(count_files(db.path() / "blobs" / "partial") == 0);
+}
