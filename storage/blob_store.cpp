@@ -372,6 +372,14 @@ class BlobStoreImpl final : public BlobStore {
   std::map<BlobId, const std::atomic<std::uint64_t>*> receiving;
   // `id` became held by these projects: demands end, watchers are told (no lock held).
   void held_now(const std::vector<ProjectId>& projects, const BlobId& id);
+  // Tells the project's sessions to look again at what they fetch (on the worker).
+  void wake(const ProjectId& p) {
+    post([this, p] {
+      auto txn = im_.read_txn();
+      if (!txn) return;
+      if (auto seq = im_.change_counter(*txn, p)) im_.notify(p, *seq);
+    });
+  }
   Status index(const ProjectId& project) override;
   Result<GcResult> gc(std::int64_t now) override;
   // The project was left: its in-memory indexing position goes too.
@@ -655,11 +663,18 @@ struct ReceiveState {
   std::atomic<std::uint64_t> held_bytes{0};  // read by demand() on any thread
   bool registered = false;                   // in store->receiving
 
+  ProjectId project;
+  bool finished = false;  // named and recorded
+
   ~ReceiveState() {
     if (fd >= 0) ::close(fd);
     if (!registered) return;
-    std::lock_guard lock(store->receiving_mu);
-    store->receiving.erase(info.id);
+    {
+      std::lock_guard lock(store->receiving_mu);
+      store->receiving.erase(info.id);
+    }
+    // Given up (the peer lacked it, a cut link): sessions that found it busy may try now.
+    if (!finished) store->wake(project);
   }
   std::uint32_t count() const {
     return static_cast<std::uint32_t>((info.size + kBlobChunkBytes - 1) / kBlobChunkBytes);
@@ -801,6 +816,7 @@ class ReceiverImpl final : public BlobReceiver {
     rec.chunks = s.hashes;
     rec.since_ms = now_ms();
     FS_TRY(s.store->record_received(rec));
+    s.finished = true;
     return s.info;
   }
 
@@ -1040,6 +1056,7 @@ Result<std::unique_ptr<BlobReceiver>> BlobStoreImpl::begin_receive(const Project
   auto s = std::make_shared<ReceiveState>();
   s->store = this;
   s->info = info;
+  s->project = project;
   {
     std::lock_guard lock(receiving_mu);
     if (!receiving.emplace(id, &s->held_bytes).second)

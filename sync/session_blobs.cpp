@@ -99,7 +99,9 @@ bool Session::Impl::start_fetch(const ProjectId& project, const storage::BlobId&
   if (blob_skip.count({project, id})) return false;
   auto rx = store.blobs().begin_receive(project, id);
   if (!rx.ok()) {
-    blob_skip.insert({project, id});
+    // Being received on another session: not skipped, the store wakes this session when
+    // that transfer ends without the blob (or it is held then).
+    if (rx.error().code != Errc::failed_precondition) blob_skip.insert({project, id});
     return false;
   }
   fetch = BlobFetch{project, std::move(*rx)};
