@@ -28,7 +28,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from fieldsync_harness import Daemon, wait_until  # noqa: E402
+from fieldsync_harness import Daemon, distinct_bytes, wait_until  # noqa: E402
 
 V = "/v1/projects"
 MiB = 1 << 20
@@ -42,14 +42,6 @@ def vm_hwm_mb(d):
     return 0
 
 
-def payload(size, seed):
-    block = os.urandom(MiB)
-    out = bytearray()
-    i = 0
-    while len(out) < size:
-        out += (seed.to_bytes(4, "big") + i.to_bytes(4, "big") + block[8:])[:size - len(out)]
-        i += 1
-    return bytes(out)
 
 
 # --- T0: the TLS loopback limit ---------------------------------------------------------
@@ -159,7 +151,7 @@ def main():
         for d in (b, c):
             assert d.unix("POST", V + "/import", sec).status == 201
 
-        big = payload(total, 1)
+        big = distinct_bytes(total, 1)
         t = time.monotonic()
         up = upload(a, pid, big)
         secs = time.monotonic() - t
@@ -204,7 +196,7 @@ def main():
         # B3: 1,000 documents, 200 of them with a 500 KB photo.
         photos = []
         for i in range(200):
-            photos.append(upload(a, pid, payload(500 * 1024, 100 + i))["ref"])
+            photos.append(upload(a, pid, distinct_bytes(500 * 1024, 100 + i))["ref"])
         writes = []
         for i in range(1000):
             body = {"site": "plot-%d" % (i % 37), "observer": "ana", "count": i % 13,

@@ -213,6 +213,18 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// A Content-Length over blob.max_blob_bytes is refused before any byte is read.
+Status check_declared_length(const ApiRequest& req, const storage::BlobStore& blobs) {
+  if (auto len = req.header("content-length")) {
+    auto n = parse_u64(trim(*len));
+    if (n && *n > blobs.options().max_blob_bytes)
+      return make_error(Errc::too_large, "blob of " + std::to_string(*n) +
+                                             " bytes exceeds blob.max_blob_bytes = " +
+                                             std::to_string(blobs.options().max_blob_bytes));
+  }
+  return {};
+}
+
 // What a Range header asks of a blob of `size` bytes (RFC 9110 14.2): one range, or nothing
 // (a header that is malformed, not in bytes or asks for several ranges is ignored: the whole
 // blob is sent). `unsatisfiable` is set when the one range lies beyond the blob.
@@ -469,13 +481,12 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
   auto waiters = std::make_shared<BlobWaiters>(ctx, blobs);
   waiters->start();
 
-  router.add("GET", "/v1/projects/{pid}/blob-policy", [&ctx, &blobs](ApiRequest& req) {
+  router.add("GET", "/v1/projects/{pid}/blob-policy", [&blobs](ApiRequest& req) {
     if (auto q = known_query(req, {}); !q) return fail(q.error());
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
     auto p = blobs.policy(*pid);
     if (!p) return fail(p.error());
-    (void)ctx;
     return json_response(200, policy_json(*p, blobs.options().policy));
   });
 
@@ -489,30 +500,25 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
     return json_response(200, policy_json(*f, blobs.options().policy));
   });
 
-  router.add_streamed(
-      "POST", "/v1/projects/{pid}/blobs",
-      [&ctx, &blobs](ApiRequest& req) -> Result<std::shared_ptr<BodySink>> {
-        FS_TRY(known_query(req, {}));
-        auto pid = project_param(req);
-        if (!pid) return pid.error();
-        std::string type(kDefaultMediaType);
-        if (auto ct = req.header("content-type"); ct && !trim(*ct).empty()) type = trim(*ct);
-        if (!storage::valid_media_type(type))
-          return make_error(Errc::invalid_argument,
-                            "Content-Type " + quote_input(type) +
-                                " is not a media type (type/subtype[;parameters], at most " +
-                                std::to_string(storage::kMaxMediaTypeBytes) + " bytes)");
-        if (auto len = req.header("content-length")) {
-          auto n = parse_u64(trim(*len));
-          if (n && *n > blobs.options().max_blob_bytes)
-            return make_error(Errc::too_large, "blob of " + std::to_string(*n) +
-                                                   " bytes exceeds blob.max_blob_bytes = " +
-                                                   std::to_string(blobs.options().max_blob_bytes));
-        }
-        auto up = blobs.begin_upload(*pid);
-        if (!up) return up.error();
-        return upload_sink(ctx, std::move(*up), std::move(type), *pid);
-      });
+  router.add_streamed("POST", "/v1/projects/{pid}/blobs",
+                      [&ctx, &blobs](ApiRequest& req) -> Result<std::shared_ptr<BodySink>> {
+                        FS_TRY(known_query(req, {}));
+                        auto pid = project_param(req);
+                        if (!pid) return pid.error();
+                        std::string type(kDefaultMediaType);
+                        if (auto ct = req.header("content-type"); ct && !trim(*ct).empty())
+                          type = trim(*ct);
+                        if (!storage::valid_media_type(type))
+                          return make_error(
+                              Errc::invalid_argument,
+                              "Content-Type " + quote_input(type) +
+                                  " is not a media type (type/subtype[;parameters], at most " +
+                                  std::to_string(storage::kMaxMediaTypeBytes) + " bytes)");
+                        FS_TRY(check_declared_length(req, blobs));
+                        auto up = blobs.begin_upload(*pid);
+                        if (!up) return up.error();
+                        return upload_sink(ctx, std::move(*up), std::move(type), *pid);
+                      });
 
   router.add("GET", "/v1/projects/{pid}/blobs", [&ctx, &blobs](ApiRequest& req) {
     if (auto q = known_query(req, {"after", "limit"}); !q) return fail(q.error());
@@ -640,13 +646,7 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
           return e;
         }
         storage::BlobInfo of = (*original)->info();
-        if (auto len = req.header("content-length")) {
-          auto n = parse_u64(trim(*len));
-          if (n && *n > blobs.options().max_blob_bytes)
-            return make_error(Errc::too_large, "blob of " + std::to_string(*n) +
-                                                   " bytes exceeds blob.max_blob_bytes = " +
-                                                   std::to_string(blobs.options().max_blob_bytes));
-        }
+        FS_TRY(check_declared_length(req, blobs));
         auto up = blobs.begin_upload(*pid);
         if (!up) return up.error();
         // Once stored (on the blob worker): recorded as the app's variant.

@@ -187,15 +187,7 @@ class BlobReader {
   virtual const std::vector<crypto::Digest>& chunk_hashes() const = 0;
   // Chunk `index` (kBlobChunkBytes at offset index * kBlobChunkBytes), verified, without a
   // copy: the view is valid until the next call on this reader. Errors as read().
-  virtual Result<ByteView> chunk(std::uint32_t index) {
-    auto r = read(std::uint64_t{index} * kBlobChunkBytes, kBlobChunkBytes);
-    if (!r) return r.error();
-    scratch_ = std::move(*r);
-    return ByteView(scratch_);
-  }
-
- protected:
-  Bytes scratch_;  // chunk()'s bytes in the default implementation
+  virtual Result<ByteView> chunk(std::uint32_t index) = 0;
 };
 
 // A blob arriving from peers, chunk by chunk (begin_receive()). Its bytes go to

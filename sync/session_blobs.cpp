@@ -112,12 +112,12 @@ bool Session::Impl::start_fetch(const ProjectId& project, const storage::BlobId&
   return true;
 }
 
-void Session::Impl::count_wanted(ProjectSync& ps, storage::BlobPolicy level, Bytes& out) {
+void Session::Impl::count_wanted(ProjectSync& ps, storage::BlobPolicy level,
+                                 const std::vector<storage::BlobId>& demanded, Bytes& out) {
   // Asked for on demand counts too (the current fetch among them).
   std::pair<std::uint64_t, std::uint64_t> total{0, 0};
   if (level != storage::BlobPolicy::none)
-    if (auto t = store.blobs().wanted_total(ps.id, level, store.blobs().demanded(ps.id)); t.ok())
-      total = *t;
+    if (auto t = store.blobs().wanted_total(ps.id, level, demanded); t.ok()) total = *t;
   ps.stats.blobs_to_receive = total.first;
   ps.stats.blob_bytes_to_receive = total.second;
   if (ps.wants_told == total) return;
@@ -190,10 +190,11 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
       if (!store.blobs().index(pid).ok()) continue;
       const storage::BlobPolicy level = blob_level(pid);
       ps.stats.blob_policy = std::string(storage::blob_policy_name(level));
-      count_wanted(ps, level, out);
+      const auto demanded = store.blobs().demanded(pid);
+      count_wanted(ps, level, demanded, out);
       if (fetch || level == storage::BlobPolicy::none) continue;
       // Blobs an app (here, or a peer through us) asked for come first.
-      for (const auto& id : store.blobs().demanded(pid))
+      for (const auto& id : demanded)
         if (start_fetch(pid, id, out)) break;
       std::optional<storage::BlobId> after;
       while (!fetch) {

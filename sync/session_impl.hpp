@@ -254,7 +254,8 @@ struct Session::Impl {
   // Starts fetching `id` of `project` (false: it cannot be received now: skipped).
   bool start_fetch(const ProjectId& project, const storage::BlobId& id, Bytes& out);
   // Recounts what we still want of a project's blobs; tells the peer when it changed.
-  void count_wanted(ProjectSync& ps, storage::BlobPolicy level, Bytes& out);
+  void count_wanted(ProjectSync& ps, storage::BlobPolicy level,
+                    const std::vector<storage::BlobId>& demanded, Bytes& out);
   // Starts the next wanted blob of a project whose documents are in sync, or asks for the
   // next window of the current one; then serves chunks the peer asked for (no BATCH pending).
   void produce_blob_frames(Bytes& out, std::size_t max_bytes);

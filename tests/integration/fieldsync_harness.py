@@ -41,6 +41,19 @@ FIELDSYNCD = find_binary("FIELDSYNCD", "daemon/fieldsyncd")
 SYNCCTL = find_binary("SYNCCTL", "cli/syncctl")
 
 
+def distinct_bytes(size, seed):
+    """`size` bytes that differ per seed (one block of randomness, each MiB made distinct):
+    large test blobs without hashing a fresh random stream for each."""
+    mib = 1 << 20
+    block = os.urandom(mib)
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += (seed.to_bytes(4, "big") + i.to_bytes(4, "big") + block[8:])[:size - len(out)]
+        i += 1
+    return bytes(out)
+
+
 def wait_until(predicate, deadline_s=10.0, interval_s=0.02, what="condition"):
     """Polls predicate() until it returns a truthy value; raises TimeoutError at the deadline."""
     end = time.monotonic() + deadline_s

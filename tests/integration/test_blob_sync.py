@@ -11,21 +11,11 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fieldsync_harness import (  # noqa: E402
-    DaemonTestCase, V, add_peer, free_port, share, wait_until)
+    DaemonTestCase, V, add_peer, distinct_bytes, free_port, share, wait_until)
 
 MiB = 1 << 20
 NO_DISCOVERY = {"discovery.enabled": "false"}
 
-
-def blob_bytes(size, seed):
-    """`size` bytes that differ per seed (a block of randomness, each MiB made distinct)."""
-    block = os.urandom(MiB)
-    out = bytearray()
-    i = 0
-    while len(out) < size:
-        out += (seed.to_bytes(4, "big") + i.to_bytes(4, "big") + block[8:])[:size - len(out)]
-        i += 1
-    return bytes(out)
 
 
 def upload(d, pid, data, content_type="image/jpeg"):
@@ -55,7 +45,7 @@ class BlobSync(DaemonTestCase):
     def test_photo_reaches_a_device_two_hops_away(self):
         a, b, c = self.daemon("alpha"), self.daemon("beta"), self.daemon("gamma")
         pid = share(a, b, c)
-        data = blob_bytes(3 * MiB + 4321, 1)
+        data = distinct_bytes(3 * MiB + 4321, 1)
         up = upload(a, pid, data)
         self.assertEqual(up["id"], hashlib.sha256(data).hexdigest())
         r = a.unix("PUT", V + "/%s/docs/sites/river" % pid, {"title": "river", "photo": up["ref"]})
@@ -76,7 +66,7 @@ class BlobSync(DaemonTestCase):
         b = self.daemon("beta", **{"sync.listen_port": free_port()})
         pid = share(a, b)
         size = 48 * MiB
-        data = blob_bytes(size, 2)
+        data = distinct_bytes(size, 2)
         up = upload(a, pid, data)
         r = a.unix("PUT", V + "/%s/docs/sites/dam" % pid, {"photo": up["ref"]})
         self.assertIn(r.status, (200, 201), r)

@@ -143,6 +143,12 @@ class FakeBlobs : public storage::BlobStore {
       return Bytes(bytes_.begin() + static_cast<std::ptrdiff_t>(offset),
                    bytes_.begin() + static_cast<std::ptrdiff_t>(offset + n));
     }
+    Result<ByteView> chunk(std::uint32_t index) override {
+      const std::uint64_t at = std::uint64_t{index} * storage::kBlobChunkBytes;
+      if (at >= bytes_.size()) return ByteView{};
+      return ByteView(bytes_).subspan(
+          at, std::min<std::uint64_t>(storage::kBlobChunkBytes, bytes_.size() - at));
+    }
 
    private:
     storage::BlobInfo info_;

@@ -292,56 +292,38 @@ TEST_CASE("blob messages outside the rules end the session", "[sync][blobs]") {
   Node a, fake;
   ProjectId p = shared_project(a, fake);
   auto info = upload(*a.store, p, pattern(300000));
-  auto failed_with = [](Session& s) {
+  // A session of a, after the handshake with a peer announcing `features`, given `in`: how
+  // it failed.
+  auto refused_with = [&](std::uint64_t features, const Bytes& in) {
+    Session s(*a.store, params("a"));
+    s.start();
+    handshake(s, fake, p, features);
+    s.receive(in);
     REQUIRE(s.state() == SessionState::failed);
     return s.progress().error->code;
   };
+  Bytes in;
   SECTION("a chunk not asked for") {
-    Session s(*a.store, params("a"));
-    s.start();
-    handshake(s, fake, p, kFeatureBlobs);
-    Bytes in;
     encode_blob_chunk(in, p, info.id, 0, ByteView(pattern(10)));
-    s.receive(in);
-    CHECK(failed_with(s) == Errc::invalid_argument);
+    CHECK(refused_with(kFeatureBlobs, in) == Errc::invalid_argument);
   }
   SECTION("a BLOB_HEAD not asked for") {
-    Session s(*a.store, params("a"));
-    s.start();
-    handshake(s, fake, p, kFeatureBlobs);
-    Bytes in;
     encode_blob_head(in, BlobHead{p, info.id, true, false, {}});
-    s.receive(in);
-    CHECK(failed_with(s) == Errc::invalid_argument);
+    CHECK(refused_with(kFeatureBlobs, in) == Errc::invalid_argument);
   }
   SECTION("more than four requests outstanding") {
-    Session s(*a.store, params("a"));
-    s.start();
-    handshake(s, fake, p, kFeatureBlobs);
-    Bytes in;
     for (int i = 0; i < 5; ++i) encode_blob_get(in, BlobGet{p, info.id, false, 0, 1});
-    s.receive(in);
-    CHECK(failed_with(s) == Errc::resource_exhausted);
+    CHECK(refused_with(kFeatureBlobs, in) == Errc::resource_exhausted);
   }
   SECTION("a project that is not common") {
-    Session s(*a.store, params("a"));
-    s.start();
-    handshake(s, fake, p, kFeatureBlobs);
     ProjectId other{};
     other.bytes[0] = 9;
-    Bytes in;
     encode_blob_get(in, BlobGet{other, info.id, false, 0, 1});
-    s.receive(in);
-    CHECK(failed_with(s) == Errc::permission_denied);
+    CHECK(refused_with(kFeatureBlobs, in) == Errc::permission_denied);
   }
   SECTION("a BLOB_GET from a peer that did not announce blobs") {
-    Session s(*a.store, params("a"));
-    s.start();
-    handshake(s, fake, p, kFeatureNone);
-    Bytes in;
     encode_blob_get(in, BlobGet{p, info.id, false, 0, 1});
-    s.receive(in);
-    CHECK(failed_with(s) == Errc::failed_precondition);
+    CHECK(refused_with(kFeatureNone, in) == Errc::failed_precondition);
   }
 }
 
