@@ -366,6 +366,45 @@ void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* s
     return json_response(200, json::serialize(o));
   });
 
+  // Subscriptions (docs/api.md "Subscriptions"): this device's own choice, never synced.
+  auto subscription_json = [](const storage::Subscription& s) {
+    return "{\"subscription\":" + s.canonical() +
+           ",\"everything\":" + (s.everything() ? "true" : "false");
+  };
+  router.add("GET", "/v1/projects/{pid}/subscription", [&ctx, subscription_json](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto s = ctx.store.subscription(*pid);
+    if (!s) return fail(s.error());
+    return json_response(200, subscription_json(*s) + "}");
+  });
+  auto set_subscription = [&ctx, sync, subscription_json](ApiRequest& req,
+                                                          const storage::Subscription& s) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto ch = ctx.store.set_subscription(*pid, s);
+    if (!ch) return fail(ch.error());
+    if (sync) sync->subscription_changed(*pid);
+    return json_response(200, subscription_json(s) + ",\"documents_removed\":" +
+                                  std::to_string(ch->documents_removed) +
+                                  ",\"documents_kept\":" + std::to_string(ch->documents_kept) +
+                                  ",\"asks_again\":" + (ch->asks_again ? "true" : "false") + "}");
+  };
+  router.add("PUT", "/v1/projects/{pid}/subscription", [&ctx, set_subscription](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    // Strict JSON first (duplicate keys, depth), then the subscription's own rules.
+    if (auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth); !obj)
+      return fail(obj.error());
+    auto s = storage::Subscription::parse(req.body);
+    if (!s) return fail(s.error());
+    return set_subscription(req, *s);
+  });
+  router.add("DELETE", "/v1/projects/{pid}/subscription", [set_subscription](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    return set_subscription(req, storage::Subscription{});
+  });
+
   router.add("POST", "/v1/projects/import", [&ctx, sync](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
       return fail(

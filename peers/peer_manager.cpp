@@ -920,6 +920,20 @@ void PeerManager::projects_changed() {
   });
 }
 
+void PeerManager::subscription_changed(const ProjectId& project) {
+  std::weak_ptr<Impl> weak = impl_;
+  asio::post(impl_->io, [weak, project] {
+    auto im = weak.lock();
+    if (!im || !im->running) return;
+    for (auto& [id, e] : im->peers) {
+      if (!e.conn || !e.conn->session()) continue;
+      auto c = e.conn;
+      c->session()->subscription_changed(project);
+      c->pump();
+    }
+  });
+}
+
 void PeerManager::notify_change(const ProjectId& project) {
   std::weak_ptr<Impl> weak = impl_;
   asio::post(impl_->io, [weak, project] {

@@ -136,6 +136,9 @@ class PeerManager {
   void projects_changed();
   // The store gained versions of `project` (any thread).
   void notify_change(const ProjectId& project);
+  // This device's subscription of `project` changed (any thread): live sessions that sync it
+  // end, and the next ones start over with it.
+  void subscription_changed(const ProjectId& project);
 
   struct Impl;  // opaque outside peer_manager.cpp
 

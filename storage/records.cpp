@@ -88,7 +88,7 @@ Bytes LogRecord::encode() const {
   ByteWriter w(out);
   w.raw(ByteView(chain));
   w.raw(id.view());
-  w.u8(static_cast<std::uint8_t>((body ? 1 : 0) | (excluded ? 2 : 0)));
+  w.u8(static_cast<std::uint8_t>((body ? 1 : 0) | (excluded ? 2 : 0) | (elided ? 4 : 0)));
   w.blob(header);
   if (body) w.blob(*body);
   return out;
@@ -102,6 +102,8 @@ std::optional<LogRecord> LogRecord::decode(ByteView v) {
   std::uint8_t flags = r.u8();
   bool has_body = flags & 1;
   x.excluded = flags & 2;
+  x.elided = flags & 4;
+  if ((flags & ~7) != 0 || (x.elided && has_body)) return std::nullopt;
   x.header = r.blob(kMaxVersionHeaderBytes);
   if (has_body) x.body = r.blob(kMaxBodyBytesCeiling);
   if (!r.ok() || !r.at_end()) return std::nullopt;

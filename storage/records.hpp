@@ -163,6 +163,9 @@ struct LogRecord {
   ByteView header;
   std::optional<ByteView> body;  // views into the LMDB page or the caller's buffers
   bool excluded = false;  // authored after its author's removal: kept for the chain, not in any DAG
+  // Not held here by choice (a subscription left it out): no body, in no DAG; the header is
+  // empty when it arrived that way, kept when the subscription narrowed after it arrived.
+  bool elided = false;
   Bytes encode() const;
   static std::optional<LogRecord> decode(ByteView v);
 };

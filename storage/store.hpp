@@ -19,6 +19,7 @@
 #include "common/result.hpp"
 #include "storage/blob_ref.hpp"
 #include "storage/blob_store.hpp"
+#include "storage/subscription.hpp"
 #include "storage/types.hpp"
 
 namespace fieldsync::storage {
@@ -140,9 +141,37 @@ class Store {
   Result<LogBatch> read_log(const ProjectId& project, const DeviceId& author,
                             std::uint64_t after_seq, std::uint32_t max_entries,
                             std::uint64_t max_bytes);
+  // The same for a receiver that wants only part of the project (docs/storage.md
+  // "Subscriptions"): versions `filter.want` does not select go as left-out entries (id only);
+  // versions left out here go as such when `filter.left_out_ok` (the receiver wants no more
+  // than this device does), else the batch ends before the first of them.
+  Result<LogBatch> read_log(const ProjectId& project, const DeviceId& author,
+                            std::uint64_t after_seq, std::uint32_t max_entries,
+                            std::uint64_t max_bytes, const LogFilter& filter);
   // Verifies (hashes, chain, signatures, authorship) and applies a received batch in
-  // one transaction. verification_failed leaves the store unchanged.
+  // one transaction. verification_failed leaves the store unchanged. Under a subscription,
+  // versions it does not select are kept as left-out entries (id and chain only), and
+  // left-out entries are accepted (refused by a device that holds everything); a version
+  // held here as left out is taken in full when it arrives whole and is now wanted.
   Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch);
+
+  // --- subscriptions (store_subscriptions.cpp, docs/storage.md "Subscriptions") ---
+  // What this device wants of the project (everything() unless set). This device's own
+  // record: never synced.
+  Result<Subscription> subscription(const ProjectId& project) const;
+  // Sets it. Documents that no longer match leave this device (their versions become
+  // left-out entries: a local purge, never a delete that syncs), except documents with a
+  // version this device wrote that no peer is known to hold yet. Versions left out before
+  // are asked for again (request_vector()) and taken in if they now match.
+  Result<SubscriptionChange> set_subscription(const ProjectId& project, const Subscription& s);
+  // The vector to show peers as "what to send me": the version vector, lowered to just before
+  // the first left-out version of each author while versions left out under an earlier
+  // subscription wait to be judged again under this one.
+  Result<VersionVector> request_vector(const ProjectId& project) const;
+  // Authors whose log holds left-out versions here, with the seq up to which their log can be
+  // given whole (the last checkpoint before the first left-out version). Other authors' logs
+  // can be given whole up to their head.
+  Result<VersionVector> whole_heads(const ProjectId& project) const;
 
   // --- bundles (store_bundles.cpp, docs/storage.md "Imported bundles") ---
   // Whether the bundle `id` was imported into the project (and not forgotten since).

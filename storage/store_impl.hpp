@@ -120,6 +120,27 @@ struct Store::Impl {
   Status forget_bundles(LmdbTxn& txn, const ProjectId& p) const;
   Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;
 
+  // Subscriptions (store_subscriptions.cpp).
+  Result<Subscription> subscription(const LmdbTxn& txn, const ProjectId& p) const;
+  // Whether a received version is wanted under `s`: it matches, or it supersedes a version
+  // held here (so changes that make a document leave, and deletes, arrive).
+  Result<bool> wanted_here(const LmdbTxn& txn, const ProjectId& p, const Subscription& s,
+                           const VersionHeader& h, const std::optional<std::string>& body) const;
+  // Whether a version held here is wanted by a receiver under `s`: it matches, or a version
+  // it supersedes (held here) matches.
+  Result<bool> wanted_by(const LmdbTxn& txn, const ProjectId& p, const Subscription& s,
+                         const VersionHeader& h, std::optional<ByteView> body) const;
+  // Bookkeeping of left-out entries: the first one per author, and how far entries left
+  // out under an earlier subscription have been judged again.
+  Status note_left_out(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                       std::uint64_t seq) const;
+  Status note_taken_in(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                       std::uint64_t seq) const;
+  // Whether entries of the author left out under an earlier subscription wait to be judged.
+  Result<bool> judging(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
+  Status note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t from,
+                     std::uint64_t upto) const;
+
   // Declared last: destroyed (its worker stopped) before everything it uses.
   std::unique_ptr<BlobStore> blobs;
 };

@@ -69,6 +69,12 @@ static Status sign_own_head(Store::Impl& im, const ProjectId& project, const Dev
 Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& author,
                                  std::uint64_t after_seq, std::uint32_t max_entries,
                                  std::uint64_t max_bytes) {
+  return read_log(project, author, after_seq, max_entries, max_bytes, LogFilter{});
+}
+
+Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& author,
+                                 std::uint64_t after_seq, std::uint32_t max_entries,
+                                 std::uint64_t max_bytes, const LogFilter& filter) {
   if (author == impl_->me() || impl_->retired_key(author))
     FS_TRY(sign_own_head(*impl_, project, author));
   auto txn = impl_->read_txn();
@@ -94,13 +100,31 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
       return make_error(Errc::data_loss, "gap in log");
     auto lr = LogRecord::decode(logs.value());
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
-    std::size_t body_size = lr->body ? lr->body->size() : 0;
+    // Left out here: given as left out to a receiver that wants no more than we do; for
+    // anyone else the log held here ends before it (we must not pose as holding it).
+    if (lr->elided && !filter.left_out_ok) {
+      if (cut_entries == 0) return LogBatch{author, {}, {}};
+      break;
+    }
+    bool give = !lr->elided;
+    if (give && !filter.want.everything() && !lr->excluded) {
+      auto h = decode_header(lr->header);
+      if (!h) return make_error(Errc::data_loss, "stored version: " + h.error().message);
+      auto w = impl_->wanted_by(*txn, project, filter.want, *h, lr->body);
+      if (!w) return w.error();
+      give = *w;
+    }
+    std::size_t body_size = give && lr->body ? lr->body->size() : 0;
     bool over = batch.entries.size() >= max_entries || (bytes > 0 && bytes + body_size > max_bytes);
     if (over && cut_entries > 0) break;  // end at the last checkpoint inside the limits
     bytes += body_size;
-    LogEntry e{seq, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
-    if (lr->body) e.body = std::string(as_chars(*lr->body));
-    batch.entries.push_back(std::move(e));
+    if (give) {
+      LogEntry e{seq, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
+      if (lr->body) e.body = std::string(as_chars(*lr->body));
+      batch.entries.push_back(std::move(e));
+    } else {
+      batch.entries.push_back(LogEntry{seq, lr->id, {}, std::nullopt, true});
+    }
     while (cp_ok && has_prefix(cps.key(), prefix) &&
            ByteReader(cps.key().subspan(prefix.b.size())).u64() <= seq) {
       std::uint64_t cseq = ByteReader(cps.key().subspan(prefix.b.size())).u64();
@@ -204,6 +228,15 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     if (entries[i].seq != entries.front().seq + i) return fail("entries are not contiguous");
   const bool own = author == impl_->me();
   const bool retired = impl_->retired_key(author) != nullptr;
+  auto sub = impl_->subscription(*txn, project);
+  if (!sub) return sub.error();
+  const bool partial = !sub->everything();
+  if (!partial || own || retired)
+    for (const auto& e : entries)
+      if (e.elided)
+        return fail("seq " + std::to_string(e.seq) + ": a left-out entry, but this device " +
+                    (partial ? "wants every entry of this log" : "holds the whole project"));
+  std::vector<std::size_t> upgrades;  // held here left out, received whole
 
   // 0. Compare with the log held here: entries we hold must be the same versions.
   std::size_t j = 0;
@@ -217,6 +250,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       differs = entries[j].seq;
       break;
     }
+    if (lr->elided && !entries[j].elided) upgrades.push_back(j);
     ++res.duplicates;
   }
   if (own) {
@@ -249,10 +283,64 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
                     " that its key did not sign");
       res.identity_conflict = true;
       res.diverged_at = at;
+      return res;
     }
+    // The same entries: our own versions a narrower subscription left out here (after they
+    // were delivered) are taken back in below when now wanted.
+  }
+  // Entries held here left out that arrive whole: taken in when now wanted (after the
+  // subscription widened). Checked like any received version; the chain is the one held.
+  auto take_in = [&](std::uint64_t& lseq) -> Status {
+    for (std::size_t i : upgrades) {
+      const LogEntry& e = entries[i];
+      std::string at = "seq " + std::to_string(e.seq) + ": ";
+      if (version_id_of(e.header) != e.id) return fail(at + "id does not match header hash");
+      auto h = decode_header(e.header);
+      if (!h) return fail(at + h.error().message);
+      if (h->author != author || h->project != project)
+        return fail(at + "not a version of this author and project");
+      if (e.body && (h->kind == VersionKind::tombstone || e.body->size() != h->body_size ||
+                     crypto::sha256(as_bytes(*e.body)) != h->body_hash))
+        return fail(at + "body does not match its hash");
+      auto w = impl_->wanted_here(*txn, project, *sub, *h, e.body);
+      if (!w) return w.error();
+      if (!*w) continue;
+      Key lk = log_key(project, author, e.seq);
+      auto v = txn->get(impl_->t().logs, lk);
+      if (!v) return v.error();
+      auto held = *v ? LogRecord::decode(**v) : std::nullopt;
+      if (!held) return make_error(Errc::data_loss, "gap in log");
+      LogRecord lr{held->chain, e.id, e.header, std::nullopt, held->excluded, false};
+      if (e.body) lr.body = as_bytes(*e.body);
+      FS_TRY(txn->put(impl_->t().logs, lk, lr.encode()));
+      FS_TRY(impl_->note_taken_in(*txn, project, author, e.seq));
+      if (held->excluded) continue;
+      impl_->clock.observe(h->hlc);
+      Key dk = doc_key(project, h->collection, h->doc_id);
+      auto rec = impl_->doc(*txn, dk);
+      if (!rec) return rec.error();
+      auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), *h, e.id,
+                                 Location{author, e.seq}, ++lseq, false);
+      if (!r) return r.error();
+      ++res.applied;
+      --res.duplicates;
+    }
+    return impl_->note_judged(*txn, project, author, entries.front().seq, entries.back().seq);
+  };
+  if (!differs && j == entries.size()) {  // all held already
+    auto judging = impl_->judging(*txn, project, author);
+    if (!judging) return judging.error();
+    if (upgrades.empty() && !*judging) return res;
+    auto lseq = impl_->change_counter(*txn, project);
+    if (!lseq) return lseq.error();
+    std::uint64_t before = *lseq;
+    FS_TRY(take_in(*lseq));
+    FS_TRY(impl_->put_change_counter(*txn, project, *lseq));
+    FS_TRY(impl_->persist_clock(*txn));
+    FS_TRY(txn->commit());
+    if (*lseq != before) impl_->notify(project, *lseq);
     return res;
   }
-  if (!differs && j == entries.size()) return res;  // all held already
 
   // 1. Verify entries[j..] from a base chain: ours where the batch still agrees with our log,
   // else (a retired identity of ours) the tip of a branch already re-published.
@@ -323,6 +411,19 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     seq = base_seq;
     for (std::size_t i = j; i < entries.size(); ++i) {
       const auto& e = entries[i];
+      if (e.elided) {  // a version this device does not want: its id continues the chain
+        seq = e.seq;
+        chain = chain_next(chain, seq, e.id);
+        for (const auto& c : batch.checkpoints) {
+          if (c.seq != seq) continue;
+          if (!crypto::verify(author, checkpoint_message(project, author, seq, c.chain),
+                              c.signature))
+            return fail("bad signature at seq " + std::to_string(seq));
+          if (c.chain != chain) return Outcome::diverges;
+        }
+        fresh.push_back(Pending{&e, VersionHeader{}});
+        continue;
+      }
       if (version_id_of(e.header) != e.id)
         return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
       auto h = decode_header(e.header);
@@ -448,11 +549,24 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   bool membership_changed = false;
   auto lseq = impl_->change_counter(*txn, project);
   if (!lseq) return lseq.error();
+  FS_TRY(take_in(*lseq));
   crypto::Digest c2 = head->chain;
   for (const auto& p : fresh) {
     const LogEntry& e = *p.entry;
     c2 = chain_next(c2, e.seq, e.id);
     bool excluded = cutoff && e.seq > *cutoff;
+    bool left_out = e.elided;
+    if (!left_out && !excluded && partial) {
+      auto w = impl_->wanted_here(*txn, project, *sub, p.header, e.body);
+      if (!w) return w.error();
+      left_out = !*w;
+    }
+    if (left_out) {  // kept for the chain only: id, no header, no body
+      LogRecord lr{c2, e.id, ByteView{}, std::nullopt, excluded, true};
+      FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));
+      FS_TRY(impl_->note_left_out(*txn, project, batch.author, e.seq));
+      continue;
+    }
     LogRecord lr{c2, e.id, e.header, std::nullopt, excluded};
     if (e.body && !excluded) lr.body = as_bytes(*e.body);
     FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));

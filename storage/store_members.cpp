@@ -205,7 +205,7 @@ Status Store::Impl::enforce_removals(LmdbTxn& txn, const ProjectId& p) const {
       if (!*v) return make_error(Errc::data_loss, "gap in log");
       auto lr = LogRecord::decode(**v);
       if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
-      if (lr->excluded) continue;
+      if (lr->excluded || lr->elided) continue;  // in no document already
       auto hdr = decode_header(lr->header);
       if (!hdr) return make_error(Errc::data_loss, "corrupt version header");
       docs.insert(doc_key(p, hdr->collection, hdr->doc_id).b);

@@ -226,6 +226,9 @@ struct LogEntry {
   VersionId id;
   Bytes header;                     // exact canonical header encoding (hashed to `id`)
   std::optional<std::string> body;  // omitted when purged or filtered out
+  // Left out by a subscription (docs/storage.md "Subscriptions"): only `id` is given (no
+  // header, no body), so the chain still verifies for a device that does not want it.
+  bool elided = false;
 };
 
 // An author's signature over its log up to `seq` (docs/storage.md "Log chain").

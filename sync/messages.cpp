@@ -3,12 +3,14 @@
 #include "common/compress.hpp"
 #include "common/text.hpp"
 #include "crypto/crypto.hpp"
+#include "storage/subscription.hpp"
 
 namespace fieldsync::sync {
 
 namespace {
 
 constexpr std::uint8_t kFlagHasBody = 0x01;
+constexpr std::uint8_t kFlagLeftOut = 0x02;  // no header (empty), no body: the id follows
 // Smallest encodings, used to reject absurd counts before allocating for them.
 constexpr std::size_t kMinEntryBytes = 8 + 4 + 1;
 constexpr std::size_t kCheckpointBytes = 8 + 32 + 64;
@@ -61,6 +63,7 @@ std::string_view msg_type_name(std::uint8_t type) {
     case MsgType::blob_head: return "BLOB_HEAD";
     case MsgType::blob_chunk: return "BLOB_CHUNK";
     case MsgType::blob_wants: return "BLOB_WANTS";
+    case MsgType::subscription: return "SUBSCRIPTION";
     case MsgType::zbatch: return "ZBATCH";
   }
   return "UNKNOWN";
@@ -277,6 +280,43 @@ Result<BlobWants> decode_blob_wants(ByteView payload) {
   return m;
 }
 
+void encode_subscription(Bytes& out, const SubscriptionMsg& m) {
+  auto at = begin_frame(out, MsgType::subscription);
+  ByteWriter w(out);
+  w.raw(m.project.view());
+  w.blob(std::string_view(m.subscription));
+  w.u32(static_cast<std::uint32_t>(m.whole.size()));
+  for (const auto& [a, seq] : m.whole) {
+    w.raw(a.view());
+    w.u64(seq);
+  }
+  end_frame(out, at);
+}
+
+Result<SubscriptionMsg> decode_subscription(ByteView payload, const DecodeLimits& limits) {
+  ByteReader r(payload);
+  SubscriptionMsg m;
+  m.project = read_id<ProjectId>(r);
+  ByteView text = r.blob(storage::kMaxSubscriptionBytes);
+  std::uint32_t n = r.u32();
+  if (!r.ok()) return malformed("SUBSCRIPTION");
+  if (n > limits.max_authors)
+    return make_error(Errc::too_large, "SUBSCRIPTION names more authors than allowed");
+  if (r.remaining() != std::size_t{n} * 40) return malformed("SUBSCRIPTION (authors)");
+  auto sub = storage::Subscription::parse_canonical(as_chars(text));
+  if (!sub) return make_error(Errc::invalid_argument, "SUBSCRIPTION: " + sub.error().message);
+  m.subscription = sub->canonical();
+  std::optional<DeviceId> prev;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    auto a = read_id<DeviceId>(r);
+    std::uint64_t seq = r.u64();
+    if (prev && !(*prev < a)) return malformed("SUBSCRIPTION (authors not ascending)");
+    prev = a;
+    m.whole[a] = seq;
+  }
+  return m;
+}
+
 void encode_blob_chunk(Bytes& out, const ProjectId& project, const crypto::Digest& blob,
                        std::uint32_t index, ByteView data) {
   auto at = begin_frame(out, MsgType::blob_chunk);
@@ -307,6 +347,12 @@ void encode_batch(Bytes& out, const Batch& m) {
   w.u32(static_cast<std::uint32_t>(m.log.entries.size()));
   for (const auto& e : m.log.entries) {
     w.u64(e.seq);
+    if (e.elided) {
+      w.blob(ByteView{});
+      w.u8(kFlagLeftOut);
+      w.raw(e.id.view());
+      continue;
+    }
     w.blob(ByteView(e.header));
     w.u8(e.body ? kFlagHasBody : 0);
     if (e.body) w.blob(std::string_view(*e.body));
@@ -333,7 +379,16 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
     e.seq = r.u64();
     ByteView header = r.blob(r.remaining());
     std::uint8_t flags = r.u8();
-    if (!r.ok() || (flags & ~kFlagHasBody) != 0) return malformed("BATCH (entry)");
+    if (!r.ok()) return malformed("BATCH (entry)");
+    if (flags == kFlagLeftOut) {
+      if (!header.empty()) return malformed("BATCH (left-out entry with a header)");
+      e.elided = true;
+      e.id.bytes = r.fixed<32>();
+      if (!r.ok()) return malformed("BATCH (left-out entry)");
+      m.log.entries.push_back(std::move(e));
+      continue;
+    }
+    if ((flags & ~kFlagHasBody) != 0) return malformed("BATCH (entry)");
     e.header.assign(header.begin(), header.end());
     auto digest = crypto::sha256(header);
     std::copy(digest.begin(), digest.end(), e.id.bytes.begin());

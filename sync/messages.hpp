@@ -55,6 +55,8 @@ enum class MsgType : std::uint8_t {
   blob_head = 0x8e,   // a blob's chunk hashes, or "not held here"
   blob_chunk = 0x8f,  // one chunk of a blob
   blob_wants = 0x90,  // "of this project I still want n blobs, b bytes" (progress only)
+  // Only between peers that both announce kFeatureSubscriptions, before the project's VV.
+  subscription = 0x91,  // "of this project I want this; my logs are whole up to here"
 };
 
 std::string_view msg_type_name(std::uint8_t type);
@@ -67,6 +69,9 @@ inline constexpr std::uint64_t kFeatureZstdBatches = 1u << 0;
 // "I fetch and serve blobs" (BLOB_GET/BLOB_HEAD/BLOB_CHUNK): used only when both HELLOs
 // carry it (a device does not announce it on a link that carries no blobs).
 inline constexpr std::uint64_t kFeatureBlobs = 1u << 1;
+// "I take part of a project" (SUBSCRIPTION, left-out BATCH entries): used only when both
+// HELLOs carry it.
+inline constexpr std::uint64_t kFeatureSubscriptions = 1u << 2;
 // The most chunks one BLOB_GET may ask for (the receiver's window).
 inline constexpr std::uint32_t kMaxBlobGetChunks = 16;
 
@@ -102,6 +107,15 @@ struct ForkedMsg {
   ProjectId project;
   DeviceId author;
   std::uint64_t seq = 0;  // a seq at or after which the two logs differ
+};
+
+// What the sender wants of a project, sent before its VV (docs/protocol.md "Subscriptions"):
+// its subscription (canonical JSON; "{}" is everything) and, per author whose log holds
+// entries it left out, the seq up to which that log is whole (storage::Store::whole_heads).
+struct SubscriptionMsg {
+  ProjectId project;
+  std::string subscription = "{}";
+  storage::VersionVector whole;
 };
 
 struct Batch {
@@ -167,6 +181,8 @@ struct DecodeLimits {
   std::uint32_t max_batch_payload = (4u << 20) - 1;
   // The most chunk hashes a BLOB_HEAD may carry (blob.max_blob_bytes / chunk size, rounded up).
   std::uint32_t max_blob_chunks = 1u << 16;
+  // The most authors a SUBSCRIPTION may name.
+  std::uint32_t max_authors = 1u << 16;
 };
 
 // --- encoding: each appends one complete frame to `out` ---
@@ -183,6 +199,7 @@ void encode_error(Bytes& out, const WireError& m);
 void encode_blob_get(Bytes& out, const BlobGet& m);
 void encode_blob_head(Bytes& out, const BlobHead& m);
 void encode_blob_wants(Bytes& out, const BlobWants& m);
+void encode_subscription(Bytes& out, const SubscriptionMsg& m);
 void encode_blob_chunk(Bytes& out, const ProjectId& project, const crypto::Digest& blob,
                        std::uint32_t index, ByteView data);
 // ZBATCH: `batch_payload` (a BATCH frame's payload) compressed at zstd `level` (1..19).
@@ -206,6 +223,9 @@ Result<BlobGet> decode_blob_get(ByteView payload);
 Result<BlobHead> decode_blob_head(ByteView payload, const DecodeLimits& limits);
 Result<BlobChunk> decode_blob_chunk(ByteView payload);
 Result<BlobWants> decode_blob_wants(ByteView payload);
+// The subscription must be canonical (storage::Subscription::parse_canonical) and within
+// storage::kMaxSubscriptionBytes; at most limits.max_authors whole heads, ascending.
+Result<SubscriptionMsg> decode_subscription(ByteView payload, const DecodeLimits& limits);
 // ZBATCH: the BATCH payload it carries, into `out` (reused by the caller). Fails too_large
 // when the declared size exceeds limits.max_batch_payload (nothing is allocated for it) and
 // invalid_argument when the zstd frame is corrupt or does not produce exactly that size.

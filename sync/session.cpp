@@ -64,6 +64,9 @@ const Session::Impl::MessageRule* Session::Impl::message_rule(std::uint8_t type)
       {MsgType::blob_head, states(S::active), &run<&decode_blob_head, &Impl::on_blob_head>},
       {MsgType::blob_chunk, states(S::active), &run<&decode_blob_chunk, &Impl::on_blob_chunk>},
       {MsgType::blob_wants, states(S::active), &run<&decode_blob_wants, &Impl::on_blob_wants>},
+      // Subscriptions (session_log.cpp).
+      {MsgType::subscription, states(S::active),
+       &run<&decode_subscription, &Impl::on_subscription>},
   };
   for (const auto& rule : kMessages)
     if (static_cast<std::uint8_t>(rule.type) == type) return &rule;
@@ -188,6 +191,9 @@ void Session::receive(ByteView bytes) { impl_->receive(bytes); }
 Bytes Session::take_output(std::size_t max_bytes) { return impl_->take_output(max_bytes); }
 void Session::notify_local_change(const ProjectId& project) { impl_->notify_local_change(project); }
 void Session::projects_changed() { impl_->reannounce(); }
+void Session::subscription_changed(const ProjectId& project) {
+  impl_->subscription_changed(project);
+}
 Status Session::join(const InviteCode& code) { return impl_->join(code); }
 
 const std::optional<Result<storage::ProjectInfo>>& Session::join_result() const {

@@ -77,6 +77,9 @@ class Session {
   // This device joined (imported) a project: re-sends PROJECTS so a live session picks up
   // projects that became common without reconnecting.
   void projects_changed();
+  // This device's subscription of `project` changed: a session that syncs it ends (the
+  // next one starts over with the new subscription).
+  void subscription_changed(const ProjectId& project);
   // Joins the project of an invite over this session (docs/protocol.md "Joining"): before
   // start() or while HELLO is awaited, JOIN replaces our first PROJECTS (sent once JOINED
   // added the project); on an active session JOIN goes out now and PROJECTS is re-sent

@@ -20,6 +20,7 @@ void Session::Impl::send_hello() {
   h.max_frame_bytes = params.options.max_frame_bytes;
   if (params.options.compression_level > 0) h.features |= kFeatureZstdBatches;
   if (params.options.exchange_blobs) h.features |= kFeatureBlobs;
+  h.features |= kFeatureSubscriptions;
   encode_hello(control, h);
 }
 
@@ -47,6 +48,7 @@ void Session::Impl::on_hello(Hello m) {
   compress_batches =
       params.options.compression_level > 0 && (peer_hello.features & kFeatureZstdBatches) != 0;
   blobs_enabled = params.options.exchange_blobs && (peer_hello.features & kFeatureBlobs) != 0;
+  subscriptions_enabled = (peer_hello.features & kFeatureSubscriptions) != 0;
   state = SessionState::proving;
   if (join_code && !join_result) return send_join();  // PROJECTS follows JOINED
   send_projects();
@@ -127,7 +129,7 @@ void Session::Impl::on_projects(Projects m) {
   }
   if (initial) note_seen();
   for (const auto& id : added) {
-    auto vv = store.version_vector(id);
+    auto vv = offer_vector(projects.at(id));
     if (!vv.ok()) return fail(vv.error(), true);
     projects.at(id).mine = std::move(*vv);
     projects.at(id).recorded = known_holds(id);

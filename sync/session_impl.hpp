@@ -62,6 +62,12 @@ struct Session::Impl {
     std::pair<std::uint64_t, std::uint64_t> wants_told{0, 0};
     std::int64_t rate_sample_ms = 0;
     std::uint64_t rate_sample_bytes = 0;
+    // Subscriptions (docs/storage.md "Subscriptions"): ours, and whether the peer wants no
+    // more than we do (then entries left out here go to it as left out; else our logs are
+    // given only as far as they are whole: `mine` is capped by Store::whole_heads()).
+    storage::Subscription my_sub;
+    storage::Subscription peer_sub;
+    bool left_out_ok = true;
   };
 
   // --- the message table ---
@@ -155,6 +161,10 @@ struct Session::Impl {
   std::set<ProjectId> pending;
   std::map<ProjectId, VectorMsg> held_vv;
   std::map<ProjectId, TipsMsg> held_tips;
+  // The peer's SUBSCRIPTION per project (it comes before that project's VV); none: it wants
+  // everything and its logs are whole.
+  std::map<ProjectId, SubscriptionMsg> peer_subs;
+  bool subscriptions_enabled = false;  // both HELLOs carry kFeatureSubscriptions
 
   Impl(storage::Store& s, SessionParams p);
 
@@ -204,6 +214,13 @@ struct Session::Impl {
   void on_zbatch(ReceivedBatch in);  // refused unless we announced kFeatureZstdBatches
   void on_ack(Ack m);
   void on_done(Done m);
+  void on_subscription(SubscriptionMsg m);
+  void subscription_changed(const ProjectId& id);
+  // The peer's subscription of a project (everything when it sent none).
+  storage::Subscription peer_subscription(const ProjectId& id) const;
+  // Our vector for the project, capped where our logs are not whole and the peer wants more
+  // than we hold (never pose as holding what we left out).
+  Result<storage::VersionVector> offer_vector(ProjectSync& ps);
   std::uint64_t next_from(const ProjectSync& ps, const DeviceId& a) const;
   bool has_more(const ProjectSync& ps) const;
   std::uint64_t to_send(const ProjectSync& ps) const;

@@ -82,9 +82,24 @@ Session::Impl::ProjectSync* Session::Impl::project_of(const ProjectId& id, std::
 void Session::Impl::send_vv(ProjectSync& ps) {
   auto tips = store.version_tips(ps.id);
   if (!tips.ok()) return fail(tips.error(), true);
+  // Versions left out under an earlier subscription are asked for again from where they
+  // start (the VV is lowered there).
+  auto asked = store.request_vector(ps.id);
+  if (!asked.ok()) return fail(asked.error(), true);
+  if (subscriptions_enabled) {
+    auto whole = store.whole_heads(ps.id);
+    if (!whole.ok()) return fail(whole.error(), true);
+    if (!ps.my_sub.everything() || !whole->empty())
+      encode_subscription(control, SubscriptionMsg{ps.id, ps.my_sub.canonical(), *whole});
+  }
   VectorMsg vv{ps.id, {}};
   TipsMsg tm{ps.id, {}};
-  for (const auto& [a, tip] : *tips) {  // both in ascending device id order
+  for (auto [a, tip] : *tips) {  // both in ascending device id order
+    if (std::uint64_t from = get(*asked, a); from < tip.seq) {
+      auto chain = store.chain_at(ps.id, a, from);
+      if (!chain.ok()) return fail(chain.error(), true);
+      if (chain->has_value()) tip = storage::LogTip{from, **chain};
+    }
     vv.heads[a] = tip.seq;
     tm.chain_prefixes.push_back(chain_prefix(tip.chain));
     if (tip.seq == 0 && store.holds_retired_key(a)) asked_whole_log.insert(a);
@@ -154,6 +169,55 @@ void Session::Impl::on_forked(ForkedMsg m) {
   diverge(*ps, m.author, m.seq, false);
 }
 
+// --- subscriptions ---
+
+storage::Subscription Session::Impl::peer_subscription(const ProjectId& id) const {
+  auto it = peer_subs.find(id);
+  if (it == peer_subs.end()) return {};
+  auto s = storage::Subscription::parse_canonical(it->second.subscription);  // checked on decode
+  return s.ok() ? std::move(*s) : storage::Subscription{};
+}
+
+Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
+  auto sub = store.subscription(ps.id);
+  if (!sub.ok()) return sub.error();
+  ps.my_sub = std::move(*sub);
+  ps.peer_sub = peer_subscription(ps.id);
+  ps.left_out_ok = ps.peer_sub.within(ps.my_sub);
+  auto vv = store.version_vector(ps.id);
+  if (!vv.ok()) return vv.error();
+  if (!ps.left_out_ok) {
+    auto whole = store.whole_heads(ps.id);
+    if (!whole.ok()) return whole.error();
+    for (const auto& [a, upto] : *whole)
+      if (auto it = vv->find(a); it != vv->end() && it->second > upto) it->second = upto;
+  }
+  return vv;
+}
+
+void Session::Impl::on_subscription(SubscriptionMsg m) {
+  if (!subscriptions_enabled)
+    return fail(make_error(Errc::failed_precondition,
+                           "SUBSCRIPTION received but subscriptions were not offered in HELLO"),
+                true);
+  if (!pending.count(m.project)) {
+    ProjectSync* ps = project_of(m.project, "SUBSCRIPTION");
+    if (!ps) return;
+    if (ps->vv_received)
+      return fail(make_error(Errc::failed_precondition, "SUBSCRIPTION after the project's VV"),
+                  true);
+  }
+  ProjectId id = m.project;
+  peer_subs[id] = std::move(m);
+}
+
+void Session::Impl::subscription_changed(const ProjectId& id) {
+  if (state != SessionState::active || (!projects.count(id) && !pending.count(id))) return;
+  fail(make_error(Errc::unavailable,
+                  "this device's subscription of a project changed: starting over"),
+       false);
+}
+
 void Session::Impl::on_vv(VectorMsg m) { on_vector(std::move(m), false); }
 void Session::Impl::on_new(VectorMsg m) { on_vector(std::move(m), true); }
 
@@ -169,15 +233,27 @@ void Session::Impl::on_vector(VectorMsg m, bool is_new) {
   if (!ps) return;
   if (!is_new) {
     if (ps->vv_received) return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
+    // Its SUBSCRIPTION (if any) came first: what we can give it depends on it.
+    auto offer = offer_vector(*ps);
+    if (!offer.ok()) return fail(offer.error(), true);
+    ps->mine = std::move(*offer);
     ps->vv_received = true;
     ps->peer_vv = m.heads;
     ps->peer = m.heads;
     ps->sent = m.heads;
     ps->done_owed = true;
   }
+  // A peer that left out entries holds those logs whole only so far: it can give us no more
+  // (unless we want no more than it does), and it holds for good no more.
+  const storage::VersionVector* whole = nullptr;
+  if (auto it = peer_subs.find(ps->id); it != peer_subs.end()) whole = &it->second.whole;
+  const bool we_take_left_out = ps->my_sub.within(ps->peer_sub);
   for (const auto& [a, seq] : m.heads) {
-    raise(ps->peer_has, a, seq);
-    shows(*ps, a, seq);  // a suspect author the peer asks for whole is at 0: no rise
+    std::uint64_t held = seq;
+    if (whole)
+      if (auto w = whole->find(a); w != whole->end()) held = std::min(seq, w->second);
+    raise(ps->peer_has, a, we_take_left_out ? seq : held);
+    shows(*ps, a, held);  // a suspect author the peer asks for whole is at 0: no rise
   }
   if (is_new) ps->peer_done = false;
   // The peer holds more of our own log than we do: another copy of this device wrote it.
@@ -228,7 +304,9 @@ void Session::Impl::on_batch(ReceivedBatch in) {
   }
   raise(ps->peer, a, last);
   raise(ps->peer_has, a, last);
-  shows(*ps, a, last);  // it sent them: it holds them (the same history as ours)
+  // It sent them: it holds them (the same history as ours) -- whole, unless it takes part
+  // of the project (then only its VV, capped where its logs are whole, says what it holds).
+  if (ps->peer_sub.everything()) shows(*ps, a, last);
   raise(ps->sent, a, last);
   raise(ps->mine, a, r->head);
   ps->holds_dirty = true;  // a claim in its VV for an author new here may be kept now
@@ -256,7 +334,9 @@ void Session::Impl::on_ack(Ack m) {
   --inflight;
   --ps->unacked;
   raise(ps->peer, m.author, m.head);
-  shows(*ps, m.author, m.head);  // its head after applying our batch
+  // Its head after applying our batch (a peer that takes part of the project may have left
+  // some of it out: its next VV tells).
+  if (ps->peer_sub.everything()) shows(*ps, m.author, m.head);
   raise(ps->sent, m.author, m.head);
   update_sync_flag(*ps);
 }
@@ -342,7 +422,8 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
     if (head <= from || ps.diverged.count(a)) continue;
     std::uint32_t max_entries = params.options.batch_entries;
     for (int attempt = 0; attempt < 2; ++attempt) {
-      auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes);
+      auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes,
+                                storage::LogFilter{ps.peer_sub, ps.left_out_ok});
       if (!log.ok()) {
         fail(log.error(), true);
         return false;
@@ -433,7 +514,7 @@ void Session::Impl::notify_local_change(const ProjectId& id) {
   ProjectSync& ps = it->second;
   if (peer_removed(id))  // the removal just arrived (here or by relay)
     return fail(make_error(Errc::permission_denied, "device removed from the project"), true);
-  auto vv = store.version_vector(id);
+  auto vv = offer_vector(ps);
   if (!vv.ok()) return fail(vv.error(), true);
   ps.mine = std::move(*vv);
   want_scan = true;

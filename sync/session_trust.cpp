@@ -38,11 +38,11 @@ void Session::Impl::admit_pending() {
   if (ids.empty()) return;
   spdlog::info("sync: {} admitted: {} more project(s)", peer_label(), ids.size());
   for (const auto& id : ids) {
-    auto vv = store.version_vector(id);
-    if (!vv.ok()) return fail(vv.error(), true);
     ProjectSync ps;
     ps.id = id;
     ps.stats.project = id;
+    auto vv = offer_vector(ps);
+    if (!vv.ok()) return fail(vv.error(), true);
     ps.mine = std::move(*vv);
     ps.recorded = known_holds(id);
     auto& placed = projects.emplace(id, std::move(ps)).first->second;

@@ -1,0 +1,61 @@
+// syncctl subscription PROJECT [JSON|-|@FILE|everything]
+// What this device wants of a project (docs/api.md "Subscriptions"): shows it, or sets it and
+// says what left the device.
+#include <ostream>
+
+#include <boost/json/value.hpp>
+
+#include "cli/command.hpp"
+
+namespace fieldsync::cli {
+namespace {
+
+const char* kUsage = "subscription PROJECT [JSON|-|@FILE|everything]";
+
+int run_subscription(CliContext& ctx, const std::vector<std::string>& argv) {
+  const auto& self = find_command("subscription");
+  auto args = Args::parse(argv, {}, {});
+  if (!args) return usage_error(ctx, self, args.error().message);
+  const auto& pos = args->positional();
+  if (pos.size() != 1 && pos.size() != 2)
+    return usage_error(ctx, self, "subscription takes PROJECT and optionally what to want");
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[0], pid)) return rc;
+  const std::string target = "/v1/projects/" + pid + "/subscription";
+  boost::json::value v;
+  if (pos.size() == 1) {
+    if (int rc = ctx.call("GET", target, "", v)) return rc;
+  } else if (pos[1] == "everything") {
+    if (int rc = ctx.call("DELETE", target, "", v)) return rc;
+  } else {
+    auto body = read_json_arg(pos[1]);
+    if (!body) return usage_error(ctx, self, body.error().message);
+    if (int rc = ctx.call("PUT", target, *body, v)) return rc;
+  }
+  if (ctx.json) {
+    ctx.print_json(v);
+    return kOk;
+  }
+  const auto& o = v.as_object();
+  ctx.out << "wants: "
+          << (o.at("everything").as_bool() ? std::string("everything")
+                                           : json_text(o.at("subscription")))
+          << "\n";
+  if (o.contains("documents_removed")) {
+    ctx.out << "documents that left this device: " << json_text(o.at("documents_removed")) << "\n";
+    if (o.at("documents_kept").as_int64() > 0)
+      ctx.out << "kept until delivered (written here): " << json_text(o.at("documents_kept"))
+              << "\n";
+    if (o.at("asks_again").as_bool())
+      ctx.out << "documents left out before are asked for again at the next sync\n";
+  }
+  return kOk;
+}
+
+FIELDSYNC_CLI_COMMAND(Command{
+    "subscription", kUsage,
+    "what this device wants of a project: collections and a filter on fields (or everything)",
+    run_subscription});
+
+}  // namespace
+}  // namespace fieldsync::cli

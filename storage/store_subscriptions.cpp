@@ -1,0 +1,305 @@
+// Store: subscriptions, what a device wants of a project, and the left-out log entries they
+// make (docs/storage.md "Subscriptions").
+#include <algorithm>
+
+#include "storage/store_impl.hpp"
+#include "storage/version_codec.hpp"
+
+namespace fieldsync::storage {
+namespace {
+
+// meta keys: 'u'+project: the subscription (canonical JSON); 'e'+project+author: u64 seq of
+// the author's first left-out entry here; 'w'+project+author: u64 seq up to which entries
+// left out under an earlier subscription have been judged again under this one.
+Key subscription_key(const ProjectId& p) {
+  Key k;
+  k.u8('u').raw(p.view());
+  return k;
+}
+Key left_out_key(const ProjectId& p, const DeviceId& a) {
+  Key k;
+  k.u8('e').raw(p.view()).raw(a.view());
+  return k;
+}
+Key judged_key(const ProjectId& p, const DeviceId& a) {
+  Key k;
+  k.u8('w').raw(p.view()).raw(a.view());
+  return k;
+}
+
+Result<std::optional<std::uint64_t>> get_u64(const LmdbTxn& txn, MDB_dbi dbi, ByteView key) {
+  auto v = txn.get(dbi, key);
+  if (!v) return v.error();
+  if (!*v) return std::optional<std::uint64_t>{};
+  ByteReader r(**v);
+  std::uint64_t x = r.u64();
+  if (!r.ok() || !r.at_end()) return make_error(Errc::data_loss, "corrupt subscription record");
+  return std::optional<std::uint64_t>{x};
+}
+
+Status put_u64(LmdbTxn& txn, MDB_dbi dbi, ByteView key, std::uint64_t x) {
+  Bytes b;
+  ByteWriter(b).u64(x);
+  return txn.put(dbi, key, b);
+}
+
+bool reserved(std::string_view collection) {
+  return !collection.empty() && collection.front() == '_';
+}
+
+}  // namespace
+
+Result<Subscription> Store::Impl::subscription(const LmdbTxn& txn, const ProjectId& p) const {
+  auto v = txn.get(t().meta, subscription_key(p));
+  if (!v) return v.error();
+  if (!*v) return Subscription{};
+  auto s = Subscription::parse_canonical(as_chars(**v));
+  if (!s) return make_error(Errc::data_loss, "stored " + s.error().message);
+  return s;
+}
+
+Result<bool> Store::Impl::wanted_here(const LmdbTxn& txn, const ProjectId& p, const Subscription& s,
+                                      const VersionHeader& h,
+                                      const std::optional<std::string>& body) const {
+  if (s.everything() || reserved(h.collection)) return true;
+  if (body && s.matches(h.collection, *body)) return true;
+  if (h.parents.empty()) return false;
+  Key dk = doc_key(p, h.collection, h.doc_id);
+  auto rec = doc(txn, dk);
+  if (!rec) return rec.error();
+  if (!*rec) return false;
+  for (const auto& parent : h.parents) {
+    auto at = find_version(txn, dk, **rec, parent);
+    if (!at) return at.error();
+    if (at->has_value()) return true;
+  }
+  return false;
+}
+
+Result<bool> Store::Impl::wanted_by(const LmdbTxn& txn, const ProjectId& p, const Subscription& s,
+                                    const VersionHeader& h, std::optional<ByteView> body) const {
+  if (s.everything() || reserved(h.collection)) return true;
+  if (!s.wants_collection(h.collection)) return false;
+  if (body && s.matches(h.collection, as_chars(*body))) return true;
+  if (h.parents.empty()) return false;
+  Key dk = doc_key(p, h.collection, h.doc_id);
+  auto rec = doc(txn, dk);
+  if (!rec) return rec.error();
+  if (!*rec) return false;
+  for (const auto& parent : h.parents) {
+    auto at = find_version(txn, dk, **rec, parent);
+    if (!at) return at.error();
+    if (!at->has_value()) continue;
+    auto v = load_version(txn, p, **at);
+    if (!v) return v.error();
+    if (v->body && s.matches(h.collection, *v->body)) return true;
+  }
+  return false;
+}
+
+Status Store::Impl::note_left_out(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                  std::uint64_t seq) const {
+  Key k = left_out_key(p, a);
+  auto first = get_u64(txn, t().meta, k);
+  if (!first) return first.error();
+  if (*first && **first <= seq) return {};
+  return put_u64(txn, t().meta, k, seq);
+}
+
+// The entry at `seq` is held whole now: if it was the first left-out one, find the next.
+Status Store::Impl::note_taken_in(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                  std::uint64_t seq) const {
+  Key k = left_out_key(p, a);
+  auto first = get_u64(txn, t().meta, k);
+  if (!first) return first.error();
+  if (!*first || **first != seq) return {};
+  Key prefix = author_key(p, a);
+  LmdbCursor c(txn, t().logs);
+  for (bool ok = c.seek(log_key(p, a, seq + 1)); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    auto lr = LogRecord::decode(c.value());
+    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+    if (lr->elided)
+      return put_u64(txn, t().meta, k, ByteReader(c.key().subspan(prefix.b.size())).u64());
+  }
+  return txn.del(t().meta, k);
+}
+
+Result<bool> Store::Impl::judging(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const {
+  auto judged = get_u64(txn, t().meta, judged_key(p, a));
+  if (!judged) return judged.error();
+  return judged->has_value();
+}
+
+Status Store::Impl::note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                std::uint64_t from, std::uint64_t upto) const {
+  Key k = judged_key(p, a);
+  auto judged = get_u64(txn, t().meta, k);
+  if (!judged) return judged.error();
+  if (!*judged || from > **judged + 1 || upto <= **judged) return {};
+  auto h = head(txn, p, a);
+  if (!h) return h.error();
+  if (upto >= h->seq) return txn.del(t().meta, k);
+  return put_u64(txn, t().meta, k, upto);
+}
+
+Result<Subscription> Store::subscription(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  return impl_->subscription(*txn, project);
+}
+
+Result<VersionVector> Store::request_vector(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  auto vv = impl_->version_vector(*txn, project);
+  if (!vv) return vv.error();
+  for (auto& [a, seq] : *vv) {
+    auto judged = get_u64(*txn, impl_->t().meta, judged_key(project, a));
+    if (!judged) return judged.error();
+    if (*judged) seq = std::min(seq, **judged);
+  }
+  return vv;
+}
+
+Result<VersionVector> Store::whole_heads(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  VersionVector out;
+  Key prefix;
+  prefix.u8('e').raw(project.view());
+  LmdbCursor c(*txn, impl_->t().meta);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    auto a = id_from_bytes<DeviceId>(c.key().subspan(prefix.b.size()));
+    ByteReader r(c.value());
+    std::uint64_t first = r.u64();
+    if (!a || !r.ok()) return make_error(Errc::data_loss, "corrupt subscription record");
+    // The last checkpoint before the first left-out entry.
+    std::uint64_t whole = 0;
+    Key author = author_key(project, *a);
+    LmdbCursor cps(*txn, impl_->t().checkpoints);
+    for (bool ok2 = cps.seek(author); ok2 && has_prefix(cps.key(), author); ok2 = cps.next()) {
+      std::uint64_t s = ByteReader(cps.key().subspan(author.b.size())).u64();
+      if (s >= first) break;
+      whole = s;
+    }
+    out[*a] = whole;
+  }
+  return out;
+}
+
+Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
+                                                   const Subscription& next) {
+  SubscriptionChange out;
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  auto prev = impl_->subscription(*txn, project);
+  if (!prev) return prev.error();
+  const Tables& t = impl_->t();
+  if (next.everything())
+    FS_TRY(txn->del(t.meta, subscription_key(project)));
+  else
+    FS_TRY(txn->put(t.meta, subscription_key(project), as_bytes(next.canonical())));
+
+  // Versions left out before are judged again when this one may want more.
+  if (!next.within(*prev)) {
+    Key prefix;
+    prefix.u8('e').raw(project.view());
+    std::vector<std::pair<DeviceId, std::uint64_t>> firsts;
+    LmdbCursor c(*txn, t.meta);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+      auto a = id_from_bytes<DeviceId>(c.key().subspan(prefix.b.size()));
+      ByteReader r(c.value());
+      std::uint64_t first = r.u64();
+      if (!a || !r.ok()) return make_error(Errc::data_loss, "corrupt subscription record");
+      firsts.emplace_back(*a, first);
+    }
+    for (const auto& [a, first] : firsts) {
+      Key k = judged_key(project, a);
+      auto judged = get_u64(*txn, t.meta, k);
+      if (!judged) return judged.error();
+      if (!*judged || **judged > first - 1) FS_TRY(put_u64(*txn, t.meta, k, first - 1));
+      out.asks_again = true;
+    }
+  }
+
+  // Documents that no longer match leave, unless they hold own versions not delivered yet.
+  if (!prev->within(next)) {
+    std::uint64_t delivered = 0;
+    {
+      Key pp;
+      pp.raw(project.view());
+      LmdbCursor c(*txn, t.peer_holds);
+      for (bool ok = c.seek(pp); ok && has_prefix(c.key(), pp); ok = c.next()) {
+        auto held = PeerHoldsValue::decode(c.value());
+        if (!held) continue;
+        auto it = held->find(impl_->me());
+        if (it != held->end()) delivered = std::max(delivered, it->second);
+      }
+    }
+    Key prefix;
+    prefix.raw(project.view());
+    std::vector<Bytes> leaving;
+    LmdbCursor c(*txn, t.docs);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+      ByteView dk = c.key();
+      std::size_t clen = dk.size() > ProjectId::size ? dk[ProjectId::size] : 0;
+      if (dk.size() < ProjectId::size + 1 + clen)
+        return make_error(Errc::data_loss, "corrupt document key");
+      std::string collection(as_chars(dk.subspan(ProjectId::size + 1, clen)));
+      if (reserved(collection)) continue;
+      auto rec = DocRecord::decode(c.value());
+      if (!rec || rec->heads.empty()) return make_error(Errc::data_loss, "corrupt document record");
+      if (next.wants_collection(collection)) {
+        auto winner = impl_->load_version(*txn, project, rec->heads.front().at);
+        if (!winner) return winner.error();
+        if (winner->body && next.matches(collection, *winner->body)) continue;
+      }
+      leaving.emplace_back(dk.begin(), dk.end());
+    }
+    for (const auto& dkb : leaving) {
+      ByteView dk(dkb);
+      auto rec = impl_->doc(*txn, dk);
+      if (!rec) return rec.error();
+      if (!*rec) continue;
+      auto held = impl_->doc_versions(*txn, dk, **rec);
+      if (!held) return held.error();
+      bool keep = std::any_of(held->begin(), held->end(), [&](const Impl::Held& h) {
+        return h.at.author == impl_->me() && h.at.seq > delivered;
+      });
+      if (keep) {
+        ++out.documents_kept;
+        continue;
+      }
+      for (const auto& h : *held) {
+        Key lk = log_key(project, h.at.author, h.at.seq);
+        auto v = txn->get(t.logs, lk);
+        if (!v) return v.error();
+        auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+        if (!lr) return make_error(Errc::data_loss, "history names a missing log entry");
+        Bytes header(lr->header.begin(), lr->header.end());
+        LogRecord out_rec{lr->chain, lr->id, header, std::nullopt, lr->excluded, true};
+        FS_TRY(txn->put(t.logs, lk, out_rec.encode()));
+        FS_TRY(impl_->note_left_out(*txn, project, h.at.author, h.at.seq));
+      }
+      Key sub = doc_sub_prefix(dk);
+      for (auto dbi : {t.docver, t.superseded}) {
+        LmdbCursor dc(*txn, dbi);
+        for (bool ok = dc.seek(sub); ok && has_prefix(dc.key(), sub);) {
+          FS_TRY(dc.del());
+          ok = dc.seek(sub);
+        }
+      }
+      FS_TRY(txn->del(t.docs, dk));
+      ++out.documents_removed;
+    }
+  }
+  FS_TRY(txn->commit());
+  if (out.documents_removed) impl_->blobs_changed(project);
+  return out;
+}
+
+}  // namespace fieldsync::storage
