@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "fuzz/fuzz_support.hpp"
+#include "storage/subscription.hpp"
 #include "sync/frame_decoder.hpp"
 #include "sync/join.hpp"
 #include "sync/messages.hpp"
@@ -145,6 +146,14 @@ void decode_all(ByteView p) {
     Bytes f;
     encode_blob_wants(f, *m);
     check_reencode(f, decode_blob_wants, encode_blob_wants);
+  }
+  if (auto m = decode_subscription(p, lim); m.ok()) {
+    FUZZ_CHECK(m->whole.size() <= lim.max_authors);
+    FUZZ_CHECK(storage::Subscription::parse_canonical(m->subscription).ok());
+    Bytes f;
+    encode_subscription(f, *m);
+    check_reencode(
+        f, [&](ByteView b) { return decode_subscription(b, lim); }, encode_subscription);
   }
   if (auto m = decode_blob_chunk(p); m.ok()) {
     FUZZ_CHECK(m->data.size() <= storage::kBlobChunkBytes);

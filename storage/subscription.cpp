@@ -28,6 +28,7 @@ Error bad(const std::string& what) {
 }
 
 std::string num_text(double d) {
+  if (d == 0) return "0";  // also -0, which would read back as the integer 0
   char buf[64];
   auto r = std::to_chars(buf, buf + sizeof buf, d);
   return std::string(buf, r.ptr);
