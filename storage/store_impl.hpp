@@ -138,6 +138,9 @@ struct Store::Impl {
                        std::uint64_t seq) const;
   // Whether entries of the author left out under an earlier subscription wait to be judged.
   Result<bool> judging(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
+  // The seq up to which they were judged (nullopt: none wait).
+  Result<std::optional<std::uint64_t>> judged_upto(const LmdbTxn& txn, const ProjectId& p,
+                                                   const DeviceId& a) const;
   Status note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t from,
                      std::uint64_t upto) const;
 

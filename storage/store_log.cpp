@@ -87,6 +87,14 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
   if (after_seq >= head->seq) return batch;
   max_entries = std::max<std::uint32_t>(max_entries, 1);
 
+  // Entries left out here under an earlier, narrower subscription and not judged again yet
+  // may be wanted under ours: never given as left out (the receiver would skip them for good).
+  std::optional<std::uint64_t> unjudged_from;
+  if (filter.left_out_ok) {
+    auto judging = impl_->judged_upto(*txn, project, author);
+    if (!judging) return judging.error();
+    unjudged_from = *judging;
+  }
   Key prefix = author_key(project, author);
   LmdbCursor logs(*txn, impl_->t().logs);
   LmdbCursor cps(*txn, impl_->t().checkpoints);
@@ -102,7 +110,7 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     // Left out here: given as left out to a receiver that wants no more than we do; for
     // anyone else the log held here ends before it (we must not pose as holding it).
-    if (lr->elided && !filter.left_out_ok) {
+    if (lr->elided && (!filter.left_out_ok || (unjudged_from && seq > *unjudged_from))) {
       if (cut_entries == 0) return LogBatch{author, {}, {}};
       break;
     }

@@ -130,6 +130,12 @@ Result<bool> Store::Impl::judging(const LmdbTxn& txn, const ProjectId& p, const 
   return judged->has_value();
 }
 
+Result<std::optional<std::uint64_t>> Store::Impl::judged_upto(const LmdbTxn& txn,
+                                                              const ProjectId& p,
+                                                              const DeviceId& a) const {
+  return get_u64(txn, t().meta, judged_key(p, a));
+}
+
 Status Store::Impl::note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
                                 std::uint64_t from, std::uint64_t upto) const {
   Key k = judged_key(p, a);

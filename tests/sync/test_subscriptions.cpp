@@ -389,3 +389,27 @@ TEST_CASE("a device that holds everything refuses left-out entries", "[subscript
   REQUIRE(ok.ok());
   CHECK(doc_ids(phone, p) == std::set<std::string>{"d7"});
 }
+
+TEST_CASE(
+    "entries left out under a narrower subscription and not judged again are never "
+    "given as left out",
+    "[subscription]") {
+  Node hub, p1, p2;
+  ProjectId p = shared_project(hub, p1);
+  add_to(hub, p, p2);
+  write_district_docs(hub, p, 0, 300);
+  REQUIRE(p1.store->set_subscription(p, kDistrict7).ok());
+  sync_once(hub, p1);
+  // p1 widens but meets only p2 (same wider subscription) before meeting the hub again: its
+  // district-3 documents are still left out there, and must not reach p2 as "not wanted".
+  auto wider = sub(R"({"where":{"in":{"path":"district","values":[3,7]}}})");
+  REQUIRE(p1.store->set_subscription(p, wider).ok());
+  REQUIRE(p2.store->set_subscription(p, wider).ok());
+  sync_once(p1, p2);
+  auto got = doc_ids(p2, p);
+  for (const auto& id : got) CHECK(expected(0, 300, {3, 7}).count(id) == 1);
+  sync_once(hub, p2);
+  CHECK(doc_ids(p2, p) == expected(0, 300, {3, 7}));
+  sync_once(hub, p1);
+  CHECK(doc_ids(p1, p) == expected(0, 300, {3, 7}));
+}
