@@ -66,7 +66,9 @@ void register_project_routes(Router& router, ApiContext& ctx) {
     if (!pid) return fail(pid.error());
     auto p = ctx.store.get_project(*pid);
     if (!p) return fail(p.error());
-    return json_response(200, project_json(*p));
+    auto sub = ctx.store.subscription(*pid);
+    if (!sub) return fail(sub.error());
+    return json_response(200, splice_member(project_json(*p), "subscription", sub->canonical()));
   });
 
   router.add("PATCH", "/v1/projects/{pid}", [&ctx](ApiRequest& req) {

@@ -70,6 +70,8 @@ class Subscriptions(DaemonTestCase):
         shown = phone.unix("GET", V + "/%s/subscription" % pid).json()
         self.assertEqual(shown["subscription"], SUB_7)
         self.assertFalse(shown["everything"])
+        self.assertEqual(phone.unix("GET", V + "/%s" % pid).json()["subscription"], SUB_7)
+        self.assertEqual(hub.unix("GET", V + "/%s" % pid).json()["subscription"], {})
 
         # 1. The phone meets the laptop first, which holds nothing yet; then the laptop meets
         #    the hub, and what it receives reaches the phone live.
