@@ -1,7 +1,7 @@
 // Route group of joining a project with an invite code: POST /v1/join (docs/api.md
 // "Joining a project"). Registered by the daemon next to the member routes; with `sync` null
 // (sync.enabled = false) the route answers 503. Unix socket only: joining hands this device
-// a project and its secret, like the temporary project import.
+// a project and its secret, like the project transfer (import).
 // The handler answers later (a deferred response): once the inviter answered, or with the
 // reason the join failed, within PeerManager::join_timeout_ms.
 #pragma once

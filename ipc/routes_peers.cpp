@@ -1,5 +1,6 @@
 // /v1/peers, /v1/peers/{id}, /v1/peers/{id}/sync, /v1/projects/{pid}/sync,
-// /v1/projects/import and /v1/projects/{pid}/secret (temporary, see docs/api.md "Peers").
+// /v1/projects/import and /v1/projects/{pid}/secret (project transfer, docs/api.md "Peers and
+// sync").
 #include "ipc/routes_peers.hpp"
 
 #include <set>
@@ -347,7 +348,7 @@ void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* s
     return json_response(200, json::serialize(o));
   });
 
-  // Temporary admin routes until invitations exist: copy a project to a second device.
+  // Project transfer: copy a project to another device with its secret, without an invite.
   router.add("GET", "/v1/projects/{pid}/secret", [&ctx](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
       return fail(make_error(Errc::permission_denied,

@@ -1,5 +1,5 @@
-// Route group of the sync engine: /v1/peers..., /v1/projects/{pid}/sync, and the temporary
-// project import/secret routes (until invitations exist, issue 5). Registered by the daemon
+// Route group of the sync engine: /v1/peers..., /v1/projects/{pid}/sync, and the project
+// transfer routes (import/secret, docs/api.md "Peers and sync"). Registered by the daemon
 // when sync is configured; `sync` may be null (sync.enabled = false): peer routes then
 // answer 503 unavailable.
 // Handlers run on the daemon's io_context thread, as PeerManager requires.
