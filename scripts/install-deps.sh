@@ -6,6 +6,7 @@
 # lld is the linker where installed (cmake/FieldsyncOptions.cmake).
 # build-essential, dpkg-dev and debhelper build the Debian package (debian/,
 # tests/package/test_package.sh).
+# nodejs + npm run the API description's lint (scripts/lint-api.sh).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -17,7 +18,11 @@ PKGS=(
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
   build-essential dpkg-dev debhelper
+  nodejs
 )
+# Debian's npm package; a Node.js from elsewhere (e.g. NodeSource's nodejs) brings its own npm
+# and conflicts with it.
+if ! command -v npm >/dev/null 2>&1; then PKGS+=(npm); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
