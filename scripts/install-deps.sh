@@ -6,7 +6,8 @@
 # lld is the linker where installed (cmake/FieldsyncOptions.cmake).
 # build-essential, dpkg-dev and debhelper build the Debian package (debian/,
 # tests/package/test_package.sh).
-# nodejs + npm run the API description's lint (scripts/lint-api.sh).
+# nodejs + npm run the API description's lint (scripts/lint-api.sh); python3-yaml and
+# python3-jsonschema check real answers against it (tests/integration/test_openapi_responses.py).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
@@ -18,7 +19,7 @@ PKGS=(
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
   build-essential dpkg-dev debhelper
-  nodejs
+  nodejs python3-yaml python3-jsonschema
 )
 # Debian's npm package; a Node.js from elsewhere (e.g. NodeSource's nodejs) brings its own npm
 # and conflicts with it.
