@@ -35,19 +35,23 @@ OAS_ONLY = ("nullable", "example", "discriminator", "readOnly", "writeOnly", "xm
             "externalDocs", "deprecated", "format")
 
 
+def lookup(ref):
+    if not ref.startswith("#/"):
+        raise AssertionError("only local $refs are expected, got %r" % ref)
+    node = SPEC
+    for part in ref[2:].split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
 def deref(node):
     """`node` with a top-level $ref (to anything in the spec) followed."""
     seen = 0
     while isinstance(node, dict) and "$ref" in node:
-        ref = node["$ref"]
-        if not ref.startswith("#/"):
-            raise AssertionError("only local $refs are expected, got %r" % ref)
-        node = SPEC
-        for part in ref[2:].split("/"):
-            node = node[part.replace("~1", "/").replace("~0", "~")]
+        node = lookup(node["$ref"])
         seen += 1
         if seen > 50:
-            raise AssertionError("$ref cycle at %r" % ref)
+            raise AssertionError("$ref cycle at %r" % node)
     return node
 
 
@@ -78,32 +82,45 @@ def merge_all_of(schema):
     return merged
 
 
-def to_json_schema(node, strict, depth=0):
-    """An OpenAPI 3.0 schema as plain JSON Schema (draft 7): $refs inlined, `nullable: true`
-    as "this or null", OpenAPI-only keywords dropped. strict: allOf merged and object schemas
-    that do not say `additionalProperties` closed."""
-    if depth > 60:
-        raise AssertionError("schema nests too deep (a $ref cycle?)")
-    node = deref(node)
+def definition_name(ref):
+    return ref[2:].replace("/", ".")
+
+
+def to_json_schema(node, strict, stack=(), recursive=None):
+    """An OpenAPI 3.0 schema as plain JSON Schema (draft 7): $refs inlined (a $ref within its
+    own expansion, e.g. SubscriptionCondition, becomes a reference into `definitions`, and its
+    name is added to `recursive`), `nullable: true` as "this or null", OpenAPI-only keywords
+    dropped. strict: allOf merged and object schemas that do not say `additionalProperties`
+    closed."""
+    if isinstance(node, dict) and "$ref" in node:
+        ref = node["$ref"]
+        if ref in stack:
+            if recursive is not None:
+                recursive.add(ref)
+            return {"$ref": "#/definitions/" + definition_name(ref)}
+        return to_json_schema(lookup(ref), strict, stack + (ref,), recursive)
     if isinstance(node, list):
-        return [to_json_schema(n, strict, depth + 1) for n in node]
+        return [to_json_schema(n, strict, stack, recursive) for n in node]
     if not isinstance(node, dict):
         return node
+
+    def sub(v):
+        return to_json_schema(v, strict, stack, recursive)
     nullable = node.get("nullable") is True
     out = {}
     for k, v in node.items():
         if k in OAS_ONLY:
             continue
         if k == "properties":
-            out[k] = {name: to_json_schema(s, strict, depth + 1) for name, s in v.items()}
+            out[k] = {name: sub(s) for name, s in v.items()}
         elif k in ("items", "not", "additionalProperties") and isinstance(v, dict):
-            out[k] = to_json_schema(v, strict, depth + 1)
+            out[k] = sub(v)
         elif k in ("allOf", "anyOf", "oneOf"):
-            out[k] = [to_json_schema(s, strict, depth + 1) for s in v]
+            out[k] = [sub(s) for s in v]
         else:
             out[k] = copy.deepcopy(v)
     if strict and "allOf" in out:
-        out = merge_all_of(out)
+        out = merge_all_of({k: v for k, v in out.items()})
     if strict and "properties" in out and "additionalProperties" not in out:
         out["additionalProperties"] = False
     if nullable:
@@ -131,8 +148,23 @@ def response_schema(method, template, status):
     return None if media is None else media["schema"]
 
 
+def root_schema(schema, strict):
+    """to_json_schema() of `schema`, with the `definitions` its recursive $refs point to."""
+    recursive = set()
+    root = to_json_schema(schema, strict, (), recursive)
+    definitions, done = {}, set()
+    while recursive - done:
+        ref = sorted(recursive - done)[0]
+        done.add(ref)
+        definitions[definition_name(ref)] = to_json_schema(lookup(ref), strict, (ref,),
+                                                           recursive)
+    if definitions:
+        root = {"allOf": [root], "definitions": definitions}
+    return root
+
+
 def problems(schema, instance, strict):
-    validator = jsonschema.Draft7Validator(to_json_schema(schema, strict))
+    validator = jsonschema.Draft7Validator(root_schema(schema, strict))
     return ["%s: %s" % ("/".join(str(p) for p in e.absolute_path) or "(top)", e.message)
             for e in validator.iter_errors(instance)]
 
@@ -252,6 +284,20 @@ class OpenApiResponses(DaemonTestCase):
         r = a.unix("DELETE", "/v1/status")
         self.assertEqual(r.status, 405, r)
         self.assertEqual(problems(SPEC["components"]["schemas"]["Error"], r.json(), True), [])
+        # Subscriptions: the answer echoes the (recursive) condition in its canonical form.
+        sub = V + "/{pid}/subscription"
+        self.call(a, "GET", sub, p)
+        got = self.call(a, "PUT", sub, p, body={"collections": ["obs"], "where": {"all": [
+            {"eq": {"path": "who", "value": "x"}},
+            {"any": [{"range": {"path": "depth", "gte": 1, "lt": 9}},
+                     {"in": {"path": "tag", "values": ["a", None]}},
+                     {"bbox": {"south": -5, "west": -61, "north": -4, "east": -60}}]}]}}).json()
+        self.assertFalse(got["everything"], got)
+        self.call(a, "GET", sub, p)
+        self.call(a, "PUT", sub, p, body={"where": {"near": {}}}, expect=400)
+        self.call(a, "GET", sub, p, "x=1", expect=400)
+        self.call(a, "DELETE", sub, p)
+        self.call(a, "GET", sub, {"pid": "0" * 32}, expect=404)
         self.call(a, "POST", V + "/{pid}/leave", p)
         self.done()
 
@@ -425,6 +471,15 @@ class OpenApiResponses(DaemonTestCase):
         self.assertEqual(problems(document, dict(doc, body=None), strict=True), [])
         peer = {"$ref": "#/components/schemas/Peer"}
         self.assertNotEqual(problems(peer, {"device_id": a.device_id}, strict=False), [])
+        # A recursive schema ($ref within itself) is checked all the way down.
+        state = {"$ref": "#/components/schemas/SubscriptionState"}
+
+        def nested(eq):
+            return {"everything": False, "subscription": {"where": {"all": [{"any": [
+                {"all": [{"eq": eq}]}]}]}}}
+        self.assertEqual(problems(state, nested({"path": "a", "value": 1}), strict=True), [])
+        self.assertNotEqual(problems(state, nested({"path": 5, "value": 1}), strict=False), [])
+        self.assertNotEqual(problems(state, nested({"path": "a"}), strict=False), [])
 
     # ------------------------------------------------------------------ completeness
 
