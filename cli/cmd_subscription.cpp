@@ -1,6 +1,7 @@
-// syncctl subscription PROJECT [JSON|-|@FILE|everything]
-// What this device wants of a project (docs/api.md "Subscriptions"): shows it, or sets it and
-// says what left the device.
+// syncctl subscription PROJECT [JSON|-|@FILE|everything] [--for DEVICE]
+// What this device wants of a project (docs/api.md "Subscriptions"): shows it (and the
+// selections it gives peers), or sets it and says what left the device; with --for, the most
+// this device gives one peer of the project.
 #include <ostream>
 
 #include <boost/json/value.hpp>
@@ -10,17 +11,42 @@
 namespace fieldsync::cli {
 namespace {
 
-const char* kUsage = "subscription PROJECT [JSON|-|@FILE|everything]";
+const char* kUsage = "subscription PROJECT [JSON|-|@FILE|everything] [--for DEVICE]";
+
+int run_selection(CliContext& ctx, const Command& self, const std::string& pid,
+                  const std::string& device, const std::vector<std::string>& pos) {
+  if (pos.size() != 2) return usage_error(ctx, self, "--for takes what to give the peer");
+  const std::string target = "/v1/projects/" + pid + "/selections/" + url_encode(device);
+  boost::json::value v;
+  if (pos[1] == "everything") {
+    if (int rc = ctx.call("DELETE", target, "", v)) return rc;
+  } else {
+    auto body = read_json_arg(pos[1]);
+    if (!body) return usage_error(ctx, self, body.error().message);
+    if (int rc = ctx.call("PUT", target, *body, v)) return rc;
+  }
+  if (ctx.json) {
+    ctx.print_json(v);
+    return kOk;
+  }
+  const auto& o = v.as_object();
+  ctx.out << "gives " << str(o.at("device")) << ": "
+          << (o.at("everything").as_bool() ? std::string("whatever it wants")
+                                           : json_text(o.at("selection")))
+          << "\n";
+  return kOk;
+}
 
 int run_subscription(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("subscription");
-  auto args = Args::parse(argv, {}, {});
+  auto args = Args::parse(argv, {"for"}, {});
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() != 1 && pos.size() != 2)
     return usage_error(ctx, self, "subscription takes PROJECT and optionally what to want");
   std::string pid;
   if (int rc = ctx.resolve_project(pos[0], pid)) return rc;
+  if (auto device = args->value("for")) return run_selection(ctx, self, pid, *device, pos);
   const std::string target = "/v1/projects/" + pid + "/subscription";
   boost::json::value v;
   if (pos.size() == 1) {
@@ -48,6 +74,13 @@ int run_subscription(CliContext& ctx, const std::vector<std::string>& argv) {
               << "\n";
     if (o.at("asks_again").as_bool())
       ctx.out << "documents left out before are asked for again at the next sync\n";
+  } else {
+    boost::json::value sels;
+    if (int rc = ctx.call("GET", "/v1/projects/" + pid + "/selections", "", sels)) return rc;
+    std::vector<std::vector<std::string>> rows;
+    for (const auto& [device, sel] : sels.at("selections").as_object())
+      rows.push_back({std::string(device), json_text(sel)});
+    if (!rows.empty()) print_table(ctx.out, {"GIVES PEER", "ONLY"}, rows);
   }
   return kOk;
 }

@@ -406,6 +406,48 @@ void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* s
     return set_subscription(req, storage::Subscription{});
   });
 
+  // Selections: the most this device gives one peer (docs/api.md "Subscriptions").
+  router.add("GET", "/v1/projects/{pid}/selections", [&ctx](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto sels = ctx.store.selections(*pid);
+    if (!sels) return fail(sels.error());
+    std::string s = "{\"selections\":{";
+    bool first = true;
+    for (const auto& [dev, sel] : *sels) {
+      s += std::string(first ? "" : ",") + json_quote(dev.str()) + ":" + sel.canonical();
+      first = false;
+    }
+    return json_response(200, s + "}}");
+  });
+  auto set_selection = [&ctx, sync](ApiRequest& req, const storage::Subscription& s) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto dev = DeviceId::parse(req.param("device"));
+    if (!dev)
+      return fail(make_error(Errc::invalid_argument,
+                             "not a device id: " + quote_input(std::string(req.param("device")))));
+    if (auto st = ctx.store.set_selection(*pid, *dev, s); !st) return fail(st.error());
+    if (sync) sync->subscription_changed(*pid);
+    return json_response(200, "{\"device\":" + json_quote(dev->str()) +
+                                  ",\"selection\":" + s.canonical() +
+                                  ",\"everything\":" + (s.everything() ? "true" : "false") + "}");
+  };
+  router.add(
+      "PUT", "/v1/projects/{pid}/selections/{device}", [&ctx, set_selection](ApiRequest& req) {
+        if (auto q = known_query(req, {}); !q) return fail(q.error());
+        if (auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth); !obj)
+          return fail(obj.error());
+        auto s = storage::Subscription::parse(req.body);
+        if (!s) return fail(s.error());
+        return set_selection(req, *s);
+      });
+  router.add("DELETE", "/v1/projects/{pid}/selections/{device}", [set_selection](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    return set_selection(req, storage::Subscription{});
+  });
+
   router.add("POST", "/v1/projects/import", [&ctx, sync](ApiRequest& req) {
     if (req.transport != Transport::unix_socket)
       return fail(

@@ -154,6 +154,11 @@ class Store {
   // left-out entries are accepted (refused by a device that holds everything); a version
   // held here as left out is taken in full when it arrives whole and is now wanted.
   Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch);
+  // The same; with options.judged = false (a sender that gives us less than our subscription
+  // wants), entries left out in the batch are asked for again from other peers
+  // (request_vector) instead of being taken as not wanted.
+  Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch,
+                                const ApplyOptions& options);
 
   // --- subscriptions (store_subscriptions.cpp, docs/storage.md "Subscriptions") ---
   // What this device wants of the project (everything() unless set). This device's own
@@ -168,6 +173,20 @@ class Store {
   // the first left-out version of each author while versions left out under an earlier
   // subscription wait to be judged again under this one.
   Result<VersionVector> request_vector(const ProjectId& project) const;
+  // The vector to show `peer`: request_vector(), except to a peer known to give this device
+  // less than it wants (given_by()): asking it again would bring the same left-out entries.
+  Result<VersionVector> request_vector(const ProjectId& project, const DeviceId& peer) const;
+  // Selections: the most this device gives a peer of the project, whatever that peer's
+  // subscription ("send this tablet only district 7"). This device's own choice, never synced;
+  // at most kMaxSelections per project. set_selection with everything() removes one.
+  // Errors: not_found (project), invalid_argument (this device, too many).
+  Result<std::map<DeviceId, Subscription>> selections(const ProjectId& project) const;
+  Status set_selection(const ProjectId& project, const DeviceId& peer, const Subscription& s);
+  // What `peer` last said it gives this device of the project (its selection for us, in its
+  // SUBSCRIPTION); everything() when it never said otherwise. note_given_by() records it
+  // (nothing is written when unchanged).
+  Result<Subscription> given_by(const ProjectId& project, const DeviceId& peer) const;
+  Status note_given_by(const ProjectId& project, const DeviceId& peer, const Subscription& s);
   // Authors whose log holds left-out versions here, with the seq up to which their log can be
   // given whole (the last checkpoint before the first left-out version). Other authors' logs
   // can be given whole up to their head.

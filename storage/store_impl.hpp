@@ -121,6 +121,8 @@ struct Store::Impl {
   Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;
 
   // Subscriptions (store_subscriptions.cpp).
+  // Removes the project's subscription records (leaving it).
+  Status forget_subscriptions(LmdbTxn& txn, const ProjectId& p) const;
   Result<Subscription> subscription(const LmdbTxn& txn, const ProjectId& p) const;
   // Whether a received version is wanted under `s`: it matches, or it supersedes a version
   // held here (so changes that make a document leave, and deletes, arrive).
@@ -141,6 +143,10 @@ struct Store::Impl {
   // The seq up to which they were judged (nullopt: none wait).
   Result<std::optional<std::uint64_t>> judged_upto(const LmdbTxn& txn, const ProjectId& p,
                                                    const DeviceId& a) const;
+  // The entry at `seq` was left out by a sender that may have left out more than our
+  // subscription does: entries from it on are judged again (with peers that give us all).
+  Status note_unjudged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                       std::uint64_t seq) const;
   Status note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t from,
                      std::uint64_t upto) const;
 

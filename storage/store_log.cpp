@@ -214,6 +214,11 @@ Result<std::uint32_t> Store::Impl::relog(
 }
 
 Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch) {
+  return apply_log(project, batch, ApplyOptions{});
+}
+
+Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch,
+                                     const ApplyOptions& options) {
   auto fail = [&](const std::string& why) {
     return make_error(Errc::verification_failed, "log of " + batch.author.short_str() + ": " + why);
   };
@@ -239,11 +244,14 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   auto sub = impl_->subscription(*txn, project);
   if (!sub) return sub.error();
   const bool partial = !sub->everything();
-  if (!partial || own || retired)
+  // Left-out entries come only from a sender that gives us part of the project: because we
+  // subscribe to part, or because it gives us a selection (then they are asked for again).
+  if ((!partial && options.judged) || own || retired)
     for (const auto& e : entries)
       if (e.elided)
         return fail("seq " + std::to_string(e.seq) + ": a left-out entry, but this device " +
-                    (partial ? "wants every entry of this log" : "holds the whole project"));
+                    (partial || !options.judged ? "wants every entry of this log"
+                                                : "holds the whole project"));
   std::vector<std::size_t> upgrades;  // held here left out, received whole
 
   // 0. Compare with the log held here: entries we hold must be the same versions.
@@ -333,6 +341,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       ++res.applied;
       --res.duplicates;
     }
+    if (!options.judged) return Status{};
     return impl_->note_judged(*txn, project, author, entries.front().seq, entries.back().seq);
   };
   if (!differs && j == entries.size()) {  // all held already
@@ -573,6 +582,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       LogRecord lr{c2, e.id, ByteView{}, std::nullopt, excluded, true};
       FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));
       FS_TRY(impl_->note_left_out(*txn, project, batch.author, e.seq));
+      // Left out by a sender that gives us less than we want: ask others for it again.
+      if (e.elided && !options.judged) FS_TRY(impl_->note_unjudged(*txn, project, author, e.seq));
       continue;
     }
     LogRecord lr{c2, e.id, e.header, std::nullopt, excluded};

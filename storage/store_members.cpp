@@ -381,6 +381,7 @@ Status Store::leave_project(const ProjectId& project) {
   FS_TRY(txn->del(t.meta, blob_cursor_key(project)));
   FS_TRY(txn->del(t.meta, blob_policy_key(project)));
   FS_TRY(impl_->forget_bundles(*txn, project));
+  FS_TRY(impl_->forget_subscriptions(*txn, project));
   FS_TRY(txn->del(t.projects, project.view()));
   FS_TRY(txn->commit());
   impl_->blobs_left(project);

@@ -27,6 +27,19 @@ Key judged_key(const ProjectId& p, const DeviceId& a) {
   return k;
 }
 
+// 'g'+project+peer: the selection this device gives the peer; 'G'+project+peer: what the
+// peer said it gives this device. Both canonical JSON.
+Key selection_key(const ProjectId& p, const DeviceId& peer) {
+  Key k;
+  k.u8('g').raw(p.view()).raw(peer.view());
+  return k;
+}
+Key given_key(const ProjectId& p, const DeviceId& peer) {
+  Key k;
+  k.u8('G').raw(p.view()).raw(peer.view());
+  return k;
+}
+
 Result<std::optional<std::uint64_t>> get_u64(const LmdbTxn& txn, MDB_dbi dbi, ByteView key) {
   auto v = txn.get(dbi, key);
   if (!v) return v.error();
@@ -136,6 +149,15 @@ Result<std::optional<std::uint64_t>> Store::Impl::judged_upto(const LmdbTxn& txn
   return get_u64(txn, t().meta, judged_key(p, a));
 }
 
+Status Store::Impl::note_unjudged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                  std::uint64_t seq) const {
+  Key k = judged_key(p, a);
+  auto judged = get_u64(txn, t().meta, k);
+  if (!judged) return judged.error();
+  if (*judged && **judged < seq) return {};
+  return put_u64(txn, t().meta, k, seq - 1);
+}
+
 Status Store::Impl::note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
                                 std::uint64_t from, std::uint64_t upto) const {
   Key k = judged_key(p, a);
@@ -146,6 +168,98 @@ Status Store::Impl::note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId
   if (!h) return h.error();
   if (upto >= h->seq) return txn.del(t().meta, k);
   return put_u64(txn, t().meta, k, upto);
+}
+
+Status Store::Impl::forget_subscriptions(LmdbTxn& txn, const ProjectId& p) const {
+  FS_TRY(txn.del(t().meta, subscription_key(p)));
+  for (std::uint8_t kind : {'e', 'w', 'g', 'G'}) {
+    Key prefix;
+    prefix.u8(kind).raw(p.view());
+    LmdbCursor c(txn, t().meta);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
+      FS_TRY(c.del());
+      ok = c.seek(prefix);
+    }
+  }
+  return {};
+}
+
+Result<std::map<DeviceId, Subscription>> Store::selections(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  std::map<DeviceId, Subscription> out;
+  Key prefix;
+  prefix.u8('g').raw(project.view());
+  LmdbCursor c(*txn, impl_->t().meta);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    auto peer = id_from_bytes<DeviceId>(c.key().subspan(prefix.b.size()));
+    auto sel = Subscription::parse_canonical(as_chars(c.value()));
+    if (!peer || !sel) return make_error(Errc::data_loss, "corrupt selection record");
+    out[*peer] = std::move(*sel);
+  }
+  return out;
+}
+
+Status Store::set_selection(const ProjectId& project, const DeviceId& peer, const Subscription& s) {
+  if (peer == impl_->me())
+    return make_error(Errc::invalid_argument, "a selection is for another device");
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  Key k = selection_key(project, peer);
+  if (s.everything()) {
+    FS_TRY(txn->del(impl_->t().meta, k));
+    return txn->commit();
+  }
+  auto had = txn->get(impl_->t().meta, k);
+  if (!had) return had.error();
+  if (!*had) {
+    std::size_t n = 0;
+    Key prefix;
+    prefix.u8('g').raw(project.view());
+    LmdbCursor c(*txn, impl_->t().meta);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) ++n;
+    if (n >= kMaxSelections)
+      return make_error(Errc::invalid_argument, "a project gives at most " +
+                                                    std::to_string(kMaxSelections) +
+                                                    " peers a selection of their own");
+  }
+  FS_TRY(txn->put(impl_->t().meta, k, as_bytes(s.canonical())));
+  return txn->commit();
+}
+
+Result<Subscription> Store::given_by(const ProjectId& project, const DeviceId& peer) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  auto v = txn->get(impl_->t().meta, given_key(project, peer));
+  if (!v) return v.error();
+  if (!*v) return Subscription{};
+  auto s = Subscription::parse_canonical(as_chars(**v));
+  if (!s) return make_error(Errc::data_loss, "corrupt record of what a peer gives");
+  return s;
+}
+
+Status Store::note_given_by(const ProjectId& project, const DeviceId& peer, const Subscription& s) {
+  auto now = given_by(project, peer);
+  if (now.ok() && *now == s) return {};
+  auto txn = impl_->write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  if (s.everything())
+    FS_TRY(txn->del(impl_->t().meta, given_key(project, peer)));
+  else
+    FS_TRY(txn->put(impl_->t().meta, given_key(project, peer), as_bytes(s.canonical())));
+  return txn->commit();
+}
+
+Result<VersionVector> Store::request_vector(const ProjectId& project, const DeviceId& peer) const {
+  auto given = given_by(project, peer);
+  if (!given) return given.error();
+  auto mine = subscription(project);
+  if (!mine) return mine.error();
+  if (!mine->within(*given)) return version_vector(project);
+  return request_vector(project);
 }
 
 Result<Subscription> Store::subscription(const ProjectId& project) const {

@@ -381,6 +381,39 @@ Result<Subscription> Subscription::parse(std::string_view text) {
   return s;
 }
 
+Result<Subscription> Subscription::intersect(const Subscription& a, const Subscription& b) {
+  if (a.everything() || a == b) return b;
+  if (b.everything()) return a;
+  std::string c = "{";
+  const auto& ca = a.impl_->collections;
+  const auto& cb = b.impl_->collections;
+  if (ca || cb) {
+    std::set<std::string> both;
+    if (ca && cb) {
+      for (const auto& x : *ca)
+        if (cb->count(x)) both.insert(x);
+      // No common collection: only the reserved ones (always wanted) are left.
+      if (both.empty()) both.insert("_");
+    } else {
+      both = ca ? *ca : *cb;
+    }
+    c += "\"collections\":[";
+    bool first = true;
+    for (const auto& x : both) {
+      c += (first ? "" : ",") + json::serialize(json::string(x));
+      first = false;
+    }
+    c += "]";
+  }
+  const auto& wa = a.impl_->where_text;
+  const auto& wb = b.impl_->where_text;
+  if (!wa.empty() || !wb.empty()) {
+    std::string w = wa.empty() ? wb : wb.empty() ? wa : "{\"all\":[" + wa + "," + wb + "]}";
+    c += std::string(c.size() > 1 ? "," : "") + "\"where\":" + w;
+  }
+  return parse(c + "}");
+}
+
 Result<Subscription> Subscription::parse_canonical(std::string_view text) {
   auto s = parse(text);
   if (!s) return s.error();

@@ -35,6 +35,8 @@ inline constexpr std::size_t kMaxSubscriptionDepth = 8;     // nesting of all/an
 inline constexpr std::size_t kMaxSubscriptionCollections = 64;
 inline constexpr std::size_t kMaxSubscriptionValues = 256;  // values of one "in"
 inline constexpr std::size_t kMaxSubscriptionPathBytes = 256;
+// Peers a project may give a selection of their own (Store::set_selection).
+inline constexpr std::size_t kMaxSelections = 256;
 
 class Subscription {
  public:
@@ -67,6 +69,9 @@ class Subscription {
   // false may be said of a subscription that is in fact narrower). True when `wider` is
   // everything, the two are equal, or this one adds conditions to all of wider's.
   bool within(const Subscription& wider) const;
+  // What both want: the common collections, and both filters (everything with x is x).
+  // invalid_argument when the result would exceed the limits.
+  static Result<Subscription> intersect(const Subscription& a, const Subscription& b);
 
   struct Impl;
 
@@ -76,8 +81,15 @@ class Subscription {
 
 // What a log read for a peer leaves out (Store::read_log).
 struct LogFilter {
-  Subscription want;         // the receiver's subscription
+  Subscription want;         // what the receiver is given (its subscription, maybe restricted)
   bool left_out_ok = false;  // it accepts entries left out here as left out
+};
+
+// How Store::apply_log treats a batch's left-out entries.
+struct ApplyOptions {
+  // The sender left out only what our subscription does not want. False when it gives us
+  // less (a selection of its own for us): what it left out is asked for again from others.
+  bool judged = true;
 };
 
 // What Store::set_subscription did.

@@ -290,6 +290,7 @@ void encode_subscription(Bytes& out, const SubscriptionMsg& m) {
     w.raw(a.view());
     w.u64(seq);
   }
+  w.blob(std::string_view(m.gives));
   end_frame(out, at);
 }
 
@@ -302,7 +303,7 @@ Result<SubscriptionMsg> decode_subscription(ByteView payload, const DecodeLimits
   if (!r.ok()) return malformed("SUBSCRIPTION");
   if (n > limits.max_authors)
     return make_error(Errc::too_large, "SUBSCRIPTION names more authors than allowed");
-  if (r.remaining() != std::size_t{n} * 40) return malformed("SUBSCRIPTION (authors)");
+  if (r.remaining() < std::size_t{n} * 40) return malformed("SUBSCRIPTION (authors)");
   auto sub = storage::Subscription::parse_canonical(as_chars(text));
   if (!sub) return make_error(Errc::invalid_argument, "SUBSCRIPTION: " + sub.error().message);
   m.subscription = sub->canonical();
@@ -314,6 +315,11 @@ Result<SubscriptionMsg> decode_subscription(ByteView payload, const DecodeLimits
     prev = a;
     m.whole[a] = seq;
   }
+  ByteView gives = r.blob(storage::kMaxSubscriptionBytes);
+  if (!r.ok() || r.remaining() != 0) return malformed("SUBSCRIPTION (gives)");
+  auto g = storage::Subscription::parse_canonical(as_chars(gives));
+  if (!g) return make_error(Errc::invalid_argument, "SUBSCRIPTION gives: " + g.error().message);
+  m.gives = g->canonical();
   return m;
 }
 

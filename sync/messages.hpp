@@ -116,6 +116,9 @@ struct SubscriptionMsg {
   ProjectId project;
   std::string subscription = "{}";
   storage::VersionVector whole;
+  // The most the sender gives the receiver of the project (its selection for this peer;
+  // "{}": whatever the receiver wants).
+  std::string gives = "{}";
 };
 
 struct Batch {

@@ -67,7 +67,13 @@ struct Session::Impl {
     // given only as far as they are whole: `mine` is capped by Store::whole_heads()).
     storage::Subscription my_sub;
     storage::Subscription peer_sub;
+    // What we give the peer: its subscription, within our selection for it (if any).
+    storage::Subscription given;
+    storage::Subscription my_selection;  // Store::selections()[peer]
     bool left_out_ok = true;
+    // The peer gives us less than we want (its SUBSCRIPTION "gives"): what it leaves out is
+    // asked for again from others (storage::ApplyOptions::judged = false).
+    bool restricted = false;
   };
 
   // --- the message table ---

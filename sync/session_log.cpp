@@ -84,13 +84,14 @@ void Session::Impl::send_vv(ProjectSync& ps) {
   if (!tips.ok()) return fail(tips.error(), true);
   // Versions left out under an earlier subscription are asked for again from where they
   // start (the VV is lowered there).
-  auto asked = store.request_vector(ps.id);
+  auto asked = store.request_vector(ps.id, peer_hello.device);
   if (!asked.ok()) return fail(asked.error(), true);
   if (subscriptions_enabled) {
     auto whole = store.whole_heads(ps.id);
     if (!whole.ok()) return fail(whole.error(), true);
-    if (!ps.my_sub.everything() || !whole->empty())
-      encode_subscription(control, SubscriptionMsg{ps.id, ps.my_sub.canonical(), *whole});
+    if (!ps.my_sub.everything() || !whole->empty() || !ps.my_selection.everything())
+      encode_subscription(control, SubscriptionMsg{ps.id, ps.my_sub.canonical(), *whole,
+                                                   ps.my_selection.canonical()});
   }
   VectorMsg vv{ps.id, {}};
   TipsMsg tm{ps.id, {}};
@@ -183,7 +184,21 @@ Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
   if (!sub.ok()) return sub.error();
   ps.my_sub = std::move(*sub);
   ps.peer_sub = peer_subscription(ps.id);
-  ps.left_out_ok = ps.peer_sub.within(ps.my_sub);
+  auto selections = store.selections(ps.id);
+  if (!selections.ok()) return selections.error();
+  auto sel = selections->find(peer_hello.device);
+  ps.my_selection = sel == selections->end() ? storage::Subscription{} : sel->second;
+  // Both wanted, within the limits; else the selection alone (the peer drops on arrival
+  // what its subscription does not want).
+  auto given = storage::Subscription::intersect(ps.peer_sub, ps.my_selection);
+  ps.given = given.ok() ? std::move(*given) : ps.my_selection;
+  ps.left_out_ok = ps.given.within(ps.my_sub);
+  storage::Subscription gives;
+  if (auto it = peer_subs.find(ps.id); it != peer_subs.end()) {
+    auto g = storage::Subscription::parse_canonical(it->second.gives);  // checked on decode
+    if (g.ok()) gives = std::move(*g);
+  }
+  ps.restricted = !ps.my_sub.within(gives);
   auto vv = store.version_vector(ps.id);
   if (!vv.ok()) return vv.error();
   if (!ps.left_out_ok) {
@@ -233,9 +248,20 @@ void Session::Impl::on_vector(VectorMsg m, bool is_new) {
   if (!ps) return;
   if (!is_new) {
     if (ps->vv_received) return fail(make_error(Errc::failed_precondition, "VV sent twice"), true);
-    // Its SUBSCRIPTION (if any) came first: what we can give it depends on it.
+    // Its SUBSCRIPTION (if any) came first: what we can give it depends on it, and what it
+    // gives us is remembered (the VV we show it next time depends on it).
     auto offer = offer_vector(*ps);
     if (!offer.ok()) return fail(offer.error(), true);
+    {
+      storage::Subscription gives;
+      if (auto it = peer_subs.find(ps->id); it != peer_subs.end()) {
+        auto g = storage::Subscription::parse_canonical(it->second.gives);
+        if (g.ok()) gives = std::move(*g);
+      }
+      if (auto st = store.note_given_by(ps->id, peer_hello.device, gives); !st)
+        spdlog::warn("sync: cannot record what {} gives of {}: {}", peer_label(), ps->id.str(),
+                     st.error().message);
+    }
     ps->mine = std::move(*offer);
     ps->vv_received = true;
     ps->peer_vv = m.heads;
@@ -277,7 +303,7 @@ void Session::Impl::on_batch(ReceivedBatch in) {
     encode_ack(control, Ack{m.project, m.log.author, get(*head, m.log.author)});
     return;
   }
-  auto r = store.apply_log(m.project, m.log);
+  auto r = store.apply_log(m.project, m.log, storage::ApplyOptions{!ps->restricted});
   if (!r.ok()) {
     Error e = r.error();
     e.message = "batch of " + std::to_string(m.log.entries.size()) + " entries by " +
@@ -423,7 +449,7 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
     std::uint32_t max_entries = params.options.batch_entries;
     for (int attempt = 0; attempt < 2; ++attempt) {
       auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes,
-                                storage::LogFilter{ps.peer_sub, ps.left_out_ok});
+                                storage::LogFilter{ps.given, ps.left_out_ok});
       if (!log.ok()) {
         fail(log.error(), true);
         return false;

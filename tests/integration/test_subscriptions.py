@@ -126,6 +126,35 @@ class Subscriptions(DaemonTestCase):
         projects = session.get("projects") or []
         return (projects and all(p.get("in_sync") for p in projects)) or None
 
+    def test_a_selection_limits_what_one_peer_is_given(self):
+        hub, tablet, laptop = self.daemon("hub"), self.daemon("tablet"), self.daemon("laptop")
+        pid = share(hub, tablet, laptop)
+        write_docs(hub, pid, 0, DOCS)
+        out = hub.syncctl("subscription", pid, json.dumps(SUB_7), "--for", tablet.device_id)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("gives " + tablet.device_id, out.stdout)
+        sels = hub.unix("GET", V + "/%s/selections" % pid).json()["selections"]
+        self.assertEqual(sels, {tablet.device_id: SUB_7})
+        shown = hub.syncctl("subscription", pid)
+        self.assertIn(tablet.device_id, shown.stdout)
+        # The tablet wants everything; the hub gives it district 7 only.
+        add_peer(tablet, hub)
+        self.wait_docs(tablet, pid, expected({7}), "the tablet to hold district 7")
+        wait_until(lambda: self.peer_in_sync(tablet, hub), 60, what="tablet in sync with hub")
+        self.assertEqual(doc_ids(tablet, pid), expected({7}))
+        # The laptop is given everything, and gives the tablet the rest.
+        add_peer(laptop, hub)
+        self.wait_docs(laptop, pid, expected(range(DISTRICTS)), "the laptop to hold everything")
+        add_peer(tablet, laptop)
+        self.wait_docs(tablet, pid, expected(range(DISTRICTS)), "the tablet to hold everything")
+        r = hub.unix("DELETE", V + "/%s/selections/%s" % (pid, tablet.device_id))
+        self.assertEqual(r.status, 200, r)
+        self.assertTrue(r.json()["everything"])
+        r = hub.unix("PUT", V + "/%s/selections/%s" % (pid, hub.device_id), SUB_7)
+        self.assertEqual(r.status, 400, r)
+        r = hub.unix("PUT", V + "/%s/selections/nope" % pid, SUB_7)
+        self.assertEqual(r.status, 400, r)
+
     def test_bad_subscriptions_are_refused_and_change_nothing(self):
         d = self.daemon("alpha")
         pid = d.create_project("p")

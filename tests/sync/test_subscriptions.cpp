@@ -413,3 +413,47 @@ TEST_CASE(
   sync_once(hub, p1);
   CHECK(doc_ids(p1, p) == expected(0, 300, {3, 7}));
 }
+
+TEST_CASE("a selection restricts what one peer is given, and the peer gets the rest from others",
+          "[subscription]") {
+  Node hub, tablet, laptop;
+  ProjectId p = shared_project(hub, tablet);
+  add_to(hub, p, laptop);
+  write_district_docs(hub, p, 0, 300);
+  REQUIRE(hub.store->set_selection(p, tablet.store->device_id(), kDistrict7).ok());
+  auto sels = hub.store->selections(p);
+  REQUIRE(sels.ok());
+  CHECK(sels->size() == 1);
+  CHECK_FALSE(hub.store->set_selection(p, hub.store->device_id(), kDistrict7).ok());
+  // The tablet wants everything, but the hub gives it district 7 only.
+  sync_once(hub, tablet);
+  CHECK(doc_ids(tablet, p) == expected(0, 300, {7}));
+  CHECK(vv(tablet, p) == vv(hub, p));
+  auto given = tablet.store->given_by(p, hub.store->device_id());
+  REQUIRE(given.ok());
+  CHECK(*given == kDistrict7);
+  // Meeting the hub again costs no batch: the tablet does not ask the hub again.
+  auto again = sync_once(hub, tablet);
+  CHECK(again.a.sent == 0);
+  // Others are not restricted, and the tablet gets the rest from them.
+  sync_once(hub, laptop);
+  CHECK(doc_ids(laptop, p) == expected(0, 300, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}));
+  sync_once(laptop, tablet);
+  CHECK(doc_ids(tablet, p) == doc_ids(hub, p));
+  auto whole = tablet.store->whole_heads(p);
+  REQUIRE(whole.ok());
+  CHECK(whole->empty());
+  // New writes: the hub gives the tablet its district only, the laptop the rest.
+  write_district_docs(hub, p, 300, 20);
+  auto third = sync_once(hub, tablet);
+  CHECK(third.b.applied == 2);
+  sync_once(hub, laptop);
+  sync_once(laptop, tablet);
+  CHECK(doc_ids(tablet, p) == doc_ids(hub, p));
+  // Lifting the selection: the hub says so, and the tablet stops treating it as restricting.
+  REQUIRE(hub.store->set_selection(p, tablet.store->device_id(), Subscription{}).ok());
+  sync_once(hub, tablet);
+  auto now = tablet.store->given_by(p, hub.store->device_id());
+  REQUIRE(now.ok());
+  CHECK(now->everything());
+}
