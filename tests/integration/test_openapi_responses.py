@@ -298,6 +298,16 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "GET", sub, p, "x=1", expect=400)
         self.call(a, "DELETE", sub, p)
         self.call(a, "GET", sub, {"pid": "0" * 32}, expect=404)
+        # Selections: what this device gives one peer.
+        sels, sel = V + "/{pid}/selections", V + "/{pid}/selections/{device}"
+        other = {"pid": p["pid"], "device": "a" * 52}
+        self.call(a, "GET", sels, p)
+        self.call(a, "PUT", sel, other, body={"where": {"eq": {"path": "who", "value": 7}}})
+        self.assertEqual(len(self.call(a, "GET", sels, p).json()["selections"]), 1)
+        self.call(a, "PUT", sel, dict(other, device="nope"), body={}, expect=400)
+        self.call(a, "DELETE", sel, other)
+        self.call(a, "DELETE", sel, dict(other, pid="0" * 32), expect=404)
+        self.call(a, "GET", sels, {"pid": "0" * 32}, expect=404)
         self.call(a, "POST", V + "/{pid}/leave", p)
         self.done()
 
