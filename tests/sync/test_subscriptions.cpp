@@ -457,3 +457,37 @@ TEST_CASE("a selection restricts what one peer is given, and the peer gets the r
   REQUIRE(now.ok());
   CHECK(now->everything());
 }
+
+TEST_CASE("leaving a project removes its subscription, selections and left-out bookkeeping",
+          "[subscription]") {
+  Node hub, phone;
+  ProjectId p = shared_project(hub, phone);
+  write_district_docs(hub, p, 0, 50);
+  REQUIRE(phone.store->set_subscription(p, kDistrict7).ok());
+  REQUIRE(phone.store->set_selection(p, hub.store->device_id(), kDistrict7).ok());
+  sync_once(hub, phone);
+  auto whole = phone.store->whole_heads(p);
+  REQUIRE(whole.ok());
+  REQUIRE_FALSE(whole->empty());
+  REQUIRE(phone.store->leave_project(p).ok());
+  CHECK(phone.store->subscription(p).error().code == Errc::not_found);
+  auto info = hub.store->get_project(p);
+  auto secret = hub.store->project_secret(p);
+  REQUIRE(info.ok());
+  REQUIRE(secret.ok());
+  REQUIRE(phone.store->add_project(*info, *secret).ok());
+  auto sub = phone.store->subscription(p);
+  REQUIRE(sub.ok());
+  CHECK(sub->everything());
+  auto sels = phone.store->selections(p);
+  REQUIRE(sels.ok());
+  CHECK(sels->empty());
+  whole = phone.store->whole_heads(p);
+  REQUIRE(whole.ok());
+  CHECK(whole->empty());
+  auto asked = phone.store->request_vector(p);
+  REQUIRE(asked.ok());
+  CHECK(asked->empty());
+  sync_once(hub, phone);
+  CHECK(doc_ids(phone, p) == doc_ids(hub, p));
+}
