@@ -201,11 +201,21 @@ Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
   ps.restricted = !ps.my_sub.within(gives);
   auto vv = store.version_vector(ps.id);
   if (!vv.ok()) return vv.error();
-  if (!ps.left_out_ok) {
-    auto whole = store.whole_heads(ps.id);
-    if (!whole.ok()) return whole.error();
-    for (const auto& [a, upto] : *whole)
-      if (auto it = vv->find(a); it != vv->end() && it->second > upto) it->second = upto;
+  auto whole = store.whole_heads(ps.id);
+  if (!whole.ok()) return whole.error();
+  if (whole->empty()) return vv;
+  // Authors whose left-out entries wait to be judged again (a widening) are given only as far
+  // as they are whole even to a peer that takes left-out entries (Store::read_log stops there).
+  storage::VersionVector asked;
+  if (ps.left_out_ok) {
+    auto r = store.request_vector(ps.id);
+    if (!r.ok()) return r.error();
+    asked = std::move(*r);
+  }
+  for (const auto& [a, upto] : *whole) {
+    auto it = vv->find(a);
+    if (it == vv->end() || it->second <= upto) continue;
+    if (!ps.left_out_ok || get(asked, a) < it->second) it->second = upto;
   }
   return vv;
 }
