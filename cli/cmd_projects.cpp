@@ -52,10 +52,16 @@ int run_projects(CliContext& ctx, const std::vector<std::string>& argv) {
     std::string id;
     if (int rc = ctx.resolve_project(pos[1], id)) return rc;
     if (int rc = ctx.call("GET", "/v1/projects/" + id, {}, v)) return rc;
-    if (ctx.json)
+    if (ctx.json) {
       ctx.print_json(v);
-    else
-      print_projects(ctx, boost::json::array{v});
+      return kOk;
+    }
+    print_projects(ctx, boost::json::array{v});
+    // What this device holds of it (docs/api.md "Subscriptions").
+    if (const auto* sub = v.as_object().if_contains("subscription")) {
+      bool all = sub->is_object() && sub->as_object().empty();
+      ctx.out << "holds: " << (all ? std::string("everything") : json_text(*sub)) << "\n";
+    }
     return kOk;
   }
   return usage_error(ctx, self, "unknown projects subcommand '" + pos[0] + "'");

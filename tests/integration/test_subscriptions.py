@@ -72,6 +72,8 @@ class Subscriptions(DaemonTestCase):
         self.assertFalse(shown["everything"])
         self.assertEqual(phone.unix("GET", V + "/%s" % pid).json()["subscription"], SUB_7)
         self.assertEqual(hub.unix("GET", V + "/%s" % pid).json()["subscription"], {})
+        self.assertIn('holds: {"where"', phone.syncctl("projects", "show", pid).stdout)
+        self.assertIn("holds: everything", hub.syncctl("projects", "show", pid).stdout)
 
         # 1. The phone meets the laptop first, which holds nothing yet; then the laptop meets
         #    the hub, and what it receives reaches the phone live.
