@@ -5,6 +5,7 @@
 #include <boost/json/serialize.hpp>
 
 #include "cli/command.hpp"
+#include "ipc/json_text.hpp"
 
 namespace fieldsync::cli {
 namespace {
@@ -107,7 +108,9 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
       ctx.out << "\n          resolve with: syncctl resolve " << pos[1] << " " << pos[2] << " "
               << pos[3] << " --merge | --body JSON\n";
     }
-    ctx.out << json_text(v.at("body")) << "\n";
+    // The body exactly as stored (numbers as written), from the daemon's own text.
+    auto raw = ipc::raw_member(ctx.last_body, "body");
+    ctx.out << (raw ? escape_json_for_terminal(*raw) : json_text(v.at("body"))) << "\n";
     return kOk;
   }
   if (sub == "put") {

@@ -1,6 +1,7 @@
 #include "cli/command.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -94,6 +95,8 @@ int CliContext::handle_reply(const Result<HttpReply>& r, json::value& reply) {
   if (r->status < 400 && r->body.empty()) return kOk;
   boost::system::error_code ec;
   reply = json::parse(r->body, ec);
+  last_body = ec ? std::string() : r->body;
+  last_reply = ec ? json::value() : reply;
   if (r->status >= 400) {
     if (json) {
       out << escape_for_terminal(r->body) << "\n";
@@ -112,7 +115,14 @@ int CliContext::handle_reply(const Result<HttpReply>& r, json::value& reply) {
   return kOk;
 }
 
-void CliContext::print_json(const json::value& reply) { out << json_text(reply) << "\n"; }
+void CliContext::print_json(const json::value& reply) {
+  // The daemon's own text when `reply` is its last answer: numbers exactly as it sent them
+  // (a big integer in a document body keeps every digit).
+  if (!last_body.empty() && reply == last_reply)
+    out << escape_json_for_terminal(last_body) << "\n";
+  else
+    out << json_text(reply) << "\n";
+}
 
 int CliContext::resolve_project(const std::string& name_or_id, std::string& id) {
   bool hex = name_or_id.size() == 32 &&
@@ -169,9 +179,54 @@ std::string str(const json::value& v) {
   return json_text(v);
 }
 
-std::string json_text(const json::value& v) {
-  // serialize() escapes C0 controls; DEL and C1 controls (which some terminals obey) too.
-  std::string in = json::serialize(v), out;
+namespace {
+
+// JSON text with numbers in their shortest round-trip spelling (7.1, not 7.1E0).
+void write_json(std::string& out, const json::value& v) {
+  switch (v.kind()) {
+    case json::kind::double_: {
+      double d = v.get_double();
+      char buf[64];
+      auto r = std::to_chars(buf, buf + sizeof buf, d);
+      std::string_view t(buf, static_cast<std::size_t>(r.ptr - buf));
+      out += t;
+      // Keep it a floating-point number when read back (7.0 stays 7.0, not 7).
+      if (t.find_first_of(".eEn") == std::string_view::npos) out += ".0";
+      return;
+    }
+    case json::kind::object: {
+      out += '{';
+      bool first = true;
+      for (const auto& kv : v.get_object()) {
+        if (!first) out += ',';
+        first = false;
+        out += json::serialize(json::string(kv.key()));
+        out += ':';
+        write_json(out, kv.value());
+      }
+      out += '}';
+      return;
+    }
+    case json::kind::array: {
+      out += '[';
+      bool first = true;
+      for (const auto& x : v.get_array()) {
+        if (!first) out += ',';
+        first = false;
+        write_json(out, x);
+      }
+      out += ']';
+      return;
+    }
+    default: out += json::serialize(v);
+  }
+}
+
+}  // namespace
+
+std::string escape_json_for_terminal(std::string_view in) {
+  // JSON escapes C0 controls in strings; DEL and C1 controls (which some terminals obey) too.
+  std::string out;
   out.reserve(in.size());
   static constexpr char hex[] = "0123456789abcdef";
   for (std::size_t i = 0; i < in.size(); ++i) {
@@ -189,6 +244,12 @@ std::string json_text(const json::value& v) {
     }
   }
   return out;
+}
+
+std::string json_text(const json::value& v) {
+  std::string in;
+  write_json(in, v);
+  return escape_json_for_terminal(in);
 }
 
 std::string short_id(const std::string& id, std::size_t n) {

@@ -54,8 +54,12 @@ struct CliContext {
   // Like call(), for an answer obtained another way (upload(), download()): prints its error
   // and returns the exit code. A 2xx answer without a body (a download) leaves `reply` null.
   int handle_reply(const Result<HttpReply>& r, boost::json::value& reply);
-  // Prints `reply` as JSON (for --json).
+  // Prints `reply` as JSON (for --json): the daemon's exact text when it is the last reply.
   void print_json(const boost::json::value& reply);
+  // The last answer's body as the daemon sent it, and its parse (for print_json and for
+  // printing members exactly: ipc::raw_member(last_body, ...)).
+  std::string last_body;
+  boost::json::value last_reply;
   // A project given by id or by (unique) name -> its id; prints the error otherwise.
   int resolve_project(const std::string& name_or_id, std::string& id);
 };
@@ -90,6 +94,8 @@ const Command& find_command(const std::string& name);
 // never written to the terminal.
 std::string str(const boost::json::value& v);        // strings unquoted (escaped), others as JSON
 std::string json_text(const boost::json::value& v);  // JSON, with DEL and C1 controls as \u00XX
+// JSON text (as received) made safe for a terminal: DEL and C1 controls as \u00XX.
+std::string escape_json_for_terminal(std::string_view text);
 std::string short_id(const std::string& id, std::size_t n = 12);
 // A byte count for people: "512 B", "3.4 MiB".
 std::string human_bytes(std::uint64_t n);

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
     print_help(std::cerr);
     return cli::kUsage;
   }
-  cli::CliContext ctx{cli::UnixHttpClient(socket), json, std::cout, std::cerr};
+  cli::CliContext ctx{cli::UnixHttpClient(socket), json, std::cout, std::cerr, {}, {}};
   try {
     return cmd.run(ctx, std::vector<std::string>(rest.begin() + 1, rest.end()));
   } catch (const std::exception& e) {

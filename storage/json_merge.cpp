@@ -1,21 +1,11 @@
 #include "storage/json_merge.hpp"
 
+#include <algorithm>
 #include <boost/json.hpp>
 #include <set>
 
 namespace fieldsync::storage {
 namespace json = boost::json;
-namespace {
-
-Result<json::object> parse_object(std::string_view text) {
-  boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
-  if (ec) return make_error(Errc::invalid_argument, "invalid JSON: " + ec.message());
-  if (!v.is_object()) return make_error(Errc::invalid_argument, "a document must be a JSON object");
-  return std::move(v.as_object());
-}
-
-}  // namespace
 
 Status validate_json_object(std::string_view text) {
   // Hot path of every write: parse into a stack arena instead of the heap.
@@ -28,56 +18,180 @@ Status validate_json_object(std::string_view text) {
   return {};
 }
 
+namespace {
+
+// One top-level member of a JSON object, as written: the key's literal (quotes and escapes
+// kept), the key decoded, and the value's exact text.
+struct RawMember {
+  std::string_view key_literal;
+  std::string key;
+  std::string_view value;
+};
+
+std::size_t skip_ws(std::string_view t, std::size_t i) {
+  while (i < t.size() && (t[i] == ' ' || t[i] == '\t' || t[i] == '\n' || t[i] == '\r')) ++i;
+  return i;
+}
+
+// End of the string literal starting at t[i] == '"'.
+std::size_t skip_string(std::string_view t, std::size_t i) {
+  for (++i; i < t.size(); ++i) {
+    if (t[i] == '\\') {
+      ++i;
+    } else if (t[i] == '"') {
+      return i + 1;
+    }
+  }
+  return t.size();
+}
+
+// End of the value starting at t[i] (valid JSON assumed: checked by the parse before).
+std::size_t skip_value(std::string_view t, std::size_t i) {
+  if (i >= t.size()) return i;
+  if (t[i] == '"') return skip_string(t, i);
+  if (t[i] == '{' || t[i] == '[') {
+    int depth = 0;
+    for (; i < t.size(); ++i) {
+      char c = t[i];
+      if (c == '"') {
+        i = skip_string(t, i) - 1;
+      } else if (c == '{' || c == '[') {
+        ++depth;
+      } else if ((c == '}' || c == ']') && --depth == 0) {
+        return i + 1;
+      }
+    }
+    return t.size();
+  }
+  while (i < t.size() && t[i] != ',' && t[i] != '}' && t[i] != ']' && t[i] != ' ' && t[i] != '\t' &&
+         t[i] != '\n' && t[i] != '\r')
+    ++i;
+  return i;
+}
+
+// The members of an object text, in order. The text is parsed first (so the scan can trust
+// it); a key written twice keeps its last value, as the parse does.
+Result<std::vector<RawMember>> raw_members(std::string_view text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec) return make_error(Errc::invalid_argument, "invalid JSON: " + ec.message());
+  if (!v.is_object()) return make_error(Errc::invalid_argument, "a document must be a JSON object");
+  std::vector<RawMember> out;
+  std::size_t i = skip_ws(text, 0) + 1;  // past '{'
+  while (true) {
+    i = skip_ws(text, i);
+    if (i >= text.size() || text[i] != '"') break;  // '}' (or the end)
+    std::size_t key_end = skip_string(text, i);
+    std::string_view literal = text.substr(i, key_end - i);
+    auto key = json::parse(literal, ec);
+    if (ec || !key.is_string()) return make_error(Errc::invalid_argument, "invalid JSON key");
+    i = skip_ws(text, key_end) + 1;  // past ':'
+    i = skip_ws(text, i);
+    std::size_t value_end = skip_value(text, i);
+    RawMember m{literal, std::string(key.get_string()), text.substr(i, value_end - i)};
+    auto dup =
+        std::find_if(out.begin(), out.end(), [&](const RawMember& x) { return x.key == m.key; });
+    if (dup != out.end()) out.erase(dup);
+    out.push_back(std::move(m));
+    i = skip_ws(text, value_end);
+    if (i < text.size() && text[i] == ',') ++i;
+  }
+  return out;
+}
+
+// A value's text without the whitespace between tokens: two values are the same when these
+// are equal (number spellings count: 1.0 and 1 are different edits, so neither is lost).
+std::string compact(std::string_view v) {
+  std::string out;
+  out.reserve(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    char c = v[i];
+    if (c == '"') {
+      std::size_t e = skip_string(v, i);
+      out.append(v.substr(i, e - i));
+      i = e - 1;
+    } else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+      out += c;
+    }
+  }
+  return out;
+}
+
+const RawMember* find(const std::vector<RawMember>& ms, const std::string& key) {
+  for (const auto& m : ms)
+    if (m.key == key) return &m;
+  return nullptr;
+}
+
+}  // namespace
+
+// Works on the members' exact texts, never re-serialising a value: numbers keep their
+// spelling and precision (12345678901234567890123 stays so), and keys keep the order the
+// winner wrote them in (then the base's, then the other sides' new ones).
 Result<MergeResult> merge_objects(const MergeInput& in) {
-  json::object base;
+  std::vector<RawMember> base;
   if (in.base) {
-    auto b = parse_object(*in.base);
+    auto b = raw_members(*in.base);
     if (!b) return b.error();
     base = std::move(*b);
   }
-  std::vector<json::object> sides;
+  std::vector<std::vector<RawMember>> sides;
   for (const auto& s : in.sides) {
-    auto o = parse_object(s);
+    auto o = raw_members(s);
     if (!o) return o.error();
     sides.push_back(std::move(*o));
   }
-  std::set<std::string> keys;
-  for (const auto& kv : base) keys.insert(std::string(kv.key()));
-  for (const auto& side : sides)
-    for (const auto& kv : side) keys.insert(std::string(kv.key()));
+  std::vector<std::string> keys;
+  std::set<std::string> seen;
+  auto add_keys = [&](const std::vector<RawMember>& ms) {
+    for (const auto& m : ms)
+      if (seen.insert(m.key).second) keys.push_back(m.key);
+  };
+  if (!sides.empty()) add_keys(sides.front());
+  add_keys(base);
+  for (const auto& side : sides) add_keys(side);
 
   MergeResult out;
-  json::object merged;
+  std::string body = "{";
+  auto emit = [&](const RawMember& m) {
+    if (body.size() > 1) body += ',';
+    body.append(m.key_literal);
+    body += ':';
+    body.append(m.value);
+  };
   for (const auto& key : keys) {
-    const json::value* bv = base.if_contains(key);
-    std::optional<json::value> chosen;  // nullopt + decided = field removed
+    const RawMember* bv = find(base, key);
+    std::optional<std::string> bc =
+        bv ? std::optional<std::string>(compact(bv->value)) : std::nullopt;
+    const RawMember* chosen = nullptr;  // nullptr + decided = field removed
+    std::optional<std::string> chosen_c;
     bool decided = false, conflict = false;
     for (const auto& side : sides) {
-      const json::value* sv = side.if_contains(key);
-      bool changed = (sv == nullptr) != (bv == nullptr) || (sv && bv && *sv != *bv);
-      if (!changed) continue;
-      std::optional<json::value> value = sv ? std::optional<json::value>(*sv) : std::nullopt;
+      const RawMember* sv = find(side, key);
+      std::optional<std::string> sc =
+          sv ? std::optional<std::string>(compact(sv->value)) : std::nullopt;
+      if (sc == bc) continue;  // unchanged on this side
       if (!decided) {
-        chosen = value;
+        chosen = sv;
+        chosen_c = sc;
         decided = true;
-      } else if (chosen != value) {
+      } else if (chosen_c != sc) {
         conflict = true;
       }
     }
     if (conflict) {
       out.conflicting_fields.push_back(key);
       // Keep the winner's (first side's) value.
-      if (const json::value* wv = sides.empty() ? nullptr : sides.front().if_contains(key))
-        merged[key] = *wv;
+      if (const RawMember* wv = sides.empty() ? nullptr : find(sides.front(), key)) emit(*wv);
       continue;
     }
     if (!decided) {
-      if (bv) merged[key] = *bv;
+      if (bv) emit(*bv);
     } else if (chosen) {
-      merged[key] = *chosen;
+      emit(*chosen);
     }
   }
-  out.body = json::serialize(merged);
+  out.body = body + "}";
   return out;
 }
 

@@ -35,3 +35,10 @@ TEST_CASE("tables show escaped cells", "[cli]") {
   print_table(out, {"NAME"}, {{str(boost::json::string("a\nb"))}});
   CHECK(out.str() == "NAME\na\\x0ab\n");
 }
+
+TEST_CASE("numbers are printed in their shortest spelling, never as 7.1E0", "[cli]") {
+  auto v = boost::json::parse(R"({"a":7.1,"b":7.0,"c":-0.5,"d":1e300,"e":12,"f":[2.5e-7]})");
+  std::string j = json_text(v);
+  CHECK(j == R"({"a":7.1,"b":7.0,"c":-0.5,"d":1e+300,"e":12,"f":[2.5e-07]})");
+  CHECK(boost::json::parse(j) == v);
+}

@@ -211,6 +211,27 @@ class ApiTest(unittest.TestCase):
         self.error(self.d.unix("GET", docs + "?where=" + q("a=unquoted")), 400, "invalid_argument")
         self.error(self.d.unix("POST", V + "/" + "cd" * 16 + "/docs/obs", {"a": 1}), 404, "not_found")
 
+    def test_numbers_and_key_order_stay_as_written_in_merges_and_syncctl(self):
+        pid = self.project()
+        doc = V + "/" + pid + "/docs/obs/n1"
+        raw = b'{"z":1,"big":12345678901234567890123,"ph":7.10,"a":"x"}'
+        hdr = {"Content-Type": "application/json"}
+        base = self.ok(self.d.unix("PUT", doc, raw, hdr))["version"]
+        self.ok(self.d.unix("PUT", doc + "?base=" + base,
+                            b'{"z":2,"big":12345678901234567890123,"ph":7.10,"a":"x"}', hdr))
+        self.ok(self.d.unix("PUT", doc + "?base=" + base,
+                            b'{"z":1,"big":12345678901234567890124,"ph":7.10,"a":"x"}', hdr))
+        text = self.d.unix("GET", doc).text
+        # The merge preview is the heads' own text, member by member, in the winner's order.
+        merge = text[text.index('"merge":'):]
+        self.assertIn('"body":{"z":2,"big":12345678901234567890124,"ph":7.10,"a":"x"}', merge)
+        out = self.d.syncctl("docs", "get", pid, "obs", "n1").stdout
+        self.assertIn('"ph":7.10', out)
+        self.assertIn("1234567890123456789012", out)
+        self.assertNotIn("E0", out)
+        out = self.d.syncctl("--json", "docs", "get", pid, "obs", "n1").stdout
+        self.assertIn('"ph":7.10', out)
+
     def test_stale_base_keeps_both_and_resolve(self):
         pid = self.project()
         doc = V + "/" + pid + "/docs/sites/well-7"

@@ -1,6 +1,7 @@
 #include <boost/json.hpp>
 #include <catch2/catch.hpp>
 
+#include "storage/json_merge.hpp"
 #include "store_fixture.hpp"
 
 using namespace fieldsync;
@@ -325,4 +326,27 @@ TEST_CASE("a full map gives resource_exhausted and keeps earlier data", "[storag
   CHECK(last.message.find("storage.map_size") != std::string::npos);
   for (int i = 0; i < written; ++i)
     CHECK((*s)->get_document(p->id, "obs", "d" + std::to_string(i)).ok());
+}
+
+TEST_CASE("the merge keeps numbers as written and the winner's key order", "[storage]") {
+  MergeInput in;
+  in.base = R"({"id":"a", "big":12345678901234567890123, "ph":7.1, "n":{"k":1}, "gone":1})";
+  in.sides = {
+      // winner: its own order, a change to "ph" spelled with a trailing zero, "gone" removed
+      R"({"n": {"k": 1}, "ph":7.10, "big":12345678901234567890123, "id":"a", "w\u00e9":1e300})",
+      // other side: "big" changed by one (a double could not tell), whitespace elsewhere
+      R"({ "id" : "a", "big":12345678901234567890124, "ph":7.1, "n":{ "k" : 1 }, "gone":1 })"};
+  auto m = merge_objects(in);
+  REQUIRE(m.ok());
+  CHECK(m->conflicting_fields.empty());
+  CHECK(m->body ==
+        R"({"n":{"k":1},"ph":7.10,"big":12345678901234567890124,"id":"a","w\u00e9":1e300})");
+  // Changed differently on both sides: a conflict, the winner's text kept.
+  in.sides = {R"({"id":"a","big":1.0})", R"({"id":"a","big":1})"};
+  m = merge_objects(in);
+  REQUIRE(m.ok());
+  CHECK(m->conflicting_fields == std::vector<std::string>{"big"});
+  CHECK(m->body == R"({"id":"a","big":1.0})");
+  in.sides = {"not json"};
+  CHECK(merge_objects(in).error().code == Errc::invalid_argument);
 }
