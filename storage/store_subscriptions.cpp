@@ -313,6 +313,7 @@ Result<VersionVector> Store::whole_heads(const ProjectId& project) const {
 Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
                                                    const Subscription& next) {
   SubscriptionChange out;
+  std::uint64_t last_change = 0;
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));
@@ -394,6 +395,14 @@ Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
         ++out.documents_kept;
         continue;
       }
+      // The document appears once more in the changes feed (its winner; reading it now
+      // answers not_found), so apps following the feed learn that it left this device.
+      auto lseq = impl_->change_counter(*txn, project);
+      if (!lseq) return lseq.error();
+      FS_TRY(txn->put(t.changes, change_key(project, *lseq + 1),
+                      encode_location((*rec)->heads.front().at)));
+      FS_TRY(impl_->put_change_counter(*txn, project, *lseq + 1));
+      last_change = *lseq + 1;
       for (const auto& h : *held) {
         Key lk = log_key(project, h.at.author, h.at.seq);
         auto v = txn->get(t.logs, lk);
@@ -418,7 +427,10 @@ Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
     }
   }
   FS_TRY(txn->commit());
-  if (out.documents_removed) impl_->blobs_changed(project);
+  if (out.documents_removed) {
+    impl_->blobs_changed(project);
+    impl_->notify(project, last_change);
+  }
   return out;
 }
 

@@ -327,10 +327,21 @@ TEST_CASE(
 
   // Own writes not delivered anywhere stay; the rest of district 3 leaves.
   write_district_docs(phone, p, 2000, 5, 3);
+  auto before = phone.store->last_change_seq(p);
+  REQUIRE(before.ok());
   auto narrow = phone.store->set_subscription(p, kDistrict7);
   REQUIRE(narrow.ok());
   CHECK(narrow->documents_removed == 30);
   CHECK(narrow->documents_kept == 5);
+  // Apps following the changes feed see each document that left once more (it now reads as
+  // not found).
+  auto left_feed = phone.store->changes_since(p, *before, 1000);
+  REQUIRE(left_feed.ok());
+  REQUIRE(left_feed->size() == 30);
+  for (const auto& c : *left_feed) {
+    CHECK(expected(0, 300, {3}).count(c.doc_id) == 1);
+    CHECK(phone.store->get_document(p, "obs", c.doc_id).error().code == Errc::not_found);
+  }
   auto left = expected(0, 300, {7});
   for (int i = 2000; i < 2005; ++i) left.insert("d" + std::to_string(i));
   CHECK(doc_ids(phone, p) == left);
