@@ -94,6 +94,22 @@ struct DiscoveryOptions {
       5000;  // discovery.avahi_retry_ms: retry when the system bus is unreachable
 };
 
+// Bluetooth LE through BlueZ (docs/operations.md "Bluetooth LE"): finding and syncing with
+// devices in radio range when there is no network. Off by default while it is new.
+struct BleOptions {
+  bool enabled = false;                        // ble.enabled
+  std::string adapter = "hci0";                // ble.adapter: the BlueZ adapter to use
+  bool advertise = true;                       // ble.advertise: let devices in range find this one
+  bool scan = true;                            // ble.scan: look for devices in range
+  std::uint32_t window = 8;                    // ble.window: unacknowledged frames in flight
+  std::uint32_t retransmit_ms = 2000;          // ble.retransmit_ms
+  std::uint32_t connect_timeout_ms = 20000;    // ble.connect_timeout_ms: GATT connect
+  std::uint32_t handshake_timeout_ms = 30000;  // ble.handshake_timeout_ms: TLS over BLE
+  std::uint32_t retry_ms = 5000;    // ble.retry_ms: re-check the bus, BlueZ and the adapter
+  std::uint32_t max_links = 4;      // ble.max_links: BLE streams at once, both ways
+  std::uint32_t refresh_ms = 5000;  // ble.refresh_ms: re-check tags, rotate the advertisement
+};
+
 // Bundle files: sync by USB stick (docs/protocol.md "Bundles").
 struct BundleOptions {
   std::uint32_t chunk_bytes = 64u << 10;  // bundle.chunk_bytes: plaintext bytes per sealed chunk
@@ -116,6 +132,7 @@ struct Config {
   ApiOptions api;
   SyncOptions sync;
   DiscoveryOptions discovery;
+  BleOptions ble;
   BundleOptions bundle;
   storage::StoreOptions storage;  // storage.*; storage.data_dir is set from daemon.data_dir
   std::vector<StaticPeer> peers;

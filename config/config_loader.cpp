@@ -495,6 +495,37 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "discovery.avahi_retry_ms", [](Config & c) -> auto& { return c.discovery.avahi_retry_ms; },
         100, kDayMs));
+    // [ble]
+    t.push_back(bool_key(
+        "ble.enabled", [](Config & c) -> auto& { return c.ble.enabled; }));
+    t.push_back(string_key(
+        "ble.adapter", [](Config & c) -> auto& { return c.ble.adapter; },
+        "an adapter name such as hci0",
+        [](std::string_view v) {
+          return !v.empty() && v.size() <= 16 && std::all_of(v.begin(), v.end(), [](char ch) {
+            return (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+          });
+        }));
+    t.push_back(bool_key(
+        "ble.advertise", [](Config & c) -> auto& { return c.ble.advertise; }));
+    t.push_back(bool_key(
+        "ble.scan", [](Config & c) -> auto& { return c.ble.scan; }));
+    t.push_back(uint_key(
+        "ble.window", [](Config & c) -> auto& { return c.ble.window; }, 1, 64));
+    t.push_back(ms_key(
+        "ble.retransmit_ms", [](Config & c) -> auto& { return c.ble.retransmit_ms; }, 100, 600000));
+    t.push_back(ms_key(
+        "ble.connect_timeout_ms", [](Config & c) -> auto& { return c.ble.connect_timeout_ms; }, 100,
+        600000));
+    t.push_back(ms_key(
+        "ble.handshake_timeout_ms", [](Config & c) -> auto& { return c.ble.handshake_timeout_ms; },
+        100, 600000));
+    t.push_back(ms_key(
+        "ble.retry_ms", [](Config & c) -> auto& { return c.ble.retry_ms; }, 100, kDayMs));
+    t.push_back(uint_key(
+        "ble.max_links", [](Config & c) -> auto& { return c.ble.max_links; }, 1, 64));
+    t.push_back(ms_key(
+        "ble.refresh_ms", [](Config & c) -> auto& { return c.ble.refresh_ms; }, 100, kDayMs));
     // [bundle] (chunk bounds: bundle::kMinChunkBytes..kMaxChunkBytes)
     t.push_back(size_key(
         "bundle.chunk_bytes", [](Config & c) -> auto& { return c.bundle.chunk_bytes; }, 1u << 10,
@@ -649,8 +680,8 @@ bool only_comment(std::string_view rest) {
 }
 
 bool known_section(std::string_view s) {
-  if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "bundle" ||
-      s == "blob" || s == "storage")
+  if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "ble" ||
+      s == "bundle" || s == "blob" || s == "storage")
     return true;
   return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
 }
@@ -742,9 +773,9 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
       if (!known_section(name)) {
         if (name.substr(0, 5) == "peer.")
           return fail("[" + shown(name) + "]: peer name must be 1..64 letters, digits, '-' or '_'");
-        return fail(
-            "unknown section [" + shown(name) +
-            "] (sections: daemon, api, sync, discovery, bundle, blob, storage, peer.<name>)");
+        return fail("unknown section [" + shown(name) +
+                    "] (sections: daemon, api, sync, discovery, ble, bundle, blob, storage, "
+                    "peer.<name>)");
       }
       section = std::string(name);
       continue;

@@ -11,6 +11,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "config/config_loader.hpp"
+#include "daemon/daemon_ble.hpp"
 #include "daemon/daemon_discovery.hpp"
 #include "daemon/daemon_sync.hpp"
 #include "daemon/data_dir.hpp"
@@ -62,6 +63,7 @@ struct Daemon::Impl {
   std::unique_ptr<ipc::ApiServer> server;
   std::unique_ptr<DaemonSync> sync;
   std::unique_ptr<DaemonDiscovery> discovery;
+  std::unique_ptr<DaemonBle> ble;
   std::unique_ptr<VariantMaker> variants;  // after the server (it queues), before the store
   bool stopping = false;
   // Set when another copy of this device was detected: the loop reopens the store, which
@@ -118,6 +120,7 @@ struct Daemon::Impl {
     watchdog.cancel();
     blob_gc.cancel();
     if (discovery) discovery->stop();  // withdraws our service: peers see us leave at once
+    if (ble) ble->stop();
     if (sync) sync->stop();
     server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), [this] {
       signals.cancel();
@@ -208,10 +211,13 @@ Status Daemon::run_once(bool first) {
     maker->uploaded(p, info);
   };
   d.discovery->attach_api(*d.api);
+  d.ble = std::make_unique<DaemonBle>(d.io, *d.store, d.cfg);
+  d.ble->attach_api(*d.api);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());
   FS_TRY(d.sync->start());
   d.discovery->start(d.sync->listen_port());
+  d.ble->start(d.sync->service(), d.sync->ble());
   // Commits happen on whichever thread writes; the server and sync post the wake-up to
   // their own thread.
   ipc::ApiServer* server = d.server.get();
@@ -239,6 +245,7 @@ Status Daemon::run_once(bool first) {
 
   d.store->set_change_listener(nullptr);
   d.store->set_identity_listener(nullptr);
+  d.ble.reset();
   d.discovery.reset();
   d.sync.reset();
   d.server.reset();

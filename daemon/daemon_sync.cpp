@@ -8,6 +8,7 @@
 #include "ipc/routes_peers.hpp"
 #include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
+#include "transports/ble/ble_transport.hpp"
 #include "transports/tcp_tls/tcp_tls.hpp"
 
 namespace fieldsync::daemon {
@@ -31,6 +32,13 @@ Status DaemonSync::start() {
   if (!tcp.ok()) return tcp.error();
   tcp_ = tcp->get();
   service_->add_transport(std::move(*tcp));
+  if (cfg_.ble.enabled) {
+    auto ble = transports::BleTransport::create(io_, store_.signing_key(),
+                                                transports::ble_options(cfg_.ble));
+    if (!ble.ok()) return ble.error();
+    ble_ = ble->get();
+    service_->add_transport(std::move(*ble));
+  }
   for (const auto& p : cfg_.peers) {
     auto id = DeviceId::parse(p.device_id);
     if (!id) return make_error(Errc::invalid_argument, "peer." + p.name + ".device: bad device id");

@@ -1,6 +1,6 @@
 // DaemonSync: the daemon's sync wiring. Owns the PeerManager on the daemon's io_context with
-// its transports (TCP + TLS), adds the static [peer.<name>] peers from the config, registers
-// the peers route group and the "peers" member of GET /v1/status.
+// its transports (TCP + TLS; Bluetooth LE when ble.enabled), adds the static [peer.<name>] peers
+// from the config, registers the peers route group and the "peers" member of GET /v1/status.
 //
 // Ownership: borrows the io_context, Store and Config (all outlive it).
 // Thread-safety: like PeerManager: io_context thread only, except notify_change().
@@ -28,7 +28,8 @@ class PeerManager;
 }
 namespace fieldsync::transports {
 class TcpTls;
-}
+class BleTransport;
+}  // namespace fieldsync::transports
 
 namespace fieldsync::daemon {
 
@@ -44,6 +45,8 @@ class DaemonSync {
   void attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovered = {});
   // The service, or null when sync.enabled = false.
   peers::PeerManager* service() { return service_.get(); }
+  // The Bluetooth LE transport (owned by the service), or null when off.
+  transports::BleTransport* ble() { return ble_; }
   // The bound sync port (0 when sync is off).
   std::uint16_t listen_port() const;
   // The store committed changes to `project` (any thread).
@@ -55,7 +58,8 @@ class DaemonSync {
   storage::Store& store_;
   const config::Config& cfg_;
   std::unique_ptr<peers::PeerManager> service_;
-  transports::TcpTls* tcp_ = nullptr;  // owned by service_
+  transports::TcpTls* tcp_ = nullptr;        // owned by service_
+  transports::BleTransport* ble_ = nullptr;  // owned by service_
 };
 
 }  // namespace fieldsync::daemon

@@ -1,0 +1,223 @@
+"""Bluetooth LE: two real fieldsyncd processes that cannot reach each other over IP find each
+other through a fake BlueZ (tests/integration/fake_bluez.py: one private D-Bus bus per daemon
+and a link between the two fake adapters at 20 KB/s, MTU 185) and sync a project both ways.
+
+These tests exercise fieldsync's use of BlueZ over D-Bus against a fake BlueZ, not BlueZ and
+not a radio.
+"""
+import os
+import subprocess
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fieldsync_harness import DaemonTestCase, V, read_line, status, wait_until  # noqa: E402
+
+FAKE_BLUEZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_bluez.py")
+# Auto policy: a device in range that shares the project is synced with.
+AUTO = {"discovery": {"visible": True, "policy": "auto"}}
+# No mDNS and no static peers: the only way the daemons can find each other is BLE.
+BLE = {"ble.enabled": "true", "discovery.enabled": "false", "ble.refresh_ms": 200,
+       "ble.retry_ms": 500}
+
+
+class BleTestCase(DaemonTestCase):
+    def setUp(self):
+        super().setUp()
+        self.procs = []
+
+    def tearDown(self):
+        for d in self.daemons:
+            d.close()
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            if p.stdout:
+                p.stdout.close()
+        super().tearDown()
+
+    def bus(self):
+        """A private D-Bus bus (the daemon's "system bus"); returns its address."""
+        p = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.procs.append(p)
+        return read_line(p.stdout, what="the dbus-daemon address").strip()
+
+    def fake_bluez(self, buses, *extra):
+        log = open(self.path("fake_bluez.log"), "ab")
+        p = subprocess.Popen(["/usr/bin/python3", FAKE_BLUEZ] +
+                             [a for b in buses for a in ("--bus", b)] + list(extra),
+                             stdout=subprocess.PIPE, stderr=log, text=True)
+        log.close()
+        self.procs.append(p)
+        self.assertEqual(read_line(p.stdout, what="fake BlueZ to start").strip(), "ready")
+        return p
+
+    def ble_daemon(self, name, bus, **settings):
+        s = dict(BLE)
+        s.update(settings)
+        d = self.daemon(name, **s)
+        return d
+
+    def daemon(self, name="alpha", env=None, **settings):
+        # DaemonTestCase.daemon without an environment: start it here with one.
+        from fieldsync_harness import FAST, Daemon
+        s = dict(FAST)
+        s["daemon.device_name"] = name
+        s.update(self.DEFAULTS)
+        s.update(settings)
+        d = Daemon(name=name, settings=s, env=env)
+        self.daemons.append(d)
+        return d.start()
+
+    def ble_status(self, d):
+        return status(d)["ble"]
+
+
+class BleSync(BleTestCase):
+    def test_two_daemons_without_ip_route_sync_over_ble_both_ways(self):
+        bus_a, bus_b = self.bus(), self.bus()
+        self.fake_bluez([bus_a, bus_b])
+        s = dict(BLE)
+        alpha = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": bus_a}, **s)
+        beta = self.daemon("beta", env={"DBUS_SYSTEM_BUS_ADDRESS": bus_b}, **s)
+
+        pid = alpha.create_project("field survey", settings=AUTO)
+        sec = alpha.unix("GET", V + "/%s/secret" % pid)
+        self.assertEqual(sec.status, 200, sec)
+        r = beta.unix("POST", V + "/import", sec.json())
+        self.assertEqual(r.status, 201, r)
+        r = beta.unix("PATCH", V + "/%s" % pid, {"settings": AUTO})
+        self.assertIn(r.status, (200, 204), r)
+
+        for d in (alpha, beta):
+            st = wait_until(lambda d=d: (lambda b: b if b["advertising"] and b["scanning"]
+                                         else None)(self.ble_status(d)),
+                            20, what="%s to advertise and scan" % d.name)
+            self.assertEqual(st["state"], "running")
+            self.assertTrue(st["gatt_registered"])
+
+        # About 40 KB each way, incompressible: many windows of frames over the 20 KB/s link.
+        bodies = {}
+        for i in range(20):
+            for d in (alpha, beta):
+                body = {"site": d.name, "n": i, "note": os.urandom(1000).hex()}
+                bodies["%s-%d" % (d.name, i)] = body
+                r = d.unix("PUT", V + "/%s/docs/obs/%s-%d" % (pid, d.name, i), body)
+                self.assertIn(r.status, (200, 201), r)
+
+        def has_all(d, other):
+            for i in range(20):
+                r = d.unix("GET", V + "/%s/docs/obs/%s-%d" % (pid, other.name, i))
+                if r.status != 200:
+                    return False
+                self.assertEqual(r.json()["body"], bodies["%s-%d" % (other.name, i)])
+            return True
+        wait_until(lambda: has_all(beta, alpha) and has_all(alpha, beta), 120,
+                   what="every document on both daemons over BLE")
+        # Nothing was lost or reordered on the way: TLS never failed.
+        self.assertNotRegex(alpha.log() + beta.log(), "(?i)bad record mac|decrypt")
+
+        # They met over BLE, not TCP: the peers' live (or last) transport is "ble".
+        for d, other in ((alpha, beta), (beta, alpha)):
+            peers = d.unix("GET", "/v1/peers").json()["peers"]
+            mine = [p for p in peers if p["device_id"] == other.device_id]
+            self.assertTrue(mine, peers)
+            self.assertEqual(mine[0]["transport"], "ble", mine[0])
+            self.assertTrue(mine[0]["remote"].startswith("ble://hci0/"), mine[0])
+        self.assertGreaterEqual(self.ble_status(alpha)["peers_added"] +
+                                self.ble_status(beta)["peers_added"], 1)
+
+    def test_a_chunk_changed_on_the_way_fails_tls_not_the_data(self):
+        bus_a, bus_b = self.bus(), self.bus()
+        # Well into the TLS session (the handshake is about 2 KB each way).
+        self.fake_bluez([bus_a, bus_b], "--tamper-after-bytes", "8000")
+        alpha = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": bus_a}, **BLE)
+        beta = self.daemon("beta", env={"DBUS_SYSTEM_BUS_ADDRESS": bus_b}, **BLE)
+        pid = alpha.create_project("survey", settings=AUTO)
+        r = beta.unix("POST", V + "/import", alpha.unix("GET", V + "/%s/secret" % pid).json())
+        self.assertEqual(r.status, 201, r)
+        self.assertIn(beta.unix("PATCH", V + "/%s" % pid, {"settings": AUTO}).status, (200, 204))
+        # Incompressible bodies: the batches are zstd-compressed.
+        bodies = {}
+        for i in range(4):
+            for d in (alpha, beta):
+                body = {"note": os.urandom(1500).hex()}
+                bodies[(d.name, i)] = body
+                r = d.unix("PUT", V + "/%s/docs/obs/%s-%d" % (pid, d.name, i), body)
+                self.assertIn(r.status, (200, 201), r)
+
+        def complete(d, other):
+            for i in range(4):
+                r = d.unix("GET", V + "/%s/docs/obs/%s-%d" % (pid, other.name, i))
+                if r.status != 200:
+                    return False
+                self.assertEqual(r.json()["body"], bodies[(other.name, i)])
+            return True
+        wait_until(lambda: complete(alpha, beta) and complete(beta, alpha), 120,
+                   what="every document, intact, on both daemons")
+        with open(self.path("fake_bluez.log")) as f:
+            self.assertIn("tampering with", f.read())
+        logs = alpha.log() + beta.log()
+        self.assertRegex(logs, "(?i)bad record mac|decrypt")
+
+    def test_advertisement_carries_no_project_or_device_id(self):
+        bus_a, bus_b = self.bus(), self.bus()
+        self.fake_bluez([bus_a, bus_b])
+        alpha = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": bus_a}, **BLE)
+        pid = alpha.create_project("secret project", settings=AUTO)
+        wait_until(lambda: self.ble_status(alpha)["advertising"], 20, what="advertising")
+        import base64
+        import dbus
+        conn = dbus.bus.BusConnection(bus_b)
+        om = conn.get_object("org.bluez", "/")
+        conn.get_object("org.bluez", "/org/bluez/hci0").StartDiscovery(
+            dbus_interface="org.bluez.Adapter1")
+
+        def adv():
+            objs = om.GetManagedObjects(dbus_interface="org.freedesktop.DBus.ObjectManager")
+            for ifs in objs.values():
+                md = ifs.get("org.bluez.Device1", {}).get("ManufacturerData")
+                if md and 0xFFFF in md:
+                    return bytes(md[0xFFFF])
+            return None
+        data = wait_until(adv, 20, what="alpha's advertisement on the other adapter")
+        self.assertLessEqual(len(data), 24)
+        self.assertEqual(data[0], 0xF5)
+        self.assertEqual(len(data), 7 + 4)  # header + one project tag
+        device = base64.b32decode(alpha.device_id.upper() + "====")[:32]
+        project = bytes.fromhex(pid)
+        for secret_thing in (device, project):
+            for i in range(len(secret_thing) - 3):
+                self.assertNotIn(secret_thing[i:i + 4], data)
+        self.assertNotIn(b"alpha", data)
+
+
+class BleIdle(BleTestCase):
+    def test_status_says_why_ble_is_idle(self):
+        # No system bus at all.
+        d = self.daemon("nobus", env={"DBUS_SYSTEM_BUS_ADDRESS":
+                                      "unix:path=" + self.path("no-such-bus")}, **BLE)
+        st = wait_until(lambda: (lambda b: b if b["state"] == "no_bus" else None)(
+            self.ble_status(d)), 10, what="no_bus")
+        self.assertIn("system bus", st["message"])
+        # A bus without BlueZ.
+        empty = self.bus()
+        d2 = self.daemon("nobluez", env={"DBUS_SYSTEM_BUS_ADDRESS": empty}, **BLE)
+        wait_until(lambda: self.ble_status(d2)["state"] == "no_adapter", 15, what="no_adapter")
+        # BlueZ with the adapter powered off.
+        off = self.bus()
+        self.fake_bluez([off], "--powered-off", "0")
+        d3 = self.daemon("off", env={"DBUS_SYSTEM_BUS_ADDRESS": off}, **BLE)
+        st = wait_until(lambda: (lambda b: b if b["state"] == "powered_off" else None)(
+            self.ble_status(d3)), 15, what="powered_off")
+        self.assertFalse(st["advertising"])
+        # Off by default.
+        d4 = self.daemon("default")
+        self.assertEqual(self.ble_status(d4)["state"], "off")
+        self.assertFalse(self.ble_status(d4)["enabled"])
+
+
+if __name__ == "__main__":
+    unittest.main()
