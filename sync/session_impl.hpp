@@ -39,7 +39,10 @@ struct Session::Impl {
   // Per-project state of one session (common projects only).
   struct ProjectSync {
     ProjectId id;
-    storage::VersionVector mine;      // our vector (cached; refreshed on local change)
+    // Our vector as offered to this peer (cached; refreshed on local change): capped where
+    // our logs are not whole and the peer wants more than we hold (offer_vector()).
+    storage::VersionVector mine;
+    storage::VersionVector have;      // our vector itself (to-receive estimate)
     storage::VersionVector peer;      // what the peer is known to hold (VV, ACK, its batches)
     storage::VersionVector sent;      // highest seq sent per author (in flight or acked)
     storage::VersionVector peer_has;  // what the peer announced (VV, NEW): to-receive estimate

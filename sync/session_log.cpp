@@ -201,6 +201,7 @@ Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
   ps.restricted = !ps.my_sub.within(gives);
   auto vv = store.version_vector(ps.id);
   if (!vv.ok()) return vv.error();
+  ps.have = *vv;
   auto whole = store.whole_heads(ps.id);
   if (!whole.ok()) return whole.error();
   if (whole->empty()) return vv;
@@ -279,16 +280,16 @@ void Session::Impl::on_vector(VectorMsg m, bool is_new) {
     ps->sent = m.heads;
     ps->done_owed = true;
   }
-  // A peer that left out entries holds those logs whole only so far: it can give us no more
-  // (unless we want no more than it does), and it holds for good no more.
+  // A peer that left out entries holds those logs whole only so far: it holds for good no
+  // more, and it is sure to give us no more (a peer we want no more than may give its left-out
+  // entries too: then we receive more than announced, never wait for more than comes).
   const storage::VersionVector* whole = nullptr;
   if (auto it = peer_subs.find(ps->id); it != peer_subs.end()) whole = &it->second.whole;
-  const bool we_take_left_out = ps->my_sub.within(ps->peer_sub);
   for (const auto& [a, seq] : m.heads) {
     std::uint64_t held = seq;
     if (whole)
       if (auto w = whole->find(a); w != whole->end()) held = std::min(seq, w->second);
-    raise(ps->peer_has, a, we_take_left_out ? seq : held);
+    raise(ps->peer_has, a, held);
     shows(*ps, a, held);  // a suspect author the peer asks for whole is at 0: no rise
   }
   if (is_new) ps->peer_done = false;
@@ -345,6 +346,7 @@ void Session::Impl::on_batch(ReceivedBatch in) {
   if (ps->peer_sub.everything()) shows(*ps, a, last);
   raise(ps->sent, a, last);
   raise(ps->mine, a, r->head);
+  raise(ps->have, a, r->head);
   ps->holds_dirty = true;  // a claim in its VV for an author new here may be kept now
   ps->stats.received += m.log.entries.size();
   ps->stats.applied += r->applied;
@@ -406,7 +408,7 @@ std::uint64_t Session::Impl::to_send(const ProjectSync& ps) const {
 std::uint64_t Session::Impl::to_receive(const ProjectSync& ps) const {
   std::uint64_t n = 0;
   for (const auto& [a, seq] : ps.peer_has)
-    if (!ps.diverged.count(a)) n += seq > get(ps.mine, a) ? seq - get(ps.mine, a) : 0;
+    if (!ps.diverged.count(a)) n += seq > get(ps.have, a) ? seq - get(ps.have, a) : 0;
   return n;
 }
 

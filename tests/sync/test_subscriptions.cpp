@@ -102,6 +102,11 @@ Synced sync_once(Node& a, Node& b) {
   auto pa = sa.progress(), pb = sb.progress();
   REQUIRE(pa.projects.size() == 1);
   REQUIRE(pb.projects.size() == 1);
+  // In sync means nothing more is coming: progress never waits for what a peer left out.
+  CHECK(pa.projects[0].to_receive == 0);
+  CHECK(pb.projects[0].to_receive == 0);
+  CHECK(pa.projects[0].to_send == 0);
+  CHECK(pb.projects[0].to_send == 0);
   return Synced{pa.projects[0], pb.projects[0]};
 }
 
