@@ -122,6 +122,7 @@ struct Conn : std::enable_shared_from_this<Conn> {
   bool closed = false;
   bool attached = false;
   bool replaced = false;         // closed because another connection to the same peer won
+  bool counted = false;          // its transfer is in PeerManager::Impl::closed_totals
   std::optional<Error> failure;  // why the attempt failed before a session existed
 
   sync::Session* session() { return driver ? &driver->session() : nullptr; }
@@ -145,6 +146,8 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   HandshakeBudget budget;
   std::map<DeviceId, PeerEntry> peers;
   std::set<std::shared_ptr<Conn>> conns;
+  // What closed connections moved, per transport scheme (PeerManager::transfer_totals).
+  std::map<std::string, TransferTotals> closed_totals;
   bool running = false;
   std::mt19937 rng{std::random_device{}()};
   // Lines any remote party can cause (sync.log_lines_per_key per sync.log_interval_ms).
@@ -411,9 +414,36 @@ void PeerManager::Impl::close(Conn& c) {
   connection_closed(c);
 }
 
+namespace {
+
+// Adds what connection c moved so far to t.
+void add_transfer(Conn& c, TransferTotals& t) {
+  if (c.stream) {
+    auto [sent, received] = c.stream->wire_bytes();
+    t.wire_bytes_sent += sent;
+    t.wire_bytes_received += received;
+  }
+  if (auto* s = c.session()) {
+    auto p = s->progress();
+    t.bytes_sent += p.bytes_sent;
+    t.bytes_received += p.bytes_received;
+    for (const auto& pp : p.projects) {
+      t.versions_sent += pp.sent;
+      t.versions_received += pp.received;
+    }
+  }
+}
+
+}  // namespace
+
 void PeerManager::Impl::connection_closed(Conn& c) {
   auto self = c.shared_from_this();
-  conns.erase(self);
+  if (conns.erase(self) != 0 && !c.counted && !c.scheme.empty()) {
+    c.counted = true;
+    auto& t = closed_totals[c.scheme];
+    add_transfer(c, t);
+    ++t.connections_closed;
+  }
   if (c.join) join_closed(c);
   auto it = peers.find(c.peer);
   if (it == peers.end()) return;
@@ -847,6 +877,14 @@ Status PeerManager::remove_peer(const DeviceId& device) {
 std::vector<PeerStatus> PeerManager::peers() const {
   std::vector<PeerStatus> out;
   for (const auto& [id, e] : impl_->peers) out.push_back(impl_->status_of(e));
+  return out;
+}
+
+std::map<std::string, TransferTotals> PeerManager::transfer_totals() const {
+  auto out = impl_->closed_totals;
+  for (const auto& [scheme, t] : impl_->transports) out[scheme];
+  for (const auto& c : impl_->conns)
+    if (!c->counted && !c->scheme.empty()) add_transfer(*c, out[c->scheme]);
   return out;
 }
 

@@ -27,6 +27,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -79,6 +80,18 @@ struct PeerStatus {
   std::string remote;     // the other end of the live (or last) connection, as a URI
 };
 
+// What the connections of one transport moved over the manager's life: the totals of closed
+// connections plus the progress of live ones so far, so every member only grows.
+struct TransferTotals {
+  std::uint64_t bytes_sent = 0;  // sync frames (SessionProgress::bytes_sent)
+  std::uint64_t bytes_received = 0;
+  std::uint64_t wire_bytes_sent = 0;  // on the medium, encryption included
+  std::uint64_t wire_bytes_received = 0;
+  std::uint64_t versions_sent = 0;  // ProjectProgress::sent, every project
+  std::uint64_t versions_received = 0;
+  std::uint64_t connections_closed = 0;
+};
+
 class PeerManager {
  public:
   PeerManager(boost::asio::io_context& io, storage::Store& store, config::SyncOptions options,
@@ -111,6 +124,9 @@ class PeerManager {
   // Forgets the peer (also in the store) and closes its session.
   Status remove_peer(const DeviceId& device);
   std::vector<PeerStatus> peers() const;
+  // Per transport scheme ("tcp"; every added transport is listed): what its connections moved
+  // (TransferTotals). Cheap: no store access.
+  std::map<std::string, TransferTotals> transfer_totals() const;
   Result<PeerStatus> peer(const DeviceId& device) const;
   // Trusts the device (trust_policy = ask): remembered in the store, and projects its live
   // session holds for approval start syncing. not_found for a device never seen.
