@@ -54,6 +54,8 @@ void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovere
   ipc::register_member_routes(api.router(), api.context(), svc);
   ipc::register_join_routes(api.router(), api.context(), svc);
   api.set_status_section("peers", [svc] { return ipc::peers_status_json(svc); });
+  api.context().metrics_sections.emplace_back(
+      [svc](ipc::MetricsWriter& w) { ipc::write_peer_metrics(w, svc); });
 }
 
 void DaemonSync::notify_change(const ProjectId& project) {

@@ -1,5 +1,6 @@
 // ApiContext: what the route handlers share. Owned by ApiService; the Store outlives it.
-// Read-only after start-up except `listen` (set once by the server before serving).
+// Read-only after start-up except `listen` (set once by the server before serving) and
+// `metrics` (the server's answers, recorded on its thread).
 #pragma once
 
 #include <chrono>
@@ -11,6 +12,7 @@
 
 #include "common/ids.hpp"
 #include "config/config.hpp"
+#include "ipc/metrics.hpp"
 
 namespace fieldsync::storage {
 class Store;
@@ -31,6 +33,14 @@ struct ApiContext {
   // Extra members of GET /v1/status: name -> producer of a JSON value's text. "peers" is
   // "{}" until the sync engine registers its own producer.
   std::vector<std::pair<std::string, std::function<std::string()>>> status_sections;
+  // Extra families of GET /metrics, written after the API's own (e.g. the sync engine's peers
+  // and transports). Called on the server's thread; must be cheap (no scans).
+  std::vector<std::function<void(MetricsWriter&)>> metrics_sections;
+  // Extra checks of GET /v1/health: a reason the daemon is not healthy, or empty. Called on
+  // the server's thread; must be cheap.
+  std::vector<std::function<std::string()>> health_checks;
+  // The API's answers by status class and their latency (recorded by the server).
+  ApiMetrics metrics;
   // Where the API actually listens (filled by ApiServer).
   struct Listen {
     std::string socket_path;

@@ -16,6 +16,7 @@ ApiService::ApiService(storage::Store& store, const config::ApiOptions& options,
   register_project_routes(router_, ctx_);
   register_document_routes(router_, ctx_);
   register_changes_routes(router_, ctx_);
+  register_metrics_routes(router_, ctx_);
 }
 
 void ApiService::set_status_section(std::string name, std::function<std::string()> json_producer) {

@@ -1066,6 +1066,14 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
   };
 
   bool linger = false;  // the peer may still be sending a body we refused
+  // Every answer is counted in GET /metrics (ApiContext::metrics), with its latency from the
+  // complete request header (0 for answers to a header that never completed).
+  auto header_done = asio::steady_timer::clock_type::now();
+  auto record = [&](int status) {
+    service.context().metrics.observe(
+        status,
+        std::chrono::duration<double>(asio::steady_timer::clock_type::now() - header_done).count());
+  };
   while (!stopping) {
     set_state(id, authenticated ? ConnState::idle : ConnState::pending);
     http::request_parser<http::string_body> parser;
@@ -1104,18 +1112,22 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
         answer = err(Errc::invalid_argument, "malformed HTTP request: " + ec.message());
       }
       if (answer) {
+        header_done = asio::steady_timer::clock_type::now();
+        record(answer->status);
         auto res = to_beast(std::move(*answer), 11, false);
         co_await write_response(sock, deadline, res);
         linger = true;
       }
       break;
     }
+    header_done = asio::steady_timer::clock_type::now();
     set_state(id, ConnState::busy);
     const auto& header = parser.get();
     const unsigned version = header.version();
     auto refuse = [&](ApiResponse r) { return to_beast(std::move(r), version, false); };
 
     if (overflow) {
+      record(503);
       auto res = refuse(too_many_connections(transport, budget(transport)));
       co_await write_response(sock, deadline, res);
       linger = true;
@@ -1152,6 +1164,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
         early = error_response(opened.error());
     }
     if (early) {
+      record(early->status);
       // Without a body the connection can stay open; with one it is left unread and closed.
       const bool keep = parser.is_done() && header.keep_alive() && !stopping;
       auto res = to_beast(std::move(*early), version, keep);
@@ -1177,6 +1190,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
       sink.reset();
       if (!outcome.response) break;  // the client went away or stalled: nobody to answer
       if (!outcome.keep) {
+        record(outcome.response->status);
         auto res = refuse(std::move(*outcome.response));
         co_await write_response(sock, deadline, res);
         linger = true;
@@ -1231,6 +1245,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
           answer = err(Errc::invalid_argument, "malformed HTTP request body: " + bec.message());
         }
         if (answer) {
+          record(answer->status);
           auto res = refuse(std::move(*answer));
           co_await write_response(sock, deadline, res);
           linger = true;
@@ -1245,6 +1260,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
     }
     if (resp.deferred) resp = co_await run_deferred(resp.deferred);
     spdlog::debug("api {} {} -> {}", req.method, req.target, resp.stream ? 200 : resp.status);
+    if (!resp.stream) record(resp.status);
 
     if (resp.source) {
       if (!co_await send_source(sock, deadline, resp, req, version, keep_alive && !stopping)) break;
@@ -1254,6 +1270,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
     if (resp.stream) {
       const std::size_t k = slot(transport);
       if (stream_count[k] >= opt.max_streams) {
+        record(503);
         auto res =
             to_beast(err(Errc::resource_exhausted,
                          "too many open streams on the " + std::string(transport_name(transport)) +
@@ -1262,6 +1279,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
         if (!co_await write_response(sock, deadline, res) || !keep_alive) break;
         continue;
       }
+      record(200);  // a long-poll or SSE stream counts once it starts
       auto stream = resp.stream;
       set_state(id, ConnState::stream);
       ++stream_count[k];

@@ -3,6 +3,7 @@
 // sync").
 #include "ipc/routes_peers.hpp"
 
+#include <map>
 #include <set>
 
 #include <boost/json/array.hpp>
@@ -201,6 +202,42 @@ std::string peers_status_json(const peers::PeerManager* sync) {
   o["connected"] = connected;
   o["in_sync"] = in_sync;
   return json::serialize(o);
+}
+
+void write_peer_metrics(MetricsWriter& w, const peers::PeerManager* sync) {
+  if (!sync) return;
+  std::map<peers::PeerState, std::uint64_t> by_state;
+  for (auto st : {peers::PeerState::idle, peers::PeerState::connecting, peers::PeerState::handshake,
+                  peers::PeerState::syncing, peers::PeerState::in_sync, peers::PeerState::backoff,
+                  peers::PeerState::pending})
+    by_state[st] = 0;
+  for (const auto& p : sync->peers()) ++by_state[p.state];
+  w.family("fieldsync_peers", "gauge", "Peers the sync engine knows, by state.");
+  for (const auto& [st, n] : by_state)
+    w.sample("fieldsync_peers", {{"state", std::string(peers::peer_state_name(st))}}, n);
+  const auto totals = sync->transfer_totals();
+  auto counter = [&](const char* name, const char* help,
+                     std::uint64_t peers::TransferTotals::*member) {
+    w.family(name, "counter", help);
+    for (const auto& [scheme, t] : totals) w.sample(name, {{"transport", scheme}}, t.*member);
+  };
+  counter("fieldsync_sync_bytes_sent_total", "Sync frame bytes sent to peers.",
+          &peers::TransferTotals::bytes_sent);
+  counter("fieldsync_sync_bytes_received_total", "Sync frame bytes received from peers.",
+          &peers::TransferTotals::bytes_received);
+  counter("fieldsync_sync_wire_bytes_sent_total",
+          "Bytes sent on the transport's medium (encryption included).",
+          &peers::TransferTotals::wire_bytes_sent);
+  counter("fieldsync_sync_wire_bytes_received_total",
+          "Bytes received on the transport's medium (encryption included).",
+          &peers::TransferTotals::wire_bytes_received);
+  counter("fieldsync_sync_versions_sent_total", "Versions sent to peers.",
+          &peers::TransferTotals::versions_sent);
+  counter("fieldsync_sync_versions_received_total",
+          "Versions received from peers (newly applied or already held).",
+          &peers::TransferTotals::versions_received);
+  counter("fieldsync_sync_connections_closed_total", "Peer connections that ended.",
+          &peers::TransferTotals::connections_closed);
 }
 
 void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync,

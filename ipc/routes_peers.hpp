@@ -7,6 +7,7 @@
 
 #include "ipc/api_context.hpp"
 #include "ipc/discovered_peers.hpp"
+#include "ipc/metrics.hpp"
 #include "ipc/router.hpp"
 
 namespace fieldsync::peers {
@@ -21,5 +22,9 @@ void register_peer_routes(Router& router, ApiContext& ctx, peers::PeerManager* s
                           DiscoveredPeers discovered = {});
 // JSON text for GET /v1/status "peers": counts of known, connected and in-sync peers.
 std::string peers_status_json(const peers::PeerManager* sync);
+// GET /metrics families of the sync engine (docs/api.md "Metrics"): peers by state, and per
+// transport the bytes and versions sent and received over the daemon's life. Nothing when
+// `sync` is null.
+void write_peer_metrics(MetricsWriter& w, const peers::PeerManager* sync);
 
 }  // namespace fieldsync::ipc
