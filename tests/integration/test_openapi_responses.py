@@ -148,6 +148,12 @@ def response_schema(method, template, status):
     return None if media is None else media["schema"]
 
 
+def declared_media(method, template, status):
+    """The media types the operation declares for that answer (e.g. text/plain, */*)."""
+    responses = operation(method, template)["responses"]
+    return list(deref(responses[str(status)]).get("content", {}))
+
+
 def root_schema(schema, strict):
     """to_json_schema() of `schema`, with the `definitions` its recursive $refs point to."""
     recursive = set()
@@ -200,6 +206,13 @@ class OpenApiResponses(DaemonTestCase):
         schema = response_schema(method, template, r.status)
         type(self).exercised.add((method.upper(), template))
         if schema is None:
+            # Not JSON (text/plain metrics, bundles, blobs): the body is not validated, but its
+            # Content-Type must be one the spec declares (any, where it says */*).
+            media = declared_media(method, template, r.status)
+            got = r.headers.get("content-type", "").split(";")[0].strip()
+            if media and "*/*" not in media:
+                self.assertIn(got, media, "%s %s %d: Content-Type %r, docs/openapi.yaml "
+                              "declares %s" % (method, template, r.status, got, media))
             return
         self.assertTrue(r.headers.get("content-type", "").startswith("application/json"),
                         "%s %s: %r" % (method, template, r.headers))
@@ -277,6 +290,16 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "POST", "/v1/backup", body={"path": self.path("backup")}, expect=409)
         self.call(a, "GET", "/v1/status", tcp=True)
         self.call(a, "GET", "/v1/status", tcp=True, token=None, expect=401)
+        # Health and metrics (text/plain: its Content-Type is checked, not its body).
+        self.call(a, "GET", "/v1/health")
+        self.call(a, "GET", "/v1/health", tcp=True)
+        self.call(a, "GET", "/v1/health", query="x=1", expect=400)
+        self.call(a, "GET", "/v1/health", tcp=True, token=None, expect=401)
+        r = self.call(a, "GET", "/metrics")
+        self.assertIn(b"# TYPE fieldsync_api_requests_total counter\n", r.body)
+        self.call(a, "GET", "/metrics", tcp=True)
+        self.call(a, "GET", "/metrics", query="x=1", expect=400)
+        self.call(a, "GET", "/metrics", tcp=True, token=None, expect=401)
         # Answers of no route: an unknown path, a method a path does not take.
         r = a.unix("GET", "/v1/nothing")
         self.assertEqual(r.status, 404, r)
