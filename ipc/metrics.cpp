@@ -73,8 +73,7 @@ void MetricsWriter::sample(std::string_view name, const MetricLabels& labels, do
   text_ += '\n';
 }
 
-void MetricsWriter::sample(std::string_view name, const MetricLabels& labels,
-                           std::uint64_t value) {
+void MetricsWriter::sample(std::string_view name, const MetricLabels& labels, std::uint64_t value) {
   line_start(name, labels);
   text_ += std::to_string(value);
   text_ += '\n';
