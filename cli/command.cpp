@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -186,6 +187,10 @@ void write_json(std::string& out, const json::value& v) {
   switch (v.kind()) {
     case json::kind::double_: {
       double d = v.get_double();
+      if (!std::isfinite(d)) {  // no JSON spelling of its own: serialize()'s
+        out += json::serialize(v);
+        return;
+      }
       char buf[64];
       auto r = std::to_chars(buf, buf + sizeof buf, d);
       std::string_view t(buf, static_cast<std::size_t>(r.ptr - buf));

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
+#include <cmath>
 #include <set>
 
 namespace fieldsync::storage {
@@ -44,8 +45,13 @@ std::string scalar_text(const json::value& v) {
   }
 }
 
+// Numbers must be finite: 2e308 reads as infinity, which has no JSON spelling to give back.
+bool finite(const json::value& v) {
+  return !v.is_double() || std::isfinite(v.get_double());
+}
+
 bool is_scalar(const json::value& v) {
-  return v.is_string() || v.is_number() || v.is_bool() || v.is_null();
+  return (v.is_string() || v.is_number() || v.is_bool() || v.is_null()) && finite(v);
 }
 
 Result<std::vector<std::string>> parse_path(const json::value* v, std::string_view what) {
@@ -168,8 +174,8 @@ struct Parser {
       auto bound = [&](const char* name, std::optional<json::value>& into) -> Status {
         const json::value* b = a->if_contains(name);
         if (!b) return {};
-        if (!b->is_number() && !b->is_string())
-          return bad(std::string("range.") + name + " must be a number or a string");
+        if ((!b->is_number() && !b->is_string()) || !finite(*b))
+          return bad(std::string("range.") + name + " must be a finite number or a string");
         into = *b;
         return {};
       };

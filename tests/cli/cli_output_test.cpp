@@ -42,3 +42,10 @@ TEST_CASE("numbers are printed in their shortest spelling, never as 7.1E0", "[cl
   CHECK(j == R"({"a":7.1,"b":7.0,"c":-0.5,"d":1e+300,"e":12,"f":[2.5e-07]})");
   CHECK(boost::json::parse(j) == v);
 }
+
+TEST_CASE("a number too large for a double is still printed as JSON", "[cli]") {
+  auto v = boost::json::parse(R"({"x":2e308})");
+  std::string j = json_text(v);
+  CHECK(j.find("inf") == std::string::npos);
+  CHECK(boost::json::parse(j).at("x").is_double());
+}

@@ -146,7 +146,8 @@ TEST_CASE("subscription JSON: parsed, checked and spelled canonically", "[subscr
         R"({"where":{"range":{"path":"a"}}})", R"({"where":{"range":{"path":"a","gt":1,"gte":2}}})",
         R"({"where":{"bbox":{"south":10,"north":5,"west":0,"east":1}}})", R"({"colections":["a"]})",
         R"({"where":{"all":[]}})", R"({"where":{"eq":{"path":"a","value":{"x":1}}}})", "{",
-        R"({"collections":[]})"}) {
+        R"({"collections":[]})", R"({"where":{"range":{"path":"n","gt":2e308}}})",
+        R"({"where":{"eq":{"path":"n","value":-1e999}}})"}) {
     INFO(bad);
     auto r = Subscription::parse(bad);
     REQUIRE_FALSE(r.ok());
