@@ -187,8 +187,8 @@ void write_json(std::string& out, const json::value& v) {
   switch (v.kind()) {
     case json::kind::double_: {
       double d = v.get_double();
-      if (!std::isfinite(d)) {  // no JSON spelling of its own: serialize()'s
-        out += json::serialize(v);
+      if (!std::isfinite(d)) {  // a number beyond a double's range: still JSON that reads so
+        out += d < 0 ? "-1e999" : "1e999";
         return;
       }
       char buf[64];

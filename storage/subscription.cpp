@@ -46,9 +46,7 @@ std::string scalar_text(const json::value& v) {
 }
 
 // Numbers must be finite: 2e308 reads as infinity, which has no JSON spelling to give back.
-bool finite(const json::value& v) {
-  return !v.is_double() || std::isfinite(v.get_double());
-}
+bool finite(const json::value& v) { return !v.is_double() || std::isfinite(v.get_double()); }
 
 bool is_scalar(const json::value& v) {
   return (v.is_string() || v.is_number() || v.is_bool() || v.is_null()) && finite(v);
