@@ -453,7 +453,8 @@ void PeerManager::Impl::connection_closed(Conn& c) {
   if (!was_dialing && !was_attached) return;  // a replaced duplicate or a stray incoming
   if (was_dialing) e.dialing = nullptr;
   if (was_attached) e.conn = nullptr;
-  bool synced = false;  // this connection reached "in sync" at least once: not a failure
+  bool synced = false;            // this connection reached "in sync" at least once: not a failure
+  std::optional<Error> ended_by;  // this connection's own error (none: it closed cleanly)
   if (auto* s = c.session()) {
     auto p = s->progress();
     for (const auto& pp : p.projects) {
@@ -462,7 +463,7 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     }
     if (!p.peer_name.empty()) e.name = p.peer_name;
     e.last_progress = std::move(p);
-    if (s->error()) e.last_error = s->error();
+    if (s->error()) ended_by = s->error();
     e.proven = e.proven || !s->common_projects().empty();
     e.pending = e.pending || !s->pending_projects().empty();
   }
@@ -473,13 +474,18 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     e.last_remote = c.stream->remote();
   }
   e.last_transport = c.scheme;
-  if (c.failure && !c.replaced) e.last_error = c.failure;
-  if (!c.replaced && e.last_error) {
-    std::string line = "sync: connection " + c.label() + " closed: " + e.last_error->message;
+  if (c.failure && !c.replaced) ended_by = c.failure;
+  if (ended_by) e.last_error = ended_by;
+  if (!c.replaced && ended_by) {
+    // This connection's own reason: an earlier connection's error is never logged again for
+    // a clean close.
+    std::string line = "sync: connection " + c.label() + " closed: " + ended_by->message;
     if (e.keep())
       spdlog::info("{}", line);
     else
       rlog.log(LogLevel::info, "stranger closed", line);
+  } else if (!c.replaced) {
+    spdlog::debug("sync: connection {} closed cleanly", c.label());
   }
   // A configured peer we could not reach may have renewed its identity (restored from a
   // backup, or found running twice): dial its successor instead.
