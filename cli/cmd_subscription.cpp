@@ -13,18 +13,21 @@ namespace {
 
 const char* kUsage = "subscription PROJECT [JSON|-|@FILE|everything] [--for DEVICE]";
 
+// `value` is "everything" (DELETE: no restriction) or a subscription's JSON (PUT).
+int put_or_clear(CliContext& ctx, const Command& self, const std::string& target,
+                 const std::string& value, boost::json::value& v) {
+  if (value == "everything") return ctx.call("DELETE", target, "", v);
+  auto body = read_json_arg(value);
+  if (!body) return usage_error(ctx, self, body.error().message);
+  return ctx.call("PUT", target, *body, v);
+}
+
 int run_selection(CliContext& ctx, const Command& self, const std::string& pid,
                   const std::string& device, const std::vector<std::string>& pos) {
   if (pos.size() != 2) return usage_error(ctx, self, "--for takes what to give the peer");
   const std::string target = "/v1/projects/" + pid + "/selections/" + url_encode(device);
   boost::json::value v;
-  if (pos[1] == "everything") {
-    if (int rc = ctx.call("DELETE", target, "", v)) return rc;
-  } else {
-    auto body = read_json_arg(pos[1]);
-    if (!body) return usage_error(ctx, self, body.error().message);
-    if (int rc = ctx.call("PUT", target, *body, v)) return rc;
-  }
+  if (int rc = put_or_clear(ctx, self, target, pos[1], v)) return rc;
   if (ctx.json) {
     ctx.print_json(v);
     return kOk;
@@ -49,15 +52,9 @@ int run_subscription(CliContext& ctx, const std::vector<std::string>& argv) {
   if (auto device = args->value("for")) return run_selection(ctx, self, pid, *device, pos);
   const std::string target = "/v1/projects/" + pid + "/subscription";
   boost::json::value v;
-  if (pos.size() == 1) {
-    if (int rc = ctx.call("GET", target, "", v)) return rc;
-  } else if (pos[1] == "everything") {
-    if (int rc = ctx.call("DELETE", target, "", v)) return rc;
-  } else {
-    auto body = read_json_arg(pos[1]);
-    if (!body) return usage_error(ctx, self, body.error().message);
-    if (int rc = ctx.call("PUT", target, *body, v)) return rc;
-  }
+  if (int rc = pos.size() == 1 ? ctx.call("GET", target, "", v)
+                               : put_or_clear(ctx, self, target, pos[1], v))
+    return rc;
   if (ctx.json) {
     ctx.print_json(v);
     return kOk;

@@ -950,46 +950,31 @@ std::uint32_t PeerManager::join_timeout_ms(const sync::InviteCode& code) const {
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(total, 24ull * 3600 * 1000));
 }
 
-void PeerManager::projects_changed() {
+// Runs `fn` on every live session on the io_context thread, then pumps its output (any thread).
+void PeerManager::for_each_session(std::function<void(sync::Session&)> fn) {
   std::weak_ptr<Impl> weak = impl_;
-  asio::post(impl_->io, [weak] {
+  asio::post(impl_->io, [weak, fn = std::move(fn)] {
     auto im = weak.lock();
     if (!im || !im->running) return;
     for (auto& [id, e] : im->peers) {
       if (!e.conn || !e.conn->session()) continue;
       auto c = e.conn;
-      c->session()->projects_changed();
+      fn(*c->session());
       c->pump();
     }
   });
+}
+
+void PeerManager::projects_changed() {
+  for_each_session([](sync::Session& s) { s.projects_changed(); });
 }
 
 void PeerManager::subscription_changed(const ProjectId& project) {
-  std::weak_ptr<Impl> weak = impl_;
-  asio::post(impl_->io, [weak, project] {
-    auto im = weak.lock();
-    if (!im || !im->running) return;
-    for (auto& [id, e] : im->peers) {
-      if (!e.conn || !e.conn->session()) continue;
-      auto c = e.conn;
-      c->session()->subscription_changed(project);
-      c->pump();
-    }
-  });
+  for_each_session([project](sync::Session& s) { s.subscription_changed(project); });
 }
 
 void PeerManager::notify_change(const ProjectId& project) {
-  std::weak_ptr<Impl> weak = impl_;
-  asio::post(impl_->io, [weak, project] {
-    auto im = weak.lock();
-    if (!im || !im->running) return;
-    for (auto& [id, e] : im->peers) {
-      if (!e.conn || !e.conn->session()) continue;
-      auto c = e.conn;
-      c->session()->notify_local_change(project);
-      c->pump();
-    }
-  });
+  for_each_session([project](sync::Session& s) { s.notify_local_change(project); });
 }
 
 }  // namespace fieldsync::peers

@@ -44,6 +44,10 @@ namespace boost::asio {
 class io_context;
 }
 
+namespace fieldsync::sync {
+class Session;
+}
+
 namespace fieldsync::peers {
 
 enum class PeerState : std::uint8_t {
@@ -159,6 +163,7 @@ class PeerManager {
   struct Impl;  // opaque outside peer_manager.cpp
 
  private:
+  void for_each_session(std::function<void(sync::Session&)> fn);
   std::shared_ptr<Impl> impl_;
 };
 

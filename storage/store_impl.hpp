@@ -138,9 +138,8 @@ struct Store::Impl {
                        std::uint64_t seq) const;
   Status note_taken_in(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
                        std::uint64_t seq) const;
-  // Whether entries of the author left out under an earlier subscription wait to be judged.
-  Result<bool> judging(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
-  // The seq up to which they were judged (nullopt: none wait).
+  // The seq up to which entries of the author left out under an earlier subscription were
+  // judged again (nullopt: none wait to be).
   Result<std::optional<std::uint64_t>> judged_upto(const LmdbTxn& txn, const ProjectId& p,
                                                    const DeviceId& a) const;
   // The entry at `seq` was left out by a sender that may have left out more than our

@@ -345,9 +345,9 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     return impl_->note_judged(*txn, project, author, entries.front().seq, entries.back().seq);
   };
   if (!differs && j == entries.size()) {  // all held already
-    auto judging = impl_->judging(*txn, project, author);
+    auto judging = impl_->judged_upto(*txn, project, author);
     if (!judging) return judging.error();
-    if (upgrades.empty() && !*judging) return res;
+    if (upgrades.empty() && !judging->has_value()) return res;
     auto lseq = impl_->change_counter(*txn, project);
     if (!lseq) return lseq.error();
     std::uint64_t before = *lseq;

@@ -8,37 +8,23 @@
 namespace fieldsync::storage {
 namespace {
 
-// meta keys: 'u'+project: the subscription (canonical JSON); 'e'+project+author: u64 seq of
-// the author's first left-out entry here; 'w'+project+author: u64 seq up to which entries
-// left out under an earlier subscription have been judged again under this one.
-Key subscription_key(const ProjectId& p) {
+// meta keys of a project's subscription records, by kind: 'u'+project: the subscription
+// (canonical JSON); 'e'+project+author: u64 seq of the author's first left-out entry here;
+// 'w'+project+author: u64 seq up to which entries left out under an earlier subscription have
+// been judged again under this one; 'g'+project+peer: the selection this device gives the peer;
+// 'G'+project+peer: what the peer said it gives this device (both canonical JSON).
+// Without a device: the prefix of that kind's records of the project.
+Key meta_key(std::uint8_t kind, const ProjectId& p, const DeviceId* device = nullptr) {
   Key k;
-  k.u8('u').raw(p.view());
+  k.u8(kind).raw(p.view());
+  if (device) k.raw(device->view());
   return k;
 }
-Key left_out_key(const ProjectId& p, const DeviceId& a) {
-  Key k;
-  k.u8('e').raw(p.view()).raw(a.view());
-  return k;
-}
-Key judged_key(const ProjectId& p, const DeviceId& a) {
-  Key k;
-  k.u8('w').raw(p.view()).raw(a.view());
-  return k;
-}
-
-// 'g'+project+peer: the selection this device gives the peer; 'G'+project+peer: what the
-// peer said it gives this device. Both canonical JSON.
-Key selection_key(const ProjectId& p, const DeviceId& peer) {
-  Key k;
-  k.u8('g').raw(p.view()).raw(peer.view());
-  return k;
-}
-Key given_key(const ProjectId& p, const DeviceId& peer) {
-  Key k;
-  k.u8('G').raw(p.view()).raw(peer.view());
-  return k;
-}
+Key subscription_key(const ProjectId& p) { return meta_key('u', p); }
+Key left_out_key(const ProjectId& p, const DeviceId& a) { return meta_key('e', p, &a); }
+Key judged_key(const ProjectId& p, const DeviceId& a) { return meta_key('w', p, &a); }
+Key selection_key(const ProjectId& p, const DeviceId& peer) { return meta_key('g', p, &peer); }
+Key given_key(const ProjectId& p, const DeviceId& peer) { return meta_key('G', p, &peer); }
 
 Result<std::optional<std::uint64_t>> get_u64(const LmdbTxn& txn, MDB_dbi dbi, ByteView key) {
   auto v = txn.get(dbi, key);
@@ -137,12 +123,6 @@ Status Store::Impl::note_taken_in(LmdbTxn& txn, const ProjectId& p, const Device
   return txn.del(t().meta, k);
 }
 
-Result<bool> Store::Impl::judging(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const {
-  auto judged = get_u64(txn, t().meta, judged_key(p, a));
-  if (!judged) return judged.error();
-  return judged->has_value();
-}
-
 Result<std::optional<std::uint64_t>> Store::Impl::judged_upto(const LmdbTxn& txn,
                                                               const ProjectId& p,
                                                               const DeviceId& a) const {
@@ -173,8 +153,7 @@ Status Store::Impl::note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId
 Status Store::Impl::forget_subscriptions(LmdbTxn& txn, const ProjectId& p) const {
   FS_TRY(txn.del(t().meta, subscription_key(p)));
   for (std::uint8_t kind : {'e', 'w', 'g', 'G'}) {
-    Key prefix;
-    prefix.u8(kind).raw(p.view());
+    Key prefix = meta_key(kind, p);
     LmdbCursor c(txn, t().meta);
     for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
       FS_TRY(c.del());
@@ -189,8 +168,7 @@ Result<std::map<DeviceId, Subscription>> Store::selections(const ProjectId& proj
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));
   std::map<DeviceId, Subscription> out;
-  Key prefix;
-  prefix.u8('g').raw(project.view());
+  Key prefix = meta_key('g', project);
   LmdbCursor c(*txn, impl_->t().meta);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     auto peer = id_from_bytes<DeviceId>(c.key().subspan(prefix.b.size()));
@@ -216,8 +194,7 @@ Status Store::set_selection(const ProjectId& project, const DeviceId& peer, cons
   if (!had) return had.error();
   if (!*had) {
     std::size_t n = 0;
-    Key prefix;
-    prefix.u8('g').raw(project.view());
+    Key prefix = meta_key('g', project);
     LmdbCursor c(*txn, impl_->t().meta);
     for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) ++n;
     if (n >= kMaxSelections)
@@ -288,8 +265,7 @@ Result<VersionVector> Store::whole_heads(const ProjectId& project) const {
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));
   VersionVector out;
-  Key prefix;
-  prefix.u8('e').raw(project.view());
+  Key prefix = meta_key('e', project);
   LmdbCursor c(*txn, impl_->t().meta);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     auto a = id_from_bytes<DeviceId>(c.key().subspan(prefix.b.size()));
@@ -327,8 +303,7 @@ Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
 
   // Versions left out before are judged again when this one may want more.
   if (!next.within(*prev)) {
-    Key prefix;
-    prefix.u8('e').raw(project.view());
+    Key prefix = meta_key('e', project);
     std::vector<std::pair<DeviceId, std::uint64_t>> firsts;
     LmdbCursor c(*txn, t.meta);
     for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
