@@ -36,6 +36,13 @@ std::string error_text(const json::value& e) {
   return str(e.at("error")) + ": " + str(e.at("message"));
 }
 
+// Why the peer is where it is (GET /v1/peers "reason"): its message, or "" when none.
+std::string reason_text(const json::object& p) {
+  const auto* r = p.if_contains("reason");
+  if (!r || !r->is_object()) return "";
+  return str(r->at("message"));
+}
+
 void print_peers(CliContext& ctx, const json::array& list) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& v : list) {
@@ -47,10 +54,9 @@ void print_peers(CliContext& ctx, const json::array& list) {
                            : "-";
     rows.push_back({str(p.at("short_id")), str(p.at("name")), str(p.at("address")),
                     str(p.at("state")), ago(p.at("last_sync_ms").to_number<std::int64_t>()), seen,
-                    error_text(p.at("last_error"))});
+                    reason_text(p)});
   }
-  print_table(ctx.out, {"DEVICE", "NAME", "ADDRESS", "STATE", "LAST SYNC", "SEEN", "LAST ERROR"},
-              rows);
+  print_table(ctx.out, {"DEVICE", "NAME", "ADDRESS", "STATE", "LAST SYNC", "SEEN", "REASON"}, rows);
 }
 
 // Per project of the live (or last) session: attachments left each way, and the one coming.
@@ -157,6 +163,10 @@ int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
       ctx.out << "removed peer " << id << "\n";
     else {
       print_peers(ctx, json::array{v});
+      if (const auto& r = v.at("reason"); r.is_object())
+        ctx.out << "reason: " << str(r.at("code")) << ": " << str(r.at("message")) << "\n";
+      if (const auto& e = v.at("last_error"); e.is_object())
+        ctx.out << "last error: " << error_text(e) << "\n";
       ctx.out << "verification code: " << str(v.at("verification_code")) << "\n";
       print_blob_progress(ctx, v.as_object());
     }
@@ -234,6 +244,9 @@ int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
     if (std::chrono::steady_clock::now() > end) {
       if (tty) ctx.out << "\n";
       ctx.err << "syncctl: not in sync after " << timeout_s << " s (state " << str(p.at("state"));
+      if (auto why = reason_text(p);
+          !why.empty() && str(p.at("reason").at("code")) != "failed")  // failed: last_error's
+        ctx.err << ": " << why;
       if (p.at("last_error").is_object())
         ctx.err << ", last error " << error_text(p.at("last_error"));
       ctx.err << ")\n";

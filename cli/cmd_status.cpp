@@ -35,8 +35,20 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
                                            : "disabled")
           << "\n";
   if (auto* peers = o.if_contains("peers");
-      peers && peers->is_object() && !peers->as_object().empty())
+      peers && peers->is_object() && !peers->as_object().empty()) {
     ctx.out << "peers        " << str(*peers) << "\n";
+    // Each peer with something to explain (GET /v1/peers "reason"): why it is not syncing.
+    boost::json::value list;
+    if (const auto* on = peers->as_object().if_contains("enabled");
+        on && on->is_bool() && on->as_bool() && ctx.call("GET", "/v1/peers", {}, list) == kOk)
+      for (const auto& pv : list.at("peers").as_array()) {
+        const auto& p = pv.as_object();
+        const auto* r = p.if_contains("reason");
+        if (!r || !r->is_object()) continue;
+        ctx.out << "peer         " << str(p.at("short_id")) << " (" << str(p.at("name")) << ") "
+                << str(p.at("state")) << ": " << str(r->at("message")) << "\n";
+      }
+  }
   if (auto* disc = o.if_contains("discovery"); disc && disc->is_object())
     ctx.out << "discovery    " << str(*disc) << "\n";
   if (auto* id = o.if_contains("identity"); id && id->is_object()) {

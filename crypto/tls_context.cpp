@@ -17,6 +17,16 @@ int pin_index() {
   return index;
 }
 
+// SSL ex_data slot holding the device id a dialed peer presented when it was not the pinned
+// one (tls_rejected_peer).
+int rejected_index() {
+  static const int index = SSL_get_ex_new_index(
+      0, nullptr, nullptr, nullptr, [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+        delete static_cast<DeviceId*>(ptr);
+      });
+  return index;
+}
+
 std::optional<DeviceId> device_of(EVP_PKEY* key) {
   if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) return std::nullopt;
   DeviceId id;
@@ -37,8 +47,11 @@ int verify_callback(int /*preverified*/, X509_STORE_CTX* store) {
       static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   if (ssl) {
     if (auto* pin = static_cast<DeviceId*>(SSL_get_ex_data(ssl, pin_index()));
-        pin && *pin != *device)
+        pin && *pin != *device) {
+      delete static_cast<DeviceId*>(SSL_get_ex_data(ssl, rejected_index()));
+      SSL_set_ex_data(ssl, rejected_index(), new DeviceId(*device));
       return 0;
+    }
   }
   X509_STORE_CTX_set_error(store, X509_V_OK);
   return 1;
@@ -105,6 +118,12 @@ void tls_expect_peer(void* ssl, const DeviceId& expected) {
   auto* s = static_cast<SSL*>(ssl);
   delete static_cast<DeviceId*>(SSL_get_ex_data(s, pin_index()));
   SSL_set_ex_data(s, pin_index(), new DeviceId(expected));
+}
+
+std::optional<DeviceId> tls_rejected_peer(void* ssl) {
+  auto* id = static_cast<DeviceId*>(SSL_get_ex_data(static_cast<SSL*>(ssl), rejected_index()));
+  if (!id) return std::nullopt;
+  return *id;
 }
 
 std::optional<DeviceId> tls_peer_device(void* ssl) {

@@ -40,6 +40,9 @@ class TlsContext {
 
 // Pins the peer of connection `ssl` (an SSL*) before the handshake.
 void tls_expect_peer(void* ssl, const DeviceId& expected);
+// The device id (Ed25519 key) a peer presented that was not the pinned one: the handshake
+// failed because of it. nullopt when the handshake did not fail for that.
+std::optional<DeviceId> tls_rejected_peer(void* ssl);
 // The device id (Ed25519 key) of the connection's verified peer certificate.
 std::optional<DeviceId> tls_peer_device(void* ssl);
 // 32 bytes of keying material exported from the TLS session (RFC 8446 exporter, label

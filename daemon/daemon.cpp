@@ -121,11 +121,18 @@ struct Daemon::Impl {
     blob_gc.cancel();
     if (discovery) discovery->stop();  // withdraws our service: peers see us leave at once
     if (ble) ble->stop();
-    if (sync) sync->stop();
-    server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), [this] {
+    // The loop stops once the API has drained and every sync peer was told we shut down.
+    auto left = std::make_shared<int>(2);
+    auto finish = [this, left] {
+      if (--*left != 0) return;
       signals.cancel();
       io.stop();
-    });
+    };
+    if (sync)
+      sync->stop(finish);
+    else
+      finish();
+    server->stop(std::chrono::milliseconds(cfg.api.shutdown_grace_ms), finish);
   }
 };
 

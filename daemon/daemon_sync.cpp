@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
 #include "ipc/api_service.hpp"
 #include "ipc/routes_join.hpp"
 #include "ipc/routes_members.hpp"
@@ -66,6 +69,11 @@ std::uint16_t DaemonSync::listen_port() const { return tcp_ ? tcp_->port() : 0; 
 
 void DaemonSync::stop() {
   if (service_) service_->stop();
+}
+
+void DaemonSync::stop(std::function<void()> done) {
+  if (service_) return service_->stop(std::move(done));
+  boost::asio::post(io_, std::move(done));
 }
 
 }  // namespace fieldsync::daemon

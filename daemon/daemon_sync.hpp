@@ -8,6 +8,7 @@
 // for a static peer with a bad device id or address.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "common/result.hpp"
@@ -52,6 +53,9 @@ class DaemonSync {
   // The store committed changes to `project` (any thread).
   void notify_change(const ProjectId& project);
   void stop();
+  // Ends every session cleanly (peers are told this device shuts down); `done` runs on the
+  // io_context thread once the connections are closed (at once when sync is off).
+  void stop(std::function<void()> done);
 
  private:
   boost::asio::io_context& io_;

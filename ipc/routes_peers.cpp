@@ -31,6 +31,15 @@ json::value error_json(const std::optional<Error>& e) {
   return o;
 }
 
+json::value reason_json(const std::optional<peers::PeerReason>& r) {
+  if (!r) return nullptr;
+  json::object o;
+  o["code"] = peers::peer_reason_name(r->code);
+  o["message"] = r->message;
+  o["project"] = r->project ? json::value(r->project->str()) : json::value(nullptr);
+  return o;
+}
+
 json::object project_progress_json(const sync::ProjectProgress& p) {
   json::object o;
   o["project"] = p.project.str();
@@ -88,6 +97,7 @@ json::object peer_json(const peers::PeerStatus& s) {
   o["next_retry_ms"] = s.next_retry_ms;
   o["failures"] = s.failures;
   o["last_error"] = error_json(s.last_error);
+  o["reason"] = reason_json(s.reason);
   o["transport"] = s.transport.empty() ? json::value(nullptr) : json::value(s.transport);
   o["remote"] = s.remote.empty() ? json::value(nullptr) : json::value(s.remote);
   o["wire_bytes_sent"] = s.wire_bytes_sent;
@@ -143,6 +153,7 @@ json::object discovered_peer_json(const DiscoveredPeerInfo& d) {
   o["next_retry_ms"] = 0;
   o["failures"] = 0;
   o["last_error"] = nullptr;
+  o["reason"] = nullptr;
   o["transport"] = nullptr;
   o["remote"] = nullptr;
   o["wire_bytes_sent"] = 0;
@@ -207,10 +218,7 @@ std::string peers_status_json(const peers::PeerManager* sync) {
 void write_peer_metrics(MetricsWriter& w, const peers::PeerManager* sync) {
   if (!sync) return;
   std::map<peers::PeerState, std::uint64_t> by_state;
-  for (auto st : {peers::PeerState::idle, peers::PeerState::connecting, peers::PeerState::handshake,
-                  peers::PeerState::syncing, peers::PeerState::in_sync, peers::PeerState::backoff,
-                  peers::PeerState::pending})
-    by_state[st] = 0;
+  for (auto st : peers::kPeerStates) by_state[st] = 0;
   for (const auto& p : sync->peers()) ++by_state[p.state];
   w.family("fieldsync_peers", "gauge", "Peers the sync engine knows, by state.");
   for (const auto& [st, n] : by_state)

@@ -37,6 +37,19 @@ std::string_view peer_state_name(PeerState s) {
     case PeerState::in_sync: return "in_sync";
     case PeerState::backoff: return "backoff";
     case PeerState::pending: return "pending";
+    case PeerState::waiting: return "waiting";
+  }
+  return "unknown";
+}
+
+std::string_view peer_reason_name(PeerReasonCode c) {
+  switch (c) {
+    case PeerReasonCode::peer_shut_down: return "peer_shut_down";
+    case PeerReasonCode::removed: return "removed";
+    case PeerReasonCode::awaiting_approval: return "awaiting_approval";
+    case PeerReasonCode::approval_needed: return "approval_needed";
+    case PeerReasonCode::wrong_device: return "wrong_device";
+    case PeerReasonCode::failed: return "failed";
   }
   return "unknown";
 }
@@ -94,6 +107,8 @@ struct PeerEntry {
   std::int64_t next_retry_ms = 0;
   std::int64_t last_sync_ms = 0;
   std::optional<Error> last_error;
+  // Why its last connection ended, when that explains its state (PeerStatus::reason).
+  std::optional<PeerReason> reason;
   std::optional<sync::SessionProgress> last_progress;
   std::uint64_t last_wire_sent = 0;
   std::uint64_t last_wire_received = 0;
@@ -149,6 +164,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   // What closed connections moved, per transport scheme (PeerManager::transfer_totals).
   std::map<std::string, TransferTotals> closed_totals;
   bool running = false;
+  std::function<void()> stopped;  // PeerManager::stop(done): runs once no connection is left
   std::mt19937 rng{std::random_device{}()};
   // Lines any remote party can cause (sync.log_lines_per_key per sync.log_interval_ms).
   RateLimitedLog rlog;
@@ -180,6 +196,10 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   void close(Conn& c);
   void fail(Conn& c, Error e);
   void connection_closed(Conn& c);
+  // Why connection c ended, as the peer's reason (nullopt: a clean close with nothing to say).
+  std::optional<PeerReason> closing_reason(Conn& c, const std::optional<Error>& ended_by) const;
+  void stop_all(std::function<void()> done, bool graceful);
+  void check_stopped();
   void schedule_retry(PeerEntry& e, bool failed);
   std::optional<DeviceId> successor_of(const DeviceId& device) const;
   bool follow_successor(const DeviceId& device);
@@ -444,6 +464,7 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     add_transfer(c, t);
     ++t.connections_closed;
   }
+  check_stopped();  // (posts: runs after the rest of this)
   if (c.join) join_closed(c);
   auto it = peers.find(c.peer);
   if (it == peers.end()) return;
@@ -467,7 +488,10 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     e.proven = e.proven || !s->common_projects().empty();
     e.pending = e.pending || !s->pending_projects().empty();
   }
-  if (c.driver && c.driver->failure() && !(c.session() && c.session()->error()))
+  // A session that ended cleanly (a NOTICE closing, ours or the peer's) ended the connection
+  // cleanly too, whatever the transport did after it.
+  if (c.driver && c.driver->failure() && !(c.session() && c.session()->error()) &&
+      c.session()->state() != sync::SessionState::closed)
     c.failure = c.failure ? c.failure : c.driver->failure();
   if (c.stream) {
     std::tie(e.last_wire_sent, e.last_wire_received) = c.stream->wire_bytes();
@@ -475,8 +499,16 @@ void PeerManager::Impl::connection_closed(Conn& c) {
   }
   e.last_transport = c.scheme;
   if (c.failure && !c.replaced) ended_by = c.failure;
-  if (ended_by) e.last_error = ended_by;
-  if (!c.replaced && ended_by) {
+  // The peer shut down (it said so): neither that nor failing to reach it until it is back is
+  // a failure of ours to report.
+  const bool peer_closed = c.session() && c.session()->peer_notices().closing.has_value();
+  const bool still_away = !c.session() && ended_by && ended_by->code == Errc::unavailable &&
+                          e.reason && e.reason->code == PeerReasonCode::peer_shut_down;
+  if (!c.replaced) {
+    if (!still_away) e.reason = closing_reason(c, ended_by);
+    if (ended_by && !still_away) e.last_error = ended_by;
+  }
+  if (!c.replaced && ended_by && !still_away) {
     // This connection's own reason: an earlier connection's error is never logged again for
     // a clean close.
     std::string line = "sync: connection " + c.label() + " closed: " + ended_by->message;
@@ -485,8 +517,14 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     else
       rlog.log(LogLevel::info, "stranger closed", line);
   } else if (!c.replaced) {
-    spdlog::debug("sync: connection {} closed cleanly", c.label());
+    spdlog::debug(
+        "sync: connection {} closed{}", c.label(),
+        still_away ? ": " + ended_by->message + " (the peer shut down)" : std::string(" cleanly"));
   }
+  // Neither the peer's shutdown nor a session that only waited for the peer's approval is a
+  // failure: no backoff escalation for them.
+  synced = synced || peer_closed ||
+           (!ended_by && e.reason && e.reason->code == PeerReasonCode::awaiting_approval);
   // A configured peer we could not reach may have renewed its identity (restored from a
   // backup, or found running twice): dial its successor instead.
   if (running && c.outgoing && !synced && e.configured && !c.replaced && follow_successor(c.peer))
@@ -494,6 +532,29 @@ void PeerManager::Impl::connection_closed(Conn& c) {
   if (running) schedule_retry(e, !synced);
   if (!e.keep()) return forget_if_stranger(c.peer);
   if (e.pending) bound_pending();
+}
+
+std::optional<PeerReason> PeerManager::Impl::closing_reason(
+    Conn& c, const std::optional<Error>& ended_by) const {
+  const std::string who = c.peer.short_str();
+  if (auto* s = c.session()) {
+    const auto& n = s->peer_notices();
+    if (n.closing) return PeerReason{PeerReasonCode::peer_shut_down, *n.closing, std::nullopt};
+    if (!n.removed.empty()) {
+      const auto& [project, message] = *n.removed.begin();
+      return PeerReason{PeerReasonCode::removed, message, project};
+    }
+    if (!n.awaiting.empty() && !ended_by) {
+      const auto& [project, message] = *n.awaiting.begin();
+      return PeerReason{PeerReasonCode::awaiting_approval, message, project};
+    }
+  }
+  if (!ended_by) return std::nullopt;
+  // The pinned key refused another device at the address (only a dial fails this way before
+  // a session: the transport's message names both devices).
+  if (c.outgoing && !c.session() && ended_by->code == Errc::unauthenticated)
+    return PeerReason{PeerReasonCode::wrong_device, ended_by->message, std::nullopt};
+  return PeerReason{PeerReasonCode::failed, ended_by->message, std::nullopt};
 }
 
 void PeerManager::Impl::schedule_retry(PeerEntry& e, bool failed) {
@@ -581,6 +642,7 @@ PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {
   s.configured = e.configured;
   s.failures = e.failures;
   s.last_error = e.last_error;
+  s.reason = e.reason;
   s.last_sync_ms = e.last_sync_ms;
   s.session = e.last_progress;
   s.wire_bytes_sent = e.last_wire_sent;
@@ -610,6 +672,28 @@ PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {
           s.state = PeerState::pending;
         break;
       default: s.state = PeerState::handshake; break;  // closing
+    }
+    s.reason = std::nullopt;  // the live session's own, if any
+    const auto& n = session.peer_notices();
+    if (p.state == sync::SessionState::active) {
+      if (s.state == PeerState::pending) {
+        s.reason = PeerReason{PeerReasonCode::approval_needed,
+                              "it proved " + std::to_string(s.pending_projects.size()) +
+                                  " project(s) that wait for your approval (syncctl peers "
+                                  "approve " +
+                                  e.device.short_str() + ")",
+                              s.pending_projects.front()};
+      } else if (!n.awaiting.empty()) {
+        // Nothing of those projects flows until the peer's user approves this device.
+        s.state = PeerState::waiting;
+        const auto& [project, message] = *n.awaiting.begin();
+        s.reason = PeerReason{PeerReasonCode::awaiting_approval, message, project};
+      } else if (!n.removed.empty()) {
+        const auto& [project, message] = *n.removed.begin();
+        s.reason = PeerReason{PeerReasonCode::removed, message, project};
+      }
+    } else {
+      s.reason = e.reason;  // a new session is starting: the last one's outcome stands
     }
     s.session = std::move(p);
   } else if (e.dialing) {
@@ -812,16 +896,32 @@ Status PeerManager::start() {
   return {};
 }
 
-void PeerManager::stop() {
-  Impl& im = *impl_;
-  for (auto& [name, t] : im.transports) t->stop();
-  if (!im.running) return;
-  im.running = false;
-  for (auto& [id, e] : im.peers)
-    if (e.retry) e.retry->cancel();
-  auto conns = im.conns;
-  for (const auto& c : conns) im.close(*c);
-  im.conns.clear();
+void PeerManager::stop() { impl_->stop_all(nullptr, false); }
+
+void PeerManager::stop(std::function<void()> done) { impl_->stop_all(std::move(done), true); }
+
+void PeerManager::Impl::stop_all(std::function<void()> done, bool graceful) {
+  for (auto& [name, t] : transports) t->stop();
+  if (running) {
+    running = false;
+    for (auto& [id, e] : peers)
+      if (e.retry) e.retry->cancel();
+  }
+  if (done) stopped = std::move(done);
+  auto list = conns;
+  for (const auto& c : list) {
+    if (graceful && c->driver && !c->closed && !c->driver->session().finished())
+      c->driver->end("this device shuts down");  // closes itself within the goodbye timeout
+    else
+      close(*c);
+  }
+  if (!graceful) conns.clear();
+  check_stopped();
+}
+
+void PeerManager::Impl::check_stopped() {
+  if (running || !conns.empty() || !stopped) return;
+  asio::post(io, std::exchange(stopped, nullptr));
 }
 
 std::vector<Address> PeerManager::listen_addresses() const {

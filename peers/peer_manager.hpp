@@ -58,8 +58,31 @@ enum class PeerState : std::uint8_t {
   in_sync,     // session active, both sides hold the same versions; live pushes continue
   backoff,     // waiting before the next dial
   pending,     // session open, but every project it proved waits for approval (trust_policy = ask)
+  waiting,     // session open, but the peer holds projects until its user approves this device
 };
 std::string_view peer_state_name(PeerState s);
+// Every PeerState, in declaration order (metrics list each one).
+inline constexpr PeerState kPeerStates[] = {
+    PeerState::idle,    PeerState::connecting, PeerState::handshake, PeerState::syncing,
+    PeerState::in_sync, PeerState::backoff,    PeerState::pending,   PeerState::waiting,
+};
+
+// Why a peer is where it is, when that is more than "syncing" (docs/api.md "reason"):
+enum class PeerReasonCode : std::uint8_t {
+  peer_shut_down,     // its last session ended because the peer shut down: not a failure
+  removed,            // the peer refuses this device: removed from a project (NOTICE removed)
+  awaiting_approval,  // the peer holds projects until its user approves this device
+  approval_needed,    // it proved projects that wait for the user here (trust_policy = ask)
+  wrong_device,       // its address answered as another device (the TLS key differs)
+  failed,             // its last connection failed (last_error)
+};
+std::string_view peer_reason_name(PeerReasonCode c);
+
+struct PeerReason {
+  PeerReasonCode code = PeerReasonCode::failed;
+  std::string message;               // for people: names the devices and projects involved
+  std::optional<ProjectId> project;  // removed, awaiting_approval: the project concerned
+};
 
 struct PeerStatus {
   DeviceId device;
@@ -73,6 +96,8 @@ struct PeerStatus {
   std::int64_t next_retry_ms = 0;  // unix ms of the next dial when in backoff
   std::uint32_t failures = 0;      // consecutive failed attempts
   std::optional<Error> last_error;
+  // Why it is in this state (nullopt: nothing to explain, e.g. syncing or in sync).
+  std::optional<PeerReason> reason;
   // Bytes on the medium of the live (or last) connection, encryption included.
   std::uint64_t wire_bytes_sent = 0;
   std::uint64_t wire_bytes_received = 0;
@@ -113,6 +138,10 @@ class PeerManager {
   Status start();
   // Closes the listeners and every connection (bounded: streams are force-closed).
   void stop();
+  // Closes the listeners and ends every session cleanly: peers that understand NOTICE are
+  // told this device shuts down (no failure for them); `done` runs on the io_context thread
+  // once every connection is closed (within SessionDriver's goodbye timeout).
+  void stop(std::function<void()> done);
   // Where other devices can reach us, over every listening transport, best first (what
   // invite codes and discovery advertise).
   std::vector<transports::Address> listen_addresses() const;

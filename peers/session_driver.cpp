@@ -126,6 +126,13 @@ void SessionDriver::fail(Error e) {
   close();
 }
 
+void SessionDriver::end(const std::string& reason) {
+  if (closed_) return;
+  if (!session_->finished()) session_->close(reason);
+  pump();
+  set_deadline(opt_.goodbye_timeout_ms);
+}
+
 void SessionDriver::close() {
   if (closed_) return;
   closed_ = true;

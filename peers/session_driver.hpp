@@ -58,6 +58,10 @@ class SessionDriver : public std::enable_shared_from_this<SessionDriver> {
   void pump();
   // Ends the session on our initiative: ERROR(e) to the peer, then close.
   void fail(Error e);
+  // Ends the session cleanly on our initiative (this device shuts down): the peer is told it
+  // is no failure (NOTICE, when it understands it), then the stream is shut down and closed
+  // within goodbye_timeout_ms.
+  void end(const std::string& reason);
   // Closes the stream now.
   void close();
   bool closed() const { return closed_; }

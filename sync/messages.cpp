@@ -65,6 +65,7 @@ std::string_view msg_type_name(std::uint8_t type) {
     case MsgType::blob_wants: return "BLOB_WANTS";
     case MsgType::subscription: return "SUBSCRIPTION";
     case MsgType::zbatch: return "ZBATCH";
+    case MsgType::notice: return "NOTICE";
   }
   return "UNKNOWN";
 }
@@ -500,6 +501,26 @@ Result<WireError> decode_error(ByteView payload) {
   auto reason = r.str16();
   if (!r.ok()) return malformed("ERROR");
   m.reason = sanitize_text(reason, kMaxErrorReasonBytes);
+  return m;
+}
+
+void encode_notice(Bytes& out, const NoticeMsg& m) {
+  auto at = begin_frame(out, MsgType::notice);
+  ByteWriter w(out);
+  w.u8(m.kind);
+  w.raw(m.project.view());
+  w.str16(sanitize_text(m.message, kMaxErrorReasonBytes));
+  end_frame(out, at);
+}
+
+Result<NoticeMsg> decode_notice(ByteView payload) {
+  ByteReader r(payload);
+  NoticeMsg m;
+  m.kind = r.u8();
+  m.project = read_id<ProjectId>(r);
+  auto message = r.str16();
+  if (!r.ok()) return malformed("NOTICE");  // trailing bytes: fields of a later version
+  m.message = sanitize_text(message, kMaxErrorReasonBytes);
   return m;
 }
 

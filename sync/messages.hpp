@@ -57,6 +57,8 @@ enum class MsgType : std::uint8_t {
   blob_wants = 0x90,  // "of this project I still want n blobs, b bytes" (progress only)
   // Only between peers that both announce kFeatureSubscriptions, before the project's VV.
   subscription = 0x91,  // "of this project I want this; my logs are whole up to here"
+  // Only to peers that announce kFeatureNotices.
+  notice = 0x92,  // why the sender ends the session or holds a project back, machine-readable
 };
 
 std::string_view msg_type_name(std::uint8_t type);
@@ -72,6 +74,8 @@ inline constexpr std::uint64_t kFeatureBlobs = 1u << 1;
 // "I take part of a project" (SUBSCRIPTION, left-out BATCH entries): used only when both
 // HELLOs carry it.
 inline constexpr std::uint64_t kFeatureSubscriptions = 1u << 2;
+// "I understand NOTICE (0x92)": a sender sends NOTICE only to a peer whose HELLO carries it.
+inline constexpr std::uint64_t kFeatureNotices = 1u << 3;
 // The most chunks one BLOB_GET may ask for (the receiver's window).
 inline constexpr std::uint32_t kMaxBlobGetChunks = 16;
 
@@ -170,6 +174,20 @@ struct BlobChunk {
   ByteView data;
 };
 
+// NOTICE kinds (docs/protocol.md "NOTICE"). Numbers are fixed; a receiver ignores a kind it
+// does not know.
+enum class NoticeKind : std::uint8_t {
+  closing = 1,            // the sender ends the session on purpose (it shuts down): no failure
+  removed = 2,            // the receiver was removed from `project`: the sender refuses it
+  awaiting_approval = 3,  // the sender holds `project` until its user approves the receiver
+};
+
+struct NoticeMsg {
+  std::uint8_t kind = 0;  // a NoticeKind, or one of a newer version
+  ProjectId project;      // zero when the kind names none
+  std::string message;    // for people, at most kMaxErrorReasonBytes; never contains secrets
+};
+
 struct WireError {
   std::uint16_t code = 0;
   std::string reason;
@@ -199,6 +217,7 @@ void encode_ping(Bytes& out);
 void encode_tips(Bytes& out, const TipsMsg& m);
 void encode_forked(Bytes& out, const ForkedMsg& m);
 void encode_error(Bytes& out, const WireError& m);
+void encode_notice(Bytes& out, const NoticeMsg& m);
 void encode_blob_get(Bytes& out, const BlobGet& m);
 void encode_blob_head(Bytes& out, const BlobHead& m);
 void encode_blob_wants(Bytes& out, const BlobWants& m);
@@ -219,6 +238,7 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits);
 Result<Ack> decode_ack(ByteView payload);
 Result<Done> decode_done(ByteView payload);
 Result<WireError> decode_error(ByteView payload);
+Result<NoticeMsg> decode_notice(ByteView payload);
 Result<TipsMsg> decode_tips(ByteView payload, const DecodeLimits& limits);
 Result<ForkedMsg> decode_forked(ByteView payload);
 Result<BlobGet> decode_blob_get(ByteView payload);

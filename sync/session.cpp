@@ -44,6 +44,7 @@ const Session::Impl::MessageRule* Session::Impl::message_rule(std::uint8_t type)
       // type, accepted in, run<decoder, handler>
       {MsgType::error, kAnyState, &run<&decode_peer_error, &Impl::on_error>},
       {MsgType::ping, kAnyState, &run<&decode_ping, &Impl::on_ping>},
+      {MsgType::notice, kProven, &run<&decode_notice, &Impl::on_notice>},
       // Handshake (session_handshake.cpp).
       {MsgType::hello, states(S::hello), &run<&decode_hello, &Impl::on_hello>},
       {MsgType::projects, kProven, &run<&decode_projects, &Impl::on_projects_msg>},
@@ -180,6 +181,48 @@ void Session::Impl::on_error(PeerError m) {
   fail(std::move(e), false);
 }
 
+std::string Session::Impl::self_label() const {
+  return params.device_name.empty()
+             ? store.device_id().short_str()
+             : params.device_name + " (" + store.device_id().short_str() + ")";
+}
+
+void Session::Impl::notify(NoticeKind kind, const ProjectId& project, std::string message) {
+  if (!notices_enabled || finished()) return;
+  encode_notice(control, NoticeMsg{static_cast<std::uint8_t>(kind), project, std::move(message)});
+}
+
+void Session::Impl::on_notice(NoticeMsg m) {
+  // A project it names must be one of ours (what the peer can make us keep stays bounded).
+  auto ours = [&] { return store.project_secret(m.project).ok(); };
+  switch (static_cast<NoticeKind>(m.kind)) {
+    case NoticeKind::closing:
+      spdlog::info("sync: {} ends the session: {}", peer_label(), m.message);
+      notices.closing = m.message;
+      return close_cleanly("the peer closed: " + m.message, false);
+    case NoticeKind::removed:
+      if (!ours()) return;
+      session_log().log(LogLevel::warn, "removed notice",
+                        fmt::format("sync: {} refuses this device: {}", peer_label(), m.message));
+      notices.removed[m.project] = std::move(m.message);
+      return;
+    case NoticeKind::awaiting_approval:
+      if (!ours()) return;
+      if (!notices.awaiting.count(m.project)) spdlog::info("sync: {}: {}", peer_label(), m.message);
+      notices.awaiting[m.project] = std::move(m.message);
+      return;
+  }
+  spdlog::debug("sync: {} sent NOTICE of unknown kind {}", peer_label(), int{m.kind});
+}
+
+void Session::Impl::close_cleanly(const std::string& reason, bool notify_peer) {
+  if (finished()) return;
+  if (state == SessionState::active) note_seen();  // it was up until now
+  if (notify_peer) notify(NoticeKind::closing, ProjectId{}, self_label() + " is shutting down");
+  if (join_code && !join_result) join_result = make_error(Errc::unavailable, reason);
+  state = SessionState::closed;
+}
+
 // --- Session ---
 
 Session::Session(storage::Store& store, SessionParams params)
@@ -216,6 +259,8 @@ void Session::transport_closed(std::string reason) {
 }
 
 void Session::abort(Error error) { impl_->fail(std::move(error), true); }
+void Session::close(std::string reason) { impl_->close_cleanly(reason, true); }
+const PeerNotices& Session::peer_notices() const { return impl_->notices; }
 
 SessionState Session::state() const { return impl_->state; }
 bool Session::finished() const { return impl_->finished(); }

@@ -42,6 +42,18 @@
 
 namespace fieldsync::sync {
 
+// What the peer told this session with NOTICE (docs/protocol.md "NOTICE"): only from peers
+// whose HELLO announced kFeatureNotices. Messages are the peer's, sanitized, for people.
+struct PeerNotices {
+  // The peer ended the session on purpose (it shuts down): not a failure.
+  std::optional<std::string> closing;
+  // Projects the peer says this device was removed from (it refuses them).
+  std::map<ProjectId, std::string> removed;
+  // Projects the peer holds until its user approves this device (trust_policy = ask there);
+  // a project leaves once the peer sends its VV (approved).
+  std::map<ProjectId, std::string> awaiting;
+};
+
 struct SessionParams {
   SessionOptions options;  // from the configuration: session_options(config::SyncOptions)
   std::string device_name;
@@ -101,6 +113,11 @@ class Session {
   void transport_closed(std::string reason);
   // Ends the session on our initiative: queues ERROR(code, reason) and fails.
   void abort(Error error);
+  // Ends the session cleanly on our initiative (this device shuts down): a peer that
+  // understands NOTICE is told it is no failure; the session is closed, not failed.
+  void close(std::string reason);
+  // What the peer told us with NOTICE so far.
+  const PeerNotices& peer_notices() const;
 
   SessionState state() const;
   bool finished() const;  // closed or failed

@@ -21,6 +21,7 @@ void Session::Impl::send_hello() {
   if (params.options.compression_level > 0) h.features |= kFeatureZstdBatches;
   if (params.options.exchange_blobs) h.features |= kFeatureBlobs;
   h.features |= kFeatureSubscriptions;
+  h.features |= kFeatureNotices;
   encode_hello(control, h);
 }
 
@@ -49,6 +50,7 @@ void Session::Impl::on_hello(Hello m) {
       params.options.compression_level > 0 && (peer_hello.features & kFeatureZstdBatches) != 0;
   blobs_enabled = params.options.exchange_blobs && (peer_hello.features & kFeatureBlobs) != 0;
   subscriptions_enabled = (peer_hello.features & kFeatureSubscriptions) != 0;
+  notices_enabled = (peer_hello.features & kFeatureNotices) != 0;
   state = SessionState::proving;
   if (join_code && !join_result) return send_join();  // PROJECTS follows JOINED
   send_projects();
@@ -92,6 +94,7 @@ void Session::Impl::on_projects(Projects m) {
   auto list = store.list_projects();
   if (!list.ok()) return fail(list.error(), true);
   std::vector<ProjectId> added;
+  bool removed = false;  // a proven project the peer was removed from
   for (const auto& p : *list) {
     if (projects.count(p.id)) continue;
     auto secret = store.project_secret(p.id);
@@ -102,6 +105,8 @@ void Session::Impl::on_projects(Projects m) {
         if (peer_removed(p.id)) {
           spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(),
                        p.id.str());
+          removed = true;
+          notify(NoticeKind::removed, p.id, removed_message(p));
           break;
         }
         if (must_ask(p)) break;
@@ -117,8 +122,11 @@ void Session::Impl::on_projects(Projects m) {
   }
   state = SessionState::active;
   if (projects.empty() && pending.empty()) {
-    // Nothing to share: say so without naming anything, then end.
-    return fail(make_error(Errc::permission_denied, "no common project"), true);
+    // Nothing to share: say so without naming anything (a removed device was told which
+    // project with NOTICE: it proved it holds it), then end.
+    return fail(make_error(Errc::permission_denied,
+                           removed ? "device removed from the project" : "no common project"),
+                true);
   }
   if (initial) {
     spdlog::info("sync: session with {} ({}) active, {} common project(s)", peer_label(),

@@ -174,6 +174,9 @@ struct Session::Impl {
   // everything and its logs are whole.
   std::map<ProjectId, SubscriptionMsg> peer_subs;
   bool subscriptions_enabled = false;  // both HELLOs carry kFeatureSubscriptions
+  // NOTICE: the peer's HELLO carries kFeatureNotices (we may send NOTICE), and what it told us.
+  bool notices_enabled = false;
+  PeerNotices notices;
 
   Impl(storage::Store& s, SessionParams p);
 
@@ -190,6 +193,14 @@ struct Session::Impl {
   void refuse(std::uint8_t type, bool known);
   void on_ping(Ping);
   void on_error(PeerError m);
+  // NOTICE: sent only to a peer that announced kFeatureNotices; received ones are kept in
+  // `notices` (a closing one ends the session cleanly).
+  void notify(NoticeKind kind, const ProjectId& project, std::string message);
+  void on_notice(NoticeMsg m);
+  // Ends the session cleanly (no error): ours (`notify_peer`: NOTICE closing) or the peer's.
+  void close_cleanly(const std::string& reason, bool notify_peer);
+  // "<device name> (<short id>)" of this device, as NOTICE messages name it.
+  std::string self_label() const;
 
   // --- session_handshake.cpp: HELLO, PROJECTS ---
 
@@ -317,6 +328,8 @@ struct Session::Impl {
   void admit_pending();
   void approve();
   bool peer_removed(const ProjectId& project) const;
+  // The NOTICE removed message for project `p`.
+  std::string removed_message(const storage::ProjectInfo& p) const;
 };
 
 }  // namespace fieldsync::sync

@@ -248,7 +248,8 @@ void Session::Impl::on_vv(VectorMsg m) { on_vector(std::move(m), false); }
 void Session::Impl::on_new(VectorMsg m) { on_vector(std::move(m), true); }
 
 void Session::Impl::on_vector(VectorMsg m, bool is_new) {
-  if (pending.count(m.project)) {  // held for approval: its VV waits, NEW is moot
+  notices.awaiting.erase(m.project);  // the peer sends its VV: it approved this device
+  if (pending.count(m.project)) {     // held for approval: its VV waits, NEW is moot
     if (is_new) return;
     ProjectId id = m.project;
     if (!held_vv.try_emplace(id, std::move(m)).second)
@@ -550,8 +551,11 @@ void Session::Impl::notify_local_change(const ProjectId& id) {
   auto it = projects.find(id);
   if (it == projects.end()) return;
   ProjectSync& ps = it->second;
-  if (peer_removed(id))  // the removal just arrived (here or by relay)
+  if (peer_removed(id)) {  // the removal just arrived (here or by relay)
+    if (auto info = store.get_project(id); info.ok())
+      notify(NoticeKind::removed, id, removed_message(*info));
     return fail(make_error(Errc::permission_denied, "device removed from the project"), true);
+  }
   auto vv = offer_vector(ps);
   if (!vv.ok()) return fail(vv.error(), true);
   ps.mine = std::move(*vv);

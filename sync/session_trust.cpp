@@ -16,11 +16,15 @@ bool Session::Impl::must_ask(const storage::ProjectInfo& p) {
   if (p.creator == peer_hello.device) return false;
   auto m = store.member(p.id, peer_hello.device);
   if (m.ok() && m->has_value() && (*m)->role != storage::Role::removed) return false;
-  if (pending.insert(p.id).second)
+  if (pending.insert(p.id).second) {
+    notify(NoticeKind::awaiting_approval, p.id,
+           "waiting for approval by " + self_label() + " (trust_policy = ask there) of project " +
+               quote_input(p.name));
     spdlog::warn(
         "sync: {} ({}) proves project {} but is not a member (trust_policy = ask): held until "
         "approved (syncctl peers approve; verification code in syncctl peers show)",
         peer_label(), peer_hello.device_name, p.name);
+  }
   return true;
 }
 
@@ -70,6 +74,11 @@ void Session::Impl::admit_pending() {
 void Session::Impl::approve() {
   params.peer_approved = true;
   admit_pending();
+}
+
+std::string Session::Impl::removed_message(const storage::ProjectInfo& p) const {
+  return "this device was removed from project " + quote_input(p.name) + " (" + p.id.str() +
+         "): " + self_label() + " no longer syncs it with this device";
 }
 
 // The project's membership records say the peer was removed (revoked): it gets nothing more.

@@ -214,12 +214,40 @@ TEST_CASE("trust_policy ask holds a device that only knows the secret until appr
   CHECK(sa.common_projects().empty());
   CHECK_FALSE(sa.in_sync());
   CHECK_FALSE(b.store->get_document(p, "obs", "d0").ok());  // nothing flowed
+  // b was told it waits for a's approval (NOTICE awaiting_approval), not left "syncing".
+  REQUIRE(sb.peer_notices().awaiting.count(p) == 1);
+  CHECK(sb.peer_notices().awaiting.at(p).find("waiting for approval by a") != std::string::npos);
   sa.approve();
   pipe.run();
   CHECK(sa.pending_projects().empty());
+  CHECK(sb.peer_notices().awaiting.empty());  // a's VV ended the wait
   CHECK(doc(b, p, "d19").body == doc(a, p, "d19").body);
   CHECK(sa.in_sync());
   CHECK(sb.in_sync());
+}
+
+TEST_CASE("a session closed because its device shuts down is no failure for the peer",
+          "[sync][trust]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 3);
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  REQUIRE(sb.in_sync());
+  sa.close("shutting down");
+  pipe.run();
+  CHECK(sa.state() == SessionState::closed);
+  CHECK_FALSE(sa.error().has_value());
+  CHECK(sb.state() == SessionState::closed);  // not failed
+  CHECK_FALSE(sb.error().has_value());
+  REQUIRE(sb.peer_notices().closing.has_value());
+  CHECK(sb.peer_notices().closing->find("a (") == 0);
+  sb.transport_closed("end of stream");  // the connection then ends: still no failure
+  CHECK(sb.state() == SessionState::closed);
+  CHECK_FALSE(sb.error().has_value());
 }
 
 TEST_CASE("trust_policy ask accepts listed members and the creator at once", "[sync][trust]") {
@@ -271,7 +299,11 @@ TEST_CASE("a removed device is refused whatever the trust policy, approved or no
   CHECK(sa.state() == SessionState::failed);
   CHECK(sa.error()->code == Errc::permission_denied);
   REQUIRE(sb.error().has_value());
-  CHECK(sb.error()->message.find("no common project") != std::string::npos);
+  CHECK(sb.error()->code == Errc::permission_denied);
+  CHECK(sb.error()->message.find("device removed from the project") != std::string::npos);
+  // b is told which project (NOTICE removed), not just "no common project".
+  REQUIRE(sb.peer_notices().removed.count(p) == 1);
+  CHECK(sb.peer_notices().removed.at(p).find("removed from project") != std::string::npos);
 }
 
 TEST_CASE("JOIN and JOINED decoders and a joining session survive random and mutated input",

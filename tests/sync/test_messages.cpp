@@ -31,6 +31,7 @@ void decode_all(ByteView payload) {
   (void)decode_ack(payload);
   (void)decode_done(payload);
   (void)decode_error(payload);
+  (void)decode_notice(payload);
 }
 
 }  // namespace
@@ -96,6 +97,26 @@ TEST_CASE("frames round-trip and have the documented layout", "[sync][wire]") {
   REQUIRE(e.ok());
   CHECK(from_wire_code(e->code) == Errc::too_large);
   CHECK(e->reason == "big");
+
+  out.clear();
+  ProjectId pid;
+  pid.bytes[0] = 7;
+  encode_notice(out, NoticeMsg{static_cast<std::uint8_t>(NoticeKind::removed), pid, "gone"});
+  // u32 length, type 0x92, kind, 16-byte project, str16 message.
+  CHECK(out.size() == 4 + 1 + 1 + 16 + 2 + 4);
+  CHECK(out[4] == 0x92);
+  CHECK(out[5] == 2);
+  f = one_frame(out, d);
+  auto n = decode_notice(f.payload);
+  REQUIRE(n.ok());
+  CHECK(n->kind == 2);
+  CHECK(n->project == pid);
+  CHECK(n->message == "gone");
+  // Trailing bytes (fields of a later version) are skipped; a short payload is malformed.
+  Bytes longer(f.payload.begin(), f.payload.end());
+  longer.push_back(0xff);
+  CHECK(decode_notice(longer).ok());
+  CHECK_FALSE(decode_notice(ByteView(f.payload.data(), 10)).ok());
 }
 
 TEST_CASE("wire error codes map both ways", "[sync][wire]") {

@@ -99,6 +99,12 @@ TEST_CASE("a peer with the wrong key is refused at TLS level", "[transports]") {
   CHECK_FALSE(s.connected);
   REQUIRE(s.last_error);
   CHECK(s.last_error->code == Errc::unauthenticated);
+  // It says who answered there instead.
+  REQUIRE(s.reason);
+  CHECK(s.reason->code == peers::PeerReasonCode::wrong_device);
+  CHECK(s.reason->message == "address tcp://" + a.address() + " answered as device " +
+                                 a.node.store->device_id().str() + ", expected " +
+                                 stranger.store->device_id().str());
   CHECK(b.vv(p).empty());
 }
 

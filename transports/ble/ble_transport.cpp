@@ -1474,9 +1474,13 @@ void BleTransport::dial(const Address& address, const DeviceId& expected, Stream
     l->tls.async_handshake(ssl::stream_base::client, [l, finish, fail](error_code ec) {
       if (l->closed) return fail(make_error(Errc::unavailable, "link closed"));
       if (ec) {
-        bool key = ec.category() == asio::error::get_ssl_category();
-        return fail(make_error(key ? Errc::unauthenticated : Errc::unavailable,
-                               "TLS handshake over BLE failed: " + ec.message()));
+        // Another device at this address (the pin refused its key); else a link fault.
+        if (auto other = crypto::tls_rejected_peer(l->tls.native_handle()))
+          return fail(make_error(Errc::unauthenticated, "address " + l->remote() +
+                                                            " answered as device " + other->str() +
+                                                            ", expected " + l->peer().str()));
+        return fail(
+            make_error(Errc::unavailable, "TLS handshake over BLE failed: " + ec.message()));
       }
       if (auto st = l->authenticate(); !st) return fail(st.error());
       l->clear_deadline();

@@ -251,8 +251,9 @@ void MemoryTransport::dial(const Address& address, const DeviceId& expected, Str
   }
   MemoryTransport& there = *it->second;
   if (there.self_ != expected) {
-    asio::post(io_, [done = std::move(done)] {
-      done(make_error(Errc::unauthenticated, "peer key differs from the expected device id"));
+    asio::post(io_, [done = std::move(done), a = address.str(), there = there.self_, expected] {
+      done(make_error(Errc::unauthenticated, "address " + a + " answered as device " + there.str() +
+                                                 ", expected " + expected.str()));
     });
     return;
   }

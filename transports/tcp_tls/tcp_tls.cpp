@@ -435,23 +435,26 @@ void TcpTls::dial(const Address& address, const DeviceId& expected, StreamHandle
               s->stream.lowest_layer().set_option(tcp::no_delay(true), ignored);
               s->set_deadline(s->t->opt.handshake_timeout_ms,
                               [fail] { fail(make_error(Errc::unavailable, "timed out")); });
-              s->stream.async_handshake(
-                  ssl::stream_base::client, [s, finish, fail](error_code hec) {
-                    if (s->closed) return fail(make_error(Errc::unavailable, "closed"));
-                    if (hec) {
-                      bool key = hec.category() == asio::error::get_ssl_category();
-                      return fail(make_error(
-                          key ? Errc::unauthenticated : Errc::unavailable,
-                          key ? "TLS handshake failed (peer key differs from the expected "
-                                "device id?): " +
-                                    hec.message()
-                              : "TLS handshake failed: " + hec.message()));
-                    }
-                    if (auto st = s->authenticate(); !st) return fail(st.error());
-                    s->clear_deadline();
-                    s->t->pending.erase(s);
-                    if (*finish) std::exchange(*finish, nullptr)(std::shared_ptr<Stream>(s));
-                  });
+              s->stream.async_handshake(ssl::stream_base::client, [s, finish,
+                                                                   fail](error_code hec) {
+                if (s->closed) return fail(make_error(Errc::unavailable, "closed"));
+                if (hec) {
+                  // Another device at this address (the pin refused its key).
+                  if (auto other = crypto::tls_rejected_peer(s->stream.native_handle()))
+                    return fail(make_error(Errc::unauthenticated,
+                                           "address " + s->remote_uri + " answered as device " +
+                                               other->str() + ", expected " + s->peer_id.str()));
+                  bool tls = hec.category() == asio::error::get_ssl_category();
+                  return fail(make_error(tls ? Errc::unsupported : Errc::unavailable,
+                                         (tls ? "TLS handshake failed (not a fieldsync device?): "
+                                              : "TLS handshake failed: ") +
+                                             hec.message()));
+                }
+                if (auto st = s->authenticate(); !st) return fail(st.error());
+                s->clear_deadline();
+                s->t->pending.erase(s);
+                if (*finish) std::exchange(*finish, nullptr)(std::shared_ptr<Stream>(s));
+              });
             });
       });
 }
