@@ -117,6 +117,23 @@ struct BundleOptions {
   std::uint32_t max_record_bytes = 4u << 20;
 };
 
+// The PostgreSQL mirror of a hub (docs/operations.md "PostgreSQL mirror"): every document of
+// the mirrored projects as a row, kept current from the changes feed. Off while postgres is
+// empty.
+struct MirrorOptions {
+  // mirror.postgres: a libpq connection string ("host=/run/postgresql dbname=fieldsync") or
+  // URI; empty = no mirror. A password is better kept in mirror.password_file (or ~/.pgpass).
+  std::string postgres;
+  std::filesystem::path password_file;  // mirror.password_file: first line is the password
+  std::string projects = "all";         // mirror.projects: "all" or project ids, comma separated
+  std::string schema = "fieldsync";     // mirror.schema: the PostgreSQL schema of the tables
+  std::uint32_t batch_changes = 1000;   // mirror.batch_changes: changes per transaction
+  std::uint32_t retry_min_ms = 1000;    // mirror.retry_min_ms: first retry after a failure
+  std::uint32_t retry_max_ms = 60000;   // mirror.retry_max_ms: retry backoff ceiling
+  std::uint32_t connect_timeout_ms = 10000;     // mirror.connect_timeout_ms
+  std::uint32_t statement_timeout_ms = 60000;   // mirror.statement_timeout_ms: one statement
+};
+
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.
 struct StaticPeer {
   std::string name;
@@ -134,6 +151,7 @@ struct Config {
   DiscoveryOptions discovery;
   BleOptions ble;
   BundleOptions bundle;
+  MirrorOptions mirror;
   storage::StoreOptions storage;  // storage.*; storage.data_dir is set from daemon.data_dir
   std::vector<StaticPeer> peers;
 };

@@ -62,6 +62,23 @@ bool has_control_chars(std::string_view v) {
   return std::any_of(v.begin(), v.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
 }
 
+// mirror.schema: a name PostgreSQL takes unquoted and folds to itself.
+bool valid_sql_name(std::string_view v) {
+  if (v.empty() || v.size() > 63 || (v[0] >= '0' && v[0] <= '9')) return false;
+  return std::all_of(v.begin(), v.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+// mirror.projects: "all" or project ids separated by commas (spaces around them allowed).
+bool valid_project_list(std::string_view v) {
+  if (v == "all") return true;
+  if (v.empty() || v.size() > 65536) return false;
+  for (const auto& id : split_project_list(v))
+    if (!ProjectId::parse(id)) return false;
+  return true;
+}
+
 std::optional<std::uint64_t> parse_uint(std::string_view v) {
   if (v.empty() || !std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; }))
     return std::nullopt;
@@ -526,6 +543,35 @@ const std::vector<KeySpec>& key_table() {
         "ble.max_links", [](Config & c) -> auto& { return c.ble.max_links; }, 1, 64));
     t.push_back(ms_key(
         "ble.refresh_ms", [](Config & c) -> auto& { return c.ble.refresh_ms; }, 100, kDayMs));
+    // [mirror]
+    t.push_back(string_key(
+        "mirror.postgres", [](Config & c) -> auto& { return c.mirror.postgres; },
+        "a libpq connection string or postgresql:// URI (empty: no mirror)",
+        [](std::string_view v) { return v.size() <= 4096 && !has_control_chars(v); }));
+    t.push_back(path_key(
+        "mirror.password_file", [](Config & c) -> auto& { return c.mirror.password_file; }));
+    t.push_back(string_key(
+        "mirror.projects", [](Config & c) -> auto& { return c.mirror.projects; },
+        "all, or project ids separated by commas", valid_project_list));
+    t.push_back(string_key(
+        "mirror.schema", [](Config & c) -> auto& { return c.mirror.schema; },
+        "a lower-case SQL name (a-z, 0-9, _; at most 63 characters, not starting with a digit)",
+        valid_sql_name));
+    t.push_back(uint_key(
+        "mirror.batch_changes", [](Config & c) -> auto& { return c.mirror.batch_changes; }, 1,
+        100000));
+    t.push_back(ms_key(
+        "mirror.retry_min_ms", [](Config & c) -> auto& { return c.mirror.retry_min_ms; }, 10,
+        kDayMs));
+    t.push_back(ms_key(
+        "mirror.retry_max_ms", [](Config & c) -> auto& { return c.mirror.retry_max_ms; }, 10,
+        kDayMs));
+    t.push_back(ms_key(
+        "mirror.connect_timeout_ms", [](Config & c) -> auto& { return c.mirror.connect_timeout_ms; },
+        1000, 600000));
+    t.push_back(ms_key(
+        "mirror.statement_timeout_ms",
+        [](Config & c) -> auto& { return c.mirror.statement_timeout_ms; }, 1000, kDayMs));
     // [bundle] (chunk bounds: bundle::kMinChunkBytes..kMaxChunkBytes)
     t.push_back(size_key(
         "bundle.chunk_bytes", [](Config & c) -> auto& { return c.bundle.chunk_bytes; }, 1u << 10,
@@ -681,7 +727,7 @@ bool only_comment(std::string_view rest) {
 
 bool known_section(std::string_view s) {
   if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "ble" ||
-      s == "bundle" || s == "blob" || s == "storage")
+      s == "bundle" || s == "blob" || s == "storage" || s == "mirror")
     return true;
   return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
 }
@@ -775,7 +821,7 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
           return fail("[" + shown(name) + "]: peer name must be 1..64 letters, digits, '-' or '_'");
         return fail("unknown section [" + shown(name) +
                     "] (sections: daemon, api, sync, discovery, ble, bundle, blob, storage, "
-                    "peer.<name>)");
+                    "mirror, peer.<name>)");
       }
       section = std::string(name);
       continue;
@@ -825,6 +871,13 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
     if (auto st = apply_setting(config, full_key, value); !st.ok()) return fail(st.error().message);
   }
 
+  if (config.mirror.retry_min_ms > config.mirror.retry_max_ms)
+    return make_error(Errc::invalid_argument,
+                      "mirror.retry_min_ms: " + std::to_string(config.mirror.retry_min_ms) +
+                          " is larger than mirror.retry_max_ms (" +
+                          std::to_string(config.mirror.retry_max_ms) + ")");
+  if (!config.mirror.password_file.empty() && config.mirror.password_file.is_relative())
+    return make_error(Errc::invalid_argument, "mirror.password_file: must be an absolute path");
   for (const auto& p : config.peers) {
     if (p.address.empty() || p.device_id.empty())
       return make_error(Errc::invalid_argument, std::string(source) + ": [peer." + p.name +
@@ -947,6 +1000,13 @@ Status finalize(Config& config, bool is_root, const Environment& env) {
                       "sync.retry_min_ms: " + std::to_string(config.sync.retry_min_ms) +
                           " is larger than sync.retry_max_ms (" +
                           std::to_string(config.sync.retry_max_ms) + ")");
+  if (config.mirror.retry_min_ms > config.mirror.retry_max_ms)
+    return make_error(Errc::invalid_argument,
+                      "mirror.retry_min_ms: " + std::to_string(config.mirror.retry_min_ms) +
+                          " is larger than mirror.retry_max_ms (" +
+                          std::to_string(config.mirror.retry_max_ms) + ")");
+  if (!config.mirror.password_file.empty() && config.mirror.password_file.is_relative())
+    return make_error(Errc::invalid_argument, "mirror.password_file: must be an absolute path");
   for (const auto& p : config.peers) {
     if (p.address.empty() || p.device_id.empty())
       return make_error(Errc::invalid_argument, "peer." + p.name + ": needs both peer." + p.name +
@@ -969,6 +1029,22 @@ std::vector<std::string> config_notices(const Config& config) {
     out.push_back("api.max_streams = " + std::to_string(config.api.max_streams) +
                   " is not below both connection budgets (api.max_connections, "
                   "api.max_unix_connections): open streams can leave no room for other requests");
+  if (config.mirror.postgres.find("password") != std::string::npos)
+    out.push_back(
+        "mirror.postgres holds a password: keep it in mirror.password_file (mode 0600) or "
+        "~/.pgpass instead, the config file is readable by more people");
+  return out;
+}
+
+std::vector<std::string> split_project_list(std::string_view list) {
+  std::vector<std::string> out;
+  while (!list.empty()) {
+    auto comma = list.find(',');
+    auto item = trim(list.substr(0, comma));
+    if (!item.empty()) out.emplace_back(item);
+    if (comma == std::string_view::npos) break;
+    list.remove_prefix(comma + 1);
+  }
   return out;
 }
 

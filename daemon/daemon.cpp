@@ -12,6 +12,7 @@
 
 #include "config/config_loader.hpp"
 #include "daemon/daemon_ble.hpp"
+#include "daemon/daemon_mirror.hpp"
 #include "daemon/daemon_discovery.hpp"
 #include "daemon/daemon_sync.hpp"
 #include "daemon/data_dir.hpp"
@@ -64,6 +65,7 @@ struct Daemon::Impl {
   std::unique_ptr<DaemonSync> sync;
   std::unique_ptr<DaemonDiscovery> discovery;
   std::unique_ptr<DaemonBle> ble;
+  std::unique_ptr<DaemonMirror> mirror;  // its worker reads the store: stopped before it closes
   std::unique_ptr<VariantMaker> variants;  // after the server (it queues), before the store
   bool stopping = false;
   // Set when another copy of this device was detected: the loop reopens the store, which
@@ -220,6 +222,9 @@ Status Daemon::run_once(bool first) {
   d.discovery->attach_api(*d.api);
   d.ble = std::make_unique<DaemonBle>(d.io, *d.store, d.cfg);
   d.ble->attach_api(*d.api);
+  d.mirror = std::make_unique<DaemonMirror>(*d.store, d.cfg);
+  FS_TRY(d.mirror->start());
+  d.mirror->attach_api(*d.api);
   d.server = std::make_unique<ipc::ApiServer>(d.io, *d.api, d.cfg.api, d.cfg.data_dir);
   FS_TRY(d.server->start());
   FS_TRY(d.sync->start());
@@ -229,9 +234,11 @@ Status Daemon::run_once(bool first) {
   // their own thread.
   ipc::ApiServer* server = d.server.get();
   DaemonSync* sync = d.sync.get();
-  d.store->set_change_listener([server, sync](const ProjectId& p, std::uint64_t seq) {
+  DaemonMirror* mirror = d.mirror.get();
+  d.store->set_change_listener([server, sync, mirror](const ProjectId& p, std::uint64_t seq) {
     server->notify_change(p, seq);
     sync->notify_change(p);
+    mirror->notify();
   });
 
   spdlog::info("API on unix socket {} (mode {:o}{}{})", d.server->socket_path().string(),
@@ -252,6 +259,7 @@ Status Daemon::run_once(bool first) {
 
   d.store->set_change_listener(nullptr);
   d.store->set_identity_listener(nullptr);
+  d.mirror.reset();
   d.ble.reset();
   d.discovery.reset();
   d.sync.reset();

@@ -18,9 +18,10 @@ declare -A ALLOWED=(
   [peers]="common crypto storage config sync transports"
   [discovery]="common crypto storage config sync"
   [ipc]="common crypto storage config sync transports peers bundle discovery"
+  [hub]="common crypto storage config"
   [cli]="common config ipc"
   [systemd]="common"
-  [daemon]="common crypto storage config sync transports bundle peers discovery ipc systemd media"
+  [daemon]="common crypto storage config sync transports bundle peers discovery ipc hub systemd media"
 )
 # <header prefix>=<the only folder that may include it>
 CONFINED=(

@@ -6,6 +6,8 @@
 # lld is the linker where installed (cmake/FieldsyncOptions.cmake).
 # build-essential, dpkg-dev and debhelper build the Debian package (debian/,
 # tests/package/test_package.sh).
+# postgresql is the server the mirror's tests start in a temporary directory (libpq-dev builds
+# the mirror, hub/).
 # nodejs + npm run the API description's lint (scripts/lint-api.sh); python3-yaml and
 # python3-jsonschema check real answers against it (tests/integration/test_openapi_responses.py).
 set -euo pipefail
@@ -16,9 +18,9 @@ PKGS=(
   clang libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
   libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libvips-dev catch2
-  libavahi-client-dev libsdbus-c++-dev libsystemd-dev
+  libavahi-client-dev libsdbus-c++-dev libsystemd-dev libpq-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
-  build-essential dpkg-dev debhelper
+  build-essential dpkg-dev debhelper postgresql
   nodejs python3-yaml python3-jsonschema
 )
 # Debian's npm package; a Node.js from elsewhere (e.g. NodeSource's nodejs) brings its own npm
