@@ -11,6 +11,28 @@
 namespace fieldsync::cli {
 namespace {
 
+// "mirror       current: PostgreSQL has every change (dbname=...)", then a line per project
+// that is behind or not mirrored, and the last error while retrying.
+void print_mirror(CliContext& ctx, const boost::json::object& m) {
+  if (!m.at("enabled").as_bool()) return;
+  ctx.out << "mirror       " << str(m.at("state")) << ": " << str(m.at("message"));
+  if (auto* db = m.if_contains("database")) ctx.out << " (" << str(*db) << ")";
+  ctx.out << "\n";
+  if (auto* err = m.if_contains("last_error");
+      err && err->is_object() && str(m.at("state")) == "retrying")
+    ctx.out << "             last error: " << str(err->as_object().at("message")) << "\n";
+  if (auto* ps = m.if_contains("projects"); ps && ps->is_array())
+    for (const auto& p : ps->as_array()) {
+      const auto& po = p.as_object();
+      if (po.at("problem").is_string())
+        ctx.out << "             project " << str(po.at("project"))
+                << " not mirrored: " << str(po.at("problem")) << "\n";
+      else if (po.at("behind").to_number<std::uint64_t>() > 0)
+        ctx.out << "             project " << str(po.at("project")) << ": " << str(po.at("behind"))
+                << " changes not yet in PostgreSQL\n";
+    }
+}
+
 int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("status");
   if (!argv.empty()) return usage_error(ctx, self, "status takes no arguments");
@@ -51,6 +73,7 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
   }
   if (auto* disc = o.if_contains("discovery"); disc && disc->is_object())
     ctx.out << "discovery    " << str(*disc) << "\n";
+  if (auto* m = o.if_contains("mirror"); m && m->is_object()) print_mirror(ctx, m->as_object());
   if (auto* id = o.if_contains("identity"); id && id->is_object()) {
     const auto& io = id->as_object();
     if (auto* from = io.if_contains("renewed_from"))

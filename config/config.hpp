@@ -130,8 +130,8 @@ struct MirrorOptions {
   std::uint32_t batch_changes = 1000;   // mirror.batch_changes: changes per transaction
   std::uint32_t retry_min_ms = 1000;    // mirror.retry_min_ms: first retry after a failure
   std::uint32_t retry_max_ms = 60000;   // mirror.retry_max_ms: retry backoff ceiling
-  std::uint32_t connect_timeout_ms = 10000;     // mirror.connect_timeout_ms
-  std::uint32_t statement_timeout_ms = 60000;   // mirror.statement_timeout_ms: one statement
+  std::uint32_t connect_timeout_ms = 10000;    // mirror.connect_timeout_ms
+  std::uint32_t statement_timeout_ms = 60000;  // mirror.statement_timeout_ms: one statement
 };
 
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.

@@ -567,8 +567,8 @@ const std::vector<KeySpec>& key_table() {
         "mirror.retry_max_ms", [](Config & c) -> auto& { return c.mirror.retry_max_ms; }, 10,
         kDayMs));
     t.push_back(ms_key(
-        "mirror.connect_timeout_ms", [](Config & c) -> auto& { return c.mirror.connect_timeout_ms; },
-        1000, 600000));
+        "mirror.connect_timeout_ms",
+        [](Config & c) -> auto& { return c.mirror.connect_timeout_ms; }, 1000, 600000));
     t.push_back(ms_key(
         "mirror.statement_timeout_ms",
         [](Config & c) -> auto& { return c.mirror.statement_timeout_ms; }, 1000, kDayMs));

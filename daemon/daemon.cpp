@@ -12,8 +12,8 @@
 
 #include "config/config_loader.hpp"
 #include "daemon/daemon_ble.hpp"
-#include "daemon/daemon_mirror.hpp"
 #include "daemon/daemon_discovery.hpp"
+#include "daemon/daemon_mirror.hpp"
 #include "daemon/daemon_sync.hpp"
 #include "daemon/data_dir.hpp"
 #include "daemon/variant_maker.hpp"
@@ -65,7 +65,7 @@ struct Daemon::Impl {
   std::unique_ptr<DaemonSync> sync;
   std::unique_ptr<DaemonDiscovery> discovery;
   std::unique_ptr<DaemonBle> ble;
-  std::unique_ptr<DaemonMirror> mirror;  // its worker reads the store: stopped before it closes
+  std::unique_ptr<DaemonMirror> mirror;    // its worker reads the store: stopped before it closes
   std::unique_ptr<VariantMaker> variants;  // after the server (it queues), before the store
   bool stopping = false;
   // Set when another copy of this device was detected: the loop reopens the store, which

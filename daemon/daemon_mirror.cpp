@@ -86,8 +86,7 @@ void DaemonMirror::attach_api(ipc::ApiService& api) {
     w.family("fieldsync_mirror_failures_total", "counter",
              "failed connections or transactions of the PostgreSQL mirror");
     w.sample("fieldsync_mirror_failures_total", {}, s.failures);
-    w.family("fieldsync_mirror_behind", "gauge",
-             "changes of a project not yet in PostgreSQL");
+    w.family("fieldsync_mirror_behind", "gauge", "changes of a project not yet in PostgreSQL");
     for (const auto& p : s.projects)
       w.sample("fieldsync_mirror_behind", {{"project", p.project}},
                std::uint64_t{p.feed_seq > p.mirrored_seq ? p.feed_seq - p.mirrored_seq : 0});

@@ -53,9 +53,7 @@ struct PgError {
   std::string message;
   std::string sqlstate;
   // Class 22 (data exception) and 54 (program limit exceeded): the input, not the server.
-  bool about_data() const {
-    return sqlstate.rfind("22", 0) == 0 || sqlstate.rfind("54", 0) == 0;
-  }
+  bool about_data() const { return sqlstate.rfind("22", 0) == 0 || sqlstate.rfind("54", 0) == 0; }
 };
 
 std::string one_line(std::string s) {
@@ -64,13 +62,14 @@ std::string one_line(std::string s) {
   return s;
 }
 
-std::string json_string(std::string_view s) { return boost::json::serialize(boost::json::string(s)); }
+std::string json_string(std::string_view s) {
+  return boost::json::serialize(boost::json::string(s));
+}
 
 Result<std::string> read_password(const std::filesystem::path& file) {
   std::ifstream in(file);
   if (!in)
-    return make_error(Errc::invalid_argument,
-                      "mirror.password_file: cannot read " + file.string());
+    return make_error(Errc::invalid_argument, "mirror.password_file: cannot read " + file.string());
   std::string line;
   std::getline(in, line);
   if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -255,25 +254,38 @@ struct PgMirror::Impl {
     std::string ddl =
         "BEGIN;"
         "SELECT pg_advisory_xact_lock(hashtext('fieldsync mirror tables'));"
-        "CREATE SCHEMA IF NOT EXISTS " + s + ";"
-        "CREATE TABLE IF NOT EXISTS " + s + ".meta (key text PRIMARY KEY, value text NOT NULL);"
-        "INSERT INTO " + s + ".meta VALUES ('schema_version', '" + std::to_string(kSchemaVersion) +
+        "CREATE SCHEMA IF NOT EXISTS " +
+        s +
+        ";"
+        "CREATE TABLE IF NOT EXISTS " +
+        s +
+        ".meta (key text PRIMARY KEY, value text NOT NULL);"
+        "INSERT INTO " +
+        s + ".meta VALUES ('schema_version', '" + std::to_string(kSchemaVersion) +
         "') ON CONFLICT (key) DO NOTHING;"
-        "CREATE TABLE IF NOT EXISTS " + s + ".projects ("
+        "CREATE TABLE IF NOT EXISTS " +
+        s +
+        ".projects ("
         " project text PRIMARY KEY, name text NOT NULL, device text NOT NULL,"
         " seq bigint NOT NULL DEFAULT 0, mirrored_at timestamptz NOT NULL DEFAULT now());"
-        "CREATE TABLE IF NOT EXISTS " + s + ".documents ("
+        "CREATE TABLE IF NOT EXISTS " +
+        s +
+        ".documents ("
         " project text NOT NULL, collection text NOT NULL, id text NOT NULL, body jsonb,"
         " deleted boolean NOT NULL, conflict boolean NOT NULL, version text NOT NULL,"
         " heads text[] NOT NULL, author text NOT NULL, updated_at timestamptz NOT NULL,"
         " seq bigint NOT NULL, body_error text,"
         " mirrored_at timestamptz NOT NULL DEFAULT now(),"
         " PRIMARY KEY (project, collection, id));"
-        "CREATE INDEX IF NOT EXISTS documents_updated_at ON " + s +
+        "CREATE INDEX IF NOT EXISTS documents_updated_at ON " +
+        s +
         ".documents (project, collection, updated_at);"
-        "CREATE OR REPLACE VIEW " + s + ".current_documents AS"
+        "CREATE OR REPLACE VIEW " +
+        s +
+        ".current_documents AS"
         " SELECT d.project, p.name AS project_name, d.collection, d.id, d.body, d.conflict,"
-        " d.updated_at, d.author FROM " + s + ".documents d JOIN " + s +
+        " d.updated_at, d.author FROM " +
+        s + ".documents d JOIN " + s +
         ".projects p USING (project) WHERE NOT d.deleted;"
         "COMMIT;";
     ResultPtr r(PQexec(conn.get(), ddl.c_str()));
@@ -286,10 +298,10 @@ struct PgMirror::Impl {
     if (!v) return v.error();
     int found = PQntuples(v->get()) == 1 ? std::atoi(PQgetvalue(v->get(), 0, 0)) : 0;
     if (found != kSchemaVersion)
-      return make_error(Errc::unsupported,
-                        "PostgreSQL: the tables in schema " + opt.schema + " are version " +
-                            std::to_string(found) + "; this fieldsyncd writes version " +
-                            std::to_string(kSchemaVersion));
+      return make_error(Errc::unsupported, "PostgreSQL: the tables in schema " + opt.schema +
+                                               " are version " + std::to_string(found) +
+                                               "; this fieldsyncd writes version " +
+                                               std::to_string(kSchemaVersion));
     return {};
   }
 
@@ -330,15 +342,16 @@ struct PgMirror::Impl {
       auto change = store.last_identity_change();
       if (!change || change->previous.str() != device) {
         std::string problem = "mirrored into this database by device " + device +
-                              "; one device mirrors a project (delete its row in " +
-                              opt.schema + ".projects to move the mirror here)";
+                              "; one device mirrors a project (delete its row in " + opt.schema +
+                              ".projects to move the mirror here)";
         std::lock_guard lk(mu);
         project_status(id).problem = problem;
         return false;
       }
-      spdlog::info("mirror: project {} was mirrored by this device's previous identity; "
-                   "mirroring it again from the start",
-                   id);
+      spdlog::info(
+          "mirror: project {} was mirrored by this device's previous identity; "
+          "mirroring it again from the start",
+          id);
       start = 0;
     }
     auto feed = store.last_change_seq(p.id);
@@ -387,8 +400,8 @@ struct PgMirror::Impl {
       if (i) out += ',';
       out += '"' + d.heads[i].str() + '"';
     }
-    out += "],\"author\":\"" + d.author.str() + "\",\"time_ms\":" +
-           std::to_string(storage::HybridClock::physical_ms(d.hlc)) +
+    out += "],\"author\":\"" + d.author.str() +
+           "\",\"time_ms\":" + std::to_string(storage::HybridClock::physical_ms(d.hlc)) +
            ",\"seq\":" + std::to_string(d.local_seq) + "}";
   }
 

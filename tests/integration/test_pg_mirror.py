@@ -8,6 +8,7 @@ password never logged or shown.
 import json
 import os
 import stat
+import subprocess
 import sys
 import unittest
 
@@ -18,6 +19,14 @@ from fieldsync_harness import V, wait_until  # noqa: E402
 from pg_server import PostgresServer  # noqa: E402
 
 ROWS = "SELECT count(*) FROM fieldsync.documents WHERE project = '%s'"
+
+
+def row_count(pg, pid, dbname="postgres"):
+    """Rows of the project in PostgreSQL; 0 before the mirror created its tables."""
+    try:
+        return int(pg.value(ROWS % pid, dbname=dbname) or 0)
+    except subprocess.CalledProcessError:
+        return 0
 
 
 def mirror_status(d):
@@ -135,7 +144,7 @@ class MirrorTest(h.DaemonTestCase):
         d = self.hub(**{"mirror.batch_changes": 50})
         pid = d.create_project("survey")
         self.write_batch(d, pid, 0, 500)
-        wait_until(lambda: int(self.pg.value(ROWS % pid) or 0) > 0, 30, what="first rows")
+        wait_until(lambda: row_count(self.pg, pid) > 0, 30, what="first rows")
         self.pg.stop("fast")
         self.write_batch(d, pid, 500, 500)
         wait_until(lambda: mirror_status(d)["state"] == "retrying", 30, what="retrying")
@@ -143,6 +152,10 @@ class MirrorTest(h.DaemonTestCase):
         self.assertIsNotNone(m["last_error"])
         self.assertGreater(m["failures"], 0)
         self.assertGreater(m["projects"][0]["behind"], 0)
+        out = d.syncctl("status").stdout
+        self.assertIn("mirror       retrying", out)
+        self.assertIn("last error: ", out)
+        self.assertIn("changes not yet in PostgreSQL", out)
         self.pg.start()
         wait_mirrored(d, pid)
         self.assertEqual(self.assert_same(d, pid), 1000)
@@ -153,7 +166,7 @@ class MirrorTest(h.DaemonTestCase):
         pid = d.create_project("survey")
         for start in range(0, 2000, 500):
             self.write_batch(d, pid, start, 500)
-        wait_until(lambda: int(self.pg.value(ROWS % pid) or 0) > 0, 30, what="first rows")
+        wait_until(lambda: row_count(self.pg, pid) > 0, 30, what="first rows")
         d.kill()
         partial = int(self.pg.value(ROWS % pid))
         d.start()
@@ -174,7 +187,7 @@ class MirrorTest(h.DaemonTestCase):
         h.add_peer(phone, relay)
         h.add_peer(relay, hub)
         self.write_batch(phone, pid, 0, 50)
-        wait_until(lambda: self.pg.value(ROWS % pid) == "50", 60, what="50 rows from the phone")
+        wait_until(lambda: row_count(self.pg, pid) == 50, 60, what="50 rows from the phone")
         authors = self.pg.sql("SELECT DISTINCT author FROM fieldsync.documents WHERE project = "
                               "'%s'" % pid)
         self.assertEqual(authors, [[phone.device_id]])
@@ -202,17 +215,24 @@ class MirrorTest(h.DaemonTestCase):
 
     def test_one_device_mirrors_a_project(self):
         a = self.hub("hub-a")
-        b = self.hub("hub-b")
-        pid = h.share(a, b)
-        h.add_peer(a, b)
+        pid = a.create_project("survey")
         self.write_batch(a, pid, 0, 30)
+        wait_mirrored(a, pid)
+        b = self.hub("hub-b")
+        sec = a.unix("GET", V + "/%s/secret" % pid).json()
+        self.assertEqual(b.unix("POST", V + "/import", sec).status, 201)
+        h.add_peer(b, a)
+        self.write_batch(a, pid, 30, 10)
         wait_until(lambda: any(p["problem"] for p in mirror_status(b)["projects"]), 30,
                    what="the second hub to see the project is taken")
         problem = [p for p in mirror_status(b)["projects"] if p["problem"]][0]["problem"]
         self.assertIn(a.device_id, problem)
+        self.assertIn("not mirrored", b.syncctl("status").stdout)
         self.assertEqual(self.pg.value("SELECT device FROM fieldsync.projects"), a.device_id)
         wait_mirrored(a, pid)
-        self.assertEqual(self.pg.value(ROWS % pid), "30")
+        self.assertEqual(row_count(self.pg, pid), 40)
+        self.assertEqual(self.pg.value("SELECT count(DISTINCT author) FROM fieldsync.documents"),
+                         "1")
 
     def test_password_never_logged_or_shown(self):
         secret = "Tr0ub4dor-and-3-horses"
