@@ -117,6 +117,11 @@ void decode_all(ByteView p) {
     encode_error(f, *m);
     check_reencode(f, decode_error, encode_error);
   }
+  if (auto m = decode_notice(p); m.ok()) {
+    Bytes f;
+    encode_notice(f, *m);
+    check_reencode(f, decode_notice, encode_notice);
+  }
   if (auto m = decode_join(p); m.ok()) {
     Bytes f;
     encode_join(f, *m);

@@ -229,3 +229,30 @@ TEST_CASE("compressed batches over a link: fewer wire bytes, and peers without t
   std::uint64_t old_sender = observation_sync_bytes(0, 3);
   CHECK(old_sender * 10 > plain * 9);
 }
+
+TEST_CASE("a peer manager that stops cleanly is no failure for its peers", "[peers]") {
+  asio::io_context io;
+  transports::MemoryNetwork net;
+  Device a(io, net, "alpha"), b(io, net, "beta");
+  ProjectId p = shared_project(a.node, b.node);
+  a.node.write_docs(p, 0, 10);
+  REQUIRE(b.mgr->add_peer("mem://alpha", a.id()).ok());
+  REQUIRE(run_until(io, [&] {
+    auto s = b.status(a.id());
+    return s && s->state == PeerState::in_sync;
+  }));
+  bool stopped = false;
+  a.mgr->stop([&] { stopped = true; });
+  REQUIRE(run_until(io, [&] { return stopped; }));
+  REQUIRE(run_until(io, [&] {
+    auto s = b.status(a.id());
+    return s && !s->connected && s->reason;
+  }));
+  auto s = *b.status(a.id());
+  CHECK(s.reason->code == peers::PeerReasonCode::peer_shut_down);
+  CHECK(s.reason->message.find("alpha") != std::string::npos);
+  CHECK_FALSE(s.last_error);  // redials that find nobody there yet do not change that
+  REQUIRE(s.session);
+  CHECK(s.session->state == sync::SessionState::closed);
+  CHECK_FALSE(s.session->error);
+}
