@@ -5,6 +5,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "storage/blob_ref.hpp"
@@ -205,7 +206,7 @@ void Session::Impl::on_notice(NoticeMsg m) {
       session_log().log(LogLevel::warn, "removed notice",
                         fmt::format("sync: {} refuses this device: {}", peer_label(), m.message));
       notices.removed[m.project] = std::move(m.message);
-      return;
+      return drop_refused(m.project);
     case NoticeKind::awaiting_approval:
       if (!ours()) return;
       if (!notices.awaiting.count(m.project)) spdlog::info("sync: {}: {}", peer_label(), m.message);
@@ -213,6 +214,16 @@ void Session::Impl::on_notice(NoticeMsg m) {
       return;
   }
   spdlog::debug("sync: {} sent NOTICE of unknown kind {}", peer_label(), int{m.kind});
+}
+
+// The peer refuses `id` (this device was removed from it): it leaves the session's projects,
+// so the others can be in sync. Nothing of it was exchanged yet (the peer sent no VV for it).
+void Session::Impl::drop_refused(const ProjectId& id) {
+  auto it = projects.find(id);
+  if (it == projects.end() || it->second.vv_received || it->second.unacked != 0) return;
+  refused.insert(id);
+  projects.erase(it);
+  rr.erase(std::remove(rr.begin(), rr.end(), id), rr.end());
 }
 
 void Session::Impl::close_cleanly(const std::string& reason, bool notify_peer) {

@@ -106,6 +106,7 @@ void Session::Impl::on_projects(Projects m) {
           spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(),
                        p.id.str());
           removed = true;
+          refused.insert(p.id);
           notify(NoticeKind::removed, p.id, removed_message(p));
           break;
         }

@@ -177,6 +177,9 @@ struct Session::Impl {
   // NOTICE: the peer's HELLO carries kFeatureNotices (we may send NOTICE), and what it told us.
   bool notices_enabled = false;
   PeerNotices notices;
+  // Proven projects not synced because the peer was removed from them (ours, NOTICE removed)
+  // or we were (the peer's NOTICE): what the peer sends for them before it knows is dropped.
+  std::set<ProjectId> refused;
 
   Impl(storage::Store& s, SessionParams p);
 
@@ -197,6 +200,7 @@ struct Session::Impl {
   // `notices` (a closing one ends the session cleanly).
   void notify(NoticeKind kind, const ProjectId& project, std::string message);
   void on_notice(NoticeMsg m);
+  void drop_refused(const ProjectId& id);
   // Ends the session cleanly (no error): ours (`notify_peer`: NOTICE closing) or the peer's.
   void close_cleanly(const std::string& reason, bool notify_peer);
   // "<device name> (<short id>)" of this device, as NOTICE messages name it.

@@ -70,6 +70,7 @@ void Session::Impl::record_holds() {
 Session::Impl::ProjectSync* Session::Impl::project_of(const ProjectId& id, std::string_view what) {
   auto it = projects.find(id);
   if (it == projects.end()) {
+    if (refused.count(id)) return nullptr;  // sent before the peer learnt: dropped
     fail(make_error(Errc::permission_denied, std::string(what) + " for a project not proven"),
          true);
     return nullptr;

@@ -306,6 +306,31 @@ TEST_CASE("a removed device is refused whatever the trust policy, approved or no
   CHECK(sb.peer_notices().removed.at(p).find("removed from project") != std::string::npos);
 }
 
+TEST_CASE("a device removed from one project still syncs the others, told which it lost",
+          "[sync][trust]") {
+  Node a, b;
+  ProjectId gone = shared_project(a, b);
+  ProjectId kept = shared_project(a, b);
+  a.write_docs(kept, 0, 5);
+  b.write_docs(gone, 100, 3, "b");
+  REQUIRE(a.store->set_member(gone, b.store->device_id(), storage::Role::removed).ok());
+  Session sa(*a.store, params("a")), sb(*b.store, params("b"));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  pipe.run();
+  // b's VV for the lost project crossed a's NOTICE: dropped, not a reason to end the session.
+  CHECK(sa.state() == SessionState::active);
+  CHECK(sb.state() == SessionState::active);
+  CHECK(sa.common_projects() == std::vector<ProjectId>{kept});
+  CHECK(sb.common_projects() == std::vector<ProjectId>{kept});
+  REQUIRE(sb.peer_notices().removed.count(gone) == 1);
+  CHECK(sa.in_sync());
+  CHECK(sb.in_sync());  // not stuck waiting for the project a refuses
+  CHECK(doc(b, kept, "d4").body == doc(a, kept, "d4").body);
+  CHECK_FALSE(a.store->get_document(gone, "obs", "d100").ok());
+}
+
 TEST_CASE("JOIN and JOINED decoders and a joining session survive random and mutated input",
           "[sync][join][fuzz]") {
   Node a, b;
