@@ -196,7 +196,10 @@ std::string progress_line(const json::object& p) {
   std::snprintf(buf, sizeof buf, "[%s] %3d%% %llu/%llu versions %.1f MB/s %s", bar.c_str(), pct,
                 static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
                 rate / 1e6, str(p.at("state")).c_str());
-  return buf;
+  std::string line = buf;
+  // Why it does not progress, when the daemon knows (waiting for approval, shut down, ...).
+  if (auto why = reason_text(p); !why.empty()) line += ": " + why;
+  return line;
 }
 
 int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
