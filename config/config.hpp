@@ -134,6 +134,13 @@ struct MirrorOptions {
   std::uint32_t statement_timeout_ms = 60000;  // mirror.statement_timeout_ms: one statement
 };
 
+// A destination (hub) of projects (docs/operations.md "Destinations and delivery receipts").
+struct HubOptions {
+  // hub.receipt_interval_ms: how often a device named a project's destination checks whether
+  // it holds more than its last receipt says, and writes a new one if so.
+  std::uint32_t receipt_interval_ms = 60000;
+};
+
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.
 struct StaticPeer {
   std::string name;
@@ -152,6 +159,7 @@ struct Config {
   BleOptions ble;
   BundleOptions bundle;
   MirrorOptions mirror;
+  HubOptions hub;
   storage::StoreOptions storage;  // storage.*; storage.data_dir is set from daemon.data_dir
   std::vector<StaticPeer> peers;
 };

@@ -543,6 +543,10 @@ const std::vector<KeySpec>& key_table() {
         "ble.max_links", [](Config & c) -> auto& { return c.ble.max_links; }, 1, 64));
     t.push_back(ms_key(
         "ble.refresh_ms", [](Config & c) -> auto& { return c.ble.refresh_ms; }, 100, kDayMs));
+    // [hub]
+    t.push_back(ms_key(
+        "hub.receipt_interval_ms", [](Config & c) -> auto& { return c.hub.receipt_interval_ms; },
+        100, kDayMs));
     // [mirror]
     t.push_back(string_key(
         "mirror.postgres", [](Config & c) -> auto& { return c.mirror.postgres; },
@@ -727,7 +731,7 @@ bool only_comment(std::string_view rest) {
 
 bool known_section(std::string_view s) {
   if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "ble" ||
-      s == "bundle" || s == "blob" || s == "storage" || s == "mirror")
+      s == "bundle" || s == "blob" || s == "storage" || s == "mirror" || s == "hub")
     return true;
   return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
 }
@@ -821,7 +825,7 @@ Result<Config> parse_config(std::string_view text, std::string_view source) {
           return fail("[" + shown(name) + "]: peer name must be 1..64 letters, digits, '-' or '_'");
         return fail("unknown section [" + shown(name) +
                     "] (sections: daemon, api, sync, discovery, ble, bundle, blob, storage, "
-                    "mirror, peer.<name>)");
+                    "mirror, hub, peer.<name>)");
       }
       section = std::string(name);
       continue;

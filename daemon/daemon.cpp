@@ -3,6 +3,8 @@
 #include <chrono>
 #include <csignal>
 #include <optional>
+#include <set>
+#include <string>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
@@ -51,14 +53,16 @@ ipc::BundleRouteOptions bundle_route_options(const config::Config& cfg) {
 
 struct Daemon::Impl {
   explicit Impl(config::Config c)
-      : cfg(std::move(c)), signals(io, SIGTERM, SIGINT), watchdog(io), blob_gc(io) {}
+      : cfg(std::move(c)), signals(io, SIGTERM, SIGINT), watchdog(io), blob_gc(io), receipts(io) {}
 
   config::Config cfg;
   asio::io_context io{1};
   asio::signal_set signals;
   asio::steady_timer watchdog;
-  asio::steady_timer blob_gc;         // blob.gc_interval_ms
-  std::unique_ptr<DataDirLock> lock;  // held until the process ends
+  asio::steady_timer blob_gc;            // blob.gc_interval_ms
+  asio::steady_timer receipts;           // hub.receipt_interval_ms
+  std::set<std::string> receipt_warned;  // projects (or "durable") already warned about
+  std::unique_ptr<DataDirLock> lock;     // held until the process ends
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<ipc::ApiService> api;
   std::unique_ptr<ipc::ApiServer> server;
@@ -102,6 +106,38 @@ struct Daemon::Impl {
     });
   }
 
+  // Delivery receipts every hub.receipt_interval_ms, for the projects this device is a named
+  // destination of (docs/operations.md "Destinations and delivery receipts"). A receipt says
+  // what is held durably: with storage.durable = false no receipt is written.
+  void arm_receipts() {
+    receipts.expires_after(std::chrono::milliseconds(cfg.hub.receipt_interval_ms));
+    receipts.async_wait([this](boost::system::error_code ec) {
+      if (ec || stopping || !store) return;
+      write_receipts();
+      arm_receipts();
+    });
+  }
+  void write_receipts() {
+    if (!cfg.storage.durable) {
+      if (receipt_warned.insert("durable").second)
+        spdlog::warn(
+            "delivery receipts are not written: storage.durable = false (a receipt "
+            "must only state what survives a power loss)");
+      return;
+    }
+    auto projects = store->list_projects();
+    if (!projects) return;
+    auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    for (const auto& p : *projects) {
+      auto r = store->write_receipt(p.id, now);
+      if (!r && receipt_warned.insert(p.id.str()).second)
+        spdlog::warn("no delivery receipt for project {}: {}", p.id.str(), r.error().message);
+      if (r) receipt_warned.erase(p.id.str());
+    }
+  }
+
   void wait_signal() {
     signals.async_wait([this](boost::system::error_code ec, int sig) {
       if (ec) return;
@@ -121,6 +157,7 @@ struct Daemon::Impl {
     if (!renew_identity) log_notify_failure(systemd::notify_stopping("shutting down"));
     watchdog.cancel();
     blob_gc.cancel();
+    receipts.cancel();
     if (discovery) discovery->stop();  // withdraws our service: peers see us leave at once
     if (ble) ble->stop();
     // The loop stops once the API has drained and every sync peer was told we shut down.
@@ -251,6 +288,7 @@ Status Daemon::run_once(bool first) {
   d.wait_signal();  // (the previous round's stop cancelled the wait)
   if (auto period = systemd::watchdog_ping_interval()) d.arm_watchdog(*period);
   d.arm_blob_gc();
+  d.arm_receipts();
   if (first)
     log_notify_failure(
         systemd::notify_ready("serving the API on " + d.server->socket_path().string()));

@@ -1,7 +1,9 @@
 // /v1/projects/{pid}/members[/{device}], /v1/projects/{pid}/invites, /v1/projects/{pid}/leave,
-// /v1/verification/{device} (docs/api.md "Members and invites").
+// /v1/verification/{device} (docs/api.md "Members and invites"); /v1/projects/{pid}/destinations
+// and /v1/projects/{pid}/delivery (docs/api.md "Destinations and delivery").
 #include "ipc/routes_members.hpp"
 
+#include <algorithm>
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
@@ -62,9 +64,103 @@ std::vector<std::string> invite_addresses(const peers::PeerManager& sync) {
   return out;
 }
 
+json::object destination_json(const storage::Destination& d) {
+  json::object o;
+  o["device_id"] = d.device.str();
+  o["short_id"] = d.device.short_str();
+  o["name"] = d.name;
+  o["named_by"] = d.named_by.str();
+  return o;
+}
+
+// The destinations with what their latest receipt says of `author`'s log (`holds`, or
+// `receipt` null when none arrived yet).
+json::array destinations_json(const std::vector<storage::Destination>& dests,
+                              const std::vector<storage::Receipt>& receipts,
+                              const DeviceId& author) {
+  json::array out;
+  for (const auto& d : dests) {
+    json::object o = destination_json(d);
+    auto r = std::find_if(receipts.begin(), receipts.end(),
+                          [&](const storage::Receipt& x) { return x.hub == d.device; });
+    if (r == receipts.end()) {
+      o["receipt"] = nullptr;
+    } else {
+      auto it = r->held.find(author);
+      o["receipt"] = {{"at_ms", r->at_ms},
+                      {"holds_of_this_device", it == r->held.end() ? 0 : it->second},
+                      {"authors", r->held.size()}};
+    }
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
 }  // namespace
 
 void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager* sync) {
+  // Destinations (hubs) and delivery (docs/api.md "Destinations and delivery").
+  router.add("GET", "/v1/projects/{pid}/destinations", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto dests = ctx.store.destinations(*pid);
+    if (!dests) return fail(dests.error());
+    auto receipts = ctx.store.receipts(*pid);
+    if (!receipts) return fail(receipts.error());
+    json::object o;
+    o["destinations"] = destinations_json(*dests, *receipts, ctx.store.device_id());
+    return json_response(200, json::serialize(o));
+  });
+
+  // Names a destination: {"name": "office"} (optional).
+  router.add("PUT", "/v1/projects/{pid}/destinations/{device}", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto device = device_param(req, "device");
+    if (!device) return fail(device.error());
+    auto obj = parse_object(req.body.empty() ? std::string("{}") : req.body, "request body",
+                            ctx.options.max_json_depth);
+    if (!obj) return fail(obj.error());
+    if (auto st = check_fields(*obj, {"name"}, "destination"); !st) return fail(st.error());
+    std::string name;
+    if (auto* n = obj->if_contains("name")) {
+      if (!n->is_string())
+        return fail(make_error(Errc::invalid_argument, "'name' must be a string"));
+      name = std::string(n->as_string());
+    }
+    auto d = ctx.store.set_destination(*pid, *device, name, true);
+    if (!d) return fail(d.error());
+    return json_response(200, json::serialize(destination_json(*d)));
+  });
+
+  router.add("DELETE", "/v1/projects/{pid}/destinations/{device}", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto device = device_param(req, "device");
+    if (!device) return fail(device.error());
+    auto d = ctx.store.set_destination(*pid, *device, {}, false);
+    if (!d) return fail(d.error());
+    return json_response(200, json::serialize(destination_json(*d)));
+  });
+
+  router.add("GET", "/v1/projects/{pid}/delivery", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto d = ctx.store.delivery(*pid);
+    if (!d) return fail(d.error());
+    json::object o;
+    o["written_seq"] = d->written;
+    o["delivered_seq"] = d->delivered;
+    o["undelivered"] = d->written - d->delivered;
+    if (d->oldest_undelivered_ms) {
+      o["oldest_undelivered_ms"] = d->oldest_undelivered_ms;
+    } else {
+      o["oldest_undelivered_ms"] = nullptr;
+    }
+    o["destinations"] = destinations_json(d->destinations, d->receipts, ctx.store.device_id());
+    return json_response(200, json::serialize(o));
+  });
+
   router.add("GET", "/v1/projects/{pid}/members", [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());

@@ -94,6 +94,29 @@ class Store {
   // Removes every trace of the project from this device (its data stays on other devices).
   Status leave_project(const ProjectId& project);
 
+  // --- destinations and delivery receipts (store_hubs.cpp, docs/storage.md "Destinations and
+  // receipts") ---
+  // The project's named destinations: per `_destinations` document, the latest version (by
+  // hlc) written by a device that is a coordinator now; a put names the device, a delete
+  // un-names it. At most kMaxDestinations (by name order of their ids).
+  Result<std::vector<Destination>> destinations(const ProjectId& project) const;
+  // Names (or, with named = false, un-names) a destination. permission_denied unless this
+  // device is a coordinator; resource_exhausted beyond kMaxDestinations; not_found when
+  // un-naming a device never named.
+  Result<Destination> set_destination(const ProjectId& project, const DeviceId& device,
+                                      std::string name, bool named);
+  // The latest receipt of each named destination: the latest `_receipts/<its id>` version
+  // written by that destination itself. Records of others, or that do not read back within
+  // kMaxReceiptAuthors, are ignored.
+  Result<std::vector<Receipt>> receipts(const ProjectId& project) const;
+  // On a named destination: writes a receipt of its version vector when it holds more than
+  // its last receipt says (its own writes aside). False: nothing to state (or not a named
+  // destination). failed_precondition when this device holds only part of the project (a
+  // subscription): a receipt must never claim what it left out.
+  Result<bool> write_receipt(const ProjectId& project, std::int64_t now_ms);
+  // What of this device's writes the destinations hold (docs/api.md "Delivery").
+  Result<Delivery> delivery(const ProjectId& project) const;
+
   // --- peers (store_peers.cpp, docs/storage.md "Peers") ---
   // Saves (replaces) the record of a peer. invalid_argument when a field is out of its limits
   // (storage/records.hpp: name, addresses, URI syntax, negative times) or the device is this

@@ -103,6 +103,42 @@ struct Member {
 
 inline constexpr std::string_view kMembersCollection = "_members";
 
+// Destinations and delivery receipts (docs/storage.md "Destinations and receipts"): a
+// coordinator names a device the project's destination (a hub) with a record in
+// `_destinations` (one document per device; a delete un-names it); a destination states what
+// it durably holds with a receipt in `_receipts` (one document, its own id, written only by
+// itself). Both are versions in their author's signed log and travel like any data.
+inline constexpr std::string_view kDestinationsCollection = "_destinations";
+inline constexpr std::string_view kReceiptsCollection = "_receipts";
+// Named destinations per project, and authors in one receipt (both checked where a record is
+// written and where one is read back or received; a record beyond them is ignored).
+inline constexpr std::size_t kMaxDestinations = 16;
+inline constexpr std::size_t kMaxReceiptAuthors = 100000;
+inline constexpr std::size_t kMaxDestinationNameBytes = 128;
+
+struct Destination {
+  DeviceId device;
+  std::string name;
+  DeviceId named_by;  // the coordinator whose record counts
+  std::uint64_t hlc = 0;
+};
+
+struct Receipt {
+  DeviceId hub;
+  std::map<DeviceId, std::uint64_t> held;  // per author, the seq held durably
+  std::int64_t at_ms = 0;                  // when the destination wrote it
+};
+
+// What of this device's own writes in a project reached a destination.
+struct Delivery {
+  std::uint64_t written = 0;    // this device's last seq in the project
+  std::uint64_t delivered = 0;  // the highest seq of it that a destination's receipt covers
+  // The write time of the oldest write no receipt covers (0: none).
+  std::int64_t oldest_undelivered_ms = 0;
+  std::vector<Destination> destinations;
+  std::vector<Receipt> receipts;  // the destinations' latest receipts (not every one has one)
+};
+
 // A single-use invitation to a project, kept by the inviting device.
 struct Invite {
   std::array<std::uint8_t, 16> id{};

@@ -454,6 +454,16 @@ class OpenApiResponses(DaemonTestCase):
         self.call(b, "POST", "/v1/join", body={"code": inv["code"]}, tcp=True, expect=403)
         self.call(a, "GET", V + "/{pid}/invites", {"pid": second})
         self.call(a, "GET", V + "/{pid}/members", {"pid": second})
+        # Destinations and delivery.
+        self.call(a, "GET", V + "/{pid}/delivery", p)
+        self.call(a, "PUT", V + "/{pid}/destinations/{device}", m, body={"name": "office"})
+        self.call(a, "PUT", V + "/{pid}/destinations/{device}", m, body={"nam": "x"},
+                  expect=400)
+        self.call(a, "GET", V + "/{pid}/destinations", p)
+        self.call(a, "GET", V + "/{pid}/delivery", p)
+        self.call(a, "DELETE", V + "/{pid}/destinations/{device}", m)
+        self.call(a, "DELETE", V + "/{pid}/destinations/{device}", m, expect=404)
+        self.call(b, "PUT", V + "/{pid}/destinations/{device}", m, body={}, expect=403)
         self.call(a, "DELETE", V + "/{pid}/members/{device}", m)
         self.call(a, "GET", V + "/{pid}/members", p)
         self.call(b, "PUT", V + "/{pid}/members/{device}", {"pid": second,

@@ -1,0 +1,123 @@
+// syncctl destinations | delivery: a project's destinations (hubs) and what of this device's
+// writes they hold (docs/api.md "Destinations and delivery").
+#include <ctime>
+#include <ostream>
+
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
+#include "cli/command.hpp"
+
+namespace fieldsync::cli {
+namespace {
+
+std::string when(const boost::json::value& ms) {
+  if (!ms.is_int64() && !ms.is_uint64()) return "-";
+  std::time_t t = static_cast<std::time_t>(ms.to_number<std::int64_t>() / 1000);
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
+}
+
+void print_destinations(CliContext& ctx, const boost::json::array& list) {
+  std::vector<std::vector<std::string>> rows;
+  for (const auto& d : list) {
+    const auto& o = d.as_object();
+    const auto& r = o.at("receipt");
+    rows.push_back({str(o.at("short_id")), str(o.at("name")),
+                    r.is_object() ? str(r.at("holds_of_this_device")) : "-",
+                    r.is_object() ? when(r.at("at_ms")) : "no receipt yet",
+                    str(o.at("device_id"))});
+  }
+  print_table(ctx.out, {"DEVICE", "NAME", "HOLDS OF MINE", "RECEIPT", "DEVICE ID"}, rows);
+}
+
+int run_destinations(CliContext& ctx, const std::vector<std::string>& argv) {
+  const auto& self = find_command("destinations");
+  auto args = Args::parse(argv, {}, {});
+  if (!args) return usage_error(ctx, self, args.error().message);
+  const auto& pos = args->positional();
+  if (pos.empty()) return usage_error(ctx, self, "destinations needs a PROJECT");
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[0], pid)) return rc;
+  boost::json::value v;
+  if (pos.size() == 1) {
+    if (int rc = ctx.call("GET", "/v1/projects/" + pid + "/destinations", {}, v)) return rc;
+    if (ctx.json) {
+      ctx.print_json(v);
+      return kOk;
+    }
+    if (v.at("destinations").as_array().empty())
+      ctx.out << "no destinations (a coordinator names one: syncctl destinations " << pos[0]
+              << " add DEVICE [NAME])\n";
+    else
+      print_destinations(ctx, v.at("destinations").as_array());
+    return kOk;
+  }
+  if (pos[1] == "add" && (pos.size() == 3 || pos.size() == 4)) {
+    boost::json::object body;
+    if (pos.size() == 4) body["name"] = pos[3];
+    if (int rc = ctx.call("PUT", "/v1/projects/" + pid + "/destinations/" + pos[2],
+                          boost::json::serialize(body), v))
+      return rc;
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      ctx.out << "named " << str(v.at("short_id")) << " a destination of the project\n";
+    return kOk;
+  }
+  if (pos[1] == "remove" && pos.size() == 3) {
+    if (int rc = ctx.call("DELETE", "/v1/projects/" + pid + "/destinations/" + pos[2], {}, v))
+      return rc;
+    if (ctx.json)
+      ctx.print_json(v);
+    else
+      ctx.out << str(v.at("short_id")) << " is no longer a destination of the project\n";
+    return kOk;
+  }
+  return usage_error(ctx, self,
+                     "expected PROJECT, PROJECT add DEVICE [NAME] or PROJECT remove "
+                     "DEVICE");
+}
+
+int run_delivery(CliContext& ctx, const std::vector<std::string>& argv) {
+  const auto& self = find_command("delivery");
+  auto args = Args::parse(argv, {}, {});
+  if (!args) return usage_error(ctx, self, args.error().message);
+  if (args->positional().size() != 1) return usage_error(ctx, self, "delivery needs a PROJECT");
+  std::string pid;
+  if (int rc = ctx.resolve_project(args->positional()[0], pid)) return rc;
+  boost::json::value v;
+  if (int rc = ctx.call("GET", "/v1/projects/" + pid + "/delivery", {}, v)) return rc;
+  if (ctx.json) {
+    ctx.print_json(v);
+    return kOk;
+  }
+  const auto& o = v.as_object();
+  const auto& dests = o.at("destinations").as_array();
+  if (dests.empty()) {
+    ctx.out << "no destination named for this project: nothing can confirm delivery\n";
+    return kOk;
+  }
+  if (o.at("undelivered").to_number<std::uint64_t>() == 0)
+    ctx.out << "all delivered: a destination holds all " << str(o.at("written_seq"))
+            << " writes of this device\n";
+  else
+    ctx.out << str(o.at("undelivered")) << " of " << str(o.at("written_seq"))
+            << " writes of this device not confirmed by a destination yet (oldest written "
+            << when(o.at("oldest_undelivered_ms")) << ")\n";
+  print_destinations(ctx, dests);
+  return kOk;
+}
+
+FIELDSYNC_CLI_COMMAND(Command{
+    "destinations", "destinations PROJECT [add DEVICE [NAME] | remove DEVICE]",
+    "list, name or un-name the project's destinations (hubs)", run_destinations});
+FIELDSYNC_CLI_COMMAND(Command{"delivery", "delivery PROJECT",
+                              "what of this device's writes the destinations confirm they hold",
+                              run_delivery});
+
+}  // namespace
+}  // namespace fieldsync::cli

@@ -1,0 +1,313 @@
+// Store: destinations (hubs named by a coordinator) and their delivery receipts
+// (docs/storage.md "Destinations and receipts").
+#include <algorithm>
+#include <boost/json.hpp>
+#include <map>
+
+#include "storage/hybrid_clock.hpp"
+#include "storage/store_impl.hpp"
+#include "storage/version_codec.hpp"
+
+namespace fieldsync::storage {
+namespace json = boost::json;
+
+namespace {
+
+// The versions of every document of a reserved collection, by document id: every held one,
+// or (heads_only) the heads. Receipts use heads: a destination writes over its own last
+// receipt, so its latest is always a head, and their history is never read again.
+Result<std::map<std::string, std::vector<Version>>> collection_versions(const Store::Impl& im,
+                                                                        const LmdbTxn& txn,
+                                                                        const ProjectId& p,
+                                                                        std::string_view coll,
+                                                                        bool heads_only) {
+  std::map<std::string, std::vector<Version>> out;
+  Key prefix = collection_prefix(p, coll);
+  LmdbCursor c(txn, im.t().docs);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    auto rec = DocRecord::decode(c.value());
+    if (!rec) return make_error(Errc::data_loss, "corrupt document record");
+    std::vector<Location> at;
+    if (heads_only) {
+      for (const auto& id : rec->head_ids()) {
+        auto loc = im.find_version(txn, c.key(), *rec, id);
+        if (!loc) return loc.error();
+        if (*loc) at.push_back(**loc);
+      }
+    } else {
+      auto held = im.doc_versions(txn, c.key(), *rec);
+      if (!held) return held.error();
+      for (const auto& h : *held) at.push_back(h.at);
+    }
+    for (const auto& l : at) {
+      auto v = im.load_version(txn, p, l);
+      if (!v) return v.error();
+      out[v->header.doc_id].push_back(std::move(*v));
+    }
+  }
+  return out;
+}
+
+// The latest version (by hlc, then id) of `versions` that `counts` accepts.
+template <class Pred>
+const Version* latest(const std::vector<Version>& versions, Pred counts) {
+  const Version* best = nullptr;
+  for (const auto& v : versions) {
+    if (!counts(v)) continue;
+    if (!best || v.header.hlc > best->header.hlc ||
+        (v.header.hlc == best->header.hlc && best->id < v.id))
+      best = &v;
+  }
+  return best;
+}
+
+std::optional<Receipt> parse_receipt(const DeviceId& hub, const std::string& body) {
+  boost::system::error_code ec;
+  json::value v = json::parse(body, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.as_object();
+  auto* held = o.if_contains("held");
+  auto* at = o.if_contains("at_ms");
+  if (!held || !held->is_object() || held->as_object().size() > kMaxReceiptAuthors || !at ||
+      !at->is_int64())
+    return std::nullopt;
+  Receipt r;
+  r.hub = hub;
+  r.at_ms = at->as_int64();
+  for (const auto& [k, s] : held->as_object()) {
+    auto a = DeviceId::parse(std::string_view(k));
+    if (!a) return std::nullopt;
+    if (s.is_uint64()) {
+      r.held[*a] = s.as_uint64();
+    } else if (s.is_int64() && s.as_int64() >= 0) {
+      r.held[*a] = static_cast<std::uint64_t>(s.as_int64());
+    } else {
+      return std::nullopt;
+    }
+  }
+  return r;
+}
+
+Result<std::vector<Destination>> named_destinations(const Store::Impl& im, const LmdbTxn& txn,
+                                                    const ProjectId& p) {
+  auto members = im.membership(txn, p);
+  if (!members) return members.error();
+  auto docs = collection_versions(im, txn, p, kDestinationsCollection, false);
+  if (!docs) return docs.error();
+  std::vector<Destination> out;
+  for (const auto& [doc_id, versions] : *docs) {
+    auto device = DeviceId::parse(doc_id);
+    if (!device) continue;
+    const Version* v = latest(versions, [&](const Version& x) {
+      auto m = members->find(x.header.author);
+      return m != members->end() && m->second.role == Role::coordinator;
+    });
+    if (!v || v->header.kind != VersionKind::put || !v->body) continue;
+    boost::system::error_code ec;
+    json::value body = json::parse(*v->body, ec);
+    if (ec || !body.is_object()) continue;
+    Destination d;
+    d.device = *device;
+    if (auto* n = body.as_object().if_contains("name"); n && n->is_string())
+      d.name = std::string(n->as_string());
+    d.named_by = v->header.author;
+    d.hlc = v->header.hlc;
+    out.push_back(std::move(d));
+    if (out.size() == kMaxDestinations) break;
+  }
+  return out;
+}
+
+Result<std::vector<Receipt>> latest_receipts(const Store::Impl& im, const LmdbTxn& txn,
+                                             const ProjectId& p,
+                                             const std::vector<Destination>& dests) {
+  auto docs = collection_versions(im, txn, p, kReceiptsCollection, true);
+  if (!docs) return docs.error();
+  std::vector<Receipt> out;
+  for (const auto& d : dests) {
+    auto it = docs->find(d.device.str());
+    if (it == docs->end()) continue;
+    // Only the destination's own records count; the latest that reads back.
+    std::vector<Version> own;
+    for (const auto& v : it->second)
+      if (v.header.author == d.device && v.header.kind == VersionKind::put && v.body)
+        own.push_back(v);
+    std::sort(own.begin(), own.end(), [](const Version& a, const Version& b) {
+      return a.header.hlc != b.header.hlc ? a.header.hlc > b.header.hlc : b.id < a.id;
+    });
+    for (const auto& v : own) {
+      if (auto r = parse_receipt(d.device, *v.body)) {
+        out.push_back(std::move(*r));
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<Destination>> Store::destinations(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  return named_destinations(*impl_, *txn, project);
+}
+
+Result<Destination> Store::set_destination(const ProjectId& project, const DeviceId& device,
+                                           std::string name, bool named) {
+  if (name.size() > kMaxDestinationNameBytes)
+    return make_error(
+        Errc::invalid_argument,
+        "destination name longer than " + std::to_string(kMaxDestinationNameBytes) + " bytes");
+  Destination out;
+  {
+    auto txn = impl_->write_txn();
+    if (!txn) return txn.error();
+    FS_TRY(impl_->project(*txn, project));
+    auto members = impl_->membership(*txn, project);
+    if (!members) return members.error();
+    auto mine = members->find(impl_->me());
+    if (mine == members->end() || mine->second.role != Role::coordinator)
+      return make_error(Errc::permission_denied,
+                        "only a coordinator of the project can name its destinations");
+    auto current = named_destinations(*impl_, *txn, project);
+    if (!current) return current.error();
+    bool known = std::any_of(current->begin(), current->end(),
+                             [&](const Destination& d) { return d.device == device; });
+    WriteRequest req;
+    req.collection = std::string(kDestinationsCollection);
+    req.doc_id = device.str();
+    req.use_current = true;
+    if (named) {
+      if (!known && current->size() >= kMaxDestinations)
+        return make_error(
+            Errc::resource_exhausted,
+            "a project has at most " + std::to_string(kMaxDestinations) + " destinations");
+      json::object body;
+      body["device"] = device.str();
+      if (!name.empty()) body["name"] = name;
+      req.body = json::serialize(body);
+    } else {
+      if (!known)
+        return make_error(Errc::not_found, "device " + device.str() + " is not a destination");
+      req.kind = VersionKind::tombstone;
+    }
+    auto w = impl_->write_in_txn(*txn, project, {req}, /*system=*/true);
+    if (!w) return w.error();
+    FS_TRY(txn->commit());
+    out.device = device;
+    out.name = std::move(name);
+    out.named_by = impl_->me();
+  }
+  if (auto seq = last_change_seq(project)) impl_->notify(project, *seq);
+  return out;
+}
+
+Result<std::vector<Receipt>> Store::receipts(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  auto dests = named_destinations(*impl_, *txn, project);
+  if (!dests) return dests.error();
+  return latest_receipts(*impl_, *txn, project, *dests);
+}
+
+Result<bool> Store::write_receipt(const ProjectId& project, std::int64_t now_ms) {
+  auto sub = subscription(project);
+  if (!sub) return sub.error();
+  if (!sub->everything())
+    return make_error(Errc::failed_precondition,
+                      "this device holds only part of the project (a subscription): a "
+                      "destination must hold all of it");
+  // What is held whole: versions left out under an earlier subscription are not claimed.
+  auto whole = whole_heads(project);
+  if (!whole) return whole.error();
+  {
+    auto txn = impl_->write_txn();
+    if (!txn) return txn.error();
+    FS_TRY(impl_->project(*txn, project));
+    auto dests = named_destinations(*impl_, *txn, project);
+    if (!dests) return dests.error();
+    if (std::none_of(dests->begin(), dests->end(),
+                     [&](const Destination& d) { return d.device == impl_->me(); }))
+      return false;
+    auto vv = impl_->version_vector(*txn, project);
+    if (!vv) return vv.error();
+    for (const auto& [a, seq] : *whole) {
+      auto it = vv->find(a);
+      if (it != vv->end()) it->second = std::min(it->second, seq);
+    }
+    // Unchanged apart from this device's own log (its receipts are writes too): nothing new.
+    auto last = latest_receipts(*impl_, *txn, project, *dests);
+    if (!last) return last.error();
+    auto mine = std::find_if(last->begin(), last->end(),
+                             [&](const Receipt& r) { return r.hub == impl_->me(); });
+    if (mine != last->end()) {
+      auto others = [&](std::map<DeviceId, std::uint64_t> m) {
+        m.erase(impl_->me());
+        std::erase_if(m, [](const auto& e) { return e.second == 0; });
+        return m;
+      };
+      if (others(mine->held) == others(*vv)) return false;
+    }
+    if (vv->size() > kMaxReceiptAuthors)
+      return make_error(Errc::resource_exhausted, "more authors than a receipt may name");
+    json::object held;
+    for (const auto& [a, seq] : *vv)
+      if (seq > 0) held[a.str()] = seq;
+    json::object body;
+    body["held"] = std::move(held);
+    body["at_ms"] = now_ms;
+    WriteRequest req;
+    req.collection = std::string(kReceiptsCollection);
+    req.doc_id = impl_->me().str();
+    req.body = json::serialize(body);
+    req.use_current = true;
+    auto w = impl_->write_in_txn(*txn, project, {req}, /*system=*/true);
+    if (!w) return w.error();
+    FS_TRY(txn->commit());
+  }
+  if (auto seq = last_change_seq(project)) impl_->notify(project, *seq);
+  return true;
+}
+
+Result<Delivery> Store::delivery(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  Delivery out;
+  auto h = impl_->head(*txn, project, impl_->me());
+  if (!h) return h.error();
+  out.written = h->seq;
+  auto dests = named_destinations(*impl_, *txn, project);
+  if (!dests) return dests.error();
+  auto rs = latest_receipts(*impl_, *txn, project, *dests);
+  if (!rs) return rs.error();
+  for (const auto& r : *rs) {
+    auto it = r.held.find(impl_->me());
+    if (it != r.held.end()) out.delivered = std::max(out.delivered, it->second);
+  }
+  // A destination holds its own writes.
+  if (std::any_of(dests->begin(), dests->end(),
+                  [&](const Destination& d) { return d.device == impl_->me(); }))
+    out.delivered = out.written;
+  out.delivered = std::min(out.delivered, out.written);
+  if (out.delivered < out.written) {
+    auto v = txn->get(impl_->t().logs, log_key(project, impl_->me(), out.delivered + 1));
+    if (v && *v) {
+      auto lr = LogRecord::decode(**v);
+      if (lr && !lr->header.empty()) {
+        auto header = decode_header(lr->header);
+        if (header)
+          out.oldest_undelivered_ms =
+              static_cast<std::int64_t>(HybridClock::physical_ms(header->hlc));
+      }
+    }
+  }
+  out.destinations = std::move(*dests);
+  out.receipts = std::move(*rs);
+  return out;
+}
+
+}  // namespace fieldsync::storage
