@@ -1,10 +1,13 @@
 #include "daemon/daemon.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
@@ -53,11 +56,23 @@ ipc::BundleRouteOptions bundle_route_options(const config::Config& cfg) {
 
 struct Daemon::Impl {
   explicit Impl(config::Config c)
-      : cfg(std::move(c)), signals(io, SIGTERM, SIGINT), watchdog(io), blob_gc(io), receipts(io) {}
+      : cfg(std::move(c)),
+        loaded(cfg),
+        signals(io, SIGTERM, SIGINT),
+        hangup(io, SIGHUP),
+        watchdog(io),
+        blob_gc(io),
+        receipts(io) {}
 
   config::Config cfg;
+  // The configuration as built (cfg as the daemon runs it may differ: an ephemeral port kept
+  // across an identity renewal); a reload compares the new one with this.
+  config::Config loaded;
+  std::function<Result<config::Config>()> load_config;  // set_reload
+  std::string config_source;
   asio::io_context io{1};
   asio::signal_set signals;
+  asio::signal_set hangup;  // SIGHUP: reload
   asio::steady_timer watchdog;
   asio::steady_timer blob_gc;            // blob.gc_interval_ms
   asio::steady_timer receipts;           // hub.receipt_interval_ms
@@ -152,6 +167,59 @@ struct Daemon::Impl {
     });
   }
 
+  void wait_hangup() {
+    hangup.async_wait([this](boost::system::error_code ec, int) {
+      if (ec || stopping) return;
+      reload();
+      wait_hangup();
+    });
+  }
+
+  // SIGHUP: the log level and the static peers change now; other keys are reported.
+  void reload() {
+    if (!load_config) {
+      spdlog::warn("received SIGHUP: nothing to reload");
+      return;
+    }
+    spdlog::info("received SIGHUP, reloading the configuration ({})", config_source);
+    auto next = load_config();
+    if (!next) {
+      spdlog::error("configuration not reloaded, the running one stays: {}", next.error().message);
+      return;
+    }
+    std::vector<std::string> restart;
+    for (auto key : config::setting_keys()) {
+      if (key == "daemon.log_level") continue;
+      auto before = config::get_setting(loaded, key);
+      auto after = config::get_setting(*next, key);
+      if (!before || !after || *before != *after) restart.emplace_back(key);
+    }
+    std::string changed;
+    auto note = [&changed](const std::string& what) {
+      changed += (changed.empty() ? "" : ", ") + what;
+    };
+    if (next->log_level != loaded.log_level) {
+      spdlog::default_logger()->set_level(spdlog::level::from_str(next->log_level));
+      note("daemon.log_level " + loaded.log_level + " -> " + next->log_level);
+      loaded.log_level = cfg.log_level = next->log_level;
+    }
+    auto same_peer = [](const config::StaticPeer& a, const config::StaticPeer& b) {
+      return a.name == b.name && a.address == b.address && a.device_id == b.device_id;
+    };
+    if (!std::equal(loaded.peers.begin(), loaded.peers.end(), next->peers.begin(),
+                    next->peers.end(), same_peer)) {
+      if (sync) sync->reload_peers(loaded.peers, next->peers);
+      note("static peers");
+      loaded.peers = cfg.peers = next->peers;
+    }
+    spdlog::info("configuration reloaded: {}", changed.empty() ? "nothing changed" : changed);
+    if (!restart.empty()) {
+      std::string keys;
+      for (const auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
+      spdlog::warn("configuration changed, needs a restart: {}", keys);
+    }
+  }
+
   void shutdown() {
     stopping = true;
     if (!renew_identity) log_notify_failure(systemd::notify_stopping("shutting down"));
@@ -165,6 +233,7 @@ struct Daemon::Impl {
     auto finish = [this, left] {
       if (--*left != 0) return;
       signals.cancel();
+      hangup.cancel();
       io.stop();
     };
     if (sync)
@@ -176,6 +245,11 @@ struct Daemon::Impl {
 };
 
 Daemon::Daemon(config::Config config) : impl_(std::make_unique<Impl>(std::move(config))) {}
+
+void Daemon::set_reload(std::function<Result<config::Config>()> load, std::string source) {
+  impl_->load_config = std::move(load);
+  impl_->config_source = std::move(source);
+}
 
 Daemon::~Daemon() {
   if (impl_->store) impl_->store->set_change_listener(nullptr);
@@ -285,7 +359,8 @@ Status Daemon::run_once(bool first) {
     spdlog::info("API on http://{}:{} (bearer token in {})", d.cfg.api.http_address,
                  d.server->http_port(), d.server->token_path().string());
 
-  d.wait_signal();  // (the previous round's stop cancelled the wait)
+  d.wait_signal();  // (the previous round's stop cancelled the waits)
+  d.wait_hangup();
   if (auto period = systemd::watchdog_ping_interval()) d.arm_watchdog(*period);
   d.arm_blob_gc();
   d.arm_receipts();

@@ -11,14 +11,19 @@ namespace fieldsync::daemon {
 
 std::string usage() {
   return "usage: fieldsyncd [--config FILE] [--data-dir DIR] [--log-level LEVEL] [--set "
-         "KEY=VALUE]...\n"
+         "KEY=VALUE]... [--check-config]\n"
          "\n"
          "  --config FILE      config file (default /etc/fieldsync/fieldsyncd.conf if it exists)\n"
          "  --data-dir DIR     data directory (daemon.data_dir)\n"
          "  --log-level LEVEL  trace, debug, info, warn or error (daemon.log_level)\n"
          "  --set KEY=VALUE    override any config key, e.g. --set api.http_port=0; repeatable\n"
+         "  --check-config     check the config file and options as a start would, print\n"
+         "                     \"config OK\" and its notices, and exit (status 2 if not OK)\n"
          "  --version          print the version and exit\n"
-         "  --help             this text\n";
+         "  --help             this text\n"
+         "\n"
+         "SIGHUP reloads the config file: the log level and the static peers change at once,\n"
+         "other changed keys are logged as needing a restart.\n";
 }
 
 Result<DaemonArgs> parse_args(int argc, char** argv) {
@@ -41,6 +46,8 @@ Result<DaemonArgs> parse_args(int argc, char** argv) {
       a.help = true;
     } else if (arg == "--version") {
       a.version = true;
+    } else if (arg == "--check-config") {
+      a.check_config = true;
     } else if (arg == "--config" || arg == "-c") {
       auto v = take();
       if (!v) return v.error();
@@ -67,14 +74,16 @@ Result<DaemonArgs> parse_args(int argc, char** argv) {
   return a;
 }
 
+std::optional<std::filesystem::path> config_file(const DaemonArgs& args) {
+  if (args.config_path) return std::filesystem::path(*args.config_path);
+  if (std::filesystem::exists(config::default_config_path())) return config::default_config_path();
+  return std::nullopt;
+}
+
 Result<config::Config> build_config(const DaemonArgs& args) {
   config::Config cfg;
-  if (args.config_path) {
-    auto loaded = config::load_config(*args.config_path);
-    if (!loaded) return loaded.error();
-    cfg = std::move(*loaded);
-  } else if (std::filesystem::exists(config::default_config_path())) {
-    auto loaded = config::load_config(config::default_config_path());
+  if (auto file = config_file(args)) {
+    auto loaded = config::load_config(*file);
     if (!loaded) return loaded.error();
     cfg = std::move(*loaded);
   }

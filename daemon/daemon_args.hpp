@@ -4,6 +4,7 @@
 // Stateless functions; thread-safe.
 #pragma once
 
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <utility>
@@ -21,6 +22,7 @@ struct DaemonArgs {
   std::vector<std::pair<std::string, std::string>> settings;  // --set key=value
   bool help = false;
   bool version = false;
+  bool check_config = false;  // --check-config: build the Config, report, exit
 };
 
 // Parses argv. invalid_argument (usage error) with a message naming the bad option.
@@ -29,5 +31,9 @@ std::string usage();
 
 // Builds the effective Config. invalid_argument names the bad key or file.
 Result<config::Config> build_config(const DaemonArgs& args);
+
+// The config file build_config reads (--config, else the default path when it exists), or
+// nullopt when it reads none.
+std::optional<std::filesystem::path> config_file(const DaemonArgs& args);
 
 }  // namespace fieldsync::daemon

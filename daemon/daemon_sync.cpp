@@ -1,5 +1,7 @@
 #include "daemon/daemon_sync.hpp"
 
+#include <map>
+
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/io_context.hpp>
@@ -63,6 +65,47 @@ void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovere
 
 void DaemonSync::notify_change(const ProjectId& project) {
   if (service_) service_->notify_change(project);
+}
+
+void DaemonSync::reload_peers(const std::vector<config::StaticPeer>& before,
+                              const std::vector<config::StaticPeer>& after) {
+  if (!service_) return;
+  auto by_device = [](const std::vector<config::StaticPeer>& list) {
+    std::map<DeviceId, const config::StaticPeer*> out;
+    for (const auto& p : list)
+      if (auto id = DeviceId::parse(p.device_id)) out.emplace(*id, &p);
+    return out;
+  };
+  auto old_peers = by_device(before), new_peers = by_device(after);
+  for (const auto& [id, p] : old_peers) {
+    if (new_peers.count(id)) continue;
+    if (auto st = service_->unconfigure_peer(id); st)
+      spdlog::info("sync: static peer {} ({}) removed from the config: no longer dialed", p->name,
+                   id.short_str());
+    else
+      spdlog::info("sync: static peer {} ({}) removed from the config: {}", p->name, id.short_str(),
+                   st.error().message);
+  }
+  for (const auto& [id, p] : new_peers) {
+    auto was = old_peers.find(id);
+    if (was == old_peers.end()) {
+      if (auto st = service_->add_peer(p->address, id, p->name); st)
+        spdlog::info("sync: static peer {} ({}) added from the config: dialing {}", p->name,
+                     id.short_str(), p->address);
+      else if (st.error().code == Errc::already_exists)
+        spdlog::info("sync: static peer {} ({}) added from the config: already a peer", p->name,
+                     id.short_str());
+      else
+        spdlog::error("peer.{}: not added: {}", p->name, st.error().message);
+    } else if (was->second->address != p->address) {
+      if (auto st = service_->set_peer_address(id, p->address); !st) {
+        spdlog::error("peer.{}: address not changed: {}", p->name, st.error().message);
+        continue;
+      }
+      spdlog::info("sync: static peer {} ({}) now at {}", p->name, id.short_str(), p->address);
+      (void)service_->sync_now(id);
+    }
+  }
 }
 
 std::uint16_t DaemonSync::listen_port() const { return tcp_ ? tcp_->port() : 0; }

@@ -1,6 +1,7 @@
 // DaemonSync: the daemon's sync wiring. Owns the PeerManager on the daemon's io_context with
 // its transports (TCP + TLS; Bluetooth LE when ble.enabled), adds the static [peer.<name>] peers
-// from the config, registers the peers route group and the "peers" member of GET /v1/status.
+// from the config (again when it is reloaded), registers the peers route group and the "peers"
+// member of GET /v1/status.
 //
 // Ownership: borrows the io_context, Store and Config (all outlive it).
 // Thread-safety: like PeerManager: io_context thread only, except notify_change().
@@ -10,6 +11,7 @@
 
 #include <functional>
 #include <memory>
+#include <vector>
 
 #include "common/result.hpp"
 #include "config/config.hpp"
@@ -52,6 +54,12 @@ class DaemonSync {
   std::uint16_t listen_port() const;
   // The store committed changes to `project` (any thread).
   void notify_change(const ProjectId& project);
+  // The config file was reloaded (SIGHUP): static peers only in `after` are added and dialed,
+  // those only in `before` are no longer dialed (PeerManager::unconfigure_peer), a peer whose
+  // address changed is dialed at the new one. Matched by device id; each change is logged, a
+  // peer that cannot be added is logged as an error and skipped. Nothing when sync is off.
+  void reload_peers(const std::vector<config::StaticPeer>& before,
+                    const std::vector<config::StaticPeer>& after);
   void stop();
   // Ends every session cleanly (peers are told this device shuts down); `done` runs on the
   // io_context thread once the connections are closed (at once when sync is off).

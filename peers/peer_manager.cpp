@@ -980,6 +980,26 @@ Status PeerManager::remove_peer(const DeviceId& device) {
   return {};
 }
 
+Status PeerManager::unconfigure_peer(const DeviceId& device) {
+  Impl& im = *impl_;
+  auto it = im.peers.find(device);
+  if (it == im.peers.end() || !it->second.configured)
+    return make_error(Errc::not_found, "no such configured peer");
+  if (auto saved = im.store.load_peers(); saved.ok())
+    for (const auto& rec : *saved)
+      if (rec.device == device && !rec.addresses.empty()) return {};  // remembered: still dialed
+  PeerEntry& e = it->second;
+  e.configured = false;
+  e.retry_pending = false;
+  if (e.retry) e.retry->cancel();
+  auto conn = e.conn, dialing = e.dialing;
+  // (closing may erase the entry: e is not used after this)
+  if (conn) im.close(*conn);
+  if (dialing) im.close(*dialing);
+  im.forget_if_stranger(device);
+  return {};
+}
+
 std::vector<PeerStatus> PeerManager::peers() const {
   std::vector<PeerStatus> out;
   for (const auto& [id, e] : impl_->peers) out.push_back(impl_->status_of(e));

@@ -22,7 +22,7 @@
 // Errors: start() returns a transport's listen error (unavailable when a port is taken);
 // add_peer returns invalid_argument for a bad address or one no transport serves,
 // already_exists for a known device, and failed_precondition for our own id;
-// remove_peer/sync_now return not_found.
+// remove_peer/unconfigure_peer/sync_now return not_found.
 #pragma once
 
 #include <cstdint>
@@ -156,6 +156,12 @@ class PeerManager {
   Status set_peer_address(const DeviceId& device, const std::string& address);
   // Forgets the peer (also in the store) and closes its session.
   Status remove_peer(const DeviceId& device);
+  // A peer added with persist = false (the config file's) is no longer configured (the file
+  // was reloaded without it): it is no longer dialed and its connection is closed, as if the
+  // daemon had restarted without it. A peer the store remembers with an address (added through
+  // the API, joined or approved) stays dialed, as it would after a restart; its approval and
+  // what it proved stay either way. not_found when it is not a configured peer.
+  Status unconfigure_peer(const DeviceId& device);
   std::vector<PeerStatus> peers() const;
   // Per transport scheme ("tcp"; every added transport is listed): what its connections moved
   // (TransferTotals). Cheap: no store access.

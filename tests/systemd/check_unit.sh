@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the generated fieldsyncd.service offline:
+# Checks the generated fieldsyncd.service offline (Type=notify, ExecReload= sends SIGHUP):
 #  1. `systemd-analyze verify` prints nothing (unknown keys and bad values are only warnings
 #     with exit status 0, so any output fails), with ExecStart pointed at an existing binary;
 #  2. the same check catches a planted unknown key (so 1 can fail);
@@ -11,6 +11,8 @@ tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
 grep -q '^Type=notify$' "$unit" || { echo "FAIL: $unit is not Type=notify"; exit 1; }
+grep -qx 'ExecReload=/bin/kill -HUP $MAINPID' "$unit" ||
+  { echo "FAIL: $unit does not reload with SIGHUP (ExecReload=)"; exit 1; }
 sed "s#^ExecStart=[^ ]*#ExecStart=$exe#" "$unit" >"$tmp/fieldsyncd.service"
 
 verify() { (cd "$tmp" && systemd-analyze verify --man=no "$1" 2>&1); }
