@@ -15,7 +15,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fieldsync_harness import (  # noqa: E402
-    FIELDSYNCD, V, DaemonTestCase, doc, share, sync_address, wait_until)
+    FIELDSYNCD, V, DaemonTestCase, doc, free_port, share, sync_address, wait_until)
 
 RELOADED = "configuration reloaded:"
 NOT_RELOADED = "configuration not reloaded"
@@ -137,6 +137,23 @@ class Reload(DaemonTestCase):
                    what="alpha to drop beta")
         p = peer(a, b)
         self.assertFalse(p and p["configured"], p)
+
+    def test_static_peer_moved(self):
+        a = self.daemon("alpha")
+        b = self.daemon("beta")
+        pid = share(b, a)
+        self.assertEqual(b.unix("POST", V + "/%s/docs/obs?id=x1" % pid, {"v": 1}).status, 201)
+        nobody = "127.0.0.1:%d" % free_port()  # nothing listens there
+        entry = "[peer.beta]\naddress = %s\ndevice = %s\n"
+        write(a.config_path, entry % (nobody, b.device_id))
+        reload(a)
+        wait_until(lambda: (peer(a, b) or {}).get("failures", 0) >= 1, 10,
+                   what="alpha to fail to reach beta at the wrong address")
+        write(a.config_path, entry % (sync_address(b), b.device_id))
+        log = reload(a)
+        self.assertIn("static peer beta (", log)
+        self.assertIn("now at " + sync_address(b), log)
+        wait_until(lambda: doc(a, pid, "x1"), 20, what="alpha to sync x1 at beta's new address")
 
     def test_restart_only_key_is_reported(self):
         a = self.daemon("alpha")
