@@ -14,12 +14,21 @@
 namespace {
 
 void print_help(std::ostream& out) {
-  out << "usage: syncctl [--socket PATH | --data-dir DIR] [--json] COMMAND [ARGS...]\n\n"
+  out << "usage: syncctl [--socket PATH | --data-dir DIR] [--json] COMMAND [ARGS...]\n"
+         "   or: syncctl COMMAND --help | help [COMMAND] | --version\n\n"
          "commands:\n";
   for (const auto& c : fieldsync::cli::command_registry())
     out << "  " << c.usage << "\n      " << c.summary << "\n";
   out << "\nexit codes: 0 ok, 1 error from fieldsyncd, 2 usage error, 3 fieldsyncd unreachable\n"
          "PROJECT is a project id or a unique project name.\n";
+}
+
+// `syncctl COMMAND --help`: every form of that command and what it does.
+void print_command_help(std::ostream& out, const std::string& name) {
+  for (const auto& c : fieldsync::cli::command_registry())
+    if (c.name == name) out << "usage: syncctl " << c.usage << "\n\n" << c.summary << "\n";
+  out << "\nglobal options: [--socket PATH | --data-dir DIR] [--json]; exit codes: 0 ok, 1 "
+         "error from fieldsyncd, 2 usage error, 3 fieldsyncd unreachable\n";
 }
 
 }  // namespace
@@ -28,7 +37,7 @@ int main(int argc, char** argv) {
   using namespace fieldsync;
   std::vector<std::string> rest;
   std::string socket, data_dir;
-  bool json = false, help = false;
+  bool json = false, help = false, version = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto take = [&](std::string& out) {
@@ -44,6 +53,8 @@ int main(int argc, char** argv) {
       json = true;
     } else if (a == "--help" || a == "-h" || (rest.empty() && a == "help")) {
       help = true;
+    } else if (a == "--version" && rest.empty()) {
+      version = true;
     } else if (a == "--socket" || a.rfind("--socket=", 0) == 0) {
       if (!take(socket)) {
         std::cerr << "syncctl: --socket needs a path\n";
@@ -57,6 +68,19 @@ int main(int argc, char** argv) {
     } else {
       rest.push_back(a);
     }
+  }
+  if (version) {
+    std::cout << "syncctl " << FIELDSYNC_VERSION << "\n";
+    return cli::kOk;
+  }
+  if (help && !rest.empty()) {
+    if (!cli::find_command(rest.front()).run) {
+      std::cerr << "syncctl: unknown command '" << rest.front() << "'\n";
+      print_help(std::cerr);
+      return cli::kUsage;
+    }
+    print_command_help(std::cout, rest.front());
+    return cli::kOk;
   }
   if (help || rest.empty()) {
     print_help(help ? std::cout : std::cerr);

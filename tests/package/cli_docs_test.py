@@ -4,7 +4,9 @@
 - every command, subcommand and --option that `syncctl help` lists is in syncctl.1, and the
   completion offers it (bash runs the completion function);
 - every option that `fieldsyncd --help` lists is in fieldsyncd.8;
-- `fieldsyncd --version`, debian/changelog and both man pages' headers name the same version.
+- `fieldsyncd --version`, `syncctl --version`, debian/changelog and both man pages' headers
+  name the same version;
+- `syncctl COMMAND --help` and `syncctl help COMMAND` print that command's usage, exit 0.
 
 Usage: cli_docs_test.py SOURCE_DIR PATH/TO/fieldsyncd PATH/TO/syncctl
 """
@@ -98,6 +100,20 @@ with open(f"{src}/debian/changelog", encoding="utf-8") as f:
     changelog = re.match(r"^fieldsync \(([^)]+)\)", f.readline())
 check(changelog and changelog.group(1).split("-")[0] == version,
       f"debian/changelog's version {changelog and changelog.group(1)} is not {version}")
+syncctl_version = run(syncctl, "--version").split()
+check(syncctl_version == ["syncctl", version],
+      f"`syncctl --version` says {syncctl_version}, not syncctl {version}")
+# --- every command has its own --help (and `help COMMAND`): its forms, exit 0 ---
+for cmd in commands:
+    for argv in ([cmd, "--help"], ["help", cmd]):
+        r = subprocess.run([syncctl, *argv], capture_output=True, text=True)
+        check(r.returncode == 0 and r.stdout.startswith(f"usage: syncctl {cmd}")
+              and "commands:" not in r.stdout,
+              f"`syncctl {' '.join(argv)}` does not print that command's usage alone "
+              f"(exit {r.returncode}): {r.stdout[:80]!r}")
+r = subprocess.run([syncctl, "nosuchcommand", "--help"], capture_output=True, text=True)
+check(r.returncode == 2 and "unknown command" in r.stderr,
+      "`syncctl nosuchcommand --help` is not a usage error")
 for page in (syncctl_man, fieldsyncd_man):
     th = re.search(r'^\.TH \S+ \d "[^"]*" "fieldsync ([^"]+)"', page, re.M)
     check(th and th.group(1) == version, f"a man page's .TH names {th and th.group(1)}, not {version}")
