@@ -4,7 +4,9 @@
 #include <boost/json.hpp>
 #include <charconv>
 #include <cmath>
+#include <optional>
 #include <set>
+#include <vector>
 
 namespace fieldsync::storage {
 namespace json = boost::json;
@@ -35,14 +37,60 @@ std::string num_text(double d) {
   return std::string(buf, r.ptr);
 }
 
+std::string canonical_number(double d);
+
 // The canonical spelling of a scalar: strings escaped as JSON, numbers in their shortest form.
 std::string scalar_text(const json::value& v) {
   switch (v.kind()) {
     case json::kind::int64: return std::to_string(v.get_int64());
     case json::kind::uint64: return std::to_string(v.get_uint64());
-    case json::kind::double_: return num_text(v.get_double());
+    case json::kind::double_: return canonical_number(v.get_double());
     default: return json::serialize(v);
   }
+}
+
+// How Boost.JSON reads a spelling back (any number kind as a double).
+std::optional<double> read_back(const std::string& text) {
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_number()) return std::nullopt;
+  if (v.is_int64()) return double(v.get_int64());
+  if (v.is_uint64()) return double(v.get_uint64());
+  return v.get_double();
+}
+
+// The canonical spelling of a double: the first of a few spellings that Boost.JSON reads back
+// as exactly this double. Its number parser is not correctly rounded for every input (the
+// shortest spelling of 3.6666666666e81 reads back one ulp away, and that one's shortest
+// spelling reads back as the first), so the shortest spelling alone would not round-trip.
+// nullopt: none does (such a number is refused when a subscription is parsed).
+std::optional<std::string> spell(double d) {
+  if (d == 0) return "0";
+  std::vector<std::string> tries{num_text(d), num_text(std::nextafter(d, HUGE_VAL)),
+                                 num_text(std::nextafter(d, -HUGE_VAL))};
+  for (int digits : {17, 18, 19, 20}) {
+    char buf[64];
+    auto r = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::general, digits);
+    tries.emplace_back(buf, r.ptr);
+  }
+  for (const auto& t : tries)
+    if (auto back = read_back(t); back && *back == d) return t;
+  return std::nullopt;
+}
+
+std::string canonical_number(double d) { return spell(d).value_or(num_text(d)); }
+
+// The first double of the parsed JSON that has no canonical spelling, if any.
+const json::value* unspellable(const json::value& v) {
+  if (v.is_double()) return !std::isfinite(v.get_double()) || spell(v.get_double()) ? nullptr : &v;
+  if (v.is_array()) {
+    for (const auto& x : v.get_array())
+      if (auto* u = unspellable(x)) return u;
+  } else if (v.is_object()) {
+    for (const auto& kv : v.get_object())
+      if (auto* u = unspellable(kv.value())) return u;
+  }
+  return nullptr;
 }
 
 // Numbers must be finite: 2e308 reads as infinity, which has no JSON spelling to give back.
@@ -241,8 +289,9 @@ std::string term_text(const Term& t) {
     }
     case Kind::bbox:
       return "{\"bbox\":{\"lat\":" + q(t.path_text) + ",\"lon\":" + q(t.lon_text) +
-             ",\"south\":" + num_text(t.south) + ",\"west\":" + num_text(t.west) +
-             ",\"north\":" + num_text(t.north) + ",\"east\":" + num_text(t.east) + "}}";
+             ",\"south\":" + canonical_number(t.south) + ",\"west\":" + canonical_number(t.west) +
+             ",\"north\":" + canonical_number(t.north) + ",\"east\":" + canonical_number(t.east) +
+             "}}";
     case Kind::all:
     case Kind::any: {
       std::string s = t.kind == Kind::all ? "{\"all\":[" : "{\"any\":[";
@@ -339,6 +388,9 @@ Result<Subscription> Subscription::parse(std::string_view text) {
   po.max_depth = 2 * kMaxSubscriptionDepth + 8;
   json::value v = json::parse(text, ec, {}, po);
   if (ec) return bad("not valid JSON (" + ec.message() + ")");
+  if (const json::value* u = unspellable(v))
+    return bad("the number " + num_text(u->get_double()) +
+               " cannot be kept exactly; give it with fewer digits");
   Subscription s;
   if (v.is_null()) return s;
   const json::object* o = v.if_object();
