@@ -3,8 +3,10 @@
 // member. Input: lines: the base body (or "-" for none), then 1..4 head bodies.
 // Checks: when every body is a JSON object the merge succeeds and gives a JSON object whose
 // every member's value is one of the inputs' values for that key, text for text; a conflicting
-// field is one the heads hold differently; a body that is not an object is refused.
+// field is one the heads hold differently; a body that is not an object is refused. A key a
+// body repeats counts with its last member, as the JSON parser reads it.
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 #include <string_view>
 #include <vector>
@@ -54,7 +56,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   for (const auto& kv : out.as_object()) {
     bool found = false;
     for (const auto& v : inputs)
-      if (const auto* x = v.as_object().if_contains(kv.key()); x && *x == kv.value()) found = true;
+      if (const auto* x = v.as_object().if_contains(kv.key());
+          x && (*x == kv.value() || json::serialize(*x) == json::serialize(kv.value())))
+        found = true;  // (by text too: the parser reads 0e811 as NaN, which equals nothing)
     FUZZ_CHECK(found);
   }
   return 0;

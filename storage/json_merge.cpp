@@ -117,10 +117,13 @@ std::string compact(std::string_view v) {
   return out;
 }
 
+// The member named `key`: the last one when a body (from an older peer: the API refuses them)
+// repeats a key, as the JSON parser reads such an object everywhere else.
 const RawMember* find(const std::vector<RawMember>& ms, const std::string& key) {
+  const RawMember* last = nullptr;
   for (const auto& m : ms)
-    if (m.key == key) return &m;
-  return nullptr;
+    if (m.key == key) last = &m;
+  return last;
 }
 
 }  // namespace
