@@ -58,7 +58,7 @@ void DaemonMirror::attach_api(ipc::ApiService& api) {
       j["project"] = p.project;
       j["mirrored_seq"] = p.mirrored_seq;
       j["feed_seq"] = p.feed_seq;
-      j["behind"] = p.feed_seq > p.mirrored_seq ? p.feed_seq - p.mirrored_seq : 0;
+      j["behind"] = p.behind();
       j["rows_written"] = p.rows_written;
       j["last_commit_ms"] = p.last_commit_ms;
       if (p.problem.empty()) {
@@ -88,8 +88,7 @@ void DaemonMirror::attach_api(ipc::ApiService& api) {
     w.sample("fieldsync_mirror_failures_total", {}, s.failures);
     w.family("fieldsync_mirror_behind", "gauge", "changes of a project not yet in PostgreSQL");
     for (const auto& p : s.projects)
-      w.sample("fieldsync_mirror_behind", {{"project", p.project}},
-               std::uint64_t{p.feed_seq > p.mirrored_seq ? p.feed_seq - p.mirrored_seq : 0});
+      w.sample("fieldsync_mirror_behind", {{"project", p.project}}, p.behind());
   });
 }
 

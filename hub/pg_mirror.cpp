@@ -522,22 +522,15 @@ struct PgMirror::Impl {
           docs.push_back(std::move(*d));
         }
         std::uint64_t to = changes->back().seq;
-        std::uint64_t refused = 0;
-        if (!docs.empty()) {
-          auto w = write(id, c, docs, to);
-          if (!w) return w.error();
-          refused = *w;
-        } else {
-          auto w = write(id, c, {}, to);
-          if (!w) return w.error();
-        }
+        auto refused = write(id, c, docs, to);  // no rows (reserved only): the position moves
+        if (!refused) return refused.error();
         std::lock_guard lk(mu);
         auto& ps = project_status(id);
         ps.mirrored_seq = to;
         ps.rows_written += docs.size();
         ps.last_commit_ms = now_ms();
         st.rows_written += docs.size();
-        st.bodies_refused += refused;
+        st.bodies_refused += *refused;
         ++st.transactions;
       }
       {

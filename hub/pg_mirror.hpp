@@ -40,6 +40,7 @@ struct MirrorProjectStatus {
   std::uint64_t rows_written = 0;  // since the daemon started
   std::int64_t last_commit_ms = 0;
   std::string problem;  // why it is not mirrored (another device mirrors it), or empty
+  std::uint64_t behind() const { return feed_seq > mirrored_seq ? feed_seq - mirrored_seq : 0; }
 };
 
 struct MirrorStatus {

@@ -214,6 +214,19 @@ Result<std::vector<Receipt>> Store::receipts(const ProjectId& project) const {
 }
 
 Result<bool> Store::write_receipt(const ProjectId& project, std::int64_t now_ms) {
+  // Most devices are no destination: a read transaction tells, before any write transaction
+  // (this runs for every project every hub.receipt_interval_ms) and before the subscription
+  // check (a subscribed phone is no reason for a warning).
+  {
+    auto txn = impl_->read_txn();
+    if (!txn) return txn.error();
+    FS_TRY(impl_->project(*txn, project));
+    auto dests = named_destinations(*impl_, *txn, project);
+    if (!dests) return dests.error();
+    if (std::none_of(dests->begin(), dests->end(),
+                     [&](const Destination& d) { return d.device == impl_->me(); }))
+      return false;
+  }
   auto sub = subscription(project);
   if (!sub) return sub.error();
   if (!sub->everything())
