@@ -175,17 +175,31 @@ struct Daemon::Impl {
     });
   }
 
-  // SIGHUP: the log level and the static peers change now; other keys are reported.
+  // What READY=1 and a finished reload show in `systemctl status`.
+  std::string serving_status() const {
+    return "serving the API on " + (server ? server->socket_path().string() : std::string("?"));
+  }
+
+  // SIGHUP: tells systemd RELOADING=1 (with MONOTONIC_USEC), reloads, then READY=1 with a
+  // STATUS saying how it went, whether or not the new configuration was taken.
   void reload() {
+    log_notify_failure(systemd::notify_reloading("reloading the configuration"));
+    std::string outcome = reload_config();
+    log_notify_failure(systemd::notify_ready(serving_status() + "; " + outcome));
+  }
+
+  // The log level and the static peers change now; other keys are reported. Returns a
+  // one-line outcome for STATUS=.
+  std::string reload_config() {
     if (!load_config) {
       spdlog::warn("received SIGHUP: nothing to reload");
-      return;
+      return "nothing to reload";
     }
     spdlog::info("received SIGHUP, reloading the configuration ({})", config_source);
     auto next = load_config();
     if (!next) {
       spdlog::error("configuration not reloaded, the running one stays: {}", next.error().message);
-      return;
+      return "configuration not reloaded: " + next.error().message;
     }
     std::vector<std::string> restart;
     for (auto key : config::setting_keys()) {
@@ -217,7 +231,9 @@ struct Daemon::Impl {
       std::string keys;
       for (const auto& k : restart) keys += (keys.empty() ? "" : ", ") + k;
       spdlog::warn("configuration changed, needs a restart: {}", keys);
+      return "configuration reloaded; changed keys need a restart: " + keys;
     }
+    return "configuration reloaded";
   }
 
   void shutdown() {
@@ -364,9 +380,7 @@ Status Daemon::run_once(bool first) {
   if (auto period = systemd::watchdog_ping_interval()) d.arm_watchdog(*period);
   d.arm_blob_gc();
   d.arm_receipts();
-  if (first)
-    log_notify_failure(
-        systemd::notify_ready("serving the API on " + d.server->socket_path().string()));
+  if (first) log_notify_failure(systemd::notify_ready(d.serving_status()));
 
   d.io.run();
 

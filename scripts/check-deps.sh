@@ -35,6 +35,7 @@ CONFINED=(
   "avahi-common/=discovery"
   "pqxx=hub"
   "libpq-fe.h=hub"
+  "systemd/=systemd"
 )
 
 bad=0

@@ -1,14 +1,13 @@
 #include "systemd/sd_notify.hpp"
 
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
+#include <systemd/sd-daemon.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <string>
 
 namespace fieldsync::systemd {
@@ -21,14 +20,17 @@ std::string one_line(std::string_view s) {
   return out;
 }
 
-template <class T>
-std::optional<T> parse_number(const char* text) {
-  if (!text || !*text) return std::nullopt;
-  T value{};
-  const char* end = text + std::strlen(text);
-  auto [ptr, ec] = std::from_chars(text, end, value);
-  if (ec != std::errc() || ptr != end) return std::nullopt;
+std::optional<std::uint64_t> parse_number(std::string_view text) {
+  if (text.empty()) return std::nullopt;
+  std::uint64_t value{};
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc() || ptr != text.data() + text.size()) return std::nullopt;
   return value;
+}
+
+std::string with_status(std::string msg, std::string_view status) {
+  if (!status.empty()) msg += "STATUS=" + one_line(status) + "\n";
+  return msg;
 }
 
 }  // namespace
@@ -36,30 +38,14 @@ std::optional<T> parse_number(const char* text) {
 Status notify(std::string_view state) {
   const char* path = std::getenv("NOTIFY_SOCKET");
   if (!path || !*path) return {};  // not started by systemd: nothing to tell
-
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::size_t len = std::strlen(path);
-  if ((path[0] != '/' && path[0] != '@') || len >= sizeof addr.sun_path)
+  // sd_notify() returns > 0 when sent, 0 without $NOTIFY_SOCKET, -errno on failure.
+  int r = ::sd_notify(0, std::string(state).c_str());
+  if (r >= 0) return {};
+  if (r == -EINVAL || r == -EAFNOSUPPORT)
     return make_error(Errc::invalid_argument,
                       std::string("NOTIFY_SOCKET is not a usable AF_UNIX path: ") + path);
-  std::memcpy(addr.sun_path, path, len);
-  if (addr.sun_path[0] == '@') addr.sun_path[0] = '\0';  // abstract namespace
-
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return make_error(Errc::unavailable, std::string("sd_notify socket: ") + std::strerror(errno));
-  auto addr_len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + len);
-  ssize_t sent = ::sendto(fd, state.data(), state.size(), MSG_NOSIGNAL,
-                          reinterpret_cast<const sockaddr*>(&addr), addr_len);
-  int err = errno;
-  ::close(fd);
-  if (sent < 0)
-    return make_error(Errc::unavailable,
-                      std::string("sd_notify to ") + path + ": " + std::strerror(err));
-  if (static_cast<std::size_t>(sent) != state.size())
-    return make_error(Errc::unavailable, std::string("sd_notify to ") + path + ": short send");
-  return {};
+  return make_error(Errc::unavailable,
+                    std::string("sd_notify to ") + path + ": " + std::strerror(-r));
 }
 
 Status notify_ready(std::string_view status) {
@@ -71,23 +57,30 @@ Status notify_status(std::string_view status) {
   return notify("STATUS=" + one_line(status) + "\n");
 }
 
+Status notify_reloading(std::string_view status) {
+  return notify(with_status(
+      "RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()) + "\n", status));
+}
+
 Status notify_stopping(std::string_view status) {
-  std::string msg = "STOPPING=1\n";
-  if (!status.empty()) msg += "STATUS=" + one_line(status) + "\n";
-  return notify(msg);
+  return notify(with_status("STOPPING=1\n", status));
 }
 
 Status notify_watchdog() { return notify("WATCHDOG=1\n"); }
 
+std::uint64_t monotonic_usec() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000u +
+         static_cast<std::uint64_t>(ts.tv_nsec) / 1000u;
+}
+
 std::optional<std::chrono::microseconds> watchdog_ping_interval() {
-  auto usec = parse_number<std::uint64_t>(std::getenv("WATCHDOG_USEC"));
-  if (!usec || *usec == 0) return std::nullopt;
-  if (const char* pid_text = std::getenv("WATCHDOG_PID"); pid_text && *pid_text) {
-    auto pid = parse_number<pid_t>(pid_text);
-    if (!pid || *pid != ::getpid()) return std::nullopt;  // meant for another process
-  }
+  std::uint64_t usec = 0;
+  // > 0: on and meant for this process; 0: off or for another pid; < 0: malformed variables.
+  if (::sd_watchdog_enabled(0, &usec) <= 0 || usec == 0) return std::nullopt;
   // Half the timeout, as sd_watchdog_enabled(3) recommends: one late ping is not fatal.
-  return std::chrono::microseconds(*usec / 2);
+  return std::chrono::microseconds(usec / 2);
 }
 
 bool stderr_is_journal() {
@@ -96,9 +89,8 @@ bool stderr_is_journal() {
   std::string_view v(js);
   auto colon = v.find(':');
   if (colon == std::string_view::npos) return false;
-  std::string dev(v.substr(0, colon)), ino(v.substr(colon + 1));
-  auto d = parse_number<std::uint64_t>(dev.c_str());
-  auto i = parse_number<std::uint64_t>(ino.c_str());
+  auto d = parse_number(v.substr(0, colon));
+  auto i = parse_number(v.substr(colon + 1));
   struct stat st {};
   if (!d || !i || ::fstat(STDERR_FILENO, &st) != 0) return false;
   return static_cast<std::uint64_t>(st.st_dev) == *d && static_cast<std::uint64_t>(st.st_ino) == *i;

@@ -77,6 +77,17 @@ TEST_CASE("sd_notify sends the protocol messages to a path socket and an abstrac
     CHECK(systemd.receive() == "STOPPING=1\n");
     REQUIRE(systemd::notify_stopping("SIGTERM").ok());
     CHECK(systemd.receive() == "STOPPING=1\nSTATUS=SIGTERM\n");
+    std::uint64_t before = systemd::monotonic_usec();
+    REQUIRE(systemd::notify_reloading("reloading\nconfig").ok());
+    std::uint64_t after = systemd::monotonic_usec();
+    std::string reloading = systemd.receive();
+    REQUIRE(reloading.rfind("RELOADING=1\nMONOTONIC_USEC=", 0) == 0);
+    auto stamp_at = reloading.find('=', 12) + 1;
+    auto stamp_end = reloading.find('\n', stamp_at);
+    std::uint64_t stamp = std::stoull(reloading.substr(stamp_at, stamp_end - stamp_at));
+    CHECK(before <= stamp);
+    CHECK(stamp <= after);
+    CHECK(reloading.substr(stamp_end) == "\nSTATUS=reloading config\n");
     CHECK(systemd.empty());
   }
 }
