@@ -103,6 +103,16 @@ void Histogram::write(MetricsWriter& w, std::string_view name, const MetricLabel
   w.sample(std::string(name) + "_count", labels, count_);
 }
 
+void write_histogram(MetricsWriter& w, std::string_view name, const std::vector<double>& bounds,
+                     const std::vector<std::uint64_t>& cumulative, double sum,
+                     std::uint64_t count) {
+  const std::string bucket = std::string(name) + "_bucket";
+  for (std::size_t i = 0; i < cumulative.size(); ++i)
+    w.sample(bucket, {{"le", i < bounds.size() ? number(bounds[i]) : "+Inf"}}, cumulative[i]);
+  w.sample(std::string(name) + "_sum", {}, sum);
+  w.sample(std::string(name) + "_count", {}, count);
+}
+
 std::vector<double> api_latency_buckets() {
   return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10};
 }

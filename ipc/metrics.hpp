@@ -53,6 +53,11 @@ class Histogram {
   std::uint64_t count_ = 0;
 };
 
+// Writes the samples of a histogram kept elsewhere: `cumulative` has one count per bound and
+// a last one for +Inf (which is `count`). The family (HELP/TYPE) must have been started.
+void write_histogram(MetricsWriter& w, std::string_view name, const std::vector<double>& bounds,
+                     const std::vector<std::uint64_t>& cumulative, double sum, std::uint64_t count);
+
 // Latency buckets (seconds) of the API request histogram.
 std::vector<double> api_latency_buckets();
 

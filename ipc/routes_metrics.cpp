@@ -56,6 +56,24 @@ Status write_project_metrics(MetricsWriter& w, const ApiContext& ctx) {
   return {};
 }
 
+void write_latency(MetricsWriter& w, std::string_view name, std::string_view help,
+                   const storage::LatencySnapshot& s) {
+  w.family(name, "histogram", help);
+  write_histogram(w, name, s.bounds, s.buckets, s.sum_seconds, s.count);
+}
+
+// The store's commit and fsync latency (atomic counters in storage/: no lock, no scan).
+void write_storage_metrics(MetricsWriter& w, const ApiContext& ctx) {
+  write_latency(w, "fieldsync_storage_commit_seconds",
+                "Time of each write transaction's commit in the store (with its fsync when "
+                "storage.durable = true).",
+                ctx.store.commit_latency());
+  write_latency(w, "fieldsync_storage_fsync_seconds",
+                "Time of each fsync the store makes besides its commits (blob files and their "
+                "directories).",
+                ctx.store.fsync_latency());
+}
+
 }  // namespace
 
 void register_metrics_routes(Router& router, ApiContext& ctx) {
@@ -68,6 +86,7 @@ void register_metrics_routes(Router& router, ApiContext& ctx) {
     w.sample("fieldsync_uptime_seconds", {},
              std::chrono::duration<double>(std::chrono::steady_clock::now() - ctx.started).count());
     if (auto st = write_project_metrics(w, ctx); !st) return fail(st.error());
+    write_storage_metrics(w, ctx);
     w.family("fieldsync_api_connections", "gauge", "Open API connections (both listeners).");
     w.sample("fieldsync_api_connections", {},
              static_cast<std::uint64_t>(ctx.listen.connections ? ctx.listen.connections() : 0));

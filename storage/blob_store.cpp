@@ -94,10 +94,16 @@ BlobId blob_of_key(ByteView key) {
   return id;
 }
 
-Status fsync_dir(const fs::path& dir) {
+// fsync, timed into `h` (Store::fsync_latency()).
+int timed_fsync(int fd, LatencyHistogram& h) {
+  LatencyTimer timer(&h);
+  return ::fsync(fd);
+}
+
+Status fsync_dir(const fs::path& dir, LatencyHistogram& h) {
   int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return errno_error(errno, "opening " + dir.string());
-  int rc = ::fsync(fd);
+  int rc = timed_fsync(fd, h);
   int err = errno;
   ::close(fd);
   if (rc != 0) return errno_error(err, "fsync of " + dir.string());
@@ -446,6 +452,7 @@ class BlobStoreImpl final : public BlobStore {
   // Held while a finished upload is named and recorded, and while gc() decides and deletes
   // files: gc never deletes a file an upload has just named and not yet recorded.
   std::mutex files_mu;
+  LatencyHistogram& fsyncs() { return im_.fsyncs; }
 };
 
 // ---- uploads ---------------------------------------------------------------------------
@@ -540,7 +547,8 @@ struct UploadState {
     rec.chunks = std::move(chunks);
     rec.info.root = chunk_root(rec.chunks);
     rec.since_ms = now_ms();
-    if (::fsync(fd) != 0) return fail(errno_error(errno, "fsync of an uploaded blob"));
+    if (timed_fsync(fd, store->fsyncs()) != 0)
+      return fail(errno_error(errno, "fsync of an uploaded blob"));
     ::close(fd);
     fd = -1;
     std::lock_guard files(store->files_mu);
@@ -550,7 +558,7 @@ struct UploadState {
     if (::rename(part.c_str(), target.c_str()) != 0)
       return fail(errno_error(errno, "naming an uploaded blob"));
     part.clear();
-    if (auto st = fsync_dir(target.parent_path()); !st) return fail(st.error());
+    if (auto st = fsync_dir(target.parent_path(), store->fsyncs()); !st) return fail(st.error());
     if (auto st = store->record_upload(project, rec); !st) return fail(st.error());
     done = true;
     return rec.info;
@@ -779,7 +787,8 @@ class ReceiverImpl final : public BlobReceiver {
 
  private:
   static Result<BlobInfo> finish_now(ReceiveState& s) {
-    if (::ftruncate(s.fd, static_cast<off_t>(s.info.size)) != 0 || ::fsync(s.fd) != 0)
+    if (::ftruncate(s.fd, static_cast<off_t>(s.info.size)) != 0 ||
+        timed_fsync(s.fd, s.store->fsyncs()) != 0)
       return errno_error(errno, "fsync of a received blob");
     // Every chunk matched the root the reference states, but a reference may pair an id with
     // another blob's root: the bytes must hash to the id they are named by, or another
@@ -808,7 +817,7 @@ class ReceiverImpl final : public BlobReceiver {
     FS_TRY(create_private_dirs(target.parent_path()));
     if (::rename(s.part.c_str(), target.c_str()) != 0)
       return errno_error(errno, "naming a received blob");
-    FS_TRY(fsync_dir(target.parent_path()));
+    FS_TRY(fsync_dir(target.parent_path(), s.store->fsyncs()));
     std::error_code ec;
     fs::remove(s.sidecar, ec);
     HeldRecord rec;

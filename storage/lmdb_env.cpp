@@ -83,7 +83,7 @@ Result<LmdbTxn> LmdbTxn::begin(const LmdbEnv& env, bool write) {
   MDB_txn* t = nullptr;
   if (int rc = mdb_txn_begin(env.raw(), nullptr, write ? 0 : MDB_RDONLY, &t))
     return lmdb_error(rc, "mdb_txn_begin");
-  return LmdbTxn(t);
+  return LmdbTxn(t, write ? &env.commit_latency_ : nullptr);
 }
 
 LmdbTxn::~LmdbTxn() {
@@ -92,7 +92,11 @@ LmdbTxn::~LmdbTxn() {
 
 Status LmdbTxn::commit() {
   MDB_env* env = mdb_txn_env(txn_);
-  int rc = mdb_txn_commit(txn_);
+  int rc = 0;
+  {
+    LatencyTimer timer(commits_);  // successful or not: a failed commit took its time too
+    rc = mdb_txn_commit(txn_);
+  }
   txn_ = nullptr;  // committed or not, the txn handle is gone
   // LMDB reports a short write as EIO. It writes at most 64 pages at a time, so a short write
   // with less free space than that left on the filesystem is the disk filling up.

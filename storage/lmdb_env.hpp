@@ -14,6 +14,7 @@
 
 #include "common/bytes.hpp"
 #include "common/result.hpp"
+#include "storage/latency.hpp"
 
 namespace fieldsync::storage {
 
@@ -37,17 +38,21 @@ class LmdbEnv {
   // A consistent, compacted copy of the environment into the existing, empty directory
   // `dir` (one read transaction: writers carry on meanwhile).
   Status copy_to(const std::filesystem::path& dir) const;
+  // The time of every write transaction's mdb_txn_commit (with its fsync when durable).
+  LatencySnapshot commit_latency() const { return commit_latency_.snapshot(); }
 
  private:
+  friend class LmdbTxn;
   LmdbEnv() = default;
   MDB_env* env_ = nullptr;
   Tables tables_;
+  mutable LatencyHistogram commit_latency_;  // observed by LmdbTxn::commit() on any thread
 };
 
 class LmdbTxn {
  public:
   static Result<LmdbTxn> begin(const LmdbEnv& env, bool write);
-  LmdbTxn(LmdbTxn&& o) noexcept : txn_(o.txn_) { o.txn_ = nullptr; }
+  LmdbTxn(LmdbTxn&& o) noexcept : txn_(o.txn_), commits_(o.commits_) { o.txn_ = nullptr; }
   LmdbTxn& operator=(LmdbTxn&&) = delete;
   ~LmdbTxn();
 
@@ -60,8 +65,9 @@ class LmdbTxn {
   Status del(MDB_dbi dbi, ByteView key);
 
  private:
-  explicit LmdbTxn(MDB_txn* t) : txn_(t) {}
+  LmdbTxn(MDB_txn* t, LatencyHistogram* commits) : txn_(t), commits_(commits) {}
   MDB_txn* txn_ = nullptr;
+  LatencyHistogram* commits_ = nullptr;  // the env's commit histogram; write transactions only
 };
 
 // A cursor positioned by seek(); iterates forward or backward over one table.

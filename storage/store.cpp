@@ -201,6 +201,8 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
 const DeviceId& Store::device_id() const { return impl_->me(); }
 const crypto::SigningKey& Store::signing_key() const { return *impl_->key; }
 const StoreOptions& Store::options() const { return impl_->opts; }
+LatencySnapshot Store::commit_latency() const { return impl_->env->commit_latency(); }
+LatencySnapshot Store::fsync_latency() const { return impl_->fsyncs.snapshot(); }
 
 void Store::set_change_listener(ChangeListener listener) {
   std::lock_guard lock(impl_->listener_mu);

@@ -19,6 +19,7 @@
 #include "common/result.hpp"
 #include "storage/blob_ref.hpp"
 #include "storage/blob_store.hpp"
+#include "storage/latency.hpp"
 #include "storage/subscription.hpp"
 #include "storage/types.hpp"
 
@@ -35,6 +36,11 @@ class Store {
   const DeviceId& device_id() const;
   const crypto::SigningKey& signing_key() const;
   const StoreOptions& options() const;
+  // How long each LMDB write transaction's commit took (its fsync included when
+  // storage.durable = true), and each separate fsync (blob files and their directories).
+  // Any thread; no lock (docs/api.md "Metrics").
+  LatencySnapshot commit_latency() const;
+  LatencySnapshot fsync_latency() const;
 
   // --- projects ---
   Result<ProjectInfo> create_project(std::string name, std::string settings_json = "{}");

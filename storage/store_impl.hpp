@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "storage/hybrid_clock.hpp"
+#include "storage/latency.hpp"
 #include "storage/lmdb_env.hpp"
 #include "storage/records.hpp"
 #include "storage/store.hpp"
@@ -30,6 +31,7 @@ struct Store::Impl {
   std::atomic<bool> renewal_pending{false};  // report_identity_conflict() was called
   IdentityListener identity_listener;        // guarded by listener_mu
   HybridClock clock;
+  LatencyHistogram fsyncs;  // the blob store's file and directory fsyncs (any thread)
   std::mutex listener_mu;
   ChangeListener listener;
 

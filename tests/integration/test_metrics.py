@@ -2,7 +2,8 @@
 """GET /metrics and GET /v1/health of real daemons: two daemons sync a project while /metrics
 of both is scraped, and the numbers are checked against what happened (versions written and
 received, bytes moving and never going back, also after the connection ended, peers in sync,
-the request counter rising); every scrape is parsed strictly (the Prometheus text format 0.0.4:
+the request counter rising, the store's commit and fsync histograms counting every write);
+every scrape is parsed strictly (the Prometheus text format 0.0.4:
 HELP and TYPE for every family, label syntax, cumulative histogram buckets with _sum and
 _count). Health answers 200 on both listeners; both routes keep the API's access rules. Run by
 ctest, or by hand: /usr/bin/python3 tests/integration/test_metrics.py -v
@@ -236,6 +237,49 @@ class Metrics(DaemonTestCase):
         # Every answer observed once in the histogram (the scrape itself is counted after).
         self.assertEqual(s.total("fieldsync_api_requests_total"),
                          s.value("fieldsync_api_request_duration_seconds_count"))
+
+    def test_storage_commit_and_fsync_latency(self):
+        # Durable, as a real device runs: each commit includes its fsync.
+        a = self.daemon("alpha", **{"storage.durable": "true"})
+        pid = a.create_project()
+        s0 = scrape(a)
+        for name in ("fieldsync_storage_commit_seconds", "fieldsync_storage_fsync_seconds"):
+            self.assertEqual(s0.families[name]["type"], "histogram")
+            les = [l["le"] for n, l, _ in s0.families[name]["samples"] if n.endswith("_bucket")]
+            self.assertEqual(les[0], "0.0001")
+            self.assertEqual(les[-2:], ["10", "+Inf"])
+        commits0 = s0.value("fieldsync_storage_commit_seconds_count")
+        self.assertGreater(commits0, 0)  # creating the project committed
+        # Each PUT of a document is one write transaction; a batch is one more.
+        n_puts = 20
+        for i in range(n_puts):
+            r = a.unix("PUT", V + "/%s/docs/obs/d%d" % (pid, i), {"n": i})
+            self.assertIn(r.status, (200, 201), r)
+        r = a.unix("POST", V + "/%s/batch" % pid,
+                   {"writes": [{"collection": "obs", "id": "b%d" % i, "body": {"n": i}}
+                               for i in range(50)]})
+        self.assertEqual(r.status, 200, r)
+        fsyncs0 = scrape(a).value("fieldsync_storage_fsync_seconds_count")
+        r = a.unix("POST", V + "/%s/blobs" % pid, b"some bytes of a photo",
+                   {"Content-Type": "image/jpeg"})
+        self.assertEqual(r.status, 201, r)
+        s1 = scrape(a)
+        commits1 = s1.value("fieldsync_storage_commit_seconds_count")
+        self.assertGreaterEqual(commits1 - commits0, n_puts + 1)
+        self.assertGreater(s1.value("fieldsync_storage_commit_seconds_sum"),
+                           s0.value("fieldsync_storage_commit_seconds_sum"))
+        # The uploaded blob's file and its directory were fsynced.
+        self.assertGreaterEqual(s1.value("fieldsync_storage_fsync_seconds_count") - fsyncs0, 2)
+        # Buckets: cumulative, +Inf == _count (parse_exposition checked), and none went back.
+        for name in ("fieldsync_storage_commit_seconds", "fieldsync_storage_fsync_seconds"):
+            before = {l["le"]: v for n, l, v in s0.families[name]["samples"]
+                      if n.endswith("_bucket")}
+            after = {l["le"]: v for n, l, v in s1.families[name]["samples"]
+                     if n.endswith("_bucket")}
+            self.assertEqual(before.keys(), after.keys())
+            for le, v in before.items():
+                self.assertGreaterEqual(after[le], v, "%s le=%s went back" % (name, le))
+            self.assertEqual(after["+Inf"], s1.value(name + "_count"))
 
     def test_scraped_during_and_after_a_sync(self):
         a = self.daemon("alpha")
