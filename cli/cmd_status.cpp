@@ -1,12 +1,20 @@
 // syncctl status
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <ostream>
+#include <set>
 
 #include <boost/json/serialize.hpp>
 
 #include <boost/json/object.hpp>
 
 #include "cli/command.hpp"
+#include "ipc/backup_archive.hpp"
 
 namespace fieldsync::cli {
 namespace {
@@ -94,36 +102,188 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
+// syncctl backup DIR: GET /v1/backup (docs/api.md "Backup") written into DIR by syncctl (as
+// the user who runs it), never by the daemon. The archive is checked as it arrives and
+// written into DIR.partial (0700, files 0600), which becomes DIR only once the archive is
+// complete and its trailer matched; after any failure DIR.partial is removed and DIR is left
+// as it was, so a directory named DIR is always a whole backup.
+class BackupDir {
+ public:
+  explicit BackupDir(std::filesystem::path root) : root_(std::move(root)) {}
+  ~BackupDir() { close_file(); }
+
+  Status begin(const std::string& rel) {
+    close_file();
+    std::filesystem::path path = root_ / rel;
+    // Parent directories: only the archive's own (db/, retired/, blobs/xx/), 0700.
+    std::filesystem::path dir = root_;
+    const std::filesystem::path relp(rel);
+    for (auto it = relp.begin(); std::next(it) != relp.end(); ++it) {
+      dir /= *it;
+      if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("create", dir);
+      struct stat st {};
+      if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        return make_error(Errc::internal, dir.string() + " is not a directory");
+      if (::chmod(dir.c_str(), 0700) != 0) return sys_error("set the mode of", dir);
+      dirs_.insert(dir);
+    }
+    fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd_ < 0) return sys_error("create", path);
+    if (::fchmod(fd_, 0600) != 0) return sys_error("set the mode of", path);
+    path_ = path;
+    return {};
+  }
+  Status data(fieldsync::ByteView piece) {
+    const auto* p = reinterpret_cast<const char*>(piece.data());
+    std::size_t left = piece.size();
+    while (left > 0) {
+      ssize_t n = ::write(fd_, p, left);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return sys_error("write", path_);
+      }
+      p += n;
+      left -= static_cast<std::size_t>(n);
+    }
+    return {};
+  }
+  Status end() {
+    if (::fsync(fd_) != 0) return sys_error("write to disk", path_);
+    int rc = ::close(fd_);
+    fd_ = -1;
+    if (rc != 0) return sys_error("write", path_);
+    return {};
+  }
+  // The directories' entries reach the disk too.
+  void sync_dirs() {
+    dirs_.insert(root_);
+    for (const auto& d : dirs_) {
+      int dfd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+      if (dfd >= 0) {
+        ::fsync(dfd);
+        ::close(dfd);
+      }
+    }
+  }
+
+ private:
+  static Error sys_error(const std::string& what, const std::filesystem::path& p) {
+    int e = errno;
+    return make_error(
+        e == ENOSPC || e == EDQUOT || e == EFBIG ? Errc::resource_exhausted : Errc::internal,
+        "cannot " + what + " " + p.string() + ": " + std::strerror(e));
+  }
+  void close_file() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  std::filesystem::path root_, path_;
+  std::set<std::filesystem::path> dirs_;
+  int fd_ = -1;
+};
+
+int local_error(CliContext& ctx, const std::string& message) {
+  ctx.err << "syncctl: " << message << "\n";
+  return kDaemonError;
+}
+
 int run_backup(CliContext& ctx, const std::vector<std::string>& argv) {
+  namespace fs = std::filesystem;
   const auto& self = find_command("backup");
   if (argv.size() != 1) return usage_error(ctx, self, "backup takes one directory");
   std::error_code ec;
-  auto dest = std::filesystem::absolute(argv[0], ec);
-  if (ec) return usage_error(ctx, self, "bad directory " + argv[0]);
-  boost::json::object req;
-  req["path"] = dest.lexically_normal().string();
-  boost::json::value v;
-  if (int rc = ctx.call("POST", "/v1/backup", boost::json::serialize(req), v)) return rc;
-  if (ctx.json) {
-    ctx.print_json(v);
-    return kOk;
+  fs::path dest = fs::absolute(argv[0], ec).lexically_normal();
+  if (ec || dest.filename().empty()) dest = dest.parent_path();
+  if (ec || dest.empty() || dest == dest.root_path())
+    return usage_error(ctx, self, "bad directory " + argv[0]);
+  struct stat st {};
+  if (::lstat(dest.c_str(), &st) == 0 && (!S_ISDIR(st.st_mode) || !fs::is_empty(dest, ec) || ec))
+    return local_error(ctx, dest.string() + " exists and is not an empty directory");
+  fs::path partial = dest;
+  partial += ".partial";
+  if (::mkdir(partial.c_str(), 0700) != 0) {
+    if (errno == EEXIST)
+      return local_error(
+          ctx, partial.string() + " exists (left by an interrupted backup?): remove it first");
+    return local_error(ctx, "cannot create " + partial.string() + ": " + std::strerror(errno));
   }
-  const auto& o = v.as_object();
-  ctx.out
-      << "backup of device " << str(o.at("device_id")) << " in " << str(o.at("path")) << " ("
-      << str(o.at("bytes")) << " bytes of data)\n"
-      << "It holds the device key: keep it as safe as the device. To restore: stop fieldsyncd,\n"
-      << "replace the data directory with a copy of this directory, start fieldsyncd; the\n"
-      << "restored device continues under a new identity and gets back from its peers what it\n"
-      << "wrote after this backup.\n";
-  return kOk;
+  auto discard = [&](const std::string& why) {
+    fs::remove_all(partial, ec);
+    return why + "; removed " + partial.string() + ", nothing was written to " + dest.string();
+  };
+  if (::chmod(partial.c_str(), 0700) != 0) return local_error(ctx, discard("cannot set its mode"));
+
+  std::uint64_t db_bytes = 0;
+  std::string current;
+  int rc = kOk;
+  {
+    BackupDir out(partial);
+    ipc::BackupArchiveReader reader({
+        [&](const std::string& path) -> Status {
+          current = path;
+          return out.begin(path);
+        },
+        [&](ByteView data) -> Status {
+          if (current == "db/data.mdb") db_bytes += data.size();
+          return out.data(data);
+        },
+        [&]() -> Status { return out.end(); },
+    });
+    auto r = ctx.http.download_to("GET", "/v1/backup", [&](std::string_view piece) {
+      return reader.feed(
+          ByteView(reinterpret_cast<const std::uint8_t*>(piece.data()), piece.size()));
+    });
+    if (r && r->status != 200) {
+      fs::remove_all(partial, ec);
+      boost::json::value v;
+      return ctx.handle_reply(r, v);
+    }
+    Status done = r ? reader.finish() : Status(r.error());
+    if (!done) {
+      Error e = done.error();
+      rc = e.code == Errc::unavailable || e.code == Errc::permission_denied ? kUnreachable
+                                                                            : kDaemonError;
+      ctx.err << "syncctl: backup failed: " << discard(e.message) << "\n";
+      return rc;
+    }
+    out.sync_dirs();
+    if (::rename(partial.c_str(), dest.c_str()) != 0)
+      return local_error(ctx, discard("cannot rename " + partial.string() + " to " + dest.string() +
+                                      ": " + std::strerror(errno)));
+    int dfd = ::open(dest.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+      ::fsync(dfd);
+      ::close(dfd);
+    }
+    std::string device;
+    if (auto h = r->headers.find("x-fieldsync-device"); h != r->headers.end()) device = h->second;
+    boost::json::object o;
+    o["path"] = dest.string();
+    o["device_id"] = device;
+    o["files"] = reader.files();
+    o["bytes"] = reader.file_bytes();
+    o["db_bytes"] = db_bytes;
+    if (ctx.json) {
+      ctx.print_json(o);
+      return kOk;
+    }
+    ctx.out
+        << "backup of device " << str(o.at("device_id")) << " in " << str(o.at("path")) << " ("
+        << reader.files() << " files, " << human_bytes(reader.file_bytes()) << ")\n"
+        << "It holds the device key: keep it as safe as the device. To restore: stop fieldsyncd,\n"
+        << "replace the data directory with a copy of this directory, start fieldsyncd; the\n"
+        << "restored device continues under a new identity and gets back from its peers what it\n"
+        << "wrote after this backup, as far as they had received it.\n";
+  }
+  return rc;
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"status", "status",
                               "device id, version, uptime, projects, API endpoints", run_status});
 FIELDSYNC_CLI_COMMAND(Command{
     "backup", "backup <dir>",
-    "consistent copy of this device's data and keys into <dir> (new or empty)", run_backup});
+    "consistent copy of this device's data and keys, streamed into <dir> (new or empty)",
+    run_backup});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -348,6 +348,13 @@ Result<HttpReply> UnixHttpClient::request(const std::string& method, const std::
 
 Result<HttpReply> UnixHttpClient::download(const std::string& method, const std::string& target,
                                            int out_fd) {
+  return download_to(method, target,
+                     [out_fd](std::string_view piece) { return write_all(out_fd, piece); });
+}
+
+Result<HttpReply> UnixHttpClient::download_to(
+    const std::string& method, const std::string& target,
+    const std::function<Status(std::string_view)>& on_data) {
   auto c = connect_socket();
   if (!c) return c.error();
   Fd fd{*c};
@@ -364,7 +371,7 @@ Result<HttpReply> UnixHttpClient::download(const std::string& method, const std:
       if (reply.body.size() < kMaxErrorBody) reply.body.append(piece);
       return {};
     }
-    return write_all(out_fd, piece);
+    return on_data(piece);
   }));
   return reply;
 }

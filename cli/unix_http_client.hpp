@@ -48,6 +48,12 @@ class UnixHttpClient {
   // resource_exhausted when `out_fd` is full (disk full, quota); internal on other write errors.
   Result<HttpReply> download(const std::string& method, const std::string& target, int out_fd);
 
+  // download() handing a 200 or 206 answer's body to `on_data` piece by piece (at most 64 KiB
+  // each) instead of writing it to a descriptor; an error from on_data stops the transfer and
+  // is returned. Same errors as download() otherwise.
+  Result<HttpReply> download_to(const std::string& method, const std::string& target,
+                                const std::function<Status(std::string_view)>& on_data);
+
   // download() into `file`: the body goes to `<file>.partial` (created anew, mode 0600), which
   // is fsync'd and renamed over `file` only once the body is complete; after a failure or an
   // error answer it is removed and `file` is left as it was.

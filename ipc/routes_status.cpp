@@ -3,6 +3,9 @@
 #include <boost/json/object.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <spdlog/spdlog.h>
+
+#include "ipc/backup_archive.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
 #include "ipc/routes.hpp"
@@ -84,22 +87,33 @@ void register_status_routes(Router& router, ApiContext& ctx) {
     return json_response(200, std::move(body));
   });
 
-  // A consistent hot copy of the device's data (docs/operations.md "Backup and restore").
-  router.add("POST", "/v1/backup", [&ctx](ApiRequest& req) {
-    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
-    if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"path"}, "backup request"); !st) return fail(st.error());
-    auto* path = obj->if_contains("path");
-    if (!path || !path->is_string())
-      return fail(
-          make_error(Errc::invalid_argument, "\"path\" (an absolute directory) is required"));
-    auto info = ctx.store.backup(std::string(path->as_string()));
-    if (!info) return fail(info.error());
-    json::object o;
-    o["path"] = info->path.string();
-    o["bytes"] = info->bytes;
-    o["device_id"] = ctx.store.device_id().str();
-    return json_response(200, json::serialize(o));
+  // A consistent hot backup of the device, streamed (docs/api.md "Backup", backup_archive.hpp).
+  // It carries the device's private keys: served on the Unix socket only, like a project
+  // secret; nothing of its content is logged.
+  router.add("GET", "/v1/backup", [&ctx](ApiRequest& req) {
+    if (req.transport != Transport::unix_socket)
+      return fail(make_error(Errc::permission_denied,
+                             "the backup holds the device keys: it is only served on the Unix "
+                             "socket"));
+    if (!req.query.empty())
+      return fail(make_error(Errc::invalid_argument, "GET /v1/backup takes no parameters"));
+    auto reader = ctx.store.open_backup();
+    if (!reader) return fail(reader.error());
+    const DeviceId device = (*reader)->device();
+    auto w = std::make_shared<BackupArchiveWriter>(std::move(*reader));
+    auto source = std::make_shared<BodySource>();
+    source->next = [w] { return w->next(); };
+    source->done = [w, device](const Status& st) {
+      if (st.ok())
+        spdlog::info("backup of device {} streamed: {} files, {} bytes", device.short_str(),
+                     w->files(), w->bytes());
+      else
+        spdlog::warn("backup of device {} not streamed whole ({} files, {} bytes): {}",
+                     device.short_str(), w->files(), w->bytes(), st.error().message);
+    };
+    auto r = ApiResponse::streamed(std::move(source), "application/vnd.fieldsync.backup");
+    r.headers.emplace_back("X-Fieldsync-Device", device.str());
+    return r;
   });
 }
 

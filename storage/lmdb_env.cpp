@@ -162,13 +162,12 @@ Status LmdbCursor::del() {
   return {};
 }
 
-Status LmdbEnv::copy_to(const std::filesystem::path& dir) const {
-  int rc = mdb_env_copy2(env_, dir.c_str(), MDB_CP_COMPACT);
+Status LmdbEnv::copy_to_fd(int fd) const {
+  int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
   if (rc == ENOSPC)
-    return make_error(Errc::resource_exhausted, "disk full while writing the backup");
+    return make_error(Errc::resource_exhausted, "disk full while copying the database");
   if (rc != 0)
-    return make_error(Errc::internal,
-                      "cannot copy the store to " + dir.string() + ": " + mdb_strerror(rc));
+    return make_error(Errc::internal, std::string("cannot copy the database: ") + mdb_strerror(rc));
   return {};
 }
 

@@ -35,9 +35,10 @@ class LmdbEnv {
   ~LmdbEnv();
   const Tables& tables() const { return tables_; }
   MDB_env* raw() const { return env_; }
-  // A consistent, compacted copy of the environment into the existing, empty directory
-  // `dir` (one read transaction: writers carry on meanwhile).
-  Status copy_to(const std::filesystem::path& dir) const;
+  // A consistent, compacted copy of the environment's data file written to `fd` (e.g. a
+  // pipe), in one read transaction: writers carry on meanwhile. Blocks until the copy is
+  // written whole or writing fails (EPIPE once a pipe's reading end is closed).
+  Status copy_to_fd(int fd) const;
   // The time of every write transaction's mdb_txn_commit (with its fsync when durable).
   LatencySnapshot commit_latency() const { return commit_latency_.snapshot(); }
 

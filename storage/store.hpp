@@ -257,13 +257,10 @@ class Store {
   Status record_fork(const ProjectId& project, const DeviceId& author, std::uint64_t seq);
   Result<std::vector<ForkInfo>> forks(const ProjectId& project) const;
 
-  // A consistent hot copy of this device's data into `dest` (created 0700; must not exist or
-  // be empty): the keys (device.key, retired/) and a compacted copy of the database. The copy
-  // carries a RESTORED marker: a store opened from it renews its identity first, so a restored
-  // backup can never write a second history under the identity it was copied from.
-  // Errors: invalid_argument (dest not absolute), already_exists (dest not empty),
-  // resource_exhausted (disk full), internal.
-  Result<BackupInfo> backup(const std::filesystem::path& dest) const;
+  // --- backup (store_backup.cpp, docs/operations.md "Backup and restore") ---
+  // A consistent hot backup of this device, read as a sequence of files (BackupReader).
+  // Errors: internal (cannot start the copy).
+  Result<std::unique_ptr<BackupReader>> open_backup() const;
 
   // --- blobs (blob_store.hpp, docs/storage.md "Blobs") ---
   // The attachments of this device's projects: uploads, reads, references, gc.

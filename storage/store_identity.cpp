@@ -424,36 +424,4 @@ Result<std::vector<ForkInfo>> Store::forks(const ProjectId& project) const {
   return out;
 }
 
-Result<BackupInfo> Store::backup(const fs::path& dest) const {
-  if (!dest.is_absolute())
-    return make_error(Errc::invalid_argument, "backup path must be absolute");
-  std::error_code ec;
-  if (fs::exists(dest, ec)) {
-    if (!fs::is_directory(dest, ec) || !fs::is_empty(dest, ec))
-      return make_error(Errc::already_exists,
-                        dest.string() + " exists and is not an empty directory");
-  } else if (!fs::create_directory(dest, ec) || ec) {
-    return make_error(Errc::invalid_argument,
-                      "cannot create " + dest.string() + ": " + ec.message());
-  }
-  ::chmod(dest.c_str(), 0700);
-  fs::create_directory(dest / "db", ec);
-  fs::create_directory(dest / "retired", ec);
-  ::chmod((dest / "db").c_str(), 0700);
-  ::chmod((dest / "retired").c_str(), 0700);
-  // The marker first: a copy interrupted half-way is never mistaken for a usable store
-  // that could write under our identity.
-  FS_TRY(write_secret_file(dest / "RESTORED", "this directory is a backup of fieldsync device " +
-                                                  impl_->me().str() + "\n"));
-  FS_TRY(write_secret_file(dest / "device.key", impl_->key->private_pem()));
-  for (const auto& k : impl_->retired)
-    FS_TRY(write_secret_file(dest / "retired" / (k.device_id().str() + ".key"), k.private_pem()));
-  FS_TRY(impl_->env->copy_to(dest / "db"));
-  BackupInfo info;
-  info.path = dest;
-  info.bytes = fs::file_size(dest / "db" / "data.mdb", ec);
-  ::chmod((dest / "db" / "data.mdb").c_str(), 0600);
-  return info;
-}
-
 }  // namespace fieldsync::storage

@@ -11,6 +11,7 @@
 
 #include "common/bytes.hpp"
 #include "common/ids.hpp"
+#include "common/result.hpp"
 #include "crypto/crypto.hpp"
 #include "storage/blob_store.hpp"
 
@@ -313,9 +314,29 @@ struct IdentityChange {
   std::string reason;
 };
 
-struct BackupInfo {
-  std::filesystem::path path;
-  std::uint64_t bytes = 0;  // size of the copied database file
+// A consistent hot backup of a running store (Store::open_backup), read as files with their
+// paths relative to the data directory, in this order: `RESTORED` (the marker that makes a
+// store opened from the backup renew its identity first, so it can never write a second
+// history under the identity it was copied from), `device.key`, `retired/<device id>.key`,
+// `db/data.mdb` (a compacted copy of the database, made in one read transaction by a thread
+// while it is read: writers carry on meanwhile) and the blob files `blobs/<xx>/<id>` (listed
+// once the database copy is complete: a blob recorded in the copy is on disk by then; one
+// stored later is an extra file the restored store does not record; one removed by blob gc
+// meanwhile, unreferenced past its grace, is missing from the backup).
+// Memory stays bounded by the pieces asked for. Not thread-safe: one reader, one thread.
+// Destroying it before the end stops the database copy.
+class BackupReader {
+ public:
+  virtual ~BackupReader() = default;
+  // Moves to the next file and returns its path ('/'-separated); nullopt after the last one.
+  virtual Result<std::optional<std::string>> next_file() = 0;
+  // The next bytes of the current file, at most `max` (> 0); empty at its end.
+  // Errors: internal (the database copy or a file read failed), resource_exhausted.
+  virtual Result<Bytes> read(std::size_t max) = 0;
+  // The identity the backup was made of.
+  virtual const DeviceId& device() const = 0;
+  // Bytes of the database copy read so far.
+  virtual std::uint64_t db_bytes() const = 0;
 };
 
 // A device whose log was seen in two different versions (storage `forks` records).

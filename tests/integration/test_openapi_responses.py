@@ -272,7 +272,8 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "GET", V + "/{pid}/collections", p)
         self.call(a, "GET", V + "/{pid}/changes", p, "since=0&limit=3")
         self.call(a, "GET", V + "/{pid}/changes", p, "feed=longpoll&since=now&timeout=0")
-        self.call(a, "POST", "/v1/backup", body={"path": self.path("backup")})
+        r = self.call(a, "GET", "/v1/backup")
+        self.assertTrue(r.body.startswith(b"FSBACKUP\x01"), r.body[:16])
 
         # Errors: every status declared, every body an Error.
         self.call(a, "GET", V + "/{pid}", {"pid": "nothex"}, expect=400)
@@ -287,7 +288,9 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "POST", V + "/{pid}/batch", p, body={"writes": 1}, expect=400)
         self.call(a, "POST", V + "/{pid}/docs/{coll}", {"pid": pid, "coll": "obs"},
                   body={"big": "x" * (1 << 20)}, expect=413)
-        self.call(a, "POST", "/v1/backup", body={"path": self.path("backup")}, expect=409)
+        self.call(a, "GET", "/v1/backup", query="x=1", expect=400)
+        self.call(a, "GET", "/v1/backup", tcp=True, expect=403)  # it holds the device keys
+        self.call(a, "GET", "/v1/backup", tcp=True, token=None, expect=401)
         self.call(a, "GET", "/v1/status", tcp=True)
         self.call(a, "GET", "/v1/status", tcp=True, token=None, expect=401)
         # Health and metrics (text/plain: its Content-Type is checked, not its body).

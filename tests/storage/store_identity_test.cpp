@@ -4,6 +4,7 @@
 
 #include "storage/store.hpp"
 #include "store_fixture.hpp"
+#include "support/backup_dir.hpp"
 
 using namespace fieldsync;
 using namespace fieldsync::test;
@@ -31,14 +32,37 @@ TEST_CASE("a restored backup renews its identity before it writes", "[storage][i
   auto p = shared_project(*a, *b);
   REQUIRE(a->write(p, put("obs", "x", R"({"v":1})")).ok());
   DeviceId old = a->device_id();
-  auto info = a->backup(t.path() / "backup");
-  REQUIRE(info.ok());
-  CHECK(info->bytes > 0);
-  CHECK(fs::exists(t.path() / "backup" / "RESTORED"));
-  CHECK((fs::status(t.path() / "backup").permissions() & fs::perms::all) == fs::perms::owner_all);
-  // A second backup into the same (now non-empty) directory is refused.
-  CHECK(a->backup(t.path() / "backup").error().code == Errc::already_exists);
-  CHECK(a->backup("relative/dir").error().code == Errc::invalid_argument);
+  auto files = write_backup_dir(*a, t.path() / "backup");
+  CHECK(files.count("RESTORED") == 1);
+  CHECK(files.at("device.key") > 0);
+  CHECK(files.at("db/data.mdb") > 0);
+  // Writes go on while a backup is read: the copy is the state when it began.
+  {
+    auto reader = a->open_backup();
+    REQUIRE(reader.ok());
+    std::string db;
+    for (auto f = (*reader)->next_file(); f.ok() && *f; f = (*reader)->next_file()) {
+      for (auto piece = (*reader)->read(4096); piece.ok() && !piece->empty();
+           piece = (*reader)->read(4096))
+        if (**f == "db/data.mdb" && db.empty()) {
+          // A write commits while the copy is read (its read transaction blocks no writer).
+          REQUIRE(a->write(p, put("obs", "during", R"({"v":2})")).ok());
+          db = "seen";
+        }
+    }
+    CHECK(db == "seen");
+    CHECK((*reader)->db_bytes() > 0);
+  }
+  // A reader dropped half-way stops its copy (and the store stays usable).
+  {
+    auto reader = a->open_backup();
+    REQUIRE(reader.ok());
+    for (auto f = (*reader)->next_file(); f.ok() && *f && **f != "db/data.mdb";
+         f = (*reader)->next_file()) {
+    }
+    CHECK((*reader)->read(10).ok());
+  }
+  REQUIRE(a->write(p, put("obs", "y", R"({"v":3})")).ok());
 
   auto r = open_store(t.path() / "backup");
   CHECK(r->device_id() != old);
