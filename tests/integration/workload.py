@@ -34,6 +34,12 @@ class Acked:
         with self.lock:
             return list(self.writes)
 
+    def forget(self, versions):
+        """Drops the writes of these versions (acknowledged, then lost as documented, e.g. by
+        restoring an older backup of the device that wrote them)."""
+        with self.lock:
+            self.writes = [w for w in self.writes if w[3] not in versions]
+
 
 def random_write(conn, pid, rng, acked, who, id_space=60):
     """One random write on an open API connection: a put (update over the winner or create),
