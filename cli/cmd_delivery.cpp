@@ -1,6 +1,5 @@
 // syncctl destinations | delivery: a project's destinations (hubs) and what of this device's
 // writes they hold (docs/api.md "Destinations and delivery").
-#include <ctime>
 #include <ostream>
 
 #include <boost/json/object.hpp>
@@ -11,16 +10,6 @@
 namespace fieldsync::cli {
 namespace {
 
-std::string when(const boost::json::value& ms) {
-  if (!ms.is_int64() && !ms.is_uint64()) return "-";
-  std::time_t t = static_cast<std::time_t>(ms.to_number<std::int64_t>() / 1000);
-  char buf[32];
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
-  return buf;
-}
-
 void print_destinations(CliContext& ctx, const boost::json::array& list) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& d : list) {
@@ -28,7 +17,7 @@ void print_destinations(CliContext& ctx, const boost::json::array& list) {
     const auto& r = o.at("receipt");
     rows.push_back({str(o.at("short_id")), str(o.at("name")),
                     r.is_object() ? str(r.at("holds_of_this_device")) : "-",
-                    r.is_object() ? when(r.at("at_ms")) : "no receipt yet",
+                    r.is_object() ? utc_time(r.at("at_ms")) : "no receipt yet",
                     str(o.at("device_id"))});
   }
   print_table(ctx.out, {"DEVICE", "NAME", "HOLDS OF MINE", "RECEIPT", "DEVICE ID"}, rows);
@@ -107,7 +96,7 @@ int run_delivery(CliContext& ctx, const std::vector<std::string>& argv) {
   else
     ctx.out << str(o.at("undelivered")) << " of " << str(o.at("written_seq"))
             << " writes of this device not confirmed by a destination yet (oldest written "
-            << when(o.at("oldest_undelivered_ms")) << ")\n";
+            << utc_time(o.at("oldest_undelivered_ms")) << ")\n";
   print_destinations(ctx, dests);
   return kOk;
 }

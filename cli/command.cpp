@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <ctime>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -146,6 +147,16 @@ int CliContext::resolve_project(const std::string& name_or_id, std::string& id) 
   err << "syncctl: " << (matches.empty() ? "no project named '" : "several projects are named '")
       << name_or_id << "'" << (matches.empty() ? "" : "; use the project id") << "\n";
   return kDaemonError;
+}
+
+std::string utc_time(const boost::json::value& ms) {
+  if (!ms.is_int64() && !ms.is_uint64()) return "-";
+  std::time_t t = static_cast<std::time_t>(ms.to_number<std::int64_t>() / 1000);
+  char buf[32];
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%SZ", &tm);
+  return buf;
 }
 
 void print_table(std::ostream& out, const std::vector<std::string>& headers,

@@ -83,6 +83,9 @@ struct CommandRegistrar {
   }
 
 // Prints rows as an aligned table under `headers`.
+// A unix-ms time as "2026-11-30 18:04:47Z" (UTC); "-" for anything but a number.
+std::string utc_time(const boost::json::value& ms);
+
 void print_table(std::ostream& out, const std::vector<std::string>& headers,
                  const std::vector<std::vector<std::string>>& rows);
 // Usage error for `cmd`: prints the message and usage, returns kUsage.

@@ -43,6 +43,7 @@ void DaemonMirror::attach_api(ipc::ApiService& api) {
     o["message"] = s.message;
     o["database"] = s.database;
     o["rows_written"] = s.rows_written;
+    o["rows_deleted"] = s.rows_deleted;
     o["transactions"] = s.transactions;
     o["failures"] = s.failures;
     o["bodies_refused"] = s.bodies_refused;
@@ -60,6 +61,7 @@ void DaemonMirror::attach_api(ipc::ApiService& api) {
       j["feed_seq"] = p.feed_seq;
       j["behind"] = p.behind();
       j["rows_written"] = p.rows_written;
+      j["rows_deleted"] = p.rows_deleted;
       j["last_commit_ms"] = p.last_commit_ms;
       if (p.problem.empty()) {
         j["problem"] = nullptr;

@@ -423,8 +423,11 @@ struct PgMirror::Impl {
 
   // Writes the rows and moves the position from c.seq to `to`, in one transaction.
   // Returns how many bodies PostgreSQL refused (those rows are written without a body).
+  // Rows of `gone` (documents no longer held here: erased) are deleted in the same transaction.
   Result<std::uint64_t> write(const std::string& id, Claim& c,
-                              const std::vector<storage::DocumentState>& docs, std::uint64_t to) {
+                              const std::vector<storage::DocumentState>& docs,
+                              const std::vector<std::pair<std::string, std::string>>& gone,
+                              std::uint64_t to) {
     std::string batch = "[";
     for (std::size_t i = 0; i < docs.size(); ++i) {
       if (i) batch += ',';
@@ -470,6 +473,24 @@ struct PgMirror::Impl {
         FS_TRY(exec("RELEASE SAVEPOINT row"));
       }
     }
+    if (!gone.empty()) {
+      std::string keys = "[";
+      for (std::size_t i = 0; i < gone.size(); ++i) {
+        if (i) keys += ',';
+        keys += "{\"collection\":" + json_string(gone[i].first) +
+                ",\"id\":" + json_string(gone[i].second) + "}";
+      }
+      keys += ']';
+      auto del = exec("DELETE FROM " + schema +
+                          ".documents AS d USING jsonb_to_recordset($2::jsonb) AS r(collection"
+                          " text, id text) WHERE d.project = $1 AND d.collection = r.collection"
+                          " AND d.id = r.id",
+                      {id, keys});
+      if (!del) {
+        (void)exec("ROLLBACK");
+        return del.error();
+      }
+    }
     auto u = query("UPDATE " + schema +
                        ".projects SET seq = $3, mirrored_at = now()"
                        " WHERE project = $1 AND device = $2 AND seq = $4",
@@ -511,25 +532,33 @@ struct PgMirror::Impl {
       if (!changes->empty()) {
         std::set<std::pair<std::string, std::string>> seen;
         std::vector<storage::DocumentState> docs;
+        std::vector<std::pair<std::string, std::string>> gone;
         for (const auto& ch : *changes) {
           if (!ch.collection.empty() && ch.collection[0] == '_') continue;  // reserved
           if (!seen.emplace(ch.collection, ch.doc_id).second) continue;
           auto d = store.get_document(p.id, ch.collection, ch.doc_id);
           if (!d) {
-            if (d.error().code == Errc::not_found) continue;
+            // In the feed but no longer held here: erased (a mirror holds all, so nothing
+            // else takes a document away). Its row goes too.
+            if (d.error().code == Errc::not_found) {
+              gone.emplace_back(ch.collection, ch.doc_id);
+              continue;
+            }
             return d.error();
           }
           docs.push_back(std::move(*d));
         }
         std::uint64_t to = changes->back().seq;
-        auto refused = write(id, c, docs, to);  // no rows (reserved only): the position moves
+        auto refused = write(id, c, docs, gone, to);  // no rows (reserved only): the position moves
         if (!refused) return refused.error();
         std::lock_guard lk(mu);
         auto& ps = project_status(id);
         ps.mirrored_seq = to;
         ps.rows_written += docs.size();
+        ps.rows_deleted += gone.size();
         ps.last_commit_ms = now_ms();
         st.rows_written += docs.size();
+        st.rows_deleted += gone.size();
         st.bodies_refused += *refused;
         ++st.transactions;
       }

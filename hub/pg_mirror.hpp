@@ -38,6 +38,7 @@ struct MirrorProjectStatus {
   std::uint64_t mirrored_seq = 0;  // changes-feed position in PostgreSQL
   std::uint64_t feed_seq = 0;      // this device's last change
   std::uint64_t rows_written = 0;  // since the daemon started
+  std::uint64_t rows_deleted = 0;  // rows of erased documents removed, since the daemon started
   std::int64_t last_commit_ms = 0;
   std::string problem;  // why it is not mirrored (another device mirrors it), or empty
   std::uint64_t behind() const { return feed_seq > mirrored_seq ? feed_seq - mirrored_seq : 0; }
@@ -52,6 +53,7 @@ struct MirrorStatus {
   std::int64_t last_error_ms = 0;
   std::int64_t next_retry_ms = 0;
   std::uint64_t rows_written = 0;
+  std::uint64_t rows_deleted = 0;
   std::uint64_t transactions = 0;
   std::uint64_t failures = 0;
   std::uint64_t bodies_refused = 0;  // bodies PostgreSQL refused (row kept, body_error says why)

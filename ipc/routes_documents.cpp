@@ -8,6 +8,7 @@
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
 #include "ipc/routes.hpp"
+#include "storage/hybrid_clock.hpp"
 #include "storage/store.hpp"
 
 namespace fieldsync::ipc {
@@ -17,6 +18,17 @@ using storage::VersionKind;
 using storage::WriteRequest;
 
 namespace {
+
+json::object erasure_json(const storage::Erasure& e) {
+  json::object o;
+  o["collection"] = e.collection;
+  o["id"] = e.doc_id;
+  o["reason"] = e.reason;
+  o["by"] = e.by.str();
+  o["hlc"] = e.hlc;
+  o["erased_at_ms"] = storage::HybridClock::physical_ms(e.hlc);
+  return o;
+}
 
 // Validates that `text` is a JSON object (the document body, stored untouched).
 Status check_body(const ApiContext& ctx, std::string_view text) {
@@ -298,6 +310,38 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     auto n = ctx.store.purge_document(*pid, req.param("coll"), req.param("id"));
     if (!n) return fail(n.error());
     return json_response(200, "{\"purged\":" + std::to_string(*n) + "}");
+  });
+
+  // Erasure by a coordinator (docs/api.md "Erasure"): synced, and not undone.
+  router.add("POST", doc + "/erase", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    std::string reason;
+    if (!req.body.empty()) {
+      auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
+      if (!obj) return fail(obj.error());
+      if (auto st = check_fields(*obj, {"reason"}, "erase request"); !st) return fail(st.error());
+      if (auto* r = obj->if_contains("reason")) {
+        if (!r->is_string())
+          return fail(make_error(Errc::invalid_argument, "'reason' must be a string"));
+        reason = std::string(r->as_string());
+      }
+    }
+    auto e = ctx.store.erase_document(*pid, req.param("coll"), req.param("id"), reason);
+    if (!e) return fail(e.error());
+    return json_response(200, json::serialize(erasure_json(*e)));
+  });
+
+  router.add("GET", "/v1/projects/{pid}/erasures", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    auto list = ctx.store.erasures(*pid);
+    if (!list) return fail(list.error());
+    json::array out;
+    for (const auto& e : *list) out.push_back(erasure_json(e));
+    json::object o;
+    o["erasures"] = std::move(out);
+    return json_response(200, json::serialize(o));
   });
 
   router.add("GET", "/v1/projects/{pid}/conflicts", [&ctx](ApiRequest& req) {

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "common/encoding.hpp"
 #include "common/private_dir.hpp"
@@ -345,6 +346,15 @@ class BlobStoreImpl final : public BlobStore {
         }
         auto st = index(p);
         (void)st;  // not_found: the project was left meanwhile; other errors: next commit
+        bool release = false;
+        {
+          std::lock_guard l(index_mu_);
+          release = std::exchange(erased_release_, false);
+        }
+        if (release) {  // attachments of an erased document: their files go now
+          auto gc_done = gc(now_ms());
+          (void)gc_done;  // on failure the periodic gc (blob.gc_interval_ms) releases them
+        }
       });
     }
     cv_.notify_one();
@@ -428,6 +438,9 @@ class BlobStoreImpl final : public BlobStore {
   // which is written only with reference changes or every kCursorSaveEvery changes, so
   // that documents without blobs cost no extra commit). Guarded by index_mu_.
   std::map<ProjectId, std::uint64_t> indexed_;
+  // An indexing pass released blobs of an erased document: run gc() after it. Guarded by
+  // index_mu_.
+  mutable bool erased_release_ = false;
 
   Store& store_;
   Store::Impl& im_;
@@ -1339,8 +1352,17 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
     auto pr = ProjRecord::decode(id, **pv);
     if (!pr) continue;
     if (pr->refs > 0) --pr->refs;
-    // gc() releases it once its grace from now has passed.
-    if (pr->refs == 0) pr->added_ms = now;
+    // gc() releases it once its grace from now has passed; at once when the document was
+    // erased (docs/storage.md "Erasure": its attachments go with it).
+    if (pr->refs == 0) {
+      pr->added_ms = now;
+      auto erased = im_.erasure_hlc(txn, dk);
+      if (!erased) return erased.error();
+      if (*erased) {
+        pr->added_ms = 0;
+        erased_release_ = true;
+      }
+    }
     FS_TRY(txn.put(im_.t().blob_proj, pk, pr->encode()));
   }
   for (const auto& id : now_refs) {

@@ -100,6 +100,17 @@ class Store {
   // Removes every trace of the project from this device (its data stays on other devices).
   Status leave_project(const ProjectId& project);
 
+  // --- erasure (store_erasures.cpp, docs/storage.md "Erasure") ---
+  // Erases a document of an app collection on every device: writes the signed `_erasures`
+  // record and drops here, in the same transaction, the bodies of the document's versions.
+  // The document need not be held here. permission_denied unless this device is a
+  // coordinator; invalid_argument for a reserved collection, bad names or reason.
+  Result<Erasure> erase_document(const ProjectId& project, std::string_view collection,
+                                 std::string_view doc_id, std::string reason);
+  // The erasures that count (their author was a coordinator when writing them): per document,
+  // the latest.
+  Result<std::vector<Erasure>> erasures(const ProjectId& project) const;
+
   // --- destinations and delivery receipts (store_hubs.cpp, docs/storage.md "Destinations and
   // receipts") ---
   // The project's named destinations: per `_destinations` document, the latest version (by

@@ -160,6 +160,11 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
     h.body_hash = crypto::sha256(as_bytes(req.body));
     h.body_size = static_cast<std::uint32_t>(req.body.size());
   }
+  // A document erased before: the version says which erasure its writer knew of, so it is
+  // not taken for data written before the erasure (docs/storage.md "Erasure").
+  auto erased_at = im.erasure_hlc(txn, dk);
+  if (!erased_at) return erased_at.error();
+  if (*erased_at) set_erasure_epoch(h, *erased_at);
   h.hlc = im.clock.tick();
   Bytes enc = encode_header(h);
   VersionId id = version_id_of(enc);

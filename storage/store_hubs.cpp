@@ -11,42 +11,36 @@
 namespace fieldsync::storage {
 namespace json = boost::json;
 
-namespace {
-
-// The versions of every document of a reserved collection, by document id: every held one,
-// or (heads_only) the heads. Receipts use heads: a destination writes over its own last
-// receipt, so its latest is always a head, and their history is never read again.
-Result<std::map<std::string, std::vector<Version>>> collection_versions(const Store::Impl& im,
-                                                                        const LmdbTxn& txn,
-                                                                        const ProjectId& p,
-                                                                        std::string_view coll,
-                                                                        bool heads_only) {
+Result<std::map<std::string, std::vector<Version>>> Store::Impl::collection_versions(
+    const LmdbTxn& txn, const ProjectId& p, std::string_view coll, bool heads_only) const {
   std::map<std::string, std::vector<Version>> out;
   Key prefix = collection_prefix(p, coll);
-  LmdbCursor c(txn, im.t().docs);
+  LmdbCursor c(txn, t().docs);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     auto rec = DocRecord::decode(c.value());
     if (!rec) return make_error(Errc::data_loss, "corrupt document record");
     std::vector<Location> at;
     if (heads_only) {
       for (const auto& id : rec->head_ids()) {
-        auto loc = im.find_version(txn, c.key(), *rec, id);
+        auto loc = find_version(txn, c.key(), *rec, id);
         if (!loc) return loc.error();
         if (*loc) at.push_back(**loc);
       }
     } else {
-      auto held = im.doc_versions(txn, c.key(), *rec);
+      auto held = doc_versions(txn, c.key(), *rec);
       if (!held) return held.error();
       for (const auto& h : *held) at.push_back(h.at);
     }
     for (const auto& l : at) {
-      auto v = im.load_version(txn, p, l);
+      auto v = load_version(txn, p, l);
       if (!v) return v.error();
       out[v->header.doc_id].push_back(std::move(*v));
     }
   }
   return out;
 }
+
+namespace {
 
 // The latest version (by hlc, then id) of `versions` that `counts` accepts.
 template <class Pred>
@@ -92,7 +86,7 @@ Result<std::vector<Destination>> named_destinations(const Store::Impl& im, const
                                                     const ProjectId& p) {
   auto members = im.membership(txn, p);
   if (!members) return members.error();
-  auto docs = collection_versions(im, txn, p, kDestinationsCollection, false);
+  auto docs = im.collection_versions(txn, p, kDestinationsCollection, false);
   if (!docs) return docs.error();
   std::vector<Destination> out;
   for (const auto& [doc_id, versions] : *docs) {
@@ -121,7 +115,7 @@ Result<std::vector<Destination>> named_destinations(const Store::Impl& im, const
 Result<std::vector<Receipt>> latest_receipts(const Store::Impl& im, const LmdbTxn& txn,
                                              const ProjectId& p,
                                              const std::vector<Destination>& dests) {
-  auto docs = collection_versions(im, txn, p, kReceiptsCollection, true);
+  auto docs = im.collection_versions(txn, p, kReceiptsCollection, true);
   if (!docs) return docs.error();
   std::vector<Receipt> out;
   for (const auto& d : dests) {

@@ -118,6 +118,30 @@ struct Store::Impl {
   Result<Member> write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device, Role role,
                               std::string name);
   Status enforce_removals(LmdbTxn& txn, const ProjectId& p) const;
+  // For each (hlc, version id, author) point, ascending: whether the author was a coordinator
+  // just before that point of the membership replay (records with a lower hlc, then id).
+  struct AuthorityProbe {
+    std::uint64_t hlc = 0;
+    VersionId id;
+    DeviceId author;
+    bool coordinator = false;  // the answer
+  };
+  Status coordinators_at(const LmdbTxn& txn, const ProjectId& p,
+                         std::vector<AuthorityProbe>& probes) const;
+  // The versions of every document of a reserved collection, by document id: every held one,
+  // or (heads_only) the heads (store_hubs.cpp).
+  Result<std::map<std::string, std::vector<Version>>> collection_versions(
+      const LmdbTxn& txn, const ProjectId& p, std::string_view coll, bool heads_only) const;
+  // Erasure (store_erasures.cpp, docs/storage.md "Erasure"). erasure_hlc: the hlc of the latest
+  // erasure of the document that counts here (0: none). A version is covered (its body is
+  // dropped, it enters no document) when its erasure_epoch() is below that.
+  Result<std::uint64_t> erasure_hlc(const LmdbTxn& txn, ByteView doc_key) const;
+  Result<bool> any_erasure(const LmdbTxn& txn, const ProjectId& p) const;
+  Result<bool> erased(const LmdbTxn& txn, const VersionHeader& h) const;
+  // Evaluates the project's `_erasures` records and applies those that count and are new
+  // here. Returns whether a document changed (the caller notifies).
+  Result<bool> enforce_erasures(LmdbTxn& txn, const ProjectId& p) const;
+  Status forget_erasures(LmdbTxn& txn, const ProjectId& p) const;
   // Forgets the bundles imported into a project (store_bundles.cpp; leaving it).
   Status forget_bundles(LmdbTxn& txn, const ProjectId& p) const;
   Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;

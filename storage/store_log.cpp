@@ -182,8 +182,11 @@ Result<std::uint32_t> Store::Impl::relog(
     if (*done) continue;
     cur.seq += 1;
     cur.chain = chain_next(cur.chain, cur.seq, e->id);
-    LogRecord lr{cur.chain, e->id, e->header, std::nullopt, false};
-    if (e->body) lr.body = as_bytes(*e->body);
+    // An erased version is re-published as its header only, and enters no document.
+    auto gone = erased(txn, h);
+    if (!gone) return gone.error();
+    LogRecord lr{cur.chain, e->id, e->header, std::nullopt, *gone};
+    if (e->body && !*gone) lr.body = as_bytes(*e->body);
     FS_TRY(txn.put(t().logs, log_key(p, me(), cur.seq), lr.encode()));
     if (cur.seq % opts.checkpoint_interval == 0) {
       auto sig = key->sign(checkpoint_message(p, me(), cur.seq, cur.chain));
@@ -194,8 +197,8 @@ Result<std::uint32_t> Store::Impl::relog(
     Key dk = doc_key(p, h.collection, h.doc_id);
     auto rec = doc(txn, dk);
     if (!rec) return rec.error();
-    bool held = false;
-    if (*rec) {
+    bool held = *gone;
+    if (!held && *rec) {
       auto at = find_version(txn, dk, **rec, e->id);
       if (!at) return at.error();
       held = at->has_value();
@@ -326,11 +329,14 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       if (!v) return v.error();
       auto held = *v ? LogRecord::decode(**v) : std::nullopt;
       if (!held) return make_error(Errc::data_loss, "gap in log");
-      LogRecord lr{held->chain, e.id, e.header, std::nullopt, held->excluded, false};
-      if (e.body) lr.body = as_bytes(*e.body);
+      auto gone = impl_->erased(*txn, *h);
+      if (!gone) return gone.error();
+      const bool excluded = held->excluded || *gone;
+      LogRecord lr{held->chain, e.id, e.header, std::nullopt, excluded, false};
+      if (e.body && !excluded) lr.body = as_bytes(*e.body);
       FS_TRY(txn->put(impl_->t().logs, lk, lr.encode()));
       FS_TRY(impl_->note_taken_in(*txn, project, author, e.seq));
-      if (held->excluded) continue;
+      if (excluded) continue;
       impl_->clock.observe(h->hlc);
       Key dk = doc_key(project, h->collection, h->doc_id);
       auto rec = impl_->doc(*txn, dk);
@@ -563,7 +569,9 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   std::optional<std::uint64_t> cutoff;
   if (auto m = members->find(batch.author); m != members->end() && m->second.role == Role::removed)
     cutoff = m->second.max_seq;
-  bool membership_changed = false;
+  bool membership_changed = false, erasures_changed = false, feed_moved = false;
+  auto erasures = impl_->any_erasure(*txn, project);
+  if (!erasures) return erasures.error();
   auto lseq = impl_->change_counter(*txn, project);
   if (!lseq) return lseq.error();
   FS_TRY(take_in(*lseq));
@@ -572,6 +580,11 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     const LogEntry& e = *p.entry;
     c2 = chain_next(c2, e.seq, e.id);
     bool excluded = cutoff && e.seq > *cutoff;
+    if (!excluded && !e.elided && *erasures) {  // covered by an erasure: no body, no document
+      auto gone = impl_->erased(*txn, p.header);
+      if (!gone) return gone.error();
+      excluded = *gone;
+    }
     bool left_out = e.elided;
     if (!left_out && !excluded && partial) {
       auto w = impl_->wanted_here(*txn, project, *sub, p.header, e.body);
@@ -591,6 +604,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));
     if (excluded) continue;
     if (p.header.collection == kMembersCollection) membership_changed = true;
+    if (p.header.collection == kErasuresCollection) erasures_changed = true;
     impl_->clock.observe(p.header.hlc);
     Key dk = doc_key(project, p.header.collection, p.header.doc_id);
     auto rec = impl_->doc(*txn, dk);
@@ -616,16 +630,21 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   }
   FS_TRY(txn->put(t.heads, author_key(project, batch.author), HeadValue{seq, chain}.encode()));
   FS_TRY(impl_->put_change_counter(*txn, project, *lseq));
-  if (membership_changed) {
-    FS_TRY(impl_->enforce_removals(*txn, project));
+  if (membership_changed || erasures_changed) {
+    FS_TRY(impl_->put_change_counter(*txn, project, *lseq));
+    if (membership_changed) FS_TRY(impl_->enforce_removals(*txn, project));
+    // A coordinator's erasure counts by the membership at its time: both changes re-evaluate.
+    auto gone = impl_->enforce_erasures(*txn, project);
+    if (!gone) return gone.error();
     auto after = impl_->change_counter(*txn, project);
     if (!after) return after.error();
+    feed_moved = *after != *lseq;
     *lseq = *after;
   }
   FS_TRY(impl_->persist_clock(*txn));
   FS_TRY(txn->commit());
   res.head = seq;
-  if (res.applied) impl_->notify(project, *lseq);
+  if (res.applied || feed_moved) impl_->notify(project, *lseq);
   return res;
 }
 

@@ -58,9 +58,31 @@ struct InviteRecord {
 
 }  // namespace
 
+namespace {
+Result<std::map<DeviceId, Member>> replay_membership(const Store::Impl& im, const LmdbTxn& txn,
+                                                     const ProjectId& p,
+                                                     std::vector<Store::Impl::AuthorityProbe>& probes);
+}  // namespace
+
 Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn,
                                                            const ProjectId& p) const {
-  auto proj = project(txn, p);
+  std::vector<AuthorityProbe> none;
+  return replay_membership(*this, txn, p, none);
+}
+
+Status Store::Impl::coordinators_at(const LmdbTxn& txn, const ProjectId& p,
+                                    std::vector<AuthorityProbe>& probes) const {
+  auto r = replay_membership(*this, txn, p, probes);
+  if (!r) return r.error();
+  return {};
+}
+
+namespace {
+
+Result<std::map<DeviceId, Member>> replay_membership(const Store::Impl& im, const LmdbTxn& txn,
+                                                     const ProjectId& p,
+                                                     std::vector<Store::Impl::AuthorityProbe>& probes) {
+  auto proj = im.project(txn, p);
   if (!proj) return proj.error();
   std::map<DeviceId, Member> state;
   const DeviceId& creator = proj->info.creator;
@@ -69,14 +91,14 @@ Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn,
   // Every held `_members` version (not only heads): authority is decided in hlc order.
   std::vector<Version> records;
   Key prefix = collection_prefix(p, kMembersCollection);
-  LmdbCursor c(txn, t().docs);
+  LmdbCursor c(txn, im.t().docs);
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     auto rec = DocRecord::decode(c.value());
     if (!rec) return make_error(Errc::data_loss, "corrupt document record");
-    auto held = doc_versions(txn, c.key(), *rec);
+    auto held = im.doc_versions(txn, c.key(), *rec);
     if (!held) return held.error();
     for (const auto& h : *held) {
-      auto v = load_version(txn, p, h.at);
+      auto v = im.load_version(txn, p, h.at);
       if (!v) return v.error();
       records.push_back(std::move(*v));
     }
@@ -84,7 +106,20 @@ Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn,
   std::sort(records.begin(), records.end(), [](const Version& a, const Version& b) {
     return a.header.hlc != b.header.hlc ? a.header.hlc < b.header.hlc : a.id < b.id;
   });
+  std::sort(probes.begin(), probes.end(), [](const auto& a, const auto& b) {
+    return a.hlc != b.hlc ? a.hlc < b.hlc : a.id < b.id;
+  });
+  std::size_t next_probe = 0;
+  auto answer_until = [&](std::uint64_t hlc, const VersionId* id) {
+    for (; next_probe < probes.size(); ++next_probe) {
+      auto& q = probes[next_probe];
+      if (id && !(q.hlc < hlc || (q.hlc == hlc && q.id < *id))) break;
+      auto m = state.find(q.author);
+      q.coordinator = m != state.end() && m->second.role == Role::coordinator;
+    }
+  };
   for (const auto& v : records) {
+    answer_until(v.header.hlc, &v.id);
     // A device's successor (the same device under a renewed identity) takes its role,
     // vouched for by the earlier identity's key; a removed device vouches for no one.
     if (auto pred = verified_predecessor(p, v.header, v.body)) {
@@ -117,8 +152,11 @@ Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn,
       m.max_seq = static_cast<std::uint64_t>(s->as_int64());
     state[*device] = std::move(m);
   }
+  answer_until(0, nullptr);
   return state;
 }
+
+}  // namespace
 
 Result<std::vector<Member>> Store::members(const ProjectId& project) const {
   auto txn = impl_->read_txn();
@@ -382,6 +420,7 @@ Status Store::leave_project(const ProjectId& project) {
   FS_TRY(txn->del(t.meta, blob_policy_key(project)));
   FS_TRY(impl_->forget_bundles(*txn, project));
   FS_TRY(impl_->forget_subscriptions(*txn, project));
+  FS_TRY(impl_->forget_erasures(*txn, project));
   FS_TRY(txn->del(t.projects, project.view()));
   FS_TRY(txn->commit());
   impl_->blobs_left(project);

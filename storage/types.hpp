@@ -117,6 +117,24 @@ inline constexpr std::size_t kMaxDestinations = 16;
 inline constexpr std::size_t kMaxReceiptAuthors = 100000;
 inline constexpr std::size_t kMaxDestinationNameBytes = 128;
 
+// Erasure (docs/storage.md "Erasure"): a coordinator erases a document with a record in
+// `_erasures` (document id: erasure_doc_id(collection, doc id)); every device drops the bodies
+// of the document's versions that the erasure covers, and refuses to take them in again.
+inline constexpr std::string_view kErasuresCollection = "_erasures";
+inline constexpr std::size_t kMaxErasureReasonBytes = 256;
+
+// The id of the `_erasures` record of a document: hex SHA-256 of "fieldsync/erasure/v1",
+// the collection's length (u8), the collection and the document id.
+std::string erasure_doc_id(std::string_view collection, std::string_view doc_id);
+
+struct Erasure {
+  std::string collection;
+  std::string doc_id;
+  std::string reason;  // the coordinator's note (never the erased data)
+  DeviceId by;         // the coordinator who erased it
+  std::uint64_t hlc = 0;  // the erasure's time: versions written before it learned of it go
+};
+
 struct Destination {
   DeviceId device;
   std::string name;

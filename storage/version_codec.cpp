@@ -89,3 +89,68 @@ bool valid_new_collection(std::string_view c) { return valid_collection(c) && !d
 bool valid_new_doc_id(std::string_view id) { return valid_doc_id(id) && !dot_name(id); }
 
 }  // namespace fieldsync::storage
+
+namespace fieldsync::storage {
+
+namespace {
+
+struct ExtRecord {
+  std::uint8_t type;
+  ByteView value;
+};
+
+// The extension records, or nullopt when they do not read as records.
+std::optional<std::vector<ExtRecord>> ext_records(ByteView ext) {
+  std::vector<ExtRecord> out;
+  ByteReader r(ext);
+  while (r.ok() && !r.at_end()) {
+    std::uint8_t type = r.u8();
+    std::uint16_t n = r.u16();
+    ByteView v = r.raw(n);
+    if (!r.ok()) return std::nullopt;
+    out.push_back(ExtRecord{type, v});
+  }
+  if (!r.ok()) return std::nullopt;
+  return out;
+}
+
+}  // namespace
+
+std::uint64_t erasure_epoch(const VersionHeader& h) {
+  auto recs = ext_records(h.extensions);
+  if (!recs) return 0;
+  for (const auto& e : *recs) {
+    if (e.type != kExtErasureEpoch) continue;
+    if (e.value.size() != 8) return 0;
+    return ByteReader(e.value).u64();
+  }
+  return 0;
+}
+
+void set_erasure_epoch(VersionHeader& h, std::uint64_t hlc) {
+  auto recs = ext_records(h.extensions).value_or(std::vector<ExtRecord>{});
+  Bytes value;
+  if (hlc != 0) {
+    ByteWriter(value).u64(hlc);
+    recs.erase(std::remove_if(recs.begin(), recs.end(),
+                              [](const ExtRecord& e) { return e.type == kExtErasureEpoch; }),
+               recs.end());
+    recs.push_back(ExtRecord{kExtErasureEpoch, value});
+  } else {
+    recs.erase(std::remove_if(recs.begin(), recs.end(),
+                              [](const ExtRecord& e) { return e.type == kExtErasureEpoch; }),
+               recs.end());
+  }
+  std::stable_sort(recs.begin(), recs.end(),
+                   [](const ExtRecord& a, const ExtRecord& b) { return a.type < b.type; });
+  Bytes out;
+  ByteWriter w(out);
+  for (const auto& e : recs) {
+    w.u8(e.type);
+    w.u16(static_cast<std::uint16_t>(e.value.size()));
+    w.raw(e.value);
+  }
+  h.extensions = std::move(out);
+}
+
+}  // namespace fieldsync::storage

@@ -14,6 +14,17 @@ inline constexpr std::size_t kMaxDocIdBytes = 128;
 inline constexpr std::size_t kMaxParents = 64;
 inline constexpr std::size_t kMaxExtensionBytes = 4096;
 
+// Extension fields (docs/storage.md "Version encoding"): a run of (type u8, length u16,
+// value) records, ascending by type, each type at most once. Types this daemon does not
+// know are kept and forwarded unchanged, like the rest of the header.
+inline constexpr std::uint8_t kExtErasureEpoch = 1;  // u64: see erasure_epoch()
+
+// The hlc of the latest erasure of the version's document that its writer held when it wrote
+// it (docs/storage.md "Erasure"); 0 when the header names none (or its extensions do not read).
+std::uint64_t erasure_epoch(const VersionHeader& h);
+// Sets (or, with 0, removes) that field, keeping the other extension records.
+void set_erasure_epoch(VersionHeader& h, std::uint64_t hlc);
+
 Bytes encode_header(const VersionHeader& h);
 // Errors: invalid_argument for malformed bytes, unsupported for a newer format.
 Result<VersionHeader> decode_header(ByteView bytes);
