@@ -1,5 +1,6 @@
 // syncctl destinations | delivery: a project's destinations (hubs) and what of this device's
 // writes they hold (docs/api.md "Destinations and delivery").
+#include <charconv>
 #include <ostream>
 
 #include <boost/json/object.hpp>
@@ -98,12 +99,53 @@ int run_delivery(CliContext& ctx, const std::vector<std::string>& argv) {
             << " writes of this device not confirmed by a destination yet (oldest written "
             << utc_time(o.at("oldest_undelivered_ms")) << ")\n";
   print_destinations(ctx, dests);
+  if (const auto* c = o.if_contains("cleanup"); c && c->is_object()) {
+    const auto& co = c->as_object();
+    if (co.at("documents_removed").to_number<std::uint64_t>() > 0)
+      ctx.out << "clean-up: " << str(co.at("documents_removed"))
+              << " delivered documents removed from this device (" << str(co.at("bytes_freed"))
+              << " bytes), the last at " << utc_time(co.at("last_removed_ms")) << "\n";
+  }
+  return kOk;
+}
+
+int run_cleanup(CliContext& ctx, const std::vector<std::string>& argv) {
+  const auto& self = find_command("cleanup");
+  auto args = Args::parse(argv, {"min-age"}, {});
+  if (!args) return usage_error(ctx, self, args.error().message);
+  if (args->positional().size() != 1) return usage_error(ctx, self, "cleanup needs a PROJECT");
+  std::string pid;
+  if (int rc = ctx.resolve_project(args->positional()[0], pid)) return rc;
+  boost::json::object body;
+  if (auto m = args->value("min-age")) {
+    std::uint64_t ms = 0;
+    auto [end, ec] = std::from_chars(m->data(), m->data() + m->size(), ms);
+    if (ec != std::errc{} || end != m->data() + m->size() || ms > (1ull << 62))
+      return usage_error(ctx, self, "--min-age takes milliseconds (an integer)");
+    body["min_age_ms"] = ms;
+  }
+  boost::json::value v;
+  if (int rc =
+          ctx.call("POST", "/v1/projects/" + pid + "/cleanup", boost::json::serialize(body), v))
+    return rc;
+  if (ctx.json) {
+    ctx.print_json(v);
+    return kOk;
+  }
+  const auto& o = v.as_object();
+  ctx.out << "removed " << str(o.at("documents_removed")) << " delivered documents ("
+          << str(o.at("bytes_freed")) << " bytes); kept " << str(o.at("documents_undelivered"))
+          << " not confirmed by a destination yet and " << str(o.at("documents_too_new"))
+          << " younger than the minimum age\n";
   return kOk;
 }
 
 FIELDSYNC_CLI_COMMAND(Command{
     "destinations", "destinations PROJECT [add DEVICE [NAME] | remove DEVICE]",
     "list, name or un-name the project's destinations (hubs)", run_destinations});
+FIELDSYNC_CLI_COMMAND(Command{
+    "cleanup", "cleanup PROJECT [--min-age MS]",
+    "remove from this device the documents a destination confirmed it holds", run_cleanup});
 FIELDSYNC_CLI_COMMAND(Command{"delivery", "delivery PROJECT",
                               "what of this device's writes the destinations confirm they hold",
                               run_delivery});

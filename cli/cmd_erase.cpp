@@ -69,8 +69,8 @@ int run_erasures(CliContext& ctx, const std::vector<std::string>& argv) {
 FIELDSYNC_CLI_COMMAND(Command{"erase", "erase PROJECT COLLECTION ID --yes [--reason TEXT]",
                               "erase a document on every device, for good (coordinators)",
                               run_erase});
-FIELDSYNC_CLI_COMMAND(Command{"erasures", "erasures PROJECT",
-                              "the documents erased in the project", run_erasures});
+FIELDSYNC_CLI_COMMAND(Command{"erasures", "erasures PROJECT", "the documents erased in the project",
+                              run_erasures});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -139,6 +139,16 @@ struct HubOptions {
   // hub.receipt_interval_ms: how often a device named a project's destination checks whether
   // it holds more than its last receipt says, and writes a new one if so.
   std::uint32_t receipt_interval_ms = 60000;
+  // hub.cleanup_projects: the projects whose delivered documents this device removes by
+  // itself (docs/operations.md "Clean-up after delivery"): "" none, "all", or project ids
+  // separated by commas.
+  std::string cleanup_projects;
+  // hub.cleanup_min_age_ms: a delivered document is removed once its newest version is this
+  // old...
+  std::uint64_t cleanup_min_age_ms = 7ull * 24 * 3600 * 1000;
+  // hub.cleanup_free_below: ...or at once while the data directory's file system has less
+  // free space than this (0: never at once).
+  std::uint64_t cleanup_free_below_bytes = 0;
 };
 
 // A peer from the config file: [peer.<name>] address = host:port, device = <device id>.

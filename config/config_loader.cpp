@@ -547,6 +547,16 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "hub.receipt_interval_ms", [](Config & c) -> auto& { return c.hub.receipt_interval_ms; },
         100, kDayMs));
+    t.push_back(string_key(
+        "hub.cleanup_projects", [](Config & c) -> auto& { return c.hub.cleanup_projects; },
+        "empty (none), all, or project ids separated by commas",
+        [](std::string_view v) { return v.empty() || valid_project_list(v); }));
+    t.push_back(ms_key(
+        "hub.cleanup_min_age_ms", [](Config & c) -> auto& { return c.hub.cleanup_min_age_ms; }, 0,
+        3650ull * kDayMs));
+    t.push_back(size_key(
+        "hub.cleanup_free_below",
+        [](Config & c) -> auto& { return c.hub.cleanup_free_below_bytes; }, 0, 1ull << 50));
     // [mirror]
     t.push_back(string_key(
         "mirror.postgres", [](Config & c) -> auto& { return c.mirror.postgres; },

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <functional>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -77,7 +79,9 @@ struct Daemon::Impl {
   asio::steady_timer blob_gc;            // blob.gc_interval_ms
   asio::steady_timer receipts;           // hub.receipt_interval_ms
   std::set<std::string> receipt_warned;  // projects (or "durable") already warned about
-  std::unique_ptr<DataDirLock> lock;     // held until the process ends
+  // Per project: what the destinations confirmed at the last clean-up, and when it ran.
+  std::map<std::string, std::pair<std::string, std::int64_t>> cleanup_seen;
+  std::unique_ptr<DataDirLock> lock;  // held until the process ends
   std::unique_ptr<storage::Store> store;
   std::unique_ptr<ipc::ApiService> api;
   std::unique_ptr<ipc::ApiServer> server;
@@ -129,9 +133,56 @@ struct Daemon::Impl {
     receipts.async_wait([this](boost::system::error_code ec) {
       if (ec || stopping || !store) return;
       write_receipts();
+      clean_up_delivered();
       arm_receipts();
     });
   }
+  // Clean-up after delivery (docs/operations.md "Clean-up after delivery"), on the same
+  // timer: for the projects in hub.cleanup_projects, when what the destinations confirm
+  // changed, or hourly (documents age into hub.cleanup_min_age_ms), or while the disk is
+  // short of hub.cleanup_free_below (then whatever their age).
+  void clean_up_delivered() {
+    if (cfg.hub.cleanup_projects.empty()) return;
+    auto projects = store->list_projects();
+    if (!projects) return;
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    bool short_of_space = false;
+    if (cfg.hub.cleanup_free_below_bytes > 0) {
+      std::error_code ec;
+      auto space = std::filesystem::space(cfg.data_dir, ec);
+      short_of_space = !ec && space.available < cfg.hub.cleanup_free_below_bytes;
+    }
+    const bool all = cfg.hub.cleanup_projects == "all";
+    const auto listed = config::split_project_list(cfg.hub.cleanup_projects);
+    for (const auto& p : *projects) {
+      const std::string id = p.id.str();
+      if (!all && std::find(listed.begin(), listed.end(), id) == listed.end()) continue;
+      auto d = store->delivery(p.id);
+      if (!d) continue;
+      std::string seen = std::to_string(d->delivered);
+      for (const auto& r : d->receipts) seen += "," + std::to_string(r.at_ms);
+      auto& last = cleanup_seen[id];
+      if (!short_of_space && last.first == seen && now - last.second < 3600 * 1000) continue;
+      last = {seen, now};
+      auto r = store->clean_up(
+          p.id, short_of_space ? 0 : static_cast<std::int64_t>(cfg.hub.cleanup_min_age_ms), now);
+      if (!r) {
+        if (r.error().code != Errc::failed_precondition)  // a destination keeps everything
+          spdlog::warn("clean-up of project {}: {}", id, r.error().message);
+        continue;
+      }
+      if (r->documents_removed)
+        spdlog::info(
+            "clean-up of project {}: {} delivered documents removed ({} bytes){}; {} not "
+            "delivered yet",
+            id, r->documents_removed, r->bytes_freed,
+            short_of_space ? " (the disk is short of hub.cleanup_free_below)" : "",
+            r->documents_kept);
+    }
+  }
+
   void write_receipts() {
     if (!cfg.storage.durable) {
       if (receipt_warned.insert("durable").second)

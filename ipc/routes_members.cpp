@@ -158,6 +158,46 @@ void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager*
       o["oldest_undelivered_ms"] = nullptr;
     }
     o["destinations"] = destinations_json(d->destinations, d->receipts, ctx.store.device_id());
+    json::object c;
+    c["documents_removed"] = d->cleaned_documents;
+    c["bytes_freed"] = d->cleaned_bytes;
+    if (d->cleaned_at_ms) {
+      c["last_removed_ms"] = d->cleaned_at_ms;
+    } else {
+      c["last_removed_ms"] = nullptr;
+    }
+    o["cleanup"] = std::move(c);
+    return json_response(200, json::serialize(o));
+  });
+
+  // Clean-up now (docs/api.md "Destinations and delivery"): {"min_age_ms"?: N} (default 0).
+  router.add("POST", "/v1/projects/{pid}/cleanup", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    std::int64_t min_age = 0;
+    if (!req.body.empty()) {
+      auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
+      if (!obj) return fail(obj.error());
+      if (auto st = check_fields(*obj, {"min_age_ms"}, "clean-up request"); !st)
+        return fail(st.error());
+      if (auto* m = obj->if_contains("min_age_ms")) {
+        if (!m->is_int64() || m->as_int64() < 0)
+          return fail(
+              make_error(Errc::invalid_argument, "'min_age_ms' must be a non-negative integer"));
+        min_age = m->as_int64();
+      }
+    }
+    const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    auto r = ctx.store.clean_up(*pid, min_age, now);
+    if (!r) return fail(r.error());
+    json::object o;
+    o["documents_removed"] = r->documents_removed;
+    o["versions_removed"] = r->versions_removed;
+    o["bytes_freed"] = r->bytes_freed;
+    o["documents_undelivered"] = r->documents_kept;
+    o["documents_too_new"] = r->documents_too_new;
     return json_response(200, json::serialize(o));
   });
 

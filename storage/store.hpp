@@ -133,6 +133,14 @@ class Store {
   Result<bool> write_receipt(const ProjectId& project, std::int64_t now_ms);
   // What of this device's writes the destinations hold (docs/api.md "Delivery").
   Result<Delivery> delivery(const ProjectId& project) const;
+  // Clean-up (docs/storage.md "Clean-up after delivery"): documents of app collections every
+  // version of which a destination's receipt covers, and whose newest version is older than
+  // `min_age_ms`, leave this device (left-out entries: no body; never fetched again).
+  // Documents with a version no receipt covers stay. failed_precondition on a destination.
+  Result<CleanupResult> clean_up(const ProjectId& project, std::int64_t min_age_ms,
+                                 std::int64_t now_ms);
+  // Whether documents of the project left this device by clean_up().
+  Result<bool> cleaned(const ProjectId& project) const;
 
   // --- peers (store_peers.cpp, docs/storage.md "Peers") ---
   // Saves (replaces) the record of a peer. invalid_argument when a field is out of its limits

@@ -177,12 +177,16 @@ Result<bool> Store::Impl::enforce_erasures(LmdbTxn& txn, const ProjectId& p) con
   return changed;
 }
 
+// Also the hub records keyed by project in meta: receipt progress ('A') and clean-up ('C').
 Status Store::Impl::forget_erasures(LmdbTxn& txn, const ProjectId& p) const {
-  Key prefix = erasure_prefix(p);
-  LmdbCursor c(txn, t().meta);
-  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-    FS_TRY(c.del());
-    ok = c.seek(prefix);
+  for (std::uint8_t kind : {'X', 'A', 'C'}) {
+    Key prefix;
+    prefix.u8(kind).raw(p.view());
+    LmdbCursor c(txn, t().meta);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
+      FS_TRY(c.del());
+      ok = c.seek(prefix);
+    }
   }
   return {};
 }
@@ -194,12 +198,12 @@ Result<Erasure> Store::erase_document(const ProjectId& project, std::string_view
                       "invalid collection name " + quote_input(collection) +
                           " (an app collection: " + std::string(kCollectionRule) + ")");
   if (!valid_doc_id(doc_id))
-    return make_error(Errc::invalid_argument, "invalid document id " + quote_input(doc_id) +
-                                                  " (" + std::string(kDocIdRule) + ")");
+    return make_error(Errc::invalid_argument, "invalid document id " + quote_input(doc_id) + " (" +
+                                                  std::string(kDocIdRule) + ")");
   if (!is_clean_text(reason, kMaxErasureReasonBytes))
-    return make_error(Errc::invalid_argument,
-                      "an erasure reason is at most " + std::to_string(kMaxErasureReasonBytes) +
-                          " bytes of UTF-8 without control characters");
+    return make_error(Errc::invalid_argument, "an erasure reason is at most " +
+                                                  std::to_string(kMaxErasureReasonBytes) +
+                                                  " bytes of UTF-8 without control characters");
   Erasure out;
   {
     auto txn = impl_->write_txn();

@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <map>
 
+#include "storage/blob_ref.hpp"
 #include "storage/hybrid_clock.hpp"
 #include "storage/store_impl.hpp"
 #include "storage/version_codec.hpp"
@@ -38,6 +39,77 @@ Result<std::map<std::string, std::vector<Version>>> Store::Impl::collection_vers
     }
   }
   return out;
+}
+
+namespace {
+
+// meta: 'A' + project + author -> u64: blobs_whole_upto's progress. 'C' + project: documents
+// of the project left this device by clean-up.
+Key blobs_upto_key(const ProjectId& p, const DeviceId& a) {
+  Key k;
+  k.u8('A').raw(p.view()).raw(a.view());
+  return k;
+}
+Key cleaned_key(const ProjectId& p) {
+  Key k;
+  k.u8('C').raw(p.view());
+  return k;
+}
+
+// The 'C' value: u64 documents removed, u64 body bytes freed, u64 last removal (unix ms).
+struct CleanedTotals {
+  std::uint64_t documents = 0, bytes = 0, at_ms = 0;
+};
+Result<std::optional<CleanedTotals>> cleaned_totals(const Store::Impl& im, const LmdbTxn& txn,
+                                                    const ProjectId& p) {
+  auto v = txn.get(im.t().meta, cleaned_key(p));
+  if (!v) return v.error();
+  if (!*v) return std::optional<CleanedTotals>{};
+  ByteReader r(**v);
+  CleanedTotals c{r.u64(), r.u64(), r.u64()};
+  if (!r.ok() || !r.at_end()) return make_error(Errc::data_loss, "corrupt clean-up record");
+  return std::optional<CleanedTotals>{c};
+}
+
+}  // namespace
+
+Result<std::uint64_t> Store::Impl::blobs_whole_upto(LmdbTxn& txn, const ProjectId& p,
+                                                    const DeviceId& author,
+                                                    std::uint64_t head_seq) const {
+  Key k = blobs_upto_key(p, author);
+  std::uint64_t upto = 0;
+  auto v = txn.get(t().meta, k);
+  if (!v) return v.error();
+  if (*v) {
+    if ((*v)->size() != 8) return make_error(Errc::data_loss, "corrupt receipt progress");
+    upto = ByteReader(**v).u64();
+  }
+  const std::uint64_t start = upto;
+  for (std::uint64_t seq = upto + 1; seq <= head_seq; ++seq) {
+    auto e = txn.get(t().logs, log_key(p, author, seq));
+    if (!e) return e.error();
+    auto lr = *e ? LogRecord::decode(**e) : std::nullopt;
+    if (!lr) return make_error(Errc::data_loss, "gap in log");
+    if (lr->body && !lr->excluded) {
+      bool all = true;
+      for (const auto& ref : find_blob_refs(as_chars(*lr->body))) {
+        auto held = txn.get(t().blob_held, ByteView(ref.id));
+        if (!held) return held.error();
+        if (!*held) {
+          all = false;
+          break;
+        }
+      }
+      if (!all) break;  // checked again from here next time
+    }
+    upto = seq;
+  }
+  if (upto != start) {
+    Bytes b;
+    ByteWriter(b).u64(upto);
+    FS_TRY(txn.put(t().meta, k, b));
+  }
+  return upto;
 }
 
 namespace {
@@ -245,6 +317,12 @@ Result<bool> Store::write_receipt(const ProjectId& project, std::int64_t now_ms)
       auto it = vv->find(a);
       if (it != vv->end()) it->second = std::min(it->second, seq);
     }
+    // Nor versions whose attachments have not arrived here yet.
+    for (auto& [a, seq] : *vv) {
+      auto blobs = impl_->blobs_whole_upto(*txn, project, a, seq);
+      if (!blobs) return blobs.error();
+      seq = std::min(seq, *blobs);
+    }
     // Unchanged apart from this device's own log (its receipts are writes too): nothing new.
     auto last = latest_receipts(*impl_, *txn, project, *dests);
     if (!last) return last.error();
@@ -312,8 +390,110 @@ Result<Delivery> Store::delivery(const ProjectId& project) const {
       }
     }
   }
+  auto cleaned = cleaned_totals(*impl_, *txn, project);
+  if (!cleaned) return cleaned.error();
+  if (*cleaned) {
+    out.cleaned_documents = (*cleaned)->documents;
+    out.cleaned_bytes = (*cleaned)->bytes;
+    out.cleaned_at_ms = static_cast<std::int64_t>((*cleaned)->at_ms);
+  }
   out.destinations = std::move(*dests);
   out.receipts = std::move(*rs);
+  return out;
+}
+
+Result<bool> Store::cleaned(const ProjectId& project) const {
+  auto txn = impl_->read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(impl_->project(*txn, project));
+  auto c = cleaned_totals(*impl_, *txn, project);
+  if (!c) return c.error();
+  return c->has_value();
+}
+
+Result<CleanupResult> Store::clean_up(const ProjectId& project, std::int64_t min_age_ms,
+                                      std::int64_t now_ms) {
+  CleanupResult out;
+  std::uint64_t last_change = 0;
+  {
+    auto txn = impl_->write_txn();
+    if (!txn) return txn.error();
+    FS_TRY(impl_->project(*txn, project));
+    auto dests = named_destinations(*impl_, *txn, project);
+    if (!dests) return dests.error();
+    if (std::any_of(dests->begin(), dests->end(),
+                    [&](const Destination& d) { return d.device == impl_->me(); }))
+      return make_error(Errc::failed_precondition,
+                        "this device is a destination of the project: it keeps everything");
+    auto rs = latest_receipts(*impl_, *txn, project, *dests);
+    if (!rs) return rs.error();
+    std::map<DeviceId, std::uint64_t> covered;  // per log, the highest seq a receipt covers
+    for (const auto& r : *rs)
+      for (const auto& [a, seq] : r.held) covered[a] = std::max(covered[a], seq);
+    if (covered.empty()) return out;
+    const std::uint64_t newest_ok =
+        now_ms > min_age_ms ? static_cast<std::uint64_t>(now_ms - min_age_ms) : 0;
+
+    std::vector<Bytes> leaving;
+    Key prefix;
+    prefix.raw(project.view());
+    LmdbCursor c(*txn, impl_->t().docs);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+      ByteView dk = c.key();
+      std::size_t clen = dk.size() > ProjectId::size ? dk[ProjectId::size] : 0;
+      if (dk.size() < ProjectId::size + 1 + clen)
+        return make_error(Errc::data_loss, "corrupt document key");
+      if (clen > 0 && dk[ProjectId::size + 1] == '_') continue;  // reserved: stays
+      auto rec = DocRecord::decode(c.value());
+      if (!rec || rec->heads.empty()) return make_error(Errc::data_loss, "corrupt document record");
+      auto held = impl_->doc_versions(*txn, dk, *rec);
+      if (!held) return held.error();
+      bool delivered = std::all_of(held->begin(), held->end(), [&](const Impl::Held& h) {
+        auto it = covered.find(h.at.author);
+        return it != covered.end() && h.at.seq <= it->second;
+      });
+      if (!delivered) {
+        ++out.documents_kept;
+        continue;
+      }
+      bool old_enough = std::all_of(held->begin(), held->end(), [&](const Impl::Held& h) {
+        return HybridClock::physical_ms(h.hlc) <= newest_ok;
+      });
+      if (!old_enough) {
+        ++out.documents_too_new;
+        continue;
+      }
+      out.versions_removed += held->size();
+      leaving.emplace_back(dk.begin(), dk.end());
+    }
+    for (const auto& dkb : leaving) {
+      ByteView dk(dkb);
+      auto rec = impl_->doc(*txn, dk);
+      if (!rec) return rec.error();
+      if (!*rec) continue;
+      auto left = impl_->leave_document(*txn, project, dk, **rec);
+      if (!left) return left.error();
+      last_change = left->first;
+      out.bytes_freed += left->second;
+      ++out.documents_removed;
+    }
+    if (out.documents_removed) {
+      auto before = cleaned_totals(*impl_, *txn, project);
+      if (!before) return before.error();
+      CleanedTotals sum = before->value_or(CleanedTotals{});
+      Bytes v;
+      ByteWriter w(v);
+      w.u64(sum.documents + out.documents_removed);
+      w.u64(sum.bytes + out.bytes_freed);
+      w.u64(static_cast<std::uint64_t>(now_ms));
+      FS_TRY(txn->put(impl_->t().meta, cleaned_key(project), v));
+    }
+    FS_TRY(txn->commit());
+  }
+  if (out.documents_removed) {
+    impl_->blobs_changed(project);
+    impl_->notify(project, last_change);
+  }
   return out;
 }
 

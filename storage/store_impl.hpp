@@ -130,8 +130,10 @@ struct Store::Impl {
                          std::vector<AuthorityProbe>& probes) const;
   // The versions of every document of a reserved collection, by document id: every held one,
   // or (heads_only) the heads (store_hubs.cpp).
-  Result<std::map<std::string, std::vector<Version>>> collection_versions(
-      const LmdbTxn& txn, const ProjectId& p, std::string_view coll, bool heads_only) const;
+  Result<std::map<std::string, std::vector<Version>>> collection_versions(const LmdbTxn& txn,
+                                                                          const ProjectId& p,
+                                                                          std::string_view coll,
+                                                                          bool heads_only) const;
   // Erasure (store_erasures.cpp, docs/storage.md "Erasure"). erasure_hlc: the hlc of the latest
   // erasure of the document that counts here (0: none). A version is covered (its body is
   // dropped, it enters no document) when its erasure_epoch() is below that.
@@ -142,6 +144,17 @@ struct Store::Impl {
   // here. Returns whether a document changed (the caller notifies).
   Result<bool> enforce_erasures(LmdbTxn& txn, const ProjectId& p) const;
   Status forget_erasures(LmdbTxn& txn, const ProjectId& p) const;
+  // Takes a document out of this device (subscription narrowing, clean-up): its versions
+  // become left-out entries (header kept, no body), its history and record go, and it appears
+  // once more in the changes feed. Returns the changes seq written and the body bytes freed.
+  Result<std::pair<std::uint64_t, std::uint64_t>> leave_document(LmdbTxn& txn, const ProjectId& p,
+                                                                 ByteView doc_key,
+                                                                 const DocRecord& rec) const;
+  // A destination's receipt claims only versions whose attachments it holds too: the seq up
+  // to which every version of `author`'s log held here has its blobs held here (advanced from
+  // where it stopped; store_hubs.cpp).
+  Result<std::uint64_t> blobs_whole_upto(LmdbTxn& txn, const ProjectId& p, const DeviceId& author,
+                                         std::uint64_t head) const;
   // Forgets the bundles imported into a project (store_bundles.cpp; leaving it).
   Status forget_bundles(LmdbTxn& txn, const ProjectId& p) const;
   Status rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView doc_key) const;

@@ -59,9 +59,9 @@ struct InviteRecord {
 }  // namespace
 
 namespace {
-Result<std::map<DeviceId, Member>> replay_membership(const Store::Impl& im, const LmdbTxn& txn,
-                                                     const ProjectId& p,
-                                                     std::vector<Store::Impl::AuthorityProbe>& probes);
+Result<std::map<DeviceId, Member>> replay_membership(
+    const Store::Impl& im, const LmdbTxn& txn, const ProjectId& p,
+    std::vector<Store::Impl::AuthorityProbe>& probes);
 }  // namespace
 
 Result<std::map<DeviceId, Member>> Store::Impl::membership(const LmdbTxn& txn,
@@ -79,9 +79,9 @@ Status Store::Impl::coordinators_at(const LmdbTxn& txn, const ProjectId& p,
 
 namespace {
 
-Result<std::map<DeviceId, Member>> replay_membership(const Store::Impl& im, const LmdbTxn& txn,
-                                                     const ProjectId& p,
-                                                     std::vector<Store::Impl::AuthorityProbe>& probes) {
+Result<std::map<DeviceId, Member>> replay_membership(
+    const Store::Impl& im, const LmdbTxn& txn, const ProjectId& p,
+    std::vector<Store::Impl::AuthorityProbe>& probes) {
   auto proj = im.project(txn, p);
   if (!proj) return proj.error();
   std::map<DeviceId, Member> state;

@@ -150,6 +150,42 @@ Status Store::Impl::note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId
   return put_u64(txn, t().meta, k, upto);
 }
 
+Result<std::pair<std::uint64_t, std::uint64_t>> Store::Impl::leave_document(
+    LmdbTxn& txn, const ProjectId& p, ByteView dk, const DocRecord& rec) const {
+  auto held = doc_versions(txn, dk, rec);
+  if (!held) return held.error();
+  // The document appears once more in the changes feed (its winner; reading it now answers
+  // not_found), so apps following the feed learn that it left this device.
+  auto lseq = change_counter(txn, p);
+  if (!lseq) return lseq.error();
+  const std::uint64_t seq = *lseq + 1;
+  FS_TRY(txn.put(t().changes, change_key(p, seq), encode_location(rec.heads.front().at)));
+  FS_TRY(put_change_counter(txn, p, seq));
+  std::uint64_t freed = 0;
+  for (const auto& h : *held) {
+    Key lk = log_key(p, h.at.author, h.at.seq);
+    auto v = txn.get(t().logs, lk);
+    if (!v) return v.error();
+    auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+    if (!lr) return make_error(Errc::data_loss, "history names a missing log entry");
+    if (lr->body) freed += lr->body->size();
+    Bytes header(lr->header.begin(), lr->header.end());
+    LogRecord out_rec{lr->chain, lr->id, header, std::nullopt, lr->excluded, true};
+    FS_TRY(txn.put(t().logs, lk, out_rec.encode()));
+    FS_TRY(note_left_out(txn, p, h.at.author, h.at.seq));
+  }
+  Key sub = doc_sub_prefix(dk);
+  for (auto dbi : {t().docver, t().superseded}) {
+    LmdbCursor dc(txn, dbi);
+    for (bool ok = dc.seek(sub); ok && has_prefix(dc.key(), sub);) {
+      FS_TRY(dc.del());
+      ok = dc.seek(sub);
+    }
+  }
+  FS_TRY(txn.del(t().docs, dk));
+  return std::pair{seq, freed};
+}
+
 Status Store::Impl::forget_subscriptions(LmdbTxn& txn, const ProjectId& p) const {
   FS_TRY(txn.del(t().meta, subscription_key(p)));
   for (std::uint8_t kind : {'e', 'w', 'g', 'G'}) {
@@ -370,34 +406,9 @@ Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
         ++out.documents_kept;
         continue;
       }
-      // The document appears once more in the changes feed (its winner; reading it now
-      // answers not_found), so apps following the feed learn that it left this device.
-      auto lseq = impl_->change_counter(*txn, project);
-      if (!lseq) return lseq.error();
-      FS_TRY(txn->put(t.changes, change_key(project, *lseq + 1),
-                      encode_location((*rec)->heads.front().at)));
-      FS_TRY(impl_->put_change_counter(*txn, project, *lseq + 1));
-      last_change = *lseq + 1;
-      for (const auto& h : *held) {
-        Key lk = log_key(project, h.at.author, h.at.seq);
-        auto v = txn->get(t.logs, lk);
-        if (!v) return v.error();
-        auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
-        if (!lr) return make_error(Errc::data_loss, "history names a missing log entry");
-        Bytes header(lr->header.begin(), lr->header.end());
-        LogRecord out_rec{lr->chain, lr->id, header, std::nullopt, lr->excluded, true};
-        FS_TRY(txn->put(t.logs, lk, out_rec.encode()));
-        FS_TRY(impl_->note_left_out(*txn, project, h.at.author, h.at.seq));
-      }
-      Key sub = doc_sub_prefix(dk);
-      for (auto dbi : {t.docver, t.superseded}) {
-        LmdbCursor dc(*txn, dbi);
-        for (bool ok = dc.seek(sub); ok && has_prefix(dc.key(), sub);) {
-          FS_TRY(dc.del());
-          ok = dc.seek(sub);
-        }
-      }
-      FS_TRY(txn->del(t.docs, dk));
+      auto left = impl_->leave_document(*txn, project, dk, **rec);
+      if (!left) return left.error();
+      last_change = left->first;
       ++out.documents_removed;
     }
   }

@@ -127,11 +127,19 @@ inline constexpr std::size_t kMaxErasureReasonBytes = 256;
 // the collection's length (u8), the collection and the document id.
 std::string erasure_doc_id(std::string_view collection, std::string_view doc_id);
 
+struct CleanupResult {
+  std::uint64_t documents_removed = 0;
+  std::uint64_t versions_removed = 0;
+  std::uint64_t bytes_freed = 0;        // bodies dropped
+  std::uint64_t documents_kept = 0;     // a version not covered by a receipt yet
+  std::uint64_t documents_too_new = 0;  // covered, but newer than the minimum age
+};
+
 struct Erasure {
   std::string collection;
   std::string doc_id;
-  std::string reason;  // the coordinator's note (never the erased data)
-  DeviceId by;         // the coordinator who erased it
+  std::string reason;     // the coordinator's note (never the erased data)
+  DeviceId by;            // the coordinator who erased it
   std::uint64_t hlc = 0;  // the erasure's time: versions written before it learned of it go
 };
 
@@ -156,6 +164,11 @@ struct Delivery {
   std::int64_t oldest_undelivered_ms = 0;
   std::vector<Destination> destinations;
   std::vector<Receipt> receipts;  // the destinations' latest receipts (not every one has one)
+  // Clean-up on this device (Store::clean_up): documents and body bytes removed so far, and
+  // when it last removed any (0: never).
+  std::uint64_t cleaned_documents = 0;
+  std::uint64_t cleaned_bytes = 0;
+  std::int64_t cleaned_at_ms = 0;
 };
 
 // A single-use invitation to a project, kept by the inviting device.

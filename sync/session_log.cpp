@@ -193,7 +193,12 @@ Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
   // what its subscription does not want).
   auto given = storage::Subscription::intersect(ps.peer_sub, ps.my_selection);
   ps.given = given.ok() ? std::move(*given) : ps.my_selection;
-  ps.left_out_ok = ps.given.within(ps.my_sub);
+  // Documents that left by clean-up (docs/storage.md "Clean-up after delivery") are not left
+  // out by choice of the receiver: their entries are given to no one as left out (the log held
+  // here ends before them), so a receiver that wants them takes them from the hub or a relay.
+  auto cleaned = store.cleaned(ps.id);
+  if (!cleaned.ok()) return cleaned.error();
+  ps.left_out_ok = ps.given.within(ps.my_sub) && !*cleaned;
   storage::Subscription gives;
   if (auto it = peer_subs.find(ps.id); it != peer_subs.end()) {
     auto g = storage::Subscription::parse_canonical(it->second.gives);  // checked on decode

@@ -268,6 +268,9 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "GET", doc, q)  # a deleted winner: body null
         self.call(a, "POST", doc + "/purge", q)
         self.call(a, "GET", doc + "/history", q)  # purged bodies: null
+        self.call(a, "POST", doc + "/erase", q, body={"reason": "a wrong entry"})
+        self.call(a, "POST", doc + "/erase", q, body={"why": 1}, expect=400)
+        self.call(a, "GET", V + "/{pid}/erasures", p)
         self.call(a, "DELETE", doc, {"pid": pid, "coll": "obs", "id": "o2"})
         self.call(a, "GET", V + "/{pid}/collections", p)
         self.call(a, "GET", V + "/{pid}/changes", p, "since=0&limit=3")
@@ -464,6 +467,8 @@ class OpenApiResponses(DaemonTestCase):
                   expect=400)
         self.call(a, "GET", V + "/{pid}/destinations", p)
         self.call(a, "GET", V + "/{pid}/delivery", p)
+        self.call(a, "POST", V + "/{pid}/cleanup", p, body={"min_age_ms": 0})
+        self.call(a, "POST", V + "/{pid}/cleanup", p, body={"min_age_ms": -1}, expect=400)
         self.call(a, "DELETE", V + "/{pid}/destinations/{device}", m)
         self.call(a, "DELETE", V + "/{pid}/destinations/{device}", m, expect=404)
         self.call(b, "PUT", V + "/{pid}/destinations/{device}", m, body={}, expect=403)

@@ -2,6 +2,9 @@
 signed receipts reach a phone through a laptop (the phone never meets the hub) and the phone's
 delivery status says its writes arrived; only a coordinator names destinations; a hub without
 durable storage writes no receipts; un-naming a hub takes its receipts out of the count.
+Clean-up: two phones, a laptop relay and a hub; the first phone removes what the hub confirmed
+(a photo's file included, once the hub holds it), its undelivered writes survive the hub being
+away, nothing comes back after it syncs again, and the second phone still gets everything.
 """
 
 import os
@@ -115,6 +118,72 @@ class ReceiptsTest(h.DaemonTestCase):
         d = delivery(phone, pid)
         self.assertEqual(d["delivered_seq"], 0)
         self.assertIsNone(d["destinations"][0]["receipt"])
+
+
+    def test_clean_up_after_delivery(self):
+        cleaning = {"hub.cleanup_projects": "all", "hub.cleanup_min_age_ms": 0,
+                    "hub.receipt_interval_ms": 100, "blob.unreferenced_grace_ms": 0}
+        phone = self.daemon("phone", **cleaning)
+        laptop = self.daemon("laptop")
+        hub = self.daemon("hub", **dict(HUB, **{"sync.listen_port": h.free_port()}))
+        phone2 = self.daemon("phone2")
+        pid = h.share(phone, laptop, hub, phone2)
+        h.add_peer(phone, laptop)
+        h.add_peer(laptop, hub)
+        self.assertEqual(phone.unix("PUT", V + "/%s/destinations/%s" % (pid, hub.device_id),
+                                    {}).status, 200)
+        photo = h.distinct_bytes(100_000, seed=3)
+        up = phone.unix("POST", V + "/%s/blobs" % pid, photo,
+                        {"Content-Type": "application/octet-stream"})
+        self.assertEqual(up.status, 201, up)
+        self.assertEqual(phone.unix("PUT", V + "/%s/docs/obs/photo" % pid,
+                                    {"photo": up.json()["ref"]}).status, 200)
+        write_some(phone, pid, 30)
+
+        def removed():
+            c = delivery(phone, pid)["cleanup"]
+            return c if c["documents_removed"] == 31 else None
+        c = wait_until(removed, 60, what="the phone's clean-up")
+        self.assertGreater(c["bytes_freed"], 30 * 7)
+        self.assertIsNotNone(c["last_removed_ms"])
+        self.assertEqual(phone.unix("GET", V + "/%s/docs/obs/o1" % pid).status, 404)
+        listed = phone.unix("GET", V + "/%s/docs/obs" % pid).json()["docs"]
+        self.assertEqual(listed, [])
+        wait_until(lambda: phone.unix("GET", V + "/%s/blobs" % pid).json()["blobs"] == [], 60,
+                   what="the photo released on the phone")
+        # The hub and the laptop keep everything.
+        self.assertIsNotNone(h.doc(hub, pid, "o29"))
+        self.assertIsNotNone(h.doc(laptop, pid, "photo"))
+
+        # The hub is away: new writes are not delivered and stay.
+        hub.stop()
+        write_some(phone, pid, 5, start=100)
+        r = phone.syncctl("cleanup", pid)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("kept 5 not confirmed", r.stdout)
+        for i in range(100, 105):
+            self.assertIsNotNone(h.doc(phone, pid, "o%d" % i))
+        # Back: delivered, then removed too; nothing removed comes back.
+        hub.start()
+        wait_until(lambda: delivery(phone, pid)["cleanup"]["documents_removed"] == 36, 60,
+                   what="the late writes delivered and removed")
+        # The laptop holds every version the phone removed; after another sync none is back.
+        write_some(laptop, pid, 1, start=500)
+        wait_until(lambda: h.doc(phone, pid, "o500") is not None, 60, what="a new write")
+        s = phone.unix("GET", V + "/%s/sync" % pid).json()
+        self.assertTrue(s["in_sync"] or s["to_receive"] == 0, s)
+        self.assertEqual([d["id"] for d in phone.unix("GET", V + "/%s/docs/obs" % pid)
+                          .json()["docs"]], ["o500"])
+        out = phone.syncctl("delivery", pid)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("clean-up: 36 delivered documents removed", out.stdout)
+        # The second phone, which never met the first, gets everything through the laptop.
+        h.add_peer(phone2, laptop)
+        wait_until(lambda: h.doc(phone2, pid, "o104") is not None and
+                   h.doc(phone2, pid, "o0") is not None and
+                   h.doc(phone2, pid, "photo") is not None, 60, what="everything on phone2")
+        # A destination keeps everything.
+        self.assertEqual(hub.unix("POST", V + "/%s/cleanup" % pid, {}).status, 409)
 
 
 if __name__ == "__main__":

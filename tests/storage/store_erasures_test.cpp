@@ -1,8 +1,8 @@
 // Erasure by a coordinator (docs/storage.md "Erasure").
 #include <catch2/catch.hpp>
 
-#include "store_fixture.hpp"
 #include "storage/version_codec.hpp"
+#include "store_fixture.hpp"
 
 using namespace fieldsync;
 using namespace fieldsync::storage;
@@ -83,8 +83,7 @@ TEST_CASE("an erasure removes every version's body here and on every device it r
         Errc::invalid_argument);
   CHECK(t.a->erase_document(t.p, "visits", "v1", std::string(300, 'x')).error().code ==
         Errc::invalid_argument);
-  CHECK(t.a->erase_document(t.p, "visits", "v1", "bad\x01").error().code ==
-        Errc::invalid_argument);
+  CHECK(t.a->erase_document(t.p, "visits", "v1", "bad\x01").error().code == Errc::invalid_argument);
 
   auto before = t.a->last_change_seq(t.p).value();
   auto e = t.a->erase_document(t.p, "visits", "v1", "consent withdrawn");
@@ -96,9 +95,8 @@ TEST_CASE("an erasure removes every version's body here and on every device it r
   CHECK(t.a->get_document(t.p, "visits", "v2").ok());  // other documents stay
   // The document appears in the changes feed once more, so followers learn it is gone.
   auto changes = t.a->changes_since(t.p, before, 100).value();
-  CHECK(std::any_of(changes.begin(), changes.end(), [](const Change& c) {
-    return c.collection == "visits" && c.doc_id == "v1";
-  }));
+  CHECK(std::any_of(changes.begin(), changes.end(),
+                    [](const Change& c) { return c.collection == "visits" && c.doc_id == "v1"; }));
 
   t.everyone(*t.a, *t.c);
   CHECK(t.c->get_document(t.p, "visits", "v1").error().code == Errc::not_found);
@@ -160,8 +158,7 @@ TEST_CASE("versions arriving before their erasure, or after it, end the same",
   }
 }
 
-TEST_CASE("a document written again after its erasure lives on everywhere",
-          "[storage][erasure]") {
+TEST_CASE("a document written again after its erasure lives on everywhere", "[storage][erasure]") {
   Team t;
   REQUIRE(t.a->write(t.p, put("visits", "v1", body(kSecret))).ok());
   t.everyone(*t.a, *t.b);

@@ -1,5 +1,9 @@
 // Destinations and delivery receipts (docs/storage.md "Destinations and receipts").
 #include <catch2/catch.hpp>
+#include <chrono>
+
+#include "crypto/crypto.hpp"
+#include "storage/blob_ref.hpp"
 
 #include "store_fixture.hpp"
 
@@ -127,4 +131,76 @@ TEST_CASE("a destination with a subscription writes no receipt", "[storage][dest
   CHECK(r.error().code == Errc::failed_precondition);
   REQUIRE(f.c->set_subscription(f.p, Subscription()).ok());
   CHECK(f.c->write_receipt(f.p, 1000).value());
+}
+
+TEST_CASE("clean-up removes what a destination confirmed and keeps everything else",
+          "[storage][destinations][cleanup]") {
+  Field f;
+  f.write(*f.a, 10);
+  const std::int64_t later = 4102444800000;  // 2100: every write is old enough
+  // No destination, no receipt: nothing leaves.
+  auto none = f.a->clean_up(f.p, 0, later).value();
+  CHECK(none.documents_removed == 0);
+  REQUIRE(f.a->set_destination(f.p, f.c->device_id(), "office", true).ok());
+  f.spread();
+  // A destination never cleans itself.
+  CHECK(f.c->clean_up(f.p, 0, later).error().code == Errc::failed_precondition);
+  // A version whose attachment the hub does not hold is not confirmed, nor anything after it.
+  BlobInfo missing;
+  missing.id = crypto::sha256(as_bytes(std::string_view("a photo the hub never got")));
+  missing.root = missing.id;
+  missing.size = 10;
+  missing.media_type = "image/jpeg";
+  REQUIRE(f.a->write(f.p, put("visits", "photo", R"({"p":)" + blob_ref_json(missing) + "}")).ok());
+  f.write(*f.a, 1, 50);
+  f.spread();
+  REQUIRE(f.c->write_receipt(f.p, 1000).value());
+  f.spread();
+  auto d = f.a->delivery(f.p).value();
+  CHECK(d.written - d.delivered == 2);  // the photo's visit and the one after it
+  auto freed_before = f.a->clean_up(f.p, 0, later).value();
+  CHECK(freed_before.documents_removed == 10);
+  CHECK(freed_before.documents_kept == 2);
+  CHECK(freed_before.bytes_freed >= 10 * 7);
+  CHECK(f.a->cleaned(f.p).value());
+  auto after = f.a->delivery(f.p).value();
+  CHECK(after.cleaned_documents == 10);
+  CHECK(after.cleaned_bytes == freed_before.bytes_freed);
+  CHECK(after.cleaned_at_ms == later);
+  CHECK(f.a->get_document(f.p, "visits", "v0").error().code == Errc::not_found);
+  CHECK(f.a->get_document(f.p, "visits", "photo").ok());
+  CHECK(f.a->get_document(f.p, "visits", "v50").ok());
+  // The version vector is unchanged: nothing is fetched again, nothing comes back.
+  auto vv = f.a->version_vector(f.p).value();
+  f.spread();
+  CHECK(f.a->version_vector(f.p).value() == vv);
+  CHECK(f.a->get_document(f.p, "visits", "v3").error().code == Errc::not_found);
+  // Too new: a minimum age keeps recent documents.
+  f.write(*f.b, 2, 200);
+  f.spread();
+  REQUIRE(f.c->write_receipt(f.p, 2000).value());
+  f.spread();
+  auto young = f.a->clean_up(f.p, 3600 * 1000,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count())
+                   .value();
+  CHECK(young.documents_removed == 0);
+  CHECK(young.documents_too_new == 2);
+  // A device that never met anyone gets the cleaned documents from the hub, and the phone's
+  // later writes from the phone.
+  TempDir dd;
+  auto d4 = open_store(dd.path());
+  auto secret = f.a->project_secret(f.p).value();
+  REQUIRE(d4->add_project(f.a->get_project(f.p).value(), secret).ok());
+  copy_logs(*f.c, *d4, f.p);
+  f.write(*f.a, 1, 300);
+  copy_logs(*f.a, *d4, f.p);
+  CHECK(d4->get_document(f.p, "visits", "v0").ok());
+  CHECK(d4->get_document(f.p, "visits", "v300").ok());
+  CHECK(d4->version_vector(f.p).value().at(f.a->device_id()) ==
+        f.a->version_vector(f.p).value().at(f.a->device_id()));
+  // The phone's log as given to a full peer ends before the first cleaned entry.
+  auto from_start = f.a->read_log(f.p, f.a->device_id(), 0, 1000, 1u << 30).value();
+  CHECK(from_start.entries.empty());
 }
