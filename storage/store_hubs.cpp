@@ -90,9 +90,14 @@ Result<std::uint64_t> Store::Impl::blobs_whole_upto(LmdbTxn& txn, const ProjectI
     if (!e) return e.error();
     auto lr = *e ? LogRecord::decode(**e) : std::nullopt;
     if (!lr) return make_error(Errc::data_loss, "gap in log");
-    if (lr->body && !lr->excluded) {
+    // Most bodies refer to no blob: parsed only when "$blob" may be spelled in them (directly,
+    // or with \u escapes).
+    std::string_view text = lr->body ? as_chars(*lr->body) : std::string_view{};
+    if (lr->body && !lr->excluded &&
+        (text.find("$blob") != std::string_view::npos ||
+         text.find("\\u") != std::string_view::npos)) {
       bool all = true;
-      for (const auto& ref : find_blob_refs(as_chars(*lr->body))) {
+      for (const auto& ref : find_blob_refs(text)) {
         auto held = txn.get(t().blob_held, ByteView(ref.id));
         if (!held) return held.error();
         if (!*held) {

@@ -324,6 +324,15 @@ Result<VersionVector> Store::whole_heads(const ProjectId& project) const {
 
 Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
                                                    const Subscription& next) {
+  if (!next.everything()) {
+    auto dests = destinations(project);
+    if (!dests) return dests.error();
+    if (std::any_of(dests->begin(), dests->end(),
+                    [&](const Destination& d) { return d.device == impl_->me(); }))
+      return make_error(Errc::failed_precondition,
+                        "this device is a destination of the project: it keeps everything (a "
+                        "coordinator un-names it first)");
+  }
   SubscriptionChange out;
   std::uint64_t last_change = 0;
   auto txn = impl_->write_txn();

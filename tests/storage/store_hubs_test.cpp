@@ -115,12 +115,13 @@ TEST_CASE("a destination's receipts tell a device what of its writes arrived",
 TEST_CASE("a destination with a subscription writes no receipt", "[storage][destinations]") {
   Field f;
   f.write(*f.a, 5);
-  REQUIRE(f.a->set_destination(f.p, f.c->device_id(), "office", true).ok());
-  f.spread();
   auto sub = Subscription::parse(
       R"({"collections": ["visits"], "where": {"eq": {"path": "n", "value": 2}}})");
   REQUIRE(sub.ok());
+  // Subscribed before it was named (a destination refuses a subscription afterwards).
   REQUIRE(f.c->set_subscription(f.p, *sub).ok());
+  REQUIRE(f.a->set_destination(f.p, f.c->device_id(), "office", true).ok());
+  f.spread();
   // A subscribed device that is no destination just has nothing to state (no error to log).
   REQUIRE(f.b->set_subscription(f.p, *sub).ok());
   auto none = f.b->write_receipt(f.p, 1000);
@@ -143,8 +144,11 @@ TEST_CASE("clean-up removes what a destination confirmed and keeps everything el
   CHECK(none.documents_removed == 0);
   REQUIRE(f.a->set_destination(f.p, f.c->device_id(), "office", true).ok());
   f.spread();
-  // A destination never cleans itself.
+  // A destination never cleans itself, nor holds only part of the project.
   CHECK(f.c->clean_up(f.p, 0, later).error().code == Errc::failed_precondition);
+  auto part = Subscription::parse(R"({"collections": ["visits"]})");
+  REQUIRE(part.ok());
+  CHECK(f.c->set_subscription(f.p, *part).error().code == Errc::failed_precondition);
   // A version whose attachment the hub does not hold is not confirmed, nor anything after it.
   BlobInfo missing;
   missing.id = crypto::sha256(as_bytes(std::string_view("a photo the hub never got")));
