@@ -21,12 +21,14 @@ SECRET = "Amina Okafor, born 1987"
 
 
 def row(pg, pid, doc_id):
-    """The mirror row's body text for obs/doc_id, or None (no row, or no table yet)."""
+    """The mirror row's body text for obs/doc_id: "" without a row, None before the mirror
+    made its tables."""
     try:
-        return pg.value("SELECT coalesce(body::text, 'null') FROM fieldsync.documents WHERE "
-                        "project = '%s' AND collection = 'obs' AND id = '%s'" % (pid, doc_id))
+        rows = pg.sql("SELECT coalesce(body::text, 'null') FROM fieldsync.documents WHERE "
+                      "project = '%s' AND collection = 'obs' AND id = '%s'" % (pid, doc_id))
     except subprocess.CalledProcessError:
         return None
+    return rows[0][0] if rows else ""
 
 
 def blob_files(d):
@@ -123,7 +125,7 @@ class ErasureTest(h.DaemonTestCase):
         self.assertEqual(row(self.pg, pid, "v1"), "")
         for d in (hub, laptop, phone):
             self.assertEqual(d.unix("GET", V + "/%s/docs/obs/v2" % pid).status, 200)
-            text = d.unix("GET", V + "/%s/docs/obs?include_deleted=1" % pid).text()
+            text = d.unix("GET", V + "/%s/docs/obs?include_deleted=1" % pid).text
             self.assertNotIn(SECRET, text)
 
         # A device that joins later, from the phone only, never sees it.

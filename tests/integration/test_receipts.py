@@ -122,7 +122,8 @@ class ReceiptsTest(h.DaemonTestCase):
 
     def test_clean_up_after_delivery(self):
         cleaning = {"hub.cleanup_projects": "all", "hub.cleanup_min_age_ms": 0,
-                    "hub.receipt_interval_ms": 100, "blob.unreferenced_grace_ms": 0}
+                    "hub.receipt_interval_ms": 100, "blob.unreferenced_grace_ms": 0,
+                    "blob.gc_interval_ms": 1000}
         phone = self.daemon("phone", **cleaning)
         laptop = self.daemon("laptop")
         hub = self.daemon("hub", **dict(HUB, **{"sync.listen_port": h.free_port()}))
