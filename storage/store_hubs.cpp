@@ -430,6 +430,12 @@ Result<CleanupResult> Store::clean_up(const ProjectId& project, std::int64_t min
                     [&](const Destination& d) { return d.device == impl_->me(); }))
       return make_error(Errc::failed_precondition,
                         "this device is a destination of the project: it keeps everything");
+    auto sub = impl_->subscription(*txn, project);
+    if (!sub) return sub.error();
+    if (!sub->everything())
+      return make_error(Errc::failed_precondition,
+                        "this device holds only part of the project (a subscription): clean-up "
+                        "works on a device that subscribes to everything");
     auto rs = latest_receipts(*impl_, *txn, project, *dests);
     if (!rs) return rs.error();
     std::map<DeviceId, std::uint64_t> covered;  // per log, the highest seq a receipt covers

@@ -325,6 +325,12 @@ Result<VersionVector> Store::whole_heads(const ProjectId& project) const {
 Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
                                                    const Subscription& next) {
   if (!next.everything()) {
+    auto was_cleaned = cleaned(project);
+    if (!was_cleaned) return was_cleaned.error();
+    if (*was_cleaned)
+      return make_error(Errc::failed_precondition,
+                        "documents of the project left this device by clean-up: it cannot also "
+                        "take a subscription");
     auto dests = destinations(project);
     if (!dests) return dests.error();
     if (std::any_of(dests->begin(), dests->end(),

@@ -193,12 +193,19 @@ Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
   // what its subscription does not want).
   auto given = storage::Subscription::intersect(ps.peer_sub, ps.my_selection);
   ps.given = given.ok() ? std::move(*given) : ps.my_selection;
-  // Documents that left by clean-up (docs/storage.md "Clean-up after delivery") are not left
-  // out by choice of the receiver: their entries are given to no one as left out (the log held
-  // here ends before them), so a receiver that wants them takes them from the hub or a relay.
+  // Documents that left by clean-up (docs/storage.md "Clean-up after delivery"): their
+  // entries are given to no one as left out. Peers are offered the whole log: one that holds
+  // the cleaned range gets what follows it; for one that lacks it the store's log ends there
+  // (produce_batch finds no entries and stops), and it takes the range from the hub or a relay.
   auto cleaned = store.cleaned(ps.id);
   if (!cleaned.ok()) return cleaned.error();
   ps.left_out_ok = ps.given.within(ps.my_sub) && !*cleaned;
+  if (*cleaned && ps.my_sub.everything()) {
+    auto vv = store.version_vector(ps.id);
+    if (!vv.ok()) return vv.error();
+    ps.have = *vv;
+    return vv;
+  }
   storage::Subscription gives;
   if (auto it = peer_subs.find(ps.id); it != peer_subs.end()) {
     auto g = storage::Subscription::parse_canonical(it->second.gives);  // checked on decode
@@ -474,8 +481,11 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
         return false;
       }
       if (log->entries.empty()) {
-        // The cached vector promised more than the store returns: trust the store.
-        spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from, head);
+        // The cached vector promised more than the store returns: trust the store. (Expected
+        // on a device that cleaned up, for a peer that lacks the cleaned range.)
+        if (ps.left_out_ok)
+          spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from,
+                       head);
         ps.mine[a] = from;
         break;
       }

@@ -125,7 +125,7 @@ class ReceiptsTest(h.DaemonTestCase):
                     "hub.receipt_interval_ms": 100, "blob.unreferenced_grace_ms": 0,
                     "blob.gc_interval_ms": 1000}
         phone = self.daemon("phone", **cleaning)
-        laptop = self.daemon("laptop")
+        laptop = self.daemon("laptop", **{"sync.listen_port": h.free_port()})
         hub = self.daemon("hub", **dict(HUB, **{"sync.listen_port": h.free_port()}))
         phone2 = self.daemon("phone2")
         pid = h.share(phone, laptop, hub, phone2)
@@ -168,7 +168,8 @@ class ReceiptsTest(h.DaemonTestCase):
         hub.start()
         wait_until(lambda: delivery(phone, pid)["cleanup"]["documents_removed"] == 36, 60,
                    what="the late writes delivered and removed")
-        # The laptop holds every version the phone removed; after another sync none is back.
+        # The laptop holds every version the phone removed; after a new session none is back.
+        laptop.restart()
         write_some(laptop, pid, 1, start=500)
         wait_until(lambda: h.doc(phone, pid, "o500") is not None, 60, what="a new write")
         s = phone.unix("GET", V + "/%s/sync" % pid).json()
