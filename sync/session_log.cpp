@@ -484,8 +484,7 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
         // The cached vector promised more than the store returns: trust the store. (Expected
         // on a device that cleaned up, for a peer that lacks the cleaned range.)
         if (ps.left_out_ok)
-          spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from,
-                       head);
+          spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from, head);
         ps.mine[a] = from;
         break;
       }

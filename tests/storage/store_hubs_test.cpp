@@ -167,6 +167,13 @@ TEST_CASE("clean-up removes what a destination confirmed and keeps everything el
   CHECK(freed_before.documents_kept == 2);
   CHECK(freed_before.bytes_freed >= 10 * 7);
   CHECK(f.a->cleaned(f.p).value());
+  // A cleaned device takes no subscription; a subscribed one does not clean up.
+  auto narrow = Subscription::parse(R"({"collections": ["visits"]})");
+  REQUIRE(narrow.ok());
+  CHECK(f.a->set_subscription(f.p, *narrow).error().code == Errc::failed_precondition);
+  REQUIRE(f.b->set_subscription(f.p, *narrow).ok());
+  CHECK(f.b->clean_up(f.p, 0, later).error().code == Errc::failed_precondition);
+  REQUIRE(f.b->set_subscription(f.p, Subscription()).ok());
   auto after = f.a->delivery(f.p).value();
   CHECK(after.cleaned_documents == 10);
   CHECK(after.cleaned_bytes == freed_before.bytes_freed);
