@@ -448,34 +448,39 @@ Result<CleanupResult> Store::clean_up(const ProjectId& project, std::int64_t min
     std::vector<Bytes> leaving;
     Key prefix;
     prefix.raw(project.view());
-    LmdbCursor c(*txn, impl_->t().docs);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-      ByteView dk = c.key();
-      std::size_t clen = dk.size() > ProjectId::size ? dk[ProjectId::size] : 0;
-      if (dk.size() < ProjectId::size + 1 + clen)
-        return make_error(Errc::data_loss, "corrupt document key");
-      if (clen > 0 && dk[ProjectId::size + 1] == '_') continue;  // reserved: stays
-      auto rec = DocRecord::decode(c.value());
-      if (!rec || rec->heads.empty()) return make_error(Errc::data_loss, "corrupt document record");
-      auto held = impl_->doc_versions(*txn, dk, *rec);
-      if (!held) return held.error();
-      bool delivered = std::all_of(held->begin(), held->end(), [&](const Impl::Held& h) {
-        auto it = covered.find(h.at.author);
-        return it != covered.end() && h.at.seq <= it->second;
-      });
-      if (!delivered) {
-        ++out.documents_kept;
-        continue;
+    // The cursor is closed before anything is written and before the commit (LMDB frees a
+    // write transaction's cursors when it commits).
+    {
+      LmdbCursor c(*txn, impl_->t().docs);
+      for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+        ByteView dk = c.key();
+        std::size_t clen = dk.size() > ProjectId::size ? dk[ProjectId::size] : 0;
+        if (dk.size() < ProjectId::size + 1 + clen)
+          return make_error(Errc::data_loss, "corrupt document key");
+        if (clen > 0 && dk[ProjectId::size + 1] == '_') continue;  // reserved: stays
+        auto rec = DocRecord::decode(c.value());
+        if (!rec || rec->heads.empty())
+          return make_error(Errc::data_loss, "corrupt document record");
+        auto held = impl_->doc_versions(*txn, dk, *rec);
+        if (!held) return held.error();
+        bool delivered = std::all_of(held->begin(), held->end(), [&](const Impl::Held& h) {
+          auto it = covered.find(h.at.author);
+          return it != covered.end() && h.at.seq <= it->second;
+        });
+        if (!delivered) {
+          ++out.documents_kept;
+          continue;
+        }
+        bool old_enough = std::all_of(held->begin(), held->end(), [&](const Impl::Held& h) {
+          return HybridClock::physical_ms(h.hlc) <= newest_ok;
+        });
+        if (!old_enough) {
+          ++out.documents_too_new;
+          continue;
+        }
+        out.versions_removed += held->size();
+        leaving.emplace_back(dk.begin(), dk.end());
       }
-      bool old_enough = std::all_of(held->begin(), held->end(), [&](const Impl::Held& h) {
-        return HybridClock::physical_ms(h.hlc) <= newest_ok;
-      });
-      if (!old_enough) {
-        ++out.documents_too_new;
-        continue;
-      }
-      out.versions_removed += held->size();
-      leaving.emplace_back(dk.begin(), dk.end());
     }
     for (const auto& dkb : leaving) {
       ByteView dk(dkb);
