@@ -1,8 +1,13 @@
 #include "crypto/tls_context.hpp"
 
+#include <openssl/asn1.h>
 #include <openssl/evp.h>
+#include <openssl/objects.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <vector>
 
 namespace fieldsync::crypto {
 
@@ -27,6 +32,80 @@ int rejected_index() {
   return index;
 }
 
+// SSL ex_data slot holding the pinned device id when the peer proved it renewed it
+// (tls_renewed_from).
+int renewed_index() {
+  static const int index = SSL_get_ex_new_index(
+      0, nullptr, nullptr, nullptr, [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
+        delete static_cast<DeviceId*>(ptr);
+      });
+  return index;
+}
+
+// The certificate extension carrying renewal links (docs/protocol.md section 1): a private
+// OID under the UUID arc (2.25, ITU-T X.667), non-critical, its value an OCTET STRING holding
+// crypto::encode_renewal_links.
+constexpr char kRenewalOid[] = "2.25.185561365906629470343255184026366423648";
+
+const ASN1_OBJECT* renewal_oid() {
+  static ASN1_OBJECT* const obj = OBJ_txt2obj(kRenewalOid, 1);
+  return obj;
+}
+
+void set_ex_device(SSL* ssl, int index, const DeviceId& id) {
+  delete static_cast<DeviceId*>(SSL_get_ex_data(ssl, index));
+  SSL_set_ex_data(ssl, index, new DeviceId(id));
+}
+
+// The renewal links a certificate carries; empty when it has none or they do not parse.
+std::vector<RenewalLink> renewal_links_of(X509* cert) {
+  const ASN1_OBJECT* oid = renewal_oid();
+  if (!oid) return {};
+  int at = X509_get_ext_by_OBJ(cert, oid, -1);
+  if (at < 0) return {};
+  X509_EXTENSION* ext = X509_get_ext(cert, at);
+  ASN1_OCTET_STRING* outer = ext ? X509_EXTENSION_get_data(ext) : nullptr;
+  if (!outer) return {};
+  const unsigned char* p = ASN1_STRING_get0_data(outer);
+  const long len = ASN1_STRING_length(outer);
+  if (len <= 0 || static_cast<std::size_t>(len) > 16 + kMaxRenewalLinks * kRenewalLinkBytes)
+    return {};
+  const unsigned char* end = p + len;
+  std::unique_ptr<ASN1_OCTET_STRING, decltype(&ASN1_OCTET_STRING_free)> inner(
+      d2i_ASN1_OCTET_STRING(nullptr, &p, len), ASN1_OCTET_STRING_free);
+  if (!inner || p != end) return {};
+  auto links =
+      parse_renewal_links(ByteView(ASN1_STRING_get0_data(inner.get()),
+                                   static_cast<std::size_t>(ASN1_STRING_length(inner.get()))));
+  return links ? std::move(*links) : std::vector<RenewalLink>{};
+}
+
+// Adds the renewal extension to `cert`; false on an OpenSSL failure.
+bool add_renewal_extension(X509* cert, std::span<const RenewalLink> renewals) {
+  const ASN1_OBJECT* oid = renewal_oid();
+  if (!oid) return false;
+  Bytes links = encode_renewal_links(renewals);
+  std::unique_ptr<ASN1_OCTET_STRING, decltype(&ASN1_OCTET_STRING_free)> inner(
+      ASN1_OCTET_STRING_new(), ASN1_OCTET_STRING_free);
+  if (!inner ||
+      ASN1_OCTET_STRING_set(inner.get(), links.data(), static_cast<int>(links.size())) != 1)
+    return false;
+  unsigned char* der = nullptr;
+  int der_len = i2d_ASN1_OCTET_STRING(inner.get(), &der);
+  if (der_len <= 0) return false;
+  std::unique_ptr<ASN1_OCTET_STRING, decltype(&ASN1_OCTET_STRING_free)> outer(
+      ASN1_OCTET_STRING_new(), ASN1_OCTET_STRING_free);
+  bool ok = outer && ASN1_OCTET_STRING_set(outer.get(), der, der_len) == 1;
+  OPENSSL_free(der);
+  if (!ok) return false;
+  X509_EXTENSION* ext =
+      X509_EXTENSION_create_by_OBJ(nullptr, const_cast<ASN1_OBJECT*>(oid), 0, outer.get());
+  if (!ext) return false;
+  ok = X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
 std::optional<DeviceId> device_of(EVP_PKEY* key) {
   if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519) return std::nullopt;
   DeviceId id;
@@ -48,9 +127,13 @@ int verify_callback(int /*preverified*/, X509_STORE_CTX* store) {
   if (ssl) {
     if (auto* pin = static_cast<DeviceId*>(SSL_get_ex_data(ssl, pin_index()));
         pin && *pin != *device) {
-      delete static_cast<DeviceId*>(SSL_get_ex_data(ssl, rejected_index()));
-      SSL_set_ex_data(ssl, rejected_index(), new DeviceId(*device));
-      return 0;
+      // Another key: accepted only if the certificate proves it continues the pinned one.
+      if (renewal_chain_proves(renewal_links_of(cert), *pin, *device)) {
+        set_ex_device(ssl, renewed_index(), *pin);
+      } else {
+        set_ex_device(ssl, rejected_index(), *device);
+        return 0;
+      }
     }
   }
   X509_STORE_CTX_set_error(store, X509_V_OK);
@@ -63,7 +146,8 @@ Error ssl_error(const char* what) {
 
 }  // namespace
 
-Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view common_name) {
+Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view common_name,
+                                      std::span<const RenewalLink> renewals) {
   auto* pkey = static_cast<EVP_PKEY*>(key.native_handle());
   std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
   if (!cert) return ssl_error("X509_new");
@@ -81,6 +165,8 @@ Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view co
   X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
                              reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
   X509_set_issuer_name(cert.get(), name);
+  if (!renewals.empty() && !add_renewal_extension(cert.get(), renewals))
+    return ssl_error("renewal extension");
   if (X509_sign(cert.get(), pkey, nullptr) == 0)
     return ssl_error("X509_sign");  // Ed25519: no digest
 
@@ -115,9 +201,13 @@ void* TlsContext::new_reference() const {
 }
 
 void tls_expect_peer(void* ssl, const DeviceId& expected) {
-  auto* s = static_cast<SSL*>(ssl);
-  delete static_cast<DeviceId*>(SSL_get_ex_data(s, pin_index()));
-  SSL_set_ex_data(s, pin_index(), new DeviceId(expected));
+  set_ex_device(static_cast<SSL*>(ssl), pin_index(), expected);
+}
+
+std::optional<DeviceId> tls_renewed_from(void* ssl) {
+  auto* id = static_cast<DeviceId*>(SSL_get_ex_data(static_cast<SSL*>(ssl), renewed_index()));
+  if (!id) return std::nullopt;
+  return *id;
 }
 
 std::optional<DeviceId> tls_rejected_peer(void* ssl) {
@@ -130,6 +220,14 @@ std::optional<DeviceId> tls_peer_device(void* ssl) {
   X509* cert = SSL_get0_peer_certificate(static_cast<SSL*>(ssl));
   if (!cert) return std::nullopt;
   return device_of(X509_get0_pubkey(cert));
+}
+
+std::optional<std::vector<RenewalLink>> certificate_renewal_links(ByteView der) {
+  const unsigned char* p = der.data();
+  std::unique_ptr<X509, decltype(&X509_free)> cert(
+      d2i_X509(nullptr, &p, static_cast<long>(der.size())), X509_free);
+  if (!cert || p != der.data() + der.size()) return std::nullopt;
+  return renewal_links_of(cert.get());
 }
 
 Result<Bytes> tls_channel_binding(void* ssl) {

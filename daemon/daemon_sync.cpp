@@ -32,14 +32,18 @@ Status DaemonSync::start() {
     spdlog::info("sync disabled (sync.enabled = false)");
     return {};
   }
-  auto tcp =
-      transports::TcpTls::create(io_, store_.signing_key(), transports::tcp_tls_options(cfg_.sync));
+  // The certificate shows how this identity continues earlier ones, so peers that dial an
+  // old id after a restore follow the new one (docs/protocol.md section 1).
+  auto tcp_opt = transports::tcp_tls_options(cfg_.sync);
+  tcp_opt.renewals = store_.renewal_links();
+  auto tcp = transports::TcpTls::create(io_, store_.signing_key(), std::move(tcp_opt));
   if (!tcp.ok()) return tcp.error();
   tcp_ = tcp->get();
   service_->add_transport(std::move(*tcp));
   if (cfg_.ble.enabled) {
-    auto ble = transports::BleTransport::create(io_, store_.signing_key(),
-                                                transports::ble_options(cfg_.ble));
+    auto ble_opt = transports::ble_options(cfg_.ble);
+    ble_opt.renewals = store_.renewal_links();
+    auto ble = transports::BleTransport::create(io_, store_.signing_key(), std::move(ble_opt));
     if (!ble.ok()) return ble.error();
     ble_ = ble->get();
     service_->add_transport(std::move(*ble));

@@ -203,6 +203,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   void schedule_retry(PeerEntry& e, bool failed);
   std::optional<DeviceId> successor_of(const DeviceId& device) const;
   bool follow_successor(const DeviceId& device);
+  PeerEntry& move_to_successor(PeerEntry& old, const DeviceId& next);
   PeerStatus status_of(const PeerEntry& e) const;
   // Sessions past the handshake (what sync.max_peers bounds).
   std::size_t session_count() const;
@@ -344,6 +345,17 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
   if (device == store.device_id()) {
     c->failure = make_error(Errc::failed_precondition, "connected to ourselves");
     return close(*c);
+  }
+  if (c->outgoing && device != c->peer) {
+    // The transport accepts another key than the one dialed only when its certificate proves
+    // that it continues the dialed device (crypto/renewal.hpp): the peer renewed its identity
+    // (restored from a backup) and we follow it now, before any member record says so.
+    spdlog::info("sync: peer {} renewed its identity (its old key vouches for {} at {})",
+                 c->peer.short_str(), device.short_str(), c->address);
+    if (auto old = peers.find(c->peer); old != peers.end() && old->second.dialing == c) {
+      old->second.dialing = nullptr;
+      move_to_successor(old->second, device);
+    }
   }
   c->peer = device;
   if (auto it = peers.find(device);
@@ -613,25 +625,34 @@ bool PeerManager::Impl::follow_successor(const DeviceId& device) {
   if (!next || *next == store.device_id()) return false;
   PeerEntry& old = it->second;
   if (old.conn || old.dialing) return false;
-  PeerEntry& n = peers[*next];
-  n.device = *next;
-  if (!n.configured) {
+  spdlog::info(
+      "sync: peer {} renewed its identity (its old key vouches for {}): dialing the new one at {}",
+      device.short_str(), next->short_str(), old.address);
+  PeerEntry& n = move_to_successor(old, *next);
+  if (running && !n.conn && !n.dialing) dial(n);
+  return true;
+}
+
+// Moves a configured peer's address, name and approval to the identity that continues it, in
+// memory and in the store, and forgets the old entry (`old` is gone afterwards).
+PeerEntry& PeerManager::Impl::move_to_successor(PeerEntry& old, const DeviceId& next) {
+  const DeviceId device = old.device;
+  PeerEntry& n = peers[next];
+  n.device = next;
+  if (!n.configured && old.configured) {
     n.address = old.address;
     n.configured = true;
   }
   n.approved = n.approved || old.approved;
   if (n.name.empty()) n.name = old.name;
   n.failures = 0;
-  spdlog::info(
-      "sync: peer {} renewed its identity (its old key vouches for {}): dialing the new one at {}",
-      device.short_str(), next->short_str(), n.address);
+  const bool configured = n.configured;
   if (old.retry) old.retry->cancel();
-  peers.erase(it);
+  peers.erase(device);
   if (auto st = store.forget_peer(device); !st && st.error().code != Errc::not_found)
     spdlog::warn("sync: cannot forget peer {}: {}", device.short_str(), st.error().message);
-  remember(n);
-  if (running && !n.conn && !n.dialing) dial(n);
-  return true;
+  if (configured) remember(n);
+  return n;
 }
 
 PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {

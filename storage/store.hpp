@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "common/result.hpp"
+#include "crypto/renewal.hpp"
 #include "storage/blob_ref.hpp"
 #include "storage/blob_store.hpp"
 #include "storage/latency.hpp"
@@ -252,6 +253,10 @@ class Store {
   // Earlier identities of this device (renewed after a restore or a detected copy); their
   // keys are kept to re-publish what they wrote.
   std::vector<DeviceId> retired_ids() const;
+  // How the current identity continues the earlier ones (oldest first, the newest
+  // crypto::kMaxRenewalLinks): each link is signed by the old key. The TLS certificate carries
+  // them, so peers that dial an old id accept the new key. Fixed once the store is open.
+  const std::vector<crypto::RenewalLink>& renewal_links() const;
   bool holds_retired_key(const DeviceId& author) const;
   // The last renewal, if any: the identity before it, when and why.
   std::optional<IdentityChange> last_identity_change() const;

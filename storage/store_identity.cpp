@@ -34,6 +34,22 @@ namespace {
 const Bytes kMeKey = {'m', 'e'};
 const Bytes kRotateKey = {'r', 'o', 't', 'a', 't', 'e'};
 const Bytes kPrevKey = {'p', 'r', 'e', 'v'};
+const Bytes kRenewalsKey = {'r', 'e', 'n', 'e', 'w', 'a', 'l', 's'};
+
+std::vector<crypto::RenewalLink> read_renewals(const LmdbTxn& txn, const Tables& t) {
+  auto v = txn.get(t.meta, kRenewalsKey);
+  if (!v || !*v) return {};
+  auto links = crypto::parse_renewal_links(**v);
+  return links ? std::move(*links) : std::vector<crypto::RenewalLink>{};
+}
+
+// Appends `link`, keeping the newest crypto::kMaxRenewalLinks.
+void add_renewal(std::vector<crypto::RenewalLink>& links, crypto::RenewalLink link) {
+  links.push_back(std::move(link));
+  if (links.size() > crypto::kMaxRenewalLinks)
+    links.erase(links.begin(), links.begin() + static_cast<std::ptrdiff_t>(
+                                                   links.size() - crypto::kMaxRenewalLinks));
+}
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -174,8 +190,29 @@ Status Store::Impl::open_identity() {
     if (*r) reason = std::string(as_chars(**r));
   }
   if (fs::exists(dir / "RESTORED", ec)) reason = "restored from a backup";
-  if (reason.empty()) return {};
-  return renew_identity(reason);
+  if (!reason.empty()) FS_TRY(renew_identity(reason));
+  return load_renewals();
+}
+
+// The renewal links of the current identity. A store renewed before links were recorded has
+// only `prev`: its link is signed now with the retired key.
+Status Store::Impl::load_renewals() {
+  auto txn = write_txn();
+  if (!txn) return txn.error();
+  renewals = read_renewals(*txn, t());
+  auto prev = txn->get(t().meta, kPrevKey);
+  if (!prev) return prev.error();
+  if (*prev && (renewals.empty() || renewals.back().to != me())) {
+    ByteReader r(**prev);
+    auto old = id_from_bytes<DeviceId>(r.raw(DeviceId::size));
+    if (r.ok() && old && *old != me())
+      if (const auto* k = retired_key(*old)) {
+        add_renewal(renewals, crypto::sign_renewal(*k, me()));
+        FS_TRY(txn->put(t().meta, kRenewalsKey, crypto::encode_renewal_links(renewals)));
+        FS_TRY(txn->commit());
+      }
+  }
+  return {};
 }
 
 Status Store::Impl::renew_identity(const std::string& reason) {
@@ -234,8 +271,11 @@ Status Store::Impl::renew_identity(const std::string& reason) {
   pw.raw(old.view());
   pw.u64(static_cast<std::uint64_t>(now_ms()));
   pw.str16(reason.substr(0, 200));
+  auto links = read_renewals(*txn, t());
+  add_renewal(links, crypto::sign_renewal(old_key, me()));
   Status st = txn->put(t().meta, kMeKey, me().view());
   if (st) st = txn->put(t().meta, kPrevKey, prev);
+  if (st) st = txn->put(t().meta, kRenewalsKey, crypto::encode_renewal_links(links));
   if (st) st = txn->put(t().meta, suspect_key(old), ByteView{});
   if (st) st = txn->del(t().meta, kRotateKey);
   if (st) st = txn->commit();
@@ -260,6 +300,8 @@ std::vector<DeviceId> Store::retired_ids() const {
   for (const auto& k : impl_->retired) out.push_back(k.device_id());
   return out;
 }
+
+const std::vector<crypto::RenewalLink>& Store::renewal_links() const { return impl_->renewals; }
 
 bool Store::holds_retired_key(const DeviceId& author) const {
   return impl_->retired_key(author) != nullptr;

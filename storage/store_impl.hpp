@@ -26,10 +26,11 @@ std::optional<DeviceId> verified_predecessor(const ProjectId& p, const VersionHe
 struct Store::Impl {
   StoreOptions opts;
   std::unique_ptr<LmdbEnv> env;
-  std::optional<crypto::SigningKey> key;     // the current identity
-  std::vector<crypto::SigningKey> retired;   // earlier identities of this device
-  std::atomic<bool> renewal_pending{false};  // report_identity_conflict() was called
-  IdentityListener identity_listener;        // guarded by listener_mu
+  std::optional<crypto::SigningKey> key;      // the current identity
+  std::vector<crypto::SigningKey> retired;    // earlier identities of this device
+  std::vector<crypto::RenewalLink> renewals;  // meta `renewals`: how `key` continues them
+  std::atomic<bool> renewal_pending{false};   // report_identity_conflict() was called
+  IdentityListener identity_listener;         // guarded by listener_mu
   HybridClock clock;
   LatencyHistogram fsyncs;  // the blob store's file and directory fsyncs (any thread)
   std::mutex listener_mu;
@@ -98,6 +99,7 @@ struct Store::Impl {
   // renewal. Called once by Store::open, before anything else is written.
   Status open_identity();
   Status renew_identity(const std::string& reason);
+  Status load_renewals();
   const crypto::SigningKey* retired_key(const DeviceId& a) const;
   bool suspect(const LmdbTxn& txn, const DeviceId& a) const;
   Status note_fork(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t seq,

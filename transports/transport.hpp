@@ -98,8 +98,9 @@ class Transport {
   virtual std::vector<Address> listen_addresses() const = 0;
 
   // Connects to `address` and authenticates the other end as `expected` (a different key
-  // fails with unauthenticated). `done` runs exactly once, within the transport's own
-  // connect and handshake deadlines.
+  // fails with unauthenticated, unless the other end proves that it renewed `expected`:
+  // crypto/renewal.hpp; then the stream's peer() is the new key). `done` runs exactly once, within
+  // the transport's own connect and handshake deadlines.
   virtual void dial(const Address& address, const DeviceId& expected, StreamHandler done) = 0;
 
   // Stops listening and closes every stream it still owns (bounded).

@@ -1,10 +1,11 @@
 // crypto/: known-answer tests of HKDF-SHA256 and AES-256-GCM, and what their failures look
-// like (the bundle format in bundle/ relies on both).
+// like (the bundle format in bundle/ relies on both); renewal links (crypto/renewal.hpp).
 #include <catch2/catch.hpp>
 
 #include <string>
 
 #include "crypto/crypto.hpp"
+#include "crypto/renewal.hpp"
 
 using namespace fieldsync;
 using namespace fieldsync::crypto;
@@ -141,4 +142,76 @@ TEST_CASE("Sha256 fed in pieces equals the one-shot digest, and starts again aft
   Sha256 moved = std::move(h);
   CHECK(to_hex(moved.finish()) ==
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST_CASE("renewal links prove a chain of renewals and nothing else", "[renewal]") {
+  auto k0 = SigningKey::generate(), k1 = SigningKey::generate(), k2 = SigningKey::generate();
+  auto other = SigningKey::generate();
+  REQUIRE((k0.ok() && k1.ok() && k2.ok() && other.ok()));
+  const DeviceId d0 = k0->device_id(), d1 = k1->device_id(), d2 = k2->device_id();
+  std::vector<RenewalLink> chain = {sign_renewal(*k0, d1), sign_renewal(*k1, d2)};
+
+  // Encoding round trip; the layout is version, count, links.
+  Bytes enc = encode_renewal_links(chain);
+  REQUIRE(enc.size() == 2 + 2 * kRenewalLinkBytes);
+  CHECK(enc[0] == 1);
+  CHECK(enc[1] == 2);
+  auto back = parse_renewal_links(enc);
+  REQUIRE(back);
+  CHECK(*back == chain);
+
+  // Any step and the whole way; not backwards, not to itself, not from a stranger.
+  CHECK(renewal_chain_proves(chain, d0, d1));
+  CHECK(renewal_chain_proves(chain, d1, d2));
+  CHECK(renewal_chain_proves(chain, d0, d2));
+  CHECK_FALSE(renewal_chain_proves(chain, d2, d0));
+  CHECK_FALSE(renewal_chain_proves(chain, d1, d1));
+  CHECK_FALSE(renewal_chain_proves(chain, other->device_id(), d2));
+
+  // A link signed by the wrong key, or altered, proves nothing.
+  std::vector<RenewalLink> forged = {sign_renewal(*other, d2)};
+  forged[0].from = d0;
+  CHECK_FALSE(renewal_chain_proves(forged, d0, d2));
+  auto altered = chain;
+  altered[1].to = other->device_id();
+  CHECK_FALSE(renewal_chain_proves(altered, d0, other->device_id()));
+  CHECK(renewal_chain_proves(altered, d0, d1));  // the intact first step still holds
+  // A gap in the chain stops the walk.
+  std::vector<RenewalLink> gap = {chain[1]};
+  CHECK_FALSE(renewal_chain_proves(gap, d0, d2));
+
+  // Bad layouts are refused whole: version, count over the limit, short or trailing bytes.
+  Bytes bad = enc;
+  bad[0] = 2;
+  CHECK_FALSE(parse_renewal_links(bad));
+  bad = enc;
+  bad.push_back(0);
+  CHECK_FALSE(parse_renewal_links(bad));
+  bad = enc;
+  bad.pop_back();
+  CHECK_FALSE(parse_renewal_links(bad));
+  bad = Bytes{1, static_cast<std::uint8_t>(kMaxRenewalLinks + 1)};
+  bad.resize(2 + (kMaxRenewalLinks + 1) * kRenewalLinkBytes);
+  CHECK_FALSE(parse_renewal_links(bad));
+  CHECK_FALSE(parse_renewal_links(Bytes{}));
+  auto empty = parse_renewal_links(Bytes{1, 0});
+  REQUIRE(empty);
+  CHECK(empty->empty());
+
+  // Encoding keeps the newest kMaxRenewalLinks.
+  std::vector<RenewalLink> many;
+  std::vector<SigningKey> keys;
+  for (std::size_t i = 0; i <= kMaxRenewalLinks + 1; ++i) {
+    auto k = SigningKey::generate();
+    REQUIRE(k.ok());
+    keys.push_back(std::move(*k));
+  }
+  for (std::size_t i = 0; i + 1 < keys.size(); ++i)
+    many.push_back(sign_renewal(keys[i], keys[i + 1].device_id()));
+  auto kept = parse_renewal_links(encode_renewal_links(many));
+  REQUIRE(kept);
+  REQUIRE(kept->size() == kMaxRenewalLinks);
+  CHECK(kept->back() == many.back());
+  CHECK(renewal_chain_proves(*kept, keys[1].device_id(), keys.back().device_id()));
+  CHECK_FALSE(renewal_chain_proves(*kept, keys[0].device_id(), keys.back().device_id()));
 }

@@ -16,6 +16,7 @@ directories (and daemon logs) of a run.
 import http.client
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -386,7 +387,26 @@ FAST = {"storage.durable": "false", "sync.retry_min_ms": 100, "sync.retry_max_ms
 
 def free_port():
     """A port for sync.listen_port that stays the same across restarts of a daemon (its peers
-    keep dialing the address they were given)."""
+    keep dialing the address they were given). It is taken below the kernel's ephemeral range
+    (ip_local_port_range): a port from that range can be handed to any outgoing connection or
+    port-0 bind on the machine while the daemon is down, and its restart would then fail."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, max(low, 10001))
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+        finally:
+            s.close()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]

@@ -221,6 +221,10 @@ class Soak(unittest.TestCase):
                 print("%s: %d versions, %d acknowledged missing, vv %s" % (
                     d.name, len(s["versions"]), len(want - s["versions"]), s["vv"]),
                     file=sys.stderr)
+            for d in self.ds:  # what each daemon said about its peers lately
+                lines = [x for x in d.log().splitlines() if " sync: " in x or "error" in x]
+                print("--- %s (%s), last sync log lines:\n%s" % (
+                    d.name, d.device_id, "\n".join(lines[-25:])), file=sys.stderr)
             raise AssertionError("no convergence (seed %d)" % SEED)
         print("soak: converged in %.1f s: %d versions, %d documents on each of %d daemons"
               % (time.monotonic() - began, len(snaps[0]["versions"]), len(snaps[0]["heads"]), N),

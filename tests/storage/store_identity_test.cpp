@@ -94,6 +94,35 @@ TEST_CASE("a restored backup renews its identity before it writes", "[storage][i
   CHECK((*mb)->role == storage::Role::coordinator);
 }
 
+TEST_CASE("each renewal adds a link signed by the old key, kept across reopening",
+          "[storage][identity]") {
+  TempDir t;
+  auto a = open_store(t.path() / "a");
+  CHECK(a->renewal_links().empty());
+  const DeviceId d0 = a->device_id();
+  (void)write_backup_dir(*a, t.path() / "b1");
+  a.reset();
+  auto r1 = open_store(t.path() / "b1");
+  const DeviceId d1 = r1->device_id();
+  REQUIRE(r1->renewal_links().size() == 1);
+  CHECK(r1->renewal_links()[0].from == d0);
+  CHECK(r1->renewal_links()[0].to == d1);
+  CHECK(crypto::renewal_chain_proves(r1->renewal_links(), d0, d1));
+  // Restored again: the chain grows, and leads from the first identity to the newest.
+  (void)write_backup_dir(*r1, t.path() / "b2");
+  r1.reset();
+  auto r2 = open_store(t.path() / "b2");
+  const DeviceId d2 = r2->device_id();
+  REQUIRE(r2->renewal_links().size() == 2);
+  CHECK(crypto::renewal_chain_proves(r2->renewal_links(), d0, d2));
+  CHECK(crypto::renewal_chain_proves(r2->renewal_links(), d1, d2));
+  auto links = r2->renewal_links();
+  r2.reset();
+  r2 = open_store(t.path() / "b2");
+  CHECK(r2->device_id() == d2);
+  CHECK(r2->renewal_links() == links);
+}
+
 TEST_CASE("a forged succession record gives no role", "[storage][identity]") {
   TempDir t;
   auto a = open_store(t.path() / "a");

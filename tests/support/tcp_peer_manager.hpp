@@ -21,7 +21,9 @@ class TcpPeerManager : public peers::PeerManager {
   TcpPeerManager(boost::asio::io_context& io, storage::Store& store, config::SyncOptions o,
                  std::string name)
       : peers::PeerManager(io, store, o, std::move(name)) {
-    auto t = transports::TcpTls::create(io, store.signing_key(), transports::tcp_tls_options(o));
+    auto to = transports::tcp_tls_options(o);
+    to.renewals = store.renewal_links();  // as the daemon does
+    auto t = transports::TcpTls::create(io, store.signing_key(), std::move(to));
     REQUIRE(t.ok());
     tcp_ = t->get();
     add_transport(std::move(*t));

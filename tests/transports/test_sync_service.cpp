@@ -5,6 +5,7 @@
 #include <boost/asio.hpp>
 #include <map>
 
+#include "../support/backup_dir.hpp"
 #include "../support/run_until.hpp"
 #include "../support/tcp_peer_manager.hpp"
 #include "../sync/sync_test_util.hpp"
@@ -106,6 +107,70 @@ TEST_CASE("a peer with the wrong key is refused at TLS level", "[transports]") {
                                  a.node.store->device_id().str() + ", expected " +
                                  stranger.store->device_id().str());
   CHECK(b.vv(p).empty());
+}
+
+TEST_CASE("a peer restored from a backup is followed under its new identity", "[transports]") {
+  boost::asio::io_context io;
+  TcpDevice b(io, "beta", test_options());
+  Node a;
+  ProjectId p = shared_project(a, b.node);
+  a.write_docs(p, 0, 5);
+  const DeviceId old = a.store->device_id();
+  auto o = test_options();
+  auto ma = std::make_unique<TcpPeerManager>(io, *a.store, o, "alpha");
+  REQUIRE(ma->start().ok());
+  const std::uint16_t port = ma->listen_port();
+  // Only b dials: a listens, like a hub the phones dial.
+  REQUIRE(b.svc->add_peer("127.0.0.1:" + std::to_string(port), old, "alpha").ok());
+  REQUIRE(run_until(io, [&] { return b.vv(p) == *a.store->version_vector(p); }));
+
+  // a is restored from a backup, at the same address: it renewed its identity, and b has no
+  // other peer that could tell it so.
+  (void)fieldsync::test::write_backup_dir(*a.store, a.dir.path / "restored");
+  ma->stop();
+  ma.reset();
+  storage::StoreOptions so;
+  so.data_dir = a.dir.path / "restored";
+  so.durable = false;
+  so.map_size_bytes = 1ull << 30;
+  auto restored = storage::Store::open(so);
+  REQUIRE(restored.ok());
+  storage::Store& r = **restored;
+  const DeviceId renewed = r.device_id();
+  REQUIRE(renewed != old);
+  storage::WriteRequest w;
+  w.collection = "obs";
+  w.doc_id = "after";
+  w.body = R"({"n":1})";
+  REQUIRE(r.write_batch(p, {w}).ok());
+  o.listen_port = port;
+  ma = std::make_unique<TcpPeerManager>(io, r, o, "alpha");
+  REQUIRE(ma->start().ok());
+
+  // b's next dial of the old id meets the new key, whose certificate proves the renewal: b
+  // follows it (address, name kept), forgets the old id and syncs.
+  REQUIRE(run_until(io, [&] {
+    auto s = b.status(renewed);
+    return s && s->state == PeerState::in_sync && b.vv(p) == *r.version_vector(p);
+  }));
+  auto s = *b.status(renewed);
+  CHECK(s.configured);
+  CHECK(s.outgoing);
+  CHECK(s.name == "alpha");
+  CHECK(s.address == "tcp://127.0.0.1:" + std::to_string(port));
+  CHECK_FALSE(b.status(old));
+  CHECK(b.node.store->get_document(p, "obs", "after").ok());
+  // Remembered under the new id: the next start dials it.
+  auto known = b.node.store->load_peers();
+  REQUIRE(known.ok());
+  bool has_new = false, has_old = false;
+  for (const auto& k : *known) {
+    has_new = has_new || k.device == renewed;
+    has_old = has_old || k.device == old;
+  }
+  CHECK(has_new);
+  CHECK_FALSE(has_old);
+  ma->stop();
 }
 
 TEST_CASE("a device outside the project learns nothing and retries with backoff", "[transports]") {

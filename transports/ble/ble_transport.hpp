@@ -33,9 +33,11 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "config/config.hpp"
 #include "crypto/crypto.hpp"
+#include "crypto/renewal.hpp"
 #include "transports/transport.hpp"
 
 namespace boost::asio {
@@ -60,6 +62,7 @@ struct BleOptions {
   std::uint32_t retry_ms = 5000;               // ble.retry_ms: re-check bus, BlueZ, adapter
   std::uint32_t max_links = 4;                 // ble.max_links: streams at once, both ways
   std::uint32_t shutdown_timeout_ms = 2000;
+  std::vector<crypto::RenewalLink> renewals;  // as TcpTlsOptions::renewals
 };
 BleOptions ble_options(const config::BleOptions& ble);
 

@@ -16,10 +16,12 @@
 #pragma once
 
 #include <memory>
+#include <vector>
 
 #include "common/rate_limited_log.hpp"
 #include "config/config.hpp"
 #include "crypto/crypto.hpp"
+#include "crypto/renewal.hpp"
 #include "transports/transport.hpp"
 
 namespace boost::asio {
@@ -38,6 +40,9 @@ struct TcpTlsOptions {
   std::uint32_t shutdown_timeout_ms = 2000;       // close_notify exchange
   std::uint32_t log_lines_per_key = 10;           // lines a remote party can cause...
   std::uint32_t log_interval_ms = 10000;          // ...per interval
+  // The identities the device key continues (Store::renewal_links): a peer that dials us
+  // under an old id accepts the new key (docs/protocol.md section 1).
+  std::vector<crypto::RenewalLink> renewals;
 };
 TcpTlsOptions tcp_tls_options(const config::SyncOptions& sync);
 
