@@ -41,6 +41,49 @@ void print_mirror(CliContext& ctx, const boost::json::object& m) {
     }
 }
 
+// "bluetooth    running on hci0: advertising, scanning, 1 device in range, 0 links", or why it
+// is idle: "bluetooth    no adapter hci0: BlueZ has no adapter hci0" (GET /v1/status "ble").
+void print_ble(CliContext& ctx, const boost::json::object& b) {
+  const auto* enabled = b.if_contains("enabled");
+  if (!enabled || !enabled->is_bool() || !enabled->as_bool()) {
+    ctx.out << "bluetooth    off";
+    if (const auto* m = b.if_contains("message"); m && m->is_string() && !m->as_string().empty())
+      ctx.out << ": " << str(*m);
+    ctx.out << "\n";
+    return;
+  }
+  const std::string state = str(b.at("state"));
+  const std::string adapter = b.if_contains("adapter") ? str(b.at("adapter")) : std::string();
+  const std::string message = b.if_contains("message") ? str(b.at("message")) : std::string();
+  auto flag = [&](const char* key) {
+    const auto* v = b.if_contains(key);
+    return v && v->is_bool() && v->as_bool();
+  };
+  ctx.out << "bluetooth    ";
+  if (state == "running") {
+    ctx.out << "running on " << adapter << ": "
+            << (flag("advertising") ? "advertising" : "not advertising") << ", "
+            << (flag("scanning") ? "scanning" : "not scanning");
+    if (!flag("gatt_registered")) ctx.out << ", GATT service not registered";
+    if (const auto* n = b.if_contains("devices"))
+      ctx.out << ", " << str(*n) << (str(*n) == "1" ? " device" : " devices") << " in range";
+    if (const auto* n = b.if_contains("links"))
+      ctx.out << ", " << str(*n) << (str(*n) == "1" ? " link" : " links");
+    ctx.out << "\n";
+    return;
+  }
+  if (state == "no_bus")
+    ctx.out << "no system bus";
+  else if (state == "no_adapter")
+    ctx.out << "no adapter " << adapter;
+  else if (state == "powered_off")
+    ctx.out << "adapter " << adapter << " powered off";
+  else
+    ctx.out << state;
+  if (!message.empty()) ctx.out << ": " << message;
+  ctx.out << "\n";
+}
+
 int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("status");
   if (!argv.empty()) return usage_error(ctx, self, "status takes no arguments");
@@ -81,6 +124,7 @@ int run_status(CliContext& ctx, const std::vector<std::string>& argv) {
   }
   if (auto* disc = o.if_contains("discovery"); disc && disc->is_object())
     ctx.out << "discovery    " << str(*disc) << "\n";
+  if (auto* b = o.if_contains("ble"); b && b->is_object()) print_ble(ctx, b->as_object());
   if (auto* m = o.if_contains("mirror"); m && m->is_object()) print_mirror(ctx, m->as_object());
   if (auto* id = o.if_contains("identity"); id && id->is_object()) {
     const auto& io = id->as_object();

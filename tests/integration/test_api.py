@@ -786,8 +786,11 @@ class SyncctlTest(unittest.TestCase):
         out = self.run_ok("status")
         self.assertIn(self.d.device_id, out)
         self.assertIn("api socket", out)
+        # Bluetooth LE is off by default, and says so.
+        self.assertRegex(out, r"(?m)^bluetooth +off: ble\.enabled = false$")
         st = json.loads(self.run_ok("--json", "status"))
         self.assertEqual(st["device_id"], self.d.device_id)
+        self.assertEqual(st["ble"]["state"], "off")
 
     def test_projects_docs_changes_conflicts(self):
         out = self.run_ok("projects", "create", "survey")
