@@ -147,7 +147,7 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
         }
     }
     if (!d.secret) return;
-    if (d.device) return add(key, *d.device);
+    if (d.device) return add(key, *d.device, s.fresh);
     if (d.reading || mono_ms() < d.retry_at_ms) return;
     d.reading = true;
     ble->read_identity(
@@ -171,15 +171,24 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
           }
           if (*id == self->store.device_id()) return;
           dev.device = *id;
-          self->add(key, *id);
+          self->add(key, *id, false);
         });
   }
 
-  void add(const std::string& address, const DeviceId& id) {
+  // `back`: BlueZ found the device anew (it was out of range, or the adapter or BlueZ was
+  // away): a peer we dial at this address is dialed now, not after its backoff, which grew
+  // while it could not be reached.
+  void add(const std::string& address, const DeviceId& id, bool back) {
     if (!sync) return;
     auto p = sync->peer(id);
-    if (p.ok() && p->configured) return;  // dialed already (here, or over TCP)
-    if (p.ok() && p->connected) return;   // it dialed us
+    if (p.ok() && p->configured) {  // dialed already (here, or over TCP)
+      if (back && !p->connected && p->address == address && p->failures > 0) {
+        spdlog::info("ble: {} is in range again at {}: dialing it now", id.short_str(), address);
+        (void)sync->sync_now(id);
+      }
+      return;
+    }
+    if (p.ok() && p->connected) return;  // it dialed us
     auto st = sync->add_peer(address, id);
     if (!st) {
       spdlog::info("ble: cannot add {} as a peer: {}", id.short_str(), st.error().message);

@@ -16,8 +16,21 @@ Usage: fake_bluez.py --bus ADDR [--bus ADDR ...] [--mtu 185] [--bandwidth 20000]
 --tamper-after-bytes flips one bit in the last byte of the first notification that carries
 data once N bytes have crossed the link (a chunk changed on the way).
 Prints "ready" on stdout once it owns org.bluez on every bus.
+
+Commands, one a line on stdin, each answered by a line on stdout ("ok <what>" once done, or
+"error <why>"):
+  bytes               "ok N": the bytes that crossed the link so far
+  out-of-range        the devices walk apart: every GATT connection drops, and each adapter
+                      forgets the other devices (Device1 removed with InterfacesRemoved)
+  in-range            they are back: advertisements are seen again (new Device1 objects)
+  remove-adapter I    adapter I (the I-th --bus) is unplugged: its connections drop, its
+                      devices and then /org/bluez/hci0 are removed (InterfacesRemoved), and
+                      what was registered on it is gone
+  add-adapter I       adapter I is plugged in again (InterfacesAdded), powered, with nothing
+                      registered
 """
 import argparse
+import os
 import sys
 import time
 
@@ -44,7 +57,8 @@ def err(name, msg):
 
 
 def log(*a):
-    print('fake_bluez:', *a, file=sys.stderr, flush=True)
+    print(time.strftime('%H:%M:%S') + '.%03d' % (time.time() * 1000 % 1000), 'fake_bluez:', *a,
+          file=sys.stderr, flush=True)
 
 
 class Obj(dbus.service.Object):
@@ -397,15 +411,8 @@ class Adapter:
         self.objects = {}
         self.root = Root(self)
         self.path = '/org/bluez/hci0'
-        self.hci = AdapterObj(self, self.path, {
-            ADAPTER: {'Address': self.address, 'AddressType': 'public', 'Name': 'fake%d' % index,
-                      'Alias': 'fake%d' % index, 'Powered': dbus.Boolean(index not in
-                                                                          world.powered_off),
-                      'Discovering': dbus.Boolean(False), 'Discoverable': dbus.Boolean(False),
-                      'UUIDs': dbus.Array([], signature='s')},
-            ADV_MGR: {'ActiveInstances': dbus.Byte(0), 'SupportedInstances': dbus.Byte(5),
-                      'SupportedIncludes': dbus.Array(['tx-power'], signature='s')},
-            GATT_MGR: {}})
+        self.index = index
+        self.hci = self.make_hci(index, index not in world.powered_off)
         self.adv = None
         self.app = None
         self.filter = {}
@@ -413,11 +420,46 @@ class Adapter:
         self.watched = set()
         self.name = dbus.service.BusName(BLUEZ, self.conn)
 
+    def make_hci(self, index, powered):
+        return AdapterObj(self, self.path, {
+            ADAPTER: {'Address': self.address, 'AddressType': 'public', 'Name': 'fake%d' % index,
+                      'Alias': 'fake%d' % index, 'Powered': dbus.Boolean(powered),
+                      'Discovering': dbus.Boolean(False), 'Discoverable': dbus.Boolean(False),
+                      'UUIDs': dbus.Array([], signature='s')},
+            ADV_MGR: {'ActiveInstances': dbus.Byte(0), 'SupportedInstances': dbus.Byte(5),
+                      'SupportedIncludes': dbus.Array(['tx-power'], signature='s')},
+            GATT_MGR: {}})
+
     def powered(self):
-        return bool(self.hci.props[ADAPTER]['Powered'])
+        return self.hci is not None and bool(self.hci.props[ADAPTER]['Powered'])
+
+    def forget_devices(self):
+        """Removes every Device1 (and what is under it) of this adapter."""
+        for d in list(self.devices.values()):
+            for p in sorted([p for p in self.objects if p.startswith(d.path + '/')],
+                            reverse=True):
+                self.objects[p].remove()
+            d.remove()
+        self.devices = {}
+
+    def unplug(self):
+        self.world.disconnect_adapter(self, 'adapter removed')
+        self.forget_devices()
+        self.adv = None
+        self.app = None
+        self.filter = {}
+        self.hci.remove()
+        self.hci = None
+        log('adapter %s removed' % self.address)
+
+    def plug(self):
+        self.hci = self.make_hci(self.index, True)
+        self.root.added(self.hci)
+        log('adapter %s added' % self.address)
+        self.world.update()
 
     def discovering(self):
-        return bool(self.hci.props[ADAPTER]['Discovering'])
+        return self.hci is not None and bool(self.hci.props[ADAPTER]['Discovering'])
 
     def device_for(self, other):
         d = self.devices.get(other.address)
@@ -461,6 +503,7 @@ class World:
         self.linked = True
         self.adapters = [Adapter(self, i, b) for i, b in enumerate(args.bus)]
         self.conns = {}
+        self.pending = b''
         GLib.timeout_add(1000, self.tick)
 
     def update(self):
@@ -491,6 +534,9 @@ class World:
         return True
 
     def connect(self, central, peripheral, ok, fail):
+        """Two devices share one LE link, whoever connected first: a GATT connection each way
+        runs over it (the other device's Connect while we are connected to it succeeds, like
+        BlueZ's), and either side's Disconnect ends the link, both ways."""
         key = (central.address, peripheral.address)
         if not self.linked or not peripheral.powered() or not central.powered():
             return fail(err('Failed', 'le-connection-abort-by-local'))
@@ -511,18 +557,69 @@ class World:
         ok()
 
     def disconnect(self, central, peripheral, why):
-        c = self.conns.pop((central.address, peripheral.address), None)
-        if c:
-            c.close(why)
+        # The LE link ends: the GATT connections both ways over it end with it.
+        for key in ((central.address, peripheral.address), (peripheral.address, central.address)):
+            c = self.conns.pop(key, None)
+            if c:
+                c.close(why)
 
     def disconnect_peripheral(self, peripheral):
         for key in [k for k in self.conns if k[1] == peripheral.address]:
             self.conns.pop(key).close('the peripheral left')
 
+    def disconnect_adapter(self, adapter, why):
+        for key in [k for k in self.conns if adapter.address in k]:
+            self.conns.pop(key).close(why)
+
     def cut(self):
         self.linked = False
         for key in list(self.conns):
             self.conns.pop(key).close('out of range')
+
+    def command(self, line):
+        words = line.split()
+        if not words:
+            return 'error empty command'
+        cmd, args = words[0], words[1:]
+        if cmd == 'bytes':
+            return 'ok %d' % self.bytes
+        if cmd == 'out-of-range':
+            self.cut()
+            for a in self.adapters:
+                a.forget_devices()
+            log('out of range')
+            return 'ok out-of-range'
+        if cmd == 'in-range':
+            self.linked = True
+            self.update()
+            log('in range')
+            return 'ok in-range'
+        if cmd in ('remove-adapter', 'add-adapter') and len(args) == 1:
+            a = self.adapters[int(args[0])]
+            if cmd == 'remove-adapter':
+                if a.hci is None:
+                    return 'error adapter %s already removed' % args[0]
+                a.unplug()
+            else:
+                if a.hci is not None:
+                    return 'error adapter %s is there' % args[0]
+                a.plug()
+            return 'ok ' + line.strip()
+        return 'error unknown command %r' % line.strip()
+
+    def on_stdin(self, fd, condition):
+        data = os.read(fd, 4096)
+        if not data:
+            return False  # stdin closed: no more commands
+        self.pending += data
+        while b'\n' in self.pending:
+            line, self.pending = self.pending.split(b'\n', 1)
+            try:
+                answer = self.command(line.decode())
+            except Exception as e:  # a bad command must not stop the fake
+                answer = 'error %s' % e
+            print(answer, flush=True)
+        return True
 
 
 def main():
@@ -535,7 +632,8 @@ def main():
     p.add_argument('--powered-off', type=int, action='append', default=[])
     args = p.parse_args()
     dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
-    World(args)
+    world = World(args)
+    GLib.io_add_watch(sys.stdin.fileno(), GLib.IO_IN | GLib.IO_HUP, world.on_stdin)
     print('ready', flush=True)
     GLib.MainLoop().run()
 

@@ -6,12 +6,14 @@ These tests exercise fieldsync's use of BlueZ over D-Bus against a fake BlueZ, n
 not a radio.
 """
 import os
+import re
 import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fieldsync_harness import DaemonTestCase, V, read_line, status, wait_until  # noqa: E402
+import workload  # noqa: E402
 
 FAKE_BLUEZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_bluez.py")
 # Auto policy: a device in range that shares the project is synced with.
@@ -33,8 +35,9 @@ class BleTestCase(DaemonTestCase):
             if p.poll() is None:
                 p.kill()
             p.wait()
-            if p.stdout:
-                p.stdout.close()
+            for f in (p.stdin, p.stdout):
+                if f:
+                    f.close()
         super().tearDown()
 
     def bus(self):
@@ -48,11 +51,77 @@ class BleTestCase(DaemonTestCase):
         log = open(self.path("fake_bluez.log"), "ab")
         p = subprocess.Popen(["/usr/bin/python3", FAKE_BLUEZ] +
                              [a for b in buses for a in ("--bus", b)] + list(extra),
-                             stdout=subprocess.PIPE, stderr=log, text=True)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                             text=True)
         log.close()
         self.procs.append(p)
         self.assertEqual(read_line(p.stdout, what="fake BlueZ to start").strip(), "ready")
         return p
+
+    def ctl(self, fake, command):
+        """Sends a command to the fake BlueZ (fake_bluez.py lists them); returns its answer."""
+        fake.stdin.write(command + "\n")
+        fake.stdin.flush()
+        answer = read_line(fake.stdout, what="fake BlueZ to do " + command).strip()
+        self.assertTrue(answer.startswith("ok"), answer)
+        return answer
+
+    def pair(self, fake_args=(), **settings):
+        """Two daemons on their own buses, one fake BlueZ between them, sharing a project with
+        policy auto (and nothing else: no mDNS, no static peer). Returns
+        (fake, alpha, beta, pid, (bus_a, bus_b))."""
+        buses = (self.bus(), self.bus())
+        fake = self.fake_bluez(list(buses), *fake_args)
+        s = dict(BLE)
+        s.update(settings)
+        alpha = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": buses[0]}, **s)
+        beta = self.daemon("beta", env={"DBUS_SYSTEM_BUS_ADDRESS": buses[1]}, **s)
+        pid = alpha.create_project("survey", settings=AUTO)
+        return fake, alpha, beta, pid, buses
+
+    def share(self, alpha, beta, pid):
+        r = beta.unix("POST", V + "/import", alpha.unix("GET", V + "/%s/secret" % pid).json())
+        self.assertEqual(r.status, 201, r)
+        self.assertIn(beta.unix("PATCH", V + "/%s" % pid, {"settings": AUTO}).status, (200, 204))
+
+    def running(self, d):
+        """d's BLE status once it runs, advertises, scans and has its GATT service registered."""
+        b = self.ble_status(d)
+        ok = (b["state"] == "running" and b["advertising"] and b["scanning"] and
+              b["gatt_registered"])
+        return b if ok else None
+
+    def put(self, d, pid, doc_id, body):
+        r = d.unix("PUT", V + "/%s/docs/obs/%s" % (pid, doc_id), body)
+        self.assertIn(r.status, (200, 201), r)
+
+    def has(self, d, pid, doc_id, body):
+        r = d.unix("GET", V + "/%s/docs/obs/%s" % (pid, doc_id))
+        if r.status != 200:
+            return False
+        self.assertEqual(r.json()["body"], body)
+        return True
+
+    def converged(self, a, b, pid):
+        """Both hold the same version vector (and it is not empty)."""
+        va, vb = workload.snapshot(a, pid)["vv"], workload.snapshot(b, pid)["vv"]
+        return va if va and va == vb else None
+
+    def alive(self, *ds):
+        for d in ds:
+            self.assertIsNone(d.proc.poll(), d.log()[-3000:])
+            self.assertEqual(d.unix("GET", "/v1/health").status, 200)
+
+    def peer(self, d, other):
+        peers = d.unix("GET", "/v1/peers").json()["peers"]
+        mine = [p for p in peers if p["device_id"] == other.device_id]
+        return mine[0] if mine else None
+
+    def metric(self, d, name, transport="ble"):
+        text = d.unix("GET", "/metrics").text
+        m = re.search(r'^%s\{transport="%s"\} (\S+)$' % (re.escape(name), transport), text,
+                      re.M)
+        return float(m.group(1)) if m else 0.0
 
     def ble_daemon(self, name, bus, **settings):
         s = dict(BLE)
@@ -192,6 +261,128 @@ class BleSync(BleTestCase):
             for i in range(len(secret_thing) - 3):
                 self.assertNotIn(secret_thing[i:i + 4], data)
         self.assertNotIn(b"alpha", data)
+
+
+class BleResilience(BleTestCase):
+    def test_peer_walking_out_of_range_mid_batch_resumes_without_resending(self):
+        # Small batches: the transfer is many batches, so the cut falls between two of them
+        # with some applied and some not. A long reconnect backoff: a device back in range is
+        # dialed at once all the same.
+        fake, alpha, beta, pid, _ = self.pair(**{"sync.batch_entries": 20,
+                                                 "sync.retry_min_ms": 20000,
+                                                 "sync.retry_max_ms": 300000})
+        n = 400
+        writes = [{"collection": "obs", "id": "d%03d" % i,
+                   "body": {"n": i, "note": os.urandom(150).hex()}} for i in range(n)]
+        r = alpha.unix("POST", V + "/%s/batch" % pid, {"writes": writes})
+        self.assertIn(r.status, (200, 201), r)
+        self.share(alpha, beta, pid)
+
+        def applied():
+            p = self.peer(beta, alpha)
+            if not p or not p["session"]:
+                return 0
+            return sum(x["applied"] for x in p["session"]["projects"])
+        # Well into the transfer (at 20 KB/s it takes several seconds), then out of range.
+        wait_until(lambda: applied() >= 240, 60, what="beta to apply most of alpha's batches")
+        logs = alpha.log() + beta.log()
+        self.ctl(fake, "out-of-range")
+        held_at_cut = len(workload.changes(beta, pid))
+        self.assertLess(held_at_cut, n, "the whole transfer went before the cut")
+        # Until then the one session ran undisturbed: no session of the two failed (the two
+        # devices dialing each other at once may refuse a link before its session starts).
+        self.assertNotRegex(logs, r"session with [a-z0-9]{4}-\S+ failed")
+
+        # Neither daemon stops, and beta says why alpha is not syncing.
+        def explained():
+            p = self.peer(beta, alpha)
+            if not p or p["connected"]:
+                return None
+            why = p["reason"] or p["last_error"]
+            return p if why and why["message"] else None
+        p = wait_until(explained, 30, what="beta to say why alpha is gone")
+        self.alive(alpha, beta)
+        self.assertEqual(p["transport"], "ble", p)
+        self.assertRegex((p["reason"] or p["last_error"])["message"],
+                         r"Bluetooth LE link with ble://hci0/\S+ closed: the device "
+                         r"(disconnected|is gone)")
+        # Out of range it stays unreachable: redials fail, and say so.
+        wait_until(lambda: self.ble_status(beta)["links"] == 0, 30, what="beta's links closed")
+        self.assertEqual(self.ble_status(beta)["state"], "running")
+
+        self.ctl(fake, "in-range")
+        # Back in range, it is dialed at once (not after the backoff of 16 s or more).
+        vv = wait_until(lambda: self.converged(alpha, beta, pid), 12,
+                        what="the same version vector on both daemons after the walk back")
+        self.assertEqual(len(workload.changes(beta, pid)), len(workload.changes(alpha, pid)))
+        for w in writes[::37] + writes[-1:]:
+            self.assertTrue(self.has(beta, pid, w["id"], w["body"]), w["id"])
+        # The second session resumed from what beta held: every version reached beta over
+        # BLE exactly once, none of the batches applied before the cut came again.
+        from_alpha = vv[alpha.device_id]
+        received = self.metric(beta, "fieldsync_sync_versions_received_total")
+        self.assertEqual(received, from_alpha, (received, vv))
+        self.alive(alpha, beta)
+
+    def test_adapter_removed_and_added_again(self):
+        fake, alpha, beta, pid, _ = self.pair()
+        self.share(alpha, beta, pid)
+        body = {"site": "well 1"}
+        self.put(beta, pid, "first", body)
+        wait_until(lambda: self.has(alpha, pid, "first", body), 60, what="a first sync over BLE")
+
+        self.ctl(fake, "remove-adapter 0")
+        st = wait_until(lambda: (lambda b: b if b["state"] == "no_adapter" else None)(
+            self.ble_status(alpha)), 15, what="alpha to notice its adapter is gone")
+        self.assertIn("hci0", st["message"])
+        self.assertFalse(st["advertising"] or st["scanning"] or st["gatt_registered"], st)
+        self.assertEqual(st["links"], 0, st)
+        out = alpha.syncctl("status")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertRegex(out.stdout, r"(?m)^bluetooth +no adapter hci0: .*hci0")
+        self.alive(alpha, beta)
+        # Written while alpha cannot hear it.
+        body2 = {"site": "well 2", "note": os.urandom(500).hex()}
+        self.put(beta, pid, "second", body2)
+
+        self.ctl(fake, "add-adapter 0")
+        wait_until(lambda: self.running(alpha), 20, what="alpha to advertise and scan again")
+        wait_until(lambda: self.has(alpha, pid, "second", body2), 60,
+                   what="alpha to sync over the re-added adapter")
+        wait_until(lambda: self.converged(alpha, beta, pid), 30, what="the same version vector")
+        out = alpha.syncctl("status")
+        self.assertRegex(out.stdout, r"(?m)^bluetooth +running on hci0: advertising, scanning")
+
+    def test_bluez_restart_registers_again_and_syncs(self):
+        fake, alpha, beta, pid, buses = self.pair()
+        self.share(alpha, beta, pid)
+        body = {"site": "well 1"}
+        self.put(alpha, pid, "first", body)
+        wait_until(lambda: self.has(beta, pid, "first", body), 60, what="a first sync over BLE")
+
+        # bluetoothd dies: its objects vanish and org.bluez has no owner.
+        fake.kill()
+        fake.wait()
+        for d in (alpha, beta):
+            st = wait_until(lambda d=d: (lambda b: b if b["state"] != "running" else None)(
+                self.ble_status(d)), 15, what="%s to notice BlueZ is gone" % d.name)
+            self.assertEqual(st["state"], "no_adapter", st)
+            self.assertIn("BlueZ", st["message"])
+            self.assertFalse(st["advertising"] or st["gatt_registered"], st)
+        out = alpha.syncctl("status")
+        self.assertRegex(out.stdout, r"(?m)^bluetooth +no adapter hci0: .*BlueZ")
+        self.alive(alpha, beta)
+        body2 = {"site": "well 2", "note": os.urandom(500).hex()}
+        self.put(alpha, pid, "second", body2)
+
+        # bluetoothd starts again on the same buses, with nothing registered.
+        self.fake_bluez(list(buses))
+        for d in (alpha, beta):
+            wait_until(lambda d=d: self.running(d), 20,
+                       what="%s to register with the new BlueZ" % d.name)
+        wait_until(lambda: self.has(beta, pid, "second", body2), 60,
+                   what="a sync after BlueZ restarted")
+        wait_until(lambda: self.converged(alpha, beta, pid), 30, what="the same version vector")
 
 
 class BleIdle(BleTestCase):

@@ -185,6 +185,7 @@ struct BleLink final : Stream, std::enable_shared_from_this<BleLink> {
   DeviceId peer_id;
   Bytes binding;
   bool closed = false;
+  std::string why;  // what closed the link, for the errors its reads and writes return
   std::uint64_t sent = 0, received = 0;
   std::shared_ptr<HandshakeBudget::Slot> slot;
   // The pipe's one outstanding read and write (asio::ssl issues at most one of each).
@@ -206,36 +207,43 @@ struct BleLink final : Stream, std::enable_shared_from_this<BleLink> {
   void read_some(std::span<std::uint8_t> buf,
                  std::function<void(Status, std::size_t)> done) override {
     if (closed) {
-      asio::post(tls.get_executor(),
-                 [done = std::move(done)] { done(make_error(Errc::unavailable, "closed"), 0); });
+      asio::post(tls.get_executor(), [done = std::move(done), e = error({})] { done(e, 0); });
       return;
     }
     tls.async_read_some(
         asio::buffer(buf.data(), buf.size()),
         [self = shared_from_this(), done = std::move(done)](error_code ec, std::size_t n) {
-          if (ec || self->closed)
-            return done(make_error(Errc::unavailable, self->closed ? "closed" : ec.message()), 0);
+          if (ec || self->closed) return done(self->error(ec), 0);
           done({}, n);
         });
   }
 
   void write(ByteView data, std::function<void(Status)> done) override {
     if (closed) {
-      asio::post(tls.get_executor(),
-                 [done = std::move(done)] { done(make_error(Errc::unavailable, "closed")); });
+      asio::post(tls.get_executor(), [done = std::move(done), e = error({})] { done(e); });
       return;
     }
     asio::async_write(
         tls, asio::buffer(data.data(), data.size()),
         [self = shared_from_this(), done = std::move(done)](error_code ec, std::size_t) {
-          if (ec || self->closed)
-            return done(make_error(Errc::unavailable, self->closed ? "closed" : ec.message()));
+          if (ec || self->closed) return done(self->error(ec));
           done({});
         });
   }
 
   void shutdown(std::function<void()> done) override;
   void close() override;
+  // Closes the link saying why (the first reason given is kept).
+  void close(const std::string& reason) {
+    if (!closed && why.empty()) why = reason;
+    close();
+  }
+  Error error(error_code ec) const {
+    if (closed)
+      return make_error(Errc::unavailable, "Bluetooth LE link with " + remote_uri + " closed" +
+                                               (why.empty() ? std::string() : ": " + why));
+    return make_error(Errc::unavailable, ec.message());
+  }
   bool is_open() const override { return !closed; }
   const DeviceId& peer() const override { return peer_id; }
   const Bytes& channel_binding() const override { return binding; }
@@ -253,7 +261,7 @@ struct BleLink final : Stream, std::enable_shared_from_this<BleLink> {
       spdlog::info("ble: link {:04x} with {}: {}", framer.link(), remote_uri, st.error().message);
       // A RESET from the peer needs no RESET back.
       if (st.error().code == Errc::unavailable) transmit = nullptr;
-      return close();
+      return close(st.error().message);
     }
     pump();
   }
@@ -266,7 +274,7 @@ struct BleLink final : Stream, std::enable_shared_from_this<BleLink> {
     }
     if (auto e = framer.failed()) {
       spdlog::info("ble: link {:04x} with {}: {}", framer.link(), remote_uri, e->message);
-      return close();
+      return close(e->message);
     }
     if (pipe_read && framer.readable() > 0) {
       std::size_t n = framer.read(
@@ -418,6 +426,7 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
   std::vector<sdbus::Slot> matches;
   std::unique_ptr<sdbus::IProxy> root, adapter;
   std::map<std::string, Interfaces> mirror;  // BlueZ's objects
+  std::set<std::string> sighted;             // devices reported since BlueZ found them
   bool mirror_loaded = false, mirror_loading = false;
   std::unique_ptr<sdbus::IObject> app, service, rx, tx, id, adv;
   Bytes tx_value;
@@ -614,6 +623,7 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
   void forget_bluez(const std::string& why) {
     ++generation;
     mirror.clear();
+    sighted.clear();
     mirror_loaded = mirror_loading = false;
     app_registered = app_registering = false;
     adv_registered = adv_registering = false;
@@ -631,7 +641,7 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
     auto in = std::move(incoming_links);
     incoming_links.clear();
     for (auto& [k, w] : in)
-      if (auto l = w.lock()) l->close();
+      if (auto l = w.lock()) l->close(why);
   }
 
   void bluez_restarted() {
@@ -822,9 +832,9 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
             c != centrals.end() && c->second->state != Central::State::connecting) {
           auto central = c->second;
           centrals.erase(c);
-          fail_central(*central, make_error(Errc::unavailable, "disconnected"));
+          fail_central(*central, make_error(Errc::unavailable, "the device disconnected"));
         }
-        close_incoming(path);
+        close_incoming(path, "the device disconnected");
       }
     }
     // Characteristics appearing under a device we are connecting to.
@@ -833,26 +843,28 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
   }
 
   void object_removed(const std::string& path) {
+    if (!mirror.count(path)) sighted.erase(path);
     if (path == adapter_path) return check();
     for (auto it = centrals.begin(); it != centrals.end(); ++it) {
       if (path == it->first || (it->second->tx == path)) {
         auto c = it->second;
         centrals.erase(it);
-        fail_central(*c, make_error(Errc::unavailable, "the device is gone"));
+        fail_central(*c, make_error(Errc::unavailable,
+                                    "the device is gone (out of range, or its adapter removed)"));
         break;
       }
     }
-    close_incoming(path);
+    close_incoming(path, "the device is gone (out of range, or its adapter removed)");
   }
 
-  void close_incoming(const std::string& device) {
+  void close_incoming(const std::string& device, const std::string& why) {
     for (auto it = incoming_links.begin(); it != incoming_links.end();) {
       if (it->first.first == device) {
         auto l = it->second.lock();
         it = incoming_links.erase(it);
         if (l) {
           l->transmit = nullptr;
-          l->close();
+          l->close(why);
         }
       } else {
         ++it;
@@ -878,6 +890,7 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
     auto v = m->second.get<std::vector<std::uint8_t>>();
     s.data.assign(v.begin(), v.end());
     s.rssi = prop<std::int16_t>(d->second, "RSSI").value_or(0);
+    s.fresh = sighted.insert(path).second;
     if (sighting) sighting(s);
   }
 
@@ -1195,7 +1208,7 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
     for (auto& [k, wl] : links)
       if (auto l = wl.lock()) {
         l->transmit = nullptr;
-        l->close();
+        l->close(e.message);
       }
   }
 
@@ -1207,8 +1220,23 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
     disconnect(c);
   }
 
+  // Whether the other device's links to our service (it is the central) are open: they run
+  // over the same LE connection as ours to its service.
+  bool has_incoming(const std::string& device) const {
+    for (const auto& [k, w] : incoming_links)
+      if (auto l = w.lock(); k.first == device && l && !l->closed) return true;
+    return false;
+  }
+
+  // Ends the LE connection to the device, unless the other device's own links to our service
+  // still use it (two devices have one LE connection, whichever connected: BlueZ's Disconnect
+  // would end its sessions with us too). It then ends when the other device lets it go.
   void disconnect(const std::shared_ptr<Central>& c) {
     if (!c->device || !conn) return;
+    if (has_incoming(c->path)) {
+      spdlog::debug("ble: {}: left connected, it has links to our service", c->address.str());
+      return;
+    }
     try {
       c->device->callMethodAsync("Disconnect")
           .onInterface(kDeviceIface)

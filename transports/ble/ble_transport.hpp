@@ -90,6 +90,9 @@ struct BleSighting {
   Address address;  // ble://<adapter>/<device address>
   Bytes data;       // the manufacturer data under kBleManufacturerId
   std::int16_t rssi = 0;
+  // The first sighting since BlueZ found the device (anew: it had forgotten a device out of
+  // range for a while, or the adapter or BlueZ itself came back).
+  bool fresh = false;
 };
 
 class BleTransport final : public Transport {
