@@ -341,6 +341,15 @@ class BleResilience(BleTestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertRegex(out.stdout, r"(?m)^bluetooth +no adapter hci0: .*hci0")
         self.alive(alpha, beta)
+
+        # Its peer says why it is not syncing: the link ended with the adapter, and dialing
+        # while it is gone fails.
+        def explained():
+            p = self.peer(alpha, beta)
+            why = p and not p["connected"] and (p["reason"] or p["last_error"])
+            return why["message"] if why else None
+        self.assertRegex(wait_until(explained, 15, what="alpha to say why beta is gone"),
+                         r"gone|disconnected|no adapter hci0")
         # Written while alpha cannot hear it.
         body2 = {"site": "well 2", "note": os.urandom(500).hex()}
         self.put(beta, pid, "second", body2)
