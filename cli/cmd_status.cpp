@@ -41,7 +41,7 @@ void print_mirror(CliContext& ctx, const boost::json::object& m) {
     }
 }
 
-// "bluetooth    running on hci0: advertising, scanning, 1 device in range, 0 links", or why it
+// "bluetooth    running on hci0: advertising, scanning, 1 device seen, 0 links", or why it
 // is idle: "bluetooth    no adapter hci0: BlueZ has no adapter hci0" (GET /v1/status "ble").
 void print_ble(CliContext& ctx, const boost::json::object& b) {
   const auto* enabled = b.if_contains("enabled");
@@ -66,7 +66,7 @@ void print_ble(CliContext& ctx, const boost::json::object& b) {
             << (flag("scanning") ? "scanning" : "not scanning");
     if (!flag("gatt_registered")) ctx.out << ", GATT service not registered";
     if (const auto* n = b.if_contains("devices"))
-      ctx.out << ", " << str(*n) << (str(*n) == "1" ? " device" : " devices") << " in range";
+      ctx.out << ", " << str(*n) << (str(*n) == "1" ? " device" : " devices") << " seen";
     if (const auto* n = b.if_contains("links"))
       ctx.out << ", " << str(*n) << (str(*n) == "1" ? " link" : " links");
     ctx.out << "\n";

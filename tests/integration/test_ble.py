@@ -264,6 +264,29 @@ class BleSync(BleTestCase):
 
 
 class BleResilience(BleTestCase):
+    def start_transfer(self, alpha, beta, pid, n):
+        """alpha writes n documents of about 350 bytes (incompressible), then shares the
+        project with beta: the transfer starts. Returns the writes."""
+        writes = [{"collection": "obs", "id": "d%03d" % i,
+                   "body": {"n": i, "note": os.urandom(150).hex()}} for i in range(n)]
+        r = alpha.unix("POST", V + "/%s/batch" % pid, {"writes": writes})
+        self.assertIn(r.status, (200, 201), r)
+        self.share(alpha, beta, pid)
+        return writes
+
+    def applied(self, d, other):
+        """Versions d applied from other in their live session."""
+        p = self.peer(d, other)
+        if not p or not p["session"]:
+            return 0
+        return sum(x["applied"] for x in p["session"]["projects"])
+
+    def received_once(self, alpha, beta, vv):
+        """Every version of alpha's reached beta over BLE exactly once, whatever sessions it
+        took: none of the batches applied before a break came again."""
+        received = self.metric(beta, "fieldsync_sync_versions_received_total")
+        self.assertEqual(received, vv[alpha.device_id], (received, vv))
+
     def test_peer_walking_out_of_range_mid_batch_resumes_without_resending(self):
         # Small batches: the transfer is many batches, so the cut falls between two of them
         # with some applied and some not. A long reconnect backoff: a device back in range is
@@ -272,19 +295,10 @@ class BleResilience(BleTestCase):
                                                  "sync.retry_min_ms": 20000,
                                                  "sync.retry_max_ms": 300000})
         n = 400
-        writes = [{"collection": "obs", "id": "d%03d" % i,
-                   "body": {"n": i, "note": os.urandom(150).hex()}} for i in range(n)]
-        r = alpha.unix("POST", V + "/%s/batch" % pid, {"writes": writes})
-        self.assertIn(r.status, (200, 201), r)
-        self.share(alpha, beta, pid)
-
-        def applied():
-            p = self.peer(beta, alpha)
-            if not p or not p["session"]:
-                return 0
-            return sum(x["applied"] for x in p["session"]["projects"])
+        writes = self.start_transfer(alpha, beta, pid, n)
         # Well into the transfer (at 20 KB/s it takes several seconds), then out of range.
-        wait_until(lambda: applied() >= 240, 60, what="beta to apply most of alpha's batches")
+        wait_until(lambda: self.applied(beta, alpha) >= 240, 60,
+                   what="beta to apply most of alpha's batches")
         logs = alpha.log() + beta.log()
         self.ctl(fake, "out-of-range")
         held_at_cut = len(workload.changes(beta, pid))
@@ -317,11 +331,8 @@ class BleResilience(BleTestCase):
         self.assertEqual(len(workload.changes(beta, pid)), len(workload.changes(alpha, pid)))
         for w in writes[::37] + writes[-1:]:
             self.assertTrue(self.has(beta, pid, w["id"], w["body"]), w["id"])
-        # The second session resumed from what beta held: every version reached beta over
-        # BLE exactly once, none of the batches applied before the cut came again.
-        from_alpha = vv[alpha.device_id]
-        received = self.metric(beta, "fieldsync_sync_versions_received_total")
-        self.assertEqual(received, from_alpha, (received, vv))
+        # The second session resumed from what beta held.
+        self.received_once(alpha, beta, vv)
         self.alive(alpha, beta)
 
     def test_adapter_removed_and_added_again(self):
@@ -363,23 +374,25 @@ class BleResilience(BleTestCase):
         self.assertRegex(out.stdout, r"(?m)^bluetooth +running on hci0: advertising, scanning")
 
     def test_bluez_restart_registers_again_and_syncs(self):
-        fake, alpha, beta, pid, buses = self.pair()
-        self.share(alpha, beta, pid)
-        body = {"site": "well 1"}
-        self.put(alpha, pid, "first", body)
-        wait_until(lambda: self.has(beta, pid, "first", body), 60, what="a first sync over BLE")
+        fake, alpha, beta, pid, buses = self.pair(**{"sync.batch_entries": 20})
+        n = 300
+        writes = self.start_transfer(alpha, beta, pid, n)
+        wait_until(lambda: self.applied(beta, alpha) >= 100, 60,
+                   what="beta to apply some of alpha's batches")
 
-        # bluetoothd dies: its objects vanish and org.bluez has no owner.
+        # bluetoothd dies mid-transfer: its objects vanish and org.bluez has no owner.
         fake.kill()
         fake.wait()
+        self.assertLess(len(workload.changes(beta, pid)), n, "the whole transfer went first")
         for d in (alpha, beta):
             st = wait_until(lambda d=d: (lambda b: b if b["state"] != "running" else None)(
                 self.ble_status(d)), 15, what="%s to notice BlueZ is gone" % d.name)
             self.assertEqual(st["state"], "no_adapter", st)
-            self.assertIn("BlueZ", st["message"])
+            self.assertIn("BlueZ is not running", st["message"])
             self.assertFalse(st["advertising"] or st["gatt_registered"], st)
+            self.assertEqual(st["links"], 0, st)
         out = alpha.syncctl("status")
-        self.assertRegex(out.stdout, r"(?m)^bluetooth +no adapter hci0: .*BlueZ")
+        self.assertRegex(out.stdout, r"(?m)^bluetooth +no adapter hci0: BlueZ is not running")
         self.alive(alpha, beta)
         body2 = {"site": "well 2", "note": os.urandom(500).hex()}
         self.put(alpha, pid, "second", body2)
@@ -391,7 +404,11 @@ class BleResilience(BleTestCase):
                        what="%s to register with the new BlueZ" % d.name)
         wait_until(lambda: self.has(beta, pid, "second", body2), 60,
                    what="a sync after BlueZ restarted")
-        wait_until(lambda: self.converged(alpha, beta, pid), 30, what="the same version vector")
+        vv = wait_until(lambda: self.converged(alpha, beta, pid), 30,
+                        what="the same version vector")
+        for w in writes[::29] + writes[-1:]:
+            self.assertTrue(self.has(beta, pid, w["id"], w["body"]), w["id"])
+        self.received_once(alpha, beta, vv)
 
 
 class BleIdle(BleTestCase):

@@ -923,16 +923,20 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
                   auto self = weak.lock();
                   if (!self) return;
                   std::optional<std::string> err;
-                  if (e) err = e->getName() + ": " + e->getMessage();
+                  if (e) {
+                    // Nobody owns org.bluez: bluetoothd is not running (or restarting).
+                    if (e->getName() == "org.freedesktop.DBus.Error.ServiceUnknown" ||
+                        e->getName() == "org.freedesktop.DBus.Error.NameHasNoOwner")
+                      err = "BlueZ is not running (no org.bluez on the system bus)";
+                    else
+                      err = "BlueZ does not answer on the system bus (" + e->getName() + ": " +
+                            e->getMessage() + ")";
+                  }
                   asio::post(self->io, [weak, gen, err, objs = std::move(objs)]() mutable {
                     auto s = weak.lock();
                     if (!s || s->generation != gen) return;
                     s->mirror_loading = false;
-                    if (err) {
-                      s->set_state(BleState::no_adapter,
-                                   "BlueZ does not answer on the system bus (" + *err + ")");
-                      return;
-                    }
+                    if (err) return s->set_state(BleState::no_adapter, *err);
                     s->mirror.clear();
                     for (auto& [p, i] : objs) s->mirror[p] = std::move(i);
                     s->mirror_loaded = true;
