@@ -28,6 +28,9 @@ Commands, one a line on stdin, each answered by a line on stdout ("ok <what>" on
                       what was registered on it is gone
   add-adapter I       adapter I is plugged in again (InterfacesAdded), powered, with nothing
                       registered
+  power-off I         adapter I is powered off (rfkill, or a user): its connections drop and
+                      discovery stops; what was registered on it stays registered, as in BlueZ
+  power-on I          adapter I is powered on again
 """
 import argparse
 import os
@@ -594,6 +597,19 @@ class World:
             self.update()
             log('in range')
             return 'ok in-range'
+        if cmd in ('power-off', 'power-on') and len(args) == 1:
+            a = self.adapters[int(args[0])]
+            if a.hci is None:
+                return 'error adapter %s removed' % args[0]
+            on = cmd == 'power-on'
+            if not on:
+                self.disconnect_adapter(a, 'adapter powered off')
+                a.hci.set(ADAPTER, 'Discovering', dbus.Boolean(False))
+            a.hci.set(ADAPTER, 'Powered', dbus.Boolean(on))
+            a.hci.set(ADV_MGR, 'ActiveInstances', dbus.Byte(1 if on and a.adv else 0))
+            self.update()
+            log('adapter %s powered %s' % (a.address, 'on' if on else 'off'))
+            return 'ok ' + line.strip()
         if cmd in ('remove-adapter', 'add-adapter') and len(args) == 1:
             a = self.adapters[int(args[0])]
             if cmd == 'remove-adapter':

@@ -373,6 +373,31 @@ class BleResilience(BleTestCase):
         out = alpha.syncctl("status")
         self.assertRegex(out.stdout, r"(?m)^bluetooth +running on hci0: advertising, scanning")
 
+    def test_adapter_powered_off_and_on_again(self):
+        fake, alpha, beta, pid, _ = self.pair()
+        self.share(alpha, beta, pid)
+        body = {"site": "well 1"}
+        self.put(beta, pid, "first", body)
+        wait_until(lambda: self.has(alpha, pid, "first", body), 60, what="a first sync over BLE")
+
+        self.ctl(fake, "power-off 0")
+        st = wait_until(lambda: (lambda b: b if b["state"] == "powered_off" else None)(
+            self.ble_status(alpha)), 15, what="alpha to notice its adapter is off")
+        self.assertIn("powered off", st["message"])
+        wait_until(lambda: self.ble_status(alpha)["links"] == 0, 15, what="alpha's links closed")
+        out = alpha.syncctl("status")
+        self.assertRegex(out.stdout, r"(?m)^bluetooth +adapter hci0 powered off")
+        body2 = {"site": "well 2"}
+        self.put(beta, pid, "second", body2)
+
+        # BlueZ kept the GATT service and the advertisement registered while the adapter was
+        # off: they count as registered, not as failures to retry for ever.
+        self.ctl(fake, "power-on 0")
+        wait_until(lambda: self.running(alpha), 15, what="alpha to advertise and scan again")
+        wait_until(lambda: self.has(alpha, pid, "second", body2), 60,
+                   what="alpha to sync once powered on")
+        self.assertNotRegex(alpha.log(), "Register(Application|Advertisement) failed")
+
     def test_bluez_restart_registers_again_and_syncs(self):
         fake, alpha, beta, pid, buses = self.pair(**{"sync.batch_entries": 20})
         n = 300

@@ -54,6 +54,7 @@ constexpr const char* kIdPath = "/org/fieldsync/ble/service0/id";
 constexpr const char* kAdvPath = "/org/fieldsync/ble/advertisement0";
 
 constexpr std::uint16_t kDefaultMtu = 23;
+constexpr const char* kAlreadyExists = "org.bluez.Error.AlreadyExists";
 constexpr std::uint32_t kCallTimeoutMs = 10000;
 // An idle GATT connection we made is closed after this long.
 constexpr std::uint32_t kLingerMs = 3000;
@@ -1001,6 +1002,11 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
         [](sdbus::AsyncMethodInvoker& i) { i.withArguments(sdbus::ObjectPath(kAppPath), Props{}); },
         [](Impl& s, std::optional<std::string> err) {
           s.app_registering = false;
+          // BlueZ keeps what we registered while the adapter is powered off: ours still.
+          if (err && err->rfind(kAlreadyExists, 0) == 0) {
+            spdlog::debug("ble: GATT service still registered on {}", s.opt.adapter);
+            err.reset();
+          }
           if (err) {
             spdlog::warn("ble: RegisterApplication failed: {}", *err);
             return;
@@ -1023,6 +1029,14 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
         [](sdbus::AsyncMethodInvoker& i) { i.withArguments(sdbus::ObjectPath(kAdvPath), Props{}); },
         [](Impl& s, std::optional<std::string> err) {
           s.adv_registering = false;
+          if (err && err->rfind(kAlreadyExists, 0) == 0) {
+            // Still registered from before the adapter was powered off, perhaps with older
+            // data: registered again with the current data.
+            spdlog::debug("ble: advertisement still registered on {}", s.opt.adapter);
+            s.adv_registered = true;
+            s.adv_dirty = true;
+            return s.check();
+          }
           if (err) {
             spdlog::warn("ble: RegisterAdvertisement failed: {}", *err);
             return;
