@@ -162,6 +162,17 @@ Status LmdbCursor::del() {
   return {};
 }
 
+Status delete_prefix(LmdbTxn& txn, MDB_dbi dbi, ByteView prefix) {
+  LmdbCursor c(txn, dbi);
+  // Seek again after each delete: the cursor's position after mdb_cursor_del is the next key,
+  // but seeking keeps this independent of that detail.
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
+    FS_TRY(c.del());
+    ok = c.seek(prefix);
+  }
+  return {};
+}
+
 Status LmdbEnv::copy_to_fd(int fd) const {
   int rc = mdb_env_copyfd2(env_, fd, MDB_CP_COMPACT);
   if (rc == ENOSPC)

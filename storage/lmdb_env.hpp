@@ -101,4 +101,8 @@ inline bool has_prefix(ByteView key, ByteView prefix) {
   return key.size() >= prefix.size() && std::equal(prefix.begin(), prefix.end(), key.begin());
 }
 
+// Deletes every key of `dbi` that starts with `prefix` (all of them for an empty prefix), in
+// `txn` (a write transaction).
+Status delete_prefix(LmdbTxn& txn, MDB_dbi dbi, ByteView prefix);
+
 }  // namespace fieldsync::storage

@@ -48,6 +48,19 @@ inline Key doc_key(const ProjectId& p, std::string_view coll, std::string_view i
   k.raw(p.view()).u8(static_cast<std::uint8_t>(coll.size())).raw(as_bytes(coll)).raw(as_bytes(id));
   return k;
 }
+// What a document key (doc_key) names; nullopt when it is too short for its own collection
+// length (a corrupt key).
+struct DocKeyParts {
+  std::string_view collection;
+  std::string_view id;
+};
+inline std::optional<DocKeyParts> split_doc_key(ByteView dk) {
+  if (dk.size() <= ProjectId::size) return std::nullopt;
+  const std::size_t clen = dk[ProjectId::size];
+  if (dk.size() < ProjectId::size + 1 + clen) return std::nullopt;
+  std::string_view rest = as_chars(dk.subspan(ProjectId::size + 1));
+  return DocKeyParts{rest.substr(0, clen), rest.substr(clen)};
+}
 inline Key collection_prefix(const ProjectId& p, std::string_view coll) {
   Key k;
   k.raw(p.view()).u8(static_cast<std::uint8_t>(coll.size())).raw(as_bytes(coll));

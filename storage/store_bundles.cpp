@@ -71,13 +71,7 @@ Status Store::note_bundle_imported(const ProjectId& project, const BundleId& id,
 }
 
 Status Store::Impl::forget_bundles(LmdbTxn& txn, const ProjectId& p) const {
-  const Key prefix = bundles_prefix(p);
-  LmdbCursor c(txn, t().meta);
-  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-    FS_TRY(c.del());
-    ok = c.seek(prefix);
-  }
-  return {};
+  return delete_prefix(txn, t().meta, bundles_prefix(p));
 }
 
 }  // namespace fieldsync::storage

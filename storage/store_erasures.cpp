@@ -182,11 +182,7 @@ Status Store::Impl::forget_erasures(LmdbTxn& txn, const ProjectId& p) const {
   for (std::uint8_t kind : {'X', 'A', 'C'}) {
     Key prefix;
     prefix.u8(kind).raw(p.view());
-    LmdbCursor c(txn, t().meta);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-      FS_TRY(c.del());
-      ok = c.seek(prefix);
-    }
+    FS_TRY(delete_prefix(txn, t().meta, prefix));
   }
   return {};
 }
@@ -209,12 +205,7 @@ Result<Erasure> Store::erase_document(const ProjectId& project, std::string_view
     auto txn = impl_->write_txn();
     if (!txn) return txn.error();
     FS_TRY(impl_->project(*txn, project));
-    auto members = impl_->membership(*txn, project);
-    if (!members) return members.error();
-    auto mine = members->find(impl_->me());
-    if (mine == members->end() || mine->second.role != Role::coordinator)
-      return make_error(Errc::permission_denied,
-                        "only a coordinator of the project can erase a document");
+    FS_TRY(impl_->require_coordinator(*txn, project, "erase a document"));
     json::object body;
     body["collection"] = collection;
     body["id"] = doc_id;

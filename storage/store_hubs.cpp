@@ -236,12 +236,7 @@ Result<Destination> Store::set_destination(const ProjectId& project, const Devic
     auto txn = impl_->write_txn();
     if (!txn) return txn.error();
     FS_TRY(impl_->project(*txn, project));
-    auto members = impl_->membership(*txn, project);
-    if (!members) return members.error();
-    auto mine = members->find(impl_->me());
-    if (mine == members->end() || mine->second.role != Role::coordinator)
-      return make_error(Errc::permission_denied,
-                        "only a coordinator of the project can name its destinations");
+    FS_TRY(impl_->require_coordinator(*txn, project, "name its destinations"));
     auto current = named_destinations(*impl_, *txn, project);
     if (!current) return current.error();
     bool known = std::any_of(current->begin(), current->end(),
@@ -454,10 +449,10 @@ Result<CleanupResult> Store::clean_up(const ProjectId& project, std::int64_t min
       LmdbCursor c(*txn, impl_->t().docs);
       for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
         ByteView dk = c.key();
-        std::size_t clen = dk.size() > ProjectId::size ? dk[ProjectId::size] : 0;
-        if (dk.size() < ProjectId::size + 1 + clen)
-          return make_error(Errc::data_loss, "corrupt document key");
-        if (clen > 0 && dk[ProjectId::size + 1] == '_') continue;  // reserved: stays
+        auto parts = split_doc_key(dk);
+        if (!parts) return make_error(Errc::data_loss, "corrupt document key");
+        if (!parts->collection.empty() && parts->collection.front() == '_')
+          continue;  // reserved: stays
         auto rec = DocRecord::decode(c.value());
         if (!rec || rec->heads.empty())
           return make_error(Errc::data_loss, "corrupt document record");

@@ -117,6 +117,9 @@ struct Store::Impl {
       LmdbTxn& txn, const ProjectId& p, const std::vector<WriteRequest>& reqs, bool system);
   // Membership evaluation and enforcement (store_members.cpp).
   Result<std::map<DeviceId, Member>> membership(const LmdbTxn& txn, const ProjectId& p) const;
+  // permission_denied "only a coordinator of the project can <to_do>" unless this device is a
+  // coordinator of `p` now.
+  Status require_coordinator(const LmdbTxn& txn, const ProjectId& p, std::string_view to_do) const;
   Result<Member> write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device, Role role,
                               std::string name);
   Status enforce_removals(LmdbTxn& txn, const ProjectId& p) const;

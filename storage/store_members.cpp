@@ -195,14 +195,20 @@ Result<Member> Store::set_member(const ProjectId& project, const DeviceId& devic
   return written;
 }
 
-Result<Member> Store::Impl::write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device,
-                                         Role role, std::string name) {
+Status Store::Impl::require_coordinator(const LmdbTxn& txn, const ProjectId& p,
+                                        std::string_view to_do) const {
   auto state = membership(txn, p);
   if (!state) return state.error();
   auto mine = state->find(me());
   if (mine == state->end() || mine->second.role != Role::coordinator)
     return make_error(Errc::permission_denied,
-                      "only a coordinator of the project can change its members");
+                      "only a coordinator of the project can " + std::string(to_do));
+  return {};
+}
+
+Result<Member> Store::Impl::write_member(LmdbTxn& txn, const ProjectId& p, const DeviceId& device,
+                                         Role role, std::string name) {
+  FS_TRY(require_coordinator(txn, p, "change its members"));
   json::object body;
   body["device"] = device.str();
   body["role"] = role_name(role);
@@ -283,13 +289,7 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
   }
   // Rewrite the history index and heads from scratch.
   Key prefix = doc_sub_prefix(dk);
-  for (auto dbi : {t().docver, t().superseded}) {
-    LmdbCursor c(txn, dbi);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-      FS_TRY(c.del());
-      ok = c.seek(prefix);
-    }
-  }
+  for (auto dbi : {t().docver, t().superseded}) FS_TRY(delete_prefix(txn, dbi, prefix));
   DocRecord out;
   out.flags = (*rec)->flags & DocRecord::kPurged;
   std::set<VersionId> held_ids;
@@ -322,11 +322,7 @@ Result<Invite> Store::create_invite(const ProjectId& project, Role role, std::in
     return make_error(Errc::invalid_argument, "an invite cannot carry the removed role");
   auto txn = impl_->write_txn();
   if (!txn) return txn.error();
-  auto state = impl_->membership(*txn, project);
-  if (!state) return state.error();
-  auto mine = state->find(impl_->me());
-  if (mine == state->end() || mine->second.role != Role::coordinator)
-    return make_error(Errc::permission_denied, "only a coordinator can invite devices");
+  FS_TRY(impl_->require_coordinator(*txn, project, "invite devices"));
   Invite inv;
   crypto::random_fill(inv.id);
   crypto::random_fill(inv.secret);
@@ -399,13 +395,8 @@ Status Store::leave_project(const ProjectId& project) {
   // Every table but invites is keyed by project id first (the per-document tables start
   // with the document key, which starts with it too; peer_holds with project + peer).
   for (auto dbi : {t.docs, t.logs, t.heads, t.checkpoints, t.changes, t.docver, t.superseded,
-                   t.peer_holds, t.blob_proj, t.blob_refs}) {
-    LmdbCursor c(*txn, dbi);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-      FS_TRY(c.del());
-      ok = c.seek(prefix);
-    }
-  }
+                   t.peer_holds, t.blob_proj, t.blob_refs})
+    FS_TRY(delete_prefix(*txn, dbi, prefix));
   std::vector<Bytes> invites;
   {
     LmdbCursor c(*txn, t.invites);

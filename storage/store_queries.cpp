@@ -77,10 +77,11 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
   ListPage page;
   LmdbCursor c(*txn, impl_->t().docs);
   for (bool ok = c.seek(start); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    ByteView k = c.key().subspan(ProjectId::size);
-    std::size_t clen = k[0];
-    std::string coll(as_chars(k.subspan(1, clen)));
-    std::string id(as_chars(k.subspan(1 + clen)));
+    auto parts = split_doc_key(c.key());
+    if (!parts || parts->collection.empty())
+      return make_error(Errc::data_loss, "corrupt document key");
+    std::string coll(parts->collection);
+    std::string id(parts->id);
     if (q.collection.empty() && coll.front() == '_') continue;  // fieldsync's own collections
     if (page.docs.size() >= q.limit) {
       page.next = q.collection.empty() ? page.docs.back().collection + "/" + page.docs.back().doc_id
@@ -112,9 +113,10 @@ Result<std::vector<std::string>> Store::list_collections(const ProjectId& projec
   LmdbCursor c(*txn, impl_->t().docs);
   Key prefix = Key{}.raw(project.view());
   for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-    ByteView k = c.key().subspan(ProjectId::size);
-    std::size_t clen = k[0];
-    std::string name(as_chars(k.subspan(1, clen)));
+    auto parts = split_doc_key(c.key());
+    if (!parts || parts->collection.empty())
+      return make_error(Errc::data_loss, "corrupt document key");
+    std::string name(parts->collection);
     Key next = collection_prefix(project, name);
     if (name.front() != '_') out.push_back(name);  // fieldsync's own collections are not listed
     // Doc ids are printable ASCII, so prefix|0xff sorts after every key of this collection.

@@ -188,14 +188,8 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Store::Impl::leave_document(
 
 Status Store::Impl::forget_subscriptions(LmdbTxn& txn, const ProjectId& p) const {
   FS_TRY(txn.del(t().meta, subscription_key(p)));
-  for (std::uint8_t kind : {'e', 'w', 'g', 'G'}) {
-    Key prefix = meta_key(kind, p);
-    LmdbCursor c(txn, t().meta);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix);) {
-      FS_TRY(c.del());
-      ok = c.seek(prefix);
-    }
-  }
+  for (std::uint8_t kind : {'e', 'w', 'g', 'G'})
+    FS_TRY(delete_prefix(txn, t().meta, meta_key(kind, p)));
   return {};
 }
 
@@ -393,10 +387,9 @@ Result<SubscriptionChange> Store::set_subscription(const ProjectId& project,
     LmdbCursor c(*txn, t.docs);
     for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
       ByteView dk = c.key();
-      std::size_t clen = dk.size() > ProjectId::size ? dk[ProjectId::size] : 0;
-      if (dk.size() < ProjectId::size + 1 + clen)
-        return make_error(Errc::data_loss, "corrupt document key");
-      std::string collection(as_chars(dk.subspan(ProjectId::size + 1, clen)));
+      auto parts = split_doc_key(dk);
+      if (!parts) return make_error(Errc::data_loss, "corrupt document key");
+      std::string collection(parts->collection);
       if (reserved(collection)) continue;
       auto rec = DocRecord::decode(c.value());
       if (!rec || rec->heads.empty()) return make_error(Errc::data_loss, "corrupt document record");
