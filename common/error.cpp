@@ -9,6 +9,7 @@ std::string_view errc_name(Errc code) {
     case Errc::not_found: return "not_found";
     case Errc::already_exists: return "already_exists";
     case Errc::failed_precondition: return "failed_precondition";
+    case Errc::aborted: return "aborted";
     case Errc::too_large: return "too_large";
     case Errc::resource_exhausted: return "resource_exhausted";
     case Errc::unauthenticated: return "unauthenticated";

@@ -18,6 +18,7 @@ enum class Errc {
   not_found,            // no such project / document / version / peer
   already_exists,       // create of something that exists
   failed_precondition,  // stale base version, wrong state
+  aborted,              // a conditional write whose condition does not hold (HTTP If-Match)
   too_large,            // a named size limit was exceeded
   resource_exhausted,   // disk full, map full, too many connections
   unauthenticated,      // missing or wrong credentials

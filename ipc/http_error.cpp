@@ -14,6 +14,7 @@ int http_status(Errc code) {
     case Errc::not_found: return 404;
     case Errc::already_exists: return 409;
     case Errc::failed_precondition: return 409;
+    case Errc::aborted: return 412;  // Precondition Failed: If-Match / If-None-Match
     case Errc::too_large: return 413;
     case Errc::verification_failed: return 422;
     case Errc::unsupported: return 501;

@@ -103,21 +103,47 @@ Result<VersionId> parse_version(std::string_view text, std::string_view what) {
   return *v;
 }
 
-Result<std::optional<VersionId>> base_version(const ApiRequest& req) {
-  if (auto b = req.query_value("base")) {
-    auto v = parse_version(*b, "?base");
+Status set_write_base(const ApiRequest& req, storage::WriteRequest& w, bool allow_if_none_match) {
+  auto base = req.query_value("base");
+  auto match = req.header("if-match");
+  auto none_match = allow_if_none_match ? req.header("if-none-match") : std::nullopt;
+  if (base && (match || none_match))
+    return make_error(Errc::invalid_argument,
+                      "give the base either as ?base= or as If-Match / If-None-Match, not both");
+  if (match && none_match)
+    return make_error(Errc::invalid_argument, "If-Match and If-None-Match together");
+  if (base) {
+    auto v = parse_version(*base, "?base");
     if (!v) return v.error();
-    return std::optional<VersionId>(*v);
+    w.parents = {*v};
+    return {};
   }
-  if (auto m = req.header("if-match")) {
-    std::string_view t = *m;
-    if (t.substr(0, 2) == "W/") t.remove_prefix(2);
-    if (t.size() >= 2 && t.front() == '"' && t.back() == '"') t = t.substr(1, t.size() - 2);
-    auto v = parse_version(t, "If-Match");
-    if (!v) return v.error();
-    return std::optional<VersionId>(*v);
+  if (none_match) {
+    if (*none_match != "*")
+      return make_error(Errc::invalid_argument,
+                        "If-None-Match on a write must be * (create only if absent)");
+    w.must_not_exist = true;
+    w.strict = true;
+    return {};
   }
-  return std::optional<VersionId>();
+  if (!match) {
+    w.use_current = true;
+    return {};
+  }
+  std::string_view t = *match;
+  w.strict = true;
+  if (t == "*") {
+    w.use_current = true;
+    return {};
+  }
+  if (t.substr(0, 2) == "W/") t.remove_prefix(2);
+  if (t.size() >= 2 && t.front() == '"' && t.back() == '"') t = t.substr(1, t.size() - 2);
+  if (t.find(',') != std::string_view::npos)
+    return make_error(Errc::invalid_argument, "If-Match on a write names one version");
+  auto v = parse_version(t, "If-Match");
+  if (!v) return v.error();
+  w.parents = {*v};
+  return {};
 }
 
 Result<std::vector<VersionId>> version_list(const json::value& v, std::string_view what) {

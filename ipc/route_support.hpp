@@ -45,8 +45,14 @@ Status known_query(const ApiRequest& req, std::initializer_list<std::string_view
 // Boolean query flag: absent=false, "1"/"true"/""=true, "0"/"false"=false.
 Result<bool> flag_query(const ApiRequest& req, std::string_view name);
 Result<VersionId> parse_version(std::string_view text, std::string_view what);
-// The base version of a write: ?base=<v> or If-Match: "<v>"; nullopt when neither is given.
-Result<std::optional<VersionId>> base_version(const ApiRequest& req);
+// How a PUT or DELETE picks its parents (docs/api.md "Conditional writes"), set on `w`:
+//  ?base=V          parents {V}; a stale base keeps both versions;
+//  If-Match: "V"    parents {V}, strict: V must be the current winner, else aborted (412);
+//  If-Match: *      over the winner, strict: the document must exist;
+//  If-None-Match: * (when `allow_if_none_match`, a PUT) create only, strict;
+//  none of them     over the winner (use_current).
+// invalid_argument for a bad version, a list of tags, or both ?base= and a header.
+Status set_write_base(const ApiRequest& req, storage::WriteRequest& w, bool allow_if_none_match);
 // A JSON array of version ids, e.g. from "parents".
 Result<std::vector<VersionId>> version_list(const boost::json::value& v, std::string_view what);
 

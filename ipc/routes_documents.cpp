@@ -78,7 +78,8 @@ Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std
   std::string what = "writes[" + std::to_string(index) + "]";
   if (!v.is_object()) return make_error(Errc::invalid_argument, what + " must be an object");
   const auto& o = v.as_object();
-  FS_TRY(check_fields(o, {"collection", "id", "body", "base", "delete", "schema"}, what));
+  FS_TRY(
+      check_fields(o, {"collection", "id", "body", "base", "if_match", "delete", "schema"}, what));
   WriteRequest w;
   auto* coll = o.if_contains("collection");
   if (!coll || !coll->is_string())
@@ -99,12 +100,20 @@ Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std
       return make_error(Errc::invalid_argument, what + ".delete must be a boolean");
     del = d->as_bool();
   }
-  if (auto* b = o.if_contains("base")) {
+  // "base": a stale base keeps both versions; "if_match": the base must be the current winner
+  // (else the whole batch fails with aborted, 412), as the If-Match header.
+  for (std::string_view key : {"base", "if_match"}) {
+    auto* b = o.if_contains(key);
+    if (!b) continue;
+    if (!w.parents.empty())
+      return make_error(Errc::invalid_argument, what + ": base and if_match together");
     if (!b->is_string())
-      return make_error(Errc::invalid_argument, what + ".base must be a version id");
-    auto id = parse_version(std::string_view(b->as_string()), what + ".base");
+      return make_error(Errc::invalid_argument,
+                        what + "." + std::string(key) + " must be a version id");
+    auto id = parse_version(std::string_view(b->as_string()), what + "." + std::string(key));
     if (!id) return id.error();
     w.parents = {*id};
+    w.strict = key == "if_match";
   }
   if (del) {
     if (w.doc_id.empty()) return make_error(Errc::invalid_argument, what + ": delete needs an id");
@@ -177,43 +186,35 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     return r;
   });
 
-  // Update over ?base= / If-Match (a stale base keeps both versions), or over the winner.
+  // Update over ?base= (a stale base keeps both versions), If-Match (strict), or the winner.
   router.add("PUT", doc, [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
     if (auto st = check_body(ctx, req.body); !st) return fail(st.error());
-    auto base = base_version(req);
-    if (!base) return fail(base.error());
     WriteRequest w;
+    if (auto st = set_write_base(req, w, /*allow_if_none_match=*/true); !st)
+      return fail(st.error());
     w.collection = req.param("coll");
     w.doc_id = req.param("id");
     w.body = std::move(req.body);
     auto schema = schema_query(req);
     if (!schema) return fail(schema.error());
     w.schema = *schema;
-    if (*base)
-      w.parents = {**base};
-    else
-      w.use_current = true;
     auto r = ctx.store.write(*pid, w);
     if (!r) return fail(r.error());
     return json_response(200, write_result_json(*r));
   });
 
-  // Delete: a tombstone over ?base= / If-Match, or over all current heads.
+  // Delete: a tombstone over ?base=, If-Match (strict), or all current heads.
   router.add("DELETE", doc, [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
-    auto base = base_version(req);
-    if (!base) return fail(base.error());
     WriteRequest w;
+    if (auto st = set_write_base(req, w, /*allow_if_none_match=*/false); !st)
+      return fail(st.error());
     w.collection = req.param("coll");
     w.doc_id = req.param("id");
     w.kind = VersionKind::tombstone;
-    if (*base)
-      w.parents = {**base};
-    else
-      w.use_current = true;
     auto r = ctx.store.write(*pid, w);
     if (!r) return fail(r.error());
     return json_response(200, write_result_json(*r));

@@ -123,8 +123,25 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   h.schema = req.schema;
   h.kind = req.kind;
   bool stale = false;
+  const bool live = rec && !(rec->flags & DocRecord::kDeleted);
+  if (req.strict) {
+    const std::string name = quote_input(req.collection + "/" + doc_id);
+    if (req.must_not_exist && live)
+      return make_error(Errc::aborted, "document " + name + " exists (If-None-Match: *)");
+    if (req.use_current && !live)
+      return make_error(Errc::aborted, "no document " + name + " (If-Match: *)");
+    if (req.parents.size() == 1) {
+      if (!rec)
+        return make_error(Errc::aborted,
+                          "no document " + name + " (If-Match: " + req.parents.front().str() + ")");
+      if (rec->heads.front().id != req.parents.front())
+        return make_error(Errc::aborted, "document " + name + " is at version " +
+                                             rec->heads.front().id.str() + ", not " +
+                                             req.parents.front().str() + " (If-Match)");
+    }
+  }
   if (req.must_not_exist) {
-    if (rec && !(rec->flags & DocRecord::kDeleted))
+    if (live)
       return make_error(Errc::already_exists,
                         "document " + req.collection + "/" + doc_id + " exists");
     if (rec) h.parents = rec->head_ids();  // re-creating a deleted document continues its history

@@ -239,6 +239,11 @@ struct WriteRequest {
   std::vector<VersionId> parents;
   bool must_not_exist = false;
   bool use_current = false;
+  // A conditional write (HTTP If-Match / If-None-Match), checked in the write's transaction:
+  // parents = {base} must name the current winner; use_current needs a document that exists
+  // and is not deleted; must_not_exist fails the same way. Otherwise `aborted` and nothing is
+  // written (a stale base is not kept as a concurrent version).
+  bool strict = false;
 };
 
 struct WriteResult {

@@ -232,6 +232,73 @@ class ApiTest(unittest.TestCase):
         out = self.d.syncctl("--json", "docs", "get", pid, "obs", "n1").stdout
         self.assertIn('"ph":7.10', out)
 
+    def test_conditional_writes_refuse_instead_of_keeping_both(self):
+        pid = self.project()
+        docs = V + "/" + pid + "/docs/sites"
+        doc = docs + "/well-9"
+        # If-None-Match: * creates only.
+        c = self.ok(self.d.unix("PUT", doc, {"depth": 1}, headers={"If-None-Match": "*"}))
+        e = self.error(self.d.unix("PUT", doc, {"depth": 2}, headers={"If-None-Match": "*"}),
+                       412, "aborted")
+        self.assertIn("exists", e["message"])
+        # If-Match with the current winner (the GET's ETag) writes over it.
+        etag = self.d.unix("GET", doc).headers.get("etag")
+        self.assertEqual(etag, '"%s"' % c["version"])
+        a = self.ok(self.d.unix("PUT", doc, {"depth": 3}, headers={"If-Match": etag}))
+        self.assertFalse(a["conflict"])
+        # The same stale tag again: refused, nothing written, the message names both versions.
+        e = self.error(self.d.unix("PUT", doc, {"depth": 4}, headers={"If-Match": etag}),
+                       412, "aborted")
+        self.assertIn(a["version"], e["message"])
+        self.assertIn(c["version"], e["message"])
+        g = self.ok(self.d.unix("GET", doc))
+        self.assertEqual((g["heads"], g["body"]), ([a["version"]], {"depth": 3}))
+        # The same stale base as ?base= keeps both (the default).
+        b = self.ok(self.d.unix("PUT", doc + "?base=" + c["version"], {"depth": 5}))
+        self.assertTrue(b["conflict"])
+        # In conflict: If-Match must name the winner; a losing head is refused.
+        g = self.ok(self.d.unix("GET", doc))
+        loser = g["conflicts"][0]
+        self.error(self.d.unix("PUT", doc, {"depth": 6}, headers={"If-Match": '"%s"' % loser}),
+                   412, "aborted")
+        w = self.ok(self.d.unix("PUT", doc, {"depth": 6}, headers={"If-Match": 'W/"%s"' % g["version"]}))
+        self.assertIn(loser, w["heads"])  # the other side stays a conflict, as with ?base=
+        # If-Match: * needs a live document; a missing or deleted one is refused.
+        self.error(self.d.unix("PUT", docs + "/nope", {"x": 1}, headers={"If-Match": "*"}),
+                   412, "aborted")
+        self.error(self.d.unix("PUT", docs + "/nope", {"x": 1},
+                               headers={"If-Match": '"%s"' % c["version"]}), 412, "aborted")
+        self.assertEqual(self.d.unix("GET", docs + "/nope").status, 404)
+        # DELETE with a stale tag is refused; with the winner it deletes.
+        cur = self.ok(self.d.unix("GET", doc))["version"]
+        self.error(self.d.unix("DELETE", doc, headers={"If-Match": '"%s"' % c["version"]}),
+                   412, "aborted")
+        self.ok(self.d.unix("DELETE", doc, headers={"If-Match": '"%s"' % cur}))
+        self.assertTrue(self.ok(self.d.unix("GET", doc))["deleted"])
+        self.error(self.d.unix("DELETE", doc, headers={"If-Match": "*"}), 412, "aborted")
+        # A deleted document can be created again with If-None-Match: *.
+        self.ok(self.d.unix("PUT", doc, {"depth": 7}, headers={"If-None-Match": "*"}))
+        # Bad combinations and values.
+        self.error(self.d.unix("PUT", doc + "?base=" + cur, {"x": 1}, headers={"If-Match": '"%s"' % cur}),
+                   400, "invalid_argument")
+        self.error(self.d.unix("PUT", doc, {"x": 1}, headers={"If-Match": '"%s", "%s"' % (cur, cur)}),
+                   400, "invalid_argument")
+        self.error(self.d.unix("PUT", doc, {"x": 1}, headers={"If-None-Match": '"%s"' % cur}),
+                   400, "invalid_argument")
+        # A batch: one stale if_match fails all of it.
+        now = self.ok(self.d.unix("GET", doc))["version"]
+        r = self.d.unix("POST", V + "/" + pid + "/batch", {"writes": [
+            {"collection": "sites", "id": "new-1", "body": {"n": 1}},
+            {"collection": "sites", "id": "well-9", "body": {"depth": 8}, "if_match": c["version"]}]})
+        self.error(r, 412, "aborted")
+        self.assertEqual(self.d.unix("GET", docs + "/new-1").status, 404)
+        ok = self.ok(self.d.unix("POST", V + "/" + pid + "/batch", {"writes": [
+            {"collection": "sites", "id": "well-9", "body": {"depth": 8}, "if_match": now}]}))
+        self.assertEqual(ok["results"][0]["heads"], [ok["results"][0]["version"]])
+        self.error(self.d.unix("POST", V + "/" + pid + "/batch", {"writes": [
+            {"collection": "sites", "id": "well-9", "body": {}, "if_match": now, "base": now}]}),
+            400, "invalid_argument")
+
     def test_stale_base_keeps_both_and_resolve(self):
         pid = self.project()
         doc = V + "/" + pid + "/docs/sites/well-7"

@@ -251,6 +251,9 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "PUT", doc, q, "base=" + w["version"], body={"depth": 2, "who": "x"})
         c = self.call(a, "PUT", doc, q, "base=" + w["version"], body={"depth": 3, "who": "y"})
         self.assertTrue(c.json()["conflict"])
+        # A conditional write whose version is stale: 412.
+        self.call(a, "PUT", doc, q, body={"depth": 4}, headers={"If-Match": '"%s"' % w["version"]},
+                  expect=412)
         got = self.call(a, "GET", doc, q).json()
         self.assertIn("merge", got)
         self.call(a, "GET", docs, {"pid": pid, "coll": "obs"},

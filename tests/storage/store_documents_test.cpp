@@ -108,6 +108,51 @@ TEST_CASE("a stale base creates a concurrent version and keeps both", "[storage]
   CHECK(s->get_document(p->id, "obs", "a")->heads.size() == 1);
 }
 
+TEST_CASE("a strict write is refused when its base is no longer the winner", "[storage]") {
+  TempDir d;
+  auto a = open_store(d.path() / "a");
+  auto b = open_store(d.path() / "b");
+  ProjectId p = fieldsync::test::shared_project(*a, *b);
+  auto w1 = a->write(p, put("obs", "x", R"({"v":1})"));
+  REQUIRE(w1.ok());
+  fieldsync::test::copy_logs(*a, *b, p);
+  // b writes over it, and that arrives at a: the winner a read before is gone.
+  auto req = put("obs", "x", R"({"v":2})");
+  req.use_current = true;
+  auto w2 = b->write(p, req);
+  REQUIRE(w2.ok());
+  fieldsync::test::copy_logs(*b, *a, p);
+  auto strict = put("obs", "x", R"({"v":3})");
+  strict.parents = {w1->version};
+  strict.strict = true;
+  auto r = a->write(p, strict);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::aborted);
+  auto doc = a->get_document(p, "obs", "x");
+  REQUIRE(doc.ok());
+  CHECK(doc->winner == w2->version);
+  CHECK(doc->heads.size() == 1);
+  // Over the current winner it is written.
+  strict.parents = {w2->version};
+  auto ok = a->write(p, strict);
+  REQUIRE(ok.ok());
+  CHECK_FALSE(ok->conflict);
+  // Create-only, and "must exist".
+  auto create = put("obs", "x", R"({"v":4})");
+  create.must_not_exist = true;
+  create.strict = true;
+  auto c = a->write(p, create);
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.error().code == Errc::aborted);
+  auto exists = put("obs", "missing", R"({"v":1})");
+  exists.use_current = true;
+  exists.strict = true;
+  auto e = a->write(p, exists);
+  REQUIRE_FALSE(e.ok());
+  CHECK(e.error().code == Errc::aborted);
+  CHECK(a->get_document(p, "obs", "missing").error().code == Errc::not_found);
+}
+
 TEST_CASE("merge reports fields changed differently on both sides", "[storage]") {
   TempDir dir;
   auto s = open_store(dir.path());
