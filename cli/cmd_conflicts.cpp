@@ -1,5 +1,6 @@
 // syncctl conflicts PROJECT; syncctl resolve PROJECT COLLECTION ID (--merge | --body JSON
 // [--parents V,V])
+#include <optional>
 #include <ostream>
 
 #include <boost/json/object.hpp>
@@ -51,13 +52,27 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
               (args->flag("delete") ? 1 : 0);
   if (modes != 1)
     return usage_error(ctx, self, "give exactly one of --merge, --body JSON or --delete");
+  if (args->flag("merge") && args->value("parents"))
+    return usage_error(ctx, self, "--merge takes no --parents");
+  std::optional<std::string> body;
+  if (auto b = args->value("body")) {
+    auto text = read_json_arg(*b);
+    if (!text) return usage_error(ctx, self, text.error().message);
+    body = std::move(*text);
+  }
+  std::string pid;
+  if (int rc = ctx.resolve_project(pos[0], pid)) return rc;
+  boost::json::value v;
+  const std::string doc =
+      "/v1/projects/" + pid + "/docs/" + url_encode(pos[1]) + "/" + url_encode(pos[2]);
+  const std::string path = doc + "/resolve";
   std::string req;
   if (args->flag("merge")) {
-    if (args->value("parents")) return usage_error(ctx, self, "--merge takes no --parents");
     req = "{\"strategy\":\"merge\"}";
   } else {
     req = "{";
     if (auto p = args->value("parents")) {
+      // Whole version ids or unique prefixes, as syncctl prints them.
       req += "\"parents\":[";
       std::string list = *p;
       std::size_t start = 0;
@@ -65,7 +80,10 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
       while (start <= list.size()) {
         auto comma = list.find(',', start);
         if (comma == std::string::npos) comma = list.size();
-        req += (first ? "" : ",") + ipc::json_quote(list.substr(start, comma - start));
+        std::string version;
+        if (int rc = ctx.resolve_version(doc, list.substr(start, comma - start), version))
+          return rc;
+        req += (first ? "" : ",") + ipc::json_quote(version);
         first = false;
         start = comma + 1;
       }
@@ -74,16 +92,9 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
     if (args->flag("delete")) {
       req += "\"delete\":true}";
     } else {
-      auto body = read_json_arg(*args->value("body"));
-      if (!body) return usage_error(ctx, self, body.error().message);
       req += "\"body\":" + *body + "}";
     }
   }
-  std::string pid;
-  if (int rc = ctx.resolve_project(pos[0], pid)) return rc;
-  boost::json::value v;
-  std::string path =
-      "/v1/projects/" + pid + "/docs/" + url_encode(pos[1]) + "/" + url_encode(pos[2]) + "/resolve";
   if (int rc = ctx.call("POST", path, req, v)) return rc;
   if (ctx.json) {
     ctx.print_json(v);

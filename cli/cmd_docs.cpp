@@ -40,8 +40,17 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
   std::string pid;
   if (int rc = ctx.resolve_project(pos[1], pid)) return rc;
   const std::string base_path = doc_path(pid, pos[2]);
-  std::string base_q = args->value("base") ? "?base=" + url_encode(*args->value("base")) : "";
   boost::json::value v;
+  // ?base= for put and delete: a whole version id or a unique prefix of one (as printed).
+  auto base_query = [&](const std::string& doc, std::string& q) {
+    q.clear();
+    auto given = args->value("base");
+    if (!given) return kOk;
+    std::string version;
+    if (int rc = ctx.resolve_version(doc, *given, version)) return rc;
+    q = "?base=" + version;
+    return kOk;
+  };
 
   if (sub == "list") {
     if (pos.size() != 3) return usage_error(ctx, self, "docs list takes PROJECT COLLECTION");
@@ -119,10 +128,15 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
     auto body = read_json_arg(pos.back());
     if (!body) return usage_error(ctx, self, body.error().message);
     int rc;
-    if (pos.size() == 5)
-      rc = ctx.call("PUT", base_path + "/" + url_encode(pos[3]) + base_q, *body, v);
-    else
+    if (pos.size() == 5) {
+      const std::string doc = base_path + "/" + url_encode(pos[3]);
+      std::string q;
+      if ((rc = base_query(doc, q))) return rc;
+      rc = ctx.call("PUT", doc + q, *body, v);
+    } else {
+      if (args->value("base")) return usage_error(ctx, self, "--base needs a document ID");
       rc = ctx.call("POST", base_path, *body, v);
+    }
     if (rc) return rc;
     if (ctx.json)
       ctx.print_json(v);
@@ -132,8 +146,10 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
   }
   if (sub == "delete") {
     if (pos.size() != 4) return usage_error(ctx, self, "docs delete takes PROJECT COLLECTION ID");
-    if (int rc = ctx.call("DELETE", base_path + "/" + url_encode(pos[3]) + base_q, {}, v))
-      return rc;
+    const std::string doc = base_path + "/" + url_encode(pos[3]);
+    std::string q;
+    if (int rc = base_query(doc, q)) return rc;
+    if (int rc = ctx.call("DELETE", doc + q, {}, v)) return rc;
     if (ctx.json)
       ctx.print_json(v);
     else

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <set>
 #include <sstream>
 
 #include <boost/json/parse.hpp>
@@ -146,6 +147,43 @@ int CliContext::resolve_project(const std::string& name_or_id, std::string& id) 
   }
   err << "syncctl: " << (matches.empty() ? "no project named '" : "several projects are named '")
       << name_or_id << "'" << (matches.empty() ? "" : "; use the project id") << "\n";
+  return kDaemonError;
+}
+
+int CliContext::resolve_version(const std::string& doc, const std::string& given,
+                                std::string& version) {
+  const bool hex = std::all_of(given.begin(), given.end(), [](char c) {
+    return std::isxdigit(static_cast<unsigned char>(c)) &&
+           !std::isupper(static_cast<unsigned char>(c));
+  });
+  if (hex && given.size() == 64) {
+    version = given;
+    return kOk;
+  }
+  if (!hex || given.size() < 4 || given.size() > 64) {
+    err << "syncctl: '" << escape_for_terminal(given)
+        << "' is not a version id (64 lowercase hex digits, or at least the first 4)\n";
+    return kUsage;
+  }
+  std::set<std::string> found;
+  json::value reply;
+  if (int rc = call("GET", doc, {}, reply)) return rc;
+  for (const auto& h : reply.at("heads").as_array())
+    if (h.as_string().starts_with(given)) found.insert(std::string(h.as_string()));
+  if (found.empty()) {
+    if (int rc = call("GET", doc + "/history?limit=1000", {}, reply)) return rc;
+    for (const auto& h : reply.at("versions").as_array())
+      if (h.at("version").as_string().starts_with(given))
+        found.insert(std::string(h.at("version").as_string()));
+  }
+  if (found.size() == 1) {
+    version = *found.begin();
+    return kOk;
+  }
+  err << "syncctl: "
+      << (found.empty() ? "no version of this document starts with '"
+                        : "several versions of this document start with '")
+      << given << "'" << (found.empty() ? "" : "; give more digits") << "\n";
   return kDaemonError;
 }
 

@@ -62,6 +62,10 @@ struct CliContext {
   boost::json::value last_reply;
   // A project given by id or by (unique) name -> its id; prints the error otherwise.
   int resolve_project(const std::string& name_or_id, std::string& id);
+  // A version of the document at `doc` (its API path) given whole (64 hex) or by a unique
+  // prefix of at least 4 hex digits, as syncctl prints them (short_id): looked up among its
+  // heads and its latest history page. Prints the error otherwise.
+  int resolve_version(const std::string& doc, const std::string& given, std::string& version);
 };
 
 struct Command {

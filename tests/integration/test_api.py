@@ -891,6 +891,29 @@ class SyncctlTest(unittest.TestCase):
         g = json.loads(self.run_ok("--json", "docs", "get", "survey", "trees", "t1"))
         self.assertEqual(g["body"], {"species": "elm", "n": 4})
 
+        # Short version ids, as syncctl prints them, work wherever a version is given.
+        hist = self.run_ok("docs", "history", "survey", "trees", "t1")
+        short = g["version"][:12]
+        self.assertIn(short, hist)
+        out = self.run_ok("docs", "put", "survey", "trees", "t1", '{"species":"elm","n":5}', "--base", short)
+        self.assertNotIn("conflict", out)
+        cur = json.loads(self.run_ok("--json", "docs", "get", "survey", "trees", "t1"))["version"]
+        self.run_ok("docs", "put", "survey", "trees", "t1", '{"species":"ash","n":5}', "--base", g["version"][:8])
+        heads = json.loads(self.run_ok("--json", "docs", "get", "survey", "trees", "t1"))["heads"]
+        self.assertEqual(len(heads), 2)  # the stale short base kept both
+        other = [h for h in heads if h != cur][0]
+        out = self.run_ok("resolve", "survey", "trees", "t1", "--body", '{"n":6}',
+                          "--parents", "%s,%s" % (cur[:6], other[:10]))
+        self.assertIn("(1 head)", out)
+        versions = [h["version"] for h in json.loads(self.run_ok("--json", "docs", "history", "survey", "trees", "t1"))["versions"]]
+        absent = next("%04x" % i for i in range(1 << 16) if not any(v.startswith("%04x" % i) for v in versions))
+        p = self.d.syncctl("docs", "put", "survey", "trees", "t1", '{"n":7}', "--base", absent)
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("no version of this document starts with '%s'" % absent, p.stderr)
+        p = self.d.syncctl("docs", "put", "survey", "trees", "t1", '{"n":7}', "--base", "zz")
+        self.assertEqual(p.returncode, 2, p)
+        self.assertIn("is not a version id", p.stderr)
+
         self.assertIn("deleted", self.run_ok("docs", "delete", "survey", "trees", "t1"))
         ch = json.loads(self.run_ok("--json", "changes", "survey"))
         self.assertGreaterEqual(len(ch["changes"]), 5)
