@@ -42,7 +42,7 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
   const std::string base_path = doc_path(pid, pos[2]);
   boost::json::value v;
   // ?base= for put and delete: a whole version id or a unique prefix of one (as printed).
-  auto base_query = [&](const std::string& doc, std::string& q) {
+  auto base_query = [&](const std::string& doc, std::string& q) -> int {
     q.clear();
     auto given = args->value("base");
     if (!given) return kOk;
