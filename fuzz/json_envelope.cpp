@@ -91,9 +91,16 @@ void check_parameters(std::string_view text) {
     if (auto n = uint_query(req, "since", 7, 1000); n.ok()) FUZZ_CHECK(!line.empty() && *n <= 1000);
     (void)flag_query(req, "include_deleted");
     (void)parse_version(line, "a version");
-    (void)base_version(req);
+    storage::WriteRequest w;
+    FUZZ_CHECK(!set_write_base(req, w, true).ok());  // ?base= and If-Match together
     req.query.erase("base");
-    (void)base_version(req);  // now from If-Match
+    storage::WriteRequest m;
+    if (set_write_base(req, m, false).ok())  // now from If-Match
+      FUZZ_CHECK(m.strict && (m.use_current || m.parents.size() == 1));
+    req.headers.erase("if-match");
+    req.headers["if-none-match"] = std::string(line);
+    storage::WriteRequest n;
+    if (set_write_base(req, n, true).ok()) FUZZ_CHECK(n.must_not_exist && n.strict);
   }
 }
 

@@ -19,6 +19,7 @@ constexpr Errc kTable[] = {
     Errc::unsupported,          // 11
     Errc::data_loss,            // 12
     Errc::internal,             // 13
+    Errc::aborted,              // 14
 };
 constexpr std::uint16_t kCount = sizeof kTable / sizeof kTable[0];
 }  // namespace
