@@ -537,27 +537,39 @@ class World:
         return True
 
     def connect(self, central, peripheral, ok, fail):
-        """Two devices share one LE link, whoever connected first: a GATT connection each way
-        runs over it (the other device's Connect while we are connected to it succeeds, like
-        BlueZ's), and either side's Disconnect ends the link, both ways."""
-        key = (central.address, peripheral.address)
+        """Two devices share one LE link, whoever connected first, and BlueZ resolves the
+        other device's GATT services at both ends of it: the other device's Connect while we
+        are connected to it succeeds at once, as in BlueZ, and either side's Disconnect ends
+        the link, both ways."""
         if not self.linked or not peripheral.powered() or not central.powered():
             return fail(err('Failed', 'le-connection-abort-by-local'))
-        if key in self.conns and self.conns[key].up:
-            return fail(err('AlreadyConnected', 'Already Connected'))
-        if not peripheral.app:
+        if self.gatt(central, peripheral) is None:
             return fail(err('Failed', 'no GATT service (connection refused)'))
+        self.gatt(peripheral, central)
+        for a, b in ((central, peripheral), (peripheral, central)):
+            d = a.devices[b.address]
+            if not d.props[DEVICE]['Connected']:
+                d.set(DEVICE, 'Connected', dbus.Boolean(True))
+            if b.app and not d.props[DEVICE]['ServicesResolved']:
+                d.set(DEVICE, 'ServicesResolved', dbus.Boolean(True))
+        ok()
+
+    def gatt(self, central, peripheral):
+        """central's GATT client of peripheral's service on their link (made once); None when
+        peripheral has no service registered."""
+        key = (central.address, peripheral.address)
+        c = self.conns.get(key)
+        if c is not None and c.up:
+            return c
+        if not peripheral.app:
+            return None
         c = Connection(self, central, peripheral)
         self.conns[key] = c
-        dev = central.devices[peripheral.address]
-        dev.set(DEVICE, 'Connected', dbus.Boolean(True))
-        c.central_dev.set(DEVICE, 'Connected', dbus.Boolean(True))
         for o in c.objs:
             central.root.added(o)
-        dev.set(DEVICE, 'ServicesResolved', dbus.Boolean(True))
         log('%s -> %s connected (MTU %d, %d B/s)' % (central.address, peripheral.address,
                                                        self.mtu, self.bandwidth))
-        ok()
+        return c
 
     def disconnect(self, central, peripheral, why):
         # The LE link ends: the GATT connections both ways over it end with it.
@@ -567,7 +579,8 @@ class World:
                 c.close(why)
 
     def disconnect_peripheral(self, peripheral):
-        for key in [k for k in self.conns if k[1] == peripheral.address]:
+        # Its daemon left the bus: the link to it ends (both ways).
+        for key in [k for k in self.conns if peripheral.address in k]:
             self.conns.pop(key).close('the peripheral left')
 
     def disconnect_adapter(self, adapter, why):
