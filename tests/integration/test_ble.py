@@ -398,6 +398,24 @@ class BleResilience(BleTestCase):
                    what="alpha to sync once powered on")
         self.assertNotRegex(alpha.log(), "Register(Application|Advertisement) failed")
 
+    def test_a_daemon_that_stops_says_so_to_its_ble_peer(self):
+        fake, alpha, beta, pid, _ = self.pair()
+        self.share(alpha, beta, pid)
+        body = {"site": "well 1"}
+        self.put(beta, pid, "first", body)
+        wait_until(lambda: self.has(alpha, pid, "first", body), 60, what="a first sync over BLE")
+        wait_until(lambda: (self.peer(beta, alpha) or {}).get("connected"), 15,
+                   what="beta's session with alpha")
+
+        # A clean stop ends the session over the BLE link before leaving the bus: beta learns
+        # that alpha shut down (no failure, no backoff), not that the link broke.
+        self.assertEqual(alpha.stop(), 0)
+        p = wait_until(lambda: (lambda p: p if p and not p["connected"] else None)(
+            self.peer(beta, alpha)), 15, what="beta to see alpha leave")
+        self.assertIsNotNone(p["reason"], p)
+        self.assertEqual(p["reason"]["code"], "peer_shut_down", p)
+        self.assertEqual(p["failures"], 0, p)
+
     def test_bluez_restart_registers_again_and_syncs(self):
         fake, alpha, beta, pid, buses = self.pair(**{"sync.batch_entries": 20})
         n = 300

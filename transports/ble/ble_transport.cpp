@@ -423,6 +423,7 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
   asio::posix::stream_descriptor watch;
   asio::steady_timer bus_timer;
   asio::steady_timer retry_timer;
+  asio::steady_timer stop_timer;  // stopped: the bus goes once the links closed, or then
   bool read_waiting = false, write_waiting = false, kick_posted = false;
   std::vector<sdbus::Slot> matches;
   std::unique_ptr<sdbus::IProxy> root, adapter;
@@ -447,7 +448,8 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
         adapter_path("/org/bluez/" + opt.adapter),
         watch(i),
         bus_timer(i),
-        retry_timer(i) {}
+        retry_timer(i),
+        stop_timer(i) {}
 
   ble::FramerOptions framer_options(std::uint16_t mtu) const {
     ble::FramerOptions f;
@@ -1332,7 +1334,6 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
   // ---- peripheral: frames written to our service ----
 
   void on_write(const std::string& device, std::uint16_t mtu, const std::vector<std::uint8_t>& v) {
-    if (!running) return;
     ByteView f(v.data(), v.size());
     auto link = BleFramer::link_of(f);
     if (!link) return;
@@ -1341,6 +1342,7 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
       if (auto l = it->second.lock(); l && !l->closed) return l->on_frame(f);
       incoming_links.erase(it);
     }
+    if (!running) return;  // stopped: only the links there are still carry their goodbyes
     // A new link starts with its first DATA frame.
     if (f.size() <= ble::kFrameHeaderBytes || f[0] != ble::kFrameData || f[3] != 0 || f[4] != 0)
       return;
@@ -1403,6 +1405,10 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
 
   void link_closed(BleLink& l) {
     pending.erase(l.shared_from_this());
+    if (!running && conn)
+      asio::post(io, [weak = weak_from_this()] {
+        if (auto s = weak.lock(); s && !s->running && s->open_links() == 0) s->finish_stop();
+      });
     if (!l.out) {
       incoming_links.erase(std::make_pair(l.device, l.framer.link()));
       return;
@@ -1410,6 +1416,19 @@ struct BleTransport::Impl : std::enable_shared_from_this<BleTransport::Impl> {
     asio::post(io, [weak = weak_from_this(), path = l.device] {
       if (auto s = weak.lock()) s->maybe_release(path);
     });
+  }
+
+  // After stop(): leaves the bus (BlueZ drops our service and advertisement with it).
+  void finish_stop() {
+    if (running || !conn) return;
+    stop_timer.cancel();
+    // Best effort: tell BlueZ we are gone.
+    for (auto& [p, c] : centrals) disconnect(c);
+    try {
+      process();
+    } catch (...) {
+    }
+    teardown_bus();
   }
 };
 
@@ -1541,19 +1560,22 @@ void BleTransport::stop() {
   if (!im.running) return;
   im.running = false;
   im.retry_timer.cancel();
+  im.state = BleState::off;
   auto pending = std::move(im.pending);
   im.pending.clear();
   for (const auto& l : pending) l->close();
-  if (im.conn) {
-    // Best effort: tell BlueZ we are gone; the bus drops our objects with the connection.
-    for (auto& [p, c] : im.centrals) im.disconnect(c);
-    try {
-      im.process();
-    } catch (...) {
-    }
-    im.teardown_bus();
+  // Streams handed out stay theirs to end: their sessions say goodbye over them (a peer
+  // learns that this device shuts down). The bus goes once they closed, or after a bound.
+  if (!im.conn) return;
+  if (std::size_t n = im.open_links(); n > 0) {
+    spdlog::info("ble: stopping once its {} link(s) closed", n);
+    im.stop_timer.expires_after(std::chrono::milliseconds(2 * im.opt.shutdown_timeout_ms));
+    im.stop_timer.async_wait([weak = std::weak_ptr<Impl>(impl_)](error_code ec) {
+      if (auto s = weak.lock(); s && !ec) s->finish_stop();
+    });
+    return;
   }
-  im.state = BleState::off;
+  im.finish_stop();
 }
 
 void BleTransport::set_advertisement(Bytes manufacturer_data, Bytes identity) {

@@ -21,6 +21,10 @@
 // transport stays idle and says why in status(); it checks again every retry_ms and starts
 // advertising and scanning once it can.
 //
+// stop() closes the streams still in their handshake and stops advertising, scanning and
+// accepting links; the streams handed out keep the D-Bus connection until they closed (their
+// sessions say goodbye over them), for at most twice shutdown_timeout_ms.
+//
 // Ownership: borrows the io_context; owns the D-Bus connection, its objects and the streams
 // until they are handed out. Thread-safety: the io_context's thread only (transport.hpp).
 // The D-Bus connection has no thread of its own: its file descriptor is watched on the
