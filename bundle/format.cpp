@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "common/clock.hpp"
 #include "common/encoding.hpp"
 #include "common/text.hpp"
 
@@ -55,12 +56,6 @@ Result<crypto::AeadKey> chunk_key(ByteView project_secret, const storage::Bundle
   crypto::AeadKey key{};
   FS_TRY(crypto::hkdf_sha256(project_secret, ByteView(salt), as_bytes(kKeyInfo), key));
   return key;
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 crypto::AeadNonce chunk_nonce(std::uint64_t index, bool last) {

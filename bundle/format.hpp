@@ -22,9 +22,6 @@ Result<crypto::AeadKey> chunk_key(ByteView project_secret, const storage::Bundle
 // u64 chunk index (big-endian), u8 1 for the last chunk else 0, three zero bytes.
 crypto::AeadNonce chunk_nonce(std::uint64_t index, bool last);
 
-// Milliseconds since the Unix epoch (BEGIN's created_ms, the imported-at time).
-std::int64_t now_ms();
-
 // The 48-byte header: magic, version, 7 reserved zero bytes, salt, project tag.
 Bytes encode_header(const storage::BundleId& salt, const Tag& tag);
 

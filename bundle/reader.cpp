@@ -8,6 +8,7 @@
 
 #include "bundle/bundle.hpp"
 #include "bundle/format.hpp"
+#include "common/clock.hpp"
 #include "storage/blob_ref.hpp"
 #include "storage/blob_store.hpp"
 
@@ -488,7 +489,7 @@ struct BundleReader::State {
   Status complete() {
     if (report.producer != store.device_id())
       FS_TRY(store.note_peer_holds(report.producer, report.project, holds));
-    FS_TRY(store.note_bundle_imported(report.project, salt, detail::now_ms()));
+    FS_TRY(store.note_bundle_imported(report.project, salt, unix_ms()));
     report.complete = true;
     return {};
   }

@@ -5,6 +5,7 @@
 
 #include "bundle/bundle.hpp"
 #include "bundle/format.hpp"
+#include "common/clock.hpp"
 #include "storage/blob_store.hpp"
 
 namespace fieldsync::bundle {
@@ -317,7 +318,7 @@ Result<std::unique_ptr<BundleWriter>> BundleWriter::create(storage::Store& store
   s->begin.project = project;
   s->begin.producer = store.device_id();
   s->begin.producer_name = s->opts.device_name;
-  s->begin.created_ms = detail::now_ms();
+  s->begin.created_ms = unix_ms();
   s->begin.holds = *vv;
   for (const auto& [a, seq] : *vv) {
     std::uint64_t from = 0;

@@ -10,6 +10,7 @@
 #include <map>
 #include <set>
 
+#include "common/clock.hpp"
 #include "discovery/discovery_tag.hpp"
 #include "discovery/project_discovery.hpp"
 #include "discovery/txt_record.hpp"
@@ -18,15 +19,7 @@ namespace fieldsync::discovery {
 
 namespace asio = boost::asio;
 
-namespace {
-
-std::int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 struct DiscoveryService::Impl : std::enable_shared_from_this<DiscoveryService::Impl> {
   struct Project {

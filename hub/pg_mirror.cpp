@@ -16,6 +16,7 @@
 #include <set>
 #include <thread>
 
+#include "common/clock.hpp"
 #include "config/config_loader.hpp"
 #include "storage/hybrid_clock.hpp"
 #include "storage/store.hpp"
@@ -28,12 +29,6 @@ namespace {
 constexpr int kSchemaVersion = 1;
 // A mirror with nothing to do looks again this often (new projects, a dropped connection).
 constexpr std::chrono::milliseconds kIdleRecheck{30000};
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 struct ConnDeleter {
   void operator()(PGconn* c) const { PQfinish(c); }
@@ -146,7 +141,7 @@ struct PgMirror::Impl {
     st.state = "retrying";
     st.message = "PostgreSQL is unreachable or refused a statement; retrying";
     st.last_error = what;
-    st.last_error_ms = now_ms();
+    st.last_error_ms = unix_ms();
     st.next_retry_ms = retry_at;
     ++st.failures;
   }
@@ -556,7 +551,7 @@ struct PgMirror::Impl {
         ps.mirrored_seq = to;
         ps.rows_written += docs.size();
         ps.rows_deleted += gone.size();
-        ps.last_commit_ms = now_ms();
+        ps.last_commit_ms = unix_ms();
         st.rows_written += docs.size();
         st.rows_deleted += gone.size();
         st.bodies_refused += *refused;
@@ -606,7 +601,7 @@ struct PgMirror::Impl {
           std::lock_guard lk(mu);
           if (stopping) break;
         }
-        auto retry_at = now_ms() + backoff.count();
+        auto retry_at = unix_ms() + backoff.count();
         failed(step.error().message, retry_at);
         spdlog::warn("mirror: {}; retrying in {} ms", step.error().message, backoff.count());
         disconnect();

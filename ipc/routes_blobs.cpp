@@ -14,6 +14,7 @@
 #include <string_view>
 #include <utility>
 
+#include "common/clock.hpp"
 #include "ipc/http_error.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
@@ -46,12 +47,6 @@ std::string usage_json(const storage::BlobUsage& u) {
          ",\"held_count\":" + std::to_string(u.held_count) +
          ",\"wanted_count\":" + std::to_string(u.wanted_count) +
          ",\"quota_bytes\":" + std::to_string(u.quota_bytes) + "}";
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 // ---------------------------------------------------------------- upload
@@ -408,7 +403,7 @@ class BlobWaiters : public std::enable_shared_from_this<BlobWaiters> {
 
 // 202: the blob is on its way (or waiting for a peer that has it).
 ApiResponse fetch_pending(const storage::BlobId& id, const storage::BlobDemand& d) {
-  const std::int64_t left = d.until_ms > 0 ? std::max<std::int64_t>(0, d.until_ms - now_ms()) : 0;
+  const std::int64_t left = d.until_ms > 0 ? std::max<std::int64_t>(0, d.until_ms - unix_ms()) : 0;
   std::string s =
       "{\"blob\":" + json_quote(storage::digest_hex(id)) +
       ",\"state\":" + json_quote(d.receiving ? "fetching" : "waiting") +
@@ -687,7 +682,7 @@ void register_blob_routes(Router& router, ApiContext& ctx, storage::BlobStore& b
         // On the worker: the project's references first, so that gc sees its latest writes.
         Status indexed = blobs.index(project);
         Result<storage::GcResult> gc =
-            indexed ? blobs.gc(now_ms()) : Result<storage::GcResult>(indexed.error());
+            indexed ? blobs.gc(unix_ms()) : Result<storage::GcResult>(indexed.error());
         post([reply = std::move(reply), gc = std::move(gc)]() mutable {
           if (!gc) {
             reply(error_response(gc.error()));

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <ctime>
 
+#include "common/clock.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
 #include "peers/peer_manager.hpp"
@@ -17,12 +18,6 @@ namespace fieldsync::ipc {
 namespace json = boost::json;
 
 namespace {
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::string utc_text(std::int64_t unix_ms) {
   std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
@@ -64,7 +59,7 @@ void register_join_routes(Router& router, ApiContext& ctx, peers::PeerManager* s
     auto code = sync::InviteCode::decode(std::string_view(text->as_string()));
     if (!code) return fail(code.error());
     // The code's own expiry: no need to bother the inviter (it checks again with its clock).
-    if (code->expires_ms <= now_ms())
+    if (code->expires_ms <= unix_ms())
       return fail(
           make_error(Errc::invalid_argument,
                      "invite expired at " + utc_text(code->expires_ms) + ": ask for a new code"));

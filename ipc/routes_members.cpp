@@ -9,6 +9,7 @@
 #include <boost/json/serialize.hpp>
 #include <chrono>
 
+#include "common/clock.hpp"
 #include "common/encoding.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
@@ -24,12 +25,6 @@ namespace {
 
 constexpr std::int64_t kDefaultInviteSeconds = 24 * 3600;
 constexpr std::int64_t kMaxInviteSeconds = 30 * 24 * 3600;
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 json::object member_json(const storage::Member& m) {
   json::object o;
@@ -280,7 +275,7 @@ void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager*
                              "sync is disabled (sync.enabled = false): nobody could join"));
     auto project = ctx.store.get_project(*pid);
     if (!project) return fail(project.error());
-    auto inv = ctx.store.create_invite(*pid, role, now_ms() + secs * 1000);
+    auto inv = ctx.store.create_invite(*pid, role, unix_ms() + secs * 1000);
     if (!inv) return fail(inv.error());
     sync::InviteCode code;
     code.inviter = ctx.store.device_id();
@@ -307,7 +302,7 @@ void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager*
     auto list = ctx.store.list_invites(*pid);
     if (!list) return fail(list.error());
     json::array out;
-    std::int64_t now = now_ms();
+    std::int64_t now = unix_ms();
     for (const auto& inv : *list) {
       json::object o;
       o["invite_id"] = to_hex(ByteView(inv.id));

@@ -13,6 +13,7 @@
 #include <random>
 #include <set>
 
+#include "common/clock.hpp"
 #include "common/rate_limited_log.hpp"
 #include "common/text.hpp"
 #include "peers/session_driver.hpp"
@@ -55,12 +56,6 @@ std::string_view peer_reason_name(PeerReasonCode c) {
 }
 
 namespace {
-
-std::int64_t unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // The host part of an address (for matching an incoming connection to an invite's address).
 std::string host_of(const std::string& uri) {

@@ -17,6 +17,7 @@
 #include <thread>
 #include <utility>
 
+#include "common/clock.hpp"
 #include "common/encoding.hpp"
 #include "common/private_dir.hpp"
 #include "storage/blob_ref.hpp"
@@ -44,12 +45,6 @@ constexpr std::uint64_t kCursorSaveEvery = 4096;
 // The most blob ids one document's heads are indexed with (a body of 1 MiB holds at most
 // ~6,000 references; more is refused on a local write and truncated from a peer).
 constexpr std::size_t kMaxRefsPerDoc = 4096;
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 Error errno_error(int err, const std::string& what) {
   if (err == ENOSPC || err == EDQUOT)
@@ -352,7 +347,7 @@ class BlobStoreImpl final : public BlobStore {
           release = std::exchange(erased_release_, false);
         }
         if (release) {  // attachments of an erased document: their files go now
-          auto gc_done = gc(now_ms());
+          auto gc_done = gc(unix_ms());
           (void)gc_done;  // on failure the periodic gc (blob.gc_interval_ms) releases them
         }
       });
@@ -559,7 +554,7 @@ struct UploadState {
     rec.info.media_type = std::move(media_type);
     rec.chunks = std::move(chunks);
     rec.info.root = chunk_root(rec.chunks);
-    rec.since_ms = now_ms();
+    rec.since_ms = unix_ms();
     if (timed_fsync(fd, store->fsyncs()) != 0)
       return fail(errno_error(errno, "fsync of an uploaded blob"));
     ::close(fd);
@@ -836,7 +831,7 @@ class ReceiverImpl final : public BlobReceiver {
     HeldRecord rec;
     rec.info = s.info;
     rec.chunks = s.hashes;
-    rec.since_ms = now_ms();
+    rec.since_ms = unix_ms();
     FS_TRY(s.store->record_received(rec));
     s.finished = true;
     return s.info;
@@ -992,7 +987,7 @@ Result<BlobDemand> BlobStoreImpl::demand(const ProjectId& project, const BlobId&
   bool fresh = false;
   {
     std::lock_guard lock(demand_mu_);
-    const std::int64_t now = now_ms();
+    const std::int64_t now = unix_ms();
     // Ended demands go first; then, when full, the one that ends soonest.
     for (auto it = demands_.begin(); it != demands_.end();)
       it = it->second <= now ? demands_.erase(it) : std::next(it);
@@ -1019,7 +1014,7 @@ Result<BlobDemand> BlobStoreImpl::demand(const ProjectId& project, const BlobId&
 std::vector<BlobId> BlobStoreImpl::demanded(const ProjectId& project) const {
   std::vector<BlobId> out;
   std::lock_guard lock(demand_mu_);
-  const std::int64_t now = now_ms();
+  const std::int64_t now = unix_ms();
   for (auto it = demands_.lower_bound({project, BlobId{}});
        it != demands_.end() && it->first.first == project; ++it)
     if (it->second > now) out.push_back(it->first.second);
@@ -1443,7 +1438,7 @@ Status BlobStoreImpl::index(const ProjectId& project) {
       auto txn = im_.write_txn();
       if (!txn) return txn.error();
       FS_TRY(im_.project(*txn, project));
-      const std::int64_t now = now_ms();
+      const std::int64_t now = unix_ms();
       for (const auto& dk : differ) {
         auto d = index_doc(*txn, project, dk, now, true);
         if (!d) return d.error();

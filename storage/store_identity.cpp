@@ -21,6 +21,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "common/clock.hpp"
 #include "common/encoding.hpp"
 #include "storage/store_impl.hpp"
 #include "storage/version_codec.hpp"
@@ -49,12 +50,6 @@ void add_renewal(std::vector<crypto::RenewalLink>& links, crypto::RenewalLink li
   if (links.size() > crypto::kMaxRenewalLinks)
     links.erase(links.begin(), links.begin() + static_cast<std::ptrdiff_t>(
                                                    links.size() - crypto::kMaxRenewalLinks));
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 Key suspect_key(const DeviceId& a) {
@@ -269,7 +264,7 @@ Status Store::Impl::renew_identity(const std::string& reason) {
   Bytes prev;
   ByteWriter pw(prev);
   pw.raw(old.view());
-  pw.u64(static_cast<std::uint64_t>(now_ms()));
+  pw.u64(static_cast<std::uint64_t>(unix_ms()));
   pw.str16(reason.substr(0, 200));
   auto links = read_renewals(*txn, t());
   add_renewal(links, crypto::sign_renewal(old_key, me()));
@@ -412,7 +407,7 @@ Status Store::Impl::note_fork(LmdbTxn& txn, const ProjectId& p, const DeviceId& 
   auto v = txn.get(t().meta, k);
   if (!v) return v.error();
   std::uint64_t first = seq;
-  std::int64_t seen = now_ms();
+  std::int64_t seen = unix_ms();
   bool was_resolved = false;
   if (*v) {
     ByteReader r(**v);

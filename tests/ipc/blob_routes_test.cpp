@@ -378,8 +378,8 @@ TEST_CASE("blob upload: a stuck worker cuts the upload at api.request_timeout_ms
   REQUIRE(eventually([&] { return blobs.aborted == 1; }));
   CHECK(blobs.finished == 0);
   CHECK(eventually([&] { return f.connections() == 0; }));
+  sender.join();  // its send fails now that the server closed; only then is the socket closed
   c.close();
-  sender.join();
   blobs.hold(false);
   f.stop();
 }

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <future>
 
+#include "common/clock.hpp"
 #include "crypto/crypto.hpp"
 #include "storage/blob_ref.hpp"
 #include "store_fixture.hpp"
@@ -67,12 +68,6 @@ std::size_t count_files(const std::filesystem::path& dir) {
 
 std::string doc_with(const BlobInfo& info) {
   return R"({"title":"river","photos":[)" + blob_ref_json(info) + "]}";
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace
@@ -328,12 +323,12 @@ TEST_CASE("gc releases blobs no live document refers to, after their grace") {
   REQUIRE(store->write(p->id, replace).ok());
 
   // Within the grace nothing goes.
-  auto g0 = store->blobs().gc(now_ms());
+  auto g0 = store->blobs().gc(unix_ms());
   REQUIRE(g0.ok());
   CHECK(g0->released == 0);
   CHECK(count_files(dir.path() / "blobs") == 3);
   // After it: the unreferenced ones go, the referenced one stays.
-  auto g1 = store->blobs().gc(now_ms() + 61000);
+  auto g1 = store->blobs().gc(unix_ms() + 61000);
   REQUIRE(g1.ok());
   CHECK(g1->released == 2);
   CHECK(g1->files_deleted == 2);
@@ -351,7 +346,7 @@ TEST_CASE("gc releases blobs no live document refers to, after their grace") {
   del.kind = VersionKind::tombstone;
   del.use_current = true;
   REQUIRE(store->write(p->id, del).ok());
-  auto g2 = store->blobs().gc(now_ms() + 61000);
+  auto g2 = store->blobs().gc(unix_ms() + 61000);
   REQUIRE(g2.ok());
   CHECK(g2->files_deleted == 1);
   CHECK(count_files(dir.path() / "blobs") == 0);
@@ -368,7 +363,7 @@ TEST_CASE("leaving a project releases its blobs, a blob another project holds st
   REQUIRE(upload(store->blobs(), b->id, shared).ok());
   REQUIRE(upload(store->blobs(), a->id, pattern(2000, 2)).ok());
   REQUIRE(store->leave_project(a->id).ok());
-  auto g = store->blobs().gc(now_ms());
+  auto g = store->blobs().gc(unix_ms());
   REQUIRE(g.ok());
   CHECK(g->files_deleted == 1);
   CHECK(count_files(dir.path() / "blobs") == 1);

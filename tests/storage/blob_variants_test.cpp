@@ -3,6 +3,7 @@
 // then previews, then the rest.
 #include <future>
 
+#include "common/clock.hpp"
 #include "crypto/crypto.hpp"
 #include "storage/blob_ref.hpp"
 #include "store_fixture.hpp"
@@ -21,12 +22,6 @@ Bytes bytes_of(std::size_t n, std::uint8_t seed) {
     c = static_cast<std::uint8_t>(x >> 24);
   }
   return b;
-}
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 BlobInfo put_blob(Store& s, const ProjectId& p, std::size_t n, std::uint8_t seed,
@@ -153,7 +148,7 @@ TEST_CASE("gc releases a blob's variants with the original, not before") {
   CHECK(listed(*store, p->id, thumb.id)->refs == 1);
 
   // Long after every grace, all three stay while the document refers to the original.
-  auto g0 = store->blobs().gc(now_ms() + 120000);
+  auto g0 = store->blobs().gc(unix_ms() + 120000);
   REQUIRE(g0.ok());
   CHECK(g0->released == 0);
   CHECK(store->blobs().open(p->id, thumb.id).ok());
@@ -165,10 +160,10 @@ TEST_CASE("gc releases a blob's variants with the original, not before") {
   del.kind = VersionKind::tombstone;
   del.use_current = true;
   REQUIRE(store->write(p->id, del).ok());
-  auto g1 = store->blobs().gc(now_ms());
+  auto g1 = store->blobs().gc(unix_ms());
   REQUIRE(g1.ok());
   CHECK(g1->released == 0);
-  auto g2 = store->blobs().gc(now_ms() + 61000);
+  auto g2 = store->blobs().gc(unix_ms() + 61000);
   REQUIRE(g2.ok());
   CHECK(g2->released == 3);
   CHECK(g2->files_deleted == 3);
@@ -193,7 +188,7 @@ TEST_CASE("a variant another document refers to stays when the original goes") {
   REQUIRE(store->set_blob_variants(p->id, orig, prev, thumb, kMadeByFieldsync).ok());
   // Nobody refers to the original; the app's document refers to the thumbnail itself.
   REQUIRE(store->write(p->id, test::put("avatars", "me", doc_with(thumb))).ok());
-  auto g = store->blobs().gc(now_ms() + 10000);
+  auto g = store->blobs().gc(unix_ms() + 10000);
   REQUIRE(g.ok());
   CHECK(g->released == 2);  // the original and its preview
   CHECK(store->blobs().open(p->id, thumb.id).ok());

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <deque>
 #include <filesystem>
+#include <mutex>
 #include <random>
 #include <set>
 
@@ -32,7 +33,14 @@ struct TempDir {
 struct Node {
   TempDir dir;
   std::unique_ptr<storage::Store> store;
+  // Written by the change listener, which runs on whichever thread commits (the blob worker
+  // too): read it only through take_changed().
+  std::mutex changed_mu;
   std::set<ProjectId> changed;
+  std::set<ProjectId> take_changed() {
+    std::lock_guard lock(changed_mu);
+    return std::exchange(changed, {});
+  }
 
   explicit Node(std::uint32_t checkpoint_interval = 256) {
     storage::StoreOptions o;
@@ -43,7 +51,10 @@ struct Node {
     auto s = storage::Store::open(o);
     REQUIRE(s.ok());
     store = std::move(*s);
-    store->set_change_listener([this](const ProjectId& p, std::uint64_t) { changed.insert(p); });
+    store->set_change_listener([this](const ProjectId& p, std::uint64_t) {
+      std::lock_guard lock(changed_mu);
+      changed.insert(p);
+    });
   }
 
   // Writes n docs "c/d<start+i>" in one batch.
@@ -111,9 +122,7 @@ struct Pipe {
 
   void post_changes(Node* n, Session& s) {
     if (!n) return;
-    auto changed = std::move(n->changed);
-    n->changed.clear();
-    for (const auto& p : changed) s.notify_local_change(p);
+    for (const auto& p : n->take_changed()) s.notify_local_change(p);
   }
 
   // Runs until both sides are quiet (or the pipe breaks). Returns the step count.

@@ -2,6 +2,7 @@
 // two or three real Stores joined through the in-memory pipe.
 #include "sync_test_util.hpp"
 
+#include "common/clock.hpp"
 #include "sync/join.hpp"
 
 using namespace fieldsync;
@@ -10,15 +11,9 @@ using namespace fieldsync::sync::test;
 
 namespace {
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 InviteCode invite(Node& inviter, const ProjectId& p, std::int64_t expires_ms = 0) {
   auto inv = inviter.store->create_invite(p, storage::Role::member,
-                                          expires_ms ? expires_ms : now_ms() + 60000);
+                                          expires_ms ? expires_ms : unix_ms() + 60000);
   REQUIRE(inv.ok());
   InviteCode c;
   c.inviter = inviter.store->device_id();
@@ -96,7 +91,7 @@ TEST_CASE("an expired invite is refused by the inviter", "[sync][join]") {
   Node a, b;
   auto p = a.store->create_project("survey");
   REQUIRE(p.ok());
-  InviteCode code = invite(a, p->id, now_ms() - 1);
+  InviteCode code = invite(a, p->id, unix_ms() - 1);
   Session sa(*a.store, params("a")), sb(*b.store, params("b"));
   REQUIRE(sb.join(code).ok());
   sa.start();

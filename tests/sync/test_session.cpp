@@ -251,15 +251,14 @@ TEST_CASE("relay: versions from one peer are served to another", "[sync]") {
   // b's changes fan out to both of its sessions, as the service does.
   auto pump = [&] {
     for (int i = 0; i < 50; ++i) {
-      auto changed = std::move(b.changed);
-      b.changed.clear();
+      auto changed = b.take_changed();
+      if (changed.empty() && i > 0) break;
       for (auto& pid : changed) {
         ba.notify_local_change(pid);
         bc.notify_local_change(pid);
       }
       p1.run();
       p2.run();
-      if (b.changed.empty()) break;
     }
   };
   pump();
