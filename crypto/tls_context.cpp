@@ -32,16 +32,6 @@ int rejected_index() {
   return index;
 }
 
-// SSL ex_data slot holding the pinned device id when the peer proved it renewed it
-// (tls_renewed_from).
-int renewed_index() {
-  static const int index = SSL_get_ex_new_index(
-      0, nullptr, nullptr, nullptr, [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {
-        delete static_cast<DeviceId*>(ptr);
-      });
-  return index;
-}
-
 // The certificate extension carrying renewal links (docs/protocol.md section 1): a private
 // OID under the UUID arc (2.25, ITU-T X.667), non-critical, its value an OCTET STRING holding
 // crypto::encode_renewal_links.
@@ -127,10 +117,9 @@ int verify_callback(int /*preverified*/, X509_STORE_CTX* store) {
   if (ssl) {
     if (auto* pin = static_cast<DeviceId*>(SSL_get_ex_data(ssl, pin_index()));
         pin && *pin != *device) {
-      // Another key: accepted only if the certificate proves it continues the pinned one.
-      if (renewal_chain_proves(renewal_links_of(cert), *pin, *device)) {
-        set_ex_device(ssl, renewed_index(), *pin);
-      } else {
+      // Another key: accepted only if the certificate proves it continues the pinned one (the
+      // stream's peer() is then the new key, which the dialer compares with what it pinned).
+      if (!renewal_chain_proves(renewal_links_of(cert), *pin, *device)) {
         set_ex_device(ssl, rejected_index(), *device);
         return 0;
       }
@@ -202,12 +191,6 @@ void* TlsContext::new_reference() const {
 
 void tls_expect_peer(void* ssl, const DeviceId& expected) {
   set_ex_device(static_cast<SSL*>(ssl), pin_index(), expected);
-}
-
-std::optional<DeviceId> tls_renewed_from(void* ssl) {
-  auto* id = static_cast<DeviceId*>(SSL_get_ex_data(static_cast<SSL*>(ssl), renewed_index()));
-  if (!id) return std::nullopt;
-  return *id;
 }
 
 std::optional<DeviceId> tls_rejected_peer(void* ssl) {

@@ -51,9 +51,6 @@ void tls_expect_peer(void* ssl, const DeviceId& expected);
 // The device id (Ed25519 key) a peer presented that was not the pinned one: the handshake
 // failed because of it. nullopt when the handshake did not fail for that.
 std::optional<DeviceId> tls_rejected_peer(void* ssl);
-// The pinned device id when the peer presented another key that its certificate's renewal
-// links prove continues it (the handshake succeeded); nullopt otherwise.
-std::optional<DeviceId> tls_renewed_from(void* ssl);
 // The device id (Ed25519 key) of the connection's verified peer certificate.
 std::optional<DeviceId> tls_peer_device(void* ssl);
 // The renewal links a DER certificate carries (empty when it has none or they do not parse,

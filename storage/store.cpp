@@ -67,8 +67,8 @@ Result<std::optional<DocRecord>> Store::Impl::doc(const LmdbTxn& txn, ByteView d
   return std::optional<DocRecord>{std::move(*rec)};
 }
 
-Result<Version> Store::Impl::load_version(const LmdbTxn& txn, const ProjectId& p,
-                                          const Location& at) const {
+Result<LogRecord> Store::Impl::held_log(const LmdbTxn& txn, const ProjectId& p,
+                                        const Location& at) const {
   auto v = txn.get(t().logs, log_key(p, at.author, at.seq));
   if (!v) return v.error();
   if (!*v)
@@ -76,6 +76,13 @@ Result<Version> Store::Impl::load_version(const LmdbTxn& txn, const ProjectId& p
                                            at.author.short_str());
   auto rec = LogRecord::decode(**v);
   if (!rec) return make_error(Errc::data_loss, "corrupt log entry");
+  return std::move(*rec);
+}
+
+Result<Version> Store::Impl::load_version(const LmdbTxn& txn, const ProjectId& p,
+                                          const Location& at) const {
+  auto rec = held_log(txn, p, at);
+  if (!rec) return rec.error();
   auto h = decode_header(rec->header);
   if (!h)
     return make_error(Errc::data_loss,

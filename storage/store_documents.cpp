@@ -281,11 +281,8 @@ Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::strin
     // Rewrite the log entry without its body: the header stays, so the chain still
     // verifies and peers can still be served (and never re-send) this version.
     Key k = log_key(project, at.author, at.seq);
-    auto v = txn->get(impl_->t().logs, k);
-    if (!v) return v.error();
-    if (!*v) return make_error(Errc::data_loss, "history names a missing log entry");
-    auto lr = LogRecord::decode(**v);
-    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+    auto lr = impl_->held_log(*txn, project, at);
+    if (!lr) return lr.error();
     if (!lr->body) continue;
     lr->body.reset();
     Bytes stripped = lr->encode();

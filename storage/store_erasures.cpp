@@ -145,11 +145,8 @@ Result<bool> Store::Impl::enforce_erasures(LmdbTxn& txn, const ProjectId& p) con
     if (!held) return held.error();
     bool covered_any = false;
     for (const auto& h : *held) {
-      Key lk = log_key(p, h.at.author, h.at.seq);
-      auto v = txn.get(t().logs, lk);
-      if (!v) return v.error();
-      auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
-      if (!lr) return make_error(Errc::data_loss, "history names a missing log entry");
+      auto lr = held_log(txn, p, h.at);
+      if (!lr) return lr.error();
       if (lr->excluded || lr->elided) continue;
       auto hdr = decode_header(lr->header);
       if (!hdr) return make_error(Errc::data_loss, "corrupt version header");
@@ -157,7 +154,7 @@ Result<bool> Store::Impl::enforce_erasures(LmdbTxn& txn, const ProjectId& p) con
       lr->excluded = true;
       lr->body.reset();
       Bytes enc = lr->encode();
-      FS_TRY(txn.put(t().logs, lk, enc));
+      FS_TRY(txn.put(t().logs, log_key(p, h.at.author, h.at.seq), enc));
       covered_any = true;
     }
     if (!covered_any) continue;

@@ -57,6 +57,9 @@ struct Store::Impl {
     VersionId id;
     Location at;
   };
+  // The log entry at `at` that a document's history names: data_loss when it is missing or
+  // does not decode.
+  Result<LogRecord> held_log(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
   Result<std::vector<Held>> doc_versions(const LmdbTxn& txn, ByteView doc_key,
                                          const DocRecord& rec) const;
   Result<std::optional<Location>> find_version(const LmdbTxn& txn, ByteView doc_key,

@@ -277,10 +277,8 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
   std::vector<Kept> kept;
   std::set<VersionId> named;
   for (const auto& h : *held) {
-    auto v = txn.get(t().logs, log_key(p, h.at.author, h.at.seq));
-    if (!v) return v.error();
-    auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
-    if (!lr) return make_error(Errc::data_loss, "history names a missing log entry");
+    auto lr = held_log(txn, p, h.at);
+    if (!lr) return lr.error();
     if (lr->excluded) continue;
     auto hdr = decode_header(lr->header);
     if (!hdr) return make_error(Errc::data_loss, "corrupt version header");

@@ -164,10 +164,8 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Store::Impl::leave_document(
   std::uint64_t freed = 0;
   for (const auto& h : *held) {
     Key lk = log_key(p, h.at.author, h.at.seq);
-    auto v = txn.get(t().logs, lk);
-    if (!v) return v.error();
-    auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
-    if (!lr) return make_error(Errc::data_loss, "history names a missing log entry");
+    auto lr = held_log(txn, p, h.at);
+    if (!lr) return lr.error();
     if (lr->body) freed += lr->body->size();
     Bytes header(lr->header.begin(), lr->header.end());
     LogRecord out_rec{lr->chain, lr->id, header, std::nullopt, lr->excluded, true};
