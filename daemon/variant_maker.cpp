@@ -118,8 +118,17 @@ void VariantMaker::make(const ProjectId& project, const storage::BlobInfo& info)
   auto recorded =
       store_.set_blob_variants(project, info, *preview, *thumbnail, storage::kMadeByFieldsync);
   if (!recorded) {
-    if (recorded.error().code != Errc::already_exists)
+    if (recorded.error().code == Errc::not_found) {
+      // The original went while they were made (its document erased): they show it, so they
+      // go now rather than after blob.unreferenced_grace_ms.
+      spdlog::info("variants of blob {} not recorded: {}", id, recorded.error().message);
+      auto released = store_.blobs().release_unreferenced(project, {preview->id, thumbnail->id});
+      if (!released)
+        spdlog::warn("the variants made of blob {} were not released: {}", id,
+                     released.error().message);
+    } else if (recorded.error().code != Errc::already_exists) {
       spdlog::warn("the variants of blob {} were not recorded: {}", id, recorded.error().message);
+    }
     return;  // (an app's arrived meanwhile: it wins; ours are released by gc)
   }
   spdlog::info("variants of blob {} made: preview {}x{} ({} bytes), thumbnail {}x{} ({} bytes)", id,

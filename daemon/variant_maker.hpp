@@ -6,7 +6,9 @@
 // image is decoded) reads the original (verified), calls media::make_variants, stores both
 // variants as blobs of the project (BlobStore::put) and records them with
 // Store::set_blob_variants(..., "fieldsync") unless the original already has a `_variants`
-// document (an app-supplied variant wins). The original is only read. A blob of another type
+// document (an app-supplied variant wins). An original erased while its variants were made
+// gets none: the refused variants are released at once (BlobStore::release_unreferenced).
+// The original is only read. A blob of another type
 // is not queued; an image libvips refuses (corrupt, over the limits) gets an info log line and
 // no variants.
 //

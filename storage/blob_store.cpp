@@ -169,6 +169,10 @@ struct ProjRecord {
   std::int64_t added_ms = 0;
 
   bool held() const { return flags & kProjHeld; }
+  // No document refers to it and it was released without grace (added_ms 0: its document
+  // was erased, or it was put for nothing): gc drops it at its next pass, and nothing new may
+  // name it as an original.
+  bool released_at_once() const { return refs == 0 && added_ms == 0; }
   Bytes encode() const {
     Bytes b;
     ByteWriter w(b);
@@ -393,6 +397,7 @@ class BlobStoreImpl final : public BlobStore {
   }
   Status index(const ProjectId& project) override;
   Result<GcResult> gc(std::int64_t now) override;
+  Status release_unreferenced(const ProjectId& project, const std::vector<BlobId>& ids) override;
   // The project was left: its in-memory indexing position goes too.
   void forget(const ProjectId& project);
 
@@ -687,6 +692,14 @@ struct ReceiveState {
     if (!registered) return;
     {
       std::lock_guard lock(store->receiving_mu);
+      // Ended without a chunk (the peer lacked it, a cut before the first chunk): nothing
+      // worth resuming is kept, so no empty part outlives the transfer. Removed before this
+      // receiver is unregistered: no other receiver of the blob can be opening the same file.
+      if (!finished && held == 0) {
+        std::error_code ec;
+        fs::remove(part, ec);
+        fs::remove(sidecar, ec);
+      }
       store->receiving.erase(info.id);
     }
     // Given up (the peer lacked it, a cut link): sessions that found it busy may try now.
@@ -1135,6 +1148,9 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
     if (seq && has && *has) woken.emplace_back(p, *seq);
   }
   FS_TRY(txn->commit());
+  // No project wants it any more (its document was erased or deleted while it travelled):
+  // its file goes now, not at the next periodic gc.
+  if (woken.empty()) post([this] { (void)gc(unix_ms()); });
   // Sessions learn that the blob is here now (a peer that asked for it may ask again).
   for (const auto& [p, seq] : woken) im_.notify(p, seq);
   std::vector<ProjectId> holders;
@@ -1453,6 +1469,30 @@ Status BlobStoreImpl::index(const ProjectId& project) {
   }
 }
 
+Status BlobStoreImpl::release_unreferenced(const ProjectId& project,
+                                           const std::vector<BlobId>& ids) {
+  bool released = false;
+  {
+    auto txn = im_.write_txn();
+    if (!txn) return txn.error();
+    FS_TRY(im_.project(*txn, project));
+    for (const auto& id : ids) {
+      Key pk = proj_key(project, id);
+      auto pv = txn->get(im_.t().blob_proj, pk);
+      if (!pv) return pv.error();
+      if (!*pv) continue;
+      auto pr = ProjRecord::decode(id, **pv);
+      if (!pr || pr->refs > 0 || pr->added_ms == 0) continue;
+      pr->added_ms = 0;
+      FS_TRY(txn->put(im_.t().blob_proj, pk, pr->encode()));
+      released = true;
+    }
+    FS_TRY(txn->commit());
+  }
+  if (released) post([this] { (void)gc(unix_ms()); });
+  return {};
+}
+
 void BlobStoreImpl::forget(const ProjectId& project) {
   std::lock_guard lock(index_mu_);
   indexed_.erase(project);
@@ -1476,10 +1516,12 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     std::vector<Bytes> release;
     // The references of a `_variants` document whose original no document of the project
     // refers to any more (or that the project no longer has) do not keep its variants: they
-    // are released with the original, after the grace counted from the later of the two.
+    // are released with the original, after the grace counted from the later of the two; at
+    // once when the original's document was erased (a thumbnail shows the photo).
     struct Ignored {
       std::uint32_t refs = 0;
       std::int64_t since_ms = 0;
+      bool erased = false;
     };
     std::map<Bytes, Ignored> ignored;  // blob_proj key -> references not counted
     for (const auto& p : *projects) {
@@ -1491,10 +1533,12 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
         auto ov = txn->get(im_.t().blob_proj, proj_key(p.id, *original));
         if (!ov) return ov.error();
         std::int64_t since = 0;
+        bool erased = false;
         if (*ov) {
           auto orec = ProjRecord::decode(*original, **ov);
           if (orec && orec->refs > 0) continue;  // the original is in use: so are its variants
           if (orec) since = orec->added_ms;
+          erased = orec && orec->released_at_once();
         }
         auto refs = decode_refs(c.value());
         if (!refs) continue;
@@ -1503,6 +1547,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
           auto& ig = ignored[Bytes(k.b.begin(), k.b.end())];
           ++ig.refs;
           ig.since_ms = std::max(ig.since_ms, since);
+          ig.erased = ig.erased || erased;
         }
       }
     }
@@ -1519,7 +1564,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
         std::int64_t since = rec ? rec->added_ms : 0;
         if (auto ig = ignored.find(Bytes(c.key().begin(), c.key().end())); ig != ignored.end()) {
           refs -= std::min(refs, ig->second.refs);
-          since = std::max(since, ig->second.since_ms);
+          since = ig->second.erased ? 0 : std::max(since, ig->second.since_ms);
         }
         bool drop = !rec || (refs == 0 && (!rec->held() || since + grace <= now));
         if (drop)
@@ -1600,11 +1645,17 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
       wanted_any.insert(id);
     }
   }
-  for (const auto& f : fs::directory_iterator(partial_, ec)) {
-    std::string name = f.path().filename().string();
-    auto id = parse_digest_hex(name.substr(0, 64));
-    if (id && wanted_any.count(*id)) continue;
-    if (old_enough(f.path())) fs::remove(f.path(), ec);
+  // Those of a blob no project refers to go at once (the chunks of an erased document's photo
+  // are its data too), unless a receiver has it open; under receiving_mu, so none starts on
+  // the file while it is removed. Anything else there goes once old enough.
+  {
+    std::lock_guard lock(receiving_mu);
+    for (const auto& f : fs::directory_iterator(partial_, ec)) {
+      std::string name = f.path().filename().string();
+      auto id = parse_digest_hex(name.substr(0, 64));
+      if (id && (wanted_any.count(*id) || receiving.count(*id))) continue;
+      if (id || old_enough(f.path())) fs::remove(f.path(), ec);
+    }
   }
   return out;
 }
@@ -1660,6 +1711,15 @@ void Store::Impl::blobs_changed(const ProjectId& p) {
 Status Store::Impl::check_blob_refs(const LmdbTxn& txn, std::string_view body) const {
   if (!blobs) return {};
   return static_cast<const BlobStoreImpl&>(*blobs).check_local_refs(txn, body);
+}
+
+Result<bool> Store::Impl::blob_gone(const LmdbTxn& txn, const ProjectId& p,
+                                    const BlobId& id) const {
+  auto v = txn.get(t().blob_proj, proj_key(p, id));
+  if (!v) return v.error();
+  if (!*v) return true;
+  auto rec = ProjRecord::decode(id, **v);
+  return !rec || rec->released_at_once();
 }
 
 BlobStore& Store::blobs() { return *impl_->blobs; }

@@ -295,6 +295,10 @@ class BlobStore {
   // Releases unreferenced blobs past their grace and deletes files no project holds, for
   // every project (on the calling thread; the daemon runs it on a timer through the worker).
   virtual Result<GcResult> gc(std::int64_t now_ms) = 0;
+  // Blobs put for nothing (the variants of an original erased while they were made): those
+  // of `ids` no document of the project refers to are released now rather than after
+  // blob.unreferenced_grace_ms, and a gc is queued on the worker. Errors: not_found (project).
+  virtual Status release_unreferenced(const ProjectId& project, const std::vector<BlobId>& ids) = 0;
   // Asks the worker to run `job` (e.g. gc) after the work already queued; it runs on the
   // worker thread. Dropped (never run) once the store is closing.
   virtual void post(std::function<void()> job) = 0;

@@ -298,8 +298,9 @@ class Store {
   // document of the original exists, else already_exists and nothing is written) or
   // kMadeByApp (supplied by an app: replaces the variants it gives, keeps the other one of
   // the existing document, and marks the document "app", so that fieldsync never replaces it).
-  // Errors: not_found (project), invalid_argument (no variant given, bad `made_by`, a
-  // reference contradicting a blob held here), already_exists.
+  // Errors: not_found (project; or the original is not in the project: never uploaded nor
+  // referred to here, released, or its document erased), invalid_argument (no variant given,
+  // bad `made_by`, a reference contradicting a blob held here), already_exists.
   Result<BlobVariants> set_blob_variants(const ProjectId& project, const BlobInfo& original,
                                          std::optional<BlobInfo> preview,
                                          std::optional<BlobInfo> thumbnail,

@@ -97,6 +97,9 @@ struct Store::Impl {
   void blobs_changed(const ProjectId& p);
   void blobs_left(const ProjectId& p);
   Status check_blob_refs(const LmdbTxn& txn, std::string_view body) const;
+  // Whether the project no longer has the blob, as of `txn`: no record of it (never uploaded
+  // nor referred to, or released by gc), or released at once (its document was erased).
+  Result<bool> blob_gone(const LmdbTxn& txn, const ProjectId& p, const BlobId& id) const;
 
   // Identity (store_identity.cpp): loads device.key and retired/ keys, finishes or starts a
   // renewal. Called once by Store::open, before anything else is written.

@@ -39,6 +39,14 @@ Result<BlobVariants> Store::set_blob_variants(const ProjectId& project, const Bl
     if (!txn) return txn.error();
     auto existing = read_variants(*impl_, *txn, project, id);
     if (!existing) return existing.error();
+    // An original the project no longer has (its document erased, or released by gc while
+    // the variants were made) gets none: a thumbnail would outlive the photo it shows.
+    auto gone = impl_->blob_gone(*txn, project, original.id);
+    if (!gone) return gone.error();
+    if (*gone)
+      return make_error(Errc::not_found, "blob " + id +
+                                             " is not in the project (never uploaded or referred "
+                                             "to here, released, or its document erased)");
     if (made_by == kMadeByFieldsync) {
       if (*existing)
         return make_error(Errc::already_exists, "the variants of blob " + id +

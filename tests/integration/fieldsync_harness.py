@@ -40,6 +40,15 @@ def find_binary(env_name, build_rel):
 
 FIELDSYNCD = find_binary("FIELDSYNCD", "daemon/fieldsyncd")
 SYNCCTL = find_binary("SYNCCTL", "cli/syncctl")
+MAKE_IMAGE = find_binary("FIELDSYNC_MAKE_TEST_IMAGE", "tests/media/media_make_test_image")
+
+
+def make_image(path, w, h):
+    """A test photo of w x h at `path` (JPEG with EXIF and a GPS position, or PNG with alpha,
+    by the extension), made by media_make_test_image; returns its bytes."""
+    subprocess.run([MAKE_IMAGE, path, str(w), str(h)], check=True, timeout=120)
+    with open(path, "rb") as f:
+        return f.read()
 
 
 def distinct_bytes(size, seed):

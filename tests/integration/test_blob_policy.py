@@ -14,8 +14,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import DaemonTestCase, V, add_peer, share, wait_until  # noqa: E402
-from test_variants import make_image  # noqa: E402
+from fieldsync_harness import DaemonTestCase, V, add_peer, make_image, share, wait_until  # noqa: E402
 
 NO_DISCOVERY = {"discovery.enabled": "false"}
 

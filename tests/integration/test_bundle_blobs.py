@@ -13,8 +13,7 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import DaemonTestCase, V, share, wait_until  # noqa: E402
-import test_variants  # noqa: E402  (make_image)
+from fieldsync_harness import DaemonTestCase, V, make_image, share, wait_until  # noqa: E402
 
 OFFLINE = {"sync.enabled": "false", "discovery.enabled": "false"}
 
@@ -48,7 +47,7 @@ class BundleBlobsTest(DaemonTestCase):
         c1, c2, c3 = self.daemon("charlie"), self.daemon("carol"), self.daemon("cyril")
         pid = share(a, c1, c2, c3)
 
-        photo = test_variants.make_image(self.path("photo.jpg"), 3000, 2000)
+        photo = make_image(self.path("photo.jpg"), 3000, 2000)
         binary = os.urandom(700 * 1024 + 5)  # three chunks of 256 KiB, the last short
         p = self.upload(a, pid, photo, "image/jpeg")
         b = self.upload(a, pid, binary, "application/octet-stream")

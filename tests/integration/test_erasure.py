@@ -1,7 +1,8 @@
 """Erasure between real daemons and a real PostgreSQL (pg_server.py): the office hub (the
 project's coordinator, mirroring into PostgreSQL) erases a document while the phone that wrote
 it is offline and edits it; when the phone comes back through the laptop, the document stays
-gone on every device and in PostgreSQL, its attachment's file is deleted, a device that joins
+gone on every device and in PostgreSQL, its photo's files (and the thumbnail and
+preview made of it) are deleted, a device that joins
 later never sees it, and the same id written again lives on everywhere. Only a coordinator
 erases; bad requests are refused.
 """
@@ -61,10 +62,10 @@ class ErasureTest(h.DaemonTestCase):
         h.add_peer(phone, laptop)
         h.add_peer(laptop, hub)
 
-        # The phone records a visit with a photo, and another one.
-        photo = h.distinct_bytes(200_000, seed=7)
-        up = phone.unix("POST", V + "/%s/blobs" % pid, photo,
-                        {"Content-Type": "application/octet-stream"})
+        # The phone records a visit with a photo (it makes the photo's thumbnail and preview,
+        # which show the patient too), and another visit.
+        photo = h.make_image(os.path.join(phone.workdir, "visit.jpg"), 1200, 900)
+        up = phone.unix("POST", V + "/%s/blobs" % pid, photo, {"Content-Type": "image/jpeg"})
         self.assertEqual(up.status, 201, up)
         ref = up.json()["ref"]
         r = phone.unix("PUT", V + "/%s/docs/obs/v1" % pid, {"patient": SECRET, "photo": ref})
@@ -74,7 +75,13 @@ class ErasureTest(h.DaemonTestCase):
         wait_until(lambda: row(self.pg, pid, "v1") not in (None, ""), 60,
                    what="the visit in PostgreSQL")
         self.assertIn(SECRET, row(self.pg, pid, "v1"))
-        wait_until(lambda: len(blob_files(hub)) == 1, 60, what="the photo on the hub")
+        # The photo and its variants held whole on the hub (a part of a transfer under way
+        # is a file too).
+        blob_url = V + "/%s/blobs/%s" % (pid, up.json()["id"])
+        for variant in ("", "?variant=thumbnail", "?variant=preview"):
+            wait_until(lambda v=variant: hub.unix("GET", blob_url + v).status == 200, 60,
+                       what="the photo%s on the hub" % variant)
+        wait_until(lambda: len(blob_files(hub)) == 3, 60, what="three files on the hub")
 
         # The phone goes offline (its only link, the laptop, stops) and edits the visit.
         laptop.stop()
@@ -104,7 +111,8 @@ class ErasureTest(h.DaemonTestCase):
         self.assertEqual(hub.unix("GET", V + "/%s/docs/obs/v1" % pid).status, 404)
         wait_until(lambda: row(self.pg, pid, "v1") == "", 60, what="the row deleted")
         self.assertIn("Kept Person", row(self.pg, pid, "v2"))
-        wait_until(lambda: blob_files(hub) == [], 60, what="the photo's file deleted on the hub")
+        wait_until(lambda: blob_files(hub) == [], 60,
+                   what="the photo's files (and its variants') deleted on the hub")
         listed = hub.unix("GET", V + "/%s/erasures" % pid).json()["erasures"]
         self.assertEqual([(e["collection"], e["id"], e["reason"], e["by"]) for e in listed],
                          [("obs", "v1", "consent withdrawn", hub.device_id)])
@@ -117,7 +125,8 @@ class ErasureTest(h.DaemonTestCase):
                        60, what="the erasure on " + d.name)
             wait_until(lambda d=d: d.unix("GET", V + "/%s/docs/obs/v1" % pid).status == 404, 60,
                        what="the visit gone on " + d.name)
-        wait_until(lambda: blob_files(phone) == [], 60, what="the photo's file gone on the phone")
+        wait_until(lambda: blob_files(phone) == [], 60,
+                   what="the photo's files (and its variants') gone on the phone")
         # The hub has received the phone's offline edit (its log) and kept none of it.
         wait_until(lambda: h.doc(hub, pid, "marker") is not None, 60,
                    what="the phone's offline writes on the hub")

@@ -10,23 +10,13 @@ FIELDSYNC_MAKE_TEST_IMAGE set to build/tests/media/media_make_test_image):
 import hashlib
 import os
 import struct
-import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import DaemonTestCase, V, wait_until  # noqa: E402
+from fieldsync_harness import DaemonTestCase, V, make_image, wait_until  # noqa: E402
 
 OFFLINE = {"sync.enabled": "false", "discovery.enabled": "false"}
-HERE = os.path.dirname(os.path.abspath(__file__))
-MAKE_IMAGE = os.environ.get("FIELDSYNC_MAKE_TEST_IMAGE") or os.path.normpath(
-    os.path.join(HERE, "..", "..", "build", "tests", "media", "media_make_test_image"))
-
-
-def make_image(path, w, h):
-    subprocess.run([MAKE_IMAGE, path, str(w), str(h)], check=True, timeout=120)
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def image_size(data):

@@ -244,6 +244,9 @@ class FakeBlobs : public storage::BlobStore {
     gc_thread = std::this_thread::get_id();
     return storage::GcResult{3, 2, 1000};
   }
+  Status release_unreferenced(const ProjectId&, const std::vector<storage::BlobId>&) override {
+    return {};
+  }
   std::thread::id gc_thread;
   std::thread::id worker_id() const { return worker_.get_id(); }
 

@@ -1,7 +1,9 @@
 // BlobStore: uploads named by their hash, stored once, read back verified per chunk,
 // references indexed from documents (local and synced), quota, gc.
+#include <chrono>
 #include <fstream>
 #include <future>
+#include <thread>
 
 #include "common/clock.hpp"
 #include "crypto/crypto.hpp"
@@ -521,4 +523,74 @@ TEST_CASE("bytes from a peer that match the reference's root but not its id are 
   REQUIRE(!r.ok());
   CHECK(r.error().code == Errc::failed_precondition);  // still wanted, never held
   CHECK(count_files(db.path() / "blobs" / "partial") == 0);
+}
+
+TEST_CASE("an erased document's photo leaves no part, nor a file that arrives after") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  auto b = test::open_store(db.path());
+  ProjectId p = test::shared_project(*a, *b);  // `a` created it: a coordinator
+  const auto partial = db.path() / "blobs" / "partial";
+  Bytes one = pattern(3 * kBlobChunkBytes + 9, 5);
+  Bytes two = pattern(2 * kBlobChunkBytes + 1, 6);
+  auto i1 = upload(a->blobs(), p, one);
+  auto i2 = upload(a->blobs(), p, two);
+  REQUIRE((i1.ok() && i2.ok()));
+  REQUIRE(a->write(p, test::put("obs", "one", doc_with(*i1))).ok());
+  REQUIRE(a->write(p, test::put("obs", "two", doc_with(*i2))).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  auto s1 = a->blobs().open(p, i1->id);
+  auto s2 = a->blobs().open(p, i2->id);
+  REQUIRE((s1.ok() && s2.ok()));
+  auto chunk = [](BlobReader& src, std::uint32_t i) {
+    auto c = src.read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
+    REQUIRE(c.ok());
+    return *c;
+  };
+
+  // A transfer that ends before its first chunk (the peer lacked the blob) keeps nothing.
+  {
+    auto rx = b->blobs().begin_receive(p, i1->id);
+    REQUIRE(rx.ok());
+    CHECK(count_files(partial) == 1);
+  }
+  CHECK(count_files(partial) == 0);
+  {
+    auto rx = b->blobs().begin_receive(p, i1->id);
+    REQUIRE(rx.ok());
+    REQUIRE((*rx)->set_chunk_hashes((*s1)->chunk_hashes()).ok());
+    REQUIRE((*rx)->put_chunk(0, chunk(**s1, 0)).ok());
+  }  // cut after a chunk: kept to resume (the part and its chunk list)
+  CHECK(count_files(partial) == 2);
+
+  // The second photo is being received, all but finished, when both documents are erased.
+  auto rx2 = b->blobs().begin_receive(p, i2->id);
+  REQUIRE(rx2.ok());
+  REQUIRE((*rx2)->set_chunk_hashes((*s2)->chunk_hashes()).ok());
+  for (std::uint32_t i = 0; i < (*rx2)->chunk_count(); ++i)
+    REQUIRE((*rx2)->put_chunk(i, chunk(**s2, i)).ok());
+  REQUIRE(a->erase_document(p, "obs", "one", "consent withdrawn").ok());
+  REQUIRE(a->erase_document(p, "obs", "two", "consent withdrawn").ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  REQUIRE(b->blobs().gc(unix_ms()).ok());
+  // The cut transfer's part goes at once, not after an hour; the open one stays its
+  // receiver's until it ends.
+  CHECK(count_files(partial) == 2);
+  CHECK(!std::filesystem::exists(partial / digest_hex(i1->id)));
+  CHECK(std::filesystem::exists(partial / digest_hex(i2->id)));
+
+  // It finishes after the erasure: no project wants it, so its file is deleted at once.
+  std::promise<Result<BlobInfo>> done;
+  (*rx2)->finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
+  REQUIRE(done.get_future().get().ok());
+  rx2->reset();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (count_files(db.path() / "blobs") != 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  CHECK(count_files(db.path() / "blobs") == 0);
+  auto r = b->blobs().open(p, i2->id);
+  REQUIRE(!r.ok());
+  CHECK(r.error().code == Errc::not_found);
 }

@@ -196,6 +196,59 @@ TEST_CASE("a variant another document refers to stays when the original goes") {
   CHECK(!store->blobs().open(p->id, prev.id).ok());
 }
 
+TEST_CASE("an erased photo's variants go with it at once, and none are recorded after it") {
+  TempDir dir;
+  StoreOptions o;
+  o.blobs.unreferenced_grace_ms = 3600 * 1000;  // nothing here waits for it
+  auto store = test::open_store(dir.path(), o);
+  auto p = store->create_project("photos");  // this device: its coordinator
+  REQUIRE(p.ok());
+  BlobInfo orig = put_blob(*store, p->id, 5000, 1);
+  BlobInfo prev = put_blob(*store, p->id, 800, 2);
+  BlobInfo thumb = put_blob(*store, p->id, 100, 3);
+  REQUIRE(store->write(p->id, test::put("obs", "r", doc_with(orig))).ok());
+  REQUIRE(store->set_blob_variants(p->id, orig, prev, thumb, kMadeByFieldsync).ok());
+  REQUIRE(store->blobs().index(p->id).ok());
+
+  // Variants made while the erasure lands (the maker reads the original, decodes it, puts
+  // the variants, then records them): whichever the order, none of the photo stays.
+  BlobInfo late_prev = put_blob(*store, p->id, 700, 5);
+  BlobInfo late_thumb = put_blob(*store, p->id, 90, 6);
+  REQUIRE(store->erase_document(p->id, "obs", "r", "consent withdrawn").ok());
+  REQUIRE(store->blobs().index(p->id).ok());
+  auto refused = store->set_blob_variants(p->id, orig, late_prev, late_thumb, kMadeByApp);
+  REQUIRE(!refused.ok());
+  CHECK(refused.error().code == Errc::not_found);
+  refused = store->set_blob_variants(p->id, orig, late_prev, late_thumb, kMadeByFieldsync);
+  REQUIRE(!refused.ok());
+  CHECK(refused.error().code == Errc::not_found);
+  REQUIRE(store->blobs().release_unreferenced(p->id, {late_prev.id, late_thumb.id}).ok());
+  // Well within every grace: the original, the variants recorded before, and those made for
+  // nothing are gone, files and all.
+  REQUIRE(store->blobs().gc(unix_ms()).ok());
+  for (const auto& id : {orig.id, prev.id, thumb.id, late_prev.id, late_thumb.id}) {
+    auto r = store->blobs().open(p->id, id);
+    REQUIRE(!r.ok());
+    CHECK(r.error().code == Errc::not_found);
+    CHECK(!listed(*store, p->id, id));
+  }
+  std::size_t files = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir.path() / "blobs"))
+    files += e.is_regular_file() ? 1 : 0;
+  CHECK(files == 0);
+
+  // An upload nobody refers to yet still gets variants (the app writes its document next),
+  // and release_unreferenced leaves a blob a document refers to alone.
+  BlobInfo fresh = put_blob(*store, p->id, 4000, 7);
+  BlobInfo fresh_thumb = put_blob(*store, p->id, 80, 8);
+  CHECK(store->set_blob_variants(p->id, fresh, std::nullopt, fresh_thumb, kMadeByFieldsync).ok());
+  REQUIRE(store->write(p->id, test::put("obs", "s", doc_with(fresh))).ok());
+  REQUIRE(store->blobs().index(p->id).ok());
+  REQUIRE(store->blobs().release_unreferenced(p->id, {fresh.id}).ok());
+  REQUIRE(store->blobs().gc(unix_ms()).ok());
+  CHECK(store->blobs().open(p->id, fresh.id).ok());
+}
+
 TEST_CASE("wanted(): thumbnails first, then previews, then originals, paged in that order") {
   TempDir da, db;
   auto a = test::open_store(da.path());
