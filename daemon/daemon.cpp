@@ -350,6 +350,11 @@ Status Daemon::run_once(bool first) {
   if (first)
     spdlog::info("fieldsyncd {} starting; data in {}", FIELDSYNC_VERSION, d.cfg.data_dir.string());
   spdlog::info("device id {} ({})", d.store->device_id().str(), d.store->device_id().short_str());
+  if (const auto& conv = d.store->converted())
+    spdlog::warn(
+        "the data directory was converted from storage format {} to {}; the data as it was is "
+        "kept in {} (docs/operations.md \"Upgrading\"; delete it once this release is kept)",
+        conv->from_format, conv->to_format, conv->copy.string());
   if (auto change = d.store->last_identity_change()) {
     std::int64_t age_s = (std::chrono::duration_cast<std::chrono::milliseconds>(
                               std::chrono::system_clock::now().time_since_epoch())

@@ -4,8 +4,12 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <cerrno>
 #include <cstring>
+
+#include "common/private_dir.hpp"
 
 namespace fieldsync::storage {
 namespace {
@@ -179,6 +183,26 @@ Status LmdbEnv::copy_to_fd(int fd) const {
     return make_error(Errc::resource_exhausted, "disk full while copying the database");
   if (rc != 0)
     return make_error(Errc::internal, std::string("cannot copy the database: ") + mdb_strerror(rc));
+  return {};
+}
+
+Status LmdbEnv::copy_to_dir(const std::filesystem::path& dir) const {
+  FS_TRY(create_private_dirs(dir));
+  const auto tmp = dir / "data.mdb.tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return lmdb_error(errno, "creating " + tmp.string());
+  auto copied = copy_to_fd(fd);
+  int rc = copied ? (::fsync(fd) == 0 ? 0 : errno) : 0;
+  ::close(fd);
+  if (!copied) return copied.error();
+  if (rc != 0) return lmdb_error(rc, "fsync of " + tmp.string());
+  if (::rename(tmp.c_str(), (dir / "data.mdb").c_str()) != 0)
+    return lmdb_error(errno, "naming " + (dir / "data.mdb").string());
+  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) return lmdb_error(errno, "opening " + dir.string());
+  rc = ::fsync(dfd) == 0 ? 0 : errno;
+  ::close(dfd);
+  if (rc != 0) return lmdb_error(rc, "fsync of " + dir.string());
   return {};
 }
 

@@ -39,6 +39,9 @@ class LmdbEnv {
   // pipe), in one read transaction: writers carry on meanwhile. Blocks until the copy is
   // written whole or writing fails (EPIPE once a pipe's reading end is closed).
   Status copy_to_fd(int fd) const;
+  // The same copy as `dir`/data.mdb (an environment directory of its own, 0700; the file 0600),
+  // written under a temporary name, fsynced, then renamed over any earlier copy there.
+  Status copy_to_dir(const std::filesystem::path& dir) const;
   // The time of every write transaction's mdb_txn_commit (with its fsync when durable).
   LatencySnapshot commit_latency() const { return commit_latency_.snapshot(); }
 

@@ -180,6 +180,24 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (!env) return env.error();
   impl->env = std::move(*env);
 
+  // An older format is copied as it is before it is converted (docs/operations.md
+  // "Upgrading"): without that copy nothing is converted.
+  std::uint64_t found = kStorageFormat;
+  {
+    auto rtxn = impl->read_txn();
+    if (!rtxn) return rtxn.error();
+    auto fmt = rtxn->get(impl->t().meta, kFormatKey);
+    if (!fmt) return fmt.error();
+    if (*fmt) found = read_u64(**fmt);
+  }
+  if (found < kStorageFormat) {
+    const auto copy = options.data_dir / "upgrade-backup" / ("format-" + std::to_string(found));
+    if (auto st = impl->env->copy_to_dir(copy); !st)
+      return make_error(st.error().code, "storage format " + std::to_string(found) +
+                                             " is not converted without a copy of it first (" +
+                                             copy.string() + "): " + st.error().message);
+    impl->converted = StoreConversion{found, kStorageFormat, copy};
+  }
   auto txn = impl->write_txn();
   if (!txn) return txn.error();
   auto fmt = txn->get(impl->t().meta, kFormatKey);
@@ -208,6 +226,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
 const DeviceId& Store::device_id() const { return impl_->me(); }
 const crypto::SigningKey& Store::signing_key() const { return *impl_->key; }
 const StoreOptions& Store::options() const { return impl_->opts; }
+const std::optional<StoreConversion>& Store::converted() const { return impl_->converted; }
 LatencySnapshot Store::commit_latency() const { return impl_->env->commit_latency(); }
 LatencySnapshot Store::fsync_latency() const { return impl_->fsyncs.snapshot(); }
 

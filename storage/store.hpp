@@ -26,6 +26,14 @@
 
 namespace fieldsync::storage {
 
+// An older storage format converted when the store was opened: the copy of the data as it
+// was (an LMDB directory an older release opens) is in `copy`.
+struct StoreConversion {
+  std::uint64_t from_format = 0;
+  std::uint64_t to_format = 0;
+  std::filesystem::path copy;
+};
+
 class Store {
  public:
   // Opens or creates the store in options.data_dir (created 0700).
@@ -37,6 +45,8 @@ class Store {
   const DeviceId& device_id() const;
   const crypto::SigningKey& signing_key() const;
   const StoreOptions& options() const;
+  // Set when this open converted an older storage format (docs/operations.md "Upgrading").
+  const std::optional<StoreConversion>& converted() const;
   // How long each LMDB write transaction's commit took (its fsync included when
   // storage.durable = true), and each separate fsync (blob files and their directories).
   // Any thread; no lock (docs/api.md "Metrics").

@@ -25,6 +25,7 @@ std::optional<DeviceId> verified_predecessor(const ProjectId& p, const VersionHe
 
 struct Store::Impl {
   StoreOptions opts;
+  std::optional<StoreConversion> converted;  // set by Store::open, read-only afterwards
   std::unique_ptr<LmdbEnv> env;
   std::optional<crypto::SigningKey> key;      // the current identity
   std::vector<crypto::SigningKey> retired;    // earlier identities of this device

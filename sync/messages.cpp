@@ -111,11 +111,19 @@ Result<Hello> decode_hello(ByteView payload) {
   return m;
 }
 
+bool Projects::holds(const crypto::Digest& proof) const {
+  ByteView want(proof.data(), proof_bytes);
+  bool found = false;
+  for (const auto& p : proofs)
+    found = crypto::constant_time_equal(ByteView(p.data(), proof_bytes), want) || found;
+  return found;
+}
+
 void encode_projects(Bytes& out, const Projects& m) {
   auto at = begin_frame(out, MsgType::projects);
   ByteWriter w(out);
   w.u32(static_cast<std::uint32_t>(m.proofs.size()));
-  for (const auto& p : m.proofs) w.raw(ByteView(p.data(), p.size()));
+  for (const auto& p : m.proofs) w.raw(ByteView(p.data(), m.proof_bytes));
   end_frame(out, at);
 }
 
@@ -124,10 +132,19 @@ Result<Projects> decode_projects(ByteView payload, const DecodeLimits& limits) {
   std::uint32_t n = r.u32();
   if (!r.ok()) return malformed("PROJECTS");
   if (n > limits.max_projects) return make_error(Errc::too_large, "too many projects in PROJECTS");
-  if (r.remaining() != std::size_t{n} * 32) return malformed("PROJECTS");
   Projects m;
-  m.proofs.reserve(n);
-  for (std::uint32_t i = 0; i < n; ++i) m.proofs.push_back(r.fixed<32>());
+  // 32-byte proofs (version 1) or 16-byte ones (version 2): told by the length.
+  if (r.remaining() == std::size_t{n} * kProofBytesV1)
+    m.proof_bytes = kProofBytesV1;
+  else if (r.remaining() == std::size_t{n} * kProofBytesV2)
+    m.proof_bytes = kProofBytesV2;
+  else
+    return malformed("PROJECTS");
+  m.proofs.resize(n);
+  for (auto& p : m.proofs) {
+    auto b = r.raw(m.proof_bytes);
+    std::copy(b.begin(), b.end(), p.begin());
+  }
   return m;
 }
 

@@ -19,9 +19,17 @@
 
 namespace fieldsync::sync {
 
-// Protocol versions this build speaks (HELLO negotiates the highest common one).
+// Protocol versions this build speaks (HELLO negotiates the highest common one). A release
+// speaks its own version and the one before it (docs/protocol.md "Versions"): version 2 sends
+// PROJECTS proofs of 16 bytes, version 1 of 32.
 inline constexpr std::uint16_t kProtocolMin = 1;
-inline constexpr std::uint16_t kProtocolMax = 1;
+inline constexpr std::uint16_t kProtocolMax = 2;
+// Bytes of one PROJECTS proof: the whole HMAC in version 1, its first 16 bytes from version 2.
+inline constexpr std::uint8_t kProofBytesV1 = 32;
+inline constexpr std::uint8_t kProofBytesV2 = 16;
+constexpr std::uint8_t proof_bytes_of(std::uint16_t protocol) {
+  return protocol >= 2 ? kProofBytesV2 : kProofBytesV1;
+}
 // HELLO starts with these bytes so a non-fieldsync peer is recognised at once.
 inline constexpr std::uint8_t kHelloMagic[4] = {'F', 'S', 'Y', 'N'};
 // Bytes before the payload: u32 length (of type + payload) and u8 type.
@@ -88,9 +96,14 @@ struct Hello {
   std::uint32_t max_frame_bytes = 0;  // the largest frame the sender accepts
 };
 
-// One membership proof per project the sender belongs to (HMAC, see membership_proof()).
+// One membership proof per project the sender belongs to (HMAC, see membership_proof()), of
+// which the first `proof_bytes` are sent (kProofBytesV1 or kProofBytesV2; the rest of each
+// Digest is zero when decoded). A receiver tells the size from the payload length.
 struct Projects {
   std::vector<crypto::Digest> proofs;
+  std::uint8_t proof_bytes = kProofBytesV1;
+  // Whether `proof` (a whole HMAC) is one of those sent, in constant time per proof.
+  bool holds(const crypto::Digest& proof) const;
 };
 
 struct VectorMsg {  // VV and NEW share this layout

@@ -17,6 +17,7 @@ void Session::Impl::send_hello() {
   Hello h;
   h.device = store.device_id();
   h.device_name = params.device_name;
+  h.max_version = params.options.protocol_max;
   h.max_frame_bytes = params.options.max_frame_bytes;
   if (params.options.compression_level > 0) h.features |= kFeatureZstdBatches;
   if (params.options.exchange_blobs) h.features |= kFeatureBlobs;
@@ -27,13 +28,13 @@ void Session::Impl::send_hello() {
 
 void Session::Impl::on_hello(Hello m) {
   std::uint16_t lo = std::max(m.min_version, kProtocolMin);
-  std::uint16_t hi = std::min(m.max_version, kProtocolMax);
+  std::uint16_t hi = std::min(m.max_version, params.options.protocol_max);
   if (lo > hi)
     return fail(
         make_error(Errc::unsupported,
                    "no common protocol version (peer " + std::to_string(m.min_version) + ".." +
                        std::to_string(m.max_version) + ", we " + std::to_string(kProtocolMin) +
-                       ".." + std::to_string(kProtocolMax) + ")"),
+                       ".." + std::to_string(params.options.protocol_max) + ")"),
         true);
   if (params.authenticated_peer && *params.authenticated_peer != m.device)
     return fail(make_error(Errc::unauthenticated, "HELLO device id differs from the TLS key"),
@@ -58,6 +59,7 @@ void Session::Impl::on_hello(Hello m) {
 
 void Session::Impl::send_projects() {
   Projects m;
+  m.proof_bytes = proof_bytes_of(protocol);
   auto list = store.list_projects();
   if (!list.ok()) return fail(list.error(), true);
   for (const auto& p : *list) {
@@ -100,26 +102,22 @@ void Session::Impl::on_projects(Projects m) {
     auto secret = store.project_secret(p.id);
     if (!secret.ok()) continue;
     auto expect = membership_proof(*secret, params.channel_binding, peer_hello.device);
-    for (const auto& proof : m.proofs) {
-      if (crypto::constant_time_equal(ByteView(proof), ByteView(expect))) {
-        if (peer_removed(p.id)) {
-          spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(),
-                       p.id.str());
-          removed = true;
-          refused.insert(p.id);
-          notify(NoticeKind::removed, p.id, removed_message(p));
-          break;
-        }
-        if (must_ask(p)) break;
-        ProjectSync ps;
-        ps.id = p.id;
-        ps.stats.project = p.id;
-        projects.emplace(p.id, std::move(ps));
-        rr.push_back(p.id);
-        added.push_back(p.id);
-        break;
-      }
+    if (!m.holds(expect)) continue;
+    if (peer_removed(p.id)) {
+      spdlog::warn("sync: {} was removed from project {}: not syncing it", peer_label(),
+                   p.id.str());
+      removed = true;
+      refused.insert(p.id);
+      notify(NoticeKind::removed, p.id, removed_message(p));
+      continue;
     }
+    if (must_ask(p)) continue;
+    ProjectSync ps;
+    ps.id = p.id;
+    ps.stats.project = p.id;
+    projects.emplace(p.id, std::move(ps));
+    rr.push_back(p.id);
+    added.push_back(p.id);
   }
   state = SessionState::active;
   if (projects.empty() && pending.empty()) {

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "storage/blob_store.hpp"
+#include "sync/messages.hpp"
 
 namespace fieldsync::config {
 struct SyncOptions;
@@ -46,6 +47,9 @@ struct SessionOptions {
   bool exchange_blobs = true;
   storage::BlobPolicy blob_link_policy = storage::BlobPolicy::archive;
   storage::BlobPolicy slow_link_blobs = storage::BlobPolicy::none;  // blob.slow_link_policy
+  // The highest protocol version offered in HELLO (kProtocolMin..kProtocolMax); not a
+  // configuration key: tests set it lower to play a device of the previous release.
+  std::uint16_t protocol_max = kProtocolMax;
 
   bool operator==(const SessionOptions&) const = default;
 };

@@ -2,6 +2,8 @@
 // what each peer is known to hold of each project (merge, lacks, cleanup).
 #include <catch2/catch.hpp>
 
+#include <fstream>
+
 #include "storage/lmdb_env.hpp"
 #include "storage/records.hpp"
 #include "store_fixture.hpp"
@@ -46,8 +48,9 @@ void check_same(const PeerRecord& a, const PeerRecord& b) {
 // or damage): table chosen by the caller.
 struct Raw {
   std::unique_ptr<LmdbEnv> env;
-  explicit Raw(const std::filesystem::path& data_dir) {
-    auto e = LmdbEnv::open(data_dir / "db", 1ull << 30, false);
+  // The database of a data directory, or the environment directory `sub` of `dir`.
+  explicit Raw(const std::filesystem::path& dir, std::string_view sub = "db") {
+    auto e = LmdbEnv::open(dir / sub, 1ull << 30, false);
     REQUIRE(e.ok());
     env = std::move(*e);
   }
@@ -301,8 +304,41 @@ TEST_CASE("format 1 stores: JSON peer records are converted when opened", "[stor
     json(9, R"({"address":"mem://alpha","name":"memory"})");
     json(10, R"({"address":"bad://a b","name":"bad uri"})");
   }
+  // Without room for a copy of the data as it was, nothing is converted.
+  const auto copy = d.path() / "upgrade-backup" / "format-1";
+  std::filesystem::create_directories(copy.parent_path());
+  std::ofstream(copy) << "a file where the copy's directory goes";
+  {
+    StoreOptions o;
+    o.data_dir = d.path();
+    auto refused = Store::open(o);
+    REQUIRE(!refused.ok());
+    CHECK(refused.error().message.find("not converted without a copy") != std::string::npos);
+    Raw raw(d.path());
+    CHECK(raw.get(raw.t().meta, kFormat) == u64_bytes(1));
+  }
+  std::filesystem::remove(copy);
+
   auto s = open_store(d.path());
   CHECK(s->device_id() == me);
+  REQUIRE(s->converted());
+  CHECK(s->converted()->from_format == 1);
+  CHECK(s->converted()->to_format == kStorageFormat);
+  CHECK(s->converted()->copy == copy);
+  {
+    // The copy is the format-1 database as it was (an older release opens it), kept private.
+    CHECK((std::filesystem::status(copy).permissions() & std::filesystem::perms::all) ==
+          std::filesystem::perms::owner_all);
+    CHECK(
+        (std::filesystem::status(copy / "data.mdb").permissions() & std::filesystem::perms::all) ==
+        (std::filesystem::perms::owner_read | std::filesystem::perms::owner_write));
+    CHECK(!std::filesystem::exists(copy / "data.mdb.tmp"));
+    Raw old(copy.parent_path(), "format-1");
+    CHECK(old.get(old.t().meta, kFormat) == u64_bytes(1));
+    const std::string_view hub_json = R"({"address":"10.0.0.5:7891","name":"hub","approved":true})";
+    CHECK(old.get(old.t().peers, device(1).view()) ==
+          Bytes(as_bytes(hub_json).begin(), as_bytes(hub_json).end()));
+  }
   std::vector<PeerProblem> problems;
   auto peers = s->load_peers(&problems);
   REQUIRE(peers.ok());
@@ -337,6 +373,10 @@ TEST_CASE("format 1 stores: JSON peer records are converted when opened", "[stor
   REQUIRE(v1.has_value());
   CHECK(v1->front() == PeerValue::kVersion);  // written back in the new format only
   CHECK(raw.get(raw.t().peers, device(6).view()) == Bytes{'n', 'o', 't', ' ', 'j', 's', 'o', 'n'});
+  // Opened again: nothing more to convert, no new copy.
+  raw.env.reset();
+  auto again = open_store(d.path());
+  CHECK(!again->converted());
 }
 
 TEST_CASE("a store of an unknown format is refused", "[storage][peers]") {

@@ -226,3 +226,39 @@ TEST_CASE("a session survives random bytes at every stage", "[sync][fuzz]") {
     CHECK((head == 0 || head == 20));
   }
 }
+
+TEST_CASE("PROJECTS: 32-byte proofs (protocol 1) and 16-byte ones (2), told by the length",
+          "[sync][wire][versions]") {
+  crypto::Digest x{}, y{};
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    x[i] = static_cast<std::uint8_t>(i + 1);
+    y[i] = static_cast<std::uint8_t>(0xF0 - i);
+  }
+  for (std::uint8_t size : {kProofBytesV1, kProofBytesV2}) {
+    Bytes f;
+    encode_projects(f, Projects{{x, y}, size});
+    CHECK(f.size() == kFrameHeaderBytes + 4 + 2u * size);
+    auto m = decode_projects(ByteView(f).subspan(kFrameHeaderBytes), DecodeLimits{});
+    REQUIRE(m.ok());
+    CHECK(m->proof_bytes == size);
+    REQUIRE(m->proofs.size() == 2);
+    // A whole HMAC is found by its first `size` bytes; one differing there is not.
+    CHECK(m->holds(x));
+    CHECK(m->holds(y));
+    crypto::Digest other = x;
+    other[size - 1] ^= 1;
+    CHECK_FALSE(m->holds(other));
+    other = x;
+    other[31] ^= 1;  // beyond what a 16-byte proof carries
+    CHECK(m->holds(other) == (size == kProofBytesV2));
+  }
+  // Any other length is malformed (24 bytes per proof, one byte short, one too many).
+  for (std::size_t payload : {4u + 2 * 24, 4u + 2 * 16 - 1, 4u + 2 * 32 + 1}) {
+    Bytes b;
+    ByteWriter(b).u32(2);
+    b.resize(payload, 7);
+    auto m = decode_projects(b, DecodeLimits{});
+    REQUIRE(!m.ok());
+    CHECK(m.error().code == Errc::invalid_argument);
+  }
+}

@@ -143,8 +143,65 @@ TEST_CASE("a fresh session after a sync sends only the vectors", "[sync]") {
   CHECK(sa.in_sync());
   CHECK(sb.in_sync());
   CHECK(sa.progress().projects[0].sent == 0);
-  // HELLO, PROJECTS (one proof padded to a bucket), VV (2 authors), DONE each way.
-  CHECK(pipe.moved < 600 + 2 * (kProjectsBucket - 1) * 32);
+  // HELLO, PROJECTS (one proof padded to a bucket of 16-byte proofs), VV (2 authors), DONE
+  // each way.
+  CHECK(pipe.moved < 600 + 2 * (kProjectsBucket - 1) * kProofBytesV2);
+}
+
+TEST_CASE("a device of the previous release (protocol 1) syncs with this one, both ways",
+          "[sync][versions]") {
+  Node a, b, c;
+  ProjectId p = shared_project(a, b);
+  auto listed = a.store->list_projects();
+  REQUIRE((listed.ok() && listed->size() == 1));
+  REQUIRE(c.store->add_project(listed->front(), *a.store->project_secret(p)).ok());
+  a.write_docs(p, 0, 40);
+  b.write_docs(p, 1000, 40);
+  SessionOptions old_release;
+  old_release.protocol_max = 1;
+  // New with old, the old one speaking first or second: protocol 1, its 32-byte proofs.
+  for (bool old_first : {true, false}) {
+    Session s_new(*a.store, params("a")), s_old(*b.store, params("b", old_release));
+    if (old_first) s_old.start();
+    s_new.start();
+    if (!old_first) s_old.start();
+    Pipe pipe{s_new, s_old};
+    pipe.run();
+    REQUIRE(s_new.state() == SessionState::active);
+    CHECK(s_new.progress().protocol == 1);
+    CHECK(s_old.progress().protocol == 1);
+    CHECK(s_new.in_sync());
+    CHECK(s_old.in_sync());
+    CHECK(vv(a, p) == vv(b, p));
+  }
+  // Two of this release: protocol 2, and the no-op session is smaller by the shorter proofs.
+  std::size_t moved_new = 0, moved_old = 0;
+  {
+    Session s1(*a.store, params("a")), s2(*c.store, params("c"));
+    s1.start();
+    s2.start();
+    Pipe{s1, s2}.run();
+    CHECK(s1.progress().protocol == 2);
+    CHECK(vv(a, p) == vv(c, p));
+  }
+  {
+    Session s1(*a.store, params("a")), s2(*c.store, params("c"));
+    s1.start();
+    s2.start();
+    Pipe pipe{s1, s2};
+    pipe.run();
+    moved_new = pipe.moved;
+  }
+  {
+    Session s1(*a.store, params("a", old_release)), s2(*c.store, params("c"));
+    s1.start();
+    s2.start();
+    Pipe pipe{s1, s2};
+    pipe.run();
+    CHECK(s2.progress().protocol == 1);
+    moved_old = pipe.moved;
+  }
+  CHECK(moved_old - moved_new == 2 * kProjectsBucket * (kProofBytesV1 - kProofBytesV2));
 }
 
 TEST_CASE("concurrent edits converge to the same heads and winner", "[sync]") {
