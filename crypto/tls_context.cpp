@@ -169,6 +169,11 @@ Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view co
   if (SSL_CTX_use_certificate(ctx, cert.get()) != 1) return ssl_error("use_certificate");
   if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1) return ssl_error("use_PrivateKey");
   if (SSL_CTX_check_private_key(ctx) != 1) return ssl_error("check_private_key");
+  // Only what two devices use: Ed25519 keys sign, X25519 agrees the key. Each list is sent in
+  // every handshake (ClientHello, CertificateRequest), so naming only these keeps a no-op
+  // sync small (bench/README.md, S4).
+  if (SSL_CTX_set1_sigalgs_list(ctx, "ed25519") != 1) return ssl_error("sigalgs");
+  if (SSL_CTX_set1_groups_list(ctx, "X25519") != 1) return ssl_error("groups");
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_num_tickets(ctx, 0);
