@@ -7,7 +7,18 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 MODE=check
 if [ "${1:-}" = "--fix" ]; then MODE=fix; shift; fi
-if [ $# -gt 0 ]; then FILES=("$@"); else mapfile -t FILES < <(git ls-files '*.cpp' '*.hpp'); fi
+if [ $# -gt 0 ]; then
+  # Only C++ sources: clang-format would rewrite a Markdown or Python file as if it were C++.
+  FILES=()
+  for f in "$@"; do
+    case "$f" in
+      *.cpp | *.hpp | *.h | *.cc) FILES+=("$f") ;;
+      *) echo "format.sh: skipping $f (not a C++ source)" >&2 ;;
+    esac
+  done
+else
+  mapfile -t FILES < <(git ls-files '*.cpp' '*.hpp')
+fi
 [ ${#FILES[@]} -gt 0 ] || { echo "format.sh: no files"; exit 0; }
 CF="${CLANG_FORMAT:-clang-format}"
 command -v "$CF" >/dev/null || { echo "format.sh: $CF not found (apt-get install clang-format)" >&2; exit 2; }
