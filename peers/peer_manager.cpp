@@ -495,20 +495,23 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     e.proven = e.proven || !s->common_projects().empty();
     e.pending = e.pending || !s->pending_projects().empty();
   }
+  // The peer said it shuts down (NOTICE closing): the link it then drops (a TCP reset, a
+  // Bluetooth LE link reset that may overtake the session's own end) is part of that.
+  const bool peer_closed = c.session() && c.session()->peer_notices().closing.has_value();
   // A session that ended cleanly (a NOTICE closing, ours or the peer's) ended the connection
   // cleanly too, whatever the transport did after it.
   if (c.driver && c.driver->failure() && !(c.session() && c.session()->error()) &&
-      c.session()->state() != sync::SessionState::closed)
+      c.session()->state() != sync::SessionState::closed && !peer_closed)
     c.failure = c.failure ? c.failure : c.driver->failure();
   if (c.stream) {
     std::tie(e.last_wire_sent, e.last_wire_received) = c.stream->wire_bytes();
     e.last_remote = c.stream->remote();
   }
   e.last_transport = c.scheme;
-  if (c.failure && !c.replaced) ended_by = c.failure;
+  if (c.failure && !c.replaced && !(peer_closed && !(c.session() && c.session()->error())))
+    ended_by = c.failure;
   // The peer shut down (it said so): neither that nor failing to reach it until it is back is
   // a failure of ours to report.
-  const bool peer_closed = c.session() && c.session()->peer_notices().closing.has_value();
   const bool still_away = !c.session() && ended_by && ended_by->code == Errc::unavailable &&
                           e.reason && e.reason->code == PeerReasonCode::peer_shut_down;
   if (!c.replaced) {
