@@ -41,6 +41,10 @@ struct ApiOptions {
   std::uint64_t max_stream_buffer_bytes = 1u << 20;  // api.max_stream_buffer_bytes: unsent SSE
   // api.max_stream_bytes: one streamed request body (routes that take their body as a stream)
   std::uint64_t max_stream_bytes = 4ull << 30;
+  // api.cors_origins: comma-separated origins (scheme://host[:port]) whose web pages may call
+  // the HTTP API from a browser (CORS); empty: none.
+  std::string cors_origins;
+  std::uint32_t ticket_ttl_ms = 60000;  // api.ticket_ttl_ms: life of a stream ticket
 };
 
 struct SyncOptions {

@@ -71,6 +71,36 @@ bool valid_sql_name(std::string_view v) {
 }
 
 // mirror.projects: "all" or project ids separated by commas (spaces around them allowed).
+// scheme://host[:port] with scheme http or https: what a browser sends in Origin.
+bool valid_origin(std::string_view v) {
+  std::string lower(v.substr(0, 8));
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string_view rest;
+  if (lower.rfind("http://", 0) == 0)
+    rest = v.substr(7);
+  else if (lower.rfind("https://", 0) == 0)
+    rest = v.substr(8);
+  else
+    return false;
+  if (rest.empty() || rest.size() > 255) return false;
+  return std::all_of(rest.begin(), rest.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == ':' ||
+           c == '[' || c == ']';
+  });
+}
+
+bool valid_origin_list(std::string_view v) {
+  if (trim(v).empty()) return true;
+  std::size_t n = 0;
+  for (std::size_t start = 0; start <= v.size();) {
+    auto end = v.find(',', start);
+    if (end == std::string_view::npos) end = v.size();
+    if (!valid_origin(trim(v.substr(start, end - start))) || ++n > 64) return false;
+    start = end + 1;
+  }
+  return true;
+}
+
 bool valid_project_list(std::string_view v) {
   if (v == "all") return true;
   if (v.empty() || v.size() > 65536) return false;
@@ -390,6 +420,14 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(size_key(
         "api.max_stream_bytes", [](Config & c) -> auto& { return c.api.max_stream_bytes; }, 1024,
         1ull << 40));
+    t.push_back(string_key(
+        "api.cors_origins", [](Config & c) -> auto& { return c.api.cors_origins; },
+        "comma-separated origins such as http://localhost:5173 (scheme http or https, a host, "
+        "an optional port, nothing after it)",
+        valid_origin_list));
+    t.push_back(ms_key(
+        "api.ticket_ttl_ms", [](Config & c) -> auto& { return c.api.ticket_ttl_ms; }, 1000,
+        600000));
     t.push_back(uint_key(
         "api.max_connections", [](Config & c) -> auto& { return c.api.max_connections; }, 1,
         100000));

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -12,6 +13,7 @@
 
 #include "common/encoding.hpp"
 #include "crypto/crypto.hpp"
+#include "ipc/http_error.hpp"
 
 namespace fieldsync::ipc {
 
@@ -87,11 +89,47 @@ bool is_loopback_host(std::string_view host) {
   return lower == "localhost" || lower == "127.0.0.1" || lower == "[::1]";
 }
 
-Status check_tcp_access(const ApiRequest& request, std::string_view token) {
+std::string StreamTickets::issue(std::int64_t now_ms, std::uint32_t ttl_ms) {
+  while (!live_.empty() && (live_.front().second <= now_ms || live_.size() >= kMaxOutstanding))
+    live_.pop_front();
+  std::string t = to_hex(crypto::random_bytes(32));
+  live_.emplace_back(t, now_ms + ttl_ms);
+  return t;
+}
+
+bool StreamTickets::redeem(std::string_view ticket, std::int64_t now_ms) {
+  for (auto it = live_.begin(); it != live_.end(); ++it) {
+    if (it->first.size() != ticket.size() ||
+        !crypto::constant_time_equal(as_bytes(it->first), as_bytes(ticket)))
+      continue;
+    const bool live = it->second > now_ms;
+    live_.erase(it);
+    return live;
+  }
+  return false;
+}
+
+bool takes_stream_ticket(const ApiRequest& request) {
+  const auto& s = request.segments;
+  return request.method == "GET" && request.query.count("ticket") == 1 && s.size() == 4 &&
+         s[0] == "v1" && s[1] == "projects" && s[3] == "changes";
+}
+
+Status check_tcp_access(ApiRequest& request, std::string_view token, StreamTickets* tickets,
+                        std::int64_t now_ms) {
   auto host = request.header("host");
   if (!host || !is_loopback_host(*host))
     return make_error(Errc::permission_denied,
                       "Host header must be localhost, 127.0.0.1 or [::1] on the TCP API");
+  if (tickets && !request.header("authorization") && takes_stream_ticket(request)) {
+    const std::string ticket = *request.query_value("ticket");
+    request.query.erase("ticket");
+    if (!tickets->redeem(ticket, now_ms))
+      return make_error(Errc::unauthenticated,
+                        "unknown, used or expired stream ticket: ask POST /v1/tickets for a new "
+                        "one");
+    return {};
+  }
   auto auth = request.header("authorization");
   constexpr std::string_view kBearer = "Bearer ";
   if (!auth || auth->size() < kBearer.size() ||
@@ -105,6 +143,65 @@ Status check_tcp_access(const ApiRequest& request, std::string_view token) {
   if (!crypto::constant_time_equal(as_bytes(given), as_bytes(token)))
     return make_error(Errc::unauthenticated, "wrong bearer token");
   return {};
+}
+
+namespace {
+
+std::string lower_trimmed(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+bool allowed_origin(const std::vector<std::string>& allowed,
+                    const std::optional<std::string>& origin) {
+  if (!origin) return false;
+  const std::string o = lower_trimmed(*origin);
+  return std::find(allowed.begin(), allowed.end(), o) != allowed.end();
+}
+
+}  // namespace
+
+std::vector<std::string> parse_origins(std::string_view list) {
+  std::vector<std::string> out;
+  for (std::size_t start = 0; start <= list.size();) {
+    auto end = list.find(',', start);
+    if (end == std::string_view::npos) end = list.size();
+    if (auto o = lower_trimmed(list.substr(start, end - start)); !o.empty())
+      out.push_back(std::move(o));
+    start = end + 1;
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> cors_headers(
+    const std::vector<std::string>& allowed, const std::optional<std::string>& origin) {
+  if (!allowed_origin(allowed, origin)) return {};
+  return {{"Access-Control-Allow-Origin", *origin},
+          {"Vary", "Origin"},
+          {"Access-Control-Expose-Headers", "ETag, Location, Content-Range, Retry-After"}};
+}
+
+ApiResponse cors_preflight(const std::vector<std::string>& allowed, const ApiRequest& request) {
+  const auto origin = request.header("origin");
+  if (!allowed_origin(allowed, origin)) {
+    return error_response(
+        make_error(Errc::permission_denied,
+                   origin ? "origin " + quote_input(*origin, 100) + " is not in api.cors_origins"
+                          : std::string("a CORS preflight without Origin")));
+  }
+  ApiResponse r;
+  r.status = 204;
+  r.content_type.clear();
+  r.headers = cors_headers(allowed, origin);
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE");
+  r.headers.emplace_back("Access-Control-Allow-Headers",
+                         "Authorization, Content-Type, If-Match, If-None-Match, Last-Event-ID, "
+                         "Range");
+  r.headers.emplace_back("Access-Control-Max-Age", "600");
+  return r;
 }
 
 }  // namespace fieldsync::ipc

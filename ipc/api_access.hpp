@@ -8,9 +8,14 @@
 // Stateless functions; thread-safe.
 #pragma once
 
+#include <cstdint>
+#include <deque>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "common/result.hpp"
 #include "ipc/api_types.hpp"
@@ -24,7 +29,40 @@ Result<std::string> load_or_create_token(const std::filesystem::path& path);
 // True for localhost / 127.0.0.1 / [::1], with or without ":port".
 bool is_loopback_host(std::string_view host);
 
+// Stream tickets (POST /v1/tickets, docs/api.md "Web apps"): a browser's EventSource cannot
+// send an Authorization header, so a page asks for a ticket with its token and opens the
+// changes stream with ?ticket=. A ticket is 32 random bytes (hex), used once, and expires after
+// api.ticket_ttl_ms; at most kMaxOutstanding are live (issuing more drops the oldest). It is not
+// the token: a URL that leaks (history, logs) is useless a minute later or once used.
+// Thread-safety: the server's thread only (routes and the access check both run there).
+class StreamTickets {
+ public:
+  static constexpr std::size_t kMaxOutstanding = 64;
+  std::string issue(std::int64_t now_ms, std::uint32_t ttl_ms);
+  // True, and the ticket is used up, when it was issued and has not expired.
+  bool redeem(std::string_view ticket, std::int64_t now_ms);
+
+ private:
+  std::deque<std::pair<std::string, std::int64_t>> live_;  // ticket, expiry (unix ms)
+};
+
+// Whether a request may be let in with a stream ticket instead of the token: GET of a
+// project's changes feed (GET /v1/projects/{pid}/changes) carrying ?ticket=.
+bool takes_stream_ticket(const ApiRequest& request);
+
 // permission_denied for a foreign Host header, unauthenticated for a missing or wrong token.
-Status check_tcp_access(const ApiRequest& request, std::string_view token);
+// With `tickets`, a request takes_stream_ticket() lets in may authenticate with a live ticket
+// instead (redeemed here, and removed from the request's query).
+Status check_tcp_access(ApiRequest& request, std::string_view token,
+                        StreamTickets* tickets = nullptr, std::int64_t now_ms = 0);
+
+// CORS (api.cors_origins): the origins as configured, lower-cased, whitespace trimmed.
+std::vector<std::string> parse_origins(std::string_view list);
+// The headers for a response to `origin` when it is one of `allowed` (empty otherwise).
+std::vector<std::pair<std::string, std::string>> cors_headers(
+    const std::vector<std::string>& allowed, const std::optional<std::string>& origin);
+// The answer to a CORS preflight (OPTIONS with Access-Control-Request-Method): 204 with what
+// may be sent when the origin is allowed, else 403. Needs no token (browsers send none).
+ApiResponse cors_preflight(const std::vector<std::string>& allowed, const ApiRequest& request);
 
 }  // namespace fieldsync::ipc

@@ -12,6 +12,7 @@
 
 #include "common/ids.hpp"
 #include "config/config.hpp"
+#include "ipc/api_access.hpp"
 #include "ipc/metrics.hpp"
 
 namespace fieldsync::storage {
@@ -41,6 +42,8 @@ struct ApiContext {
   std::vector<std::function<std::string()>> health_checks;
   // The API's answers by status class and their latency (recorded by the server).
   ApiMetrics metrics;
+  // Stream tickets: issued by POST /v1/tickets, redeemed by the server's access check.
+  StreamTickets tickets;
   // Where the API actually listens (filled by ApiServer).
   struct Listen {
     std::string socket_path;

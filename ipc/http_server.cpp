@@ -39,6 +39,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/url/parse.hpp>
 
+#include "common/clock.hpp"
 #include "ipc/api_access.hpp"
 #include "ipc/api_paths.hpp"
 #include "ipc/api_server.hpp"
@@ -254,7 +255,9 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
         grace_timer(io_),
         poster(std::make_shared<Poster>(io_)) {
     socket_path = resolve_socket_path(opt.socket_path, data_dir);
+    cors_allowed = parse_origins(opt.cors_origins);
   }
+  using Headers = std::vector<std::pair<std::string, std::string>>;
 
   asio::io_context& io;
   ApiService& service;
@@ -263,6 +266,7 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   std::filesystem::path socket_path;
   bool socket_created = false;
   std::string token;
+  std::vector<std::string> cors_allowed;  // api.cors_origins
   std::uint16_t port = 0;
   std::optional<local_stream::acceptor> unix_acceptor;
   std::optional<tcp::acceptor> tcp_acceptor;
@@ -380,8 +384,9 @@ struct ApiServer::Impl : std::enable_shared_from_this<ApiServer::Impl> {
   asio::awaitable<bool> send_source(Stream& sock, asio::steady_timer& deadline, ApiResponse& resp,
                                     const ApiRequest& req, unsigned version, bool keep_alive);
   asio::awaitable<void> run_longpoll(Stream& sock, asio::steady_timer& deadline, ChangeStream& s,
-                                     bool keep_alive, bool& keep_open);
-  asio::awaitable<void> run_sse(Stream& sock, asio::steady_timer& deadline, ChangeStream& s);
+                                     bool keep_alive, bool& keep_open, const Headers& extra);
+  asio::awaitable<void> run_sse(Stream& sock, asio::steady_timer& deadline, ChangeStream& s,
+                                const Headers& extra);
   template <class Acceptor>
   asio::awaitable<void> accept_loop(Acceptor& acceptor, Transport transport);
   asio::awaitable<void> refuse_exhausted(Stream sock);
@@ -643,7 +648,8 @@ bool to_api_request(const http::request_header<>& h, ApiRequest& req) {
     for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (name == "host" || name == "authorization" || name == "if-match" ||
         name == "last-event-id" || name == "content-type" || name == "accept" || name == "range" ||
-        name == "if-none-match" || name == "if-range" || name == "content-length")
+        name == "if-none-match" || name == "if-range" || name == "content-length" ||
+        name == "origin" || name == "access-control-request-method")
       req.headers[name] = std::string(f.value());
   }
   return true;
@@ -1138,11 +1144,20 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
     ApiRequest req;
     req.transport = transport;
     std::optional<ApiResponse> early;
+    Headers cors;  // CORS response headers for an allowed Origin (api.cors_origins), TCP only
     if (!to_api_request(header, req)) {
       early = err(Errc::invalid_argument, "malformed request target");
     } else if (transport == Transport::tcp) {
-      if (auto access = check_tcp_access(req, token); !access)
+      cors = cors_headers(cors_allowed, req.header("origin"));
+      const bool preflight = req.method == "OPTIONS" && req.header("access-control-request-method");
+      // (A preflight carries no token; the Host check still holds against DNS rebinding.)
+      if (auto host = req.header("host"); preflight && host && is_loopback_host(*host))
+        early = cors_preflight(cors_allowed, req);
+      else if (auto access = check_tcp_access(req, token, &service.context().tickets, unix_ms());
+               !access)
         early = error_response(access.error());
+      if (early && early->status != 204)
+        early->headers.insert(early->headers.end(), cors.begin(), cors.end());
     }
     if (!early) authenticated = true;
     // A route added with add_streamed() takes its body in pieces, up to api.max_stream_bytes.
@@ -1259,6 +1274,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
       resp = service.handle(req);
     }
     if (resp.deferred) resp = co_await run_deferred(resp.deferred);
+    resp.headers.insert(resp.headers.end(), cors.begin(), cors.end());
     spdlog::debug("api {} {} -> {}", req.method, req.target, resp.stream ? 200 : resp.status);
     if (!resp.stream) record(resp.status);
 
@@ -1285,9 +1301,9 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
       ++stream_count[k];
       bool keep_open = false;
       if (stream->mode == ChangeStream::Mode::sse)
-        co_await run_sse(sock, deadline, *stream);
+        co_await run_sse(sock, deadline, *stream, resp.headers);
       else
-        co_await run_longpoll(sock, deadline, *stream, keep_alive, keep_open);
+        co_await run_longpoll(sock, deadline, *stream, keep_alive, keep_open, resp.headers);
       --stream_count[k];
       if (!keep_open) break;
       continue;
@@ -1314,7 +1330,7 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
 
 asio::awaitable<void> ApiServer::Impl::run_longpoll(Stream& sock, asio::steady_timer& deadline,
                                                     ChangeStream& s, bool keep_alive,
-                                                    bool& keep_open) {
+                                                    bool& keep_open, const Headers& extra) {
   auto self = shared_from_this();
   Waiter w(io);
   auto& set = waiters[s.project];
@@ -1335,6 +1351,7 @@ asio::awaitable<void> ApiServer::Impl::run_longpoll(Stream& sock, asio::steady_t
   } else {
     r.body = s.render(*chunk);
   }
+  r.headers.insert(r.headers.end(), extra.begin(), extra.end());
   auto res = to_beast(std::move(r), 11, keep_alive && !stopping);
   keep_open = co_await write_response(sock, deadline, res) && keep_alive && !stopping;
 }
@@ -1346,7 +1363,7 @@ asio::awaitable<void> ApiServer::Impl::run_longpoll(Stream& sock, asio::steady_t
 // nothing for api.request_timeout_ms, is disconnected (it resumes with Last-Event-ID). Pages
 // come from sse_page(), shared with the project's other streams at the same cursor.
 asio::awaitable<void> ApiServer::Impl::run_sse(Stream& sock, asio::steady_timer& /*deadline*/,
-                                               ChangeStream& s) {
+                                               ChangeStream& s, const Headers& extra) {
   auto self = shared_from_this();
   using clock = asio::steady_timer::clock_type;
   const auto write_timeout = std::chrono::milliseconds(opt.request_timeout_ms);
@@ -1356,10 +1373,11 @@ asio::awaitable<void> ApiServer::Impl::run_sse(Stream& sock, asio::steady_timer&
   std::uint64_t cursor = s.since;
   move_stream(s, std::nullopt, cursor);
   OutQueue out;
-  out.push(
-      std::string("HTTP/1.1 200 OK\r\nServer: fieldsyncd\r\nContent-Type: text/event-stream\r\n"
-                  "Cache-Control: no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n\r\n"
-                  "retry: 2000\n\n"));
+  std::string head =
+      "HTTP/1.1 200 OK\r\nServer: fieldsyncd\r\nContent-Type: text/event-stream\r\n"
+      "Cache-Control: no-store\r\nConnection: close\r\nX-Accel-Buffering: no\r\n";
+  for (const auto& [k, v] : extra) head += k + ": " + v + "\r\n";  // (CORS: our own values)
+  out.push(head + "\r\nretry: 2000\n\n");
   bool more = true;        // the feed may hold changes after the cursor
   bool caught_up = false;  // a fetch came back empty once
   bool finish = false;     // end the stream once the queue is flushed

@@ -3,6 +3,7 @@
 #include <limits>
 #include <memory>
 
+#include "common/clock.hpp"
 #include "ipc/route_support.hpp"
 #include "ipc/routes.hpp"
 #include "storage/store.hpp"
@@ -21,6 +22,17 @@ std::string render_changes(const ChangeChunk& chunk) {
 }  // namespace
 
 void register_changes_routes(Router& router, ApiContext& ctx) {
+  // A stream ticket for a browser's EventSource (docs/api.md "Web apps").
+  router.add("POST", "/v1/tickets", [&ctx](ApiRequest& req) {
+    if (auto q = known_query(req, {}); !q) return fail(q.error());
+    const std::int64_t now = unix_ms();
+    const std::uint32_t ttl = ctx.options.ticket_ttl_ms;
+    ApiResponse r;
+    r.status = 201;
+    r.body = "{\"ticket\":\"" + ctx.tickets.issue(now, ttl) +
+             "\",\"expires_ms\":" + std::to_string(now + ttl) + "}";
+    return r;
+  });
   router.add("GET", "/v1/projects/{pid}/changes", [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());

@@ -458,6 +458,78 @@ class CursorTest(unittest.TestCase):
             sse.close()
 
 
+class WebAppTest(unittest.TestCase):
+    """A web page on an allowed origin (api.cors_origins) calls the TCP API from a browser:
+    preflights answered without the token, CORS headers on answers (errors too), nothing for
+    other origins; its EventSource opens the changes stream with a one-time ticket."""
+
+    ORIGIN = "http://localhost:5173"
+
+    def test_cors_preflight_headers_and_stream_tickets(self):
+        settings = {"storage.durable": "false", "api.http_port": 0,
+                    "api.cors_origins": "http://127.0.0.1:8080, " + self.ORIGIN.upper(),
+                    "api.ticket_ttl_ms": 30000}
+        with Daemon(name="web", settings=settings) as d:
+            pid = d.create_project("web")
+            docs = V + "/" + pid + "/docs/obs"
+            pre = {"Origin": self.ORIGIN, "Access-Control-Request-Method": "PUT",
+                   "Access-Control-Request-Headers": "authorization, content-type"}
+            r = d.http("OPTIONS", docs + "/a", headers=pre, token=None)
+            self.assertEqual(r.status, 204, r)
+            self.assertEqual(r.headers["access-control-allow-origin"], self.ORIGIN)
+            self.assertIn("PUT", r.headers["access-control-allow-methods"])
+            self.assertIn("Authorization", r.headers["access-control-allow-headers"])
+            self.assertEqual(r.headers["vary"], "Origin")
+            # Another origin, or no Origin: refused, and nothing says it may read the answer.
+            r = d.http("OPTIONS", docs + "/a", token=None,
+                       headers=dict(pre, Origin="http://evil.test"))
+            self.assertEqual(r.status, 403, r)
+            self.assertNotIn("access-control-allow-origin", r.headers)
+            self.assertIn("api.cors_origins", r.json()["message"])
+            # A preflight still needs a loopback Host (DNS rebinding).
+            r = d.http("OPTIONS", docs + "/a", token=None, headers=dict(pre, Host="evil.test"))
+            self.assertEqual(r.status, 403, r)
+            # The request itself still needs the token; its answer carries the headers, also
+            # when it is an error.
+            r = d.http("PUT", docs + "/a", {"n": 1}, headers={"Origin": self.ORIGIN})
+            self.assertIn(r.status, (200, 201), r)
+            self.assertEqual(r.headers["access-control-allow-origin"], self.ORIGIN)
+            self.assertIn("ETag", r.headers["access-control-expose-headers"])
+            r = d.http("GET", docs + "/a", headers={"Origin": self.ORIGIN}, token=None)
+            self.assertEqual(r.status, 401, r)
+            self.assertEqual(r.headers["access-control-allow-origin"], self.ORIGIN)
+            r = d.http("GET", docs + "/a", headers={"Origin": "http://evil.test"})
+            self.assertEqual(r.status, 200, r)
+            self.assertNotIn("access-control-allow-origin", r.headers)
+
+            # A ticket opens the changes stream once; the stream carries the CORS headers.
+            t = d.http("POST", "/v1/tickets", {}, headers={"Origin": self.ORIGIN})
+            self.assertEqual(t.status, 201, t)
+            ticket = t.json()["ticket"]
+            self.assertEqual(len(ticket), 64)
+            self.assertNotEqual(ticket, d.token)
+            path = V + "/" + pid + "/changes?feed=sse&since=0&ticket=" + ticket
+            st = SseReader(tcp=("127.0.0.1", d.port), path=path, headers={"Origin": self.ORIGIN})
+            try:
+                self.assertEqual(st.status, 200, st.head)
+                self.assertIn("Access-Control-Allow-Origin: " + self.ORIGIN, st.head)
+                self.assertEqual(st.next_event()["event"], "change")
+            finally:
+                st.close()
+            again = SseReader(tcp=("127.0.0.1", d.port), path=path)
+            self.assertEqual(again.status, 401, again.head)  # used once
+            again.close()
+            # Only for the changes feed (expiry: tests/ipc/api_access_test.cpp).
+            ticket = d.http("POST", "/v1/tickets", {}).json()["ticket"]
+            r = d.http("GET", docs + "/a?ticket=" + ticket, token=None)
+            self.assertEqual(r.status, 401, r)
+            r = d.http("GET", V + "/" + pid + "/changes?ticket=" + "0" * 64, token=None)
+            self.assertEqual(r.status, 401, r)
+            self.assertIn("ticket", r.json()["message"])
+            # Tickets need the token themselves.
+            self.assertEqual(d.http("POST", "/v1/tickets", {}, token=None).status, 401)
+
+
 class SlowSubscriberTest(unittest.TestCase):
     """An SSE subscriber that does not read is disconnected at api.max_stream_buffer_bytes, and
     the daemon's memory does not keep growing over rounds of them."""

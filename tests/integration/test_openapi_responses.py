@@ -299,6 +299,9 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "GET", "/v1/backup", tcp=True, token=None, expect=401)
         self.call(a, "GET", "/v1/status", tcp=True)
         self.call(a, "GET", "/v1/status", tcp=True, token=None, expect=401)
+        self.call(a, "POST", "/v1/tickets", body={}, tcp=True, expect=201)
+        self.call(a, "POST", "/v1/tickets", body={}, query="x=1", expect=400)
+        self.call(a, "POST", "/v1/tickets", body={}, tcp=True, token=None, expect=401)
         # Health and metrics (text/plain: its Content-Type is checked, not its body).
         self.call(a, "GET", "/v1/health")
         self.call(a, "GET", "/v1/health", tcp=True)

@@ -63,3 +63,70 @@ TEST_CASE("the token file is created once, 0600, and refused when corrupt") {
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code == Errc::data_loss);
 }
+
+TEST_CASE("stream tickets: used once, until they expire, at most 64 live, changes feed only") {
+  StreamTickets t;
+  const std::int64_t now = 1'000'000;
+  auto a = t.issue(now, 60000);
+  auto b = t.issue(now, 60000);
+  CHECK(a.size() == 64);
+  CHECK(a != b);
+  CHECK(t.redeem(a, now + 59999));
+  CHECK_FALSE(t.redeem(a, now + 1));      // used
+  CHECK_FALSE(t.redeem(b, now + 60000));  // expired (and gone)
+  CHECK_FALSE(t.redeem(b, now));
+  CHECK_FALSE(t.redeem("", now));
+  // Issuing beyond the bound drops the oldest.
+  auto first = t.issue(now, 60000);
+  for (std::size_t i = 0; i < StreamTickets::kMaxOutstanding; ++i) (void)t.issue(now, 60000);
+  CHECK_FALSE(t.redeem(first, now));
+
+  // Through the access check: only GET .../changes?ticket= takes one, and it leaves the query.
+  const std::string token(64, 'a');
+  ApiRequest r;
+  r.method = "GET";
+  r.headers["host"] = "localhost";
+  r.segments = {"v1", "projects", "0123", "changes"};
+  auto c = t.issue(now, 60000);
+  r.query.emplace("ticket", c);
+  r.query.emplace("feed", "sse");
+  REQUIRE(check_tcp_access(r, token, &t, now).ok());
+  CHECK(r.query.count("ticket") == 0);
+  CHECK(r.query.count("feed") == 1);
+  r.query.emplace("ticket", c);
+  CHECK(check_tcp_access(r, token, &t, now).error().code == Errc::unauthenticated);
+  auto d = t.issue(now, 60000);
+  ApiRequest other = r;
+  other.query = {{"ticket", d}};
+  other.segments = {"v1", "projects", "0123", "docs"};
+  CHECK(check_tcp_access(other, token, &t, now).error().code == Errc::unauthenticated);
+  other.segments = {"v1", "projects", "0123", "changes"};
+  other.method = "POST";
+  CHECK(check_tcp_access(other, token, &t, now).error().code == Errc::unauthenticated);
+  other.method = "GET";
+  other.headers["host"] = "evil.example";  // the Host check comes first
+  CHECK(check_tcp_access(other, token, &t, now).error().code == Errc::permission_denied);
+}
+
+TEST_CASE("CORS: allowed origins get the headers and a preflight answer, others nothing") {
+  auto allowed = parse_origins(" http://localhost:5173 ,HTTPS://App.Example:8443,,");
+  REQUIRE(allowed == std::vector<std::string>{"http://localhost:5173", "https://app.example:8443"});
+  CHECK(cors_headers(allowed, std::nullopt).empty());
+  CHECK(cors_headers(allowed, "http://localhost:5174").empty());
+  CHECK(cors_headers(allowed, "null").empty());
+  auto h = cors_headers(allowed, "https://app.example:8443");
+  REQUIRE(!h.empty());
+  CHECK(h[0] == std::pair<std::string, std::string>{"Access-Control-Allow-Origin",
+                                                    "https://app.example:8443"});
+  ApiRequest pre;
+  pre.method = "OPTIONS";
+  pre.headers["origin"] = "http://localhost:5173";
+  auto ok = cors_preflight(allowed, pre);
+  CHECK(ok.status == 204);
+  CHECK(ok.body.empty());
+  pre.headers["origin"] = "http://localhost:5173.evil.example";
+  CHECK(cors_preflight(allowed, pre).status == 403);
+  pre.headers.erase("origin");
+  CHECK(cors_preflight(allowed, pre).status == 403);
+  CHECK(cors_preflight({}, pre).status == 403);
+}
