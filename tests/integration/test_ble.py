@@ -325,8 +325,11 @@ class BleResilience(BleTestCase):
         self.assertEqual(self.ble_status(beta)["state"], "running")
 
         self.ctl(fake, "in-range")
-        # Back in range, it is dialed at once (not after the backoff of 16 s or more).
-        vv = wait_until(lambda: self.converged(alpha, beta, pid), 12,
+        # Back in range, it is dialed at once (not after the backoff of 16 s or more); the rest
+        # of the transfer then takes what the link (and a sanitizer build) needs.
+        wait_until(lambda: (self.peer(beta, alpha) or {}).get("connected"), 12,
+                   what="beta to reach alpha again after the walk back")
+        vv = wait_until(lambda: self.converged(alpha, beta, pid), 120,
                         what="the same version vector on both daemons after the walk back")
         self.assertEqual(len(workload.changes(beta, pid)), len(workload.changes(alpha, pid)))
         for w in writes[::37] + writes[-1:]:
