@@ -215,6 +215,12 @@ def main():
         check(b.peers()[a.device_id]["failures"] <= 1, "b dialed a without a retry storm", b)
         print("PASS in %.1f s" % (time.monotonic() - t0))
         return 0
+    except Exception:
+        # Whatever failed (a daemon that went away answers with a reset), its log says why.
+        for x in daemons:
+            print("---- log of %s (exit %r)\n%s" % (x.name, x.proc.poll() if x.proc else None,
+                                                    x.log()[-6000:]))
+        raise
     finally:
         for x in daemons:
             x.close()
