@@ -1,6 +1,8 @@
 #include "common/private_dir.hpp"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -31,6 +33,14 @@ Status create_private_dirs(const std::filesystem::path& dir) {
   if ((st.st_mode & 07777) != 0700 && ::chmod(dir.c_str(), 0700) != 0)
     return make_error(Errc::internal, "cannot chmod " + dir.string() + ": " + std::strerror(errno));
   return {};
+}
+
+int sync_dir(const std::filesystem::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int rc = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return rc;
 }
 
 }  // namespace fieldsync

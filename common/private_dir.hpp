@@ -12,4 +12,8 @@ namespace fieldsync {
 // An existing `dir` itself is tightened to 0700; existing parents are left as they are.
 Status create_private_dirs(const std::filesystem::path& dir);
 
+// fsync of a directory, so that an entry created, renamed or removed in it is durable:
+// 0, or the errno of the failure.
+int sync_dir(const std::filesystem::path& dir);
+
 }  // namespace fieldsync

@@ -70,7 +70,6 @@ bool valid_sql_name(std::string_view v) {
   });
 }
 
-// mirror.projects: "all" or project ids separated by commas (spaces around them allowed).
 // scheme://host[:port] with scheme http or https: what a browser sends in Origin.
 bool valid_origin(std::string_view v) {
   std::string lower(v.substr(0, 8));
@@ -101,6 +100,7 @@ bool valid_origin_list(std::string_view v) {
   return true;
 }
 
+// mirror.projects: "all" or project ids separated by commas (spaces around them allowed).
 bool valid_project_list(std::string_view v) {
   if (v == "all") return true;
   if (v.empty() || v.size() > 65536) return false;

@@ -85,7 +85,8 @@ Status finalize(Config& config, bool is_root, const Environment& env);
 // non-loopback address). One human-readable sentence per notice.
 std::vector<std::string> config_notices(const Config& config);
 
-// The entries of a comma-separated list (mirror.projects), trimmed, empty ones dropped.
+// The entries of a comma-separated list (mirror.projects, api.cors_origins), trimmed, empty
+// ones dropped.
 std::vector<std::string> split_project_list(std::string_view list);
 
 }  // namespace fieldsync::config

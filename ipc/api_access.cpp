@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/encoding.hpp"
+#include "config/config_loader.hpp"
 #include "crypto/crypto.hpp"
 #include "ipc/http_error.hpp"
 
@@ -115,12 +116,17 @@ bool takes_stream_ticket(const ApiRequest& request) {
          s[0] == "v1" && s[1] == "projects" && s[3] == "changes";
 }
 
-Status check_tcp_access(ApiRequest& request, std::string_view token, StreamTickets* tickets,
-                        std::int64_t now_ms) {
+Status check_tcp_host(const ApiRequest& request) {
   auto host = request.header("host");
   if (!host || !is_loopback_host(*host))
     return make_error(Errc::permission_denied,
                       "Host header must be localhost, 127.0.0.1 or [::1] on the TCP API");
+  return {};
+}
+
+Status check_tcp_access(ApiRequest& request, std::string_view token, StreamTickets* tickets,
+                        std::int64_t now_ms) {
+  FS_TRY(check_tcp_host(request));
   if (tickets && !request.header("authorization") && takes_stream_ticket(request)) {
     const std::string ticket = *request.query_value("ticket");
     request.query.erase("ticket");
@@ -147,32 +153,21 @@ Status check_tcp_access(ApiRequest& request, std::string_view token, StreamTicke
 
 namespace {
 
-std::string lower_trimmed(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
 }
 
 bool allowed_origin(const std::vector<std::string>& allowed,
                     const std::optional<std::string>& origin) {
-  if (!origin) return false;
-  const std::string o = lower_trimmed(*origin);
-  return std::find(allowed.begin(), allowed.end(), o) != allowed.end();
+  return origin && std::find(allowed.begin(), allowed.end(), lower(*origin)) != allowed.end();
 }
 
 }  // namespace
 
 std::vector<std::string> parse_origins(std::string_view list) {
-  std::vector<std::string> out;
-  for (std::size_t start = 0; start <= list.size();) {
-    auto end = list.find(',', start);
-    if (end == std::string_view::npos) end = list.size();
-    if (auto o = lower_trimmed(list.substr(start, end - start)); !o.empty())
-      out.push_back(std::move(o));
-    start = end + 1;
-  }
+  auto out = config::split_project_list(list);
+  for (auto& o : out) o = lower(std::move(o));
   return out;
 }
 

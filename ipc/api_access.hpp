@@ -50,6 +50,9 @@ class StreamTickets {
 // project's changes feed (GET /v1/projects/{pid}/changes) carrying ?ticket=.
 bool takes_stream_ticket(const ApiRequest& request);
 
+// permission_denied for a Host header that is not the loopback (DNS rebinding).
+Status check_tcp_host(const ApiRequest& request);
+
 // permission_denied for a foreign Host header, unauthenticated for a missing or wrong token.
 // With `tickets`, a request takes_stream_ticket() lets in may authenticate with a live ticket
 // instead (redeemed here, and removed from the request's query).

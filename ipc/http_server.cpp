@@ -1151,11 +1151,12 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
       cors = cors_headers(cors_allowed, req.header("origin"));
       const bool preflight = req.method == "OPTIONS" && req.header("access-control-request-method");
       // (A preflight carries no token; the Host check still holds against DNS rebinding.)
-      if (auto host = req.header("host"); preflight && host && is_loopback_host(*host))
-        early = cors_preflight(cors_allowed, req);
-      else if (auto access = check_tcp_access(req, token, &service.context().tickets, unix_ms());
-               !access)
+      auto access = preflight ? check_tcp_host(req)
+                              : check_tcp_access(req, token, &service.context().tickets, unix_ms());
+      if (!access)
         early = error_response(access.error());
+      else if (preflight)
+        early = cors_preflight(cors_allowed, req);
       if (early && early->status != 204)
         early->headers.insert(early->headers.end(), cors.begin(), cors.end());
     }

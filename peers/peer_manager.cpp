@@ -498,18 +498,19 @@ void PeerManager::Impl::connection_closed(Conn& c) {
   // The peer said it shuts down (NOTICE closing): the link it then drops (a TCP reset, a
   // Bluetooth LE link reset that may overtake the session's own end) is part of that.
   const bool peer_closed = c.session() && c.session()->peer_notices().closing.has_value();
+  const bool session_failed = c.session() && c.session()->error();
+  const bool goodbye = peer_closed && !session_failed;
   // A session that ended cleanly (a NOTICE closing, ours or the peer's) ended the connection
   // cleanly too, whatever the transport did after it.
-  if (c.driver && c.driver->failure() && !(c.session() && c.session()->error()) &&
-      c.session()->state() != sync::SessionState::closed && !peer_closed)
+  if (c.driver && c.driver->failure() && !session_failed &&
+      c.session()->state() != sync::SessionState::closed && !goodbye)
     c.failure = c.failure ? c.failure : c.driver->failure();
   if (c.stream) {
     std::tie(e.last_wire_sent, e.last_wire_received) = c.stream->wire_bytes();
     e.last_remote = c.stream->remote();
   }
   e.last_transport = c.scheme;
-  if (c.failure && !c.replaced && !(peer_closed && !(c.session() && c.session()->error())))
-    ended_by = c.failure;
+  if (c.failure && !c.replaced && !goodbye) ended_by = c.failure;
   // The peer shut down (it said so): neither that nor failing to reach it until it is back is
   // a failure of ours to report.
   const bool still_away = !c.session() && ended_by && ended_by->code == Errc::unavailable &&

@@ -202,6 +202,16 @@ struct ProjRecord {
   }
 };
 
+// The project's record of a blob in `txn`: nullopt when it has none, or one that does not
+// read back.
+Result<std::optional<ProjRecord>> read_proj(const LmdbTxn& txn, const Tables& t, const ProjectId& p,
+                                            const BlobId& id) {
+  auto v = txn.get(t.blob_proj, proj_key(p, id));
+  if (!v) return v.error();
+  if (!*v) return std::optional<ProjRecord>{};
+  return ProjRecord::decode(id, **v);
+}
+
 // blob_refs value: u32 n, n x blob id (sorted).
 Bytes encode_refs(const std::set<BlobId>& ids) {
   Bytes b;
@@ -1131,15 +1141,12 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
       if (auto p = id_from_bytes<ProjectId>(c.key())) projects.push_back(*p);
   }
   for (const auto& p : projects) {
-    Key pk = proj_key(p, id);
-    auto pv = txn->get(im_.t().blob_proj, pk);
-    if (!pv) return pv.error();
-    if (!*pv) continue;
-    auto pr = ProjRecord::decode(id, **pv);
-    if (!pr) continue;
-    pr->info = rec.info;
-    pr->flags |= kProjHeld;
-    FS_TRY(txn->put(im_.t().blob_proj, pk, pr->encode()));
+    auto pr = read_proj(*txn, im_.t(), p, id);
+    if (!pr) return pr.error();
+    if (!*pr) continue;
+    (*pr)->info = rec.info;
+    (*pr)->flags |= kProjHeld;
+    FS_TRY(txn->put(im_.t().blob_proj, proj_key(p, id), (*pr)->encode()));
   }
   std::vector<std::pair<ProjectId, std::uint64_t>> woken;
   for (const auto& p : projects) {
@@ -1477,14 +1484,11 @@ Status BlobStoreImpl::release_unreferenced(const ProjectId& project,
     if (!txn) return txn.error();
     FS_TRY(im_.project(*txn, project));
     for (const auto& id : ids) {
-      Key pk = proj_key(project, id);
-      auto pv = txn->get(im_.t().blob_proj, pk);
-      if (!pv) return pv.error();
-      if (!*pv) continue;
-      auto pr = ProjRecord::decode(id, **pv);
-      if (!pr || pr->refs > 0 || pr->added_ms == 0) continue;
-      pr->added_ms = 0;
-      FS_TRY(txn->put(im_.t().blob_proj, pk, pr->encode()));
+      auto pr = read_proj(*txn, im_.t(), project, id);
+      if (!pr) return pr.error();
+      if (!*pr || (*pr)->refs > 0 || (*pr)->released_at_once()) continue;
+      (*pr)->added_ms = 0;
+      FS_TRY(txn->put(im_.t().blob_proj, proj_key(project, id), (*pr)->encode()));
       released = true;
     }
     FS_TRY(txn->commit());
@@ -1715,11 +1719,9 @@ Status Store::Impl::check_blob_refs(const LmdbTxn& txn, std::string_view body) c
 
 Result<bool> Store::Impl::blob_gone(const LmdbTxn& txn, const ProjectId& p,
                                     const BlobId& id) const {
-  auto v = txn.get(t().blob_proj, proj_key(p, id));
-  if (!v) return v.error();
-  if (!*v) return true;
-  auto rec = ProjRecord::decode(id, **v);
-  return !rec || rec->released_at_once();
+  auto rec = read_proj(txn, t(), p, id);
+  if (!rec) return rec.error();
+  return !*rec || (*rec)->released_at_once();
 }
 
 BlobStore& Store::blobs() { return *impl_->blobs; }

@@ -198,11 +198,7 @@ Status LmdbEnv::copy_to_dir(const std::filesystem::path& dir) const {
   if (rc != 0) return lmdb_error(rc, "fsync of " + tmp.string());
   if (::rename(tmp.c_str(), (dir / "data.mdb").c_str()) != 0)
     return lmdb_error(errno, "naming " + (dir / "data.mdb").string());
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) return lmdb_error(errno, "opening " + dir.string());
-  rc = ::fsync(dfd) == 0 ? 0 : errno;
-  ::close(dfd);
-  if (rc != 0) return lmdb_error(rc, "fsync of " + dir.string());
+  if (rc = sync_dir(dir); rc != 0) return lmdb_error(rc, "fsync of " + dir.string());
   return {};
 }
 

@@ -23,6 +23,7 @@
 
 #include "common/clock.hpp"
 #include "common/encoding.hpp"
+#include "common/private_dir.hpp"
 #include "storage/store_impl.hpp"
 #include "storage/version_codec.hpp"
 
@@ -82,11 +83,7 @@ Status write_secret_file(const fs::path& path, const std::string& text) {
   bool ok = ::fsync(fd) == 0;
   ::close(fd);
   if (!ok) return make_error(Errc::internal, "cannot sync " + path.string());
-  int dfd = ::open(path.parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  (void)sync_dir(path.parent_path());
   return {};
 }
 
@@ -281,11 +278,7 @@ Status Store::Impl::renew_identity(const std::string& reason) {
   retired.push_back(std::move(old_key));
   fs::rename(dir / "device.key.new", dir / "device.key", ec);
   if (ec) return make_error(Errc::internal, "cannot install the renewed device.key");
-  int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  (void)sync_dir(dir);
   fs::remove(dir / "RESTORED", ec);
   return {};
 }

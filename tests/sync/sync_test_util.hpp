@@ -143,6 +143,22 @@ struct Pipe {
 };
 
 // Plays device `from` against session `s` up to the log exchange, with these features.
+// One session of `a` with `b` to its end: the bytes it moved both ways, and the protocol
+// version both sides agreed on (checked to be the same).
+struct SessionRun {
+  std::size_t moved = 0;
+  std::uint16_t protocol = 0;
+};
+inline SessionRun run_session(Node& a, SessionParams pa, Node& b, SessionParams pb) {
+  Session sa(*a.store, std::move(pa)), sb(*b.store, std::move(pb));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb};
+  pipe.run();
+  REQUIRE(sa.progress().protocol == sb.progress().protocol);
+  return {pipe.moved, sa.progress().protocol};
+}
+
 inline void handshake(Session& s, Node& from, const ProjectId& p, std::uint64_t features) {
   Bytes in;
   Hello h;

@@ -175,33 +175,12 @@ TEST_CASE("a device of the previous release (protocol 1) syncs with this one, bo
     CHECK(vv(a, p) == vv(b, p));
   }
   // Two of this release: protocol 2, and the no-op session is smaller by the shorter proofs.
-  std::size_t moved_new = 0, moved_old = 0;
-  {
-    Session s1(*a.store, params("a")), s2(*c.store, params("c"));
-    s1.start();
-    s2.start();
-    Pipe{s1, s2}.run();
-    CHECK(s1.progress().protocol == 2);
-    CHECK(vv(a, p) == vv(c, p));
-  }
-  {
-    Session s1(*a.store, params("a")), s2(*c.store, params("c"));
-    s1.start();
-    s2.start();
-    Pipe pipe{s1, s2};
-    pipe.run();
-    moved_new = pipe.moved;
-  }
-  {
-    Session s1(*a.store, params("a", old_release)), s2(*c.store, params("c"));
-    s1.start();
-    s2.start();
-    Pipe pipe{s1, s2};
-    pipe.run();
-    CHECK(s2.progress().protocol == 1);
-    moved_old = pipe.moved;
-  }
-  CHECK(moved_old - moved_new == 2 * kProjectsBucket * (kProofBytesV1 - kProofBytesV2));
+  CHECK(run_session(a, params("a"), c, params("c")).protocol == 2);
+  CHECK(vv(a, p) == vv(c, p));
+  const auto now_run = run_session(a, params("a"), c, params("c"));
+  const auto old_run = run_session(a, params("a", old_release), c, params("c"));
+  CHECK(old_run.protocol == 1);
+  CHECK(old_run.moved - now_run.moved == 2 * kProjectsBucket * (kProofBytesV1 - kProofBytesV2));
 }
 
 TEST_CASE("concurrent edits converge to the same heads and winner", "[sync]") {
