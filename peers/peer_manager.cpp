@@ -115,12 +115,28 @@ struct PeerEntry {
   bool proven = false;
   bool pending = false;
   std::int64_t seen_ms = 0;  // unix ms of its last connection (oldest pending is forgotten first)
+  // A connection that was lost after the transport authenticated the peer but before the
+  // peer's HELLO: what its failure overwrote. When both devices dial each other at once, the
+  // side that sees both connections first closes the one the tie-break drops, and the other
+  // side may only see that link reset before the winner reaches it. Once the winner (dialed
+  // by the lower device id, from the other side) arrives soon after, the loss was that
+  // duplicate: it is undone (replaced, not a failure).
+  struct EarlyLoss {
+    std::uint64_t conn = 0;
+    bool outgoing = false;
+    std::int64_t at_ms = 0;
+    std::uint32_t failures = 0;
+    std::optional<Error> last_error;
+    std::optional<PeerReason> reason;
+  };
+  std::optional<EarlyLoss> early_loss;
   bool keep() const { return configured || approved || proven || pending; }
 };
 
 // One connection: a dial under way, or a stream (incoming or dialed) and, once the session
 // runs, its driver.
 struct Conn : std::enable_shared_from_this<Conn> {
+  std::uint64_t id = 0;  // this manager's connection number, for logs
   bool outgoing = false;
   std::string address;  // URI: what we dialed, or where an incoming one came from
   std::string scheme;
@@ -138,7 +154,8 @@ struct Conn : std::enable_shared_from_this<Conn> {
   sync::Session* session() { return driver ? &driver->session() : nullptr; }
   bool in_budget() const { return slot && slot->held(); }
   std::string label() const {
-    return (outgoing ? "to " : "from ") + (attached || outgoing ? peer.short_str() : address);
+    return "#" + std::to_string(id) + (outgoing ? " to " : " from ") +
+           (attached || outgoing ? peer.short_str() : address);
   }
   void pump() {
     if (driver) driver->pump();
@@ -156,6 +173,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   HandshakeBudget budget;
   std::map<DeviceId, PeerEntry> peers;
   std::set<std::shared_ptr<Conn>> conns;
+  std::uint64_t next_conn_id = 1;
   // What closed connections moved, per transport scheme (PeerManager::transfer_totals).
   std::map<std::string, TransferTotals> closed_totals;
   bool running = false;
@@ -231,6 +249,7 @@ void PeerManager::Impl::on_incoming(const std::string& scheme, std::shared_ptr<S
                                     std::shared_ptr<HandshakeBudget::Slot> slot) {
   if (!running) return s->close();
   auto c = std::make_shared<Conn>();
+  c->id = next_conn_id++;
   c->outgoing = false;
   c->address = s->remote();
   c->scheme = scheme;
@@ -302,6 +321,7 @@ void PeerManager::Impl::dial(PeerEntry& e) {
     return;
   }
   auto c = std::make_shared<Conn>();
+  c->id = next_conn_id++;
   c->outgoing = true;
   c->peer = e.device;
   c->address = e.address;
@@ -364,8 +384,9 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
     bool new_wins = dialer(*c) == dialer(*e.conn) || dialer(*c) == winner_dialer;
     if (c->join || e.conn->join) new_wins = c->join != nullptr;  // never cut a JOIN short
     auto loser = new_wins ? e.conn : c;
-    spdlog::debug("sync: duplicate connection with {}: closing the one {}", device.short_str(),
-                  loser->outgoing ? "we dialed" : "it dialed");
+    spdlog::debug("sync: duplicate connection with {}: closing the one {} (#{}, keeping #{})",
+                  device.short_str(), loser->outgoing ? "we dialed" : "it dialed", loser->id,
+                  (new_wins ? c : e.conn)->id);
     loser->replaced = true;
     if (!new_wins) {
       if (e.dialing == c) e.dialing = nullptr;
@@ -384,6 +405,18 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
   e.retry_pending = false;
   e.conn = c;
   c->attached = true;
+  if (auto loss = std::exchange(e.early_loss, std::nullopt);
+      loss && loss->outgoing != c->outgoing &&
+      (c->outgoing ? store.device_id() : device) == std::min(store.device_id(), device) &&
+      unix_ms() - loss->at_ms <= std::int64_t{opt.handshake_timeout_ms}) {
+    spdlog::info(
+        "sync: connection #{} with {} was the duplicate it closed (both dialed at once; it kept "
+        "#{}): not a failure",
+        loss->conn, device.short_str(), c->id);
+    e.failures = loss->failures;
+    e.last_error = std::move(loss->last_error);
+    e.reason = std::move(loss->reason);
+  }
   if (c->outgoing || e.keep())
     spdlog::info("sync: connected {} {} ({})", c->outgoing ? "to" : "from", device.short_str(),
                  c->address);
@@ -418,6 +451,11 @@ void PeerManager::Impl::start_session(const std::shared_ptr<Conn>& c) {
     if (conn->join) self->check_join(*conn);
     if (d.session().state() == sync::SessionState::active && conn->in_budget())
       self->admitted(*conn);
+    // In sync now: an older connection's error is stale.
+    if (auto it = self->peers.find(conn->peer); it != self->peers.end() &&
+                                                it->second.conn == conn && it->second.last_error &&
+                                                d.session().in_sync())
+      it->second.last_error.reset();
   };
   ev.closed = [weak, self = shared_from_this()](SessionDriver&) {
     if (auto conn = weak.lock()) self->close(*conn);
@@ -513,11 +551,19 @@ void PeerManager::Impl::connection_closed(Conn& c) {
   if (c.failure && !c.replaced && !goodbye) ended_by = c.failure;
   // The peer shut down (it said so): neither that nor failing to reach it until it is back is
   // a failure of ours to report.
-  const bool still_away = !c.session() && ended_by && ended_by->code == Errc::unavailable &&
-                          e.reason && e.reason->code == PeerReasonCode::peer_shut_down;
+  const bool still_away = (!c.session() || !c.session()->peer_known()) && ended_by &&
+                          ended_by->code == Errc::unavailable && e.reason &&
+                          e.reason->code == PeerReasonCode::peer_shut_down;
+  // Lost before the peer's HELLO (perhaps the duplicate the peer dropped: EarlyLoss).
+  if (!c.replaced && ended_by && !still_away && c.stream && ended_by->code == Errc::unavailable &&
+      (!c.session() || !c.session()->peer_known()))
+    e.early_loss =
+        PeerEntry::EarlyLoss{c.id, c.outgoing, unix_ms(), e.failures, e.last_error, e.reason};
   if (!c.replaced) {
     if (!still_away) e.reason = closing_reason(c, ended_by);
     if (ended_by && !still_away) e.last_error = ended_by;
+    // A session that synced and ended cleanly: an older connection's error is stale.
+    if (!ended_by && synced) e.last_error.reset();
   }
   if (!c.replaced && ended_by && !still_away) {
     // This connection's own reason: an earlier connection's error is never logged again for
@@ -769,6 +815,7 @@ void PeerManager::Impl::join_next(const std::shared_ptr<JoinAttempt>& j) {
       continue;
     }
     auto c = std::make_shared<Conn>();
+    c->id = next_conn_id++;
     c->outgoing = true;
     c->peer = inviter;
     c->address = uri;
