@@ -13,6 +13,11 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <sstream>
+
+#define TOML_EXCEPTIONS 0
+#define TOML_HEADER_ONLY 1
+#include <toml++/toml.h>
 
 #include "common/ids.hpp"
 
@@ -218,19 +223,22 @@ bool is_peer_name(std::string_view v) {
   });
 }
 
-// Quotes a string value when the file syntax needs it, so parsing it back gives `v`.
-std::string quoted_if_needed(std::string_view v) {
-  bool needs = v.empty() || v.front() == ' ' || v.back() == ' ' || v.front() == '\t' ||
-               v.back() == '\t' || v.front() == '"' ||
-               v.find_first_of("#;\\\"") != std::string_view::npos;
-  if (!needs) return std::string(v);
+// A TOML basic string: "..." with the escapes TOML requires.
+std::string toml_quote(std::string_view v) {
   std::string out = "\"";
-  for (char c : v) {
-    if (c == '"' || c == '\\') out += '\\';
-    out += c;
+  for (unsigned char c : v) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20 || c == 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
   }
-  out += '"';
-  return out;
+  return out + '"';
 }
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
@@ -250,8 +258,15 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 
 // --- the key table ---------------------------------------------------------------------------
 
+// The TOML type a key takes (docs/operations.md "Configuration"): sizes are an integer number
+// of bytes or a string with a suffix ("8M"); socket_mode a string of octal digits or 0o660.
+enum class Kind { integer, size, boolean, string, mode };
+
+// One key: `set` checks and stores its value given as text (the previous format's spelling,
+// which a TOML value is turned into by apply_value), `get` gives it back as such text.
 struct KeySpec {
   std::string_view name;
+  Kind kind;
   std::function<Status(Config&, std::string_view)> set;
   std::function<std::string(const Config&)> get;
 };
@@ -264,7 +279,7 @@ auto& field(Access access, const Config& c) {
 
 template <class Access>
 KeySpec uint_key(std::string_view name, Access access, std::uint64_t min, std::uint64_t max) {
-  return {name,
+  return {name, Kind::integer,
           [=](Config& c, std::string_view v) -> Status {
             auto n = parse_uint(v);
             if (!n || *n < min || *n > max)
@@ -295,7 +310,7 @@ KeySpec ms_key(std::string_view name, Access access, std::uint64_t min, std::uin
 
 template <class Access>
 KeySpec size_key(std::string_view name, Access access, std::uint64_t min, std::uint64_t max) {
-  return {name,
+  return {name, Kind::size,
           [=](Config& c, std::string_view v) -> Status {
             auto n = parse_size(v);
             if (!n || *n < min || *n > max)
@@ -312,7 +327,7 @@ KeySpec size_key(std::string_view name, Access access, std::uint64_t min, std::u
 
 template <class Access>
 KeySpec bool_key(std::string_view name, Access access) {
-  return {name,
+  return {name, Kind::boolean,
           [=](Config& c, std::string_view v) -> Status {
             if (v == "true" || v == "yes" || v == "on" || v == "1") {
               access(c) = true;
@@ -329,20 +344,20 @@ KeySpec bool_key(std::string_view name, Access access) {
 // A string field checked by `valid`; `expected` describes valid values for the error.
 template <class Access, class Valid>
 KeySpec string_key(std::string_view name, Access access, std::string_view expected, Valid valid) {
-  return {name,
+  return {name, Kind::string,
           [=](Config& c, std::string_view v) -> Status {
             if (!valid(v)) return bad_value(name, expected, v);
             access(c) = std::string(v);
             return {};
           },
-          [=](const Config& c) { return quoted_if_needed(std::string(field(access, c))); }};
+          [=](const Config& c) { return std::string(field(access, c)); }};
 }
 
 // A blob policy (storage::BlobPolicy); `lowest` is the least the key accepts.
 template <class Access>
 KeySpec policy_key(std::string_view name, Access access, storage::BlobPolicy lowest) {
   return {
-      name,
+      name, Kind::string,
       [=](Config& c, std::string_view v) -> Status {
         auto p = storage::parse_blob_policy(v);
         if (!p || *p < lowest)
@@ -359,14 +374,14 @@ KeySpec policy_key(std::string_view name, Access access, storage::BlobPolicy low
 
 template <class Access>
 KeySpec path_key(std::string_view name, Access access) {
-  return {name,
+  return {name, Kind::string,
           [=](Config& c, std::string_view v) -> Status {
             if (has_control_chars(v) || v.size() > 4095)
               return bad_value(name, "a path (empty for the default)", v);
             access(c) = std::filesystem::path(std::string(v));
             return {};
           },
-          [=](const Config& c) { return quoted_if_needed(field(access, c).string()); }};
+          [=](const Config& c) { return field(access, c).string(); }};
 }
 
 const std::vector<KeySpec>& key_table() {
@@ -390,13 +405,14 @@ const std::vector<KeySpec>& key_table() {
     // [api]
     t.push_back(path_key(
         "api.socket_path", [](Config & c) -> auto& { return c.api.socket_path; }));
-    t.push_back({"api.socket_mode",
+    t.push_back({"api.socket_mode", Kind::mode,
                  [](Config& c, std::string_view v) -> Status {
-                   bool octal = !v.empty() && v.size() <= 5 &&
-                                std::all_of(v.begin(), v.end(),
+                   std::string_view digits = v.substr(v.substr(0, 2) == "0o" ? 2 : 0);
+                   bool octal = !digits.empty() && digits.size() <= 5 &&
+                                std::all_of(digits.begin(), digits.end(),
                                             [](char ch) { return ch >= '0' && ch <= '7'; });
                    unsigned long mode =
-                       octal ? std::strtoul(std::string(v).c_str(), nullptr, 8) : 0;
+                       octal ? std::strtoul(std::string(digits).c_str(), nullptr, 8) : 0;
                    if (!octal || mode > 0777)
                      return bad_value("api.socket_mode", "an octal file mode 0000..0777", v);
                    c.api.socket_mode = static_cast<std::uint32_t>(mode);
@@ -750,38 +766,206 @@ Status apply_peer(Config& c, std::string_view key, std::string_view value) {
   return {};
 }
 
-// Decodes a double-quoted value starting at s[0] == '"'. `rest` gets what follows the quote.
-std::optional<std::string> unquote(std::string_view s, std::string_view& rest) {
-  std::string out;
-  for (std::size_t i = 1; i < s.size(); ++i) {
-    char c = s[i];
-    if (c == '\\') {
-      if (i + 1 >= s.size() || (s[i + 1] != '"' && s[i + 1] != '\\')) return std::nullopt;
-      out += s[++i];
-    } else if (c == '"') {
-      rest = s.substr(i + 1);
-      return out;
-    } else {
-      out += c;
-    }
-  }
-  return std::nullopt;  // no closing quote
-}
-
-bool is_comment_start(std::string_view s, std::size_t i) {
-  return (s[i] == '#' || s[i] == ';') && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t');
-}
-
-bool only_comment(std::string_view rest) {
-  rest = trim(rest);
-  return rest.empty() || rest.front() == '#' || rest.front() == ';';
-}
-
 bool known_section(std::string_view s) {
   if (s == "daemon" || s == "api" || s == "sync" || s == "discovery" || s == "ble" ||
       s == "bundle" || s == "blob" || s == "storage" || s == "mirror" || s == "hub")
     return true;
   return s.substr(0, 5) == "peer." && is_peer_name(s.substr(5));
+}
+
+constexpr std::string_view kSections =
+    "daemon, api, sync, discovery, ble, bundle, blob, storage, mirror, hub, peer.<name>";
+
+// --- TOML ------------------------------------------------------------------------------------
+
+// A TOML value in TOML syntax, for error messages.
+std::string toml_text(const toml::node& node) {
+  if (auto s = node.as_string()) return toml_quote(s->get());
+  std::ostringstream os;
+  node.visit([&os](auto&& v) { os << v; });
+  return os.str();
+}
+
+// A key's value (its setter's text) in TOML syntax.
+std::string toml_text(Kind kind, const std::string& text) {
+  switch (kind) {
+    case Kind::integer:
+    case Kind::boolean: return text;
+    case Kind::size: return parse_uint(text) ? text : toml_quote(text);
+    case Kind::string:
+    case Kind::mode: break;
+  }
+  return toml_quote(text);
+}
+
+// Sets `key` from a TOML value: the value must have the key's type, then its text goes through
+// the key's setter (the same checks as for the previous format).
+Status apply_value(Config& c, std::string_view key, const toml::node& v) {
+  const KeySpec* spec = key.substr(0, 5) == "peer." ? nullptr : find_key(key);
+  if (!spec && key.substr(0, 5) != "peer.") return unknown_key(key);
+  auto set = [&](std::string_view text) {
+    return spec ? spec->set(c, text) : apply_peer(c, key, text);
+  };
+  if (!spec) {  // a peer key: apply_peer names a bad peer name or field before the value
+    auto s = v.as_string();
+    return set(s ? std::string_view(s->get()) : std::string_view(toml_text(v)));
+  }
+  switch (spec->kind) {
+    case Kind::boolean:
+      if (auto b = v.as_boolean()) return set(b->get() ? "true" : "false");
+      return bad_value(key, "true or false", toml_text(v));
+    case Kind::string:
+      if (auto s = v.as_string()) return set(s->get());
+      return bad_value(key, "a string in double quotes", toml_text(v));
+    case Kind::mode:
+      if (auto s = v.as_string()) return set(s->get());
+      if (auto i = v.as_integer();
+          i && !!(i->flags() & toml::value_flags::format_as_octal) && i->get() >= 0)
+        return set(format_octal(static_cast<std::uint32_t>(std::min<std::int64_t>(i->get(), 07777))));
+      return bad_value(key, "an octal file mode as a string such as \"0660\" (or 0o660)",
+                       toml_text(v));
+    case Kind::size:
+      if (auto s = v.as_string()) return set(s->get());
+      [[fallthrough]];
+    case Kind::integer:
+      if (auto i = v.as_integer()) return set(std::to_string(i->get()));
+      return set(toml_text(v));  // not a number: refused by the setter, which names the range
+  }
+  return {};
+}
+
+Error at_line(std::string_view source, const toml::node& n, std::string_view msg) {
+  return make_error(Errc::invalid_argument, std::string(source) + ":" +
+                                                std::to_string(n.source().begin.line) + ": " +
+                                                std::string(msg));
+}
+
+// Applies a parsed TOML document: tables are sections, [peer.NAME] tables static peers.
+Status apply_toml(Config& c, const toml::table& root, std::string_view source) {
+  for (auto&& [name, node] : root) {
+    const toml::table* section = node.as_table();
+    std::string sec(name.str());
+    if (!section)
+      return at_line(source, node,
+                     shown(sec) + ": key outside a section (put it under [daemon], [api], "
+                                  "[sync], [storage]... or write it as section.key)");
+    if (sec != "peer" && !known_section(sec))
+      return at_line(source, node,
+                     "unknown section [" + shown(sec) + "] (sections: " + std::string(kSections) +
+                         ")");
+    for (auto&& [key, value] : *section) {
+      std::string full = sec + "." + std::string(key.str());
+      if (sec == "peer") {
+        const toml::table* peer = value.as_table();
+        if (!peer)
+          return at_line(source, value, shown(full) + ": expected a table [" + shown(full) + "]");
+        for (auto&& [field_name, v] : *peer) {
+          std::string peer_key = full + "." + std::string(field_name.str());
+          if (auto st = apply_value(c, peer_key, v); !st.ok())
+            return at_line(source, v, st.error().message);
+        }
+      } else if (auto st = apply_value(c, full, value); !st.ok()) {
+        return at_line(source, value, st.error().message);
+      }
+    }
+  }
+  return {};
+}
+
+// --- the format before TOML --------------------------------------------------------------------
+
+// The INI-like format of the releases before TOML, kept so that their config files still start
+// the daemon (docs/operations.md "Upgrading"): "[section]", "key = value" with the value as
+// text, '#' or ';' comments at the start of a line or after a space, "..." keeping spaces and
+// comment characters (\" and \\ escape), a dotted key naming its section itself.
+Status parse_previous(std::string_view text, std::string_view source, Config& config) {
+  std::string section;
+  std::map<std::string, std::size_t, std::less<>> seen;  // key -> line it was set on
+  std::size_t line_no = 0;
+  auto fail = [&](const std::string& msg) {
+    return make_error(Errc::invalid_argument,
+                      std::string(source) + ":" + std::to_string(line_no) + ": " + msg);
+  };
+  auto comment_at = [](std::string_view s, std::size_t i) {
+    return (s[i] == '#' || s[i] == ';') && (i == 0 || s[i - 1] == ' ' || s[i - 1] == '\t');
+  };
+  auto strip_comment = [&](std::string_view s) {
+    for (std::size_t i = 0; i < s.size(); ++i)
+      if (comment_at(s, i)) return trim(s.substr(0, i));
+    return trim(s);
+  };
+  while (!text.empty()) {
+    ++line_no;
+    auto nl = text.find('\n');
+    std::string_view line = trim(text.substr(0, nl));
+    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
+    if (line.empty() || line.front() == '#' || line.front() == ';') continue;
+    if (line.front() == '[') {
+      line = strip_comment(line);
+      if (line.back() != ']') return fail("expected '[section]', got '" + shown(line) + "'");
+      section = std::string(trim(line.substr(1, line.size() - 2)));
+      if (!known_section(section))
+        return fail("unknown section [" + shown(section) + "] (sections: " +
+                    std::string(kSections) + ")");
+      continue;
+    }
+    auto eq = line.find('=');
+    if (eq == std::string_view::npos || eq == 0)
+      return fail("expected 'key = value' or '[section]', got '" + shown(line) + "'");
+    std::string_view key = trim(line.substr(0, eq));
+    std::string full = key.find('.') != std::string_view::npos || section.empty()
+                           ? std::string(key)
+                           : section + "." + std::string(key);
+    if (full.find('.') == std::string::npos)
+      return fail(shown(full) + ": key outside a section");
+    std::string value;
+    std::string_view raw = trim(line.substr(eq + 1));
+    if (!raw.empty() && raw.front() == '"') {
+      std::size_t i = 1;
+      for (; i < raw.size() && raw[i] != '"'; ++i) {
+        if (raw[i] == '\\' && i + 1 < raw.size() && (raw[i + 1] == '"' || raw[i + 1] == '\\'))
+          ++i;
+        else if (raw[i] == '\\')
+          return fail(full + ": badly escaped quoted value");
+        value += raw[i];
+      }
+      if (i >= raw.size() || !strip_comment(raw.substr(i + 1)).empty())
+        return fail(full + ": unterminated quoted value, or text after it");
+    } else {
+      value = std::string(strip_comment(raw));
+    }
+    if (auto it = seen.find(full); it != seen.end())
+      return fail(full + ": set twice (first on line " + std::to_string(it->second) + ")");
+    seen.emplace(full, line_no);
+    const KeySpec* spec = full.substr(0, 5) == "peer." ? nullptr : find_key(full);
+    Status st = spec ? spec->set(config, value)
+                : full.substr(0, 5) == "peer." ? apply_peer(config, full, value)
+                                               : Status(unknown_key(full));
+    if (!st.ok()) return fail(st.error().message);
+  }
+  return {};
+}
+
+// Checks across the keys of one file (finalize checks them again after the command line), and
+// puts the static peers in name order, as TOML tables are.
+Status check_file(Config& config, std::string_view source) {
+  std::string at(source);
+  if (config.mirror.retry_min_ms > config.mirror.retry_max_ms)
+    return make_error(Errc::invalid_argument,
+                      at + ": mirror.retry_min_ms: " + std::to_string(config.mirror.retry_min_ms) +
+                          " is larger than mirror.retry_max_ms (" +
+                          std::to_string(config.mirror.retry_max_ms) + ")");
+  if (!config.mirror.password_file.empty() && config.mirror.password_file.is_relative())
+    return make_error(Errc::invalid_argument,
+                      at + ": mirror.password_file: must be an absolute path");
+  std::sort(config.peers.begin(), config.peers.end(),
+            [](const StaticPeer& a, const StaticPeer& b) { return a.name < b.name; });
+  for (const auto& p : config.peers) {
+    if (p.address.empty() || p.device_id.empty())
+      return make_error(Errc::invalid_argument, std::string(source) + ": [peer." + p.name +
+                                                    "]: needs both address and device");
+  }
+  return {};
 }
 
 }  // namespace
@@ -791,10 +975,24 @@ std::filesystem::path default_config_path() {
 }
 
 Status apply_setting(Config& config, std::string_view key, std::string_view value) {
-  if (key.substr(0, 5) == "peer.") return apply_peer(config, key, value);
-  const KeySpec* spec = find_key(key);
-  if (!spec) return unknown_key(key);
-  return spec->set(config, value);
+  Kind kind = Kind::string;  // peer keys
+  if (key.substr(0, 5) != "peer.") {
+    const KeySpec* spec = find_key(key);
+    if (!spec) return unknown_key(key);
+    kind = spec->kind;
+  }
+  // The value as TOML when it is a TOML value (0, true, "a b", 0o660), else as a string, so
+  // that --set daemon.log_level=debug needs no quotes. A string key takes the text as it is
+  // unless it is quoted.
+  std::string doc = "v = " + std::string(value);
+  auto parsed = value.find_first_of("\r\n") == std::string_view::npos
+                    ? toml::parse(std::string_view(doc), std::string_view("--set"))
+                    : toml::parse_result{};
+  const toml::node* node = parsed ? parsed.table().get("v") : nullptr;
+  if (node && parsed.table().size() != 1) node = nullptr;
+  if (node && (kind == Kind::string || kind == Kind::mode) && !node->is_string()) node = nullptr;
+  if (node) return apply_value(config, key, *node);
+  return apply_value(config, key, toml::value<std::string>(std::string(value)));
 }
 
 Status apply_assignment(Config& config, std::string_view assignment) {
@@ -810,14 +1008,14 @@ Result<std::string> get_setting(const Config& config, std::string_view key) {
   if (split_peer_key(key, name, field_name)) {
     for (const auto& p : config.peers) {
       if (p.name != name) continue;
-      if (field_name == "address") return p.address;
-      if (field_name == "device") return p.device_id;
+      if (field_name == "address") return toml_quote(p.address);
+      if (field_name == "device") return toml_quote(p.device_id);
     }
     return make_error(Errc::not_found, std::string(key) + ": no such peer key");
   }
   const KeySpec* spec = find_key(key);
   if (!spec) return unknown_key(key);
-  return spec->get(config);
+  return toml_text(spec->kind, spec->get(config));
 }
 
 std::vector<std::string_view> setting_keys() {
@@ -836,109 +1034,91 @@ std::string to_config_text(const Config& config) {
       out += "[" + std::string(sec) + "]\n";
       section = sec;
     }
-    out += std::string(k.name.substr(sec.size() + 1)) + " = " + k.get(config) + "\n";
+    out += std::string(k.name.substr(sec.size() + 1)) + " = " +
+           toml_text(k.kind, k.get(config)) + "\n";
   }
   for (const auto& p : config.peers) {
     out += "\n[peer." + p.name + "]\n";
-    if (!p.address.empty()) out += "address = " + p.address + "\n";
-    if (!p.device_id.empty()) out += "device = " + p.device_id + "\n";
+    out += "address = " + toml_quote(p.address) + "\n";
+    out += "device = " + toml_quote(p.device_id) + "\n";
   }
   return out;
 }
 
-Result<Config> parse_config(std::string_view text, std::string_view source) {
-  Config config;
-  std::string section;
-  std::map<std::string, std::size_t, std::less<>> seen;  // key -> line it was set on
-  std::size_t line_no = 0;
-  auto fail = [&](const std::string& msg) {
-    return make_error(Errc::invalid_argument,
-                      std::string(source) + ":" + std::to_string(line_no) + ": " + msg);
-  };
-
-  while (!text.empty()) {
-    ++line_no;
-    auto nl = text.find('\n');
-    std::string_view line = trim(text.substr(0, nl));
-    text = nl == std::string_view::npos ? std::string_view{} : text.substr(nl + 1);
-
-    if (line.empty() || line.front() == '#' || line.front() == ';') continue;
-    if (line.front() == '[') {
-      auto close = line.find(']');
-      if (close == std::string_view::npos || !only_comment(line.substr(close + 1)))
-        return fail("expected '[section]', got '" + shown(line) + "'");
-      std::string_view name = trim(line.substr(1, close - 1));
-      if (!known_section(name)) {
-        if (name.substr(0, 5) == "peer.")
-          return fail("[" + shown(name) + "]: peer name must be 1..64 letters, digits, '-' or '_'");
-        return fail("unknown section [" + shown(name) +
-                    "] (sections: daemon, api, sync, discovery, ble, bundle, blob, storage, "
-                    "mirror, hub, peer.<name>)");
-      }
-      section = std::string(name);
-      continue;
-    }
-
-    auto eq = line.find('=');
-    if (eq == std::string_view::npos)
-      return fail("expected 'key = value' or '[section]', got '" + shown(line) + "'");
-    std::string_view key = trim(line.substr(0, eq));
-    std::string_view raw = trim(line.substr(eq + 1));
-    if (key.empty()) return fail("missing key before '='");
-
-    std::string full_key;
-    if (key.find('.') != std::string_view::npos) {
-      full_key = std::string(key);
-    } else if (section.empty()) {
-      return fail(std::string(shown(key)) +
-                  ": key outside a section (put it under [daemon], [api], [sync], [storage] or "
-                  "write it as section.key)");
-    } else {
-      full_key = section + "." + std::string(key);
-    }
-
-    std::string value;
-    if (!raw.empty() && raw.front() == '"') {
-      std::string_view rest;
-      auto v = unquote(raw, rest);
-      if (!v) return fail(full_key + ": unterminated or badly escaped quoted value");
-      if (!only_comment(rest))
-        return fail(full_key + ": unexpected text after the quoted value: '" + shown(rest) + "'");
-      value = std::move(*v);
-    } else {
-      std::size_t end = raw.size();
-      for (std::size_t i = 0; i < raw.size(); ++i) {
-        if (is_comment_start(raw, i)) {
-          end = i;
-          break;
+// toml++ 3.3.0 asserts (and in a clang release build assumes) that a table header's key
+// starts with a key character or a quote, but does not check it: "[#", "[[[" or "[" at the end
+// of a line abort the daemon (marzer/tomlplusplus#301). Such a header, and "[[" (the
+// configuration has no arrays of tables), are refused before toml++ sees the text. Returns the
+// line number of the first one, or 0.
+std::size_t bad_header_line(std::string_view text) {
+  if (text.substr(0, 3) == "\xEF\xBB\xBF") text.remove_prefix(3);  // toml++ skips a BOM
+  std::size_t line_no = 1;
+  bool line_start = true;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (c == '\n') {
+      ++line_no;
+      line_start = true;
+    } else if (c != ' ' && c != '\t') {
+      if (line_start && c == '[') {
+        std::size_t j = i + 1;
+        while (j < text.size() && (text[j] == ' ' || text[j] == '\t')) ++j;
+        if (j < text.size()) {
+          char k = text[j];
+          bool key_start = (k >= 'a' && k <= 'z') || (k >= 'A' && k <= 'Z') ||
+                           (k >= '0' && k <= '9') || k == '_' || k == '-' || k == '"' ||
+                           k == '\'' || k == ']';
+          if (!key_start) return line_no;
         }
       }
-      value = std::string(trim(raw.substr(0, end)));
+      line_start = false;
     }
-
-    if (auto it = seen.find(full_key); it != seen.end())
-      return fail(full_key + ": set twice (first on line " + std::to_string(it->second) + ")");
-    seen.emplace(full_key, line_no);
-
-    if (auto st = apply_setting(config, full_key, value); !st.ok()) return fail(st.error().message);
   }
-
-  if (config.mirror.retry_min_ms > config.mirror.retry_max_ms)
-    return make_error(Errc::invalid_argument,
-                      "mirror.retry_min_ms: " + std::to_string(config.mirror.retry_min_ms) +
-                          " is larger than mirror.retry_max_ms (" +
-                          std::to_string(config.mirror.retry_max_ms) + ")");
-  if (!config.mirror.password_file.empty() && config.mirror.password_file.is_relative())
-    return make_error(Errc::invalid_argument, "mirror.password_file: must be an absolute path");
-  for (const auto& p : config.peers) {
-    if (p.address.empty() || p.device_id.empty())
-      return make_error(Errc::invalid_argument, std::string(source) + ": [peer." + p.name +
-                                                    "]: needs both address and " + "device");
-  }
-  return config;
+  return 0;
 }
 
-Result<Config> load_config(const std::filesystem::path& path) {
+Result<Config> parse_config(std::string_view text, std::string_view source, ConfigFormat* format) {
+  if (format) *format = ConfigFormat::toml;
+  std::string toml_error;
+  if (std::size_t line = bad_header_line(text)) {
+    toml_error = std::string(source) + ":" + std::to_string(line) +
+                 ": not valid TOML: a table header must be [name] (the configuration has no "
+                 "[[arrays of tables]])";
+  } else {
+    auto parsed = toml::parse(text, source);
+    if (parsed) {
+      Config config;
+      FS_TRY(apply_toml(config, parsed.table(), source));
+      FS_TRY(check_file(config, source));
+      return config;
+    }
+    const auto& e = parsed.error();
+    toml_error = std::string(source) + ":" + std::to_string(e.source().begin.line) +
+                 ": not valid TOML (column " + std::to_string(e.source().begin.column) +
+                 "): " + std::string(e.description());
+  }
+  // Not TOML: a file of the previous format still reads.
+  Config previous;
+  Status old = parse_previous(text, source, previous);
+  if (old.ok()) old = check_file(previous, source);
+  if (!old.ok())
+    return make_error(Errc::invalid_argument,
+                      toml_error + "; nor a config file of the previous format: " +
+                          old.error().message);
+  if (format) *format = ConfigFormat::previous;
+  return previous;
+}
+
+std::string previous_format_warning(const std::filesystem::path& path) {
+  return path.string() +
+         " is in the config format of the releases before TOML; it is still read, but convert "
+         "it: fieldsyncd --print-config --config " +
+         path.string() +
+         " prints it as TOML (docs/operations.md \"Upgrading\")";
+}
+
+Result<Config> load_config(const std::filesystem::path& path, ConfigFormat* format) {
+
   std::string name = path.string();
   std::FILE* f = std::fopen(name.c_str(), "rb");
   if (!f) {
@@ -968,7 +1148,7 @@ Result<Config> load_config(const std::filesystem::path& path) {
   if (text.find('\0') != std::string::npos)
     return make_error(Errc::invalid_argument,
                       "config file " + name + " contains a NUL byte; is it a text file?");
-  return parse_config(text, name);
+  return parse_config(text, name, format);
 }
 
 Environment Environment::current() {

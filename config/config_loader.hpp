@@ -1,18 +1,18 @@
-// The fieldsyncd configuration file format and the functions that fill a Config from it.
+// The fieldsyncd configuration file and the functions that fill a Config from it.
 //
-// Format (docs/operations.md "Configuration", example in config/fieldsyncd.conf):
-//   # a comment line             ; also a comment
+// The file is TOML (docs/operations.md "Configuration", example in config/fieldsyncd.conf):
 //   [api]                        a section; keys below it are "api.<key>"
-//   http_port = 7890             key = value; spaces around '=' and the value are ignored
-//   device_name = "Tent 3 # b"   double quotes keep spaces and '#'; \" and \\ escape
-//   http_port = 0   # note       ' #' or ' ;' outside quotes starts a trailing comment
+//   http_port = 7890             integers, booleans (true/false) and "strings" are typed
+//   max_body_bytes = "8M"        sizes: an integer number of bytes, or a string with a k, M,
+//                                G or T suffix (powers of 1024)
+//   socket_mode = "0660"         octal digits in a string (or the TOML octal integer 0o660)
 //   [peer.hub]                   a static peer named "hub" with keys address and device
-//   storage.durable = false      a dotted key is absolute (allowed anywhere)
-// Every key is known in advance: an unknown section or key, a key set twice, or a bad value
-// is an error that names the file, the line and the key, e.g.
-//   "fieldsyncd.conf:12: api.http_port: expected an integer 0..65535, got 'abc'".
-// Sizes accept k, M, G, T suffixes (powers of 1024); socket_mode is octal; booleans are
-// true/false, yes/no, on/off or 1/0.
+// Every key is known in advance: an unknown section or key, a key set twice, a value of the
+// wrong type or out of range is an error that names the file, the line and the key, e.g.
+//   "fieldsyncd.conf:12: api.http_port: expected an integer 0..65535, got '\"abc\"'".
+// A file that is not valid TOML is read in the INI-like format of the releases before (bare values, ';' comments, yes/no booleans), with the
+// same keys and checks, so that an upgrade keeps a running device's config
+// (ConfigFormat::previous; the daemon logs previous_format_warning()).
 //
 // Thread-safety: all functions are pure apart from reading the file (load_config) and the
 // environment (finalize); they may be called from any thread.
@@ -37,27 +37,39 @@ std::filesystem::path default_config_path();
 // The upper bound on a config file; anything bigger is certainly not a config file.
 inline constexpr std::uintmax_t kMaxConfigFileBytes = 1u << 20;
 
-// Reads `path` and applies its settings on top of the defaults of Config{}.
-// Does not call finalize(): command-line overrides come first.
-Result<Config> load_config(const std::filesystem::path& path);
+// Which format a file was read in: TOML, or the format of the releases before TOML.
+enum class ConfigFormat { toml, previous };
+
+// Reads `path` and applies its settings on top of the defaults of Config{}; `format` (when
+// given) tells which format it was in. Does not call finalize(): command-line overrides come
+// first.
+Result<Config> load_config(const std::filesystem::path& path, ConfigFormat* format = nullptr);
 
 // Parses config text; `source` names it in error messages (usually the file name).
-Result<Config> parse_config(std::string_view text, std::string_view source);
+Result<Config> parse_config(std::string_view text, std::string_view source,
+                            ConfigFormat* format = nullptr);
 
-// Sets one key from its text value, e.g. ("api.http_port", "0") or
-// ("peer.hub.address", "10.0.0.2:7891"). Errors name the key but no file or line.
+// The warning for a file read in the previous format, with how to convert it.
+std::string previous_format_warning(const std::filesystem::path& path);
+
+// Sets one key from a command-line value (--set): a TOML value (0, true, "a b", 0o660), or,
+// when the text is not one, a string, so ("api.http_port", "0"), ("daemon.log_level", "debug")
+// and ("peer.hub.address", "10.0.0.2:7891") all work. A string key takes the text as it is
+// unless it is a quoted TOML string. Errors name the key but no file or line.
 Status apply_setting(Config& config, std::string_view key, std::string_view value);
 
 // apply_setting for a "key=value" string, as given to the daemon's --set.
 Status apply_assignment(Config& config, std::string_view assignment);
 
-// The current value of a key in the file's syntax (parsing it back gives the same value).
+// The current value of a key in TOML syntax (as a file's value or a --set value it reads back
+// as the same value).
 Result<std::string> get_setting(const Config& config, std::string_view key);
 
 // Every key that may be set (peer keys excluded: they are "peer.<name>.address|device").
 std::vector<std::string_view> setting_keys();
 
-// The whole configuration as a config file that parse_config() reads back to an equal Config.
+// The whole configuration as a TOML config file that parse_config() reads back to an equal
+// Config (fieldsyncd --print-config).
 std::string to_config_text(const Config& config);
 
 // The parts of the environment finalize() depends on.

@@ -11,7 +11,7 @@ namespace fieldsync::daemon {
 
 std::string usage() {
   return "usage: fieldsyncd [--config FILE] [--data-dir DIR] [--log-level LEVEL] [--set "
-         "KEY=VALUE]... [--check-config]\n"
+         "KEY=VALUE]... [--check-config | --print-config]\n"
          "\n"
          "  --config FILE      config file (default /etc/fieldsync/fieldsyncd.conf if it exists)\n"
          "  --data-dir DIR     data directory (daemon.data_dir)\n"
@@ -19,6 +19,8 @@ std::string usage() {
          "  --set KEY=VALUE    override any config key, e.g. --set api.http_port=0; repeatable\n"
          "  --check-config     check the config file and options as a start would, print\n"
          "                     \"config OK\" and its notices, and exit (status 2 if not OK)\n"
+         "  --print-config     print the configuration (file and options) as a TOML config\n"
+         "                     file and exit, e.g. to convert a file of the previous format\n"
          "  --version          print the version and exit\n"
          "  --help             this text\n"
          "\n"
@@ -48,6 +50,8 @@ Result<DaemonArgs> parse_args(int argc, char** argv) {
       a.version = true;
     } else if (arg == "--check-config") {
       a.check_config = true;
+    } else if (arg == "--print-config") {
+      a.print_config = true;
     } else if (arg == "--config" || arg == "-c") {
       auto v = take();
       if (!v) return v.error();
@@ -80,17 +84,24 @@ std::optional<std::filesystem::path> config_file(const DaemonArgs& args) {
   return std::nullopt;
 }
 
-Result<config::Config> build_config(const DaemonArgs& args) {
+Result<config::Config> effective_config(const DaemonArgs& args, config::ConfigFormat* format) {
   config::Config cfg;
+  if (format) *format = config::ConfigFormat::toml;
   if (auto file = config_file(args)) {
-    auto loaded = config::load_config(*file);
+    auto loaded = config::load_config(*file, format);
     if (!loaded) return loaded.error();
     cfg = std::move(*loaded);
   }
   if (args.data_dir) FS_TRY(config::apply_setting(cfg, "daemon.data_dir", *args.data_dir));
   if (args.log_level) FS_TRY(config::apply_setting(cfg, "daemon.log_level", *args.log_level));
   for (const auto& [k, v] : args.settings) FS_TRY(config::apply_setting(cfg, k, v));
-  FS_TRY(config::finalize(cfg, ::geteuid() == 0));
+  return cfg;
+}
+
+Result<config::Config> build_config(const DaemonArgs& args, config::ConfigFormat* format) {
+  auto cfg = effective_config(args, format);
+  if (!cfg) return cfg.error();
+  FS_TRY(config::finalize(*cfg, ::geteuid() == 0));
   return cfg;
 }
 

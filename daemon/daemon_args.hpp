@@ -12,6 +12,7 @@
 
 #include "common/result.hpp"
 #include "config/config.hpp"
+#include "config/config_loader.hpp"
 
 namespace fieldsync::daemon {
 
@@ -23,14 +24,23 @@ struct DaemonArgs {
   bool help = false;
   bool version = false;
   bool check_config = false;  // --check-config: build the Config, report, exit
+  bool print_config = false;  // --print-config: print effective_config() as TOML, exit
 };
 
 // Parses argv. invalid_argument (usage error) with a message naming the bad option.
 Result<DaemonArgs> parse_args(int argc, char** argv);
 std::string usage();
 
-// Builds the effective Config. invalid_argument names the bad key or file.
-Result<config::Config> build_config(const DaemonArgs& args);
+// The config file with the command line applied, before finalize (--print-config prints it).
+// `format` (when given) tells the format the file was read in. invalid_argument names the bad
+// key or file.
+Result<config::Config> effective_config(const DaemonArgs& args,
+                                        config::ConfigFormat* format = nullptr);
+
+// effective_config() with the defaults that depend on the environment filled (finalize):
+// what the daemon runs with.
+Result<config::Config> build_config(const DaemonArgs& args,
+                                    config::ConfigFormat* format = nullptr);
 
 // The config file build_config reads (--config, else the default path when it exists), or
 // nullopt when it reads none.

@@ -1,6 +1,8 @@
-// Fuzz target: the config file loader (config/config_loader.cpp), text an operator writes.
-// Checks: a refusal names the source and a line; what parses survives a round trip through
-// to_config_text(); every key's get_setting() text reads back as the same value.
+// Fuzz target: the config file loader (config/config_loader.cpp), text an operator writes: TOML
+// (toml++ and the key table) and the previous format (seeds previous_*).
+// Checks: a refusal names the source; what parses survives a round trip through
+// to_config_text() (TOML, whatever the input's format); every key's get_setting() text reads
+// back as the same value, both as a one-line file and as a --set value.
 #include "config/config_loader.hpp"
 #include "fuzz/fuzz_support.hpp"
 
@@ -18,11 +20,13 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     return 0;
   }
   const std::string canonical = to_config_text(*cfg);
-  auto again = parse_config(canonical, "again.conf");
+  ConfigFormat format = ConfigFormat::previous;
+  auto again = parse_config(canonical, "again.conf", &format);
   FUZZ_CHECK(again.ok());
+  FUZZ_CHECK(format == ConfigFormat::toml);
   FUZZ_CHECK(to_config_text(*again) == canonical);
   for (auto key : setting_keys()) {
-    // get_setting gives the value in the file's syntax: as a one-line file it reads back equal.
+    // get_setting gives the value in TOML: as a one-line file it reads back equal.
     auto value = get_setting(*cfg, key);
     FUZZ_CHECK(value.ok());
     auto one = parse_config(std::string(key) + " = " + *value + "\n", "one.conf");
@@ -31,6 +35,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       std::fprintf(stderr, "%.*s = %s does not read back\n", static_cast<int>(key.size()),
                    key.data(), value->c_str());
     FUZZ_CHECK(back.ok() && *back == *value);
+    Config set;
+    FUZZ_CHECK(apply_setting(set, key, *value).ok());
+    FUZZ_CHECK(get_setting(set, key).value() == *value);
   }
   return 0;
 }

@@ -8,6 +8,7 @@
 # tests/package/test_package.sh).
 # postgresql is the server the mirror's tests start in a temporary directory (libpq-dev builds
 # the mirror, hub/).
+# libtomlplusplus-dev (toml++) parses the config file (header-only).
 # nodejs + npm run the API description's lint (scripts/lint-api.sh); python3-yaml and
 # python3-jsonschema check real answers against it (tests/integration/test_openapi_responses.py).
 set -euo pipefail
@@ -17,7 +18,7 @@ PKGS=(
   cmake ninja-build pkg-config g++ ccache lld git clang-format
   clang libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
-  libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libvips-dev catch2
+  libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libvips-dev libtomlplusplus-dev catch2
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev libpq-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
   build-essential dpkg-dev debhelper postgresql

@@ -1,5 +1,6 @@
 // Bounded random-input test of the config parser (runs under ASan/UBSan in CI): mutated
-// configs never crash, and every refusal names the source and a line.
+// configs (the shipped TOML file, and the file of the previous format) never crash, every
+// refusal names the source, and what parses survives a round trip through TOML.
 #include <catch2/catch.hpp>
 #include <fstream>
 #include <random>
@@ -11,15 +12,17 @@
 using namespace fieldsync::config;
 
 TEST_CASE("mutated config files are parsed or refused with a located message") {
-  std::ifstream in(FIELDSYNC_SOURCE_DIR "/config/fieldsyncd.conf", std::ios::binary);
+  auto file = GENERATE(as<std::string>{}, "/config/fieldsyncd.conf",
+                       "/tests/config/previous_format.conf");
+  std::ifstream in(FIELDSYNC_SOURCE_DIR + file, std::ios::binary);
   std::ostringstream ss;
   ss << in.rdbuf();
   const std::string seed =
-      ss.str() + "[peer.a]\naddress = h:1\ndevice = " + fieldsync::DeviceId{}.str() + "\n";
+      ss.str() + "[peer.a]\naddress = \"h:1\"\ndevice = \"" + fieldsync::DeviceId{}.str() + "\"\n";
   REQUIRE(seed.size() > 1000);
 
   static const std::string alphabet =
-      "[]=#;\"\\. \t\n\r\x01\xff"
+      "[]=#;\"'\\. \t\n\r\x01\xff"
       "0123456789kMGT-_:apiz";
   std::mt19937_64 rng(20261123);  // fixed: failures reproduce
   int parsed = 0, refused = 0;

@@ -177,7 +177,7 @@ const std::map<std::string, std::pair<std::string, std::string>>& bad_samples() 
       {"sync.handshake_timeout_ms", {"10s", "expected milliseconds"}},
       {"sync.idle_timeout_ms", {"86400001", "expected milliseconds"}},
       {"sync.connect_timeout_ms", {" ", "expected milliseconds"}},
-      {"sync.max_peers", {"+3", "expected an integer"}},
+      {"sync.max_peers", {"3.0", "expected an integer"}},
       {"sync.max_handshakes", {"0", "1..10000"}},
       {"sync.tls_handshake_timeout_ms", {"3s", "expected milliseconds"}},
       {"sync.max_pending_devices", {"-1", "expected an integer"}},
@@ -187,7 +187,7 @@ const std::map<std::string, std::pair<std::string, std::string>>& bad_samples() 
       {"sync.max_projects", {"0", "expected an integer"}},
       {"sync.compression_level", {"20", "expected an integer 0..19"}},
       {"sync.write_chunk_bytes", {"1", "expected a size"}},
-      {"sync.retry_min_ms", {"0x10", "expected milliseconds"}},
+      {"sync.retry_min_ms", {"0x", "expected milliseconds"}},
       {"sync.retry_max_ms", {"99999999999999999999999", "expected milliseconds"}},
       {"sync.trust_policy", {"sometimes", "expected auto or ask"}},
       {"discovery.enabled", {"sometimes", "expected true or false"}},
@@ -374,105 +374,255 @@ TEST_CASE("every bad value is refused with a message naming the key") {
   }
 }
 
-TEST_CASE("file errors name the file, the line and the key") {
+TEST_CASE("TOML errors name the file, the line and the key") {
   auto err = [](std::string_view text) {
     auto r = parse_config(text, "fieldsyncd.conf");
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == Errc::invalid_argument);
     return r.error().message;
   };
-  CHECK(err("# c\n[api]\n\nhttp_port = abc\n") ==
-        "fieldsyncd.conf:4: api.http_port: expected an integer 0..65535, got 'abc'");
+  CHECK(err("# c\n[api]\n\nhttp_port = \"abc\"\n") ==
+        "fieldsyncd.conf:4: api.http_port: expected an integer 0..65535, got '\"abc\"'");
+  CHECK(err("[api]\nhttp_port = 70000\n") ==
+        "fieldsyncd.conf:2: api.http_port: expected an integer 0..65535, got '70000'");
   CHECK(err("[api]\nhttp_prot = 1\n") ==
         "fieldsyncd.conf:2: api.http_prot: unknown key (did you mean api.http_port?)");
   CHECK(err("[api]\nfrobnicate = 1\n") == "fieldsyncd.conf:2: api.frobnicate: unknown key");
-  CHECK(err("[daemon]\nlog_level = info\n[api]\n[daemon]\nlog_level = debug\n") ==
-        "fieldsyncd.conf:5: daemon.log_level: set twice (first on line 2)");
-  CHECK(err("\n\n[network]\n").rfind("fieldsyncd.conf:3: unknown section [network]", 0) == 0);
-  CHECK(err("[api]\nhttp_port 7890\n").rfind("fieldsyncd.conf:2: expected 'key = value'", 0) == 0);
+  CHECK(err("\n\n[network]\nx = 1\n").rfind("fieldsyncd.conf:3: unknown section [network]", 0) ==
+        0);
   CHECK(err("http_port = 1\n").rfind("fieldsyncd.conf:1: http_port: key outside a section", 0) ==
         0);
-  CHECK(err("[api\n").rfind("fieldsyncd.conf:1: expected '[section]'", 0) == 0);
-  CHECK(err("[daemon]\ndevice_name = \"abc\n") ==
-        "fieldsyncd.conf:2: daemon.device_name: unterminated or badly escaped quoted value");
-  CHECK(err("[daemon]\ndevice_name = \"a\\n\"\n") ==
-        "fieldsyncd.conf:2: daemon.device_name: unterminated or badly escaped quoted value");
-  CHECK(err("[daemon]\ndevice_name = \"abc\" x\n")
-            .rfind("fieldsyncd.conf:2: daemon.device_name: unexpected text", 0) == 0);
-  CHECK(err("[sync]\nlisten_port = 7891 7892\n") ==
-        "fieldsyncd.conf:2: sync.listen_port: expected an integer 0..65535, got '7891 7892'");
-  CHECK(err("[peer.hub]\naddress = hub:7891\n") ==
+  CHECK(err("[storage]\ndurable = \"false\"\n") ==
+        "fieldsyncd.conf:2: storage.durable: expected true or false, got '\"false\"'");
+  CHECK(err("[daemon]\nlog_level = 3\n") ==
+        "fieldsyncd.conf:2: daemon.log_level: expected a string in double quotes, got '3'");
+  CHECK(err("[daemon]\nlog_level = \"loud\"\n")
+            .rfind("fieldsyncd.conf:2: daemon.log_level: expected one of trace", 0) == 0);
+  CHECK(err("[api]\nsocket_mode = 660\n")
+            .rfind("fieldsyncd.conf:2: api.socket_mode: expected an octal file mode as a string",
+                   0) == 0);
+  CHECK(err("[api]\nmax_body_bytes = \"8X\"\n")
+            .rfind("fieldsyncd.conf:2: api.max_body_bytes: expected a size 1k..1G", 0) == 0);
+  CHECK(err("[api]\nmax_body_bytes = [1]\n")
+            .rfind("fieldsyncd.conf:2: api.max_body_bytes: expected a size", 0) == 0);
+  CHECK(err("[api.http_port]\n")
+            .rfind("fieldsyncd.conf:1: api.http_port: expected an integer", 0) == 0);
+  CHECK(err("[peer.hub]\naddress = \"hub:7891\"\n") ==
         "fieldsyncd.conf: [peer.hub]: needs both address and device");
-  CHECK(err("[peer.hub]\naddress = hub\n") ==
+  CHECK(err("[peer.hub]\naddress = \"hub\"\ndevice = \"" + device_text(1) + "\"\n") ==
         "fieldsyncd.conf:2: peer.hub.address: expected host:port with port 1..65535 (IPv6 as "
         "[addr]:port), got 'hub'");
-  CHECK(err("[peer.hub]\ndevice = abc\n")
-            .rfind("fieldsyncd.conf:2: peer.hub.device: expected a "
-                   "device id",
-                   0) == 0);
   CHECK(err("[peer.hub]\nport = 1\n") ==
         "fieldsyncd.conf:2: peer.hub.port: unknown key (a peer has only address and device)");
-  CHECK(err("[peer.a b]\n").rfind("fieldsyncd.conf:1: [peer.a b]: peer name must be", 0) == 0);
-  CHECK(err("[api]\nhttp_port = \x01\n") ==
-        "fieldsyncd.conf:2: api.http_port: expected an integer 0..65535, got '\\x01'");
+  CHECK(err("[peer]\nhub = 1\n").rfind("fieldsyncd.conf:2: peer.hub: expected a table", 0) == 0);
+  CHECK(err("[peer.\"a b\"]\naddress = \"x:1\"\n")
+            .rfind("fieldsyncd.conf:2: peer.a b.address: peer name 'a b' must be", 0) == 0);
+  // Neither TOML nor the previous format: the TOML error (line and column) and the other one.
+  std::string twice =
+      err("[daemon]\nlog_level = \"info\"\n[api]\n[daemon]\nlog_level = \"debug\"\n");
+  CHECK(twice.rfind("fieldsyncd.conf:4: not valid TOML (column 1): ", 0) == 0);
+  CHECK(twice.find("'daemon'") != std::string::npos);
+  twice = err("[api]\nhttp_port = 1\nhttp_port = 2\n");
+  CHECK(twice.rfind("fieldsyncd.conf:3: not valid TOML (column ", 0) == 0);
+  CHECK(twice.find("'http_port'") != std::string::npos);
+  CHECK(twice.find("previous format: fieldsyncd.conf:3: api.http_port: set twice (first on "
+                   "line 2)") != std::string::npos);
+  CHECK(err("[api]\nmax_body_bytes = 8X\n")
+            .rfind("fieldsyncd.conf:2: not valid TOML (column 19): ", 0) == 0);
+  // toml++ 3.3.0 asserts on these (marzer/tomlplusplus#301): refused before it sees them.
+  for (auto header : {"[[[1]]]", "[[[a]]", "[[[]]", "[[=", " [[api]]", "[#", "[", "[ \t", "[\r"})
+    CHECK(err(std::string("[api]\r\n") + header + "\nx = 1")
+              .rfind("fieldsyncd.conf:2: not valid TOML: a table header must be [name]", 0) == 0);
+  CHECK(err("\xEF\xBB\xBF[#\n").rfind("fieldsyncd.conf:1: not valid TOML: a table header", 0) == 0);
 }
 
-TEST_CASE("syntax: comments, quotes, dotted keys, CRLF") {
+TEST_CASE("TOML values: types, sizes, octal modes, strings") {
+  ConfigFormat format = ConfigFormat::previous;
   auto r = parse_config(
-      "; leading comment\r\n"
-      "  # indented comment\r\n"
-      "storage.durable = no\r\n"
-      "[api]   # trailing comment on a section\r\n"
-      "http_port = 0   # trailing comment\r\n"
-      "http_address=127.0.0.2;x\r\n"  // no space before ';': part of the value... and invalid
-      ,
-      "c.conf");
-  REQUIRE_FALSE(r.ok());
-  CHECK(r.error().message ==
-        "c.conf:6: api.http_address: expected an IPv4 or IPv6 address such as 127.0.0.1 or ::1, "
-        "got '127.0.0.2;x'");
+      "# comment\n"
+      "[daemon]\n"
+      "device_name = \"Tent 3 # east\"  # trailing comment\n"
+      "log_level = 'debug'\n"
+      "[api]\n"
+      "http_port = 0\n"
+      "max_body_bytes = 1500\n"
+      "max_stream_bytes = \"2G\"\n"
+      "socket_mode = 0o640\n"
+      "http_enabled = false\n"
+      "[sync]\n"
+      "max_frame_bytes = 8_388_608\n"
+      "[storage]\n"
+      "durable = false\n"
+      "[peer.hub]\n"
+      "address = \"hub.local:7891\"\n"
+      "device = \"" +
+          device_text(3) + "\"\n",
+      "t.conf", &format);
+  REQUIRE(r.ok());
+  CHECK(format == ConfigFormat::toml);
+  CHECK(r->device_name == "Tent 3 # east");
+  CHECK(r->log_level == "debug");
+  CHECK(r->api.http_port == 0);
+  CHECK(r->api.max_body_bytes == 1500);
+  CHECK(r->api.max_stream_bytes == 2ull << 30);
+  CHECK(r->api.socket_mode == 0640);
+  CHECK_FALSE(r->api.http_enabled);
+  CHECK(r->sync.max_frame_bytes == 8u << 20);
+  CHECK_FALSE(r->storage.durable);
+  REQUIRE(r->peers.size() == 1);
+  CHECK(r->peers[0].address == "hub.local:7891");
+  CHECK(get_setting(*r, "api.max_body_bytes").value() == "1500");
+  CHECK(get_setting(*r, "sync.max_frame_bytes").value() == "\"8M\"");
+  CHECK(get_setting(*r, "api.socket_mode").value() == "\"0640\"");
+  CHECK(get_setting(*r, "daemon.log_level").value() == "\"debug\"");
+  CHECK(get_setting(*r, "api.http_enabled").value() == "false");
+  // Dotted keys are TOML's: at the top they name the section.
+  r = parse_config("api.http_port = 9\nstorage.durable = false\n", "t.conf", &format);
+  REQUIRE(r.ok());
+  CHECK(format == ConfigFormat::toml);
+  CHECK(r->api.http_port == 9);
+  // An empty file is a TOML file with the defaults.
+  r = parse_config("", "t.conf", &format);
+  REQUIRE(r.ok());
+  CHECK(format == ConfigFormat::toml);
+}
 
-  r = parse_config(
+TEST_CASE("the previous format: the file the release before shipped still reads") {
+  ConfigFormat format = ConfigFormat::toml;
+  auto parsed = load_config(FIELDSYNC_SOURCE_DIR "/tests/config/previous_format.conf", &format);
+  REQUIRE(parsed.ok());
+  CHECK(format == ConfigFormat::previous);
+  const Config defaults;
+  for (auto k : setting_keys()) {
+    INFO(k);
+    CHECK(get_setting(*parsed, k).value() == get_setting(defaults, k).value());
+  }
+  CHECK(previous_format_warning("/etc/fieldsync/fieldsyncd.conf")
+            .find("fieldsyncd --print-config --config /etc/fieldsync/fieldsyncd.conf") !=
+        std::string::npos);
+}
+
+TEST_CASE("the previous format: comments, quotes, dotted keys, CRLF, yes/no") {
+  ConfigFormat format = ConfigFormat::toml;
+  auto r = parse_config(
       "storage.durable = no\r\n"
       "[api]\r\n"
       "http_port = 0   # trailing comment\r\n"
+      "socket_mode = 0600 ; comment\r\n"
+      "max_body_bytes = 3M\r\n"
       "socket_group =\r\n"
       "[daemon]\n"
       "device_name = \"  spaced # not a comment  \"  ; comment\n"
-      "api.max_page_size = 5\n",
-      "c.conf");
+      "api.max_page_size = 5\n"
+      "[sync]\n"
+      "enabled = off\n"
+      "[peer.hub]\n"
+      "address = hub.local:7891\n"
+      "device = " +
+          device_text(4) + "\n",
+      "c.conf", &format);
   REQUIRE(r.ok());
+  CHECK(format == ConfigFormat::previous);
   CHECK(r->storage.durable == false);
   CHECK(r->api.http_port == 0);
+  CHECK(r->api.socket_mode == 0600);
+  CHECK(r->api.max_body_bytes == 3u << 20);
   CHECK(r->api.socket_group.empty());
   CHECK(r->device_name == "  spaced # not a comment  ");
   CHECK(r->api.max_page_size == 5);
+  CHECK_FALSE(r->sync.enabled);
+  REQUIRE(r->peers.size() == 1);
+  CHECK(r->peers[0].address == "hub.local:7891");
+  // Printed as TOML, it reads back as TOML to the same configuration.
+  auto back = parse_config(to_config_text(*r), "back.conf", &format);
+  REQUIRE(back.ok());
+  CHECK(format == ConfigFormat::toml);
+  CHECK(to_config_text(*back) == to_config_text(*r));
+
+  // A file that is valid TOML is read as TOML, strictly: a quoted number is a string, and a
+  // dotted key under a section is below that section.
+  r = parse_config("[api]\nhttp_port = \"0\"\n", "c.conf", &format);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.rfind("c.conf:2: api.http_port: expected an integer", 0) == 0);
+  r = parse_config("[api]\nhttp_port = 0\nstorage.durable = false\n", "c.conf", &format);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().message.rfind("c.conf:3: api.storage: unknown key", 0) == 0);
+
+  auto err = [](std::string_view text) {
+    auto res = parse_config(text, "c.conf");
+    REQUIRE_FALSE(res.ok());
+    std::string m = res.error().message;
+    std::string_view sep = "; nor a config file of the previous format: ";
+    auto at = m.find(sep);
+    REQUIRE(at != std::string::npos);
+    return m.substr(at + sep.size());
+  };
+  CHECK(err("[api]\nhttp_address=127.0.0.2;x\n") ==
+        "c.conf:2: api.http_address: expected an IPv4 or IPv6 address such as 127.0.0.1 or ::1, "
+        "got '127.0.0.2;x'");
+  CHECK(err("[daemon]\nlog_level = info\n[api]\n[daemon]\nlog_level = debug\n") ==
+        "c.conf:5: daemon.log_level: set twice (first on line 2)");
+  CHECK(err("[api]\nhttp_port 7890\n").rfind("c.conf:2: expected 'key = value'", 0) == 0);
+  CHECK(err("[api\n").rfind("c.conf:1: expected '[section]'", 0) == 0);
+  CHECK(err("[daemon]\ndevice_name = \"abc\n") ==
+        "c.conf:2: daemon.device_name: unterminated quoted value, or text after it");
+  CHECK(err("[daemon]\ndevice_name = \"a\\q\"\n") ==
+        "c.conf:2: daemon.device_name: badly escaped quoted value");
+  CHECK(err("[sync]\nlisten_port = 7891 7892\n") ==
+        "c.conf:2: sync.listen_port: expected an integer 0..65535, got '7891 7892'");
+  CHECK(err("[peer.a b]\n").rfind("c.conf:1: unknown section [peer.a b]", 0) == 0);
+  CHECK(err("[api]\nhttp_port = \x01\n") ==
+        "c.conf:2: api.http_port: expected an integer 0..65535, got '\\x01'");
 }
 
-TEST_CASE("sizes, octal modes and booleans") {
+TEST_CASE("command-line values (--set): TOML values, else strings") {
   Config c;
   REQUIRE(apply_setting(c, "storage.map_size", "1T").ok());
   CHECK(c.storage.map_size_bytes == 1ull << 40);
   REQUIRE(apply_setting(c, "storage.map_size", "1048576").ok());
-  CHECK(get_setting(c, "storage.map_size").value() == "1M");
+  CHECK(get_setting(c, "storage.map_size").value() == "\"1M\"");
+  REQUIRE(apply_setting(c, "storage.map_size", "\"2G\"").ok());
+  CHECK(c.storage.map_size_bytes == 2ull << 30);
   REQUIRE(apply_setting(c, "api.max_body_bytes", "1500").ok());
   CHECK(get_setting(c, "api.max_body_bytes").value() == "1500");
   CHECK_FALSE(apply_setting(c, "storage.map_size", "k").ok());
   CHECK_FALSE(apply_setting(c, "storage.map_size", "1MB").ok());
-  REQUIRE(apply_setting(c, "api.socket_mode", "660").ok());
-  CHECK(c.api.socket_mode == 0660);
-  CHECK(get_setting(c, "api.socket_mode").value() == "0660");
-  CHECK_FALSE(apply_setting(c, "api.socket_mode", "4755").ok());  // no setuid bits
-  CHECK_FALSE(apply_setting(c, "api.socket_mode", "").ok());
-  for (auto t : {"true", "yes", "on", "1"}) {
-    c.sync.enabled = false;
-    REQUIRE(apply_setting(c, "sync.enabled", t).ok());
-    CHECK(c.sync.enabled);
+  for (auto mode : {"660", "0660", "0o660", "\"0660\""}) {
+    c.api.socket_mode = 0;
+    INFO(mode);
+    REQUIRE(apply_setting(c, "api.socket_mode", mode).ok());
+    CHECK(c.api.socket_mode == 0660);
   }
-  for (auto f : {"false", "no", "off", "0"}) {
-    c.sync.enabled = true;
-    REQUIRE(apply_setting(c, "sync.enabled", f).ok());
-    CHECK_FALSE(c.sync.enabled);
+  CHECK(get_setting(c, "api.socket_mode").value() == "\"0660\"");
+  CHECK_FALSE(apply_setting(c, "api.socket_mode", "4755").ok());  // no setuid bits
+  CHECK_FALSE(apply_setting(c, "api.socket_mode", "0o4755").ok());
+  CHECK_FALSE(apply_setting(c, "api.socket_mode", "").ok());
+  REQUIRE(apply_setting(c, "sync.enabled", "false").ok());
+  CHECK_FALSE(c.sync.enabled);
+  REQUIRE(apply_setting(c, "sync.enabled", "true").ok());
+  CHECK(c.sync.enabled);
+  for (auto other : {"yes", "on", "1", "\"true\""}) {
+    auto st = apply_setting(c, "sync.enabled", other);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.error().message.rfind("sync.enabled: expected true or false", 0) == 0);
+  }
+  // String keys take the text as it is, digits too; quotes are TOML's.
+  REQUIRE(apply_setting(c, "daemon.device_name", "123").ok());
+  CHECK(c.device_name == "123");
+  REQUIRE(apply_setting(c, "daemon.device_name", "\"a \\\"b\\\"\"").ok());
+  CHECK(c.device_name == "a \"b\"");
+  REQUIRE(apply_setting(c, "daemon.log_level", "debug").ok());
+  CHECK(c.log_level == "debug");
+  REQUIRE(apply_setting(c, "api.http_port", "0").ok());
+  CHECK(c.api.http_port == 0);
+  CHECK_FALSE(apply_setting(c, "api.http_port", "\"0\"").ok());
+  CHECK_FALSE(apply_setting(c, "api.http_port", "1\nx = 2").ok());
+  // A value as get_setting prints it is a --set value that sets the same.
+  Config d;
+  for (auto k : setting_keys()) {
+    INFO(k);
+    REQUIRE(apply_setting(d, k, get_setting(c, k).value()).ok());
+    CHECK(get_setting(d, k).value() == get_setting(c, k).value());
   }
 }
 
@@ -495,7 +645,7 @@ TEST_CASE("command-line assignments override the file") {
   REQUIRE_FALSE(st.ok());
   CHECK(st.error().message == "nope.key: unknown key");
   CHECK_FALSE(get_setting(c, "nope.key").ok());
-  CHECK(get_setting(c, "peer.x.address").value() == "10.0.0.2:7891");
+  CHECK(get_setting(c, "peer.x.address").value() == "\"10.0.0.2:7891\"");
 }
 
 TEST_CASE("load_config reports unreadable files by path") {
@@ -511,7 +661,7 @@ TEST_CASE("load_config reports unreadable files by path") {
   {
     std::ofstream(dir / "big.conf") << std::string(kMaxConfigFileBytes + 1, '#');
     std::ofstream(dir / "nul.conf") << std::string("[api]\0", 6);
-    std::ofstream(dir / "bad.conf") << "[sync]\nmax_peers = none\n";
+    std::ofstream(dir / "bad.conf") << "[sync]\nmax_peers = \"none\"\n";
   }
   r = load_config(dir / "big.conf");
   REQUIRE_FALSE(r.ok());
@@ -522,7 +672,7 @@ TEST_CASE("load_config reports unreadable files by path") {
   r = load_config(dir / "bad.conf");
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().message == (dir / "bad.conf").string() +
-                                 ":2: sync.max_peers: expected an integer 1..10000, got 'none'");
+                                 ":2: sync.max_peers: expected an integer 1..10000, got '\"none\"'");
   r = load_config(dir);  // a directory
   CHECK_FALSE(r.ok());
   std::filesystem::remove_all(dir);
