@@ -16,8 +16,11 @@ namespace fieldsync::config {
 struct ApiOptions {
   // Unix socket; empty = /run/fieldsync/api.sock when root, else <data_dir>/api.sock.
   std::filesystem::path socket_path;
-  std::uint32_t socket_mode = 0660;        // api.socket_mode (octal in the file)
-  std::string socket_group;                // api.socket_group: group allowed to use the socket
+  std::uint32_t socket_mode = 0660;  // api.socket_mode (octal in the file)
+  std::string socket_group;          // api.socket_group: group allowed to use the socket
+  // api.token_group: group that may read <data_dir>/api.token (0640, the data directory 0710
+  // with that group); empty: owner only (0600, 0700).
+  std::string token_group;
   bool http_enabled = true;                // api.http_enabled
   std::string http_address = "127.0.0.1";  // api.http_address: loopback unless set explicitly
   std::uint16_t http_port = 7890;  // api.http_port (0 = ephemeral, written to data_dir/api.port)

@@ -423,6 +423,10 @@ const std::vector<KeySpec>& key_table() {
         "api.socket_group", [](Config & c) -> auto& { return c.api.socket_group; },
         "a group name ([a-z_][a-z0-9_-]*, at most 32 characters; empty: the daemon's group)",
         [](std::string_view v) { return v.empty() || is_group_name(v); }));
+    t.push_back(string_key(
+        "api.token_group", [](Config & c) -> auto& { return c.api.token_group; },
+        "a group name ([a-z_][a-z0-9_-]*, at most 32 characters; empty: owner only)",
+        [](std::string_view v) { return v.empty() || is_group_name(v); }));
     t.push_back(bool_key(
         "api.http_enabled", [](Config & c) -> auto& { return c.api.http_enabled; }));
     t.push_back(string_key(

@@ -24,6 +24,7 @@
 #include "daemon/daemon_sync.hpp"
 #include "daemon/data_dir.hpp"
 #include "daemon/variant_maker.hpp"
+#include "ipc/api_access.hpp"
 #include "ipc/api_server.hpp"
 #include "ipc/api_service.hpp"
 #include "ipc/routes_blobs.hpp"
@@ -329,7 +330,9 @@ Status Daemon::run() {
   auto lock = DataDirLock::acquire(d.cfg.data_dir);
   if (!lock) return lock.error();
   d.lock = std::move(*lock);
-  auto tightened = secure_data_files(d.cfg.data_dir);
+  auto token_group = ipc::token_group_id(d.cfg.api.token_group);
+  if (!token_group) return token_group.error();
+  auto tightened = secure_data_files(d.cfg.data_dir, *token_group);
   if (!tightened) return tightened.error();
   for (const auto& notice : *tightened) spdlog::warn("{}", notice);
   for (bool first = true;; first = false) {

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/private_dir.hpp"
+#include "ipc/api_access.hpp"
 
 namespace fieldsync::daemon {
 
@@ -57,7 +58,8 @@ Result<std::unique_ptr<DataDirLock>> DataDirLock::acquire(const std::filesystem:
   return lock;
 }
 
-Result<std::vector<std::string>> secure_data_files(const std::filesystem::path& dir) {
+Result<std::vector<std::string>> secure_data_files(const std::filesystem::path& dir,
+                                                   std::optional<unsigned> token_group) {
   std::vector<std::string> notices;
   for (const char* name : {"device.key", "api.token"}) {
     auto path = dir / name;
@@ -71,6 +73,11 @@ Result<std::vector<std::string>> secure_data_files(const std::filesystem::path& 
                                     "to use a secret another user controls",
                                     path.string(), st.st_uid, ::geteuid()));
     unsigned mode = st.st_mode & 07777;
+    const bool shared = token_group && std::string_view(name) == "api.token";
+    if (shared) {  // 0640 with the group, whatever it was
+      FS_TRY(ipc::set_token_access(path, token_group));
+      continue;
+    }
     if (mode == 0600) continue;
     if (::chmod(path.c_str(), 0600) != 0)
       return make_error(Errc::internal,

@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,12 @@ class DataDirLock {
 
 // Checks the secret files in the data directory: a device key or API token readable by
 // others is tightened to 0600; one owned by another user is refused (permission_denied).
+// With `token_group` (api.token_group) the token is instead 0640 with that group (the API
+// server opens the directory to the group once the store has made it private:
+// ipc::open_dir_to_group).
+// Errors: permission_denied as above or when the daemon may not give a file to the group.
 // Returns what it changed, for the log.
-Result<std::vector<std::string>> secure_data_files(const std::filesystem::path& dir);
+Result<std::vector<std::string>> secure_data_files(const std::filesystem::path& dir,
+                                                   std::optional<unsigned> token_group = {});
 
 }  // namespace fieldsync::daemon

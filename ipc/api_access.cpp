@@ -1,6 +1,7 @@
 #include "ipc/api_access.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -29,7 +30,42 @@ bool valid_token(std::string_view t) {
 }
 }  // namespace
 
-Result<std::string> load_or_create_token(const std::filesystem::path& path) {
+Result<std::optional<unsigned>> token_group_id(const std::string& name) {
+  if (name.empty()) return std::optional<unsigned>();
+  struct group* g = ::getgrnam(name.c_str());
+  if (!g)
+    return make_error(Errc::invalid_argument, "api.token_group: no group named '" + name + "'");
+  return std::optional<unsigned>(g->gr_gid);
+}
+
+Status set_token_access(const std::filesystem::path& path, std::optional<unsigned> group) {
+  if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(*group)) != 0)
+    return make_error(errno == EPERM ? Errc::permission_denied : Errc::internal,
+                      "cannot give " + path.string() + " to group id " + std::to_string(*group) +
+                          " (api.token_group): " + std::strerror(errno) +
+                          "; the daemon's user must be a member of that group (systemd: "
+                          "SupplementaryGroups=)");
+  if (::chmod(path.c_str(), group ? 0640 : 0600) != 0)
+    return make_error(Errc::internal,
+                      "cannot chmod " + path.string() + ": " + std::strerror(errno));
+  return {};
+}
+
+Status open_dir_to_group(const std::filesystem::path& dir, std::optional<unsigned> group) {
+  if (!group) return {};
+  if (::chown(dir.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(*group)) != 0)
+    return make_error(errno == EPERM ? Errc::permission_denied : Errc::internal,
+                      "cannot give " + dir.string() + " to group id " + std::to_string(*group) +
+                          " (api.token_group): " + std::strerror(errno) +
+                          "; the daemon's user must be a member of that group (systemd: "
+                          "SupplementaryGroups=)");
+  if (::chmod(dir.c_str(), 0710) != 0)
+    return make_error(Errc::internal, "cannot chmod " + dir.string() + ": " + std::strerror(errno));
+  return {};
+}
+
+Result<std::string> load_or_create_token(const std::filesystem::path& path,
+                                         std::optional<unsigned> group) {
   for (int attempt = 0; attempt < 2; ++attempt) {
     std::ifstream in(path);
     if (in) {
@@ -40,7 +76,7 @@ Result<std::string> load_or_create_token(const std::filesystem::path& path) {
       if (!valid_token(t))
         return make_error(Errc::data_loss, "API token file " + path.string() +
                                                " is corrupt; delete it to create a new token");
-      ::chmod(path.c_str(), 0600);  // tighten a file copied with looser permissions
+      FS_TRY(set_token_access(path, group));  // also tightens a copy with looser permissions
       return t;
     }
     std::string token = to_hex(crypto::random_bytes(kTokenBytes));
@@ -58,6 +94,7 @@ Result<std::string> load_or_create_token(const std::filesystem::path& path) {
       ::unlink(path.c_str());
       return make_error(Errc::internal, "cannot write API token file " + path.string());
     }
+    FS_TRY(set_token_access(path, group));
     return token;
   }
   return make_error(Errc::internal, "cannot read API token file " + path.string());

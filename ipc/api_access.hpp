@@ -2,7 +2,8 @@
 //
 // Unix socket: no token; the socket file's mode and group decide who may connect.
 // TCP (loopback by default): every request needs `Authorization: Bearer <token>`, the token
-// being 32 random bytes (hex) kept in <data_dir>/api.token (0600), compared in constant time;
+// being 32 random bytes (hex) kept in <data_dir>/api.token (0600, or 0640 with the group
+// api.token_group so that apps of that group can read it), compared in constant time;
 // and its Host header must name the loopback (localhost, 127.0.0.1, [::1], any port), which
 // stops a web page from reaching the API through DNS rebinding.
 // Stateless functions; thread-safe.
@@ -22,9 +23,28 @@
 
 namespace fieldsync::ipc {
 
-// Reads the token file, or creates it (0600) with a fresh token when absent.
-// Errors: data_loss when the file exists but holds no valid token; internal on I/O errors.
-Result<std::string> load_or_create_token(const std::filesystem::path& path);
+// api.token_group resolved: the group's id, or none when the key is empty.
+// Errors: invalid_argument when no group has that name.
+Result<std::optional<unsigned>> token_group_id(const std::string& name);
+
+// The mode of a file apps may read (the token, api.port): with a group, given to that group
+// and made 0640; without, made 0600 (a looser mode, or a group left from an earlier
+// api.token_group, is taken back). Errors: permission_denied when the daemon may not give the
+// file to the group (it is not a member), internal on other I/O errors.
+Status set_token_access(const std::filesystem::path& path, std::optional<unsigned> group);
+
+// With a group: gives the data directory to it as 0710, so that the group's members can open
+// the token (and api.port) by name but list nothing and open nothing else there (every other
+// file is 0600, every directory 0700). Without: nothing (the store keeps the directory 0700).
+// Errors: as set_token_access.
+Status open_dir_to_group(const std::filesystem::path& dir, std::optional<unsigned> group);
+
+// Reads the token file, or creates it with a fresh token when absent; either way its mode is
+// then set by set_token_access(path, group).
+// Errors: data_loss when the file exists but holds no valid token; those of
+// set_token_access; internal on I/O errors.
+Result<std::string> load_or_create_token(const std::filesystem::path& path,
+                                         std::optional<unsigned> group = std::nullopt);
 
 // True for localhost / 127.0.0.1 / [::1], with or without ":port".
 bool is_loopback_host(std::string_view host);

@@ -28,8 +28,8 @@
 // from any thread, until the server is destroyed.
 //
 // Ownership: borrows the io_context and the ApiService, which must outlive it. Creates
-// <data_dir>/api.token (0600) and <data_dir>/api.port (0600, the bound TCP port; failing to
-// write it is logged, not fatal).
+// <data_dir>/api.token (0600; 0640 with the group api.token_group) and <data_dir>/api.port
+// (the same mode; the bound TCP port; failing to write it is logged, not fatal).
 // Thread-safety: start()/stop() on the io_context's thread (or before it runs);
 // notify_change() from any thread. The io_context must be run by exactly one thread, which
 // alone touches the connections, streams and shared pages (and calls ChangeStream::fetch).

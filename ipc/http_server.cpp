@@ -515,8 +515,11 @@ Status ApiServer::Impl::bind_tcp() {
         "api.http_address {} is not a loopback address: the API is reachable from the network "
         "(token required)",
         opt.http_address);
-  auto tok = load_or_create_token(token_file(data_dir));
+  auto group = token_group_id(opt.token_group);
+  if (!group) return group.error();
+  auto tok = load_or_create_token(token_file(data_dir), *group);
   if (!tok) return tok.error();
+  FS_TRY(open_dir_to_group(data_dir, *group));
   token = std::move(*tok);
   tcp::endpoint ep(addr, opt.http_port);
   tcp_acceptor.emplace(io);
@@ -532,8 +535,12 @@ Status ApiServer::Impl::bind_tcp() {
   port = tcp_acceptor->local_endpoint().port();
   // api.port only helps clients find an ephemeral port: failing to write it (a full disk) must
   // not keep the API down. A stale file is removed so nobody dials an old port.
-  if (auto written = write_private_file(port_file(data_dir), std::to_string(port) + "\n");
-      !written) {
+  auto written = write_private_file(port_file(data_dir), std::to_string(port) + "\n");
+  if (written && *group) {  // readers of the token need the port too
+    if (auto shared = set_token_access(port_file(data_dir), *group); !shared)
+      written = shared.error();
+  }
+  if (!written) {
     ::unlink(port_file(data_dir).c_str());
     spdlog::error(
         "{}; serving anyway: the HTTP API listens on port {} (see GET /v1/status), the "

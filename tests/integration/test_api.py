@@ -5,6 +5,7 @@ by hand: /usr/bin/python3 tests/integration/test_api.py -v
 """
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -831,6 +832,65 @@ class DataDirTest(unittest.TestCase):
             d.start()
             self.assertEqual(os.stat(key).st_mode & 0o7777, 0o600)
             self.assertIn("device.key had mode 0644; tightened to 0600", d.log())
+        finally:
+            d.close()
+
+
+    def test_token_group_reads_the_token_and_nothing_else(self):
+        """api.token_group: the token (and api.port) 0640 with the group, the data directory
+        0710 (traverse, no listing); a user of the group reads the token and uses it, one
+        outside it cannot; without the key everything is private again."""
+        import grp
+        if os.geteuid() == 0:
+            group = next((g for g in grp.getgrall() if g.gr_gid not in (0, os.getgid())), None)
+        else:
+            others = [g for g in os.getgroups() if g != os.getgid()]
+            group = grp.getgrgid(others[0] if others else os.getgid())
+        if group is None:
+            self.skipTest("no group other than root's on this machine")
+        gid = group.gr_gid
+        d = Daemon(name="tg", settings={"api.token_group": group.gr_name})
+        try:
+            d.start()
+            token = os.path.join(d.data_dir, "api.token")
+            for path, mode in ((d.data_dir, 0o710), (token, 0o640),
+                               (os.path.join(d.data_dir, "api.port"), 0o640)):
+                st = os.stat(path)
+                self.assertEqual(st.st_mode & 0o7777, mode, path)
+                self.assertEqual(st.st_gid, gid, path)
+            for name in ("device.key", "fieldsyncd.lock"):
+                self.assertEqual(os.stat(os.path.join(d.data_dir, name)).st_mode & 0o7777, 0o600)
+            self.assertEqual(os.stat(os.path.join(d.data_dir, "db")).st_mode & 0o7777, 0o700)
+            if os.geteuid() == 0 and shutil.which("setpriv"):
+                # Another user: in the group it reads the token (and the API takes it); outside
+                # it, or for the key or a listing, it is refused.
+                os.chmod(d.workdir, 0o711)
+                nobody = ["setpriv", "--reuid=65534", "--regid=65534"]
+                member = nobody + ["--groups=%d" % gid]
+                outsider = nobody + ["--clear-groups"]
+                p = subprocess.run(member + ["cat", token], capture_output=True, text=True)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertEqual(p.stdout.strip(), d.token)
+                self.assertEqual(d.http("GET", "/v1/status", token=p.stdout.strip()).status, 200)
+                for argv in (member + ["cat", os.path.join(d.data_dir, "device.key")],
+                             member + ["ls", d.data_dir], outsider + ["cat", token]):
+                    p = subprocess.run(argv, capture_output=True, text=True)
+                    self.assertNotEqual(p.returncode, 0, argv)
+                    self.assertIn("Permission denied", p.stderr)
+            self.assertEqual(d.stop(), 0)
+            # Without the key the token is the user's alone again, as is the directory.
+            del d.settings["api.token_group"]
+            d.start()
+            self.assertEqual(os.stat(d.data_dir).st_mode & 0o7777, 0o700)
+            self.assertEqual(os.stat(token).st_mode & 0o7777, 0o600)
+            self.assertEqual(os.stat(os.path.join(d.data_dir, "api.port")).st_mode & 0o7777, 0o600)
+            self.assertIn("api.token had mode 0640; tightened to 0600", d.log())
+            self.assertEqual(d.stop(), 0)
+            # A group that does not exist stops the start, naming the key.
+            d.settings["api.token_group"] = "no-such-group-fs"
+            p = subprocess.run(d.args(), capture_output=True, text=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("api.token_group: no group named 'no-such-group-fs'", p.stdout + p.stderr)
         finally:
             d.close()
 

@@ -1,5 +1,6 @@
 // TCP access policy: Host header (DNS rebinding) and bearer token; the token file.
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 
@@ -62,6 +63,27 @@ TEST_CASE("the token file is created once, 0600, and refused when corrupt") {
   auto bad = load_or_create_token(path);
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code == Errc::data_loss);
+}
+
+TEST_CASE("api.token_group: the token is 0640 with the group, and private again without it") {
+  test::TempDir dir;
+  auto path = dir.path() / "api.token";
+  const unsigned gid = ::getgid();  // a group this process may always give a file to
+  auto t1 = load_or_create_token(path, gid);
+  REQUIRE(t1);
+  struct stat st {};
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0640);
+  CHECK(st.st_gid == gid);
+  auto t2 = load_or_create_token(path);
+  REQUIRE(t2);
+  CHECK(*t2 == *t1);
+  REQUIRE(::stat(path.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  REQUIRE(token_group_id("").value() == std::nullopt);
+  auto none = token_group_id("no-such-group-fs");
+  REQUIRE_FALSE(none);
+  CHECK(none.error().message.find("api.token_group: no group named") != std::string::npos);
 }
 
 TEST_CASE("stream tickets: used once, until they expire, at most 64 live, changes feed only") {
