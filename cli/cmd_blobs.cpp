@@ -208,7 +208,7 @@ int run_policy(CliContext& ctx, const Command& self, const Args& args) {
 
 int run_blobs(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("blobs");
-  auto args = Args::parse(argv, {"type", "variant", "peer"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.empty()) return usage_error(ctx, self, "blobs needs put, get, ls, gc or policy");
@@ -229,7 +229,10 @@ int run_blobs(CliContext& ctx, const std::vector<std::string>& argv) {
 FIELDSYNC_CLI_COMMAND(Command{"blobs", kBlobsUsage,
                               "attachments: upload, download (fetched from peers if need be), "
                               "list, collect garbage, choose what this device fetches",
-                              run_blobs});
+                              run_blobs,
+                              {{"type", "TYPE", "blobs put: the media type (default: from the file name)"},
+                               {"variant", "NAME", "blobs get: a variant (e.g. thumbnail) instead of the original"},
+                               {"peer", "DEVICE=LEVEL", "blobs policy: what one peer device may fetch (LEVEL or default); repeatable"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

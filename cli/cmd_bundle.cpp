@@ -252,7 +252,7 @@ int run_sync(CliContext& ctx, const Command& self, const Args& args) {
 
 int run_bundle(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("bundle");
-  auto args = Args::parse(argv, {"for", "blobs"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.empty()) return usage_error(ctx, self, "bundle needs export, import or sync");
@@ -271,7 +271,9 @@ int run_bundle(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"bundle", kBundleUsage,
-                              "sync by USB stick: export, import, sync a folder", run_bundle});
+                              "sync by USB stick: export, import, sync a folder", run_bundle,
+                              {{"for", "DEVICE|members", "bundle export: the devices the bundle is for (a device id, or members); repeatable"},
+                               {"blobs", "all|variants|none", "which attachments the bundle carries (default: all for export, variants for sync)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -23,7 +23,7 @@ const std::vector<std::string> kHeaders = {"SEQ", "COLLECTION", "ID", "VERSION",
 
 int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("changes");
-  auto args = Args::parse(argv, {"since", "limit"}, {"follow"});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "changes takes a PROJECT");
   std::string pid;
@@ -116,7 +116,10 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
 
 FIELDSYNC_CLI_COMMAND(Command{"changes", "changes PROJECT [--since N] [--limit N] [--follow]",
                               "the project's changes feed; --follow streams new changes live",
-                              run_changes});
+                              run_changes,
+                              {{"since", "N", "start after this sequence number (default 0)"},
+                               {"limit", "N", "at most N changes"},
+                               {"follow", "", "keep streaming new changes as they happen"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -14,7 +14,7 @@ namespace {
 
 int run_conflicts(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("conflicts");
-  auto args = Args::parse(argv, {"limit", "after"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "conflicts takes a PROJECT");
   std::string pid;
@@ -44,7 +44,7 @@ int run_conflicts(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("resolve");
-  auto args = Args::parse(argv, {"body", "parents"}, {"merge", "delete"});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() != 3) return usage_error(ctx, self, "resolve takes PROJECT COLLECTION ID");
@@ -108,12 +108,18 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
 
 FIELDSYNC_CLI_COMMAND(Command{"conflicts", "conflicts PROJECT [--limit N] [--after CURSOR]",
                               "documents with concurrent versions, in every collection",
-                              run_conflicts});
+                              run_conflicts,
+                              {{"limit", "N", "at most N documents"},
+                               {"after", "CURSOR", "continue after this cursor (from the previous page)"}}});
 FIELDSYNC_CLI_COMMAND(Command{
     "resolve",
     "resolve PROJECT COLLECTION ID (--merge | --body JSON|-|@FILE | --delete) [--parents V1,V2]",
     "resolve a conflict: automatic field merge, or a body over the given (default: all) heads",
-    run_resolve});
+    run_resolve,
+    {{"merge", "", "merge the heads field by field"},
+     {"body", "JSON|-|@FILE", "the resolved body (text, - for stdin, @FILE)"},
+     {"delete", "", "resolve by deleting the document"},
+     {"parents", "V1,V2", "the heads the resolution replaces (default: all)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

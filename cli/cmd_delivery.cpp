@@ -26,7 +26,7 @@ void print_destinations(CliContext& ctx, const boost::json::array& list) {
 
 int run_destinations(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("destinations");
-  auto args = Args::parse(argv, {}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.empty()) return usage_error(ctx, self, "destinations needs a PROJECT");
@@ -74,7 +74,7 @@ int run_destinations(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_delivery(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("delivery");
-  auto args = Args::parse(argv, {}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "delivery needs a PROJECT");
   std::string pid;
@@ -111,7 +111,7 @@ int run_delivery(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_cleanup(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("cleanup");
-  auto args = Args::parse(argv, {"min-age"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "cleanup needs a PROJECT");
   std::string pid;
@@ -142,13 +142,14 @@ int run_cleanup(CliContext& ctx, const std::vector<std::string>& argv) {
 
 FIELDSYNC_CLI_COMMAND(Command{
     "destinations", "destinations PROJECT [add DEVICE [NAME] | remove DEVICE]",
-    "list, name or un-name the project's destinations (hubs)", run_destinations});
+    "list, name or un-name the project's destinations (hubs)", run_destinations, {}});
 FIELDSYNC_CLI_COMMAND(Command{
     "cleanup", "cleanup PROJECT [--min-age MS]",
-    "remove from this device the documents a destination confirmed it holds", run_cleanup});
+    "remove from this device the documents a destination confirmed it holds", run_cleanup,
+    {{"min-age", "MS", "only documents whose newest version is at least this old (default: the daemon's hub.cleanup_min_age_ms)"}}});
 FIELDSYNC_CLI_COMMAND(Command{"delivery", "delivery PROJECT",
                               "what of this device's writes the destinations confirm they hold",
-                              run_delivery});
+                              run_delivery, {}});
 
 }  // namespace
 }  // namespace fieldsync::cli

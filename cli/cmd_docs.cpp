@@ -30,8 +30,7 @@ void print_write(CliContext& ctx, const boost::json::value& v, const char* verb)
 
 int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("docs");
-  auto args =
-      Args::parse(argv, {"where", "limit", "after", "base"}, {"include-deleted", "conflicts"});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() < 3)
@@ -159,7 +158,14 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
   return usage_error(ctx, self, "unknown docs subcommand '" + sub + "'");
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"docs", kUsage, "read, write, list and delete documents", run_docs});
+FIELDSYNC_CLI_COMMAND(Command{
+    "docs", kUsage, "read, write, list and delete documents", run_docs,
+    {{"where", "FIELD=JSON", "docs list: only documents whose FIELD equals JSON; repeatable"},
+     {"limit", "N", "docs list, docs history: at most N entries"},
+     {"after", "CURSOR", "docs list: continue after this cursor"},
+     {"include-deleted", "", "docs list: deleted documents too"},
+     {"conflicts", "", "docs list: only documents with concurrent versions"},
+     {"base", "VERSION", "docs put, docs delete: the version the write is based on (an id or a unique prefix)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -12,7 +12,7 @@ namespace {
 
 int run_erase(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("erase");
-  auto args = Args::parse(argv, {"reason"}, {"yes"});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() != 3) return usage_error(ctx, self, "erase needs PROJECT COLLECTION ID");
@@ -40,7 +40,7 @@ int run_erase(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_erasures(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("erasures");
-  auto args = Args::parse(argv, {}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "erasures needs a PROJECT");
   std::string pid;
@@ -68,9 +68,11 @@ int run_erasures(CliContext& ctx, const std::vector<std::string>& argv) {
 
 FIELDSYNC_CLI_COMMAND(Command{"erase", "erase PROJECT COLLECTION ID --yes [--reason TEXT]",
                               "erase a document on every device, for good (coordinators)",
-                              run_erase});
+                              run_erase,
+                              {{"yes", "", "confirm: the document is erased on every device"},
+                               {"reason", "TEXT", "why, recorded with the erasure"}}});
 FIELDSYNC_CLI_COMMAND(Command{"erasures", "erasures PROJECT", "the documents erased in the project",
-                              run_erasures});
+                              run_erasures, {}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -18,7 +18,7 @@ namespace json = boost::json;
 
 int run_join(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("join");
-  auto args = Args::parse(argv, {"timeout"}, {"wait"});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().empty()) return usage_error(ctx, self, "join needs the invite CODE");
   // A code read aloud or wrapped over lines may arrive as several words.
@@ -77,7 +77,9 @@ int run_join(CliContext& ctx, const std::vector<std::string>& argv) {
 
 FIELDSYNC_CLI_COMMAND(Command{"join", "join CODE [--wait] [--timeout SECONDS]",
                               "join a project with an invite code; --wait until its data is here",
-                              run_join});
+                              run_join,
+                              {{"wait", "", "wait until the project's data is here"},
+                               {"timeout", "SECONDS", "with --wait: give up after this long (default 600)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -32,7 +32,7 @@ std::optional<long long> parse_duration(const std::string& text) {
 
 int run_members(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("members");
-  auto args = Args::parse(argv, {}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "members needs a PROJECT");
   std::string pid;
@@ -53,7 +53,7 @@ int run_members(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_invite(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("invite");
-  auto args = Args::parse(argv, {"role", "expires"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "invite needs a PROJECT");
   std::string pid;
@@ -79,7 +79,7 @@ int run_invite(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_revoke(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("revoke");
-  auto args = Args::parse(argv, {}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 2)
     return usage_error(ctx, self, "revoke needs a PROJECT and a DEVICE id");
@@ -99,7 +99,7 @@ int run_revoke(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_leave(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("leave");
-  auto args = Args::parse(argv, {}, {"yes"});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "leave needs a PROJECT");
   if (!args->flag("yes"))
@@ -117,7 +117,7 @@ int run_leave(CliContext& ctx, const std::vector<std::string>& argv) {
 
 int run_verify(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("verify");
-  auto args = Args::parse(argv, {}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   if (args->positional().size() != 1) return usage_error(ctx, self, "verify needs a DEVICE id");
   boost::json::value v;
@@ -132,15 +132,18 @@ int run_verify(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"members", "members PROJECT", "list a project's devices and roles",
-                              run_members});
+                              run_members, {}});
 FIELDSYNC_CLI_COMMAND(Command{"invite", "invite PROJECT [--role member|coordinator] [--expires 1h]",
-                              "print a single-use invite code for a new device", run_invite});
+                              "print a single-use invite code for a new device", run_invite,
+                              {{"role", "member|coordinator", "the new device's role (default member)"},
+                               {"expires", "DURATION", "how long the code is valid, e.g. 30m, 1h, 2d"}}});
 FIELDSYNC_CLI_COMMAND(Command{"revoke", "revoke PROJECT DEVICE",
-                              "remove a device from a project (coordinators)", run_revoke});
+                              "remove a device from a project (coordinators)", run_revoke, {}});
 FIELDSYNC_CLI_COMMAND(Command{"leave", "leave PROJECT --yes",
-                              "leave a project and delete its data here", run_leave});
+                              "leave a project and delete its data here", run_leave,
+                              {{"yes", "", "confirm: the project's data on this device is deleted"}}});
 FIELDSYNC_CLI_COMMAND(Command{"verify", "verify DEVICE",
-                              "show the code to compare before trusting a device", run_verify});
+                              "show the code to compare before trusting a device", run_verify, {}});
 
 }  // namespace
 }  // namespace fieldsync::cli

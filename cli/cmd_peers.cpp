@@ -107,7 +107,7 @@ int resolve_peer(CliContext& ctx, const std::string& arg, std::string& id) {
 
 int run_peers(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("peers");
-  auto args = Args::parse(argv, {"name"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   json::value v;
@@ -204,7 +204,7 @@ std::string progress_line(const json::object& p) {
 
 int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("sync");
-  auto args = Args::parse(argv, {"timeout"}, {"wait"});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() != 1) return usage_error(ctx, self, "sync needs a PEER");
@@ -263,10 +263,13 @@ FIELDSYNC_CLI_COMMAND(Command{
     "peers",
     "peers [add ADDRESS DEVICE_ID [--name NAME] | add PEER | rm PEER | show PEER | approve PEER]",
     "list sync and discovered peers, add (or pick a discovered one), remove, show or approve one",
-    run_peers});
+    run_peers,
+    {{"name", "NAME", "peers add: a name for the peer"}}});
 FIELDSYNC_CLI_COMMAND(Command{"sync", "sync PEER [--wait] [--timeout SECONDS]",
                               "sync with a peer now; --wait until both hold the same data",
-                              run_sync});
+                              run_sync,
+                              {{"wait", "", "wait until both hold the same data"},
+                               {"timeout", "SECONDS", "with --wait: give up after this long (default 600)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

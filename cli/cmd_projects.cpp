@@ -19,7 +19,7 @@ void print_projects(CliContext& ctx, const boost::json::array& list) {
 
 int run_projects(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("projects");
-  auto args = Args::parse(argv, {"settings"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   boost::json::value v;
@@ -68,7 +68,8 @@ int run_projects(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{"projects", "projects [create NAME [--settings JSON] | show PROJECT]",
-                              "list projects, create one, or show one", run_projects});
+                              "list projects, create one, or show one", run_projects,
+                              {{"settings", "JSON", "projects create: the project's settings"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -42,7 +42,7 @@ int run_selection(CliContext& ctx, const Command& self, const std::string& pid,
 
 int run_subscription(CliContext& ctx, const std::vector<std::string>& argv) {
   const auto& self = find_command("subscription");
-  auto args = Args::parse(argv, {"for"}, {});
+  auto args = Args::parse(argv, self);
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() != 1 && pos.size() != 2)
@@ -85,7 +85,8 @@ int run_subscription(CliContext& ctx, const std::vector<std::string>& argv) {
 FIELDSYNC_CLI_COMMAND(Command{
     "subscription", kUsage,
     "what this device wants of a project: collections and a filter on fields (or everything)",
-    run_subscription});
+    run_subscription,
+    {{"for", "DEVICE", "set or show the selection for DEVICE instead of this device's subscription"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

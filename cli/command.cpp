@@ -12,6 +12,7 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
+#include <boost/program_options.hpp>
 
 #include "common/text.hpp"
 
@@ -31,39 +32,61 @@ const Command& find_command(const std::string& name) {
   return none;
 }
 
-Result<Args> Args::parse(const std::vector<std::string>& argv,
-                         const std::set<std::string>& value_options,
-                         const std::set<std::string>& flag_options) {
+namespace {
+
+namespace po = boost::program_options;
+
+// The table of a command's options as Boost.Program_options sees it.
+po::options_description describe(const Command& cmd) {
+  po::options_description d("options", 100, 40);
+  for (const auto& o : cmd.options) {
+    if (o.value_name.empty())
+      d.add_options()(o.name.c_str(), o.help.c_str());
+    else
+      d.add_options()(o.name.c_str(),
+                      po::value<std::vector<std::string>>()->value_name(o.value_name),
+                      o.help.c_str());
+  }
+  return d;
+}
+
+}  // namespace
+
+void print_command_help(std::ostream& out, const Command& cmd) {
+  out << "usage: syncctl " << cmd.usage << "\n\n" << cmd.summary << "\n";
+  if (!cmd.options.empty()) out << "\n" << describe(cmd);
+  out << "\nglobal options: [--socket PATH | --data-dir DIR] [--json]; exit codes: 0 ok, 1 "
+         "error from fieldsyncd, 2 usage error, 3 fieldsyncd unreachable\n";
+}
+
+Result<Args> Args::parse(const std::vector<std::string>& argv, const Command& cmd) {
+  // Long options only ("-" and "-5" are arguments), spelled out (no abbreviations).
+  constexpr int kStyle = po::command_line_style::allow_long |
+                         po::command_line_style::long_allow_adjacent |
+                         po::command_line_style::long_allow_next;
+  constexpr const char* kPositional = "positional arguments";
+  po::options_description options = describe(cmd);
+  options.add_options()(kPositional, po::value<std::vector<std::string>>());
+  po::positional_options_description positional;
+  positional.add(kPositional, -1);
+  po::parsed_options parsed(&options);
+  try {
+    parsed = po::command_line_parser(argv)
+                 .options(options)
+                 .positional(positional)
+                 .style(kStyle)
+                 .run();
+  } catch (const po::error& e) {
+    return make_error(Errc::invalid_argument, e.what());
+  }
   Args a;
-  bool only_positional = false;
-  for (std::size_t i = 0; i < argv.size(); ++i) {
-    const std::string& s = argv[i];
-    if (only_positional || s.size() < 3 || s.rfind("--", 0) != 0) {
-      if (s == "--") {
-        only_positional = true;
-        continue;
-      }
-      a.positional_.push_back(s);
-      continue;
-    }
-    std::string name = s.substr(2);
-    std::optional<std::string> inline_value;
-    if (auto eq = name.find('='); eq != std::string::npos) {
-      inline_value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (value_options.count(name)) {
-      if (inline_value) {
-        a.values_.emplace(name, *inline_value);
-      } else {
-        if (i + 1 >= argv.size())
-          return make_error(Errc::invalid_argument, "--" + name + " needs a value");
-        a.values_.emplace(name, argv[++i]);
-      }
-    } else if (flag_options.count(name) && !inline_value) {
-      a.flags_.insert(name);
+  for (const auto& o : parsed.options) {
+    if (o.string_key == kPositional) {
+      a.positional_.insert(a.positional_.end(), o.value.begin(), o.value.end());
+    } else if (options.find(o.string_key, false).semantic()->max_tokens() == 0) {
+      a.flags_.insert(o.string_key);
     } else {
-      return make_error(Errc::invalid_argument, "unknown option --" + name);
+      for (const auto& v : o.value) a.values_.emplace(o.string_key, v);
     }
   }
   return a;

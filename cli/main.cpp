@@ -2,11 +2,14 @@
 //   syncctl [--socket PATH | --data-dir DIR] [--json] COMMAND [ARGS...]
 // The socket: --socket, else $FIELDSYNC_SOCKET, else the daemon's default for --data-dir
 // (/run/fieldsync/api.sock as root, <data_dir>/api.sock otherwise).
+#include <algorithm>
 #include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <string>
 #include <vector>
+
+#include <boost/program_options.hpp>
 
 #include "cli/command.hpp"
 #include "ipc/api_paths.hpp"
@@ -23,52 +26,68 @@ void print_help(std::ostream& out) {
          "PROJECT is a project id or a unique project name.\n";
 }
 
-// `syncctl COMMAND --help`: every form of that command and what it does.
-void print_command_help(std::ostream& out, const std::string& name) {
-  for (const auto& c : fieldsync::cli::command_registry())
-    if (c.name == name) out << "usage: syncctl " << c.usage << "\n\n" << c.summary << "\n";
-  out << "\nglobal options: [--socket PATH | --data-dir DIR] [--json]; exit codes: 0 ok, 1 "
-         "error from fieldsyncd, 2 usage error, 3 fieldsyncd unreachable\n";
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
   using namespace fieldsync;
+  namespace po = boost::program_options;
+  // The global options, wherever they stand (before or after the command); everything else
+  // (the command, its arguments and options) is passed on in order, and so is all from "--" on.
+  po::options_description global("global options");
+  global.add_options()
+      // clang-format off
+      ("socket", po::value<std::string>()->value_name("PATH"), "the daemon's API socket")
+      ("data-dir", po::value<std::string>()->value_name("DIR"),
+       "the daemon's data directory (its default socket)")
+      ("json", "print the daemon's JSON instead of tables")
+      ("help", "help (also -h)")
+      ("version", "print the version");
+  // clang-format on
+  std::vector<std::string> words(argv + 1, argv + argc), tail;
+  if (auto dd = std::find(words.begin(), words.end(), "--"); dd != words.end()) {
+    tail.assign(dd, words.end());
+    words.erase(dd, words.end());
+  }
+  std::replace(words.begin(), words.end(), std::string("-h"), std::string("--help"));
   std::vector<std::string> rest;
   std::string socket, data_dir;
   bool json = false, help = false, version = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto take = [&](std::string& out) {
-      if (auto eq = a.find('='); eq != std::string::npos) {
-        out = a.substr(eq + 1);
-        return true;
+  try {
+    auto parsed = po::command_line_parser(words)
+                      .options(global)
+                      .style(po::command_line_style::allow_long |
+                             po::command_line_style::long_allow_adjacent |
+                             po::command_line_style::long_allow_next)
+                      .allow_unregistered()
+                      .run();
+    for (const auto& o : parsed.options) {
+      if (o.unregistered || o.position_key != -1) {
+        rest.insert(rest.end(), o.original_tokens.begin(), o.original_tokens.end());
+      } else if (o.string_key == "socket") {
+        socket = o.value.front();
+      } else if (o.string_key == "data-dir") {
+        data_dir = o.value.front();
+      } else if (o.string_key == "json") {
+        json = true;
+      } else if (o.string_key == "help") {
+        help = true;
+      } else if (o.string_key == "version") {
+        // After a command, --version is that command's (unknown) option.
+        if (rest.empty())
+          version = true;
+        else
+          rest.insert(rest.end(), o.original_tokens.begin(), o.original_tokens.end());
       }
-      if (i + 1 >= argc) return false;
-      out = argv[++i];
-      return true;
-    };
-    if (a == "--json") {
-      json = true;
-    } else if (a == "--help" || a == "-h" || (rest.empty() && a == "help")) {
-      help = true;
-    } else if (a == "--version" && rest.empty()) {
-      version = true;
-    } else if (a == "--socket" || a.rfind("--socket=", 0) == 0) {
-      if (!take(socket)) {
-        std::cerr << "syncctl: --socket needs a path\n";
-        return cli::kUsage;
-      }
-    } else if (a == "--data-dir" || a.rfind("--data-dir=", 0) == 0) {
-      if (!take(data_dir)) {
-        std::cerr << "syncctl: --data-dir needs a directory\n";
-        return cli::kUsage;
-      }
-    } else {
-      rest.push_back(a);
     }
+  } catch (const po::error& e) {
+    std::cerr << "syncctl: " << e.what() << "\n";
+    return cli::kUsage;
   }
+  if (!rest.empty() && rest.front() == "help") {
+    help = true;
+    rest.erase(rest.begin());
+  }
+  rest.insert(rest.end(), tail.begin(), tail.end());
   if (version) {
     std::cout << "syncctl " << FIELDSYNC_VERSION << "\n";
     return cli::kOk;
@@ -79,7 +98,7 @@ int main(int argc, char** argv) {
       print_help(std::cerr);
       return cli::kUsage;
     }
-    print_command_help(std::cout, rest.front());
+    cli::print_command_help(std::cout, cli::find_command(rest.front()));
     return cli::kOk;
   }
   if (help || rest.empty()) {

@@ -2,82 +2,84 @@
 
 #include <unistd.h>
 
-#include <cstring>
 #include <filesystem>
+#include <sstream>
+
+#include <boost/program_options.hpp>
 
 #include "config/config_loader.hpp"
 
 namespace fieldsync::daemon {
+namespace {
+
+namespace po = boost::program_options;
+
+// Every option, once: parse_args() reads them and usage() prints them.
+po::options_description options() {
+  po::options_description o("options", 100, 40);
+  o.add_options()
+      // clang-format off
+      ("config,c", po::value<std::string>()->value_name("FILE"),
+       "config file (default /etc/fieldsync/fieldsyncd.conf if it exists)")
+      ("data-dir", po::value<std::string>()->value_name("DIR"), "data directory (daemon.data_dir)")
+      ("log-level", po::value<std::string>()->value_name("LEVEL"),
+       "trace, debug, info, warn or error (daemon.log_level)")
+      ("set", po::value<std::vector<std::string>>()->value_name("KEY=VALUE")->composing(),
+       "override any config key, e.g. --set api.http_port=0; repeatable; VALUE is a TOML "
+       "value (0, true, \"a b\") or else a string")
+      ("check-config", "check the config file and options as a start would, print \"config OK\" "
+       "and its notices, and exit (status 2 if not OK)")
+      ("print-config", "print the configuration (file and options) as a TOML config file and "
+       "exit, e.g. to convert a file of the previous format")
+      ("version", "print the version and exit")
+      ("help,h", "this text");
+  // clang-format on
+  return o;
+}
+
+}  // namespace
 
 std::string usage() {
-  return "usage: fieldsyncd [--config FILE] [--data-dir DIR] [--log-level LEVEL] [--set "
-         "KEY=VALUE]... [--check-config | --print-config]\n"
-         "\n"
-         "  --config FILE      config file (default /etc/fieldsync/fieldsyncd.conf if it exists)\n"
-         "  --data-dir DIR     data directory (daemon.data_dir)\n"
-         "  --log-level LEVEL  trace, debug, info, warn or error (daemon.log_level)\n"
-         "  --set KEY=VALUE    override any config key, e.g. --set api.http_port=0; repeatable\n"
-         "  --check-config     check the config file and options as a start would, print\n"
-         "                     \"config OK\" and its notices, and exit (status 2 if not OK)\n"
-         "  --print-config     print the configuration (file and options) as a TOML config\n"
-         "                     file and exit, e.g. to convert a file of the previous format\n"
-         "  --version          print the version and exit\n"
-         "  --help             this text\n"
-         "\n"
-         "SIGHUP reloads the config file: the log level and the static peers change at once,\n"
+  std::ostringstream out;
+  out << "usage: fieldsyncd [--config FILE] [--data-dir DIR] [--log-level LEVEL] [--set "
+         "KEY=VALUE]... [--check-config | --print-config]\n\n"
+      << options()
+      << "\nSIGHUP reloads the config file: the log level and the static peers change at once,\n"
          "other changed keys are logged as needing a restart.\n";
+  return out.str();
 }
 
 Result<DaemonArgs> parse_args(int argc, char** argv) {
+  po::variables_map vm;
+  try {
+    // Options are spelled out: no abbreviations (--conf for --config), no option files.
+    const int style = po::command_line_style::unix_style ^ po::command_line_style::allow_guessing;
+    po::store(po::command_line_parser(argc, argv).options(options()).style(style).run(), vm);
+  } catch (const po::error& e) {
+    return make_error(Errc::invalid_argument, e.what());
+  }
   DaemonArgs a;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    std::string value;
-    bool has_inline = false;
-    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-      has_inline = true;
-    }
-    auto take = [&]() -> Result<std::string> {
-      if (has_inline) return value;
-      if (i + 1 >= argc) return make_error(Errc::invalid_argument, arg + " needs a value");
-      return std::string(argv[++i]);
-    };
-    if (arg == "--help" || arg == "-h") {
-      a.help = true;
-    } else if (arg == "--version") {
-      a.version = true;
-    } else if (arg == "--check-config") {
-      a.check_config = true;
-    } else if (arg == "--print-config") {
-      a.print_config = true;
-    } else if (arg == "--config" || arg == "-c") {
-      auto v = take();
-      if (!v) return v.error();
-      a.config_path = *v;
-    } else if (arg == "--data-dir") {
-      auto v = take();
-      if (!v) return v.error();
-      a.data_dir = *v;
-    } else if (arg == "--log-level") {
-      auto v = take();
-      if (!v) return v.error();
-      a.log_level = *v;
-    } else if (arg == "--set") {
-      auto v = take();
-      if (!v) return v.error();
-      auto eq = v->find('=');
+  auto text = [&vm](const char* name) -> std::optional<std::string> {
+    if (!vm.count(name)) return std::nullopt;
+    return vm[name].as<std::string>();
+  };
+  a.help = vm.count("help") > 0;
+  a.version = vm.count("version") > 0;
+  a.check_config = vm.count("check-config") > 0;
+  a.print_config = vm.count("print-config") > 0;
+  a.config_path = text("config");
+  a.data_dir = text("data-dir");
+  a.log_level = text("log-level");
+  if (vm.count("set")) {
+    for (const auto& kv : vm["set"].as<std::vector<std::string>>()) {
+      auto eq = kv.find('=');
       if (eq == std::string::npos || eq == 0)
-        return make_error(Errc::invalid_argument, "--set expects KEY=VALUE, got '" + *v + "'");
-      a.settings.emplace_back(v->substr(0, eq), v->substr(eq + 1));
-    } else {
-      return make_error(Errc::invalid_argument, "unknown option '" + arg + "'");
+        return make_error(Errc::invalid_argument, "--set expects KEY=VALUE, got '" + kv + "'");
+      a.settings.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
     }
   }
   return a;
 }
-
 std::optional<std::filesystem::path> config_file(const DaemonArgs& args) {
   if (args.config_path) return std::filesystem::path(*args.config_path);
   if (std::filesystem::exists(config::default_config_path())) return config::default_config_path();

@@ -6,7 +6,8 @@
 - every option that `fieldsyncd --help` lists is in fieldsyncd.8;
 - `fieldsyncd --version`, `syncctl --version`, debian/changelog and both man pages' headers
   name the same version;
-- `syncctl COMMAND --help` and `syncctl help COMMAND` print that command's usage, exit 0.
+- `syncctl COMMAND --help` and `syncctl help COMMAND` print that command's usage, exit 0, and
+  describe every option the usage shows.
 
 Usage: cli_docs_test.py SOURCE_DIR PATH/TO/fieldsyncd PATH/TO/syncctl
 """
@@ -111,6 +112,14 @@ for cmd in commands:
               and "commands:" not in r.stdout,
               f"`syncctl {' '.join(argv)}` does not print that command's usage alone "
               f"(exit {r.returncode}): {r.stdout[:80]!r}")
+# --- each command's --help lists (generated from its table of options) every option its
+# usage shows, with a description ---
+for cmd in commands:
+    text = subprocess.run([syncctl, cmd, "--help"], capture_output=True, text=True).stdout
+    listed = set(re.findall(r"^  (--[a-z][a-z-]*) ", text, re.M))
+    for _, _, rest in [f for f in forms if f[0] == cmd]:
+        for opt in re.findall(r"--[a-z][a-z-]*", rest):
+            check(opt in listed, f"`syncctl {cmd} --help` does not describe {opt}")
 r = subprocess.run([syncctl, "nosuchcommand", "--help"], capture_output=True, text=True)
 check(r.returncode == 2 and "unknown command" in r.stderr,
       "`syncctl nosuchcommand --help` is not a usage error")
