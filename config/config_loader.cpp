@@ -680,6 +680,8 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(ms_key(
         "blob.fetch_wait_ms", [](Config & c) -> auto& { return c.storage.blobs.fetch_wait_ms; }, 0,
         3600 * 1000));
+    t.push_back(bool_key(
+        "blob.make_variants", [](Config & c) -> auto& { return c.storage.blobs.make_variants; }));
     // [storage]
     t.push_back(size_key(
         "storage.map_size", [](Config & c) -> auto& { return c.storage.map_size_bytes; },

@@ -91,6 +91,7 @@ struct Daemon::Impl {
   std::unique_ptr<DaemonBle> ble;
   std::unique_ptr<DaemonMirror> mirror;    // its worker reads the store: stopped before it closes
   std::unique_ptr<VariantMaker> variants;  // after the server (it queues), before the store
+  std::uint64_t variants_watch = 0;        // its BlobStore::watch_held token (0: none)
   bool stopping = false;
   // Set when another copy of this device was detected: the loop reopens the store, which
   // renews the device's identity (docs/storage.md "One identity, one history").
@@ -400,11 +401,16 @@ Status Daemon::run_once(bool first) {
   d.sync->attach_api(*d.api, d.discovery->view());
   ipc::register_bundle_routes(d.api->router(), d.api->context(), bundle_route_options(d.cfg));
   ipc::register_blob_routes(d.api->router(), d.api->context(), d.store->blobs());
-  d.variants = std::make_unique<VariantMaker>(*d.store);
-  d.api->context().blob_uploaded = [maker = d.variants.get()](const ProjectId& p,
-                                                              const storage::BlobInfo& info) {
-    maker->uploaded(p, info);
-  };
+  if (d.cfg.storage.blobs.make_variants) {
+    d.variants = std::make_unique<VariantMaker>(*d.store);
+    VariantMaker* maker = d.variants.get();
+    d.api->context().blob_uploaded = [maker](const ProjectId& p, const storage::BlobInfo& info) {
+      maker->uploaded(p, info);
+    };
+    // Originals that arrive from peers or bundles without variants (it only queues).
+    d.variants_watch = d.store->blobs().watch_held(
+        [maker](const ProjectId& p, const storage::BlobId& id) { maker->held(p, id); });
+  }
   d.discovery->attach_api(*d.api);
   d.ble = std::make_unique<DaemonBle>(d.io, *d.store, d.cfg);
   d.ble->attach_api(*d.api);
@@ -451,6 +457,8 @@ Status Daemon::run_once(bool first) {
   d.sync.reset();
   d.server.reset();
   d.api.reset();
+  if (d.variants_watch) d.store->blobs().unwatch_held(d.variants_watch);
+  d.variants_watch = 0;
   d.variants.reset();  // waits for the image in hand
   d.store.reset();     // closes LMDB
   if (!d.renew_identity) spdlog::info("fieldsyncd stopped");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <optional>
 #include <string>
 
 #include "storage/blob_ref.hpp"
@@ -37,14 +38,31 @@ void VariantMaker::uploaded(const ProjectId& project, const storage::BlobInfo& i
   {
     std::lock_guard lock(mu_);
     if (stopping_) return;
-    queue_.emplace_back(project, info);
+    queue_.push_back(Job{project, info, false});
   }
   cv_.notify_one();
 }
 
+void VariantMaker::held(const ProjectId& project, const storage::BlobId& id) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    storage::BlobInfo info;
+    info.id = id;
+    queue_.push_back(Job{project, std::move(info), true});
+  }
+  cv_.notify_one();
+}
+
+bool VariantMaker::stopping() {
+  std::lock_guard lock(mu_);
+  return stopping_;
+}
+
 void VariantMaker::run() {
+  sweep();
   for (;;) {
-    std::pair<ProjectId, storage::BlobInfo> job;
+    Job job;
     {
       std::unique_lock lock(mu_);
       cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
@@ -52,11 +70,83 @@ void VariantMaker::run() {
       job = std::move(queue_.front());
       queue_.pop_front();
     }
-    make(job.first, job.second);
+    if (job.check)
+      check(job.project, job.info.id);
+    else
+      make(job.project, job.info);
   }
 }
 
+namespace {
+
+// The project's record of one blob (nullopt: none, or unreadable).
+std::optional<storage::ProjectBlob> find_blob(storage::BlobStore& blobs, const ProjectId& project,
+                                              const storage::BlobId& id) {
+  // list() starts after `after`: start after the id just below this one.
+  std::optional<storage::BlobId> before;
+  storage::BlobId prev = id;
+  for (std::size_t i = prev.size(); i-- > 0;) {
+    if (prev[i]-- != 0) {
+      before = prev;
+      break;
+    }
+  }
+  auto found = blobs.list(project, before, 1);
+  if (!found || found->empty() || found->front().info.id != id) return std::nullopt;
+  return found->front();
+}
+
+// An original variants are made of: held, referred to by a document of the app (a `_variants`
+// document's "of" is not a reference), not itself named a variant, and of an image type.
+bool is_original(const storage::ProjectBlob& b) {
+  return b.held && b.refs > 0 && !b.thumbnail && !b.preview &&
+         VariantMaker::makes_variants_of(b.info.media_type);
+}
+
+}  // namespace
+
+void VariantMaker::check(const ProjectId& project, const storage::BlobId& id) {
+  if (tried_.count({project, id})) return;
+  // Our own variants (put() makes them held) are not referred to until their `_variants`
+  // document is indexed, and named variants then: neither is an original.
+  auto b = find_blob(store_.blobs(), project, id);
+  if (!b || !is_original(*b)) return;
+  make(project, b->info);
+}
+
+void VariantMaker::sweep() {
+  auto projects = store_.list_projects();
+  if (!projects) {
+    spdlog::warn("looking for photos without variants: {}", projects.error().message);
+    return;
+  }
+  std::uint64_t queued = 0;
+  for (const auto& p : *projects) {
+    std::optional<storage::BlobId> after;
+    for (;;) {
+      if (stopping()) return;
+      auto page = store_.blobs().list(p.id, after, 256);
+      if (!page || page->empty()) break;
+      after = page->back().info.id;
+      for (const auto& b : *page) {
+        if (!is_original(b)) continue;
+        auto existing = store_.blob_variants(p.id, b.info.id);
+        if (!existing || *existing) continue;
+        {
+          std::lock_guard lock(mu_);
+          if (stopping_) return;
+          queue_.push_back(Job{p.id, b.info, false});
+        }
+        ++queued;
+      }
+    }
+  }
+  if (queued) spdlog::info("making the variants of {} photos held without them", queued);
+}
+
 void VariantMaker::make(const ProjectId& project, const storage::BlobInfo& info) {
+  if (!tried_.insert({project, info.id}).second) return;
+  if (tried_.size() > 65536) tried_.clear();  // a bound; a repeat costs one look-up below
   const std::string id = storage::digest_hex(info.id);
   auto existing = store_.blob_variants(project, info.id);
   if (!existing) {

@@ -1338,6 +1338,10 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
   if (!rec) return rec.error();
   if (*rec && !((*rec)->flags & DocRecord::kPurged)) {
     for (const auto& h : (*rec)->heads) {
+      // Of a `_variants` document only the winner counts (docs/storage.md "Who makes the
+      // variants"): the variants of a losing concurrent head are fetched by no device and
+      // released where they were made.
+      if (original && &h != &(*rec)->heads.front()) break;
       if (h.tombstone) continue;
       auto v = im_.load_version(txn, p, h.at);
       if (!v) return v.error();

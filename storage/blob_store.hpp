@@ -122,6 +122,9 @@ struct BlobOptions {
   // before answering 202 with progress (the request's `wait` may ask for less or more, up to
   // api.request_timeout_ms).
   std::uint64_t fetch_wait_ms = 15ull * 1000;
+  // blob.make_variants: the daemon makes the preview and thumbnail of the photos it holds
+  // without them (daemon/variant_maker.hpp); false: never (another device or the app does).
+  bool make_variants = true;
 };
 
 // What a blob is, as its reference in a document states it and as it is recorded here.

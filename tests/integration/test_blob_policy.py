@@ -2,8 +2,10 @@
 """What each device fetches, between real fieldsyncd processes over TCP+TLS: a device with the
 `phone` policy ends with the thumbnails and previews of a project's photos and none of the
 originals; asked for one (a download, or `syncctl blobs get`), it fetches it on demand from a
-device two hops away through a middle device that lacks it too; the policy is set and shown
-through the API and syncctl, and bad levels are refused. Run by ctest, or by hand (with
+device two hops away through a middle device that lacks it too; an original from a device that makes
+no variants gets them on the hub that receives it, and the phone gets the hub's thumbnail;
+photos held without variants get them at the next start; the policy is set and shown through
+the API and syncctl, and bad levels are refused. Run by ctest, or by hand (with
 FIELDSYNC_MAKE_TEST_IMAGE set to build/tests/media/media_make_test_image):
 /usr/bin/python3 tests/integration/test_blob_policy.py -v
 """
@@ -124,6 +126,82 @@ class BlobPolicy(DaemonTestCase):
         self.assertEqual(res.returncode, 0, res.stderr)
         with open(out_file, "rb") as f:
             self.assertEqual(f.read(), photos[1][0])
+
+    def test_an_archive_device_makes_the_variants_of_an_original_from_a_peer(self):
+        # The author's device makes no variants (blob.make_variants = false): the hub that
+        # receives the original makes them, and a phone that never meets the author gets
+        # the thumbnail and the preview from the hub, not the original.
+        a = self.daemon("author", **{"blob.make_variants": "false"})
+        b, c = self.daemon("hub"), self.daemon("phone")
+        pid = share(a, b, c)
+        self.assertIn("fetches by itself: phone",
+                      c.syncctl("blobs", "policy", pid, "phone").stdout)
+        data = make_image(os.path.join(self.tmp, "well.jpg"), 1600, 1200)
+        r = a.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": "image/jpeg"})
+        self.assertEqual(r.status, 201, r)
+        oid = r.json()["id"]
+        r = a.unix("PUT", V + "/%s/docs/sites/well" % pid, {"photo": r.json()["ref"]})
+        self.assertIn(r.status, (200, 201), r)
+        add_peer(b, a)
+
+        def variants_on(d):
+            v = d.unix("GET", V + "/%s/docs/_variants/%s" % (pid, oid))
+            if v.status != 200 or not v.json()["body"]:
+                return None
+            body = v.json()["body"]
+            if "preview" not in body or "thumbnail" not in body:
+                return None
+            return v.json()
+        made = wait_until(lambda: variants_on(b), 120, interval_s=0.05,
+                          what="the hub's variants of the author's original")
+        self.assertEqual(made["author"], b.device_id)
+        self.assertEqual(made["body"]["made_by"], "fieldsync")
+        self.assertTrue(held(b, pid)[oid])
+        small = {k: made["body"][k]["$blob"] for k in ("preview", "thumbnail")}
+        # The author learns them from the hub; it made none itself.
+        back = wait_until(lambda: variants_on(a), 60, what="the variants back on the author")
+        self.assertEqual(back["version"], made["version"])
+        self.assertNotIn("variants of blob %s made" % oid, a.log())
+        self.assertIn("variants of blob %s made" % oid, b.log())
+        add_peer(c, b)
+        wait_until(lambda: all(held(c, pid).get(v) for v in small.values()) or None, 120,
+                   interval_s=0.1, what="the thumbnail and preview on the phone")
+        wait_until(lambda: (session_blobs(c, b) or {}).get("to_receive") == 0 or None, 60,
+                   what="the phone's blobs to receive to reach 0")
+        self.assertFalse(held(c, pid)[oid], "the phone fetched the original by itself")
+        r = c.unix("GET", V + "/%s/blobs/%s?variant=thumbnail" % (pid, oid))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(hashlib.sha256(r.body).hexdigest(), small["thumbnail"])
+        self.assertLess(len(r.body), len(data))
+
+    def test_photos_held_without_variants_get_them_at_start(self):
+        # Uploaded while the variant maker was off (as before it existed): none are made;
+        # once it is on, the next start makes them.
+        a = self.daemon("solo", **{"sync.enabled": "false", "blob.make_variants": "false"})
+        pid = a.create_project("survey")
+        data = make_image(os.path.join(self.tmp, "old.jpg"), 900, 600)
+        r = a.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": "image/jpeg"})
+        self.assertEqual(r.status, 201, r)
+        oid = r.json()["id"]
+        r = a.unix("PUT", V + "/%s/docs/sites/old" % pid, {"photo": r.json()["ref"]})
+        self.assertIn(r.status, (200, 201), r)
+        # An upload no document refers to is left alone (the app may never write one).
+        r = a.unix("POST", V + "/%s/blobs" % pid, make_image(self.path("loose.jpg"), 300, 200),
+                   {"Content-Type": "image/jpeg"})
+        self.assertEqual(r.status, 201, r)
+        loose = r.json()["id"]
+        r = a.unix("GET", V + "/%s/blobs/%s?variant=thumbnail" % (pid, oid))
+        self.assertEqual(r.status, 404, r)
+        a.settings["blob.make_variants"] = "true"
+        a.restart()
+
+        def thumbnail():
+            r = a.unix("GET", V + "/%s/blobs/%s?variant=thumbnail" % (pid, oid))
+            return r if r.status == 200 else None
+        r = wait_until(thumbnail, 120, interval_s=0.05, what="the thumbnail made at start")
+        self.assertEqual(r.body[:2], b"\xff\xd8")
+        self.assertIn("making the variants of 1 photos held without them", a.log())
+        self.assertEqual(a.unix("GET", V + "/%s/docs/_variants/%s" % (pid, loose)).status, 404)
 
     def test_policy_set_shown_and_refused(self):
         a = self.daemon("solo", **{"sync.enabled": "false"})
