@@ -318,6 +318,7 @@ class BlobStoreImpl final : public BlobStore {
     // No upload survives a restart: parts left by a crash are removed now.
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(incoming_, ec)) fs::remove(e.path(), ec);
+    FS_TRY(load_demands());
     worker_ = std::thread([this] { run(); });
     return {};
   }
@@ -397,6 +398,12 @@ class BlobStoreImpl final : public BlobStore {
   std::map<BlobId, const std::atomic<std::uint64_t>*> receiving;
   // `id` became held by these projects: demands end, watchers are told (no lock held).
   void held_now(const std::vector<ProjectId>& projects, const BlobId& id);
+  // Demands are kept in meta ('D' + project + blob: until) so they outlive a restart: read
+  // at open (those ended, of a blob held by now, or of a project left are deleted), written
+  // by demand(), deleted when the blob is held or the demand ends or is dropped.
+  Status load_demands();
+  Status save_demands(const std::vector<std::pair<std::pair<ProjectId, BlobId>, std::int64_t>>& put,
+                      const std::vector<std::pair<ProjectId, BlobId>>& del);
   // Tells the project's sessions to look again at what they fetch (on the worker).
   void wake(const ProjectId& p) {
     post([this, p] {
@@ -1008,23 +1015,34 @@ Result<BlobDemand> BlobStoreImpl::demand(const ProjectId& project, const BlobId&
     }
   }
   bool fresh = false;
+  std::vector<std::pair<ProjectId, BlobId>> dropped;
   {
     std::lock_guard lock(demand_mu_);
     const std::int64_t now = unix_ms();
     // Ended demands go first; then, when full, the one that ends soonest.
-    for (auto it = demands_.begin(); it != demands_.end();)
-      it = it->second <= now ? demands_.erase(it) : std::next(it);
+    for (auto it = demands_.begin(); it != demands_.end();) {
+      if (it->second > now) {
+        ++it;
+        continue;
+      }
+      dropped.push_back(it->first);
+      it = demands_.erase(it);
+    }
     auto key = std::make_pair(project, id);
     fresh = demands_.find(key) == demands_.end();
     if (fresh && options().max_demands > 0 && demands_.size() >= options().max_demands) {
       auto soonest = std::min_element(demands_.begin(), demands_.end(),
                                       [](auto& a, auto& b) { return a.second < b.second; });
+      dropped.push_back(soonest->first);
       demands_.erase(soonest);
     }
     if (options().max_demands == 0) return d;  // demands are off
     d.until_ms = now + static_cast<std::int64_t>(options().demand_ttl_ms);
     demands_[key] = d.until_ms;
   }
+  // Kept across a restart: a phone that asked before it was switched off still gets it.
+  // (Not kept, e.g. on a full disk: the demand still holds until the daemon stops.)
+  (void)save_demands({{{project, id}, d.until_ms}}, dropped);
   if (fresh) {  // sessions look for it now
     auto txn = im_.read_txn();
     if (!txn) return txn.error();
@@ -1056,10 +1074,77 @@ void BlobStoreImpl::unwatch_held(std::uint64_t token) {
   watchers_.erase(token);
 }
 
-void BlobStoreImpl::held_now(const std::vector<ProjectId>& projects, const BlobId& id) {
+Status BlobStoreImpl::load_demands() {
+  const std::int64_t now = unix_ms();
+  std::vector<std::pair<ProjectId, BlobId>> stale;
+  std::vector<std::pair<std::pair<ProjectId, BlobId>, std::int64_t>> live;
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return txn.error();
+    Key prefix;
+    prefix.u8('D');
+    LmdbCursor c(*txn, im_.t().meta);
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+      ByteView k = c.key();
+      if (k.size() != 1 + 16 + 32) continue;
+      auto p = id_from_bytes<ProjectId>(k.subspan(1, 16));
+      if (!p) continue;
+      BlobId id{};
+      std::copy(k.begin() + 17, k.end(), id.begin());
+      ByteReader r(c.value());
+      const std::uint8_t version = r.u8();
+      const auto until = static_cast<std::int64_t>(r.u64());
+      bool keep = r.ok() && version == kRecordVersion && until > now;
+      if (keep) {
+        auto pr = read_proj(*txn, im_.t(), *p, id);
+        keep = pr && *pr && !(*pr)->held() && (*pr)->refs > 0;
+      }
+      if (keep)
+        live.push_back({{*p, id}, until});
+      else
+        stale.emplace_back(*p, id);
+    }
+  }
+  // Beyond blob.max_demands (lowered since): the ones that end last stay.
+  std::sort(live.begin(), live.end(), [](auto& a, auto& b) { return a.second > b.second; });
+  while (live.size() > options().max_demands) {
+    stale.push_back(live.back().first);
+    live.pop_back();
+  }
   {
     std::lock_guard lock(demand_mu_);
-    for (const auto& p : projects) demands_.erase({p, id});
+    for (const auto& [key, until] : live) demands_[key] = until;
+  }
+  return save_demands({}, stale);
+}
+
+Status BlobStoreImpl::save_demands(
+    const std::vector<std::pair<std::pair<ProjectId, BlobId>, std::int64_t>>& put,
+    const std::vector<std::pair<ProjectId, BlobId>>& del) {
+  if (put.empty() && del.empty()) return {};
+  auto txn = im_.write_txn();
+  if (!txn) return txn.error();
+  for (const auto& [key, until] : put) {
+    Bytes v;
+    ByteWriter w(v);
+    w.u8(kRecordVersion);
+    w.u64(static_cast<std::uint64_t>(until));
+    FS_TRY(txn->put(im_.t().meta, blob_demand_key(key.first, ByteView(key.second)), v));
+  }
+  for (const auto& key : del)
+    FS_TRY(txn->del(im_.t().meta, blob_demand_key(key.first, ByteView(key.second))));
+  return txn->commit();
+}
+
+void BlobStoreImpl::held_now(const std::vector<ProjectId>& projects, const BlobId& id) {
+  {
+    std::vector<std::pair<ProjectId, BlobId>> ended;
+    {
+      std::lock_guard lock(demand_mu_);
+      for (const auto& p : projects)
+        if (demands_.erase({p, id})) ended.emplace_back(p, id);
+    }
+    (void)save_demands({}, ended);  // (one left over is deleted at the next open)
   }
   std::lock_guard lock(watch_mu_);
   for (const auto& p : projects)
@@ -1502,8 +1587,14 @@ Status BlobStoreImpl::release_unreferenced(const ProjectId& project,
 }
 
 void BlobStoreImpl::forget(const ProjectId& project) {
-  std::lock_guard lock(index_mu_);
-  indexed_.erase(project);
+  {
+    std::lock_guard lock(index_mu_);
+    indexed_.erase(project);
+  }
+  std::lock_guard lock(demand_mu_);  // (their records went with the project's)
+  for (auto it = demands_.lower_bound({project, BlobId{}});
+       it != demands_.end() && it->first.first == project;)
+    it = demands_.erase(it);
 }
 
 Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {

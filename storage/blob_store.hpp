@@ -275,8 +275,9 @@ class BlobStore {
   // Asks for a blob the project refers to and does not hold: sessions fetch it from any
   // peer that has it (even where the policy would not) for blob.demand_ttl_ms from now, and
   // peers that are asked for it and lack it ask their own peers (a demand relayed through
-  // the mesh). Held already: only the status. Errors: not_found (no document of the project
-  // refers to it, as indexed so far).
+  // the mesh). Held already: only the status. The demand is kept in the store, so it
+  // outlives a restart (until it ends). Errors: not_found (no document of the project refers
+  // to it, as indexed so far).
   virtual Result<BlobDemand> demand(const ProjectId& project, const BlobId& id) = 0;
   // The project's blobs asked for and not held, whose demand has not ended.
   virtual std::vector<BlobId> demanded(const ProjectId& project) const = 0;

@@ -125,6 +125,19 @@ inline Key blob_policy_key(const ProjectId& p) {
   return k;
 }
 
+// meta: a blob of the project asked for on demand, until when (docs/storage.md "Blob
+// policy"): 'D' + project + blob id (32) -> u8 1, u64 until (unix ms).
+inline Key blob_demand_prefix(const ProjectId& p) {
+  Key k;
+  k.u8('D').raw(p.view());
+  return k;
+}
+inline Key blob_demand_key(const ProjectId& p, ByteView blob) {
+  Key k = blob_demand_prefix(p);
+  k.raw(blob);
+  return k;
+}
+
 inline Key prefix_of(const ProjectId& p) {
   Key k;
   k.raw(p.view());

@@ -2,10 +2,11 @@
 """What each device fetches, between real fieldsyncd processes over TCP+TLS: a device with the
 `phone` policy ends with the thumbnails and previews of a project's photos and none of the
 originals; asked for one (a download, or `syncctl blobs get`), it fetches it on demand from a
-device two hops away through a middle device that lacks it too; an original from a device that makes
-no variants gets them on the hub that receives it, and the phone gets the hub's thumbnail;
-photos held without variants get them at the next start; the policy is set and shown through
-the API and syncctl, and bad levels are refused. Run by ctest, or by hand (with
+device two hops away through a middle device that lacks it too; an original from a device that
+makes no variants gets them on the hub that receives it, and the phone gets the hub's thumbnail;
+photos held without variants get them at the next start; an original asked for before a kill -9
+arrives after the restart without being asked again; the policy is set and shown through the API
+and syncctl, and bad levels are refused. Run by ctest, or by hand (with
 FIELDSYNC_MAKE_TEST_IMAGE set to build/tests/media/media_make_test_image):
 /usr/bin/python3 tests/integration/test_blob_policy.py -v
 """
@@ -202,6 +203,33 @@ class BlobPolicy(DaemonTestCase):
         self.assertEqual(r.body[:2], b"\xff\xd8")
         self.assertIn("making the variants of 1 photos held without them", a.log())
         self.assertEqual(a.unix("GET", V + "/%s/docs/_variants/%s" % (pid, loose)).status, 404)
+
+    def test_a_demand_outlives_a_kill_9(self):
+        # The phone asks for an original while no peer holding it is connected, is killed,
+        # starts again, and fetches the original when it meets the hub: nobody asked again.
+        a, c = self.daemon("hub"), self.daemon("phone")
+        pid = share(a, c)
+        c.syncctl("blobs", "policy", pid, "phone")
+        data, oid, small = self.photo(a, pid, "site", 1200, 900)
+        add_peer(c, a)
+        wait_until(lambda: all(held(c, pid).get(v) for v in small.values()) or None, 120,
+                   interval_s=0.1, what="the variants on the phone")
+        r = c.unix("DELETE", "/v1/peers/%s" % a.device_id)
+        self.assertEqual(r.status, 200, r)
+        wait_until(lambda: c.unix("GET", "/v1/peers/%s" % a.device_id).status == 404 or None,
+                   30, what="the hub to be gone from the phone's peers")
+        r = c.unix("GET", V + "/%s/blobs/%s?wait=0" % (pid, oid))
+        self.assertEqual(r.status, 202, r)
+        self.assertFalse(held(c, pid)[oid])
+        c.kill()
+        c.start()
+        self.assertFalse(held(c, pid)[oid])
+        add_peer(c, a)
+        wait_until(lambda: held(c, pid)[oid] or None, 120, interval_s=0.1,
+                   what="the original asked for before the kill")
+        r = c.unix("GET", V + "/%s/blobs/%s" % (pid, oid))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, data)
 
     def test_policy_set_shown_and_refused(self):
         a = self.daemon("solo", **{"sync.enabled": "false"})
