@@ -84,6 +84,11 @@ struct SyncOptions {
   // blob.slow_link_policy: the most a device fetches by itself over a link that is not fast
   // (transports::LinkClass); none: no blob travels on it, not even on demand.
   storage::BlobPolicy slow_link_blobs = storage::BlobPolicy::none;
+  // ble.batch_entries, ble.batch_bytes, ble.window_batches: the batches of a session over a
+  // slow link (Bluetooth LE), small so that a new write is not queued behind megabytes.
+  std::uint32_t slow_batch_entries = 64;
+  std::uint64_t slow_batch_bytes = 16u << 10;
+  std::uint32_t slow_window_batches = 2;
 };
 
 // Local-network discovery over mDNS / DNS-SD through the system's avahi-daemon

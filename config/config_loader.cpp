@@ -601,6 +601,15 @@ const std::vector<KeySpec>& key_table() {
         "ble.max_links", [](Config & c) -> auto& { return c.ble.max_links; }, 1, 64));
     t.push_back(ms_key(
         "ble.refresh_ms", [](Config & c) -> auto& { return c.ble.refresh_ms; }, 100, kDayMs));
+    t.push_back(uint_key(
+        "ble.batch_entries", [](Config & c) -> auto& { return c.sync.slow_batch_entries; }, 1,
+        1000000));
+    t.push_back(size_key(
+        "ble.batch_bytes", [](Config & c) -> auto& { return c.sync.slow_batch_bytes; }, 1024,
+        1ull << 30));
+    t.push_back(uint_key(
+        "ble.window_batches", [](Config & c) -> auto& { return c.sync.slow_window_batches; }, 1,
+        1024));
     // [hub]
     t.push_back(ms_key(
         "hub.receipt_interval_ms", [](Config & c) -> auto& { return c.hub.receipt_interval_ms; },

@@ -433,6 +433,13 @@ void PeerManager::Impl::start_session(const std::shared_ptr<Conn>& c) {
                                    ? storage::BlobPolicy::archive
                                    : p.options.slow_link_blobs;
   p.options.exchange_blobs = p.options.blob_link_policy != storage::BlobPolicy::none;
+  if (c->stream->link_class() != transports::LinkClass::fast) {
+    // Small batches, new writes first (sync/session_options.hpp).
+    p.options.batch_entries = p.options.slow_batch_entries;
+    p.options.batch_bytes = p.options.slow_batch_bytes;
+    p.options.window_batches = p.options.slow_window_batches;
+    p.options.live_first = true;
+  }
   p.device_name = device_name;
   p.channel_binding = c->stream->channel_binding();
   p.authenticated_peer = c->peer;

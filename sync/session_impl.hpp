@@ -60,6 +60,9 @@ struct Session::Impl {
     // Authors whose log the peer holds in another version (docs/storage.md "One identity,
     // one history"): neither sent nor taken on this session.
     std::set<DeviceId> diverged;
+    // Authors with versions written while the session runs (SessionOptions::live_first):
+    // sent before the backlog of the others, until the peer caught up with them.
+    std::set<DeviceId> live;
     ProjectProgress stats;
     // Blobs: what we last told the peer we want (BLOB_WANTS); nothing until told.
     std::pair<std::uint64_t, std::uint64_t> wants_told{0, 0};

@@ -468,8 +468,22 @@ std::size_t Session::Impl::append_compressed(const Bytes& batch, Bytes& out) con
 }
 
 // Appends one BATCH for `ps` if an author has more; false when there is nothing to send.
+// Authors of live pushes first (SessionOptions::live_first), then the others in id order.
 bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
-  for (const auto& [a, head] : ps.mine) {
+  std::vector<std::pair<DeviceId, std::uint64_t>> order;
+  order.reserve(ps.mine.size());
+  for (auto it = ps.live.begin(); it != ps.live.end();) {
+    auto head = ps.mine.find(*it);
+    if (head == ps.mine.end() || head->second <= next_from(ps, *it)) {
+      it = ps.live.erase(it);  // caught up
+      continue;
+    }
+    order.emplace_back(*it, head->second);
+    ++it;
+  }
+  for (const auto& [a, head] : ps.mine)
+    if (!ps.live.count(a)) order.emplace_back(a, head);
+  for (const auto& [a, head] : order) {
     std::uint64_t from = next_from(ps, a);
     if (head <= from || ps.diverged.count(a)) continue;
     std::uint32_t max_entries = params.options.batch_entries;
@@ -573,7 +587,7 @@ void Session::Impl::notify_local_change(const ProjectId& id) {
   }
   auto vv = offer_vector(ps);
   if (!vv.ok()) return fail(vv.error(), true);
-  ps.mine = std::move(*vv);
+  storage::VersionVector before = std::exchange(ps.mine, std::move(*vv));
   want_scan = true;
   if (!told_not_held.empty()) recheck_told = true;
   ps.holds_dirty = true;  // what the peer claims of an author we now hold may be kept now
@@ -583,6 +597,12 @@ void Session::Impl::notify_local_change(const ProjectId& id) {
   for (const auto& [a, seq] : ps.mine)
     if (seq > next_from(ps, a)) announce.heads[a] = seq;
   if (announce.heads.empty()) return;
+  // What was written just now by an author the peer had caught up with goes ahead of the
+  // backlog of other authors (each author's log stays in order: the receiver verifies its
+  // hash chain, so a new entry cannot overtake its own author's backlog).
+  if (params.options.live_first)
+    for (const auto& [a, seq] : announce.heads)
+      if (get(before, a) <= next_from(ps, a)) ps.live.insert(a);
   encode_vector(control, MsgType::new_heads, announce);
   ps.done_owed = true;
   update_sync_flag(ps);

@@ -28,6 +28,9 @@ SessionOptions session_options(const config::SyncOptions& sync) {
                        ? TrustPolicy::ask
                        : TrustPolicy::automatic;
   o.slow_link_blobs = sync.slow_link_blobs;
+  o.slow_batch_entries = sync.slow_batch_entries;
+  o.slow_batch_bytes = sync.slow_batch_bytes;
+  o.slow_window_batches = sync.slow_window_batches;
   return o;
 }
 

@@ -47,6 +47,17 @@ struct SessionOptions {
   bool exchange_blobs = true;
   storage::BlobPolicy blob_link_policy = storage::BlobPolicy::archive;
   storage::BlobPolicy slow_link_blobs = storage::BlobPolicy::none;  // blob.slow_link_policy
+  // What a session over a slow link runs with instead of batch_entries, batch_bytes and
+  // window_batches (ble.batch_entries, ble.batch_bytes, ble.window_batches; the peer manager
+  // applies them from the link class): small batches, so a new write waits behind at most a
+  // few kilobytes of backlog that it cannot overtake.
+  std::uint32_t slow_batch_entries = 64;
+  std::uint64_t slow_batch_bytes = 16u << 10;
+  std::uint32_t slow_window_batches = 2;
+  // Live pushes first (set on slow links): the authors of versions written while the session
+  // runs (notify_local_change) are sent before the catch-up backlog of other authors. Each
+  // author's log still goes in order (the receiver verifies its hash chain).
+  bool live_first = false;
   // The highest protocol version offered in HELLO (kProtocolMin..kProtocolMax); not a
   // configuration key: tests set it lower to play a device of the previous release.
   std::uint16_t protocol_max = kProtocolMax;

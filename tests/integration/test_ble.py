@@ -291,7 +291,7 @@ class BleResilience(BleTestCase):
         # Small batches: the transfer is many batches, so the cut falls between two of them
         # with some applied and some not. A long reconnect backoff: a device back in range is
         # dialed at once all the same.
-        fake, alpha, beta, pid, _ = self.pair(**{"sync.batch_entries": 20,
+        fake, alpha, beta, pid, _ = self.pair(**{"ble.batch_entries": 20,
                                                  "sync.retry_min_ms": 20000,
                                                  "sync.retry_max_ms": 300000})
         n = 400
@@ -422,7 +422,7 @@ class BleResilience(BleTestCase):
         self.assertIsNone(p["last_error"], p)
 
     def test_bluez_restart_registers_again_and_syncs(self):
-        fake, alpha, beta, pid, buses = self.pair(**{"sync.batch_entries": 20})
+        fake, alpha, beta, pid, buses = self.pair(**{"ble.batch_entries": 20})
         n = 300
         writes = self.start_transfer(alpha, beta, pid, n)
         wait_until(lambda: self.applied(beta, alpha) >= 100, 60,

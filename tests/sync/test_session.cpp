@@ -274,6 +274,44 @@ TEST_CASE("the sender keeps at most window_batches unacknowledged batches", "[sy
   CHECK(vv(b, p)[a.store->device_id()] == 30);
 }
 
+TEST_CASE("live_first: a new write goes ahead of another author's backlog, in chain order",
+          "[sync]") {
+  Node a(10), b(10), c(10);
+  ProjectId p = shared_project(a, b);
+  REQUIRE(c.store->add_project(*a.store->get_project(p), *a.store->project_secret(p)).ok());
+  c.write_docs(p, 0, 200, "backlog");
+  run_session(a, params("a"), c, params("c"));  // a holds c's 200 versions; b none of them
+  REQUIRE(vv(a, p)[c.store->device_id()] == 200);
+  auto o = small_batches();
+  o.batch_entries = 10;
+  o.window_batches = 1;
+  o.live_first = true;
+  Session sa(*a.store, params("a", o)), sb(*b.store, params("b", o));
+  sa.start();
+  sb.start();
+  auto round = [&] {
+    Bytes x = sa.take_output(1 << 20);
+    sb.receive(x);
+    sa.receive(sb.take_output(1 << 20));
+  };
+  for (int i = 0; i < 6; ++i) round();  // handshake, then the first batches of c's backlog
+  const DeviceId& author_c = c.store->device_id();
+  const DeviceId& author_a = a.store->device_id();
+  REQUIRE(vv(b, p)[author_c] > 0);
+  REQUIRE(vv(b, p)[author_c] < 150);
+  a.write_docs(p, 1000, 1, "urgent");
+  sa.notify_local_change(p);
+  // One batch in flight at a time: the one already sent, then a's new version.
+  round();
+  round();
+  CHECK(vv(b, p)[author_a] == 1);
+  CHECK(vv(b, p)[author_c] < 200);  // the backlog is still flowing
+  for (int i = 0; i < 40; ++i) round();
+  CHECK(vv(b, p) == vv(a, p));  // and nothing of c's chain was skipped
+  CHECK(!sa.error());
+  CHECK(!sb.error());
+}
+
 TEST_CASE("relay: versions from one peer are served to another", "[sync]") {
   Node a, b, c;
   ProjectId p = shared_project(a, b);
