@@ -60,9 +60,11 @@ struct Session::Impl {
     // Authors whose log the peer holds in another version (docs/storage.md "One identity,
     // one history"): neither sent nor taken on this session.
     std::set<DeviceId> diverged;
-    // Authors with versions written while the session runs (SessionOptions::live_first):
-    // sent before the backlog of the others, until the peer caught up with them.
-    std::set<DeviceId> live;
+    // Authors with versions written while the session runs (SessionOptions::live_first),
+    // the most recent first: sent before the backlog of the others, until the peer caught up
+    // with them. (A relayed author that arrives with a long log is "live" too; the next new
+    // write goes ahead of it.)
+    std::vector<DeviceId> live;
     ProjectProgress stats;
     // Blobs: what we last told the peer we want (BLOB_WANTS); nothing until told.
     std::pair<std::uint64_t, std::uint64_t> wants_told{0, 0};

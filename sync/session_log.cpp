@@ -468,7 +468,8 @@ std::size_t Session::Impl::append_compressed(const Bytes& batch, Bytes& out) con
 }
 
 // Appends one BATCH for `ps` if an author has more; false when there is nothing to send.
-// Authors of live pushes first (SessionOptions::live_first), then the others in id order.
+// Authors of live pushes first, the most recent first (SessionOptions::live_first), then the
+// others in id order.
 bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
   std::vector<std::pair<DeviceId, std::uint64_t>> order;
   order.reserve(ps.mine.size());
@@ -482,7 +483,7 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
     ++it;
   }
   for (const auto& [a, head] : ps.mine)
-    if (!ps.live.count(a)) order.emplace_back(a, head);
+    if (std::find(ps.live.begin(), ps.live.end(), a) == ps.live.end()) order.emplace_back(a, head);
   for (const auto& [a, head] : order) {
     std::uint64_t from = next_from(ps, a);
     if (head <= from || ps.diverged.count(a)) continue;
@@ -602,7 +603,10 @@ void Session::Impl::notify_local_change(const ProjectId& id) {
   // hash chain, so a new entry cannot overtake its own author's backlog).
   if (params.options.live_first)
     for (const auto& [a, seq] : announce.heads)
-      if (get(before, a) <= next_from(ps, a)) ps.live.insert(a);
+      if (get(before, a) <= next_from(ps, a)) {
+        std::erase(ps.live, a);
+        ps.live.insert(ps.live.begin(), a);
+      }
   encode_vector(control, MsgType::new_heads, announce);
   ps.done_owed = true;
   update_sync_flag(ps);

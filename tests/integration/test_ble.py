@@ -423,7 +423,7 @@ class BleResilience(BleTestCase):
 
     def test_bluez_restart_registers_again_and_syncs(self):
         fake, alpha, beta, pid, buses = self.pair(**{"ble.batch_entries": 20})
-        n = 300
+        n = 600
         writes = self.start_transfer(alpha, beta, pid, n)
         wait_until(lambda: self.applied(beta, alpha) >= 100, 60,
                    what="beta to apply some of alpha's batches")
