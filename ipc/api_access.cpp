@@ -22,6 +22,11 @@ namespace fieldsync::ipc {
 namespace {
 constexpr std::size_t kTokenBytes = 32;
 
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
 bool valid_token(std::string_view t) {
   if (t.size() != kTokenBytes * 2) return false;
   for (char c : t)
@@ -147,6 +152,13 @@ bool StreamTickets::redeem(std::string_view ticket, std::int64_t now_ms) {
   return false;
 }
 
+bool StreamTickets::holds(std::string_view ticket, std::int64_t now_ms) const {
+  for (const auto& [t, expiry] : live_)
+    if (t.size() == ticket.size() && crypto::constant_time_equal(as_bytes(t), as_bytes(ticket)))
+      return expiry > now_ms;
+  return false;
+}
+
 bool takes_stream_ticket(const ApiRequest& request) {
   const auto& s = request.segments;
   return request.method == "GET" && request.query.count("ticket") == 1 && s.size() == 4 &&
@@ -161,9 +173,34 @@ Status check_tcp_host(const ApiRequest& request) {
   return {};
 }
 
-Status check_tcp_access(ApiRequest& request, std::string_view token, StreamTickets* tickets,
-                        std::int64_t now_ms) {
+bool is_ui_public(const ApiRequest& request) {
+  const auto& s = request.segments;
+  if (s.empty() || s[0] != "ui") return false;
+  if (request.method == "GET")
+    return s.size() == 1 || (s.size() == 2 && (s[1] == "app.js" || s[1] == "app.css"));
+  return request.method == "POST" && s.size() == 2 && s[1] == "session";
+}
+
+bool ui_session_may(const ApiRequest& request) {
+  const auto& s = request.segments;
+  if (s.empty() || s[0] != "v1") return false;
+  if (request.method == "GET") {
+    if (s.size() == 2) return s[1] == "status" || s[1] == "peers" || s[1] == "projects";
+    return s.size() == 4 && s[1] == "projects" &&
+           (s[3] == "sync" || s[3] == "conflicts" || s[3] == "invites");
+  }
+  return request.method == "POST" && s.size() == 4 && s[1] == "projects" && s[3] == "invites";
+}
+
+std::string own_origin(const ApiRequest& request) {
+  return lower("http://" + request.header("host").value_or(""));
+}
+
+Status check_tcp_access(ApiRequest& request, const TcpCredentials& creds, std::int64_t now_ms) {
   FS_TRY(check_tcp_host(request));
+  if (is_ui_public(request)) return {};
+  StreamTickets* tickets = creds.tickets;
+  const std::string_view token = creds.token;
   if (tickets && !request.header("authorization") && takes_stream_ticket(request)) {
     const std::string ticket = *request.query_value("ticket");
     request.query.erase("ticket");
@@ -183,17 +220,22 @@ Status check_tcp_access(ApiRequest& request, std::string_view token, StreamTicke
                       "the data directory's api.token)");
   std::string_view given = std::string_view(*auth).substr(kBearer.size());
   while (!given.empty() && given.back() == ' ') given.remove_suffix(1);
-  if (!crypto::constant_time_equal(as_bytes(given), as_bytes(token)))
-    return make_error(Errc::unauthenticated, "wrong bearer token");
-  return {};
+  if (crypto::constant_time_equal(as_bytes(given), as_bytes(token))) return {};
+  if (creds.sessions && creds.sessions->holds(given, now_ms)) {
+    if (!ui_session_may(request))
+      return make_error(Errc::permission_denied,
+                        "a status page session may only read status, peers, projects, their "
+                        "sync, conflicts and invites, and create invites");
+    const auto origin = request.header("origin");
+    if (origin && lower(*origin) != own_origin(request))
+      return make_error(Errc::permission_denied,
+                        "a status page session is only valid on the page's own origin");
+    return {};
+  }
+  return make_error(Errc::unauthenticated, "wrong bearer token");
 }
 
 namespace {
-
-std::string lower(std::string s) {
-  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 bool allowed_origin(const std::vector<std::string>& allowed,
                     const std::optional<std::string>& origin) {

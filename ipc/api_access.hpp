@@ -61,6 +61,9 @@ class StreamTickets {
   std::string issue(std::int64_t now_ms, std::uint32_t ttl_ms);
   // True, and the ticket is used up, when it was issued and has not expired.
   bool redeem(std::string_view ticket, std::int64_t now_ms);
+  // True when the ticket was issued and has not expired; it stays usable (status page
+  // sessions, below, are checked on every request).
+  bool holds(std::string_view ticket, std::int64_t now_ms) const;
 
  private:
   std::deque<std::pair<std::string, std::int64_t>> live_;  // ticket, expiry (unix ms)
@@ -73,11 +76,37 @@ bool takes_stream_ticket(const ApiRequest& request);
 // permission_denied for a Host header that is not the loopback (DNS rebinding).
 Status check_tcp_host(const ApiRequest& request);
 
+// The status page (GET /ui/, docs/api.md "Status page"). Its files hold no data and need no
+// token (only the loopback Host): GET /ui/, /ui/app.js, /ui/app.css, and POST /ui/session,
+// whose credential is a one-time login ticket in its body.
+bool is_ui_public(const ApiRequest& request);
+// What a status page session (a bearer credential of its own, issued by POST /ui/session) may
+// call: reading status, peers, projects, their sync progress, conflicts and invites, and
+// creating an invite. Nothing else.
+bool ui_session_may(const ApiRequest& request);
+// The page's own origin, "http://" + the Host header (lower-cased).
+std::string own_origin(const ApiRequest& request);
+
+// How long a status page session lives (or until the daemon stops). At most
+// StreamTickets::kMaxOutstanding are live.
+inline constexpr std::uint32_t kUiSessionMs = 8 * 3600 * 1000;
+
+struct TcpCredentials {
+  std::string_view token;                   // the API token
+  StreamTickets* tickets = nullptr;         // stream tickets (redeemed here)
+  const StreamTickets* sessions = nullptr;  // status page sessions (checked here)
+};
+
 // permission_denied for a foreign Host header, unauthenticated for a missing or wrong token.
-// With `tickets`, a request takes_stream_ticket() lets in may authenticate with a live ticket
-// instead (redeemed here, and removed from the request's query).
-Status check_tcp_access(ApiRequest& request, std::string_view token,
-                        StreamTickets* tickets = nullptr, std::int64_t now_ms = 0);
+// With `creds.tickets`, a request takes_stream_ticket() lets in may authenticate with a live
+// ticket instead (redeemed here, and removed from the request's query). With
+// `creds.sessions`, a bearer credential that is a live status page session is accepted where
+// ui_session_may() allows it and from the page's own origin (permission_denied elsewhere).
+// is_ui_public() requests need only the Host check.
+Status check_tcp_access(ApiRequest& request, const TcpCredentials& creds, std::int64_t now_ms);
+inline Status check_tcp_access(ApiRequest& request, std::string_view token) {
+  return check_tcp_access(request, TcpCredentials{token}, 0);
+}
 
 // CORS (api.cors_origins): the origins as configured, lower-cased, whitespace trimmed.
 std::vector<std::string> parse_origins(std::string_view list);

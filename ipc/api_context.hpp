@@ -44,6 +44,10 @@ struct ApiContext {
   ApiMetrics metrics;
   // Stream tickets: issued by POST /v1/tickets, redeemed by the server's access check.
   StreamTickets tickets;
+  // The status page (docs/api.md "Status page"): one-time login tickets (POST /v1/ui/login)
+  // and the sessions they are exchanged for (POST /ui/session), checked by the access check.
+  StreamTickets ui_logins;
+  StreamTickets ui_sessions;
   // Where the API actually listens (filled by ApiServer).
   struct Listen {
     std::string socket_path;

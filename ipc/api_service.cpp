@@ -17,6 +17,7 @@ ApiService::ApiService(storage::Store& store, const config::ApiOptions& options,
   register_document_routes(router_, ctx_);
   register_changes_routes(router_, ctx_);
   register_metrics_routes(router_, ctx_);
+  register_ui_routes(router_, ctx_);
 }
 
 void ApiService::set_status_section(std::string name, std::function<std::string()> json_producer) {

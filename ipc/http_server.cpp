@@ -1158,8 +1158,10 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
       cors = cors_headers(cors_allowed, req.header("origin"));
       const bool preflight = req.method == "OPTIONS" && req.header("access-control-request-method");
       // (A preflight carries no token; the Host check still holds against DNS rebinding.)
-      auto access = preflight ? check_tcp_host(req)
-                              : check_tcp_access(req, token, &service.context().tickets, unix_ms());
+      auto& ctx = service.context();
+      auto access = preflight
+                        ? check_tcp_host(req)
+                        : check_tcp_access(req, {token, &ctx.tickets, &ctx.ui_sessions}, unix_ms());
       if (!access)
         early = error_response(access.error());
       else if (preflight)

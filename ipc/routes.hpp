@@ -13,5 +13,6 @@ void register_project_routes(Router& router, ApiContext& ctx);   // /v1/projects
 void register_document_routes(Router& router, ApiContext& ctx);  // .../docs, conflicts, batch
 void register_changes_routes(Router& router, ApiContext& ctx);   // .../changes
 void register_metrics_routes(Router& router, ApiContext& ctx);   // /metrics, /v1/health
+void register_ui_routes(Router& router, ApiContext& ctx);        // /ui/..., /v1/ui/login
 
 }  // namespace fieldsync::ipc

@@ -12,6 +12,7 @@
 #include "common/clock.hpp"
 #include "common/encoding.hpp"
 #include "ipc/json_text.hpp"
+#include "ipc/qr_svg.hpp"
 #include "ipc/route_support.hpp"
 #include "peers/peer_manager.hpp"
 #include "storage/store.hpp"
@@ -255,6 +256,10 @@ void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager*
     if (!obj) return fail(obj.error());
     if (auto st = check_fields(*obj, {"role", "expires_in_s"}, "invite"); !st)
       return fail(st.error());
+    if (auto q = known_query(req, {"qr"}); !q) return fail(q.error());
+    const auto qr = req.query_value("qr");
+    if (qr && *qr != "svg")
+      return fail(make_error(Errc::invalid_argument, "qr must be svg (the code as an SVG image)"));
     storage::Role role = storage::Role::member;
     if (auto* r = obj->if_contains("role")) {
       auto parsed =
@@ -293,6 +298,11 @@ void register_member_routes(Router& router, ApiContext& ctx, peers::PeerManager*
     json::array addrs;
     for (const auto& a : code.addresses) addrs.push_back(json::value(a));
     o["addresses"] = std::move(addrs);
+    if (qr) {
+      auto svg = qr_svg(std::string_view(o["code"].as_string()));
+      if (!svg) return fail(svg.error());
+      o["qr_svg"] = *svg;
+    }
     return json_response(201, json::serialize(o));
   });
 

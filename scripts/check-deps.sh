@@ -36,6 +36,7 @@ CONFINED=(
   "pqxx=hub"
   "libpq-fe.h=hub"
   "systemd/=systemd"
+  "qrencode.h=ipc"
 )
 
 bad=0

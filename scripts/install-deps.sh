@@ -9,6 +9,7 @@
 # postgresql is the server the mirror's tests start in a temporary directory (libpq-dev builds
 # the mirror, hub/).
 # libtomlplusplus-dev (toml++) parses the config file (header-only).
+# libqrencode-dev draws invite codes as QR codes for the status page (ipc/qr_svg.cpp).
 # nodejs + npm run the API description's lint (scripts/lint-api.sh); python3-yaml and
 # python3-jsonschema check real answers against it (tests/integration/test_openapi_responses.py).
 set -euo pipefail
@@ -19,7 +20,7 @@ PKGS=(
   clang libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
   libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libvips-dev libtomlplusplus-dev catch2
-  libavahi-client-dev libsdbus-c++-dev libsystemd-dev libpq-dev
+  libavahi-client-dev libsdbus-c++-dev libsystemd-dev libpq-dev libqrencode-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
   build-essential dpkg-dev debhelper postgresql
   nodejs python3-yaml python3-jsonschema

@@ -530,6 +530,87 @@ class WebAppTest(unittest.TestCase):
             self.assertEqual(d.http("POST", "/v1/tickets", {}, token=None).status, 401)
 
 
+class StatusPageTest(unittest.TestCase):
+    """The status page (docs/api.md "Status page"): its files need only a loopback Host; a
+    one-time login ticket from the token or the socket becomes a session that reads what the
+    page shows and creates invites (with a QR code), from the page's own origin only."""
+
+    def test_login_session_limits_and_invite_qr(self):
+        with Daemon(name="ui", settings={"storage.durable": "false", "api.http_port": 0}) as d:
+            pid = d.create_project("survey")
+            for path, kind in (("/ui/", "text/html"), ("/ui", "text/html"),
+                               ("/ui/app.js", "text/javascript"), ("/ui/app.css", "text/css")):
+                r = d.http("GET", path, token=None)
+                self.assertEqual(r.status, 200, (path, r))
+                self.assertTrue(r.headers["content-type"].startswith(kind), r.headers)
+                self.assertIn("default-src 'none'", r.headers["content-security-policy"])
+                self.assertEqual(r.headers["x-frame-options"], "DENY")
+            page = d.http("GET", "/ui/", token=None).body.decode()
+            self.assertIn('<script src="/ui/app.js"', page)
+            self.assertNotIn("<script>", page)  # no inline script: the CSP forbids it
+            self.assertEqual(d.http("GET", "/ui/", token=None, headers={"Host": "evil.test"}).status, 403)
+            self.assertEqual(d.http("GET", "/ui/other", token=None).status, 401)
+
+            # The login ticket: token or socket needed; its URL carries it in the fragment.
+            self.assertEqual(d.http("POST", "/v1/ui/login", {}, token=None).status, 401)
+            r = d.unix("POST", "/v1/ui/login")
+            self.assertEqual(r.status, 201, r)
+            login = r.json()
+            self.assertEqual(login["url"], "http://127.0.0.1:%d/ui/#login=%s" % (d.port, login["login"]))
+            own = {"Origin": "http://127.0.0.1:%d" % d.port, "Host": "127.0.0.1:%d" % d.port}
+            # Only the page's own origin may exchange it (and it stays usable after a refusal).
+            r = d.http("POST", "/ui/session", {"login": login["login"]}, token=None,
+                       headers=dict(own, Origin="http://localhost:5173"))
+            self.assertEqual(r.status, 403, r)
+            r = d.http("POST", "/ui/session", {"login": login["login"]}, token=None, headers=own)
+            self.assertEqual(r.status, 201, r)
+            session = r.json()["session"]
+            self.assertNotEqual(session, d.token)
+            r = d.http("POST", "/ui/session", {"login": login["login"]}, token=None, headers=own)
+            self.assertEqual(r.status, 401, r)  # once
+            r = d.http("POST", "/ui/session", {"login": "0" * 64}, token=None, headers=own)
+            self.assertEqual(r.status, 401, r)
+
+            # The session reads what the page shows and creates invites; nothing else.
+            for path in ("/v1/status", "/v1/peers", "/v1/projects", V + "/%s/conflicts" % pid,
+                         V + "/%s/invites" % pid, V + "/%s/sync" % pid):
+                r = d.http("GET", path, token=session, headers={"Host": own["Host"]})
+                self.assertEqual(r.status, 200, (path, r))
+            r = d.http("POST", V + "/%s/invites?qr=svg" % pid, {}, token=session, headers=own)
+            self.assertEqual(r.status, 201, r)
+            inv = r.json()
+            self.assertTrue(inv["qr_svg"].startswith('<svg xmlns="http://www.w3.org/2000/svg"'))
+            self.assertIn('shape-rendering="crispEdges"', inv["qr_svg"])
+            for method, path, body in (("POST", "/v1/projects", {"name": "x"}),
+                                       ("GET", V + "/%s/secret" % pid, None),
+                                       ("GET", V + "/%s/docs/obs" % pid, None),
+                                       ("DELETE", "/v1/peers/" + "a" * 52, None),
+                                       ("POST", "/v1/tickets", {}),
+                                       ("POST", "/v1/ui/login", {})):
+                r = d.http(method, path, body, token=session, headers={"Host": own["Host"]})
+                self.assertEqual(r.status, 403, (method, path, r))
+                self.assertIn("status page session", r.json()["message"])
+            r = d.http("GET", "/v1/status", token=session,
+                       headers=dict(own, Origin="http://localhost:5173"))
+            self.assertEqual(r.status, 403, r)
+            self.assertEqual(d.http("GET", "/v1/status", token="f" * 64).status, 401)
+            # Without ?qr=svg the answer is as before; a bad value is refused.
+            r = d.unix("POST", V + "/%s/invites" % pid, {})
+            self.assertNotIn("qr_svg", r.json())
+            self.assertEqual(d.unix("POST", V + "/%s/invites?qr=png" % pid, {}).status, 400)
+
+            # syncctl ui prints the link.
+            p = d.syncctl("ui")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stdout.strip(), r"^http://127\.0\.0\.1:%d/ui/#login=[0-9a-f]{64}$" % d.port)
+
+    def test_no_login_without_the_http_api(self):
+        with Daemon(name="uino", settings={"storage.durable": "false", "api.http_enabled": "false"}) as d:
+            r = d.unix("POST", "/v1/ui/login")
+            self.assertEqual(r.status, 503, r)
+            self.assertIn("api.http_enabled", r.json()["message"])
+
+
 class SlowSubscriberTest(unittest.TestCase):
     """An SSE subscriber that does not read is disconnected at api.max_stream_buffer_bytes, and
     the daemon's memory does not keep growing over rounds of them."""

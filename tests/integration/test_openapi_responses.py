@@ -302,6 +302,23 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "POST", "/v1/tickets", body={}, tcp=True, expect=201)
         self.call(a, "POST", "/v1/tickets", body={}, query="x=1", expect=400)
         self.call(a, "POST", "/v1/tickets", body={}, tcp=True, token=None, expect=401)
+        # The status page: its files, a login ticket and the session it becomes.
+        for path in ("/ui", "/ui/app.js", "/ui/app.css"):
+            self.call(a, "GET", path, tcp=True, token=None)
+            self.call(a, "GET", path, tcp=True, token=None, headers={"Host": "evil.test"},
+                      expect=403)
+        login = self.call(a, "POST", "/v1/ui/login", expect=201).json()
+        self.call(a, "POST", "/v1/ui/login", query="x=1", expect=400)
+        self.call(a, "POST", "/v1/ui/login", tcp=True, token=None, expect=401)
+        own = {"Origin": "http://127.0.0.1:%d" % a.port}
+        self.call(a, "POST", "/ui/session", body={"login": login["login"]}, tcp=True, token=None,
+                  headers={"Origin": "http://evil.test"}, expect=403)
+        self.call(a, "POST", "/ui/session", body={"login": login["login"]}, tcp=True, token=None,
+                  headers=own, expect=201)
+        self.call(a, "POST", "/ui/session", body={"login": login["login"]}, tcp=True, token=None,
+                  headers=own, expect=401)
+        self.call(a, "POST", "/ui/session", body={"ticket": "x"}, tcp=True, token=None,
+                  headers=own, expect=400)
         # Health and metrics (text/plain: its Content-Type is checked, not its body).
         self.call(a, "GET", "/v1/health")
         self.call(a, "GET", "/v1/health", tcp=True)
@@ -458,6 +475,9 @@ class OpenApiResponses(DaemonTestCase):
         inv = self.call(a, "POST", V + "/{pid}/invites", {"pid": second},
                         body={"role": "member", "expires_in_s": 600}, expect=201).json()
         self.call(a, "POST", V + "/{pid}/invites", {"pid": second}, expect=201)
+        qr = self.call(a, "POST", V + "/{pid}/invites", {"pid": second}, "qr=svg", expect=201)
+        self.assertTrue(qr.json()["qr_svg"].startswith("<svg"))
+        self.call(a, "POST", V + "/{pid}/invites", {"pid": second}, "qr=png", expect=400)
         self.call(a, "POST", V + "/{pid}/invites", {"pid": second},
                   body={"expires_in_s": 0}, expect=400)
         self.call(b, "POST", "/v1/join", body={"code": inv["code"]})

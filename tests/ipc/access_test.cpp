@@ -112,22 +112,72 @@ TEST_CASE("stream tickets: used once, until they expire, at most 64 live, change
   auto c = t.issue(now, 60000);
   r.query.emplace("ticket", c);
   r.query.emplace("feed", "sse");
-  REQUIRE(check_tcp_access(r, token, &t, now).ok());
+  REQUIRE(check_tcp_access(r, {token, &t}, now).ok());
   CHECK(r.query.count("ticket") == 0);
   CHECK(r.query.count("feed") == 1);
   r.query.emplace("ticket", c);
-  CHECK(check_tcp_access(r, token, &t, now).error().code == Errc::unauthenticated);
+  CHECK(check_tcp_access(r, {token, &t}, now).error().code == Errc::unauthenticated);
   auto d = t.issue(now, 60000);
   ApiRequest other = r;
   other.query = {{"ticket", d}};
   other.segments = {"v1", "projects", "0123", "docs"};
-  CHECK(check_tcp_access(other, token, &t, now).error().code == Errc::unauthenticated);
+  CHECK(check_tcp_access(other, {token, &t}, now).error().code == Errc::unauthenticated);
   other.segments = {"v1", "projects", "0123", "changes"};
   other.method = "POST";
-  CHECK(check_tcp_access(other, token, &t, now).error().code == Errc::unauthenticated);
+  CHECK(check_tcp_access(other, {token, &t}, now).error().code == Errc::unauthenticated);
   other.method = "GET";
   other.headers["host"] = "evil.example";  // the Host check comes first
-  CHECK(check_tcp_access(other, token, &t, now).error().code == Errc::permission_denied);
+  CHECK(check_tcp_access(other, {token, &t}, now).error().code == Errc::permission_denied);
+}
+
+TEST_CASE("status page: its files are public, a session reads what the page shows, no more") {
+  StreamTickets sessions;
+  const std::int64_t now = 1'000'000;
+  const std::string token(64, 'a');
+  const std::string session = sessions.issue(now, kUiSessionMs);
+  CHECK(sessions.holds(session, now + kUiSessionMs - 1));
+  CHECK(sessions.holds(session, now));  // not used up by a check
+  CHECK_FALSE(sessions.holds(session, now + kUiSessionMs));
+  CHECK_FALSE(sessions.holds(std::string(64, 'b'), now));
+  auto req = [](std::string method, std::vector<std::string> segments) {
+    ApiRequest r;
+    r.method = std::move(method);
+    r.segments = std::move(segments);
+    r.headers["host"] = "127.0.0.1:7890";
+    return r;
+  };
+  auto code = [&](ApiRequest r, const std::string& bearer) {
+    if (!bearer.empty()) r.headers["authorization"] = "Bearer " + bearer;
+    auto st = check_tcp_access(r, {token, nullptr, &sessions}, now);
+    return st.ok() ? Errc::ok : st.error().code;
+  };
+  for (auto r : {req("GET", {"ui"}), req("GET", {"ui", "app.js"}), req("GET", {"ui", "app.css"}),
+                 req("POST", {"ui", "session"})}) {
+    CHECK(is_ui_public(r));
+    CHECK(code(r, "") == Errc::ok);
+    r.headers["host"] = "evil.example";
+    CHECK(code(r, "") == Errc::permission_denied);
+  }
+  CHECK(code(req("GET", {"ui", "other"}), "") == Errc::unauthenticated);
+  CHECK(code(req("POST", {"ui"}), "") == Errc::unauthenticated);
+  for (auto r : {req("GET", {"v1", "status"}), req("GET", {"v1", "peers"}),
+                 req("GET", {"v1", "projects"}), req("GET", {"v1", "projects", "p", "sync"}),
+                 req("GET", {"v1", "projects", "p", "conflicts"}),
+                 req("GET", {"v1", "projects", "p", "invites"}),
+                 req("POST", {"v1", "projects", "p", "invites"})}) {
+    CHECK(code(r, session) == Errc::ok);
+    r.headers["origin"] = "HTTP://127.0.0.1:7890";  // its own origin, in any case
+    CHECK(code(r, session) == Errc::ok);
+    r.headers["origin"] = "http://localhost:5173";
+    CHECK(code(r, session) == Errc::permission_denied);
+  }
+  for (auto r : {req("POST", {"v1", "projects"}), req("GET", {"v1", "projects", "p", "secret"}),
+                 req("GET", {"v1", "projects", "p", "docs", "c"}),
+                 req("DELETE", {"v1", "peers", "x"}), req("POST", {"v1", "tickets"}),
+                 req("POST", {"v1", "ui", "login"}), req("GET", {"metrics"})})
+    CHECK(code(r, session) == Errc::permission_denied);
+  CHECK(code(req("POST", {"v1", "projects"}), token) == Errc::ok);  // the token: everything
+  CHECK(code(req("GET", {"v1", "status"}), std::string(64, 'c')) == Errc::unauthenticated);
 }
 
 TEST_CASE("CORS: allowed origins get the headers and a preflight answer, others nothing") {
