@@ -10,6 +10,9 @@
 # the mirror, hub/).
 # libtomlplusplus-dev (toml++) parses the config file (header-only).
 # libqrencode-dev draws invite codes as QR codes for the status page (ipc/qr_svg.cpp).
+# chromium (headless) and zbar-tools (zbarimg) run the browser test
+# (tests/integration/test_browser.py: puppeteer-core drives the system's chromium, nothing
+# downloads a browser; zbarimg decodes the status page's QR code from a screenshot).
 # nodejs + npm run the API description's lint (scripts/lint-api.sh); python3-yaml and
 # python3-jsonschema check real answers against it (tests/integration/test_openapi_responses.py).
 set -euo pipefail
@@ -23,7 +26,7 @@ PKGS=(
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev libpq-dev libqrencode-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
   build-essential dpkg-dev debhelper postgresql
-  nodejs python3-yaml python3-jsonschema
+  nodejs python3-yaml python3-jsonschema chromium zbar-tools
 )
 # Debian's npm package; a Node.js from elsewhere (e.g. NodeSource's nodejs) brings its own npm
 # and conflicts with it.
