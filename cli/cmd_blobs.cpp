@@ -226,13 +226,16 @@ int run_blobs(CliContext& ctx, const std::vector<std::string>& argv) {
   return usage_error(ctx, self, "unknown blobs subcommand '" + pos[0] + "'");
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"blobs", kBlobsUsage,
-                              "attachments: upload, download (fetched from peers if need be), "
-                              "list, collect garbage, choose what this device fetches",
-                              run_blobs,
-                              {{"type", "TYPE", "blobs put: the media type (default: from the file name)"},
-                               {"variant", "NAME", "blobs get: a variant (e.g. thumbnail) instead of the original"},
-                               {"peer", "DEVICE=LEVEL", "blobs policy: what one peer device may fetch (LEVEL or default); repeatable"}}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "blobs",
+    kBlobsUsage,
+    "attachments: upload, download (fetched from peers if need be), "
+    "list, collect garbage, choose what this device fetches",
+    run_blobs,
+    {{"type", "TYPE", "blobs put: the media type (default: from the file name)"},
+     {"variant", "NAME", "blobs get: a variant (e.g. thumbnail) instead of the original"},
+     {"peer", "DEVICE=LEVEL",
+      "blobs policy: what one peer device may fetch (LEVEL or default); repeatable"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

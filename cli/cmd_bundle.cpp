@@ -270,10 +270,15 @@ int run_bundle(CliContext& ctx, const std::vector<std::string>& argv) {
   return usage_error(ctx, self, "unknown bundle subcommand '" + pos[0] + "'");
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"bundle", kBundleUsage,
-                              "sync by USB stick: export, import, sync a folder", run_bundle,
-                              {{"for", "DEVICE|members", "bundle export: the devices the bundle is for (a device id, or members); repeatable"},
-                               {"blobs", "all|variants|none", "which attachments the bundle carries (default: all for export, variants for sync)"}}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "bundle",
+    kBundleUsage,
+    "sync by USB stick: export, import, sync a folder",
+    run_bundle,
+    {{"for", "DEVICE|members",
+      "bundle export: the devices the bundle is for (a device id, or members); repeatable"},
+     {"blobs", "all|variants|none",
+      "which attachments the bundle carries (default: all for export, variants for sync)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -114,7 +114,8 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"changes", "changes PROJECT [--since N] [--limit N] [--follow]",
+FIELDSYNC_CLI_COMMAND(Command{"changes",
+                              "changes PROJECT [--since N] [--limit N] [--follow]",
                               "the project's changes feed; --follow streams new changes live",
                               run_changes,
                               {{"since", "N", "start after this sequence number (default 0)"},

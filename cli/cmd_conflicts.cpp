@@ -106,11 +106,13 @@ int run_resolve(CliContext& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"conflicts", "conflicts PROJECT [--limit N] [--after CURSOR]",
-                              "documents with concurrent versions, in every collection",
-                              run_conflicts,
-                              {{"limit", "N", "at most N documents"},
-                               {"after", "CURSOR", "continue after this cursor (from the previous page)"}}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "conflicts",
+    "conflicts PROJECT [--limit N] [--after CURSOR]",
+    "documents with concurrent versions, in every collection",
+    run_conflicts,
+    {{"limit", "N", "at most N documents"},
+     {"after", "CURSOR", "continue after this cursor (from the previous page)"}}});
 FIELDSYNC_CLI_COMMAND(Command{
     "resolve",
     "resolve PROJECT COLLECTION ID (--merge | --body JSON|-|@FILE | --delete) [--parents V1,V2]",

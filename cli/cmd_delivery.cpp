@@ -140,16 +140,24 @@ int run_cleanup(CliContext& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
+FIELDSYNC_CLI_COMMAND(Command{"destinations",
+                              "destinations PROJECT [add DEVICE [NAME] | remove DEVICE]",
+                              "list, name or un-name the project's destinations (hubs)",
+                              run_destinations,
+                              {}});
 FIELDSYNC_CLI_COMMAND(Command{
-    "destinations", "destinations PROJECT [add DEVICE [NAME] | remove DEVICE]",
-    "list, name or un-name the project's destinations (hubs)", run_destinations, {}});
-FIELDSYNC_CLI_COMMAND(Command{
-    "cleanup", "cleanup PROJECT [--min-age MS]",
-    "remove from this device the documents a destination confirmed it holds", run_cleanup,
-    {{"min-age", "MS", "only documents whose newest version is at least this old (default: the daemon's hub.cleanup_min_age_ms)"}}});
-FIELDSYNC_CLI_COMMAND(Command{"delivery", "delivery PROJECT",
+    "cleanup",
+    "cleanup PROJECT [--min-age MS]",
+    "remove from this device the documents a destination confirmed it holds",
+    run_cleanup,
+    {{"min-age", "MS",
+      "only documents whose newest version is at least this old (default: the daemon's "
+      "hub.cleanup_min_age_ms)"}}});
+FIELDSYNC_CLI_COMMAND(Command{"delivery",
+                              "delivery PROJECT",
                               "what of this device's writes the destinations confirm they hold",
-                              run_delivery, {}});
+                              run_delivery,
+                              {}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -159,13 +159,17 @@ int run_docs(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{
-    "docs", kUsage, "read, write, list and delete documents", run_docs,
+    "docs",
+    kUsage,
+    "read, write, list and delete documents",
+    run_docs,
     {{"where", "FIELD=JSON", "docs list: only documents whose FIELD equals JSON; repeatable"},
      {"limit", "N", "docs list, docs history: at most N entries"},
      {"after", "CURSOR", "docs list: continue after this cursor"},
      {"include-deleted", "", "docs list: deleted documents too"},
      {"conflicts", "", "docs list: only documents with concurrent versions"},
-     {"base", "VERSION", "docs put, docs delete: the version the write is based on (an id or a unique prefix)"}}});
+     {"base", "VERSION",
+      "docs put, docs delete: the version the write is based on (an id or a unique prefix)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

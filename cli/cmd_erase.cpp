@@ -66,13 +66,14 @@ int run_erasures(CliContext& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"erase", "erase PROJECT COLLECTION ID --yes [--reason TEXT]",
+FIELDSYNC_CLI_COMMAND(Command{"erase",
+                              "erase PROJECT COLLECTION ID --yes [--reason TEXT]",
                               "erase a document on every device, for good (coordinators)",
                               run_erase,
                               {{"yes", "", "confirm: the document is erased on every device"},
                                {"reason", "TEXT", "why, recorded with the erasure"}}});
-FIELDSYNC_CLI_COMMAND(Command{"erasures", "erasures PROJECT", "the documents erased in the project",
-                              run_erasures, {}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "erasures", "erasures PROJECT", "the documents erased in the project", run_erasures, {}});
 
 }  // namespace
 }  // namespace fieldsync::cli

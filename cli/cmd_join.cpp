@@ -75,11 +75,13 @@ int run_join(CliContext& ctx, const std::vector<std::string>& argv) {
   }
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"join", "join CODE [--wait] [--timeout SECONDS]",
-                              "join a project with an invite code; --wait until its data is here",
-                              run_join,
-                              {{"wait", "", "wait until the project's data is here"},
-                               {"timeout", "SECONDS", "with --wait: give up after this long (default 600)"}}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "join",
+    "join CODE [--wait] [--timeout SECONDS]",
+    "join a project with an invite code; --wait until its data is here",
+    run_join,
+    {{"wait", "", "wait until the project's data is here"},
+     {"timeout", "SECONDS", "with --wait: give up after this long (default 600)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -131,19 +131,31 @@ int run_verify(CliContext& ctx, const std::vector<std::string>& argv) {
   return kOk;
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"members", "members PROJECT", "list a project's devices and roles",
-                              run_members, {}});
-FIELDSYNC_CLI_COMMAND(Command{"invite", "invite PROJECT [--role member|coordinator] [--expires 1h]",
-                              "print a single-use invite code for a new device", run_invite,
-                              {{"role", "member|coordinator", "the new device's role (default member)"},
-                               {"expires", "DURATION", "how long the code is valid, e.g. 30m, 1h, 2d"}}});
-FIELDSYNC_CLI_COMMAND(Command{"revoke", "revoke PROJECT DEVICE",
-                              "remove a device from a project (coordinators)", run_revoke, {}});
-FIELDSYNC_CLI_COMMAND(Command{"leave", "leave PROJECT --yes",
-                              "leave a project and delete its data here", run_leave,
-                              {{"yes", "", "confirm: the project's data on this device is deleted"}}});
-FIELDSYNC_CLI_COMMAND(Command{"verify", "verify DEVICE",
-                              "show the code to compare before trusting a device", run_verify, {}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "members", "members PROJECT", "list a project's devices and roles", run_members, {}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "invite",
+    "invite PROJECT [--role member|coordinator] [--expires 1h]",
+    "print a single-use invite code for a new device",
+    run_invite,
+    {{"role", "member|coordinator", "the new device's role (default member)"},
+     {"expires", "DURATION", "how long the code is valid, e.g. 30m, 1h, 2d"}}});
+FIELDSYNC_CLI_COMMAND(Command{"revoke",
+                              "revoke PROJECT DEVICE",
+                              "remove a device from a project (coordinators)",
+                              run_revoke,
+                              {}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "leave",
+    "leave PROJECT --yes",
+    "leave a project and delete its data here",
+    run_leave,
+    {{"yes", "", "confirm: the project's data on this device is deleted"}}});
+FIELDSYNC_CLI_COMMAND(Command{"verify",
+                              "verify DEVICE",
+                              "show the code to compare before trusting a device",
+                              run_verify,
+                              {}});
 
 }  // namespace
 }  // namespace fieldsync::cli

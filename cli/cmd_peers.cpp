@@ -265,11 +265,13 @@ FIELDSYNC_CLI_COMMAND(Command{
     "list sync and discovered peers, add (or pick a discovered one), remove, show or approve one",
     run_peers,
     {{"name", "NAME", "peers add: a name for the peer"}}});
-FIELDSYNC_CLI_COMMAND(Command{"sync", "sync PEER [--wait] [--timeout SECONDS]",
-                              "sync with a peer now; --wait until both hold the same data",
-                              run_sync,
-                              {{"wait", "", "wait until both hold the same data"},
-                               {"timeout", "SECONDS", "with --wait: give up after this long (default 600)"}}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "sync",
+    "sync PEER [--wait] [--timeout SECONDS]",
+    "sync with a peer now; --wait until both hold the same data",
+    run_sync,
+    {{"wait", "", "wait until both hold the same data"},
+     {"timeout", "SECONDS", "with --wait: give up after this long (default 600)"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -67,8 +67,10 @@ int run_projects(CliContext& ctx, const std::vector<std::string>& argv) {
   return usage_error(ctx, self, "unknown projects subcommand '" + pos[0] + "'");
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"projects", "projects [create NAME [--settings JSON] | show PROJECT]",
-                              "list projects, create one, or show one", run_projects,
+FIELDSYNC_CLI_COMMAND(Command{"projects",
+                              "projects [create NAME [--settings JSON] | show PROJECT]",
+                              "list projects, create one, or show one",
+                              run_projects,
                               {{"settings", "JSON", "projects create: the project's settings"}}});
 
 }  // namespace

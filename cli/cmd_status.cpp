@@ -322,12 +322,14 @@ int run_backup(CliContext& ctx, const std::vector<std::string>& argv) {
   return rc;
 }
 
-FIELDSYNC_CLI_COMMAND(Command{"status", "status",
-                              "device id, version, uptime, projects, API endpoints", run_status, {}});
 FIELDSYNC_CLI_COMMAND(Command{
-    "backup", "backup <dir>",
+    "status", "status", "device id, version, uptime, projects, API endpoints", run_status, {}});
+FIELDSYNC_CLI_COMMAND(Command{
+    "backup",
+    "backup <dir>",
     "consistent copy of this device's data and keys, streamed into <dir> (new or empty)",
-    run_backup, {}});
+    run_backup,
+    {}});
 
 }  // namespace
 }  // namespace fieldsync::cli

@@ -83,10 +83,12 @@ int run_subscription(CliContext& ctx, const std::vector<std::string>& argv) {
 }
 
 FIELDSYNC_CLI_COMMAND(Command{
-    "subscription", kUsage,
+    "subscription",
+    kUsage,
     "what this device wants of a project: collections and a filter on fields (or everything)",
     run_subscription,
-    {{"for", "DEVICE", "set or show the selection for DEVICE instead of this device's subscription"}}});
+    {{"for", "DEVICE",
+      "set or show the selection for DEVICE instead of this device's subscription"}}});
 
 }  // namespace
 }  // namespace fieldsync::cli

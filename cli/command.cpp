@@ -71,11 +71,8 @@ Result<Args> Args::parse(const std::vector<std::string>& argv, const Command& cm
   positional.add(kPositional, -1);
   po::parsed_options parsed(&options);
   try {
-    parsed = po::command_line_parser(argv)
-                 .options(options)
-                 .positional(positional)
-                 .style(kStyle)
-                 .run();
+    parsed =
+        po::command_line_parser(argv).options(options).positional(positional).style(kStyle).run();
   } catch (const po::error& e) {
     return make_error(Errc::invalid_argument, e.what());
   }

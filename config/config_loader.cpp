@@ -836,7 +836,8 @@ Status apply_value(Config& c, std::string_view key, const toml::node& v) {
       if (auto s = v.as_string()) return set(s->get());
       if (auto i = v.as_integer();
           i && !!(i->flags() & toml::value_flags::format_as_octal) && i->get() >= 0)
-        return set(format_octal(static_cast<std::uint32_t>(std::min<std::int64_t>(i->get(), 07777))));
+        return set(
+            format_octal(static_cast<std::uint32_t>(std::min<std::int64_t>(i->get(), 07777))));
       return bad_value(key, "an octal file mode as a string such as \"0660\" (or 0o660)",
                        toml_text(v));
     case Kind::size:
@@ -850,9 +851,9 @@ Status apply_value(Config& c, std::string_view key, const toml::node& v) {
 }
 
 Error at_line(std::string_view source, const toml::node& n, std::string_view msg) {
-  return make_error(Errc::invalid_argument, std::string(source) + ":" +
-                                                std::to_string(n.source().begin.line) + ": " +
-                                                std::string(msg));
+  return make_error(
+      Errc::invalid_argument,
+      std::string(source) + ":" + std::to_string(n.source().begin.line) + ": " + std::string(msg));
 }
 
 // Applies a parsed TOML document: tables are sections, [peer.NAME] tables static peers.
@@ -862,12 +863,13 @@ Status apply_toml(Config& c, const toml::table& root, std::string_view source) {
     std::string sec(name.str());
     if (!section)
       return at_line(source, node,
-                     shown(sec) + ": key outside a section (put it under [daemon], [api], "
-                                  "[sync], [storage]... or write it as section.key)");
+                     shown(sec) +
+                         ": key outside a section (put it under [daemon], [api], "
+                         "[sync], [storage]... or write it as section.key)");
     if (sec != "peer" && !known_section(sec))
-      return at_line(source, node,
-                     "unknown section [" + shown(sec) + "] (sections: " + std::string(kSections) +
-                         ")");
+      return at_line(
+          source, node,
+          "unknown section [" + shown(sec) + "] (sections: " + std::string(kSections) + ")");
     for (auto&& [key, value] : *section) {
       std::string full = sec + "." + std::string(key.str());
       if (sec == "peer") {
@@ -920,8 +922,8 @@ Status parse_previous(std::string_view text, std::string_view source, Config& co
       if (line.back() != ']') return fail("expected '[section]', got '" + shown(line) + "'");
       section = std::string(trim(line.substr(1, line.size() - 2)));
       if (!known_section(section))
-        return fail("unknown section [" + shown(section) + "] (sections: " +
-                    std::string(kSections) + ")");
+        return fail("unknown section [" + shown(section) +
+                    "] (sections: " + std::string(kSections) + ")");
       continue;
     }
     auto eq = line.find('=');
@@ -931,8 +933,7 @@ Status parse_previous(std::string_view text, std::string_view source, Config& co
     std::string full = key.find('.') != std::string_view::npos || section.empty()
                            ? std::string(key)
                            : section + "." + std::string(key);
-    if (full.find('.') == std::string::npos)
-      return fail(shown(full) + ": key outside a section");
+    if (full.find('.') == std::string::npos) return fail(shown(full) + ": key outside a section");
     std::string value;
     std::string_view raw = trim(line.substr(eq + 1));
     if (!raw.empty() && raw.front() == '"') {
@@ -953,7 +954,7 @@ Status parse_previous(std::string_view text, std::string_view source, Config& co
       return fail(full + ": set twice (first on line " + std::to_string(it->second) + ")");
     seen.emplace(full, line_no);
     const KeySpec* spec = full.substr(0, 5) == "peer." ? nullptr : find_key(full);
-    Status st = spec ? spec->set(config, value)
+    Status st = spec                           ? spec->set(config, value)
                 : full.substr(0, 5) == "peer." ? apply_peer(config, full, value)
                                                : Status(unknown_key(full));
     if (!st.ok()) return fail(st.error().message);
@@ -1049,8 +1050,8 @@ std::string to_config_text(const Config& config) {
       out += "[" + std::string(sec) + "]\n";
       section = sec;
     }
-    out += std::string(k.name.substr(sec.size() + 1)) + " = " +
-           toml_text(k.kind, k.get(config)) + "\n";
+    out += std::string(k.name.substr(sec.size() + 1)) + " = " + toml_text(k.kind, k.get(config)) +
+           "\n";
   }
   for (const auto& p : config.peers) {
     out += "\n[peer." + p.name + "]\n";
@@ -1117,9 +1118,9 @@ Result<Config> parse_config(std::string_view text, std::string_view source, Conf
   Status old = parse_previous(text, source, previous);
   if (old.ok()) old = check_file(previous, source);
   if (!old.ok())
-    return make_error(Errc::invalid_argument,
-                      toml_error + "; nor a config file of the previous format: " +
-                          old.error().message);
+    return make_error(
+        Errc::invalid_argument,
+        toml_error + "; nor a config file of the previous format: " + old.error().message);
   if (format) *format = ConfigFormat::previous;
   return previous;
 }
@@ -1128,12 +1129,10 @@ std::string previous_format_warning(const std::filesystem::path& path) {
   return path.string() +
          " is in the config format of the releases before TOML; it is still read, but convert "
          "it: fieldsyncd --print-config --config " +
-         path.string() +
-         " prints it as TOML (docs/operations.md \"Upgrading\")";
+         path.string() + " prints it as TOML (docs/operations.md \"Upgrading\")";
 }
 
 Result<Config> load_config(const std::filesystem::path& path, ConfigFormat* format) {
-
   std::string name = path.string();
   std::FILE* f = std::fopen(name.c_str(), "rb");
   if (!f) {

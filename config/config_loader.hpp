@@ -10,9 +10,9 @@
 // Every key is known in advance: an unknown section or key, a key set twice, a value of the
 // wrong type or out of range is an error that names the file, the line and the key, e.g.
 //   "fieldsyncd.conf:12: api.http_port: expected an integer 0..65535, got '\"abc\"'".
-// A file that is not valid TOML is read in the INI-like format of the releases before (bare values, ';' comments, yes/no booleans), with the
-// same keys and checks, so that an upgrade keeps a running device's config
-// (ConfigFormat::previous; the daemon logs previous_format_warning()).
+// A file that is not valid TOML is read in the INI-like format of the releases before (bare values,
+// ';' comments, yes/no booleans), with the same keys and checks, so that an upgrade keeps a running
+// device's config (ConfigFormat::previous; the daemon logs previous_format_warning()).
 //
 // Thread-safety: all functions are pure apart from reading the file (load_config) and the
 // environment (finalize); they may be called from any thread.

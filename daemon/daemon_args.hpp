@@ -39,8 +39,7 @@ Result<config::Config> effective_config(const DaemonArgs& args,
 
 // effective_config() with the defaults that depend on the environment filled (finalize):
 // what the daemon runs with.
-Result<config::Config> build_config(const DaemonArgs& args,
-                                    config::ConfigFormat* format = nullptr);
+Result<config::Config> build_config(const DaemonArgs& args, config::ConfigFormat* format = nullptr);
 
 // The config file build_config reads (--config, else the default path when it exists), or
 // nullopt when it reads none.

@@ -35,9 +35,9 @@ int main(int argc, char** argv) {
   }
   auto file = daemon::config_file(*args);
   std::string source = file ? file->string() : "no config file";
-  std::string previous_format =
-      file && format == config::ConfigFormat::previous ? config::previous_format_warning(*file)
-                                                       : "";
+  std::string previous_format = file && format == config::ConfigFormat::previous
+                                    ? config::previous_format_warning(*file)
+                                    : "";
   if (args->print_config) {
     // The file and the command line as they were given (checked as a start would), without
     // the defaults a start derives from the environment: a config file to keep.

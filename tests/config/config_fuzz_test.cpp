@@ -12,8 +12,8 @@
 using namespace fieldsync::config;
 
 TEST_CASE("mutated config files are parsed or refused with a located message") {
-  auto file = GENERATE(as<std::string>{}, "/config/fieldsyncd.conf",
-                       "/tests/config/previous_format.conf");
+  auto file =
+      GENERATE(as<std::string>{}, "/config/fieldsyncd.conf", "/tests/config/previous_format.conf");
   std::ifstream in(FIELDSYNC_SOURCE_DIR + file, std::ios::binary);
   std::ostringstream ss;
   ss << in.rdbuf();

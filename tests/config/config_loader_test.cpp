@@ -415,8 +415,9 @@ TEST_CASE("TOML errors name the file, the line and the key") {
             .rfind("fieldsyncd.conf:2: api.max_body_bytes: expected a size 1k..1G", 0) == 0);
   CHECK(err("[api]\nmax_body_bytes = [1]\n")
             .rfind("fieldsyncd.conf:2: api.max_body_bytes: expected a size", 0) == 0);
-  CHECK(err("[api.http_port]\n")
-            .rfind("fieldsyncd.conf:1: api.http_port: expected an integer", 0) == 0);
+  CHECK(
+      err("[api.http_port]\n").rfind("fieldsyncd.conf:1: api.http_port: expected an integer", 0) ==
+      0);
   CHECK(err("[peer.hub]\naddress = \"hub:7891\"\n") ==
         "fieldsyncd.conf: [peer.hub]: needs both address and device");
   CHECK(err("[peer.hub]\naddress = \"hub\"\ndevice = \"" + device_text(1) + "\"\n") ==
@@ -681,8 +682,9 @@ TEST_CASE("load_config reports unreadable files by path") {
   CHECK(r.error().message.find("NUL byte") != std::string::npos);
   r = load_config(dir / "bad.conf");
   REQUIRE_FALSE(r.ok());
-  CHECK(r.error().message == (dir / "bad.conf").string() +
-                                 ":2: sync.max_peers: expected an integer 1..10000, got '\"none\"'");
+  CHECK(r.error().message ==
+        (dir / "bad.conf").string() +
+            ":2: sync.max_peers: expected an integer 1..10000, got '\"none\"'");
   r = load_config(dir);  // a directory
   CHECK_FALSE(r.ok());
   std::filesystem::remove_all(dir);
