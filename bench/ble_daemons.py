@@ -31,9 +31,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from fieldsync_harness import FAST, Daemon, read_line, wait_until  # noqa: E402
+from fieldsync_harness import FAST, Daemon, FakeBle, wait_until  # noqa: E402
 
-FAKE_BLUEZ = os.path.join(HERE, "..", "tests", "integration", "fake_bluez.py")
 V = "/v1/projects"
 AUTO = {"discovery": {"visible": True, "policy": "auto"}}
 BLE = {"ble.enabled": "true", "discovery.enabled": "false", "ble.refresh_ms": 200,
@@ -50,41 +49,21 @@ class Bench:
     def __init__(self, args):
         self.args = args
         self.tmp = tempfile.mkdtemp(prefix="fsb-ble-")
-        self.procs = []
+        self.ble = FakeBle(os.path.join(self.tmp, "fake_bluez.log"))
         self.daemons = []
 
     def close(self):
         for d in self.daemons:
             d.close()
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.kill()
-            p.wait()
+        self.ble.stop()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
-    def bus(self):
-        p = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.procs.append(p)
-        return read_line(p.stdout, what="the dbus-daemon address").strip()
-
     def fake_bluez(self, buses):
-        log = open(os.path.join(self.tmp, "fake_bluez.log"), "ab")
-        p = subprocess.Popen(["/usr/bin/python3", FAKE_BLUEZ] +
-                             [a for b in buses for a in ("--bus", b)] +
-                             ["--bandwidth", str(self.args.bandwidth), "--mtu", str(self.args.mtu)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
-        log.close()
-        self.procs.append(p)
-        assert read_line(p.stdout, what="fake BlueZ to start").strip() == "ready"
-        self.fake = p
+        self.fake = self.ble.start(buses, "--bandwidth", str(self.args.bandwidth),
+                                   "--mtu", str(self.args.mtu))
 
     def link_bytes(self):
-        self.fake.stdin.write("bytes\n")
-        self.fake.stdin.flush()
-        answer = read_line(self.fake.stdout, what="fake BlueZ bytes").split()
-        assert answer[0] == "ok", answer
-        return int(answer[1])
+        return int(self.ble.ctl(self.fake, "bytes").split()[1])
 
     def daemon(self, name, env=None, **settings):
         s = dict(FAST)
@@ -123,7 +102,7 @@ class Bench:
 
     def run(self):
         a_ = self.args
-        buses = (self.bus(), self.bus())
+        buses = (self.ble.bus(), self.ble.bus())
         self.fake_bluez(buses)
         A = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": buses[0]}, **BLE)
         B = self.daemon("beta", env={"DBUS_SYSTEM_BUS_ADDRESS": buses[1]}, **BLE)

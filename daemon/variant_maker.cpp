@@ -79,23 +79,6 @@ void VariantMaker::run() {
 
 namespace {
 
-// The project's record of one blob (nullopt: none, or unreadable).
-std::optional<storage::ProjectBlob> find_blob(storage::BlobStore& blobs, const ProjectId& project,
-                                              const storage::BlobId& id) {
-  // list() starts after `after`: start after the id just below this one.
-  std::optional<storage::BlobId> before;
-  storage::BlobId prev = id;
-  for (std::size_t i = prev.size(); i-- > 0;) {
-    if (prev[i]-- != 0) {
-      before = prev;
-      break;
-    }
-  }
-  auto found = blobs.list(project, before, 1);
-  if (!found || found->empty() || found->front().info.id != id) return std::nullopt;
-  return found->front();
-}
-
 // An original variants are made of: held, referred to by a document of the app (a `_variants`
 // document's "of" is not a reference), not itself named a variant, and of an image type.
 bool is_original(const storage::ProjectBlob& b) {
@@ -109,9 +92,9 @@ void VariantMaker::check(const ProjectId& project, const storage::BlobId& id) {
   if (tried_.count({project, id})) return;
   // Our own variants (put() makes them held) are not referred to until their `_variants`
   // document is indexed, and named variants then: neither is an original.
-  auto b = find_blob(store_.blobs(), project, id);
-  if (!b || !is_original(*b)) return;
-  make(project, b->info);
+  auto b = store_.blobs().find(project, id);
+  if (!b || !*b || !is_original(**b)) return;
+  make(project, (*b)->info);
 }
 
 void VariantMaker::sweep() {

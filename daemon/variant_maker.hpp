@@ -52,11 +52,11 @@ class VariantMaker {
 
   // The blob `info` was uploaded into `project`: queue making its variants (images only).
   void uploaded(const ProjectId& project, const storage::BlobInfo& info);
-  // True when one of the types variants are made of (image/jpeg, image/png, image/webp;
-  // letter case and parameters ignored).
   // The blob `id` became held by `project` (from a peer, a bundle, or any other way): queue
   // making its variants if it turns out to be an original without them.
   void held(const ProjectId& project, const storage::BlobId& id);
+  // True when one of the types variants are made of (image/jpeg, image/png, image/webp;
+  // letter case and parameters ignored).
   static bool makes_variants_of(std::string_view media_type);
 
  private:

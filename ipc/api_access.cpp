@@ -43,30 +43,29 @@ Result<std::optional<unsigned>> token_group_id(const std::string& name) {
   return std::optional<unsigned>(g->gr_gid);
 }
 
-Status set_token_access(const std::filesystem::path& path, std::optional<unsigned> group) {
+namespace {
+// Gives `path` to `group` (when set), then sets `mode`.
+Status give_to_group(const std::filesystem::path& path, std::optional<unsigned> group,
+                     unsigned mode) {
   if (group && ::chown(path.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(*group)) != 0)
     return make_error(errno == EPERM ? Errc::permission_denied : Errc::internal,
                       "cannot give " + path.string() + " to group id " + std::to_string(*group) +
                           " (api.token_group): " + std::strerror(errno) +
                           "; the daemon's user must be a member of that group (systemd: "
                           "SupplementaryGroups=)");
-  if (::chmod(path.c_str(), group ? 0640 : 0600) != 0)
+  if (::chmod(path.c_str(), mode) != 0)
     return make_error(Errc::internal,
                       "cannot chmod " + path.string() + ": " + std::strerror(errno));
   return {};
 }
+}  // namespace
+
+Status set_token_access(const std::filesystem::path& path, std::optional<unsigned> group) {
+  return give_to_group(path, group, group ? 0640 : 0600);
+}
 
 Status open_dir_to_group(const std::filesystem::path& dir, std::optional<unsigned> group) {
-  if (!group) return {};
-  if (::chown(dir.c_str(), static_cast<uid_t>(-1), static_cast<gid_t>(*group)) != 0)
-    return make_error(errno == EPERM ? Errc::permission_denied : Errc::internal,
-                      "cannot give " + dir.string() + " to group id " + std::to_string(*group) +
-                          " (api.token_group): " + std::strerror(errno) +
-                          "; the daemon's user must be a member of that group (systemd: "
-                          "SupplementaryGroups=)");
-  if (::chmod(dir.c_str(), 0710) != 0)
-    return make_error(Errc::internal, "cannot chmod " + dir.string() + ": " + std::strerror(errno));
-  return {};
+  return group ? give_to_group(dir, group, 0710) : Status{};
 }
 
 Result<std::string> load_or_create_token(const std::filesystem::path& path,
@@ -196,6 +195,10 @@ std::string own_origin(const ApiRequest& request) {
   return lower("http://" + request.header("host").value_or(""));
 }
 
+bool is_own_origin(const ApiRequest& request, std::string_view origin) {
+  return lower(std::string(origin)) == own_origin(request);
+}
+
 Status check_tcp_access(ApiRequest& request, const TcpCredentials& creds, std::int64_t now_ms) {
   FS_TRY(check_tcp_host(request));
   if (is_ui_public(request)) return {};
@@ -227,7 +230,7 @@ Status check_tcp_access(ApiRequest& request, const TcpCredentials& creds, std::i
                         "a status page session may only read status, peers, projects, their "
                         "sync, conflicts and invites, and create invites");
     const auto origin = request.header("origin");
-    if (origin && lower(*origin) != own_origin(request))
+    if (origin && !is_own_origin(request, *origin))
       return make_error(Errc::permission_denied,
                         "a status page session is only valid on the page's own origin");
     return {};

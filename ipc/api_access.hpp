@@ -86,6 +86,8 @@ bool is_ui_public(const ApiRequest& request);
 bool ui_session_may(const ApiRequest& request);
 // The page's own origin, "http://" + the Host header (lower-cased).
 std::string own_origin(const ApiRequest& request);
+// True when `origin` (an Origin header, any letter case) is own_origin(request).
+bool is_own_origin(const ApiRequest& request, std::string_view origin);
 
 // How long a status page session lives (or until the daemon stops). At most
 // StreamTickets::kMaxOutstanding are live.

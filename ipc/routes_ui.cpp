@@ -2,11 +2,10 @@
 // POST /ui/session (a login ticket for a page session), POST /v1/ui/login (the login ticket,
 // for syncctl ui).
 #include <boost/json/object.hpp>
-
 #include <boost/json/serialize.hpp>
-#include <cctype>
 
 #include "common/clock.hpp"
+#include "ipc/api_access.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
 #include "ipc/routes.hpp"
@@ -69,9 +68,7 @@ void register_ui_routes(Router& router, ApiContext& ctx) {
   // the page shows, api_access.hpp ui_session_may). Only from the page's own origin.
   router.add("POST", "/ui/session", [&ctx](ApiRequest& req) {
     if (auto q = known_query(req, {}); !q) return fail(q.error());
-    std::string origin = req.header("origin").value_or("");
-    for (auto& c : origin) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    if (req.transport == Transport::tcp && origin != own_origin(req))
+    if (req.transport == Transport::tcp && !is_own_origin(req, req.header("origin").value_or("")))
       return fail(make_error(Errc::permission_denied,
                              "a status page login is only taken from the page's own origin"));
     auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);

@@ -173,6 +173,11 @@ struct ProjRecord {
   // was erased, or it was put for nothing): gc drops it at its next pass, and nothing new may
   // name it as an original.
   bool released_at_once() const { return refs == 0 && added_ms == 0; }
+  // As BlobStore::list() and find() show it.
+  ProjectBlob project_blob() const {
+    return ProjectBlob{
+        info, held(), refs, added_ms, (flags & kProjThumbnail) != 0, (flags & kProjPreview) != 0};
+  }
   Bytes encode() const {
     Bytes b;
     ByteWriter w(b);
@@ -375,6 +380,8 @@ class BlobStoreImpl final : public BlobStore {
                                            const BlobId& id) const override;
   Result<std::vector<ProjectBlob>> list(const ProjectId& project, std::optional<BlobId> after,
                                         std::uint32_t limit) const override;
+  Result<std::optional<ProjectBlob>> find(const ProjectId& project,
+                                          const BlobId& id) const override;
   Result<BlobUsage> usage(const ProjectId& project) const override;
   Result<BlobInfo> put(const ProjectId& project, ByteView data, std::string media_type) override;
   Result<std::vector<BlobInfo>> wanted(const ProjectId& project, std::optional<BlobId> after,
@@ -993,10 +1000,9 @@ Result<BlobDemand> BlobStoreImpl::demand(const ProjectId& project, const BlobId&
     auto txn = im_.read_txn();
     if (!txn) return txn.error();
     FS_TRY(im_.project(*txn, project));
-    auto pv = txn->get(im_.t().blob_proj, proj_key(project, id));
-    if (!pv) return pv.error();
-    std::optional<ProjRecord> pr;
-    if (*pv) pr = ProjRecord::decode(id, **pv);
+    auto found = read_proj(*txn, im_.t(), project, id);
+    if (!found) return found.error();
+    const auto& pr = *found;
     if (!pr || (!pr->held() && pr->refs == 0))
       return make_error(Errc::not_found,
                         "no document of this project refers to blob " + digest_hex(id));
@@ -1380,11 +1386,20 @@ Result<std::vector<ProjectBlob>> BlobStoreImpl::list(const ProjectId& project,
     if (after && id == *after) continue;
     auto rec = ProjRecord::decode(id, c.value());
     if (!rec) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
-    out.push_back(ProjectBlob{rec->info, rec->held(), rec->refs, rec->added_ms,
-                              (rec->flags & kProjThumbnail) != 0,
-                              (rec->flags & kProjPreview) != 0});
+    out.push_back(rec->project_blob());
   }
   return out;
+}
+
+Result<std::optional<ProjectBlob>> BlobStoreImpl::find(const ProjectId& project,
+                                                       const BlobId& id) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  auto rec = read_proj(*txn, im_.t(), project, id);
+  if (!rec) return rec.error();
+  if (!*rec) return std::optional<ProjectBlob>{};
+  return std::optional<ProjectBlob>{(*rec)->project_blob()};
 }
 
 Result<BlobUsage> BlobStoreImpl::usage(const ProjectId& project) const {

@@ -243,6 +243,10 @@ class BlobStore {
   virtual Result<std::vector<ProjectBlob>> list(const ProjectId& project,
                                                 std::optional<BlobId> after,
                                                 std::uint32_t limit) const = 0;
+  // The project's record of one blob, as list() gives it; nullopt when the project neither
+  // holds nor refers to it (or its record does not read back).
+  virtual Result<std::optional<ProjectBlob>> find(const ProjectId& project,
+                                                  const BlobId& id) const = 0;
   virtual Result<BlobUsage> usage(const ProjectId& project) const = 0;
   // Stores `data` as a blob of the project on the calling thread, with the same checks,
   // fsync and records as an upload (the blob is unreferenced until a document refers to it).

@@ -257,6 +257,10 @@ struct Session::Impl {
   void update_sync_flag(ProjectSync& ps);
   void sample_rate(ProjectSync& ps);
   bool produce_batch(ProjectSync& ps, Bytes& out);
+  // One BATCH of author `a` (whose head is `head`) for `ps`: sent, nothing to send, or the
+  // session failed.
+  enum class Produced { batch, nothing, failed };
+  Produced produce_batch_of(ProjectSync& ps, const DeviceId& a, std::uint64_t head, Bytes& out);
   std::size_t append_compressed(const Bytes& batch, Bytes& out) const;
   Bytes take_output(std::size_t max_bytes);
   void notify_local_change(const ProjectId& id);

@@ -471,68 +471,74 @@ std::size_t Session::Impl::append_compressed(const Bytes& batch, Bytes& out) con
 // Authors of live pushes first, the most recent first (SessionOptions::live_first), then the
 // others in id order.
 bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
-  std::vector<std::pair<DeviceId, std::uint64_t>> order;
-  order.reserve(ps.mine.size());
   for (auto it = ps.live.begin(); it != ps.live.end();) {
     auto head = ps.mine.find(*it);
     if (head == ps.mine.end() || head->second <= next_from(ps, *it)) {
       it = ps.live.erase(it);  // caught up
       continue;
     }
-    order.emplace_back(*it, head->second);
+    if (auto r = produce_batch_of(ps, *it, head->second, out); r != Produced::nothing)
+      return r == Produced::batch;
     ++it;
   }
-  for (const auto& [a, head] : ps.mine)
-    if (std::find(ps.live.begin(), ps.live.end(), a) == ps.live.end()) order.emplace_back(a, head);
-  for (const auto& [a, head] : order) {
-    std::uint64_t from = next_from(ps, a);
-    if (head <= from || ps.diverged.count(a)) continue;
-    std::uint32_t max_entries = params.options.batch_entries;
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes,
-                                storage::LogFilter{ps.given, ps.left_out_ok});
-      if (!log.ok()) {
-        fail(log.error(), true);
-        return false;
-      }
-      if (log->entries.empty()) {
-        // The cached vector promised more than the store returns: trust the store. (Expected
-        // on a device that cleaned up, for a peer that lacks the cleaned range.)
-        if (ps.left_out_ok)
-          spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from, head);
-        ps.mine[a] = from;
-        break;
-      }
-      std::uint64_t last = log->entries.back().seq;
-      // Compressed: encoded aside first, then sent as ZBATCH when that is smaller.
-      Bytes& target = compress_batches ? batch_scratch : out;
-      if (compress_batches) batch_scratch.clear();
-      std::size_t before = target.size();
-      encode_batch(target, Batch{ps.id, std::move(*log)});
-      std::size_t frame = target.size() - before;  // the uncompressed frame must fit too
-      if (frame > peer_max_frame) {
-        target.resize(before);
-        if (max_entries > 1) {
-          max_entries = 1;  // the smallest run the store can give: up to the next checkpoint
-          continue;
-        }
-        fail(make_error(Errc::too_large, "a log run of " + a.short_str() +
-                                             " does not fit in one frame (" +
-                                             std::to_string(frame) + " bytes)"),
-             true);
-        return false;
-      }
-      if (compress_batches) frame = append_compressed(batch_scratch, out);
-      ps.sent[a] = last;
-      ps.stats.sent += last - from;
-      ps.stats.bytes_sent += frame;
-      sample_rate(ps);
-      ++ps.unacked;
-      ++inflight;
-      return true;
-    }
+  for (const auto& [a, head] : ps.mine) {
+    if (!ps.live.empty() && std::find(ps.live.begin(), ps.live.end(), a) != ps.live.end())
+      continue;  // tried above
+    if (auto r = produce_batch_of(ps, a, head, out); r != Produced::nothing)
+      return r == Produced::batch;
   }
   return false;
+}
+
+Session::Impl::Produced Session::Impl::produce_batch_of(ProjectSync& ps, const DeviceId& a,
+                                                        std::uint64_t head, Bytes& out) {
+  std::uint64_t from = next_from(ps, a);
+  if (head <= from || ps.diverged.count(a)) return Produced::nothing;
+  std::uint32_t max_entries = params.options.batch_entries;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes,
+                              storage::LogFilter{ps.given, ps.left_out_ok});
+    if (!log.ok()) {
+      fail(log.error(), true);
+      return Produced::failed;
+    }
+    if (log->entries.empty()) {
+      // The cached vector promised more than the store returns: trust the store. (Expected
+      // on a device that cleaned up, for a peer that lacks the cleaned range.)
+      if (ps.left_out_ok)
+        spdlog::warn("sync: no log entries for {} after {} (head {})", a.short_str(), from, head);
+      ps.mine[a] = from;
+      return Produced::nothing;
+    }
+    std::uint64_t last = log->entries.back().seq;
+    // Compressed: encoded aside first, then sent as ZBATCH when that is smaller.
+    Bytes& target = compress_batches ? batch_scratch : out;
+    if (compress_batches) batch_scratch.clear();
+    std::size_t before = target.size();
+    encode_batch(target, Batch{ps.id, std::move(*log)});
+    std::size_t frame = target.size() - before;  // the uncompressed frame must fit too
+    if (frame > peer_max_frame) {
+      target.resize(before);
+      if (max_entries > 1) {
+        max_entries = 1;  // the smallest run the store can give: up to the next checkpoint
+        continue;
+      }
+      fail(make_error(Errc::too_large, "a log run of " + a.short_str() +
+                                           " does not fit in one frame (" + std::to_string(frame) +
+                                           " bytes)"),
+           true);
+      return Produced::failed;
+    }
+    if (compress_batches) frame = append_compressed(batch_scratch, out);
+    ps.sent[a] = last;
+    ps.stats.sent += last - from;
+    ps.stats.bytes_sent += frame;
+    sample_rate(ps);
+    ++ps.unacked;
+    ++inflight;
+    return Produced::batch;
+  }
+  return Produced::nothing;
 }
 
 Bytes Session::Impl::take_output(std::size_t max_bytes) {

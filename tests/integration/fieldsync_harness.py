@@ -99,6 +99,56 @@ def read_line(stream, timeout_s=10.0, what="a line"):
     return value
 
 
+class FakeBle:
+    """Private D-Bus buses (each one daemon's "system bus") and fake BlueZ processes on them
+    (fake_bluez.py: adapters on those buses and a link between them); stop() ends them all."""
+
+    SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_bluez.py")
+
+    def __init__(self, log_path):
+        self.log_path = log_path
+        self.procs = []
+
+    def bus(self):
+        """Starts a private bus; returns its address."""
+        p = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.procs.append(p)
+        return read_line(p.stdout, what="the dbus-daemon address").strip()
+
+    def start(self, buses, *extra):
+        """A fake BlueZ with one adapter on each bus (fake_bluez.py lists the options)."""
+        with open(self.log_path, "ab") as log:
+            p = subprocess.Popen(["/usr/bin/python3", self.SCRIPT] +
+                                 [a for b in buses for a in ("--bus", b)] + list(extra),
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                 text=True)
+        self.procs.append(p)
+        ready = read_line(p.stdout, what="fake BlueZ to start").strip()
+        if ready != "ready":
+            raise AssertionError("fake BlueZ did not start: %r" % ready)
+        return p
+
+    def ctl(self, fake, command):
+        """Sends a command to a fake BlueZ (fake_bluez.py lists them); returns its answer."""
+        fake.stdin.write(command + "\n")
+        fake.stdin.flush()
+        answer = read_line(fake.stdout, what="fake BlueZ to do " + command).strip()
+        if not answer.startswith("ok"):
+            raise AssertionError(answer)
+        return answer
+
+    def stop(self):
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+            for f in (p.stdin, p.stdout):
+                if f:
+                    f.close()
+        self.procs = []
+
+
 class Response:
     def __init__(self, status, headers, body):
         self.status = status

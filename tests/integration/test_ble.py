@@ -7,15 +7,13 @@ not a radio.
 """
 import os
 import re
-import subprocess
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import DaemonTestCase, V, read_line, status, wait_until  # noqa: E402
+from fieldsync_harness import DaemonTestCase, FakeBle, V, status, wait_until  # noqa: E402
 import workload  # noqa: E402
 
-FAKE_BLUEZ = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fake_bluez.py")
 # Auto policy: a device in range that shares the project is synced with.
 AUTO = {"discovery": {"visible": True, "policy": "auto"}}
 # No mDNS and no static peers: the only way the daemons can find each other is BLE.
@@ -26,45 +24,14 @@ BLE = {"ble.enabled": "true", "discovery.enabled": "false", "ble.refresh_ms": 20
 class BleTestCase(DaemonTestCase):
     def setUp(self):
         super().setUp()
-        self.procs = []
+        self.ble = FakeBle(self.path("fake_bluez.log"))
+        self.bus, self.fake_bluez, self.ctl = self.ble.bus, self.ble.start, self.ble.ctl
 
     def tearDown(self):
         for d in self.daemons:
             d.close()
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-            for f in (p.stdin, p.stdout):
-                if f:
-                    f.close()
+        self.ble.stop()
         super().tearDown()
-
-    def bus(self):
-        """A private D-Bus bus (the daemon's "system bus"); returns its address."""
-        p = subprocess.Popen(["dbus-daemon", "--session", "--nofork", "--print-address=1"],
-                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.procs.append(p)
-        return read_line(p.stdout, what="the dbus-daemon address").strip()
-
-    def fake_bluez(self, buses, *extra):
-        log = open(self.path("fake_bluez.log"), "ab")
-        p = subprocess.Popen(["/usr/bin/python3", FAKE_BLUEZ] +
-                             [a for b in buses for a in ("--bus", b)] + list(extra),
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                             text=True)
-        log.close()
-        self.procs.append(p)
-        self.assertEqual(read_line(p.stdout, what="fake BlueZ to start").strip(), "ready")
-        return p
-
-    def ctl(self, fake, command):
-        """Sends a command to the fake BlueZ (fake_bluez.py lists them); returns its answer."""
-        fake.stdin.write(command + "\n")
-        fake.stdin.flush()
-        answer = read_line(fake.stdout, what="fake BlueZ to do " + command).strip()
-        self.assertTrue(answer.startswith("ok"), answer)
-        return answer
 
     def pair(self, fake_args=(), **settings):
         """Two daemons on their own buses, one fake BlueZ between them, sharing a project with

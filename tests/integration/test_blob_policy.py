@@ -39,29 +39,38 @@ def held(d, pid):
     return {b["id"]: b["held"] for b in r.json()["blobs"]}
 
 
+def variants_doc(d, pid, oid):
+    """d's `_variants` document of original `oid` once it names both variants, else None."""
+    v = d.unix("GET", V + "/%s/docs/_variants/%s" % (pid, oid))
+    if v.status != 200:
+        return None
+    body = v.json()["body"]
+    if not body or "preview" not in body or "thumbnail" not in body:
+        return None
+    return v.json()
+
+
 class BlobPolicy(DaemonTestCase):
     DEFAULTS = NO_DISCOVERY
 
-    def photo(self, d, pid, name, w, h):
-        """Uploads a JPEG made here, refers to it, waits for its variants; returns
-        (original bytes, original id, {variant: id})."""
+    def upload_photo(self, d, pid, name, w, h):
+        """Uploads a JPEG made here and refers to it from document sites/NAME; returns
+        (original bytes, original id)."""
         data = make_image(os.path.join(self.tmp, name + ".jpg"), w, h)
         r = d.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": "image/jpeg"})
         self.assertEqual(r.status, 201, r)
         info = r.json()
         r = d.unix("PUT", V + "/%s/docs/sites/%s" % (pid, name), {"photo": info["ref"]})
         self.assertIn(r.status, (200, 201), r)
+        return data, info["id"]
 
-        def variants():
-            v = d.unix("GET", V + "/%s/docs/_variants/%s" % (pid, info["id"]))
-            if v.status != 200:
-                return None
-            body = v.json()["body"]
-            if "preview" not in body or "thumbnail" not in body:
-                return None
-            return {k: body[k]["$blob"] for k in ("preview", "thumbnail")}
-        return data, info["id"], wait_until(variants, 120, interval_s=0.05,
-                                             what="the variants of " + name)
+    def photo(self, d, pid, name, w, h):
+        """upload_photo, then waits for its variants; returns
+        (original bytes, original id, {variant: id})."""
+        data, oid = self.upload_photo(d, pid, name, w, h)
+        made = wait_until(lambda: variants_doc(d, pid, oid), 120, interval_s=0.05,
+                          what="the variants of " + name)
+        return data, oid, {k: made["body"][k]["$blob"] for k in ("preview", "thumbnail")}
 
     def test_a_phone_holds_small_variants_then_fetches_an_original_two_hops_away(self):
         a, b, c = self.daemon("hub"), self.daemon("relay"), self.daemon("phone")
@@ -137,30 +146,17 @@ class BlobPolicy(DaemonTestCase):
         pid = share(a, b, c)
         self.assertIn("fetches by itself: phone",
                       c.syncctl("blobs", "policy", pid, "phone").stdout)
-        data = make_image(os.path.join(self.tmp, "well.jpg"), 1600, 1200)
-        r = a.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": "image/jpeg"})
-        self.assertEqual(r.status, 201, r)
-        oid = r.json()["id"]
-        r = a.unix("PUT", V + "/%s/docs/sites/well" % pid, {"photo": r.json()["ref"]})
-        self.assertIn(r.status, (200, 201), r)
+        data, oid = self.upload_photo(a, pid, "well", 1600, 1200)
         add_peer(b, a)
-
-        def variants_on(d):
-            v = d.unix("GET", V + "/%s/docs/_variants/%s" % (pid, oid))
-            if v.status != 200 or not v.json()["body"]:
-                return None
-            body = v.json()["body"]
-            if "preview" not in body or "thumbnail" not in body:
-                return None
-            return v.json()
-        made = wait_until(lambda: variants_on(b), 120, interval_s=0.05,
+        made = wait_until(lambda: variants_doc(b, pid, oid), 120, interval_s=0.05,
                           what="the hub's variants of the author's original")
         self.assertEqual(made["author"], b.device_id)
         self.assertEqual(made["body"]["made_by"], "fieldsync")
         self.assertTrue(held(b, pid)[oid])
         small = {k: made["body"][k]["$blob"] for k in ("preview", "thumbnail")}
         # The author learns them from the hub; it made none itself.
-        back = wait_until(lambda: variants_on(a), 60, what="the variants back on the author")
+        back = wait_until(lambda: variants_doc(a, pid, oid), 60,
+                          what="the variants back on the author")
         self.assertEqual(back["version"], made["version"])
         self.assertNotIn("variants of blob %s made" % oid, a.log())
         self.assertIn("variants of blob %s made" % oid, b.log())
@@ -180,12 +176,7 @@ class BlobPolicy(DaemonTestCase):
         # once it is on, the next start makes them.
         a = self.daemon("solo", **{"sync.enabled": "false", "blob.make_variants": "false"})
         pid = a.create_project("survey")
-        data = make_image(os.path.join(self.tmp, "old.jpg"), 900, 600)
-        r = a.unix("POST", V + "/%s/blobs" % pid, data, {"Content-Type": "image/jpeg"})
-        self.assertEqual(r.status, 201, r)
-        oid = r.json()["id"]
-        r = a.unix("PUT", V + "/%s/docs/sites/old" % pid, {"photo": r.json()["ref"]})
-        self.assertIn(r.status, (200, 201), r)
+        _, oid = self.upload_photo(a, pid, "old", 900, 600)
         # An upload no document refers to is left alone (the app may never write one).
         r = a.unix("POST", V + "/%s/blobs" % pid, make_image(self.path("loose.jpg"), 300, 200),
                    {"Content-Type": "image/jpeg"})

@@ -184,6 +184,14 @@ class FakeBlobs : public storage::BlobStore {
     }
     return out;
   }
+  Result<std::optional<storage::ProjectBlob>> find(const ProjectId& project,
+                                                   const storage::BlobId& id) const override {
+    std::lock_guard lock(data_mu_);
+    auto p = projects_.find(project);
+    if (p == projects_.end()) return make_error(Errc::not_found, "no such project");
+    if (!p->second.count(id)) return std::optional<storage::ProjectBlob>{};
+    return std::optional<storage::ProjectBlob>{{blobs_.at(id).first, true, 0, 1}};
+  }
   Result<storage::BlobUsage> usage(const ProjectId& project) const override {
     std::lock_guard lock(data_mu_);
     auto p = projects_.find(project);
