@@ -120,6 +120,10 @@ struct BleOptions {
   std::uint32_t retry_ms = 5000;    // ble.retry_ms: re-check the bus, BlueZ and the adapter
   std::uint32_t max_links = 4;      // ble.max_links: BLE streams at once, both ways
   std::uint32_t refresh_ms = 5000;  // ble.refresh_ms: re-check tags, rotate the advertisement
+  bool ip_hint = true;  // ble.ip_hint: put the TCP address (encrypted) in the advertisement
+  // ble.tcp_retry_ms: a device synced over BLE that advertises a TCP address: how long
+  // after a failed try that address is tried again
+  std::uint32_t tcp_retry_ms = 30000;
 };
 
 // Bundle files: sync by USB stick (docs/protocol.md "Bundles").

@@ -601,6 +601,10 @@ const std::vector<KeySpec>& key_table() {
         "ble.max_links", [](Config & c) -> auto& { return c.ble.max_links; }, 1, 64));
     t.push_back(ms_key(
         "ble.refresh_ms", [](Config & c) -> auto& { return c.ble.refresh_ms; }, 100, kDayMs));
+    t.push_back(bool_key(
+        "ble.ip_hint", [](Config & c) -> auto& { return c.ble.ip_hint; }));
+    t.push_back(ms_key(
+        "ble.tcp_retry_ms", [](Config & c) -> auto& { return c.ble.tcp_retry_ms; }, 100, kDayMs));
     t.push_back(uint_key(
         "ble.batch_entries", [](Config & c) -> auto& { return c.sync.slow_batch_entries; }, 1,
         1000000));

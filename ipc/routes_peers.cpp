@@ -100,6 +100,7 @@ json::object peer_json(const peers::PeerStatus& s) {
   o["reason"] = reason_json(s.reason);
   o["transport"] = s.transport.empty() ? json::value(nullptr) : json::value(s.transport);
   o["remote"] = s.remote.empty() ? json::value(nullptr) : json::value(s.remote);
+  o["link"] = s.link ? json::value(transports::link_class_name(*s.link)) : json::value(nullptr);
   o["wire_bytes_sent"] = s.wire_bytes_sent;
   o["wire_bytes_received"] = s.wire_bytes_received;
   o["approved"] = s.approved;
@@ -156,6 +157,7 @@ json::object discovered_peer_json(const DiscoveredPeerInfo& d) {
   o["reason"] = nullptr;
   o["transport"] = nullptr;
   o["remote"] = nullptr;
+  o["link"] = nullptr;
   o["wire_bytes_sent"] = 0;
   o["wire_bytes_received"] = 0;
   o["approved"] = false;

@@ -109,6 +109,7 @@ struct PeerEntry {
   std::uint64_t last_wire_received = 0;
   std::string last_transport;
   std::string last_remote;
+  std::optional<transports::LinkClass> last_link;
   // What this device has shown: a common project (proven), or only projects held for
   // approval under trust_policy = ask (pending). A device that is neither, nor configured
   // nor approved, is a stranger: its entry goes when its connection does.
@@ -128,8 +129,10 @@ struct PeerEntry {
     std::uint32_t failures = 0;
     std::optional<Error> last_error;
     std::optional<PeerReason> reason;
+    bool slow = false;  // a slow link (Bluetooth LE): a faster connection may have replaced it
   };
   std::optional<EarlyLoss> early_loss;
+  std::shared_ptr<Conn> handing_over;  // PeerManager::handover's attempt, until it ends
   bool keep() const { return configured || approved || proven || pending; }
 };
 
@@ -147,9 +150,10 @@ struct Conn : std::enable_shared_from_this<Conn> {
   std::shared_ptr<JoinAttempt> join;            // this connection carries a JOIN (joiner side)
   bool closed = false;
   bool attached = false;
-  bool replaced = false;         // closed because another connection to the same peer won
-  bool counted = false;          // its transfer is in PeerManager::Impl::closed_totals
-  std::optional<Error> failure;  // why the attempt failed before a session existed
+  bool replaced = false;                 // closed because another connection to the same peer won
+  bool counted = false;                  // its transfer is in PeerManager::Impl::closed_totals
+  std::optional<Error> failure;          // why the attempt failed before a session existed
+  std::function<void(Status)> handover;  // PeerManager::handover's callback, until it ends
 
   sync::Session* session() { return driver ? &driver->session() : nullptr; }
   bool in_budget() const { return slot && slot->held(); }
@@ -382,6 +386,11 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
     const DeviceId& winner_dialer = std::min(me, device);
     auto dialer = [&](const Conn& x) { return x.outgoing ? me : device; };
     bool new_wins = dialer(*c) == dialer(*e.conn) || dialer(*c) == winner_dialer;
+    // A faster link first (TCP over Bluetooth LE: both ends see the same two classes).
+    auto fast = [](const Conn& x) {
+      return x.stream && x.stream->link_class() == transports::LinkClass::fast;
+    };
+    if (fast(*c) != fast(*e.conn)) new_wins = fast(*c);
     if (c->join || e.conn->join) new_wins = c->join != nullptr;  // never cut a JOIN short
     auto loser = new_wins ? e.conn : c;
     spdlog::debug("sync: duplicate connection with {}: closing the one {} (#{}, keeping #{})",
@@ -390,8 +399,13 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
     loser->replaced = true;
     if (!new_wins) {
       if (e.dialing == c) e.dialing = nullptr;
+      if (c->handover && !c->failure)
+        c->failure = make_error(Errc::already_exists, "the other connection won");
       return close(*c);
     }
+    if (loser->stream && !fast(*loser) && fast(*c))
+      spdlog::info("sync: {} is reachable over {} now: moving its session there from {} (#{})",
+                   device.short_str(), c->scheme, loser->scheme, loser->id);
     e.conn->attached = false;
     e.conn = nullptr;
     close(*loser);
@@ -405,17 +419,29 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
   e.retry_pending = false;
   e.conn = c;
   c->attached = true;
+  const bool fast_now = c->stream->link_class() == transports::LinkClass::fast;
   if (auto loss = std::exchange(e.early_loss, std::nullopt);
-      loss && loss->outgoing != c->outgoing &&
-      (c->outgoing ? store.device_id() : device) == std::min(store.device_id(), device) &&
-      unix_ms() - loss->at_ms <= std::int64_t{opt.handshake_timeout_ms}) {
-    spdlog::info(
-        "sync: connection #{} with {} was the duplicate it closed (both dialed at once; it kept "
-        "#{}): not a failure",
-        loss->conn, device.short_str(), c->id);
+      loss && unix_ms() - loss->at_ms <= std::int64_t{opt.handshake_timeout_ms} &&
+      ((loss->slow && fast_now) ||
+       (loss->outgoing != c->outgoing &&
+        (c->outgoing ? store.device_id() : device) == std::min(store.device_id(), device)))) {
+    if (loss->slow && fast_now)
+      spdlog::info(
+          "sync: connection #{} with {} was the slow link it replaced with #{}: not a failure",
+          loss->conn, device.short_str(), c->id);
+    else
+      spdlog::info(
+          "sync: connection #{} with {} was the duplicate it closed (both dialed at once; it "
+          "kept #{}): not a failure",
+          loss->conn, device.short_str(), c->id);
     e.failures = loss->failures;
     e.last_error = std::move(loss->last_error);
     e.reason = std::move(loss->reason);
+  }
+  if (c->handover) {
+    e.address = c->address;  // the faster way is the one to dial from now on
+    if (e.handing_over == c) e.handing_over = nullptr;
+    std::exchange(c->handover, nullptr)(Status{});
   }
   if (c->outgoing || e.keep())
     spdlog::info("sync: connected {} {} ({})", c->outgoing ? "to" : "from", device.short_str(),
@@ -519,6 +545,13 @@ void PeerManager::Impl::connection_closed(Conn& c) {
   check_stopped();  // (posts: runs after the rest of this)
   if (c.join) join_closed(c);
   auto it = peers.find(c.peer);
+  if (c.handover) {
+    if (it != peers.end() && it->second.handing_over == self) it->second.handing_over = nullptr;
+    spdlog::debug("sync: {} is not reachable at {}: {}", c.peer.short_str(), c.address,
+                  c.failure ? c.failure->message : "closed");
+    std::exchange(c.handover, nullptr)(
+        c.failure ? Status(*c.failure) : make_error(Errc::unavailable, "connection closed"));
+  }
   if (it == peers.end()) return;
   PeerEntry& e = it->second;
   bool was_dialing = e.dialing == self;
@@ -555,6 +588,7 @@ void PeerManager::Impl::connection_closed(Conn& c) {
     e.last_remote = c.stream->remote();
   }
   e.last_transport = c.scheme;
+  if (c.stream) e.last_link = c.stream->link_class();
   if (c.failure && !c.replaced && !goodbye) ended_by = c.failure;
   // The peer shut down (it said so): neither that nor failing to reach it until it is back is
   // a failure of ours to report.
@@ -562,10 +596,12 @@ void PeerManager::Impl::connection_closed(Conn& c) {
                           ended_by->code == Errc::unavailable && e.reason &&
                           e.reason->code == PeerReasonCode::peer_shut_down;
   // Lost before the peer's HELLO (perhaps the duplicate the peer dropped: EarlyLoss).
+  // A slow link lost at any point: perhaps the peer moved the session to a faster one.
+  const bool slow = c.stream && c.stream->link_class() != transports::LinkClass::fast;
   if (!c.replaced && ended_by && !still_away && c.stream && ended_by->code == Errc::unavailable &&
-      (!c.session() || !c.session()->peer_known()))
+      (slow || !c.session() || !c.session()->peer_known()))
     e.early_loss =
-        PeerEntry::EarlyLoss{c.id, c.outgoing, unix_ms(), e.failures, e.last_error, e.reason};
+        PeerEntry::EarlyLoss{c.id, c.outgoing, unix_ms(), e.failures, e.last_error, e.reason, slow};
   if (!c.replaced) {
     if (!still_away) e.reason = closing_reason(c, ended_by);
     if (ended_by && !still_away) e.last_error = ended_by;
@@ -722,6 +758,7 @@ PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {
   s.wire_bytes_received = e.last_wire_received;
   s.transport = e.last_transport;
   s.remote = e.last_remote;
+  s.link = e.last_link;
   s.approved = e.approved;
   s.verification_code = sync::verification_code(store.device_id(), e.device);
   if (e.conn && e.conn->driver) {
@@ -731,6 +768,7 @@ PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {
     std::tie(s.wire_bytes_sent, s.wire_bytes_received) = d.stream().wire_bytes();
     s.transport = e.conn->scheme;
     s.remote = d.stream().remote();
+    s.link = d.stream().link_class();
     s.connected = true;
     s.outgoing = e.conn->outgoing;
     auto p = session.progress();
@@ -1035,6 +1073,46 @@ Status PeerManager::set_peer_address(const DeviceId& device, const std::string& 
     return make_error(Errc::not_found, "no such peer");
   it->second.address = uri;
   return {};
+}
+
+void PeerManager::handover(const DeviceId& device, const std::string& address,
+                           std::function<void(Status)> done) {
+  Impl& im = *impl_;
+  auto finish = [&](Status st) {
+    asio::post(im.io, [done = std::move(done), st = std::move(st)] { done(st); });
+  };
+  std::string uri;
+  if (auto st = im.check_address(address, &uri); !st) return finish(st);
+  auto it = im.peers.find(device);
+  if (it == im.peers.end() || !it->second.configured)
+    return finish(make_error(Errc::not_found, "no such peer"));
+  PeerEntry& e = it->second;
+  if (!e.conn || !e.conn->stream) {  // nothing to hand over: the next dial goes there
+    e.address = uri;
+    if (im.running && !e.dialing) {
+      if (e.retry) e.retry->cancel();
+      e.retry_pending = false;
+      im.dial(e);
+    }
+    return finish({});
+  }
+  auto* t = im.transport_for(uri);
+  if (!t || e.conn->stream->link_class() == transports::LinkClass::fast ||
+      t->link_class() != transports::LinkClass::fast)
+    return finish(make_error(Errc::failed_precondition,
+                             "the live connection (" + e.conn->scheme + ") is as fast"));
+  if (e.handing_over) return finish(make_error(Errc::already_exists, "already trying"));
+  auto c = std::make_shared<Conn>();
+  c->id = im.next_conn_id++;
+  c->outgoing = true;
+  c->peer = e.device;
+  c->address = uri;
+  c->handover = std::move(done);
+  e.handing_over = c;
+  im.conns.insert(c);
+  spdlog::debug("sync: trying {} at {} (it syncs over {} now)", e.device.short_str(), uri,
+                e.conn->scheme);
+  im.connect(c);
 }
 
 Status PeerManager::remove_peer(const DeviceId& device) {

@@ -106,7 +106,9 @@ struct PeerStatus {
   std::vector<ProjectId> pending_projects;       // proven projects waiting for approval
   std::string verification_code;                 // sync::verification_code(us, it)
   std::string transport;  // scheme of the live (or last) connection ("tcp"); empty if none
-  std::string remote;     // the other end of the live (or last) connection, as a URI
+  // Link class of the live (or last) connection (transports::LinkClass); nullopt if none.
+  std::optional<transports::LinkClass> link;
+  std::string remote;  // the other end of the live (or last) connection, as a URI
 };
 
 // What the connections of one transport moved over the manager's life: the totals of closed
@@ -154,6 +156,17 @@ class PeerManager {
   // A new address for a configured peer (discovery saw it move). Keeps its backoff state and
   // any live session; the next dial uses the new address. not_found / invalid_argument.
   Status set_peer_address(const DeviceId& device, const std::string& address);
+  // A faster way to a peer we sync with over a slower link (a Bluetooth LE device that also
+  // listens on TCP): dials `address` while the live session goes on. Once that connection is
+  // up it replaces the slower one (both devices keep the faster of two connections; the
+  // session goes on over it from what each side holds) and becomes the peer's address. A
+  // failed attempt changes nothing else: no backoff, no error on the peer. Without a live
+  // connection it is set_peer_address() and a dial now. `done` runs once, on the io_context
+  // thread. Errors: not_found (not a configured peer), invalid_argument (the address),
+  // failed_precondition (not faster than the live connection), already_exists (an attempt
+  // is under way), and the dial's own.
+  void handover(const DeviceId& device, const std::string& address,
+                std::function<void(Status)> done);
   // Forgets the peer (also in the store) and closes its session.
   Status remove_peer(const DeviceId& device);
   // A peer added with persist = false (the config file's) is no longer configured (the file

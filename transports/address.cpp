@@ -1,4 +1,5 @@
 #include "transports/address.hpp"
+#include "transports/transport.hpp"
 
 #include "common/error.hpp"
 
@@ -61,6 +62,19 @@ std::optional<std::pair<std::string, std::uint16_t>> split_host_port(std::string
   }
   if (p == 0 || p > 65535) return std::nullopt;
   return std::make_pair(std::string(host), static_cast<std::uint16_t>(p));
+}
+
+}  // namespace fieldsync::transports
+
+namespace fieldsync::transports {
+
+std::string_view link_class_name(LinkClass c) {
+  switch (c) {
+    case LinkClass::fast: return "fast";
+    case LinkClass::slow: return "slow";
+    case LinkClass::one_way: return "one_way";
+  }
+  return "fast";
 }
 
 }  // namespace fieldsync::transports

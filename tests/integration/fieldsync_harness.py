@@ -213,8 +213,9 @@ class Daemon:
     ephemeral 127.0.0.1 port; sync listens on an ephemeral port (sync.listen_port=0).
     """
 
-    def __init__(self, binary=None, name="d", settings=None, workdir=None, env=None):
+    def __init__(self, binary=None, name="d", settings=None, workdir=None, env=None, prefix=()):
         self.binary = binary or FIELDSYNCD
+        self.prefix = list(prefix)  # a command the daemon runs under (ip netns exec NS)
         self.name = name
         self.settings = dict(settings or {})
         self.own_workdir = workdir is None
@@ -233,7 +234,7 @@ class Daemon:
 
     # ---- lifecycle
     def args(self):
-        a = [self.binary, "--config", self.config_path, "--data-dir", self.data_dir,
+        a = self.prefix + [self.binary, "--config", self.config_path, "--data-dir", self.data_dir,
              "--set", "api.socket_path=" + self.socket_path,
              "--set", "api.http_port=0",
              "--set", "sync.listen_port=0"]

@@ -11,14 +11,16 @@ import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from fieldsync_harness import DaemonTestCase, FakeBle, V, status, wait_until  # noqa: E402
+from fieldsync_harness import (DaemonTestCase, FakeBle, V, status, sync_address,  # noqa: E402
+                               wait_until)
 import workload  # noqa: E402
 
 # Auto policy: a device in range that shares the project is synced with.
 AUTO = {"discovery": {"visible": True, "policy": "auto"}}
 # No mDNS and no static peers: the only way the daemons can find each other is BLE.
+# No TCP address in the advertisement either (class BleAndTcp has it).
 BLE = {"ble.enabled": "true", "discovery.enabled": "false", "ble.refresh_ms": 200,
-       "ble.retry_ms": 500}
+       "ble.retry_ms": 500, "ble.ip_hint": "false"}
 
 
 class BleTestCase(DaemonTestCase):
@@ -96,14 +98,14 @@ class BleTestCase(DaemonTestCase):
         d = self.daemon(name, **s)
         return d
 
-    def daemon(self, name="alpha", env=None, **settings):
+    def daemon(self, name="alpha", env=None, prefix=(), **settings):
         # DaemonTestCase.daemon without an environment: start it here with one.
         from fieldsync_harness import FAST, Daemon
         s = dict(FAST)
         s["daemon.device_name"] = name
         s.update(self.DEFAULTS)
         s.update(settings)
-        d = Daemon(name=name, settings=s, env=env)
+        d = Daemon(name=name, settings=s, env=env, prefix=prefix)
         self.daemons.append(d)
         return d.start()
 
@@ -201,7 +203,8 @@ class BleSync(BleTestCase):
     def test_advertisement_carries_no_project_or_device_id(self):
         bus_a, bus_b = self.bus(), self.bus()
         self.fake_bluez([bus_a, bus_b])
-        alpha = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": bus_a}, **BLE)
+        alpha = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": bus_a},
+                            **dict(BLE, **{"ble.ip_hint": "true"}))
         pid = alpha.create_project("secret project", settings=AUTO)
         wait_until(lambda: self.ble_status(alpha)["advertising"], 20, what="advertising")
         import base64
@@ -221,13 +224,29 @@ class BleSync(BleTestCase):
         data = wait_until(adv, 20, what="alpha's advertisement on the other adapter")
         self.assertLessEqual(len(data), 24)
         self.assertEqual(data[0], 0xF5)
-        self.assertEqual(len(data), 7 + 4)  # header + one project tag
+        self.assertEqual(data[1] >> 4, 2)  # format 2
+        self.assertTrue(data[1] & 0x08)  # with a TCP address hint
+        self.assertEqual(len(data), 6 + 6 + 6)  # header, hint, one project (tag and digest)
+        self.assertEqual(self.ble_status(alpha)["ip_hint"], "tcp://" + sync_address(alpha))
         device = base64.b32decode(alpha.device_id.upper() + "====")[:32]
         project = bytes.fromhex(pid)
         for secret_thing in (device, project):
             for i in range(len(secret_thing) - 3):
                 self.assertNotIn(secret_thing[i:i + 4], data)
         self.assertNotIn(b"alpha", data)
+        # The address it listens on is not in the clear either.
+        port = status(alpha)["peers"]["listen_port"]
+        self.assertNotIn(bytes([127, 0, 0, 1]), data)
+        self.assertNotIn(port.to_bytes(2, "big"), data)
+        # A write changes what it holds: a new advertisement with a new nonce, nothing in it
+        # related to the last one.
+        r = alpha.unix("PUT", V + "/%s/docs/obs/one" % pid, {"n": 1})
+        self.assertIn(r.status, (200, 201), r)
+        new = wait_until(lambda: (lambda d: d if d and d[2:6] != data[2:6] else None)(adv()), 20,
+                         what="a new advertisement after a write")
+        self.assertEqual(len(new), len(data))
+        for i in range(6, len(data) - 1):
+            self.assertNotIn(data[i:i + 2], new[6:], (data.hex(), new.hex()))
 
 
 class BleResilience(BleTestCase):
@@ -424,6 +443,105 @@ class BleResilience(BleTestCase):
         for w in writes[::29] + writes[-1:]:
             self.assertTrue(self.has(beta, pid, w["id"], w["body"]), w["id"])
         self.received_once(alpha, beta, vv)
+
+
+class BleAndTcp(BleTestCase):
+    """Devices found over BLE that can also reach each other over TCP sync there: the TCP
+    address in the advertisement is dialed first, and a BLE session moves to TCP once TCP
+    answers."""
+
+    def test_a_device_found_over_ble_is_synced_over_tcp_first(self):
+        fake, alpha, beta, pid, _ = self.pair(**{"ble.ip_hint": "true"})
+        self.share(alpha, beta, pid)
+        self.put(alpha, pid, "a1", {"n": 1})
+        self.put(beta, pid, "b1", {"n": 2})
+        wait_until(lambda: self.has(beta, pid, "a1", {"n": 1}) and
+                   self.has(alpha, pid, "b1", {"n": 2}), 60, what="both documents both ways")
+        for d, other in ((alpha, beta), (beta, alpha)):
+            p = wait_until(lambda d=d, other=other: (lambda p: p if p and p["connected"] else None)(
+                self.peer(d, other)), 30, what="%s connected to %s" % (d.name, other.name))
+            self.assertEqual(p["transport"], "tcp", p)
+            self.assertEqual(p["link"], "fast", p)
+        # Found over BLE (no mDNS, no static peer), and no BLE session was needed.
+        st = [self.ble_status(d) for d in (alpha, beta)]
+        self.assertGreaterEqual(st[0]["peers_added"] + st[1]["peers_added"], 1, st)
+        self.assertEqual(st[0]["links"] + st[1]["links"], 0, st)
+        self.assertEqual(self.metric(alpha, "fieldsync_sync_connections_closed_total") +
+                         self.metric(beta, "fieldsync_sync_connections_closed_total"), 0)
+
+    def netns(self, name):
+        """A new network namespace with only loopback up (removed after the test)."""
+        import subprocess
+        if os.geteuid() != 0:
+            self.skipTest("network namespaces need root")
+        r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("cannot make a network namespace: " + r.stderr.strip())
+        self.addCleanup(subprocess.run, ["ip", "netns", "del", name], capture_output=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+        return name
+
+    def test_tcp_unreachable_falls_back_to_ble_then_the_session_moves_to_tcp(self):
+        import subprocess
+        tag = "fsb%d" % (os.getpid() % 100000)
+        ns = (self.netns(tag + "a"), self.netns(tag + "b"))
+        buses = (self.bus(), self.bus())
+        self.fake_bluez(list(buses))
+        s = dict(BLE)
+        # Every interface, so an address that appears later is advertised too; TCP is tried
+        # again soon after a failure.
+        s.update({"ble.ip_hint": "true", "sync.listen_address": "0.0.0.0",
+                  "ble.tcp_retry_ms": 1000})
+        alpha = self.daemon("alpha", env={"DBUS_SYSTEM_BUS_ADDRESS": buses[0]},
+                            prefix=("ip", "netns", "exec", ns[0]), **s)
+        beta = self.daemon("beta", env={"DBUS_SYSTEM_BUS_ADDRESS": buses[1]},
+                           prefix=("ip", "netns", "exec", ns[1]), **s)
+        pid = alpha.create_project("survey", settings=AUTO)
+        self.share(alpha, beta, pid)
+        # Each advertises the only address it has, loopback in its own namespace: the other
+        # cannot reach it there, and syncs over BLE instead.
+        for d in (alpha, beta):
+            hint = wait_until(lambda d=d: self.ble_status(d)["ip_hint"], 20, what="a hint")
+            self.assertTrue(hint.startswith("tcp://127.0.0.1:"), hint)
+        self.put(alpha, pid, "before", {"n": 1})
+        wait_until(lambda: self.has(beta, pid, "before", {"n": 1}), 90,
+                   what="a document over BLE")
+        p = self.peer(beta, alpha)
+        self.assertEqual((p["transport"], p["link"]), ("ble", "slow"), p)
+        self.assertGreaterEqual(self.ble_status(alpha)["tcp_fallbacks"] +
+                                self.ble_status(beta)["tcp_fallbacks"], 1)
+
+        # A cable between the two: each gets a LAN address, advertises it, and the session
+        # moves to TCP.
+        va, vb = tag + "va", tag + "vb"
+        for cmd in (["ip", "link", "add", va, "type", "veth", "peer", "name", vb],
+                    ["ip", "link", "set", va, "netns", ns[0]],
+                    ["ip", "link", "set", vb, "netns", ns[1]],
+                    ["ip", "-n", ns[0], "addr", "add", "169.254.77.1/24", "dev", va],
+                    ["ip", "-n", ns[1], "addr", "add", "169.254.77.2/24", "dev", vb],
+                    ["ip", "-n", ns[0], "link", "set", va, "up"],
+                    ["ip", "-n", ns[1], "link", "set", vb, "up"]):
+            subprocess.run(cmd, check=True)
+
+        def on_tcp(d, other):
+            p = self.peer(d, other)
+            return p if p and p["connected"] and p["transport"] == "tcp" else None
+        for d, other in ((alpha, beta), (beta, alpha)):
+            p = wait_until(lambda d=d, other=other: on_tcp(d, other), 60,
+                           what="%s's session with %s on TCP" % (d.name, other.name))
+            self.assertEqual(p["link"], "fast", p)
+            self.assertTrue(p["remote"].startswith("tcp://169.254.77."), p)
+            # Moving was not a failure.
+            self.assertIsNone(p["reason"], p)
+            self.assertIsNone(p["last_error"], p)
+        self.assertGreaterEqual(self.ble_status(alpha)["handovers"] +
+                                self.ble_status(beta)["handovers"], 1)
+        wait_until(lambda: self.ble_status(alpha)["links"] + self.ble_status(beta)["links"] == 0,
+                   30, what="the BLE links closed")
+        self.put(alpha, pid, "after", {"n": 2})
+        wait_until(lambda: self.has(beta, pid, "after", {"n": 2}), 30,
+                   what="a document over TCP")
+        self.alive(alpha, beta)
 
 
 class BleIdle(BleTestCase):
