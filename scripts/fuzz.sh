@@ -14,7 +14,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_PER="${1:-20}"
 shift $(( $# > 0 ? 1 : 0 ))
 case "$SECONDS_PER" in ''|*[!0-9]*) echo "fuzz.sh: SECONDS_PER_TARGET must be a number" >&2; exit 2 ;; esac
-ALL_TARGETS=(bundle_file bundle_records config_file http_request image_variants invite_code json_envelope json_merge renewal_links subscription sync_frames version_header where_query)
+ALL_TARGETS=(ble_air bundle_file bundle_records config_file http_request image_variants invite_code json_envelope json_merge renewal_links subscription sync_frames version_header where_query)
 TARGETS=("${@:-${ALL_TARGETS[@]}}")
 BUILD_DIR="${BUILD_DIR:-build-fuzz}"
 case "$BUILD_DIR" in /*) ;; *) BUILD_DIR="$ROOT/$BUILD_DIR" ;; esac

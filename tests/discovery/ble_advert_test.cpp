@@ -86,7 +86,7 @@ TEST_CASE("ble advert: hint addresses") {
 }
 
 TEST_CASE(
-    "ble advert: members match, read the device id and the TCP address; outsiders "
+    "ble advert: members match, read the device id and the TCP address, outsiders "
     "learn nothing") {
   Bytes s1 = crypto::random_bytes(32), s2 = crypto::random_bytes(32),
         other = crypto::random_bytes(32);

@@ -32,11 +32,15 @@ config::SyncOptions options() {
 struct Device {
   Node node;
   std::unique_ptr<PeerManager> mgr;
+  // `slow`: a second transport, slow://<name>, of link class slow (a Bluetooth LE stand-in).
   Device(asio::io_context& io, transports::MemoryNetwork& net, const std::string& name,
-         config::SyncOptions o = options()) {
+         config::SyncOptions o = options(), bool slow = false) {
     mgr = std::make_unique<PeerManager>(io, *node.store, o, name);
     mgr->add_transport(
         std::make_unique<transports::MemoryTransport>(io, net, node.store->device_id(), name));
+    if (slow)
+      mgr->add_transport(std::make_unique<transports::MemoryTransport>(
+          io, net, node.store->device_id(), name, "slow", transports::LinkClass::slow));
     node.store->set_change_listener(
         [this](const ProjectId& p, std::uint64_t) { mgr->notify_change(p); });
     REQUIRE(mgr->start().ok());
@@ -78,6 +82,64 @@ TEST_CASE("two peer managers sync over the memory transport", "[peers]") {
   CHECK(bad.error().code == Errc::invalid_argument);
   CHECK(bad.error().message.find("no transport") != std::string::npos);
   CHECK(b.mgr->listen_addresses() == std::vector<transports::Address>{{"mem", "beta"}});
+}
+
+TEST_CASE("a session over a slow link moves to a fast one, and a failed try changes nothing",
+          "[peers]") {
+  asio::io_context io;
+  transports::MemoryNetwork net;
+  Device a(io, net, "alpha", options(), true), b(io, net, "beta", options(), true);
+  ProjectId p = shared_project(a.node, b.node);
+  a.node.write_docs(p, 0, 40, "a");
+  REQUIRE(b.mgr->add_peer("slow://alpha", a.id()).ok());
+  REQUIRE(run_until(io, [&] {
+    auto s = b.status(a.id());
+    return s && s->state == PeerState::in_sync && a.vv(p) == b.vv(p);
+  }));
+  CHECK(b.status(a.id())->transport == "slow");
+  CHECK(b.status(a.id())->link == transports::LinkClass::slow);
+
+  auto attempt = [&](const std::string& address) {
+    std::optional<Status> out;
+    b.mgr->handover(a.id(), address, [&](Status st) { out = st; });
+    REQUIRE(run_until(io, [&] { return out.has_value(); }));
+    return *out;
+  };
+  // Nobody there: an error for the caller, nothing for the peer.
+  auto failed = attempt("mem://nobody");
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.error().code == Errc::unavailable);
+  auto s = *b.status(a.id());
+  CHECK(s.connected);
+  CHECK(s.transport == "slow");
+  CHECK(s.address == "slow://alpha");
+  CHECK(s.failures == 0);
+  CHECK_FALSE(s.last_error);
+  CHECK(net.links_made == 1);
+  // Not faster than the live link, or no such peer.
+  CHECK(attempt("slow://alpha").error().code == Errc::failed_precondition);
+  CHECK(attempt("tcp://10.0.0.1:1").error().code == Errc::invalid_argument);
+
+  // Alpha's fast address: both keep the fast connection and close the slow one.
+  REQUIRE(attempt("mem://alpha").ok());
+  REQUIRE(run_until(io, [&] {
+    auto sa = a.status(b.id()), sb = b.status(a.id());
+    return sa && sb && sa->connected && sb->connected && sa->transport == "mem" &&
+           sb->transport == "mem" && sb->state == PeerState::in_sync;
+  }));
+  for (auto st : {*a.status(b.id()), *b.status(a.id())}) {
+    CHECK(st.link == transports::LinkClass::fast);
+    CHECK(st.failures == 0);  // the slow link's end was no failure, on either side
+    CHECK_FALSE(st.last_error);
+    CHECK_FALSE(st.reason);
+  }
+  CHECK(b.status(a.id())->address == "mem://alpha");  // dialed there from now on
+  CHECK(net.links_made == 2);
+  CHECK(attempt("mem://alpha").error().code == Errc::failed_precondition);
+  // The session goes on over the fast link.
+  a.node.write_docs(p, 100, 5, "a2");
+  REQUIRE(run_until(io, [&] { return a.vv(p) == b.vv(p); }));
+  CHECK(net.links_made == 2);
 }
 
 TEST_CASE("the memory transport authenticates the expected device", "[peers]") {

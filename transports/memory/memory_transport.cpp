@@ -224,12 +224,21 @@ MemoryTransport::MemoryTransport(asio::io_context& io, MemoryNetwork& net, Devic
                                  std::string name)
     : io_(io), net_(net), self_(std::move(self)), name_(std::move(name)) {}
 
+MemoryTransport::MemoryTransport(asio::io_context& io, MemoryNetwork& net, DeviceId self,
+                                 std::string name, std::string scheme, LinkClass link)
+    : io_(io),
+      net_(net),
+      self_(std::move(self)),
+      name_(std::move(name)),
+      scheme_(std::move(scheme)),
+      link_(link) {}
+
 MemoryTransport::~MemoryTransport() { stop(); }
 
 Status MemoryTransport::listen(HandshakeBudget& budget, IncomingHandler incoming) {
-  if (net_.listeners.count(name_))
-    return make_error(Errc::unavailable, "mem://" + name_ + " is taken");
-  net_.listeners[name_] = this;
+  std::string uri = scheme_ + "://" + name_;
+  if (net_.listeners.count(uri)) return make_error(Errc::unavailable, uri + " is taken");
+  net_.listeners[uri] = this;
   listening_ = true;
   budget_ = &budget;
   incoming_ = std::move(incoming);
@@ -238,11 +247,11 @@ Status MemoryTransport::listen(HandshakeBudget& budget, IncomingHandler incoming
 
 std::vector<Address> MemoryTransport::listen_addresses() const {
   if (!listening_) return {};
-  return {Address{"mem", name_}};
+  return {Address{scheme_, name_}};
 }
 
 void MemoryTransport::dial(const Address& address, const DeviceId& expected, StreamHandler done) {
-  auto it = address.scheme == "mem" ? net_.listeners.find(address.rest) : net_.listeners.end();
+  auto it = address.scheme == scheme_ ? net_.listeners.find(address.str()) : net_.listeners.end();
   if (it == net_.listeners.end()) {
     asio::post(io_, [done = std::move(done), a = address.str()] {
       done(make_error(Errc::unavailable, "nobody listens at " + a));
@@ -258,10 +267,12 @@ void MemoryTransport::dial(const Address& address, const DeviceId& expected, Str
     return;
   }
   ++net_.links_made;
-  auto pair = memory_pair(io_, self_, there.self_, net_.link_options);
+  MemoryLinkOptions link = net_.link_options;
+  link.link_class = link_class();
+  auto pair = memory_pair(io_, self_, there.self_, link);
   std::static_pointer_cast<MemoryEnd>(pair.a)->remote_name = address.str();
-  std::static_pointer_cast<MemoryEnd>(pair.b)->remote_name = "mem://" + name_;
-  auto slot = there.budget_->take("mem://" + name_);
+  std::static_pointer_cast<MemoryEnd>(pair.b)->remote_name = scheme_ + "://" + name_;
+  auto slot = there.budget_->take(scheme_ + "://" + name_);
   if (slot) {
     std::weak_ptr<Stream> weak = pair.b;
     slot->on_evict([weak] {
@@ -277,7 +288,8 @@ void MemoryTransport::dial(const Address& address, const DeviceId& expected, Str
 void MemoryTransport::stop() {
   if (!listening_) return;
   listening_ = false;
-  if (auto it = net_.listeners.find(name_); it != net_.listeners.end() && it->second == this)
+  if (auto it = net_.listeners.find(scheme_ + "://" + name_);
+      it != net_.listeners.end() && it->second == this)
     net_.listeners.erase(it);
 }
 

@@ -13,6 +13,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "transports/transport.hpp"
@@ -46,24 +47,29 @@ class MemoryTransport;
 // Where mem:// names are registered.
 class MemoryNetwork {
  public:
-  // Applied to every link made from now on.
+  // Applied to every link made from now on (link_class: of transports that have none of
+  // their own).
   MemoryLinkOptions link_options;
   // Links made so far (tests: "did it dial?").
   std::uint64_t links_made = 0;
 
  private:
   friend class MemoryTransport;
-  std::map<std::string, MemoryTransport*> listeners;
+  std::map<std::string, MemoryTransport*> listeners;  // by URI
 };
 
 class MemoryTransport final : public Transport {
  public:
   // Listens (once listen() is called) at mem://<name>.
   MemoryTransport(boost::asio::io_context& io, MemoryNetwork& net, DeviceId self, std::string name);
+  // Another scheme on the same network (a second transport of one device, e.g. a slow one
+  // beside a fast one): listens at <scheme>://<name>, and its links are of class `link`.
+  MemoryTransport(boost::asio::io_context& io, MemoryNetwork& net, DeviceId self, std::string name,
+                  std::string scheme, LinkClass link);
   ~MemoryTransport() override;
 
-  std::string_view scheme() const override { return "mem"; }
-  LinkClass link_class() const override { return net_.link_options.link_class; }
+  std::string_view scheme() const override { return scheme_; }
+  LinkClass link_class() const override { return link_ ? *link_ : net_.link_options.link_class; }
   Status listen(HandshakeBudget& budget, IncomingHandler incoming) override;
   std::vector<Address> listen_addresses() const override;
   void dial(const Address& address, const DeviceId& expected, StreamHandler done) override;
@@ -74,6 +80,8 @@ class MemoryTransport final : public Transport {
   MemoryNetwork& net_;
   DeviceId self_;
   std::string name_;
+  std::string scheme_ = "mem";
+  std::optional<LinkClass> link_;
   bool listening_ = false;
   HandshakeBudget* budget_ = nullptr;
   IncomingHandler incoming_;
