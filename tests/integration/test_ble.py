@@ -249,6 +249,32 @@ class BleSync(BleTestCase):
             self.assertNotIn(data[i:i + 2], new[6:], (data.hex(), new.hex()))
 
 
+    def test_devices_holding_the_same_data_do_not_connect_until_one_changes(self):
+        fake, alpha, beta, pid, _ = self.pair()
+        self.share(alpha, beta, pid)
+        self.put(alpha, pid, "a1", {"n": 1})
+        wait_until(lambda: self.converged(alpha, beta, pid), 60, what="the first sync")
+        # Both restart: nothing remembers the other, and each advertisement's digest says the
+        # device holds what the other holds.
+        for d in (alpha, beta):
+            d.restart()
+        for d in (alpha, beta):
+            wait_until(lambda d=d: self.ble_status(d)["skipped_in_sync"] >= 1, 30,
+                       what="%s to see the other and skip it" % d.name)
+        for d, other in ((alpha, beta), (beta, alpha)):
+            b = self.ble_status(d)
+            self.assertEqual(b["peers_added"], 0, b)
+            self.assertEqual(b["links"], 0, b)
+            p = self.peer(d, other)
+            self.assertFalse(p and p["connected"], p)
+        # A write changes alpha's digest: beta connects and gets it.
+        self.put(alpha, pid, "a2", {"n": 2})
+        wait_until(lambda: self.has(beta, pid, "a2", {"n": 2}), 60,
+                   what="the new document after the digest changed")
+        self.assertGreaterEqual(self.ble_status(alpha)["peers_added"] +
+                                self.ble_status(beta)["peers_added"], 1)
+
+
 class BleResilience(BleTestCase):
     def start_transfer(self, alpha, beta, pid, n):
         """alpha writes n documents of about 350 bytes (incompressible), then shares the
