@@ -278,9 +278,13 @@ TEST_CASE("live_first: a new write goes ahead of another author's backlog, in ch
           "[sync]") {
   Node a(10), b(10), c(10);
   ProjectId p = shared_project(a, b);
+  // b holds a's log so far (whatever the order of the device ids, a is an author b has caught
+  // up with), then a gets c's 200 versions, none of which b holds.
+  run_session(a, params("a"), b, params("b"));
   REQUIRE(c.store->add_project(*a.store->get_project(p), *a.store->project_secret(p)).ok());
   c.write_docs(p, 0, 200, "backlog");
-  run_session(a, params("a"), c, params("c"));  // a holds c's 200 versions; b none of them
+  run_session(a, params("a"), c, params("c"));
+  REQUIRE(vv(b, p)[a.store->device_id()] == vv(a, p)[a.store->device_id()]);
   REQUIRE(vv(a, p)[c.store->device_id()] == 200);
   auto o = small_batches();
   o.batch_entries = 10;
