@@ -36,7 +36,7 @@ from fieldsync_harness import FAST, Daemon, FakeBle, wait_until  # noqa: E402
 V = "/v1/projects"
 AUTO = {"discovery": {"visible": True, "policy": "auto"}}
 BLE = {"ble.enabled": "true", "discovery.enabled": "false", "ble.refresh_ms": 200,
-       "ble.retry_ms": 500}
+       "ble.retry_ms": 500, "ble.ip_hint": "false"}
 
 
 def observations(n, *extra):
