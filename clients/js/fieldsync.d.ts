@@ -1,0 +1,356 @@
+// Types of fieldsync.mjs: the client of fieldsyncd's local API (docs/api.md, docs/openapi.yaml).
+
+/** A free-form JSON document body, stored byte for byte. */
+export type Body = { [key: string]: unknown };
+/** 64 lowercase hex characters: a version id (SHA-256 of the version). */
+export type VersionId = string;
+/** 52 base32 characters: a device's Ed25519 public key. */
+export type DeviceId = string;
+
+/** The API's error JSON. */
+export interface ErrorBody {
+  error: string;
+  message: string;
+  /** resolve with strategy merge: the fields the heads changed differently */
+  conflicting_fields?: string[];
+  [key: string]: unknown;
+}
+
+/** Every failure: `status` is the HTTP status (0 when no answer came: unreachable, timeout). */
+export class FieldSyncError extends Error {
+  readonly status: number;
+  /** The API's error code, e.g. "not_found", "already_exists", "aborted"; "timeout", "unavailable" without an answer. */
+  readonly code: string;
+  readonly body: ErrorBody;
+  constructor(status: number, body: ErrorBody, message?: string);
+}
+
+/** A conditional write whose If-Match / If-None-Match (or batch `ifMatch`) did not hold: 412, nothing written. */
+export class PreconditionFailedError extends FieldSyncError {}
+
+export interface ProjectInfo {
+  id: string;
+  name: string;
+  created_hlc: number;
+  settings: { [key: string]: unknown };
+  /** Only in info(): what this device holds of it ({} = everything). */
+  subscription?: { [key: string]: unknown };
+}
+
+/** A project record that cannot be read back (listed by projects() instead of failing it). */
+export interface UnreadableProject {
+  id: string;
+  error: string;
+}
+
+/** The answer of create, put, remove, resolve and each batch write. */
+export interface WriteResult {
+  id: string;
+  collection: string;
+  version: VersionId;
+  local_seq: number;
+  /** The document now has concurrent versions (a stale base). */
+  conflict: boolean;
+  message?: string;
+  heads: VersionId[];
+}
+
+export interface Document<B extends Body = Body> {
+  id: string;
+  collection: string;
+  /** The winner's version: pass it as `ifMatch` to write only over it. */
+  version: VersionId;
+  author: DeviceId;
+  hlc: number;
+  schema: number;
+  deleted: boolean;
+  purged: boolean;
+  local_seq: number;
+  /** Winner first. */
+  heads: VersionId[];
+  /** Heads other than the winner. */
+  conflicts: VersionId[];
+  /** Only on get() of a document in conflict: the automatic merge's preview. */
+  merge?: { clean: boolean; conflicting_fields: string[]; heads: VersionId[]; body: B | null };
+  /** null for a deleted or purged winner. */
+  body: B | null;
+}
+
+export interface DocPage<B extends Body = Body> {
+  docs: Document<B>[];
+  /** Pass as `after` for the next page; null on the last. */
+  next: string | null;
+}
+
+export interface Version {
+  version: VersionId;
+  parents: VersionId[];
+  author: DeviceId;
+  hlc: number;
+  schema: number;
+  deleted: boolean;
+  body_size: number;
+  body: Body | null;
+}
+
+/** One entry of the changes feed. */
+export interface Change {
+  seq: number;
+  collection: string;
+  id: string;
+  version: VersionId;
+  author: DeviceId;
+  deleted: boolean;
+  /** Written on this device (false: received from a peer). */
+  local: boolean;
+}
+
+export interface ChangesPage {
+  changes: Change[];
+  /** The cursor for the next call. */
+  last_seq: number;
+}
+
+export interface BatchWrite {
+  collection: string;
+  /** Absent: create with a random id; present without base: upsert over the winner. */
+  id?: string;
+  body?: Body;
+  base?: VersionId;
+  /** The winner must be this version, else the batch fails with PreconditionFailedError. */
+  ifMatch?: VersionId;
+  delete?: boolean;
+  schema?: number;
+}
+
+export type Resolution =
+  | { strategy: "merge" }
+  | { body: Body; parents?: VersionId[] }
+  | { delete: true; parents?: VersionId[] };
+
+/** Put into a document's body to refer to a blob (other members are the app's). */
+export interface BlobRef {
+  $blob: string;
+  size: number;
+  type: string;
+  root: string;
+  [key: string]: unknown;
+}
+
+export interface BlobInfo {
+  id: string;
+  size: number;
+  type: string;
+  root: string;
+  ref: BlobRef;
+}
+
+export interface BlobListEntry {
+  id: string;
+  size: number;
+  type: string;
+  root: string;
+  held: boolean;
+  refs: number;
+  added_ms: number;
+}
+
+export interface BlobPage {
+  blobs: BlobListEntry[];
+  usage: { held_bytes: number; held_count: number; wanted_count: number; quota_bytes: number };
+  next: string | null;
+}
+
+/** A blob asked for on demand and not on this device yet (HTTP 202). */
+export interface BlobFetch {
+  blob: string;
+  state: "fetching" | "waiting";
+  size: number;
+  received_bytes: number;
+  demand_ms_left: number;
+  message: string;
+}
+
+export interface BlobDownload {
+  /** 200, 206 (a range), or 202 while it is fetched from a peer. */
+  readonly status: number;
+  /** The progress when status is 202 (then chunks() and bytes() throw); else null. */
+  readonly fetching: BlobFetch | null;
+  readonly type: string | null;
+  /** Content-Length of this answer. */
+  readonly size: number | null;
+  readonly etag: string | null;
+  readonly contentRange: string | null;
+  /** The bytes as they arrive; throws when the body ends short of its Content-Length. */
+  chunks(): AsyncIterableIterator<Uint8Array>;
+  bytes(): Promise<Uint8Array>;
+  /** Stop reading (closes the connection). */
+  close(): void;
+}
+
+export interface PeerReason {
+  code: "peer_shut_down" | "removed" | "awaiting_approval" | "approval_needed" | "wrong_device" | "failed";
+  message: string;
+  project: string | null;
+}
+
+export interface Peer {
+  device_id: DeviceId;
+  short_id: string;
+  name: string;
+  address: string;
+  configured: boolean;
+  connected: boolean;
+  direction: "outgoing" | "incoming" | null;
+  state: "idle" | "connecting" | "handshake" | "syncing" | "in_sync" | "backoff" | "pending" | "waiting" | "discovered";
+  last_sync_ms: number;
+  next_retry_ms: number;
+  failures: number;
+  last_error: { error: string; message: string } | null;
+  reason: PeerReason | null;
+  transport: string | null;
+  remote: string | null;
+  wire_bytes_sent: number;
+  wire_bytes_received: number;
+  approved: boolean;
+  pending_projects: string[];
+  verification_code: string | null;
+  session: { [key: string]: unknown } | null;
+  discovered: { [key: string]: unknown } | null;
+  [key: string]: unknown;
+}
+
+export interface ProjectSync {
+  project: string;
+  in_sync: boolean;
+  to_send: number;
+  to_receive: number;
+  peers: Array<{ device_id: DeviceId; name: string; state: string; [key: string]: unknown }>;
+}
+
+export interface Status {
+  device_id: DeviceId;
+  device_id_short: string;
+  device_name: string;
+  version: string;
+  uptime_s: number;
+  projects: number;
+  api: { socket: string; http: { enabled: boolean; address: string; port: number }; [key: string]: unknown };
+  peers: { [key: string]: unknown };
+  [key: string]: unknown;
+}
+
+export interface RequestOptions {
+  query?: { [name: string]: string | number | boolean | undefined | null | Array<string | number> };
+  headers?: { [name: string]: string };
+  /** Sent as JSON (sets Content-Type). */
+  json?: unknown;
+  /** A raw body instead of json. */
+  body?: string | Uint8Array | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+  signal?: AbortSignal;
+  timeoutMs?: number;
+  /** Only the head within timeoutMs (for bodies read as streams). */
+  stream?: boolean;
+}
+
+export interface RawResponse {
+  readonly status: number;
+  header(name: string): string | null;
+  chunks(): AsyncIterableIterator<Uint8Array>;
+  bytes(): Promise<Uint8Array>;
+  text(): Promise<string>;
+  json(): Promise<any>;
+  close(): void;
+}
+
+export interface ClientOptions {
+  /** HTTP: e.g. "http://127.0.0.1:7890" (needs `token`). */
+  url?: string;
+  /** The 64 hex characters of <data_dir>/api.token. */
+  token?: string;
+  /** Node only: the Unix socket (no token), e.g. "/run/fieldsync/api.sock". */
+  socketPath?: string;
+  /** Per request, until the whole answer is read (default 30000). */
+  timeoutMs?: number;
+  /** Another fetch implementation (default: globalThis.fetch). */
+  fetch?: typeof fetch;
+}
+
+export class FieldSync {
+  constructor(options: ClientOptions);
+  /** Node: HTTP to the daemon of `dataDir`, with the api.port and api.token it wrote there. */
+  static fromDataDir(dataDir: string, options?: Omit<ClientOptions, "url" | "token" | "socketPath">): Promise<FieldSync>;
+  readonly url: string | null;
+  readonly socketPath: string | null;
+  readonly timeoutMs: number;
+
+  /** Any route of docs/api.md; throws FieldSyncError for a status >= 400. */
+  request(method: string, path: string, options?: RequestOptions): Promise<RawResponse>;
+  /** request() and its JSON answer. */
+  call<T = any>(method: string, path: string, options?: RequestOptions): Promise<T>;
+
+  status(): Promise<Status>;
+  health(): Promise<{ status: "ok"; uptime_s: number }>;
+
+  projects(): Promise<Array<ProjectInfo | UnreadableProject>>;
+  createProject(name: string, settings?: { [key: string]: unknown }): Promise<ProjectInfo>;
+  /** A handle on one project (no request is made). */
+  project(pid: string): Project;
+
+  peers(): Promise<Peer[]>;
+  addPeer(peer: { deviceId: DeviceId; address?: string; name?: string }): Promise<Peer>;
+  peer(deviceId: DeviceId): Promise<Peer>;
+  removePeer(deviceId: DeviceId): Promise<{ removed: DeviceId }>;
+  syncPeer(deviceId: DeviceId): Promise<Peer>;
+  approvePeer(deviceId: DeviceId): Promise<Peer>;
+
+  /** A one-time stream ticket for a browser's EventSource (HTTP; api.ticket_ttl_ms, once). */
+  ticket(): Promise<{ ticket: string; expires_ms: number }>;
+}
+
+export interface ListOptions {
+  /** Top-level field = JSON value; all must match. */
+  where?: { [field: string]: unknown };
+  limit?: number;
+  after?: string;
+  includeDeleted?: boolean;
+  /** Only documents with several heads. */
+  conflicts?: boolean;
+}
+
+/** One project: documents, conflicts, the changes feed, blobs. */
+export class Project {
+  constructor(client: FieldSync, pid: string);
+  readonly client: FieldSync;
+  readonly id: string;
+
+  info(): Promise<ProjectInfo>;
+  update(change: { name?: string; settings?: { [key: string]: unknown } }): Promise<ProjectInfo>;
+  collections(): Promise<string[]>;
+
+  get<B extends Body = Body>(collection: string, id: string): Promise<Document<B>>;
+  create(collection: string, body: Body, options?: { id?: string; schema?: number }): Promise<WriteResult>;
+  put(collection: string, id: string, body: Body,
+      options?: { ifMatch?: VersionId | "*"; ifNoneMatch?: "*"; base?: VersionId; schema?: number }): Promise<WriteResult>;
+  remove(collection: string, id: string, options?: { ifMatch?: VersionId | "*"; base?: VersionId }): Promise<WriteResult>;
+  list<B extends Body = Body>(collection: string, options?: ListOptions): Promise<DocPage<B>>;
+  all<B extends Body = Body>(collection: string, options?: ListOptions): AsyncIterableIterator<Document<B>>;
+  history(collection: string, id: string, options?: { limit?: number }): Promise<Version[]>;
+  batch(writes: BatchWrite[]): Promise<WriteResult[]>;
+
+  conflicts(options?: Omit<ListOptions, "conflicts">): Promise<DocPage>;
+  resolve(collection: string, id: string, resolution: Resolution): Promise<WriteResult>;
+
+  changes(options?: { since?: number | "now"; limit?: number }): Promise<ChangesPage>;
+  waitForChanges(options?: { since?: number | "now"; limit?: number; timeoutMs?: number; signal?: AbortSignal }): Promise<ChangesPage>;
+  follow(options?: { since?: number | "now"; signal?: AbortSignal; idleTimeoutMs?: number }): AsyncIterableIterator<Change>;
+  eventSourceUrl(options?: { since?: number | "now" }): Promise<string>;
+  eventSource(options?: { since?: number | "now"; EventSource?: { new (url: string): EventSource } }): Promise<EventSource>;
+
+  syncStatus(): Promise<ProjectSync>;
+
+  putBlob(data: string | Uint8Array | Blob | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>,
+          options?: { type?: string; timeoutMs?: number }): Promise<BlobInfo>;
+  getBlob(id: string, options?: { variant?: "original" | "preview" | "thumbnail"; range?: [number, number?]; wait?: number; signal?: AbortSignal }): Promise<BlobDownload>;
+  blobs(options?: { after?: string; limit?: number }): Promise<BlobPage>;
+}

@@ -1,0 +1,281 @@
+// The JavaScript client against real fieldsyncd processes (node --test).
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { FieldSync, FieldSyncError, PreconditionFailedError } from "../fieldsync.mjs";
+import { Daemon, waitUntil } from "./daemon.mjs";
+
+/** Expects `promise` to reject with a FieldSyncError of `status` and `code`; returns it. */
+async function rejects(promise, status, code, cls = FieldSyncError) {
+  try {
+    await promise;
+  } catch (e) {
+    assert.ok(e instanceof cls, `expected ${cls.name}, got ${e?.stack ?? e}`);
+    assert.equal(e.status, status, e.message);
+    if (code) assert.equal(e.code, code, e.message);
+    return e;
+  }
+  assert.fail(`expected ${cls.name} ${status} ${code ?? ""}, it succeeded`);
+}
+
+/** The next change of an async iterator of changes, bounded by a deadline. */
+async function next(iter, what) {
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), 15000);
+  });
+  try {
+    const r = await Promise.race([iter.next(), deadline]);
+    assert.equal(r.done, false, `the stream ended before ${what}`);
+    return r.value;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+describe("one daemon", () => {
+  let d, http, unix, p;
+
+  before(async () => {
+    d = await new Daemon("alpha").start();
+    http = new FieldSync({ url: d.url, token: d.token, timeoutMs: 10000 });
+    unix = new FieldSync({ socketPath: d.socketPath, timeoutMs: 10000 });
+    p = http.project((await http.createProject("survey", { unit: "m" })).id);
+  });
+  after(async () => d?.stop());
+
+  test("status over HTTP, the Unix socket and fromDataDir; a wrong token is 401", async () => {
+    const viaHttp = await http.status();
+    assert.equal(viaHttp.device_id, d.deviceId);
+    assert.equal((await unix.status()).device_id, d.deviceId);
+    assert.equal((await (await FieldSync.fromDataDir(d.dataDir)).health()).status, "ok");
+    const bad = new FieldSync({ url: d.url, token: "0".repeat(64) });
+    await rejects(bad.status(), 401, "unauthenticated");
+    const gone = new FieldSync({ socketPath: `${d.workdir}/nothing.sock` });
+    await rejects(gone.status(), 0, "unavailable");
+  });
+
+  test("projects: create, list, info, collections", async () => {
+    const created = await unix.createProject("second");
+    assert.match(created.id, /^[0-9a-f]{32}$/);
+    const names = (await http.projects()).map((x) => x.name).sort();
+    assert.deepEqual(names, ["second", "survey"]);
+    assert.deepEqual((await p.info()).settings, { unit: "m" });
+    await rejects(http.project("0".repeat(32)).info(), 404, "not_found");
+  });
+
+  test("documents: create, get, put with If-Match, create only, remove, odd ids", async () => {
+    const id = "site:7@north~a+b.c";
+    const w = await p.create("obs", { species: "heron", n: 1 }, { id });
+    assert.equal(w.id, id);
+    await rejects(p.create("obs", { species: "x" }, { id }), 409, "already_exists");
+    const got = await p.get("obs", id);
+    assert.equal(got.version, w.version);
+    assert.deepEqual(got.body, { species: "heron", n: 1 });
+
+    const w2 = await p.put("obs", id, { species: "heron", n: 2 }, { ifMatch: w.version });
+    const stale = await rejects(p.put("obs", id, { n: 3 }, { ifMatch: w.version }), 412, "aborted", PreconditionFailedError);
+    assert.match(stale.body.message, /is at version/);
+    assert.deepEqual((await p.get("obs", id)).body, { species: "heron", n: 2 });
+    await rejects(p.put("obs", id, { n: 4 }, { ifNoneMatch: "*" }), 412, "aborted", PreconditionFailedError);
+    await p.put("obs", "fresh", { n: 0 }, { ifNoneMatch: "*" });
+    await rejects(p.put("obs", "never", { n: 0 }, { ifMatch: "*" }), 412, "aborted", PreconditionFailedError);
+
+    await rejects(p.remove("obs", id, { ifMatch: w.version }), 412, "aborted", PreconditionFailedError);
+    const del = await p.remove("obs", id, { ifMatch: w2.version });
+    assert.equal((await p.get("obs", id)).deleted, true);
+    const history = await p.history("obs", id);
+    assert.deepEqual(history.map((v) => v.version), [del.version, w2.version, w.version]);
+    await rejects(p.get("obs", "no-such-doc"), 404, "not_found");
+    await rejects(p.create("obs", { n: 1 }, { id: "bad/id" }), 400, "invalid_argument");
+  });
+
+  test("list with where and pages; all() walks every page", async () => {
+    for (let i = 0; i < 7; i++) await p.create("birds", { kind: i % 2 ? "owl" : "heron", i }, { id: `b${i}` });
+    const owls = await p.list("birds", { where: { kind: "owl" } });
+    assert.deepEqual(owls.docs.map((x) => x.body.i), [1, 3, 5]);
+    assert.equal(owls.next, null);
+    const one = await p.list("birds", { where: { kind: "heron", i: 4 } });
+    assert.deepEqual(one.docs.map((x) => x.id), ["b4"]);
+    const page = await p.list("birds", { limit: 3 });
+    assert.equal(page.docs.length, 3);
+    assert.ok(page.next);
+    const ids = [];
+    for await (const doc of p.all("birds", { limit: 2 })) ids.push(doc.id);
+    assert.deepEqual(ids, ["b0", "b1", "b2", "b3", "b4", "b5", "b6"]);
+    assert.ok((await p.collections()).includes("birds"));
+  });
+
+  test("batch: all writes in order; a failed ifMatch writes nothing", async () => {
+    const [a, b] = await p.batch([
+      { collection: "plots", id: "p1", body: { area: 10 } },
+      { collection: "plots", body: { area: 20 } },
+    ]);
+    assert.equal(a.id, "p1");
+    assert.match(b.id, /^[0-9a-f]{32}$/);
+    await rejects(p.batch([
+      { collection: "plots", id: "p2", body: { area: 30 } },
+      { collection: "plots", id: "p1", body: { area: 11 }, ifMatch: "f".repeat(64) },
+    ]), 412, "aborted", PreconditionFailedError);
+    await rejects(p.get("plots", "p2"), 404, "not_found");
+    const [c] = await p.batch([{ collection: "plots", id: "p1", body: { area: 12 }, ifMatch: a.version }]);
+    assert.deepEqual((await p.get("plots", "p1")).body, { area: 12 });
+    assert.deepEqual(c.heads, [c.version]);
+  });
+
+  test("conflicts: a stale base keeps both; resolve by merge, by body", async () => {
+    const w = await p.create("wells", { depth: 5, note: "" }, { id: "w1" });
+    await p.put("wells", "w1", { depth: 6, note: "" }, { base: w.version });
+    const c = await p.put("wells", "w1", { depth: 5, note: "dry" }, { base: w.version });
+    assert.equal(c.conflict, true);
+    const listed = await p.conflicts();
+    assert.deepEqual(listed.docs.map((x) => x.id), ["w1"]);
+    const doc = await p.get("wells", "w1");
+    assert.equal(doc.heads.length, 2);
+    assert.equal(doc.merge.clean, true);
+    const merged = await p.resolve("wells", "w1", { strategy: "merge" });
+    assert.deepEqual(merged.heads, [merged.version]);
+    assert.deepEqual((await p.get("wells", "w1")).body, { depth: 6, note: "dry" });
+
+    const v = await p.create("wells", { depth: 1 }, { id: "w2" });
+    await p.put("wells", "w2", { depth: 2 }, { base: v.version });
+    await p.put("wells", "w2", { depth: 3 }, { base: v.version });
+    const failed = await rejects(p.resolve("wells", "w2", { strategy: "merge" }), 409, "failed_precondition");
+    assert.deepEqual(failed.body.conflicting_fields, ["depth"]);
+    await p.resolve("wells", "w2", { body: { depth: 4 } });
+    assert.deepEqual((await p.get("wells", "w2")).heads.length, 1);
+    assert.deepEqual((await p.conflicts()).docs, []);
+  });
+
+  test("changes: a page, a long-poll woken by a write, SSE over the socket and HTTP", async () => {
+    const start = (await p.changes({ since: "now" })).last_seq;
+    const page = await p.changes({ since: 0, limit: 2 });
+    assert.equal(page.changes.length, 2);
+    assert.equal(page.last_seq, page.changes[1].seq);
+
+    const empty = await p.waitForChanges({ since: start, timeoutMs: 50 });
+    assert.deepEqual(empty, { changes: [], last_seq: start });
+    const waiting = p.waitForChanges({ since: start, timeoutMs: 20000 });
+    await p.create("feed", { n: 1 }, { id: "f1" });
+    const woke = await waiting;
+    assert.deepEqual(woke.changes.map((c) => [c.collection, c.id, c.local]), [["feed", "f1", true]]);
+
+    for (const client of [unix, http]) {
+      const before = (await p.changes({ since: "now" })).last_seq;
+      const ctrl = new AbortController();
+      const stream = client.project(p.id).follow({ since: before - 1, signal: ctrl.signal });
+      const first = await next(stream, "the change already written");
+      assert.deepEqual([first.seq, first.id], [before, "f1"]);
+      const w = await p.put("feed", "f1", { n: 2 });
+      const second = await next(stream, "the change written while streaming");
+      assert.equal(second.version, w.version);
+      ctrl.abort();
+      await assert.rejects(stream.next());
+    }
+    // Leaving the loop closes the stream as well.
+    for await (const c of p.follow({ since: start })) {
+      assert.equal(c.id, "f1");
+      break;
+    }
+    await rejects(p.changes({ since: 1e9 }), 400, "invalid_argument");
+  });
+
+  test("browser stream ticket: the URL works without the token, once", async () => {
+    const since = (await p.changes({ since: "now" })).last_seq;
+    await p.create("feed", { n: 1 }, { id: "ticketed" });
+    const url = await p.eventSourceUrl({ since });
+    assert.doesNotMatch(url, new RegExp(d.token));
+    assert.match(url, /[?&]ticket=[0-9a-f]{64}(&|$)/);
+    const ctrl = new AbortController();
+    const res = await fetch(url, { signal: ctrl.signal });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type"), /text\/event-stream/);
+    const reader = res.body.getReader();
+    let text = "";
+    while (!text.includes("event: change")) text += new TextDecoder().decode((await reader.read()).value);
+    assert.match(text, /event: change\ndata: \{[^\n]*"id":"ticketed"/);
+    ctrl.abort();
+    const again = await fetch(url);
+    assert.equal(again.status, 401);
+    await again.body.cancel();
+    await assert.rejects(unix.project(p.id).eventSourceUrl(), TypeError);
+  });
+
+  test("blobs: upload bytes and a stream, download whole, a range and in chunks", async () => {
+    const data = new Uint8Array(300 * 1024).map((_, i) => (i * 7) % 251);
+    const up = await p.putBlob(data, { type: "application/x-test" });
+    assert.equal(up.id, createHash("sha256").update(data).digest("hex"));
+    assert.equal(up.ref.$blob, up.id);
+    await p.create("photos", { photo: up.ref }, { id: "ph1" });
+
+    const down = await unix.project(p.id).getBlob(up.id);
+    assert.equal(down.status, 200);
+    assert.equal(down.size, data.length);
+    assert.equal(down.type, "application/x-test");
+    assert.deepEqual(await down.bytes(), data);
+
+    const part = await p.getBlob(up.id, { range: [10, 19] });
+    assert.equal(part.status, 206);
+    assert.equal(part.contentRange, `bytes 10-19/${data.length}`);
+    assert.deepEqual(await part.bytes(), data.slice(10, 20));
+
+    async function* pieces() {
+      for (let i = 0; i < 4; i++) yield new TextEncoder().encode(`piece ${i};`);
+    }
+    for (const client of [http, unix]) {
+      const streamed = await client.project(p.id).putBlob(pieces(), { type: "text/plain" });
+      assert.equal(streamed.size, "piece 0;piece 1;piece 2;piece 3;".length);
+      const chunks = [];
+      for await (const c of (await p.getBlob(streamed.id)).chunks()) chunks.push(c);
+      assert.equal(Buffer.concat(chunks).toString(), "piece 0;piece 1;piece 2;piece 3;");
+    }
+    const listed = await p.blobs();
+    assert.ok(listed.blobs.some((b) => b.id === up.id && b.held));
+    await rejects(p.getBlob("0".repeat(64)), 404, "not_found");
+  });
+
+  test("a request that outlives timeoutMs fails with code timeout", async () => {
+    const impatient = new FieldSync({ url: d.url, token: d.token, timeoutMs: 200 });
+    const since = (await p.changes({ since: "now" })).last_seq;
+    await rejects(impatient.call("GET", `/v1/projects/${p.id}/changes`, { query: { since, feed: "longpoll", timeout: 5000 } }), 0, "timeout");
+  });
+});
+
+describe("two daemons", () => {
+  let a, b;
+  before(async () => {
+    [a, b] = await Promise.all([new Daemon("alpha").start(), new Daemon("bravo").start()]);
+  });
+  after(async () => Promise.all([a?.stop(), b?.stop()]));
+
+  test("a write on one daemon arrives in the other's SSE stream; peers and sync state", async () => {
+    const ca = new FieldSync({ url: a.url, token: a.token });
+    const cb = new FieldSync({ socketPath: b.socketPath });
+    const pid = (await ca.createProject("shared")).id;
+    const secret = await new FieldSync({ socketPath: a.socketPath }).call("GET", `/v1/projects/${pid}/secret`);
+    await cb.call("POST", "/v1/projects/import", { json: secret });
+
+    const peer = await ca.addPeer({ deviceId: b.deviceId, address: `127.0.0.1:${b.syncPort}`, name: "bravo" });
+    assert.equal(peer.device_id, b.deviceId);
+    await rejects(ca.addPeer({ deviceId: b.deviceId, address: `127.0.0.1:${b.syncPort}` }), 409);
+
+    const pb = cb.project(pid);
+    const stream = pb.follow({ since: (await pb.changes({ since: "now" })).last_seq });
+    const w = await ca.project(pid).create("obs", { species: "kite" }, { id: "from-a" });
+    let change;
+    do change = await next(stream, "alpha's write on bravo's stream");
+    while (change.collection !== "obs");
+    assert.deepEqual([change.id, change.version, change.author, change.local], ["from-a", w.version, a.deviceId, false]);
+    await stream.return();
+    assert.deepEqual((await pb.get("obs", "from-a")).body, { species: "kite" });
+
+    const inSync = await waitUntil(async () => {
+      const s = await ca.project(pid).syncStatus();
+      return s.in_sync && s.peers.length === 1 ? s : null;
+    }, { what: "alpha to be in sync with bravo" });
+    assert.equal(inSync.peers[0].device_id, b.deviceId);
+    assert.ok((await ca.peers()).some((x) => x.device_id === b.deviceId && x.configured));
+    assert.equal((await ca.peer(b.deviceId)).name, "bravo");
+    assert.equal((await ca.removePeer(b.deviceId)).removed, b.deviceId);
+  });
+});

@@ -1,0 +1,544 @@
+"""fieldsync client for Python 3.11+ (standard library only).
+
+Speaks fieldsyncd's local API (docs/api.md) over the Unix socket (no token; the socket's file
+permissions decide) or over HTTP on 127.0.0.1 with the bearer token:
+
+    from fieldsync_client import Client, PreconditionFailed
+
+    fs = Client()                                   # the Unix socket at the daemon's default path
+    fs = Client(data_dir="/var/lib/fieldsync")      # <data_dir>/api.sock
+    fs = Client.over_http(data_dir="/var/lib/fieldsync")   # api.port and api.token from there
+    p = fs.project(fs.create_project("survey")["id"])
+    w = p.create("obs", {"species": "heron"}, id="obs-1")
+    p.put("obs", "obs-1", {"species": "grey heron"}, if_match=w["version"])
+    for change in p.follow(since=0):                # Server-Sent Events, until interrupted
+        print(change["seq"], change["id"])
+
+Every failure raises FieldSyncError (status, code, body); a conditional write that does not
+hold raises PreconditionFailed (412), its subclass.
+"""
+import http.client
+import json
+import os
+import socket
+import urllib.parse
+
+__all__ = ["Client", "Project", "FieldSyncError", "PreconditionFailed", "BlobDownload",
+           "default_data_dir", "default_socket_path"]
+
+# Where an error code maps to (docs/api.md "Errors"); for an SSE stream's `event: error`.
+_STATUS_OF_CODE = {
+    "invalid_argument": 400, "unauthenticated": 401, "permission_denied": 403, "not_found": 404,
+    "unsupported": 405, "already_exists": 409, "failed_precondition": 409, "aborted": 412,
+    "too_large": 413, "verification_failed": 422, "resource_exhausted": 503, "unavailable": 503,
+    "data_loss": 500, "internal": 500,
+}
+_CHUNK = 64 * 1024
+
+
+class FieldSyncError(Exception):
+    """An error answer of fieldsyncd, or none at all (status 0: unreachable, timed out).
+
+    status: the HTTP status; code: the API's error code ("not_found", "aborted", ...);
+    body: the error JSON (e.g. with "conflicting_fields" for a failed merge)."""
+
+    def __init__(self, status, body):
+        if not isinstance(body, dict):
+            body = {"error": "unknown", "message": str(body)}
+        self.status = status
+        self.code = body.get("error", "unknown")
+        self.message = body.get("message", "")
+        self.body = body
+        super().__init__("%s: %s (HTTP %d)" % (self.code, self.message, status))
+
+
+class PreconditionFailed(FieldSyncError):
+    """A conditional write (if_match, create_only, a batch write's if_match) did not hold: 412,
+    nothing was written. Read the document again, apply the change, retry."""
+
+
+def _error(status, body):
+    return (PreconditionFailed if status == 412 else FieldSyncError)(status, body)
+
+
+def default_data_dir():
+    """The daemon's default data directory for this user (as syncctl assumes it)."""
+    if os.geteuid() == 0:
+        return "/var/lib/fieldsync"
+    if os.environ.get("XDG_DATA_HOME"):
+        return os.path.join(os.environ["XDG_DATA_HOME"], "fieldsync")
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "fieldsync")
+
+
+def default_socket_path(data_dir=None):
+    """The daemon's default socket: /run/fieldsync/api.sock as root, else <data_dir>/api.sock."""
+    if os.geteuid() == 0:
+        return "/run/fieldsync/api.sock"
+    return os.path.join(data_dir or default_data_dir(), "api.sock")
+
+
+def _seg(value):
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string id, got %r" % (value,))
+    return urllib.parse.quote(value, safe="")
+
+
+def _query(params):
+    parts = []
+    for key, value in params.items():
+        if value is None or value is False:
+            continue
+        for one in value if isinstance(value, (list, tuple)) else [value]:
+            one = "1" if one is True else str(one)
+            parts.append("%s=%s" % (urllib.parse.quote(key, safe=""),
+                                    urllib.parse.quote(one, safe="")))
+    return "?" + "&".join(parts) if parts else ""
+
+
+def _where(where):
+    """{field: value} as `where=FIELD=JSON` parameters (all must match)."""
+    return ["%s=%s" % (k, json.dumps(v)) for k, v in (where or {}).items()]
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.settimeout(self.timeout)
+            s.connect(self._path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+class Client:
+    """A connection to one fieldsyncd.
+
+    Client(socket_path=None, data_dir=None)      the Unix socket: socket_path, else
+                                                 $FIELDSYNC_SOCKET (without data_dir), else
+                                                 the daemon's default for data_dir
+    Client(url="http://127.0.0.1:7890", token=None, data_dir=None)
+                                                 HTTP; the token, else <data_dir>/api.token
+    Client.over_http(data_dir)                   HTTP to the port the daemon wrote there
+
+    timeout: seconds for a request to connect and for each read (long-polls add their wait).
+    Each request uses its own connection, so a Client may be shared by threads.
+    """
+
+    def __init__(self, socket_path=None, url=None, token=None, data_dir=None, timeout=30.0):
+        self.timeout = timeout
+        if url:
+            u = urllib.parse.urlsplit(url)
+            if u.scheme != "http" or not u.hostname:
+                raise ValueError("url must be http://HOST:PORT, got %r" % url)
+            self.host, self.port = u.hostname, u.port or 80
+            if token is None:
+                with open(os.path.join(data_dir or default_data_dir(), "api.token")) as f:
+                    token = f.read().strip()
+            self.token = token
+            self.socket_path = None
+        else:
+            if not socket_path:
+                env = os.environ.get("FIELDSYNC_SOCKET")
+                socket_path = env if env and not data_dir else default_socket_path(data_dir)
+            self.socket_path = socket_path
+            self.token = None
+
+    @classmethod
+    def over_http(cls, data_dir=None, timeout=30.0):
+        """HTTP to the daemon of data_dir (its api.port and api.token)."""
+        data_dir = data_dir or default_data_dir()
+        with open(os.path.join(data_dir, "api.port")) as f:
+            port = int(f.read().strip())
+        return cls(url="http://127.0.0.1:%d" % port, data_dir=data_dir, timeout=timeout)
+
+    # ---- transport
+
+    def _connection(self, timeout):
+        if self.socket_path:
+            return _UnixConnection(self.socket_path, timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+
+    def open(self, method, path, query=None, json_body=None, body=None, headers=None,
+             timeout=None):
+        """Sends one request; returns the http.client response with its body unread (close it).
+        Raises FieldSyncError for a status >= 400. `body` may be bytes or a binary file."""
+        h = dict(headers or {})
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            h["Content-Type"] = "application/json"
+        if self.token:
+            h["Authorization"] = "Bearer " + self.token
+        conn = self._connection(self.timeout if timeout is None else timeout)
+        target = path + _query(query or {})
+        try:
+            if body is not None and not isinstance(body, (bytes, bytearray, str)):
+                h.setdefault("Content-Length", str(_remaining(body)))
+            conn.request(method, target, body=body, headers=h)
+            resp = conn.getresponse()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            what = "timed out" if isinstance(e, TimeoutError) else "unreachable"
+            raise FieldSyncError(0, {"error": "timeout" if what == "timed out" else "unavailable",
+                                     "message": "fieldsyncd %s (%s %s): %s"
+                                                % (what, method, path, e)}) from e
+        resp.connection = conn
+        if resp.status >= 400:
+            try:
+                text = resp.read()
+            finally:
+                conn.close()
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = {"error": "unknown",
+                          "message": text.decode(errors="replace") or "HTTP %d" % resp.status}
+            raise _error(resp.status, parsed)
+        return resp
+
+    def call(self, method, path, query=None, json_body=None, body=None, headers=None,
+             timeout=None):
+        """One request; returns its JSON answer (None for an empty body)."""
+        resp = self.open(method, path, query, json_body, body, headers, timeout)
+        try:
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise FieldSyncError(0, {"error": "unavailable",
+                                     "message": "reading the answer failed: %s" % e}) from e
+        finally:
+            resp.connection.close()
+        return json.loads(data) if data else None
+
+    # ---- device
+
+    def status(self):
+        """GET /v1/status: device id and name, API limits, sync and discovery summaries."""
+        return self.call("GET", "/v1/status")
+
+    def health(self):
+        """GET /v1/health: {"status": "ok"}; FieldSyncError (503) names what is wrong."""
+        return self.call("GET", "/v1/health")
+
+    # ---- projects
+
+    def projects(self):
+        return self.call("GET", "/v1/projects")["projects"]
+
+    def create_project(self, name, settings=None):
+        body = {"name": name}
+        if settings is not None:
+            body["settings"] = settings
+        return self.call("POST", "/v1/projects", json_body=body)
+
+    def project(self, pid):
+        """A handle on one project (no request is made)."""
+        return Project(self, pid)
+
+    # ---- peers
+
+    def peers(self):
+        return self.call("GET", "/v1/peers")["peers"]
+
+    def add_peer(self, device_id, address=None, name=None):
+        """Sync with a device at address ("host:port"); without it, where it was discovered."""
+        body = {"device_id": device_id}
+        if address is not None:
+            body["address"] = address
+        if name is not None:
+            body["name"] = name
+        return self.call("POST", "/v1/peers", json_body=body)
+
+    def peer(self, device_id):
+        return self.call("GET", "/v1/peers/" + _seg(device_id))
+
+    def remove_peer(self, device_id):
+        return self.call("DELETE", "/v1/peers/" + _seg(device_id))
+
+    def sync_peer(self, device_id):
+        return self.call("POST", "/v1/peers/%s/sync" % _seg(device_id))
+
+    def approve_peer(self, device_id):
+        return self.call("POST", "/v1/peers/%s/approve" % _seg(device_id))
+
+    def ticket(self):
+        """POST /v1/tickets: a one-time stream ticket (for a browser's EventSource)."""
+        return self.call("POST", "/v1/tickets")
+
+
+def _remaining(f):
+    """Bytes left in a binary file from its position (for Content-Length)."""
+    try:
+        return os.fstat(f.fileno()).st_size - f.tell()
+    except (AttributeError, OSError, ValueError):
+        pos = f.tell()
+        end = f.seek(0, os.SEEK_END)
+        f.seek(pos)
+        return end - pos
+
+
+class Project:
+    """One project: documents, conflicts, the changes feed, blobs, sync state."""
+
+    def __init__(self, client, pid):
+        self.client = client
+        self.id = pid
+        self.base = "/v1/projects/" + _seg(pid)
+
+    def _docs(self, collection, doc_id=None):
+        path = "%s/docs/%s" % (self.base, _seg(collection))
+        return path if doc_id is None else path + "/" + _seg(doc_id)
+
+    def info(self):
+        return self.client.call("GET", self.base)
+
+    def update(self, name=None, settings=None):
+        body = {k: v for k, v in (("name", name), ("settings", settings)) if v is not None}
+        return self.client.call("PATCH", self.base, json_body=body)
+
+    def collections(self):
+        return self.client.call("GET", self.base + "/collections")["collections"]
+
+    # ---- documents
+
+    def get(self, collection, doc_id):
+        """The document: its winner's `body` and `version` (for if_match), heads, conflicts."""
+        return self.client.call("GET", self._docs(collection, doc_id))
+
+    def create(self, collection, body, id=None, schema=None):  # noqa: A002 - the API's name
+        """Creates a document (a random id without `id`); 409 already_exists for an existing id."""
+        return self.client.call("POST", self._docs(collection), {"id": id, "schema": schema},
+                                json_body=body)
+
+    def put(self, collection, doc_id, body, if_match=None, create_only=False, base=None,
+            schema=None):
+        """Updates (or creates) a document. if_match=version writes only over that winner and
+        if_match="*" only if it exists, create_only=True only if it does not (else
+        PreconditionFailed); base=version keeps a concurrent version on a stale base."""
+        return self.client.call("PUT", self._docs(collection, doc_id),
+                                {"base": base, "schema": schema}, json_body=body,
+                                headers=_preconditions(if_match, create_only))
+
+    def delete(self, collection, doc_id, if_match=None, base=None):
+        """Deletes a document (a tombstone that syncs); if_match and base as for put."""
+        return self.client.call("DELETE", self._docs(collection, doc_id), {"base": base},
+                                headers=_preconditions(if_match, False))
+
+    def list(self, collection, where=None, limit=None, after=None, include_deleted=False,
+             conflicts=False):
+        """One page {"docs", "next"}. where={field: value}: top-level fields equal to the JSON
+        value (all must match); after=page["next"] for the next page."""
+        return self.client.call("GET", self._docs(collection), {
+            "where": _where(where), "limit": limit, "after": after,
+            "include_deleted": include_deleted, "conflicts": conflicts})
+
+    def iter(self, collection, **options):
+        """Every document of a collection, across pages (list()'s options)."""
+        after = options.pop("after", None)
+        while True:
+            page = self.list(collection, after=after, **options)
+            yield from page["docs"]
+            after = page["next"]
+            if not after:
+                return
+
+    def history(self, collection, doc_id, limit=None):
+        return self.client.call("GET", self._docs(collection, doc_id) + "/history",
+                                {"limit": limit})["versions"]
+
+    def batch(self, writes):
+        """Several writes, all or nothing: [{"collection", "id"?, "body"?, "base"?, "if_match"?,
+        "delete"?, "schema"?}]. Returns the write results in order."""
+        return self.client.call("POST", self.base + "/batch",
+                                json_body={"writes": list(writes)})["results"]
+
+    # ---- conflicts
+
+    def conflicts(self, where=None, limit=None, after=None, include_deleted=False):
+        """Documents with several heads: a page {"docs", "next"} (cursor "collection/id")."""
+        return self.client.call("GET", self.base + "/conflicts", {
+            "where": _where(where), "limit": limit, "after": after,
+            "include_deleted": include_deleted})
+
+    def resolve(self, collection, doc_id, strategy=None, body=None, parents=None, delete=False):
+        """strategy="merge" (409 with body["conflicting_fields"] when a field differs), or
+        body={...} written over `parents` (default: every head), or delete=True."""
+        if strategy is not None:
+            req = {"strategy": strategy}
+        else:
+            req = {"delete": True} if delete else {"body": body}
+            if parents is not None:
+                req["parents"] = list(parents)
+        return self.client.call("POST", self._docs(collection, doc_id) + "/resolve",
+                                json_body=req)
+
+    # ---- changes feed
+
+    def changes(self, since=0, limit=None):
+        """One page of changes after `since` (a seq or "now"): {"changes", "last_seq"}."""
+        return self.client.call("GET", self.base + "/changes", {"since": since, "limit": limit})
+
+    def wait_for_changes(self, since=0, timeout_ms=30000, limit=None):
+        """Long-poll: answers at once if something is new after `since`, else waits up to
+        timeout_ms for the next change (then with no changes)."""
+        return self.client.call("GET", self.base + "/changes",
+                                {"since": since, "limit": limit, "feed": "longpoll",
+                                 "timeout": timeout_ms},
+                                timeout=self.client.timeout + timeout_ms / 1000.0)
+
+    def follow(self, since=0, idle_timeout=60.0):
+        """The live feed (Server-Sent Events): a generator of changes after `since`. It ends
+        when the daemon closes the stream (close() the generator to stop earlier); a stream
+        that brings nothing, not even a heartbeat, for idle_timeout seconds raises
+        FieldSyncError. Resume with since=<the last change's seq>."""
+        resp = self.client.open("GET", self.base + "/changes", {"since": since, "feed": "sse"},
+                                headers={"Accept": "text/event-stream"}, timeout=idle_timeout)
+        try:
+            for event, data in _sse_events(resp):
+                if event == "change":
+                    yield json.loads(data)
+                elif event == "error":
+                    body = json.loads(data)
+                    raise _error(_STATUS_OF_CODE.get(body.get("error"), 500), body)
+        except (OSError, http.client.HTTPException) as e:
+            what = "timeout" if isinstance(e, TimeoutError) else "unavailable"
+            raise FieldSyncError(0, {"error": what, "message": "changes stream: %s" % e}) from e
+        finally:
+            resp.connection.close()
+
+    # ---- sync
+
+    def sync_status(self):
+        """Whether the project is in sync with the connected peers."""
+        return self.client.call("GET", self.base + "/sync")
+
+    # ---- blobs
+
+    def put_blob(self, data, content_type="application/octet-stream", timeout=600.0):
+        """Uploads a blob: bytes, or a binary file object (streamed from its position). Returns
+        {"id", "size", "type", "root", "ref"}: put "ref" into a document's body."""
+        return self.client.call("POST", self.base + "/blobs", body=data,
+                                headers={"Content-Type": content_type},
+                                timeout=max(timeout, self.client.timeout))
+
+    def get_blob(self, blob_id, variant=None, range=None, wait=None):  # noqa: A002
+        """Downloads a blob (or its variant, "preview" / "thumbnail"): a BlobDownload to read
+        (read(), chunks(), save()) and close (or use `with`). range=(start, end) asks for part
+        of it (end inclusive, optional). A blob still coming from a peer answers 202: then
+        `fetching` holds its progress; ask again."""
+        headers = {}
+        if range:
+            headers["Range"] = "bytes=%d-%s" % (range[0], "" if len(range) < 2 or range[1] is None
+                                                else range[1])
+        resp = self.client.open("GET", "%s/blobs/%s" % (self.base, _seg(blob_id)),
+                                {"variant": variant, "wait": wait}, headers=headers)
+        return BlobDownload(resp)
+
+    def blobs(self, after=None, limit=None):
+        """One page of the project's blobs with its usage: {"blobs", "usage", "next"}."""
+        return self.client.call("GET", self.base + "/blobs", {"after": after, "limit": limit})
+
+
+def _preconditions(if_match, create_only):
+    h = {}
+    if if_match is not None:
+        h["If-Match"] = "*" if if_match == "*" else '"%s"' % if_match
+    if create_only:
+        h["If-None-Match"] = "*"
+    return h
+
+
+def _sse_events(resp):
+    """(event, data) of a text/event-stream; comments (heartbeats) are skipped."""
+    event, data = "message", []
+    while True:
+        raw = resp.readline()
+        if not raw:
+            return
+        line = raw.decode("utf-8").rstrip("\r\n")
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith(":"):
+            continue
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "data":
+                data.append(value)
+            elif field == "event":
+                event = value
+
+
+class BlobDownload:
+    """A blob's answer: status 200 / 206, or 202 with `fetching` (progress) while a peer sends
+    it. `type`, `size` (Content-Length), `etag`, `content_range` from its headers."""
+
+    def __init__(self, resp):
+        self._resp = resp
+        self.status = resp.status
+        self.type = resp.getheader("Content-Type")
+        length = resp.getheader("Content-Length")
+        self.size = int(length) if length is not None else None
+        self.etag = resp.getheader("ETag")
+        self.content_range = resp.getheader("Content-Range")
+        self.fetching = None
+        if resp.status == 202:
+            try:
+                self.fetching = json.loads(resp.read())
+            finally:
+                self.close()
+
+    def chunks(self, size=_CHUNK):
+        """The bytes as they arrive; raises FieldSyncError if the body ends short."""
+        if self.fetching is not None:
+            raise FieldSyncError(202, dict(self.fetching, error="fetching"))
+        got = 0
+        try:
+            while True:
+                c = self._resp.read(size)
+                if not c:
+                    break
+                got += len(c)
+                yield c
+        except http.client.IncompleteRead as e:
+            got += len(e.partial)
+        except OSError as e:
+            raise FieldSyncError(0, {"error": "unavailable", "message": str(e)}) from e
+        finally:
+            self.close()
+        if self.size is not None and got != self.size:
+            raise FieldSyncError(self.status, {
+                "error": "data_loss",
+                "message": "blob body ended after %d of %d bytes" % (got, self.size)})
+
+    def read(self):
+        return b"".join(self.chunks())
+
+    def save(self, path):
+        """Writes the bytes to path (via path.partial, renamed once complete)."""
+        tmp = path + ".partial"
+        try:
+            with open(tmp, "wb") as f:
+                for c in self.chunks():
+                    f.write(c)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def close(self):
+        self._resp.close()
+        self._resp.connection.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
