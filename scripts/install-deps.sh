@@ -13,7 +13,8 @@
 # chromium (headless) and zbar-tools (zbarimg) run the browser test
 # (tests/integration/test_browser.py: puppeteer-core drives the system's chromium, nothing
 # downloads a browser; zbarimg decodes the status page's QR code from a screenshot).
-# nodejs + npm run the API description's lint (scripts/lint-api.sh); python3-yaml and
+# nodejs + npm run the API description's lint (scripts/lint-api.sh), and nodejs the tests of the
+# JavaScript client (tests/clients: clients/js); python3-yaml and
 # python3-jsonschema check real answers against it (tests/integration/test_openapi_responses.py).
 set -euo pipefail
 SUDO=""

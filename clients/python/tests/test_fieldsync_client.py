@@ -1,0 +1,280 @@
+"""The Python client (fieldsync_client.py) against real fieldsyncd processes, started by
+tests/integration/fieldsync_harness.py on temporary data directories."""
+import hashlib
+import io
+import os
+import queue
+import sys
+import threading
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "tests", "integration"))
+
+from fieldsync_client import (Client, FieldSyncError, PreconditionFailed,  # noqa: E402
+                              default_socket_path)
+from fieldsync_harness import Daemon, FAST, add_peer, share, wait_until  # noqa: E402
+
+
+def in_thread(gen, count):
+    """Reads `count` items of a generator on a thread; returns a queue of them (or the error)."""
+    box = queue.Queue()
+
+    def run():
+        try:
+            for _ in range(count):
+                box.put(next(gen))
+        except BaseException as e:  # noqa: BLE001 - handed to the test
+            box.put(e)
+    threading.Thread(target=run, daemon=True).start()
+    return box
+
+
+def take(box, what):
+    try:
+        item = box.get(timeout=15)
+    except queue.Empty:
+        raise AssertionError("timed out waiting for " + what) from None
+    if isinstance(item, BaseException):
+        raise item
+    return item
+
+
+class ClientTestCase(unittest.TestCase):
+    def assertFails(self, status, code, fn, *args, cls=FieldSyncError, **kwargs):
+        with self.assertRaises(cls) as cm:
+            fn(*args, **kwargs)
+        self.assertEqual((cm.exception.status, cm.exception.code), (status, code),
+                         str(cm.exception))
+        return cm.exception
+
+
+class OneDaemon(ClientTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.d = Daemon(name="py", settings=FAST).start()
+        cls.unix = Client(socket_path=cls.d.socket_path, timeout=10)
+        cls.http = Client(url="http://127.0.0.1:%d" % cls.d.port, data_dir=cls.d.data_dir,
+                          timeout=10)
+        cls.p = cls.http.project(cls.http.create_project("survey", {"unit": "m"})["id"])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.d.close()
+
+    def test_connect_over_socket_http_and_data_dir(self):
+        self.assertEqual(self.unix.status()["device_id"], self.d.device_id)
+        self.assertEqual(self.http.status()["device_id"], self.d.device_id)
+        self.assertEqual(self.http.token, self.d.token)  # read from <data_dir>/api.token
+        self.assertEqual(Client.over_http(self.d.data_dir).health()["status"], "ok")
+        self.assertEqual(Client(data_dir=self.d.data_dir).socket_path,
+                         default_socket_path(self.d.data_dir))
+        bad = Client(url="http://127.0.0.1:%d" % self.d.port, token="0" * 64)
+        self.assertFails(401, "unauthenticated", bad.status)
+        gone = Client(socket_path=self.d.socket_path + ".none")
+        self.assertFails(0, "unavailable", gone.status)
+
+    def test_projects(self):
+        self.unix.create_project("second")
+        names = sorted(p["name"] for p in self.http.projects())
+        self.assertIn("second", names)
+        self.assertEqual(self.p.info()["settings"], {"unit": "m"})
+        self.assertFails(404, "not_found", self.http.project("0" * 32).info)
+
+    def test_documents_and_conditional_writes(self):
+        p = self.p
+        doc_id = "site:7@north~a+b.c"
+        w = p.create("obs", {"species": "heron", "n": 1}, id=doc_id)
+        self.assertEqual(w["id"], doc_id)
+        self.assertFails(409, "already_exists", p.create, "obs", {}, id=doc_id)
+        got = p.get("obs", doc_id)
+        self.assertEqual((got["version"], got["body"]), (w["version"], {"species": "heron", "n": 1}))
+        w2 = p.put("obs", doc_id, {"species": "heron", "n": 2}, if_match=w["version"])
+        e = self.assertFails(412, "aborted", p.put, "obs", doc_id, {"n": 3},
+                             if_match=w["version"], cls=PreconditionFailed)
+        self.assertIn("is at version", e.message)
+        self.assertEqual(p.get("obs", doc_id)["body"], {"species": "heron", "n": 2})
+        self.assertFails(412, "aborted", p.put, "obs", doc_id, {}, create_only=True,
+                         cls=PreconditionFailed)
+        p.put("obs", "fresh", {"n": 0}, create_only=True)
+        self.assertFails(412, "aborted", p.put, "obs", "never", {}, if_match="*",
+                         cls=PreconditionFailed)
+        self.assertFails(412, "aborted", p.delete, "obs", doc_id, if_match=w["version"],
+                         cls=PreconditionFailed)
+        d = p.delete("obs", doc_id, if_match=w2["version"])
+        self.assertTrue(p.get("obs", doc_id)["deleted"])
+        self.assertEqual([v["version"] for v in p.history("obs", doc_id)],
+                         [d["version"], w2["version"], w["version"]])
+        self.assertFails(404, "not_found", p.get, "obs", "no-such-doc")
+        self.assertFails(400, "invalid_argument", p.create, "obs", {}, id="bad/id")
+
+    def test_list_where_and_pages(self):
+        p = self.p
+        for i in range(7):
+            p.create("birds", {"kind": "owl" if i % 2 else "heron", "i": i}, id="b%d" % i)
+        owls = p.list("birds", where={"kind": "owl"})
+        self.assertEqual([x["body"]["i"] for x in owls["docs"]], [1, 3, 5])
+        self.assertIsNone(owls["next"])
+        one = p.list("birds", where={"kind": "heron", "i": 4})
+        self.assertEqual([x["id"] for x in one["docs"]], ["b4"])
+        page = p.list("birds", limit=3)
+        self.assertEqual(len(page["docs"]), 3)
+        self.assertTrue(page["next"])
+        self.assertEqual([x["id"] for x in p.iter("birds", limit=2)],
+                         ["b%d" % i for i in range(7)])
+        self.assertIn("birds", p.collections())
+
+    def test_batch(self):
+        p = self.p
+        a, b = p.batch([{"collection": "plots", "id": "p1", "body": {"area": 10}},
+                        {"collection": "plots", "body": {"area": 20}}])
+        self.assertEqual(a["id"], "p1")
+        self.assertRegex(b["id"], "^[0-9a-f]{32}$")
+        self.assertFails(412, "aborted", p.batch, [
+            {"collection": "plots", "id": "p2", "body": {"area": 30}},
+            {"collection": "plots", "id": "p1", "body": {}, "if_match": "f" * 64}],
+            cls=PreconditionFailed)
+        self.assertFails(404, "not_found", p.get, "plots", "p2")
+        p.batch([{"collection": "plots", "id": "p1", "body": {"area": 12},
+                  "if_match": a["version"]}])
+        self.assertEqual(p.get("plots", "p1")["body"], {"area": 12})
+
+    def test_conflicts_and_resolve(self):
+        p = self.p
+        w = p.create("wells", {"depth": 5, "note": ""}, id="w1")
+        p.put("wells", "w1", {"depth": 6, "note": ""}, base=w["version"])
+        c = p.put("wells", "w1", {"depth": 5, "note": "dry"}, base=w["version"])
+        self.assertTrue(c["conflict"])
+        self.assertEqual([x["id"] for x in p.conflicts()["docs"]], ["w1"])
+        self.assertTrue(p.get("wells", "w1")["merge"]["clean"])
+        merged = p.resolve("wells", "w1", strategy="merge")
+        self.assertEqual(merged["heads"], [merged["version"]])
+        self.assertEqual(p.get("wells", "w1")["body"], {"depth": 6, "note": "dry"})
+
+        v = p.create("wells", {"depth": 1}, id="w2")
+        p.put("wells", "w2", {"depth": 2}, base=v["version"])
+        p.put("wells", "w2", {"depth": 3}, base=v["version"])
+        e = self.assertFails(409, "failed_precondition", p.resolve, "wells", "w2",
+                             strategy="merge")
+        self.assertEqual(e.body["conflicting_fields"], ["depth"])
+        p.resolve("wells", "w2", body={"depth": 4})
+        self.assertEqual(len(p.get("wells", "w2")["heads"]), 1)
+        self.assertEqual(p.conflicts()["docs"], [])
+
+    def test_changes_poll_longpoll_and_stream(self):
+        p = self.p
+        start = p.changes(since="now")["last_seq"]
+        self.assertEqual(p.wait_for_changes(since=start, timeout_ms=50),
+                         {"changes": [], "last_seq": start})
+        box = queue.Queue()
+        threading.Thread(target=lambda: box.put(
+            p.wait_for_changes(since=start, timeout_ms=20000)), daemon=True).start()
+        p.create("feed", {"n": 1}, id="f1")
+        woke = take(box, "the long-poll to answer")
+        self.assertEqual([(c["collection"], c["id"], c["local"]) for c in woke["changes"]],
+                         [("feed", "f1", True)])
+        page = p.changes(since=0, limit=2)
+        self.assertEqual(page["last_seq"], page["changes"][1]["seq"])
+
+        for client in (self.unix, self.http):
+            before = p.changes(since="now")["last_seq"]
+            stream = client.project(p.id).follow(since=before - 1)
+            items = in_thread(stream, 2)
+            first = take(items, "the change already written")
+            self.assertEqual((first["seq"], first["id"]), (before, "f1"))
+            w = p.put("feed", "f1", {"n": 2})
+            self.assertEqual(take(items, "the change written while streaming")["version"],
+                             w["version"])
+            stream.close()
+        self.assertFails(400, "invalid_argument", p.changes, since=10 ** 9)
+
+    def test_stream_ticket(self):
+        t = self.http.ticket()
+        self.assertRegex(t["ticket"], "^[0-9a-f]{64}$")
+        since = self.p.changes(since="now")["last_seq"]
+        self.p.create("feed", {}, id="ticketed")
+        path = "%s/changes?feed=sse&since=%d&ticket=%s" % (self.p.base, since, t["ticket"])
+        anonymous = Client(url="http://127.0.0.1:%d" % self.d.port, token="")
+        resp = anonymous.open("GET", path)
+        try:
+            self.assertEqual(resp.getheader("Content-Type").split(";")[0], "text/event-stream")
+            text = b""
+            while b"event: change" not in text:
+                text += resp.readline()
+            self.assertIn(b'"id":"ticketed"', resp.readline())
+        finally:
+            resp.connection.close()
+        self.assertFails(401, "unauthenticated", anonymous.open, "GET", path)
+
+    def test_blobs(self):
+        p = self.p
+        data = bytes((i * 7) % 251 for i in range(300 * 1024))
+        up = p.put_blob(data, content_type="application/x-test")
+        self.assertEqual(up["id"], hashlib.sha256(data).hexdigest())
+        self.assertEqual(up["ref"]["$blob"], up["id"])
+        p.create("photos", {"photo": up["ref"]}, id="ph1")
+        with self.unix.project(p.id).get_blob(up["id"]) as down:
+            self.assertEqual((down.status, down.size, down.type),
+                             (200, len(data), "application/x-test"))
+            self.assertEqual(down.read(), data)
+        with p.get_blob(up["id"], range=(10, 19)) as part:
+            self.assertEqual((part.status, part.content_range),
+                             (206, "bytes 10-19/%d" % len(data)))
+            self.assertEqual(part.read(), data[10:20])
+        for client in (self.http, self.unix):
+            f = io.BytesIO(b"skip" + b"streamed from a file " * 1000)
+            f.seek(4)
+            up2 = client.project(p.id).put_blob(f, content_type="text/plain")
+            self.assertEqual(up2["size"], 21 * 1000)
+            target = os.path.join(self.d.workdir, "out.txt")
+            p.get_blob(up2["id"]).save(target)
+            with open(target, "rb") as out:
+                self.assertEqual(out.read(), b"streamed from a file " * 1000)
+            chunks = list(p.get_blob(up2["id"]).chunks(size=4096))
+            self.assertEqual([len(c) for c in chunks[:-1]], [4096] * (len(chunks) - 1))
+        self.assertTrue(any(b["id"] == up["id"] and b["held"] for b in p.blobs()["blobs"]))
+        self.assertFails(404, "not_found", p.get_blob, "0" * 64)
+
+    def test_timeout(self):
+        impatient = Client(socket_path=self.d.socket_path, timeout=0.2)
+        since = self.p.changes(since="now")["last_seq"]
+        self.assertFails(0, "timeout", impatient.call, "GET", self.p.base + "/changes",
+                         {"since": since, "feed": "longpoll", "timeout": 5000})
+
+
+class TwoDaemons(ClientTestCase):
+    def setUp(self):
+        self.a = Daemon(name="alpha", settings=dict(FAST, **{"daemon.device_name": "alpha"}))
+        self.b = Daemon(name="bravo", settings=dict(FAST, **{"daemon.device_name": "bravo"}))
+        self.addCleanup(self.a.close)
+        self.addCleanup(self.b.close)
+        self.a.start()
+        self.b.start()
+
+    def test_a_write_on_one_daemon_arrives_in_the_others_stream(self):
+        pid = share(self.a, self.b)
+        ca = Client(url="http://127.0.0.1:%d" % self.a.port, token=self.a.token)
+        cb = Client(socket_path=self.b.socket_path)
+        pb = cb.project(pid)
+        stream = pb.follow(since=pb.changes(since="now")["last_seq"])
+        items = in_thread((c for c in stream if c["collection"] == "obs"), 1)
+        add_peer(self.a, self.b)
+        self.assertFails(409, "already_exists", ca.add_peer, self.b.device_id,
+                         address="127.0.0.1:1")
+        w = ca.project(pid).create("obs", {"species": "kite"}, id="from-a")
+        change = take(items, "alpha's write on bravo's stream")
+        self.assertEqual((change["id"], change["version"], change["author"], change["local"]),
+                         ("from-a", w["version"], self.a.device_id, False))
+        stream.close()
+        self.assertEqual(pb.get("obs", "from-a")["body"], {"species": "kite"})
+        state = wait_until(lambda: (lambda s: s if s["in_sync"] and s["peers"] else None)(
+            ca.project(pid).sync_status()), what="alpha in sync with bravo")
+        self.assertEqual(state["peers"][0]["device_id"], self.b.device_id)
+        self.assertTrue(any(x["device_id"] == self.b.device_id for x in ca.peers()))
+        self.assertEqual(ca.peer(self.b.device_id)["name"], "bravo")
+        self.assertEqual(ca.remove_peer(self.b.device_id)["removed"], self.b.device_id)
+
+
+if __name__ == "__main__":
+    unittest.main()
