@@ -1,9 +1,15 @@
 // The JavaScript client against real fieldsyncd processes (node --test).
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
+import { writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { promisify } from "node:util";
 import { FieldSync, FieldSyncError, PreconditionFailedError } from "../fieldsync.mjs";
 import { Daemon, waitUntil } from "./daemon.mjs";
+
+const SURVEY = new URL("../examples/survey.mjs", import.meta.url).pathname;
 
 /** Expects `promise` to reject with a FieldSyncError of `status` and `code`; returns it. */
 async function rejects(promise, status, code, cls = FieldSyncError) {
@@ -238,6 +244,34 @@ describe("one daemon", () => {
     const impatient = new FieldSync({ url: d.url, token: d.token, timeoutMs: 200 });
     const since = (await p.changes({ since: "now" })).last_seq;
     await rejects(impatient.call("GET", `/v1/projects/${p.id}/changes`, { query: { since, feed: "longpoll", timeout: 5000 } }), 0, "timeout");
+  });
+
+  test("the survey example: new, add, count, list, follow", async () => {
+    const survey = async (...args) => {
+      const { stdout } = await promisify(execFile)(process.execPath, [SURVEY, "--socket", d.socketPath, ...args], { timeout: 30000 });
+      return stdout;
+    };
+    const pid = (await survey("new", "wetlands")).trim();
+    const follower = spawn(process.execPath, [SURVEY, "--data-dir", d.dataDir, "follow", pid, "0"], { stdio: ["ignore", "pipe", "inherit"] });
+    try {
+      const lines = createInterface({ input: follower.stdout })[Symbol.asyncIterator]();
+      const heron = (await survey("add", pid, "heron", "3", "by the reeds")).trim();
+      await survey("add", pid, "kite", "1");
+      await survey("count", pid, heron, "4");
+      assert.equal(await survey("list", pid, "heron"), `${heron}  heron  4  by the reeds\n`);
+      const seen = [];
+      for (let i = 0; i < 3; i++) seen.push((await next(lines, "survey.mjs follow")).split(/\s+/));
+      assert.deepEqual(seen.map((x) => [x[1], x[2], x.at(-1)]),
+                       [[heron, "heron", "(here)"], [seen[1][1], "kite", "(here)"], [heron, "heron", "(here)"]]);
+      assert.equal(seen[2][3], "4");
+      const file = `${d.workdir}/photo.jpg`;
+      writeFileSync(file, "not really a JPEG ".repeat(5000));
+      const [blobId] = (await survey("photo", pid, heron, file)).split(" ");
+      assert.equal((await http.project(pid).get("observations", heron)).body.photo.$blob, blobId);
+      assert.equal((await (await http.project(pid).getBlob(blobId)).bytes()).length, 90000);
+    } finally {
+      follower.kill();
+    }
   });
 });
 

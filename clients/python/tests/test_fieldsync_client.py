@@ -4,6 +4,7 @@ import hashlib
 import io
 import os
 import queue
+import subprocess
 import sys
 import threading
 import unittest
@@ -14,7 +15,9 @@ sys.path.insert(0, os.path.join(HERE, "..", "..", "..", "tests", "integration"))
 
 from fieldsync_client import (Client, FieldSyncError, PreconditionFailed,  # noqa: E402
                               default_socket_path)
-from fieldsync_harness import Daemon, FAST, add_peer, share, wait_until  # noqa: E402
+from fieldsync_harness import Daemon, FAST, add_peer, read_line, share, wait_until  # noqa: E402
+
+SURVEY = os.path.join(HERE, "..", "examples", "survey.py")
 
 
 def in_thread(gen, count):
@@ -241,6 +244,35 @@ class OneDaemon(ClientTestCase):
         since = self.p.changes(since="now")["last_seq"]
         self.assertFails(0, "timeout", impatient.call, "GET", self.p.base + "/changes",
                          {"since": since, "feed": "longpoll", "timeout": 5000})
+
+    def test_survey_example(self):
+        def survey(*args):
+            r = subprocess.run([sys.executable, SURVEY, "--socket", self.d.socket_path] +
+                               list(args), capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            return r.stdout
+        pid = survey("new", "wetlands").strip()
+        follower = subprocess.Popen([sys.executable, SURVEY, "--http", self.d.data_dir, "follow",
+                                     pid, "0"], stdout=subprocess.PIPE, text=True)
+        self.addCleanup(follower.stdout.close)
+        self.addCleanup(follower.wait)
+        self.addCleanup(follower.kill)
+        heron = survey("add", pid, "heron", "3", "by the reeds").strip()
+        survey("add", pid, "kite", "1")
+        survey("count", pid, heron, "4")
+        self.assertEqual(survey("list", pid, "heron"), "%s  heron  4  by the reeds\n" % heron)
+        lines = [read_line(follower.stdout, what="survey.py follow").split() for _ in range(3)]
+        self.assertEqual([(x[1], x[2], x[-1]) for x in lines],
+                         [(heron, "heron", "(here)"), (lines[1][1], "kite", "(here)"),
+                          (heron, "heron", "(here)")])
+        self.assertEqual(lines[2][3], "4")
+        photo = os.path.join(self.d.workdir, "photo.jpg")
+        with open(photo, "wb") as f:
+            f.write(b"not really a JPEG " * 5000)
+        blob_id = survey("photo", pid, heron, photo).split()[0]
+        p = self.http.project(pid)
+        self.assertEqual(p.get("observations", heron)["body"]["photo"]["$blob"], blob_id)
+        self.assertEqual(len(p.get_blob(blob_id).read()), 90000)
 
 
 class TwoDaemons(ClientTestCase):
