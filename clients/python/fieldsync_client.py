@@ -167,7 +167,8 @@ class Client:
     def open(self, method, path, query=None, json_body=None, body=None, headers=None,
              timeout=None):
         """Sends one request; returns the http.client response with its body unread (close it).
-        Raises FieldSyncError for a status >= 400. `body` may be bytes or a binary file."""
+        Raises FieldSyncError for a status >= 400. `body` may be bytes, a binary file (sent with
+        its size) or an iterable of bytes (sent chunked)."""
         h = dict(headers or {})
         if json_body is not None:
             body = json.dumps(json_body).encode()
@@ -177,7 +178,7 @@ class Client:
         conn = self._connection(self.timeout if timeout is None else timeout)
         target = path + _query(query or {})
         try:
-            if body is not None and not isinstance(body, (bytes, bytearray, str)):
+            if hasattr(body, "read"):  # a file: its size; an iterable of bytes goes chunked
                 h.setdefault("Content-Length", str(_remaining(body)))
             conn.request(method, target, body=body, headers=h)
             resp = conn.getresponse()
@@ -419,7 +420,8 @@ class Project:
     # ---- blobs
 
     def put_blob(self, data, content_type="application/octet-stream", timeout=600.0):
-        """Uploads a blob: bytes, or a binary file object (streamed from its position). Returns
+        """Uploads a blob: bytes, a binary file object (streamed from its position) or an
+        iterable of bytes (streamed, chunked). Returns
         {"id", "size", "type", "root", "ref"}: put "ref" into a document's body."""
         return self.client.call("POST", self.base + "/blobs", body=data,
                                 headers={"Content-Type": content_type},

@@ -184,6 +184,14 @@ describe("one daemon", () => {
       break;
     }
     await rejects(p.changes({ since: 1e9 }), 400, "invalid_argument");
+
+    // Leaving a project ends its stream with event: error (not_found).
+    const gone = unix.project((await unix.createProject("short-lived")).id);
+    await gone.create("obs", {}, { id: "x" });
+    const stream = gone.follow({ since: 0 });
+    assert.equal((await next(stream, "the short-lived project's change")).id, "x");
+    await unix.call("POST", `${gone.base}/leave`);
+    await rejects(stream.next(), 404, "not_found");
   });
 
   test("browser stream ticket: the URL works without the token, once", async () => {

@@ -24,7 +24,8 @@ COLL = "observations"
 
 
 def main(argv):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--socket")
     ap.add_argument("--data-dir")
     ap.add_argument("--http", metavar="DIR")

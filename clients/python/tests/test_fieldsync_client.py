@@ -192,6 +192,16 @@ class OneDaemon(ClientTestCase):
             stream.close()
         self.assertFails(400, "invalid_argument", p.changes, since=10 ** 9)
 
+        # Leaving a project ends its stream with event: error (not_found).
+        gone = self.unix.project(self.unix.create_project("short-lived")["id"])
+        gone.create("obs", {}, id="x")
+        items = in_thread(gone.follow(since=0), 2)
+        self.assertEqual(take(items, "the short-lived project's change")["id"], "x")
+        self.unix.call("POST", gone.base + "/leave")
+        with self.assertRaises(FieldSyncError) as cm:
+            take(items, "the stream's end")
+        self.assertEqual((cm.exception.status, cm.exception.code), (404, "not_found"))
+
     def test_stream_ticket(self):
         t = self.http.ticket()
         self.assertRegex(t["ticket"], "^[0-9a-f]{64}$")
@@ -236,6 +246,9 @@ class OneDaemon(ClientTestCase):
                 self.assertEqual(out.read(), b"streamed from a file " * 1000)
             chunks = list(p.get_blob(up2["id"]).chunks(size=4096))
             self.assertEqual([len(c) for c in chunks[:-1]], [4096] * (len(chunks) - 1))
+        pieces = (b"piece %d;" % i for i in range(4))
+        up3 = self.unix.project(p.id).put_blob(pieces, content_type="text/plain")
+        self.assertEqual(p.get_blob(up3["id"]).read(), b"piece 0;piece 1;piece 2;piece 3;")
         self.assertTrue(any(b["id"] == up["id"] and b["held"] for b in p.blobs()["blobs"]))
         self.assertFails(404, "not_found", p.get_blob, "0" * 64)
 
