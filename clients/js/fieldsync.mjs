@@ -75,15 +75,27 @@ async function* readerChunks(stream) {
 
 /** An answer whose body has not been read yet: `chunks()` streams it, `bytes()`/`json()` read it. */
 class RawResponse {
-  constructor(status, getHeader, chunks, done) {
+  constructor(status, getHeader, chunks, arm, done) {
     this.status = status;
     this.header = getHeader; // (lower-case name) => string | null
     this._chunks = chunks;
-    this._done = done; // clears the request's timer / aborts it
+    this._arm = arm; // (ms) sets the request's timer (0: none)
+    this._done = done; // clears the timer; aborts the request unless the body was read whole
+    this._idleMs = 0;
+  }
+  /** From now on, fail the read when the daemon sends nothing for `ms` (for streams). */
+  idle(ms) {
+    this._idleMs = ms;
   }
   async *chunks() {
     try {
-      yield* this._chunks;
+      for (;;) {
+        if (this._idleMs) this._arm(this._idleMs); // only while waiting for the daemon
+        const { done, value } = await this._chunks.next();
+        if (this._idleMs) this._arm(0);
+        if (done) return;
+        yield value;
+      }
     } finally {
       this._done();
     }
@@ -223,8 +235,7 @@ export class FieldSync {
       if (ctrl.signal.aborted) throw failure();
       finished = true;
     })();
-    const res = new RawResponse(raw.status, raw.header, raw.chunks, done);
-    res.rearm = arm; // lets a stream reset an idle timer
+    const res = new RawResponse(raw.status, raw.header, raw.chunks, arm, done);
     if (raw.status >= 400) {
       const text = await res.text().catch(() => "");
       let parsed;
@@ -434,8 +445,8 @@ export class Project {
     const res = await this.client.request("GET", `${this.base}/changes`, {
       query: { since, feed: "sse" }, headers: { Accept: "text/event-stream" }, signal, stream: true,
     });
-    res.rearm(idleTimeoutMs);
-    for await (const ev of sseEvents(res.chunks(), () => res.rearm(idleTimeoutMs))) {
+    res.idle(idleTimeoutMs);
+    for await (const ev of sseEvents(res.chunks())) {
       if (ev.event === "change") yield JSON.parse(ev.data);
       else if (ev.event === "error") {
         const body = JSON.parse(ev.data);
@@ -481,14 +492,17 @@ export class Project {
   /**
    * Download a blob (or its `variant`: "preview", "thumbnail"). `range: [start, end]` (end
    * inclusive, optional) asks for part of it (206). A blob still coming from a peer answers 202
-   * with `fetching` (its progress); ask again. Read it with `bytes()` or stream `chunks()`.
+   * with `fetching` (its progress); ask again. Read it with `bytes()` or stream `chunks()`; a
+   * body that stalls for the client's timeoutMs fails.
    */
   async getBlob(id, { variant, range, wait, signal } = {}) {
     const headers = {};
     if (range) headers.Range = `bytes=${range[0]}-${range[1] ?? ""}`;
     const raw = await this.client.request("GET", `${this.base}/blobs/${seg(id)}`, {
       query: { variant, wait }, headers, signal, stream: true,
+      timeoutMs: this.client.timeoutMs + (wait ?? 15000), // the daemon may wait for a peer first
     });
+    raw.idle(this.client.timeoutMs);
     return new BlobDownload(raw, raw.status === 202 ? await raw.json() : null);
   }
 
@@ -503,12 +517,11 @@ function preconditions(ifMatch, ifNoneMatch) {
   return h;
 }
 
-/** Parses a text/event-stream into `{id, event, data}` (comments call `onActivity` only). */
-async function* sseEvents(chunks, onActivity) {
+/** Parses a text/event-stream into `{id, event, data}` (comments, e.g. heartbeats, are skipped). */
+async function* sseEvents(chunks) {
   const decoder = new TextDecoder();
   let buf = "";
   for await (const c of chunks) {
-    onActivity();
     buf += decoder.decode(c, { stream: true }).replace(/\r\n?/g, "\n");
     let end;
     while ((end = buf.indexOf("\n\n")) >= 0) {

@@ -248,10 +248,12 @@ describe("one daemon", () => {
     await rejects(p.getBlob("0".repeat(64)), 404, "not_found");
   });
 
-  test("a request that outlives timeoutMs fails with code timeout", async () => {
+  test("a request that outlives timeoutMs, and a silent stream, fail with code timeout", async () => {
     const impatient = new FieldSync({ url: d.url, token: d.token, timeoutMs: 200 });
     const since = (await p.changes({ since: "now" })).last_seq;
     await rejects(impatient.call("GET", `/v1/projects/${p.id}/changes`, { query: { since, feed: "longpoll", timeout: 5000 } }), 0, "timeout");
+    // Nothing is written meanwhile and the heartbeat comes every 15 s.
+    await rejects(unix.project(p.id).follow({ since, idleTimeoutMs: 200 }).next(), 0, "timeout");
   });
 
   test("the survey example: new, add, count, list, follow", async () => {

@@ -257,6 +257,8 @@ class OneDaemon(ClientTestCase):
         since = self.p.changes(since="now")["last_seq"]
         self.assertFails(0, "timeout", impatient.call, "GET", self.p.base + "/changes",
                          {"since": since, "feed": "longpoll", "timeout": 5000})
+        # Nothing is written meanwhile and the heartbeat comes every 15 s.
+        self.assertFails(0, "timeout", next, self.p.follow(since=since, idle_timeout=0.2))
 
     def test_survey_example(self):
         def survey(*args):
