@@ -148,7 +148,9 @@ class BlobDownload {
       yield c;
     }
     if (this.size != null && n !== this.size)
-      throw new FieldSyncError(this.status, { error: "data_loss", message: `blob body ended after ${n} of ${this.size} bytes` });
+      throw new FieldSyncError(this.status, {
+        error: "data_loss", message: `blob body ended after ${n} of ${this.size} bytes`,
+      });
   }
   async bytes() {
     const parts = [];
@@ -180,7 +182,8 @@ export class FieldSync {
   static async fromDataDir(dataDir, options = {}) {
     const { readFile } = await import("node:fs/promises");
     const read = async (f) => (await readFile(`${dataDir}/${f}`, "utf8")).trim();
-    return new FieldSync({ url: `http://127.0.0.1:${await read("api.port")}`, token: await read("api.token"), ...options });
+    const url = `http://127.0.0.1:${await read("api.port")}`;
+    return new FieldSync({ url, token: await read("api.token"), ...options });
   }
 
   // ---- transport
@@ -189,7 +192,8 @@ export class FieldSync {
    * One request; resolves once the answer's head arrived (errors are thrown with their JSON).
    * The timer (timeoutMs) runs until the body is read, unless `stream` (then only the head).
    */
-  async request(method, path, { query, headers = {}, body, json, signal, timeoutMs = this.timeoutMs, stream = false } = {}) {
+  async request(method, path, options = {}) {
+    let { query, headers = {}, body, json, signal, timeoutMs = this.timeoutMs, stream = false } = options;
     const h = { ...headers };
     if (json !== undefined) {
       body = JSON.stringify(json);
@@ -203,9 +207,12 @@ export class FieldSync {
     let finished = false; // the body was read whole: nothing to abort
     // A timeout or the caller's abort reads as its reason; anything else as unreachable.
     const failure = (e) => (ctrl.signal.aborted ? ctrl.signal.reason : toError(e));
+    const timeout = (ms) => new FieldSyncError(0, {
+      error: "timeout", message: `no answer from fieldsyncd within ${ms} ms (${method} ${path})`,
+    });
     const arm = (ms) => {
       clearTimeout(timer);
-      timer = ms ? setTimeout(() => ctrl.abort(new FieldSyncError(0, { error: "timeout", message: `no answer from fieldsyncd within ${ms} ms (${method} ${path})` })), ms) : null;
+      timer = ms ? setTimeout(() => ctrl.abort(timeout(ms)), ms) : null;
       timer?.unref?.(); // Node: an open request keeps the process alive, not its timer
     };
     const done = () => {
@@ -254,7 +261,8 @@ export class FieldSync {
     const init = { method, headers, body, signal };
     if (isStreamBody(body)) init.duplex = "half";
     const r = await this._fetch(this.url + target, init);
-    return { status: r.status, header: (n) => r.headers.get(n), chunks: r.body ? readerChunks(r.body) : (async function* () {})() };
+    const chunks = r.body ? readerChunks(r.body) : (async function* () {})();
+    return { status: r.status, header: (n) => r.headers.get(n), chunks };
   }
 
   async _unixRequest(method, target, headers, body, signal) {
@@ -279,7 +287,10 @@ export class FieldSync {
       const v = res.headers[n.toLowerCase()];
       return v == null ? null : Array.isArray(v) ? v.join(", ") : v;
     };
-    return { status: res.statusCode, header, chunks: (async function* () { for await (const c of res) yield new Uint8Array(c.buffer, c.byteOffset, c.length); })() };
+    const chunks = (async function* () {
+      for await (const c of res) yield new Uint8Array(c.buffer, c.byteOffset, c.length);
+    })();
+    return { status: res.statusCode, header, chunks };
   }
 
   async call(method, path, options = {}) {
