@@ -256,6 +256,8 @@ export interface RequestOptions {
 export interface RawResponse {
   readonly status: number;
   header(name: string): string | null;
+  /** From now on, fail the body's read when the daemon sends nothing for `ms`. */
+  idle(ms: number): void;
   chunks(): AsyncIterableIterator<Uint8Array>;
   bytes(): Promise<Uint8Array>;
   text(): Promise<string>;
@@ -272,7 +274,7 @@ export interface ClientOptions {
   socketPath?: string;
   /** Per request, until the whole answer is read (default 30000). */
   timeoutMs?: number;
-  /** Another fetch implementation (default: globalThis.fetch). */
+  /** HTTP through this fetch (default: node:http in Node, globalThis.fetch in browsers). */
   fetch?: typeof fetch;
 }
 
@@ -323,6 +325,8 @@ export class Project {
   constructor(client: FieldSync, pid: string);
   readonly client: FieldSync;
   readonly id: string;
+  /** The path of its routes, "/v1/projects/<pid>" (for request() and call()). */
+  readonly base: string;
 
   info(): Promise<ProjectInfo>;
   update(change: { name?: string; settings?: { [key: string]: unknown } }): Promise<ProjectInfo>;

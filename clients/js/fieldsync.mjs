@@ -175,7 +175,12 @@ export class FieldSync {
     this.socketPath = url ? null : socketPath;
     this.token = token ?? null;
     this.timeoutMs = timeoutMs;
-    this._fetch = fetchImpl ?? globalThis.fetch?.bind(globalThis);
+    // Node speaks HTTP through node:http, which can wait for the daemon's "100 Continue"
+    // before a blob's bytes (fetch cannot: a refusal such as 413 could be lost); browsers, and
+    // anyone who passes `fetch`, use fetch.
+    const isNode = typeof process === "object" && Boolean(process.versions?.node);
+    this._fetch = fetchImpl ?? (isNode ? null : globalThis.fetch?.bind(globalThis));
+    if (!this._fetch && !isNode) throw new TypeError("no fetch() here: pass options.fetch");
   }
 
   /** Node: HTTP to the daemon of `dataDir`, with the port and token it wrote there. */
@@ -224,9 +229,9 @@ export class FieldSync {
     const target = path + queryString(query);
     let raw;
     try {
-      raw = this.socketPath
-        ? await this._unixRequest(method, target, h, body, ctrl.signal)
-        : await this._fetchRequest(method, target, h, body, ctrl.signal);
+      raw = this._fetch
+        ? await this._fetchRequest(method, target, h, body, ctrl.signal)
+        : await this._nodeRequest(method, target, h, body, ctrl.signal);
     } catch (e) {
       const err = failure(e);
       done();
@@ -265,23 +270,36 @@ export class FieldSync {
     return { status: r.status, header: (n) => r.headers.get(n), chunks };
   }
 
-  async _unixRequest(method, target, headers, body, signal) {
+  async _nodeRequest(method, target, headers, body, signal) {
     const http = await import("node:http");
-    const req = http.request({ socketPath: this.socketPath, path: target, method, headers, signal });
+    let where = { socketPath: this.socketPath };
+    if (this.url) {
+      const u = new URL(this.url);
+      if (u.protocol !== "http:") throw new TypeError(`url must be http://HOST:PORT, not ${this.url}`);
+      where = { host: u.hostname.replace(/^\[|\]$/g, ""), port: u.port || 80 };
+    }
+    // A body other than JSON (a blob) is announced with its size when known, and waits for the
+    // daemon's "100 Continue": a refusal (404, 413, ...) is answered before any of it is sent.
+    const blob = body != null && typeof body !== "string";
+    if (blob) {
+      headers = { ...headers, Expect: "100-continue" };
+      const size = body instanceof Uint8Array ? body.length : typeof Blob !== "undefined" && body instanceof Blob ? body.size : null;
+      if (size !== null) headers["Content-Length"] = String(size);
+    }
+    const req = http.request({ ...where, path: target, method, headers, signal });
     const answer = new Promise((resolve, reject) => {
       req.once("response", resolve);
       req.once("error", reject);
     });
-    if (body == null) req.end();
-    else if (typeof body === "string" || body instanceof Uint8Array) req.end(body);
-    else {
+    const send = async () => {
+      if (body instanceof Uint8Array) return req.end(body);
       const source = typeof Blob !== "undefined" && body instanceof Blob ? body.stream() : body;
       const iterable = source[Symbol.asyncIterator] ? source : readerChunks(source);
-      (async () => {
-        for await (const c of iterable) if (!req.write(c)) await new Promise((r) => req.once("drain", r));
-        req.end();
-      })().catch((e) => req.destroy(e));
-    }
+      for await (const c of iterable) if (!req.write(c)) await new Promise((r) => req.once("drain", r));
+      req.end();
+    };
+    if (!blob) req.end(body ?? undefined);
+    else req.once("continue", () => send().catch((e) => req.destroy(e)));
     const res = await answer;
     const header = (n) => {
       const v = res.headers[n.toLowerCase()];

@@ -180,7 +180,13 @@ class Client:
         try:
             if hasattr(body, "read"):  # a file: its size; an iterable of bytes goes chunked
                 h.setdefault("Content-Length", str(_remaining(body)))
-            conn.request(method, target, body=body, headers=h)
+            try:
+                conn.request(method, target, body=body, headers=h)
+            except OSError:
+                if conn.sock is None:
+                    raise
+                # The daemon may have answered before the whole body was sent (e.g. 413) and
+                # closed the connection: that answer is the one to report.
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
             conn.close()

@@ -3,7 +3,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { writeFileSync } from "node:fs";
+import { createReadStream, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import { FieldSync, FieldSyncError, PreconditionFailedError } from "../fieldsync.mjs";
@@ -40,12 +40,14 @@ async function next(iter, what) {
 }
 
 describe("one daemon", () => {
-  let d, http, unix, p;
+  // http and unix go through node:http; viaFetch through fetch, as in a browser.
+  let d, http, unix, viaFetch, p;
 
   before(async () => {
-    d = await new Daemon("alpha").start();
+    d = await new Daemon("alpha", { "blob.max_blob_bytes": 1 << 20 }).start();
     http = new FieldSync({ url: d.url, token: d.token, timeoutMs: 10000 });
     unix = new FieldSync({ socketPath: d.socketPath, timeoutMs: 10000 });
+    viaFetch = new FieldSync({ url: d.url, token: d.token, timeoutMs: 10000, fetch });
     p = http.project((await http.createProject("survey", { unit: "m" })).id);
   });
   after(async () => d?.stop());
@@ -54,9 +56,12 @@ describe("one daemon", () => {
     const viaHttp = await http.status();
     assert.equal(viaHttp.device_id, d.deviceId);
     assert.equal((await unix.status()).device_id, d.deviceId);
+    assert.equal((await viaFetch.status()).device_id, d.deviceId);
     assert.equal((await (await FieldSync.fromDataDir(d.dataDir)).health()).status, "ok");
-    const bad = new FieldSync({ url: d.url, token: "0".repeat(64) });
-    await rejects(bad.status(), 401, "unauthenticated");
+    for (const f of [undefined, fetch]) {
+      await rejects(new FieldSync({ url: d.url, token: "0".repeat(64), fetch: f }).status(), 401, "unauthenticated");
+      await rejects(new FieldSync({ url: "http://127.0.0.1:1", token: d.token, fetch: f }).status(), 0, "unavailable");
+    }
     const gone = new FieldSync({ socketPath: `${d.workdir}/nothing.sock` });
     await rejects(gone.status(), 0, "unavailable");
   });
@@ -166,7 +171,7 @@ describe("one daemon", () => {
     const woke = await waiting;
     assert.deepEqual(woke.changes.map((c) => [c.collection, c.id, c.local]), [["feed", "f1", true]]);
 
-    for (const client of [unix, http]) {
+    for (const client of [unix, http, viaFetch]) {
       const before = (await p.changes({ since: "now" })).last_seq;
       const ctrl = new AbortController();
       const stream = client.project(p.id).follow({ since: before - 1, signal: ctrl.signal });
@@ -228,6 +233,7 @@ describe("one daemon", () => {
     assert.equal(down.type, "application/x-test");
     assert.deepEqual(await down.bytes(), data);
 
+    assert.deepEqual(await (await viaFetch.project(p.id).getBlob(up.id)).bytes(), data);
     const part = await p.getBlob(up.id, { range: [10, 19] });
     assert.equal(part.status, 206);
     assert.equal(part.contentRange, `bytes 10-19/${data.length}`);
@@ -236,7 +242,7 @@ describe("one daemon", () => {
     async function* pieces() {
       for (let i = 0; i < 4; i++) yield new TextEncoder().encode(`piece ${i};`);
     }
-    for (const client of [http, unix]) {
+    for (const client of [http, unix, viaFetch]) {
       const streamed = await client.project(p.id).putBlob(pieces(), { type: "text/plain" });
       assert.equal(streamed.size, "piece 0;piece 1;piece 2;piece 3;".length);
       const chunks = [];
@@ -246,12 +252,22 @@ describe("one daemon", () => {
     const listed = await p.blobs();
     assert.ok(listed.blobs.some((b) => b.id === up.id && b.held));
     await rejects(p.getBlob("0".repeat(64)), 404, "not_found");
+    // A refusal the daemon answers before the body is sent whole is the error thrown.
+    const big = `${d.workdir}/big.bin`;
+    writeFileSync(big, new Uint8Array(4 << 20));
+    for (const client of [http, unix]) {
+      await rejects(client.project(p.id).putBlob(new Uint8Array(4 << 20)), 413, "too_large");
+      await rejects(client.project(p.id).putBlob(createReadStream(big)), 413, "too_large");
+    }
   });
 
   test("a request that outlives timeoutMs, and a silent stream, fail with code timeout", async () => {
-    const impatient = new FieldSync({ url: d.url, token: d.token, timeoutMs: 200 });
     const since = (await p.changes({ since: "now" })).last_seq;
-    await rejects(impatient.call("GET", `/v1/projects/${p.id}/changes`, { query: { since, feed: "longpoll", timeout: 5000 } }), 0, "timeout");
+    for (const f of [undefined, fetch]) {
+      const impatient = new FieldSync({ url: d.url, token: d.token, timeoutMs: 200, fetch: f });
+      const query = { since, feed: "longpoll", timeout: 5000 };
+      await rejects(impatient.call("GET", `/v1/projects/${p.id}/changes`, { query }), 0, "timeout");
+    }
     // Nothing is written meanwhile and the heartbeat comes every 15 s.
     await rejects(unix.project(p.id).follow({ since, idleTimeoutMs: 200 }).next(), 0, "timeout");
   });

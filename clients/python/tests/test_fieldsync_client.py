@@ -56,7 +56,7 @@ class ClientTestCase(unittest.TestCase):
 class OneDaemon(ClientTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = Daemon(name="py", settings=FAST).start()
+        cls.d = Daemon(name="py", settings=dict(FAST, **{"blob.max_blob_bytes": 1 << 20})).start()
         cls.unix = Client(socket_path=cls.d.socket_path, timeout=10)
         cls.http = Client(url="http://127.0.0.1:%d" % cls.d.port, data_dir=cls.d.data_dir,
                           timeout=10)
@@ -251,6 +251,14 @@ class OneDaemon(ClientTestCase):
         self.assertEqual(p.get_blob(up3["id"]).read(), b"piece 0;piece 1;piece 2;piece 3;")
         self.assertTrue(any(b["id"] == up["id"] and b["held"] for b in p.blobs()["blobs"]))
         self.assertFails(404, "not_found", p.get_blob, "0" * 64)
+        # A refusal the daemon answers before the body is sent whole is the error raised.
+        big = os.path.join(self.d.workdir, "big.bin")
+        with open(big, "wb") as f:
+            f.truncate(4 << 20)
+        for client in (self.http, self.unix):
+            with open(big, "rb") as f:
+                self.assertFails(413, "too_large", client.project(p.id).put_blob, f)
+            self.assertFails(413, "too_large", client.project(p.id).put_blob, bytes(4 << 20))
 
     def test_timeout(self):
         impatient = Client(socket_path=self.d.socket_path, timeout=0.2)
