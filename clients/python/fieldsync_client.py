@@ -166,8 +166,9 @@ class Client:
 
     def open(self, method, path, query=None, json_body=None, body=None, headers=None,
              timeout=None):
-        """Sends one request; returns the http.client response with its body unread (close it).
-        Raises FieldSyncError for a status >= 400. `body` may be bytes, a binary file (sent with
+        """Sends one request; returns the http.client response with its body unread (when
+        done, close its connection: resp.connection.close()). Raises FieldSyncError for a
+        status >= 400. `body` may be bytes, a binary file (sent with
         its size) or an iterable of bytes (sent chunked)."""
         h = dict(headers or {})
         if json_body is not None:
