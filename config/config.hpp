@@ -27,6 +27,7 @@ struct ApiOptions {
   std::uint64_t max_body_bytes = 8u << 20;  // api.max_body_bytes: one request body
   std::uint32_t max_connections = 256;      // api.max_connections: TCP connections
   std::uint32_t max_page_size = 1000;       // api.max_page_size: docs/changes per response
+  std::uint32_t max_sort_docs = 100000;     // api.max_sort_docs: matches a sorted list may sort
   std::uint32_t max_json_depth = 32;  // api.max_json_depth: nesting of request JSON (bodies too)
   std::uint32_t request_timeout_ms = 30000;   // api.request_timeout_ms: read of one request
   std::uint32_t longpoll_timeout_ms = 60000;  // api.longpoll_timeout_ms: upper bound for ?timeout=

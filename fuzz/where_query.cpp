@@ -6,6 +6,8 @@
 // then listed with the clauses through the router.
 // Checks: a malformed clause is a 400 naming where; otherwise the list holds w/d exactly when
 // matches_filters says the stored body matches all clauses; no request ends in a 500.
+// A line "?name=value" is another query parameter instead (selector=, sort=, after=, keys=,
+// limit=, ...): then the answer must be 200 or 400, nothing more is checked.
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
@@ -52,9 +54,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   std::string_view body = lines[0];
 
   std::vector<storage::FieldFilter> filters;
+  std::vector<std::pair<std::string, std::string>> others;
   bool malformed = false;
   for (std::size_t i = 1; i < lines.size(); ++i) {
     std::string_view clause = lines[i];
+    if (!clause.empty() && clause.front() == '?') {
+      auto eq = clause.find('=');
+      std::string_view name = clause.substr(1, eq == std::string_view::npos ? clause.npos : eq - 1);
+      std::string_view value = eq == std::string_view::npos ? "" : clause.substr(eq + 1);
+      others.emplace_back(std::string(name), std::string(value));
+      continue;
+    }
     auto eq = clause.find('=');
     if (eq == std::string_view::npos || eq == 0 || !is_json(clause.substr(eq + 1))) {
       malformed = true;
@@ -76,9 +86,16 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   ipc::ApiRequest req;
   req.method = "GET";
   req.segments = {"v1", "projects", fuzz::kFuzzProject, "docs", "w"};
-  for (std::size_t i = 1; i < lines.size(); ++i) req.query.emplace("where", std::string(lines[i]));
+  for (std::size_t i = 1; i < lines.size(); ++i)
+    if (lines[i].empty() || lines[i].front() != '?')
+      req.query.emplace("where", std::string(lines[i]));
+  for (const auto& [name, value] : others) req.query.emplace(name, value);
   auto res = w.api->handle(req);
   FUZZ_CHECK(res.status != 500);
+  if (!others.empty()) {
+    FUZZ_CHECK(res.status == 200 || res.status == 400);
+    return 0;
+  }
   if (malformed) {
     FUZZ_CHECK(res.status == 400);
     FUZZ_CHECK(res.body.find("where") != std::string::npos);

@@ -1346,11 +1346,18 @@ asio::awaitable<void> ApiServer::Impl::run_longpoll(Stream& sock, asio::steady_t
   auto& set = waiters[s.project];
   set.insert(&w);
   auto chunk = s.fetch(s.since);
-  if (chunk && chunk->events.empty() && !stopping && !w.notified) {
-    // Registered before the fetch on this thread, so a commit after it cannot be missed.
-    w.timer.expires_after(s.timeout);
-    co_await w.timer.async_wait(use_tuple);
-    if (w.notified) chunk = s.fetch(s.since);
+  // Until a change the stream passes (a filtered stream may pass none of a commit's changes:
+  // it waits on from past them) or the timeout. Registered before the fetch on this thread,
+  // so a commit after it cannot be missed.
+  const auto until = asio::steady_timer::clock_type::now() + s.timeout;
+  while (chunk && chunk->events.empty() && !stopping) {
+    if (!w.notified) {
+      w.timer.expires_at(until);
+      co_await w.timer.async_wait(use_tuple);
+      if (!w.notified || stopping) break;  // timed out
+    }
+    w.notified = false;
+    chunk = s.fetch(chunk->last_seq);
   }
   waiters[s.project].erase(&w);
   if (waiters[s.project].empty()) waiters.erase(s.project);

@@ -1,12 +1,16 @@
 // GET /v1/projects/{pid}/changes?since=N&limit=&feed=normal|longpoll|sse&timeout=ms
+//     &include_docs=1&collection=NAME
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <set>
+#include <string>
 
 #include "common/clock.hpp"
 #include "ipc/route_support.hpp"
 #include "ipc/routes.hpp"
 #include "storage/store.hpp"
+#include "storage/subscription.hpp"
 
 namespace fieldsync::ipc {
 
@@ -38,6 +42,24 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     if (!pid) return fail(pid.error());
     // The project must exist before we wait on it.
     if (auto p = ctx.store.get_project(*pid); !p) return fail(p.error());
+    if (auto k =
+            known_query(req, {"since", "limit", "feed", "timeout", "include_docs", "collection"});
+        !k)
+      return fail(k.error());
+    // include_docs=1: each change carries the document as it is now ("doc"; null once it is
+    // no longer here). collection=NAME (repeatable): only changes of those collections.
+    auto include_docs = flag_query(req, "include_docs");
+    if (!include_docs) return fail(include_docs.error());
+    std::set<std::string, std::less<>> collections;
+    for (const auto& c : req.query_values("collection")) {
+      if (c.empty())
+        return fail(make_error(Errc::invalid_argument, "collection= needs a collection name"));
+      collections.insert(c);
+    }
+    if (collections.size() > storage::kMaxSubscriptionCollections)
+      return fail(make_error(Errc::invalid_argument,
+                             "at most " + std::to_string(storage::kMaxSubscriptionCollections) +
+                                 " collection= parameters"));
     std::string feed = req.query_value("feed").value_or("normal");
     if (feed != "normal" && feed != "longpoll" && feed != "sse")
       return fail(make_error(Errc::invalid_argument, "feed must be normal, longpoll or sse"));
@@ -71,18 +93,32 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
 
     ProjectId project = *pid;
     std::uint32_t n = *limit;
-    auto fetch = [&ctx, project, n](std::uint64_t after) -> Result<ChangeChunk> {
+    const bool docs = *include_docs;
+    const bool collections_empty = collections.empty();
+    // With a filter, a page may hold fewer than `limit` changes (last_seq still moves past
+    // those left out).
+    auto fetch = [&ctx, project, n, docs, collections = std::move(collections)](
+                     std::uint64_t after) -> Result<ChangeChunk> {
       if (after == std::numeric_limits<std::uint64_t>::max()) return ChangeChunk{{}, after};
       auto changes = ctx.store.changes_since(project, after, n);
       if (!changes) return changes.error();
       ChangeChunk chunk;
       chunk.last_seq = after;
       for (const auto& c : *changes) {
-        chunk.events.emplace_back(c.seq, change_json(c));
         chunk.last_seq = std::max(chunk.last_seq, c.seq);
+        if (!collections.empty() && !collections.count(c.collection)) continue;
+        std::string text = change_json(c);
+        if (docs) {
+          auto d = ctx.store.get_document(project, c.collection, c.doc_id);
+          if (!d && d.error().code != Errc::not_found) return d.error();
+          text.pop_back();  // the closing brace
+          text += ",\"doc\":" + (d ? document_json(*d) : std::string("null")) + "}";
+        }
+        chunk.events.emplace_back(c.seq, std::move(text));
       }
       return chunk;
     };
+    const bool shared = !docs && collections_empty;
 
     if (feed == "normal") {
       auto chunk = fetch(since);
@@ -92,7 +128,7 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     auto stream = std::make_shared<ChangeStream>();
     stream->project = project;
     stream->since = since;
-    stream->limit = n;
+    stream->limit = shared ? n : 0;  // filtered pages are this stream's own
     stream->fetch = fetch;
     stream->render = render_changes;
     if (feed == "longpoll") {

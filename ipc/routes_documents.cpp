@@ -9,7 +9,9 @@
 #include "ipc/route_support.hpp"
 #include "ipc/routes.hpp"
 #include "storage/hybrid_clock.hpp"
+#include "storage/json_merge.hpp"
 #include "storage/store.hpp"
+#include "storage/subscription.hpp"
 
 namespace fieldsync::ipc {
 
@@ -70,7 +72,69 @@ Status read_list_query(const ApiRequest& req, const ApiContext& ctx, storage::Li
                         parsed.error().message + " (strings in double quotes, e.g. where=k=\"v\")");
     q.filters.push_back({w.substr(0, eq), std::move(value)});
   }
+  // selector=<JSON condition>: the subscription language's "where" (eq, in, range, bbox, all,
+  // any on dot paths).
+  if (auto sel = req.query_value("selector")) {
+    auto v = parse_value(*sel, "selector", ctx.options.max_json_depth);
+    if (!v) return v.error();
+    json::object wrap;
+    wrap["where"] = std::move(*v);
+    auto sub = storage::Subscription::parse(json::serialize(wrap));
+    if (!sub) return make_error(Errc::invalid_argument, "selector: " + sub.error().message);
+    q.selector = std::make_shared<const storage::Subscription>(std::move(*sub));
+  }
+  // sort=PATH or sort=-PATH (descending).
+  if (auto sort = req.query_value("sort")) {
+    std::string_view path = *sort;
+    if (!path.empty() && path.front() == '-') {
+      q.sort_descending = true;
+      path.remove_prefix(1);
+    }
+    auto segs = storage::parse_dot_path(path, "sort");
+    if (!segs) return segs.error();
+    q.sort_path = std::move(*segs);
+    q.max_sort_docs = ctx.options.max_sort_docs;
+  }
   return {};
+}
+
+// ?keys=["id1","id2",...]: those documents in that order; one that is not here is
+// {"collection", "id", "error": "not_found"} (a deleted one is returned, deleted).
+ApiResponse bulk_get(const ApiRequest& req, const ApiContext& ctx, const ProjectId& pid,
+                     const std::string& collection) {
+  for (std::string_view other :
+       {"after", "where", "selector", "sort", "conflicts", "include_deleted", "limit"})
+    if (req.query_value(other))
+      return fail(make_error(Errc::invalid_argument, "keys= takes no " + std::string(other) +
+                                                         "= (it names the documents)"));
+  auto v = parse_value(*req.query_value("keys"), "keys", ctx.options.max_json_depth);
+  if (!v) return fail(v.error());
+  if (!v->is_array())
+    return fail(make_error(Errc::invalid_argument,
+                           "keys must be a JSON array of document ids, e.g. keys=[\"a\",\"b\"]"));
+  const auto& keys = v->as_array();
+  if (keys.size() > ctx.options.max_page_size)
+    return fail(make_error(Errc::invalid_argument, "keys names " + std::to_string(keys.size()) +
+                                                       " documents; at most api.max_page_size = " +
+                                                       std::to_string(ctx.options.max_page_size)));
+  std::string s = "{\"docs\":[";
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (!keys[i].is_string())
+      return fail(make_error(Errc::invalid_argument,
+                             "keys[" + std::to_string(i) + "] must be a string (a document id)"));
+    std::string id(keys[i].as_string());
+    auto d = ctx.store.get_document(pid, collection, id);
+    if (i) s += ",";
+    if (d) {
+      s += document_json(*d);
+    } else if (d.error().code == Errc::not_found) {
+      s += "{\"collection\":" + json_quote(collection) + ",\"id\":" + json_quote(id) +
+           ",\"error\":\"not_found\"}";
+    } else {
+      return fail(d.error());
+    }
+  }
+  return json_response(200, s + "],\"next\":null}");
 }
 
 // Turns one batch write envelope into a WriteRequest. `raw` is its exact text.
@@ -161,6 +225,11 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   router.add("GET", docs, [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
+    if (auto k = known_query(req, {"limit", "after", "include_deleted", "where", "selector", "sort",
+                                   "conflicts", "keys"});
+        !k)
+      return fail(k.error());
+    if (req.query_value("keys")) return bulk_get(req, ctx, *pid, req.param("coll"));
     storage::ListQuery q;
     q.collection = req.param("coll");
     if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
@@ -348,6 +417,10 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   router.add("GET", "/v1/projects/{pid}/conflicts", [&ctx](ApiRequest& req) {
     auto pid = project_param(req);
     if (!pid) return fail(pid.error());
+    if (auto k =
+            known_query(req, {"limit", "after", "include_deleted", "where", "selector", "sort"});
+        !k)
+      return fail(k.error());
     storage::ListQuery q;
     if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
     q.conflicts_only = true;

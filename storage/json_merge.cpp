@@ -214,4 +214,24 @@ Result<bool> matches_filters(std::string_view body, const std::vector<FieldFilte
   return true;
 }
 
+Result<std::vector<std::string>> parse_dot_path(std::string_view s, std::string_view what) {
+  constexpr std::size_t kMaxPathBytes = 256;  // as a subscription's paths
+  if (s.empty() || s.size() > kMaxPathBytes)
+    return make_error(Errc::invalid_argument, std::string(what) + " must be a dot path of 1.." +
+                                                  std::to_string(kMaxPathBytes) + " bytes");
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (true) {
+    std::size_t dot = s.find('.', start);
+    std::string_view seg = s.substr(start, dot == std::string_view::npos ? s.npos : dot - start);
+    if (seg.empty())
+      return make_error(Errc::invalid_argument,
+                        std::string(what) + " has an empty segment: " + quote_input(s));
+    out.emplace_back(seg);
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return out;
+}
+
 }  // namespace fieldsync::storage

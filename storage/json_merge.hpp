@@ -29,4 +29,8 @@ Result<MergeResult> merge_objects(const MergeInput& in);
 // Errors: invalid_argument when a filter value is not JSON.
 Result<bool> matches_filters(std::string_view body, const std::vector<FieldFilter>& filters);
 
+// A dot path into a JSON body ("gps.lat"): 1..256 bytes, no empty segment. Its segments, or
+// invalid_argument naming `what`.
+Result<std::vector<std::string>> parse_dot_path(std::string_view text, std::string_view what);
+
 }  // namespace fieldsync::storage

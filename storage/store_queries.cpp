@@ -1,14 +1,118 @@
 // Store: reads (documents, versions, history, lists, merge preview) and the changes feed.
 #include <algorithm>
+#include <boost/json.hpp>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
 
+#include "common/encoding.hpp"
 #include "storage/json_merge.hpp"
 #include "storage/store_impl.hpp"
+#include "storage/subscription.hpp"
 #include "storage/version_codec.hpp"
 
 namespace fieldsync::storage {
+
+namespace {
+
+namespace json = boost::json;
+
+// The collation of sort keys: null < false < true < numbers < strings < arrays < objects;
+// numbers by value, strings by their UTF-8 bytes, arrays element by element, objects by text.
+int type_rank(const json::value& v) {
+  if (v.is_null()) return 0;
+  if (v.is_bool()) return v.get_bool() ? 2 : 1;
+  if (v.is_number()) return 3;
+  if (v.is_string()) return 4;
+  if (v.is_array()) return 5;
+  return 6;
+}
+
+double number_of(const json::value& v) {
+  if (v.is_int64()) return static_cast<double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  return v.get_double();
+}
+
+int compare_json(const json::value& a, const json::value& b) {
+  int ra = type_rank(a), rb = type_rank(b);
+  if (ra != rb) return ra < rb ? -1 : 1;
+  switch (ra) {
+    case 3: {
+      double x = number_of(a), y = number_of(b);
+      return x < y ? -1 : (y < x ? 1 : 0);
+    }
+    case 4: {
+      auto c = std::string_view(a.get_string()).compare(std::string_view(b.get_string()));
+      return c < 0 ? -1 : (c > 0 ? 1 : 0);
+    }
+    case 5: {
+      const auto &x = a.get_array(), &y = b.get_array();
+      for (std::size_t i = 0; i < x.size() && i < y.size(); ++i)
+        if (int c = compare_json(x[i], y[i])) return c;
+      return x.size() < y.size() ? -1 : (y.size() < x.size() ? 1 : 0);
+    }
+    case 6: {
+      auto c = json::serialize(a).compare(json::serialize(b));
+      return c < 0 ? -1 : (c > 0 ? 1 : 0);
+    }
+    default: return 0;
+  }
+}
+
+json::value value_at(std::string_view body, const std::vector<std::string>& path) {
+  boost::system::error_code ec;
+  json::value doc = json::parse(body, ec);
+  if (ec || !doc.is_object()) return nullptr;
+  const json::value* v = &doc;
+  for (const auto& seg : path) {
+    const json::object* o = v->if_object();
+    if (!o) return nullptr;
+    v = o->if_contains(seg);
+    if (!v) return nullptr;
+  }
+  return *v;
+}
+
+struct SortRow {
+  json::value key;
+  std::string collection;
+  std::string id;
+};
+
+// a before b in the query's order (descending reverses every part).
+bool sorted_before(const SortRow& a, const SortRow& b, bool descending) {
+  int c = compare_json(a.key, b.key);
+  if (c == 0) c = a.collection.compare(b.collection);
+  if (c == 0) c = a.id.compare(b.id);
+  return descending ? c > 0 : c < 0;
+}
+
+// The `next` of a sorted page: hex of the JSON [key, collection, id] of its last row.
+std::string sort_cursor(const SortRow& r) {
+  json::array a{r.key, json::string(r.collection), json::string(r.id)};
+  std::string text = json::serialize(a);
+  return to_hex(ByteView(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+}
+
+Result<SortRow> parse_sort_cursor(std::string_view cursor) {
+  auto bad = [] {
+    return make_error(Errc::invalid_argument,
+                      "bad cursor (after= of a sorted query takes the `next` of the same query)");
+  };
+  auto bytes = from_hex(cursor);
+  if (!bytes) return bad();
+  boost::system::error_code ec;
+  json::value v = json::parse(
+      std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()), ec);
+  if (ec || !v.is_array() || v.get_array().size() != 3 || !v.get_array()[1].is_string() ||
+      !v.get_array()[2].is_string())
+    return bad();
+  auto& a = v.get_array();
+  return SortRow{a[0], std::string(a[1].get_string()), std::string(a[2].get_string())};
+}
+
+}  // namespace
 
 Result<DocumentState> Store::get_document(const ProjectId& project, std::string_view collection,
                                           std::string_view doc_id) const {
@@ -75,6 +179,17 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
     start.u8(0);  // strictly after the cursor
   }
   ListPage page;
+  const bool sorted = !q.sort_path.empty();
+  std::optional<SortRow> sort_after;
+  if (sorted) {
+    start = prefix;  // every match is read, then sorted
+    if (!q.start_after.empty()) {
+      auto r = parse_sort_cursor(q.start_after);
+      if (!r) return r.error();
+      sort_after = std::move(*r);
+    }
+  }
+  std::vector<SortRow> rows;
   LmdbCursor c(*txn, impl_->t().docs);
   for (bool ok = c.seek(start); ok && has_prefix(c.key(), prefix); ok = c.next()) {
     auto parts = split_doc_key(c.key());
@@ -83,7 +198,7 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
     std::string coll(parts->collection);
     std::string id(parts->id);
     if (q.collection.empty() && coll.front() == '_') continue;  // fieldsync's own collections
-    if (page.docs.size() >= q.limit) {
+    if (!sorted && page.docs.size() >= q.limit) {
       page.next = q.collection.empty() ? page.docs.back().collection + "/" + page.docs.back().doc_id
                                        : page.docs.back().doc_id;
       break;
@@ -100,8 +215,37 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
       if (!m) return m.error();
       if (!*m) continue;
     }
+    if (q.selector && (!st->body || !q.selector->matches(coll, *st->body))) continue;
+    if (!sorted) {
+      page.docs.push_back(std::move(*st));
+      continue;
+    }
+    SortRow row{st->body ? value_at(*st->body, q.sort_path) : json::value(nullptr), coll, id};
+    if (sort_after && !sorted_before(*sort_after, row, q.sort_descending)) continue;
+    if (rows.size() >= q.max_sort_docs)
+      return make_error(Errc::invalid_argument,
+                        "more than " + std::to_string(q.max_sort_docs) +
+                            " documents match a sorted query (api.max_sort_docs): narrow it with "
+                            "where= or selector=, or page through it unsorted");
+    rows.push_back(std::move(row));
+  }
+  if (!sorted) return page;
+  // The first `limit` rows in order, without sorting all of them.
+  const std::size_t n = std::min<std::size_t>(rows.size(), q.limit);
+  auto before = [&](const SortRow& a, const SortRow& b) {
+    return sorted_before(a, b, q.sort_descending);
+  };
+  std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(n), rows.end(),
+                    before);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& r = rows[i];
+    auto rec = impl_->existing_doc(*txn, project, r.collection, r.id);
+    if (!rec) return rec.error();
+    auto st = impl_->doc_state(*txn, project, r.collection, r.id, *rec);
+    if (!st) return st.error();
     page.docs.push_back(std::move(*st));
   }
+  if (rows.size() > n && n > 0) page.next = sort_cursor(rows[n - 1]);
   return page;
 }
 

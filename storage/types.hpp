@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -270,6 +271,8 @@ struct FieldFilter {
   std::string json_value;  // compared as JSON values, e.g. "\"wildlife\"" or "29"
 };
 
+class Subscription;
+
 struct ListQuery {
   std::string collection;   // empty: every collection (cursor is then "collection/doc_id")
   std::string start_after;  // cursor for pagination: the `next` of the previous page
@@ -277,6 +280,17 @@ struct ListQuery {
   bool include_deleted = false;
   bool conflicts_only = false;       // only documents with more than one head
   std::vector<FieldFilter> filters;  // all must match
+  // A condition in the subscription language (its "where": eq, in, range, bbox, all, any on
+  // dot paths); null: none. Must match too.
+  std::shared_ptr<const Subscription> selector;
+  // Sorted by the JSON value at this dot path (then by collection and id) instead of by id;
+  // empty: by id. A missing value sorts as null: null < false < true < numbers < strings <
+  // arrays < objects. The cursor is then opaque (a `next` of the same query).
+  std::vector<std::string> sort_path;
+  bool sort_descending = false;
+  // A sorted query reads every match to sort it: more than this many is invalid_argument
+  // (api.max_sort_docs).
+  std::uint32_t max_sort_docs = 100000;
 };
 
 struct ListPage {

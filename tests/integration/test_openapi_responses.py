@@ -260,6 +260,12 @@ class OpenApiResponses(DaemonTestCase):
                   "limit=1&where=" + urllib.parse.quote('who="x"'))
         self.call(a, "GET", docs, {"pid": pid, "coll": "obs"}, "conflicts=1&include_deleted=1")
         self.call(a, "GET", V + "/{pid}/conflicts", p)
+        self.call(a, "GET", V + "/{pid}/conflicts", p, "sort=-depth&selector=" +
+                  urllib.parse.quote('{"range": {"path": "depth", "gte": 0}}'))
+        self.call(a, "GET", docs, {"pid": pid, "coll": "obs"}, "sort=depth&limit=1")
+        self.call(a, "GET", docs, {"pid": pid, "coll": "obs"},
+                  "keys=" + urllib.parse.quote('["o1", "missing"]'))
+        self.call(a, "GET", docs, {"pid": pid, "coll": "obs"}, "colour=red", expect=400)
         r = self.call(a, "POST", doc + "/resolve", q, body={"strategy": "merge"}, expect=409)
         self.assertEqual(r.json()["conflicting_fields"], ["depth"])
         self.call(a, "POST", doc + "/resolve", q, body={"body": {"depth": 4}})
@@ -277,6 +283,7 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "DELETE", doc, {"pid": pid, "coll": "obs", "id": "o2"})
         self.call(a, "GET", V + "/{pid}/collections", p)
         self.call(a, "GET", V + "/{pid}/changes", p, "since=0&limit=3")
+        self.call(a, "GET", V + "/{pid}/changes", p, "include_docs=1&collection=obs")
         self.call(a, "GET", V + "/{pid}/changes", p, "feed=longpoll&since=now&timeout=0")
         r = self.call(a, "GET", "/v1/backup")
         self.assertTrue(r.body.startswith(b"FSBACKUP\x01"), r.body[:16])
