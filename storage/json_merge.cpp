@@ -4,6 +4,8 @@
 #include <boost/json.hpp>
 #include <set>
 
+#include "storage/subscription.hpp"
+
 namespace fieldsync::storage {
 namespace json = boost::json;
 
@@ -215,7 +217,7 @@ Result<bool> matches_filters(std::string_view body, const std::vector<FieldFilte
 }
 
 Result<std::vector<std::string>> parse_dot_path(std::string_view s, std::string_view what) {
-  constexpr std::size_t kMaxPathBytes = 256;  // as a subscription's paths
+  constexpr std::size_t kMaxPathBytes = kMaxSubscriptionPathBytes;
   if (s.empty() || s.size() > kMaxPathBytes)
     return make_error(Errc::invalid_argument, std::string(what) + " must be a dot path of 1.." +
                                                   std::to_string(kMaxPathBytes) + " bytes");

@@ -8,6 +8,8 @@
 #include <set>
 #include <vector>
 
+#include "storage/json_merge.hpp"
+
 namespace fieldsync::storage {
 namespace json = boost::json;
 
@@ -102,22 +104,7 @@ bool is_scalar(const json::value& v) {
 
 Result<std::vector<std::string>> parse_path(const json::value* v, std::string_view what) {
   if (!v || !v->is_string()) return bad(std::string(what) + " must be a string path like \"a.b\"");
-  std::string_view s = v->get_string();
-  if (s.empty() || s.size() > kMaxSubscriptionPathBytes)
-    return bad(std::string(what) + " must be 1.." + std::to_string(kMaxSubscriptionPathBytes) +
-               " bytes");
-  std::vector<std::string> out;
-  std::size_t start = 0;
-  while (true) {
-    std::size_t dot = s.find('.', start);
-    std::string_view seg = s.substr(start, dot == std::string_view::npos ? s.npos : dot - start);
-    if (seg.empty())
-      return bad(std::string(what) + " has an empty segment: \"" + std::string(s) + "\"");
-    out.emplace_back(seg);
-    if (dot == std::string_view::npos) break;
-    start = dot + 1;
-  }
-  return out;
+  return parse_dot_path(v->get_string(), what);
 }
 
 double as_double(const json::value& v) {
