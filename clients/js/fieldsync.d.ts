@@ -76,6 +76,35 @@ export interface Document<B extends Body = Body> {
   body: B | null;
 }
 
+/** What a bulk get (getMany) gives for an id that is not on this device. */
+export interface NotFoundEntry {
+  collection: string;
+  id: string;
+  error: "not_found";
+}
+
+/**
+ * One condition on a document's body (the language of subscriptions' `where`, docs/api.md).
+ * Paths are dot-separated keys into the body, e.g. "water.ph"; ranges compare numbers with
+ * numbers and strings with strings.
+ */
+export type Selector =
+  | { eq: { path: string; value: unknown } }
+  | { in: { path: string; values: unknown[] } }
+  | { range: RangeCondition }
+  | { bbox: { lat?: string; lon?: string; south: number; west: number; north: number; east: number } }
+  | { all: Selector[] }
+  | { any: Selector[] };
+
+/** A range: at least one bound; `gt` or `gte` below, `lt` or `lte` above. */
+export interface RangeCondition {
+  path: string;
+  gt?: number | string;
+  gte?: number | string;
+  lt?: number | string;
+  lte?: number | string;
+}
+
 export interface DocPage<B extends Body = Body> {
   docs: Document<B>[];
   /** Pass as `after` for the next page; null on the last. */
@@ -94,7 +123,7 @@ export interface Version {
 }
 
 /** One entry of the changes feed. */
-export interface Change {
+export interface Change<B extends Body = Body> {
   seq: number;
   collection: string;
   id: string;
@@ -103,10 +132,15 @@ export interface Change {
   deleted: boolean;
   /** Written on this device (false: received from a peer). */
   local: boolean;
+  /**
+   * Only with `includeDocs`: the document as it is now (a later change may have superseded
+   * this one), or null once it is no longer on this device.
+   */
+  doc?: Document<B> | null;
 }
 
-export interface ChangesPage {
-  changes: Change[];
+export interface ChangesPage<B extends Body = Body> {
+  changes: Change<B>[];
   /** The cursor for the next call. */
   last_seq: number;
 }
@@ -310,14 +344,31 @@ export class FieldSync {
   ticket(): Promise<{ ticket: string; expires_ms: number }>;
 }
 
-export interface ListOptions {
-  /** Top-level field = JSON value; all must match. */
+export interface QueryOptions {
+  /** Top-level field = JSON value; all must match (and the selector). */
   where?: { [field: string]: unknown };
+  /** One condition on dot paths into the body, sent as JSON. A deleted document never matches. */
+  selector?: Selector;
+  /** A dot path ("visited_at") ascending, or "-visited_at" descending; ties by id. */
+  sort?: string;
   limit?: number;
+  /** The `next` of the previous page of the same query. */
   after?: string;
   includeDeleted?: boolean;
+}
+
+export interface ListOptions extends QueryOptions {
   /** Only documents with several heads. */
   conflicts?: boolean;
+}
+
+export interface FeedOptions {
+  /** A sequence number or "now" (default 0). */
+  since?: number | "now";
+  /** Each change carries `doc`, the document as it is now (or null). */
+  includeDocs?: boolean;
+  /** Only changes of these collections (non-empty); leave it out for all. */
+  collections?: string[];
 }
 
 /** One project: documents, conflicts, the changes feed, blobs. */
@@ -338,18 +389,21 @@ export class Project {
       options?: { ifMatch?: VersionId | "*"; ifNoneMatch?: "*"; base?: VersionId; schema?: number }): Promise<WriteResult>;
   remove(collection: string, id: string, options?: { ifMatch?: VersionId | "*"; base?: VersionId }): Promise<WriteResult>;
   list<B extends Body = Body>(collection: string, options?: ListOptions): Promise<DocPage<B>>;
+  /** Several documents by id, in that order; an id that is not here gives a NotFoundEntry. */
+  getMany<B extends Body = Body>(collection: string, ids: string[]): Promise<Array<Document<B> | NotFoundEntry>>;
+  /** Every document of the query, following `next` across pages. */
   all<B extends Body = Body>(collection: string, options?: ListOptions): AsyncIterableIterator<Document<B>>;
   history(collection: string, id: string, options?: { limit?: number }): Promise<Version[]>;
   batch(writes: BatchWrite[]): Promise<WriteResult[]>;
 
-  conflicts(options?: Omit<ListOptions, "conflicts">): Promise<DocPage>;
+  conflicts<B extends Body = Body>(options?: QueryOptions): Promise<DocPage<B>>;
   resolve(collection: string, id: string, resolution: Resolution): Promise<WriteResult>;
 
-  changes(options?: { since?: number | "now"; limit?: number }): Promise<ChangesPage>;
-  waitForChanges(options?: { since?: number | "now"; limit?: number; timeoutMs?: number; signal?: AbortSignal }): Promise<ChangesPage>;
-  follow(options?: { since?: number | "now"; signal?: AbortSignal; idleTimeoutMs?: number }): AsyncIterableIterator<Change>;
-  eventSourceUrl(options?: { since?: number | "now" }): Promise<string>;
-  eventSource(options?: { since?: number | "now"; EventSource?: { new (url: string): EventSource } }): Promise<EventSource>;
+  changes<B extends Body = Body>(options?: FeedOptions & { limit?: number }): Promise<ChangesPage<B>>;
+  waitForChanges<B extends Body = Body>(options?: FeedOptions & { limit?: number; timeoutMs?: number; signal?: AbortSignal }): Promise<ChangesPage<B>>;
+  follow<B extends Body = Body>(options?: FeedOptions & { signal?: AbortSignal; idleTimeoutMs?: number }): AsyncIterableIterator<Change<B>>;
+  eventSourceUrl(options?: FeedOptions): Promise<string>;
+  eventSource(options?: FeedOptions & { EventSource?: { new (url: string): EventSource } }): Promise<EventSource>;
 
   syncStatus(): Promise<ProjectSync>;
 

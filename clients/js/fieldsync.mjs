@@ -54,6 +54,26 @@ function whereParams(where) {
   return Object.entries(where ?? {}).map(([field, value]) => `${field}=${JSON.stringify(value)}`);
 }
 
+/** The query of a list or of conflicts: where, selector (as JSON), sort, paging. */
+function listParams({ where, selector, sort, limit, after, includeDeleted }) {
+  if (sort !== undefined && (typeof sort !== "string" || sort === "" || sort === "-"))
+    throw new TypeError(`sort must be a dot path, or "-" and one for descending, not ${JSON.stringify(sort)}`);
+  return {
+    where: whereParams(where), selector: selector === undefined ? undefined : JSON.stringify(selector),
+    sort, limit, after, include_deleted: includeDeleted,
+  };
+}
+
+/** The changes feed's filters: `include_docs=1`, and `collection=NAME` for each one named. */
+function feedParams({ includeDocs, collections }) {
+  if (collections !== undefined) {
+    if (typeof collections === "string") collections = [collections];
+    if (!Array.isArray(collections) || collections.length === 0 || !collections.every((c) => typeof c === "string" && c))
+      throw new TypeError("collections must be a non-empty array of collection names (leave it out for all)");
+  }
+  return { include_docs: Boolean(includeDocs), collection: collections };
+}
+
 const isStreamBody = (b) =>
   b != null && typeof b === "object" && !(b instanceof Uint8Array) && !(b instanceof ArrayBuffer) &&
   !(typeof Blob !== "undefined" && b instanceof Blob) &&
@@ -400,15 +420,26 @@ export class Project {
 
   /**
    * One page of a collection: `{docs, next}`. `where: {field: value}` keeps documents whose
-   * top-level field equals the JSON value (all must match); `after: page.next` for the next page.
+   * top-level field equals the JSON value; `selector` is one condition on dot paths into the
+   * body (`{range: {path: "water.ph", gt: 6.5}}`, eq, in, bbox, all / any); all must match.
+   * `sort: "visited_at"` (or `"-visited_at"`, descending) orders by that dot path, then the id.
+   * `after: page.next` for the next page of the same query.
    */
-  list(collection, { where, limit, after, includeDeleted, conflicts } = {}) {
-    return this.client.call("GET", this._docs(collection), {
-      query: { where: whereParams(where), limit, after, include_deleted: includeDeleted, conflicts },
-    });
+  async list(collection, { conflicts, ...options } = {}) {
+    return this.client.call("GET", this._docs(collection), { query: { ...listParams(options), conflicts } });
   }
 
-  /** Every document of a collection (all pages), as an async iterator. */
+  /**
+   * Several documents by id (`keys=`), in the order asked (at most the daemon's
+   * api.max_page_size): each a document, or `{collection, id, error: "not_found"}`.
+   */
+  async getMany(collection, ids) {
+    if (!Array.isArray(ids) || !ids.every((id) => typeof id === "string" && id))
+      throw new TypeError("getMany needs an array of non-empty string ids");
+    return (await this.client.call("GET", this._docs(collection), { query: { keys: JSON.stringify(ids) } })).docs;
+  }
+
+  /** Every document of a query (list()'s options), following `next` across pages. */
   async *all(collection, options = {}) {
     let after = options.after;
     do {
@@ -435,11 +466,12 @@ export class Project {
 
   // ---- conflicts
 
-  /** Documents with several heads (a page `{docs, next}`; cursor "collection/id"). */
-  conflicts({ where, limit, after, includeDeleted } = {}) {
-    return this.client.call("GET", `${this.base}/conflicts`, {
-      query: { where: whereParams(where), limit, after, include_deleted: includeDeleted },
-    });
+  /**
+   * Documents with several heads, in every collection: a page `{docs, next}`. Takes list()'s
+   * `where`, `selector`, `sort`, `limit`, `after` and `includeDeleted`.
+   */
+  async conflicts(options = {}) {
+    return this.client.call("GET", `${this.base}/conflicts`, { query: listParams(options) });
   }
 
   /**
@@ -452,15 +484,23 @@ export class Project {
 
   // ---- changes feed
 
-  /** One page of changes after `since` (a seq or "now"): `{changes, last_seq}`. */
-  changes({ since = 0, limit } = {}) {
-    return this.client.call("GET", `${this.base}/changes`, { query: { since, limit } });
+  /**
+   * One page of changes after `since` (a seq or "now"): `{changes, last_seq}`. `includeDocs`:
+   * each change carries `doc`, the document as it is now (null once it is gone from here).
+   * `collections: ["obs"]`: only their changes (last_seq still moves past the others, so a
+   * page may be short or empty before the end of the feed).
+   */
+  async changes({ since = 0, limit, ...filters } = {}) {
+    return this.client.call("GET", `${this.base}/changes`, { query: { since, limit, ...feedParams(filters) } });
   }
 
-  /** Long-poll: answers at once if something is new after `since`, else waits up to `timeoutMs`. */
-  waitForChanges({ since = 0, limit, timeoutMs = 30000, signal } = {}) {
+  /**
+   * Long-poll: answers at once if something is new after `since`, else waits up to `timeoutMs`.
+   * `includeDocs` and `collections` as for changes() (it waits past other collections' changes).
+   */
+  async waitForChanges({ since = 0, limit, timeoutMs = 30000, signal, ...filters } = {}) {
     return this.client.call("GET", `${this.base}/changes`, {
-      query: { since, limit, feed: "longpoll", timeout: timeoutMs },
+      query: { since, limit, feed: "longpoll", timeout: timeoutMs, ...feedParams(filters) },
       timeoutMs: timeoutMs + this.client.timeoutMs, signal,
     });
   }
@@ -469,10 +509,11 @@ export class Project {
    * The live feed (Server-Sent Events) as an async iterator of changes after `since`. Ends when
    * the daemon closes the stream; stop it with `signal` or by leaving the loop. A stream that
    * brings nothing (not even a heartbeat) for `idleTimeoutMs` fails; resume with the last `seq`.
+   * `includeDocs` and `collections` as for changes().
    */
-  async *follow({ since = 0, signal, idleTimeoutMs = 60000 } = {}) {
+  async *follow({ since = 0, signal, idleTimeoutMs = 60000, ...filters } = {}) {
     const res = await this.client.request("GET", `${this.base}/changes`, {
-      query: { since, feed: "sse" }, headers: { Accept: "text/event-stream" }, signal, stream: true,
+      query: { since, feed: "sse", ...feedParams(filters) }, headers: { Accept: "text/event-stream" }, signal, stream: true,
     });
     res.idle(idleTimeoutMs);
     for await (const ev of sseEvents(res.chunks())) {
@@ -487,11 +528,13 @@ export class Project {
   /**
    * Browsers: the URL of this project's SSE feed with a fresh one-time ticket in it, for
    * `new EventSource(url)` (which cannot send the token). Reconnect with a new URL and `since`.
+   * `includeDocs` and `collections` as for changes().
    */
-  async eventSourceUrl({ since = 0 } = {}) {
+  async eventSourceUrl({ since = 0, includeDocs, collections } = {}) {
     if (!this.client.url) throw new TypeError("eventSourceUrl needs an HTTP client ({url, token})");
+    const filters = feedParams({ includeDocs, collections });
     const { ticket } = await this.client.ticket();
-    return `${this.client.url}${this.base}/changes${queryString({ feed: "sse", since, ticket })}`;
+    return `${this.client.url}${this.base}/changes${queryString({ feed: "sse", since, ...filters, ticket })}`;
   }
 
   /** Browsers: an EventSource on the feed ("change" events carry a change as JSON in `data`). */

@@ -272,6 +272,111 @@ describe("one daemon", () => {
     await rejects(unix.project(p.id).follow({ since, idleTimeoutMs: 200 }).next(), 0, "timeout");
   });
 
+  test("queries: a selector on nested paths, a sort paged with cursors, getMany with a missing id", async () => {
+    const wells = {
+      q1: { water: { ph: 6.1 }, site: { district: 7 }, visited_at: "2026-03-02" },
+      q2: { water: { ph: 7.4 }, site: { district: 7 }, visited_at: "2026-01-15" },
+      q3: { water: { ph: 8.0 }, site: { district: 3 }, visited_at: "2026-02-20" },
+      q4: { water: { ph: 6.6 }, site: { district: 7 }, visited_at: "2026-04-01" },
+      q5: { site: { district: 7 }, visited_at: "2026-01-01" },
+    };
+    const written = await p.batch(Object.entries(wells).map(([id, body]) => ({ collection: "qwells", id, body })));
+    const ids = (page) => page.docs.map((x) => x.id);
+    assert.deepEqual(ids(await p.list("qwells", { selector: { range: { path: "water.ph", gt: 6.5 } } })), ["q2", "q3", "q4"]);
+    const district7 = { eq: { path: "site.district", value: 7 } };
+    const both = { all: [{ range: { path: "water.ph", gte: 6.1, lt: 8 } }, district7] };
+    assert.deepEqual(ids(await p.list("qwells", { selector: both })), ["q1", "q2", "q4"]);
+    assert.deepEqual(ids(await p.list("qwells", { selector: both, where: { visited_at: "2026-04-01" } })), ["q4"]);
+    await rejects(p.list("qwells", { selector: { near: { path: "gps" } } }), 400, "invalid_argument");
+    await assert.rejects(p.list("qwells", { sort: "" }), TypeError);
+
+    // Sorted by a path, descending, two a page: the cursor keeps its place across a write.
+    const first = await p.list("qwells", { sort: "-visited_at", limit: 2 });
+    assert.deepEqual(ids(first), ["q4", "q1"]);
+    await p.create("qwells", { water: { ph: 7 }, site: { district: 7 }, visited_at: "2026-02-01" }, { id: "q6" });
+    const rest = [];
+    for (let after = first.next; after;) {
+      const page = await p.list("qwells", { sort: "-visited_at", limit: 2, after });
+      rest.push(...ids(page));
+      after = page.next;
+    }
+    assert.deepEqual(rest, ["q3", "q6", "q2", "q5"]);
+    // all() follows the cursors of a sorted, filtered query (a missing value sorts first).
+    const ascending = [];
+    for await (const doc of p.all("qwells", { selector: district7, sort: "water.ph", limit: 2 })) ascending.push(doc.id);
+    assert.deepEqual(ascending, ["q5", "q1", "q4", "q6", "q2"]);
+
+    const many = await p.getMany("qwells", ["q4", "nope", "q1"]);
+    assert.deepEqual(many.map((x) => x.id), ["q4", "nope", "q1"]);
+    assert.equal(many[0].body.water.ph, 6.6);
+    assert.equal(many[0].version, written[3].version);
+    assert.deepEqual(many[1], { collection: "qwells", id: "nope", error: "not_found" });
+    assert.deepEqual(await p.getMany("qwells", []), []);
+    await assert.rejects(p.getMany("qwells", "q1"), TypeError);
+
+    // conflicts() takes a selector and a sort as well.
+    for (const i of [2, 3]) {
+      const { id, version } = written[i];
+      for (const note of ["a", "b"]) await p.put("qwells", id, { ...wells[id], note }, { base: version });
+    }
+    assert.deepEqual(ids(await p.conflicts({ selector: { eq: { path: "site.district", value: 3 } } })), ["q3"]);
+    assert.deepEqual(ids(await p.conflicts({ selector: { range: { path: "water.ph", gt: 6 } }, sort: "water.ph" })), ["q4", "q3"]);
+  });
+
+  test("changes with includeDocs and a collection filter: a page, a long-poll, the live stream", async () => {
+    const since = (await p.changes({ since: "now" })).last_seq;
+    await p.create("tally", { n: 1 }, { id: "t1" });
+    await p.create("noise", { n: 0 }, { id: "x1" });
+    await p.put("tally", "t1", { n: 2 });
+    const page = await p.changes({ since, includeDocs: true, collections: ["tally"] });
+    assert.deepEqual(page.changes.map((c) => c.id), ["t1", "t1"]);
+    // Each change carries the document as it is now.
+    assert.deepEqual(page.changes.map((c) => c.doc.body), [{ n: 2 }, { n: 2 }]);
+    assert.equal(page.changes[1].doc.version, page.changes[1].version);
+    assert.equal(page.last_seq, (await p.changes({ since: "now" })).last_seq);
+    const plain = await p.changes({ since, collections: ["tally", "noise"] });
+    assert.deepEqual(plain.changes.map((c) => c.id), ["t1", "x1", "t1"]);
+    assert.equal("doc" in plain.changes[0], false);
+    await assert.rejects(p.changes({ collections: [] }), TypeError);
+
+    // A filtered long-poll waits past another collection's change.
+    const waiting = p.waitForChanges({ since: page.last_seq, includeDocs: true, collections: ["tally"], timeoutMs: 20000 });
+    await p.create("noise", { n: 1 }, { id: "x2" });
+    await p.remove("tally", "t1");
+    const woke = await waiting;
+    assert.deepEqual(woke.changes.map((c) => [c.id, c.deleted, c.doc.deleted]), [["t1", true, true]]);
+
+    for (const [i, client] of [unix, viaFetch].entries()) {
+      const ctrl = new AbortController();
+      const stream = client.project(p.id).follow({ since, includeDocs: true, collections: ["tally"], signal: ctrl.signal });
+      const backlog = [];
+      for (let k = 0; k < 3 + i; k++) backlog.push(await next(stream, "the tally changes already written"));
+      assert.deepEqual(backlog.map((c) => [c.id, c.deleted, c.doc.deleted]),
+                       [["t1", false, true], ["t1", false, true], ["t1", true, true], ["t2-0", false, false]].slice(0, 3 + i));
+      await p.create("noise", { n: 2 }, { id: `x-${i}` });
+      const w = await p.put("tally", `t2-${i}`, { n: i });
+      const live = await next(stream, "the tally change written while streaming");
+      assert.deepEqual([live.id, live.version, live.doc.body], [`t2-${i}`, w.version, { n: i }]);
+      ctrl.abort();
+      await assert.rejects(stream.next());
+    }
+
+    // The browser's URL carries the filters.
+    const t3 = (await p.changes({ since: "now" })).last_seq;
+    await p.create("noise", { n: 3 }, { id: "x3" });
+    await p.create("tally", { n: 5 }, { id: "t3" });
+    const url = await p.eventSourceUrl({ since: t3, includeDocs: true, collections: ["tally"] });
+    assert.match(url, /[?&]include_docs=1&collection=tally&/);
+    const ctrl = new AbortController();
+    const res = await fetch(url, { signal: ctrl.signal });
+    assert.equal(res.status, 200);
+    const reader = res.body.getReader();
+    let text = "";
+    while (!text.includes("event: change")) text += new TextDecoder().decode((await reader.read()).value);
+    assert.match(text, /event: change\ndata: \{[^\n]*"id":"t3"[^\n]*"doc":\{/);
+    ctrl.abort();
+  });
+
   test("the survey example: new, add, count, list, follow", async () => {
     const survey = async (...args) => {
       const { stdout } = await promisify(execFile)(process.execPath, [SURVEY, "--socket", d.socketPath, ...args], { timeout: 30000 });
