@@ -100,6 +100,26 @@ def _where(where):
     return ["%s=%s" % (k, json.dumps(v)) for k, v in (where or {}).items()]
 
 
+def _list_params(where, selector, sort, limit, after, include_deleted):
+    """The query of a list or of conflicts."""
+    if sort is not None and (not isinstance(sort, str) or sort in ("", "-")):
+        raise ValueError('sort must be a dot path, or "-" and one for descending, got %r'
+                         % (sort,))
+    return {"where": _where(where),
+            "selector": None if selector is None else json.dumps(selector, separators=(",", ":")),
+            "sort": sort, "limit": limit, "after": after, "include_deleted": include_deleted}
+
+
+def _feed_params(include_docs, collections):
+    """The changes feed's filters: include_docs=1 and collection=NAME for each one named."""
+    if collections is not None:
+        collections = [collections] if isinstance(collections, str) else list(collections)
+        if not collections or not all(isinstance(c, str) and c for c in collections):
+            raise ValueError("collections must name at least one collection (leave it out "
+                             "for all), got %r" % (collections,))
+    return {"include_docs": bool(include_docs), "collection": collections}
+
+
 class _UnixConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
@@ -337,15 +357,37 @@ class Project:
                                 headers=_preconditions(if_match, False))
 
     def list(self, collection, where=None, limit=None, after=None, include_deleted=False,
-             conflicts=False):
-        """One page {"docs", "next"}. where={field: value}: top-level fields equal to the JSON
-        value (all must match); after=page["next"] for the next page."""
-        return self.client.call("GET", self._docs(collection), {
-            "where": _where(where), "limit": limit, "after": after,
-            "include_deleted": include_deleted, "conflicts": conflicts})
+             conflicts=False, *, selector=None, sort=None):
+        """One page {"docs", "next"} of a query; all its conditions must match.
+
+        where={field: value}: top-level fields equal to the JSON value.
+        selector: one condition on dot paths into the body, as a dict (sent as JSON), e.g.
+            {"all": [{"range": {"path": "water.ph", "gt": 6.5}},
+                     {"eq": {"path": "site.district", "value": 7}}]}
+            (eq, in, range, bbox, all / any: docs/api.md "Subscriptions"); a deleted document
+            never matches.
+        sort="visited_at" (or "-visited_at", descending): in the order of that dot path, then
+            of the id.
+        after=page["next"] for the next page of the same query."""
+        query = _list_params(where, selector, sort, limit, after, include_deleted)
+        query["conflicts"] = conflicts
+        return self.client.call("GET", self._docs(collection), query)
+
+    def get_many(self, collection, ids):
+        """Several documents by id (keys=), in the order given (at most the daemon's
+        api.max_page_size): a list of documents, with {"collection", "id", "error":
+        "not_found"} for an id that is not on this device."""
+        if isinstance(ids, str):
+            raise TypeError("get_many takes a list of ids, not one string")
+        ids = list(ids)
+        if not all(isinstance(i, str) and i for i in ids):
+            raise ValueError("get_many needs non-empty string ids, got %r" % (ids,))
+        return self.client.call("GET", self._docs(collection),
+                                {"keys": json.dumps(ids, separators=(",", ":"))})["docs"]
 
     def iter(self, collection, **options):
-        """Every document of a collection, across pages (list()'s options)."""
+        """Every document of a query, across pages: list()'s options (selector, sort, ...),
+        following each page's "next"."""
         after = options.pop("after", None)
         while True:
             page = self.list(collection, after=after, **options)
@@ -366,11 +408,13 @@ class Project:
 
     # ---- conflicts
 
-    def conflicts(self, where=None, limit=None, after=None, include_deleted=False):
-        """Documents with several heads: a page {"docs", "next"} (cursor "collection/id")."""
-        return self.client.call("GET", self.base + "/conflicts", {
-            "where": _where(where), "limit": limit, "after": after,
-            "include_deleted": include_deleted})
+    def conflicts(self, where=None, limit=None, after=None, include_deleted=False, *,
+                  selector=None, sort=None):
+        """Documents with several heads, in every collection: a page {"docs", "next"}.
+        where, selector and sort as for list()."""
+        return self.client.call("GET", self.base + "/conflicts",
+                                _list_params(where, selector, sort, limit, after,
+                                             include_deleted))
 
     def resolve(self, collection, doc_id, strategy=None, body=None, parents=None, delete=False):
         """strategy="merge" (409 with body["conflicting_fields"] when a field differs), or
@@ -386,24 +430,36 @@ class Project:
 
     # ---- changes feed
 
-    def changes(self, since=0, limit=None):
-        """One page of changes after `since` (a seq or "now"): {"changes", "last_seq"}."""
-        return self.client.call("GET", self.base + "/changes", {"since": since, "limit": limit})
+    def changes(self, since=0, limit=None, *, include_docs=False, collections=None):
+        """One page of changes after `since` (a seq or "now"): {"changes", "last_seq"}.
 
-    def wait_for_changes(self, since=0, timeout_ms=30000, limit=None):
+        include_docs=True: each change carries "doc", the document as it is now (a later
+            change may have superseded it), or None once it is no longer on this device.
+        collections=["obs", ...]: only changes of those collections; "last_seq" still moves
+            past the others, so a page may be short or empty before the end of the feed."""
+        query = {"since": since, "limit": limit}
+        query.update(_feed_params(include_docs, collections))
+        return self.client.call("GET", self.base + "/changes", query)
+
+    def wait_for_changes(self, since=0, timeout_ms=30000, limit=None, *, include_docs=False,
+                         collections=None):
         """Long-poll: answers at once if something is new after `since`, else waits up to
-        timeout_ms for the next change (then with no changes)."""
-        return self.client.call("GET", self.base + "/changes",
-                                {"since": since, "limit": limit, "feed": "longpoll",
-                                 "timeout": timeout_ms},
+        timeout_ms for the next change (then with no changes). include_docs and collections
+        as for changes() (it waits past other collections' changes)."""
+        query = {"since": since, "limit": limit, "feed": "longpoll", "timeout": timeout_ms}
+        query.update(_feed_params(include_docs, collections))
+        return self.client.call("GET", self.base + "/changes", query,
                                 timeout=self.client.timeout + timeout_ms / 1000.0)
 
-    def follow(self, since=0, idle_timeout=60.0):
+    def follow(self, since=0, idle_timeout=60.0, *, include_docs=False, collections=None):
         """The live feed (Server-Sent Events): a generator of changes after `since`. It ends
         when the daemon closes the stream (close() the generator to stop earlier); a stream
         that brings nothing, not even a heartbeat, for idle_timeout seconds raises
-        FieldSyncError. Resume with since=<the last change's seq>."""
-        resp = self.client.open("GET", self.base + "/changes", {"since": since, "feed": "sse"},
+        FieldSyncError. Resume with since=<the last change's seq>. include_docs and
+        collections as for changes()."""
+        query = {"since": since, "feed": "sse"}
+        query.update(_feed_params(include_docs, collections))
+        resp = self.client.open("GET", self.base + "/changes", query,
                                 headers={"Accept": "text/event-stream"}, timeout=idle_timeout)
         try:
             for event, data in _sse_events(resp):

@@ -202,6 +202,112 @@ class OneDaemon(ClientTestCase):
             take(items, "the stream's end")
         self.assertEqual((cm.exception.status, cm.exception.code), (404, "not_found"))
 
+    def test_queries_selector_sort_and_get_many(self):
+        p = self.p
+        wells = {
+            "q1": {"water": {"ph": 6.1}, "site": {"district": 7}, "visited_at": "2026-03-02"},
+            "q2": {"water": {"ph": 7.4}, "site": {"district": 7}, "visited_at": "2026-01-15"},
+            "q3": {"water": {"ph": 8.0}, "site": {"district": 3}, "visited_at": "2026-02-20"},
+            "q4": {"water": {"ph": 6.6}, "site": {"district": 7}, "visited_at": "2026-04-01"},
+            "q5": {"site": {"district": 7}, "visited_at": "2026-01-01"},
+        }
+        written = p.batch([{"collection": "qwells", "id": k, "body": v} for k, v in wells.items()])
+
+        def ids(page):
+            return [x["id"] for x in page["docs"]]
+        self.assertEqual(ids(p.list("qwells", selector={"range": {"path": "water.ph", "gt": 6.5}})),
+                         ["q2", "q3", "q4"])
+        district7 = {"eq": {"path": "site.district", "value": 7}}
+        both = {"all": [{"range": {"path": "water.ph", "gte": 6.1, "lt": 8}}, district7]}
+        self.assertEqual(ids(p.list("qwells", selector=both)), ["q1", "q2", "q4"])
+        self.assertEqual(ids(p.list("qwells", where={"visited_at": "2026-04-01"}, selector=both)),
+                         ["q4"])
+        self.assertFails(400, "invalid_argument", p.list, "qwells", selector={"near": {}})
+        self.assertRaises(ValueError, p.list, "qwells", sort="-")
+
+        # Sorted by a path, descending, two a page: the cursor keeps its place across a write.
+        first = p.list("qwells", sort="-visited_at", limit=2)
+        self.assertEqual(ids(first), ["q4", "q1"])
+        p.create("qwells", {"water": {"ph": 7}, "site": {"district": 7},
+                            "visited_at": "2026-02-01"}, id="q6")
+        rest, after = [], first["next"]
+        while after:
+            page = p.list("qwells", sort="-visited_at", limit=2, after=after)
+            rest += ids(page)
+            after = page["next"]
+        self.assertEqual(rest, ["q3", "q6", "q2", "q5"])
+        # iter() follows the cursors of a sorted, filtered query (a missing value sorts first).
+        self.assertEqual([d["id"] for d in p.iter("qwells", selector=district7, sort="water.ph",
+                                                  limit=2)],
+                         ["q5", "q1", "q4", "q6", "q2"])
+
+        many = p.get_many("qwells", ["q4", "nope", "q1"])
+        self.assertEqual([x["id"] for x in many], ["q4", "nope", "q1"])
+        self.assertEqual((many[0]["body"]["water"]["ph"], many[0]["version"]),
+                         (6.6, written[3]["version"]))
+        self.assertEqual(many[1], {"collection": "qwells", "id": "nope", "error": "not_found"})
+        self.assertEqual(p.get_many("qwells", []), [])
+        self.assertRaises(TypeError, p.get_many, "qwells", "q1")
+
+        # conflicts() takes a selector and a sort as well.
+        for i in (2, 3):
+            doc_id, version = written[i]["id"], written[i]["version"]
+            for note in ("a", "b"):
+                p.put("qwells", doc_id, dict(wells[doc_id], note=note), base=version)
+        self.assertEqual(ids(p.conflicts(selector={"eq": {"path": "site.district", "value": 3}})),
+                         ["q3"])
+        self.assertEqual(ids(p.conflicts(selector={"range": {"path": "water.ph", "gt": 6}},
+                                         sort="water.ph")), ["q4", "q3"])
+        for doc_id in ("q3", "q4"):
+            p.resolve("qwells", doc_id, body=wells[doc_id])
+        self.assertEqual(p.conflicts()["docs"], [])
+
+    def test_changes_with_docs_and_collections(self):
+        p = self.p
+        since = p.changes(since="now")["last_seq"]
+        p.create("tally", {"n": 1}, id="t1")
+        p.create("noise", {"n": 0}, id="x1")
+        p.put("tally", "t1", {"n": 2})
+        page = p.changes(since=since, include_docs=True, collections=["tally"])
+        self.assertEqual([c["id"] for c in page["changes"]], ["t1", "t1"])
+        # Each change carries the document as it is now.
+        self.assertEqual([c["doc"]["body"] for c in page["changes"]], [{"n": 2}, {"n": 2}])
+        self.assertEqual(page["changes"][1]["doc"]["version"], page["changes"][1]["version"])
+        self.assertEqual(page["last_seq"], p.changes(since="now")["last_seq"])
+        plain = p.changes(since=since, collections=("tally", "noise"))
+        self.assertEqual([c["id"] for c in plain["changes"]], ["t1", "x1", "t1"])
+        self.assertNotIn("doc", plain["changes"][0])
+        self.assertEqual([c["id"] for c in p.changes(since=since, collections="noise")["changes"]],
+                         ["x1"])
+        self.assertRaises(ValueError, p.changes, collections=[])
+
+        # A filtered long-poll waits past another collection's change.
+        box = queue.Queue()
+        threading.Thread(target=lambda: box.put(p.wait_for_changes(
+            since=page["last_seq"], timeout_ms=20000, include_docs=True,
+            collections=["tally"])), daemon=True).start()
+        p.create("noise", {"n": 1}, id="x2")
+        p.delete("tally", "t1")
+        woke = take(box, "the filtered long-poll to answer")
+        self.assertEqual([(c["id"], c["deleted"], c["doc"]["deleted"]) for c in woke["changes"]],
+                         [("t1", True, True)])
+
+        expected = [("t1", False, True), ("t1", False, True), ("t1", True, True),
+                    ("t2-0", False, False)]
+        for i, client in enumerate((self.unix, self.http)):
+            stream = client.project(p.id).follow(since=since, include_docs=True,
+                                                 collections=["tally"])
+            items = in_thread(stream, 4 + i)
+            backlog = [take(items, "the tally changes already written") for _ in range(3 + i)]
+            self.assertEqual([(c["id"], c["deleted"], c["doc"]["deleted"]) for c in backlog],
+                             expected[:3 + i])
+            p.create("noise", {"n": 2}, id="x-%d" % i)
+            w = p.put("tally", "t2-%d" % i, {"n": i})
+            live = take(items, "the tally change written while streaming")
+            self.assertEqual((live["id"], live["version"], live["doc"]["body"]),
+                             ("t2-%d" % i, w["version"], {"n": i}))
+            stream.close()
+
     def test_stream_ticket(self):
         t = self.http.ticket()
         self.assertRegex(t["ticket"], "^[0-9a-f]{64}$")
