@@ -6,7 +6,8 @@
 //     add PROJECT SPECIES COUNT [NOTE]  record an observation, print its id
 //     count PROJECT ID N                change an observation's count (refused if it changed meanwhile)
 //     photo PROJECT ID FILE             attach a JPEG photo to an observation
-//     list PROJECT [SPECIES]            the observations (of one species)
+//     list PROJECT [SPECIES]            the observations (of one species); --sort=PATH orders
+//                                       them by a field, --sort=-PATH descending (--sort=-count)
 //     follow PROJECT [SINCE]            print observations as they are written here or arrive from peers
 //
 // --socket talks to the Unix socket (default <data dir>/api.sock, /run/fieldsync/api.sock as
@@ -30,6 +31,8 @@ async function connect(args) {
 }
 
 async function main(args) {
+  const sortAt = args.findIndex((a) => a.startsWith("--sort="));
+  const sort = sortAt < 0 ? undefined : args.splice(sortAt, 1)[0].slice("--sort=".length);
   const fs = await connect(args);
   const [command, pid, ...rest] = args;
   const survey = pid ? fs.project(pid) : null;
@@ -66,21 +69,21 @@ async function main(args) {
     }
     case "list": {
       const [species] = rest;
-      for await (const doc of survey.all("observations", { where: species ? { species } : undefined }))
+      for await (const doc of survey.all("observations", { where: species ? { species } : undefined, sort }))
         console.log(`${doc.id}  ${doc.body.species}  ${doc.body.count}  ${doc.body.note}${doc.conflicts.length ? "  (conflict)" : ""}`);
       break;
     }
     case "follow": {
       const [since = "now"] = rest;
-      for await (const change of survey.follow({ since })) {
-        if (change.collection !== "observations") continue;
+      // Only observations, each with the document as it is now (no GET per change).
+      for await (const change of survey.follow({ since, collections: ["observations"], includeDocs: true })) {
         const who = change.local ? "here" : `from ${change.author.slice(0, 8)}`;
         if (change.deleted) {
           console.log(`${change.seq}  ${change.id} deleted (${who})`);
           continue;
         }
-        const doc = await survey.get("observations", change.id);
-        console.log(`${change.seq}  ${change.id}  ${doc.body?.species}  ${doc.body?.count} (${who})`);
+        const body = change.doc?.body;
+        console.log(`${change.seq}  ${change.id}  ${body?.species}  ${body?.count} (${who})`);
       }
       break;
     }

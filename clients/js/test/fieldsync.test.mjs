@@ -390,6 +390,9 @@ describe("one daemon", () => {
       await survey("add", pid, "kite", "1");
       await survey("count", pid, heron, "4");
       assert.equal(await survey("list", pid, "heron"), `${heron}  heron  4  by the reeds\n`);
+      const species = async (sort) => (await survey("list", pid, `--sort=${sort}`)).trim().split("\n").map((l) => l.split("  ")[1]);
+      assert.deepEqual(await species("-count"), ["heron", "kite"]);
+      assert.deepEqual(await species("count"), ["kite", "heron"]);
       const seen = [];
       for (let i = 0; i < 3; i++) seen.push((await next(lines, "survey.mjs follow")).split(/\s+/));
       assert.deepEqual(seen.map((x) => [x[1], x[2], x.at(-1)]),

@@ -6,7 +6,8 @@
       add PROJECT SPECIES COUNT [NOTE]  record an observation, print its id
       count PROJECT ID N                change an observation's count (refused if it changed meanwhile)
       photo PROJECT ID FILE             attach a JPEG photo to an observation
-      list PROJECT [SPECIES]            the observations (of one species)
+      list PROJECT [SPECIES]            the observations (of one species); --sort=PATH orders
+                                        them by a field, --sort=-PATH descending (--sort=-count)
       follow PROJECT [SINCE]            print observations as they are written here or arrive from peers
 
 The Unix socket by default (--socket, or the daemon's default for --data-dir); --http DIR uses
@@ -29,6 +30,7 @@ def main(argv):
     ap.add_argument("--socket")
     ap.add_argument("--data-dir")
     ap.add_argument("--http", metavar="DIR")
+    ap.add_argument("--sort", metavar="PATH", help="list: order by a dot path, -PATH descending")
     ap.add_argument("command", choices=["new", "add", "count", "photo", "list", "follow"])
     ap.add_argument("args", nargs="*")
     a = ap.parse_args(argv)
@@ -57,19 +59,19 @@ def main(argv):
         print("%s (%d bytes)" % (photo["id"], photo["size"]))
     elif a.command == "list":
         where = {"species": rest[0]} if rest else None
-        for doc in survey.iter(COLL, where=where):
+        for doc in survey.iter(COLL, where=where, sort=a.sort):
             b = doc["body"]
             print("%s  %s  %s  %s%s" % (doc["id"], b["species"], b["count"], b["note"],
                                         "  (conflict)" if doc["conflicts"] else ""))
     elif a.command == "follow":
-        for change in survey.follow(since=rest[0] if rest else "now"):
-            if change["collection"] != COLL:
-                continue
+        # Only observations, each with the document as it is now (no GET per change).
+        for change in survey.follow(since=rest[0] if rest else "now", collections=[COLL],
+                                    include_docs=True):
             who = "here" if change["local"] else "from " + change["author"][:8]
             if change["deleted"]:
                 print("%d  %s deleted (%s)" % (change["seq"], change["id"], who), flush=True)
                 continue
-            body = survey.get(COLL, change["id"])["body"] or {}
+            body = (change["doc"] or {}).get("body") or {}
             print("%d  %s  %s  %s (%s)" % (change["seq"], change["id"], body.get("species"),
                                            body.get("count"), who), flush=True)
     return 0

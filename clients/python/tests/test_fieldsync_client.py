@@ -390,6 +390,9 @@ class OneDaemon(ClientTestCase):
         survey("add", pid, "kite", "1")
         survey("count", pid, heron, "4")
         self.assertEqual(survey("list", pid, "heron"), "%s  heron  4  by the reeds\n" % heron)
+        for sort, order in (("-count", ["heron", "kite"]), ("count", ["kite", "heron"])):
+            listed = survey("list", pid, "--sort=" + sort).splitlines()
+            self.assertEqual([line.split()[1] for line in listed], order)
         lines = [read_line(follower.stdout, what="survey.py follow").split() for _ in range(3)]
         self.assertEqual([(x[1], x[2], x[-1]) for x in lines],
                          [(heron, "heron", "(here)"), (lines[1][1], "kite", "(here)"),
