@@ -456,6 +456,8 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(uint_key(
         "api.max_sort_docs", [](Config & c) -> auto& { return c.api.max_sort_docs; }, 1, 10000000));
     t.push_back(uint_key(
+        "api.reader_threads", [](Config & c) -> auto& { return c.api.reader_threads; }, 0, 64));
+    t.push_back(uint_key(
         "api.max_json_depth", [](Config & c) -> auto& { return c.api.max_json_depth; }, 1, 1000));
     t.push_back(ms_key(
         "api.request_timeout_ms", [](Config & c) -> auto& { return c.api.request_timeout_ms; }, 1,

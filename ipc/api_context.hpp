@@ -71,6 +71,10 @@ struct ApiContext {
   // is destroyed are dropped, never run. Empty until the server starts (unit tests that
   // dispatch without a server).
   std::function<void(std::function<void()> job)> post;
+  // Runs `job` on one of the API's reader threads (ipc/reader_pool.hpp; route_support's
+  // on_reader() uses it). Empty: api.reader_threads = 0, or no server (unit tests); read
+  // routes then run on the server's thread.
+  std::function<void(std::function<void()> job)> read;
   // An app's upload (POST /v1/projects/{pid}/blobs) was stored: the daemon makes the
   // variants of an image (daemon/variant_maker.hpp). Called on the server's thread; must only
   // queue work. Empty: nothing is made (unit tests).

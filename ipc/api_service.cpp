@@ -18,6 +18,10 @@ ApiService::ApiService(storage::Store& store, const config::ApiOptions& options,
   register_changes_routes(router_, ctx_);
   register_metrics_routes(router_, ctx_);
   register_ui_routes(router_, ctx_);
+  if (options.reader_threads > 0) {
+    readers_ = std::make_unique<ReaderPool>(options.reader_threads);
+    ctx_.read = [pool = readers_.get()](std::function<void()> job) { pool->post(std::move(job)); };
+  }
 }
 
 void ApiService::set_status_section(std::string name, std::function<std::string()> json_producer) {

@@ -5,13 +5,17 @@
 // Thread-safety: add routes / status sections before serving; handle() (and the router's
 // takes_stream() / open_sink()) are then called from the server's single thread, as are the
 // BodySource and BodySink callbacks handlers return (handlers call the thread-safe Store).
+// Read-only routes answer from the reader threads (api.reader_threads, ipc/reader_pool.hpp)
+// once the server has set ApiContext::post.
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "ipc/api_context.hpp"
 #include "ipc/api_types.hpp"
+#include "ipc/reader_pool.hpp"
 #include "ipc/router.hpp"
 
 namespace fieldsync::ipc {
@@ -31,6 +35,8 @@ class ApiService {
  private:
   ApiContext ctx_;
   Router router_;
+  // Declared last: destroyed (its threads joined) before the routes and context it runs.
+  std::unique_ptr<ReaderPool> readers_;
 };
 
 }  // namespace fieldsync::ipc

@@ -71,6 +71,25 @@ Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
   return static_cast<std::uint32_t>(std::min<std::uint64_t>(*n, ctx.options.max_page_size));
 }
 
+ApiResponse on_reader(ApiContext& ctx, std::function<ApiResponse()> work) {
+  if (!ctx.read || !ctx.post) return work();
+  ApiResponse r;
+  r.deferred = std::make_shared<DeferredResponse>();
+  r.deferred->timeout = std::chrono::milliseconds(ctx.options.request_timeout_ms);
+  r.deferred->on_timeout = [] {
+    return fail(make_error(Errc::unavailable,
+                           "the request took longer than api.request_timeout_ms on a reader "
+                           "thread (a query over too much; narrow it)"));
+  };
+  r.deferred->start = [&ctx, work = std::move(work)](std::function<void(ApiResponse)> reply) {
+    ctx.read([&ctx, work, reply = std::move(reply)] {
+      auto out = std::make_shared<ApiResponse>(work());
+      ctx.post([reply, out] { reply(std::move(*out)); });
+    });
+  };
+  return r;
+}
+
 Status known_query(const ApiRequest& req, std::initializer_list<std::string_view> accepted) {
   for (const auto& [name, value] : req.query) {
     bool ok = false;

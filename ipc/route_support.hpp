@@ -18,6 +18,11 @@
 
 namespace fieldsync::ipc {
 
+// Runs `work` on a reader thread (ApiContext::read) and answers with what it returns, from
+// the server's thread; runs it inline without reader threads or a server. `work` may only
+// read the Store and render (no ApiContext member but store and options).
+ApiResponse on_reader(ApiContext& ctx, std::function<ApiResponse()> work);
+
 // A JSON response with the given status.
 ApiResponse json_response(int status, std::string body);
 // Error response for a failed Result.

@@ -120,11 +120,12 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     };
     const bool shared = !docs && collections_empty;
 
-    if (feed == "normal") {
-      auto chunk = fetch(since);
-      if (!chunk) return fail(chunk.error());
-      return json_response(200, render_changes(*chunk));
-    }
+    if (feed == "normal")  // a read: on a reader thread (ipc/reader_pool.hpp)
+      return on_reader(ctx, [fetch, since]() -> ApiResponse {
+        auto chunk = fetch(since);
+        if (!chunk) return fail(chunk.error());
+        return json_response(200, render_changes(*chunk));
+      });
     auto stream = std::make_shared<ChangeStream>();
     stream->project = project;
     stream->since = since;

@@ -222,37 +222,43 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     return json_response(201, write_result_json(*r));
   });
 
-  router.add("GET", docs, [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    if (auto k = known_query(req, {"limit", "after", "include_deleted", "where", "selector", "sort",
-                                   "conflicts", "keys"});
-        !k)
-      return fail(k.error());
-    if (req.query_value("keys")) return bulk_get(req, ctx, *pid, req.param("coll"));
-    storage::ListQuery q;
-    q.collection = req.param("coll");
-    if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
-    auto conflicts = flag_query(req, "conflicts");
-    if (!conflicts) return fail(conflicts.error());
-    q.conflicts_only = *conflicts;
-    return list_page(ctx, *pid, std::move(q));
+  router.add("GET", docs, [&ctx](ApiRequest& request) {
+    // A read: on a reader thread (ipc/reader_pool.hpp).
+    return on_reader(ctx, [&ctx, req = request]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      if (auto k = known_query(req, {"limit", "after", "include_deleted", "where", "selector",
+                                     "sort", "conflicts", "keys"});
+          !k)
+        return fail(k.error());
+      if (req.query_value("keys")) return bulk_get(req, ctx, *pid, req.param("coll"));
+      storage::ListQuery q;
+      q.collection = req.param("coll");
+      if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
+      auto conflicts = flag_query(req, "conflicts");
+      if (!conflicts) return fail(conflicts.error());
+      q.conflicts_only = *conflicts;
+      return list_page(ctx, *pid, std::move(q));
+    });
   });
 
-  router.add("GET", doc, [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    auto d = ctx.store.get_document(*pid, req.param("coll"), req.param("id"));
-    if (!d) return fail(d.error());
-    ApiResponse r;
-    if (d->in_conflict()) {
-      auto m = ctx.store.merge_heads(*pid, req.param("coll"), req.param("id"));
-      r = json_response(200, document_json(*d, m ? &*m : nullptr));
-    } else {
-      r = json_response(200, document_json(*d));
-    }
-    r.headers.emplace_back("ETag", "\"" + d->winner.str() + "\"");
-    return r;
+  router.add("GET", doc, [&ctx](ApiRequest& request) {
+    // A read: on a reader thread (ipc/reader_pool.hpp).
+    return on_reader(ctx, [&ctx, req = request]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      auto d = ctx.store.get_document(*pid, req.param("coll"), req.param("id"));
+      if (!d) return fail(d.error());
+      ApiResponse r;
+      if (d->in_conflict()) {
+        auto m = ctx.store.merge_heads(*pid, req.param("coll"), req.param("id"));
+        r = json_response(200, document_json(*d, m ? &*m : nullptr));
+      } else {
+        r = json_response(200, document_json(*d));
+      }
+      r.headers.emplace_back("ETag", "\"" + d->winner.str() + "\"");
+      return r;
+    });
   });
 
   // Update over ?base= (a stale base keeps both versions), If-Match (strict), or the winner.
@@ -289,16 +295,19 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     return json_response(200, write_result_json(*r));
   });
 
-  router.add("GET", doc + "/history", [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    auto limit = page_limit(req, ctx);
-    if (!limit) return fail(limit.error());
-    auto h = ctx.store.history(*pid, req.param("coll"), req.param("id"), *limit);
-    if (!h) return fail(h.error());
-    std::string s = "{\"versions\":[";
-    for (std::size_t i = 0; i < h->size(); ++i) s += (i ? "," : "") + version_json((*h)[i]);
-    return json_response(200, s + "]}");
+  router.add("GET", doc + "/history", [&ctx](ApiRequest& request) {
+    // A read: on a reader thread (ipc/reader_pool.hpp).
+    return on_reader(ctx, [&ctx, req = request]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      auto limit = page_limit(req, ctx);
+      if (!limit) return fail(limit.error());
+      auto h = ctx.store.history(*pid, req.param("coll"), req.param("id"), *limit);
+      if (!h) return fail(h.error());
+      std::string s = "{\"versions\":[";
+      for (std::size_t i = 0; i < h->size(); ++i) s += (i ? "," : "") + version_json((*h)[i]);
+      return json_response(200, s + "]}");
+    });
   });
 
   // Resolve: {"parents":[...], "body":{...}} (or "delete":true), or {"strategy":"merge"}.
@@ -414,17 +423,20 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     return json_response(200, json::serialize(o));
   });
 
-  router.add("GET", "/v1/projects/{pid}/conflicts", [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    if (auto k =
-            known_query(req, {"limit", "after", "include_deleted", "where", "selector", "sort"});
-        !k)
-      return fail(k.error());
-    storage::ListQuery q;
-    if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
-    q.conflicts_only = true;
-    return list_page(ctx, *pid, std::move(q));
+  router.add("GET", "/v1/projects/{pid}/conflicts", [&ctx](ApiRequest& request) {
+    // A read: on a reader thread (ipc/reader_pool.hpp).
+    return on_reader(ctx, [&ctx, req = request]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      if (auto k =
+              known_query(req, {"limit", "after", "include_deleted", "where", "selector", "sort"});
+          !k)
+        return fail(k.error());
+      storage::ListQuery q;
+      if (auto st = read_list_query(req, ctx, q); !st) return fail(st.error());
+      q.conflicts_only = true;
+      return list_page(ctx, *pid, std::move(q));
+    });
   });
 
   // All-or-nothing batch of writes in one transaction.

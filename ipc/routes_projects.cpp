@@ -81,14 +81,17 @@ void register_project_routes(Router& router, ApiContext& ctx) {
     return json_response(200, project_json(*p));
   });
 
-  router.add("GET", "/v1/projects/{pid}/collections", [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    auto list = ctx.store.list_collections(*pid);
-    if (!list) return fail(list.error());
-    json::array a;
-    for (auto& c : *list) a.emplace_back(c);
-    return json_response(200, "{\"collections\":" + json::serialize(a) + "}");
+  router.add("GET", "/v1/projects/{pid}/collections", [&ctx](ApiRequest& request) {
+    // A read: on a reader thread (ipc/reader_pool.hpp).
+    return on_reader(ctx, [&ctx, req = request]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      auto list = ctx.store.list_collections(*pid);
+      if (!list) return fail(list.error());
+      json::array a;
+      for (auto& c : *list) a.emplace_back(c);
+      return json_response(200, "{\"collections\":" + json::serialize(a) + "}");
+    });
   });
 }
 

@@ -1,8 +1,12 @@
 // Route handlers through ApiService with a real Store, without sockets.
 #include <catch2/catch.hpp>
 
+#include <condition_variable>
+#include <deque>
 #include <fstream>
 #include <iterator>
+#include <mutex>
+#include <thread>
 
 #include <boost/json/parse.hpp>
 
@@ -315,4 +319,71 @@ TEST_CASE("request JSON deeper than api.max_json_depth is refused") {
   CHECK(f.call("POST", "/v1/projects/" + pid + "/batch",
                R"({"writes":[{"collection":"c","id":"b","body":{"a":{"b":{}}}}]})")
             .status == 400);
+}
+
+TEST_CASE("reads answer from a reader thread once a server posts, the same as inline") {
+  Fixture f;
+  std::string pid = f.project();
+  REQUIRE(f.call("PUT", "/v1/projects/" + pid + "/docs/c/x", R"({"n":1})").status == 200);
+  const std::string path = "/v1/projects/" + pid + "/docs/c";
+  // Without a server (no post): inline.
+  ApiResponse inline_answer = f.call("GET", path);
+  REQUIRE(inline_answer.status == 200);
+  REQUIRE_FALSE(inline_answer.deferred);
+
+  // A "server": jobs posted to it run here, on the test's thread.
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::function<void()>> posted;
+  f.api->context().post = [&](std::function<void()> job) {
+    std::lock_guard<std::mutex> lock(mu);
+    posted.push_back(std::move(job));
+    cv.notify_all();
+  };
+  const auto server_thread = std::this_thread::get_id();
+  for (const auto& [method, p] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", path},
+           {"GET", path + "/x"},
+           {"GET", path + "/x/history"},
+           {"GET", "/v1/projects/" + pid + "/changes"},
+           {"GET", "/v1/projects/" + pid + "/conflicts"},
+           {"GET", "/v1/projects/" + pid + "/collections"}}) {
+    INFO(p);
+    ApiResponse r = f.call(method, p);
+    REQUIRE(r.deferred);
+    std::optional<ApiResponse> answer;
+    std::thread::id answered_on;
+    r.deferred->start([&](ApiResponse a) {
+      answer = std::move(a);
+      answered_on = std::this_thread::get_id();
+    });
+    // The work runs on a reader thread and its reply is posted back here.
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return !posted.empty(); }));
+    auto job = std::move(posted.front());
+    posted.pop_front();
+    lock.unlock();
+    CHECK_FALSE(answer);  // not before the server runs the posted reply
+    job();
+    REQUIRE(answer);
+    CHECK(answered_on == server_thread);
+    CHECK(answer->status == 200);
+    if (p == path) CHECK(answer->body == inline_answer.body);
+  }
+  // Writes stay on the server's thread.
+  CHECK_FALSE(f.call("PUT", path + "/y", R"({"n":2})").deferred);
+}
+
+TEST_CASE("api.reader_threads = 0 answers reads inline") {
+  Fixture f;
+  config::ApiOptions o = f.options;
+  o.reader_threads = 0;
+  ApiService api(*f.store, o, "inline");
+  api.context().post = [](std::function<void()> job) { job(); };
+  ApiRequest r;
+  r.method = "GET";
+  r.segments = {"v1", "projects", f.project(), "changes"};
+  auto answer = api.handle(r);
+  CHECK(answer.status == 200);
+  CHECK_FALSE(answer.deferred);
 }

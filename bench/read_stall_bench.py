@@ -1,0 +1,149 @@
+#!/usr/bin/python3
+"""Does a heavy query stall the daemon? GET /v1/status latency while clients run queries.
+
+Starts two real fieldsyncd processes side by side on temporary data directories (the
+integration harness), one with api.reader_threads = 0 (every request on the event loop, as
+before reader threads) and one with the default (2), loads the same N observations
+(bench/workload/observations.py) into each, then for each daemon in turn:
+
+  idle      GET /v1/status over one keep-alive connection, R times, nothing else running
+  queries   the same, while Q clients each loop a heavy query over the collection (a selector
+            that matches about a tenth of the documents, sorted by a nested field, limit 50)
+            and W clients write batches of 100 documents
+
+and prints p50/p99/max of the status requests and the queries completed, per daemon.
+
+    bench/read_stall_bench.py [--docs 20000] [--requests 400] [--queries 4] [--writers 2]
+                              [--fieldsyncd build/daemon/fieldsyncd]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+from fieldsync_harness import Daemon, request  # noqa: E402
+
+WORKLOAD = os.path.join(HERE, "workload", "observations.py")
+
+
+def percentile(values, p):
+    s = sorted(values)
+    if not s:
+        return 0.0
+    return s[min(len(s) - 1, max(0, int(round(p / 100.0 * (len(s) - 1)))))]
+
+
+def load(d, pid, docs):
+    conn = d.unix_connection(timeout=600)
+    for i in range(0, len(docs), 1000):
+        body = '{"writes":[' + ",".join(
+            '{"collection":"observations","id":%s,"body":%s}' % (json.dumps(json.loads(t)["id"]), t)
+            for t in docs[i:i + 1000]) + "]}"
+        r = request(conn, "POST", "/v1/projects/%s/batch" % pid, body)
+        if r.status != 200:
+            raise SystemExit("load failed: %r" % r)
+    conn.close()
+
+
+def status_latencies(d, n):
+    conn = d.unix_connection()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        r = request(conn, "GET", "/v1/status")
+        out.append(time.perf_counter() - t)
+        if r.status != 200:
+            raise SystemExit("status failed: %r" % r)
+    conn.close()
+    return out
+
+
+def run(d, pid, args, docs):
+    sel = json.dumps({"range": {"path": "lat", "gte": -4.2, "lt": -4.0}})
+    query = "/v1/projects/%s/docs/observations?%s" % (pid, urllib.parse.urlencode(
+        {"selector": sel, "sort": "-tags.count", "limit": 50}))
+    idle = status_latencies(d, args.requests)
+    stop = threading.Event()
+    done = {"queries": 0, "writes": 0}
+    lock = threading.Lock()
+
+    def querier():
+        conn = d.unix_connection(timeout=600)
+        while not stop.is_set():
+            r = request(conn, "GET", query)
+            if r.status != 200:
+                raise SystemExit("query failed: %r" % r)
+            with lock:
+                done["queries"] += 1
+        conn.close()
+
+    def writer(k):
+        conn = d.unix_connection(timeout=600)
+        i = 0
+        while not stop.is_set():
+            part = docs[(i * 100) % len(docs):(i * 100) % len(docs) + 100]
+            body = '{"writes":[' + ",".join(
+                '{"collection":"updates","id":"w%d-%d-%d","body":%s}' % (k, i, j, t)
+                for j, t in enumerate(part)) + "]}"
+            r = request(conn, "POST", "/v1/projects/%s/batch" % pid, body)
+            if r.status != 200:
+                raise SystemExit("write failed: %r" % r)
+            with lock:
+                done["writes"] += 1
+            i += 1
+        conn.close()
+
+    threads = [threading.Thread(target=querier) for _ in range(args.queries)]
+    threads += [threading.Thread(target=writer, args=(k,)) for k in range(args.writers)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # the load is running before the measured requests
+    t0 = time.perf_counter()
+    busy = status_latencies(d, args.requests)
+    elapsed = time.perf_counter() - t0
+    stop.set()
+    for t in threads:
+        t.join()
+    ms = lambda v: round(v * 1000, 2)  # noqa: E731
+    return {"idle p50 ms": ms(percentile(idle, 50)), "idle p99 ms": ms(percentile(idle, 99)),
+            "busy p50 ms": ms(percentile(busy, 50)), "busy p99 ms": ms(percentile(busy, 99)),
+            "busy max ms": ms(max(busy)),
+            "queries/s": round(done["queries"] / (elapsed + 0.5), 1),
+            "write batches/s": round(done["writes"] / (elapsed + 0.5), 1)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--docs", type=int, default=20000)
+    ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--queries", type=int, default=4)
+    ap.add_argument("--writers", type=int, default=2)
+    ap.add_argument("--fieldsyncd", default=None)
+    args = ap.parse_args()
+    docs = [line for line in subprocess.run(
+        [sys.executable, WORKLOAD, str(args.docs), "--seed", "1"], capture_output=True, text=True,
+        check=True).stdout.splitlines() if line.strip()]
+    results = {}
+    for threads in (0, 2):
+        settings = {"storage.durable": "false", "api.max_body_bytes": 64 << 20,
+                    "api.reader_threads": threads}
+        with Daemon(args.fieldsyncd, name="readers%d" % threads, settings=settings) as d:
+            pid = d.create_project("bench")
+            load(d, pid, docs)
+            results["api.reader_threads = %d" % threads] = run(d, pid, args, docs)
+    keys = list(next(iter(results.values())).keys())
+    print("%d documents; %d status requests each; %d query clients, %d writers" % (
+        args.docs, args.requests, args.queries, args.writers))
+    print("%-22s" % "" + "".join("%24s" % k for k in results))
+    for k in keys:
+        print("%-22s" % k + "".join("%24s" % results[r][k] for r in results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+#include "ipc/reader_pool.hpp"
+
+namespace fieldsync::ipc {
+
+ReaderPool::ReaderPool(std::uint32_t threads) {
+  threads_.reserve(threads);
+  for (std::uint32_t i = 0; i < threads; ++i) threads_.emplace_back([this] { run(); });
+}
+
+ReaderPool::~ReaderPool() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    jobs_.clear();
+  }
+  cv_.notify_all();
+  for (auto& t : threads_) t.join();
+}
+
+void ReaderPool::post(std::function<void()> job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (stopping_) return;
+    jobs_.push_back(std::move(job));
+  }
+  cv_.notify_one();
+}
+
+std::size_t ReaderPool::queued() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return jobs_.size();
+}
+
+void ReaderPool::run() {
+  while (true) {
+    std::function<void()> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (stopping_) return;
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();
+  }
+}
+
+}  // namespace fieldsync::ipc
