@@ -28,8 +28,8 @@ struct ApiOptions {
   std::uint32_t max_connections = 256;      // api.max_connections: TCP connections
   std::uint32_t max_page_size = 1000;       // api.max_page_size: docs/changes per response
   std::uint32_t max_sort_docs = 100000;     // api.max_sort_docs: matches a sorted list may sort
-  // api.reader_threads: threads that answer reads (documents, lists, the changes feed's normal pages)
-  // off the event loop; 0: on it
+  // api.reader_threads: threads that answer reads (documents, lists, the changes feed's normal
+  // pages) off the event loop; 0: on it
   std::uint32_t reader_threads = 2;
   std::uint32_t max_json_depth = 32;  // api.max_json_depth: nesting of request JSON (bodies too)
   std::uint32_t request_timeout_ms = 30000;   // api.request_timeout_ms: read of one request
