@@ -11,12 +11,14 @@ before reader threads) and one with the default (2), loads the same N observatio
             that matches about a tenth of the documents, sorted by a nested field, limit 50)
             and W clients write batches of 100 documents
 
-and prints p50/p99/max of the status requests and the queries completed, per daemon.
+and prints p50/p99/max of the status requests, the queries and write batches completed per
+second, and the requests that failed (a connection the daemon dropped), per daemon.
 
     bench/read_stall_bench.py [--docs 20000] [--requests 400] [--queries 4] [--writers 2]
                               [--fieldsyncd build/daemon/fieldsyncd]
 """
 import argparse
+import http.client
 import json
 import os
 import subprocess
@@ -70,34 +72,40 @@ def run(d, pid, args, docs):
         {"selector": sel, "sort": "-tags.count", "limit": 50}))
     idle = status_latencies(d, args.requests)
     stop = threading.Event()
-    done = {"queries": 0, "writes": 0}
+    done = {"queries": 0, "writes": 0, "failed": 0}
     lock = threading.Lock()
 
-    def querier():
-        conn = d.unix_connection(timeout=600)
-        while not stop.is_set():
-            r = request(conn, "GET", query)
-            if r.status != 200:
-                raise SystemExit("query failed: %r" % r)
-            with lock:
-                done["queries"] += 1
-        conn.close()
-
-    def writer(k):
+    def loop(make_request, counter):
+        """Sends requests until stopped; a refused or dropped one is counted and the
+        connection opened again (a stalled daemon times out a request it cannot read)."""
         conn = d.unix_connection(timeout=600)
         i = 0
         while not stop.is_set():
-            part = docs[(i * 100) % len(docs):(i * 100) % len(docs) + 100]
-            body = '{"writes":[' + ",".join(
-                '{"collection":"updates","id":"w%d-%d-%d","body":%s}' % (k, i, j, t)
-                for j, t in enumerate(part)) + "]}"
-            r = request(conn, "POST", "/v1/projects/%s/batch" % pid, body)
-            if r.status != 200:
-                raise SystemExit("write failed: %r" % r)
+            try:
+                method, path, body = make_request(i)
+                r = request(conn, method, path, body)
+                ok = r.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = d.unix_connection(timeout=600)
             with lock:
-                done["writes"] += 1
+                done[counter if ok else "failed"] += 1
             i += 1
         conn.close()
+
+    def querier():
+        loop(lambda i: ("GET", query, None), "queries")
+
+    def write_request(k, i):
+        part = docs[(i * 100) % len(docs):(i * 100) % len(docs) + 100]
+        body = '{"writes":[' + ",".join(
+            '{"collection":"updates","id":"w%d-%d-%d","body":%s}' % (k, i, j, t)
+            for j, t in enumerate(part)) + "]}"
+        return "POST", "/v1/projects/%s/batch" % pid, body
+
+    def writer(k):
+        loop(lambda i: write_request(k, i), "writes")
 
     threads = [threading.Thread(target=querier) for _ in range(args.queries)]
     threads += [threading.Thread(target=writer, args=(k,)) for k in range(args.writers)]
@@ -115,7 +123,8 @@ def run(d, pid, args, docs):
             "busy p50 ms": ms(percentile(busy, 50)), "busy p99 ms": ms(percentile(busy, 99)),
             "busy max ms": ms(max(busy)),
             "queries/s": round(done["queries"] / (elapsed + 0.5), 1),
-            "write batches/s": round(done["writes"] / (elapsed + 0.5), 1)}
+            "write batches/s": round(done["writes"] / (elapsed + 0.5), 1),
+            "failed requests": done["failed"]}
 
 
 def main():
