@@ -406,6 +406,11 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
     if (loser->stream && !fast(*loser) && fast(*c))
       spdlog::info("sync: {} is reachable over {} now: moving its session there from {} (#{})",
                    device.short_str(), c->scheme, loser->scheme, loser->id);
+    // A live session replaced by a faster link: what went wrong before it is history.
+    if (e.conn->session() && e.conn->session()->state() == sync::SessionState::active) {
+      e.reason.reset();
+      e.last_error.reset();
+    }
     e.conn->attached = false;
     e.conn = nullptr;
     close(*loser);

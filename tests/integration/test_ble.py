@@ -551,7 +551,8 @@ class BleAndTcp(BleTestCase):
 
         def on_tcp(d, other):
             p = self.peer(d, other)
-            return p if p and p["connected"] and p["transport"] == "tcp" else None
+            return p if (p and p["connected"] and p["transport"] == "tcp" and
+                         p["state"] == "in_sync") else None
         for d, other in ((alpha, beta), (beta, alpha)):
             p = wait_until(lambda d=d, other=other: on_tcp(d, other), 60,
                            what="%s's session with %s on TCP" % (d.name, other.name))
