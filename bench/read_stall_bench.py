@@ -21,7 +21,6 @@ import argparse
 import http.client
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -29,16 +28,8 @@ import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
+from api_bench import DEFAULT_WORKLOAD, load_docs, percentile  # noqa: E402
 from fieldsync_harness import Daemon, request  # noqa: E402
-
-WORKLOAD = os.path.join(HERE, "workload", "observations.py")
-
-
-def percentile(values, p):
-    s = sorted(values)
-    if not s:
-        return 0.0
-    return s[min(len(s) - 1, max(0, int(round(p / 100.0 * (len(s) - 1)))))]
 
 
 def load(d, pid, docs):
@@ -135,9 +126,7 @@ def main():
     ap.add_argument("--writers", type=int, default=2)
     ap.add_argument("--fieldsyncd", default=None)
     args = ap.parse_args()
-    docs = [line for line in subprocess.run(
-        [sys.executable, WORKLOAD, str(args.docs), "--seed", "1"], capture_output=True, text=True,
-        check=True).stdout.splitlines() if line.strip()]
+    docs = load_docs(DEFAULT_WORKLOAD, args.docs, 1)
     results = {}
     for threads in (0, 2):
         settings = {"storage.durable": "false", "api.max_body_bytes": 64 << 20,

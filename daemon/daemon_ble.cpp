@@ -51,9 +51,8 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
     std::array<std::uint8_t, BleAdvert::kNonceBytes> nonce{};
     bool matched_once = false;
     std::optional<Bytes> secret;  // of the first "auto" project its tags match
-    BleAdvert::Match match;
-    bool same = false;         // it holds what we hold of that project (its digest)
-    bool hint_hidden = false;  // it has a TCP address hint encrypted for another of its projects
+    bool same = false;            // it holds what we hold of that project (its digest)
+    bool hint_hidden = false;     // it has a TCP address hint encrypted for another of its projects
     bool reading = false;
     std::uint64_t retry_at_ms = 0;
     std::optional<DeviceId> device;
@@ -78,7 +77,7 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
   std::vector<Project> projects;
   // What the advertisement says now (a new one, with a new nonce, when any of it changes).
   std::int64_t advert_bucket = -1;
-  std::vector<std::pair<Bytes, BleAdvert::Holdings>> advertised_projects;
+  std::vector<BleAdvert::Project> advertised_projects;
   std::optional<BleAdvert::Hint> advertised_hint;
   std::size_t advertised = 0;
   std::map<std::string, Device> devices;  // by ble:// address
@@ -147,20 +146,18 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
     // More projects than fit: a different few each period, so each is found in turn.
     std::size_t cap = BleAdvert::capacity(hint.has_value());
     std::vector<BleAdvert::Project> chosen;
-    std::vector<std::pair<Bytes, BleAdvert::Holdings>> key;
     std::size_t n = projects.size();
     for (std::size_t i = 0; i < n && chosen.size() < cap; ++i) {
       const auto& p = projects[(static_cast<std::size_t>(bucket) + i) % n];
       chosen.push_back(BleAdvert::Project{p.secret, p.holdings});
-      key.emplace_back(p.secret, p.holdings);
     }
-    if (bucket == advert_bucket && key == advertised_projects && hint == advertised_hint) return;
+    if (bucket == advert_bucket && chosen == advertised_projects && hint == advertised_hint) return;
     if (n > cap && bucket != advert_bucket)
       spdlog::info("ble: {} visible projects; the advertisement carries {} of them this hour", n,
                    cap);
     // A new nonce with every change: rotation, projects, holdings, the TCP address.
     advert_bucket = bucket;
-    advertised_projects = std::move(key);
+    advertised_projects = chosen;
     advertised_hint = hint;
     advertised = chosen.size();
     if (chosen.empty() || !cfg.ble.advertise) {
@@ -194,7 +191,6 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
         auto m = adv->match(p.secret, unix_s());
         if (!m) continue;
         d.secret = p.secret;
-        d.match = *m;
         d.same = adv->holds_same(*m, p.secret, p.holdings);
         d.hint_hidden = adv->hint.has_value() && m->index != 0;
         if (d.device)
@@ -203,7 +199,8 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
       }
     }
     if (!d.secret) return;
-    if (d.device && !(changed && d.hint_hidden && routes[*d.device].tcp.empty()))
+    // A hint for another of its projects is read from its identity value, once.
+    if (d.device && !(changed && d.hint_hidden && !knows_tcp(*d.device)))
       return add(key, *d.device, s.fresh, d.same);
     // Unknown, and it holds what we hold: nothing to exchange, no connection.
     if (!d.device && d.same) {
@@ -236,6 +233,11 @@ struct DaemonBle::Impl : std::enable_shared_from_this<DaemonBle::Impl> {
           if (id->hint) self->learn_tcp(id->device, key, id->hint->uri());
           self->add(key, id->device, false, dev.same);
         });
+  }
+
+  bool knows_tcp(const DeviceId& id) const {
+    auto it = routes.find(id);
+    return it != routes.end() && !it->second.tcp.empty();
   }
 
   // The TCP address a device advertises; a new one is tried at once.

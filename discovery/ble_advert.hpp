@@ -80,6 +80,7 @@ struct BleAdvert {
   struct Project {
     Bytes secret;
     Holdings holdings{};
+    bool operator==(const Project&) const = default;
   };
   struct Entry {
     Tag tag{};

@@ -26,11 +26,6 @@ void ReaderPool::post(std::function<void()> job) {
   cv_.notify_one();
 }
 
-std::size_t ReaderPool::queued() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return jobs_.size();
-}
-
 void ReaderPool::run() {
   while (true) {
     std::function<void()> job;

@@ -27,13 +27,11 @@ class ReaderPool {
   ReaderPool& operator=(const ReaderPool&) = delete;
 
   void post(std::function<void()> job);
-  // Jobs queued and not started (a gauge for GET /metrics).
-  std::size_t queued() const;
 
  private:
   void run();
 
-  mutable std::mutex mu_;
+  std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> jobs_;
   bool stopping_ = false;

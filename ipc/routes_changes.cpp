@@ -94,7 +94,8 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     ProjectId project = *pid;
     std::uint32_t n = *limit;
     const bool docs = *include_docs;
-    const bool collections_empty = collections.empty();
+    // Filtered pages are this stream's own; others are shared with same-cursor streams.
+    const bool shared = !docs && collections.empty();
     // With a filter, a page may hold fewer than `limit` changes (last_seq still moves past
     // those left out).
     auto fetch = [&ctx, project, n, docs, collections = std::move(collections)](
@@ -118,7 +119,6 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
       }
       return chunk;
     };
-    const bool shared = !docs && collections_empty;
 
     if (feed == "normal")  // a read: on a reader thread (ipc/reader_pool.hpp)
       return on_reader(ctx, [fetch, since]() -> ApiResponse {
@@ -129,7 +129,7 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     auto stream = std::make_shared<ChangeStream>();
     stream->project = project;
     stream->since = since;
-    stream->limit = shared ? n : 0;  // filtered pages are this stream's own
+    stream->limit = shared ? n : 0;
     stream->fetch = fetch;
     stream->render = render_changes;
     if (feed == "longpoll") {

@@ -156,6 +156,8 @@ struct Conn : std::enable_shared_from_this<Conn> {
   std::function<void(Status)> handover;  // PeerManager::handover's callback, until it ends
 
   sync::Session* session() { return driver ? &driver->session() : nullptr; }
+  // A stream of link class fast (TCP), not slow (Bluetooth LE); false before a stream.
+  bool fast() const { return stream && stream->link_class() == transports::LinkClass::fast; }
   bool in_budget() const { return slot && slot->held(); }
   std::string label() const {
     return "#" + std::to_string(id) + (outgoing ? " to " : " from ") +
@@ -387,10 +389,7 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
     auto dialer = [&](const Conn& x) { return x.outgoing ? me : device; };
     bool new_wins = dialer(*c) == dialer(*e.conn) || dialer(*c) == winner_dialer;
     // A faster link first (TCP over Bluetooth LE: both ends see the same two classes).
-    auto fast = [](const Conn& x) {
-      return x.stream && x.stream->link_class() == transports::LinkClass::fast;
-    };
-    if (fast(*c) != fast(*e.conn)) new_wins = fast(*c);
+    if (c->fast() != e.conn->fast()) new_wins = c->fast();
     if (c->join || e.conn->join) new_wins = c->join != nullptr;  // never cut a JOIN short
     auto loser = new_wins ? e.conn : c;
     spdlog::debug("sync: duplicate connection with {}: closing the one {} (#{}, keeping #{})",
@@ -403,7 +402,7 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
         c->failure = make_error(Errc::already_exists, "the other connection won");
       return close(*c);
     }
-    if (loser->stream && !fast(*loser) && fast(*c))
+    if (loser->stream && !loser->fast() && c->fast())
       spdlog::info("sync: {} is reachable over {} now: moving its session there from {} (#{})",
                    device.short_str(), c->scheme, loser->scheme, loser->id);
     // A live session replaced by a faster link: what went wrong before it is history.
@@ -424,7 +423,7 @@ void PeerManager::Impl::established(const std::shared_ptr<Conn>& c) {
   e.retry_pending = false;
   e.conn = c;
   c->attached = true;
-  const bool fast_now = c->stream->link_class() == transports::LinkClass::fast;
+  const bool fast_now = c->fast();
   if (auto loss = std::exchange(e.early_loss, std::nullopt);
       loss && unix_ms() - loss->at_ms <= std::int64_t{opt.handshake_timeout_ms} &&
       ((loss->slow && fast_now) ||
@@ -602,7 +601,7 @@ void PeerManager::Impl::connection_closed(Conn& c) {
                           e.reason->code == PeerReasonCode::peer_shut_down;
   // Lost before the peer's HELLO (perhaps the duplicate the peer dropped: EarlyLoss).
   // A slow link lost at any point: perhaps the peer moved the session to a faster one.
-  const bool slow = c.stream && c.stream->link_class() != transports::LinkClass::fast;
+  const bool slow = c.stream && !c.fast();
   if (!c.replaced && ended_by && !still_away && c.stream && ended_by->code == Errc::unavailable &&
       (slow || !c.session() || !c.session()->peer_known()))
     e.early_loss =
@@ -1092,18 +1091,13 @@ void PeerManager::handover(const DeviceId& device, const std::string& address,
   if (it == im.peers.end() || !it->second.configured)
     return finish(make_error(Errc::not_found, "no such peer"));
   PeerEntry& e = it->second;
-  if (!e.conn || !e.conn->stream) {  // nothing to hand over: the next dial goes there
+  if (!e.conn || !e.conn->stream) {  // nothing to hand over: dial there now
     e.address = uri;
-    if (im.running && !e.dialing) {
-      if (e.retry) e.retry->cancel();
-      e.retry_pending = false;
-      im.dial(e);
-    }
+    (void)sync_now(device);
     return finish({});
   }
   auto* t = im.transport_for(uri);
-  if (!t || e.conn->stream->link_class() == transports::LinkClass::fast ||
-      t->link_class() != transports::LinkClass::fast)
+  if (!t || e.conn->fast() || t->link_class() != transports::LinkClass::fast)
     return finish(make_error(Errc::failed_precondition,
                              "the live connection (" + e.conn->scheme + ") is as fast"));
   if (e.handing_over) return finish(make_error(Errc::already_exists, "already trying"));
