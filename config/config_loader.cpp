@@ -720,6 +720,8 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(uint_key(
         "storage.max_imported_bundles",
         [](Config & c) -> auto& { return c.storage.max_imported_bundles; }, 1, 1000000));
+    t.push_back(uint_key(
+        "storage.max_indexes", [](Config & c) -> auto& { return c.storage.max_indexes; }, 0, 1000));
     return t;
   }();
   return table;

@@ -47,7 +47,49 @@ ApiResponse list_page(const ApiContext& ctx, const ProjectId& pid, storage::List
     s += (i ? "," : "") + document_json(page->docs[i]);
   s += "],\"next\":";
   s += page->next.empty() ? std::string("null") : json_quote(page->next);
+  s += ",\"plan\":{\"index\":";
+  s += page->plan.index.empty() ? std::string("null") : json_quote(page->plan.index);
+  s += ",\"examined\":" + std::to_string(page->plan.examined) + "}";
   return json_response(200, s + "}");
+}
+
+std::string index_json(const storage::IndexInfo& i) {
+  json::object o;
+  o["name"] = i.spec.name;
+  if (!i.error.empty()) {
+    o["error"] = i.error;
+    return json::serialize(o);
+  }
+  o["collection"] = i.spec.collection;
+  json::array fields;
+  for (const auto& f : i.spec.fields) fields.emplace_back(f);
+  o["fields"] = std::move(fields);
+  o["ready"] = i.ready;
+  o["entries"] = i.entries;
+  return json::serialize(o);
+}
+
+// The body of PUT .../indexes/{name}: {"collection": "obs", "fields": ["a", "b.c"]}.
+Result<storage::IndexSpec> index_spec(const ApiContext& ctx, const ApiRequest& req) {
+  auto obj = parse_object(req.body, "index declaration", ctx.options.max_json_depth);
+  if (!obj) return obj.error();
+  FS_TRY(check_fields(*obj, {"collection", "fields"}, "index declaration"));
+  storage::IndexSpec spec;
+  spec.name = req.param("name");
+  const json::value* coll = obj->if_contains("collection");
+  const json::value* fields = obj->if_contains("fields");
+  if (!coll || !coll->is_string())
+    return make_error(Errc::invalid_argument, "collection must be a collection name");
+  if (!fields || !fields->is_array())
+    return make_error(Errc::invalid_argument,
+                      "fields must be an array of dot paths, e.g. [\"site.region\", \"ph\"]");
+  spec.collection = std::string(coll->get_string());
+  for (const auto& f : fields->get_array()) {
+    if (!f.is_string())
+      return make_error(Errc::invalid_argument, "fields holds dot paths (strings)");
+    spec.fields.emplace_back(f.get_string());
+  }
+  return spec;
 }
 
 // The list query parameters shared by .../docs/{coll} and .../conflicts.
@@ -203,6 +245,42 @@ Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std
 void register_document_routes(Router& router, ApiContext& ctx) {
   const std::string docs = "/v1/projects/{pid}/docs/{coll}";
   const std::string doc = docs + "/{id}";
+  const std::string indexes = "/v1/projects/{pid}/indexes";
+
+  // Indexes (docs/api.md "Indexes"): declared, listed, dropped. A drop deletes every entry in
+  // one transaction: on a reader thread, off the event loop.
+  router.add("GET", indexes, [&ctx](ApiRequest& request) {
+    return on_reader(ctx, [&ctx, req = request]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      if (auto k = known_query(req, {}); !k) return fail(k.error());
+      auto list = ctx.store.indexes(*pid);
+      if (!list) return fail(list.error());
+      std::string s = "{\"indexes\":[";
+      for (std::size_t i = 0; i < list->size(); ++i) s += (i ? "," : "") + index_json((*list)[i]);
+      return json_response(200, s + "]}");
+    });
+  });
+  router.add("PUT", indexes + "/{name}", [&ctx](ApiRequest& req) {
+    auto pid = project_param(req);
+    if (!pid) return fail(pid.error());
+    if (auto k = known_query(req, {}); !k) return fail(k.error());
+    auto spec = index_spec(ctx, req);
+    if (!spec) return fail(spec.error());
+    auto info = ctx.store.create_index(*pid, *spec);
+    if (!info) return fail(info.error());
+    return json_response(200, index_json(*info));
+  });
+  router.add("DELETE", indexes + "/{name}", [&ctx](ApiRequest& request) {
+    return on_reader(ctx, [&ctx, req = request]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      if (auto k = known_query(req, {}); !k) return fail(k.error());
+      if (auto st = ctx.store.drop_index(*pid, req.param("name")); !st) return fail(st.error());
+      return json_response(200,
+                           "{\"name\":" + json_quote(req.param("name")) + ",\"dropped\":true}");
+    });
+  });
 
   // Create. ?id= gives an app-chosen id; otherwise a random 128-bit id is assigned.
   router.add("POST", docs, [&ctx](ApiRequest& req) {

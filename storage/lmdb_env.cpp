@@ -72,7 +72,8 @@ Result<std::unique_ptr<LmdbEnv>> LmdbEnv::open(const std::filesystem::path& dir,
                            {"peer_holds", &t.peer_holds},
                            {"blob_held", &t.blob_held},
                            {"blob_proj", &t.blob_proj},
-                           {"blob_refs", &t.blob_refs}}) {
+                           {"blob_refs", &t.blob_refs},
+                           {"indexes", &t.indexes}}) {
     FS_TRY(open_dbi(name, *dbi));
   }
   FS_TRY(txn->commit());

@@ -23,7 +23,7 @@ Error lmdb_error(int rc, std::string_view what);
 // The named databases of the store (docs/storage.md "Tables").
 struct Tables {
   MDB_dbi meta{}, projects{}, superseded{}, docs{}, docver{}, logs{}, heads{}, checkpoints{},
-      changes{}, invites{}, peers{}, peer_holds{}, blob_held{}, blob_proj{}, blob_refs{};
+      changes{}, invites{}, peers{}, peer_holds{}, blob_held{}, blob_proj{}, blob_refs{}, indexes{};
 };
 
 class LmdbTxn;

@@ -152,7 +152,8 @@ Result<std::uint64_t> Store::Impl::change_counter(const LmdbTxn& txn, const Proj
 }
 
 Status Store::Impl::put_change_counter(LmdbTxn& txn, const ProjectId& p, std::uint64_t seq) const {
-  return txn.put(t().meta, counter_key(p), u64_bytes(seq));
+  FS_TRY(txn.put(t().meta, counter_key(p), u64_bytes(seq)));
+  return note_indexed(txn, p, seq);
 }
 
 Status Store::Impl::persist_clock(LmdbTxn& txn) const {
@@ -218,8 +219,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   FS_TRY(txn->commit());
   // The identity comes after the environment: the store records which key wrote it.
   FS_TRY(impl->open_identity());
+  FS_TRY(impl->check_indexes());
   std::unique_ptr<Store> owned(new Store(std::move(impl)));
   FS_TRY(owned->impl_->open_blobs(*owned));
+  owned->impl_->start_index_builder();
   return owned;
 }
 

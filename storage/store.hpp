@@ -89,6 +89,19 @@ class Store {
   Result<std::uint32_t> purge_document(const ProjectId& project, std::string_view collection,
                                        std::string_view doc_id);
 
+  // --- indexes (store_indexes.cpp, docs/storage.md "Indexes") ---
+  // Declares an index on a collection. From then on it is kept in the same transaction as
+  // every local write and applied batch; the documents held already are indexed by the
+  // store's index thread in short transactions (ready = false until done: list_documents
+  // uses only ready indexes). Declaring the same spec again changes nothing; another spec
+  // under a name in use is already_exists. Errors: invalid_argument (name, collection, fields),
+  // not_found (project), failed_precondition (storage.max_indexes reached).
+  Result<IndexInfo> create_index(const ProjectId& project, const IndexSpec& spec);
+  // Removes the index and its entries. not_found when no index has that name.
+  Status drop_index(const ProjectId& project, std::string_view name);
+  // The project's indexes by name, with their entry counts (one pass over the entries).
+  Result<std::vector<IndexInfo>> indexes(const ProjectId& project) const;
+
   // --- membership, invites, leaving (store_members.cpp) ---
   // Every device's current record, evaluated from the `_members` versions in hlc order,
   // accepting only records written by a device that was a coordinator at the time

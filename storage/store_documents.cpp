@@ -48,7 +48,7 @@ Result<DocRecord> Store::Impl::add_to_dag(LmdbTxn& txn, ByteView dk, DocRecord r
       (rec.flags & DocRecord::kPurged) |
       (!rec.heads.empty() && rec.heads.front().tombstone ? DocRecord::kDeleted : 0));
   rec.local_seq = seq;
-  FS_TRY(txn.put(t().docs, dk, rec.encode()));
+  FS_TRY(put_doc(txn, dk, rec));
   FS_TRY(txn.put(t().changes, change_key(h.project, seq), encode_location(at, local)));
   return rec;
 }
@@ -290,7 +290,7 @@ Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::strin
     ++removed;
   }
   rec->flags |= DocRecord::kPurged;
-  FS_TRY(txn->put(impl_->t().docs, dk, rec->encode()));
+  FS_TRY(impl_->put_doc(*txn, dk, *rec));
   FS_TRY(txn->commit());
   return removed;
 }

@@ -23,6 +23,11 @@ Bytes succession_message(const ProjectId& p, const DeviceId& predecessor,
 std::optional<DeviceId> verified_predecessor(const ProjectId& p, const VersionHeader& h,
                                              const std::optional<std::string>& body);
 
+class IndexBuilder;
+struct IndexBuilderStop {  // stops and joins the index thread (store_indexes.cpp)
+  void operator()(IndexBuilder* b) const;
+};
+
 struct Store::Impl {
   StoreOptions opts;
   std::optional<StoreConversion> converted;  // set by Store::open, read-only afterwards
@@ -199,6 +204,48 @@ struct Store::Impl {
                        std::uint64_t seq) const;
   Status note_judged(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t from,
                      std::uint64_t upto) const;
+
+  // Indexes (store_indexes.cpp, docs/storage.md "Indexes").
+  struct IndexDef {
+    IndexSpec spec;
+    std::uint32_t number = 0;  // in the entry keys
+    std::vector<std::vector<std::string>> paths;
+    bool ready = false;
+    std::string cursor;  // while building: the last document id indexed by the builder
+  };
+  using IndexSet = std::vector<IndexDef>;
+  // Every change of a document record goes through these: the project's indexes on its
+  // collection are kept in the same transaction (rec: the new record; null: removed).
+  Status put_doc(LmdbTxn& txn, ByteView doc_key, const DocRecord& rec) const;
+  Status del_doc(LmdbTxn& txn, ByteView doc_key) const;
+  Status index_doc(LmdbTxn& txn, ByteView doc_key, const DocRecord* rec) const;
+  // The project's index declarations as of `txn`. One that does not read back is left out
+  // (named in `unreadable`): it is neither kept nor used, and fails nothing else.
+  Result<IndexSet> index_set(const LmdbTxn& txn, const ProjectId& p,
+                             std::vector<std::string>* unreadable = nullptr) const;
+  // The same, cached for write transactions: filled and cleared only inside one (LMDB runs one
+  // at a time), so a write never sees a declaration another write has not committed.
+  Result<std::shared_ptr<const IndexSet>> write_index_set(const LmdbTxn& txn,
+                                                          const ProjectId& p) const;
+  void forget_index_cache(const ProjectId& p) const;
+  // Records that the project's indexes are kept up to its changes-feed counter `seq` (called
+  // by put_change_counter): a store written meanwhile by a release without indexes has them
+  // rebuilt when opened (check_indexes).
+  Status note_indexed(LmdbTxn& txn, const ProjectId& p, std::uint64_t seq) const;
+  Status check_indexes();
+  Status forget_indexes(LmdbTxn& txn, const ProjectId& p) const;
+  // Lists through a ready index when one serves the query (nullopt: none does, scan).
+  Result<std::optional<ListPage>> indexed_list(const LmdbTxn& txn, const ProjectId& p,
+                                               const ListQuery& q) const;
+  // One step of building (store's index thread): indexes up to a batch of documents of the
+  // first index being built. False: none is being built.
+  Result<bool> build_index_step();
+  void start_index_builder();
+  void wake_index_builder();
+  mutable std::mutex index_mu;
+  mutable std::map<ProjectId, std::shared_ptr<const IndexSet>> index_cache;  // under index_mu
+  std::unique_ptr<IndexBuilder, IndexBuilderStop>
+      index_builder;  // destroyed (joined) before the environment
 
   // Declared last: destroyed (its worker stopped) before everything it uses.
   std::unique_ptr<BlobStore> blobs;

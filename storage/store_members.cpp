@@ -302,7 +302,7 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
   }
   for (const auto& n : named)
     if (!held_ids.count(n)) FS_TRY(txn.put(t().superseded, superseded_key(dk, n), ByteView{}));
-  if (out.heads.empty()) return txn.del(t().docs, dk);  // only the removed device ever wrote it
+  if (out.heads.empty()) return del_doc(txn, dk);  // only the removed device ever wrote it
   if (out.heads.size() > kMaxDocHeads)
     return make_error(Errc::resource_exhausted, "document has too many concurrent versions");
   std::sort(out.heads.begin(), out.heads.end(), head_ranks_before);
@@ -312,7 +312,7 @@ Status Store::Impl::rebuild_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk) c
   out.local_seq = *seq + 1;
   FS_TRY(put_change_counter(txn, p, out.local_seq));
   FS_TRY(txn.put(t().changes, change_key(p, out.local_seq), encode_location(out.heads.front().at)));
-  return txn.put(t().docs, dk, out.encode());
+  return put_doc(txn, dk, out);
 }
 
 Result<Invite> Store::create_invite(const ProjectId& project, Role role, std::int64_t expires_ms) {
@@ -411,6 +411,7 @@ Status Store::leave_project(const ProjectId& project) {
   FS_TRY(impl_->forget_bundles(*txn, project));
   FS_TRY(impl_->forget_subscriptions(*txn, project));
   FS_TRY(impl_->forget_erasures(*txn, project));
+  FS_TRY(impl_->forget_indexes(*txn, project));
   FS_TRY(txn->del(t.projects, project.view()));
   FS_TRY(txn->commit());
   impl_->blobs_left(project);

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "common/encoding.hpp"
+#include "storage/index_key.hpp"
 #include "storage/json_merge.hpp"
 #include "storage/store_impl.hpp"
 #include "storage/subscription.hpp"
@@ -112,7 +113,393 @@ Result<SortRow> parse_sort_cursor(std::string_view cursor) {
   return SortRow{a[0], std::string(a[1].get_string()), std::string(a[2].get_string())};
 }
 
+// Whether a listed document passes the query's conditions (its record is not deleted).
+Result<bool> passes(const ListQuery& q, const DocRecord& rec, const DocumentState& st) {
+  if (q.conflicts_only && rec.heads.size() < 2) return false;
+  if (!q.filters.empty()) {
+    if (!st.body) return false;
+    auto m = matches_filters(*st.body, q.filters);
+    if (!m) return m.error();
+    if (!*m) return false;
+  }
+  return !q.selector || (st.body && q.selector->matches(st.collection, *st.body));
+}
+
+// The page of a query whose matches were gathered (in any order) as sort rows: the first
+// `limit` in order, and the cursor after them when more match.
+Status finish_sorted(const Store::Impl& im, const LmdbTxn& txn, const ProjectId& project,
+                     const ListQuery& q, std::vector<SortRow>& rows, ListPage& page) {
+  const std::size_t n = std::min<std::size_t>(rows.size(), q.limit);
+  auto before = [&](const SortRow& a, const SortRow& b) {
+    return sorted_before(a, b, q.sort_descending);
+  };
+  std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(n), rows.end(),
+                    before);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto& r = rows[i];
+    auto rec = im.existing_doc(txn, project, r.collection, r.id);
+    if (!rec) return rec.error();
+    auto st = im.doc_state(txn, project, r.collection, r.id, *rec);
+    if (!st) return st.error();
+    page.docs.push_back(std::move(*st));
+  }
+  if (rows.size() > n && n > 0) page.next = sort_cursor(rows[n - 1]);
+  return {};
+}
+
+Error too_many_sorted(const ListQuery& q) {
+  return make_error(Errc::invalid_argument,
+                    "more than " + std::to_string(q.max_sort_docs) +
+                        " documents match a sorted query (api.max_sort_docs): narrow it with "
+                        "where= or selector=, declare an index on the sort field, or page "
+                        "through it unsorted");
+}
+
+std::string path_text(const std::vector<std::string>& path) {
+  std::string s;
+  for (const auto& seg : path) s += (s.empty() ? "" : ".") + seg;
+  return s;
+}
+
+// What the query's conditions say of one field that an index can narrow to: equal to a value,
+// or within bounds (inclusive; a superset: the conditions still decide each document).
+struct FieldCondition {
+  std::optional<json::value> eq;
+  std::optional<json::value> lo, hi;
+  bool lo_open = false, hi_open = false;  // the bound itself is not in
+};
+
+std::map<std::string, FieldCondition> field_conditions(const ListQuery& q) {
+  std::map<std::string, FieldCondition> out;
+  for (const auto& f : q.filters) {
+    if (f.field.empty() || f.field.find('.') != std::string::npos) continue;  // not a dot path
+    boost::system::error_code ec;
+    json::value v = json::parse(f.json_value, ec);
+    if (ec || v.is_array() || v.is_object()) continue;
+    auto& c = out[f.field];
+    if (!c.eq) c.eq = std::move(v);
+  }
+  if (!q.selector) return out;
+  for (auto& t : q.selector->index_terms()) {
+    auto& c = out[t.path];
+    if (t.values.size() == 1) {
+      if (!c.eq) c.eq = std::move(t.values.front());
+    } else if (t.values.size() > 1) {
+      // "in": the span from its least to its greatest value, when all are of one type.
+      const int rank = type_rank(t.values.front());
+      bool one_type = std::all_of(t.values.begin(), t.values.end(),
+                                  [&](const json::value& v) { return type_rank(v) == rank; });
+      if (!one_type || c.lo || c.hi) continue;
+      auto [lo, hi] = std::minmax_element(
+          t.values.begin(), t.values.end(),
+          [](const json::value& a, const json::value& b) { return compare_json(a, b) < 0; });
+      c.lo = *lo;
+      c.hi = *hi;
+    } else if (!c.lo && !c.hi) {
+      c.lo = std::move(t.lo);
+      c.hi = std::move(t.hi);
+      c.lo_open = t.lo_open;
+      c.hi_open = t.hi_open;
+    }
+  }
+  return out;
+}
+
+// How an index serves a query: the entry keys from `low` (inclusive) up to `high`
+// (exclusive), all under `base` (the index's entry prefix and the encodings of the fields
+// fixed by equality: `fixed` of them).
+struct IndexPlan {
+  const Store::Impl::IndexDef* index = nullptr;
+  Bytes base;
+  Bytes low, high;  // whole keys; high empty: up to the end of base
+  std::size_t fixed = 0;
+  bool ranged = false;   // a range on the field after the fixed ones
+  bool ordered = false;  // entries come in the query's sort order (sort field last)
+  bool by_id = false;    // every field fixed: entries come in document id order
+  int score() const {
+    return (ordered ? 1000 : 0) + static_cast<int>(fixed) * 10 + (ranged ? 5 : 0);
+  }
+};
+
+// The exclusive upper end of the encodings up to `enc` (a full value: itself and nothing
+// above; a truncated one: every value it stands for).
+Bytes above(Bytes enc) {
+  if (index_key::truncated(enc)) {
+    ++enc.back();
+  } else {
+    enc.push_back(0xff);
+  }
+  return enc;
+}
+
+// The lower end of the encodings from `enc` (a truncated one: every value it stands for).
+Bytes from(Bytes enc) {
+  if (index_key::truncated(enc)) enc.resize(enc.size() - 2);
+  return enc;
+}
+
+// The exclusive upper end of the encodings below `enc` (a truncated one: below every value it
+// stands for).
+Bytes below(Bytes enc) { return from(std::move(enc)); }
+
+std::optional<IndexPlan> plan_for(const Store::Impl::IndexDef& d, const ProjectId& p,
+                                  const std::map<std::string, FieldCondition>& conds,
+                                  const std::string& sort_field) {
+  IndexPlan plan;
+  plan.index = &d;
+  Key base;
+  base.raw(p.view()).u8('f');
+  ByteWriter(base.b).u32(d.number);
+  const std::size_t budget = index_key::string_budget(d.paths.size());
+  std::optional<FieldCondition> range;
+  std::size_t k = 0;
+  for (; k < d.spec.fields.size(); ++k) {
+    auto it = conds.find(d.spec.fields[k]);
+    if (it == conds.end()) break;
+    if (!it->second.eq) {
+      if (it->second.lo || it->second.hi) range = it->second;
+      break;
+    }
+    Bytes enc;
+    if (index_key::append(enc, *it->second.eq, budget)) {
+      range = FieldCondition{std::nullopt, it->second.eq, it->second.eq};  // a long string
+      break;
+    }
+    base.raw(enc);
+  }
+  plan.fixed = k;
+  plan.base = base.b;
+  plan.ranged = range.has_value();
+  plan.by_id = k == d.spec.fields.size();
+  plan.ordered =
+      !sort_field.empty() && k + 1 == d.spec.fields.size() && d.spec.fields[k] == sort_field;
+  if (!plan.ordered && !plan.ranged && k == 0) return std::nullopt;  // narrows nothing
+  plan.low = plan.base;
+  if (range) {
+    Bytes lo, hi;
+    if (range->lo) index_key::append(lo, *range->lo, budget);
+    if (range->hi) index_key::append(hi, *range->hi, budget);
+    // Bounds of one type hold only values of that type (range compares within a type).
+    auto rank_of = [](const Bytes& e) { return static_cast<index_key::Rank>(e.front()); };
+    // An open bound leaves its own value out, exactly when its encoding is whole.
+    Bytes low = !range->lo                                    ? Bytes(1, hi.front())
+                : range->lo_open && !index_key::truncated(lo) ? above(lo)
+                                                              : from(lo);
+    Bytes high = !range->hi                                    ? index_key::rank_end(rank_of(lo))
+                 : range->hi_open && !index_key::truncated(hi) ? below(hi)
+                                                               : above(hi);
+    append(plan.low, low);
+    plan.high = plan.base;
+    append(plan.high, high);
+  }
+  return plan;
+}
+
 }  // namespace
+
+Result<std::optional<ListPage>> Store::Impl::indexed_list(const LmdbTxn& txn, const ProjectId& p,
+                                                          const ListQuery& q) const {
+  if (q.collection.empty() || q.include_deleted) return std::optional<ListPage>{};
+  auto set = index_set(txn, p);
+  if (!set) return set.error();
+  if (set->empty()) return std::optional<ListPage>{};
+  const auto conds = field_conditions(q);
+  const std::string sort_field = path_text(q.sort_path);
+  std::optional<IndexPlan> best;
+  for (const auto& d : *set) {
+    if (!d.ready || d.spec.collection != q.collection) continue;
+    auto plan = plan_for(d, p, conds, sort_field);
+    if (plan && (!best || plan->score() > best->score())) best = std::move(plan);
+  }
+  if (!best) return std::optional<ListPage>{};
+  const IndexPlan& plan = *best;
+  ListPage page;
+  page.plan.index = plan.index->spec.name;
+  const bool sorted = !q.sort_path.empty();
+
+  // Each entry's document, read and checked against the whole query.
+  struct Row {
+    DocRecord rec;
+    DocumentState st;
+  };
+  auto load = [&](std::string_view id) -> Result<std::optional<Row>> {
+    auto rec = existing_doc(txn, p, q.collection, id);
+    if (!rec) return rec.error();
+    ++page.plan.examined;
+    auto st = doc_state(txn, p, q.collection, id, *rec);
+    if (!st) return st.error();
+    auto ok = passes(q, *rec, *st);
+    if (!ok) return ok.error();
+    if (!*ok) return std::optional<Row>{};
+    return std::optional<Row>(Row{std::move(*rec), std::move(*st)});
+  };
+  auto doc_id_of = [&](ByteView key) -> Result<std::string_view> {
+    // The fields after the fixed ones, then the document id.
+    ByteView rest = key.subspan(plan.base.size());
+    for (std::size_t i = plan.fixed; i < plan.index->paths.size() && !rest.empty(); ++i) {
+      std::size_t n = index_key::length(rest);
+      if (n == 0) return make_error(Errc::data_loss, "corrupt index entry");
+      const bool cut = index_key::truncated(rest.first(n));
+      rest = rest.subspan(n);
+      if (cut) break;  // a truncated value ends the values
+    }
+    if (rest.empty()) return make_error(Errc::data_loss, "corrupt index entry");
+    return as_chars(rest);
+  };
+  auto in_range = [&](ByteView key) {
+    if (!has_prefix(key, plan.base)) return false;
+    if (!plan.high.empty() &&
+        !std::lexicographical_compare(key.begin(), key.end(), plan.high.begin(), plan.high.end()))
+      return false;
+    return std::lexicographical_compare(key.begin(), key.end(), plan.low.begin(), plan.low.end()) ==
+           false;
+  };
+  LmdbCursor c(txn, t().indexes);
+
+  if (plan.by_id && !sorted) {
+    // Every field fixed: the entries are in document id order, as an unsorted list is.
+    Bytes start = plan.base;
+    if (!q.start_after.empty()) {
+      append(start, as_bytes(q.start_after));
+      start.push_back(0);  // strictly after the cursor
+    }
+    for (bool ok = c.seek(start); ok && in_range(c.key()); ok = c.next()) {
+      auto id = doc_id_of(c.key());
+      if (!id) return id.error();
+      if (page.docs.size() >= q.limit) {
+        page.next = page.docs.back().doc_id;
+        break;
+      }
+      auto row = load(*id);
+      if (!row) return row.error();
+      if (*row) page.docs.push_back(std::move((*row)->st));
+    }
+    return std::optional<ListPage>(std::move(page));
+  }
+
+  std::optional<SortRow> sort_after;
+  if (sorted && !q.start_after.empty()) {
+    auto r = parse_sort_cursor(q.start_after);
+    if (!r) return r.error();
+    sort_after = std::move(*r);
+  }
+  auto sort_row = [&](const Row& r) {
+    return SortRow{r.st.body ? value_at(*r.st.body, q.sort_path) : json::value(nullptr),
+                   r.st.collection, r.st.doc_id};
+  };
+
+  if (plan.ordered) {
+    // The sort field is the index's last: entries come in the query's order, ties by id,
+    // except within a run of one truncated value, which is sorted here.
+    const std::size_t budget = index_key::string_budget(plan.index->paths.size());
+    Bytes low = plan.low, high = plan.high.empty() ? plan.base : plan.high;
+    if (plan.high.empty()) high.push_back(0xff);
+    if (sort_after) {
+      Bytes enc;
+      const bool cut = index_key::append(enc, sort_after->key, budget);
+      Bytes at = plan.base;
+      append(at, enc);
+      if (!cut) append(at, as_bytes(sort_after->id));
+      if (!q.sort_descending) {
+        if (!cut) at.push_back(0);
+        if (std::lexicographical_compare(low.begin(), low.end(), at.begin(), at.end())) low = at;
+      } else {
+        if (cut) at.push_back(0xff);
+        if (std::lexicographical_compare(at.begin(), at.end(), high.begin(), high.end())) high = at;
+      }
+    }
+    bool ok = false;
+    if (!q.sort_descending) {
+      ok = c.seek(low);
+    } else {
+      ok = c.seek(high) ? c.prev() : c.last();
+    }
+    auto within = [&](ByteView key) {
+      if (!in_range(key)) return false;
+      if (std::lexicographical_compare(key.begin(), key.end(), low.begin(), low.end()))
+        return false;
+      return std::lexicographical_compare(key.begin(), key.end(), high.begin(), high.end());
+    };
+    std::vector<SortRow> taken;
+    bool more = false;
+    std::vector<std::pair<SortRow, DocumentState>> run;  // entries of one truncated value
+    Bytes run_value;
+    auto take = [&](SortRow row, DocumentState st) {
+      if (sort_after && !sorted_before(*sort_after, row, q.sort_descending)) return;
+      if (page.docs.size() >= q.limit) {
+        more = true;
+        return;
+      }
+      taken.push_back(std::move(row));
+      page.docs.push_back(std::move(st));
+    };
+    auto flush_run = [&] {
+      std::sort(run.begin(), run.end(), [&](const auto& a, const auto& b) {
+        return sorted_before(a.first, b.first, q.sort_descending);
+      });
+      for (auto& [row, st] : run) take(std::move(row), std::move(st));
+      run.clear();
+      run_value.clear();
+    };
+    for (; ok && within(c.key()) && !more; ok = q.sort_descending ? c.prev() : c.next()) {
+      ByteView rest = c.key().subspan(plan.base.size());
+      std::size_t n = index_key::length(rest);
+      if (n == 0 || n >= rest.size()) return make_error(Errc::data_loss, "corrupt index entry");
+      ByteView value = rest.first(n);
+      if (!run.empty() &&
+          !std::equal(value.begin(), value.end(), run_value.begin(), run_value.end()))
+        flush_run();
+      if (more) break;
+      auto row = load(as_chars(rest.subspan(n)));
+      if (!row) return row.error();
+      if (!*row) continue;
+      SortRow sr = sort_row(**row);
+      if (index_key::truncated(value)) {
+        if (run.empty()) run_value.assign(value.begin(), value.end());
+        run.emplace_back(std::move(sr), std::move((*row)->st));
+      } else {
+        take(std::move(sr), std::move((*row)->st));
+      }
+    }
+    if (!more && !run.empty()) flush_run();
+    if (more && !taken.empty()) page.next = sort_cursor(taken.back());
+    return std::optional<ListPage>(std::move(page));
+  }
+
+  // The index narrows the documents; their order comes from sorting them here.
+  std::vector<SortRow> rows;
+  for (bool ok = c.seek(plan.low); ok && in_range(c.key()); ok = c.next()) {
+    auto id = doc_id_of(c.key());
+    if (!id) return id.error();
+    if (!sorted && !q.start_after.empty() && std::string_view(*id) <= q.start_after) continue;
+    auto row = load(*id);
+    if (!row) return row.error();
+    if (!*row) continue;
+    SortRow sr = sorted ? sort_row(**row) : SortRow{nullptr, q.collection, (*row)->st.doc_id};
+    if (sort_after && !sorted_before(*sort_after, sr, q.sort_descending)) continue;
+    if (rows.size() >= q.max_sort_docs) {
+      if (sorted) return too_many_sorted(q);
+      return std::optional<ListPage>{};  // too many to order by id here: scan instead
+    }
+    rows.push_back(std::move(sr));
+  }
+  if (sorted) {
+    FS_TRY(finish_sorted(*this, txn, p, q, rows, page));
+    return std::optional<ListPage>(std::move(page));
+  }
+  std::sort(rows.begin(), rows.end(),
+            [](const SortRow& a, const SortRow& b) { return a.id < b.id; });
+  const std::size_t n = std::min<std::size_t>(rows.size(), q.limit);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto rec = existing_doc(txn, p, q.collection, rows[i].id);
+    if (!rec) return rec.error();
+    auto st = doc_state(txn, p, q.collection, rows[i].id, *rec);
+    if (!st) return st.error();
+    page.docs.push_back(std::move(*st));
+  }
+  if (rows.size() > n && n > 0) page.next = rows[n - 1].id;
+  return std::optional<ListPage>(std::move(page));
+}
 
 Result<DocumentState> Store::get_document(const ProjectId& project, std::string_view collection,
                                           std::string_view doc_id) const {
@@ -165,6 +552,9 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
   FS_TRY(impl_->project(*txn, project));
+  auto indexed = impl_->indexed_list(*txn, project, q);
+  if (!indexed) return indexed.error();
+  if (*indexed) return std::move(**indexed);
   Key prefix =
       q.collection.empty() ? Key{}.raw(project.view()) : collection_prefix(project, q.collection);
   Key start = prefix;
@@ -207,45 +597,23 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
     if (!rec) return make_error(Errc::data_loss, "corrupt document record");
     if ((rec->flags & DocRecord::kDeleted) && !q.include_deleted) continue;
     if (q.conflicts_only && rec->heads.size() < 2) continue;
+    ++page.plan.examined;
     auto st = impl_->doc_state(*txn, project, coll, id, *rec);
     if (!st) return st.error();
-    if (!q.filters.empty()) {
-      if (!st->body) continue;
-      auto m = matches_filters(*st->body, q.filters);
-      if (!m) return m.error();
-      if (!*m) continue;
-    }
-    if (q.selector && (!st->body || !q.selector->matches(coll, *st->body))) continue;
+    auto pass = passes(q, *rec, *st);
+    if (!pass) return pass.error();
+    if (!*pass) continue;
     if (!sorted) {
       page.docs.push_back(std::move(*st));
       continue;
     }
     SortRow row{st->body ? value_at(*st->body, q.sort_path) : json::value(nullptr), coll, id};
     if (sort_after && !sorted_before(*sort_after, row, q.sort_descending)) continue;
-    if (rows.size() >= q.max_sort_docs)
-      return make_error(Errc::invalid_argument,
-                        "more than " + std::to_string(q.max_sort_docs) +
-                            " documents match a sorted query (api.max_sort_docs): narrow it with "
-                            "where= or selector=, or page through it unsorted");
+    if (rows.size() >= q.max_sort_docs) return too_many_sorted(q);
     rows.push_back(std::move(row));
   }
   if (!sorted) return page;
-  // The first `limit` rows in order, without sorting all of them.
-  const std::size_t n = std::min<std::size_t>(rows.size(), q.limit);
-  auto before = [&](const SortRow& a, const SortRow& b) {
-    return sorted_before(a, b, q.sort_descending);
-  };
-  std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(n), rows.end(),
-                    before);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto& r = rows[i];
-    auto rec = impl_->existing_doc(*txn, project, r.collection, r.id);
-    if (!rec) return rec.error();
-    auto st = impl_->doc_state(*txn, project, r.collection, r.id, *rec);
-    if (!st) return st.error();
-    page.docs.push_back(std::move(*st));
-  }
-  if (rows.size() > n && n > 0) page.next = sort_cursor(rows[n - 1]);
+  FS_TRY(finish_sorted(*impl_, *txn, project, q, rows, page));
   return page;
 }
 

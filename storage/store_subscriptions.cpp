@@ -180,7 +180,7 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Store::Impl::leave_document(
       ok = dc.seek(sub);
     }
   }
-  FS_TRY(txn.del(t().docs, dk));
+  FS_TRY(del_doc(txn, dk));
   return std::pair{seq, freed};
 }
 

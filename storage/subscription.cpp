@@ -367,6 +367,38 @@ Subscription& Subscription::operator=(const Subscription&) = default;
 Subscription::Subscription(Subscription&&) noexcept = default;
 Subscription& Subscription::operator=(Subscription&&) noexcept = default;
 
+std::vector<Subscription::IndexTerm> Subscription::index_terms() const {
+  std::vector<IndexTerm> out;
+  if (!impl_->where) return out;
+  auto add = [&](const Term& t) {
+    IndexTerm x;
+    x.path = t.path_text;
+    switch (t.kind) {
+      case Kind::eq:
+      case Kind::in: x.values = t.values; break;
+      case Kind::range:
+        x.lo = t.gt ? t.gt : t.gte;
+        x.hi = t.lt ? t.lt : t.lte;
+        x.lo_open = t.gt.has_value();
+        x.hi_open = t.lt.has_value();
+        break;
+      case Kind::bbox:
+        x.lo = json::value(t.south);
+        x.hi = json::value(t.north);
+        break;
+      default: return;
+    }
+    out.push_back(std::move(x));
+  };
+  const Term& w = *impl_->where;
+  if (w.kind == Kind::all) {
+    for (const auto& c : w.children) add(c);
+  } else {
+    add(w);
+  }
+  return out;
+}
+
 Result<Subscription> Subscription::parse(std::string_view text) {
   if (text.size() > kMaxSubscriptionBytes)
     return bad("longer than " + std::to_string(kMaxSubscriptionBytes) + " bytes");

@@ -16,6 +16,7 @@
 // Thread-safety: an immutable value once parsed; matches() may run on any thread.
 #pragma once
 
+#include <boost/json/value.hpp>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -72,6 +73,17 @@ class Subscription {
   // What both want: the common collections, and both filters (everything with x is x).
   // invalid_argument when the result would exceed the limits.
   static Result<Subscription> intersect(const Subscription& a, const Subscription& b);
+
+  // The conditions every match passes that an index can narrow to (store_indexes.cpp): those
+  // of the top-level "all" (or the one condition) that are eq, in, range or bbox (a range on
+  // its latitude path). A document passes each: a superset, matches() still decides.
+  struct IndexTerm {
+    std::string path;                          // dot path
+    std::vector<boost::json::value> values;    // eq, in: equal to one of these
+    std::optional<boost::json::value> lo, hi;  // range, bbox: bounds
+    bool lo_open = false, hi_open = false;     // gt, lt: the bound itself is not in
+  };
+  std::vector<IndexTerm> index_terms() const;
 
   struct Impl;
 

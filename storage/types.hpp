@@ -45,6 +45,8 @@ struct StoreOptions {
   // storage.max_imported_bundles: bundle ids remembered per project to refuse a second import
   // (the oldest is forgotten first).
   std::uint32_t max_imported_bundles = 1024;
+  // storage.max_indexes: indexes declared on one project (Store::create_index).
+  std::uint32_t max_indexes = 32;
   BlobOptions blobs;  // [blob]: attachments (blob_store.hpp)
 };
 
@@ -293,9 +295,37 @@ struct ListQuery {
   std::uint32_t max_sort_docs = 100000;
 };
 
+// How a list query found its documents: through a declared index (its name), or by reading
+// the whole collection (index empty). `examined`: the documents it read to answer.
+struct QueryPlan {
+  std::string index;
+  std::uint64_t examined = 0;
+};
+
 struct ListPage {
   std::vector<DocumentState> docs;
   std::string next;  // cursor for the next page, empty at the end
+  QueryPlan plan;
+};
+
+// An index an app declares on a collection (docs/storage.md "Indexes"): the documents'
+// values at these dot paths, in order. Kept on this device only (never synced).
+inline constexpr std::size_t kMaxIndexFields = 8;
+inline constexpr std::size_t kMaxIndexNameBytes = 64;  // [A-Za-z0-9_.-]
+struct IndexSpec {
+  std::string name;
+  std::string collection;
+  std::vector<std::string> fields;  // dot paths, e.g. "site.region"
+  bool operator==(const IndexSpec&) const = default;
+};
+
+struct IndexInfo {
+  IndexSpec spec;
+  bool ready = false;         // false: being built over the documents already held
+  std::uint64_t entries = 0;  // documents indexed (so far, while building)
+  // Set when the declaration does not read back: the index is neither kept nor used (drop
+  // it and declare it again).
+  std::string error;
 };
 
 struct MergeResult {

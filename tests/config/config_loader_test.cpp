@@ -141,6 +141,7 @@ const std::map<std::string, std::string>& samples() {
       {"storage.durable", "false"},
       {"storage.max_clock_skew_ms", "0"},
       {"storage.max_imported_bundles", "5"},
+      {"storage.max_indexes", "3"},
   };
   return m;
 }
@@ -256,6 +257,7 @@ const std::map<std::string, std::pair<std::string, std::string>>& bad_samples() 
       {"storage.durable", {"TRUE!", "expected true or false"}},
       {"storage.max_clock_skew_ms", {"-1", "expected milliseconds"}},
       {"storage.max_imported_bundles", {"0", "expected an integer 1..1000000"}},
+      {"storage.max_indexes", {"1001", "expected an integer 0..1000"}},
   };
   return m;
 }

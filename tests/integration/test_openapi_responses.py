@@ -357,6 +357,18 @@ class OpenApiResponses(DaemonTestCase):
         self.call(a, "GET", sub, p, "x=1", expect=400)
         self.call(a, "DELETE", sub, p)
         self.call(a, "GET", sub, {"pid": "0" * 32}, expect=404)
+        # Indexes: declared, listed, used by a list (its plan), dropped.
+        ixs, ix = V + "/{pid}/indexes", V + "/{pid}/indexes/{name}"
+        named = {"pid": p["pid"], "name": "by_who"}
+        self.call(a, "PUT", ix, named, body={"collection": "obs", "fields": ["who", "at.x"]})
+        self.call(a, "PUT", ix, named, body={"collection": "obs", "fields": ["other"]},
+                  expect=409)
+        self.call(a, "PUT", ix, named, body={"collection": "obs"}, expect=400)
+        self.call(a, "GET", ixs, p)
+        self.call(a, "GET", ixs, p, "x=1", expect=400)
+        self.call(a, "GET", ixs, {"pid": "0" * 32}, expect=404)
+        self.call(a, "DELETE", ix, named)
+        self.call(a, "DELETE", ix, named, expect=404)
         # Selections: what this device gives one peer.
         sels, sel = V + "/{pid}/selections", V + "/{pid}/selections/{device}"
         other = {"pid": p["pid"], "device": "a" * 52}

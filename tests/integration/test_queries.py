@@ -1,6 +1,7 @@
 """Queries over the local API against a real daemon: selector= (nested paths, ranges, all/any),
 sort= with cursor pagination across writes and syncs, keys= bulk get, unknown parameters, and
-the changes feed's include_docs= and collection= (normal, longpoll, SSE)."""
+the changes feed's include_docs= and collection= (normal, longpoll, SSE); declared indexes
+answering the same as reads of the whole collection."""
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ def q(**params):
     return "?" + urllib.parse.urlencode(params)
 
 
-class Queries(DaemonTestCase):
+class QueryCase(DaemonTestCase):
     DEFAULTS = {"api.sse_heartbeat_ms": 200}
 
     def setUp(self):
@@ -53,6 +54,9 @@ class Queries(DaemonTestCase):
             self.put("wells", k, v)
         return data
 
+
+
+class Queries(QueryCase):
     def test_selector_on_nested_paths_ranges_and_combinations(self):
         self.sites()
         sel = {"range": {"path": "water.ph", "gt": 6.5}}
@@ -269,6 +273,112 @@ class Queries(DaemonTestCase):
         # The sorted conflicts listing finds it too.
         r = self.d.unix("GET", V + "/%s/conflicts%s" % (pid, q(sort="-water.ph")))
         self.assertEqual([x["id"] for x in r.json()["docs"]], ["c0"])
+
+
+class Indexes(QueryCase):
+    """The queries above through declared indexes: the same answers, read from the index."""
+
+    def declare(self, name, coll, fields, d=None, pid=None):
+        d, pid = d or self.d, pid or self.pid
+        r = d.unix("PUT", V + "/%s/indexes/%s" % (pid, name),
+                   {"collection": coll, "fields": fields})
+        self.assertEqual(r.status, 200, r)
+        wait_until(lambda: all(i["ready"] for i in d.unix(
+            "GET", V + "/%s/indexes" % pid).json()["indexes"]), 30, what="indexes ready")
+
+    def test_indexed_queries_answer_as_scans(self):
+        self.sites()
+        self.declare("by_ph", "wells", ["water.ph"])
+        self.declare("by_district_ph", "wells", ["site.district", "water.ph"])
+        listed = self.get("/indexes")["indexes"]
+        self.assertEqual([(i["name"], i["entries"]) for i in listed],
+                         [("by_district_ph", 8), ("by_ph", 8)])
+        sel = json.dumps({"range": {"path": "water.ph", "gt": 6.5}})
+        page = self.get("/docs/wells" + q(selector=sel))
+        self.assertEqual(self.ids(page), ["w2", "w3", "w4", "w7"])
+        self.assertEqual(page["plan"], {"index": "by_ph", "examined": 4})
+        sel = json.dumps({"all": [{"range": {"path": "water.ph", "gte": 6.5, "lt": 8}},
+                                  {"eq": {"path": "site.district", "value": 7}}]})
+        page = self.get("/docs/wells" + q(selector=sel))
+        self.assertEqual(self.ids(page), ["w2", "w4", "w8"])
+        self.assertEqual(page["plan"]["index"], "by_district_ph")
+        # Sorted pages straight from the index, across writes.
+        page = self.get("/docs/wells" + q(sort="water.ph"))
+        self.assertEqual(self.ids(page), ["w6", "w1", "w8", "w4", "w2", "w3", "w7", "w5"])
+        self.assertEqual(page["plan"]["index"], "by_ph")
+        page = self.get("/docs/wells" + q(sort="-water.ph"))
+        self.assertEqual(self.ids(page), ["w5", "w7", "w3", "w2", "w4", "w8", "w1", "w6"])
+        p1 = self.get("/docs/wells" + q(sort="water.ph", limit=3))
+        self.assertEqual(self.ids(p1), ["w6", "w1", "w8"])
+        self.put("wells", "w0", {"water": {"ph": 7.0}})
+        self.put("wells", "wa", {"water": {"ph": 1.0}})
+        p2 = self.get("/docs/wells" + q(sort="water.ph", limit=3, after=p1["next"]))
+        self.assertEqual(self.ids(p2), ["w4", "w0", "w2"])
+        p3 = self.get("/docs/wells" + q(sort="water.ph", limit=3, after=p2["next"]))
+        self.assertEqual(self.ids(p3), ["w3", "w7", "w5"])
+        self.assertIsNone(p3["next"])
+        sel = json.dumps({"eq": {"path": "site.district", "value": 7}})
+        page = self.get("/docs/wells" + q(selector=sel, sort="-water.ph"))
+        self.assertEqual(self.ids(page), ["w5", "w2", "w4", "w8", "w1", "w6"])
+        self.assertEqual(page["plan"], {"index": "by_district_ph", "examined": 6})
+        # An update moves a document, a delete takes it out.
+        self.put("wells", "w7", {"water": {"ph": 0.5}, "site": {"district": 2}})
+        self.assertEqual(self.d.unix("DELETE", V + "/%s/docs/wells/w3" % self.pid).status, 200)
+        page = self.get("/docs/wells" + q(sort="water.ph", limit=3))
+        self.assertEqual(self.ids(page), ["w6", "w7", "wa"])
+        sel = json.dumps({"range": {"path": "water.ph", "gte": 8}})
+        self.assertEqual(self.ids(self.get("/docs/wells" + q(selector=sel))), [])
+        # Dropped: the same query reads the collection again.
+        r = self.d.unix("DELETE", V + "/%s/indexes/by_ph" % self.pid)
+        self.assertEqual(r.status, 200, r)
+        page = self.get("/docs/wells" + q(sort="water.ph", limit=3))
+        self.assertEqual(self.ids(page), ["w6", "w7", "wa"])
+        self.assertIsNone(page["plan"]["index"])
+
+    def test_an_index_lifts_the_sort_bound_and_follows_sync(self):
+        d = self.daemon("small", **{"api.max_sort_docs": 5})
+        beta = self.daemon("beta2")
+        pid = share(d, beta)
+        self.declare("by_n", "c", ["n"], d=d, pid=pid)
+        for i in range(6):
+            r = beta.unix("PUT", V + "/%s/docs/c/d%d" % (pid, i), {"n": i})
+            self.assertIn(r.status, (200, 201), r)
+        add_peer(d, beta)
+
+        def sorted_page():
+            r = d.unix("GET", V + "/%s/docs/c%s" % (pid, q(sort="-n", limit=4)))
+            self.assertEqual(r.status, 200, r)
+            return r.json()
+        wait_until(lambda: len(d.unix("GET", V + "/%s/docs/c" % pid).json()["docs"]) == 6, 30,
+                   what="the synced documents")
+        page = sorted_page()
+        self.assertEqual([x["id"] for x in page["docs"]], ["d5", "d4", "d3", "d2"])
+        self.assertEqual(page["plan"]["index"], "by_n")
+        r = d.unix("GET", V + "/%s/docs/c%s" % (pid, q(sort="-n", after=page["next"])))
+        self.assertEqual([x["id"] for x in r.json()["docs"]], ["d1", "d0"])
+
+    def test_index_declarations_are_checked(self):
+        path = V + "/%s/indexes/" % self.pid
+        for body, words in (({"collection": "wells"}, "fields"),
+                            ({"collection": "wells", "fields": []}, "fields"),
+                            ({"collection": "_members", "fields": ["a"]}, "app collection"),
+                            ({"collection": "wells", "fields": ["a", "a"]}, "twice"),
+                            ({"collection": "wells", "fields": ["a"], "x": 1}, "x"),
+                            ({"collection": "wells", "fields": ["a..b"]}, "segment")):
+            r = self.d.unix("PUT", path + "i", body)
+            self.assertEqual(r.status, 400, (body, r))
+            self.assertIn(words, r.json()["message"], body)
+        r = self.d.unix("PUT", path + "bad%20name", {"collection": "wells", "fields": ["a"]})
+        self.assertEqual(r.status, 400, r)
+        self.declare("i", "wells", ["a"])
+        r = self.d.unix("PUT", path + "i", {"collection": "wells", "fields": ["a"]})
+        self.assertEqual(r.status, 200, r)
+        r = self.d.unix("PUT", path + "i", {"collection": "wells", "fields": ["b"]})
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(self.d.unix("DELETE", path + "nope").status, 404)
+        r = self.d.unix("GET", V + "/%s/indexes?x=1" % self.pid)
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("unknown query parameter", r.json()["message"])
 
 
 if __name__ == "__main__":
