@@ -7,6 +7,8 @@
 #include <thread>
 
 #include "storage/index_key.hpp"
+#include "storage/lmdb_env.hpp"
+#include "storage/records.hpp"
 #include "storage/subscription.hpp"
 #include "store_fixture.hpp"
 
@@ -382,4 +384,50 @@ TEST_CASE("an index is built over held documents while writes go on, and after a
   auto ix = s->indexes(p);
   REQUIRE(ix.ok());
   CHECK(ix->at(0).entries == 3000);
+}
+
+TEST_CASE("indexes are built again after a daemon that does not keep them wrote to the store",
+          "[storage][index]") {
+  TempDir dir;
+  ProjectId p;
+  {
+    auto s = open_store(dir.path());
+    auto info = s->create_project("survey");
+    REQUIRE(info.ok());
+    p = info->id;
+    REQUIRE(s->create_index(p, {"by_v", "obs", {"v"}}).ok());
+    wait_ready(*s, p);
+    REQUIRE(s->write(p, put("obs", "a", R"({"v":1})")).ok());
+  }
+  {
+    // What an older daemon leaves: a document written without its index entry, and the
+    // project's changes seq moved past what the indexes were kept up to.
+    auto s = open_store(dir.path());
+    REQUIRE(s->write(p, put("obs", "b", R"({"v":1})")).ok());
+  }
+  {
+    auto env = LmdbEnv::open(dir.path() / "db", 1ull << 30, false);
+    REQUIRE(env.ok());
+    auto txn = LmdbTxn::begin(**env, true);
+    REQUIRE(txn.ok());
+    Key entries;
+    entries.raw(p.view());
+    REQUIRE(delete_prefix(*txn, (*env)->tables().indexes, entries).ok());
+    Key through;
+    through.u8('J').raw(p.view());
+    Bytes stale;
+    ByteWriter(stale).u64(1);
+    REQUIRE(txn->put((*env)->tables().meta, through, stale).ok());
+    REQUIRE(txn->commit().ok());
+  }
+  auto s = open_store(dir.path());
+  wait_ready(*s, p);
+  ListQuery q;
+  q.collection = "obs";
+  q.selector = selector(R"({"eq":{"path":"v","value":1}})");
+  auto r = s->list_documents(p, q);
+  REQUIRE(r.ok());
+  CHECK(r->plan.index == "by_v");
+  REQUIRE(r->docs.size() == 2);
+  CHECK(r->docs[1].doc_id == "b");
 }
