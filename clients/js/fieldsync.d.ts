@@ -105,10 +105,37 @@ export interface RangeCondition {
   lte?: number | string;
 }
 
+/** How a page of a list was found. */
+export interface QueryPlan {
+  /** The index that served it, or null: the collection was read. */
+  index: string | null;
+  /** How many documents were read to answer it. */
+  examined: number;
+}
+
 export interface DocPage<B extends Body = Body> {
   docs: Document<B>[];
   /** Pass as `after` for the next page; null on the last. */
   next: string | null;
+  plan: QueryPlan;
+}
+
+/** A declared index (createIndex, listIndexes). */
+export interface Index {
+  name: string;
+  collection: string;
+  /** Dot paths into the bodies, in the index's order. */
+  fields: string[];
+  /** False while the documents already here are indexed in the background: queries do not use it yet. */
+  ready: boolean;
+  /** Documents indexed (so far, while building). */
+  entries: number;
+}
+
+/** An index whose declaration does not read back (listed by listIndexes() instead of failing it). */
+export interface UnreadableIndex {
+  name: string;
+  error: string;
 }
 
 export interface Version {
@@ -371,7 +398,7 @@ export interface FeedOptions {
   collections?: string[];
 }
 
-/** One project: documents, conflicts, the changes feed, blobs. */
+/** One project: documents, indexes, conflicts, the changes feed, blobs. */
 export class Project {
   constructor(client: FieldSync, pid: string);
   readonly client: FieldSync;
@@ -391,10 +418,27 @@ export class Project {
   list<B extends Body = Body>(collection: string, options?: ListOptions): Promise<DocPage<B>>;
   /** Several documents by id, in that order; an id that is not here gives a NotFoundEntry. */
   getMany<B extends Body = Body>(collection: string, ids: string[]): Promise<Array<Document<B> | NotFoundEntry>>;
+  /** Every page of the query (each with its `plan`), following `next`. */
+  pages<B extends Body = Body>(collection: string, options?: ListOptions): AsyncIterableIterator<DocPage<B>>;
   /** Every document of the query, following `next` across pages. */
   all<B extends Body = Body>(collection: string, options?: ListOptions): AsyncIterableIterator<Document<B>>;
   history(collection: string, id: string, options?: { limit?: number }): Promise<Version[]>;
   batch(writes: BatchWrite[]): Promise<WriteResult[]>;
+
+  /**
+   * Declares an index of `collection` on `fields` (1-8 dot paths). The same declaration again
+   * changes nothing; another under a name in use is 409 already_exists, one over
+   * storage.max_indexes 409 failed_precondition.
+   */
+  createIndex(name: string, collection: string, fields: string[]): Promise<Index>;
+  listIndexes(): Promise<Array<Index | UnreadableIndex>>;
+  /** 404 not_found for an unknown name. */
+  dropIndex(name: string): Promise<{ name: string; dropped: true }>;
+  /**
+   * Polls until the index is ready (built over the documents already here) and returns it;
+   * FieldSyncError "timeout" after timeoutMs (default 60000), 404 not_found without such an index.
+   */
+  waitForIndex(name: string, options?: { timeoutMs?: number; signal?: AbortSignal }): Promise<Index>;
 
   conflicts<B extends Body = Body>(options?: QueryOptions): Promise<DocPage<B>>;
   resolve(collection: string, id: string, resolution: Resolution): Promise<WriteResult>;

@@ -377,7 +377,7 @@ function toError(e) {
   return new FieldSyncError(0, { error: "unavailable", message: `fieldsyncd unreachable: ${e?.cause?.message ?? e?.message ?? e}` });
 }
 
-/** One project: documents, conflicts, the changes feed, blobs. */
+/** One project: documents, indexes, conflicts, the changes feed, blobs. */
 export class Project {
   constructor(client, pid) {
     this.client = client;
@@ -419,7 +419,8 @@ export class Project {
   }
 
   /**
-   * One page of a collection: `{docs, next}`. `where: {field: value}` keeps documents whose
+   * One page of a collection: `{docs, next, plan}` (`plan`: `{index, examined}`, the index that
+   * served the page or null, and how many documents were read). `where: {field: value}` keeps documents whose
    * top-level field equals the JSON value; `selector` is one condition on dot paths into the
    * body (`{range: {path: "water.ph", gt: 6.5}}`, eq, in, bbox, all / any); all must match.
    * `sort: "visited_at"` (or `"-visited_at"`, descending) orders by that dot path, then the id.
@@ -439,14 +440,23 @@ export class Project {
     return (await this.client.call("GET", this._docs(collection), { query: { keys: JSON.stringify(ids) } })).docs;
   }
 
-  /** Every document of a query (list()'s options), following `next` across pages. */
-  async *all(collection, options = {}) {
+  /**
+   * Every page of a query (list()'s options), following `next`: each `{docs, next, plan}`,
+   * where `plan` says which index served it (`plan.index`, null without one) and how many
+   * documents were read (`plan.examined`).
+   */
+  async *pages(collection, options = {}) {
     let after = options.after;
     do {
       const page = await this.list(collection, { ...options, after });
-      yield* page.docs;
+      yield page;
       after = page.next;
     } while (after);
+  }
+
+  /** Every document of a query (list()'s options), following `next` across pages. */
+  async *all(collection, options = {}) {
+    for await (const page of this.pages(collection, options)) yield* page.docs;
   }
 
   async history(collection, id, { limit } = {}) {
@@ -464,10 +474,55 @@ export class Project {
     return (await this.client.call("POST", `${this.base}/batch`, { json })).results;
   }
 
+  // ---- indexes
+
+  /**
+   * PUT .../indexes/{name}: declares an index of `collection` on `fields` (1-8 dot paths, e.g.
+   * ["site.region", "ph"]). Returns `{name, collection, fields, ready, entries}`; the documents
+   * already here are indexed in the background (`ready` false until then: waitForIndex()).
+   * The same declaration again changes nothing; another one under a name in use is 409
+   * already_exists, one over storage.max_indexes 409 failed_precondition.
+   */
+  createIndex(name, collection, fields) {
+    if (!Array.isArray(fields)) throw new TypeError("createIndex needs fields as an array of dot paths");
+    return this.client.call("PUT", `${this.base}/indexes/${seg(name)}`, { json: { collection, fields } });
+  }
+
+  /** The project's indexes: `[{name, collection, fields, ready, entries}]` (or `{name, error}`). */
+  async listIndexes() { return (await this.client.call("GET", `${this.base}/indexes`)).indexes; }
+
+  /** DELETE .../indexes/{name}: `{name, dropped: true}`; 404 not_found for an unknown name. */
+  dropIndex(name) { return this.client.call("DELETE", `${this.base}/indexes/${seg(name)}`); }
+
+  /**
+   * Polls listIndexes() until the index `name` is ready and returns it. Throws FieldSyncError
+   * with code "timeout" (status 0) after `timeoutMs`, 404 not_found if there is no such index
+   * (e.g. dropped meanwhile), and data_loss (500) if its declaration does not read back.
+   */
+  async waitForIndex(name, { timeoutMs = 60000, signal } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    for (let pause = 10; ; pause = Math.min(pause * 2, 500)) {
+      const index = (await this.listIndexes()).find((i) => i.name === name);
+      if (!index) throw new FieldSyncError(404, { error: "not_found", message: `no index named '${name}'` });
+      if (index.error)
+        throw new FieldSyncError(500, {
+          error: "data_loss", message: `index '${name}' is not kept (${index.error}): drop it and declare it again`,
+        });
+      if (index.ready) return index;
+      const left = deadline - Date.now();
+      if (left <= 0)
+        throw new FieldSyncError(0, {
+          error: "timeout", message: `index '${name}' not ready within ${timeoutMs} ms (${index.entries} entries so far)`,
+        });
+      signal?.throwIfAborted();
+      await new Promise((r) => setTimeout(r, Math.min(pause, left)));
+    }
+  }
+
   // ---- conflicts
 
   /**
-   * Documents with several heads, in every collection: a page `{docs, next}`. Takes list()'s
+   * Documents with several heads, in every collection: a page `{docs, next, plan}`. Takes list()'s
    * `where`, `selector`, `sort`, `limit`, `after` and `includeDeleted`.
    */
   async conflicts(options = {}) {

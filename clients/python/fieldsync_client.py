@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import socket
+import time
 import urllib.parse
 
 __all__ = ["Client", "Project", "FieldSyncError", "PreconditionFailed", "BlobDownload",
@@ -310,7 +311,7 @@ def _remaining(f):
 
 
 class Project:
-    """One project: documents, conflicts, the changes feed, blobs, sync state."""
+    """One project: documents, indexes, conflicts, the changes feed, blobs, sync state."""
 
     def __init__(self, client, pid):
         self.client = client
@@ -358,7 +359,7 @@ class Project:
 
     def list(self, collection, where=None, limit=None, after=None, include_deleted=False,
              conflicts=False, *, selector=None, sort=None):
-        """One page {"docs", "next"} of a query; all its conditions must match.
+        """One page {"docs", "next", "plan"} of a query; all its conditions must match.
 
         where={field: value}: top-level fields equal to the JSON value.
         selector: one condition on dot paths into the body, as a dict (sent as JSON), e.g.
@@ -368,7 +369,9 @@ class Project:
             never matches.
         sort="visited_at" (or "-visited_at", descending): in the order of that dot path, then
             of the id.
-        after=page["next"] for the next page of the same query."""
+        after=page["next"] for the next page of the same query.
+        "plan": {"index": the index that served the page (None: the collection was read),
+            "examined": how many documents were read}."""
         query = _list_params(where, selector, sort, limit, after, include_deleted)
         query["conflicts"] = conflicts
         return self.client.call("GET", self._docs(collection), query)
@@ -385,16 +388,22 @@ class Project:
         return self.client.call("GET", self._docs(collection),
                                 {"keys": json.dumps(ids, separators=(",", ":"))})["docs"]
 
-    def iter(self, collection, **options):
-        """Every document of a query, across pages: list()'s options (selector, sort, ...),
-        following each page's "next"."""
+    def pages(self, collection, **options):
+        """Every page {"docs", "next", "plan"} of a query: list()'s options (selector, sort,
+        ...), following each page's "next"."""
         after = options.pop("after", None)
         while True:
             page = self.list(collection, after=after, **options)
-            yield from page["docs"]
+            yield page
             after = page["next"]
             if not after:
                 return
+
+    def iter(self, collection, **options):
+        """Every document of a query, across pages: list()'s options (selector, sort, ...),
+        following each page's "next"."""
+        for page in self.pages(collection, **options):
+            yield from page["docs"]
 
     def history(self, collection, doc_id, limit=None):
         return self.client.call("GET", self._docs(collection, doc_id) + "/history",
@@ -406,11 +415,60 @@ class Project:
         return self.client.call("POST", self.base + "/batch",
                                 json_body={"writes": list(writes)})["results"]
 
+    # ---- indexes
+
+    def create_index(self, name, collection, fields):
+        """Declares the index `name` of `collection` on `fields` (1-8 dot paths, e.g.
+        ["site.region", "ph"]). Returns {"name", "collection", "fields", "ready", "entries"};
+        the documents already here are indexed in the background ("ready" is False until
+        then: wait_for_index()). The same declaration again changes nothing; another one under
+        a name in use is 409 already_exists, one over storage.max_indexes 409
+        failed_precondition."""
+        if isinstance(fields, str):
+            raise TypeError("create_index takes a list of dot paths, not one string")
+        return self.client.call("PUT", "%s/indexes/%s" % (self.base, _seg(name)),
+                                json_body={"collection": collection, "fields": list(fields)})
+
+    def list_indexes(self):
+        """The project's indexes: [{"name", "collection", "fields", "ready", "entries"}], or
+        {"name", "error"} for one whose declaration does not read back."""
+        return self.client.call("GET", self.base + "/indexes")["indexes"]
+
+    def drop_index(self, name):
+        """Drops an index and its entries: {"name", "dropped": True}; 404 if unknown."""
+        return self.client.call("DELETE", "%s/indexes/%s" % (self.base, _seg(name)))
+
+    def wait_for_index(self, name, timeout=60.0):
+        """Polls list_indexes() until the index `name` is ready and returns it. Raises
+        FieldSyncError "timeout" (status 0) after `timeout` seconds, 404 not_found if there is
+        no such index (e.g. dropped meanwhile), data_loss (500) if its declaration does not
+        read back."""
+        deadline = time.monotonic() + timeout
+        pause = 0.01
+        while True:
+            index = next((i for i in self.list_indexes() if i.get("name") == name), None)
+            if index is None:
+                raise FieldSyncError(404, {"error": "not_found",
+                                           "message": "no index named %r" % name})
+            if "error" in index:
+                raise FieldSyncError(500, {"error": "data_loss",
+                                           "message": "index %r is not kept (%s): drop it and "
+                                                      "declare it again" % (name, index["error"])})
+            if index["ready"]:
+                return index
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise FieldSyncError(0, {"error": "timeout",
+                                         "message": "index %r not ready within %g s (%d entries "
+                                                    "so far)" % (name, timeout, index["entries"])})
+            time.sleep(min(pause, left))  # the interval between polls, bounded by the deadline
+            pause = min(pause * 2, 0.5)
+
     # ---- conflicts
 
     def conflicts(self, where=None, limit=None, after=None, include_deleted=False, *,
                   selector=None, sort=None):
-        """Documents with several heads, in every collection: a page {"docs", "next"}.
+        """Documents with several heads, in every collection: a page {"docs", "next", "plan"}.
         where, selector and sort as for list()."""
         return self.client.call("GET", self.base + "/conflicts",
                                 _list_params(where, selector, sort, limit, after,

@@ -44,7 +44,7 @@ describe("one daemon", () => {
   let d, http, unix, viaFetch, p;
 
   before(async () => {
-    d = await new Daemon("alpha", { "blob.max_blob_bytes": 1 << 20 }).start();
+    d = await new Daemon("alpha", { "blob.max_blob_bytes": 1 << 20, "storage.max_indexes": 3 }).start();
     http = new FieldSync({ url: d.url, token: d.token, timeoutMs: 10000 });
     unix = new FieldSync({ socketPath: d.socketPath, timeoutMs: 10000 });
     viaFetch = new FieldSync({ url: d.url, token: d.token, timeoutMs: 10000, fetch });
@@ -321,6 +321,75 @@ describe("one daemon", () => {
     }
     assert.deepEqual(ids(await p.conflicts({ selector: { eq: { path: "site.district", value: 3 } } })), ["q3"]);
     assert.deepEqual(ids(await p.conflicts({ selector: { range: { path: "water.ph", gt: 6 } }, sort: "water.ph" })), ["q4", "q3"]);
+  });
+
+  test("indexes: declare, wait until ready, query with a selector and a sort across pages, drop", async () => {
+    // Written before the index is declared: they are indexed in the background.
+    const regions = ["north", "south", "east"];
+    const writes = [];
+    for (let i = 0; i < 60; i++)
+      writes.push({ collection: "samples", id: `s${String(i).padStart(2, "0")}`,
+                    body: { site: { region: regions[i % 3] }, water: { ph: 5 + ((i * 37) % 41) / 10 } } });
+    await p.batch(writes);
+    const fields = ["site.region", "water.ph"];
+    const declared = await p.createIndex("by_region_ph", "samples", fields);
+    assert.deepEqual([declared.name, declared.collection, declared.fields], ["by_region_ph", "samples", fields]);
+    assert.equal(typeof declared.ready, "boolean");
+    const again = await p.createIndex("by_region_ph", "samples", fields);
+    assert.deepEqual([again.name, again.fields], ["by_region_ph", fields]);
+    await rejects(p.createIndex("by_region_ph", "samples", ["water.ph"]), 409, "already_exists");
+    await rejects(p.createIndex("no_fields", "samples", []), 400, "invalid_argument");
+    await rejects(p.createIndex("bad name!", "samples", ["x"]), 400, "invalid_argument");
+    await assert.rejects(async () => p.createIndex("one", "samples", "water.ph"), TypeError);
+
+    const ready = await p.waitForIndex("by_region_ph", { timeoutMs: 30000 });
+    assert.deepEqual([ready.ready, ready.entries], [true, 60]);
+    const listed = await p.listIndexes();
+    assert.deepEqual(listed.map((i) => [i.name, i.collection, i.fields, i.ready]), [["by_region_ph", "samples", fields, true]]);
+    await rejects(p.waitForIndex("no_such_index"), 404, "not_found");
+
+    // North's samples by pH, 4 a page, straight from the index; the same as sorting them here.
+    const north = { eq: { path: "site.region", value: "north" } };
+    const expected = writes.filter((w) => w.body.site.region === "north")
+      .sort((a, b) => a.body.water.ph - b.body.water.ph || (a.id < b.id ? -1 : 1)).map((w) => w.id);
+    const query = { selector: north, sort: "water.ph", limit: 4 };
+    const seen = [];
+    let pages = 0;
+    for await (const page of p.pages("samples", query)) {
+      pages++;
+      assert.equal(page.plan.index, "by_region_ph");
+      assert.ok(page.plan.examined <= 5, `a page read ${page.plan.examined} documents`);
+      seen.push(...page.docs.map((x) => x.id));
+    }
+    assert.deepEqual(seen, expected);
+    assert.equal(pages, Math.ceil(expected.length / 4));
+    // A range on the second field, descending, through list() and its cursor.
+    const acid = { all: [north, { range: { path: "water.ph", lt: 6.5 } }] };
+    const first = await p.list("samples", { selector: acid, sort: "-water.ph", limit: 2 });
+    assert.equal(first.plan.index, "by_region_ph");
+    const rest = await p.list("samples", { selector: acid, sort: "-water.ph", limit: 100, after: first.next });
+    const acidIds = [...first.docs, ...rest.docs].map((x) => x.id);
+    assert.deepEqual(acidIds, expected.filter((id) => writes.find((w) => w.id === id).body.water.ph < 6.5).reverse());
+    // A write is in the index at once: the next query sees it.
+    await p.create("samples", { site: { region: "north" }, water: { ph: 0.5 } }, { id: "s-first" });
+    assert.equal((await p.list("samples", query)).docs[0].id, "s-first");
+
+    // The limit of storage.max_indexes (3 here).
+    await p.createIndex("by_ph", "samples", ["water.ph"]);
+    await p.createIndex("by_region", "samples", ["site.region"]);
+    await rejects(p.createIndex("one_too_many", "samples", ["n"]), 409, "failed_precondition");
+    for (const name of ["by_ph", "by_region"]) assert.deepEqual(await p.dropIndex(name), { name, dropped: true });
+
+    assert.deepEqual(await p.dropIndex("by_region_ph"), { name: "by_region_ph", dropped: true });
+    await rejects(p.dropIndex("by_region_ph"), 404, "not_found");
+    assert.deepEqual(await p.listIndexes(), []);
+    // Without the index the same query reads the collection and answers the same.
+    const scanned = [];
+    for await (const page of p.pages("samples", query)) {
+      assert.equal(page.plan.index, null);
+      scanned.push(...page.docs.map((x) => x.id));
+    }
+    assert.deepEqual(scanned, ["s-first", ...expected]);
   });
 
   test("changes with includeDocs and a collection filter: a page, a long-poll, the live stream", async () => {

@@ -56,7 +56,8 @@ class ClientTestCase(unittest.TestCase):
 class OneDaemon(ClientTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.d = Daemon(name="py", settings=dict(FAST, **{"blob.max_blob_bytes": 1 << 20})).start()
+        cls.d = Daemon(name="py", settings=dict(FAST, **{"blob.max_blob_bytes": 1 << 20,
+                                                          "storage.max_indexes": 3})).start()
         cls.unix = Client(socket_path=cls.d.socket_path, timeout=10)
         cls.http = Client(url="http://127.0.0.1:%d" % cls.d.port, data_dir=cls.d.data_dir,
                           timeout=10)
@@ -261,6 +262,74 @@ class OneDaemon(ClientTestCase):
         for doc_id in ("q3", "q4"):
             p.resolve("qwells", doc_id, body=wells[doc_id])
         self.assertEqual(p.conflicts()["docs"], [])
+
+    def test_indexes_declared_waited_for_queried_and_dropped(self):
+        p = self.p
+        # Written before the index is declared: they are indexed in the background.
+        regions = ["north", "south", "east"]
+        writes = [{"collection": "samples", "id": "s%02d" % i,
+                   "body": {"site": {"region": regions[i % 3]},
+                            "water": {"ph": 5 + (i * 37) % 41 / 10}}}
+                  for i in range(60)]
+        p.batch(writes)
+        fields = ["site.region", "water.ph"]
+        declared = p.create_index("by_region_ph", "samples", fields)
+        self.assertEqual((declared["name"], declared["collection"], declared["fields"]),
+                         ("by_region_ph", "samples", fields))
+        self.assertIsInstance(declared["ready"], bool)
+        self.assertEqual(p.create_index("by_region_ph", "samples", fields)["fields"], fields)
+        self.assertFails(409, "already_exists", p.create_index, "by_region_ph", "samples",
+                         ["water.ph"])
+        self.assertFails(400, "invalid_argument", p.create_index, "no_fields", "samples", [])
+        self.assertFails(400, "invalid_argument", p.create_index, "bad name!", "samples", ["x"])
+        self.assertRaises(TypeError, p.create_index, "one", "samples", "water.ph")
+
+        ready = p.wait_for_index("by_region_ph", timeout=30)
+        self.assertEqual((ready["ready"], ready["entries"]), (True, 60))
+        self.assertEqual([(i["name"], i["collection"], i["fields"], i["ready"])
+                          for i in p.list_indexes()],
+                         [("by_region_ph", "samples", fields, True)])
+        self.assertFails(404, "not_found", p.wait_for_index, "no_such_index")
+
+        # North's samples by pH, 4 a page, straight from the index; the same as sorting here.
+        north = {"eq": {"path": "site.region", "value": "north"}}
+        ph = {w["id"]: w["body"]["water"]["ph"] for w in writes}
+        expected = sorted((w["id"] for w in writes if w["body"]["site"]["region"] == "north"),
+                          key=lambda i: (ph[i], i))
+        query = dict(selector=north, sort="water.ph", limit=4)
+        pages = list(p.pages("samples", **query))
+        self.assertEqual([x["id"] for page in pages for x in page["docs"]], expected)
+        self.assertEqual(len(pages), -(-len(expected) // 4))
+        for page in pages:
+            self.assertEqual(page["plan"]["index"], "by_region_ph")
+            self.assertLessEqual(page["plan"]["examined"], 5)
+        # A range on the second field, descending, through list() and its cursor.
+        acid = {"all": [north, {"range": {"path": "water.ph", "lt": 6.5}}]}
+        first = p.list("samples", selector=acid, sort="-water.ph", limit=2)
+        self.assertEqual(first["plan"]["index"], "by_region_ph")
+        rest = p.list("samples", selector=acid, sort="-water.ph", limit=100, after=first["next"])
+        self.assertEqual([x["id"] for x in first["docs"] + rest["docs"]],
+                         [i for i in reversed(expected) if ph[i] < 6.5])
+        # A write is in the index at once: the next query sees it.
+        p.create("samples", {"site": {"region": "north"}, "water": {"ph": 0.5}}, id="s-first")
+        self.assertEqual(p.list("samples", **query)["docs"][0]["id"], "s-first")
+
+        # The limit of storage.max_indexes (3 here).
+        p.create_index("by_ph", "samples", ["water.ph"])
+        p.create_index("by_region", "samples", ["site.region"])
+        self.assertFails(409, "failed_precondition", p.create_index, "one_too_many", "samples",
+                         ["n"])
+        for name in ("by_ph", "by_region"):
+            self.assertEqual(p.drop_index(name), {"name": name, "dropped": True})
+
+        self.assertEqual(p.drop_index("by_region_ph"), {"name": "by_region_ph", "dropped": True})
+        self.assertFails(404, "not_found", p.drop_index, "by_region_ph")
+        self.assertEqual(p.list_indexes(), [])
+        # Without the index the same query reads the collection and answers the same.
+        pages = list(p.pages("samples", **query))
+        self.assertEqual([page["plan"]["index"] for page in pages], [None] * len(pages))
+        self.assertEqual([x["id"] for page in pages for x in page["docs"]],
+                         ["s-first"] + expected)
 
     def test_changes_with_docs_and_collections(self):
         p = self.p
