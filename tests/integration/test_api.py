@@ -979,6 +979,79 @@ class SyncctlTest(unittest.TestCase):
         self.assertGreaterEqual(len(ch["changes"]), 5)
         self.assertIn("SEQ", self.run_ok("changes", "survey", "--since", "2"))
 
+    def test_indexes_list_create_wait_drop(self):
+        self.run_ok("projects", "create", "wells")
+        self.assertEqual(self.run_ok("indexes", "wells"),
+                         "no indexes (declare one: syncctl indexes wells create NAME COLLECTION "
+                         "FIELD [FIELD...])\n")
+        docs = [{"collection": "obs", "id": "w%02d" % i,
+                 "body": {"water": {"ph": 5 + i % 7 / 2}, "site": {"region": "n%d" % (i % 2)}}}
+                for i in range(40)]
+        pid = json.loads(self.run_ok("--json", "projects", "show", "wells"))["id"]
+        r = self.d.unix("POST", "/v1/projects/%s/batch" % pid, {"writes": docs})
+        self.assertEqual(r.status, 200, r)
+
+        # Declared over documents already held: --wait polls until it is built.
+        self.assertEqual(self.run_ok("indexes", "wells", "create", "by_ph", "obs", "water.ph",
+                                     "--wait", "--timeout", "60"),
+                         "by_ph  obs  [water.ph]  ready  40 entries\n")
+        two = json.loads(self.run_ok("--json", "indexes", "wells", "create", "by_region_ph", "obs",
+                                     "site.region", "water.ph", "--wait"))
+        self.assertEqual((two["name"], two["collection"], two["fields"], two["ready"],
+                          two["entries"]),
+                         ("by_region_ph", "obs", ["site.region", "water.ph"], True, 40))
+        # The same declaration again changes nothing; another one under the name is refused.
+        self.assertIn("by_ph  obs  [water.ph]", self.run_ok("indexes", "wells", "create", "by_ph",
+                                                            "obs", "water.ph"))
+        p = self.d.syncctl("indexes", "wells", "create", "by_ph", "obs", "site.region")
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("already_exists", p.stderr)
+
+        self.assertEqual(self.run_ok("indexes", "wells"),
+                         "by_ph         obs  [water.ph]               ready  40 entries\n"
+                         "by_region_ph  obs  [site.region, water.ph]  ready  40 entries\n")
+        listed = json.loads(self.run_ok("--json", "indexes", pid))["indexes"]
+        self.assertEqual([(i["name"], i["fields"], i["ready"]) for i in listed],
+                         [("by_ph", ["water.ph"], True),
+                          ("by_region_ph", ["site.region", "water.ph"], True)])
+        # Queries use it.
+        r = self.d.unix("GET", "/v1/projects/%s/docs/obs?sort=water.ph&limit=3" % pid)
+        self.assertEqual((r.status, r.json()["plan"]["index"]), (200, "by_ph"), r)
+
+        self.assertEqual(self.run_ok("indexes", "wells", "drop", "by_ph"), "dropped index by_ph\n")
+        self.assertEqual(json.loads(self.run_ok("--json", "indexes", "wells", "drop",
+                                                "by_region_ph")),
+                         {"name": "by_region_ph", "dropped": True})
+        p = self.d.syncctl("indexes", "wells", "drop", "by_ph")
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("not_found", p.stderr)
+        self.assertEqual(json.loads(self.run_ok("--json", "indexes", "wells")), {"indexes": []})
+        r = self.d.unix("GET", "/v1/projects/%s/docs/obs?sort=water.ph&limit=3" % pid)
+        self.assertEqual((r.status, r.json()["plan"]["index"]), (200, None), r)
+
+        # Usage errors (2) and the daemon's refusals (1).
+        for args, message in [
+                ((), "indexes needs a PROJECT"),
+                (("wells", "create", "x", "obs"), "create takes NAME COLLECTION FIELD"),
+                (("wells", "drop"), "expected PROJECT, PROJECT create"),
+                (("wells", "rename", "x"), "expected PROJECT, PROJECT create"),
+                (("wells", "--wait"), "--wait and --timeout go with create"),
+                (("wells", "create", "x", "obs", "a", "--timeout", "5"),
+                 "--timeout goes with --wait"),
+                (("wells", "create", "x", "obs", "a", "--wait", "--timeout", "soon"),
+                 "--timeout needs seconds"),
+                (("wells", "--frobnicate"), "frobnicate")]:
+            p = self.d.syncctl("indexes", *args)
+            self.assertEqual(p.returncode, 2, (args, p))
+            self.assertIn(message, p.stderr)
+            self.assertIn("usage: syncctl indexes PROJECT", p.stderr)
+        for args, message in [(("nosuchproject",), "no project named"),
+                              (("wells", "create", "bad name", "obs", "a"), "invalid_argument"),
+                              (("wells", "create", "x", "obs", *"abcdefghi"), "invalid_argument")]:
+            p = self.d.syncctl("indexes", *args)
+            self.assertEqual(p.returncode, 1, (args, p))
+            self.assertIn(message, p.stderr)
+
     def test_changes_follow(self):
         self.run_ok("projects", "create", "follow")
         p = subprocess.Popen([SYNCCTL, "--socket", self.d.socket_path, "--json", "changes", "follow", "--follow"],

@@ -2,7 +2,8 @@
 """The man pages, the bash completion and the package version follow the programs:
 
 - every command, subcommand and --option that `syncctl help` lists is in syncctl.1, and the
-  completion offers it (bash runs the completion function);
+  completion offers it where it goes (bash runs the completion function; a subcommand of
+  `CMD PROJECT [sub ...]` after the project);
 - every option that `fieldsyncd --help` lists is in fieldsyncd.8;
 - `fieldsyncd --version`, `syncctl --version`, debian/changelog and both man pages' headers
   name the same version;
@@ -70,7 +71,10 @@ for cmd in commands:
           f"syncctl.1 has no entry for the command {cmd}")
 for cmd, sub, rest in forms:
     if sub:
-        check(sub in complete([cmd, ""]), f"completion of `syncctl {cmd} <TAB>` lacks {sub}")
+        # "CMD PROJECT [sub ... | sub ...]": the subcommand follows the project.
+        words = [cmd, "PROJECT", ""] if rest.startswith(" PROJECT [") else [cmd, ""]
+        check(sub in complete(words),
+              f"completion of `syncctl {' '.join(words[:-1])} <TAB>` lacks {sub}")
         check(f"{cmd} {sub}" in syncctl_man or sub in syncctl_man,
               f"syncctl.1 lacks `{cmd} {sub}`")
     # An option belongs to the command or to one of its subcommands (the bracketed forms do
