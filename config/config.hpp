@@ -31,6 +31,9 @@ struct ApiOptions {
   // api.reader_threads: threads that answer reads (documents, lists, the changes feed's normal
   // pages) off the event loop; 0: on it
   std::uint32_t reader_threads = 2;
+  // api.max_group_writes: document writes committed together by the writer thread (one fsync);
+  // 0: no writer thread, each write commits on the event loop
+  std::uint32_t max_group_writes = 64;
   std::uint32_t max_json_depth = 32;  // api.max_json_depth: nesting of request JSON (bodies too)
   std::uint32_t request_timeout_ms = 30000;   // api.request_timeout_ms: read of one request
   std::uint32_t longpoll_timeout_ms = 60000;  // api.longpoll_timeout_ms: upper bound for ?timeout=

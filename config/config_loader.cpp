@@ -458,6 +458,9 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(uint_key(
         "api.reader_threads", [](Config & c) -> auto& { return c.api.reader_threads; }, 0, 64));
     t.push_back(uint_key(
+        "api.max_group_writes", [](Config & c) -> auto& { return c.api.max_group_writes; }, 0,
+        10000));
+    t.push_back(uint_key(
         "api.max_json_depth", [](Config & c) -> auto& { return c.api.max_json_depth; }, 1, 1000));
     t.push_back(ms_key(
         "api.request_timeout_ms", [](Config & c) -> auto& { return c.api.request_timeout_ms; }, 1,

@@ -22,6 +22,13 @@ ApiService::ApiService(storage::Store& store, const config::ApiOptions& options,
     readers_ = std::make_unique<ReaderPool>(options.reader_threads);
     ctx_.read = [pool = readers_.get()](std::function<void()> job) { pool->post(std::move(job)); };
   }
+  if (options.max_group_writes > 0) {
+    writer_ = std::make_unique<WriterQueue>(store, options.max_group_writes);
+    ctx_.write = [w = writer_.get()](std::function<ApiResponse()> work, bool alone,
+                                     std::function<void(ApiResponse)> reply) {
+      w->post({std::move(work), std::move(reply), alone});
+    };
+  }
 }
 
 void ApiService::set_status_section(std::string name, std::function<std::string()> json_producer) {

@@ -6,6 +6,7 @@
 // takes_stream() / open_sink()) are then called from the server's single thread, as are the
 // BodySource and BodySink callbacks handlers return (handlers call the thread-safe Store).
 // Read-only routes answer from the reader threads (api.reader_threads, ipc/reader_pool.hpp)
+// and document writes from the writer thread (api.max_group_writes, ipc/writer_queue.hpp),
 // once the server has set ApiContext::post.
 #pragma once
 
@@ -17,6 +18,7 @@
 #include "ipc/api_types.hpp"
 #include "ipc/reader_pool.hpp"
 #include "ipc/router.hpp"
+#include "ipc/writer_queue.hpp"
 
 namespace fieldsync::ipc {
 
@@ -37,6 +39,7 @@ class ApiService {
   Router router_;
   // Declared last: destroyed (its threads joined) before the routes and context it runs.
   std::unique_ptr<ReaderPool> readers_;
+  std::unique_ptr<WriterQueue> writer_;
 };
 
 }  // namespace fieldsync::ipc

@@ -90,6 +90,33 @@ ApiResponse on_reader(ApiContext& ctx, std::function<ApiResponse()> work) {
   return r;
 }
 
+ApiRequest take_request(ApiRequest& request) {
+  std::string body = std::move(request.body);
+  ApiRequest copy = request;
+  copy.body = std::move(body);
+  return copy;
+}
+
+ApiResponse on_writer(ApiContext& ctx, std::function<ApiResponse()> work, bool alone) {
+  if (!ctx.write || !ctx.post) return work();
+  ApiResponse r;
+  r.deferred = std::make_shared<DeferredResponse>();
+  r.deferred->timeout = std::chrono::milliseconds(ctx.options.request_timeout_ms);
+  r.deferred->on_timeout = [] {
+    return fail(make_error(Errc::unavailable,
+                           "the write was not committed within api.request_timeout_ms (a slow "
+                           "disk, or many writes queued); it may still be: read it back"));
+  };
+  r.deferred->start = [&ctx, alone,
+                       work = std::move(work)](std::function<void(ApiResponse)> reply) {
+    ctx.write(work, alone, [&ctx, reply = std::move(reply)](ApiResponse out) {
+      auto shared = std::make_shared<ApiResponse>(std::move(out));
+      ctx.post([reply, shared] { reply(std::move(*shared)); });
+    });
+  };
+  return r;
+}
+
 Status known_query(const ApiRequest& req, std::initializer_list<std::string_view> accepted) {
   for (const auto& [name, value] : req.query) {
     bool ok = false;

@@ -23,6 +23,16 @@ namespace fieldsync::ipc {
 // read the Store and render (no ApiContext member but store and options).
 ApiResponse on_reader(ApiContext& ctx, std::function<ApiResponse()> work);
 
+// Runs a document write `work` on the writer thread (ApiContext::write), committed with the
+// writes queued with it, and answers with what it returns once committed (or with the commit's
+// error), from the server's thread; inline without a writer thread or a server. `alone`: it
+// reads through a transaction of its own before writing (commits by itself). `work` may only
+// use the Store and render.
+ApiResponse on_writer(ApiContext& ctx, std::function<ApiResponse()> work, bool alone = false);
+// The request for a deferred handler: its body moved (the server needs it no more), the rest
+// copied (the server logs the method and target once answered).
+ApiRequest take_request(ApiRequest& request);
+
 // A JSON response with the given status.
 ApiResponse json_response(int status, std::string body);
 // Error response for a failed Result.

@@ -283,21 +283,24 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   });
 
   // Create. ?id= gives an app-chosen id; otherwise a random 128-bit id is assigned.
-  router.add("POST", docs, [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    if (auto st = check_body(ctx, req.body); !st) return fail(st.error());
-    WriteRequest w;
-    w.collection = req.param("coll");
-    w.doc_id = req.query_value("id").value_or("");
-    w.body = std::move(req.body);
-    w.must_not_exist = true;
-    auto schema = schema_query(req);
-    if (!schema) return fail(schema.error());
-    w.schema = *schema;
-    auto r = ctx.store.write(*pid, w);
-    if (!r) return fail(r.error());
-    return json_response(201, write_result_json(*r));
+  router.add("POST", docs, [&ctx](ApiRequest& request) {
+    // A write: on the writer thread, committed with the writes queued with it.
+    return on_writer(ctx, [&ctx, req = take_request(request)]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      if (auto st = check_body(ctx, req.body); !st) return fail(st.error());
+      WriteRequest w;
+      w.collection = req.param("coll");
+      w.doc_id = req.query_value("id").value_or("");
+      w.body = std::move(req.body);
+      w.must_not_exist = true;
+      auto schema = schema_query(req);
+      if (!schema) return fail(schema.error());
+      w.schema = *schema;
+      auto r = ctx.store.write(*pid, w);
+      if (!r) return fail(r.error());
+      return json_response(201, write_result_json(*r));
+    });
   });
 
   router.add("GET", docs, [&ctx](ApiRequest& request) {
@@ -340,37 +343,43 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   });
 
   // Update over ?base= (a stale base keeps both versions), If-Match (strict), or the winner.
-  router.add("PUT", doc, [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    if (auto st = check_body(ctx, req.body); !st) return fail(st.error());
-    WriteRequest w;
-    if (auto st = set_write_base(req, w, /*allow_if_none_match=*/true); !st)
-      return fail(st.error());
-    w.collection = req.param("coll");
-    w.doc_id = req.param("id");
-    w.body = std::move(req.body);
-    auto schema = schema_query(req);
-    if (!schema) return fail(schema.error());
-    w.schema = *schema;
-    auto r = ctx.store.write(*pid, w);
-    if (!r) return fail(r.error());
-    return json_response(200, write_result_json(*r));
+  router.add("PUT", doc, [&ctx](ApiRequest& request) {
+    // A write: on the writer thread, committed with the writes queued with it.
+    return on_writer(ctx, [&ctx, req = take_request(request)]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      if (auto st = check_body(ctx, req.body); !st) return fail(st.error());
+      WriteRequest w;
+      if (auto st = set_write_base(req, w, /*allow_if_none_match=*/true); !st)
+        return fail(st.error());
+      w.collection = req.param("coll");
+      w.doc_id = req.param("id");
+      w.body = std::move(req.body);
+      auto schema = schema_query(req);
+      if (!schema) return fail(schema.error());
+      w.schema = *schema;
+      auto r = ctx.store.write(*pid, w);
+      if (!r) return fail(r.error());
+      return json_response(200, write_result_json(*r));
+    });
   });
 
   // Delete: a tombstone over ?base=, If-Match (strict), or all current heads.
-  router.add("DELETE", doc, [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    WriteRequest w;
-    if (auto st = set_write_base(req, w, /*allow_if_none_match=*/false); !st)
-      return fail(st.error());
-    w.collection = req.param("coll");
-    w.doc_id = req.param("id");
-    w.kind = VersionKind::tombstone;
-    auto r = ctx.store.write(*pid, w);
-    if (!r) return fail(r.error());
-    return json_response(200, write_result_json(*r));
+  router.add("DELETE", doc, [&ctx](ApiRequest& request) {
+    // A write: on the writer thread, committed with the writes queued with it.
+    return on_writer(ctx, [&ctx, req = take_request(request)]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      WriteRequest w;
+      if (auto st = set_write_base(req, w, /*allow_if_none_match=*/false); !st)
+        return fail(st.error());
+      w.collection = req.param("coll");
+      w.doc_id = req.param("id");
+      w.kind = VersionKind::tombstone;
+      auto r = ctx.store.write(*pid, w);
+      if (!r) return fail(r.error());
+      return json_response(200, write_result_json(*r));
+    });
   });
 
   router.add("GET", doc + "/history", [&ctx](ApiRequest& request) {
@@ -389,84 +398,96 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   });
 
   // Resolve: {"parents":[...], "body":{...}} (or "delete":true), or {"strategy":"merge"}.
-  router.add("POST", doc + "/resolve", [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
-    if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"parents", "body", "delete", "strategy"}, "resolve request");
-        !st)
-      return fail(st.error());
-    const std::string& coll = req.param("coll");
-    const std::string& id = req.param("id");
-    WriteRequest w;
-    w.collection = coll;
-    w.doc_id = id;
-    if (auto* strategy = obj->if_contains("strategy")) {
-      if (!strategy->is_string() || strategy->as_string() != "merge")
-        return fail(make_error(Errc::invalid_argument, "the only strategy is \"merge\""));
-      if (obj->size() != 1)
-        return fail(
-            make_error(Errc::invalid_argument, "strategy \"merge\" takes no parents/body/delete"));
-      auto m = ctx.store.merge_heads(*pid, coll, id);
-      if (!m) return fail(m.error());
-      if (!m->clean()) {
-        json::array fields;
-        for (auto& f : m->conflicting_fields) fields.emplace_back(f);
-        std::string list;
-        for (auto& f : m->conflicting_fields) list += (list.empty() ? "" : ", ") + f;
-        return error_response(
-            make_error(
-                Errc::failed_precondition,
-                "automatic merge impossible: the heads changed the same fields differently (" +
-                    list + "); resolve with explicit parents and body"),
-            "\"conflicting_fields\":" + json::serialize(fields));
-      }
-      w.parents = m->heads;
-      w.body = m->body;
-    } else {
-      if (auto* p = obj->if_contains("parents")) {
-        auto parents = version_list(*p, "parents");
-        if (!parents) return fail(parents.error());
-        w.parents = std::move(*parents);
-      } else {
-        auto d = ctx.store.get_document(*pid, coll, id);
-        if (!d) return fail(d.error());
-        w.parents = d->heads;
-      }
-      bool del = false;
-      if (auto* dv = obj->if_contains("delete")) {
-        if (!dv->is_bool())
-          return fail(make_error(Errc::invalid_argument, "'delete' must be a boolean"));
-        del = dv->as_bool();
-      }
-      if (del) {
-        if (obj->contains("body"))
-          return fail(make_error(Errc::invalid_argument, "give either 'body' or \"delete\": true"));
-        w.kind = VersionKind::tombstone;
-      } else {
-        auto* b = obj->if_contains("body");
-        if (!b || !b->is_object())
-          return fail(make_error(Errc::invalid_argument, "'body' (a JSON object) is required"));
-        w.body = std::string(*raw_member(req.body, "body"));
-      }
-    }
-    auto r = ctx.store.write(*pid, w);
-    if (!r) return fail(r.error());
-    return json_response(200, write_result_json(*r));
+  router.add("POST", doc + "/resolve", [&ctx](ApiRequest& request) {
+    // A write: on the writer thread, committed with the writes queued with it.
+    return on_writer(
+        ctx,
+        [&ctx, req = take_request(request)]() mutable -> ApiResponse {
+          auto pid = project_param(req);
+          if (!pid) return fail(pid.error());
+          auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
+          if (!obj) return fail(obj.error());
+          if (auto st =
+                  check_fields(*obj, {"parents", "body", "delete", "strategy"}, "resolve request");
+              !st)
+            return fail(st.error());
+          const std::string& coll = req.param("coll");
+          const std::string& id = req.param("id");
+          WriteRequest w;
+          w.collection = coll;
+          w.doc_id = id;
+          if (auto* strategy = obj->if_contains("strategy")) {
+            if (!strategy->is_string() || strategy->as_string() != "merge")
+              return fail(make_error(Errc::invalid_argument, "the only strategy is \"merge\""));
+            if (obj->size() != 1)
+              return fail(make_error(Errc::invalid_argument,
+                                     "strategy \"merge\" takes no parents/body/delete"));
+            auto m = ctx.store.merge_heads(*pid, coll, id);
+            if (!m) return fail(m.error());
+            if (!m->clean()) {
+              json::array fields;
+              for (auto& f : m->conflicting_fields) fields.emplace_back(f);
+              std::string list;
+              for (auto& f : m->conflicting_fields) list += (list.empty() ? "" : ", ") + f;
+              return error_response(
+                  make_error(Errc::failed_precondition,
+                             "automatic merge impossible: the heads changed the same fields "
+                             "differently (" +
+                                 list + "); resolve with explicit parents and body"),
+                  "\"conflicting_fields\":" + json::serialize(fields));
+            }
+            w.parents = m->heads;
+            w.body = m->body;
+          } else {
+            if (auto* p = obj->if_contains("parents")) {
+              auto parents = version_list(*p, "parents");
+              if (!parents) return fail(parents.error());
+              w.parents = std::move(*parents);
+            } else {
+              auto d = ctx.store.get_document(*pid, coll, id);
+              if (!d) return fail(d.error());
+              w.parents = d->heads;
+            }
+            bool del = false;
+            if (auto* dv = obj->if_contains("delete")) {
+              if (!dv->is_bool())
+                return fail(make_error(Errc::invalid_argument, "'delete' must be a boolean"));
+              del = dv->as_bool();
+            }
+            if (del) {
+              if (obj->contains("body"))
+                return fail(
+                    make_error(Errc::invalid_argument, "give either 'body' or \"delete\": true"));
+              w.kind = VersionKind::tombstone;
+            } else {
+              auto* b = obj->if_contains("body");
+              if (!b || !b->is_object())
+                return fail(
+                    make_error(Errc::invalid_argument, "'body' (a JSON object) is required"));
+              w.body = std::string(*raw_member(req.body, "body"));
+            }
+          }
+          auto r = ctx.store.write(*pid, w);
+          if (!r) return fail(r.error());
+          return json_response(200, write_result_json(*r));
+        },
+        /*alone=*/true);
   });
 
-  router.add("POST", doc + "/purge", [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    if (!req.body.empty()) {
-      auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
-      if (!obj) return fail(obj.error());
-      if (auto st = check_fields(*obj, {}, "purge request"); !st) return fail(st.error());
-    }
-    auto n = ctx.store.purge_document(*pid, req.param("coll"), req.param("id"));
-    if (!n) return fail(n.error());
-    return json_response(200, "{\"purged\":" + std::to_string(*n) + "}");
+  router.add("POST", doc + "/purge", [&ctx](ApiRequest& request) {
+    // A write: on the writer thread, committed with the writes queued with it.
+    return on_writer(ctx, [&ctx, req = take_request(request)]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      if (!req.body.empty()) {
+        auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
+        if (!obj) return fail(obj.error());
+        if (auto st = check_fields(*obj, {}, "purge request"); !st) return fail(st.error());
+      }
+      auto n = ctx.store.purge_document(*pid, req.param("coll"), req.param("id"));
+      if (!n) return fail(n.error());
+      return json_response(200, "{\"purged\":" + std::to_string(*n) + "}");
+    });
   });
 
   // Erasure by a coordinator (docs/api.md "Erasure"): synced, and not undone.
@@ -518,30 +539,33 @@ void register_document_routes(Router& router, ApiContext& ctx) {
   });
 
   // All-or-nothing batch of writes in one transaction.
-  router.add("POST", "/v1/projects/{pid}/batch", [&ctx](ApiRequest& req) {
-    auto pid = project_param(req);
-    if (!pid) return fail(pid.error());
-    auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
-    if (!obj) return fail(obj.error());
-    if (auto st = check_fields(*obj, {"writes"}, "batch request"); !st) return fail(st.error());
-    auto* writes = obj->if_contains("writes");
-    if (!writes || !writes->is_array())
-      return fail(make_error(Errc::invalid_argument, "'writes' (an array) is required"));
-    auto raws = raw_elements(*raw_member(req.body, "writes"));
-    const auto& arr = writes->as_array();
-    if (raws.size() != arr.size()) return fail(make_error(Errc::internal, "batch scan mismatch"));
-    std::vector<WriteRequest> reqs;
-    reqs.reserve(arr.size());
-    for (std::size_t i = 0; i < arr.size(); ++i) {
-      auto w = batch_write(arr[i], raws[i], i);
-      if (!w) return fail(w.error());
-      reqs.push_back(std::move(*w));
-    }
-    auto r = ctx.store.write_batch(*pid, reqs);
-    if (!r) return fail(r.error());
-    std::string s = "{\"results\":[";
-    for (std::size_t i = 0; i < r->size(); ++i) s += (i ? "," : "") + write_result_json((*r)[i]);
-    return json_response(200, s + "]}");
+  router.add("POST", "/v1/projects/{pid}/batch", [&ctx](ApiRequest& request) {
+    // A write: on the writer thread, committed with the writes queued with it.
+    return on_writer(ctx, [&ctx, req = take_request(request)]() mutable -> ApiResponse {
+      auto pid = project_param(req);
+      if (!pid) return fail(pid.error());
+      auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
+      if (!obj) return fail(obj.error());
+      if (auto st = check_fields(*obj, {"writes"}, "batch request"); !st) return fail(st.error());
+      auto* writes = obj->if_contains("writes");
+      if (!writes || !writes->is_array())
+        return fail(make_error(Errc::invalid_argument, "'writes' (an array) is required"));
+      auto raws = raw_elements(*raw_member(req.body, "writes"));
+      const auto& arr = writes->as_array();
+      if (raws.size() != arr.size()) return fail(make_error(Errc::internal, "batch scan mismatch"));
+      std::vector<WriteRequest> reqs;
+      reqs.reserve(arr.size());
+      for (std::size_t i = 0; i < arr.size(); ++i) {
+        auto w = batch_write(arr[i], raws[i], i);
+        if (!w) return fail(w.error());
+        reqs.push_back(std::move(*w));
+      }
+      auto r = ctx.store.write_batch(*pid, reqs);
+      if (!r) return fail(r.error());
+      std::string s = "{\"results\":[";
+      for (std::size_t i = 0; i < r->size(); ++i) s += (i ? "," : "") + write_result_json((*r)[i]);
+      return json_response(200, s + "]}");
+    });
   });
 }
 

@@ -84,11 +84,52 @@ LmdbEnv::~LmdbEnv() {
   if (env_) mdb_env_close(env_);
 }
 
+namespace {
+// The write group open on this thread (LmdbGroup), if any.
+thread_local const LmdbEnv* group_env = nullptr;
+thread_local MDB_txn* group_txn = nullptr;
+}  // namespace
+
 Result<LmdbTxn> LmdbTxn::begin(const LmdbEnv& env, bool write) {
   MDB_txn* t = nullptr;
+  if (write && group_env == &env) {
+    if (int rc = mdb_txn_begin(env.raw(), group_txn, 0, &t))
+      return lmdb_error(rc, "mdb_txn_begin (in a group)");
+    return LmdbTxn(t, nullptr);  // its commit is the group's
+  }
   if (int rc = mdb_txn_begin(env.raw(), nullptr, write ? 0 : MDB_RDONLY, &t))
     return lmdb_error(rc, "mdb_txn_begin");
   return LmdbTxn(t, write ? &env.commit_latency_ : nullptr);
+}
+
+LmdbGroup::LmdbGroup(const LmdbEnv& env) : env_(env) {
+  if (group_env) {
+    error_ = make_error(Errc::internal, "a write group is already open on this thread");
+    return;
+  }
+  if (int rc = mdb_txn_begin(env.raw(), nullptr, 0, &txn_)) {
+    txn_ = nullptr;
+    error_ = lmdb_error(rc, "mdb_txn_begin (group)");
+    return;
+  }
+  group_env = &env;
+  group_txn = txn_;
+}
+
+LmdbGroup::~LmdbGroup() {
+  if (!txn_) return;
+  group_env = nullptr;
+  group_txn = nullptr;
+  mdb_txn_abort(txn_);
+}
+
+Status LmdbGroup::commit() {
+  if (!txn_) return error_;
+  group_env = nullptr;
+  group_txn = nullptr;
+  LmdbTxn whole(txn_, &env_.commit_latency_);  // commits as any write transaction does
+  txn_ = nullptr;
+  return whole.commit();
 }
 
 LmdbTxn::~LmdbTxn() {

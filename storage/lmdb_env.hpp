@@ -47,6 +47,7 @@ class LmdbEnv {
 
  private:
   friend class LmdbTxn;
+  friend class LmdbGroup;
   LmdbEnv() = default;
   MDB_env* env_ = nullptr;
   Tables tables_;
@@ -69,9 +70,32 @@ class LmdbTxn {
   Status del(MDB_dbi dbi, ByteView key);
 
  private:
+  friend class LmdbGroup;
   LmdbTxn(MDB_txn* t, LatencyHistogram* commits) : txn_(t), commits_(commits) {}
   MDB_txn* txn_ = nullptr;
   LatencyHistogram* commits_ = nullptr;  // the env's commit histogram; write transactions only
+};
+
+// A group of write transactions committed as one (Store::write_group): while a group is open
+// on a thread, LmdbTxn::begin(env, true) on that thread begins a transaction nested in it, whose
+// commit() joins the group (no fsync) and whose abort undoes only itself. The group's commit()
+// writes all of them with one commit (one fsync when durable). Not movable: it is the thread's
+// open group until it ends; destroyed uncommitted, it aborts everything in it.
+class LmdbGroup {
+ public:
+  explicit LmdbGroup(const LmdbEnv& env);
+  ~LmdbGroup();
+  LmdbGroup(const LmdbGroup&) = delete;
+  LmdbGroup& operator=(const LmdbGroup&) = delete;
+  // Whether begin succeeded (else error() says why; nothing was begun).
+  bool ok() const { return txn_ != nullptr; }
+  const Error& error() const { return error_; }
+  Status commit();
+
+ private:
+  const LmdbEnv& env_;
+  MDB_txn* txn_ = nullptr;
+  Error error_;
 };
 
 // A cursor positioned by seek(); iterates forward or backward over one table.

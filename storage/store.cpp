@@ -160,7 +160,29 @@ Status Store::Impl::persist_clock(LmdbTxn& txn) const {
   return txn.put(t().meta, kHlcKey, u64_bytes(clock.last()));
 }
 
+namespace {
+// The changes of the write group open on this thread (Store::write_group): told after its
+// commit.
+thread_local std::vector<std::pair<ProjectId, std::uint64_t>>* group_changes = nullptr;
+}  // namespace
+
+Status Store::write_group(const std::function<void()>& body) {
+  LmdbGroup group(*impl_->env);
+  if (!group.ok()) return group.error();
+  std::vector<std::pair<ProjectId, std::uint64_t>> changes;
+  group_changes = &changes;
+  body();
+  group_changes = nullptr;
+  FS_TRY(group.commit());
+  for (const auto& [p, seq] : changes) impl_->notify(p, seq);
+  return {};
+}
+
 void Store::Impl::notify(const ProjectId& p, std::uint64_t seq) {
+  if (group_changes) {
+    group_changes->emplace_back(p, seq);
+    return;
+  }
   std::lock_guard lock(listener_mu);
   if (listener) listener(p, seq);
   blobs_changed(p);

@@ -67,6 +67,16 @@ class Store {
   // The 32-byte secret members use to prove membership to each other.
   Result<Bytes> project_secret(const ProjectId& id) const;
 
+  // --- grouped commits ---
+  // Runs `body` on this thread with the store's writes grouped: each write transaction that a
+  // Store method begins on this thread meanwhile is nested in one transaction (a write that
+  // fails undoes only itself; later ones see earlier ones), and all are committed together at
+  // the end, with one fsync. Change listeners run after that commit. The result is the
+  // commit's: when it fails, nothing of the group is written, whatever the methods returned.
+  // A method that reads through a transaction of its own (merge_heads, a list) does not see
+  // the group's writes before the commit. Groups do not nest (internal).
+  Status write_group(const std::function<void()>& body);
+
   // --- documents ---
   Result<WriteResult> write(const ProjectId& project, const WriteRequest& req);
   // All-or-nothing: one transaction, one fsync.

@@ -370,8 +370,39 @@ TEST_CASE("reads answer from a reader thread once a server posts, the same as in
     CHECK(answer->status == 200);
     if (p == path) CHECK(answer->body == inline_answer.body);
   }
-  // Writes stay on the server's thread.
-  CHECK_FALSE(f.call("PUT", path + "/y", R"({"n":2})").deferred);
+  // Writes go to the writer thread and answer once committed, through the server's thread.
+  ApiResponse w = f.call("PUT", path + "/y", R"({"n":2})");
+  REQUIRE(w.deferred);
+  std::optional<ApiResponse> written;
+  w.deferred->start([&](ApiResponse a) { written = std::move(a); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(30), [&] { return !posted.empty(); }));
+    auto job = std::move(posted.front());
+    posted.pop_front();
+    lock.unlock();
+    CHECK_FALSE(written);
+    CHECK(f.store->get_document(*ProjectId::parse(pid), "c", "y"));  // committed before the answer
+    job();
+  }
+  REQUIRE(written);
+  CHECK(written->status == 200);
+}
+
+TEST_CASE("api.max_group_writes = 0 answers writes inline") {
+  Fixture f;
+  config::ApiOptions o = f.options;
+  o.max_group_writes = 0;
+  ApiService api(*f.store, o, "inline");
+  api.context().post = [](std::function<void()> job) { job(); };
+  std::string pid = f.project();
+  ApiRequest r;
+  r.method = "PUT";
+  r.segments = {"v1", "projects", pid, "docs", "c", "x"};
+  r.body = R"({"n":1})";
+  ApiResponse a = api.handle(r);
+  CHECK_FALSE(a.deferred);
+  CHECK(a.status == 200);
 }
 
 TEST_CASE("api.reader_threads = 0 answers reads inline") {

@@ -1,0 +1,160 @@
+// The writer thread: writes queued while a group commits are committed together (one commit),
+// a failing write fails alone, an `alone` job commits by itself, and a failed commit answers
+// every write of its group with the error.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+
+#include "ipc/route_support.hpp"
+#include "ipc/writer_queue.hpp"
+#include "storage/store.hpp"
+#include "storage/temp_dir.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::ipc;
+
+namespace {
+
+struct Replies {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<int> statuses;
+  std::function<void(ApiResponse)> collect(std::size_t at) {
+    return [this, at](ApiResponse r) {
+      std::lock_guard lock(mu);
+      if (statuses.size() <= at) statuses.resize(at + 1, 0);
+      statuses[at] = r.status;
+      cv.notify_all();
+    };
+  }
+  void wait_for(std::size_t n) {
+    std::unique_lock lock(mu);
+    REQUIRE(cv.wait_for(lock, std::chrono::seconds(30), [&] {
+      return statuses.size() >= n &&
+             std::all_of(statuses.begin(), statuses.end(), [](int s) { return s != 0; });
+    }));
+  }
+};
+
+storage::WriteRequest put(std::string coll, std::string id) {
+  storage::WriteRequest w;
+  w.collection = std::move(coll);
+  w.doc_id = std::move(id);
+  w.body = "{\"n\":1}";
+  return w;
+}
+
+}  // namespace
+
+TEST_CASE("writes queued while a group commits are committed together", "[ipc][writer]") {
+  test::TempDir dir;
+  storage::StoreOptions so;
+  so.data_dir = dir.path();
+  auto s = storage::Store::open(so);
+  REQUIRE(s);
+  auto& store = **s;
+  auto p = store.create_project("survey");
+  REQUIRE(p);
+  std::size_t notified = 0;
+  store.set_change_listener([&](const ProjectId&, std::uint64_t) { ++notified; });
+  const auto commits_before = store.commit_latency().count;
+
+  WriterQueue writer(store, 64);
+  Replies replies;
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool open = false, entered = false;
+  // The first write holds its group open until the others are queued behind it.
+  writer.post({[&] {
+                 {
+                   std::unique_lock lock(gate_mu);
+                   entered = true;
+                   gate_cv.notify_all();
+                   gate_cv.wait(lock, [&] { return open; });
+                 }
+                 auto r = store.write(p->id, put("obs", "first"));
+                 return r ? json_response(200, "{}") : fail(r.error());
+               },
+               replies.collect(0), false});
+  {
+    std::unique_lock lock(gate_mu);
+    REQUIRE(gate_cv.wait_for(lock, std::chrono::seconds(30), [&] { return entered; }));
+  }
+  for (int i = 1; i <= 5; ++i) {
+    writer.post({[&, i] {
+                   // Bad, the third: a collection name refused; the others go on.
+                   auto r = store.write(p->id,
+                                        put(i == 3 ? "bad name" : "obs", "d" + std::to_string(i)));
+                   return r ? json_response(200, "{}") : fail(r.error());
+                 },
+                 replies.collect(static_cast<std::size_t>(i)), false});
+  }
+  // An update of a document written earlier in the same group builds on it (nested
+  // transactions see the group's earlier writes).
+  writer.post({[&] {
+                 auto r = store.write(p->id, put("obs", "d1"));
+                 return r ? json_response(200, "{}") : fail(r.error());
+               },
+               replies.collect(6), false});
+  // Reads its own transaction: by itself, after the others.
+  writer.post({[&] {
+                 auto d = store.get_document(p->id, "obs", "d5");
+                 return d ? json_response(200, "{}") : fail(d.error());
+               },
+               replies.collect(7), true});
+  {
+    std::lock_guard lock(gate_mu);
+    open = true;
+  }
+  gate_cv.notify_all();
+  replies.wait_for(8);
+  CHECK(replies.statuses == std::vector<int>{200, 200, 200, 400, 200, 200, 200, 200});
+  // The first group, the five writes and the update, the alone job: three commits.
+  CHECK(store.commit_latency().count - commits_before == 3);
+  auto d1 = store.history(p->id, "obs", "d1", 10);
+  REQUIRE(d1);
+  CHECK(d1->size() == 2);
+  auto doc = store.get_document(p->id, "obs", "d1");
+  REQUIRE(doc);
+  CHECK(doc->heads.size() == 1);  // the update's parent is the first write: no conflict
+  CHECK(notified == 6);           // every successful write was told, after its group's commit
+  CHECK_FALSE(store.get_document(p->id, "bad name", "d3"));
+}
+
+TEST_CASE("a group whose commit fails answers each of its writes with the error", "[ipc][writer]") {
+  test::TempDir dir;
+  storage::StoreOptions so;
+  so.data_dir = dir.path();
+  so.durable = false;
+  so.map_size_bytes = 1 << 20;  // fills up within the group
+  auto s = storage::Store::open(so);
+  REQUIRE(s);
+  auto& store = **s;
+  auto p = store.create_project("survey");
+  REQUIRE(p);
+  std::vector<storage::WriteResult> kept;
+  Status committed = store.write_group([&] {
+    for (int i = 0; i < 400; ++i) {
+      storage::WriteRequest w = put("obs", "d" + std::to_string(i));
+      w.body = "{\"pad\":\"" + std::string(4000, 'x') + "\"}";
+      if (auto r = store.write(p->id, w)) kept.push_back(*r);
+    }
+  });
+  // Either a write inside was refused for space, or the commit was: what the group kept is
+  // all there or none of it is.
+  auto list = store.list_documents(p->id, [] {
+    storage::ListQuery q;
+    q.collection = "obs";
+    q.limit = 1000;
+    return q;
+  }());
+  REQUIRE(list);
+  if (committed) {
+    CHECK(list->docs.size() == kept.size());
+  } else {
+    CHECK(list->docs.empty());
+  }
+  CHECK(kept.size() < 400);
+}
