@@ -59,6 +59,12 @@ Status DaemonSync::start() {
 
 void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovered) {
   peers::PeerManager* svc = service_.get();
+  // Received batches are applied on the API's writer thread, grouped with its writes.
+  if (svc && api.writer())
+    svc->set_writer(
+        [w = api.writer()](std::function<void()> work, std::function<void(const Status&)> done) {
+          w->post({std::move(work), std::move(done), false});
+        });
   ipc::register_peer_routes(api.router(), api.context(), svc, std::move(discovered));
   ipc::register_member_routes(api.router(), api.context(), svc);
   ipc::register_join_routes(api.router(), api.context(), svc);

@@ -75,11 +75,12 @@ struct ApiContext {
   // on_reader() uses it). Empty: api.reader_threads = 0, or no server (unit tests); read
   // routes then run on the server's thread.
   std::function<void(std::function<void()> job)> read;
-  // Runs a document write on the API's writer thread, grouped with the writes queued with it
-  // (ipc/writer_queue.hpp; route_support's on_writer() uses it); `reply` is called there after
-  // the group's commit. Empty: api.max_group_writes = 0, or no server: writes run inline.
-  std::function<void(std::function<ApiResponse()> work, bool alone,
-                     std::function<void(ApiResponse)> reply)>
+  // Runs a document write on the writer thread, grouped with the writes queued with it
+  // (ipc/writer_queue.hpp; route_support's on_writer() uses it); `done` is called there after
+  // the group's commit, with its status. Empty: api.max_group_writes = 0, or no server: writes
+  // run inline.
+  std::function<void(std::function<void()> work, bool alone,
+                     std::function<void(const Status&)> done)>
       write;
   // An app's upload (POST /v1/projects/{pid}/blobs) was stored: the daemon makes the
   // variants of an image (daemon/variant_maker.hpp). Called on the server's thread; must only

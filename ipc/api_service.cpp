@@ -24,9 +24,9 @@ ApiService::ApiService(storage::Store& store, const config::ApiOptions& options,
   }
   if (options.max_group_writes > 0) {
     writer_ = std::make_unique<WriterQueue>(store, options.max_group_writes);
-    ctx_.write = [w = writer_.get()](std::function<ApiResponse()> work, bool alone,
-                                     std::function<void(ApiResponse)> reply) {
-      w->post({std::move(work), std::move(reply), alone});
+    ctx_.write = [w = writer_.get()](std::function<void()> work, bool alone,
+                                     std::function<void(const Status&)> done) {
+      w->post({std::move(work), std::move(done), alone});
     };
   }
 }

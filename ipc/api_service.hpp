@@ -34,6 +34,10 @@ class ApiService {
 
   ApiResponse handle(ApiRequest& request) const { return router_.dispatch(request); }
 
+  // The writer thread (null when api.max_group_writes = 0): sync sessions apply their received
+  // batches through it too, grouped with the API's writes.
+  WriterQueue* writer() { return writer_.get(); }
+
  private:
   ApiContext ctx_;
   Router router_;

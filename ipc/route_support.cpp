@@ -109,10 +109,12 @@ ApiResponse on_writer(ApiContext& ctx, std::function<ApiResponse()> work, bool a
   };
   r.deferred->start = [&ctx, alone,
                        work = std::move(work)](std::function<void(ApiResponse)> reply) {
-    ctx.write(work, alone, [&ctx, reply = std::move(reply)](ApiResponse out) {
-      auto shared = std::make_shared<ApiResponse>(std::move(out));
-      ctx.post([reply, shared] { reply(std::move(*shared)); });
-    });
+    auto slot = std::make_shared<ApiResponse>();
+    ctx.write([slot, work] { *slot = work(); }, alone,
+              [&ctx, slot, reply = std::move(reply)](const Status& committed) {
+                if (!committed) *slot = fail(committed.error());
+                ctx.post([reply, slot] { reply(std::move(*slot)); });
+              });
   };
   return r;
 }

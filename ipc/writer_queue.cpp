@@ -2,7 +2,6 @@
 
 #include <vector>
 
-#include "ipc/route_support.hpp"
 #include "storage/store.hpp"
 
 namespace fieldsync::ipc {
@@ -43,13 +42,10 @@ void WriterQueue::run() {
       } while (!jobs_.empty() && !group.front().alone && !jobs_.front().alone &&
                group.size() < max_group_);
     }
-    std::vector<ApiResponse> answers;
-    answers.reserve(group.size());
     Status committed = store_.write_group([&] {
-      for (auto& job : group) answers.push_back(job.work());
+      for (auto& job : group) job.work();
     });
-    for (std::size_t i = 0; i < group.size(); ++i)
-      group[i].reply(committed ? std::move(answers[i]) : fail(committed.error()));
+    for (auto& job : group) job.done(committed);
   }
 }
 

@@ -1,17 +1,18 @@
-// WriterQueue: the API's writer thread. Document writes (create, update, delete, batch,
-// resolve, purge) run here instead of on the server's event loop, so an fsync (8-10 ms on a
-// small board) delays neither other requests nor sync. The writes that queue up while one
-// group commits are committed together as the next group (storage::Store::write_group): each in
-// a nested transaction of its own, one fsync for all, so concurrent writers share the cost of
-// durability instead of queueing behind one fsync each. Answers go back after the commit; a
-// failed commit answers every write of the group with its error (none of them is written).
+// WriterQueue: the daemon's writer thread. Document writes of the API (create, update,
+// delete, batch, resolve, purge) and the batches sync sessions receive are applied here instead
+// of on the event loop, so an fsync (8-10 ms on a small board) delays neither requests nor sync.
+// The writes that queue up while one group commits are committed together as the next group
+// (storage::Store::write_group): each in a nested transaction of its own, one fsync for all, so
+// concurrent writers share the cost of durability instead of queueing behind one fsync each.
+// Answers go back after the commit; a failed commit answers every write of the group with its error
+// (none of them is written).
 //
 // A job marked `alone` (one that reads the store through a transaction of its own before it
 // writes, e.g. a merge resolve) runs as a group of its own, after the writes queued before it.
 //
-// Ownership: owns its thread; the destructor answers nothing more, drops queued jobs and joins
-// the thread after the running group. Thread-safety: post() from any thread; replies are
-// called on the writer thread (the caller posts them on to its own).
+// Ownership: owns its thread; the destructor calls no more done(), drops queued jobs and joins
+// the thread after the running group. Thread-safety: post() from any thread; work() and
+// done() run on the writer thread (done() posts on to the caller's own thread).
 #pragma once
 
 #include <condition_variable>
@@ -21,7 +22,7 @@
 #include <mutex>
 #include <thread>
 
-#include "ipc/api_types.hpp"
+#include "common/result.hpp"
 
 namespace fieldsync::storage {
 class Store;
@@ -32,8 +33,8 @@ namespace fieldsync::ipc {
 class WriterQueue {
  public:
   struct Job {
-    std::function<ApiResponse()> work;
-    std::function<void(ApiResponse)> reply;
+    std::function<void()> work;               // inside the group (uses only the Store)
+    std::function<void(const Status&)> done;  // after the group's commit: its status
     bool alone = false;
   };
   // At most `max_group` writes per group (api.max_group_writes).

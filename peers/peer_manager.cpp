@@ -174,6 +174,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   config::SyncOptions opt;
   sync::SessionOptions session_opt;  // what each session runs with (from opt)
   std::string device_name;
+  PeerManager::PostWrite post_write;  // set before start(); empty: batches applied inline
   std::map<std::string, std::unique_ptr<transports::Transport>, std::less<>> transports;
   std::set<std::string> listening;  // schemes that accept connections
   HandshakeBudget budget;
@@ -474,6 +475,14 @@ void PeerManager::Impl::start_session(const std::shared_ptr<Conn>& c) {
   p.channel_binding = c->stream->channel_binding();
   p.authenticated_peer = c->peer;
   if (auto it = peers.find(c->peer); it != peers.end()) p.peer_approved = it->second.approved;
+  if (post_write) {
+    p.offload = [post = post_write, &io = io](std::function<void()> work,
+                                              std::function<void(Status)> done) {
+      post(std::move(work), [&io, done = std::move(done)](const Status& committed) {
+        asio::post(io, [done, committed] { done(committed); });
+      });
+    };
+  }
   auto session = std::make_unique<sync::Session>(store, std::move(p));
   if (c->join) (void)session->join(c->join->code);  // a fresh session: cannot fail
   SessionDriver::Options o;
@@ -960,6 +969,8 @@ transports::Transport& PeerManager::add_transport(std::unique_ptr<transports::Tr
   slot = std::move(t);
   return *slot;
 }
+
+void PeerManager::set_writer(PostWrite post_write) { impl_->post_write = std::move(post_write); }
 
 Status PeerManager::start() {
   Impl& im = *impl_;

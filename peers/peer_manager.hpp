@@ -135,6 +135,13 @@ class PeerManager {
   // accepts connections. Returns it (owned by the manager). One transport per scheme.
   transports::Transport& add_transport(std::unique_ptr<transports::Transport> t,
                                        bool listen = true);
+  // Sessions apply the batches they receive through `post_write` (before start()): it runs
+  // `work` on a writer thread and then `done` there with the status of the commit that made
+  // the work durable (the daemon's ipc::WriterQueue, grouped with the API's writes). Without
+  // it, batches are applied on the io_context thread.
+  using PostWrite =
+      std::function<void(std::function<void()> work, std::function<void(const Status&)> done)>;
+  void set_writer(PostWrite post_write);
   // Starts the transports' listeners and dials known peers (those added so far and those
   // the store remembers).
   Status start();

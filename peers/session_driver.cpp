@@ -32,6 +32,19 @@ std::shared_ptr<SessionDriver> SessionDriver::start(asio::io_context& io,
                                                     Options options, Events events) {
   std::shared_ptr<SessionDriver> d(
       new SessionDriver(io, std::move(stream), std::move(session), options, std::move(events)));
+  d->session_->set_resume_hook([weak = std::weak_ptr<SessionDriver>(d)] {
+    auto self = weak.lock();
+    if (!self || self->closed_) return;
+    if (self->events_.input) self->events_.input(*self);
+    if (self->closed_) return;
+    if (self->session_->state() == sync::SessionState::active && !self->session_->finished())
+      self->set_deadline(self->opt_.idle_timeout_ms);
+    self->pump();
+    if (self->read_paused_ && !self->session_->busy() && !self->session_->finished()) {
+      self->read_paused_ = false;
+      self->read();
+    }
+  });
   d->session_->start();
   d->set_deadline(d->opt_.handshake_timeout_ms);
   d->arm_keepalive();
@@ -83,7 +96,12 @@ void SessionDriver::read() {
     if (self->session_->state() == sync::SessionState::active && !self->session_->finished())
       self->set_deadline(self->opt_.idle_timeout_ms);
     self->pump();
-    if (!self->session_->finished()) self->read();
+    if (self->session_->finished()) return;
+    if (self->session_->busy()) {
+      self->read_paused_ = true;  // the resume hook reads again
+      return;
+    }
+    self->read();
   });
 }
 

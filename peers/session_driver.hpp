@@ -87,6 +87,9 @@ class SessionDriver : public std::enable_shared_from_this<SessionDriver> {
   Bytes wbuf_;
   bool writing_ = false;
   bool closed_ = false;
+  // The session is applying a batch on the writer thread: no read is outstanding until it
+  // resumes (the peer's window bounds what it sends meanwhile; TCP holds the rest).
+  bool read_paused_ = false;
   bool shutting_down_ = false;
   std::optional<Error> failure_;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();

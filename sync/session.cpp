@@ -160,7 +160,12 @@ void Session::Impl::receive(ByteView bytes) {
   if (finished()) return;
   bytes_received += bytes.size();
   decoder.feed(bytes);
-  while (!finished()) {
+  process_input();
+  record_holds();  // what this input showed the peer holds: at most one write per project
+}
+
+void Session::Impl::process_input() {
+  while (!finished() && !busy) {
     auto next = decoder.next();
     if (!next.ok()) {
       fail(next.error(), true);
@@ -169,7 +174,6 @@ void Session::Impl::receive(ByteView bytes) {
     if (!next.value()) break;
     handle(*next.value());
   }
-  record_holds();  // what this input showed the peer holds: at most one write per project
 }
 
 void Session::Impl::on_ping(Ping) {}
@@ -242,6 +246,8 @@ Session::~Session() = default;
 
 void Session::start() { impl_->send_hello(); }
 void Session::receive(ByteView bytes) { impl_->receive(bytes); }
+bool Session::busy() const { return impl_->busy; }
+void Session::set_resume_hook(std::function<void()> hook) { impl_->resume_hook = std::move(hook); }
 Bytes Session::take_output(std::size_t max_bytes) { return impl_->take_output(max_bytes); }
 void Session::notify_local_change(const ProjectId& project) { impl_->notify_local_change(project); }
 void Session::projects_changed() { impl_->reannounce(); }

@@ -68,6 +68,11 @@ struct SessionParams {
   bool peer_approved = false;
   // Wall clock in unix milliseconds (progress rates, last sync time); injectable for tests.
   std::function<std::int64_t()> clock;
+  // Applies received batches off the session's thread: runs `work` (Store::apply_log, using
+  // only the Store) on another thread, then `done` back on the session's thread with the status
+  // of the commit that made what `work` wrote durable. Empty: batches are applied inline.
+  std::function<void(std::function<void()> work, std::function<void(Status committed)> done)>
+      offload;
 };
 
 class Session {
@@ -79,8 +84,15 @@ class Session {
 
   // Queues HELLO. Call once, before anything else.
   void start();
-  // Processes received bytes (any split). May queue output and change state.
+  // Processes received bytes (any split). May queue output and change state. While busy(),
+  // bytes are kept and processed once the batch being applied is done.
   void receive(ByteView bytes);
+  // A received batch is being applied (SessionParams::offload): the driver reads no more
+  // input until the session calls its resume hook.
+  bool busy() const;
+  // Called on the session's thread after an offloaded apply finished and the input kept
+  // meanwhile was processed: the driver sends what it queued and reads again.
+  void set_resume_hook(std::function<void()> hook);
   // Up to about max_bytes of frames to send now (at least one whole frame if any is
   // ready); empty when there is nothing to send until more input or a local change.
   Bytes take_output(std::size_t max_bytes);

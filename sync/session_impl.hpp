@@ -186,7 +186,14 @@ struct Session::Impl {
   // or we were (the peer's NOTICE): what the peer sends for them before it knows is dropped.
   std::set<ProjectId> refused;
 
+  // An offloaded apply (SessionParams::offload) is under way: input waits in the decoder.
+  bool busy = false;
+  std::function<void()> resume_hook;
+  // False once the session is gone: an offloaded apply finishing later touches nothing.
+  std::shared_ptr<bool> alive = std::make_shared<bool>(true);
+
   Impl(storage::Store& s, SessionParams p);
+  ~Impl() { *alive = false; }
 
   // --- session.cpp: input, refusal, ending ---
 
@@ -196,6 +203,9 @@ struct Session::Impl {
   bool finished() const { return state == SessionState::failed || state == SessionState::closed; }
   void fail(Error e, bool tell_peer);
   void receive(ByteView bytes);
+  // Handles the frames waiting in the decoder until none is whole, the session ends or an
+  // apply is offloaded.
+  void process_input();
   void handle(const Frame& f);
   // The one place a frame is refused: a known type outside its states, or an unknown one.
   void refuse(std::uint8_t type, bool known);
@@ -240,6 +250,8 @@ struct Session::Impl {
   void on_tips(TipsMsg m);
   void on_forked(ForkedMsg m);
   void on_batch(ReceivedBatch in);
+  // What follows the apply of a received batch (inline, or when an offloaded one is done).
+  void batch_applied(const ReceivedBatch& in, Result<storage::ApplyResult> r);
   void on_zbatch(ReceivedBatch in);  // refused unless we announced kFeatureZstdBatches
   void on_ack(Ack m);
   void on_done(Done m);

@@ -328,7 +328,38 @@ void Session::Impl::on_batch(ReceivedBatch in) {
     encode_ack(control, Ack{m.project, m.log.author, get(*head, m.log.author)});
     return;
   }
-  auto r = store.apply_log(m.project, m.log, storage::ApplyOptions{!ps->restricted});
+  const storage::ApplyOptions options{!ps->restricted};
+  if (!params.offload) return batch_applied(in, store.apply_log(m.project, m.log, options));
+  // Applied on another thread; input waits meanwhile, so frames keep their order.
+  busy = true;
+  struct Job {
+    ReceivedBatch in;
+    storage::ApplyOptions options;
+    Result<storage::ApplyResult> result = make_error(Errc::internal, "not applied");
+  };
+  auto job = std::make_shared<Job>(Job{std::move(in), options});
+  storage::Store& st = store;
+  params.offload(
+      [&st, job] {
+        job->result = st.apply_log(job->in.batch.project, job->in.batch.log, job->options);
+      },
+      [this, job, alive = alive](Status committed) {
+        if (!*alive) return;
+        busy = false;
+        if (!finished()) {
+          if (!committed) job->result = committed.error();
+          batch_applied(job->in, std::move(job->result));
+        }
+        process_input();
+        record_holds();
+        if (resume_hook) resume_hook();
+      });
+}
+
+void Session::Impl::batch_applied(const ReceivedBatch& in, Result<storage::ApplyResult> r) {
+  const Batch& m = in.batch;
+  ProjectSync* ps = project_of(m.project, "BATCH");
+  if (!ps) return;
   if (!r.ok()) {
     Error e = r.error();
     e.message = "batch of " + std::to_string(m.log.entries.size()) + " entries by " +

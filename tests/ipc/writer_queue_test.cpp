@@ -21,13 +21,18 @@ struct Replies {
   std::mutex mu;
   std::condition_variable cv;
   std::vector<int> statuses;
-  std::function<void(ApiResponse)> collect(std::size_t at) {
-    return [this, at](ApiResponse r) {
-      std::lock_guard lock(mu);
-      if (statuses.size() <= at) statuses.resize(at + 1, 0);
-      statuses[at] = r.status;
-      cv.notify_all();
-    };
+  // A job whose work() renders an answer, given back by done() (the commit's error if the
+  // group's commit failed).
+  WriterQueue::Job job(std::size_t at, std::function<ApiResponse()> work, bool alone = false) {
+    auto slot = std::make_shared<ApiResponse>();
+    return {[slot, work] { *slot = work(); },
+            [this, at, slot](const Status& committed) {
+              std::lock_guard lock(mu);
+              if (statuses.size() <= at) statuses.resize(at + 1, 0);
+              statuses[at] = committed ? slot->status : fail(committed.error()).status;
+              cv.notify_all();
+            },
+            alone};
   }
   void wait_for(std::size_t n) {
     std::unique_lock lock(mu);
@@ -67,43 +72,50 @@ TEST_CASE("writes queued while a group commits are committed together", "[ipc][w
   std::condition_variable gate_cv;
   bool open = false, entered = false;
   // The first write holds its group open until the others are queued behind it.
-  writer.post({[&] {
-                 {
-                   std::unique_lock lock(gate_mu);
-                   entered = true;
-                   gate_cv.notify_all();
-                   gate_cv.wait(lock, [&] { return open; });
-                 }
-                 auto r = store.write(p->id, put("obs", "first"));
-                 return r ? json_response(200, "{}") : fail(r.error());
-               },
-               replies.collect(0), false});
+  writer.post(replies.job(
+      0,
+      [&] {
+        {
+          std::unique_lock lock(gate_mu);
+          entered = true;
+          gate_cv.notify_all();
+          gate_cv.wait(lock, [&] { return open; });
+        }
+        auto r = store.write(p->id, put("obs", "first"));
+        return r ? json_response(200, "{}") : fail(r.error());
+      },
+      false));
   {
     std::unique_lock lock(gate_mu);
     REQUIRE(gate_cv.wait_for(lock, std::chrono::seconds(30), [&] { return entered; }));
   }
   for (int i = 1; i <= 5; ++i) {
-    writer.post({[&, i] {
-                   // Bad, the third: a collection name refused; the others go on.
-                   auto r = store.write(p->id,
-                                        put(i == 3 ? "bad name" : "obs", "d" + std::to_string(i)));
-                   return r ? json_response(200, "{}") : fail(r.error());
-                 },
-                 replies.collect(static_cast<std::size_t>(i)), false});
+    writer.post(replies.job(
+        static_cast<std::size_t>(i),
+        [&, i] {
+          // Bad, the third: a collection name refused; the others go on.
+          auto r = store.write(p->id, put(i == 3 ? "bad name" : "obs", "d" + std::to_string(i)));
+          return r ? json_response(200, "{}") : fail(r.error());
+        },
+        false));
   }
   // An update of a document written earlier in the same group builds on it (nested
   // transactions see the group's earlier writes).
-  writer.post({[&] {
-                 auto r = store.write(p->id, put("obs", "d1"));
-                 return r ? json_response(200, "{}") : fail(r.error());
-               },
-               replies.collect(6), false});
+  writer.post(replies.job(
+      6,
+      [&] {
+        auto r = store.write(p->id, put("obs", "d1"));
+        return r ? json_response(200, "{}") : fail(r.error());
+      },
+      false));
   // Reads its own transaction: by itself, after the others.
-  writer.post({[&] {
-                 auto d = store.get_document(p->id, "obs", "d5");
-                 return d ? json_response(200, "{}") : fail(d.error());
-               },
-               replies.collect(7), true});
+  writer.post(replies.job(
+      7,
+      [&] {
+        auto d = store.get_document(p->id, "obs", "d5");
+        return d ? json_response(200, "{}") : fail(d.error());
+      },
+      true));
   {
     std::lock_guard lock(gate_mu);
     open = true;

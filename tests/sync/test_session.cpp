@@ -703,3 +703,68 @@ TEST_CASE("session options are the sync.* settings of the configuration", "[sync
   CHECK(trust_policy_name(TrustPolicy::ask) == "ask");
   CHECK(trust_policy_name(TrustPolicy::automatic) == "auto");
 }
+
+TEST_CASE(
+    "batches applied off the session's thread: input waits, order holds, a failed commit "
+    "fails the session",
+    "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 600);
+  // b's batches go to a queue that this test runs later, grouped, like the daemon's writer.
+  std::vector<std::pair<std::function<void()>, std::function<void(Status)>>> queued;
+  auto pb = params("b", small_batches());
+  pb.offload = [&](std::function<void()> work, std::function<void(Status)> done) {
+    queued.emplace_back(std::move(work), std::move(done));
+  };
+  Session sa(*a.store, params("a", small_batches())), sb(*b.store, std::move(pb));
+  int resumed = 0;
+  sb.set_resume_hook([&] { ++resumed; });
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  bool saw_busy_with_input = false;
+  std::optional<Error> fail_next;
+  for (int step = 0; step < 100000; ++step) {
+    const int moved = pipe.run(1);
+    if (!queued.empty()) {
+      REQUIRE(sb.busy());
+      REQUIRE(queued.size() == 1);  // one batch at a time: the next waits in the input
+      Bytes more = sa.take_output(1 << 20);
+      if (!more.empty()) {
+        saw_busy_with_input = true;
+        sb.receive(more);  // kept, not handled, while the batch is applied
+        REQUIRE(queued.size() == 1);
+      }
+      auto [work, done] = std::move(queued.front());
+      queued.clear();
+      done(b.store->write_group(work));
+      // Done: the input kept meanwhile is handled now, which may start the next batch.
+      REQUIRE(sb.busy() == !queued.empty());
+      continue;
+    }
+    if (moved == 0) break;
+  }
+  CHECK(saw_busy_with_input);
+  CHECK(resumed > 1);
+  CHECK(vv(a, p) == vv(b, p));
+  CHECK(doc(b, p, "d599").body == doc(a, p, "d599").body);
+  CHECK(sb.in_sync());
+  CHECK(sb.progress().projects[0].applied == 600);
+
+  // A commit that fails (a full disk) fails the session: the batch is not acknowledged.
+  a.write_docs(p, 600, 100);
+  for (const auto& c : a.take_changed()) sa.notify_local_change(c);
+  fail_next = make_error(Errc::resource_exhausted, "disk full");
+  for (int step = 0; step < 1000 && !sb.finished(); ++step) {
+    pipe.run(1);
+    if (!queued.empty()) {
+      auto [work, done] = std::move(queued.front());
+      queued.clear();
+      done(Status(*fail_next));  // nothing was written
+    }
+  }
+  REQUIRE(sb.finished());
+  REQUIRE(sb.error());
+  CHECK(sb.error()->code == Errc::resource_exhausted);
+}
