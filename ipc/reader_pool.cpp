@@ -1,5 +1,8 @@
 #include "ipc/reader_pool.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 namespace fieldsync::ipc {
 
 ReaderPool::ReaderPool(std::uint32_t threads) {
@@ -27,6 +30,9 @@ void ReaderPool::post(std::function<void()> job) {
 }
 
 void ReaderPool::run() {
+  // Below the event loop: on a busy machine the loop (sync sessions, the watchdog, status)
+  // gets the CPU first, and a long query waits instead.
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kReaderNice);
   while (true) {
     std::function<void()> job;
     {

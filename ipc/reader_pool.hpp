@@ -21,6 +21,9 @@ namespace fieldsync::ipc {
 
 class ReaderPool {
  public:
+  // The nice value of the reader threads, relative to the process (setpriority per thread):
+  // the event loop is scheduled first when the cores are busy.
+  static constexpr int kReaderNice = 10;
   explicit ReaderPool(std::uint32_t threads);
   ~ReaderPool();
   ReaderPool(const ReaderPool&) = delete;

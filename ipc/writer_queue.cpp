@@ -1,5 +1,8 @@
 #include "ipc/writer_queue.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <vector>
 
 #include "storage/store.hpp"
@@ -29,6 +32,8 @@ void WriterQueue::post(Job job) {
 }
 
 void WriterQueue::run() {
+  // Below the event loop, above the readers (ipc/reader_pool.hpp).
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), kWriterNice);
   while (true) {
     std::vector<Job> group;
     {

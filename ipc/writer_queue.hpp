@@ -37,6 +37,9 @@ class WriterQueue {
     std::function<void(const Status&)> done;  // after the group's commit: its status
     bool alone = false;
   };
+  // The writer thread's nice value (setpriority per thread): the event loop comes first when
+  // the cores are busy, readers after the writer.
+  static constexpr int kWriterNice = 5;
   // At most `max_group` writes per group (api.max_group_writes).
   WriterQueue(storage::Store& store, std::uint32_t max_group);
   ~WriterQueue();

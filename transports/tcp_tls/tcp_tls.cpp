@@ -60,6 +60,10 @@ struct TcpTls::Impl : std::enable_shared_from_this<TcpTls::Impl> {
   std::uint32_t accept_delay_ms = 0;
   std::uint16_t port = 0;
   bool running = false;
+  // listen_addresses() of a listener on every interface, for kInterfaceCacheMs: reading the
+  // interfaces is a netlink dump, and /v1/status asks for them on every request.
+  mutable std::vector<Address> interfaces;
+  mutable std::chrono::steady_clock::time_point interfaces_at{};
   HandshakeBudget* budget = nullptr;
   IncomingHandler incoming;
   RateLimitedLog rlog;
@@ -355,7 +359,12 @@ std::vector<Address> TcpTls::listen_addresses() const {
     return out;
   }
   // Bound to every interface: each up address, LAN first (what another device dials), then
-  // loopback (the same machine). IPv6 only when listening on ::.
+  // loopback (the same machine). IPv6 only when listening on ::. Read again after
+  // kInterfaceCacheMs (an address that comes or goes shows within that).
+  const auto now = std::chrono::steady_clock::now();
+  if (now - im.interfaces_at < std::chrono::milliseconds(kInterfaceCacheMs) &&
+      im.interfaces_at != std::chrono::steady_clock::time_point{})
+    return im.interfaces;
   bool v6 = bound.address().is_v6();
   std::vector<Address> lan, loop;
   ifaddrs* list = nullptr;
@@ -391,6 +400,8 @@ std::vector<Address> TcpTls::listen_addresses() const {
   out = std::move(lan);
   out.insert(out.end(), loop.begin(), loop.end());
   if (out.size() > kMaxListenAddresses) out.resize(kMaxListenAddresses);
+  im.interfaces = out;
+  im.interfaces_at = now;
   return out;
 }
 

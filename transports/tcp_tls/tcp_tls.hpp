@@ -9,7 +9,8 @@
 // connection takes a handshake-budget slot and must finish TLS within
 // tls_handshake_timeout_ms. Out of file descriptors, accept pauses (doubling up to
 // accept_backoff_max_ms) instead of spinning. listen_addresses(): the bound address, or,
-// when bound to 0.0.0.0 / ::, every up interface address (LAN first, loopback last).
+// when bound to 0.0.0.0 / ::, every up interface address (LAN first, loopback last), read at
+// most once per kInterfaceCacheMs.
 //
 // Ownership: borrows the io_context; owns its listener and the streams until they are
 // handed out. Thread-safety: the io_context's thread only (transport.hpp).
@@ -48,6 +49,8 @@ TcpTlsOptions tcp_tls_options(const config::SyncOptions& sync);
 
 // At most this many addresses are advertised (invite codes, discovery).
 inline constexpr std::size_t kMaxListenAddresses = 8;
+// How long listen_addresses() keeps the interface addresses it read.
+inline constexpr int kInterfaceCacheMs = 1000;
 
 class TcpTls final : public Transport {
  public:
