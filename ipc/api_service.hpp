@@ -14,6 +14,7 @@
 #include <memory>
 #include <string>
 
+#include "common/thread_check.hpp"
 #include "ipc/api_context.hpp"
 #include "ipc/api_types.hpp"
 #include "ipc/reader_pool.hpp"
@@ -32,7 +33,10 @@ class ApiService {
   // Adds (or replaces) a member of GET /v1/status, e.g. ("peers", engine summary as JSON).
   void set_status_section(std::string name, std::function<std::string()> json_producer);
 
-  ApiResponse handle(ApiRequest& request) const { return router_.dispatch(request); }
+  ApiResponse handle(ApiRequest& request) const {
+    thread_.check("ApiService::handle");
+    return router_.dispatch(request);
+  }
 
   // The writer thread (null when api.max_group_writes = 0): sync sessions apply their received
   // batches through it too, grouped with the API's writes.
@@ -41,6 +45,7 @@ class ApiService {
  private:
   ApiContext ctx_;
   Router router_;
+  ThreadCheck thread_;  // handle(): the server's thread only
   // Declared last: destroyed (its threads joined) before the routes and context it runs.
   std::unique_ptr<ReaderPool> readers_;
   std::unique_ptr<WriterQueue> writer_;

@@ -2,6 +2,8 @@
 // any transport. Streams come from transports/; sessions run in SessionDriver.
 #include "peers/peer_manager.hpp"
 
+#include "common/thread_check.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -175,6 +177,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   sync::SessionOptions session_opt;  // what each session runs with (from opt)
   std::string device_name;
   PeerManager::PostWrite post_write;  // set before start(); empty: batches applied inline
+  ThreadCheck thread;                 // the io_context's thread (peer_manager.hpp)
   std::map<std::string, std::unique_ptr<transports::Transport>, std::less<>> transports;
   std::set<std::string> listening;  // schemes that accept connections
   HandshakeBudget budget;
@@ -973,6 +976,7 @@ transports::Transport& PeerManager::add_transport(std::unique_ptr<transports::Tr
 void PeerManager::set_writer(PostWrite post_write) { impl_->post_write = std::move(post_write); }
 
 Status PeerManager::start() {
+  impl_->thread.check("PeerManager::start");
   Impl& im = *impl_;
   std::weak_ptr<Impl> weak = impl_;
   for (const auto& scheme : im.listening) {
@@ -1062,6 +1066,7 @@ std::vector<Address> PeerManager::listen_addresses() const {
 
 Status PeerManager::add_peer(const std::string& address, const DeviceId& device, std::string name,
                              bool persist) {
+  impl_->thread.check("PeerManager::add_peer");
   Impl& im = *impl_;
   std::string uri;
   FS_TRY(im.check_address(address, &uri));
@@ -1081,6 +1086,7 @@ Status PeerManager::add_peer(const std::string& address, const DeviceId& device,
 }
 
 Status PeerManager::set_peer_address(const DeviceId& device, const std::string& address) {
+  impl_->thread.check("PeerManager::set_peer_address");
   std::string uri;
   FS_TRY(impl_->check_address(address, &uri));
   auto it = impl_->peers.find(device);
@@ -1092,6 +1098,7 @@ Status PeerManager::set_peer_address(const DeviceId& device, const std::string& 
 
 void PeerManager::handover(const DeviceId& device, const std::string& address,
                            std::function<void(Status)> done) {
+  impl_->thread.check("PeerManager::handover");
   Impl& im = *impl_;
   auto finish = [&](Status st) {
     asio::post(im.io, [done = std::move(done), st = std::move(st)] { done(st); });
@@ -1126,6 +1133,7 @@ void PeerManager::handover(const DeviceId& device, const std::string& address,
 }
 
 Status PeerManager::remove_peer(const DeviceId& device) {
+  impl_->thread.check("PeerManager::remove_peer");
   Impl& im = *impl_;
   auto it = im.peers.find(device);
   if (it == im.peers.end()) return make_error(Errc::not_found, "no such peer");
@@ -1163,6 +1171,7 @@ Status PeerManager::unconfigure_peer(const DeviceId& device) {
 }
 
 std::vector<PeerStatus> PeerManager::peers() const {
+  impl_->thread.check("PeerManager::peers");
   std::vector<PeerStatus> out;
   for (const auto& [id, e] : impl_->peers) out.push_back(impl_->status_of(e));
   return out;
@@ -1200,6 +1209,7 @@ Status PeerManager::approve_peer(const DeviceId& device) {
 }
 
 Status PeerManager::sync_now(const DeviceId& device) {
+  impl_->thread.check("PeerManager::sync_now");
   Impl& im = *impl_;
   auto it = im.peers.find(device);
   if (it == im.peers.end()) return make_error(Errc::not_found, "no such peer");

@@ -17,8 +17,9 @@
 // transports added to it, its sessions and timers.
 // Thread-safety: every method except notify_change() and projects_changed() must be called
 // on the io_context's thread (the daemon runs one io_context on one thread); those two are
-// safe from any thread (they post). Store calls run on that thread and are short LMDB
-// transactions.
+// safe from any thread (they post); checked in debug builds. Store calls run on that thread
+// and are short LMDB transactions, except the received batches and what peers hold, which
+// sessions write through set_writer()'s thread when one is set.
 // Errors: start() returns a transport's listen error (unavailable when a port is taken);
 // add_peer returns invalid_argument for a bad address or one no transport serves,
 // already_exists for a known device, and failed_precondition for our own id;

@@ -244,12 +244,24 @@ Session::Session(storage::Store& store, SessionParams params)
     : impl_(std::make_unique<Impl>(store, std::move(params))) {}
 Session::~Session() = default;
 
-void Session::start() { impl_->send_hello(); }
-void Session::receive(ByteView bytes) { impl_->receive(bytes); }
+void Session::start() {
+  impl_->thread.check("Session::start");
+  impl_->send_hello();
+}
+void Session::receive(ByteView bytes) {
+  impl_->thread.check("Session::receive");
+  impl_->receive(bytes);
+}
 bool Session::busy() const { return impl_->busy; }
 void Session::set_resume_hook(std::function<void()> hook) { impl_->resume_hook = std::move(hook); }
-Bytes Session::take_output(std::size_t max_bytes) { return impl_->take_output(max_bytes); }
-void Session::notify_local_change(const ProjectId& project) { impl_->notify_local_change(project); }
+Bytes Session::take_output(std::size_t max_bytes) {
+  impl_->thread.check("Session::take_output");
+  return impl_->take_output(max_bytes);
+}
+void Session::notify_local_change(const ProjectId& project) {
+  impl_->thread.check("Session::notify_local_change");
+  impl_->notify_local_change(project);
+}
 void Session::projects_changed() { impl_->reannounce(); }
 void Session::subscription_changed(const ProjectId& project) {
   impl_->subscription_changed(project);
@@ -275,8 +287,14 @@ void Session::transport_closed(std::string reason) {
   impl_->fail(make_error(Errc::unavailable, "connection lost: " + reason), false);
 }
 
-void Session::abort(Error error) { impl_->fail(std::move(error), true); }
-void Session::close(std::string reason) { impl_->close_cleanly(reason, true); }
+void Session::abort(Error error) {
+  impl_->thread.check("Session::abort");
+  impl_->fail(std::move(error), true);
+}
+void Session::close(std::string reason) {
+  impl_->thread.check("Session::close");
+  impl_->close_cleanly(reason, true);
+}
 const PeerNotices& Session::peer_notices() const { return impl_->notices; }
 
 SessionState Session::state() const { return impl_->state; }

@@ -84,6 +84,8 @@ class Session {
 
   // Queues HELLO. Call once, before anything else.
   void start();
+  // Thread rule: one thread calls every method (the driver's; checked in debug builds), and
+  // SessionParams::offload's done runs there too.
   // Processes received bytes (any split). May queue output and change state. While busy(),
   // bytes are kept and processed once the batch being applied is done.
   void receive(ByteView bytes);

@@ -22,6 +22,8 @@
 // after anything that may fail.
 #pragma once
 
+#include "common/thread_check.hpp"
+
 #include <cstdint>
 #include <deque>
 #include <map>
@@ -186,6 +188,8 @@ struct Session::Impl {
   // or we were (the peer's NOTICE): what the peer sends for them before it knows is dropped.
   std::set<ProjectId> refused;
 
+  // One thread drives the session (session.hpp): checked in debug builds.
+  ThreadCheck thread;
   // An offloaded apply (SessionParams::offload) is under way: input waits in the decoder.
   bool busy = false;
   std::function<void()> resume_hook;

@@ -366,6 +366,7 @@ void Session::Impl::on_batch(ReceivedBatch in) {
       },
       [this, job, alive = alive](Status committed) {
         if (!*alive) return;
+        thread.check("Session: an offloaded apply's completion");
         busy = false;
         if (!finished()) {
           if (!committed) job->result = committed.error();
