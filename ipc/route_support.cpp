@@ -119,6 +119,19 @@ ApiResponse on_writer(ApiContext& ctx, std::function<ApiResponse()> work, bool a
   return r;
 }
 
+Result<std::shared_ptr<const storage::Subscription>> selector_query(const ApiRequest& req,
+                                                                    const ApiContext& ctx) {
+  auto text = req.query_value("selector");
+  if (!text) return std::shared_ptr<const storage::Subscription>{};
+  auto v = parse_value(*text, "selector", ctx.options.max_json_depth);
+  if (!v) return v.error();
+  boost::json::object wrap;
+  wrap["where"] = std::move(*v);
+  auto s = storage::Subscription::parse(boost::json::serialize(wrap));
+  if (!s) return make_error(Errc::invalid_argument, "selector: " + s.error().message);
+  return std::make_shared<const storage::Subscription>(std::move(*s));
+}
+
 Status known_query(const ApiRequest& req, std::initializer_list<std::string_view> accepted) {
   for (const auto& [name, value] : req.query) {
     bool ok = false;

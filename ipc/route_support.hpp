@@ -14,6 +14,7 @@
 #include "common/result.hpp"
 #include "ipc/api_context.hpp"
 #include "ipc/api_types.hpp"
+#include "storage/subscription.hpp"
 #include "storage/types.hpp"
 
 namespace fieldsync::ipc {
@@ -57,6 +58,10 @@ Result<std::uint32_t> page_limit(const ApiRequest& req, const ApiContext& ctx,
 // invalid_argument naming the first query parameter of `req` not in `accepted`, and listing
 // those that are ("unknown query parameter 'x' (accepted: after, limit)").
 Status known_query(const ApiRequest& req, std::initializer_list<std::string_view> accepted);
+// ?selector=JSON: one condition of the subscription language's "where" (eq, in, range, bbox,
+// all, any on dot paths); null when absent; invalid_argument naming what is wrong.
+Result<std::shared_ptr<const storage::Subscription>> selector_query(const ApiRequest& req,
+                                                                    const ApiContext& ctx);
 // Boolean query flag: absent=false, "1"/"true"/""=true, "0"/"false"=false.
 Result<bool> flag_query(const ApiRequest& req, std::string_view name);
 Result<VersionId> parse_version(std::string_view text, std::string_view what);

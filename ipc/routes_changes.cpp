@@ -1,5 +1,5 @@
 // GET /v1/projects/{pid}/changes?since=N&limit=&feed=normal|longpoll|sse&timeout=ms
-//     &include_docs=1&collection=NAME
+//     &include_docs=1&collection=NAME&selector=JSON
 #include <algorithm>
 #include <limits>
 #include <memory>
@@ -42,8 +42,8 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     if (!pid) return fail(pid.error());
     // The project must exist before we wait on it.
     if (auto p = ctx.store.get_project(*pid); !p) return fail(p.error());
-    if (auto k =
-            known_query(req, {"since", "limit", "feed", "timeout", "include_docs", "collection"});
+    if (auto k = known_query(
+            req, {"since", "limit", "feed", "timeout", "include_docs", "collection", "selector"});
         !k)
       return fail(k.error());
     // include_docs=1: each change carries the document as it is now ("doc"; null once it is
@@ -60,6 +60,11 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
       return fail(make_error(Errc::invalid_argument,
                              "at most " + std::to_string(storage::kMaxSubscriptionCollections) +
                                  " collection= parameters"));
+    // selector=JSON: only changes of documents whose version now (the winner) matches it; a
+    // document deleted or gone no longer matches.
+    auto selected = selector_query(req, ctx);
+    if (!selected) return fail(selected.error());
+    std::shared_ptr<const storage::Subscription> selector = std::move(*selected);
     std::string feed = req.query_value("feed").value_or("normal");
     if (feed != "normal" && feed != "longpoll" && feed != "sse")
       return fail(make_error(Errc::invalid_argument, "feed must be normal, longpoll or sse"));
@@ -95,10 +100,10 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
     std::uint32_t n = *limit;
     const bool docs = *include_docs;
     // Filtered pages are this stream's own; others are shared with same-cursor streams.
-    const bool shared = !docs && collections.empty();
+    const bool shared = !docs && collections.empty() && !selector;
     // With a filter, a page may hold fewer than `limit` changes (last_seq still moves past
     // those left out).
-    auto fetch = [&ctx, project, n, docs, collections = std::move(collections)](
+    auto fetch = [&ctx, project, n, docs, selector, collections = std::move(collections)](
                      std::uint64_t after) -> Result<ChangeChunk> {
       if (after == std::numeric_limits<std::uint64_t>::max()) return ChangeChunk{{}, after};
       auto changes = ctx.store.changes_since(project, after, n);
@@ -108,12 +113,18 @@ void register_changes_routes(Router& router, ApiContext& ctx) {
       for (const auto& c : *changes) {
         chunk.last_seq = std::max(chunk.last_seq, c.seq);
         if (!collections.empty() && !collections.count(c.collection)) continue;
+        std::optional<Result<storage::DocumentState>> d;
+        if (docs || selector) {
+          d = ctx.store.get_document(project, c.collection, c.doc_id);
+          if (!*d && (*d).error().code != Errc::not_found) return (*d).error();
+        }
+        if (selector && (!*d || !(**d).body || !selector->matches(c.collection, *(**d).body)))
+          continue;
         std::string text = change_json(c);
         if (docs) {
-          auto d = ctx.store.get_document(project, c.collection, c.doc_id);
-          if (!d && d.error().code != Errc::not_found) return d.error();
+          const auto& doc = *d;
           text.pop_back();  // the closing brace
-          text += ",\"doc\":" + (d ? document_json(*d) : std::string("null")) + "}";
+          text += ",\"doc\":" + (doc ? document_json(*doc) : std::string("null")) + "}";
         }
         chunk.events.emplace_back(c.seq, std::move(text));
       }

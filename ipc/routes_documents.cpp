@@ -116,15 +116,9 @@ Status read_list_query(const ApiRequest& req, const ApiContext& ctx, storage::Li
   }
   // selector=<JSON condition>: the subscription language's "where" (eq, in, range, bbox, all,
   // any on dot paths).
-  if (auto sel = req.query_value("selector")) {
-    auto v = parse_value(*sel, "selector", ctx.options.max_json_depth);
-    if (!v) return v.error();
-    json::object wrap;
-    wrap["where"] = std::move(*v);
-    auto sub = storage::Subscription::parse(json::serialize(wrap));
-    if (!sub) return make_error(Errc::invalid_argument, "selector: " + sub.error().message);
-    q.selector = std::make_shared<const storage::Subscription>(std::move(*sub));
-  }
+  auto selected = selector_query(req, ctx);
+  if (!selected) return selected.error();
+  q.selector = std::move(*selected);
   // sort=PATH or sort=-PATH (descending).
   if (auto sort = req.query_value("sort")) {
     std::string_view path = *sort;

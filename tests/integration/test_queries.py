@@ -235,6 +235,42 @@ class Queries(QueryCase):
         finally:
             s.close()
 
+    def test_changes_with_a_selector(self):
+        self.put("wells", "w1", {"water": {"ph": 8.2}})
+        self.put("wells", "w2", {"water": {"ph": 6.0}})
+        self.put("notes", "n1", {"water": {"ph": 9.0}})
+        self.put("wells", "w2", {"water": {"ph": 7.9}})  # w2 matches now: both its changes show
+        sel = json.dumps({"range": {"path": "water.ph", "gte": 7.5}})
+        r = self.get("/changes" + q(selector=sel, collection="wells"))
+        self.assertEqual([c["id"] for c in r["changes"]], ["w1", "w2", "w2"])
+        self.assertEqual(r["last_seq"], self.get("/changes")["last_seq"])
+        r = self.get("/changes" + q(selector=sel, include_docs=1))
+        self.assertEqual([c["id"] for c in r["changes"]], ["w1", "w2", "n1", "w2"])
+        self.assertEqual(r["changes"][1]["doc"]["body"], {"water": {"ph": 7.9}})
+        # A deleted document no longer matches; a bad selector is a 400 naming it.
+        self.assertEqual(self.d.unix("DELETE", V + "/%s/docs/wells/w1" % self.pid).status, 200)
+        r = self.get("/changes" + q(selector=sel, collection="wells"))
+        self.assertEqual([c["id"] for c in r["changes"]], ["w2", "w2"])
+        r = self.d.unix("GET", V + "/%s/changes%s" % (self.pid, q(selector='{"near":1}')))
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("selector", r.json()["message"])
+        # Long-poll and SSE wake only for matching changes.
+        last = self.get("/changes" + q(since="now"))["last_seq"]
+        path = V + "/%s/changes%s" % (self.pid, q(feed="sse", since=last, selector=sel))
+        s = SseReader(sock_path=self.d.socket_path, path=path)
+        try:
+            self.assertEqual(s.status, 200)
+            self.put("wells", "w4", {"water": {"ph": 5.0}})
+            self.put("wells", "w5", {"water": {"ph": 8.8}})
+            e = s.next_event()
+            self.assertEqual(e["json"]["id"], "w5")
+        finally:
+            s.close()
+        r = self.d.unix("GET", V + "/%s/changes%s" % (self.pid, q(
+            feed="longpoll", since=last, selector=sel, timeout=20000)), timeout=30)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual([c["id"] for c in r.json()["changes"]], ["w5"])
+
     def test_queries_see_what_sync_brings_and_conflicts(self):
         beta = self.daemon("beta")
         pid = share(self.d, beta)
