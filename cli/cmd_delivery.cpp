@@ -49,7 +49,7 @@ int run_destinations(CliContext& ctx, const std::vector<std::string>& argv) {
   if (pos[1] == "add" && (pos.size() == 3 || pos.size() == 4)) {
     boost::json::object body;
     if (pos.size() == 4) body["name"] = pos[3];
-    if (int rc = ctx.call("PUT", "/v1/projects/" + pid + "/destinations/" + pos[2],
+    if (int rc = ctx.call("PUT", "/v1/projects/" + pid + "/destinations/" + url_encode(pos[2]),
                           boost::json::serialize(body), v))
       return rc;
     if (ctx.json)
@@ -59,7 +59,8 @@ int run_destinations(CliContext& ctx, const std::vector<std::string>& argv) {
     return kOk;
   }
   if (pos[1] == "remove" && pos.size() == 3) {
-    if (int rc = ctx.call("DELETE", "/v1/projects/" + pid + "/destinations/" + pos[2], {}, v))
+    if (int rc = ctx.call("DELETE", "/v1/projects/" + pid + "/destinations/" + url_encode(pos[2]),
+                          {}, v))
       return rc;
     if (ctx.json)
       ctx.print_json(v);

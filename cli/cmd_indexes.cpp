@@ -103,12 +103,9 @@ int run_indexes(CliContext& ctx, const std::vector<std::string>& argv) {
     return usage_error(ctx, self, "--wait and --timeout go with create");
   if (args->value("timeout") && !args->flag("wait"))
     return usage_error(ctx, self, "--timeout goes with --wait");
-  double timeout_s = 600;
-  if (auto t = args->value("timeout")) {
-    auto [end, ec] = std::from_chars(t->data(), t->data() + t->size(), timeout_s);
-    if (ec != std::errc{} || end != t->data() + t->size() || !(timeout_s >= 0 && timeout_s <= 1e9))
-      return usage_error(ctx, self, "--timeout needs seconds, not '" + *t + "'");
-  }
+  auto timeout = seconds_arg(args->value("timeout"), 600);
+  if (!timeout) return usage_error(ctx, self, timeout.error().message);
+  const double timeout_s = *timeout;
   if (create && pos.size() < 5)
     return usage_error(ctx, self, "create takes NAME COLLECTION FIELD [FIELD...]");
   bool drop = pos.size() > 1 && pos[1] == "drop";

@@ -24,14 +24,9 @@ int run_join(CliContext& ctx, const std::vector<std::string>& argv) {
   // A code read aloud or wrapped over lines may arrive as several words.
   std::string code;
   for (const auto& part : args->positional()) code += part;
-  double timeout_s = 600;
-  if (auto t = args->value("timeout")) {
-    try {
-      timeout_s = std::stod(*t);
-    } catch (...) {
-      return usage_error(ctx, self, "--timeout needs seconds");
-    }
-  }
+  auto timeout = seconds_arg(args->value("timeout"), 600);
+  if (!timeout) return usage_error(ctx, self, timeout.error().message);
+  const double timeout_s = *timeout;
   json::value v;
   if (int rc = ctx.call("POST", "/v1/join", "{\"code\":" + ipc::json_quote(code) + "}", v)) {
     // The daemon says the code itself is bad (damaged, expired): the user's input, exit 2.

@@ -208,14 +208,9 @@ int run_sync(CliContext& ctx, const std::vector<std::string>& argv) {
   if (!args) return usage_error(ctx, self, args.error().message);
   const auto& pos = args->positional();
   if (pos.size() != 1) return usage_error(ctx, self, "sync needs a PEER");
-  double timeout_s = 600;
-  if (auto t = args->value("timeout")) {
-    try {
-      timeout_s = std::stod(*t);
-    } catch (...) {
-      return usage_error(ctx, self, "--timeout needs seconds");
-    }
-  }
+  auto timeout = seconds_arg(args->value("timeout"), 600);
+  if (!timeout) return usage_error(ctx, self, timeout.error().message);
+  const double timeout_s = *timeout;
   std::string id;
   if (int rc = resolve_peer(ctx, pos[0], id)) return rc;
   json::value v;

@@ -238,6 +238,15 @@ void print_table(std::ostream& out, const std::vector<std::string>& headers,
   for (const auto& r : rows) line(r);
 }
 
+Result<double> seconds_arg(const std::optional<std::string>& text, double fallback) {
+  if (!text) return fallback;
+  double s = 0;
+  auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), s);
+  if (ec != std::errc{} || end != text->data() + text->size() || !(s >= 0 && s <= 1e9))
+    return make_error(Errc::invalid_argument, "--timeout needs seconds, not '" + *text + "'");
+  return s;
+}
+
 int usage_error(CliContext& ctx, const Command& cmd, const std::string& message) {
   ctx.err << "syncctl: " << message << "\nusage: syncctl " << cmd.usage << "\n";
   return kUsage;

@@ -126,5 +126,8 @@ std::string short_id(const std::string& id, std::size_t n = 12);
 std::string human_bytes(std::uint64_t n);
 // Reads a JSON argument: the text itself, "-" for stdin, or "@file".
 Result<std::string> read_json_arg(const std::string& arg);
+// --timeout SECONDS: a number 0..1e9 (fractions allowed), nothing after it; `fallback` when
+// the option is absent; invalid_argument naming the text otherwise.
+Result<double> seconds_arg(const std::optional<std::string>& text, double fallback);
 
 }  // namespace fieldsync::cli

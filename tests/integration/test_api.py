@@ -1052,6 +1052,24 @@ class SyncctlTest(unittest.TestCase):
             self.assertEqual(p.returncode, 1, (args, p))
             self.assertIn(message, p.stderr)
 
+    def test_timeouts_are_whole_numbers_of_seconds_or_refused(self):
+        # The same check for every --timeout: a number of seconds and nothing after it.
+        for args in (("sync", "somepeer", "--wait", "--timeout", "5x"),
+                     ("join", "CODE", "--timeout", "1e99"),
+                     ("join", "CODE", "--timeout", "-1"),
+                     ("sync", "somepeer", "--timeout", "nan")):
+            p = self.d.syncctl(*args)
+            self.assertEqual(p.returncode, 2, (args, p))
+            self.assertIn("--timeout needs seconds, not '%s'" % args[-1], p.stderr)
+
+    def test_destination_device_is_one_path_segment(self):
+        self.run_ok("projects", "create", "dest")
+        # A device argument with a slash is sent as one segment: the daemon refuses the id,
+        # never another route.
+        p = self.d.syncctl("destinations", "dest", "add", "a/../../x", "hub")
+        self.assertEqual(p.returncode, 1, p)
+        self.assertIn("invalid_argument", p.stderr)
+
     def test_changes_follow(self):
         self.run_ok("projects", "create", "follow")
         p = subprocess.Popen([SYNCCTL, "--socket", self.d.socket_path, "--json", "changes", "follow", "--follow"],
