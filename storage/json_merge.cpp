@@ -204,7 +204,14 @@ Result<bool> matches_filters(std::string_view body, const std::vector<FieldFilte
   if (filters.empty()) return true;
   boost::system::error_code ec;
   json::value doc = json::parse(body, ec);
-  if (ec || !doc.is_object()) return false;
+  if (ec) return false;
+  return matches_filters(doc, filters);
+}
+
+Result<bool> matches_filters(const json::value& doc, const std::vector<FieldFilter>& filters) {
+  if (filters.empty()) return true;
+  if (!doc.is_object()) return false;
+  boost::system::error_code ec;
   for (const auto& f : filters) {
     json::value want = json::parse(f.json_value, ec);
     if (ec)

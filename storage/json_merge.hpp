@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/json/value.hpp>
+
 #include "common/result.hpp"
 #include "storage/types.hpp"
 
@@ -28,6 +30,9 @@ Result<MergeResult> merge_objects(const MergeInput& in);
 // True when every filter's field equals its JSON value in the object `body`.
 // Errors: invalid_argument when a filter value is not JSON.
 Result<bool> matches_filters(std::string_view body, const std::vector<FieldFilter>& filters);
+// The same for a body parsed already (anything but an object matches no filter).
+Result<bool> matches_filters(const boost::json::value& doc,
+                             const std::vector<FieldFilter>& filters);
 
 // A dot path into a JSON body ("gps.lat"): 1..256 bytes, no empty segment. Its segments, or
 // invalid_argument naming `what`.

@@ -61,10 +61,18 @@ int compare_json(const json::value& a, const json::value& b) {
   }
 }
 
-json::value value_at(std::string_view body, const std::vector<std::string>& path) {
+// The winner's body parsed once for a query's conditions and sort: null when there is none or
+// it does not parse.
+json::value parsed_body(const DocumentState& st) {
+  if (!st.body) return nullptr;
   boost::system::error_code ec;
-  json::value doc = json::parse(body, ec);
-  if (ec || !doc.is_object()) return nullptr;
+  json::value doc = json::parse(*st.body, ec);
+  if (ec) return nullptr;
+  return doc;
+}
+
+json::value value_at(const json::value& doc, const std::vector<std::string>& path) {
+  if (!doc.is_object()) return nullptr;
   const json::value* v = &doc;
   for (const auto& seg : path) {
     const json::object* o = v->if_object();
@@ -114,15 +122,22 @@ Result<SortRow> parse_sort_cursor(std::string_view cursor) {
 }
 
 // Whether a listed document passes the query's conditions (its record is not deleted).
-Result<bool> passes(const ListQuery& q, const DocRecord& rec, const DocumentState& st) {
+// `doc`: parsed_body(st).
+Result<bool> passes(const ListQuery& q, const DocRecord& rec, const DocumentState& st,
+                    const json::value& doc) {
   if (q.conflicts_only && rec.heads.size() < 2) return false;
   if (!q.filters.empty()) {
     if (!st.body) return false;
-    auto m = matches_filters(*st.body, q.filters);
+    auto m = matches_filters(doc, q.filters);
     if (!m) return m.error();
     if (!*m) return false;
   }
-  return !q.selector || (st.body && q.selector->matches(st.collection, *st.body));
+  return !q.selector || (st.body && q.selector->matches_parsed(st.collection, doc));
+}
+
+// Whether the query reads the body at all (conditions or a sort).
+bool reads_body(const ListQuery& q) {
+  return !q.filters.empty() || q.selector || !q.sort_path.empty();
 }
 
 // The page of a query whose matches were gathered (in any order) as sort rows: the first
@@ -321,6 +336,7 @@ Result<std::optional<ListPage>> Store::Impl::indexed_list(const LmdbTxn& txn, co
   struct Row {
     DocRecord rec;
     DocumentState st;
+    json::value doc;  // parsed_body(st) when the query reads it
   };
   auto load = [&](std::string_view id) -> Result<std::optional<Row>> {
     auto rec = existing_doc(txn, p, q.collection, id);
@@ -328,10 +344,11 @@ Result<std::optional<ListPage>> Store::Impl::indexed_list(const LmdbTxn& txn, co
     ++page.plan.examined;
     auto st = doc_state(txn, p, q.collection, id, *rec);
     if (!st) return st.error();
-    auto ok = passes(q, *rec, *st);
+    json::value doc = reads_body(q) ? parsed_body(*st) : json::value(nullptr);
+    auto ok = passes(q, *rec, *st, doc);
     if (!ok) return ok.error();
     if (!*ok) return std::optional<Row>{};
-    return std::optional<Row>(Row{std::move(*rec), std::move(*st)});
+    return std::optional<Row>(Row{std::move(*rec), std::move(*st), std::move(doc)});
   };
   auto doc_id_of = [&](ByteView key) -> Result<std::string_view> {
     // The fields after the fixed ones, then the document id.
@@ -384,8 +401,7 @@ Result<std::optional<ListPage>> Store::Impl::indexed_list(const LmdbTxn& txn, co
     sort_after = std::move(*r);
   }
   auto sort_row = [&](const Row& r) {
-    return SortRow{r.st.body ? value_at(*r.st.body, q.sort_path) : json::value(nullptr),
-                   r.st.collection, r.st.doc_id};
+    return SortRow{value_at(r.doc, q.sort_path), r.st.collection, r.st.doc_id};
   };
 
   if (plan.ordered) {
@@ -600,14 +616,15 @@ Result<ListPage> Store::list_documents(const ProjectId& project, const ListQuery
     ++page.plan.examined;
     auto st = impl_->doc_state(*txn, project, coll, id, *rec);
     if (!st) return st.error();
-    auto pass = passes(q, *rec, *st);
+    const json::value doc = reads_body(q) ? parsed_body(*st) : json::value(nullptr);
+    auto pass = passes(q, *rec, *st, doc);
     if (!pass) return pass.error();
     if (!*pass) continue;
     if (!sorted) {
       page.docs.push_back(std::move(*st));
       continue;
     }
-    SortRow row{st->body ? value_at(*st->body, q.sort_path) : json::value(nullptr), coll, id};
+    SortRow row{value_at(doc, q.sort_path), coll, id};
     if (sort_after && !sorted_before(*sort_after, row, q.sort_descending)) continue;
     if (rows.size() >= q.max_sort_docs) return too_many_sorted(q);
     rows.push_back(std::move(row));

@@ -516,6 +516,15 @@ bool Subscription::matches(std::string_view collection, std::string_view body) c
   return eval(*impl_->where, v.get_object());
 }
 
+bool Subscription::matches_parsed(std::string_view collection, const json::value& body) const {
+  if (everything()) return true;
+  if (!wants_collection(collection)) return false;
+  if (!collection.empty() && collection.front() == '_') return true;
+  if (!impl_->where) return true;
+  if (!body.is_object()) return false;
+  return eval(*impl_->where, body.get_object());
+}
+
 bool Subscription::within(const Subscription& wider) const {
   if (wider.everything() || *this == wider) return true;
   if (everything()) return false;

@@ -63,6 +63,8 @@ class Subscription {
   // Whether a version of `collection` with this body is wanted. A body that is not a JSON
   // object is wanted only by everything().
   bool matches(std::string_view collection, std::string_view body) const;
+  // The same for a body parsed already (a query that reads it for more than this).
+  bool matches_parsed(std::string_view collection, const boost::json::value& body) const;
   // Whether the collection can hold wanted versions at all (reserved ones always can).
   bool wants_collection(std::string_view collection) const;
 
