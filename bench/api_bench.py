@@ -42,6 +42,28 @@ def load_docs(workload, n, seed):
     return [line for line in out.splitlines() if line.strip()]
 
 
+def load_batches(d, pid, coll, docs, per_request=1000):
+    """Writes workload documents (JSON lines) into `coll` under their own ids, in batches."""
+    conn = d.unix_connection(timeout=600)
+    for i in range(0, len(docs), per_request):
+        body = '{"writes":[' + ",".join(
+            '{"collection":"%s","id":%s,"body":%s}' % (coll, json.dumps(json.loads(t)["id"]), t)
+            for t in docs[i:i + per_request]) + "]}"
+        r = request(conn, "POST", "/v1/projects/%s/batch" % pid, body)
+        if r.status != 200:
+            raise SystemExit("load failed: %r" % r)
+    conn.close()
+
+
+def update_batch(pid, docs, writer, i, n=100):
+    """The i-th batch of writer `writer`: n workload documents under new ids in "updates"."""
+    part = docs[(i * n) % len(docs):(i * n) % len(docs) + n]
+    body = '{"writes":[' + ",".join(
+        '{"collection":"updates","id":"w%d-%d-%d","body":%s}' % (writer, i, j, t)
+        for j, t in enumerate(part)) + "]}"
+    return "POST", "/v1/projects/%s/batch" % pid, body
+
+
 def report(name, n_docs, elapsed, latencies_s, requests):
     return {
         "mode": name,

@@ -32,7 +32,8 @@ import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from api_bench import DEFAULT_WORKLOAD, load_docs, percentile  # noqa: E402
+from api_bench import (DEFAULT_WORKLOAD, load_batches, load_docs, percentile,  # noqa: E402
+                       update_batch)
 from fieldsync_harness import Daemon, add_peer, request, share  # noqa: E402
 
 HEAVY = {"selector": json.dumps({"range": {"path": "lat", "gte": -4.2, "lt": -4.0}}),
@@ -44,18 +45,6 @@ QUERIES = [
     ("recent", {"sort": "-created_at", "limit": 50}),
 ]
 INDEXES = {"by_species": ["tags.species"], "by_lat": ["lat"], "by_created": ["created_at"]}
-
-
-def load(d, pid, coll, docs):
-    conn = d.unix_connection(timeout=600)
-    for i in range(0, len(docs), 1000):
-        body = '{"writes":[' + ",".join(
-            '{"collection":"%s","id":%s,"body":%s}' % (coll, json.dumps(json.loads(t)["id"]), t)
-            for t in docs[i:i + 1000]) + "]}"
-        r = request(conn, "POST", "/v1/projects/%s/batch" % pid, body)
-        if r.status != 200:
-            raise SystemExit("load failed: %r" % r)
-    conn.close()
 
 
 def timed_query(conn, pid, coll, params):
@@ -73,7 +62,7 @@ def part1(args, docs):
     rows = {}
     with Daemon(args.fieldsyncd, name="indexes", settings=settings) as d:
         pid = d.create_project("bench")
-        load(d, pid, "obs", docs)
+        load_batches(d, pid, "obs", docs)
         conn = d.unix_connection(timeout=600)
         for name, params in QUERIES:
             times, plan = [], None
@@ -117,8 +106,8 @@ def status_under_load(args, local_docs, sync_docs, group_writes):
             Daemon(args.fieldsyncd, name="far%d" % group_writes, settings=settings,
                    prefix=far_prefix) as far:
         pid = share(hub, far)
-        load(hub, pid, "obs", local_docs)
-        load(far, pid, "field", sync_docs)
+        load_batches(hub, pid, "obs", local_docs)
+        load_batches(far, pid, "field", sync_docs)
         last = json.loads(sync_docs[-1])["id"]
         query = "/v1/projects/%s/docs/obs?%s" % (pid, urllib.parse.urlencode(HEAVY))
         # The load runs in processes of its own: the timed status requests share no interpreter
@@ -142,17 +131,10 @@ def status_under_load(args, local_docs, sync_docs, group_writes):
                 i += 1
             conn.close()
 
-        def write_request(k, i):
-            part = local_docs[(i * 100) % len(local_docs):(i * 100) % len(local_docs) + 100]
-            body = '{"writes":[' + ",".join(
-                '{"collection":"updates","id":"w%d-%d-%d","body":%s}' % (k, i, j, t)
-                for j, t in enumerate(part)) + "]}"
-            return "POST", "/v1/projects/%s/batch" % pid, body
-
         ctx = multiprocessing.get_context("fork")
         threads = [ctx.Process(target=loop, args=(lambda i: ("GET", query, None), "queries"))
                    for _ in range(4)]
-        threads += [ctx.Process(target=loop, args=(lambda i, k=k: write_request(k, i), "writes"))
+        threads += [ctx.Process(target=loop, args=(lambda i, k=k: update_batch(pid, local_docs, k, i), "writes"))
                     for k in range(2)]
         for t in threads:
             t.start()

@@ -28,20 +28,9 @@ import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
-from api_bench import DEFAULT_WORKLOAD, load_docs, percentile  # noqa: E402
+from api_bench import (DEFAULT_WORKLOAD, load_batches, load_docs, percentile,  # noqa: E402
+                       update_batch)
 from fieldsync_harness import Daemon, request  # noqa: E402
-
-
-def load(d, pid, docs):
-    conn = d.unix_connection(timeout=600)
-    for i in range(0, len(docs), 1000):
-        body = '{"writes":[' + ",".join(
-            '{"collection":"observations","id":%s,"body":%s}' % (json.dumps(json.loads(t)["id"]), t)
-            for t in docs[i:i + 1000]) + "]}"
-        r = request(conn, "POST", "/v1/projects/%s/batch" % pid, body)
-        if r.status != 200:
-            raise SystemExit("load failed: %r" % r)
-    conn.close()
 
 
 def status_latencies(d, n):
@@ -88,15 +77,8 @@ def run(d, pid, args, docs):
     def querier():
         loop(lambda i: ("GET", query, None), "queries")
 
-    def write_request(k, i):
-        part = docs[(i * 100) % len(docs):(i * 100) % len(docs) + 100]
-        body = '{"writes":[' + ",".join(
-            '{"collection":"updates","id":"w%d-%d-%d","body":%s}' % (k, i, j, t)
-            for j, t in enumerate(part)) + "]}"
-        return "POST", "/v1/projects/%s/batch" % pid, body
-
     def writer(k):
-        loop(lambda i: write_request(k, i), "writes")
+        loop(lambda i: update_batch(pid, docs, k, i), "writes")
 
     threads = [threading.Thread(target=querier) for _ in range(args.queries)]
     threads += [threading.Thread(target=writer, args=(k,)) for k in range(args.writers)]
@@ -133,7 +115,7 @@ def main():
                     "api.reader_threads": threads}
         with Daemon(args.fieldsyncd, name="readers%d" % threads, settings=settings) as d:
             pid = d.create_project("bench")
-            load(d, pid, docs)
+            load_batches(d, pid, "observations", docs)
             results["api.reader_threads = %d" % threads] = run(d, pid, args, docs)
     keys = list(next(iter(results.values())).keys())
     print("%d documents; %d status requests each; %d query clients, %d writers" % (

@@ -223,6 +223,17 @@ Result<bool> matches_filters(const json::value& doc, const std::vector<FieldFilt
   return true;
 }
 
+const json::value* find_path(const json::value& doc, const std::vector<std::string>& path) {
+  const json::value* v = &doc;
+  for (const auto& seg : path) {
+    const json::object* o = v->if_object();
+    if (!o) return nullptr;
+    v = o->if_contains(seg);
+    if (!v) return nullptr;
+  }
+  return v;
+}
+
 Result<std::vector<std::string>> parse_dot_path(std::string_view s, std::string_view what) {
   constexpr std::size_t kMaxPathBytes = kMaxSubscriptionPathBytes;
   if (s.empty() || s.size() > kMaxPathBytes)

@@ -37,5 +37,9 @@ Result<bool> matches_filters(const boost::json::value& doc,
 // A dot path into a JSON body ("gps.lat"): 1..256 bytes, no empty segment. Its segments, or
 // invalid_argument naming `what`.
 Result<std::vector<std::string>> parse_dot_path(std::string_view text, std::string_view what);
+// The value at a parsed dot path inside `doc` (nullptr when a segment is missing or its
+// parent is not an object).
+const boost::json::value* find_path(const boost::json::value& doc,
+                                    const std::vector<std::string>& path);
 
 }  // namespace fieldsync::storage

@@ -26,6 +26,14 @@ inline constexpr std::size_t kMaxPeerAddressBytes = 1024;        // one address 
 inline constexpr std::size_t kMaxPeerHoldsAuthors = 1u << 16;    // authors in a peer_holds vector
 using DocTag = std::array<std::uint8_t, 16>;  // first 16 bytes of SHA-256(doc key)
 
+// A u64 value of the meta table (big-endian), written and read back.
+inline Bytes u64_bytes(std::uint64_t x) {
+  Bytes b;
+  ByteWriter(b).u64(x);
+  return b;
+}
+inline std::uint64_t read_u64(ByteView v) { return ByteReader(v).u64(); }
+
 struct Key {
   Bytes b;
   Key& raw(ByteView v) {

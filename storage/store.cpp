@@ -17,16 +17,6 @@ namespace {
 const Bytes kFormatKey = {'f', 'o', 'r', 'm', 'a', 't'};
 const Bytes kHlcKey = {'h', 'l', 'c'};
 
-std::uint64_t read_u64(ByteView v) {
-  ByteReader r(v);
-  return r.u64();
-}
-Bytes u64_bytes(std::uint64_t x) {
-  Bytes b;
-  ByteWriter(b).u64(x);
-  return b;
-}
-
 // The write-side checks of a project record: the same bounds ProjectRecord::decode applies.
 Status check_project_fields(std::optional<std::string_view> name,
                             std::optional<std::string_view> settings_json) {

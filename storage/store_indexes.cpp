@@ -126,24 +126,6 @@ Result<Store::Impl::IndexDef> decode_decl(std::string_view name, ByteView v) {
   return d;
 }
 
-std::uint64_t read_u64(ByteView v) { return ByteReader(v).u64(); }
-Bytes u64_bytes(std::uint64_t x) {
-  Bytes b;
-  ByteWriter(b).u64(x);
-  return b;
-}
-
-const json::value* lookup(const json::value& doc, const std::vector<std::string>& path) {
-  const json::value* v = &doc;
-  for (const auto& seg : path) {
-    const json::object* o = v->if_object();
-    if (!o) return nullptr;
-    v = o->if_contains(seg);
-    if (!v) return nullptr;
-  }
-  return v;
-}
-
 }  // namespace
 
 // The index thread: builds declared indexes over the documents held already, a batch per
@@ -249,7 +231,7 @@ Status index_one(LmdbTxn& txn, MDB_dbi dbi, const ProjectId& p, const Store::Imp
     const std::size_t budget = index_key::string_budget(d.paths.size());
     static const json::value null_value;
     for (const auto& path : d.paths) {
-      const json::value* v = body->is_object() ? lookup(*body, path) : nullptr;
+      const json::value* v = body->is_object() ? find_path(*body, path) : nullptr;
       // A truncated value ends the key: what follows would not be in order.
       if (index_key::append(values, v ? *v : null_value, budget)) break;
     }
@@ -290,7 +272,7 @@ Result<std::optional<json::value>> indexed_body(const Store::Impl& im, const Lmd
 
 Status Store::Impl::index_doc(LmdbTxn& txn, ByteView dk, const DocRecord* rec) const {
   auto parts = split_doc_key(dk);
-  if (!parts || dk.size() < ProjectId::size) return {};
+  if (!parts) return {};  // split_doc_key checked the project's 16 bytes too
   auto p = *id_from_bytes<ProjectId>(dk.first(ProjectId::size));
   auto set = write_index_set(txn, p);
   if (!set) return set.error();

@@ -72,15 +72,8 @@ json::value parsed_body(const DocumentState& st) {
 }
 
 json::value value_at(const json::value& doc, const std::vector<std::string>& path) {
-  if (!doc.is_object()) return nullptr;
-  const json::value* v = &doc;
-  for (const auto& seg : path) {
-    const json::object* o = v->if_object();
-    if (!o) return nullptr;
-    v = o->if_contains(seg);
-    if (!v) return nullptr;
-  }
-  return *v;
+  const json::value* v = doc.is_object() ? find_path(doc, path) : nullptr;
+  return v ? *v : json::value(nullptr);
 }
 
 struct SortRow {

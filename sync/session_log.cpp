@@ -55,34 +55,29 @@ void Session::Impl::record_holds() {
     for (const auto& [a, seq] : ps.holds)
       if (seq > get(ps.recorded, a) && get(ps.mine, a) > 0 && !ps.diverged.count(a)) rise[a] = seq;
     if (rise.empty()) continue;
-    if (params.offload) {
-      // A write: on the writer thread too (its fsync stays off the session's thread).
-      auto result = std::make_shared<Status>();
-      storage::Store& st = store;
-      params.offload([&st, peer = peer_hello.device, id = id, rise,
-                      result] { *result = st.note_peer_holds(peer, id, rise); },
-                     [this, alive = alive, id = id, rise, result](Status committed) {
-                       if (!*alive) return;
-                       if (committed && !*result) committed = *result;
-                       if (!committed) {
-                         session_log().log(
-                             LogLevel::warn, "cannot record what a peer holds",
-                             fmt::format("sync: cannot record what {} holds of {}: {}",
-                                         peer_label(), id.str(), committed.error().message));
-                         return;
-                       }
-                       if (auto it = projects.find(id); it != projects.end())
-                         for (const auto& [a, seq] : rise) raise(it->second.recorded, a, seq);
-                     });
+    // What follows the write: here, or once the writer thread committed it.
+    auto recorded = [this, id = id, rise](const Status& written) {
+      if (!written) {
+        session_log().log(LogLevel::warn, "cannot record what a peer holds",
+                          fmt::format("sync: cannot record what {} holds of {}: {}", peer_label(),
+                                      id.str(), written.error().message));
+        return;
+      }
+      if (auto it = projects.find(id); it != projects.end())
+        for (const auto& [a, seq] : rise) raise(it->second.recorded, a, seq);
+    };
+    if (!params.offload) {
+      recorded(store.note_peer_holds(peer_hello.device, id, rise));
       continue;
     }
-    if (auto st = store.note_peer_holds(peer_hello.device, id, rise); !st) {
-      session_log().log(LogLevel::warn, "cannot record what a peer holds",
-                        fmt::format("sync: cannot record what {} holds of {}: {}", peer_label(),
-                                    id.str(), st.error().message));
-      continue;
-    }
-    for (const auto& [a, seq] : rise) raise(ps.recorded, a, seq);
+    // A write: on the writer thread too (its fsync stays off the session's thread).
+    auto result = std::make_shared<Status>();
+    storage::Store& st = store;
+    params.offload([&st, peer = peer_hello.device, id = id, rise,
+                    result] { *result = st.note_peer_holds(peer, id, rise); },
+                   [alive = alive, result, recorded](Status committed) {
+                     if (*alive) recorded(committed ? *result : committed);
+                   });
   }
 }
 

@@ -1,6 +1,6 @@
 // The writer thread: writes queued while a group commits are committed together (one commit),
-// a failing write fails alone, an `alone` job commits by itself, and a failed commit answers
-// every write of its group with the error.
+// a failing write fails alone, an `alone` job commits by itself, and a group is written whole
+// or not at all.
 #include <catch2/catch.hpp>
 
 #include <chrono>
@@ -135,7 +135,8 @@ TEST_CASE("writes queued while a group commits are committed together", "[ipc][w
   CHECK_FALSE(store.get_document(p->id, "bad name", "d3"));
 }
 
-TEST_CASE("a group whose commit fails answers each of its writes with the error", "[ipc][writer]") {
+TEST_CASE("a group that fills the map keeps all its writes committed, or none of them",
+          "[ipc][writer]") {
   test::TempDir dir;
   storage::StoreOptions so;
   so.data_dir = dir.path();

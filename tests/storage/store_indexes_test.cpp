@@ -93,6 +93,18 @@ std::shared_ptr<const Subscription> selector(const std::string& where) {
   return std::make_shared<const Subscription>(std::move(*s));
 }
 
+// The first page of `obs` documents whose `path` equals the JSON `value`.
+ListPage obs_where(Store& s, const ProjectId& p, const std::string& path,
+                   const std::string& value) {
+  ListQuery q;
+  q.collection = "obs";
+  q.selector = selector("{\"eq\":{\"path\":\"" + path + "\",\"value\":" + value + "}}");
+  auto page = s.list_documents(p, q);
+  INFO((page.ok() ? std::string() : page.error().message));
+  REQUIRE(page.ok());
+  return std::move(*page);
+}
+
 // The same query on the indexed collection and on the plain one with the same documents.
 void same_answer(Store& s, const ProjectId& p, ListQuery q, bool expect_index) {
   q.collection = "plain";
@@ -271,15 +283,11 @@ TEST_CASE("indexes follow synced batches and conflicts, and go with the project"
   REQUIRE(a->write(p, put("obs", "x", R"({"kind":"bird"})")).ok());
   REQUIRE(a->write(p, put("obs", "y", R"({"kind":"frog"})")).ok());
   test::copy_logs(*a, *b, p);
-  ListQuery q;
-  q.collection = "obs";
-  q.selector = selector(R"({"eq":{"path":"kind","value":"bird"}})");
-  auto r = b->list_documents(p, q);
-  REQUIRE(r.ok());
-  CHECK(r->plan.index == "by_kind");
-  REQUIRE(r->docs.size() == 1);
-  CHECK(r->docs[0].doc_id == "x");
-  CHECK(r->plan.examined == 1);
+  auto r = obs_where(*b, p, "kind", R"("bird")");
+  CHECK(r.plan.index == "by_kind");
+  REQUIRE(r.docs.size() == 1);
+  CHECK(r.docs[0].doc_id == "x");
+  CHECK(r.plan.examined == 1);
   // Concurrent edits: the winner's body is what the index holds.
   auto base = b->get_document(p, "obs", "x");
   REQUIRE(base.ok());
@@ -294,12 +302,9 @@ TEST_CASE("indexes follow synced batches and conflicts, and go with the project"
   REQUIRE(d.ok());
   REQUIRE(d->heads.size() == 2);
   auto winner_kind = json::parse(*d->body).at("kind").as_string();
-  for (const char* kind : {"bird", "bat", "moth"}) {
-    q.selector = selector(std::string(R"({"eq":{"path":"kind","value":")") + kind + "\"}}");
-    r = b->list_documents(p, q);
-    REQUIRE(r.ok());
-    CHECK(r->docs.size() == (winner_kind == kind ? 1u : 0u));
-  }
+  for (const char* kind : {"bird", "bat", "moth"})
+    CHECK(obs_where(*b, p, "kind", "\"" + std::string(kind) + "\"").docs.size() ==
+          (winner_kind == kind ? 1u : 0u));
   // Leaving the project removes its indexes; joining again starts without them.
   auto info = b->get_project(p);
   REQUIRE(info.ok());
@@ -367,20 +372,14 @@ TEST_CASE("an index is built over held documents while writes go on, and after a
   }
   auto s = open_store(dir.path());
   wait_ready(*s, p);
-  ListQuery q;
-  q.collection = "obs";
-  q.selector = selector(R"({"eq":{"path":"v","value":42}})");
-  auto r = s->list_documents(p, q);
-  REQUIRE(r.ok());
-  CHECK(r->plan.index == "by_v");
-  REQUIRE(r->docs.size() == 2);
-  CHECK(r->docs[0].doc_id == "d0");
-  CHECK(r->docs[1].doc_id == "d2999");
-  q.selector = selector(R"({"eq":{"path":"v","value":3}})");
-  r = s->list_documents(p, q);
-  REQUIRE(r.ok());
-  CHECK(r->docs.size() == 100);
-  CHECK(r->next.empty() == false);
+  auto r = obs_where(*s, p, "v", "42");
+  CHECK(r.plan.index == "by_v");
+  REQUIRE(r.docs.size() == 2);
+  CHECK(r.docs[0].doc_id == "d0");
+  CHECK(r.docs[1].doc_id == "d2999");
+  r = obs_where(*s, p, "v", "3");
+  CHECK(r.docs.size() == 100);
+  CHECK(r.next.empty() == false);
   auto ix = s->indexes(p);
   REQUIRE(ix.ok());
   CHECK(ix->at(0).entries == 3000);
@@ -422,12 +421,8 @@ TEST_CASE("indexes are built again after a daemon that does not keep them wrote 
   }
   auto s = open_store(dir.path());
   wait_ready(*s, p);
-  ListQuery q;
-  q.collection = "obs";
-  q.selector = selector(R"({"eq":{"path":"v","value":1}})");
-  auto r = s->list_documents(p, q);
-  REQUIRE(r.ok());
-  CHECK(r->plan.index == "by_v");
-  REQUIRE(r->docs.size() == 2);
-  CHECK(r->docs[1].doc_id == "b");
+  auto r = obs_where(*s, p, "v", "1");
+  CHECK(r.plan.index == "by_v");
+  REQUIRE(r.docs.size() == 2);
+  CHECK(r.docs[1].doc_id == "b");
 }

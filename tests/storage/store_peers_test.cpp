@@ -77,12 +77,6 @@ struct Raw {
   }
 };
 
-Bytes u64_bytes(std::uint64_t v) {
-  Bytes b;
-  ByteWriter(b).u64(v);
-  return b;
-}
-
 // Bytes (header + body) of an author's entries (after, upto], as read_log gives them.
 std::uint64_t entry_bytes(Store& s, const ProjectId& p, const DeviceId& a, std::uint64_t after,
                           std::uint64_t upto) {
