@@ -67,6 +67,11 @@ struct Session::Impl {
     // with them. (A relayed author that arrives with a long log is "live" too; the next new
     // write goes ahead of it.)
     std::vector<DeviceId> live;
+    // The project's coordinators when the session began (offer_vector()): their logs go
+    // ahead of the others' backlog, so the erasures and membership records they hold reach
+    // the peer before the versions those records take out.
+    std::set<DeviceId> authorities;
+    bool authorities_read = false;
     ProjectProgress stats;
     // Blobs: what we last told the peer we want (BLOB_WANTS); nothing until told.
     std::pair<std::uint64_t, std::uint64_t> wants_told{0, 0};

@@ -205,6 +205,13 @@ Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
   if (!selections.ok()) return selections.error();
   auto sel = selections->find(peer_hello.device);
   ps.my_selection = sel == selections->end() ? storage::Subscription{} : sel->second;
+  if (!ps.authorities_read) {
+    auto members = store.members(ps.id);
+    if (!members.ok()) return members.error();
+    for (const auto& m : *members)
+      if (m.role == storage::Role::coordinator) ps.authorities.insert(m.device);
+    ps.authorities_read = true;
+  }
   // Both wanted, within the limits; else the selection alone (the peer drops on arrival
   // what its subscription does not want).
   auto given = storage::Subscription::intersect(ps.peer_sub, ps.my_selection);
@@ -517,7 +524,10 @@ std::size_t Session::Impl::append_compressed(const Bytes& batch, Bytes& out) con
 
 // Appends one BATCH for `ps` if an author has more; false when there is nothing to send.
 // Authors of live pushes first, the most recent first (SessionOptions::live_first), then the
-// others in id order.
+// coordinators, then the others, each in id order. Coordinators first: an erasure or a removal
+// reaches the peer before the versions it takes out, so the peer never shows them meanwhile
+// (a covered version whose body the sender dropped would enter a document there as a put
+// without a body until the record arrives).
 bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
   for (auto it = ps.live.begin(); it != ps.live.end();) {
     auto head = ps.mine.find(*it);
@@ -529,11 +539,14 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
       return r == Produced::batch;
     ++it;
   }
-  for (const auto& [a, head] : ps.mine) {
-    if (!ps.live.empty() && std::find(ps.live.begin(), ps.live.end(), a) != ps.live.end())
-      continue;  // tried above
-    if (auto r = produce_batch_of(ps, a, head, out); r != Produced::nothing)
-      return r == Produced::batch;
+  for (bool authorities : {true, false}) {
+    for (const auto& [a, head] : ps.mine) {
+      if (ps.authorities.count(a) != static_cast<std::size_t>(authorities)) continue;
+      if (!ps.live.empty() && std::find(ps.live.begin(), ps.live.end(), a) != ps.live.end())
+        continue;  // tried above
+      if (auto r = produce_batch_of(ps, a, head, out); r != Produced::nothing)
+        return r == Produced::batch;
+    }
   }
   return false;
 }

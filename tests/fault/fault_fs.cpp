@@ -19,6 +19,9 @@
 //   FIELDSYNC_FAULT_KILL_AFTER_WRITES  N > 0: the process kills itself (SIGKILL) right after
 //                                its Nth write to a watched file that no sync has covered yet,
 //                                so the power cut that follows is sure to undo something
+//   FIELDSYNC_FAULT_SYNC_DELAY_MS  N > 0: every sync of a watched file waits N ms first (a
+//                                slow card or disk), so most of a commit's time is spent with
+//                                its writes not yet durable and a kill lands there
 // Seen: write, pwrite, writev, pwritev(2) (and their 64 forms), ftruncate, truncate,
 // fallocate, fsync, fdatasync, msync, sync, syncfs, called through the dynamic symbol table
 // (what LMDB does). Not seen: writes through a writable shared mapping (LMDB's MDB_WRITEMAP,
@@ -32,6 +35,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -67,6 +71,7 @@ struct Config {
   std::string journal_dir;
   std::vector<std::string> exclude;
   unsigned long kill_after_writes = 0;  // 0: never
+  unsigned long sync_delay_ms = 0;      // 0: none
 };
 
 const Config& config() {
@@ -92,6 +97,8 @@ const Config& config() {
     }
     if (const char* ka = std::getenv("FIELDSYNC_FAULT_KILL_AFTER_WRITES"))
       k.kill_after_writes = std::strtoul(ka, nullptr, 10);
+    if (const char* sd = std::getenv("FIELDSYNC_FAULT_SYNC_DELAY_MS"))
+      k.sync_delay_ms = std::strtoul(sd, nullptr, 10);
     k.active = true;
     return k;
   }();
@@ -262,6 +269,21 @@ int guarded_sync(int fd, Sync&& sync) {
   if (!w) {
     lock.unlock();
     return sync();
+  }
+  if (config().sync_delay_ms > 0) {
+    lock.unlock();
+    struct timespec ts {
+      static_cast<time_t>(config().sync_delay_ms / 1000),
+          static_cast<long>(config().sync_delay_ms % 1000) * 1000000L
+    };
+    while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+    lock.lock();
+    w = lookup(fd, &st);
+    if (!w) {
+      lock.unlock();
+      return sync();
+    }
   }
   int r = sync();
   if (r == 0) clear_journal(*w);

@@ -5,7 +5,8 @@ The daemon runs under the fault-injection shim (tests/fault: libfs_fault_fs.so),
 an undo journal of every write to its LMDB files that was not synced yet. Each round: writers
 put, update, delete and batch over the Unix socket; the daemon is killed with SIGKILL while
 writes are in flight; fs_power_cut undoes every unsynced write (what losing the page cache
-does); the daemon restarts. Every acknowledged write must still be there, and at the end a
+does); the daemon restarts. Syncs wait SYNC_DELAY_MS first (a slow card), so the kills land
+while commits are in flight. Every acknowledged write must still be there, and at the end a
 fresh daemon syncs the whole project from it (sync verifies every log from genesis: hashes,
 chain, signatures) and must hold exactly the same versions.
 
@@ -33,6 +34,7 @@ SEED = int(os.environ.get("FIELDSYNC_DURABILITY_SEED", str(random.SystemRandom()
 ROUNDS = 5
 MAX_ROUNDS = 20
 WRITERS = 3
+SYNC_DELAY_MS = 5
 
 
 def shim_env(d, ignore_sync=False):
@@ -41,6 +43,10 @@ def shim_env(d, ignore_sync=False):
             "FIELDSYNC_FAULT_DIR": os.path.join(d.data_dir, "db"),
             "FIELDSYNC_FAULT_JOURNAL": journal_dir(d),
             "FIELDSYNC_FAULT_IGNORE_SYNC": "1" if ignore_sync else "0",
+            # A slow card: each sync waits first, so a kill usually lands while a commit's
+            # writes are not durable yet (on a fast disk, with writes grouped into one commit,
+            # most kills would land between commits and test little).
+            "FIELDSYNC_FAULT_SYNC_DELAY_MS": str(SYNC_DELAY_MS),
             # Under ASan the preloaded shim comes before the ASan runtime.
             "ASAN_OPTIONS": (asan + ":" if asan else "") + "verify_asan_link_order=0"}
 

@@ -316,6 +316,45 @@ TEST_CASE("live_first: a new write goes ahead of another author's backlog, in ch
   CHECK(!sb.error());
 }
 
+TEST_CASE("a coordinator's log goes ahead of the other authors' backlog, whatever the ids",
+          "[sync]") {
+  // a created the project (its coordinator); three members' logs reach a, then a new device
+  // syncs from a. Before any member's entry, it holds a's log: an erasure or removal there
+  // arrives before the versions it takes out.
+  Node a(10), n(10);
+  ProjectId p = shared_project(a, n);
+  std::vector<std::unique_ptr<Node>> members;
+  for (int i = 0; i < 3; ++i) {
+    members.push_back(std::make_unique<Node>(10));
+    Node& m = *members.back();
+    REQUIRE(m.store->add_project(*a.store->get_project(p), *a.store->project_secret(p)).ok());
+    m.write_docs(p, i * 100, 30, "member");
+    run_session(a, params("a"), m, params("m"));
+  }
+  a.write_docs(p, 1000, 25, "coordinator");
+  auto o = small_batches();
+  o.batch_entries = 10;
+  o.window_batches = 1;
+  Session sa(*a.store, params("a", o)), sn(*n.store, params("n", o));
+  sa.start();
+  sn.start();
+  const DeviceId& author_a = a.store->device_id();
+  const std::uint64_t a_head = vv(a, p)[author_a];
+  for (int i = 0; i < 40 && vv(n, p)[author_a] < a_head; ++i) {
+    sn.receive(sa.take_output(1 << 20));
+    sa.receive(sn.take_output(1 << 20));
+    for (auto& m : members) CHECK(vv(n, p)[m->store->device_id()] == 0);
+  }
+  CHECK(vv(n, p)[author_a] == a_head);
+  for (int i = 0; i < 40; ++i) {
+    sn.receive(sa.take_output(1 << 20));
+    sa.receive(sn.take_output(1 << 20));
+  }
+  CHECK(vv(n, p) == vv(a, p));
+  CHECK(!sa.error());
+  CHECK(!sn.error());
+}
+
 TEST_CASE("relay: versions from one peer are served to another", "[sync]") {
   Node a, b, c;
   ProjectId p = shared_project(a, b);
