@@ -135,7 +135,7 @@ Error ssl_error(const char* what) {
 
 }  // namespace
 
-Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view common_name,
+Result<TlsContext> TlsContext::create(const SigningKey& key,
                                       std::span<const RenewalLink> renewals) {
   auto* pkey = static_cast<EVP_PKEY*>(key.native_handle());
   std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
@@ -149,11 +149,8 @@ Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view co
   X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
   X509_gmtime_adj(X509_getm_notAfter(cert.get()), 20L * 365 * 24 * 3600);
   if (X509_set_pubkey(cert.get(), pkey) != 1) return ssl_error("X509_set_pubkey");
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  std::string cn(common_name.empty() ? std::string_view("fieldsync") : common_name.substr(0, 64));
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
-  X509_set_issuer_name(cert.get(), name);
+  // Subject and issuer stay empty: the key is the identity, and every byte of the certificate
+  // travels twice in each handshake's worth of a no-op sync (both ways).
   if (!renewals.empty() && !add_renewal_extension(cert.get(), renewals))
     return ssl_error("renewal extension");
   if (X509_sign(cert.get(), pkey, nullptr) == 0)
@@ -177,6 +174,11 @@ Result<TlsContext> TlsContext::create(const SigningKey& key, std::string_view co
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_callback);
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
   SSL_CTX_set_num_tickets(ctx, 0);
+  // No resumption and no middleboxes to please between two devices: without the compatibility
+  // mode neither side sends the 32-byte legacy session id nor a ChangeCipherSpec record, and
+  // without tickets the ClientHello carries no session_ticket extension.
+  SSL_CTX_clear_options(ctx, SSL_OP_ENABLE_MIDDLEBOX_COMPAT);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
   return out;
 }
 

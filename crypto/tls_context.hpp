@@ -32,7 +32,7 @@ class TlsContext {
  public:
   // `renewals`: the identities `key` continues (oldest first), carried in the certificate as
   // a private extension (docs/protocol.md section 1).
-  static Result<TlsContext> create(const SigningKey& key, std::string_view common_name,
+  static Result<TlsContext> create(const SigningKey& key,
                                    std::span<const RenewalLink> renewals = {});
   TlsContext(TlsContext&&) noexcept;
   TlsContext& operator=(TlsContext&&) noexcept;

@@ -42,7 +42,7 @@ inline constexpr std::size_t kMaxErrorReasonBytes = 1024;
 inline constexpr std::size_t kMaxProjectNameBytes = 200;
 // PROJECTS is padded with random proofs to a multiple of this many (at least one bucket),
 // so the frame does not tell how many projects the sender has.
-inline constexpr std::size_t kProjectsBucket = 16;
+inline constexpr std::size_t kProjectsBucket = 8;
 
 enum class MsgType : std::uint8_t {
   hello = 0x01,

@@ -33,7 +33,7 @@ struct RawPeer {
   explicit RawPeer(crypto::SigningKey k) : key(std::move(k)), ctx(make_ctx(key)), s(io, ctx) {}
 
   static ssl::context make_ctx(const crypto::SigningKey& key) {
-    auto tls = crypto::TlsContext::create(key, "raw");
+    auto tls = crypto::TlsContext::create(key);
     REQUIRE(tls.ok());
     return ssl::context(static_cast<SSL_CTX*>(tls->new_reference()));
   }

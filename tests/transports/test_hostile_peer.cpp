@@ -40,7 +40,7 @@ enum class Attack {
 std::optional<Errc> attack(Node& evil, const ProjectId& project, const DeviceId& victim,
                            std::uint16_t port, Attack kind, const DeviceId& someone_else) {
   asio::io_context io;
-  auto tls = crypto::TlsContext::create(evil.store->signing_key(), "evil");
+  auto tls = crypto::TlsContext::create(evil.store->signing_key());
   REQUIRE(tls.ok());
   ssl::context ctx(static_cast<SSL_CTX*>(tls->new_reference()));
   ssl::stream<tcp::socket> s(io, ctx);

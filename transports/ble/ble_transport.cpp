@@ -1477,7 +1477,7 @@ void BleLink::close() {
 Result<std::unique_ptr<BleTransport>> BleTransport::create(asio::io_context& io,
                                                            const crypto::SigningKey& key,
                                                            BleOptions options) {
-  auto ctx = crypto::TlsContext::create(key, key.device_id().short_str(), options.renewals);
+  auto ctx = crypto::TlsContext::create(key, options.renewals);
   if (!ctx.ok()) return ctx.error();
   auto impl =
       std::make_shared<Impl>(io, static_cast<SSL_CTX*>(ctx->new_reference()), std::move(options));

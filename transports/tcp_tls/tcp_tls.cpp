@@ -305,7 +305,7 @@ void TcpTls::Impl::on_accept(tcp::socket sock) {
 
 Result<std::unique_ptr<TcpTls>> TcpTls::create(asio::io_context& io, const crypto::SigningKey& key,
                                                TcpTlsOptions options) {
-  auto ctx = crypto::TlsContext::create(key, key.device_id().short_str(), options.renewals);
+  auto ctx = crypto::TlsContext::create(key, options.renewals);
   if (!ctx.ok()) return ctx.error();
   auto impl =
       std::make_shared<Impl>(io, static_cast<SSL_CTX*>(ctx->new_reference()), std::move(options));
