@@ -346,7 +346,7 @@ def table(rows):
     def per_doc(r):
         if r["bytes_per_doc"]:
             return "%.1f (%s)" % (r["bytes_per_doc"], r["bytes_kind"])
-        return "%d B total" % r["bytes"] if r["bytes"] else "–"
+        return "{:,} B total".format(r["bytes"]).replace(",", " ") if r["bytes"] else "–"
 
     def disk_cell(r):
         if "disk" not in r:
@@ -362,7 +362,7 @@ def table(rows):
     for r in sorted(rows, key=lambda r: (r["size"], ORDER.index(r["scenario"][:2]))):
         lines.append("| %s | %s | %.2f s | %s | %s | %s | %s | %s | %s | %s |" % (
             "{:,}".format(r["size"]).replace(",", " "), r["scenario"], r["seconds"],
-            "%.0f" % r["docs_per_s"] if r["docs"] else "–", per_doc(r), disk_cell(r),
+            "{:,.0f}".format(r["docs_per_s"]).replace(",", " ") if r["docs"] else "–", per_doc(r), disk_cell(r),
             pair(r, lambda m: m["anon_peak_mb"]), pair(r, lambda m: m["file_peak_mb"]),
             pair(r, lambda m: m["map_mb"]), pair(r, lambda m: m["vmhwm_mb"])))
     return "\n".join(lines)
