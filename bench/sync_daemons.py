@@ -14,9 +14,11 @@ for A tells A what C holds; A's bundle for C then holds only the changes; export
 Peak RSS: A's and C's VmHWM, and syncctl's maximum resident size.
 
 Memory and disk: a thread reads each daemon's /proc/<pid>/status every 50 ms and keeps, per
-scenario, the peak of RssAnon (private pages: heap, stacks) and of RssFile + RssShmem (pages of
-mapped files: the LMDB map), next to VmHWM, which counts both. After S1 and S2, the size of
-each daemon's <data_dir>/db/data.mdb (allocated blocks and file size) per document it holds.
+scenario, the peak of RssAnon (private pages: heap, stacks) and of RssFile + RssShmem (resident
+pages of mapped files: the executable, its libraries and the LMDB map), next to VmHWM, which
+counts both; at the end of each scenario, the resident pages of the LMDB map alone (smaps).
+After S1 and S2, the size of each daemon's <data_dir>/db/data.mdb (allocated blocks and file
+size) per document it holds.
 
 Usage: bench/sync_daemons.py [N | --sizes N1,N2,...] [--build DIR] [--set KEY=VALUE ...]
                              [--json PATH]   (python3 stdlib only)
@@ -44,10 +46,16 @@ V = "/v1/projects"
 SEED, DEVICE = 1, "device-a"  # workload/observations.py's defaults
 
 
-def observations(start, stop, version=0):
-    """The documents start..stop-1 of workload/observations.py (version 1 = its
-    --update-fraction output), generated when iterated: S1 generates its N documents batch by
-    batch, so they are never all in memory at once (1M documents as dicts would be ~3 GB)."""
+def observations(n, *extra):
+    out = subprocess.run([sys.executable, os.path.join(HERE, "workload", "observations.py"), str(n)]
+                         + list(extra), capture_output=True, text=True, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line]
+
+
+def generate(start, stop, version=0):
+    """The documents start..stop-1 of observations(), version 1 as with --update-fraction, made
+    when iterated (the same generator in this process): S1 makes its N documents batch by batch,
+    so they are never all in memory (observations(N) holds N dicts, ~300 MB for 100k)."""
     return (observation(i, SEED, DEVICE, version) for i in range(start, stop))
 
 
@@ -264,7 +272,7 @@ def run(n, binary, cli, settings):
         a_sync = "127.0.0.1:%d" % a.unix("GET", "/v1/status").json()["peers"]["listen_port"]
 
         sampler.window()
-        secs = write(a, pid, observations(0, n))  # generated batch by batch, outside the time
+        secs = write(a, pid, generate(0, n))  # generated batch by batch, outside the time
         rows.append(report(row(n, "S1 write via API", n, secs, "wire", 0, a, b, sampler)))
         rows[-1]["disk"] = {"A": disk(a, n), "B": disk(b, 0), "C": disk(c, 0)}
         report_disk("S1", rows[-1]["disk"])
@@ -289,7 +297,7 @@ def run(n, binary, cli, settings):
         rows[-1]["disk"] = {"A": disk(a, n), "B": disk(b, n), "C": disk(c, n)}
         report_disk("S2", rows[-1]["disk"])
 
-        updates, extra = list(observations(0, n_upd, version=1)), list(observations(n, n + n_new))
+        updates, extra = list(generate(0, n_upd, version=1)), list(generate(n, n + n_new))
         w0 = wire(b, a)
         sampler.window()
         t = time.monotonic()
