@@ -1,5 +1,6 @@
 #include "common/compress.hpp"
 
+#include <zdict.h>
 #include <zstd.h>
 
 #include <memory>
@@ -32,16 +33,22 @@ Error corrupt(std::string what) {
 
 }  // namespace
 
-Status zstd_compress(ByteView in, int level, Bytes& out) {
+namespace {
+
+// One frame with its content size, with or without a checksum and a dictionary.
+Status compress_frame(ByteView in, int level, bool checksum, const ZSTD_CDict* dict, Bytes& out) {
   ZSTD_CCtx* cctx = thread_cctx();
   if (!cctx) return make_error(Errc::resource_exhausted, "cannot create a zstd context");
   ZSTD_CCtx_reset(cctx, ZSTD_reset_session_and_parameters);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);  // corruption is told apart, not parsed
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, checksum ? 1 : 0);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_dictIDFlag, 0);
+  if (dict) ZSTD_CCtx_refCDict(cctx, dict);
   std::size_t at = out.size();
   out.resize(at + ZSTD_compressBound(in.size()));
   std::size_t n = ZSTD_compress2(cctx, out.data() + at, out.size() - at, in.data(), in.size());
+  if (dict) ZSTD_CCtx_refCDict(cctx, nullptr);
   if (ZSTD_isError(n)) {
     out.resize(at);
     return make_error(Errc::internal,
@@ -51,9 +58,16 @@ Status zstd_compress(ByteView in, int level, Bytes& out) {
   return {};
 }
 
-Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out) {
-  // Exactly one frame, which declares exactly the expected size: anything else is refused
-  // before a byte is allocated for it.
+}  // namespace
+
+Status zstd_compress(ByteView in, int level, Bytes& out) {
+  return compress_frame(in, level, true, nullptr, out);  // corruption is told apart, not parsed
+}
+
+namespace {
+
+// Checks that `in` is exactly one frame declaring `expected_size` bytes.
+Status check_frame(ByteView in, std::size_t expected_size) {
   std::size_t frame = ZSTD_findFrameCompressedSize(in.data(), in.size());
   if (ZSTD_isError(frame)) return corrupt(ZSTD_getErrorName(frame));
   if (frame != in.size()) return corrupt("bytes after the zstd frame");
@@ -63,6 +77,15 @@ Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out) {
   if (declared != expected_size)
     return corrupt("frame declares " + std::to_string(declared) + " bytes, expected " +
                    std::to_string(expected_size));
+  return {};
+}
+
+}  // namespace
+
+Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out) {
+  // Exactly one frame, which declares exactly the expected size: anything else is refused
+  // before a byte is allocated for it.
+  FS_TRY(check_frame(in, expected_size));
   ZSTD_DCtx* dctx = thread_dctx();
   if (!dctx) return make_error(Errc::resource_exhausted, "cannot create a zstd context");
   // The output buffer is the bound: a frame that would produce more fails (dstSize_tooSmall).
@@ -78,6 +101,71 @@ Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out) {
                    std::to_string(expected_size));
   }
   return {};
+}
+
+Result<std::shared_ptr<const ZstdDictionary>> ZstdDictionary::load(ByteView dict, int level) {
+  std::shared_ptr<ZstdDictionary> d(new ZstdDictionary());
+  d->cdict_ = ZSTD_createCDict(dict.data(), dict.size(), level);
+  d->ddict_ = ZSTD_createDDict(dict.data(), dict.size());
+  if (!d->cdict_ || !d->ddict_) return make_error(Errc::invalid_argument, "not a zstd dictionary");
+  return std::shared_ptr<const ZstdDictionary>(std::move(d));
+}
+
+ZstdDictionary::~ZstdDictionary() {
+  ZSTD_freeCDict(static_cast<ZSTD_CDict*>(cdict_));
+  ZSTD_freeDDict(static_cast<ZSTD_DDict*>(ddict_));
+}
+
+Status zstd_compress_small(ByteView in, int level, const ZstdDictionary* dict, Bytes& out) {
+  return compress_frame(in, level, false,
+                        dict ? static_cast<const ZSTD_CDict*>(dict->cdict_) : nullptr, out);
+}
+
+std::optional<std::size_t> zstd_frame_size(ByteView in) {
+  unsigned long long declared = ZSTD_getFrameContentSize(in.data(), in.size());
+  if (declared == ZSTD_CONTENTSIZE_ERROR || declared == ZSTD_CONTENTSIZE_UNKNOWN)
+    return std::nullopt;
+  return static_cast<std::size_t>(declared);
+}
+
+Status zstd_decompress_small(ByteView in, std::size_t expected_size, const ZstdDictionary* dict,
+                             Bytes& out) {
+  FS_TRY(check_frame(in, expected_size));
+  ZSTD_DCtx* dctx = thread_dctx();
+  if (!dctx) return make_error(Errc::resource_exhausted, "cannot create a zstd context");
+  out.resize(expected_size);
+  std::size_t n =
+      dict ? ZSTD_decompress_usingDDict(dctx, out.data(), out.size(), in.data(), in.size(),
+                                        static_cast<const ZSTD_DDict*>(dict->ddict_))
+           : ZSTD_decompressDCtx(dctx, out.data(), out.size(), in.data(), in.size());
+  if (ZSTD_isError(n)) {
+    out.clear();
+    return corrupt(ZSTD_getErrorName(n));
+  }
+  if (n != expected_size) {
+    out.clear();
+    return corrupt("frame produced " + std::to_string(n) + " bytes, expected " +
+                   std::to_string(expected_size));
+  }
+  return {};
+}
+
+Result<Bytes> zstd_train_dictionary(const std::vector<ByteView>& samples, std::size_t max_bytes) {
+  Bytes joined;
+  std::vector<std::size_t> sizes;
+  sizes.reserve(samples.size());
+  for (ByteView s : samples) {
+    joined.insert(joined.end(), s.begin(), s.end());
+    sizes.push_back(s.size());
+  }
+  Bytes dict(max_bytes);
+  std::size_t n = ZDICT_trainFromBuffer(dict.data(), dict.size(), joined.data(), sizes.data(),
+                                        static_cast<unsigned>(sizes.size()));
+  if (ZDICT_isError(n))
+    return make_error(Errc::invalid_argument,
+                      std::string("no dictionary learnt: ") + ZDICT_getErrorName(n));
+  dict.resize(n);
+  return dict;
 }
 
 }  // namespace fieldsync

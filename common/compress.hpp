@@ -9,6 +9,9 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <optional>
+#include <vector>
 
 #include "common/bytes.hpp"
 #include "common/result.hpp"
@@ -27,5 +30,36 @@ Status zstd_compress(ByteView in, int level, Bytes& out);
 // limit before calling. Fails (invalid_argument) on corrupt input, a frame that would
 // produce more than expected_size bytes, or fewer.
 Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out);
+
+// A trained dictionary, ready for both directions at one compression level (zstd's CDict and
+// DDict). Immutable once made: share it between threads freely.
+class ZstdDictionary {
+ public:
+  // invalid_argument when `dict` is not a dictionary zstd can load.
+  static Result<std::shared_ptr<const ZstdDictionary>> load(ByteView dict, int level);
+  ~ZstdDictionary();
+  ZstdDictionary(const ZstdDictionary&) = delete;
+  ZstdDictionary& operator=(const ZstdDictionary&) = delete;
+
+ private:
+  ZstdDictionary() = default;
+  friend Status zstd_compress_small(ByteView, int, const ZstdDictionary*, Bytes&);
+  friend Status zstd_decompress_small(ByteView, std::size_t, const ZstdDictionary*, Bytes&);
+  void* cdict_ = nullptr;
+  void* ddict_ = nullptr;
+};
+
+// For many small buffers stored one by one (document bodies at rest): one frame with its
+// content size but no checksum and no dictionary id (the caller records which dictionary it
+// used), with `dict` when given (its level then applies, not `level`).
+Status zstd_compress_small(ByteView in, int level, const ZstdDictionary* dict, Bytes& out);
+// The content size a frame declares; nullopt when it is not a frame or declares none.
+std::optional<std::size_t> zstd_frame_size(ByteView in);
+// As zstd_decompress, for a frame made by zstd_compress_small with the same dictionary.
+Status zstd_decompress_small(ByteView in, std::size_t expected_size, const ZstdDictionary* dict,
+                             Bytes& out);
+// Trains a dictionary of at most `max_bytes` on `samples`; invalid_argument when zstd finds
+// too little to learn from (too few or too small samples).
+Result<Bytes> zstd_train_dictionary(const std::vector<ByteView>& samples, std::size_t max_bytes);
 
 }  // namespace fieldsync

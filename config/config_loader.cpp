@@ -725,6 +725,12 @@ const std::vector<KeySpec>& key_table() {
         [](Config & c) -> auto& { return c.storage.max_imported_bundles; }, 1, 1000000));
     t.push_back(uint_key(
         "storage.max_indexes", [](Config & c) -> auto& { return c.storage.max_indexes; }, 0, 1000));
+    t.push_back(uint_key(
+        "storage.body_compression_level",
+        [](Config & c) -> auto& { return c.storage.body_compression_level; }, 0, 19));
+    t.push_back(size_key(
+        "storage.body_dictionary_bytes",
+        [](Config & c) -> auto& { return c.storage.body_dictionary_bytes; }, 0, 1u << 20));
     return t;
   }();
   return table;

@@ -82,31 +82,58 @@ std::vector<VersionId> DocRecord::head_ids() const {
   return ids;
 }
 
-Bytes LogRecord::encode() const {
+namespace {
+constexpr std::uint8_t kLogHasBody = 1;
+constexpr std::uint8_t kLogExcluded = 2;
+constexpr std::uint8_t kLogElided = 4;
+constexpr std::uint8_t kLogCompressed = 8;  // with kLogHasBody: u16 dictionary, blob frame
+}  // namespace
+
+Bytes LogRecord::encode(const BodyCodec& codec, const ProjectId& p) const {
+  std::optional<BodyCodec::Packed> packed;
+  if (body) {
+    auto pk = codec.pack(p, *body);
+    if (pk && pk->compressed) packed = std::move(*pk);
+  }
   Bytes out;
-  out.reserve(80 + header.size() + (body ? body->size() : 0));
+  out.reserve(80 + header.size() + (packed ? packed->frame.size() : body ? body->size() : 0));
   ByteWriter w(out);
   w.raw(ByteView(chain));
   w.raw(id.view());
-  w.u8(static_cast<std::uint8_t>((body ? 1 : 0) | (excluded ? 2 : 0) | (elided ? 4 : 0)));
+  w.u8(static_cast<std::uint8_t>((body ? kLogHasBody : 0) | (excluded ? kLogExcluded : 0) |
+                                 (elided ? kLogElided : 0) | (packed ? kLogCompressed : 0)));
   w.blob(header);
-  if (body) w.blob(*body);
+  if (packed) {
+    w.u16(packed->dict);
+    w.blob(packed->frame);
+  } else if (body) {
+    w.blob(*body);
+  }
   return out;
 }
 
-std::optional<LogRecord> LogRecord::decode(ByteView v) {
+std::optional<LogRecord> LogRecord::decode(ByteView v, const BodyCodec& codec) {
   ByteReader r(v);
   LogRecord x;
   x.chain = r.fixed<32>();
   x.id.bytes = r.fixed<32>();
   std::uint8_t flags = r.u8();
-  bool has_body = flags & 1;
-  x.excluded = flags & 2;
-  x.elided = flags & 4;
-  if ((flags & ~7) != 0 || (x.elided && has_body)) return std::nullopt;
+  bool has_body = flags & kLogHasBody;
+  bool compressed = flags & kLogCompressed;
+  x.excluded = flags & kLogExcluded;
+  x.elided = flags & kLogElided;
+  if ((flags & ~15) != 0 || (x.elided && has_body) || (compressed && !has_body))
+    return std::nullopt;
   x.header = r.blob(kMaxVersionHeaderBytes);
+  std::uint16_t dict = compressed ? r.u16() : 0;
   if (has_body) x.body = r.blob(kMaxBodyBytesCeiling);
   if (!r.ok() || !r.at_end()) return std::nullopt;
+  if (compressed) {
+    auto plain = std::make_shared<Bytes>();
+    if (!codec.unpack(dict, *x.body, kMaxBodyBytesCeiling, *plain)) return std::nullopt;
+    x.body = ByteView(*plain);
+    x.plain = std::move(plain);
+  }
   return x;
 }
 

@@ -11,12 +11,13 @@
 #include "common/ids.hpp"
 #include "common/result.hpp"
 #include "crypto/crypto.hpp"
+#include "storage/body_codec.hpp"
 #include "storage/types.hpp"
 
 namespace fieldsync::storage {
 
 // 2: typed peer records (format 1 kept the sync layer's JSON; converted when opened).
-inline constexpr std::uint32_t kStorageFormat = 2;
+inline constexpr std::uint32_t kStorageFormat = 3;
 // Read-back bounds of the record decoders; writers check the same constants.
 inline constexpr std::size_t kMaxDocHeads = 0xffff;              // DocRecord: u16 head count
 inline constexpr std::size_t kMaxVersionHeaderBytes = 1u << 20;  // LogRecord header blob
@@ -190,18 +191,24 @@ struct DocRecord {
 };
 
 // logs table value: the chain up to this entry, the version id, its header and body.
-// Keeping them together makes a log read one sequential scan of one table.
+// Keeping them together makes a log read one sequential scan of one table. The body is stored
+// as the BodyCodec packs it (flag 8: compressed); decode() gives it back as it was written.
 struct LogRecord {
   crypto::Digest chain{};
   VersionId id;
   ByteView header;
-  std::optional<ByteView> body;  // views into the LMDB page or the caller's buffers
+  // Views into the LMDB page or the caller's buffers; for a body stored compressed, into
+  // `plain`, which decode() fills (shared: a copy of the record views the same bytes).
+  std::optional<ByteView> body;
   bool excluded = false;  // authored after its author's removal: kept for the chain, not in any DAG
   // Not held here by choice (a subscription left it out): no body, in no DAG; the header is
   // empty when it arrived that way, kept when the subscription narrowed after it arrived.
   bool elided = false;
-  Bytes encode() const;
-  static std::optional<LogRecord> decode(ByteView v);
+  std::shared_ptr<const Bytes> plain = nullptr;
+  // Packs the body with `codec` for project `p` (stored as it is if compressing fails).
+  Bytes encode(const BodyCodec& codec, const ProjectId& p) const;
+  // nullopt when the record is malformed or its body does not decompress.
+  static std::optional<LogRecord> decode(ByteView v, const BodyCodec& codec);
 };
 
 struct HeadValue {  // heads table: an author's highest contiguous seq held

@@ -64,7 +64,7 @@ Result<LogRecord> Store::Impl::held_log(const LmdbTxn& txn, const ProjectId& p,
   if (!*v)
     return make_error(Errc::data_loss, "missing log entry " + std::to_string(at.seq) + " of " +
                                            at.author.short_str());
-  auto rec = LogRecord::decode(**v);
+  auto rec = LogRecord::decode(**v, bodies);
   if (!rec) return make_error(Errc::data_loss, "corrupt log entry");
   return std::move(*rec);
 }
@@ -173,9 +173,13 @@ void Store::Impl::notify(const ProjectId& p, std::uint64_t seq) {
     group_changes->emplace_back(p, seq);
     return;
   }
-  std::lock_guard lock(listener_mu);
-  if (listener) listener(p, seq);
-  blobs_changed(p);
+  {
+    std::lock_guard lock(listener_mu);
+    if (listener) listener(p, seq);
+    blobs_changed(p);
+  }
+  // Committed now: a project due for a body dictionary has its sample on disk.
+  if (bodies.has_due()) wake_index_builder();
 }
 
 // ---- Store ----
@@ -218,8 +222,13 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   if (!*fmt) {
     FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
   } else if (read_u64(**fmt) == 1) {
-    // Format 1 differs only in the peer records: converted in this transaction.
+    // Format 1 differs in the peer records: converted in this transaction (and as format 2,
+    // its log records are all read as they are).
     FS_TRY(impl->upgrade_peers_format1(*txn));
+    FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
+  } else if (read_u64(**fmt) == 2) {
+    // Format 2 stores every body as it is, which format 3 reads too: only the number changes
+    // (so that an older daemon refuses the compressed bodies written from now on).
     FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
   } else if (read_u64(**fmt) != kStorageFormat) {
     return make_error(Errc::unsupported, "storage format " + std::to_string(read_u64(**fmt)) +
@@ -231,6 +240,7 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
   FS_TRY(txn->commit());
   // The identity comes after the environment: the store records which key wrote it.
   FS_TRY(impl->open_identity());
+  FS_TRY(impl->load_body_dictionaries());
   FS_TRY(impl->check_indexes());
   std::unique_ptr<Store> owned(new Store(std::move(impl)));
   FS_TRY(owned->impl_->open_blobs(*owned));

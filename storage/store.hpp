@@ -112,6 +112,10 @@ class Store {
   // The project's indexes by name, with their entry counts (one pass over the entries).
   Result<std::vector<IndexInfo>> indexes(const ProjectId& project) const;
 
+  // The number of the dictionary this project's new bodies are compressed with, once one was
+  // trained for it (docs/storage.md "Bodies at rest").
+  std::optional<std::uint16_t> body_dictionary(const ProjectId& project) const;
+
   // --- membership, invites, leaving (store_members.cpp) ---
   // Every device's current record, evaluated from the `_members` versions in hlc order,
   // accepting only records written by a device that was a coordinator at the time

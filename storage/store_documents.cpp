@@ -191,7 +191,7 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   cur.own.chain = chain_next(cur.own.chain, cur.own.seq, id);
   LogRecord lr{cur.own.chain, id, enc, std::nullopt, false};
   if (!tombstone) lr.body = as_bytes(req.body);
-  FS_TRY(txn.put(t.logs, log_key(project, h.author, cur.own.seq), lr.encode()));
+  FS_TRY(txn.put(t.logs, log_key(project, h.author, cur.own.seq), lr.encode(im.bodies, project)));
   if (cur.own.seq % o.checkpoint_interval == 0) {
     auto sig = im.key->sign(checkpoint_message(project, h.author, cur.own.seq, cur.own.chain));
     FS_TRY(txn.put(t.checkpoints, log_key(project, h.author, cur.own.seq),
@@ -285,7 +285,7 @@ Result<std::uint32_t> Store::purge_document(const ProjectId& project, std::strin
     if (!lr) return lr.error();
     if (!lr->body) continue;
     lr->body.reset();
-    Bytes stripped = lr->encode();
+    Bytes stripped = lr->encode(impl_->bodies, project);
     FS_TRY(txn->put(impl_->t().logs, k, stripped));
     ++removed;
   }

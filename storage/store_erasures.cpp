@@ -153,7 +153,7 @@ Result<bool> Store::Impl::enforce_erasures(LmdbTxn& txn, const ProjectId& p) con
       if (erasure_epoch(*hdr) >= e.hlc) continue;  // written after its writer learnt of it
       lr->excluded = true;
       lr->body.reset();
-      Bytes enc = lr->encode();
+      Bytes enc = lr->encode(bodies, p);
       FS_TRY(txn.put(t().logs, log_key(p, h.at.author, h.at.seq), enc));
       covered_any = true;
     }

@@ -88,7 +88,7 @@ Result<std::uint64_t> Store::Impl::blobs_whole_upto(LmdbTxn& txn, const ProjectI
   for (std::uint64_t seq = upto + 1; seq <= head_seq; ++seq) {
     auto e = txn.get(t().logs, log_key(p, author, seq));
     if (!e) return e.error();
-    auto lr = *e ? LogRecord::decode(**e) : std::nullopt;
+    auto lr = *e ? LogRecord::decode(**e, bodies) : std::nullopt;
     if (!lr) return make_error(Errc::data_loss, "gap in log");
     // Most bodies refer to no blob: parsed only when "$blob" may be spelled in them (directly,
     // or with \u escapes).
@@ -381,7 +381,7 @@ Result<Delivery> Store::delivery(const ProjectId& project) const {
   if (out.delivered < out.written) {
     auto v = txn->get(impl_->t().logs, log_key(project, impl_->me(), out.delivered + 1));
     if (v && *v) {
-      auto lr = LogRecord::decode(**v);
+      auto lr = LogRecord::decode(**v, impl_->bodies);
       if (lr && !lr->header.empty()) {
         auto header = decode_header(lr->header);
         if (header)

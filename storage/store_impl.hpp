@@ -41,8 +41,12 @@ struct Store::Impl {
   LatencyHistogram fsyncs;  // the blob store's file and directory fsyncs (any thread)
   std::mutex listener_mu;
   ChangeListener listener;
+  BodyCodec bodies;  // how log records store bodies (body_codec.hpp; any thread)
 
-  explicit Impl(const StoreOptions& o) : opts(o), clock(o.max_clock_skew_ms) {}
+  explicit Impl(const StoreOptions& o)
+      : opts(o),
+        clock(o.max_clock_skew_ms),
+        bodies(static_cast<int>(o.body_compression_level), o.body_dictionary_bytes) {}
   const Tables& t() const { return env->tables(); }
   const DeviceId& me() const { return key->device_id(); }
 
@@ -240,6 +244,11 @@ struct Store::Impl {
   // One step of building (store's index thread): indexes up to a batch of documents of the
   // first index being built. False: none is being built.
   Result<bool> build_index_step();
+  // Bodies at rest (store_dictionaries.cpp): the dictionaries and each project's current one,
+  // loaded at open; one training of a project due for it (the index thread). False: none due.
+  Status load_body_dictionaries();
+  Result<bool> train_dictionary_step();
+  Status forget_body_dictionary(LmdbTxn& txn, const ProjectId& p);
   void start_index_builder();
   void wake_index_builder();
   mutable std::mutex index_mu;

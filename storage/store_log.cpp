@@ -37,7 +37,7 @@ Result<std::uint64_t> Store::Impl::log_bytes(const LmdbTxn& txn, const ProjectId
        ok && has_prefix(logs.key(), prefix) && expect <= upto; ok = logs.next(), ++expect) {
     if (ByteReader(logs.key().subspan(prefix.b.size())).u64() != expect)
       return make_error(Errc::data_loss, "gap in log");
-    auto lr = LogRecord::decode(logs.value());
+    auto lr = LogRecord::decode(logs.value(), bodies);
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     bytes += lr->header.size() + (lr->body ? lr->body->size() : 0);
   }
@@ -106,7 +106,7 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
     std::uint64_t seq = ByteReader(logs.key().subspan(prefix.b.size())).u64();
     if (seq != after_seq + batch.entries.size() + 1)
       return make_error(Errc::data_loss, "gap in log");
-    auto lr = LogRecord::decode(logs.value());
+    auto lr = LogRecord::decode(logs.value(), impl_->bodies);
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     // Left out here: given as left out to a receiver that wants no more than we do; for
     // anyone else the log held here ends before it (we must not pose as holding it).
@@ -187,7 +187,7 @@ Result<std::uint32_t> Store::Impl::relog(
     if (!gone) return gone.error();
     LogRecord lr{cur.chain, e->id, e->header, std::nullopt, *gone};
     if (e->body && !*gone) lr.body = as_bytes(*e->body);
-    FS_TRY(txn.put(t().logs, log_key(p, me(), cur.seq), lr.encode()));
+    FS_TRY(txn.put(t().logs, log_key(p, me(), cur.seq), lr.encode(bodies, p)));
     if (cur.seq % opts.checkpoint_interval == 0) {
       auto sig = key->sign(checkpoint_message(p, me(), cur.seq, cur.chain));
       FS_TRY(txn.put(t().checkpoints, log_key(p, me(), cur.seq),
@@ -263,7 +263,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   for (; j < entries.size() && entries[j].seq <= head->seq; ++j) {
     auto have = txn->get(impl_->t().logs, log_key(project, author, entries[j].seq));
     if (!have) return have.error();
-    auto lr = *have ? LogRecord::decode(**have) : std::nullopt;
+    auto lr = *have ? LogRecord::decode(**have, impl_->bodies) : std::nullopt;
     if (!lr) return make_error(Errc::data_loss, "gap in log");
     if (lr->id != entries[j].id) {
       differs = entries[j].seq;
@@ -290,7 +290,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
         }
         auto v = txn->get(impl_->t().logs, log_key(project, author, c.seq));
         if (!v) return v.error();
-        auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+        auto lr = *v ? LogRecord::decode(**v, impl_->bodies) : std::nullopt;
         if (lr && lr->chain != c.chain) {
           proven = true;
           break;
@@ -327,14 +327,14 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       Key lk = log_key(project, author, e.seq);
       auto v = txn->get(impl_->t().logs, lk);
       if (!v) return v.error();
-      auto held = *v ? LogRecord::decode(**v) : std::nullopt;
+      auto held = *v ? LogRecord::decode(**v, impl_->bodies) : std::nullopt;
       if (!held) return make_error(Errc::data_loss, "gap in log");
       auto gone = impl_->erased(*txn, *h);
       if (!gone) return gone.error();
       const bool excluded = held->excluded || *gone;
       LogRecord lr{held->chain, e.id, e.header, std::nullopt, excluded, false};
       if (e.body && !excluded) lr.body = as_bytes(*e.body);
-      FS_TRY(txn->put(impl_->t().logs, lk, lr.encode()));
+      FS_TRY(txn->put(impl_->t().logs, lk, lr.encode(impl_->bodies, project)));
       FS_TRY(impl_->note_taken_in(*txn, project, author, e.seq));
       if (excluded) continue;
       impl_->clock.observe(h->hlc);
@@ -375,7 +375,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     } else {
       auto v = txn->get(impl_->t().logs, log_key(project, author, base_seq));
       if (!v) return v.error();
-      auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+      auto lr = *v ? LogRecord::decode(**v, impl_->bodies) : std::nullopt;
       if (!lr) return make_error(Errc::data_loss, "gap in log");
       bases.push_back(lr->chain);
     }
@@ -531,7 +531,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       for (std::uint64_t s2 = *differs; s2 <= head->seq; ++s2) {
         auto v = txn->get(impl_->t().logs, log_key(project, author, s2));
         if (!v) return v.error();
-        auto lr = *v ? LogRecord::decode(**v) : std::nullopt;
+        auto lr = *v ? LogRecord::decode(**v, impl_->bodies) : std::nullopt;
         if (!lr) return make_error(Errc::data_loss, "gap in log");
         LogEntry e{s2, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
         if (lr->body) e.body = std::string(as_chars(*lr->body));
@@ -593,7 +593,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     }
     if (left_out) {  // kept for the chain only: id, no header, no body
       LogRecord lr{c2, e.id, ByteView{}, std::nullopt, excluded, true};
-      FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));
+      FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq),
+                      lr.encode(impl_->bodies, project)));
       FS_TRY(impl_->note_left_out(*txn, project, batch.author, e.seq));
       // Left out by a sender that gives us less than we want: ask others for it again.
       if (e.elided && !options.judged) FS_TRY(impl_->note_unjudged(*txn, project, author, e.seq));
@@ -601,7 +602,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     }
     LogRecord lr{c2, e.id, e.header, std::nullopt, excluded};
     if (e.body && !excluded) lr.body = as_bytes(*e.body);
-    FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode()));
+    FS_TRY(
+        txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode(impl_->bodies, project)));
     if (excluded) continue;
     if (p.header.collection == kMembersCollection) membership_changed = true;
     if (p.header.collection == kErasuresCollection) erasures_changed = true;

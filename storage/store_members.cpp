@@ -247,7 +247,7 @@ Status Store::Impl::enforce_removals(LmdbTxn& txn, const ProjectId& p) const {
       auto v = txn.get(t().logs, k);
       if (!v) return v.error();
       if (!*v) return make_error(Errc::data_loss, "gap in log");
-      auto lr = LogRecord::decode(**v);
+      auto lr = LogRecord::decode(**v, bodies);
       if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
       if (lr->excluded || lr->elided) continue;  // in no document already
       auto hdr = decode_header(lr->header);
@@ -255,7 +255,7 @@ Status Store::Impl::enforce_removals(LmdbTxn& txn, const ProjectId& p) const {
       docs.insert(doc_key(p, hdr->collection, hdr->doc_id).b);
       lr->excluded = true;
       lr->body.reset();
-      Bytes enc = lr->encode();
+      Bytes enc = lr->encode(bodies, p);
       FS_TRY(txn.put(t().logs, k, enc));
     }
     for (const auto& dk : docs) FS_TRY(rebuild_doc(txn, p, dk));
@@ -412,8 +412,10 @@ Status Store::leave_project(const ProjectId& project) {
   FS_TRY(impl_->forget_subscriptions(*txn, project));
   FS_TRY(impl_->forget_erasures(*txn, project));
   FS_TRY(impl_->forget_indexes(*txn, project));
+  FS_TRY(impl_->forget_body_dictionary(*txn, project));
   FS_TRY(txn->del(t.projects, project.view()));
   FS_TRY(txn->commit());
+  impl_->bodies.forget_project(project);
   impl_->blobs_left(project);
   return {};
 }

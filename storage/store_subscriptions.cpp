@@ -115,7 +115,7 @@ Status Store::Impl::note_taken_in(LmdbTxn& txn, const ProjectId& p, const Device
   Key prefix = author_key(p, a);
   LmdbCursor c(txn, t().logs);
   for (bool ok = c.seek(log_key(p, a, seq + 1)); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    auto lr = LogRecord::decode(c.value());
+    auto lr = LogRecord::decode(c.value(), bodies);
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     if (lr->elided)
       return put_u64(txn, t().meta, k, ByteReader(c.key().subspan(prefix.b.size())).u64());
@@ -169,7 +169,7 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Store::Impl::leave_document(
     if (lr->body) freed += lr->body->size();
     Bytes header(lr->header.begin(), lr->header.end());
     LogRecord out_rec{lr->chain, lr->id, header, std::nullopt, lr->excluded, true};
-    FS_TRY(txn.put(t().logs, lk, out_rec.encode()));
+    FS_TRY(txn.put(t().logs, lk, out_rec.encode(bodies, p)));
     FS_TRY(note_left_out(txn, p, h.at.author, h.at.seq));
   }
   Key sub = doc_sub_prefix(dk);

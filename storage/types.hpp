@@ -47,6 +47,11 @@ struct StoreOptions {
   std::uint32_t max_imported_bundles = 1024;
   // storage.max_indexes: indexes declared on one project (Store::create_index).
   std::uint32_t max_indexes = 32;
+  // storage.body_compression_level: zstd level of bodies at rest, 1..19; 0 stores them as they
+  // are. storage.body_dictionary_bytes: the size of the dictionary trained per project, 0 for
+  // none (docs/storage.md "Bodies at rest").
+  std::uint32_t body_compression_level = 3;
+  std::uint32_t body_dictionary_bytes = 16384;
   BlobOptions blobs;  // [blob]: attachments (blob_store.hpp)
 };
 

@@ -143,6 +143,8 @@ const std::map<std::string, std::string>& samples() {
       {"storage.max_clock_skew_ms", "0"},
       {"storage.max_imported_bundles", "5"},
       {"storage.max_indexes", "3"},
+      {"storage.body_compression_level", "7"},
+      {"storage.body_dictionary_bytes", "4k"},
   };
   return m;
 }
@@ -260,6 +262,8 @@ const std::map<std::string, std::pair<std::string, std::string>>& bad_samples() 
       {"storage.max_clock_skew_ms", {"-1", "expected milliseconds"}},
       {"storage.max_imported_bundles", {"0", "expected an integer 1..1000000"}},
       {"storage.max_indexes", {"1001", "expected an integer 0..1000"}},
+      {"storage.body_compression_level", {"20", "expected an integer 0..19"}},
+      {"storage.body_dictionary_bytes", {"2M", "expected a size"}},
   };
   return m;
 }

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "raw_lmdb.hpp"
 #include "storage/lmdb_env.hpp"
 #include "storage/records.hpp"
 #include "store_fixture.hpp"
@@ -13,6 +14,7 @@ using namespace fieldsync::storage;
 using fieldsync::test::copy_logs;
 using fieldsync::test::open_store;
 using fieldsync::test::put;
+using fieldsync::test::Raw;
 using fieldsync::test::shared_project;
 using fieldsync::test::TempDir;
 
@@ -43,39 +45,6 @@ void check_same(const PeerRecord& a, const PeerRecord& b) {
   CHECK(a.added_ms == b.added_ms);
   CHECK(a.last_seen_ms == b.last_seen_ms);
 }
-
-// Raw puts into the store's LMDB tables while the store is closed (an older daemon's records,
-// or damage): table chosen by the caller.
-struct Raw {
-  std::unique_ptr<LmdbEnv> env;
-  // The database of a data directory, or the environment directory `sub` of `dir`.
-  explicit Raw(const std::filesystem::path& dir, std::string_view sub = "db") {
-    auto e = LmdbEnv::open(dir / sub, 1ull << 30, false);
-    REQUIRE(e.ok());
-    env = std::move(*e);
-  }
-  const Tables& t() const { return env->tables(); }
-  void put(MDB_dbi dbi, ByteView key, ByteView value) {
-    auto txn = LmdbTxn::begin(*env, true);
-    REQUIRE(txn.ok());
-    REQUIRE(txn->put(dbi, key, value).ok());
-    REQUIRE(txn->commit().ok());
-  }
-  std::optional<Bytes> get(MDB_dbi dbi, ByteView key) {
-    auto txn = LmdbTxn::begin(*env, false);
-    REQUIRE(txn.ok());
-    auto v = txn->get(dbi, key);
-    REQUIRE(v.ok());
-    if (!*v) return std::nullopt;
-    return Bytes((*v)->begin(), (*v)->end());
-  }
-  // The id of the last committed write transaction.
-  std::uint64_t last_txn() const {
-    MDB_envinfo info{};
-    REQUIRE(mdb_env_info(env->raw(), &info) == 0);
-    return info.me_last_txnid;
-  }
-};
 
 // Bytes (header + body) of an author's entries (after, upto], as read_log gives them.
 std::uint64_t entry_bytes(Store& s, const ProjectId& p, const DeviceId& a, std::uint64_t after,

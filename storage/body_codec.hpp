@@ -1,0 +1,83 @@
+// Document bodies at rest (docs/storage.md "Bodies at rest"): how a log record stores a body.
+//
+// A body is stored compressed (zstd) when that makes it smaller, with the project's trained
+// dictionary once it has one. Dictionaries are numbered store-wide (u16, from 1) and kept in
+// `meta` for good: a record names the one it was compressed with. A project's first
+// kDictionaryTrainingBodies compressed bodies go without one; then the store's background thread
+// trains one on a sample of its bodies (Store::Impl::train_dictionary_step) and the project's
+// later bodies use it.
+//
+// Thread-safety: every member is safe from any thread (one shared mutex guards the tables;
+// compressing and decompressing run outside it on shared, immutable dictionaries).
+// Errors: unpack() answers data_loss for a stored body that does not decompress (a dictionary
+// it names is missing, or the bytes are corrupt); pack() fails only when zstd does (internal).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <shared_mutex>
+
+#include "common/bytes.hpp"
+#include "common/compress.hpp"
+#include "common/ids.hpp"
+#include "common/result.hpp"
+
+namespace fieldsync::storage {
+
+// Bodies a project writes compressed without a dictionary before one is trained for it.
+inline constexpr std::size_t kDictionaryTrainingBodies = 1024;
+// At most this many bodies (and kDictionarySampleBytes) are the sample a dictionary learns from.
+inline constexpr std::size_t kDictionarySampleBodies = 4096;
+inline constexpr std::size_t kDictionarySampleBytes = 4u << 20;
+// Bodies shorter than this are stored as they are (a frame would not pay for itself).
+inline constexpr std::size_t kMinCompressedBody = 32;
+
+class BodyCodec {
+ public:
+  // level: storage.body_compression_level (0: bodies are stored as they are);
+  // dictionary_bytes: storage.body_dictionary_bytes (0: no dictionaries are trained).
+  BodyCodec(int level, std::size_t dictionary_bytes)
+      : level_(level), dict_bytes_(dictionary_bytes) {}
+
+  struct Packed {
+    bool compressed = false;
+    std::uint16_t dict = 0;  // 0: none
+    Bytes frame;             // the zstd frame when compressed
+  };
+  // The stored form of a body of project `p`: compressed when that is smaller. A body
+  // compressed without a dictionary counts towards training one (note_untrained).
+  Result<Packed> pack(const ProjectId& p, ByteView body) const;
+  // The body a stored frame holds; `max_bytes`: the most it may declare.
+  Status unpack(std::uint16_t dict, ByteView frame, std::size_t max_bytes, Bytes& out) const;
+
+  // Loading and adding dictionaries (Store::open; the background thread after it stored one).
+  Status add_dictionary(std::uint16_t number, ByteView dict);
+  void set_current(const ProjectId& p, std::uint16_t number);
+  std::optional<std::uint16_t> current(const ProjectId& p) const;
+  void forget_project(const ProjectId& p);
+
+  // Counts compressed bodies written for projects without a dictionary; the projects that
+  // reached kDictionaryTrainingBodies are due for training (taken once each).
+  void note_untrained(const ProjectId& p, std::size_t bodies) const;
+  // A training that found too little to learn from: counted again from zero.
+  void retry_later(const ProjectId& p);
+  std::optional<ProjectId> take_due();
+  bool has_due() const;
+  bool trains() const { return level_ > 0 && dict_bytes_ > 0; }
+  std::size_t dictionary_bytes() const { return dict_bytes_; }
+  int level() const { return level_; }
+
+ private:
+  const int level_;
+  const std::size_t dict_bytes_;
+  mutable std::shared_mutex mu_;
+  std::map<std::uint16_t, std::shared_ptr<const ZstdDictionary>> dicts_;  // under mu_
+  std::map<ProjectId, std::uint16_t> current_;                            // under mu_
+  mutable std::map<ProjectId, std::size_t> untrained_;                    // under mu_
+  mutable std::set<ProjectId> due_;                                       // under mu_
+};
+
+}  // namespace fieldsync::storage

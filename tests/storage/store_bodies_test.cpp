@@ -1,0 +1,274 @@
+// Bodies at rest (docs/storage.md "Bodies at rest"): compressed with zstd, with a dictionary
+// trained per project after its first kDictionaryTrainingBodies; read back byte for byte; a
+// store reads every form it ever wrote; damage reads as data_loss.
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "common/bytes.hpp"
+#include "raw_lmdb.hpp"
+#include "storage/records.hpp"
+#include "store_fixture.hpp"
+
+using namespace fieldsync;
+using namespace fieldsync::storage;
+using fieldsync::test::copy_logs;
+using fieldsync::test::open_store;
+using fieldsync::test::put;
+using fieldsync::test::Raw;
+using fieldsync::test::shared_project;
+using fieldsync::test::TempDir;
+
+namespace {
+
+const Bytes kFormat = {'f', 'o', 'r', 'm', 'a', 't'};
+
+// A field observation like the ones apps record: the same keys, varied values.
+std::string observation(int i) {
+  static const char* words[] = {"track",    "north", "gate", "water",  "trail",  "photo", "adult",
+                                "juvenile", "fence", "dry",  "season", "sample", "clear"};
+  std::mt19937 rng(static_cast<unsigned>(i));
+  std::string notes;
+  for (int w = 0; w < 25; ++w) notes += std::string(words[rng() % 13]) + " ";
+  return R"({"type":"observation","lat":)" + std::to_string(-4.0 + (rng() % 100000) / 1e5) +
+         R"(,"lon":)" + std::to_string(-60.0 - (rng() % 100000) / 1e5) +
+         R"(,"created_at":"2026-01-01T00:00:)" + std::to_string(10 + i % 50) +
+         R"(Z","device":"device-a","tags":{"category":"deforestation","count":)" +
+         std::to_string(rng() % 50) + R"(,"notes":")" + notes + R"("},"attachments":[]})";
+}
+
+struct StoredForm {
+  bool has_body = false;
+  bool compressed = false;
+  std::uint16_t dict = 0;
+  std::size_t stored_bytes = 0;  // the body's bytes in the record (frame or plain)
+};
+
+// How the project's log records hold their bodies (layout: docs/storage.md "Tables", logs).
+std::vector<StoredForm> stored_forms(Raw& raw, const ProjectId& p) {
+  std::vector<StoredForm> out;
+  for (const auto& [k, v] : raw.scan(raw.t().logs, p.view())) {
+    ByteReader r(v);
+    r.fixed<32>();
+    r.fixed<32>();
+    std::uint8_t flags = r.u8();
+    (void)r.blob(kMaxVersionHeaderBytes);
+    StoredForm f;
+    f.has_body = flags & 1;
+    f.compressed = flags & 8;
+    if (f.compressed) f.dict = r.u16();
+    if (f.has_body) f.stored_bytes = r.blob(kMaxBodyBytesCeiling).size();
+    REQUIRE(r.ok());
+    out.push_back(f);
+  }
+  return out;
+}
+
+void wait_for_dictionary(Store& s, const ProjectId& p) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (!s.body_dictionary(p)) {
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void check_bodies(Store& s, const ProjectId& p, int from, int to) {
+  for (int i = from; i < to; ++i) {
+    auto d = s.get_document(p, "obs", "o" + std::to_string(i));
+    REQUIRE(d.ok());
+    REQUIRE(d->body);
+    CHECK(*d->body == observation(i));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("bodies at rest: compressed, a dictionary after the first 1024, read back exactly",
+          "[storage][bodies]") {
+  TempDir d;
+  ProjectId p;
+  std::uint16_t dict = 0;
+  {
+    auto s = open_store(d.path());
+    auto proj = s->create_project("survey");
+    REQUIRE(proj.ok());
+    p = proj->id;
+    CHECK(!s->body_dictionary(p));
+    for (int i = 0; i < 1100; ++i)
+      REQUIRE(s->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+    wait_for_dictionary(*s, p);
+    dict = *s->body_dictionary(p);
+    CHECK(dict >= 1);
+    for (int i = 1100; i < 1600; ++i)
+      REQUIRE(s->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+    check_bodies(*s, p, 0, 1600);
+  }
+  std::size_t plain_bytes = 0;
+  for (int i = 1100; i < 1600; ++i) plain_bytes += observation(i).size();
+  {
+    Raw raw(d.path());
+    auto forms = stored_forms(raw, p);
+    std::size_t without = 0, with = 0, with_bytes = 0;
+    for (const auto& f : forms) {
+      if (!f.has_body) continue;  // the project's own records (membership)
+      CHECK(f.compressed);
+      if (f.dict == 0) ++without;
+      if (f.dict == dict) {
+        ++with;
+        with_bytes += f.stored_bytes;
+      }
+    }
+    CHECK(without >= kDictionaryTrainingBodies);
+    CHECK(without < 1600 - 500 + 1);
+    CHECK(with >= 500);  // every body written once the dictionary existed
+    // The dictionary pays: well under half of what the bodies are.
+    CHECK(with_bytes * 2 < plain_bytes * with / 500);
+  }
+  // Reopened: the dictionary is loaded again; bodies read back, and a peer that takes the
+  // logs verifies every body against its hash (apply_log) and reads the same.
+  auto s = open_store(d.path());
+  CHECK(s->body_dictionary(p) == dict);
+  check_bodies(*s, p, 0, 1600);
+  TempDir d2;
+  auto peer = open_store(d2.path());
+  auto secret = s->project_secret(p);
+  REQUIRE(secret.ok());
+  REQUIRE(peer->add_project(*s->get_project(p), *secret).ok());
+  CHECK(copy_logs(*s, *peer, p) >= 1600);
+  check_bodies(*peer, p, 0, 1600);
+}
+
+TEST_CASE("bodies at rest: small or incompressible bodies, and level 0, are stored as they are",
+          "[storage][bodies]") {
+  TempDir d;
+  ProjectId p;
+  std::string noise;
+  {
+    std::mt19937 rng(7);
+    const char* b64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    for (int i = 0; i < 40; ++i) noise += b64[rng() % 64];  // too short for a table to pay
+  }
+  {
+    StoreOptions o;
+    o.body_compression_level = 0;
+    auto s = open_store(d.path(), o);
+    auto proj = s->create_project("survey");
+    REQUIRE(proj.ok());
+    p = proj->id;
+    REQUIRE(s->write(p, put("obs", "o0", observation(0))).ok());
+  }
+  {
+    auto s = open_store(d.path());  // level 3 now
+    REQUIRE(s->write(p, put("obs", "o1", observation(1))).ok());
+    REQUIRE(s->write(p, put("obs", "tiny", "{}")).ok());
+    REQUIRE(s->write(p, put("obs", "noise", R"({"n":")" + noise + "\"}")).ok());
+  }
+  {
+    Raw raw(d.path());
+    std::vector<StoredForm> bodies;
+    for (const auto& f : stored_forms(raw, p))
+      if (f.has_body && f.stored_bytes != 0) bodies.push_back(f);
+    REQUIRE(bodies.size() >= 4);
+    auto last4 = std::vector<StoredForm>(bodies.end() - 4, bodies.end());
+    CHECK(!last4[0].compressed);  // written at level 0
+    CHECK(last4[1].compressed);
+    CHECK(last4[1].stored_bytes < observation(1).size());
+    CHECK(!last4[2].compressed);  // too small to pay for a frame
+    CHECK(!last4[3].compressed);  // compressing did not make it smaller
+  }
+  auto s = open_store(d.path());
+  check_bodies(*s, p, 0, 2);
+  CHECK(*s->get_document(p, "obs", "tiny")->body == "{}");
+  CHECK(*s->get_document(p, "obs", "noise")->body == R"({"n":")" + noise + "\"}");
+}
+
+TEST_CASE("bodies at rest: a missing dictionary or a damaged frame reads as data_loss",
+          "[storage][bodies]") {
+  TempDir d;
+  ProjectId p;
+  std::uint16_t dict = 0;
+  {
+    auto s = open_store(d.path());
+    auto proj = s->create_project("survey");
+    REQUIRE(proj.ok());
+    p = proj->id;
+    for (int i = 0; i < 1100; ++i)
+      REQUIRE(s->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+    wait_for_dictionary(*s, p);
+    dict = *s->body_dictionary(p);
+    REQUIRE(s->write(p, put("obs", "late", observation(5000))).ok());
+  }
+  Bytes damaged_key;
+  {
+    Raw raw(d.path());
+    // Damage one early record's frame (a byte in its middle); take the dictionary away.
+    auto logs = raw.scan(raw.t().logs, p.view());
+    for (auto& [k, v] : logs) {
+      ByteReader r(v);
+      r.fixed<32>();
+      r.fixed<32>();
+      std::uint8_t flags = r.u8();
+      (void)r.blob(kMaxVersionHeaderBytes);
+      if (!(flags & 8) || r.u16() != 0) continue;
+      v[v.size() - 20] ^= 0x5a;
+      raw.put(raw.t().logs, k, v);
+      damaged_key = k;
+      break;
+    }
+    REQUIRE(!damaged_key.empty());
+    Bytes zkey{'Z', static_cast<std::uint8_t>(dict >> 8), static_cast<std::uint8_t>(dict)};
+    REQUIRE(raw.get(raw.t().meta, zkey));
+    raw.del(raw.t().meta, zkey);
+  }
+  auto s = open_store(d.path());
+  auto late = s->get_document(p, "obs", "late");
+  REQUIRE(!late.ok());
+  CHECK(late.error().code == Errc::data_loss);
+  // The damaged one fails the same way (or, if the flip left a valid frame, reads as a body
+  // that is not the one written: never silently as the original).
+  int damaged = 0;
+  for (int i = 0; i < 1100; ++i) {
+    auto doc = s->get_document(p, "obs", "o" + std::to_string(i));
+    if (!doc.ok()) {
+      CHECK(doc.error().code == Errc::data_loss);
+      ++damaged;
+    } else if (doc->body && *doc->body != observation(i)) {
+      ++damaged;
+    }
+  }
+  CHECK(damaged == 1);
+  // New writes go on without the lost dictionary.
+  REQUIRE(s->write(p, put("obs", "after", observation(6000))).ok());
+  CHECK(*s->get_document(p, "obs", "after")->body == observation(6000));
+}
+
+TEST_CASE("format 2 stores open as format 3 after a copy of them", "[storage][bodies]") {
+  TempDir d;
+  ProjectId p;
+  {
+    StoreOptions o;
+    o.body_compression_level = 0;  // what a format-2 daemon wrote: bodies as they are
+    auto s = open_store(d.path(), o);
+    auto proj = s->create_project("survey");
+    REQUIRE(proj.ok());
+    p = proj->id;
+    REQUIRE(s->write(p, put("obs", "o0", observation(0))).ok());
+  }
+  {
+    Raw raw(d.path());
+    raw.put(raw.t().meta, kFormat, u64_bytes(2));
+  }
+  auto s = open_store(d.path());
+  REQUIRE(s->converted());
+  CHECK(s->converted()->from_format == 2);
+  CHECK(s->converted()->to_format == 3);
+  CHECK(std::filesystem::exists(d.path() / "upgrade-backup" / "format-2" / "data.mdb"));
+  check_bodies(*s, p, 0, 1);
+  s.reset();
+  Raw raw(d.path());
+  CHECK(raw.get(raw.t().meta, kFormat) == u64_bytes(3));
+  Raw old(d.path() / "upgrade-backup", "format-2");
+  CHECK(old.get(old.t().meta, kFormat) == u64_bytes(2));
+}
