@@ -4,8 +4,10 @@ a data directory put back from an old copy, or restored with `syncctl backup`, k
 and nothing written on either side of the restore is lost. Real fieldsyncd processes on
 127.0.0.1. Run by ctest, or by hand: /usr/bin/python3 tests/integration/test_restore.py -v
 """
+import base64
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -299,10 +301,13 @@ class BackupStreamTests(unittest.TestCase):
         cls.tmp = tempfile.mkdtemp(prefix="fsi-backup-", dir="/tmp")
         cls.d = start("alpha")
         pid = cls.d.create_project("p")
-        # A database larger than the pipe and socket buffers (~3 MB).
+        # A database larger than the pipe and socket buffers (~3 MB), of random (base64) bodies
+        # that compression at rest does not shrink much.
+        rng = random.Random(15)
         for n in range(15):
             r = cls.d.unix("POST", V + "/%s/batch" % pid, {"writes": [
-                {"collection": "obs", "id": "d%d-%d" % (n, i), "body": {"pad": "%0500d" % i * 4}}
+                {"collection": "obs", "id": "d%d-%d" % (n, i),
+                 "body": {"pad": base64.b64encode(rng.randbytes(1500)).decode()}}
                 for i in range(100)]})
             assert r.status == 200, r
         cls.pid = pid
