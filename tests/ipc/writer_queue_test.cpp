@@ -141,7 +141,7 @@ TEST_CASE("a group that fills the map keeps all its writes committed, or none of
   storage::StoreOptions so;
   so.data_dir = dir.path();
   so.durable = false;
-  so.map_size_bytes = 1 << 20;  // fills up within the group
+  so.map_size_bytes = 1 << 20;    // fills up within the group
   so.body_compression_level = 0;  // the padded bodies below would compress to almost nothing
   auto s = storage::Store::open(so);
   REQUIRE(s);
