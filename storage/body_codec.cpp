@@ -14,14 +14,14 @@ Result<BodyCodec::Packed> BodyCodec::pack(const ProjectId& p, ByteView body) con
     if (auto c = current_.find(p); c != current_.end()) {
       if (auto d = dicts_.find(c->second); d != dicts_.end()) {
         out.dict = c->second;
-        dict = d->second;
+        dict = d->second.zstd;
       }
     }
   }
   FS_TRY(zstd_compress_small(body, level_, dict.get(), out.frame));
   if (out.frame.size() + 2 >= body.size()) return Packed{};  // not smaller: as it is
   out.compressed = true;
-  if (out.dict == 0) note_untrained(p, 1);
+  if (out.dict == 0) note_untrained(p);
   return out;
 }
 
@@ -37,7 +37,7 @@ Status BodyCodec::unpack(std::uint16_t dict, ByteView frame, std::size_t max_byt
     if (it == dicts_.end())
       return make_error(Errc::data_loss, "a stored body names dictionary " + std::to_string(dict) +
                                              ", which this store lacks");
-    d = it->second;
+    d = it->second.zstd;
   }
   if (auto st = zstd_decompress_small(frame, *size, d.get(), out); !st)
     return make_error(Errc::data_loss, "a stored body does not decompress: " + st.error().message);
@@ -50,7 +50,7 @@ Status BodyCodec::add_dictionary(std::uint16_t number, ByteView dict) {
     return make_error(Errc::data_loss, "body dictionary " + std::to_string(number) +
                                            " does not load: " + d.error().message);
   std::unique_lock lock(mu_);
-  dicts_[number] = std::move(*d);
+  dicts_[number] = Dictionary{std::move(*d), Bytes(dict.begin(), dict.end())};
   return {};
 }
 
@@ -58,7 +58,6 @@ void BodyCodec::set_current(const ProjectId& p, std::uint16_t number) {
   std::unique_lock lock(mu_);
   current_[p] = number;
   untrained_.erase(p);
-  due_.erase(p);
 }
 
 std::optional<std::uint16_t> BodyCodec::current(const ProjectId& p) const {
@@ -68,39 +67,35 @@ std::optional<std::uint16_t> BodyCodec::current(const ProjectId& p) const {
   return it->second;
 }
 
+Bytes BodyCodec::dictionary(std::uint16_t number) const {
+  std::shared_lock lock(mu_);
+  auto it = dicts_.find(number);
+  return it == dicts_.end() ? Bytes{} : it->second.bytes;
+}
+
 void BodyCodec::forget_project(const ProjectId& p) {
   std::unique_lock lock(mu_);
   current_.erase(p);
   untrained_.erase(p);
-  due_.erase(p);
 }
 
-void BodyCodec::note_untrained(const ProjectId& p, std::size_t bodies) const {
-  if (!trains() || bodies == 0) return;
+void BodyCodec::note_untrained(const ProjectId& p) const {
+  if (!trains()) return;
   std::unique_lock lock(mu_);
-  if (current_.count(p)) return;
   auto& n = untrained_[p];
-  if (n >= kDictionaryTrainingBodies) return;  // due already (or being trained)
-  n += bodies;
-  if (n >= kDictionaryTrainingBodies) due_.insert(p);
+  if (n < kDictionaryTrainingBodies) ++n;
+}
+
+bool BodyCodec::due(const ProjectId& p) const {
+  if (!trains()) return false;
+  std::shared_lock lock(mu_);
+  auto it = untrained_.find(p);
+  return it != untrained_.end() && it->second >= kDictionaryTrainingBodies && !current_.count(p);
 }
 
 void BodyCodec::retry_later(const ProjectId& p) {
   std::unique_lock lock(mu_);
   untrained_.erase(p);
-}
-
-bool BodyCodec::has_due() const {
-  std::shared_lock lock(mu_);
-  return !due_.empty();
-}
-
-std::optional<ProjectId> BodyCodec::take_due() {
-  std::unique_lock lock(mu_);
-  if (due_.empty()) return std::nullopt;
-  ProjectId p = *due_.begin();
-  due_.erase(due_.begin());
-  return p;
 }
 
 }  // namespace fieldsync::storage

@@ -3,12 +3,13 @@
 // A body is stored compressed (zstd) when that makes it smaller, with the project's trained
 // dictionary once it has one. Dictionaries are numbered store-wide (u16, from 1) and kept in
 // `meta` for good: a record names the one it was compressed with. A project's first
-// kDictionaryTrainingBodies compressed bodies go without one; then the store's background thread
-// trains one on a sample of its bodies (Store::Impl::train_dictionary_step) and the project's
-// later bodies use it.
+// kDictionaryTrainingBodies compressed bodies go without one; the write transaction that packs
+// the next trains one on a sample of the project's bodies as it sees them
+// (Store::Impl::put_log), and the project's later bodies use it.
 //
 // Thread-safety: every member is safe from any thread (one shared mutex guards the tables;
-// compressing and decompressing run outside it on shared, immutable dictionaries).
+// compressing and decompressing run outside it on shared, immutable dictionaries). Only write
+// transactions (one at a time: LMDB's writer) pack, count and add dictionaries.
 // Errors: unpack() answers data_loss for a stored body that does not decompress (a dictionary
 // it names is missing, or the bytes are corrupt); pack() fails only when zstd does (internal).
 #pragma once
@@ -17,7 +18,6 @@
 #include <map>
 #include <memory>
 #include <optional>
-#include <set>
 #include <shared_mutex>
 
 #include "common/bytes.hpp"
@@ -53,31 +53,35 @@ class BodyCodec {
   // The body a stored frame holds; `max_bytes`: the most it may declare.
   Status unpack(std::uint16_t dict, ByteView frame, std::size_t max_bytes, Bytes& out) const;
 
-  // Loading and adding dictionaries (Store::open; the background thread after it stored one).
+  // Loading and adding dictionaries (Store::open; put_log when it trained one).
   Status add_dictionary(std::uint16_t number, ByteView dict);
   void set_current(const ProjectId& p, std::uint16_t number);
   std::optional<std::uint16_t> current(const ProjectId& p) const;
+  // The bytes of a dictionary added (to store it again); empty if unknown.
+  Bytes dictionary(std::uint16_t number) const;
   void forget_project(const ProjectId& p);
 
-  // Counts compressed bodies written for projects without a dictionary; the projects that
-  // reached kDictionaryTrainingBodies are due for training (taken once each).
-  void note_untrained(const ProjectId& p, std::size_t bodies) const;
+  // Whether the project has packed kDictionaryTrainingBodies bodies without a dictionary.
+  bool due(const ProjectId& p) const;
   // A training that found too little to learn from: counted again from zero.
   void retry_later(const ProjectId& p);
-  std::optional<ProjectId> take_due();
-  bool has_due() const;
   bool trains() const { return level_ > 0 && dict_bytes_ > 0; }
   std::size_t dictionary_bytes() const { return dict_bytes_; }
   int level() const { return level_; }
 
  private:
+  void note_untrained(const ProjectId& p) const;
+
   const int level_;
   const std::size_t dict_bytes_;
   mutable std::shared_mutex mu_;
-  std::map<std::uint16_t, std::shared_ptr<const ZstdDictionary>> dicts_;  // under mu_
-  std::map<ProjectId, std::uint16_t> current_;                            // under mu_
-  mutable std::map<ProjectId, std::size_t> untrained_;                    // under mu_
-  mutable std::set<ProjectId> due_;                                       // under mu_
+  struct Dictionary {
+    std::shared_ptr<const ZstdDictionary> zstd;
+    Bytes bytes;
+  };
+  std::map<std::uint16_t, Dictionary> dicts_;           // under mu_
+  std::map<ProjectId, std::uint16_t> current_;          // under mu_
+  mutable std::map<ProjectId, std::size_t> untrained_;  // under mu_
 };
 
 }  // namespace fieldsync::storage

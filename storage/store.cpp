@@ -173,13 +173,9 @@ void Store::Impl::notify(const ProjectId& p, std::uint64_t seq) {
     group_changes->emplace_back(p, seq);
     return;
   }
-  {
-    std::lock_guard lock(listener_mu);
-    if (listener) listener(p, seq);
-    blobs_changed(p);
-  }
-  // Committed now: a project due for a body dictionary has its sample on disk.
-  if (bodies.has_due()) wake_index_builder();
+  std::lock_guard lock(listener_mu);
+  if (listener) listener(p, seq);
+  blobs_changed(p);
 }
 
 // ---- Store ----

@@ -1,8 +1,9 @@
 // Store: the dictionaries bodies at rest are compressed with (docs/storage.md "Bodies at rest").
 //
 // meta 'Z' + u16 number -> a zstd dictionary; 'z' + project -> u16 number of the project's
-// current one. Numbers are store-wide and never reused while a record may name them: a
-// dictionary goes only with its project (leave_project).
+// current one. Numbers are store-wide; a dictionary goes only with its project (leave_project).
+// Every write transaction that packs a body with a dictionary finds it stored in its own view
+// (put_log), so a committed record never names a dictionary that is not committed.
 #include <string>
 
 #include "storage/store_impl.hpp"
@@ -45,60 +46,74 @@ Status Store::Impl::load_body_dictionaries() {
     if (c.key().size() != 1 + ProjectId{}.bytes.size() || c.value().size() != 2) continue;
     ProjectId p;
     std::copy(c.key().begin() + 1, c.key().end(), p.bytes.begin());
-    bodies.set_current(p, static_cast<std::uint16_t>(c.value()[0] << 8 | c.value()[1]));
+    auto number = static_cast<std::uint16_t>(c.value()[0] << 8 | c.value()[1]);
+    // One whose record is gone (damage) is not used again: the project trains another.
+    if (!bodies.dictionary(number).empty()) bodies.set_current(p, number);
   }
   return {};
 }
 
-Result<bool> Store::Impl::train_dictionary_step() {
-  auto due = bodies.take_due();
-  if (!due) return false;
-  const ProjectId p = *due;
-  // A sample of the project's bodies, in log order (whatever they were stored as).
+namespace {
+
+// A sample of the project's bodies as `txn` sees them (its own writes included), in log order.
+Result<std::vector<Bytes>> body_sample(const Store::Impl& im, const LmdbTxn& txn,
+                                       const ProjectId& p) {
   std::vector<Bytes> sample;
-  std::vector<ByteView> views;
-  {
-    auto txn = read_txn();
-    if (!txn) return txn.error();
-    Key prefix = prefix_of(p);
-    std::size_t bytes = 0;
-    LmdbCursor c(*txn, t().logs);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-      auto lr = LogRecord::decode(c.value(), bodies);
-      if (!lr || !lr->body || lr->body->size() < kMinCompressedBody) continue;
-      sample.emplace_back(lr->body->begin(), lr->body->end());
-      bytes += lr->body->size();
-      if (sample.size() >= kDictionarySampleBodies || bytes >= kDictionarySampleBytes) break;
+  Key prefix = prefix_of(p);
+  std::size_t bytes = 0;
+  LmdbCursor c(txn, im.t().logs);
+  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+    auto lr = LogRecord::decode(c.value(), im.bodies);
+    if (!lr || !lr->body || lr->body->size() < kMinCompressedBody) continue;
+    sample.emplace_back(lr->body->begin(), lr->body->end());
+    bytes += lr->body->size();
+    if (sample.size() >= kDictionarySampleBodies || bytes >= kDictionarySampleBytes) break;
+  }
+  return sample;
+}
+
+Status store_dictionary(const Store::Impl& im, LmdbTxn& txn, const ProjectId& p,
+                        std::uint16_t number, ByteView dict) {
+  Bytes num{static_cast<std::uint8_t>(number >> 8), static_cast<std::uint8_t>(number)};
+  FS_TRY(txn.put(im.t().meta, dict_key(number), dict));
+  return txn.put(im.t().meta, current_key(p), num);
+}
+
+}  // namespace
+
+Status Store::Impl::put_log(LmdbTxn& txn, const ProjectId& p, ByteView key, const LogRecord& lr) {
+  if (lr.body && bodies.level() > 0) {
+    if (auto n = bodies.current(p)) {
+      // Trained in a transaction that was rolled back (a failed write or group): stored again
+      // here, with the records that name it.
+      auto stored = txn.get(t().meta, dict_key(*n));
+      if (!stored) return stored.error();
+      if (!*stored) FS_TRY(store_dictionary(*this, txn, p, *n, bodies.dictionary(*n)));
+    } else if (bodies.due(p)) {
+      auto sample = body_sample(*this, txn, p);
+      if (!sample) return sample.error();
+      std::vector<ByteView> views(sample->begin(), sample->end());
+      auto dict = zstd_train_dictionary(views, bodies.dictionary_bytes());
+      if (!dict) {
+        bodies.retry_later(p);  // too little to learn from yet: after as many bodies again
+      } else {
+        std::uint16_t number = 1;  // one above the highest stored
+        Key zd;
+        zd.u8('Z');
+        LmdbCursor c(txn, t().meta);
+        for (bool ok = c.seek(zd); ok && has_prefix(c.key(), zd); ok = c.next())
+          if (c.key().size() == 3) number = static_cast<std::uint16_t>(number_of(c.key()) + 1);
+        if (number == 0) {
+          bodies.retry_later(p);  // 65535 in use: the project goes on without one
+        } else {
+          FS_TRY(bodies.add_dictionary(number, *dict));
+          FS_TRY(store_dictionary(*this, txn, p, number, *dict));
+          bodies.set_current(p, number);
+        }
+      }
     }
   }
-  for (const auto& s : sample) views.emplace_back(s);
-  auto dict = zstd_train_dictionary(views, bodies.dictionary_bytes());
-  if (!dict) {
-    bodies.retry_later(p);  // too little to learn from yet: after as many bodies again
-    return true;
-  }
-  auto txn = write_txn();
-  if (!txn) return txn.error();
-  auto project_rec = txn->get(t().projects, p.view());
-  if (!project_rec) return project_rec.error();
-  if (!*project_rec) return true;  // left meanwhile
-  // The next number: one above the highest in use.
-  std::uint16_t number = 1;
-  {
-    Key zd;
-    zd.u8('Z');
-    LmdbCursor c(*txn, t().meta);
-    for (bool ok = c.seek(zd); ok && has_prefix(c.key(), zd); ok = c.next())
-      if (c.key().size() == 3) number = static_cast<std::uint16_t>(number_of(c.key()) + 1);
-  }
-  if (number == 0) return true;  // 65535 in use: the project goes on without one
-  FS_TRY(bodies.add_dictionary(number, *dict));
-  Bytes num{static_cast<std::uint8_t>(number >> 8), static_cast<std::uint8_t>(number)};
-  FS_TRY(txn->put(t().meta, dict_key(number), *dict));
-  FS_TRY(txn->put(t().meta, current_key(p), num));
-  FS_TRY(txn->commit());
-  bodies.set_current(p, number);  // only now: no record names it before it is stored
-  return true;
+  return txn.put(t().logs, key, lr.encode(bodies, p));
 }
 
 Status Store::Impl::forget_body_dictionary(LmdbTxn& txn, const ProjectId& p) {

@@ -191,7 +191,7 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   cur.own.chain = chain_next(cur.own.chain, cur.own.seq, id);
   LogRecord lr{cur.own.chain, id, enc, std::nullopt, false};
   if (!tombstone) lr.body = as_bytes(req.body);
-  FS_TRY(txn.put(t.logs, log_key(project, h.author, cur.own.seq), lr.encode(im.bodies, project)));
+  FS_TRY(im.put_log(txn, project, log_key(project, h.author, cur.own.seq), lr));
   if (cur.own.seq % o.checkpoint_interval == 0) {
     auto sig = im.key->sign(checkpoint_message(project, h.author, cur.own.seq, cur.own.chain));
     FS_TRY(txn.put(t.checkpoints, log_key(project, h.author, cur.own.seq),

@@ -245,9 +245,11 @@ struct Store::Impl {
   // first index being built. False: none is being built.
   Result<bool> build_index_step();
   // Bodies at rest (store_dictionaries.cpp): the dictionaries and each project's current one,
-  // loaded at open; one training of a project due for it (the index thread). False: none due.
+  // loaded at open. put_log() writes a log record whose body may be packed: in `txn` it trains
+  // the project's dictionary when one is due, and makes sure the dictionary it packs with is
+  // stored in `txn` itself (so no committed record names one that is not).
   Status load_body_dictionaries();
-  Result<bool> train_dictionary_step();
+  Status put_log(LmdbTxn& txn, const ProjectId& p, ByteView key, const LogRecord& lr);
   Status forget_body_dictionary(LmdbTxn& txn, const ProjectId& p);
   void start_index_builder();
   void wake_index_builder();

@@ -129,9 +129,8 @@ Result<Store::Impl::IndexDef> decode_decl(std::string_view name, ByteView v) {
 }  // namespace
 
 // The index thread: builds declared indexes over the documents held already, a batch per
-// transaction, and trains the body dictionaries that are due (store_dictionaries.cpp), until
-// neither has work; then sleeps until woken (a declaration, a project due for a dictionary).
-// A failed step is tried again after a pause.
+// transaction, until none is being built; then sleeps until woken (a declaration). A failed
+// step is tried again after a pause.
 class IndexBuilder {
  public:
   explicit IndexBuilder(Store::Impl& im) : im_(im), thread_([this] { run(); }) {}
@@ -160,13 +159,12 @@ class IndexBuilder {
       while (!stop_) {
         lock.unlock();
         auto more = im_.build_index_step();
-        auto trained = im_.train_dictionary_step();
         lock.lock();
-        if (!more || !trained) {
+        if (!more) {
           cv_.wait_for(lock, std::chrono::seconds(5), [&] { return stop_; });
           continue;
         }
-        if (!*more && !*trained) break;
+        if (!*more) break;
       }
     }
   }

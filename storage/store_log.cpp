@@ -187,7 +187,7 @@ Result<std::uint32_t> Store::Impl::relog(
     if (!gone) return gone.error();
     LogRecord lr{cur.chain, e->id, e->header, std::nullopt, *gone};
     if (e->body && !*gone) lr.body = as_bytes(*e->body);
-    FS_TRY(txn.put(t().logs, log_key(p, me(), cur.seq), lr.encode(bodies, p)));
+    FS_TRY(put_log(txn, p, log_key(p, me(), cur.seq), lr));
     if (cur.seq % opts.checkpoint_interval == 0) {
       auto sig = key->sign(checkpoint_message(p, me(), cur.seq, cur.chain));
       FS_TRY(txn.put(t().checkpoints, log_key(p, me(), cur.seq),
@@ -334,7 +334,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       const bool excluded = held->excluded || *gone;
       LogRecord lr{held->chain, e.id, e.header, std::nullopt, excluded, false};
       if (e.body && !excluded) lr.body = as_bytes(*e.body);
-      FS_TRY(txn->put(impl_->t().logs, lk, lr.encode(impl_->bodies, project)));
+      FS_TRY(impl_->put_log(*txn, project, lk, lr));
       FS_TRY(impl_->note_taken_in(*txn, project, author, e.seq));
       if (excluded) continue;
       impl_->clock.observe(h->hlc);
@@ -602,8 +602,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     }
     LogRecord lr{c2, e.id, e.header, std::nullopt, excluded};
     if (e.body && !excluded) lr.body = as_bytes(*e.body);
-    FS_TRY(
-        txn->put(t.logs, log_key(project, batch.author, e.seq), lr.encode(impl_->bodies, project)));
+    FS_TRY(impl_->put_log(*txn, project, log_key(project, batch.author, e.seq), lr));
     if (excluded) continue;
     if (p.header.collection == kMembersCollection) membership_changed = true;
     if (p.header.collection == kErasuresCollection) erasures_changed = true;
