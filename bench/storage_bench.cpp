@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -85,6 +86,9 @@ std::unique_ptr<storage::Store> open(const std::filesystem::path& dir) {
   storage::StoreOptions o;
   o.data_dir = dir;
   o.map_size_bytes = 8ull << 30;
+  // FS_BENCH_BODY_LEVEL: storage.body_compression_level (default: the store's default).
+  if (const char* l = std::getenv("FS_BENCH_BODY_LEVEL"))
+    o.body_compression_level = static_cast<std::uint32_t>(std::strtoul(l, nullptr, 10));
   auto s = storage::Store::open(o);
   if (!s) {
     std::fprintf(stderr, "%s\n", s.error().message.c_str());
