@@ -105,10 +105,17 @@ Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out) {
 
 Result<std::shared_ptr<const ZstdDictionary>> ZstdDictionary::load(ByteView dict, int level) {
   std::shared_ptr<ZstdDictionary> d(new ZstdDictionary());
-  d->cdict_ = ZSTD_createCDict(dict.data(), dict.size(), level);
-  d->ddict_ = ZSTD_createDDict(dict.data(), dict.size());
-  if (!d->cdict_ || !d->ddict_) return make_error(Errc::invalid_argument, "not a zstd dictionary");
+  d->bytes_.assign(dict.begin(), dict.end());
+  d->level_ = level;
+  d->ddict_ = ZSTD_createDDict(d->bytes_.data(), d->bytes_.size());
+  if (!d->ddict_) return make_error(Errc::invalid_argument, "not a zstd dictionary");
   return std::shared_ptr<const ZstdDictionary>(std::move(d));
+}
+
+const void* ZstdDictionary::cdict() const {
+  std::call_once(cdict_once_,
+                 [&] { cdict_ = ZSTD_createCDict(bytes_.data(), bytes_.size(), level_); });
+  return cdict_;
 }
 
 ZstdDictionary::~ZstdDictionary() {
@@ -117,8 +124,12 @@ ZstdDictionary::~ZstdDictionary() {
 }
 
 Status zstd_compress_small(ByteView in, int level, const ZstdDictionary* dict, Bytes& out) {
-  return compress_frame(in, level, false,
-                        dict ? static_cast<const ZSTD_CDict*>(dict->cdict_) : nullptr, out);
+  const ZSTD_CDict* cdict = nullptr;
+  if (dict) {
+    cdict = static_cast<const ZSTD_CDict*>(dict->cdict());
+    if (!cdict) return make_error(Errc::resource_exhausted, "cannot make a zstd dictionary");
+  }
+  return compress_frame(in, level, false, cdict, out);
 }
 
 std::optional<std::size_t> zstd_frame_size(ByteView in) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -31,8 +32,10 @@ Status zstd_compress(ByteView in, int level, Bytes& out);
 // produce more than expected_size bytes, or fewer.
 Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out);
 
-// A trained dictionary, ready for both directions at one compression level (zstd's CDict and
-// DDict). Immutable once made: share it between threads freely.
+// A trained dictionary for both directions at one compression level (zstd's DDict, made at
+// load, and CDict, made at the first compression: a CDict is ~420 KB at level 3, ~64 KB at
+// level 1, for a 16 KiB dictionary, and a store may hold many that it only reads). Safe to
+// share between threads.
 class ZstdDictionary {
  public:
   // invalid_argument when `dict` is not a dictionary zstd can load.
@@ -43,9 +46,13 @@ class ZstdDictionary {
 
  private:
   ZstdDictionary() = default;
+  const void* cdict() const;  // made once, on first use; nullptr if that failed
   friend Status zstd_compress_small(ByteView, int, const ZstdDictionary*, Bytes&);
   friend Status zstd_decompress_small(ByteView, std::size_t, const ZstdDictionary*, Bytes&);
-  void* cdict_ = nullptr;
+  Bytes bytes_;
+  int level_ = 3;
+  mutable std::once_flag cdict_once_;
+  mutable void* cdict_ = nullptr;
   void* ddict_ = nullptr;
 };
 
