@@ -139,25 +139,18 @@ std::optional<std::size_t> zstd_frame_size(ByteView in) {
   return static_cast<std::size_t>(declared);
 }
 
-Status zstd_decompress_small(ByteView in, std::size_t expected_size, const ZstdDictionary* dict,
-                             Bytes& out) {
-  FS_TRY(check_frame(in, expected_size));
+Status zstd_decompress_small(ByteView in, const ZstdDictionary* dict, std::span<std::uint8_t> out) {
+  FS_TRY(check_frame(in, out.size()));
   ZSTD_DCtx* dctx = thread_dctx();
   if (!dctx) return make_error(Errc::resource_exhausted, "cannot create a zstd context");
-  out.resize(expected_size);
   std::size_t n =
       dict ? ZSTD_decompress_usingDDict(dctx, out.data(), out.size(), in.data(), in.size(),
                                         static_cast<const ZSTD_DDict*>(dict->ddict_))
            : ZSTD_decompressDCtx(dctx, out.data(), out.size(), in.data(), in.size());
-  if (ZSTD_isError(n)) {
-    out.clear();
-    return corrupt(ZSTD_getErrorName(n));
-  }
-  if (n != expected_size) {
-    out.clear();
+  if (ZSTD_isError(n)) return corrupt(ZSTD_getErrorName(n));
+  if (n != out.size())
     return corrupt("frame produced " + std::to_string(n) + " bytes, expected " +
-                   std::to_string(expected_size));
-  }
+                   std::to_string(out.size()));
   return {};
 }
 

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "common/bytes.hpp"
@@ -48,7 +49,7 @@ class ZstdDictionary {
   ZstdDictionary() = default;
   const void* cdict() const;  // made once, on first use; nullptr if that failed
   friend Status zstd_compress_small(ByteView, int, const ZstdDictionary*, Bytes&);
-  friend Status zstd_decompress_small(ByteView, std::size_t, const ZstdDictionary*, Bytes&);
+  friend Status zstd_decompress_small(ByteView, const ZstdDictionary*, std::span<std::uint8_t>);
   Bytes bytes_;
   int level_ = 3;
   mutable std::once_flag cdict_once_;
@@ -62,9 +63,9 @@ class ZstdDictionary {
 Status zstd_compress_small(ByteView in, int level, const ZstdDictionary* dict, Bytes& out);
 // The content size a frame declares; nullopt when it is not a frame or declares none.
 std::optional<std::size_t> zstd_frame_size(ByteView in);
-// As zstd_decompress, for a frame made by zstd_compress_small with the same dictionary.
-Status zstd_decompress_small(ByteView in, std::size_t expected_size, const ZstdDictionary* dict,
-                             Bytes& out);
+// As zstd_decompress, for a frame made by zstd_compress_small with the same dictionary, into
+// `out`, which must be exactly the size the caller expects (checked against the frame).
+Status zstd_decompress_small(ByteView in, const ZstdDictionary* dict, std::span<std::uint8_t> out);
 // Trains a dictionary of at most `max_bytes` on `samples`; invalid_argument when zstd finds
 // too little to learn from (too few or too small samples).
 Result<Bytes> zstd_train_dictionary(const std::vector<ByteView>& samples, std::size_t max_bytes);

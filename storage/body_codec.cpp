@@ -25,8 +25,8 @@ Result<BodyCodec::Packed> BodyCodec::pack(const ProjectId& p, ByteView body) con
   return out;
 }
 
-Status BodyCodec::unpack(std::uint16_t dict, ByteView frame, std::size_t max_bytes,
-                         Bytes& out) const {
+Result<std::pair<std::size_t, std::shared_ptr<const ZstdDictionary>>> BodyCodec::prepare(
+    std::uint16_t dict, ByteView frame, std::size_t max_bytes) const {
   auto size = zstd_frame_size(frame);
   if (!size || *size > max_bytes)
     return make_error(Errc::data_loss, "a stored body does not decompress: bad frame header");
@@ -39,9 +39,33 @@ Status BodyCodec::unpack(std::uint16_t dict, ByteView frame, std::size_t max_byt
                                              ", which this store lacks");
     d = it->second.zstd;
   }
-  if (auto st = zstd_decompress_small(frame, *size, d.get(), out); !st)
+  return std::make_pair(*size, std::move(d));
+}
+
+namespace {
+Status unpacked(Status st) {
+  if (!st)
     return make_error(Errc::data_loss, "a stored body does not decompress: " + st.error().message);
   return {};
+}
+}  // namespace
+
+Status BodyCodec::unpack(std::uint16_t dict, ByteView frame, std::size_t max_bytes,
+                         Bytes& out) const {
+  auto p = prepare(dict, frame, max_bytes);
+  if (!p) return p.error();
+  out.resize(p->first);
+  return unpacked(zstd_decompress_small(frame, p->second.get(), out));
+}
+
+Status BodyCodec::unpack(std::uint16_t dict, ByteView frame, std::size_t max_bytes,
+                         std::string& out) const {
+  auto p = prepare(dict, frame, max_bytes);
+  if (!p) return p.error();
+  out.resize(p->first);
+  return unpacked(zstd_decompress_small(
+      frame, p->second.get(),
+      std::span<std::uint8_t>(reinterpret_cast<std::uint8_t*>(out.data()), out.size())));
 }
 
 Status BodyCodec::add_dictionary(std::uint16_t number, ByteView dict) {

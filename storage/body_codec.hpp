@@ -19,6 +19,8 @@
 #include <memory>
 #include <optional>
 #include <shared_mutex>
+#include <string>
+#include <utility>
 
 #include "common/bytes.hpp"
 #include "common/compress.hpp"
@@ -52,6 +54,7 @@ class BodyCodec {
   Result<Packed> pack(const ProjectId& p, ByteView body) const;
   // The body a stored frame holds; `max_bytes`: the most it may declare.
   Status unpack(std::uint16_t dict, ByteView frame, std::size_t max_bytes, Bytes& out) const;
+  Status unpack(std::uint16_t dict, ByteView frame, std::size_t max_bytes, std::string& out) const;
 
   // Loading and adding dictionaries (Store::open; put_log when it trained one).
   Status add_dictionary(std::uint16_t number, ByteView dict);
@@ -71,6 +74,9 @@ class BodyCodec {
 
  private:
   void note_untrained(const ProjectId& p) const;
+  // The size a frame declares (within max_bytes) and the dictionary it needs.
+  Result<std::pair<std::size_t, std::shared_ptr<const ZstdDictionary>>> prepare(
+      std::uint16_t dict, ByteView frame, std::size_t max_bytes) const;
 
   const int level_;
   const std::size_t dict_bytes_;

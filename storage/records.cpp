@@ -112,7 +112,7 @@ Bytes LogRecord::encode(const BodyCodec& codec, const ProjectId& p) const {
   return out;
 }
 
-std::optional<LogRecord> LogRecord::decode(ByteView v, const BodyCodec& codec) {
+std::optional<LogRecord> LogRecord::decode_stored(ByteView v) {
   ByteReader r(v);
   LogRecord x;
   x.chain = r.fixed<32>();
@@ -125,15 +125,24 @@ std::optional<LogRecord> LogRecord::decode(ByteView v, const BodyCodec& codec) {
   if ((flags & ~15) != 0 || (x.elided && has_body) || (compressed && !has_body))
     return std::nullopt;
   x.header = r.blob(kMaxVersionHeaderBytes);
-  std::uint16_t dict = compressed ? r.u16() : 0;
-  if (has_body) x.body = r.blob(kMaxBodyBytesCeiling);
-  if (!r.ok() || !r.at_end()) return std::nullopt;
   if (compressed) {
-    auto plain = std::make_shared<Bytes>();
-    if (!codec.unpack(dict, *x.body, kMaxBodyBytesCeiling, *plain)) return std::nullopt;
-    x.body = ByteView(*plain);
-    x.plain = std::move(plain);
+    x.packed_dict = r.u16();
+    x.packed = r.blob(kMaxBodyBytesCeiling);
+  } else if (has_body) {
+    x.body = r.blob(kMaxBodyBytesCeiling);
   }
+  if (!r.ok() || !r.at_end()) return std::nullopt;
+  return x;
+}
+
+std::optional<LogRecord> LogRecord::decode(ByteView v, const BodyCodec& codec) {
+  auto x = decode_stored(v);
+  if (!x || !x->packed) return x;
+  auto plain = std::make_shared<Bytes>();
+  if (!codec.unpack(x->packed_dict, *x->packed, kMaxBodyBytesCeiling, *plain)) return std::nullopt;
+  x->body = ByteView(*plain);
+  x->plain = std::move(plain);
+  x->packed.reset();
   return x;
 }
 

@@ -205,10 +205,17 @@ struct LogRecord {
   // empty when it arrived that way, kept when the subscription narrowed after it arrived.
   bool elided = false;
   std::shared_ptr<const Bytes> plain = nullptr;
+  // Set by decode_stored() for a body stored compressed: the frame and its dictionary (`body`
+  // is then unset until the caller unpacks it with BodyCodec::unpack).
+  std::optional<ByteView> packed = std::nullopt;
+  std::uint16_t packed_dict = 0;
   // Packs the body with `codec` for project `p` (stored as it is if compressing fails).
   Bytes encode(const BodyCodec& codec, const ProjectId& p) const;
   // nullopt when the record is malformed or its body does not decompress.
   static std::optional<LogRecord> decode(ByteView v, const BodyCodec& codec);
+  // The record as stored, a compressed body left packed (for a reader that unpacks it into
+  // its own buffer); nullopt when malformed.
+  static std::optional<LogRecord> decode_stored(ByteView v);
 };
 
 struct HeadValue {  // heads table: an author's highest contiguous seq held

@@ -106,8 +106,15 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
     std::uint64_t seq = ByteReader(logs.key().subspan(prefix.b.size())).u64();
     if (seq != after_seq + batch.entries.size() + 1)
       return make_error(Errc::data_loss, "gap in log");
-    auto lr = LogRecord::decode(logs.value(), impl_->bodies);
+    auto lr = LogRecord::decode_stored(logs.value());
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+    // A compressed body is unpacked straight into what the batch gives (one allocation).
+    std::optional<std::string> unpacked;
+    if (lr->packed) {
+      unpacked.emplace();
+      FS_TRY(impl_->bodies.unpack(lr->packed_dict, *lr->packed, kMaxBodyBytesCeiling, *unpacked));
+      lr->body = as_bytes(*unpacked);
+    }
     // Left out here: given as left out to a receiver that wants no more than we do; for
     // anyone else the log held here ends before it (we must not pose as holding it).
     if (lr->elided && (!filter.left_out_ok || (unjudged_from && seq > *unjudged_from))) {
@@ -128,7 +135,10 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
     bytes += body_size;
     if (give) {
       LogEntry e{seq, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
-      if (lr->body) e.body = std::string(as_chars(*lr->body));
+      if (unpacked)
+        e.body = std::move(*unpacked);
+      else if (lr->body)
+        e.body = std::string(as_chars(*lr->body));
       batch.entries.push_back(std::move(e));
     } else {
       batch.entries.push_back(LogEntry{seq, lr->id, {}, std::nullopt, true});
