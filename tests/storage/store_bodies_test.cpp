@@ -64,6 +64,20 @@ std::vector<StoredForm> stored_forms(Raw& raw, const ProjectId& p) {
   return out;
 }
 
+// A new project of `s` with observations o0..o<n-1>.
+ProjectId survey_with(Store& s, int n) {
+  auto proj = s.create_project("survey");
+  REQUIRE(proj.ok());
+  for (int i = 0; i < n; ++i)
+    REQUIRE(s.write(proj->id, put("obs", "o" + std::to_string(i), observation(i))).ok());
+  return proj->id;
+}
+
+// The meta key of body dictionary `number` (docs/storage.md "Tables").
+Bytes dictionary_key(std::uint16_t number) {
+  return Bytes{'Z', static_cast<std::uint8_t>(number >> 8), static_cast<std::uint8_t>(number)};
+}
+
 void check_bodies(Store& s, const ProjectId& p, int from, int to) {
   for (int i = from; i < to; ++i) {
     auto d = s.get_document(p, "obs", "o" + std::to_string(i));
@@ -82,11 +96,9 @@ TEST_CASE("bodies at rest: compressed, a dictionary after the first 1024, read b
   std::uint16_t dict = 0;
   {
     auto s = open_store(d.path());
-    auto proj = s->create_project("survey");
-    REQUIRE(proj.ok());
-    p = proj->id;
+    p = survey_with(*s, 1000);
     CHECK(!s->body_dictionary(p));
-    for (int i = 0; i < 1100; ++i)
+    for (int i = 1000; i < 1100; ++i)
       REQUIRE(s->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
     REQUIRE(s->body_dictionary(p));  // trained by the write that packed body 1025
     dict = *s->body_dictionary(p);
@@ -143,10 +155,7 @@ TEST_CASE("bodies at rest: small or incompressible bodies, and level 0, are stor
     StoreOptions o;
     o.body_compression_level = 0;
     auto s = open_store(d.path(), o);
-    auto proj = s->create_project("survey");
-    REQUIRE(proj.ok());
-    p = proj->id;
-    REQUIRE(s->write(p, put("obs", "o0", observation(0))).ok());
+    p = survey_with(*s, 1);
   }
   {
     auto s = open_store(d.path());  // level 3 now
@@ -180,11 +189,7 @@ TEST_CASE("bodies at rest: a missing dictionary or a damaged frame reads as data
   std::uint16_t dict = 0;
   {
     auto s = open_store(d.path());
-    auto proj = s->create_project("survey");
-    REQUIRE(proj.ok());
-    p = proj->id;
-    for (int i = 0; i < 1100; ++i)
-      REQUIRE(s->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+    p = survey_with(*s, 1100);
     REQUIRE(s->body_dictionary(p));  // trained by the write that packed body 1025
     dict = *s->body_dictionary(p);
     REQUIRE(s->write(p, put("obs", "late", observation(5000))).ok());
@@ -207,9 +212,8 @@ TEST_CASE("bodies at rest: a missing dictionary or a damaged frame reads as data
       break;
     }
     REQUIRE(!damaged_key.empty());
-    Bytes zkey{'Z', static_cast<std::uint8_t>(dict >> 8), static_cast<std::uint8_t>(dict)};
-    REQUIRE(raw.get(raw.t().meta, zkey));
-    raw.del(raw.t().meta, zkey);
+    REQUIRE(raw.get(raw.t().meta, dictionary_key(dict)));
+    raw.del(raw.t().meta, dictionary_key(dict));
   }
   auto s = open_store(d.path());
   auto late = s->get_document(p, "obs", "late");
@@ -245,10 +249,7 @@ TEST_CASE("format 2 stores open as format 3 after a copy of them", "[storage][bo
     StoreOptions o;
     o.body_compression_level = 0;  // what a format-2 daemon wrote: bodies as they are
     auto s = open_store(d.path(), o);
-    auto proj = s->create_project("survey");
-    REQUIRE(proj.ok());
-    p = proj->id;
-    REQUIRE(s->write(p, put("obs", "o0", observation(0))).ok());
+    p = survey_with(*s, 1);
   }
   {
     Raw raw(d.path());
@@ -274,11 +275,7 @@ TEST_CASE("bodies at rest: a dictionary trained in a write that failed is stored
   std::uint16_t dict = 0;
   {
     auto s = open_store(d.path());
-    auto proj = s->create_project("survey");
-    REQUIRE(proj.ok());
-    p = proj->id;
-    for (int i = 0; i < 1000; ++i)
-      REQUIRE(s->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+    p = survey_with(*s, 1000);
     CHECK(!s->body_dictionary(p));
     // A batch that trains the dictionary on its way, then fails as a whole (its last write is
     // not a JSON object): nothing of it is kept, the dictionary's record neither.
@@ -293,8 +290,7 @@ TEST_CASE("bodies at rest: a dictionary trained in a write that failed is stored
   }
   {
     Raw raw(d.path());
-    Bytes zkey{'Z', static_cast<std::uint8_t>(dict >> 8), static_cast<std::uint8_t>(dict)};
-    CHECK(raw.get(raw.t().meta, zkey));
+    CHECK(raw.get(raw.t().meta, dictionary_key(dict)));
     auto forms = stored_forms(raw, p);
     REQUIRE(!forms.empty());
     CHECK(forms.back().dict == dict);  // "after"
