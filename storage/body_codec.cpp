@@ -99,7 +99,12 @@ Bytes BodyCodec::dictionary(std::uint16_t number) const {
 
 void BodyCodec::forget_project(const ProjectId& p) {
   std::unique_lock lock(mu_);
-  current_.erase(p);
+  // Its dictionary served only its records, which are gone (a reader still decoding one holds
+  // its own reference).
+  if (auto it = current_.find(p); it != current_.end()) {
+    dicts_.erase(it->second);
+    current_.erase(it);
+  }
   untrained_.erase(p);
 }
 

@@ -301,3 +301,30 @@ TEST_CASE("bodies at rest: a dictionary trained in a write that failed is stored
   CHECK(*s->get_document(p, "obs", "after")->body == observation(7000));
   CHECK(!s->get_document(p, "obs", "o1050").ok());
 }
+
+TEST_CASE("bodies at rest: leaving a project deletes its dictionary", "[storage][bodies]") {
+  TempDir d;
+  ProjectId p, kept;
+  std::uint16_t dict = 0, kept_dict = 0;
+  {
+    auto s = open_store(d.path());
+    p = survey_with(*s, 1100);
+    kept = survey_with(*s, 1100);
+    REQUIRE(s->body_dictionary(p));
+    REQUIRE(s->body_dictionary(kept));
+    dict = *s->body_dictionary(p);
+    kept_dict = *s->body_dictionary(kept);
+    CHECK(dict != kept_dict);
+    REQUIRE(s->leave_project(p).ok());
+    CHECK(!s->body_dictionary(p));
+    check_bodies(*s, kept, 0, 1100);
+  }
+  {
+    Raw raw(d.path());
+    CHECK(!raw.get(raw.t().meta, dictionary_key(dict)));
+    CHECK(raw.get(raw.t().meta, dictionary_key(kept_dict)));
+  }
+  auto s = open_store(d.path());
+  CHECK(s->body_dictionary(kept) == kept_dict);
+  check_bodies(*s, kept, 0, 1100);
+}
