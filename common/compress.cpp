@@ -83,24 +83,12 @@ Status check_frame(ByteView in, std::size_t expected_size) {
 }  // namespace
 
 Status zstd_decompress(ByteView in, std::size_t expected_size, Bytes& out) {
-  // Exactly one frame, which declares exactly the expected size: anything else is refused
-  // before a byte is allocated for it.
-  FS_TRY(check_frame(in, expected_size));
-  ZSTD_DCtx* dctx = thread_dctx();
-  if (!dctx) return make_error(Errc::resource_exhausted, "cannot create a zstd context");
-  // The output buffer is the bound: a frame that would produce more fails (dstSize_tooSmall).
+  // Exactly one frame, which declares exactly the expected size (check_frame), and the output
+  // buffer, of the size the caller bounded, is the bound.
   out.resize(expected_size);
-  std::size_t n = ZSTD_decompressDCtx(dctx, out.data(), out.size(), in.data(), in.size());
-  if (ZSTD_isError(n)) {
-    out.clear();
-    return corrupt(ZSTD_getErrorName(n));
-  }
-  if (n != expected_size) {
-    out.clear();
-    return corrupt("frame produced " + std::to_string(n) + " bytes, expected " +
-                   std::to_string(expected_size));
-  }
-  return {};
+  auto st = zstd_decompress_small(in, nullptr, out);
+  if (!st) out.clear();
+  return st;
 }
 
 Result<std::shared_ptr<const ZstdDictionary>> ZstdDictionary::load(ByteView dict, int level) {

@@ -44,6 +44,7 @@ class ZstdDictionary {
   ~ZstdDictionary();
   ZstdDictionary(const ZstdDictionary&) = delete;
   ZstdDictionary& operator=(const ZstdDictionary&) = delete;
+  ByteView bytes() const { return bytes_; }
 
  private:
   ZstdDictionary() = default;

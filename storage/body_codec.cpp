@@ -14,7 +14,7 @@ Result<BodyCodec::Packed> BodyCodec::pack(const ProjectId& p, ByteView body) con
     if (auto c = current_.find(p); c != current_.end()) {
       if (auto d = dicts_.find(c->second); d != dicts_.end()) {
         out.dict = c->second;
-        dict = d->second.zstd;
+        dict = d->second;
       }
     }
   }
@@ -37,7 +37,7 @@ Result<std::pair<std::size_t, std::shared_ptr<const ZstdDictionary>>> BodyCodec:
     if (it == dicts_.end())
       return make_error(Errc::data_loss, "a stored body names dictionary " + std::to_string(dict) +
                                              ", which this store lacks");
-    d = it->second.zstd;
+    d = it->second;
   }
   return std::make_pair(*size, std::move(d));
 }
@@ -74,7 +74,7 @@ Status BodyCodec::add_dictionary(std::uint16_t number, ByteView dict) {
     return make_error(Errc::data_loss, "body dictionary " + std::to_string(number) +
                                            " does not load: " + d.error().message);
   std::unique_lock lock(mu_);
-  dicts_[number] = Dictionary{std::move(*d), Bytes(dict.begin(), dict.end())};
+  dicts_[number] = std::move(*d);
   return {};
 }
 
@@ -91,10 +91,10 @@ std::optional<std::uint16_t> BodyCodec::current(const ProjectId& p) const {
   return it->second;
 }
 
-Bytes BodyCodec::dictionary(std::uint16_t number) const {
+std::shared_ptr<const ZstdDictionary> BodyCodec::dictionary(std::uint16_t number) const {
   std::shared_lock lock(mu_);
   auto it = dicts_.find(number);
-  return it == dicts_.end() ? Bytes{} : it->second.bytes;
+  return it == dicts_.end() ? nullptr : it->second;
 }
 
 void BodyCodec::forget_project(const ProjectId& p) {

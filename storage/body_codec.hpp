@@ -60,8 +60,8 @@ class BodyCodec {
   Status add_dictionary(std::uint16_t number, ByteView dict);
   void set_current(const ProjectId& p, std::uint16_t number);
   std::optional<std::uint16_t> current(const ProjectId& p) const;
-  // The bytes of a dictionary added (to store it again); empty if unknown.
-  Bytes dictionary(std::uint16_t number) const;
+  // A dictionary added (its bytes() to store it again); null if unknown.
+  std::shared_ptr<const ZstdDictionary> dictionary(std::uint16_t number) const;
   void forget_project(const ProjectId& p);
 
   // Whether the project has packed kDictionaryTrainingBodies bodies without a dictionary.
@@ -81,13 +81,9 @@ class BodyCodec {
   const int level_;
   const std::size_t dict_bytes_;
   mutable std::shared_mutex mu_;
-  struct Dictionary {
-    std::shared_ptr<const ZstdDictionary> zstd;
-    Bytes bytes;
-  };
-  std::map<std::uint16_t, Dictionary> dicts_;           // under mu_
-  std::map<ProjectId, std::uint16_t> current_;          // under mu_
-  mutable std::map<ProjectId, std::size_t> untrained_;  // under mu_
+  std::map<std::uint16_t, std::shared_ptr<const ZstdDictionary>> dicts_;  // under mu_
+  std::map<ProjectId, std::uint16_t> current_;                            // under mu_
+  mutable std::map<ProjectId, std::size_t> untrained_;                    // under mu_
 };
 
 }  // namespace fieldsync::storage

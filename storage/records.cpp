@@ -135,6 +135,11 @@ std::optional<LogRecord> LogRecord::decode_stored(ByteView v) {
   return x;
 }
 
+std::size_t LogRecord::body_size() const {
+  if (body) return body->size();
+  return packed ? zstd_frame_size(*packed).value_or(0) : 0;
+}
+
 std::optional<LogRecord> LogRecord::decode(ByteView v, const BodyCodec& codec) {
   auto x = decode_stored(v);
   if (!x || !x->packed) return x;

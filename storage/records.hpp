@@ -213,9 +213,12 @@ struct LogRecord {
   Bytes encode(const BodyCodec& codec, const ProjectId& p) const;
   // nullopt when the record is malformed or its body does not decompress.
   static std::optional<LogRecord> decode(ByteView v, const BodyCodec& codec);
-  // The record as stored, a compressed body left packed (for a reader that unpacks it into
-  // its own buffer); nullopt when malformed.
+  // The record as stored, a compressed body left packed: for readers of the header, chain or
+  // flags (nothing is decompressed), or that unpack it into their own buffer. encode() writes
+  // no body for such a record: decode() one whose body must stay. nullopt when malformed.
   static std::optional<LogRecord> decode_stored(ByteView v);
+  // The size of the body as written (a packed one's, as its frame declares).
+  std::size_t body_size() const;
 };
 
 struct HeadValue {  // heads table: an author's highest contiguous seq held

@@ -48,7 +48,7 @@ Status Store::Impl::load_body_dictionaries() {
     std::copy(c.key().begin() + 1, c.key().end(), p.bytes.begin());
     auto number = static_cast<std::uint16_t>(c.value()[0] << 8 | c.value()[1]);
     // One whose record is gone (damage) is not used again: the project trains another.
-    if (!bodies.dictionary(number).empty()) bodies.set_current(p, number);
+    if (bodies.dictionary(number)) bodies.set_current(p, number);
   }
   return {};
 }
@@ -81,6 +81,33 @@ Status store_dictionary(const Store::Impl& im, LmdbTxn& txn, const ProjectId& p,
 
 }  // namespace
 
+namespace {
+
+// Trains the project's dictionary on a sample as `txn` sees it, stores it in `txn` and makes it
+// current. Too little to learn from, or every number in use: counted again later.
+Status train_dictionary(Store::Impl& im, LmdbTxn& txn, const ProjectId& p) {
+  auto sample = body_sample(im, txn, p);
+  if (!sample) return sample.error();
+  std::vector<ByteView> views(sample->begin(), sample->end());
+  auto dict = zstd_train_dictionary(views, im.bodies.dictionary_bytes());
+  std::uint16_t number = 1;  // one above the highest stored
+  Key zd;
+  zd.u8('Z');
+  LmdbCursor c(txn, im.t().meta);
+  for (bool ok = c.seek(zd); ok && has_prefix(c.key(), zd); ok = c.next())
+    if (c.key().size() == 3) number = static_cast<std::uint16_t>(number_of(c.key()) + 1);
+  if (!dict || number == 0) {
+    im.bodies.retry_later(p);
+    return {};
+  }
+  FS_TRY(im.bodies.add_dictionary(number, *dict));
+  FS_TRY(store_dictionary(im, txn, p, number, *dict));
+  im.bodies.set_current(p, number);
+  return {};
+}
+
+}  // namespace
+
 Status Store::Impl::put_log(LmdbTxn& txn, const ProjectId& p, ByteView key, const LogRecord& lr) {
   if (lr.body && bodies.level() > 0) {
     if (auto n = bodies.current(p)) {
@@ -88,29 +115,10 @@ Status Store::Impl::put_log(LmdbTxn& txn, const ProjectId& p, ByteView key, cons
       // here, with the records that name it.
       auto stored = txn.get(t().meta, dict_key(*n));
       if (!stored) return stored.error();
-      if (!*stored) FS_TRY(store_dictionary(*this, txn, p, *n, bodies.dictionary(*n)));
+      auto dict = *stored ? nullptr : bodies.dictionary(*n);
+      if (dict) FS_TRY(store_dictionary(*this, txn, p, *n, dict->bytes()));
     } else if (bodies.due(p)) {
-      auto sample = body_sample(*this, txn, p);
-      if (!sample) return sample.error();
-      std::vector<ByteView> views(sample->begin(), sample->end());
-      auto dict = zstd_train_dictionary(views, bodies.dictionary_bytes());
-      if (!dict) {
-        bodies.retry_later(p);  // too little to learn from yet: after as many bodies again
-      } else {
-        std::uint16_t number = 1;  // one above the highest stored
-        Key zd;
-        zd.u8('Z');
-        LmdbCursor c(txn, t().meta);
-        for (bool ok = c.seek(zd); ok && has_prefix(c.key(), zd); ok = c.next())
-          if (c.key().size() == 3) number = static_cast<std::uint16_t>(number_of(c.key()) + 1);
-        if (number == 0) {
-          bodies.retry_later(p);  // 65535 in use: the project goes on without one
-        } else {
-          FS_TRY(bodies.add_dictionary(number, *dict));
-          FS_TRY(store_dictionary(*this, txn, p, number, *dict));
-          bodies.set_current(p, number);
-        }
-      }
+      FS_TRY(train_dictionary(*this, txn, p));
     }
   }
   return txn.put(t().logs, key, lr.encode(bodies, p));

@@ -381,7 +381,7 @@ Result<Delivery> Store::delivery(const ProjectId& project) const {
   if (out.delivered < out.written) {
     auto v = txn->get(impl_->t().logs, log_key(project, impl_->me(), out.delivered + 1));
     if (v && *v) {
-      auto lr = LogRecord::decode(**v, impl_->bodies);
+      auto lr = LogRecord::decode_stored(**v);
       if (lr && !lr->header.empty()) {
         auto header = decode_header(lr->header);
         if (header)

@@ -389,7 +389,7 @@ Result<std::optional<crypto::Digest>> Store::chain_at(const ProjectId& project,
   auto v = txn->get(impl_->t().logs, log_key(project, author, seq));
   if (!v) return v.error();
   if (!*v) return std::optional<crypto::Digest>{};
-  auto lr = LogRecord::decode(**v, impl_->bodies);
+  auto lr = LogRecord::decode_stored(**v);
   if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
   return std::optional<crypto::Digest>{lr->chain};
 }

@@ -37,9 +37,9 @@ Result<std::uint64_t> Store::Impl::log_bytes(const LmdbTxn& txn, const ProjectId
        ok && has_prefix(logs.key(), prefix) && expect <= upto; ok = logs.next(), ++expect) {
     if (ByteReader(logs.key().subspan(prefix.b.size())).u64() != expect)
       return make_error(Errc::data_loss, "gap in log");
-    auto lr = LogRecord::decode(logs.value(), bodies);
+    auto lr = LogRecord::decode_stored(logs.value());
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
-    bytes += lr->header.size() + (lr->body ? lr->body->size() : 0);
+    bytes += lr->header.size() + lr->body_size();
   }
   if (expect <= upto) return make_error(Errc::data_loss, "gap in log");
   return bytes;
@@ -273,7 +273,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   for (; j < entries.size() && entries[j].seq <= head->seq; ++j) {
     auto have = txn->get(impl_->t().logs, log_key(project, author, entries[j].seq));
     if (!have) return have.error();
-    auto lr = *have ? LogRecord::decode(**have, impl_->bodies) : std::nullopt;
+    auto lr = *have ? LogRecord::decode_stored(**have) : std::nullopt;
     if (!lr) return make_error(Errc::data_loss, "gap in log");
     if (lr->id != entries[j].id) {
       differs = entries[j].seq;
@@ -300,7 +300,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
         }
         auto v = txn->get(impl_->t().logs, log_key(project, author, c.seq));
         if (!v) return v.error();
-        auto lr = *v ? LogRecord::decode(**v, impl_->bodies) : std::nullopt;
+        auto lr = *v ? LogRecord::decode_stored(**v) : std::nullopt;
         if (lr && lr->chain != c.chain) {
           proven = true;
           break;
@@ -337,7 +337,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       Key lk = log_key(project, author, e.seq);
       auto v = txn->get(impl_->t().logs, lk);
       if (!v) return v.error();
-      auto held = *v ? LogRecord::decode(**v, impl_->bodies) : std::nullopt;
+      auto held = *v ? LogRecord::decode_stored(**v) : std::nullopt;
       if (!held) return make_error(Errc::data_loss, "gap in log");
       auto gone = impl_->erased(*txn, *h);
       if (!gone) return gone.error();
@@ -385,7 +385,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     } else {
       auto v = txn->get(impl_->t().logs, log_key(project, author, base_seq));
       if (!v) return v.error();
-      auto lr = *v ? LogRecord::decode(**v, impl_->bodies) : std::nullopt;
+      auto lr = *v ? LogRecord::decode_stored(**v) : std::nullopt;
       if (!lr) return make_error(Errc::data_loss, "gap in log");
       bases.push_back(lr->chain);
     }

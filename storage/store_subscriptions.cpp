@@ -115,7 +115,7 @@ Status Store::Impl::note_taken_in(LmdbTxn& txn, const ProjectId& p, const Device
   Key prefix = author_key(p, a);
   LmdbCursor c(txn, t().logs);
   for (bool ok = c.seek(log_key(p, a, seq + 1)); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    auto lr = LogRecord::decode(c.value(), bodies);
+    auto lr = LogRecord::decode_stored(c.value());
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     if (lr->elided)
       return put_u64(txn, t().meta, k, ByteReader(c.key().subspan(prefix.b.size())).u64());

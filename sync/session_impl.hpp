@@ -70,8 +70,7 @@ struct Session::Impl {
     // The project's coordinators when the session began (offer_vector()): their logs go
     // ahead of the others' backlog, so the erasures and membership records they hold reach
     // the peer before the versions those records take out.
-    std::set<DeviceId> authorities;
-    bool authorities_read = false;
+    std::optional<std::set<DeviceId>> authorities;
     ProjectProgress stats;
     // Blobs: what we last told the peer we want (BLOB_WANTS); nothing until told.
     std::pair<std::uint64_t, std::uint64_t> wants_told{0, 0};

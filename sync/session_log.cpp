@@ -205,12 +205,12 @@ Result<storage::VersionVector> Session::Impl::offer_vector(ProjectSync& ps) {
   if (!selections.ok()) return selections.error();
   auto sel = selections->find(peer_hello.device);
   ps.my_selection = sel == selections->end() ? storage::Subscription{} : sel->second;
-  if (!ps.authorities_read) {
+  if (!ps.authorities) {
     auto members = store.members(ps.id);
     if (!members.ok()) return members.error();
+    ps.authorities.emplace();
     for (const auto& m : *members)
-      if (m.role == storage::Role::coordinator) ps.authorities.insert(m.device);
-    ps.authorities_read = true;
+      if (m.role == storage::Role::coordinator) ps.authorities->insert(m.device);
   }
   // Both wanted, within the limits; else the selection alone (the peer drops on arrival
   // what its subscription does not want).
@@ -541,7 +541,7 @@ bool Session::Impl::produce_batch(ProjectSync& ps, Bytes& out) {
   }
   for (bool authorities : {true, false}) {
     for (const auto& [a, head] : ps.mine) {
-      if (ps.authorities.count(a) != static_cast<std::size_t>(authorities)) continue;
+      if ((ps.authorities && ps.authorities->count(a)) != authorities) continue;
       if (!ps.live.empty() && std::find(ps.live.begin(), ps.live.end(), a) != ps.live.end())
         continue;  // tried above
       if (auto r = produce_batch_of(ps, a, head, out); r != Produced::nothing)

@@ -258,32 +258,31 @@ void record_resize(int fd, std::uint64_t new_size) {
   journal_append(w->journal, fj::encode_record('T', new_size, 0, size, tail.data(), tail.size()));
 }
 
+bool watched(int fd) {
+  std::lock_guard lock(g_mu);
+  struct stat st;
+  return lookup(fd, &st) != nullptr;
+}
+
 // A sync of fd's file: for a watched file the sync and the emptying of its journal happen
 // under g_mu, so that no write of another thread slips between them.
 template <typename Sync>
 int guarded_sync(int fd, Sync&& sync) {
   if (!regular_file(fd)) return sync();
-  std::unique_lock lock(g_mu);
-  struct stat st;
-  Watched* w = lookup(fd, &st);
-  if (!w) {
-    lock.unlock();
-    return sync();
-  }
-  if (config().sync_delay_ms > 0) {
-    lock.unlock();
+  if (config().sync_delay_ms > 0 && watched(fd)) {  // a slow disk: waits outside g_mu
     struct timespec ts {
       static_cast<time_t>(config().sync_delay_ms / 1000),
           static_cast<long>(config().sync_delay_ms % 1000) * 1000000L
     };
     while (::nanosleep(&ts, &ts) != 0 && errno == EINTR) {
     }
-    lock.lock();
-    w = lookup(fd, &st);
-    if (!w) {
-      lock.unlock();
-      return sync();
-    }
+  }
+  std::unique_lock lock(g_mu);
+  struct stat st;
+  Watched* w = lookup(fd, &st);
+  if (!w) {
+    lock.unlock();
+    return sync();
   }
   int r = sync();
   if (r == 0) clear_journal(*w);
