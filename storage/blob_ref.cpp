@@ -86,7 +86,16 @@ struct Walker {
 
 }  // namespace
 
+bool may_hold_blob_refs(std::string_view body) {
+  // JSON spells "$", "b", "l" and "o" either as themselves or as a \u escape: text with
+  // neither the name nor any \u holds no member named kBlobRefKey.
+  return body.find(kBlobRefKey) != std::string_view::npos ||
+         body.find("\\u") != std::string_view::npos;
+}
+
 std::vector<BlobInfo> find_blob_refs(std::string_view body, std::vector<std::string>* problems) {
+  // Most bodies refer to no blob: they are not parsed (a parse costs ~1 us per 500 bytes).
+  if (!may_hold_blob_refs(body)) return {};
   boost::system::error_code ec;
   json::value v = json::parse(body, ec);
   if (ec) return {};

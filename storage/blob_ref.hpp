@@ -22,6 +22,10 @@ namespace fieldsync::storage {
 // The member name that marks a reference.
 inline constexpr std::string_view kBlobRefKey = "$blob";
 
+// False when the text `body` certainly holds no member named kBlobRefKey (neither the name
+// nor any \u escape that could spell it appears): the test find_blob_refs makes before parsing.
+bool may_hold_blob_refs(std::string_view body);
+
 // Every well-formed reference of the JSON text `body`, each blob once, in document order.
 // Malformed reference objects are skipped; with `problems` set, each is described there
 // ("photos[1]: size must be a non-negative integer"). Text that is not JSON has none.

@@ -412,6 +412,14 @@ TEST_CASE("find_blob_refs: nested references, each blob once, problems named by 
   CHECK(problems[0].rfind("d:", 0) == 0);
   CHECK(problems[1].find("size") != std::string::npos);
   CHECK(find_blob_refs("not json").empty());
+  // The test before parsing skips text without the name, never a reference spelled with escapes.
+  CHECK(!may_hold_blob_refs(R"({"species":"oak","n":3,"note":"$ blob"})"));
+  CHECK(may_hold_blob_refs(R"({"x":"caf\u00e9"})"));
+  std::string escaped = ref;
+  escaped.replace(escaped.find("$blob"), 5, "\\u0024bl\\u006fb");
+  auto spelled = find_blob_refs(R"({"p":)" + escaped + "}");
+  REQUIRE(spelled.size() == 1);
+  CHECK(spelled[0].id == i.id);
   CHECK(valid_media_type("image/jpeg"));
   CHECK(valid_media_type("text/plain; charset=utf-8"));
   CHECK(!valid_media_type("image"));
