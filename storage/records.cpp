@@ -90,22 +90,27 @@ constexpr std::uint8_t kLogCompressed = 8;  // with kLogHasBody: u16 dictionary,
 }  // namespace
 
 Bytes LogRecord::encode(const BodyCodec& codec, const ProjectId& p) const {
-  std::optional<BodyCodec::Packed> packed;
+  std::optional<BodyCodec::Packed> packed_now;
   if (body) {
     auto pk = codec.pack(p, *body);
-    if (pk && pk->compressed) packed = std::move(*pk);
+    if (pk && pk->compressed) packed_now = std::move(*pk);
   }
+  // A frame packed ahead (or as stored) is written as it is.
+  const bool compressed = packed_now || (!body && packed);
+  const ByteView frame = packed_now ? ByteView(packed_now->frame) : packed.value_or(ByteView{});
+  const std::uint16_t dict = packed_now ? packed_now->dict : packed_dict;
   Bytes out;
-  out.reserve(80 + header.size() + (packed ? packed->frame.size() : body ? body->size() : 0));
+  out.reserve(80 + header.size() + (compressed ? frame.size() : body ? body->size() : 0));
   ByteWriter w(out);
   w.raw(ByteView(chain));
   w.raw(id.view());
-  w.u8(static_cast<std::uint8_t>((body ? kLogHasBody : 0) | (excluded ? kLogExcluded : 0) |
-                                 (elided ? kLogElided : 0) | (packed ? kLogCompressed : 0)));
+  w.u8(static_cast<std::uint8_t>(((body || compressed) ? kLogHasBody : 0) |
+                                 (excluded ? kLogExcluded : 0) | (elided ? kLogElided : 0) |
+                                 (compressed ? kLogCompressed : 0)));
   w.blob(header);
-  if (packed) {
-    w.u16(packed->dict);
-    w.blob(packed->frame);
+  if (compressed) {
+    w.u16(dict);
+    w.blob(frame);
   } else if (body) {
     w.blob(*body);
   }

@@ -205,8 +205,11 @@ struct LogRecord {
   // empty when it arrived that way, kept when the subscription narrowed after it arrived.
   bool elided = false;
   std::shared_ptr<const Bytes> plain = nullptr;
-  // Set by decode_stored() for a body stored compressed: the frame and its dictionary (`body`
-  // is then unset until the caller unpacks it with BodyCodec::unpack).
+  // A body in its stored form, compressed with dictionary `packed_dict` (0: none): set by
+  // decode_stored() for a body stored compressed (`body` is then unset until the caller
+  // unpacks it with BodyCodec::unpack), or by a writer that packed it ahead (Store::prepare_log).
+  // With `body` unset, encode() writes this frame as it is: a record leaves its body behind only
+  // with both reset.
   std::optional<ByteView> packed = std::nullopt;
   std::uint16_t packed_dict = 0;
   // Packs the body with `codec` for project `p` (stored as it is if compressing fails).
@@ -214,8 +217,8 @@ struct LogRecord {
   // nullopt when the record is malformed or its body does not decompress.
   static std::optional<LogRecord> decode(ByteView v, const BodyCodec& codec);
   // The record as stored, a compressed body left packed: for readers of the header, chain or
-  // flags (nothing is decompressed), or that unpack it into their own buffer. encode() writes
-  // no body for such a record: decode() one whose body must stay. nullopt when malformed.
+  // flags (nothing is decompressed), or that unpack it into their own buffer. nullopt when
+  // malformed.
   static std::optional<LogRecord> decode_stored(ByteView v);
   // The size of the body as written (a packed one's, as its frame declares).
   std::size_t body_size() const;

@@ -245,6 +245,15 @@ class Store {
   // (request_vector) instead of being taken as not wanted.
   Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch,
                                 const ApplyOptions& options);
+  // The part of apply_log's work that needs no transaction, done ahead on any thread (e.g.
+  // while the previous batch commits): each entry's header hashed against its id and decoded,
+  // its body checked against the header, and packed for storage when the project has a
+  // dictionary. Nothing is written; what fails here fails the apply, with the same error.
+  PreparedLog prepare_log(const ProjectId& project, const LogBatch& batch) const;
+  // apply_log with that work done: `prepared` must come from prepare_log on this very batch
+  // (invalid_argument otherwise).
+  Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch,
+                                const ApplyOptions& options, const PreparedLog& prepared);
 
   // --- subscriptions (store_subscriptions.cpp, docs/storage.md "Subscriptions") ---
   // What this device wants of the project (everything() unless set). This device's own

@@ -109,17 +109,27 @@ Status train_dictionary(Store::Impl& im, LmdbTxn& txn, const ProjectId& p) {
 }  // namespace
 
 Status Store::Impl::put_log(LmdbTxn& txn, const ProjectId& p, ByteView key, const LogRecord& lr) {
-  if (lr.body && bodies.level() > 0) {
-    if (auto n = bodies.current(p)) {
-      // Trained in a transaction that was rolled back (a failed write or group): stored again
-      // here, with the records that name it.
-      auto stored = txn.get(t().meta, dict_key(*n));
-      if (!stored) return stored.error();
-      auto dict = *stored ? nullptr : bodies.dictionary(*n);
-      if (dict) FS_TRY(store_dictionary(*this, txn, p, *n, dict->bytes()));
-    } else if (bodies.due(p)) {
-      FS_TRY(train_dictionary(*this, txn, p));
+  // The dictionary the record will name: the one it was packed with ahead, else the project's.
+  std::optional<std::uint16_t> n;
+  if (!lr.body && lr.packed && lr.packed_dict != 0)
+    n = lr.packed_dict;
+  else if (lr.body && bodies.level() > 0)
+    n = bodies.current(p);
+  if (n) {
+    // Trained in a transaction that was rolled back (a failed write or group): stored again
+    // here, with the records that name it.
+    auto stored = txn.get(t().meta, dict_key(*n));
+    if (!stored) return stored.error();
+    if (!*stored) {
+      auto dict = bodies.dictionary(*n);
+      if (!dict) return make_error(Errc::internal, "a body packed with an unknown dictionary");
+      if (bodies.current(p) == n)
+        FS_TRY(store_dictionary(*this, txn, p, *n, dict->bytes()));
+      else
+        FS_TRY(txn.put(t().meta, dict_key(*n), dict->bytes()));
     }
+  } else if (lr.body && bodies.level() > 0 && bodies.due(p)) {
+    FS_TRY(train_dictionary(*this, txn, p));
   }
   return txn.put(t().logs, key, lr.encode(bodies, p));
 }

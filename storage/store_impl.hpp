@@ -223,6 +223,9 @@ struct Store::Impl {
   Status put_doc(LmdbTxn& txn, ByteView doc_key, const DocRecord& rec) const;
   Status del_doc(LmdbTxn& txn, ByteView doc_key) const;
   Status index_doc(LmdbTxn& txn, ByteView doc_key, const DocRecord* rec) const;
+  // Store::apply_log, with its entries' own checks done ahead (prepared) or not (null).
+  Result<ApplyResult> apply_log(Store& store, const ProjectId& project, const LogBatch& batch,
+                                const ApplyOptions& options, const PreparedLog* prepared);
   // The project's index declarations as of `txn`. One that does not read back is left out
   // (named in `unreadable`): it is neither kept nor used, and fails nothing else.
   Result<IndexSet> index_set(const LmdbTxn& txn, const ProjectId& p,

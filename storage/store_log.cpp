@@ -226,12 +226,75 @@ Result<std::uint32_t> Store::Impl::relog(
   return n;
 }
 
+namespace {
+
+// The checks of one received entry that need no transaction (its id, header and body).
+PreparedLog::Entry check_entry(const LogEntry& e, std::size_t max_body_bytes) {
+  PreparedLog::Entry out;
+  out.id_ok = version_id_of(e.header) == e.id;
+  if (!out.id_ok) return out;
+  auto h = decode_header(e.header);
+  if (!h) {
+    out.problem = h.error().message;
+    return out;
+  }
+  if (e.body) {
+    if (h->kind == VersionKind::tombstone)
+      out.body = PreparedLog::BodyCheck::tombstone;
+    else if (e.body->size() != h->body_size || crypto::sha256(as_bytes(*e.body)) != h->body_hash)
+      out.body = PreparedLog::BodyCheck::mismatch;
+    else if (e.body->size() > max_body_bytes)
+      out.body = PreparedLog::BodyCheck::too_large;
+    else
+      out.body = PreparedLog::BodyCheck::ok;
+  }
+  out.header = std::move(*h);
+  return out;
+}
+
+}  // namespace
+
+PreparedLog Store::prepare_log(const ProjectId& project, const LogBatch& batch) const {
+  PreparedLog out;
+  out.batch = &batch;
+  out.entries.resize(batch.entries.size());
+  // Packed ahead only with a dictionary: a project still training one packs in the transaction
+  // that counts its bodies (BodyCodec).
+  const bool pack = impl_->bodies.level() > 0 && impl_->bodies.current(project).has_value();
+  for (std::size_t i = 0; i < batch.entries.size(); ++i) {
+    const LogEntry& e = batch.entries[i];
+    if (e.elided) continue;
+    auto& pe = out.entries[i] = check_entry(e, impl_->opts.max_body_bytes);
+    if (!pack || pe.body != PreparedLog::BodyCheck::ok) continue;
+    auto pk = impl_->bodies.pack(project, as_bytes(*e.body));
+    if (!pk || !pk->compressed || pk->dict == 0) continue;
+    pe.packed = true;
+    pe.dict = pk->dict;
+    pe.frame = std::move(pk->frame);
+  }
+  return out;
+}
+
 Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch) {
   return apply_log(project, batch, ApplyOptions{});
 }
 
 Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch,
                                      const ApplyOptions& options) {
+  return impl_->apply_log(*this, project, batch, options, nullptr);
+}
+
+Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch,
+                                     const ApplyOptions& options, const PreparedLog& prepared) {
+  if (prepared.batch != &batch || prepared.entries.size() != batch.entries.size())
+    return make_error(Errc::invalid_argument, "apply_log: prepared for another batch");
+  return impl_->apply_log(*this, project, batch, options, &prepared);
+}
+
+Result<ApplyResult> Store::Impl::apply_log(Store& store, const ProjectId& project,
+                                           const LogBatch& batch, const ApplyOptions& options,
+                                           const PreparedLog* prepared) {
+  Store::Impl* impl_ = this;
   auto fail = [&](const std::string& why) {
     return make_error(Errc::verification_failed, "log of " + batch.author.short_str() + ": " + why);
   };
@@ -428,9 +491,19 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     return predecessors->count(a) > 0;
   };
 
+  // Each entry's own checks: done ahead (prepare_log), else here, once for every base tried.
+  std::vector<PreparedLog::Entry> checked_here;
+  if (!prepared) {
+    checked_here.resize(entries.size());
+    for (std::size_t i = j; i < entries.size(); ++i)
+      if (!entries[i].elided) checked_here[i] = check_entry(entries[i], impl_->opts.max_body_bytes);
+  }
+  const std::vector<PreparedLog::Entry>& checked = prepared ? prepared->entries : checked_here;
+
   struct Pending {
     const LogEntry* entry;
-    VersionHeader header;
+    const PreparedLog::Entry* checked;  // its header (unset for a left-out entry)
+    crypto::Digest chain;               // the chain after it
   };
   enum class Outcome { ok, diverges };
   std::vector<Pending> fresh;
@@ -454,13 +527,14 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
             return fail("bad signature at seq " + std::to_string(seq));
           if (c.chain != chain) return Outcome::diverges;
         }
-        fresh.push_back(Pending{&e, VersionHeader{}});
+        fresh.push_back(Pending{&e, nullptr, chain});
         continue;
       }
-      if (version_id_of(e.header) != e.id)
+      const PreparedLog::Entry& ce = checked[i];
+      if (!ce.id_ok)
         return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
-      auto h = decode_header(e.header);
-      if (!h) return fail("seq " + std::to_string(e.seq) + ": " + h.error().message);
+      if (!ce.header) return fail("seq " + std::to_string(e.seq) + ": " + ce.problem);
+      const VersionHeader* h = &*ce.header;
       if (h->author != author) {
         auto ok = may_carry(h->author);
         if (!ok) return ok.error();
@@ -468,11 +542,13 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       }
       if (h->project != project)
         return fail("seq " + std::to_string(e.seq) + ": version of another project");
-      if (e.body) {
-        if (h->kind == VersionKind::tombstone) return fail("tombstone with a body");
-        if (e.body->size() != h->body_size || crypto::sha256(as_bytes(*e.body)) != h->body_hash)
+      switch (ce.body) {
+        case PreparedLog::BodyCheck::none:
+        case PreparedLog::BodyCheck::ok: break;
+        case PreparedLog::BodyCheck::tombstone: return fail("tombstone with a body");
+        case PreparedLog::BodyCheck::mismatch:
           return fail("seq " + std::to_string(e.seq) + ": body does not match its hash");
-        if (e.body->size() > impl_->opts.max_body_bytes)
+        case PreparedLog::BodyCheck::too_large:
           return make_error(Errc::too_large, "received body exceeds storage.max_body_bytes");
       }
       seq = e.seq;
@@ -483,7 +559,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
           return fail("bad signature at seq " + std::to_string(seq));
         if (c.chain != chain) return Outcome::diverges;
       }
-      fresh.push_back(Pending{&e, std::move(*h)});
+      fresh.push_back(Pending{&e, &ce, chain});
     }
     for (std::size_t i = 1; i < batch.checkpoints.size(); ++i)
       if (batch.checkpoints[i].seq <= batch.checkpoints[i - 1].seq)
@@ -553,7 +629,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       if (!h) return make_error(Errc::data_loss, "stored version: " + h.error().message);
       out.emplace_back(&e, std::move(*h));
     }
-    for (auto& p : fresh) out.emplace_back(p.entry, std::move(p.header));
+    for (auto& p : fresh)
+      out.emplace_back(p.entry, p.checked ? *p.checked->header : VersionHeader{});
     auto n = impl_->relog(*txn, project, out);
     if (!n) return n.error();
     res.relogged = *n;
@@ -565,7 +642,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     FS_TRY(impl_->note_fork(*txn, project, author, at, true));
     FS_TRY(impl_->persist_clock(*txn));
     FS_TRY(txn->commit());
-    auto last = last_change_seq(project);
+    auto last = store.last_change_seq(project);
     if (last && *n) impl_->notify(project, *last);
     return res;
   }
@@ -585,19 +662,20 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   auto lseq = impl_->change_counter(*txn, project);
   if (!lseq) return lseq.error();
   FS_TRY(take_in(*lseq));
-  crypto::Digest c2 = head->chain;
+  static const VersionHeader kLeftOut;
   for (const auto& p : fresh) {
     const LogEntry& e = *p.entry;
-    c2 = chain_next(c2, e.seq, e.id);
+    const crypto::Digest& c2 = p.chain;
+    const VersionHeader& header = p.checked ? *p.checked->header : kLeftOut;
     bool excluded = cutoff && e.seq > *cutoff;
     if (!excluded && !e.elided && *erasures) {  // covered by an erasure: no body, no document
-      auto gone = impl_->erased(*txn, p.header);
+      auto gone = impl_->erased(*txn, header);
       if (!gone) return gone.error();
       excluded = *gone;
     }
     bool left_out = e.elided;
     if (!left_out && !excluded && partial) {
-      auto w = impl_->wanted_here(*txn, project, *sub, p.header, e.body);
+      auto w = impl_->wanted_here(*txn, project, *sub, header, e.body);
       if (!w) return w.error();
       left_out = !*w;
     }
@@ -611,16 +689,23 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       continue;
     }
     LogRecord lr{c2, e.id, e.header, std::nullopt, excluded};
-    if (e.body && !excluded) lr.body = as_bytes(*e.body);
+    if (e.body && !excluded) {
+      if (p.checked->packed) {  // packed ahead (prepare_log)
+        lr.packed = ByteView(p.checked->frame);
+        lr.packed_dict = p.checked->dict;
+      } else {
+        lr.body = as_bytes(*e.body);
+      }
+    }
     FS_TRY(impl_->put_log(*txn, project, log_key(project, batch.author, e.seq), lr));
     if (excluded) continue;
-    if (p.header.collection == kMembersCollection) membership_changed = true;
-    if (p.header.collection == kErasuresCollection) erasures_changed = true;
-    impl_->clock.observe(p.header.hlc);
-    Key dk = doc_key(project, p.header.collection, p.header.doc_id);
+    if (header.collection == kMembersCollection) membership_changed = true;
+    if (header.collection == kErasuresCollection) erasures_changed = true;
+    impl_->clock.observe(header.hlc);
+    Key dk = doc_key(project, header.collection, header.doc_id);
     auto rec = impl_->doc(*txn, dk);
     if (!rec) return rec.error();
-    if (p.header.author != batch.author && *rec) {
+    if (header.author != batch.author && *rec) {
       // An earlier identity's version re-published by its successor: held already?
       auto at = impl_->find_version(*txn, dk, **rec, e.id);
       if (!at) return at.error();
@@ -629,7 +714,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
         continue;
       }
     }
-    auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), p.header, e.id,
+    auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), header, e.id,
                                Location{batch.author, e.seq}, ++*lseq, false);
     if (!r) return r.error();
     ++res.applied;

@@ -367,6 +367,24 @@ struct LogBatch {
   std::vector<Checkpoint> checkpoints;  // every checkpoint inside the run; the last is at the end
 };
 
+// A received batch checked as far as needs no transaction (Store::prepare_log). Valid for
+// the LogBatch it was made from only (`batch`), which must stay unchanged until applied.
+struct PreparedLog {
+  enum class BodyCheck : std::uint8_t { none, ok, tombstone, mismatch, too_large };
+  struct Entry {
+    bool id_ok = false;                   // the header hashes to the entry's id
+    std::optional<VersionHeader> header;  // decoded (else `problem` says why)
+    std::string problem;
+    BodyCheck body = BodyCheck::none;
+    // Packed ahead with the project's dictionary `dict` (else packed when written).
+    bool packed = false;
+    std::uint16_t dict = 0;
+    Bytes frame;
+  };
+  const LogBatch* batch = nullptr;
+  std::vector<Entry> entries;  // one per batch entry; left-out and earlier ones unchecked
+};
+
 struct ApplyResult {
   std::uint32_t applied = 0;
   std::uint32_t duplicates = 0;  // already held (arrived by another path)

@@ -328,3 +328,123 @@ TEST_CASE("bodies at rest: leaving a project deletes its dictionary", "[storage]
   CHECK(s->body_dictionary(kept) == kept_dict);
   check_bodies(*s, kept, 0, 1100);
 }
+
+namespace {
+
+// copy_logs, each batch prepared ahead (Store::prepare_log) as sync sessions do.
+void copy_logs_prepared(Store& from, Store& to, const ProjectId& p, std::uint32_t batch = 300) {
+  auto theirs = to.version_vector(p);
+  REQUIRE(theirs.ok());
+  auto mine = from.version_vector(p);
+  REQUIRE(mine.ok());
+  for (const auto& [author, head] : *mine) {
+    std::uint64_t at = theirs->count(author) ? theirs->at(author) : 0;
+    while (at < head) {
+      auto b = from.read_log(p, author, at, batch, 1u << 30);
+      REQUIRE(b.ok());
+      REQUIRE(!b->entries.empty());
+      auto prepared = to.prepare_log(p, *b);
+      auto r = to.apply_log(p, *b, ApplyOptions{}, prepared);
+      INFO((r.ok() ? std::string() : r.error().message));
+      REQUIRE(r.ok());
+      at = b->entries.back().seq;
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("bodies at rest: a batch prepared ahead is stored byte for byte as one that is not",
+          "[storage][bodies]") {
+  TempDir da, db, dc;
+  auto a = open_store(da.path());
+  ProjectId p = survey_with(*a, 1600);
+  auto secret = a->project_secret(p);
+  REQUIRE(secret.ok());
+  auto plain = open_store(db.path());
+  auto ahead = open_store(dc.path());
+  REQUIRE(plain->add_project(*a->get_project(p), *secret).ok());
+  REQUIRE(ahead->add_project(*a->get_project(p), *secret).ok());
+  copy_logs(*a, *plain, p, 300);
+  copy_logs_prepared(*a, *ahead, p, 300);
+  REQUIRE(ahead->body_dictionary(p));  // later batches were packed ahead with it
+  check_bodies(*ahead, p, 0, 1600);
+  plain.reset();
+  ahead.reset();
+  Raw rb(db.path()), rc(dc.path());
+  auto logs_b = rb.scan(rb.t().logs, p.view());
+  auto logs_c = rc.scan(rc.t().logs, p.view());
+  CHECK(logs_b.size() >= 1600);
+  CHECK(logs_b == logs_c);
+  std::size_t with_dict = 0;
+  for (const auto& f : stored_forms(rc, p)) with_dict += f.dict != 0;
+  CHECK(with_dict >= 1600 - kDictionaryTrainingBodies);
+}
+
+TEST_CASE("bodies at rest: a prepared batch fails as an unprepared one, and only for itself",
+          "[storage][bodies]") {
+  TempDir da, db;
+  auto a = open_store(da.path());
+  auto b = open_store(db.path());
+  ProjectId p = shared_project(*a, *b);
+  for (int i = 0; i < 20; ++i)
+    REQUIRE(a->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+  auto batch = a->read_log(p, a->device_id(), 0, 100, 1u << 30);
+  REQUIRE(batch.ok());
+  auto tampered = *batch;
+  tampered.entries[5].body->back() = ' ';
+  auto unprepared = b->apply_log(p, tampered);
+  REQUIRE(!unprepared.ok());
+  auto prepared = b->prepare_log(p, tampered);
+  auto r = b->apply_log(p, tampered, ApplyOptions{}, prepared);
+  REQUIRE(!r.ok());
+  CHECK(r.error().code == Errc::verification_failed);
+  CHECK(r.error().message == unprepared.error().message);
+  CHECK(r.error().message.find("body does not match its hash") != std::string::npos);
+  // Prepared for another batch: refused, nothing applied.
+  auto wrong = b->apply_log(p, *batch, ApplyOptions{}, prepared);
+  REQUIRE(!wrong.ok());
+  CHECK(wrong.error().code == Errc::invalid_argument);
+  CHECK(!b->get_document(p, "obs", "o0").ok());
+  auto good = b->prepare_log(p, *batch);
+  auto ok = b->apply_log(p, *batch, ApplyOptions{}, good);
+  REQUIRE(ok.ok());
+  CHECK(ok->applied == 20);
+  check_bodies(*b, p, 0, 20);
+}
+
+TEST_CASE(
+    "bodies at rest: a batch packed ahead with a dictionary trained in a failed write "
+    "stores that dictionary",
+    "[storage][bodies]") {
+  TempDir da, db;
+  ProjectId p;
+  std::uint16_t dict = 0;
+  {
+    auto a = open_store(da.path());
+    auto b = open_store(db.path());
+    p = shared_project(*a, *b);
+    for (int i = 0; i < 1000; ++i)
+      REQUIRE(b->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+    std::vector<WriteRequest> failing;
+    for (int i = 1000; i < 1100; ++i)
+      failing.push_back(put("obs", "o" + std::to_string(i), observation(i)));
+    failing.push_back(put("obs", "bad", "[1]"));
+    REQUIRE(!b->write_batch(p, failing).ok());
+    REQUIRE(b->body_dictionary(p));  // in memory only: its record went with the write
+    dict = *b->body_dictionary(p);
+    for (int i = 5000; i < 5010; ++i)
+      REQUIRE(a->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
+    copy_logs_prepared(*a, *b, p);
+  }
+  {
+    Raw raw(db.path());
+    CHECK(raw.get(raw.t().meta, dictionary_key(dict)));
+    std::size_t packed_with_it = 0;
+    for (const auto& f : stored_forms(raw, p)) packed_with_it += f.dict == dict;
+    CHECK(packed_with_it == 10);  // a's ten, packed ahead
+  }
+  auto b = open_store(db.path());
+  CHECK(b->body_dictionary(p) == dict);
+  check_bodies(*b, p, 5000, 5010);
+}
