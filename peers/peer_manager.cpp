@@ -177,6 +177,7 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   sync::SessionOptions session_opt;  // what each session runs with (from opt)
   std::string device_name;
   PeerManager::PostWrite post_write;  // set before start(); empty: batches applied inline
+  PeerManager::PostPrepare post_prepare;  // set before start(); empty: prepared in the apply
   ThreadCheck thread;                 // the io_context's thread (peer_manager.hpp)
   std::map<std::string, std::unique_ptr<transports::Transport>, std::less<>> transports;
   std::set<std::string> listening;  // schemes that accept connections
@@ -485,6 +486,11 @@ void PeerManager::Impl::start_session(const std::shared_ptr<Conn>& c) {
         asio::post(io, [done, committed] { done(committed); });
       });
     };
+    if (post_prepare)
+      p.prepare = [post = post_prepare, &io = io](std::function<void()> work,
+                                                  std::function<void()> done) {
+        post(std::move(work), [&io, done = std::move(done)] { asio::post(io, done); });
+      };
   }
   auto session = std::make_unique<sync::Session>(store, std::move(p));
   if (c->join) (void)session->join(c->join->code);  // a fresh session: cannot fail
@@ -974,6 +980,9 @@ transports::Transport& PeerManager::add_transport(std::unique_ptr<transports::Tr
 }
 
 void PeerManager::set_writer(PostWrite post_write) { impl_->post_write = std::move(post_write); }
+void PeerManager::set_preparer(PostPrepare post_prepare) {
+  impl_->post_prepare = std::move(post_prepare);
+}
 
 Status PeerManager::start() {
   impl_->thread.check("PeerManager::start");

@@ -143,6 +143,11 @@ class PeerManager {
   using PostWrite =
       std::function<void(std::function<void()> work, std::function<void(const Status&)> done)>;
   void set_writer(PostWrite post_write);
+  // With a writer, sessions prepare each received batch (Store::prepare_log) through
+  // `post_prepare` (before start()): it runs `work` on a worker thread, then `done` there; the
+  // next batch is then checked and packed while one commits. Without it, within the apply.
+  using PostPrepare = std::function<void(std::function<void()> work, std::function<void()> done)>;
+  void set_preparer(PostPrepare post_prepare);
   // Starts the transports' listeners and dials known peers (those added so far and those
   // the store remembers).
   Status start();

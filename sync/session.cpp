@@ -166,13 +166,27 @@ void Session::Impl::receive(ByteView bytes) {
 
 void Session::Impl::process_input() {
   while (!finished() && !busy) {
-    auto next = decoder.next();
-    if (!next.ok()) {
-      fail(next.error(), true);
+    Frame f;
+    if (held_frame) {
+      f = *held_frame;
+      held_frame.reset();
+    } else {
+      auto next = decoder.next();
+      if (!next.ok()) {
+        fail(next.error(), true);
+        break;
+      }
+      if (!next.value()) break;
+      f = *next.value();
+    }
+    const bool batch = f.type == static_cast<std::uint8_t>(MsgType::batch) ||
+                       f.type == static_cast<std::uint8_t>(MsgType::zbatch);
+    if (!batch && !applying.empty()) {  // after the batches before it
+      held_frame = f;
+      busy = true;
       break;
     }
-    if (!next.value()) break;
-    handle(*next.value());
+    handle(f);
   }
 }
 

@@ -73,6 +73,12 @@ struct SessionParams {
   // of the commit that made what `work` wrote durable. Empty: batches are applied inline.
   std::function<void(std::function<void()> work, std::function<void(Status committed)> done)>
       offload;
+  // With offload: prepares received batches (Store::prepare_log) on a worker thread ahead of
+  // their apply, so the next batch is checked and packed while one commits: runs `work` (using
+  // only the Store) there, then `done` on the session's thread. Up to
+  // options.window_batches received batches are then on their way at once. Empty: each batch
+  // is applied whole before the next is read.
+  std::function<void(std::function<void()> work, std::function<void()> done)> prepare;
 };
 
 class Session {

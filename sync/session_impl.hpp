@@ -194,8 +194,27 @@ struct Session::Impl {
 
   // One thread drives the session (session.hpp): checked in debug builds.
   ThreadCheck thread;
-  // An offloaded apply (SessionParams::offload) is under way: input waits in the decoder.
+  // Input waits in the decoder: an offloaded apply is under way (without
+  // SessionParams::prepare), window_batches received batches are, or a frame waits in
+  // `held_frame` for those before it.
   bool busy = false;
+  // Received batches on their way to the store, in arrival order (SessionParams::prepare and
+  // offload): each is prepared on a worker thread, then applied on the writer's in this order,
+  // then answered here in this order.
+  struct ApplyJob {
+    ReceivedBatch in;
+    storage::ApplyOptions options;
+    storage::PreparedLog prepared;
+    bool ready = false;   // prepared
+    bool posted = false;  // handed to offload
+    bool done = false;    // applied: `result` holds the outcome, the commit's status included
+    Result<storage::ApplyResult> result = make_error(Errc::internal, "not applied");
+  };
+  std::deque<std::shared_ptr<ApplyJob>> applying;
+  // A frame other than a batch that arrived while batches before it are applied: handled once
+  // they all are (frames keep their order). Its payload views the decoder's buffer, which is
+  // not fed again while busy.
+  std::optional<Frame> held_frame;
   std::function<void()> resume_hook;
   // False once the session is gone: an offloaded apply finishing later touches nothing.
   std::shared_ptr<bool> alive = std::make_shared<bool>(true);
@@ -258,6 +277,12 @@ struct Session::Impl {
   void on_tips(TipsMsg m);
   void on_forked(ForkedMsg m);
   void on_batch(ReceivedBatch in);
+  // A batch of an author we said FORKED about (in flight when we did): answered with our head.
+  bool answer_diverged(const Batch& m);
+  // The pipeline of `applying`: hands the prepared jobs at its front to offload, in order.
+  void post_prepared();
+  // Answers the applied jobs at its front, then reads on when there is room again.
+  void answer_applied();
   // What follows the apply of a received batch (inline, or when an offloaded one is done).
   void batch_applied(const ReceivedBatch& in, Result<storage::ApplyResult> r);
   void on_zbatch(ReceivedBatch in);  // refused unless we announced kFeatureZstdBatches

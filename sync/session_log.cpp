@@ -345,14 +345,28 @@ void Session::Impl::on_batch(ReceivedBatch in) {
   if (!ps) return;
   if (!ps->vv_received) return fail(make_error(Errc::failed_precondition, "BATCH before VV"), true);
   if (m.log.entries.empty()) return fail(make_error(Errc::invalid_argument, "empty BATCH"), true);
-  if (ps->diverged.count(m.log.author)) {  // already in flight when we said FORKED
-    auto head = store.version_vector(m.project);
-    if (!head.ok()) return fail(head.error(), true);
-    encode_ack(control, Ack{m.project, m.log.author, get(*head, m.log.author)});
-    return;
-  }
+  if (answer_diverged(m)) return;
   const storage::ApplyOptions options{!ps->restricted};
   if (!params.offload) return batch_applied(in, store.apply_log(m.project, m.log, options));
+  if (params.prepare) {
+    // Prepared on a worker while earlier batches are applied; input goes on until
+    // window_batches are on their way.
+    auto job = std::make_shared<ApplyJob>();
+    job->in = std::move(in);
+    job->options = options;
+    applying.push_back(job);
+    busy = applying.size() >= std::max<std::uint32_t>(params.options.window_batches, 1);
+    storage::Store& st = store;
+    params.prepare(
+        [&st, job] { job->prepared = st.prepare_log(job->in.batch.project, job->in.batch.log); },
+        [this, job, alive = alive] {
+          if (!*alive) return;
+          thread.check("Session: a prepared batch");
+          job->ready = true;
+          post_prepared();
+        });
+    return;
+  }
   // Applied on another thread; input waits meanwhile, so frames keep their order.
   busy = true;
   struct Job {
@@ -378,6 +392,59 @@ void Session::Impl::on_batch(ReceivedBatch in) {
         record_holds();
         if (resume_hook) resume_hook();
       });
+}
+
+bool Session::Impl::answer_diverged(const Batch& m) {
+  ProjectSync* ps = project_of(m.project, "BATCH");
+  if (!ps || !ps->diverged.count(m.log.author)) return false;
+  auto head = store.version_vector(m.project);
+  if (!head.ok()) {
+    fail(head.error(), true);
+    return true;
+  }
+  encode_ack(control, Ack{m.project, m.log.author, get(*head, m.log.author)});
+  return true;
+}
+
+void Session::Impl::post_prepared() {
+  storage::Store& st = store;
+  for (const auto& job : applying) {
+    if (job->posted) continue;
+    if (!job->ready || finished()) return;  // the writer takes them in arrival order
+    job->posted = true;
+    params.offload(
+        [&st, job] {
+          job->result = st.apply_log(job->in.batch.project, job->in.batch.log, job->options,
+                                     job->prepared);
+        },
+        [this, job, alive = alive](Status committed) {
+          if (!*alive) return;
+          thread.check("Session: an offloaded apply's completion");
+          if (!committed) job->result = committed.error();
+          job->done = true;
+          answer_applied();
+        });
+  }
+}
+
+void Session::Impl::answer_applied() {
+  while (!applying.empty() && applying.front()->done) {
+    auto job = std::move(applying.front());
+    applying.pop_front();
+    job->prepared = {};
+    if (finished()) continue;
+    // An earlier batch in flight with it made us say FORKED about its author: what this one
+    // did is moot (nothing, as its entries do not follow ours).
+    if (answer_diverged(job->in.batch)) continue;
+    batch_applied(job->in, std::move(job->result));
+  }
+  const bool was_busy = busy;
+  busy = held_frame ? !applying.empty()
+                    : applying.size() >= std::max<std::uint32_t>(params.options.window_batches, 1);
+  if (finished()) return;
+  if (was_busy && !busy) process_input();
+  record_holds();
+  if (resume_hook) resume_hook();
 }
 
 void Session::Impl::batch_applied(const ReceivedBatch& in, Result<storage::ApplyResult> r) {

@@ -744,6 +744,71 @@ TEST_CASE("session options are the sync.* settings of the configuration", "[sync
 }
 
 TEST_CASE(
+    "batches prepared ahead: the next is checked while one is applied, at most window_batches "
+    "on their way, applied and answered in arrival order",
+    "[sync]") {
+  Node a, b;
+  ProjectId p = shared_project(a, b);
+  a.write_docs(p, 0, 600);
+  // b's workers and writer are queues this test runs by hand.
+  std::vector<std::pair<std::function<void()>, std::function<void()>>> preparing;
+  std::vector<std::pair<std::function<void()>, std::function<void(Status)>>> writing;
+  auto pb = params("b", small_batches());
+  pb.prepare = [&](std::function<void()> work, std::function<void()> done) {
+    preparing.emplace_back(std::move(work), std::move(done));
+  };
+  bool preparing_done = false;  // an apply handed over now follows a prepared batch
+  std::size_t applies_queued = 0;
+  pb.offload = [&](std::function<void()> work, std::function<void(Status)> done) {
+    writing.emplace_back(std::move(work), std::move(done));
+    applies_queued += preparing_done;
+  };
+  SessionOptions wide = small_batches();
+  wide.window_batches = 4;  // a sends more than b takes on at once
+  Session sa(*a.store, params("a", wide)), sb(*b.store, std::move(pb));
+  sa.start();
+  sb.start();
+  Pipe pipe{sa, sb, &a, &b};
+  bool prepared_while_applying = false, out_of_order = false;
+  std::size_t most_on_way = 0;
+  for (int step = 0; step < 100000; ++step) {
+    const int moved = pipe.run(1);
+    most_on_way = std::max(most_on_way, preparing.size() + applies_queued);
+    if (moved > 0 && preparing.size() < 2) continue;  // let batches arrive
+    if (!preparing.empty()) {
+      // The newest first: the writer must still take them in arrival order.
+      if (preparing.size() > 1) out_of_order = true;
+      auto job = std::move(preparing.back());
+      preparing.pop_back();
+      if (applies_queued > 0) prepared_while_applying = true;
+      job.first();
+      preparing_done = true;
+      job.second();
+      preparing_done = false;
+      continue;
+    }
+    if (!writing.empty()) {  // one at a time: the next batch comes in meanwhile
+      auto job = std::move(writing.front());
+      writing.erase(writing.begin());
+      if (applies_queued > 0) --applies_queued;
+      Status committed = b.store->write_group([&] { job.first(); });
+      job.second(committed);
+      continue;
+    }
+    if (moved == 0) break;
+  }
+  CHECK(prepared_while_applying);
+  CHECK(out_of_order);
+  CHECK(most_on_way == 2);  // small_batches(): window_batches = 2
+  REQUIRE(!sb.finished());
+  CHECK(vv(a, p) == vv(b, p));
+  CHECK(doc(b, p, "d599").body == doc(a, p, "d599").body);
+  CHECK(sb.in_sync());
+  CHECK(sa.in_sync());
+  CHECK(sb.progress().projects[0].applied == 600);
+}
+
+TEST_CASE(
     "batches applied off the session's thread: input waits, order holds, a failed commit "
     "fails the session",
     "[sync]") {
