@@ -176,9 +176,9 @@ struct PeerManager::Impl : std::enable_shared_from_this<PeerManager::Impl> {
   config::SyncOptions opt;
   sync::SessionOptions session_opt;  // what each session runs with (from opt)
   std::string device_name;
-  PeerManager::PostWrite post_write;  // set before start(); empty: batches applied inline
+  PeerManager::PostWrite post_write;      // set before start(); empty: batches applied inline
   PeerManager::PostPrepare post_prepare;  // set before start(); empty: prepared in the apply
-  ThreadCheck thread;                 // the io_context's thread (peer_manager.hpp)
+  ThreadCheck thread;                     // the io_context's thread (peer_manager.hpp)
   std::map<std::string, std::unique_ptr<transports::Transport>, std::less<>> transports;
   std::set<std::string> listening;  // schemes that accept connections
   HandshakeBudget budget;

@@ -414,8 +414,8 @@ void Session::Impl::post_prepared() {
     job->posted = true;
     params.offload(
         [&st, job] {
-          job->result = st.apply_log(job->in.batch.project, job->in.batch.log, job->options,
-                                     job->prepared);
+          job->result =
+              st.apply_log(job->in.batch.project, job->in.batch.log, job->options, job->prepared);
         },
         [this, job, alive = alive](Status committed) {
           if (!*alive) return;
