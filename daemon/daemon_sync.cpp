@@ -67,13 +67,12 @@ void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovere
         });
   // ...each prepared on a reader thread while the one before commits.
   if (svc && api.writer() && api.readers())
-    svc->set_preparer(
-        [r = api.readers()](std::function<void()> work, std::function<void()> done) {
-          r->post([work = std::move(work), done = std::move(done)] {
-            work();
-            done();
-          });
-        });
+    svc->set_preparer([r = api.readers()](std::function<void()> work, std::function<void()> done) {
+      r->post([work = std::move(work), done = std::move(done)] {
+        work();
+        done();
+      });
+    });
   ipc::register_peer_routes(api.router(), api.context(), svc, std::move(discovered));
   ipc::register_member_routes(api.router(), api.context(), svc);
   ipc::register_join_routes(api.router(), api.context(), svc);
