@@ -349,8 +349,20 @@ class BlobStoreImpl final : public BlobStore {
     cv_.notify_one();
   }
 
-  // A commit added changes to `p`: index it on the worker (coalesced per project).
-  void changed(const ProjectId& p) {
+  // A commit added changes to `p`: index it on the worker (coalesced per project). `ref_free`:
+  // changes (first, last] of it that move no document's references (their documents are not
+  // read).
+  void changed(const ProjectId& p,
+               std::optional<std::pair<std::uint64_t, std::uint64_t>> ref_free = std::nullopt) {
+    if (ref_free && ref_free->second > ref_free->first) {
+      std::lock_guard lock(ref_free_mu_);
+      auto& ranges = ref_free_[p];
+      auto it = ranges.empty() ? ranges.end() : std::prev(ranges.end());
+      if (it != ranges.end() && it->second == ref_free->first)
+        it->second = ref_free->second;  // follows the last one (the usual case)
+      else if (ranges.size() < kMaxRefFreeRanges)
+        ranges.emplace(ref_free->first, ref_free->second);
+    }
     {
       std::lock_guard lock(mu_);
       if (stopping_ || !dirty_.insert(p).second) return;
@@ -465,6 +477,21 @@ class BlobStoreImpl final : public BlobStore {
   // An indexing pass released blobs of an erased document: run gc() after it. Guarded by
   // index_mu_.
   mutable bool erased_release_ = false;
+  // Per project, runs of its changes feed (first, last] that moved no document's references
+  // (changed()): the pass skips their documents. In memory only: after a restart every change
+  // past the stored cursor is read. Guarded by ref_free_mu_.
+  static constexpr std::size_t kMaxRefFreeRanges = 4096;
+  std::mutex ref_free_mu_;
+  std::map<ProjectId, std::map<std::uint64_t, std::uint64_t>> ref_free_;
+  // Whether change `seq` of `p` is in a run of ref_free_; drops the runs below `seq`.
+  bool ref_free(const ProjectId& p, std::uint64_t seq) {
+    std::lock_guard lock(ref_free_mu_);
+    auto pit = ref_free_.find(p);
+    if (pit == ref_free_.end()) return false;
+    auto& ranges = pit->second;
+    while (!ranges.empty() && ranges.begin()->second < seq) ranges.erase(ranges.begin());
+    return !ranges.empty() && ranges.begin()->first < seq && seq <= ranges.begin()->second;
+  }
 
   Store& store_;
   Store::Impl& im_;
@@ -1552,7 +1579,8 @@ Status BlobStoreImpl::index(const ProjectId& project) {
       if (!txn) return txn.error();
       FS_TRY(im_.project(*txn, project));
       std::set<Bytes> docs;
-      for (const auto& ch : page) docs.insert(doc_key(project, ch.collection, ch.doc_id).b);
+      for (const auto& ch : page)
+        if (!ref_free(project, ch.seq)) docs.insert(doc_key(project, ch.collection, ch.doc_id).b);
       for (const auto& dk : docs) {
         auto d = index_doc(*txn, project, dk, 0, false);
         if (!d) return d.error();
@@ -1605,6 +1633,10 @@ void BlobStoreImpl::forget(const ProjectId& project) {
   {
     std::lock_guard lock(index_mu_);
     indexed_.erase(project);
+  }
+  {
+    std::lock_guard lock(ref_free_mu_);
+    ref_free_.erase(project);
   }
   std::lock_guard lock(demand_mu_);  // (their records went with the project's)
   for (auto it = demands_.lower_bound({project, BlobId{}});
@@ -1818,8 +1850,9 @@ void Store::Impl::blobs_left(const ProjectId& p) {
   if (blobs) static_cast<BlobStoreImpl&>(*blobs).forget(p);
 }
 
-void Store::Impl::blobs_changed(const ProjectId& p) {
-  if (blobs) static_cast<BlobStoreImpl&>(*blobs).changed(p);
+void Store::Impl::blobs_changed(const ProjectId& p,
+                                std::optional<std::pair<std::uint64_t, std::uint64_t>> ref_free) {
+  if (blobs) static_cast<BlobStoreImpl&>(*blobs).changed(p, ref_free);
 }
 
 Status Store::Impl::check_blob_refs(const LmdbTxn& txn, std::string_view body) const {

@@ -153,29 +153,38 @@ Status Store::Impl::persist_clock(LmdbTxn& txn) const {
 namespace {
 // The changes of the write group open on this thread (Store::write_group): told after its
 // commit.
-thread_local std::vector<std::pair<ProjectId, std::uint64_t>>* group_changes = nullptr;
+struct GroupChange {
+  ProjectId project;
+  std::uint64_t seq;
+  std::optional<std::uint64_t> ref_free_from;
+};
+thread_local std::vector<GroupChange>* group_changes = nullptr;
 }  // namespace
 
 Status Store::write_group(const std::function<void()>& body) {
   LmdbGroup group(*impl_->env);
   if (!group.ok()) return group.error();
-  std::vector<std::pair<ProjectId, std::uint64_t>> changes;
+  std::vector<GroupChange> changes;
   group_changes = &changes;
   body();
   group_changes = nullptr;
   FS_TRY(group.commit());
-  for (const auto& [p, seq] : changes) impl_->notify(p, seq);
+  for (const auto& c : changes) impl_->notify(c.project, c.seq, c.ref_free_from);
   return {};
 }
 
-void Store::Impl::notify(const ProjectId& p, std::uint64_t seq) {
+void Store::Impl::notify(const ProjectId& p, std::uint64_t seq,
+                         std::optional<std::uint64_t> ref_free_from) {
   if (group_changes) {
-    group_changes->emplace_back(p, seq);
+    group_changes->push_back(GroupChange{p, seq, ref_free_from});
     return;
   }
   std::lock_guard lock(listener_mu);
   if (listener) listener(p, seq);
-  blobs_changed(p);
+  if (ref_free_from && *ref_free_from < seq)
+    blobs_changed(p, std::make_pair(*ref_free_from, seq));
+  else
+    blobs_changed(p);
 }
 
 // ---- Store ----

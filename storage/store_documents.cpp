@@ -229,8 +229,22 @@ Result<std::vector<WriteResult>> Store::write_batch(const ProjectId& project,
   if (!txn) return txn.error();
   auto r = impl_->write_in_txn(*txn, project, reqs, false);
   if (!r) return r.error();
+  // Whether these writes leave every document's blob references as they were (no body that
+  // may hold one, none indexed before): the blob indexer need not read them.
+  std::optional<std::uint64_t> ref_free_from = r->second;
+  for (std::size_t i = 0; i < reqs.size() && ref_free_from; ++i) {
+    const WriteResult& w = r->first[i];
+    ref_free_from = std::min(*ref_free_from, w.local_seq - 1);
+    if (reqs[i].kind != VersionKind::tombstone && may_hold_blob_refs(reqs[i].body)) {
+      ref_free_from.reset();
+      break;
+    }
+    auto had = txn->get(impl_->t().blob_refs, doc_key(project, w.collection, w.doc_id));
+    if (!had) return had.error();
+    if (*had) ref_free_from.reset();
+  }
   FS_TRY(txn->commit());
-  impl_->notify(project, r->second);
+  impl_->notify(project, r->second, ref_free_from);
   return std::move(r->first);
 }
 

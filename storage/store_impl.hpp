@@ -97,14 +97,20 @@ struct Store::Impl {
   Result<DocumentState> doc_state(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
                                   std::string_view id, const DocRecord& rec) const;
 
-  void notify(const ProjectId& p, std::uint64_t seq);
+  // A commit moved the project's changes feed to `seq`. `ref_free_from`: the changes after it
+  // up to `seq` are of documents whose blob references did not change (no body that may hold
+  // one, none held before: the blob indexer need not read them).
+  void notify(const ProjectId& p, std::uint64_t seq,
+              std::optional<std::uint64_t> ref_free_from = std::nullopt);
 
   // Blobs (blob_store.cpp): opened by Store::open after the identity, stopped before the
   // environment closes. blobs_changed() queues the project's reference indexing (any thread);
   // check_blob_refs() checks the blob references of a locally written body.
   Status open_blobs(Store& store);
   void close_blobs();
-  void blobs_changed(const ProjectId& p);
+  void blobs_changed(
+      const ProjectId& p,
+      std::optional<std::pair<std::uint64_t, std::uint64_t>> ref_free = std::nullopt);
   void blobs_left(const ProjectId& p);
   Status check_blob_refs(const LmdbTxn& txn, std::string_view body) const;
   // Whether the project no longer has the blob, as of `txn`: no record of it (never uploaded

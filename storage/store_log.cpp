@@ -661,6 +661,10 @@ Result<ApplyResult> Store::Impl::apply_log(Store& store, const ProjectId& projec
   if (!erasures) return erasures.error();
   auto lseq = impl_->change_counter(*txn, project);
   if (!lseq) return lseq.error();
+  const std::uint64_t first_change = *lseq;
+  // Whether this batch's changes leave every document's blob references as they were: then
+  // the blob indexer need not read them (Store::Impl::notify).
+  bool ref_free = upgrades.empty();
   FS_TRY(take_in(*lseq));
   static const VersionHeader kLeftOut;
   for (const auto& p : fresh) {
@@ -714,6 +718,12 @@ Result<ApplyResult> Store::Impl::apply_log(Store& store, const ProjectId& projec
         continue;
       }
     }
+    if (ref_free && e.body && may_hold_blob_refs(*e.body)) ref_free = false;
+    if (ref_free && *rec) {  // held before: references of its own, indexed or on their way?
+      auto had = txn->get(t.blob_refs, dk);
+      if (!had) return had.error();
+      if (*had) ref_free = false;
+    }
     auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), header, e.id,
                                Location{batch.author, e.seq}, ++*lseq, false);
     if (!r) return r.error();
@@ -740,7 +750,9 @@ Result<ApplyResult> Store::Impl::apply_log(Store& store, const ProjectId& projec
   FS_TRY(impl_->persist_clock(*txn));
   FS_TRY(txn->commit());
   res.head = seq;
-  if (res.applied || feed_moved) impl_->notify(project, *lseq);
+  if (membership_changed || erasures_changed) ref_free = false;
+  if (res.applied || feed_moved)
+    impl_->notify(project, *lseq, ref_free ? std::optional(first_change) : std::nullopt);
   return res;
 }
 

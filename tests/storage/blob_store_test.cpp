@@ -284,6 +284,51 @@ TEST_CASE("blob references: local writes are checked, synced ones are indexed as
   CHECK(read_all(**rb) == data);
 }
 
+TEST_CASE("synced versions that drop a reference are indexed, however far the indexer is") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  auto b = test::open_store(db.path());
+  ProjectId p = test::shared_project(*a, *b);
+  auto info = upload(a->blobs(), p, pattern(5000));
+  REQUIRE(info.ok());
+  auto refs_on_b = [&] {
+    REQUIRE(b->blobs().index(p).ok());
+    auto l = b->blobs().list(p, std::nullopt, 10);
+    REQUIRE(l.ok());
+    return l->empty() ? 0u : (*l)[0].refs;
+  };
+  // Indexed on b, then replaced by a version without it (with documents that never had one).
+  REQUIRE(a->write(p, test::put("obs", "d1", doc_with(*info))).ok());
+  test::copy_logs(*a, *b, p);
+  CHECK(refs_on_b() == 1);
+  REQUIRE(a->write(p, test::put("obs", "d1", R"({"n":1})")).ok());
+  for (int i = 0; i < 5; ++i)
+    REQUIRE(a->write(p, test::put("obs", "x" + std::to_string(i), R"({"n":2})")).ok());
+  test::copy_logs(*a, *b, p);
+  CHECK(refs_on_b() == 0);
+  // Received with a reference and replaced before b indexed it: the same.
+  REQUIRE(a->write(p, test::put("obs", "d2", doc_with(*info))).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(a->write(p, test::put("obs", "d2", R"({"n":3})")).ok());
+  test::copy_logs(*a, *b, p);
+  CHECK(refs_on_b() == 0);
+  // And a reference that arrives among versions without one counts.
+  REQUIRE(a->write(p, test::put("obs", "y0", R"({"n":4})")).ok());
+  REQUIRE(a->write(p, test::put("obs", "d3", doc_with(*info))).ok());
+  test::copy_logs(*a, *b, p);
+  CHECK(refs_on_b() == 1);
+  // Local writes the same way: a's own replacement of d3 drops the reference there.
+  auto refs_on_a = [&] {
+    REQUIRE(a->blobs().index(p).ok());
+    auto l = a->blobs().list(p, std::nullopt, 10);
+    REQUIRE(l.ok());
+    return l->empty() ? 0u : (*l)[0].refs;
+  };
+  CHECK(refs_on_a() == 1);
+  REQUIRE(a->write(p, test::put("obs", "d3", R"({"n":5})")).ok());
+  CHECK(refs_on_a() == 0);
+}
+
 TEST_CASE("the worker indexes references after commits without being asked") {
   TempDir dir;
   auto store = test::open_store(dir.path());
