@@ -483,6 +483,17 @@ class BlobStoreImpl final : public BlobStore {
   static constexpr std::size_t kMaxRefFreeRanges = 4096;
   std::mutex ref_free_mu_;
   std::map<ProjectId, std::map<std::uint64_t, std::uint64_t>> ref_free_;
+  // The end of the run of ref_free_ that holds change `after` + 1, if one does.
+  std::optional<std::uint64_t> ref_free_run(const ProjectId& p, std::uint64_t after) {
+    std::lock_guard lock(ref_free_mu_);
+    auto pit = ref_free_.find(p);
+    if (pit == ref_free_.end()) return std::nullopt;
+    auto it = pit->second.upper_bound(after);  // the first run starting after `after`
+    if (it == pit->second.begin()) return std::nullopt;
+    --it;
+    if (it->second <= after) return std::nullopt;
+    return it->second;
+  }
   // Whether change `seq` of `p` is in a run of ref_free_; drops the runs below `seq`.
   bool ref_free(const ProjectId& p, std::uint64_t seq) {
     std::lock_guard lock(ref_free_mu_);
@@ -1565,9 +1576,13 @@ Status BlobStoreImpl::index(const ProjectId& project) {
         stored = r.u64();
       }
     }
-    {
-      auto mem = indexed_.find(project);
-      std::uint64_t since = std::max(stored, mem == indexed_.end() ? 0 : mem->second);
+    std::uint64_t upto = 0;
+    bool more = true;  // a whole page: more may follow
+    auto mem = indexed_.find(project);
+    const std::uint64_t since = std::max(stored, mem == indexed_.end() ? 0 : mem->second);
+    if (auto run = ref_free_run(project, since)) {
+      upto = *run;  // changes that move no reference: passed without reading them
+    } else {
       auto changes = store_.changes_since(project, since, kIndexPage);
       if (!changes) return changes.error();
       if (changes->empty()) return {};
@@ -1586,8 +1601,9 @@ Status BlobStoreImpl::index(const ProjectId& project) {
         if (!d) return d.error();
         if (*d) differ.push_back(dk);
       }
+      upto = page.back().seq;
+      more = page.size() == kIndexPage;
     }
-    const std::uint64_t upto = page.back().seq;
     // Documents without references (most) cost one read here and no commit.
     if (!differ.empty() || upto - stored >= kCursorSaveEvery) {
       auto txn = im_.write_txn();
@@ -1604,7 +1620,7 @@ Status BlobStoreImpl::index(const ProjectId& project) {
       FS_TRY(txn->commit());
     }
     indexed_[project] = upto;
-    if (page.size() < kIndexPage) return {};
+    if (!more) return {};
   }
 }
 

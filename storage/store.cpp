@@ -69,6 +69,22 @@ Result<LogRecord> Store::Impl::held_log(const LmdbTxn& txn, const ProjectId& p,
   return std::move(*rec);
 }
 
+Result<Version> Store::Impl::load_header(const LmdbTxn& txn, const ProjectId& p,
+                                         const Location& at) const {
+  auto v = txn.get(t().logs, log_key(p, at.author, at.seq));
+  if (!v) return v.error();
+  if (!*v)
+    return make_error(Errc::data_loss, "missing log entry " + std::to_string(at.seq) + " of " +
+                                           at.author.short_str());
+  auto rec = LogRecord::decode_stored(**v);
+  if (!rec) return make_error(Errc::data_loss, "corrupt log entry");
+  auto h = decode_header(rec->header);
+  if (!h)
+    return make_error(Errc::data_loss,
+                      "stored version " + rec->id.str() + ": " + h.error().message);
+  return Version{rec->id, std::move(*h), std::nullopt};
+}
+
 Result<Version> Store::Impl::load_version(const LmdbTxn& txn, const ProjectId& p,
                                           const Location& at) const {
   auto rec = held_log(txn, p, at);

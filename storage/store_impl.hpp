@@ -60,6 +60,8 @@ struct Store::Impl {
                                  std::string_view id) const;
   // The version at a log position, header decoded, body copied if held.
   Result<Version> load_version(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
+  // The same without its body (nothing decompressed): for readers of the header only.
+  Result<Version> load_header(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
   // Every version of a document held here: its heads (in the DocRecord) and its
   // superseded versions (the docver history index), newest first.
   struct Held {
