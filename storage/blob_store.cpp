@@ -1595,7 +1595,8 @@ Status BlobStoreImpl::index(const ProjectId& project) {
       FS_TRY(im_.project(*txn, project));
       std::set<Bytes> docs;
       for (const auto& ch : page)
-        if (!ref_free(project, ch.seq)) docs.insert(doc_key(project, ch.collection, ch.doc_id).b);
+        if (!ref_free(project, ch.seq))
+          docs.insert(doc_key(project, ch.collection, ch.doc_id).bytes());
       for (const auto& dk : docs) {
         auto d = index_doc(*txn, project, dk, 0, false);
         if (!d) return d.error();

@@ -1,6 +1,7 @@
 #include "storage/records.hpp"
 
 #include <algorithm>
+#include <array>
 #include <boost/json.hpp>
 #include <set>
 
@@ -348,12 +349,9 @@ std::optional<VersionVector> PeerHoldsValue::decode(ByteView v) {
   return out;
 }
 
-Bytes encode_location(const Location& at, bool local) {
-  Bytes out;
-  ByteWriter w(out);
-  w.raw(at.author.view());
-  w.u64(at.seq);
-  w.u8(local ? 1 : 0);
+Key encode_location(const Location& at, bool local) {
+  Key out;  // built inline, as a key is
+  out.raw(at.author.view()).u64(at.seq).u8(local ? 1 : 0);
   return out;
 }
 
@@ -372,8 +370,8 @@ crypto::Digest chain_genesis(const ProjectId& p, const DeviceId& author) {
 }
 
 crypto::Digest chain_next(const crypto::Digest& prev, std::uint64_t seq, const VersionId& id) {
-  Bytes s;
-  ByteWriter(s).u64(seq);
+  std::array<std::uint8_t, 8> s{};  // u64 big-endian, as ByteWriter
+  for (int i = 0; i < 8; ++i) s[i] = static_cast<std::uint8_t>(seq >> (56 - 8 * i));
   return crypto::sha256({ByteView(prev), ByteView(s), id.view()});
 }
 

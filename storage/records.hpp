@@ -7,6 +7,8 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/container/small_vector.hpp>
+
 #include "common/bytes.hpp"
 #include "common/ids.hpp"
 #include "common/result.hpp"
@@ -36,20 +38,28 @@ inline Bytes u64_bytes(std::uint64_t x) {
 inline std::uint64_t read_u64(ByteView v) { return ByteReader(v).u64(); }
 
 struct Key {
-  Bytes b;
+  // Held inline up to kInlineBytes (every key of the fixed layouts and most document keys):
+  // a key is built for nearly every table access, without an allocation.
+  static constexpr std::size_t kInlineBytes = 96;
+  boost::container::small_vector<std::uint8_t, kInlineBytes> b;
   Key& raw(ByteView v) {
-    append(b, v);
+    b.insert(b.end(), v.begin(), v.end());
     return *this;
   }
-  Key& u64(std::uint64_t v) {
-    ByteWriter(b).u64(v);
-    return *this;
-  }
+  Key& u64(std::uint64_t v) { return be(v, 8); }
+  Key& u32(std::uint32_t v) { return be(v, 4); }
   Key& u8(std::uint8_t v) {
-    append(b, ByteView(&v, 1));
+    b.push_back(v);
     return *this;
   }
   operator ByteView() const { return {b.data(), b.size()}; }  // NOLINT implicit
+  Bytes bytes() const { return Bytes(b.begin(), b.end()); }
+
+ private:
+  Key& be(std::uint64_t v, int n) {  // big-endian, as ByteWriter
+    for (int i = n - 1; i >= 0; --i) b.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+    return *this;
+  }
 };
 
 inline Key doc_key(const ProjectId& p, std::string_view coll, std::string_view id) {
@@ -268,7 +278,7 @@ bool valid_address_uri(std::string_view uri);
 std::optional<std::string> tcp_address_uri(std::string_view host_port);
 
 // docver and changes values: a Location (+ for changes, whether it was written here).
-Bytes encode_location(const Location& at, bool local = false);
+Key encode_location(const Location& at, bool local = false);
 std::optional<std::pair<Location, bool>> decode_location(ByteView v);
 
 // The hash chain of a per-device log (docs/storage.md "Log chain").

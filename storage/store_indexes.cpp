@@ -43,13 +43,13 @@ const Bytes kIndexNumberKey = {'i', 'x', 'n'};
 Key entry_prefix(const ProjectId& p, std::uint32_t number) {
   Key k;
   k.raw(p.view()).u8('f');
-  ByteWriter(k.b).u32(number);
+  k.u32(number);
   return k;
 }
 Key reverse_prefix(const ProjectId& p, std::uint32_t number) {
   Key k;
   k.raw(p.view()).u8('r');
-  ByteWriter(k.b).u32(number);
+  k.u32(number);
   return k;
 }
 
@@ -307,7 +307,7 @@ Status Store::Impl::note_indexed(LmdbTxn& txn, const ProjectId& p, std::uint64_t
 Status Store::Impl::forget_indexes(LmdbTxn& txn, const ProjectId& p) const {
   FS_TRY(delete_prefix(txn, t().meta, decl_prefix(p)));
   FS_TRY(txn.del(t().meta, through_key(p)));
-  FS_TRY(delete_prefix(txn, t().indexes, Key{}.raw(p.view()).b));
+  FS_TRY(delete_prefix(txn, t().indexes, Key{}.raw(p.view())));
   forget_index_cache(p);
   return {};
 }
@@ -337,8 +337,8 @@ Status Store::Impl::check_indexes() {
     auto set = index_set(*txn, p);
     if (!set) return set.error();
     for (auto d : *set) {
-      FS_TRY(delete_prefix(*txn, t().indexes, entry_prefix(p, d.number).b));
-      FS_TRY(delete_prefix(*txn, t().indexes, reverse_prefix(p, d.number).b));
+      FS_TRY(delete_prefix(*txn, t().indexes, entry_prefix(p, d.number)));
+      FS_TRY(delete_prefix(*txn, t().indexes, reverse_prefix(p, d.number)));
       d.ready = false;
       d.cursor.clear();
       FS_TRY(txn->put(t().meta, decl_key(p, d.spec.name), encode_decl(d)));
@@ -451,8 +451,8 @@ Status Store::drop_index(const ProjectId& project, std::string_view name) {
   if (it == set->end())
     return make_error(Errc::not_found, "no index " + quote_input(name) + " in the project");
   FS_TRY(txn->del(impl_->t().meta, decl_key(project, name)));
-  FS_TRY(delete_prefix(*txn, impl_->t().indexes, entry_prefix(project, it->number).b));
-  FS_TRY(delete_prefix(*txn, impl_->t().indexes, reverse_prefix(project, it->number).b));
+  FS_TRY(delete_prefix(*txn, impl_->t().indexes, entry_prefix(project, it->number)));
+  FS_TRY(delete_prefix(*txn, impl_->t().indexes, reverse_prefix(project, it->number)));
   if (set->size() == 1) FS_TRY(txn->del(impl_->t().meta, through_key(project)));
   impl_->forget_index_cache(project);
   return txn->commit();

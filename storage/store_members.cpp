@@ -252,7 +252,7 @@ Status Store::Impl::enforce_removals(LmdbTxn& txn, const ProjectId& p) const {
       if (lr->excluded || lr->elided) continue;  // in no document already
       auto hdr = decode_header(lr->header);
       if (!hdr) return make_error(Errc::data_loss, "corrupt version header");
-      docs.insert(doc_key(p, hdr->collection, hdr->doc_id).b);
+      docs.insert(doc_key(p, hdr->collection, hdr->doc_id).bytes());
       lr->excluded = true;
       lr->body.reset();
       Bytes enc = lr->encode(bodies, p);

@@ -257,7 +257,7 @@ std::optional<IndexPlan> plan_for(const Store::Impl::IndexDef& d, const ProjectI
   plan.index = &d;
   Key base;
   base.raw(p.view()).u8('f');
-  ByteWriter(base.b).u32(d.number);
+  base.u32(d.number);
   const std::size_t budget = index_key::string_budget(d.paths.size());
   std::optional<FieldCondition> range;
   std::size_t k = 0;
@@ -276,7 +276,7 @@ std::optional<IndexPlan> plan_for(const Store::Impl::IndexDef& d, const ProjectI
     base.raw(enc);
   }
   plan.fixed = k;
-  plan.base = base.b;
+  plan.base = base.bytes();
   plan.ranged = range.has_value();
   plan.by_id = k == d.spec.fields.size();
   plan.ordered =
