@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 
 #include <random>
+#include <thread>
 
 #include "common/bytes.hpp"
 #include "raw_lmdb.hpp"
@@ -447,4 +448,38 @@ TEST_CASE(
   auto b = open_store(db.path());
   CHECK(b->body_dictionary(p) == dict);
   check_bodies(*b, p, 5000, 5010);
+}
+
+TEST_CASE("bodies at rest: batches prepared on one thread while earlier ones apply on another",
+          "[storage][bodies]") {
+  TempDir da, db;
+  auto a = open_store(da.path());
+  ProjectId p = survey_with(*a, 3000);
+  auto b = open_store(db.path());
+  auto secret = a->project_secret(p);
+  REQUIRE(secret.ok());
+  REQUIRE(b->add_project(*a->get_project(p), *secret).ok());
+  // Read every batch first, then prepare batch n+1 while batch n applies (training the
+  // dictionary on the way), as a session's reader thread and the writer do.
+  std::vector<LogBatch> batches;
+  for (std::uint64_t at = 0; at < 3001;) {
+    auto r = a->read_log(p, a->device_id(), at, 256, 1u << 30);
+    REQUIRE(r.ok());
+    if (r->entries.empty()) break;
+    at = r->entries.back().seq;
+    batches.push_back(std::move(*r));
+  }
+  std::vector<PreparedLog> prepared(batches.size());
+  prepared[0] = b->prepare_log(p, batches[0]);
+  for (std::size_t i = 0; i < batches.size(); ++i) {
+    std::thread next;
+    if (i + 1 < batches.size())
+      next = std::thread([&, i] { prepared[i + 1] = b->prepare_log(p, batches[i + 1]); });
+    auto r = b->apply_log(p, batches[i], ApplyOptions{}, prepared[i]);
+    if (next.joinable()) next.join();
+    INFO(i << ": " << (r.ok() ? std::string() : r.error().message));
+    REQUIRE(r.ok());
+  }
+  CHECK(b->body_dictionary(p));
+  check_bodies(*b, p, 0, 3000);
 }
