@@ -824,6 +824,8 @@ PeerStatus PeerManager::Impl::status_of(const PeerEntry& e) const {
       } else if (!n.removed.empty()) {
         const auto& [project, message] = *n.removed.begin();
         s.reason = PeerReason{PeerReasonCode::removed, message, project};
+      } else if (session.common_projects().empty()) {
+        s.reason = e.reason;  // up, sharing nothing yet (a refusal may be on its way): stands
       }
     } else {
       s.reason = e.reason;  // a new session is starting: the last one's outcome stands
