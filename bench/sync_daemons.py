@@ -18,7 +18,9 @@ scenario, the peak of RssAnon (private pages: heap, stacks) and of RssFile + Rss
 pages of mapped files: the executable, its libraries and the LMDB map), next to VmHWM, which
 counts both; at the end of each scenario, the resident pages of the LMDB map alone (smaps).
 After S1 and S2, the size of each daemon's <data_dir>/db/data.mdb (allocated blocks and file
-size) per document it holds.
+size) per document it holds. CPU: each daemon's user + system time (all its threads, from
+/proc/<pid>/stat) during the scenario, steadier than the wall time on a machine shared with
+other jobs.
 
 Usage: bench/sync_daemons.py [N | --sizes N1,N2,...] [--build DIR] [--set KEY=VALUE ...]
                              [--json PATH]   (python3 stdlib only)
@@ -98,6 +100,21 @@ def map_rss_mb(d):
     return kb / 1024
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(d):
+    """utime + stime of the daemon's process (every thread), from /proc/<pid>/stat."""
+    if d.proc is None:
+        return 0.0
+    try:
+        with open("/proc/%d/stat" % d.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def vm_hwm_mb(d):
     return proc_status(d.proc.pid).get("VmHWM", 0) / 1024 if d.proc else 0
 
@@ -115,6 +132,7 @@ class MemSampler(threading.Thread):
         self.done = threading.Event()
         self.anon = {}
         self.file = {}
+        self.cpu0 = {}
 
     def sample(self):
         for name, d in self.daemons.items():
@@ -131,10 +149,17 @@ class MemSampler(threading.Thread):
             self.sample()
 
     def window(self):
-        """Starts a scenario: forgets the peaks and takes a first sample."""
+        """Starts a scenario: forgets the peaks, notes each daemon's CPU time so far and takes a
+        first sample."""
         with self.lock:
             self.anon, self.file = {}, {}
+            self.cpu0 = {name: cpu_seconds(d) for name, d in self.daemons.items()}
         self.sample()
+
+    def cpu(self, name):
+        """CPU seconds (user + system, all threads) the daemon used since window()."""
+        with self.lock:
+            return max(cpu_seconds(self.daemons[name]) - self.cpu0.get(name, 0.0), 0.0)
 
     def peaks(self, name):
         """(RssAnon peak, RssFile + RssShmem peak) of one daemon in MB since window(), with a
@@ -200,7 +225,8 @@ def in_sync(b, a, pid, last_doc):
 
 def mem(d, name, sampler):
     anon, file_ = sampler.peaks(name)
-    return {"vmhwm_mb": vm_hwm_mb(d), "anon_peak_mb": anon, "file_peak_mb": file_, "map_mb": map_rss_mb(d)}
+    return {"vmhwm_mb": vm_hwm_mb(d), "anon_peak_mb": anon, "file_peak_mb": file_, "map_mb": map_rss_mb(d),
+            "cpu_s": sampler.cpu(name)}
 
 
 def row(n, name, docs, secs, kind, nbytes, a, other, sampler, cli_mb=None):
@@ -216,9 +242,10 @@ def row(n, name, docs, secs, kind, nbytes, a, other, sampler, cli_mb=None):
 
 def mem_text(r, other):
     a, o = r["a"], r[other.lower()]
-    return "anon A=%.0f MB %s=%.0f MB  file A=%.0f MB %s=%.0f MB  map A=%.0f MB %s=%.0f MB" % (
+    return ("anon A=%.0f MB %s=%.0f MB  file A=%.0f MB %s=%.0f MB  map A=%.0f MB %s=%.0f MB  "
+            "cpu A=%.2f s %s=%.2f s") % (
         a["anon_peak_mb"], other, o["anon_peak_mb"], a["file_peak_mb"], other, o["file_peak_mb"],
-        a["map_mb"], other, o["map_mb"])
+        a["map_mb"], other, o["map_mb"], a["cpu_s"], other, o["cpu_s"])
 
 
 def report(r):
@@ -365,14 +392,15 @@ def table(rows):
 
     lines = ["| docs | scenario | time | docs/s | wire or file B/doc | disk B/doc A / B | "
              "anon peak MB A / B or C | file peak MB A / B or C | of which LMDB map MB | "
-             "VmHWM MB A / B or C |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "VmHWM MB A / B or C | CPU s A / B or C |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in sorted(rows, key=lambda r: (r["size"], ORDER.index(r["scenario"][:2]))):
-        lines.append("| %s | %s | %.2f s | %s | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %s | %.2f s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             "{:,}".format(r["size"]).replace(",", " "), r["scenario"], r["seconds"],
             "{:,.0f}".format(r["docs_per_s"]).replace(",", " ") if r["docs"] else "–", per_doc(r), disk_cell(r),
             pair(r, lambda m: m["anon_peak_mb"]), pair(r, lambda m: m["file_peak_mb"]),
-            pair(r, lambda m: m["map_mb"]), pair(r, lambda m: m["vmhwm_mb"])))
+            pair(r, lambda m: m["map_mb"]), pair(r, lambda m: m["vmhwm_mb"]),
+            pair(r, lambda m: m["cpu_s"], "%.2f")))
     return "\n".join(lines)
 
 
