@@ -433,8 +433,9 @@ void Session::Impl::answer_applied() {
     applying.pop_front();
     job->prepared = {};
     if (finished()) continue;
-    // An earlier batch in flight with it made us say FORKED about its author: what this one
-    // did is moot (nothing, as its entries do not follow ours).
+    // An earlier batch in flight with it made us say FORKED about its author: answered as one
+    // that arrived after (its apply found nothing that follows our log, or, for a retired
+    // identity of ours, re-published what it verified, which stands).
     if (answer_diverged(job->in.batch)) continue;
     batch_applied(job->in, std::move(job->result));
   }
