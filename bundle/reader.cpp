@@ -1,8 +1,11 @@
 // BundleReader: checks the header, finds the project by its tag, opens each chunk as it
 // completes and applies each record as it completes (docs/protocol.md "Bundles"). Only bytes
 // that authenticated reach a record; only batches that verified (Store::apply_log) are applied.
+// A BATCH is applied on a thread of its own while the next is read and prepared
+// (Store::prepare_log); everything else waits for it (State::drain), in file order.
 #include <chrono>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <set>
 
@@ -223,6 +226,7 @@ struct BundleReader::State {
     ByteView payload = record.subspan(kRecordHeaderBytes);
     if (ended) return make_error(Errc::invalid_argument, "data after the END record in " + where());
     if (type == static_cast<std::uint8_t>(RecordType::end)) {
+      FS_TRY(drain());
       // Checked before END takes effect: END must end the plaintext (the whole last chunk is
       // open here, so anything after END is in `plain` already).
       if (chunk_last && plain_at + record.size() != plain.size())
@@ -230,6 +234,7 @@ struct BundleReader::State {
       return on_end(payload);
     }
     digest.update(record);
+    if (type != static_cast<std::uint8_t>(RecordType::batch)) FS_TRY(drain());
     switch (static_cast<RecordType>(type)) {
       case RecordType::begin: return on_begin(payload);
       case RecordType::batch: return on_batch(payload);
@@ -281,33 +286,32 @@ struct BundleReader::State {
     return {};
   }
 
-  Status on_batch(ByteView payload) {
-    if (!begun)
-      return make_error(Errc::invalid_argument, "a BATCH record before BEGIN in " + where());
-    auto m = sync::decode_batch(payload, opts.limits);
-    if (!m) {
-      if (m.error().code == Errc::invalid_argument)
-        return make_error(Errc::invalid_argument, "malformed BATCH record in " + where());
-      return make_error(m.error().code, m.error().message + " (BATCH record in " + where() + ")");
-    }
-    if (m->project != report.project)
-      return make_error(Errc::invalid_argument, "a BATCH of another project in " + where());
-    if (m->log.entries.empty())
-      return make_error(Errc::invalid_argument, "an empty BATCH in " + where());
-    const DeviceId& a = m->log.author;
-    std::uint64_t n = m->log.entries.size();
-    std::uint64_t first = m->log.entries.front().seq, last = m->log.entries.back().seq;
-    ++batches_read;
-    if (diverged.count(a)) {  // another history of this author is held here: skip its log
-      report.entries += n;
-      report.skipped += n;
-      return {};
-    }
-    auto r = store.apply_log(report.project, m->log);
+  // A BATCH record being applied on another thread while the records after it are read; the
+  // next BATCH is checked and packed (Store::prepare_log) meanwhile. Any other record, the end
+  // of the input and an error wait for it (drain), so records take effect in file order.
+  struct Applying {
+    sync::Batch m;
+    storage::PreparedLog prepared;
+    std::future<Result<storage::ApplyResult>> result;
+    std::string where;  // the record's place, for its error
+  };
+  std::unique_ptr<Applying> applying;
+
+  // The batch being applied, once done: its outcome is accounted for as it was read.
+  Status drain() {
+    if (!applying) return {};
+    auto job = std::move(applying);
+    return account(*job, job->result.get());
+  }
+
+  Status account(const Applying& job, Result<storage::ApplyResult> r) {
+    const DeviceId& a = job.m.log.author;
+    std::uint64_t n = job.m.log.entries.size();
+    std::uint64_t first = job.m.log.entries.front().seq, last = job.m.log.entries.back().seq;
     if (!r) {
       Error e = r.error();
       e.message = "batch of " + count(n, "entry", "entries") + " (seq " + std::to_string(first) +
-                  ".." + std::to_string(last) + ") by " + a.short_str() + " in " + where() +
+                  ".." + std::to_string(last) + ") by " + a.short_str() + " in " + job.where +
                   " rejected: " + e.message;
       return e;
     }
@@ -329,6 +333,51 @@ struct BundleReader::State {
     report.duplicates += r->duplicates;
     ++report.batches;
     blobs_indexed_after_batches = false;
+    return {};
+  }
+
+  // The batch before goes first: its error comes before any about this record.
+  Status after_drain(Error e) {
+    FS_TRY(drain());
+    return e;
+  }
+
+  Status on_batch(ByteView payload) {
+    if (!begun)
+      return after_drain(
+          make_error(Errc::invalid_argument, "a BATCH record before BEGIN in " + where()));
+    auto m = sync::decode_batch(payload, opts.limits);
+    if (!m) {
+      if (m.error().code == Errc::invalid_argument)
+        return after_drain(
+            make_error(Errc::invalid_argument, "malformed BATCH record in " + where()));
+      return after_drain(
+          make_error(m.error().code, m.error().message + " (BATCH record in " + where() + ")"));
+    }
+    if (m->project != report.project)
+      return after_drain(
+          make_error(Errc::invalid_argument, "a BATCH of another project in " + where()));
+    if (m->log.entries.empty())
+      return after_drain(make_error(Errc::invalid_argument, "an empty BATCH in " + where()));
+    ++batches_read;
+    auto job = std::make_unique<Applying>();
+    job->m = std::move(*m);
+    job->where = where();
+    // Checked and packed here while the batch before is applied (its pointer to the batch
+    // stays valid: the job is on the heap).
+    job->prepared = store.prepare_log(report.project, job->m.log);
+    FS_TRY(drain());
+    const DeviceId& a = job->m.log.author;
+    if (diverged.count(a)) {  // another history of this author is held here: skip its log
+      report.entries += job->m.log.entries.size();
+      report.skipped += job->m.log.entries.size();
+      return {};
+    }
+    storage::Store& st = store;
+    job->result = std::async(std::launch::async | std::launch::deferred, [&st, j = job.get()] {
+      return st.apply_log(j->m.project, j->m.log, storage::ApplyOptions{}, j->prepared);
+    });
+    applying = std::move(job);
     return {};
   }
 
@@ -564,12 +613,18 @@ BundleReader::~BundleReader() = default;
 Status BundleReader::feed(ByteView bytes) {
   if (s_->error) return *s_->error;
   auto st = s_->feed(bytes);
+  if (!st) {
+    auto before = s_->drain();  // a batch applied before this failure counts, and fails first
+    s_->take_tally();
+    return s_->fail(before ? st.error() : before.error());
+  }
   s_->take_tally();
-  if (!st) return s_->fail(st.error());
   return {};
 }
 
 Result<ImportReport> BundleReader::finish() {
+  if (!s_->error)
+    if (auto st = s_->drain(); !st) s_->fail(st.error());
   s_->blob.reset();  // a blob cut short stays partial
   s_->tally->wait();
   s_->take_tally();

@@ -617,6 +617,39 @@ TEST_CASE("bundle: a forged batch inside a well-sealed bundle is refused by the 
   CHECK(total(vv(*t.b.store, t.p)) == 0);
 }
 
+TEST_CASE(
+    "bundle: batches apply in file order while the next is read: a forged one fails before a "
+    "malformed record after it, the good one before it stays") {
+  Pair t;
+  auto v = vv(*t.a.store, t.p);
+  const DeviceId a_id = t.a.store->device_id();
+  auto good = t.a.store->read_log(t.p, a_id, 0, 3, 1u << 20);
+  REQUIRE(good.ok());
+  REQUIRE(!good->entries.empty());
+  const std::uint64_t kept = good->entries.back().seq;
+  auto forged = t.a.store->read_log(t.p, a_id, kept, 40, 1u << 20);
+  REQUIRE(forged.ok());
+  REQUIRE(forged->entries.size() > 1);
+  forged->entries[1].body = std::string("{\"n\":666}");  // not what A signed
+  Crafted c(*t.a.store, t.p);
+  detail::Begin b;
+  b.project = t.p;
+  b.producer = a_id;
+  b.holds = v;
+  c.begin(b);
+  c.batch(t.p, std::move(*good));
+  c.batch(t.p, std::move(*forged));
+  const std::uint8_t junk[] = {1, 2, 3};
+  c.record(static_cast<std::uint8_t>(RecordType::batch), ByteView(junk, sizeof junk));
+  c.end(t.a.store->signing_key(), 0, 3);
+  auto r = import_bytes(*t.b.store, c.seal());
+  REQUIRE_FALSE(r.result.ok());
+  CHECK(r.result.error().code == Errc::verification_failed);
+  CHECK(mentions(r.result.error(), "rejected"));
+  CHECK(mentions(r.result.error(), "seq " + std::to_string(kept + 1)));
+  CHECK(total(vv(*t.b.store, t.p)) == kept);
+}
+
 TEST_CASE("bundle: imported bundles are remembered per project, up to the limit") {
   Node n;
   n.store.reset();
