@@ -29,7 +29,8 @@ struct ApiOptions {
   std::uint32_t max_page_size = 1000;       // api.max_page_size: docs/changes per response
   std::uint32_t max_sort_docs = 100000;     // api.max_sort_docs: matches a sorted list may sort
   // api.reader_threads: threads that answer reads (documents, lists, the changes feed's normal
-  // pages) off the event loop and check received sync batches ahead of their apply; 0: on it
+  // pages) off the event loop; as many threads of their own check received sync batches ahead
+  // of their apply; 0: on it
   std::uint32_t reader_threads = 2;
   // api.max_group_writes: document writes committed together by the writer thread (one fsync);
   // 0: no writer thread, each write commits on the event loop

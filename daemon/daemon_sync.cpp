@@ -65,14 +65,17 @@ void DaemonSync::attach_api(ipc::ApiService& api, ipc::DiscoveredPeers discovere
         [w = api.writer()](std::function<void()> work, std::function<void(const Status&)> done) {
           w->post({std::move(work), std::move(done), false});
         });
-  // ...each prepared on a reader thread while the one before commits.
-  if (svc && api.writer() && api.readers())
-    svc->set_preparer([r = api.readers()](std::function<void()> work, std::function<void()> done) {
-      r->post([work = std::move(work), done = std::move(done)] {
-        work();
-        done();
-      });
-    });
+  // ...each checked and packed on a thread of its own while the one before commits.
+  if (svc && api.writer() && cfg_.api.reader_threads > 0) {
+    checkers_ = std::make_unique<ipc::ReaderPool>(cfg_.api.reader_threads);
+    svc->set_preparer(
+        [pool = checkers_.get()](std::function<void()> work, std::function<void()> done) {
+          pool->post([work = std::move(work), done = std::move(done)] {
+            work();
+            done();
+          });
+        });
+  }
   ipc::register_peer_routes(api.router(), api.context(), svc, std::move(discovered));
   ipc::register_member_routes(api.router(), api.context(), svc);
   ipc::register_join_routes(api.router(), api.context(), svc);

@@ -16,6 +16,7 @@
 #include "common/result.hpp"
 #include "config/config.hpp"
 #include "ipc/discovered_peers.hpp"
+#include "ipc/reader_pool.hpp"
 
 namespace boost::asio {
 class io_context;
@@ -69,6 +70,10 @@ class DaemonSync {
   boost::asio::io_context& io_;
   storage::Store& store_;
   const config::Config& cfg_;
+  // Threads of their own (api.reader_threads of them) that check and pack received batches
+  // ahead of their apply (SessionParams::prepare), so a long query on the API's readers does not
+  // hold sync up. Declared before service_: outlives the sessions that post to it.
+  std::unique_ptr<ipc::ReaderPool> checkers_;
   std::unique_ptr<peers::PeerManager> service_;
   transports::TcpTls* tcp_ = nullptr;        // owned by service_
   transports::BleTransport* ble_ = nullptr;  // owned by service_

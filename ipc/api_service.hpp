@@ -41,9 +41,6 @@ class ApiService {
   // The writer thread (null when api.max_group_writes = 0): sync sessions apply their received
   // batches through it too, grouped with the API's writes.
   WriterQueue* writer() { return writer_.get(); }
-  // The reader threads (null when api.reader_threads = 0): sync sessions prepare their received
-  // batches there (Store::prepare_log) while earlier ones commit.
-  ReaderPool* readers() { return readers_.get(); }
 
  private:
   ApiContext ctx_;
