@@ -1872,6 +1872,15 @@ void Store::Impl::blobs_changed(const ProjectId& p,
   if (blobs) static_cast<BlobStoreImpl&>(*blobs).changed(p, ref_free);
 }
 
+Result<bool> Store::Impl::may_move_blob_refs(const LmdbTxn& txn, ByteView dk,
+                                             const std::string* body, bool held_before) const {
+  if (body && may_hold_blob_refs(*body)) return true;
+  if (!held_before) return false;
+  auto had = txn.get(t().blob_refs, dk);
+  if (!had) return had.error();
+  return had->has_value();
+}
+
 Status Store::Impl::check_blob_refs(const LmdbTxn& txn, std::string_view body) const {
   if (!blobs) return {};
   return static_cast<const BlobStoreImpl&>(*blobs).check_local_refs(txn, body);

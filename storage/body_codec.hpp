@@ -9,7 +9,8 @@
 //
 // Thread-safety: every member is safe from any thread (one shared mutex guards the tables;
 // compressing and decompressing run outside it on shared, immutable dictionaries). Only write
-// transactions (one at a time: LMDB's writer) pack, count and add dictionaries.
+// transactions (one at a time: LMDB's writer) count bodies without a dictionary and add
+// dictionaries; bodies are packed with one on other threads too (Store::prepare_log).
 // Errors: unpack() answers data_loss for a stored body that does not decompress (a dictionary
 // it names is missing, or the bytes are corrupt); pack() fails only when zstd does (internal).
 #pragma once

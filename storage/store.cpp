@@ -57,44 +57,28 @@ Result<std::optional<DocRecord>> Store::Impl::doc(const LmdbTxn& txn, ByteView d
   return std::optional<DocRecord>{std::move(*rec)};
 }
 
-Result<LogRecord> Store::Impl::held_log(const LmdbTxn& txn, const ProjectId& p,
-                                        const Location& at) const {
+Result<LogRecord> Store::Impl::held_log(const LmdbTxn& txn, const ProjectId& p, const Location& at,
+                                        bool unpack) const {
   auto v = txn.get(t().logs, log_key(p, at.author, at.seq));
   if (!v) return v.error();
   if (!*v)
     return make_error(Errc::data_loss, "missing log entry " + std::to_string(at.seq) + " of " +
                                            at.author.short_str());
-  auto rec = LogRecord::decode(**v, bodies);
+  auto rec = unpack ? LogRecord::decode(**v, bodies) : LogRecord::decode_stored(**v);
   if (!rec) return make_error(Errc::data_loss, "corrupt log entry");
   return std::move(*rec);
 }
 
-Result<Version> Store::Impl::load_header(const LmdbTxn& txn, const ProjectId& p,
-                                         const Location& at) const {
-  auto v = txn.get(t().logs, log_key(p, at.author, at.seq));
-  if (!v) return v.error();
-  if (!*v)
-    return make_error(Errc::data_loss, "missing log entry " + std::to_string(at.seq) + " of " +
-                                           at.author.short_str());
-  auto rec = LogRecord::decode_stored(**v);
-  if (!rec) return make_error(Errc::data_loss, "corrupt log entry");
-  auto h = decode_header(rec->header);
-  if (!h)
-    return make_error(Errc::data_loss,
-                      "stored version " + rec->id.str() + ": " + h.error().message);
-  return Version{rec->id, std::move(*h), std::nullopt};
-}
-
 Result<Version> Store::Impl::load_version(const LmdbTxn& txn, const ProjectId& p,
-                                          const Location& at) const {
-  auto rec = held_log(txn, p, at);
+                                          const Location& at, bool with_body) const {
+  auto rec = held_log(txn, p, at, with_body);
   if (!rec) return rec.error();
   auto h = decode_header(rec->header);
   if (!h)
     return make_error(Errc::data_loss,
                       "stored version " + rec->id.str() + ": " + h.error().message);
   Version out{rec->id, std::move(*h), std::nullopt};
-  if (rec->body) out.body = std::string(as_chars(*rec->body));
+  if (with_body && rec->body) out.body = std::string(as_chars(*rec->body));
   return out;
 }
 

@@ -360,6 +360,9 @@ class Store {
 
  private:
   explicit Store(std::unique_ptr<Impl> impl);
+  // apply_log, with its entries' own checks done ahead (prepared) or not (null).
+  Result<ApplyResult> apply_log(const ProjectId& project, const LogBatch& batch,
+                                const ApplyOptions& options, const PreparedLog* prepared);
   std::unique_ptr<Impl> impl_;
 };
 

@@ -79,10 +79,6 @@ Status store_dictionary(const Store::Impl& im, LmdbTxn& txn, const ProjectId& p,
   return txn.put(im.t().meta, current_key(p), num);
 }
 
-}  // namespace
-
-namespace {
-
 // Trains the project's dictionary on a sample as `txn` sees it, stores it in `txn` and makes it
 // current. Too little to learn from, or every number in use: counted again later.
 Status train_dictionary(Store::Impl& im, LmdbTxn& txn, const ProjectId& p) {

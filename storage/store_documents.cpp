@@ -235,13 +235,11 @@ Result<std::vector<WriteResult>> Store::write_batch(const ProjectId& project,
   for (std::size_t i = 0; i < reqs.size() && ref_free_from; ++i) {
     const WriteResult& w = r->first[i];
     ref_free_from = std::min(*ref_free_from, w.local_seq - 1);
-    if (reqs[i].kind != VersionKind::tombstone && may_hold_blob_refs(reqs[i].body)) {
-      ref_free_from.reset();
-      break;
-    }
-    auto had = txn->get(impl_->t().blob_refs, doc_key(project, w.collection, w.doc_id));
-    if (!had) return had.error();
-    if (*had) ref_free_from.reset();
+    auto moves = impl_->may_move_blob_refs(
+        *txn, doc_key(project, w.collection, w.doc_id),
+        reqs[i].kind == VersionKind::tombstone ? nullptr : &reqs[i].body, true);
+    if (!moves) return moves.error();
+    if (*moves) ref_free_from.reset();
   }
   FS_TRY(txn->commit());
   impl_->notify(project, r->second, ref_free_from);

@@ -58,10 +58,10 @@ struct Store::Impl {
   // The record of a document that must exist: not_found for an unknown project or document.
   Result<DocRecord> existing_doc(const LmdbTxn& txn, const ProjectId& p, std::string_view coll,
                                  std::string_view id) const;
-  // The version at a log position, header decoded, body copied if held.
-  Result<Version> load_version(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
-  // The same without its body (nothing decompressed): for readers of the header only.
-  Result<Version> load_header(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
+  // The version at a log position, header decoded, body copied if held (`with_body`; without,
+  // nothing is decompressed: for readers of the header only).
+  Result<Version> load_version(const LmdbTxn& txn, const ProjectId& p, const Location& at,
+                               bool with_body = true) const;
   // Every version of a document held here: its heads (in the DocRecord) and its
   // superseded versions (the docver history index), newest first.
   struct Held {
@@ -70,8 +70,9 @@ struct Store::Impl {
     Location at;
   };
   // The log entry at `at` that a document's history names: data_loss when it is missing or
-  // does not decode.
-  Result<LogRecord> held_log(const LmdbTxn& txn, const ProjectId& p, const Location& at) const;
+  // does not decode. `unpack` false: as stored (LogRecord::decode_stored, body left packed).
+  Result<LogRecord> held_log(const LmdbTxn& txn, const ProjectId& p, const Location& at,
+                             bool unpack = true) const;
   Result<std::vector<Held>> doc_versions(const LmdbTxn& txn, ByteView doc_key,
                                          const DocRecord& rec) const;
   Result<std::optional<Location>> find_version(const LmdbTxn& txn, ByteView doc_key,
@@ -115,6 +116,11 @@ struct Store::Impl {
       std::optional<std::pair<std::uint64_t, std::uint64_t>> ref_free = std::nullopt);
   void blobs_left(const ProjectId& p);
   Status check_blob_refs(const LmdbTxn& txn, std::string_view body) const;
+  // Whether writing a version of document `dk` with `body` (null: none) may change the
+  // document's blob references: a body that may hold one, or references indexed for it before
+  // (looked up only when `held_before`). False lets notify() tell the blob indexer to skip it.
+  Result<bool> may_move_blob_refs(const LmdbTxn& txn, ByteView dk, const std::string* body,
+                                  bool held_before) const;
   // Whether the project no longer has the blob, as of `txn`: no record of it (never uploaded
   // nor referred to, or released by gc), or released at once (its document was erased).
   Result<bool> blob_gone(const LmdbTxn& txn, const ProjectId& p, const BlobId& id) const;
@@ -231,9 +237,6 @@ struct Store::Impl {
   Status put_doc(LmdbTxn& txn, ByteView doc_key, const DocRecord& rec) const;
   Status del_doc(LmdbTxn& txn, ByteView doc_key) const;
   Status index_doc(LmdbTxn& txn, ByteView doc_key, const DocRecord* rec) const;
-  // Store::apply_log, with its entries' own checks done ahead (prepared) or not (null).
-  Result<ApplyResult> apply_log(Store& store, const ProjectId& project, const LogBatch& batch,
-                                const ApplyOptions& options, const PreparedLog* prepared);
   // The project's index declarations as of `txn`. One that does not read back is left out
   // (named in `unreadable`): it is neither kept nor used, and fails nothing else.
   Result<IndexSet> index_set(const LmdbTxn& txn, const ProjectId& p,

@@ -281,20 +281,18 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
 
 Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch,
                                      const ApplyOptions& options) {
-  return impl_->apply_log(*this, project, batch, options, nullptr);
+  return apply_log(project, batch, options, nullptr);
 }
 
 Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch,
                                      const ApplyOptions& options, const PreparedLog& prepared) {
   if (prepared.batch != &batch || prepared.entries.size() != batch.entries.size())
     return make_error(Errc::invalid_argument, "apply_log: prepared for another batch");
-  return impl_->apply_log(*this, project, batch, options, &prepared);
+  return apply_log(project, batch, options, &prepared);
 }
 
-Result<ApplyResult> Store::Impl::apply_log(Store& store, const ProjectId& project,
-                                           const LogBatch& batch, const ApplyOptions& options,
-                                           const PreparedLog* prepared) {
-  Store::Impl* impl_ = this;
+Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& batch,
+                                     const ApplyOptions& options, const PreparedLog* prepared) {
   auto fail = [&](const std::string& why) {
     return make_error(Errc::verification_failed, "log of " + batch.author.short_str() + ": " + why);
   };
@@ -642,7 +640,7 @@ Result<ApplyResult> Store::Impl::apply_log(Store& store, const ProjectId& projec
     FS_TRY(impl_->note_fork(*txn, project, author, at, true));
     FS_TRY(impl_->persist_clock(*txn));
     FS_TRY(txn->commit());
-    auto last = store.last_change_seq(project);
+    auto last = last_change_seq(project);
     if (last && *n) impl_->notify(project, *last);
     return res;
   }
@@ -718,11 +716,11 @@ Result<ApplyResult> Store::Impl::apply_log(Store& store, const ProjectId& projec
         continue;
       }
     }
-    if (ref_free && e.body && may_hold_blob_refs(*e.body)) ref_free = false;
-    if (ref_free && *rec) {  // held before: references of its own, indexed or on their way?
-      auto had = txn->get(t.blob_refs, dk);
-      if (!had) return had.error();
-      if (*had) ref_free = false;
+    if (ref_free) {
+      auto moves =
+          impl_->may_move_blob_refs(*txn, dk, e.body ? &*e.body : nullptr, rec->has_value());
+      if (!moves) return moves.error();
+      ref_free = !*moves;
     }
     auto r = impl_->add_to_dag(*txn, dk, rec->value_or(DocRecord{}), header, e.id,
                                Location{batch.author, e.seq}, ++*lseq, false);

@@ -724,7 +724,7 @@ Result<std::vector<Change>> Store::changes_since(const ProjectId& project, std::
        ok && has_prefix(c.key(), prefix) && out.size() < limit; ok = c.next()) {
     auto loc = decode_location(c.value());
     if (!loc) return make_error(Errc::data_loss, "corrupt changes feed");
-    auto v = impl_->load_header(*txn, project, loc->first);
+    auto v = impl_->load_version(*txn, project, loc->first, /*with_body=*/false);
     if (!v) return v.error();
     Change ch;
     ch.seq = ByteReader(c.key().subspan(ProjectId::size)).u64();

@@ -194,20 +194,19 @@ struct Session::Impl {
 
   // One thread drives the session (session.hpp): checked in debug builds.
   ThreadCheck thread;
-  // Input waits in the decoder: an offloaded apply is under way (without
-  // SessionParams::prepare), window_batches received batches are, or a frame waits in
-  // `held_frame` for those before it.
+  // Input waits in the decoder: batches_ahead() received batches are on their way to the
+  // store, or a frame waits in `held_frame` for those before it.
   bool busy = false;
-  // Received batches on their way to the store, in arrival order (SessionParams::prepare and
-  // offload): each is prepared on a worker thread, then applied on the writer's in this order,
-  // then answered here in this order.
+  // Received batches on their way to the store, in arrival order (SessionParams::offload): each
+  // is prepared on a worker thread (SessionParams::prepare; else within its apply), then applied
+  // on the writer's in this order, then answered here in this order.
   struct ApplyJob {
     ReceivedBatch in;
     storage::ApplyOptions options;
-    storage::PreparedLog prepared;
-    bool ready = false;   // prepared
-    bool posted = false;  // handed to offload
-    bool done = false;    // applied: `result` holds the outcome, the commit's status included
+    std::optional<storage::PreparedLog> prepared;  // unset without SessionParams::prepare
+    bool ready = false;                            // prepared
+    bool posted = false;                           // handed to offload
+    bool done = false;  // applied: `result` holds the outcome, the commit's status included
     Result<storage::ApplyResult> result = make_error(Errc::internal, "not applied");
   };
   std::deque<std::shared_ptr<ApplyJob>> applying;
@@ -279,6 +278,9 @@ struct Session::Impl {
   void on_batch(ReceivedBatch in);
   // A batch of an author we said FORKED about (in flight when we did): answered with our head.
   bool answer_diverged(const Batch& m);
+  // The received batches that may be on their way at once: window_batches with
+  // SessionParams::prepare, else 1.
+  std::size_t batches_ahead() const;
   // The pipeline of `applying`: hands the prepared jobs at its front to offload, in order.
   void post_prepared();
   // Answers the applied jobs at its front, then reads on when there is room again.

@@ -348,50 +348,31 @@ void Session::Impl::on_batch(ReceivedBatch in) {
   if (answer_diverged(m)) return;
   const storage::ApplyOptions options{!ps->restricted};
   if (!params.offload) return batch_applied(in, store.apply_log(m.project, m.log, options));
-  if (params.prepare) {
-    // Prepared on a worker while earlier batches are applied; input goes on until
-    // window_batches are on their way.
-    auto job = std::make_shared<ApplyJob>();
-    job->in = std::move(in);
-    job->options = options;
-    applying.push_back(job);
-    busy = applying.size() >= std::max<std::uint32_t>(params.options.window_batches, 1);
-    storage::Store& st = store;
-    params.prepare(
-        [&st, job] { job->prepared = st.prepare_log(job->in.batch.project, job->in.batch.log); },
-        [this, job, alive = alive] {
-          if (!*alive) return;
-          thread.check("Session: a prepared batch");
-          job->ready = true;
-          post_prepared();
-        });
-    return;
+  // Applied on the writer's thread, in arrival order. With prepare, each is first checked on a
+  // worker while earlier ones are applied and input goes on until window_batches are on their
+  // way; without, one at a time (input waits meanwhile).
+  auto job = std::make_shared<ApplyJob>();
+  job->in = std::move(in);
+  job->options = options;
+  applying.push_back(job);
+  busy = applying.size() >= batches_ahead();
+  if (!params.prepare) {
+    job->ready = true;
+    return post_prepared();
   }
-  // Applied on another thread; input waits meanwhile, so frames keep their order.
-  busy = true;
-  struct Job {
-    ReceivedBatch in;
-    storage::ApplyOptions options;
-    Result<storage::ApplyResult> result = make_error(Errc::internal, "not applied");
-  };
-  auto job = std::make_shared<Job>(Job{std::move(in), options});
   storage::Store& st = store;
-  params.offload(
-      [&st, job] {
-        job->result = st.apply_log(job->in.batch.project, job->in.batch.log, job->options);
-      },
-      [this, job, alive = alive](Status committed) {
+  params.prepare(
+      [&st, job] { job->prepared = st.prepare_log(job->in.batch.project, job->in.batch.log); },
+      [this, job, alive = alive] {
         if (!*alive) return;
-        thread.check("Session: an offloaded apply's completion");
-        busy = false;
-        if (!finished()) {
-          if (!committed) job->result = committed.error();
-          batch_applied(job->in, std::move(job->result));
-        }
-        process_input();
-        record_holds();
-        if (resume_hook) resume_hook();
+        thread.check("Session: a prepared batch");
+        job->ready = true;
+        post_prepared();
       });
+}
+
+std::size_t Session::Impl::batches_ahead() const {
+  return params.prepare ? std::max<std::uint32_t>(params.options.window_batches, 1) : 1;
 }
 
 bool Session::Impl::answer_diverged(const Batch& m) {
@@ -414,8 +395,9 @@ void Session::Impl::post_prepared() {
     job->posted = true;
     params.offload(
         [&st, job] {
-          job->result =
-              st.apply_log(job->in.batch.project, job->in.batch.log, job->options, job->prepared);
+          const auto& b = job->in.batch;
+          job->result = job->prepared ? st.apply_log(b.project, b.log, job->options, *job->prepared)
+                                      : st.apply_log(b.project, b.log, job->options);
         },
         [this, job, alive = alive](Status committed) {
           if (!*alive) return;
@@ -431,7 +413,7 @@ void Session::Impl::answer_applied() {
   while (!applying.empty() && applying.front()->done) {
     auto job = std::move(applying.front());
     applying.pop_front();
-    job->prepared = {};
+    job->prepared.reset();
     if (finished()) continue;
     // An earlier batch in flight with it made us say FORKED about its author: answered as one
     // that arrived after (its apply found nothing that follows our log, or, for a retired
@@ -440,8 +422,7 @@ void Session::Impl::answer_applied() {
     batch_applied(job->in, std::move(job->result));
   }
   const bool was_busy = busy;
-  busy = held_frame ? !applying.empty()
-                    : applying.size() >= std::max<std::uint32_t>(params.options.window_batches, 1);
+  busy = held_frame ? !applying.empty() : applying.size() >= batches_ahead();
   if (finished()) return;
   if (was_busy && !busy) process_input();
   record_holds();

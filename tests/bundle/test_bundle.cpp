@@ -38,6 +38,14 @@ struct Pair {
     a.write_docs(p, 100, 100);
     a.write_docs(p, 200, 100);
   }
+  // BEGIN of a bundle that A makes of everything it holds.
+  void begin_as_a(Crafted& c) const {
+    detail::Begin b;
+    b.project = p;
+    b.producer = a.store->device_id();
+    b.holds = vv(*a.store, p);
+    c.begin(b);
+  }
 };
 
 }  // namespace
@@ -596,18 +604,13 @@ TEST_CASE(
 
 TEST_CASE("bundle: a forged batch inside a well-sealed bundle is refused by the store") {
   Pair t;
-  auto v = vv(*t.a.store, t.p);
   const DeviceId a_id = t.a.store->device_id();
   auto log = t.a.store->read_log(t.p, a_id, 0, 40, 1u << 20);
   REQUIRE(log.ok());
   REQUIRE(log->entries.size() > 3);
   log->entries[2].body = std::string("{\"n\":666}");  // not what A signed
   Crafted c(*t.a.store, t.p);
-  detail::Begin b;
-  b.project = t.p;
-  b.producer = a_id;
-  b.holds = v;
-  c.begin(b);
+  t.begin_as_a(c);
   c.batch(t.p, std::move(*log));
   c.end(t.a.store->signing_key(), 0, 1);
   auto r = import_bytes(*t.b.store, c.seal());
@@ -621,7 +624,6 @@ TEST_CASE(
     "bundle: batches apply in file order while the next is read: a forged one fails before a "
     "malformed record after it, the good one before it stays") {
   Pair t;
-  auto v = vv(*t.a.store, t.p);
   const DeviceId a_id = t.a.store->device_id();
   auto good = t.a.store->read_log(t.p, a_id, 0, 3, 1u << 20);
   REQUIRE(good.ok());
@@ -632,11 +634,7 @@ TEST_CASE(
   REQUIRE(forged->entries.size() > 1);
   forged->entries[1].body = std::string("{\"n\":666}");  // not what A signed
   Crafted c(*t.a.store, t.p);
-  detail::Begin b;
-  b.project = t.p;
-  b.producer = a_id;
-  b.holds = v;
-  c.begin(b);
+  t.begin_as_a(c);
   c.batch(t.p, std::move(*good));
   c.batch(t.p, std::move(*forged));
   const std::uint8_t junk[] = {1, 2, 3};

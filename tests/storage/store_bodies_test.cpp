@@ -65,6 +65,13 @@ std::vector<StoredForm> stored_forms(Raw& raw, const ProjectId& p) {
   return out;
 }
 
+// `to` takes part in `from`'s project `p` too (with its secret, as after an invite).
+void share_with(Store& from, Store& to, const ProjectId& p) {
+  auto secret = from.project_secret(p);
+  REQUIRE(secret.ok());
+  REQUIRE(to.add_project(*from.get_project(p), *secret).ok());
+}
+
 // A new project of `s` with observations o0..o<n-1>.
 ProjectId survey_with(Store& s, int n) {
   auto proj = s.create_project("survey");
@@ -135,9 +142,7 @@ TEST_CASE("bodies at rest: compressed, a dictionary after the first 1024, read b
   check_bodies(*s, p, 0, 1600);
   TempDir d2;
   auto peer = open_store(d2.path());
-  auto secret = s->project_secret(p);
-  REQUIRE(secret.ok());
-  REQUIRE(peer->add_project(*s->get_project(p), *secret).ok());
+  share_with(*s, *peer, p);
   CHECK(copy_logs(*s, *peer, p) >= 1600);
   check_bodies(*peer, p, 0, 1600);
 }
@@ -330,44 +335,17 @@ TEST_CASE("bodies at rest: leaving a project deletes its dictionary", "[storage]
   check_bodies(*s, kept, 0, 1100);
 }
 
-namespace {
-
-// copy_logs, each batch prepared ahead (Store::prepare_log) as sync sessions do.
-void copy_logs_prepared(Store& from, Store& to, const ProjectId& p, std::uint32_t batch = 300) {
-  auto theirs = to.version_vector(p);
-  REQUIRE(theirs.ok());
-  auto mine = from.version_vector(p);
-  REQUIRE(mine.ok());
-  for (const auto& [author, head] : *mine) {
-    std::uint64_t at = theirs->count(author) ? theirs->at(author) : 0;
-    while (at < head) {
-      auto b = from.read_log(p, author, at, batch, 1u << 30);
-      REQUIRE(b.ok());
-      REQUIRE(!b->entries.empty());
-      auto prepared = to.prepare_log(p, *b);
-      auto r = to.apply_log(p, *b, ApplyOptions{}, prepared);
-      INFO((r.ok() ? std::string() : r.error().message));
-      REQUIRE(r.ok());
-      at = b->entries.back().seq;
-    }
-  }
-}
-
-}  // namespace
-
 TEST_CASE("bodies at rest: a batch prepared ahead is stored byte for byte as one that is not",
           "[storage][bodies]") {
   TempDir da, db, dc;
   auto a = open_store(da.path());
   ProjectId p = survey_with(*a, 1600);
-  auto secret = a->project_secret(p);
-  REQUIRE(secret.ok());
   auto plain = open_store(db.path());
   auto ahead = open_store(dc.path());
-  REQUIRE(plain->add_project(*a->get_project(p), *secret).ok());
-  REQUIRE(ahead->add_project(*a->get_project(p), *secret).ok());
+  share_with(*a, *plain, p);
+  share_with(*a, *ahead, p);
   copy_logs(*a, *plain, p, 300);
-  copy_logs_prepared(*a, *ahead, p, 300);
+  copy_logs(*a, *ahead, p, 300, /*prepared=*/true);
   REQUIRE(ahead->body_dictionary(p));  // later batches were packed ahead with it
   check_bodies(*ahead, p, 0, 1600);
   plain.reset();
@@ -436,7 +414,7 @@ TEST_CASE(
     dict = *b->body_dictionary(p);
     for (int i = 5000; i < 5010; ++i)
       REQUIRE(a->write(p, put("obs", "o" + std::to_string(i), observation(i))).ok());
-    copy_logs_prepared(*a, *b, p);
+    copy_logs(*a, *b, p, 1000, /*prepared=*/true);
   }
   {
     Raw raw(db.path());
@@ -456,9 +434,7 @@ TEST_CASE("bodies at rest: batches prepared on one thread while earlier ones app
   auto a = open_store(da.path());
   ProjectId p = survey_with(*a, 3000);
   auto b = open_store(db.path());
-  auto secret = a->project_secret(p);
-  REQUIRE(secret.ok());
-  REQUIRE(b->add_project(*a->get_project(p), *secret).ok());
+  share_with(*a, *b, p);
   // Read every batch first, then prepare batch n+1 while batch n applies (training the
   // dictionary on the way), as a session's reader thread and the writer do.
   std::vector<LogBatch> batches;

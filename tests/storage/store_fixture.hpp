@@ -26,9 +26,10 @@ inline storage::WriteRequest put(std::string coll, std::string id, std::string b
   return r;
 }
 
-// One-way sync of every author's log from `from` to `to` (what the sync engine does).
+// One-way sync of every author's log from `from` to `to` (what the sync engine does); with
+// `prepared`, each batch is prepared ahead (Store::prepare_log) as sync sessions do.
 inline std::uint32_t copy_logs(storage::Store& from, storage::Store& to, const ProjectId& p,
-                               std::uint32_t batch = 1000) {
+                               std::uint32_t batch = 1000, bool prepared = false) {
   std::uint32_t applied = 0;
   auto theirs = to.version_vector(p);
   REQUIRE(theirs.ok());
@@ -40,7 +41,8 @@ inline std::uint32_t copy_logs(storage::Store& from, storage::Store& to, const P
       auto b = from.read_log(p, author, at, batch, 1u << 30);
       REQUIRE(b.ok());
       REQUIRE(!b->entries.empty());
-      auto r = to.apply_log(p, *b);
+      auto r = prepared ? to.apply_log(p, *b, storage::ApplyOptions{}, to.prepare_log(p, *b))
+                        : to.apply_log(p, *b);
       INFO((r.ok() ? std::string() : r.error().message));
       REQUIRE(r.ok());
       applied += r->applied;
