@@ -13,10 +13,10 @@
 #include <ostream>
 
 #include <boost/json/object.hpp>
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "cli/command.hpp"
+#include "common/json_parse.hpp"
 #include "common/text.hpp"
 
 namespace fieldsync::cli {
@@ -83,7 +83,7 @@ int run_get(CliContext& ctx, const Command& self, const Args& args) {
     if (!ctx.json) {
       std::string line = "not on this device yet: asking the peers";
       boost::system::error_code ec;
-      json::value parsed = json::parse(r->body, ec);
+      json::value parsed = parse_json(r->body, ec);
       if (!ec && parsed.is_object()) {
         const auto& o = parsed.as_object();
         if (o.contains("state") && str(o.at("state")) == "fetching")

@@ -14,9 +14,9 @@
 #include <set>
 
 #include <boost/json/object.hpp>
-#include <boost/json/parse.hpp>
 
 #include "cli/command.hpp"
+#include "common/json_parse.hpp"
 #include "common/text.hpp"
 
 namespace fieldsync::cli {
@@ -180,7 +180,7 @@ int run_sync(CliContext& ctx, const Command& self, const Args& args) {
       return r.error().code == Errc::unavailable ? kUnreachable : kDaemonError;
     }
     boost::system::error_code jec;
-    json::value v = json::parse(r->body, jec);
+    json::value v = parse_json(r->body, jec);
     std::string code = r->status >= 400 && v.is_object() && v.as_object().contains("error")
                            ? str(v.at("error"))
                            : "";

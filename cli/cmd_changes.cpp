@@ -2,10 +2,10 @@
 #include <ostream>
 
 #include <boost/json/object.hpp>
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 #include "cli/command.hpp"
+#include "common/json_parse.hpp"
 
 namespace fieldsync::cli {
 namespace {
@@ -72,7 +72,7 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
             if (line.rfind("data: ", 0) != 0) continue;
             std::string payload = line.substr(6);
             boost::system::error_code ec;
-            auto v = boost::json::parse(payload, ec);
+            auto v = parse_json(payload, ec);
             if (ec || !v.is_object()) continue;
             if (v.as_object().contains("error")) {
               ctx.err << "syncctl: " << str(v.at("message")) << "\n";
@@ -100,7 +100,7 @@ int run_changes(CliContext& ctx, const std::vector<std::string>& argv) {
   if (failed) return kDaemonError;
   if (status != 200) {
     boost::system::error_code ec;
-    auto v = boost::json::parse(error_body, ec);
+    auto v = parse_json(error_body, ec);
     if (!ec && v.is_object() && v.as_object().contains("message"))
       ctx.err << "syncctl: " << str(v.at("message")) << " (" << str(v.at("error")) << ")\n";
     else

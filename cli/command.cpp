@@ -10,10 +10,10 @@
 #include <set>
 #include <sstream>
 
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/program_options.hpp>
 
+#include "common/json_parse.hpp"
 #include "common/text.hpp"
 
 namespace fieldsync::cli {
@@ -117,7 +117,7 @@ int CliContext::handle_reply(const Result<HttpReply>& r, json::value& reply) {
   }
   if (r->status < 400 && r->body.empty()) return kOk;
   boost::system::error_code ec;
-  reply = json::parse(r->body, ec);
+  reply = parse_json(r->body, ec);
   last_body = ec ? std::string() : r->body;
   last_reply = ec ? json::value() : reply;
   if (r->status >= 400) {
@@ -364,7 +364,7 @@ Result<std::string> read_json_arg(const std::string& arg) {
     text = arg;
   }
   boost::system::error_code ec;
-  auto v = json::parse(text, ec);
+  auto v = parse_json(text, ec);
   if (ec || !v.is_object())
     return make_error(Errc::invalid_argument, "expected a JSON object, got: " + text.substr(0, 80));
   return text;

@@ -1,6 +1,6 @@
 #include "discovery/project_discovery.hpp"
+#include "common/json_parse.hpp"
 
-#include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
 namespace fieldsync::discovery {
@@ -14,7 +14,7 @@ std::string_view policy_name(SelectionPolicy p) {
 Result<ProjectDiscovery> ProjectDiscovery::parse(std::string_view settings_json) {
   ProjectDiscovery out;
   boost::system::error_code ec;
-  json::value v = json::parse(settings_json, ec);
+  json::value v = parse_json(settings_json, ec);
   if (ec || !v.is_object())
     return make_error(Errc::invalid_argument, "project settings are not a JSON object");
   const auto* d = v.as_object().if_contains("discovery");

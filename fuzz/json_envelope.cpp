@@ -9,10 +9,10 @@
 // parses to the very value the parsed object holds (what the handlers validated is what
 // gets stored), raw_elements yields every element, and splice_member gives valid JSON.
 // On any other text the scanners only have to stay inside the input.
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "common/json_parse.hpp"
 #include "fuzz/fuzz_support.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
@@ -29,7 +29,7 @@ bool within(std::string_view part, std::string_view whole) {
 
 json::value parse_or_null(std::string_view text, bool& ok) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::value v = parse_json(text, ec);
   ok = !ec;
   return v;
 }

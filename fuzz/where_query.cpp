@@ -8,9 +8,9 @@
 // matches_filters says the stored body matches all clauses; no request ends in a 500.
 // A line "?name=value" is another query parameter instead (selector=, sort=, after=, keys=,
 // limit=, ...): then the answer must be 200 or 400, nothing more is checked.
-#include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
 
+#include "common/json_parse.hpp"
 #include "fuzz/fuzz_store.hpp"
 #include "ipc/api_service.hpp"
 #include "ipc/json_text.hpp"
@@ -103,7 +103,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   FUZZ_CHECK(res.status == 200);
   boost::system::error_code ec;
-  json::value page = json::parse(res.body, ec);
+  json::value page = parse_json(res.body, ec);
   FUZZ_CHECK(!ec);
   const auto& docs = page.as_object().at("docs").as_array();
   bool listed = false;

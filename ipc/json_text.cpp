@@ -1,10 +1,10 @@
 #include "ipc/json_text.hpp"
+#include "common/json_parse.hpp"
 
 #include <algorithm>
 
 #include <boost/json/error.hpp>
 
-#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
 
@@ -21,7 +21,7 @@ Result<json::value> parse_value(std::string_view text, std::string_view what,
   boost::system::error_code ec;
   json::parse_options opt;
   opt.max_depth = max_depth;
-  json::value v = json::parse(text, ec, {}, opt);
+  json::value v = parse_json(text, ec, {}, opt);
   if (ec == json::error::too_deep)
     return make_error(Errc::invalid_argument,
                       std::string(what) + " nests objects and arrays more than " +
@@ -131,7 +131,7 @@ std::string decode_key(std::string_view quoted) {
   if (quoted.find('\\') == std::string_view::npos)
     return std::string(quoted.substr(1, quoted.size() - 2));
   boost::system::error_code ec;
-  json::value v = json::parse(quoted, ec);
+  json::value v = parse_json(quoted, ec);
   if (ec || !v.is_string()) return {};
   return std::string(v.as_string());
 }

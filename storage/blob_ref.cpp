@@ -4,6 +4,7 @@
 #include <set>
 
 #include "common/encoding.hpp"
+#include "common/json_parse.hpp"
 
 namespace fieldsync::storage {
 namespace json = boost::json;
@@ -97,7 +98,7 @@ std::vector<BlobInfo> find_blob_refs(std::string_view body, std::vector<std::str
   // Most bodies refer to no blob: they are not parsed (a parse costs ~1 us per 500 bytes).
   if (!may_hold_blob_refs(body)) return {};
   boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
+  json::value v = parse_json(body, ec);
   if (ec) return {};
   Walker w;
   w.problems = problems;
@@ -134,7 +135,7 @@ std::string blob_variants_json(const BlobVariants& v) {
 
 std::optional<BlobVariants> parse_blob_variants(std::string_view body) {
   boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
+  json::value v = parse_json(body, ec);
   if (ec || !v.is_object()) return std::nullopt;
   const auto& o = v.get_object();
   auto ref_at = [&](std::string_view key, bool& bad) -> std::optional<BlobInfo> {

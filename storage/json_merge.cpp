@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <set>
 
+#include "common/json_parse.hpp"
 #include "storage/subscription.hpp"
 
 namespace fieldsync::storage {
@@ -14,7 +15,7 @@ Status validate_json_object(std::string_view text) {
   unsigned char arena[8192];
   json::monotonic_resource mr(arena, sizeof arena);
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec, &mr);
+  json::value v = parse_json(text, ec, &mr);
   if (ec) return make_error(Errc::invalid_argument, "invalid JSON: " + ec.message());
   if (!v.is_object()) return make_error(Errc::invalid_argument, "a document must be a JSON object");
   return {};
@@ -75,7 +76,7 @@ std::size_t skip_value(std::string_view t, std::size_t i) {
 // it); a key written twice keeps its last value, as the parse does.
 Result<std::vector<RawMember>> raw_members(std::string_view text) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::value v = parse_json(text, ec);
   if (ec) return make_error(Errc::invalid_argument, "invalid JSON: " + ec.message());
   if (!v.is_object()) return make_error(Errc::invalid_argument, "a document must be a JSON object");
   std::vector<RawMember> out;
@@ -85,7 +86,7 @@ Result<std::vector<RawMember>> raw_members(std::string_view text) {
     if (i >= text.size() || text[i] != '"') break;  // '}' (or the end)
     std::size_t key_end = skip_string(text, i);
     std::string_view literal = text.substr(i, key_end - i);
-    auto key = json::parse(literal, ec);
+    auto key = parse_json(literal, ec);
     if (ec || !key.is_string()) return make_error(Errc::invalid_argument, "invalid JSON key");
     i = skip_ws(text, key_end) + 1;  // past ':'
     i = skip_ws(text, i);
@@ -203,7 +204,7 @@ Result<MergeResult> merge_objects(const MergeInput& in) {
 Result<bool> matches_filters(std::string_view body, const std::vector<FieldFilter>& filters) {
   if (filters.empty()) return true;
   boost::system::error_code ec;
-  json::value doc = json::parse(body, ec);
+  json::value doc = parse_json(body, ec);
   if (ec) return false;
   return matches_filters(doc, filters);
 }
@@ -213,7 +214,7 @@ Result<bool> matches_filters(const json::value& doc, const std::vector<FieldFilt
   if (!doc.is_object()) return false;
   boost::system::error_code ec;
   for (const auto& f : filters) {
-    json::value want = json::parse(f.json_value, ec);
+    json::value want = parse_json(f.json_value, ec);
     if (ec)
       return make_error(Errc::invalid_argument,
                         "filter value for " + quote_input(f.field) + " is not JSON");

@@ -11,6 +11,7 @@
 #include <map>
 
 #include "common/encoding.hpp"
+#include "common/json_parse.hpp"
 #include "common/text.hpp"
 #include "crypto/crypto.hpp"
 #include "storage/store_impl.hpp"
@@ -44,7 +45,7 @@ struct Parsed {
 // valid names, and the record's own id derived from them (one record per document).
 std::optional<Parsed> parse_erasure(std::string_view record_id, const std::string& body) {
   boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
+  json::value v = parse_json(body, ec);
   if (ec || !v.is_object()) return std::nullopt;
   const auto& o = v.as_object();
   auto* c = o.if_contains("collection");

@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <map>
 
+#include "common/json_parse.hpp"
 #include "storage/blob_ref.hpp"
 #include "storage/hybrid_clock.hpp"
 #include "storage/store_impl.hpp"
@@ -134,7 +135,7 @@ const Version* latest(const std::vector<Version>& versions, Pred counts) {
 
 std::optional<Receipt> parse_receipt(const DeviceId& hub, const std::string& body) {
   boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
+  json::value v = parse_json(body, ec);
   if (ec || !v.is_object()) return std::nullopt;
   const auto& o = v.as_object();
   auto* held = o.if_contains("held");
@@ -175,7 +176,7 @@ Result<std::vector<Destination>> named_destinations(const Store::Impl& im, const
     });
     if (!v || v->header.kind != VersionKind::put || !v->body) continue;
     boost::system::error_code ec;
-    json::value body = json::parse(*v->body, ec);
+    json::value body = parse_json(*v->body, ec);
     if (ec || !body.is_object()) continue;
     Destination d;
     d.device = *device;

@@ -23,6 +23,7 @@
 
 #include "common/clock.hpp"
 #include "common/encoding.hpp"
+#include "common/json_parse.hpp"
 #include "common/private_dir.hpp"
 #include "storage/store_impl.hpp"
 #include "storage/version_codec.hpp"
@@ -104,7 +105,7 @@ std::optional<DeviceId> verified_predecessor(const ProjectId& p, const VersionHe
   if (h.collection != kMembersCollection || h.kind != VersionKind::put || !body) return {};
   if (h.doc_id != h.author.str()) return {};
   boost::system::error_code ec;
-  json::value v = json::parse(*body, ec);
+  json::value v = parse_json(*body, ec);
   if (ec || !v.is_object()) return {};
   const auto& o = v.as_object();
   auto* pred = o.if_contains("successor_of");

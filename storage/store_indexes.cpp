@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <thread>
 
+#include "common/json_parse.hpp"
 #include "storage/index_key.hpp"
 #include "storage/json_merge.hpp"
 #include "storage/store_impl.hpp"
@@ -263,7 +264,7 @@ Result<std::optional<json::value>> indexed_body(const Store::Impl& im, const Lmd
   if (!v) return v.error();
   if (!v->body) return std::optional<json::value>(json::value(nullptr));
   boost::system::error_code ec;
-  json::value doc = json::parse(*v->body, ec);
+  json::value doc = parse_json(*v->body, ec);
   if (ec) doc = nullptr;
   return std::optional<json::value>(std::move(doc));
 }

@@ -4,6 +4,7 @@
 #include <map>
 #include <set>
 
+#include "common/json_parse.hpp"
 #include "storage/store_impl.hpp"
 #include "storage/version_codec.hpp"
 
@@ -138,7 +139,7 @@ Result<std::map<DeviceId, Member>> replay_membership(
     auto device = DeviceId::parse(v.header.doc_id);
     if (!device) continue;
     boost::system::error_code ec;
-    json::value body = json::parse(*v.body, ec);
+    json::value body = parse_json(*v.body, ec);
     if (ec || !body.is_object()) continue;
     const auto& o = body.as_object();
     auto role = o.if_contains("role") && o.at("role").is_string()

@@ -6,6 +6,7 @@
 #include <unordered_set>
 
 #include "common/encoding.hpp"
+#include "common/json_parse.hpp"
 #include "storage/index_key.hpp"
 #include "storage/json_merge.hpp"
 #include "storage/store_impl.hpp"
@@ -66,7 +67,7 @@ int compare_json(const json::value& a, const json::value& b) {
 json::value parsed_body(const DocumentState& st) {
   if (!st.body) return nullptr;
   boost::system::error_code ec;
-  json::value doc = json::parse(*st.body, ec);
+  json::value doc = parse_json(*st.body, ec);
   if (ec) return nullptr;
   return doc;
 }
@@ -105,8 +106,8 @@ Result<SortRow> parse_sort_cursor(std::string_view cursor) {
   auto bytes = from_hex(cursor);
   if (!bytes) return bad();
   boost::system::error_code ec;
-  json::value v = json::parse(
-      std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()), ec);
+  json::value v =
+      parse_json(std::string_view(reinterpret_cast<const char*>(bytes->data()), bytes->size()), ec);
   if (ec || !v.is_array() || v.get_array().size() != 3 || !v.get_array()[1].is_string() ||
       !v.get_array()[2].is_string())
     return bad();
@@ -182,7 +183,7 @@ std::map<std::string, FieldCondition> field_conditions(const ListQuery& q) {
   for (const auto& f : q.filters) {
     if (f.field.empty() || f.field.find('.') != std::string::npos) continue;  // not a dot path
     boost::system::error_code ec;
-    json::value v = json::parse(f.json_value, ec);
+    json::value v = parse_json(f.json_value, ec);
     if (ec || v.is_array() || v.is_object()) continue;
     auto& c = out[f.field];
     if (!c.eq) c.eq = std::move(v);

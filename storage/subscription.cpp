@@ -8,6 +8,7 @@
 #include <set>
 #include <vector>
 
+#include "common/json_parse.hpp"
 #include "storage/json_merge.hpp"
 
 namespace fieldsync::storage {
@@ -54,7 +55,7 @@ std::string scalar_text(const json::value& v) {
 // How Boost.JSON reads a spelling back (any number kind as a double).
 std::optional<double> read_back(const std::string& text) {
   boost::system::error_code ec;
-  json::value v = json::parse(text, ec);
+  json::value v = parse_json(text, ec);
   if (ec || !v.is_number()) return std::nullopt;
   if (v.is_int64()) return double(v.get_int64());
   if (v.is_uint64()) return double(v.get_uint64());
@@ -405,7 +406,7 @@ Result<Subscription> Subscription::parse(std::string_view text) {
   boost::system::error_code ec;
   json::parse_options po;
   po.max_depth = 2 * kMaxSubscriptionDepth + 8;
-  json::value v = json::parse(text, ec, {}, po);
+  json::value v = parse_json(text, ec, {}, po);
   if (ec) return bad("not valid JSON (" + ec.message() + ")");
   if (const json::value* u = unspellable(v))
     return bad("the number " + num_text(u->get_double()) +
@@ -511,7 +512,7 @@ bool Subscription::matches(std::string_view collection, std::string_view body) c
   if (!collection.empty() && collection.front() == '_') return true;
   if (!impl_->where) return true;
   boost::system::error_code ec;
-  json::value v = json::parse(body, ec);
+  json::value v = parse_json(body, ec);
   if (ec || !v.is_object()) return false;
   return eval(*impl_->where, v.get_object());
 }

@@ -426,3 +426,39 @@ TEST_CASE("indexes are built again after a daemon that does not keep them wrote 
   REQUIRE(r.docs.size() == 2);
   CHECK(r.docs[1].doc_id == "b");
 }
+
+TEST_CASE("a number finds the documents that hold its very text, through an index and by a scan",
+          "[storage][index]") {
+  // Numbers with 17 significant digits, as %.17g and many JSON writers print doubles. The
+  // JSON parser alone reads some of them to a neighbouring double depending on the text that
+  // follows them, which is not the same in a document and in a query.
+  TempDir dir;
+  auto s = open_store(dir.path());
+  auto p = s->create_project("survey");
+  REQUIRE(p.ok());
+  REQUIRE(s->create_index(p->id, {"by_a", "ix", {"a"}}).ok());
+  wait_ready(*s, p->id);
+  const std::vector<std::string> numbers = {"0.30000000000000004", "22.22222222222222222",
+                                            "4.3498985700011654e-05", "-117.25000000000001",
+                                            "51.508415000000002"};
+  for (std::size_t i = 0; i < numbers.size(); ++i)
+    for (const char* coll : {"ix", "plain"})
+      REQUIRE(s->write(p->id, put(coll, "d" + std::to_string(i),
+                                  "{\"a\":" + numbers[i] + ",\"label\":\"site " +
+                                      std::to_string(i) + "\",\"n\":" + std::to_string(i) + "}"))
+                  .ok());
+  for (std::size_t i = 0; i < numbers.size(); ++i) {
+    INFO(numbers[i]);
+    for (const char* coll : {"ix", "plain"}) {
+      ListQuery eq;
+      eq.collection = coll;
+      eq.selector = selector("{\"eq\":{\"path\":\"a\",\"value\":" + numbers[i] + "}}");
+      CHECK(all_ids(*s, p->id, eq, nullptr) == std::vector<std::string>{"d" + std::to_string(i)});
+      ListQuery where;
+      where.collection = coll;
+      where.filters.push_back({"a", numbers[i]});
+      CHECK(all_ids(*s, p->id, where, nullptr) ==
+            std::vector<std::string>{"d" + std::to_string(i)});
+    }
+  }
+}

@@ -1,0 +1,29 @@
+// Parsing JSON text into a boost::json::value with every number read exactly.
+//
+// Boost.JSON 1.81's parser reads a number with many significant digits (15 and up) to a
+// double one unit in the last place off now and then, and reads the same text differently
+// depending on what follows it in the buffer: "0.30000000000000004" alone and inside
+// {"x":0.30000000000000004,...} can give two different doubles. A query literal would then
+// miss the document that holds the very same text. parse_json() is json::parse() except that
+// each number with a fraction or an exponent is the double nearest to its text (round to
+// nearest, as std::from_chars reads it), whatever surrounds it. Integers are as json::parse()
+// gives them (int64, uint64, or a double past 2^64).
+//
+// Every product parse of JSON text goes through this function. Thread-safety: a free function.
+#pragma once
+
+#include <string_view>
+
+#include <boost/json/parse_options.hpp>
+#include <boost/json/storage_ptr.hpp>
+#include <boost/json/value.hpp>
+#include <boost/system/error_code.hpp>
+
+namespace fieldsync {
+
+// As boost::json::parse(text, ec, sp, opt): on an error, `ec` is set and the value is null.
+boost::json::value parse_json(std::string_view text, boost::system::error_code& ec,
+                              boost::json::storage_ptr sp = {},
+                              const boost::json::parse_options& opt = {});
+
+}  // namespace fieldsync
