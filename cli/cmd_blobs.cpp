@@ -153,7 +153,7 @@ int run_gc(CliContext& ctx, const Command& self, const Args& args) {
     ctx.print_json(v);
     return kOk;
   }
-  ctx.out << "released " << str(v.at("released")) << " unreferenced blob(s), deleted "
+  ctx.out << "released " << str(v.at("released")) << " blob(s), deleted "
           << str(v.at("files_deleted")) << " file(s), freed "
           << human_bytes(v.at("bytes_freed").to_number<std::uint64_t>()) << "\n";
   return kOk;

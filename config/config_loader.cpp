@@ -698,6 +698,9 @@ const std::vector<KeySpec>& key_table() {
         "blob.max_demands", [](Config & c) -> auto& { return c.storage.blobs.max_demands; }, 0,
         1000000));
     t.push_back(ms_key(
+        "blob.keep_fetched_ms", [](Config & c) -> auto& { return c.storage.blobs.keep_fetched_ms; },
+        0, 3650 * kDayMs));
+    t.push_back(ms_key(
         "blob.fetch_wait_ms", [](Config & c) -> auto& { return c.storage.blobs.fetch_wait_ms; }, 0,
         3600 * 1000));
     t.push_back(bool_key(

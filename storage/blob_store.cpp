@@ -33,7 +33,11 @@ constexpr std::uint8_t kProjHeld = 1;
 // (wanted() fetches thumbnails first, then previews).
 constexpr std::uint8_t kProjThumbnail = 2;
 constexpr std::uint8_t kProjPreview = 4;
-constexpr std::uint8_t kProjFlags = kProjHeld | kProjThumbnail | kProjPreview;
+// Held because it arrived from a peer or a bundle, not uploaded here: on a device whose own
+// level does not fetch it (an original on a phone that asked for it, or relayed it for a peer),
+// gc() releases it blob.keep_fetched_ms after it arrived.
+constexpr std::uint8_t kProjFetched = 8;
+constexpr std::uint8_t kProjFlags = kProjHeld | kProjThumbnail | kProjPreview | kProjFetched;
 // A file under blobs/ with no record (a crash between naming it and recording it) or a part
 // under blobs/incoming/ is deleted by gc() once untouched this long.
 constexpr std::int64_t kOrphanAgeMs = 3600 * 1000;
@@ -411,10 +415,23 @@ class BlobStoreImpl final : public BlobStore {
                                                       const BlobId& id) override;
   // Records a received blob as held, by every project that refers to it.
   Status record_received(const HeldRecord& rec);
+  // Per project, the first fetch rank (fetch_rank) this device does not fetch by itself from
+  // any peer: the highest of the project's level (or blob.policy) and its per-peer levels. 3
+  // (nothing beyond) with blob.keep_fetched_ms 0, for a project whose policy does not read
+  // back, and on a named destination of the project (its receipts promise every blob).
+  struct BeyondLevel {
+    std::map<Bytes, int> first_rank;  // by project id bytes; missing: 3
+    int lookup(ByteView project) const {
+      auto it = first_rank.find(Bytes(project.begin(), project.end()));
+      return it == first_rank.end() ? 3 : it->second;
+    }
+  };
+  Result<BeyondLevel> fetched_beyond_level(const std::vector<ProjectInfo>& projects) const;
   const fs::path& partial_dir() const { return partial_; }
   // Blobs being received (one receiver per blob at a time), with their verified bytes so far.
   std::mutex receiving_mu;
   std::map<BlobId, const std::atomic<std::uint64_t>*> receiving;
+  std::atomic<std::uint64_t> refetchable_{0};  // refetchable_epoch()
   // `id` became held by these projects: demands end, watchers are told (no lock held).
   void held_now(const std::vector<ProjectId>& projects, const BlobId& id);
   // Demands are kept in meta ('D' + project + blob: until) so they outlive a restart: read
@@ -433,6 +450,7 @@ class BlobStoreImpl final : public BlobStore {
   }
   Status index(const ProjectId& project) override;
   Result<GcResult> gc(std::int64_t now) override;
+  std::uint64_t refetchable_epoch() const override { return refetchable_.load(); }
   Status release_unreferenced(const ProjectId& project, const std::vector<BlobId>& ids) override;
   // The project was left: its in-memory indexing position goes too.
   void forget(const ProjectId& project);
@@ -1274,7 +1292,10 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
     if (!pr) return pr.error();
     if (!*pr) continue;
     (*pr)->info = rec.info;
-    (*pr)->flags |= kProjHeld;
+    (*pr)->flags |= kProjHeld | kProjFetched;
+    // Held since now (what blob.keep_fetched_ms counts from); an unreferenced record keeps its
+    // time (0 for one released at once: an erased document's photo).
+    if ((*pr)->refs > 0) (*pr)->added_ms = std::max((*pr)->added_ms, rec.since_ms);
     FS_TRY(txn->put(im_.t().blob_proj, proj_key(p, id), (*pr)->encode()));
   }
   std::vector<std::pair<ProjectId, std::uint64_t>> woken;
@@ -1354,6 +1375,7 @@ Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& 
   const bool was_held = pr.held();
   pr.info = rec.info;
   pr.flags |= kProjHeld;
+  pr.flags &= static_cast<std::uint8_t>(~kProjFetched);  // uploaded here: this device's own
   // Uploading again restarts the grace period of an unreferenced blob.
   pr.added_ms = std::max(pr.added_ms, rec.since_ms);
   if (!was_held && options().project_quota_bytes) {
@@ -1661,6 +1683,30 @@ void BlobStoreImpl::forget(const ProjectId& project) {
     it = demands_.erase(it);
 }
 
+Result<BlobStoreImpl::BeyondLevel> BlobStoreImpl::fetched_beyond_level(
+    const std::vector<ProjectInfo>& projects) const {
+  BeyondLevel out;
+  if (options().keep_fetched_ms == 0) return out;
+  for (const auto& p : projects) {
+    auto pol = policy(p.id);
+    if (!pol) continue;
+    BlobPolicy level = pol->policy.value_or(options().policy);
+    for (const auto& [peer, l] : pol->peers) level = std::max(level, l);
+    const int first = ranks_fetched(level);
+    if (first >= 3) continue;
+    auto dests = store_.destinations(p.id);
+    if (!dests) {
+      if (dests.error().code == Errc::not_found) continue;  // left meanwhile
+      return dests.error();
+    }
+    if (std::any_of(dests->begin(), dests->end(),
+                    [&](const Destination& d) { return d.device == store_.device_id(); }))
+      continue;
+    out.first_rank[Bytes(p.id.view().begin(), p.id.view().end())] = first;
+  }
+  return out;
+}
+
 Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
   GcResult out;
   std::lock_guard files(files_mu);
@@ -1671,12 +1717,17 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     if (!st && st.error().code != Errc::not_found) return st.error();
   }
   const auto grace = static_cast<std::int64_t>(options().unreferenced_grace_ms);
+  const auto beyond = fetched_beyond_level(*projects);
+  if (!beyond) return beyond.error();
+  const auto keep_fetched = static_cast<std::int64_t>(options().keep_fetched_ms);
   std::vector<std::pair<BlobId, std::uint64_t>> unlink;
+  std::set<ProjectId> unheld;  // projects that let blobs go that they still refer to
   {
     auto txn = im_.write_txn();
     if (!txn) return txn.error();
     std::set<BlobId> kept;  // held by some project after this pass
     std::vector<Bytes> release;
+    std::vector<std::pair<Bytes, Bytes>> unhold;  // referred to, no longer held here
     // The references of a `_variants` document whose original no document of the project
     // refers to any more (or that the project no longer has) do not keep its variants: they
     // are released with the original, after the grace counted from the later of the two; at
@@ -1730,14 +1781,27 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
           since = ig->second.erased ? 0 : std::max(since, ig->second.since_ms);
         }
         bool drop = !rec || (refs == 0 && (!rec->held() || since + grace <= now));
-        if (drop)
+        if (drop) {
           release.emplace_back(c.key().begin(), c.key().end());
-        else if (rec->held())
+        } else if (rec->held() && refs > 0 && (rec->flags & kProjFetched) &&
+                   rec->added_ms + keep_fetched <= now &&
+                   fetch_rank(rec->flags) >= beyond->lookup(c.key().subspan(0, 16))) {
+          // Fetched beyond what this device fetches by itself, long enough ago: no longer
+          // held here (still referred to; fetched again on demand).
+          ProjRecord r = *rec;
+          r.flags &= static_cast<std::uint8_t>(~(kProjHeld | kProjFetched));
+          unhold.emplace_back(Bytes(c.key().begin(), c.key().end()), r.encode());
+        } else if (rec->held()) {
           kept.insert(id);
+        }
       }
     }
     for (const auto& k : release) FS_TRY(txn->del(im_.t().blob_proj, k));
-    out.released = release.size();
+    for (const auto& [k, v] : unhold) {
+      FS_TRY(txn->put(im_.t().blob_proj, k, v));
+      if (auto p = id_from_bytes<ProjectId>(ByteView(k).subspan(0, 16))) unheld.insert(*p);
+    }
+    out.released = release.size() + unhold.size();
     std::vector<BlobId> gone;
     {
       LmdbCursor c(*txn, im_.t().blob_held);
@@ -1752,6 +1816,11 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     }
     for (const auto& id : gone) FS_TRY(txn->del(im_.t().blob_held, ByteView(id)));
     FS_TRY(txn->commit());
+  }
+  if (!unheld.empty()) {
+    // Sessions may fetch them again (on demand), and look at what they want again.
+    ++refetchable_;
+    for (const auto& p : unheld) wake(p);
   }
   for (const auto& [id, size] : unlink) {
     std::error_code ec;

@@ -122,6 +122,11 @@ struct BlobOptions {
   // before answering 202 with progress (the request's `wait` may ask for less or more, up to
   // api.request_timeout_ms).
   std::uint64_t fetch_wait_ms = 15ull * 1000;
+  // blob.keep_fetched_ms: how long a blob this device fetched beyond its own level (asked for
+  // on demand by an app, or by a peer it relayed the blob for) stays held after it arrived;
+  // then gc() releases it (still referred to: fetched again on demand). 0: kept for good.
+  // Never on a named destination of the project, nor for blobs uploaded here.
+  std::uint64_t keep_fetched_ms = 24ull * 3600 * 1000;
   // blob.make_variants: the daemon makes the preview and thumbnail of the photos it holds
   // without them (daemon/variant_maker.hpp); false: never (another device or the app does).
   bool make_variants = true;
@@ -285,6 +290,10 @@ class BlobStore {
   virtual Result<BlobDemand> demand(const ProjectId& project, const BlobId& id) = 0;
   // The project's blobs asked for and not held, whose demand has not ended.
   virtual std::vector<BlobId> demanded(const ProjectId& project) const = 0;
+  // How many gc() passes so far released blobs that documents still refer to (fetched beyond
+  // the level, blob.keep_fetched_ms): a session may fetch again a blob it fetched before the
+  // count last moved (and not one whose finish failed since).
+  virtual std::uint64_t refetchable_epoch() const = 0;
   // Calls `fn(project, blob)` each time a blob becomes held by a project (an upload, a
   // transfer finished, put()), on the thread that recorded it (often the blob worker): keep
   // it short, post to your own thread, and call no BlobStore method from it. Returns a
@@ -300,8 +309,8 @@ class BlobStore {
   // Brings the reference index of `project` up to date with its changes feed (on the
   // calling thread; the worker does the same after commits). Errors: not_found.
   virtual Status index(const ProjectId& project) = 0;
-  // Releases unreferenced blobs past their grace and deletes files no project holds, for
-  // every project (on the calling thread; the daemon runs it on a timer through the worker).
+  // Releases unreferenced blobs past their grace, and blobs fetched beyond this device's level
+  // past blob.keep_fetched_ms, and deletes files no project holds, for every project (on the calling thread; the daemon runs it on a timer through the worker).
   virtual Result<GcResult> gc(std::int64_t now_ms) = 0;
   // Blobs put for nothing (the variants of an original erased while they were made): those
   // of `ids` no document of the project refers to are released now rather than after

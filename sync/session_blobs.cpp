@@ -97,11 +97,17 @@ storage::BlobPolicy Session::Impl::blob_level(const ProjectId& project) const {
 
 bool Session::Impl::start_fetch(const ProjectId& project, const storage::BlobId& id, Bytes& out) {
   if (blob_skip.count({project, id})) return false;
+  if (auto it = fetched.find({project, id}); it != fetched.end()) {
+    if (it->second == store.blobs().refetchable_epoch()) return false;
+    fetched.erase(it);
+  }
   auto rx = store.blobs().begin_receive(project, id);
   if (!rx.ok()) {
     // Being received on another session: not skipped, the store wakes this session when
-    // that transfer ends without the blob (or it is held then).
-    if (rx.error().code != Errc::failed_precondition) blob_skip.insert({project, id});
+    // that transfer ends without the blob. Held by now: not listed as wanted any more (and
+    // may be fetched again once released).
+    if (rx.error().code != Errc::failed_precondition && rx.error().code != Errc::already_exists)
+      blob_skip.insert({project, id});
     return false;
   }
   fetch = BlobFetch{project, std::move(*rx)};
@@ -126,7 +132,8 @@ void Session::Impl::count_wanted(ProjectSync& ps, storage::BlobPolicy level,
 }
 
 void Session::Impl::finish_fetch() {
-  blob_skip.insert({fetch->project, fetch->rx->info().id});  // being finished on the worker
+  // Being finished on the worker; should that fail, not asked for again on this session.
+  fetched[{fetch->project, fetch->rx->info().id}] = store.blobs().refetchable_epoch();
   fetch->rx->finish(nullptr);
   fetch.reset();
   want_scan = true;

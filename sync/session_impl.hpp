@@ -330,6 +330,10 @@ struct Session::Impl {
   // Blobs not to ask this peer for again on this session: it does not hold them, it sent a
   // chunk or hash list that failed verification, or they are being finished.
   std::set<std::pair<ProjectId, storage::BlobId>> blob_skip;
+  // Blobs this session fetched (finished on the blob worker, or failed there), with the
+  // store's refetchable_epoch() then: not asked for again unless gc released blobs since (a
+  // phone lets go of the originals it fetched beyond its level, and may ask again).
+  std::map<std::pair<ProjectId, storage::BlobId>, std::uint64_t> fetched;
   // The peer's requests, served when no BATCH is waiting (documents first, always).
   struct BlobServe {
     ProjectId project;

@@ -2,7 +2,8 @@
 """What each device fetches, between real fieldsyncd processes over TCP+TLS: a device with the
 `phone` policy ends with the thumbnails and previews of a project's photos and none of the
 originals; asked for one (a download, or `syncctl blobs get`), it fetches it on demand from a
-device two hops away through a middle device that lacks it too; an original from a device that
+device two hops away through a middle device that lacks it too, and both let the originals
+go again once `blob.keep_fetched_ms` passed (the hub keeps them); an original from a device that
 makes no variants gets them on the hub that receives it, and the phone gets the hub's thumbnail;
 photos held without variants get them at the next start; an original asked for before a kill -9
 arrives after the restart without being asked again; the policy is set and shown through the API
@@ -73,7 +74,9 @@ class BlobPolicy(DaemonTestCase):
         return data, oid, {k: made["body"][k]["$blob"] for k in ("preview", "thumbnail")}
 
     def test_a_phone_holds_small_variants_then_fetches_an_original_two_hops_away(self):
-        a, b, c = self.daemon("hub"), self.daemon("relay"), self.daemon("phone")
+        # The relay and the phone keep what they fetch beyond their level for a second only.
+        short = {"blob.keep_fetched_ms": 1000}
+        a, b, c = self.daemon("hub"), self.daemon("relay", **short), self.daemon("phone", **short)
         pid = share(a, b, c)
         for d in (b, c):
             out = d.syncctl("blobs", "policy", pid, "phone")
@@ -126,7 +129,7 @@ class BlobPolicy(DaemonTestCase):
         self.assertEqual(hashlib.sha256(r.body).hexdigest(), oid)
         self.assertEqual(r.body, data)
         sys.stderr.write("(original on demand over two hops in %.2f s) " % took)
-        self.assertTrue(held(b, pid)[oid], "the relay keeps what it relayed")
+        self.assertTrue(held(b, pid)[oid], "the relay keeps what it relayed, for a while")
         # Only that one: the other original stays where it is.
         other = photos[1][1]
         self.assertFalse(held(c, pid)[other])
@@ -136,6 +139,24 @@ class BlobPolicy(DaemonTestCase):
         self.assertEqual(res.returncode, 0, res.stderr)
         with open(out_file, "rb") as f:
             self.assertEqual(f.read(), photos[1][0])
+
+        # Once blob.keep_fetched_ms passed, garbage collection on the relay and the phone lets
+        # the originals go (the hub keeps them); the variants stay, and an original asked for
+        # again is fetched again.
+        def collected(d):
+            r = d.unix("POST", V + "/%s/blobs/gc" % pid)
+            self.assertEqual(r.status, 200, r)
+            h = held(d, pid)
+            return not any(h.get(o) for o in originals) or None
+        for d in (b, c):
+            wait_until(lambda: collected(d), 30, interval_s=0.2,
+                       what="the originals released on the " + d.name)
+            h = held(d, pid)
+            self.assertEqual({o: h.get(o) for o in originals}, {o: False for o in originals})
+            self.assertTrue(all(h.get(v) for v in variants))
+        self.assertTrue(all(held(a, pid)[o] for o in originals))
+        wait_until(original_here, 120, what="the original on the phone again")
+        self.assertEqual(got["r"].body, data)
 
     def test_an_archive_device_makes_the_variants_of_an_original_from_a_peer(self):
         # The author's device makes no variants (blob.make_variants = false): the hub that

@@ -238,6 +238,7 @@ class FakeBlobs : public storage::BlobStore {
   Result<storage::BlobDemand> demand(const ProjectId&, const storage::BlobId&) override {
     return make_error(Errc::not_found, "not in this test");
   }
+  std::uint64_t refetchable_epoch() const override { return 0; }
   std::vector<storage::BlobId> demanded(const ProjectId&) const override { return {}; }
   std::uint64_t watch_held(std::function<void(const ProjectId&, const storage::BlobId&)>) override {
     return 1;

@@ -35,6 +35,24 @@ std::string doc_with(const BlobInfo& info) {
   return R"({"title":"river","photo":)" + blob_ref_json(info) + "}";
 }
 
+// Brings blob `id` of project `p` from `from` to `to` as a session does: chunk hashes, each
+// chunk verified, then finish().
+void transfer(Store& from, Store& to, const ProjectId& p, const BlobId& id) {
+  auto src = from.blobs().open(p, id);
+  REQUIRE(src.ok());
+  auto rx = to.blobs().begin_receive(p, id);
+  REQUIRE(rx.ok());
+  REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());
+  for (std::uint32_t i = 0; i < (*rx)->chunk_count(); ++i) {
+    auto c = (*src)->chunk(i);
+    REQUIRE(c.ok());
+    REQUIRE((*rx)->put_chunk(i, *c).ok());
+  }
+  std::promise<Result<BlobInfo>> fin;
+  (*rx)->finish([&](Result<BlobInfo> r) { fin.set_value(std::move(r)); });
+  REQUIRE(fin.get_future().get().ok());
+}
+
 std::optional<ProjectBlob> listed(Store& s, const ProjectId& p, const BlobId& id) {
   auto l = s.blobs().list(p, std::nullopt, 1000);
   REQUIRE(l.ok());
@@ -309,4 +327,113 @@ TEST_CASE("wanted(): thumbnails first, then previews, then originals, paged in t
   REQUIRE(rest.ok());
   REQUIRE(rest->size() == expect.size() - 1);
   CHECK((*rest)[0].id == expect[1]);
+}
+
+TEST_CASE("a phone releases what it fetched beyond its level once blob.keep_fetched_ms passed") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  StoreOptions o;
+  o.blobs.keep_fetched_ms = 60000;
+  auto b = test::open_store(db.path(), o);
+  ProjectId p = test::shared_project(*a, *b);
+  BlobInfo orig = put_blob(*a, p, 5000, 1);
+  BlobInfo prev = put_blob(*a, p, 800, 2);
+  BlobInfo thumb = put_blob(*a, p, 100, 3);
+  REQUIRE(a->write(p, test::put("obs", "river", doc_with(orig))).ok());
+  REQUIRE(a->set_blob_variants(p, orig, prev, thumb, kMadeByFieldsync).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  REQUIRE(b->blobs().set_policy(p, ProjectBlobPolicy{BlobPolicy::phone, {}}).ok());
+  // The phone's own photo, uploaded there: never released for being beyond its level.
+  BlobInfo own = put_blob(*b, p, 3000, 4);
+  REQUIRE(b->write(p, test::put("obs", "mine", doc_with(own))).ok());
+  REQUIRE(b->blobs().index(p).ok());
+  // The phone fetched the thumbnail and preview by itself, and the original on demand.
+  transfer(*a, *b, p, thumb.id);
+  transfer(*a, *b, p, prev.id);
+  REQUIRE(b->blobs().demand(p, orig.id).ok());
+  transfer(*a, *b, p, orig.id);
+  CHECK(b->blobs().demanded(p).empty());
+  const std::int64_t later = unix_ms() + 61000;
+  auto held = [&](const BlobId& id) {
+    auto f = b->blobs().find(p, id);
+    REQUIRE(f.ok());
+    REQUIRE(*f);
+    return (*f)->held;
+  };
+
+  // Within blob.keep_fetched_ms: kept.
+  auto g0 = b->blobs().gc(unix_ms());
+  REQUIRE(g0.ok());
+  CHECK(g0->released == 0);
+  // A peer with which the level is archive: the phone fetches originals by itself, so none is
+  // beyond its level.
+  REQUIRE(b->blobs()
+              .set_policy(
+                  p, ProjectBlobPolicy{BlobPolicy::phone, {{a->device_id(), BlobPolicy::archive}}})
+              .ok());
+  auto g1 = b->blobs().gc(later);
+  REQUIRE(g1.ok());
+  CHECK(g1->released == 0);
+  CHECK(held(orig.id));
+
+  // Past it, under `phone`: the original goes, the variants and the phone's own photo stay.
+  REQUIRE(b->blobs().set_policy(p, ProjectBlobPolicy{BlobPolicy::phone, {}}).ok());
+  auto g2 = b->blobs().gc(later);
+  REQUIRE(g2.ok());
+  CHECK(g2->released == 1);
+  CHECK(g2->files_deleted == 1);
+  CHECK(g2->bytes_freed == 5000);
+  CHECK_FALSE(held(orig.id));
+  CHECK(held(prev.id));
+  CHECK(held(thumb.id));
+  CHECK(held(own.id));
+  // Still referred to: asked for again, it is fetched on demand, never by the level itself.
+  auto r = b->blobs().open(p, orig.id);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == Errc::failed_precondition);
+  auto by_level = b->blobs().wanted(p, std::nullopt, 10, BlobPolicy::phone);
+  REQUIRE(by_level.ok());
+  CHECK(by_level->empty());
+  auto all = b->blobs().wanted(p, std::nullopt, 10, BlobPolicy::archive);
+  REQUIRE(all.ok());
+  REQUIRE(all->size() == 1);
+  CHECK(all->front().id == orig.id);
+  auto usage = b->blobs().usage(p);
+  REQUIRE(usage.ok());
+  CHECK(usage->wanted_count == 1);
+  CHECK(usage->held_count == 3);
+  REQUIRE(b->blobs().demand(p, orig.id).ok());
+  transfer(*a, *b, p, orig.id);
+  CHECK(held(orig.id));
+  auto g3 = b->blobs().gc(unix_ms() + 1000);
+  REQUIRE(g3.ok());
+  CHECK(g3->released == 0);
+
+  // A named destination of the project keeps everything it holds: its receipts say so.
+  REQUIRE(a->set_destination(p, b->device_id(), "office", true).ok());
+  test::copy_logs(*a, *b, p);
+  auto g4 = b->blobs().gc(unix_ms() + 120000);
+  REQUIRE(g4.ok());
+  CHECK(g4->released == 0);
+  CHECK(held(orig.id));
+}
+
+TEST_CASE("with blob.keep_fetched_ms = 0 a device keeps all it fetched") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  StoreOptions o;
+  o.blobs.keep_fetched_ms = 0;
+  auto b = test::open_store(db.path(), o);
+  ProjectId p = test::shared_project(*a, *b);
+  BlobInfo orig = put_blob(*a, p, 5000, 1);
+  REQUIRE(a->write(p, test::put("obs", "river", doc_with(orig))).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  REQUIRE(b->blobs().set_policy(p, ProjectBlobPolicy{BlobPolicy::on_demand, {}}).ok());
+  transfer(*a, *b, p, orig.id);
+  auto g = b->blobs().gc(unix_ms() + 3650ll * 24 * 3600 * 1000);
+  REQUIRE(g.ok());
+  CHECK(g->released == 0);
+  CHECK(b->blobs().open(p, orig.id).ok());
 }

@@ -4,6 +4,7 @@
 // feature carries no blob frames.
 #include <future>
 
+#include "common/clock.hpp"
 #include "storage/blob_ref.hpp"
 #include "sync/frame_decoder.hpp"
 #include "sync/messages.hpp"
@@ -476,6 +477,23 @@ TEST_CASE("an original asked for on demand comes from a peer two hops away", "[s
   auto again = c.store->blobs().demand(p, one.original.id);
   REQUIRE(again.ok());
   CHECK((again->held && again->received_bytes == one.original.size));
+
+  // Past blob.keep_fetched_ms, b and c let the original go (beyond their `phone` level; a
+  // keeps its own upload). Asked for again, it comes again over the same sessions.
+  const std::int64_t later = unix_ms() + 2 * 24 * 3600 * 1000ll;
+  for (Node* n : {&b, &c}) {
+    auto g = n->store->blobs().gc(later);
+    REQUIRE(g.ok());
+    CHECK(g->released == 1);
+  }
+  CHECK(a.store->blobs().gc(later)->released == 0);
+  CHECK(!holds(*b.store, p, one.original, one.original_bytes));
+  CHECK(!holds(*c.store, p, one.original, one.original_bytes));
+  CHECK(holds(*c.store, p, one.preview, one.preview_bytes));
+  REQUIRE(c.store->blobs().demand(p, one.original.id).ok());
+  run_all();
+  CHECK(holds(*c.store, p, one.original, one.original_bytes));
+  CHECK(holds(*b.store, p, one.original, one.original_bytes));
 }
 
 TEST_CASE("blob policy records: bad levels refused, left with the project", "[sync][blobs]") {
