@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <tuple>
 #include <utility>
 
 #include "common/clock.hpp"
@@ -221,6 +223,16 @@ Result<std::optional<ProjRecord>> read_proj(const LmdbTxn& txn, const Tables& t,
   return ProjRecord::decode(id, **v);
 }
 
+// Changes of blob_proj records in one write transaction: (project, before, after), applied to
+// the in-memory index (BlobStoreImpl::ProjIndex) once it committed. nullopt: no record (or
+// one that does not read back).
+struct ProjChanges {
+  std::vector<std::tuple<ProjectId, std::optional<ProjRecord>, std::optional<ProjRecord>>> list;
+  void add(const ProjectId& p, std::optional<ProjRecord> before, std::optional<ProjRecord> after) {
+    list.emplace_back(p, std::move(before), std::move(after));
+  }
+};
+
 // blob_refs value: u32 n, n x blob id (sorted).
 Bytes encode_refs(const std::set<BlobId>& ids) {
   Bytes b;
@@ -320,7 +332,25 @@ class BlobStoreImpl final : public BlobStore {
   }
   ~BlobStoreImpl() override { stop(); }
 
+  // In memory, what sessions ask at every scan without reading every record of a project:
+  // per project, the blobs it wants (referred to, not held, at most blob.max_blob_bytes) in
+  // fetch order, with totals per fetch rank, and what it holds. Built from blob_proj at open;
+  // every write of blob_proj records its change (ProjChanges), applied once the transaction
+  // committed. Guarded by pidx_mu_.
+  struct ProjIndex {
+    std::map<std::pair<int, BlobId>, std::uint64_t> wanted;       // (fetch rank, id) -> size
+    std::array<std::uint64_t, 3> wanted_count{}, wanted_bytes{};  // per fetch rank
+    std::uint64_t wanted_any = 0;  // referred to and not held, whatever the size
+    std::uint64_t held_bytes = 0, held_count = 0;
+  };
+  mutable std::mutex pidx_mu_;
+  std::map<ProjectId, ProjIndex> pidx_;
+  void index_record(const ProjectId& p, const ProjRecord& r, int sign);
+  void apply(const ProjChanges& ch);
+  Status build_proj_index();
+
   Status open() {
+    FS_TRY(build_proj_index());
     FS_TRY(create_private_dirs(root_));
     FS_TRY(create_private_dirs(incoming_));
     FS_TRY(create_private_dirs(partial_));
@@ -465,8 +495,8 @@ class BlobStoreImpl final : public BlobStore {
   }
   const fs::path& incoming() const { return incoming_; }
   Store::Impl& im() { return im_; }
-  // Bytes the project holds (for the quota), in `txn`.
-  Result<std::uint64_t> held_bytes(const LmdbTxn& txn, const ProjectId& p) const;
+  // Bytes the project holds (for the quota), as last committed.
+  std::uint64_t held_bytes(const ProjectId& p) const;
   // Records `info` (with its chunk hashes) as held and held by `project`, quota checked.
   Status record_upload(const ProjectId& project, const HeldRecord& rec);
 
@@ -484,10 +514,10 @@ class BlobStoreImpl final : public BlobStore {
       job();
     }
   }
-  // Compares the references of one document's current heads with those indexed; with `apply`
-  // (a write transaction) moves the counts. Returns whether they differ.
+  // Compares the references of one document's current heads with those indexed; with
+  // `changes` (a write transaction) moves the counts. Returns whether they differ.
   Result<bool> index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk, std::int64_t now,
-                         bool apply) const;
+                         ProjChanges* changes) const;
   // How far each project's feed was indexed in this process (ahead of the stored cursor,
   // which is written only with reference changes or every kCursorSaveEvery changes, so
   // that documents without blobs cost no extra commit). Guarded by index_mu_.
@@ -587,11 +617,8 @@ struct UploadState {
       return fail(make_error(Errc::too_large, "blob exceeds blob.max_blob_bytes = " +
                                                   std::to_string(o.max_blob_bytes)));
     if (!quota_checked && o.project_quota_bytes) {
-      auto txn = store->im().read_txn();
-      if (!txn) return fail(txn.error());
-      auto held = store->held_bytes(*txn, project);
-      if (!held) return fail(held.error());
-      quota_room = *held >= o.project_quota_bytes ? 0 : o.project_quota_bytes - *held;
+      const std::uint64_t held = store->held_bytes(project);
+      quota_room = held >= o.project_quota_bytes ? 0 : o.project_quota_bytes - held;
       quota_checked = true;
     }
     if (o.project_quota_bytes && size + piece.size() > quota_room)
@@ -937,6 +964,48 @@ class ReceiverImpl final : public BlobReceiver {
 
 // ---- BlobStoreImpl ---------------------------------------------------------------------
 
+void BlobStoreImpl::index_record(const ProjectId& p, const ProjRecord& r, int sign) {
+  auto& ix = pidx_[p];
+  auto move = [sign](std::uint64_t& v, std::uint64_t by) { v = sign > 0 ? v + by : v - by; };
+  if (r.held()) {
+    move(ix.held_bytes, r.info.size);
+    move(ix.held_count, 1);
+  } else if (r.refs > 0) {
+    move(ix.wanted_any, 1);
+    if (r.info.size > options().max_blob_bytes) return;  // never fetched
+    const int rank = fetch_rank(r.flags);
+    move(ix.wanted_count[static_cast<std::size_t>(rank)], 1);
+    move(ix.wanted_bytes[static_cast<std::size_t>(rank)], r.info.size);
+    if (sign > 0)
+      ix.wanted[{rank, r.info.id}] = r.info.size;
+    else
+      ix.wanted.erase({rank, r.info.id});
+  }
+}
+
+void BlobStoreImpl::apply(const ProjChanges& ch) {
+  std::lock_guard lock(pidx_mu_);
+  for (const auto& [p, before, after] : ch.list) {
+    if (before) index_record(p, *before, -1);
+    if (after) index_record(p, *after, +1);
+  }
+}
+
+Status BlobStoreImpl::build_proj_index() {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  std::lock_guard lock(pidx_mu_);
+  pidx_.clear();
+  LmdbCursor c(*txn, im_.t().blob_proj);
+  for (bool ok = c.seek({}); ok; ok = c.next()) {
+    if (c.key().size() != 48) continue;
+    auto p = id_from_bytes<ProjectId>(c.key().subspan(0, 16));
+    auto rec = ProjRecord::decode(blob_of_key(c.key()), c.value());
+    if (p && rec) index_record(*p, *rec, +1);
+  }
+  return {};
+}
+
 Result<std::vector<BlobInfo>> BlobStoreImpl::wanted(const ProjectId& project,
                                                     std::optional<BlobId> after,
                                                     std::uint32_t limit, BlobPolicy upto) const {
@@ -946,29 +1015,28 @@ Result<std::vector<BlobInfo>> BlobStoreImpl::wanted(const ProjectId& project,
   const int ranks = ranks_fetched(upto);
   std::vector<BlobInfo> out;
   if (ranks == 0 || limit == 0) return out;
-  // (rank, id) of every wanted blob, then the page after `after` in that order.
-  std::vector<std::pair<std::pair<int, BlobId>, BlobInfo>> all;
-  std::optional<std::pair<int, BlobId>> from;
-  Key prefix = prefix_of(project);
-  LmdbCursor c(*txn, im_.t().blob_proj);
-  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    if (c.key().size() != 48) continue;
-    BlobId id = blob_of_key(c.key());
-    auto rec = ProjRecord::decode(id, c.value());
-    if (!rec) continue;
-    const int rank = fetch_rank(rec->flags);
-    if (after && id == *after) from = {rank, id};
-    if (rec->held() || rec->refs == 0 || rank >= ranks) continue;
-    if (rec->info.size > options().max_blob_bytes) continue;
-    all.push_back({{rank, id}, std::move(rec->info)});
+  // Continue after `after` in (rank, id) order; a blob unknown here ranks with the rest.
+  int after_rank = 2;
+  if (after) {
+    auto rec = read_proj(*txn, im_.t(), project, *after);
+    if (!rec) return rec.error();
+    if (*rec) after_rank = fetch_rank((*rec)->flags);
   }
-  // A blob `after` unknown here: it ranks with the rest.
-  if (after && !from) from = {2, *after};
-  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (auto& [key, info] : all) {
-    if (out.size() >= limit) break;
-    if (from && !(*from < key)) continue;
-    out.push_back(std::move(info));
+  std::vector<BlobId> page;
+  {
+    std::lock_guard lock(pidx_mu_);
+    auto ix = pidx_.find(project);
+    if (ix == pidx_.end()) return out;
+    const auto& w = ix->second.wanted;
+    for (auto it = after ? w.upper_bound({after_rank, *after}) : w.begin();
+         it != w.end() && it->first.first < ranks && page.size() < limit; ++it)
+      page.push_back(it->first.second);
+  }
+  // The records as this snapshot has them (a blob held since is no longer wanted).
+  for (const auto& id : page) {
+    auto rec = read_proj(*txn, im_.t(), project, id);
+    if (!rec) return rec.error();
+    if (*rec && !(*rec)->held() && (*rec)->refs > 0) out.push_back(std::move((*rec)->info));
   }
   return out;
 }
@@ -980,20 +1048,13 @@ Result<std::pair<std::uint64_t, std::uint64_t>> BlobStoreImpl::wanted_total(
   FS_TRY(im_.project(*txn, project));
   const int ranks = ranks_fetched(upto);
   std::pair<std::uint64_t, std::uint64_t> total{0, 0};
-  auto count = [&](const ProjRecord& rec) {
-    ++total.first;
-    total.second += rec.info.size;
-  };
-  if (ranks > 0) {
-    Key prefix = prefix_of(project);
-    LmdbCursor c(*txn, im_.t().blob_proj);
-    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-      if (c.key().size() != 48) continue;
-      auto rec = ProjRecord::decode(blob_of_key(c.key()), c.value());
-      if (!rec || rec->held() || rec->refs == 0 || fetch_rank(rec->flags) >= ranks) continue;
-      if (rec->info.size > options().max_blob_bytes) continue;
-      count(*rec);
-    }
+  {
+    std::lock_guard lock(pidx_mu_);
+    if (auto ix = pidx_.find(project); ix != pidx_.end())
+      for (int r = 0; r < ranks; ++r) {
+        total.first += ix->second.wanted_count[static_cast<std::size_t>(r)];
+        total.second += ix->second.wanted_bytes[static_cast<std::size_t>(r)];
+      }
   }
   for (const auto& id : std::set<BlobId>(also.begin(), also.end())) {
     auto v = txn->get(im_.t().blob_proj, proj_key(project, id));
@@ -1001,7 +1062,8 @@ Result<std::pair<std::uint64_t, std::uint64_t>> BlobStoreImpl::wanted_total(
     if (!*v) continue;
     auto rec = ProjRecord::decode(id, **v);
     if (!rec || rec->held() || (rec->refs > 0 && fetch_rank(rec->flags) < ranks)) continue;
-    count(*rec);
+    ++total.first;
+    total.second += rec->info.size;
   }
   return total;
 }
@@ -1232,9 +1294,7 @@ Result<std::unique_ptr<BlobReceiver>> BlobStoreImpl::begin_receive(const Project
                                              " exceeds blob.max_blob_bytes = " +
                                              std::to_string(options().max_blob_bytes));
     if (options().project_quota_bytes) {
-      auto held = held_bytes(*txn, project);
-      if (!held) return held.error();
-      if (*held + info.size > options().project_quota_bytes)
+      if (held_bytes(project) + info.size > options().project_quota_bytes)
         return make_error(Errc::resource_exhausted,
                           "blob " + short_hex(id) + " would exceed blob.project_quota_bytes = " +
                               std::to_string(options().project_quota_bytes));
@@ -1287,16 +1347,19 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
     for (bool ok = c.seek({}); ok; ok = c.next())
       if (auto p = id_from_bytes<ProjectId>(c.key())) projects.push_back(*p);
   }
+  ProjChanges ch;
   for (const auto& p : projects) {
     auto pr = read_proj(*txn, im_.t(), p, id);
     if (!pr) return pr.error();
     if (!*pr) continue;
+    const ProjRecord before = **pr;
     (*pr)->info = rec.info;
     (*pr)->flags |= kProjHeld | kProjFetched;
     // Held since now (what blob.keep_fetched_ms counts from); an unreferenced record keeps its
     // time (0 for one released at once: an erased document's photo).
     if ((*pr)->refs > 0) (*pr)->added_ms = std::max((*pr)->added_ms, rec.since_ms);
     FS_TRY(txn->put(im_.t().blob_proj, proj_key(p, id), (*pr)->encode()));
+    ch.add(p, before, **pr);
   }
   std::vector<std::pair<ProjectId, std::uint64_t>> woken;
   for (const auto& p : projects) {
@@ -1305,6 +1368,7 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
     if (seq && has && *has) woken.emplace_back(p, *seq);
   }
   FS_TRY(txn->commit());
+  apply(ch);
   // No project wants it any more (its document was erased or deleted while it travelled):
   // its file goes now, not at the next periodic gc.
   if (woken.empty()) post([this] { (void)gc(unix_ms()); });
@@ -1344,16 +1408,10 @@ Result<BlobInfo> BlobStoreImpl::put(const ProjectId& project, ByteView data,
   return s.finish(std::move(media_type));
 }
 
-Result<std::uint64_t> BlobStoreImpl::held_bytes(const LmdbTxn& txn, const ProjectId& p) const {
-  std::uint64_t total = 0;
-  Key prefix = prefix_of(p);
-  LmdbCursor c(txn, im_.t().blob_proj);
-  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    BlobId id = blob_of_key(c.key());
-    auto rec = ProjRecord::decode(id, c.value());
-    if (rec && rec->held()) total += rec->info.size;
-  }
-  return total;
+std::uint64_t BlobStoreImpl::held_bytes(const ProjectId& p) const {
+  std::lock_guard lock(pidx_mu_);
+  auto ix = pidx_.find(p);
+  return ix == pidx_.end() ? 0 : ix->second.held_bytes;
 }
 
 Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& rec) {
@@ -1369,9 +1427,9 @@ Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& 
   auto pv = txn->get(im_.t().blob_proj, pk);
   if (!pv) return pv.error();
   ProjRecord pr;
-  if (*pv) {
-    if (auto old = ProjRecord::decode(id, **pv)) pr = *old;
-  }
+  std::optional<ProjRecord> before;
+  if (*pv) before = ProjRecord::decode(id, **pv);
+  if (before) pr = *before;
   const bool was_held = pr.held();
   pr.info = rec.info;
   pr.flags |= kProjHeld;
@@ -1379,17 +1437,18 @@ Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& 
   // Uploading again restarts the grace period of an unreferenced blob.
   pr.added_ms = std::max(pr.added_ms, rec.since_ms);
   if (!was_held && options().project_quota_bytes) {
-    auto held = held_bytes(*txn, project);
-    if (!held) return held.error();
-    if (*held + rec.info.size > options().project_quota_bytes)
+    if (held_bytes(project) + rec.info.size > options().project_quota_bytes)
       return make_error(Errc::resource_exhausted,
                         "the project's blobs would exceed blob.project_quota_bytes = " +
                             std::to_string(options().project_quota_bytes));
   }
   FS_TRY(txn->put(im_.t().blob_proj, pk, pr.encode()));
+  ProjChanges ch;
+  ch.add(project, std::move(before), pr);
   auto seq = im_.change_counter(*txn, project);
   if (!seq) return seq.error();
   FS_TRY(txn->commit());
+  apply(ch);
   im_.notify(project, *seq);
   held_now({project}, id);
   return {};
@@ -1468,26 +1527,18 @@ Result<BlobUsage> BlobStoreImpl::usage(const ProjectId& project) const {
   FS_TRY(im_.project(*txn, project));
   BlobUsage u;
   u.quota_bytes = options().project_quota_bytes;
-  Key prefix = prefix_of(project);
-  LmdbCursor c(*txn, im_.t().blob_proj);
-  for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next()) {
-    if (c.key().size() != 48) continue;
-    BlobId id = blob_of_key(c.key());
-    auto rec = ProjRecord::decode(id, c.value());
-    if (!rec) continue;
-    if (rec->held()) {
-      u.held_bytes += rec->info.size;
-      ++u.held_count;
-    } else if (rec->refs > 0) {
-      ++u.wanted_count;
-    }
+  std::lock_guard lock(pidx_mu_);
+  if (auto ix = pidx_.find(project); ix != pidx_.end()) {
+    u.held_bytes = ix->second.held_bytes;
+    u.held_count = ix->second.held_count;
+    u.wanted_count = ix->second.wanted_any;
   }
   return u;
 }
 
 // Re-reads the references of one document's current heads and moves the project's counts.
 Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk,
-                                      std::int64_t now, bool apply) const {
+                                      std::int64_t now, ProjChanges* changes) const {
   std::set<BlobId> now_refs;
   std::map<BlobId, BlobInfo> infos;
   // A `_variants` document does not refer to its original ("of"): only the documents of the
@@ -1524,7 +1575,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
   std::set<BlobId> before;
   if (*old_v) before = decode_refs(**old_v).value_or(std::set<BlobId>{});
   if (before == now_refs) return false;
-  if (!apply) return true;
+  if (!changes) return true;
   for (const auto& id : before) {
     if (now_refs.count(id)) continue;
     Key pk = proj_key(p, id);
@@ -1533,6 +1584,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
     if (!*pv) continue;
     auto pr = ProjRecord::decode(id, **pv);
     if (!pr) continue;
+    const ProjRecord was = *pr;
     if (pr->refs > 0) --pr->refs;
     // gc() releases it once its grace from now has passed; at once when the document was
     // erased (docs/storage.md "Erasure": its attachments go with it).
@@ -1546,6 +1598,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
       }
     }
     FS_TRY(txn.put(im_.t().blob_proj, pk, pr->encode()));
+    changes->add(p, was, *pr);
   }
   for (const auto& id : now_refs) {
     if (before.count(id)) continue;
@@ -1573,6 +1626,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
     ++pr.refs;
     if (auto k = kinds.find(id); k != kinds.end()) pr.flags |= k->second;
     FS_TRY(txn.put(im_.t().blob_proj, pk, pr.encode()));
+    changes->add(p, old, pr);
   }
   if (now_refs.empty())
     FS_TRY(txn.del(im_.t().blob_refs, dk));
@@ -1620,7 +1674,7 @@ Status BlobStoreImpl::index(const ProjectId& project) {
         if (!ref_free(project, ch.seq))
           docs.insert(doc_key(project, ch.collection, ch.doc_id).bytes());
       for (const auto& dk : docs) {
-        auto d = index_doc(*txn, project, dk, 0, false);
+        auto d = index_doc(*txn, project, dk, 0, nullptr);
         if (!d) return d.error();
         if (*d) differ.push_back(dk);
       }
@@ -1633,14 +1687,16 @@ Status BlobStoreImpl::index(const ProjectId& project) {
       if (!txn) return txn.error();
       FS_TRY(im_.project(*txn, project));
       const std::int64_t now = unix_ms();
+      ProjChanges ch;
       for (const auto& dk : differ) {
-        auto d = index_doc(*txn, project, dk, now, true);
+        auto d = index_doc(*txn, project, dk, now, &ch);
         if (!d) return d.error();
       }
       Bytes cur;
       ByteWriter(cur).u64(upto);
       FS_TRY(txn->put(im_.t().meta, blob_cursor_key(project), cur));
       FS_TRY(txn->commit());
+      apply(ch);
     }
     indexed_[project] = upto;
     if (!more) return {};
@@ -1654,21 +1710,29 @@ Status BlobStoreImpl::release_unreferenced(const ProjectId& project,
     auto txn = im_.write_txn();
     if (!txn) return txn.error();
     FS_TRY(im_.project(*txn, project));
+    ProjChanges ch;
     for (const auto& id : ids) {
       auto pr = read_proj(*txn, im_.t(), project, id);
       if (!pr) return pr.error();
       if (!*pr || (*pr)->refs > 0 || (*pr)->released_at_once()) continue;
+      const ProjRecord before = **pr;
       (*pr)->added_ms = 0;
       FS_TRY(txn->put(im_.t().blob_proj, proj_key(project, id), (*pr)->encode()));
+      ch.add(project, before, **pr);
       released = true;
     }
     FS_TRY(txn->commit());
+    apply(ch);
   }
   if (released) post([this] { (void)gc(unix_ms()); });
   return {};
 }
 
 void BlobStoreImpl::forget(const ProjectId& project) {
+  {
+    std::lock_guard lock(pidx_mu_);
+    pidx_.erase(project);
+  }
   {
     std::lock_guard lock(index_mu_);
     indexed_.erase(project);
@@ -1728,6 +1792,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     std::set<BlobId> kept;  // held by some project after this pass
     std::vector<Bytes> release;
     std::vector<std::pair<Bytes, Bytes>> unhold;  // referred to, no longer held here
+    ProjChanges ch;
     // The references of a `_variants` document whose original no document of the project
     // refers to any more (or that the project no longer has) do not keep its variants: they
     // are released with the original, after the grace counted from the later of the two; at
@@ -1783,6 +1848,8 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
         bool drop = !rec || (refs == 0 && (!rec->held() || since + grace <= now));
         if (drop) {
           release.emplace_back(c.key().begin(), c.key().end());
+          if (auto p = id_from_bytes<ProjectId>(c.key().subspan(0, 16)); p && rec)
+            ch.add(*p, *rec, std::nullopt);
         } else if (rec->held() && refs > 0 && (rec->flags & kProjFetched) &&
                    rec->added_ms + keep_fetched <= now &&
                    fetch_rank(rec->flags) >= beyond->lookup(c.key().subspan(0, 16))) {
@@ -1791,6 +1858,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
           ProjRecord r = *rec;
           r.flags &= static_cast<std::uint8_t>(~(kProjHeld | kProjFetched));
           unhold.emplace_back(Bytes(c.key().begin(), c.key().end()), r.encode());
+          if (auto p = id_from_bytes<ProjectId>(c.key().subspan(0, 16))) ch.add(*p, *rec, r);
         } else if (rec->held()) {
           kept.insert(id);
         }
@@ -1816,6 +1884,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     }
     for (const auto& id : gone) FS_TRY(txn->del(im_.t().blob_held, ByteView(id)));
     FS_TRY(txn->commit());
+    apply(ch);
   }
   if (!unheld.empty()) {
     // Sessions may fetch them again (on demand), and look at what they want again.

@@ -263,13 +263,14 @@ class BlobStore {
   // a preview once a `_variants` document names it so), each group in id order; paging
   // continues after `after` in that order; at most `limit`. Only the groups `upto` fetches
   // (thumbnails: the first; phone: the first two; archive: all; less: none). Those beyond
-  // blob.max_blob_bytes are left out. Reads every record of the project (one read
-  // transaction) to order them.
+  // blob.max_blob_bytes are left out. The order and the page come from an index in memory
+  // (built from the records at open, kept by every change of them), then the page's records
+  // are read: a call costs the page, not the project's number of blobs.
   virtual Result<std::vector<BlobInfo>> wanted(const ProjectId& project,
                                                std::optional<BlobId> after, std::uint32_t limit,
                                                BlobPolicy upto = BlobPolicy::archive) const = 0;
-  // What wanted() with `upto` would list in all, and of `also` (e.g. demanded()) those not
-  // held that it would not: blobs and bytes (the backlog shown per peer).
+  // What wanted() with `upto` would list in all (totals kept in memory), and of `also` (e.g.
+  // demanded()) those not held that it would not: blobs and bytes (the backlog shown per peer).
   virtual Result<std::pair<std::uint64_t, std::uint64_t>> wanted_total(
       const ProjectId& project, BlobPolicy upto, const std::vector<BlobId>& also = {}) const = 0;
 
@@ -310,7 +311,8 @@ class BlobStore {
   // calling thread; the worker does the same after commits). Errors: not_found.
   virtual Status index(const ProjectId& project) = 0;
   // Releases unreferenced blobs past their grace, and blobs fetched beyond this device's level
-  // past blob.keep_fetched_ms, and deletes files no project holds, for every project (on the calling thread; the daemon runs it on a timer through the worker).
+  // past blob.keep_fetched_ms, and deletes files no project holds, for every project (on the
+  // calling thread; the daemon runs it on a timer through the worker).
   virtual Result<GcResult> gc(std::int64_t now_ms) = 0;
   // Blobs put for nothing (the variants of an original erased while they were made): those
   // of `ids` no document of the project refers to are released now rather than after

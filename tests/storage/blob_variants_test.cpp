@@ -437,3 +437,112 @@ TEST_CASE("with blob.keep_fetched_ms = 0 a device keeps all it fetched") {
   CHECK(g->released == 0);
   CHECK(b->blobs().open(p, orig.id).ok());
 }
+
+namespace {
+
+// What wanted(), wanted_total() and usage() must say, worked out from list() (every record).
+struct Expected {
+  std::vector<BlobId> wanted;  // fetch order
+  std::map<BlobPolicy, std::pair<std::uint64_t, std::uint64_t>> totals;
+  BlobUsage usage;
+};
+Expected expected_of(Store& s, const ProjectId& p) {
+  auto all = s.blobs().list(p, std::nullopt, 100000);
+  REQUIRE(all.ok());
+  Expected e;
+  std::vector<std::pair<std::pair<int, BlobId>, std::uint64_t>> w;
+  for (const auto& b : *all) {
+    if (b.held) {
+      e.usage.held_bytes += b.info.size;
+      ++e.usage.held_count;
+    } else if (b.refs > 0) {
+      ++e.usage.wanted_count;
+      w.push_back({{b.thumbnail ? 0 : b.preview ? 1 : 2, b.info.id}, b.info.size});
+    }
+  }
+  std::sort(w.begin(), w.end());
+  for (const auto& [k, size] : w) e.wanted.push_back(k.second);
+  for (auto [level, ranks] : {std::pair{BlobPolicy::on_demand, 0},
+                              {BlobPolicy::thumbnails, 1},
+                              {BlobPolicy::phone, 2},
+                              {BlobPolicy::archive, 3}}) {
+    auto& t = e.totals[level];
+    for (const auto& [k, size] : w)
+      if (k.first < ranks) {
+        ++t.first;
+        t.second += size;
+      }
+  }
+  return e;
+}
+
+void check_against_records(Store& s, const ProjectId& p) {
+  Expected e = expected_of(s, p);
+  auto w = s.blobs().wanted(p, std::nullopt, 1000);
+  REQUIRE(w.ok());
+  std::vector<BlobId> got;
+  for (const auto& i : *w) got.push_back(i.id);
+  CHECK(got == e.wanted);
+  for (const auto& [level, t] : e.totals) {
+    auto total = s.blobs().wanted_total(p, level);
+    REQUIRE(total.ok());
+    CHECK(*total == t);
+  }
+  auto u = s.blobs().usage(p);
+  REQUIRE(u.ok());
+  CHECK(u->held_bytes == e.usage.held_bytes);
+  CHECK(u->held_count == e.usage.held_count);
+  CHECK(u->wanted_count == e.usage.wanted_count);
+}
+
+}  // namespace
+
+TEST_CASE("what sessions ask of the blob store agrees with its records, after a restart too") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  auto b = test::open_store(db.path());
+  ProjectId p = test::shared_project(*a, *b);
+  std::vector<BlobInfo> originals;
+  for (std::uint8_t i = 0; i < 3; ++i) {
+    BlobInfo orig = put_blob(*a, p, 4000 + i, static_cast<std::uint8_t>(10 * i + 1));
+    BlobInfo prev = put_blob(*a, p, 700 + i, static_cast<std::uint8_t>(10 * i + 2));
+    BlobInfo thumb = put_blob(*a, p, 90 + i, static_cast<std::uint8_t>(10 * i + 3));
+    REQUIRE(a->write(p, test::put("obs", "o" + std::to_string(i), doc_with(orig))).ok());
+    REQUIRE(a->set_blob_variants(p, orig, prev, thumb, kMadeByFieldsync).ok());
+    originals.push_back(orig);
+  }
+  BlobInfo plain = put_blob(*a, p, 333, 99, "application/pdf");
+  REQUIRE(a->write(p, test::put("obs", "report", doc_with(plain))).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  check_against_records(*b, p);
+  auto first = b->blobs().wanted(p, std::nullopt, 100);
+  REQUIRE(first.ok());
+  REQUIRE(first->size() == 10);
+  // Some arrive (a thumbnail, a preview, an original); b uploads one of its own.
+  for (std::size_t i : {0u, 4u, 9u}) transfer(*a, *b, p, (*first)[i].id);
+  BlobInfo own = put_blob(*b, p, 5555, 77);
+  REQUIRE(b->write(p, test::put("obs", "mine", doc_with(own))).ok());
+  REQUIRE(b->blobs().index(p).ok());
+  check_against_records(*b, p);
+  // A document deleted: its original is no longer wanted; gc after the grace releases it.
+  storage::WriteRequest del;
+  del.collection = "obs";
+  del.doc_id = "o1";
+  del.kind = VersionKind::tombstone;
+  del.use_current = true;
+  REQUIRE(a->write(p, del).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  check_against_records(*b, p);
+  REQUIRE(b->blobs().gc(unix_ms() + 2 * 24 * 3600 * 1000ll).ok());
+  check_against_records(*b, p);
+  // Built again from the records at open.
+  b.reset();
+  b = test::open_store(db.path());
+  check_against_records(*b, p);
+  auto usage = b->blobs().usage(p);
+  REQUIRE(usage.ok());
+  CHECK(usage->held_count >= 2);
+  CHECK(usage->wanted_count >= 5);
+}
