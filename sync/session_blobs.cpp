@@ -44,12 +44,7 @@ void Session::Impl::on_blob_get(BlobGet m) {
   std::uint32_t first = std::min(m.first, n);
   std::uint32_t end =
       static_cast<std::uint32_t>(std::min<std::uint64_t>(std::uint64_t{first} + m.count, n));
-  if (end > first) {
-    auto ahead = std::make_shared<ServeAhead>();
-    ahead->next_read = first;
-    serving.push_back(
-        BlobServe{m.project, m.blob, std::move(*reader), first, end, std::move(ahead)});
-  }
+  if (end > first) serving.push_back(BlobServe{m.project, m.blob, std::move(*reader), first, end});
 }
 
 void Session::Impl::on_blob_head(BlobHead m) {
@@ -224,25 +219,9 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
     if (ps.vv_received && has_more(ps)) return;
   while (!serving.empty() && out.size() < max_bytes) {
     BlobServe& s = serving.front();
-    Result<ByteView> data = ByteView{};
-    std::shared_ptr<ChunkRead> read;  // keeps a chunk read ahead alive while it is framed
-    if (params.prepare) {
-      read_ahead();
-      if (s.ahead->ready.empty()) break;  // on its way: the worker's done resumes us
-      read = std::move(s.ahead->ready.front());
-      s.ahead->ready.pop_front();
-      --chunks_ahead;
-      if (read->data.ok())
-        data = ByteView(*read->data);
-      else
-        data = read->data.error();
-    } else {
-      data = s.reader->chunk(s.next);  // verified; a view into the reader's buffer
-    }
-    if (!data.ok()) {  // damaged here: the peer looks elsewhere
+    auto data = s.reader->chunk(s.next);  // verified; a view into the reader's buffer
+    if (!data.ok()) {                     // damaged here: the peer looks elsewhere
       encode_blob_head(out, BlobHead{s.project, s.blob, false, false, {}});
-      chunks_ahead -= s.ahead->ready.size();
-      s.ahead->dropped = true;
       serving.pop_front();
       continue;
     }
@@ -250,39 +229,6 @@ void Session::Impl::produce_blob_frames(Bytes& out, std::size_t max_bytes) {
     if (auto it = projects.find(s.project); it != projects.end())
       it->second.stats.blob_bytes_sent += data->size();
     if (++s.next == s.end) serving.pop_front();
-  }
-  if (params.prepare) read_ahead();
-}
-
-void Session::Impl::read_ahead() {
-  // In serving order: the first serve with chunks left to read whose reader is free.
-  for (auto& s : serving) {
-    if (chunks_ahead >= kChunksAhead) return;
-    if (s.ahead->reading) return;  // in order: its next chunk comes first
-    if (s.ahead->next_read >= s.end) continue;
-    auto r = std::make_shared<ChunkRead>();
-    r->index = s.ahead->next_read++;
-    s.ahead->reading = true;
-    ++chunks_ahead;
-    params.prepare(
-        [reader = s.reader, r] {
-          auto c = reader->chunk(r->index);  // verified against its hash
-          if (c.ok())
-            r->data = Bytes(c->begin(), c->end());
-          else
-            r->data = c.error();
-        },
-        [this, ahead = s.ahead, r, alive = alive] {
-          if (!*alive) return;
-          thread.check("Session: a blob chunk read ahead");
-          ahead->reading = false;
-          if (ahead->dropped)
-            --chunks_ahead;
-          else
-            ahead->ready.push_back(r);
-          if (resume_hook) resume_hook();
-        });
-    return;
   }
 }
 

@@ -335,31 +335,13 @@ struct Session::Impl {
   // phone lets go of the originals it fetched beyond its level, and may ask again).
   std::map<std::pair<ProjectId, storage::BlobId>, std::uint64_t> fetched;
   // The peer's requests, served when no BATCH is waiting (documents first, always).
-  // With SessionParams::prepare, chunks are read and verified ahead on a worker (one read
-  // at a time per reader, which is not thread-safe) while earlier ones are framed and sent.
-  struct ChunkRead {
-    std::uint32_t index = 0;
-    Result<Bytes> data{Bytes{}};
-  };
-  struct ServeAhead {
-    std::uint32_t next_read = 0;  // the next chunk to read ahead
-    bool reading = false;         // a read of this serve's reader is on a worker
-    bool dropped = false;         // the serve ended early: a read that comes back is dropped
-    std::deque<std::shared_ptr<ChunkRead>> ready;  // read, in order, not yet framed
-  };
   struct BlobServe {
     ProjectId project;
     storage::BlobId blob{};
-    std::shared_ptr<storage::BlobReader> reader;
+    std::unique_ptr<storage::BlobReader> reader;
     std::uint32_t next = 0, end = 0;
-    std::shared_ptr<ServeAhead> ahead;
   };
   std::deque<BlobServe> serving;
-  // Chunks read ahead and not yet framed, at most this many at once (with the read on its way).
-  static constexpr std::size_t kChunksAhead = 3;
-  std::size_t chunks_ahead = 0;  // read or being read, over every serve
-  // Starts the next read ahead, if any is due (SessionParams::prepare only).
-  void read_ahead();
   // The most BLOB_GETs of the peer queued at once (more is a protocol violation).
   static constexpr std::size_t kMaxServing = 4;
 

@@ -2,7 +2,6 @@
 // synced document refers to follows the documents, verified chunk by chunk; a tampered chunk is
 // refused; a cut transfer resumes without re-sending what arrived; a session without the
 // feature carries no blob frames.
-#include <fstream>
 #include <future>
 
 #include "common/clock.hpp"
@@ -539,72 +538,4 @@ TEST_CASE("BLOB_WANTS: round trip and malformed payloads", "[sync][blobs]") {
   longer.push_back(0);
   CHECK(!decode_blob_wants(longer).ok());
   CHECK(!decode_blob_wants(ByteView(longer).first(20)).ok());
-}
-
-TEST_CASE(
-    "a sender reads chunks ahead on workers: in order, one read at a time, a damaged chunk "
-    "ends the serve",
-    "[sync][blobs]") {
-  Node a, b;
-  ProjectId p = shared_project(a, b);
-  Bytes data = pattern(40 * storage::kBlobChunkBytes + 999, 3);
-  auto info = upload(*a.store, p, data);
-  write_ref(a, p, "r1", info);
-  // a's workers are a queue this test runs by hand, the newest job last.
-  std::vector<std::pair<std::function<void()>, std::function<void()>>> reads;
-  auto pa = params("a");
-  pa.prepare = [&](std::function<void()> work, std::function<void()> done) {
-    reads.emplace_back(std::move(work), std::move(done));
-  };
-  int resumed = 0;
-  Session sa(*a.store, std::move(pa));
-  sa.set_resume_hook([&] { ++resumed; });
-  Session sb(*b.store, params("b"));
-  sa.start();
-  sb.start();
-  Pipe pipe{sa, sb, &a, &b};
-  pipe.chunk = 1u << 20;
-  std::size_t most_reads = 0, jobs_run = 0;
-  auto run_all = [&] {
-    for (int step = 0; step < 100000; ++step) {
-      const int moved = pipe.run(1);
-      most_reads = std::max(most_reads, reads.size());
-      if (!reads.empty()) {
-        auto job = std::move(reads.front());
-        reads.erase(reads.begin());
-        job.first();
-        job.second();
-        ++jobs_run;
-        continue;
-      }
-      flush(*b.store);
-      if (moved == 0 && pipe.run(1) == 0 && reads.empty()) break;
-    }
-  };
-  run_all();
-  CHECK(holds(*b.store, p, info, data));
-  CHECK(jobs_run == 41);   // every chunk read once, on a worker
-  CHECK(most_reads == 1);  // one read at a time (a reader is not thread-safe)
-  CHECK(resumed >= 41);    // each read's end wakes the driver
-  CHECK(sa.progress().projects.at(0).blob_bytes_sent == data.size());
-
-  // A second blob whose file is damaged in its third chunk: the reads ahead stop there, the
-  // peer is told the blob is not held here, and the session goes on.
-  Bytes data2 = pattern(6 * storage::kBlobChunkBytes, 4);
-  auto info2 = upload(*a.store, p, data2);
-  write_ref(a, p, "r2", info2);
-  {
-    auto hex = storage::digest_hex(info2.id);
-    std::fstream f(a.dir.path / "data" / "blobs" / hex.substr(0, 2) / hex,
-                   std::ios::in | std::ios::out | std::ios::binary);
-    REQUIRE(f.good());
-    f.seekp(2 * storage::kBlobChunkBytes + 10);
-    f.put('\x5a' ^ static_cast<char>(data2[2 * storage::kBlobChunkBytes + 10]));
-  }
-  for (Session* s : {&sa, &sb}) s->notify_local_change(p);
-  run_all();
-  CHECK(!holds(*b.store, p, info2, data2));
-  CHECK(!sa.finished());
-  CHECK(!sb.finished());
-  CHECK(most_reads == 1);
 }
