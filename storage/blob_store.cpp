@@ -223,13 +223,26 @@ Result<std::optional<ProjRecord>> read_proj(const LmdbTxn& txn, const Tables& t,
   return ProjRecord::decode(id, **v);
 }
 
-// Changes of blob_proj records in one write transaction: (project, before, after), applied to
-// the in-memory index (BlobStoreImpl::ProjIndex) once it committed. nullopt: no record (or
-// one that does not read back).
-struct ProjChanges {
+// Every write of a blob_proj record in a write transaction goes through here, which keeps
+// each change (project, before, after) for the in-memory index (BlobStoreImpl::ProjIndex),
+// moved by BlobStoreImpl::apply() once the transaction committed. `before` is the record as
+// read (nullopt: none, or one that does not read back).
+struct ProjWrites {
+  LmdbTxn& txn;
+  const Tables& t;
   std::vector<std::tuple<ProjectId, std::optional<ProjRecord>, std::optional<ProjRecord>>> list;
-  void add(const ProjectId& p, std::optional<ProjRecord> before, std::optional<ProjRecord> after) {
-    list.emplace_back(p, std::move(before), std::move(after));
+
+  Status put(const ProjectId& p, std::optional<ProjRecord> before, const ProjRecord& after) {
+    FS_TRY(txn.put(t.blob_proj, proj_key(p, after.info.id), after.encode()));
+    list.emplace_back(p, std::move(before), after);
+    return {};
+  }
+  // `key` may be malformed (not project + blob id): deleted all the same.
+  Status del(ByteView key, std::optional<ProjRecord> before) {
+    FS_TRY(txn.del(t.blob_proj, key));
+    auto p = key.size() == 48 ? id_from_bytes<ProjectId>(key.subspan(0, 16)) : std::nullopt;
+    if (p && before) list.emplace_back(*p, std::move(before), std::nullopt);
+    return {};
   }
 };
 
@@ -335,7 +348,7 @@ class BlobStoreImpl final : public BlobStore {
   // In memory, what sessions ask at every scan without reading every record of a project:
   // per project, the blobs it wants (referred to, not held, at most blob.max_blob_bytes) in
   // fetch order, with totals per fetch rank, and what it holds. Built from blob_proj at open;
-  // every write of blob_proj records its change (ProjChanges), applied once the transaction
+  // every write of blob_proj records its change (ProjWrites), applied once the transaction
   // committed. Guarded by pidx_mu_.
   struct ProjIndex {
     std::map<std::pair<int, BlobId>, std::uint64_t> wanted;       // (fetch rank, id) -> size
@@ -346,7 +359,7 @@ class BlobStoreImpl final : public BlobStore {
   mutable std::mutex pidx_mu_;
   std::map<ProjectId, ProjIndex> pidx_;
   void index_record(const ProjectId& p, const ProjRecord& r, int sign);
-  void apply(const ProjChanges& ch);
+  void apply(const ProjWrites& w);
   Status build_proj_index();
 
   Status open() {
@@ -449,14 +462,9 @@ class BlobStoreImpl final : public BlobStore {
   // any peer: the highest of the project's level (or blob.policy) and its per-peer levels. 3
   // (nothing beyond) with blob.keep_fetched_ms 0, for a project whose policy does not read
   // back, and on a named destination of the project (its receipts promise every blob).
-  struct BeyondLevel {
-    std::map<Bytes, int> first_rank;  // by project id bytes; missing: 3
-    int lookup(ByteView project) const {
-      auto it = first_rank.find(Bytes(project.begin(), project.end()));
-      return it == first_rank.end() ? 3 : it->second;
-    }
-  };
-  Result<BeyondLevel> fetched_beyond_level(const std::vector<ProjectInfo>& projects) const;
+  // Projects missing from the map: 3.
+  Result<std::map<ProjectId, int>> fetched_beyond_level(
+      const std::vector<ProjectInfo>& projects) const;
   const fs::path& partial_dir() const { return partial_; }
   // Blobs being received (one receiver per blob at a time), with their verified bytes so far.
   std::mutex receiving_mu;
@@ -515,9 +523,9 @@ class BlobStoreImpl final : public BlobStore {
     }
   }
   // Compares the references of one document's current heads with those indexed; with
-  // `changes` (a write transaction) moves the counts. Returns whether they differ.
+  // `writes` (of a write transaction) moves the counts. Returns whether they differ.
   Result<bool> index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk, std::int64_t now,
-                         ProjChanges* changes) const;
+                         ProjWrites* writes) const;
   // How far each project's feed was indexed in this process (ahead of the stored cursor,
   // which is written only with reference changes or every kCursorSaveEvery changes, so
   // that documents without blobs cost no extra commit). Guarded by index_mu_.
@@ -954,6 +962,12 @@ class ReceiverImpl final : public BlobReceiver {
     rec.since_ms = unix_ms();
     FS_TRY(s.store->record_received(rec));
     s.finished = true;
+    // Recorded: no longer being received from now on, not only once the last holder of this
+    // state lets it go (the job that ran this, after its callback): a transfer of the blob
+    // after gc released it again must not find it busy.
+    std::lock_guard lock(s.store->receiving_mu);
+    s.store->receiving.erase(s.info.id);
+    s.registered = false;
     return s.info;
   }
 
@@ -983,9 +997,9 @@ void BlobStoreImpl::index_record(const ProjectId& p, const ProjRecord& r, int si
   }
 }
 
-void BlobStoreImpl::apply(const ProjChanges& ch) {
+void BlobStoreImpl::apply(const ProjWrites& w) {
   std::lock_guard lock(pidx_mu_);
-  for (const auto& [p, before, after] : ch.list) {
+  for (const auto& [p, before, after] : w.list) {
     if (before) index_record(p, *before, -1);
     if (after) index_record(p, *after, +1);
   }
@@ -1347,19 +1361,18 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
     for (bool ok = c.seek({}); ok; ok = c.next())
       if (auto p = id_from_bytes<ProjectId>(c.key())) projects.push_back(*p);
   }
-  ProjChanges ch;
+  ProjWrites w{*txn, im_.t(), {}};
   for (const auto& p : projects) {
     auto pr = read_proj(*txn, im_.t(), p, id);
     if (!pr) return pr.error();
     if (!*pr) continue;
-    const ProjRecord before = **pr;
-    (*pr)->info = rec.info;
-    (*pr)->flags |= kProjHeld | kProjFetched;
+    ProjRecord now = **pr;
+    now.info = rec.info;
+    now.flags |= kProjHeld | kProjFetched;
     // Held since now (what blob.keep_fetched_ms counts from); an unreferenced record keeps its
     // time (0 for one released at once: an erased document's photo).
-    if ((*pr)->refs > 0) (*pr)->added_ms = std::max((*pr)->added_ms, rec.since_ms);
-    FS_TRY(txn->put(im_.t().blob_proj, proj_key(p, id), (*pr)->encode()));
-    ch.add(p, before, **pr);
+    if (now.refs > 0) now.added_ms = std::max(now.added_ms, rec.since_ms);
+    FS_TRY(w.put(p, std::move(*pr), now));
   }
   std::vector<std::pair<ProjectId, std::uint64_t>> woken;
   for (const auto& p : projects) {
@@ -1368,7 +1381,7 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
     if (seq && has && *has) woken.emplace_back(p, *seq);
   }
   FS_TRY(txn->commit());
-  apply(ch);
+  apply(w);
   // No project wants it any more (its document was erased or deleted while it travelled):
   // its file goes now, not at the next periodic gc.
   if (woken.empty()) post([this] { (void)gc(unix_ms()); });
@@ -1442,13 +1455,12 @@ Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& 
                         "the project's blobs would exceed blob.project_quota_bytes = " +
                             std::to_string(options().project_quota_bytes));
   }
-  FS_TRY(txn->put(im_.t().blob_proj, pk, pr.encode()));
-  ProjChanges ch;
-  ch.add(project, std::move(before), pr);
+  ProjWrites w{*txn, im_.t(), {}};
+  FS_TRY(w.put(project, std::move(before), pr));
   auto seq = im_.change_counter(*txn, project);
   if (!seq) return seq.error();
   FS_TRY(txn->commit());
-  apply(ch);
+  apply(w);
   im_.notify(project, *seq);
   held_now({project}, id);
   return {};
@@ -1538,7 +1550,7 @@ Result<BlobUsage> BlobStoreImpl::usage(const ProjectId& project) const {
 
 // Re-reads the references of one document's current heads and moves the project's counts.
 Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView dk,
-                                      std::int64_t now, ProjChanges* changes) const {
+                                      std::int64_t now, ProjWrites* writes) const {
   std::set<BlobId> now_refs;
   std::map<BlobId, BlobInfo> infos;
   // A `_variants` document does not refer to its original ("of"): only the documents of the
@@ -1575,7 +1587,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
   std::set<BlobId> before;
   if (*old_v) before = decode_refs(**old_v).value_or(std::set<BlobId>{});
   if (before == now_refs) return false;
-  if (!changes) return true;
+  if (!writes) return true;
   for (const auto& id : before) {
     if (now_refs.count(id)) continue;
     Key pk = proj_key(p, id);
@@ -1597,8 +1609,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
         erased_release_ = true;
       }
     }
-    FS_TRY(txn.put(im_.t().blob_proj, pk, pr->encode()));
-    changes->add(p, was, *pr);
+    FS_TRY(writes->put(p, was, *pr));
   }
   for (const auto& id : now_refs) {
     if (before.count(id)) continue;
@@ -1625,8 +1636,7 @@ Result<bool> BlobStoreImpl::index_doc(LmdbTxn& txn, const ProjectId& p, ByteView
     }
     ++pr.refs;
     if (auto k = kinds.find(id); k != kinds.end()) pr.flags |= k->second;
-    FS_TRY(txn.put(im_.t().blob_proj, pk, pr.encode()));
-    changes->add(p, old, pr);
+    FS_TRY(writes->put(p, old, pr));
   }
   if (now_refs.empty())
     FS_TRY(txn.del(im_.t().blob_refs, dk));
@@ -1687,16 +1697,16 @@ Status BlobStoreImpl::index(const ProjectId& project) {
       if (!txn) return txn.error();
       FS_TRY(im_.project(*txn, project));
       const std::int64_t now = unix_ms();
-      ProjChanges ch;
+      ProjWrites w{*txn, im_.t(), {}};
       for (const auto& dk : differ) {
-        auto d = index_doc(*txn, project, dk, now, &ch);
+        auto d = index_doc(*txn, project, dk, now, &w);
         if (!d) return d.error();
       }
       Bytes cur;
       ByteWriter(cur).u64(upto);
       FS_TRY(txn->put(im_.t().meta, blob_cursor_key(project), cur));
       FS_TRY(txn->commit());
-      apply(ch);
+      apply(w);
     }
     indexed_[project] = upto;
     if (!more) return {};
@@ -1710,19 +1720,18 @@ Status BlobStoreImpl::release_unreferenced(const ProjectId& project,
     auto txn = im_.write_txn();
     if (!txn) return txn.error();
     FS_TRY(im_.project(*txn, project));
-    ProjChanges ch;
+    ProjWrites w{*txn, im_.t(), {}};
     for (const auto& id : ids) {
       auto pr = read_proj(*txn, im_.t(), project, id);
       if (!pr) return pr.error();
       if (!*pr || (*pr)->refs > 0 || (*pr)->released_at_once()) continue;
-      const ProjRecord before = **pr;
-      (*pr)->added_ms = 0;
-      FS_TRY(txn->put(im_.t().blob_proj, proj_key(project, id), (*pr)->encode()));
-      ch.add(project, before, **pr);
+      ProjRecord now = **pr;
+      now.added_ms = 0;
+      FS_TRY(w.put(project, std::move(*pr), now));
       released = true;
     }
     FS_TRY(txn->commit());
-    apply(ch);
+    apply(w);
   }
   if (released) post([this] { (void)gc(unix_ms()); });
   return {};
@@ -1747,9 +1756,9 @@ void BlobStoreImpl::forget(const ProjectId& project) {
     it = demands_.erase(it);
 }
 
-Result<BlobStoreImpl::BeyondLevel> BlobStoreImpl::fetched_beyond_level(
+Result<std::map<ProjectId, int>> BlobStoreImpl::fetched_beyond_level(
     const std::vector<ProjectInfo>& projects) const {
-  BeyondLevel out;
+  std::map<ProjectId, int> out;
   if (options().keep_fetched_ms == 0) return out;
   for (const auto& p : projects) {
     auto pol = policy(p.id);
@@ -1766,7 +1775,7 @@ Result<BlobStoreImpl::BeyondLevel> BlobStoreImpl::fetched_beyond_level(
     if (std::any_of(dests->begin(), dests->end(),
                     [&](const Destination& d) { return d.device == store_.device_id(); }))
       continue;
-    out.first_rank[Bytes(p.id.view().begin(), p.id.view().end())] = first;
+    out[p.id] = first;
   }
   return out;
 }
@@ -1790,9 +1799,9 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     auto txn = im_.write_txn();
     if (!txn) return txn.error();
     std::set<BlobId> kept;  // held by some project after this pass
-    std::vector<Bytes> release;
-    std::vector<std::pair<Bytes, Bytes>> unhold;  // referred to, no longer held here
-    ProjChanges ch;
+    std::vector<std::pair<Bytes, std::optional<ProjRecord>>> release;
+    // Referred to, no longer held here: (project, record as read, record to write).
+    std::vector<std::tuple<ProjectId, ProjRecord, ProjRecord>> unhold;
     // The references of a `_variants` document whose original no document of the project
     // refers to any more (or that the project no longer has) do not keep its variants: they
     // are released with the original, after the grace counted from the later of the two; at
@@ -1834,7 +1843,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
       LmdbCursor c(*txn, im_.t().blob_proj);
       for (bool ok = c.seek({}); ok; ok = c.next()) {
         if (c.key().size() != 48) {
-          release.emplace_back(c.key().begin(), c.key().end());
+          release.emplace_back(Bytes(c.key().begin(), c.key().end()), std::nullopt);
           continue;
         }
         BlobId id = blob_of_key(c.key());
@@ -1847,27 +1856,29 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
         }
         bool drop = !rec || (refs == 0 && (!rec->held() || since + grace <= now));
         if (drop) {
-          release.emplace_back(c.key().begin(), c.key().end());
-          if (auto p = id_from_bytes<ProjectId>(c.key().subspan(0, 16)); p && rec)
-            ch.add(*p, *rec, std::nullopt);
-        } else if (rec->held() && refs > 0 && (rec->flags & kProjFetched) &&
-                   rec->added_ms + keep_fetched <= now &&
-                   fetch_rank(rec->flags) >= beyond->lookup(c.key().subspan(0, 16))) {
+          release.emplace_back(Bytes(c.key().begin(), c.key().end()), std::move(rec));
+          continue;
+        }
+        const auto project = id_from_bytes<ProjectId>(c.key().subspan(0, 16));
+        const auto beyond_rank = project ? beyond->find(*project) : beyond->end();
+        if (rec->held() && refs > 0 && (rec->flags & kProjFetched) &&
+            rec->added_ms + keep_fetched <= now && beyond_rank != beyond->end() &&
+            fetch_rank(rec->flags) >= beyond_rank->second) {
           // Fetched beyond what this device fetches by itself, long enough ago: no longer
           // held here (still referred to; fetched again on demand).
           ProjRecord r = *rec;
           r.flags &= static_cast<std::uint8_t>(~(kProjHeld | kProjFetched));
-          unhold.emplace_back(Bytes(c.key().begin(), c.key().end()), r.encode());
-          if (auto p = id_from_bytes<ProjectId>(c.key().subspan(0, 16))) ch.add(*p, *rec, r);
+          unhold.emplace_back(*project, *rec, r);
         } else if (rec->held()) {
           kept.insert(id);
         }
       }
     }
-    for (const auto& k : release) FS_TRY(txn->del(im_.t().blob_proj, k));
-    for (const auto& [k, v] : unhold) {
-      FS_TRY(txn->put(im_.t().blob_proj, k, v));
-      if (auto p = id_from_bytes<ProjectId>(ByteView(k).subspan(0, 16))) unheld.insert(*p);
+    ProjWrites w{*txn, im_.t(), {}};
+    for (auto& [k, rec] : release) FS_TRY(w.del(k, std::move(rec)));
+    for (auto& [p, before, after] : unhold) {
+      FS_TRY(w.put(p, std::move(before), after));
+      unheld.insert(p);
     }
     out.released = release.size() + unhold.size();
     std::vector<BlobId> gone;
@@ -1884,7 +1895,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     }
     for (const auto& id : gone) FS_TRY(txn->del(im_.t().blob_held, ByteView(id)));
     FS_TRY(txn->commit());
-    apply(ch);
+    apply(w);
   }
   if (!unheld.empty()) {
     // Sessions may fetch them again (on demand), and look at what they want again.

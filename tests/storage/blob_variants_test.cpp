@@ -41,6 +41,7 @@ void transfer(Store& from, Store& to, const ProjectId& p, const BlobId& id) {
   auto src = from.blobs().open(p, id);
   REQUIRE(src.ok());
   auto rx = to.blobs().begin_receive(p, id);
+  INFO((rx.ok() ? std::string() : rx.error().message));
   REQUIRE(rx.ok());
   REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());
   for (std::uint32_t i = 0; i < (*rx)->chunk_count(); ++i) {
@@ -329,21 +330,41 @@ TEST_CASE("wanted(): thumbnails first, then previews, then originals, paged in t
   CHECK((*rest)[0].id == expect[1]);
 }
 
-TEST_CASE("a phone releases what it fetched beyond its level once blob.keep_fetched_ms passed") {
+namespace {
+
+// `a` holds a photo (original, preview, thumbnail, its `_variants` document) that a document
+// refers to; `b` (blob.keep_fetched_ms = keep_ms, the project's level `level`) has the
+// documents and none of the blobs.
+struct PhotoOnA {
   TempDir da, db;
-  auto a = test::open_store(da.path());
-  StoreOptions o;
-  o.blobs.keep_fetched_ms = 60000;
-  auto b = test::open_store(db.path(), o);
-  ProjectId p = test::shared_project(*a, *b);
-  BlobInfo orig = put_blob(*a, p, 5000, 1);
-  BlobInfo prev = put_blob(*a, p, 800, 2);
-  BlobInfo thumb = put_blob(*a, p, 100, 3);
-  REQUIRE(a->write(p, test::put("obs", "river", doc_with(orig))).ok());
-  REQUIRE(a->set_blob_variants(p, orig, prev, thumb, kMadeByFieldsync).ok());
-  test::copy_logs(*a, *b, p);
-  REQUIRE(b->blobs().index(p).ok());
-  REQUIRE(b->blobs().set_policy(p, ProjectBlobPolicy{BlobPolicy::phone, {}}).ok());
+  std::unique_ptr<Store> a, b;
+  ProjectId p;
+  BlobInfo orig, prev, thumb;
+  PhotoOnA(std::uint64_t keep_ms, BlobPolicy level) {
+    a = test::open_store(da.path());
+    StoreOptions o;
+    o.blobs.keep_fetched_ms = keep_ms;
+    b = test::open_store(db.path(), o);
+    p = test::shared_project(*a, *b);
+    orig = put_blob(*a, p, 5000, 1);
+    prev = put_blob(*a, p, 800, 2);
+    thumb = put_blob(*a, p, 100, 3);
+    REQUIRE(a->write(p, test::put("obs", "river", doc_with(orig))).ok());
+    REQUIRE(a->set_blob_variants(p, orig, prev, thumb, kMadeByFieldsync).ok());
+    test::copy_logs(*a, *b, p);
+    REQUIRE(b->blobs().index(p).ok());
+    REQUIRE(b->blobs().set_policy(p, ProjectBlobPolicy{level, {}}).ok());
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a phone releases what it fetched beyond its level once blob.keep_fetched_ms passed") {
+  PhotoOnA ph(60000, BlobPolicy::phone);
+  auto& a = ph.a;
+  auto& b = ph.b;
+  const ProjectId& p = ph.p;
+  const BlobInfo &orig = ph.orig, &prev = ph.prev, &thumb = ph.thumb;
   // The phone's own photo, uploaded there: never released for being beyond its level.
   BlobInfo own = put_blob(*b, p, 3000, 4);
   REQUIRE(b->write(p, test::put("obs", "mine", doc_with(own))).ok());
@@ -420,22 +441,12 @@ TEST_CASE("a phone releases what it fetched beyond its level once blob.keep_fetc
 }
 
 TEST_CASE("with blob.keep_fetched_ms = 0 a device keeps all it fetched") {
-  TempDir da, db;
-  auto a = test::open_store(da.path());
-  StoreOptions o;
-  o.blobs.keep_fetched_ms = 0;
-  auto b = test::open_store(db.path(), o);
-  ProjectId p = test::shared_project(*a, *b);
-  BlobInfo orig = put_blob(*a, p, 5000, 1);
-  REQUIRE(a->write(p, test::put("obs", "river", doc_with(orig))).ok());
-  test::copy_logs(*a, *b, p);
-  REQUIRE(b->blobs().index(p).ok());
-  REQUIRE(b->blobs().set_policy(p, ProjectBlobPolicy{BlobPolicy::on_demand, {}}).ok());
-  transfer(*a, *b, p, orig.id);
-  auto g = b->blobs().gc(unix_ms() + 3650ll * 24 * 3600 * 1000);
+  PhotoOnA f(0, BlobPolicy::on_demand);
+  transfer(*f.a, *f.b, f.p, f.orig.id);
+  auto g = f.b->blobs().gc(unix_ms() + 3650ll * 24 * 3600 * 1000);
   REQUIRE(g.ok());
   CHECK(g->released == 0);
-  CHECK(b->blobs().open(p, orig.id).ok());
+  CHECK(f.b->blobs().open(f.p, f.orig.id).ok());
 }
 
 namespace {
