@@ -5,8 +5,11 @@ The daemon runs under the fault-injection shim (tests/fault: libfs_fault_fs.so),
 an undo journal of every write to its LMDB files that was not synced yet. Each round: writers
 put, update, delete and batch over the Unix socket; the daemon is killed with SIGKILL while
 writes are in flight; fs_power_cut undoes every unsynced write (what losing the page cache
-does); the daemon restarts. Syncs wait SYNC_DELAY_MS first (a slow card), so the kills land
-while commits are in flight. Every acknowledged write must still be there, and at the end a
+does); the daemon restarts. Rounds alternate between two kinds of kill: the test's SIGKILL at
+a random moment (syncs wait SYNC_DELAY_MS first, a slow card, so most land while a commit is in
+flight), and the shim's own SIGKILL right after the daemon's Nth write that no sync covers
+(FIELDSYNC_FAULT_KILL_AFTER_WRITES), which is sure to land inside a commit whatever the
+machine's timing. Every acknowledged write must still be there, and at the end a
 fresh daemon syncs the whole project from it (sync verifies every log from genesis: hashes,
 chain, signatures) and must hold exactly the same versions.
 
@@ -31,15 +34,16 @@ V = "/v1/projects"
 SHIM = find_binary("FIELDSYNC_FAULT_SHIM", "tests/fault/libfs_fault_fs.so")
 POWER_CUT = find_binary("FIELDSYNC_POWER_CUT", "tests/fault/fs_power_cut")
 SEED = int(os.environ.get("FIELDSYNC_DURABILITY_SEED", str(random.SystemRandom().randrange(1 << 31))))
-ROUNDS = 5
-MAX_ROUNDS = 20
+ROUNDS = 6  # even rounds: killed by the test; odd rounds: by the shim inside a commit
 WRITERS = 3
 SYNC_DELAY_MS = 5
 
 
-def shim_env(d, ignore_sync=False):
+def shim_env(d, ignore_sync=False, kill_after_writes=0):
     asan = os.environ.get("ASAN_OPTIONS", "")
     return {"LD_PRELOAD": SHIM,
+            # > 0: the daemon kills itself right after its Nth write that no sync covers yet.
+            "FIELDSYNC_FAULT_KILL_AFTER_WRITES": str(kill_after_writes),
             "FIELDSYNC_FAULT_DIR": os.path.join(d.data_dir, "db"),
             "FIELDSYNC_FAULT_JOURNAL": journal_dir(d),
             "FIELDSYNC_FAULT_IGNORE_SYNC": "1" if ignore_sync else "0",
@@ -67,7 +71,9 @@ def power_cut(d):
 
 def write_until_killed(d, pid, rng, acked, kill_after):
     """WRITERS threads write until kill_after writes are acknowledged, then the power is cut
-    while they are still writing. Returns how many files the cut changed."""
+    while they are still writing; kill_after None: until the daemon kills itself (the shim's
+    FIELDSYNC_FAULT_KILL_AFTER_WRITES), then the power is cut. Returns how many files the cut
+    changed."""
     stop = threading.Event()
     seeds = [rng.randrange(1 << 30) for _ in range(WRITERS)]
 
@@ -88,7 +94,11 @@ def write_until_killed(d, pid, rng, acked, kill_after):
     start = len(acked)
     for t in threads:
         t.start()
-    wait_until(lambda: len(acked) - start >= kill_after, 60, 0.005, "acknowledged writes")
+    if kill_after is None:
+        wait_until(lambda: d.proc.poll() is not None, 60, 0.005, "the shim to kill the daemon")
+        assert d.proc.returncode == -9, d.proc.returncode
+    else:
+        wait_until(lambda: len(acked) - start >= kill_after, 60, 0.005, "acknowledged writes")
     changed = power_cut(d)
     stop.set()
     for t in threads:
@@ -124,23 +134,30 @@ class PowerCut(unittest.TestCase):
         a = self.daemon("power").start()
         pid = a.create_project("durable")
         acked = workload.Acked()
-        rounds_with_unsynced = 0
-        rounds = 0
-        # ROUNDS cuts, and more (up to MAX_ROUNDS) until one lands while a commit is not synced
-        # yet: on a loaded machine (or under TSan) the first few may all land between commits.
-        while rounds < ROUNDS or (rounds_with_unsynced == 0 and rounds < MAX_ROUNDS):
-            rnd = rounds
-            rounds += 1
-            changed = write_until_killed(a, pid, rng, acked, rng.randrange(20, 150))
-            rounds_with_unsynced += changed > 0
+        random_cuts_unsynced = 0
+        for rnd in range(ROUNDS):
+            by_shim = rnd % 2 == 1
+            if by_shim:
+                # Restarted with a count of unsynced writes after which it kills itself: a
+                # single durable write is a few, so this lands after tens of acknowledged ones.
+                a.stop()
+                a.env = shim_env(a, kill_after_writes=rng.randrange(30, 300))
+                a.start()
+            changed = write_until_killed(a, pid, rng, acked,
+                                         None if by_shim else rng.randrange(20, 150))
+            if by_shim:
+                # The shim killed it right after a write no sync covered: the cut undid it.
+                self.assertGreater(changed, 0, "round %d (seed %d)" % (rnd, SEED))
+                a.env = shim_env(a)
+            else:
+                random_cuts_unsynced += changed > 0
             a.start()
             missing = missing_writes(a, pid, acked)
             self.assertEqual(missing, [], "round %d (seed %d): %d of %d acknowledged writes lost"
                              % (rnd, SEED, len(missing), len(acked)))
-        print("power cut: %d rounds, %d acknowledged writes kept, %d rounds undid unsynced "
-              "writes" % (rounds, len(acked), rounds_with_unsynced), file=sys.stderr)
-        # The shim saw the daemon's writes: kills land while a commit is not synced yet.
-        self.assertGreater(rounds_with_unsynced, 0)
+        print("power cut: %d rounds, %d acknowledged writes kept, %d of %d cuts at a random "
+              "moment undid unsynced writes" % (ROUNDS, len(acked), random_cuts_unsynced,
+                                                (ROUNDS + 1) // 2), file=sys.stderr)
         # Every log verifies from genesis: a fresh daemon syncs all of it and holds the same.
         sec = a.unix("GET", V + "/%s/secret" % pid)
         self.assertEqual(sec.status, 200, sec)
