@@ -26,6 +26,7 @@ declare -A ALLOWED=(
 # <header prefix>=<the only folder that may include it>
 CONFINED=(
   "lmdb.h=storage"
+  "xxhash.h=storage"
   "zstd.h=common"
   "vips/=media"
   "boost/beast=ipc"

@@ -59,7 +59,7 @@ fi
 ARM64_PKGS=(
   libc6-dev libstdc++-12-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
-  libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libvips-dev
+  libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libxxhash-dev libvips-dev
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev libpq-dev libqrencode-dev
 )
 stamp="$SYSROOT/.fieldsync-sysroot"

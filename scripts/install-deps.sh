@@ -23,7 +23,7 @@ PKGS=(
   cmake ninja-build pkg-config g++ ccache lld git clang-format
   clang libclang-rt-14-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-program-options1.81-dev
-  libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libvips-dev libtomlplusplus-dev catch2
+  libssl-dev liblmdb-dev libspdlog-dev libzstd-dev libxxhash-dev libvips-dev libtomlplusplus-dev catch2
   libavahi-client-dev libsdbus-c++-dev libsystemd-dev libpq-dev libqrencode-dev
   dbus avahi-daemon avahi-utils iproute2 python3 python3-dbusmock systemd
   build-essential dpkg-dev debhelper postgresql

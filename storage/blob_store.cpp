@@ -19,6 +19,8 @@
 #include <tuple>
 #include <utility>
 
+#include <xxhash.h>
+
 #include "common/clock.hpp"
 #include "common/encoding.hpp"
 #include "common/private_dir.hpp"
@@ -112,7 +114,13 @@ Status fsync_dir(const fs::path& dir, LatencyHistogram& h) {
   return {};
 }
 
-// Table keys. blob_held: blob id. blob_proj: project, blob id. blob_refs: document key.
+// Table keys. blob_held: blob id, and blob id + 's' for its chunks' checksums. blob_proj: project,
+// blob id. blob_refs: document key.
+Key sums_key(const BlobId& id) {
+  Key k;
+  k.raw(ByteView(id)).u8('s');
+  return k;
+}
 Key proj_key(const ProjectId& p, const BlobId& id) {
   Key k;
   k.raw(p.view()).raw(ByteView(id));
@@ -127,10 +135,42 @@ crypto::Digest chunk_root(const std::vector<crypto::Digest>& chunks) {
 
 // blob_held value: u8 1, u64 size, root (32), u64 held since ms, str16 media type,
 // u32 n, n x chunk SHA-256 (32).
+// The local checksum of a chunk as stored here (XXH3-64): what a read checks the file against,
+// a fraction of the cost of SHA-256. Bit rot and a truncated or overwritten file are what it
+// guards against; bytes from outside (peers, bundles) are checked with SHA-256 against the
+// chunk hashes the author's reference commits to, and only then summed.
+std::uint64_t chunk_sum(ByteView data) { return XXH3_64bits(data.data(), data.size()); }
+
+// chunk_sum() over pieces.
+class ChunkSum {
+ public:
+  ChunkSum() : s_(XXH3_createState()) {
+    if (!s_) throw std::bad_alloc();
+    XXH3_64bits_reset(s_.get());
+  }
+  void update(ByteView data) { XXH3_64bits_update(s_.get(), data.data(), data.size()); }
+  // The sum of everything fed since the last finish(); starts again from empty.
+  std::uint64_t finish() {
+    const std::uint64_t d = XXH3_64bits_digest(s_.get());
+    XXH3_64bits_reset(s_.get());
+    return d;
+  }
+
+ private:
+  struct Free {
+    void operator()(XXH3_state_t* s) const { XXH3_freeState(s); }
+  };
+  std::unique_ptr<XXH3_state_t, Free> s_;
+};
+
+// blob_held value (key: blob id): u8 1, u64 size, root (32), u64 held since ms, str16 media
+// type, u32 n, n x chunk SHA-256 (32). The chunks' local checksums are a record of their own
+// (sums_key()), which daemons before them skip (they read 32-byte keys only).
 struct HeldRecord {
   BlobInfo info;
   std::int64_t since_ms = 0;
   std::vector<crypto::Digest> chunks;
+  std::vector<std::uint64_t> sums;  // chunk_sum() of each chunk; empty: none recorded
 
   Bytes encode() const {
     Bytes b;
@@ -163,6 +203,27 @@ struct HeldRecord {
     if (!r.ok() || !valid_media_type(h.info.media_type) || chunk_root(h.chunks) != h.info.root)
       return std::nullopt;
     return h;
+  }
+  // blob_held value at sums_key(): u8 1, n x u64 chunk_sum() of each chunk.
+  Bytes encode_sums() const {
+    Bytes b;
+    ByteWriter w(b);
+    w.u8(kRecordVersion);
+    for (std::uint64_t s : sums) w.u64(s);
+    return b;
+  }
+  // Takes the checksums of a sums record; one that does not fit the chunks is not used (the
+  // chunks are then checked with SHA-256).
+  void decode_sums(ByteView v) {
+    sums.clear();
+    ByteReader r(v);
+    if (r.u8() != kRecordVersion || r.remaining() != chunks.size() * 8) return;
+    sums.reserve(chunks.size());
+    for (std::size_t i = 0; i < chunks.size(); ++i) sums.push_back(r.u64());
+  }
+  // Whether a chunk read from the file is the one recorded.
+  bool chunk_matches(std::size_t index, ByteView data) const {
+    return sums.empty() ? crypto::sha256(data) == chunks[index] : chunk_sum(data) == sums[index];
   }
 };
 
@@ -601,8 +662,10 @@ struct UploadState {
   bool quota_checked = false;
   crypto::Sha256 whole;
   crypto::Sha256 chunk;
+  ChunkSum chunk_local;
   std::uint32_t in_chunk = 0;
   std::vector<crypto::Digest> chunks;
+  std::vector<std::uint64_t> sums;
   std::optional<Error> failed;
   bool done = false;
 
@@ -643,10 +706,12 @@ struct UploadState {
     while (at < piece.size()) {
       std::size_t take = std::min<std::size_t>(kBlobChunkBytes - in_chunk, piece.size() - at);
       chunk.update(piece.subspan(at, take));
+      chunk_local.update(piece.subspan(at, take));
       in_chunk += static_cast<std::uint32_t>(take);
       at += take;
       if (in_chunk == kBlobChunkBytes) {
         chunks.push_back(chunk.finish());
+        sums.push_back(chunk_local.finish());
         in_chunk = 0;
       }
     }
@@ -666,13 +731,17 @@ struct UploadState {
       fd = ::open(part.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
       if (fd < 0) return fail(errno_error(errno, "creating " + part.filename().string()));
     }
-    if (in_chunk > 0) chunks.push_back(chunk.finish());
+    if (in_chunk > 0) {
+      chunks.push_back(chunk.finish());
+      sums.push_back(chunk_local.finish());
+    }
     in_chunk = 0;
     HeldRecord rec;
     rec.info.id = whole.finish();
     rec.info.size = size;
     rec.info.media_type = std::move(media_type);
     rec.chunks = std::move(chunks);
+    rec.sums = std::move(sums);
     rec.info.root = chunk_root(rec.chunks);
     rec.since_ms = unix_ms();
     if (timed_fsync(fd, store->fsyncs()) != 0)
@@ -770,7 +839,7 @@ class ReaderImpl final : public BlobReader {
     if (static_cast<std::size_t>(got) != len)
       return make_error(Errc::data_loss,
                         "blob " + short_hex(rec_.info.id) + " is shorter than recorded");
-    if (crypto::sha256(ByteView(buf_)) != rec_.chunks[index])
+    if (!rec_.chunk_matches(index, ByteView(buf_)))
       return make_error(Errc::data_loss, "blob " + short_hex(rec_.info.id) + ": chunk " +
                                              std::to_string(index) +
                                              " does not match its hash (the file was damaged)");
@@ -930,6 +999,8 @@ class ReceiverImpl final : public BlobReceiver {
     // another blob's root: the bytes must hash to the id they are named by, or another
     // project's blob of that id would read as these bytes. Not kept (nor resumed) otherwise.
     crypto::Sha256 whole;
+    std::vector<std::uint64_t> sums;
+    sums.reserve(s.count());
     Bytes buf(kBlobChunkBytes);
     for (std::uint64_t at = 0; at < s.info.size;) {
       const std::size_t n =
@@ -938,6 +1009,7 @@ class ReceiverImpl final : public BlobReceiver {
       if (read_up_to(s.fd, buf, static_cast<off_t>(at)) != static_cast<ssize_t>(n))
         return errno_error(EIO, "reading a received blob back");
       whole.update(ByteView(buf));
+      sums.push_back(chunk_sum(ByteView(buf)));
       at += n;
     }
     if (whole.finish() != s.info.id) {
@@ -959,6 +1031,7 @@ class ReceiverImpl final : public BlobReceiver {
     HeldRecord rec;
     rec.info = s.info;
     rec.chunks = s.hashes;
+    rec.sums = std::move(sums);
     rec.since_ms = unix_ms();
     FS_TRY(s.store->record_received(rec));
     s.finished = true;
@@ -1355,6 +1428,7 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
   if (!txn) return txn.error();
   const auto& id = rec.info.id;
   FS_TRY(txn->put(im_.t().blob_held, ByteView(id), rec.encode()));
+  FS_TRY(txn->put(im_.t().blob_held, sums_key(id), rec.encode_sums()));
   std::vector<ProjectId> projects;
   {
     LmdbCursor c(*txn, im_.t().projects);
@@ -1436,6 +1510,8 @@ Status BlobStoreImpl::record_upload(const ProjectId& project, const HeldRecord& 
   if (!existing) return existing.error();
   if (!*existing || !HeldRecord::decode(id, **existing))
     FS_TRY(txn->put(im_.t().blob_held, ByteView(id), rec.encode()));
+  // The checksums, also for a blob held already (one stored before checksums were).
+  FS_TRY(txn->put(im_.t().blob_held, sums_key(id), rec.encode_sums()));
   Key pk = proj_key(project, id);
   auto pv = txn->get(im_.t().blob_proj, pk);
   if (!pv) return pv.error();
@@ -1484,6 +1560,9 @@ Result<std::unique_ptr<BlobReader>> BlobStoreImpl::open(const ProjectId& project
   if (!*hv) return make_error(Errc::data_loss, "blob " + short_hex(id) + " has no record");
   auto rec = HeldRecord::decode(id, **hv);
   if (!rec) return make_error(Errc::data_loss, "corrupt blob record " + short_hex(id));
+  auto sv = txn->get(im_.t().blob_held, sums_key(id));
+  if (!sv) return sv.error();
+  if (*sv) rec->decode_sums(**sv);
   fs::path path = blob_path(id);
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -1882,9 +1961,12 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     }
     out.released = release.size() + unhold.size();
     std::vector<BlobId> gone;
+    std::vector<Key> sums_gone;  // also those an older daemon's gc left behind
     {
       LmdbCursor c(*txn, im_.t().blob_held);
       for (bool ok = c.seek({}); ok; ok = c.next()) {
+        if (c.key().size() == 33 && !kept.count(blob_of_key(c.key().first(32))))
+          sums_gone.push_back(sums_key(blob_of_key(c.key().first(32))));
         if (c.key().size() != 32) continue;
         BlobId id = blob_of_key(c.key());
         if (kept.count(id)) continue;
@@ -1893,6 +1975,7 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
         unlink.emplace_back(id, rec ? rec->info.size : 0);
       }
     }
+    for (const auto& k : sums_gone) FS_TRY(txn->del(im_.t().blob_held, k));
     for (const auto& id : gone) FS_TRY(txn->del(im_.t().blob_held, ByteView(id)));
     FS_TRY(txn->commit());
     apply(w);

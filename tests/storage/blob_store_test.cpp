@@ -7,6 +7,7 @@
 
 #include "common/clock.hpp"
 #include "crypto/crypto.hpp"
+#include "raw_lmdb.hpp"
 #include "storage/blob_ref.hpp"
 #include "store_fixture.hpp"
 
@@ -227,6 +228,140 @@ TEST_CASE("a damaged blob file reads as data_loss, never as wrong bytes") {
   auto shorter = store->blobs().open(p->id, info->id);
   REQUIRE(!shorter.ok());
   CHECK(shorter.error().code == Errc::data_loss);
+}
+
+// The key of a held blob's chunk checksums in blob_held: the blob id, then 's'.
+Bytes sums_key(const BlobId& id) {
+  Bytes k(id.begin(), id.end());
+  k.push_back('s');
+  return k;
+}
+
+TEST_CASE("held blobs have a checksum per chunk; without them chunks are checked by SHA-256") {
+  TempDir da, db;
+  const Bytes data = pattern(3 * kBlobChunkBytes + 5);
+  const std::size_t sums_size = 1 + 4 * 8;  // u8 1, a u64 per chunk
+  ProjectId p, q;
+  BlobInfo info;
+  {
+    auto a = test::open_store(da.path());
+    auto b = test::open_store(db.path());
+    p = test::shared_project(*a, *b);
+    auto up = upload(a->blobs(), p, data);
+    REQUIRE(up.ok());
+    info = *up;
+    // Received from a peer: summed once its bytes are checked.
+    REQUIRE(a->write(p, test::put("obs", "r", doc_with(info))).ok());
+    test::copy_logs(*a, *b, p);
+    REQUIRE(b->blobs().index(p).ok());
+    auto src = a->blobs().open(p, info.id);
+    REQUIRE(src.ok());
+    auto rx = b->blobs().begin_receive(p, info.id);
+    REQUIRE(rx.ok());
+    REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());
+    for (std::uint32_t i = 0; i < 4; ++i) {
+      auto c = (*src)->read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
+      REQUIRE(c.ok());
+      REQUIRE((*rx)->put_chunk(i, *c).ok());
+    }
+    std::promise<Result<BlobInfo>> done;
+    (*rx)->finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
+    REQUIRE(done.get_future().get().ok());
+    auto other = a->create_project("other");
+    REQUIRE(other.ok());
+    q = other->id;
+  }
+  Bytes uploaded_sums;
+  {
+    test::Raw ra(da.path()), rb(db.path());
+    auto uploaded = ra.get(ra.t().blob_held, sums_key(info.id));
+    auto received = rb.get(rb.t().blob_held, sums_key(info.id));
+    REQUIRE(uploaded);
+    REQUIRE(received);
+    CHECK(uploaded->size() == sums_size);
+    CHECK(*received == *uploaded);
+    uploaded_sums = *uploaded;
+    // What a daemon before checksums left: none.
+    ra.del(ra.t().blob_held, sums_key(info.id));
+  }
+  auto path = da.path() / "blobs" / digest_hex(info.id).substr(0, 2) / digest_hex(info.id);
+  auto set_byte = [&](std::uint8_t x) {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(2 * kBlobChunkBytes + 9);
+    f.put(static_cast<char>(data[2 * kBlobChunkBytes + 9] ^ x));
+  };
+  auto damaged_read = [&](Store& s) {
+    auto r = s.blobs().open(p, info.id);
+    REQUIRE(r.ok());
+    CHECK((*r)->read(0, 10).ok());
+    auto damaged = (*r)->read(2 * kBlobChunkBytes, 10);
+    REQUIRE(!damaged.ok());
+    CHECK(damaged.error().code == Errc::data_loss);
+  };
+  {
+    auto a = test::open_store(da.path());
+    auto r = a->blobs().open(p, info.id);
+    REQUIRE(r.ok());
+    CHECK(read_all(**r) == data);
+    set_byte(0x01);
+    damaged_read(*a);  // found by SHA-256
+    set_byte(0);
+    // The same bytes uploaded again (here to another project) record the checksums.
+    auto again = upload(a->blobs(), q, data);
+    REQUIRE(again.ok());
+    CHECK(again->id == info.id);
+  }
+  {
+    test::Raw ra(da.path());
+    CHECK(ra.get(ra.t().blob_held, sums_key(info.id)) == uploaded_sums);
+  }
+  {
+    auto a = test::open_store(da.path());
+    set_byte(0x01);
+    damaged_read(*a);  // found by the checksum
+    set_byte(0);
+  }
+  {
+    // Checksums that do not fit the chunks are not used: SHA-256 checks them.
+    test::Raw ra(da.path());
+    ra.put(ra.t().blob_held, sums_key(info.id), Bytes(sums_size - 8, 1));
+  }
+  {
+    auto a = test::open_store(da.path());
+    auto r = a->blobs().open(p, info.id);
+    REQUIRE(r.ok());
+    CHECK(read_all(**r) == data);
+    set_byte(0x01);
+    damaged_read(*a);
+    set_byte(0);
+  }
+}
+
+TEST_CASE("gc drops a blob's checksums with it, and those an older daemon's gc left behind") {
+  TempDir d;
+  BlobId id{}, orphan{};
+  orphan[0] = 0x42;
+  {
+    auto s = test::open_store(d.path());
+    auto p = s->create_project("photos");
+    REQUIRE(p.ok());
+    auto up = upload(s->blobs(), p->id, pattern(kBlobChunkBytes + 1));  // referred to by nothing
+    REQUIRE(up.ok());
+    id = up->id;
+  }
+  {
+    test::Raw raw(d.path());
+    CHECK(raw.get(raw.t().blob_held, sums_key(id)));
+    raw.put(raw.t().blob_held, sums_key(orphan), Bytes{1, 0, 0, 0, 0, 0, 0, 0, 7});
+  }
+  {
+    auto s = test::open_store(d.path());
+    REQUIRE(s->blobs().gc(unix_ms() + 365LL * 86400 * 1000).ok());
+  }
+  test::Raw raw(d.path());
+  CHECK(!raw.get(raw.t().blob_held, ByteView(id)));
+  CHECK(!raw.get(raw.t().blob_held, sums_key(id)));
+  CHECK(!raw.get(raw.t().blob_held, sums_key(orphan)));
 }
 
 TEST_CASE("blob references: local writes are checked, synced ones are indexed as wanted") {
