@@ -55,17 +55,23 @@ std::shared_ptr<SessionDriver> SessionDriver::start(asio::io_context& io,
 
 void SessionDriver::set_deadline(std::uint32_t ms) {
   deadline_ = Clock::now() + std::chrono::milliseconds(ms);
-  timers_->deadline.expires_at(deadline_);
+  if (armed_at_ && *armed_at_ <= deadline_) return;  // fires first, then waits for the rest
+  arm_deadline();
+}
+
+void SessionDriver::arm_deadline() {
+  armed_at_ = deadline_;
+  timers_->deadline.expires_at(deadline_);  // a pending wait ends with operation_aborted
   timers_->deadline.async_wait([self = shared_from_this()](error_code ec) {
     if (ec || self->closed_) return;
-    if (Clock::now() >= self->deadline_) {
-      if (self->shutting_down_ || self->session_->finished()) {
-        if (!self->failure_ && !self->session_->error())
-          self->failure_ = make_error(Errc::unavailable, "timed out");
-        return self->close();
-      }
-      self->fail(make_error(Errc::unavailable, "timed out"));
+    self->armed_at_.reset();
+    if (Clock::now() < self->deadline_) return self->arm_deadline();  // moved on meanwhile
+    if (self->shutting_down_ || self->session_->finished()) {
+      if (!self->failure_ && !self->session_->error())
+        self->failure_ = make_error(Errc::unavailable, "timed out");
+      return self->close();
     }
+    self->fail(make_error(Errc::unavailable, "timed out"));
   });
 }
 

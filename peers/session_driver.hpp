@@ -74,6 +74,7 @@ class SessionDriver : public std::enable_shared_from_this<SessionDriver> {
   SessionDriver(boost::asio::io_context& io, std::shared_ptr<transports::Stream> stream,
                 std::unique_ptr<sync::Session> session, Options options, Events events);
   void set_deadline(std::uint32_t ms);
+  void arm_deadline();
   void arm_keepalive();
   void read();
   void lost(const std::string& reason);
@@ -93,6 +94,9 @@ class SessionDriver : public std::enable_shared_from_this<SessionDriver> {
   bool shutting_down_ = false;
   std::optional<Error> failure_;
   std::chrono::steady_clock::time_point deadline_ = std::chrono::steady_clock::time_point::max();
+  // The expiry of the timer's pending wait, if any: a later deadline_ leaves it be (it re-arms
+  // for deadline_ when it fires), so input that moves the deadline costs no timer operation.
+  std::optional<std::chrono::steady_clock::time_point> armed_at_;
 };
 
 }  // namespace fieldsync::peers
