@@ -48,6 +48,7 @@ enum class RecordType : std::uint8_t {
   blob = 0x81,
   blob_hashes = 0x82,
   blob_data = 0x83,
+  blobs_held = 0x84,  // the blobs the producer holds of the project (after BEGIN)
 };
 // Record types with this bit set are skipped by a reader that does not know them (still
 // covered by END's signature); an unknown type below it is `unsupported`.
@@ -79,8 +80,9 @@ struct ExportOptions {
   std::uint32_t max_record_bytes = 4u << 20;
   // The producer's name shown by the importer (daemon.device_name), cut to 64 bytes.
   std::string device_name;
-  // The blobs carried after the log entries: thumbnails, then previews, then the rest. The
-  // devices of `for_devices` are not known to hold any blob: the selection is carried whole.
+  // The blobs carried after the log entries: thumbnails, then previews, then the rest; less
+  // those every device of `for_devices` said it holds (BlobStore::peer_blobs: the BLOBS_HELD
+  // records of its own last bundle imported here; a device that said nothing holds none).
   BlobSelection blobs = BlobSelection::all;
 };
 
@@ -110,6 +112,8 @@ class BundleWriter {
     // Blobs begun and not finished: a chunk of this device's copy did not match its hash
     // (data_loss; the importer skips the blob).
     std::uint64_t blobs_unreadable = 0;
+    // Blobs of the selection left out because every device of for_devices holds them.
+    std::uint64_t blobs_left_out = 0;
   };
   const Stats& stats() const;
   // The bundle's id (its salt), as the importer remembers it.
@@ -153,9 +157,12 @@ struct ImportReport {
   std::uint64_t blobs_skipped = 0;
   std::uint64_t blob_bytes = 0;
   std::string blob_problem;
+  // The blobs the producer said it holds (its BLOBS_HELD records; nullopt: a bundle without
+  // them, from a writer before them), at most blob.max_peer_blobs.
+  std::optional<std::uint64_t> producer_blobs;
   // finish() succeeded: END's signature verified, nothing followed it, and the input ended
-  // with the last chunk. Only then are the bundle (as imported) and the producer's vector
-  // recorded.
+  // with the last chunk. Only then are the bundle (as imported), the producer's vector and the
+  // blobs it holds recorded.
   bool complete = false;
 };
 

@@ -143,6 +143,14 @@ Bytes encode_blob(const BlobHead& b) {
   return out;
 }
 
+Result<std::vector<storage::BlobId>> decode_blobs_held(ByteView payload) {
+  if (payload.size() % 32 != 0) return malformed("BLOBS_HELD");
+  std::vector<storage::BlobId> out(payload.size() / 32);
+  for (std::size_t i = 0; i < out.size(); ++i)
+    std::copy_n(payload.begin() + static_cast<std::ptrdiff_t>(i * 32), 32, out[i].begin());
+  return out;
+}
+
 Result<BlobHead> decode_blob(ByteView payload) {
   ByteReader r(payload);
   BlobHead b;

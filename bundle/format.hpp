@@ -86,6 +86,9 @@ Bytes encode_blob_data(const storage::BlobId& id, std::uint32_t chunk, std::uint
                        ByteView bytes);
 Result<BlobData> decode_blob_data(ByteView payload);
 
+// BLOBS_HELD: 0.. blob ids (32), ascending (and above those of the records before it).
+Result<std::vector<storage::BlobId>> decode_blobs_held(ByteView payload);
+
 // Appends a record header (type, length).
 void put_record_header(Bytes& out, std::uint8_t type, std::uint32_t length);
 

@@ -112,6 +112,10 @@ struct BundleReader::State {
   bool end_verified = false;       // END's signature and counts checked (recorded by finish)
   std::uint64_t batches_read = 0;  // BATCH records read (applied or skipped)
   storage::VersionVector holds;
+  // The producer's BLOBS_HELD ids (the first blob.max_peer_blobs), and whether it sent any.
+  std::vector<storage::BlobId> producer_blobs;
+  bool blobs_held_seen = false;
+  bool holdings_closed = false;  // a BATCH or BLOB came: no BLOBS_HELD from here on
   std::set<DeviceId> diverged;
   std::optional<Error> error;
   ImportReport report;
@@ -241,6 +245,7 @@ struct BundleReader::State {
       case RecordType::blob: return on_blob(payload);
       case RecordType::blob_hashes: return on_blob_hashes(payload);
       case RecordType::blob_data: return on_blob_data(payload);
+      case RecordType::blobs_held: return on_blobs_held(payload);
       case RecordType::end: break;
     }
     if (type & kIgnorableRecordBit) return {};  // an extension of a later version
@@ -342,7 +347,30 @@ struct BundleReader::State {
     return e;
   }
 
+  // BLOBS_HELD: what the producer holds of the project's blobs, recorded once the bundle is
+  // complete. Between BEGIN and the first BATCH or BLOB; ids ascending across the records.
+  Status on_blobs_held(ByteView payload) {
+    if (!begun || holdings_closed)
+      return make_error(Errc::invalid_argument,
+                        "a BLOBS_HELD record out of place (it follows BEGIN, before any BATCH or "
+                        "BLOB) in " +
+                            where());
+    auto ids = detail::decode_blobs_held(payload);
+    if (!ids)
+      return make_error(Errc::invalid_argument, "malformed BLOBS_HELD record in " + where());
+    blobs_held_seen = true;
+    const std::size_t limit = store.blobs().options().max_peer_blobs;
+    for (const auto& id : *ids) {
+      if (!producer_blobs.empty() && !(producer_blobs.back() < id))
+        return make_error(Errc::invalid_argument,
+                          "BLOBS_HELD ids not in ascending order in " + where());
+      if (producer_blobs.size() < limit) producer_blobs.push_back(id);
+    }
+    return {};
+  }
+
   Status on_batch(ByteView payload) {
+    holdings_closed = true;
     if (!begun)
       return after_drain(
           make_error(Errc::invalid_argument, "a BATCH record before BEGIN in " + where()));
@@ -399,6 +427,7 @@ struct BundleReader::State {
   }
 
   Status on_blob(ByteView payload) {
+    holdings_closed = true;
     if (!begun)
       return make_error(Errc::invalid_argument, "a BLOB record before BEGIN in " + where());
     auto b = detail::decode_blob(payload);
@@ -536,8 +565,12 @@ struct BundleReader::State {
   // The input ended right after a verified END (finish): the bundle is complete; only now is
   // it recorded, so a file with bytes after its last chunk is not remembered as imported.
   Status complete() {
-    if (report.producer != store.device_id())
+    if (report.producer != store.device_id()) {
       FS_TRY(store.note_peer_holds(report.producer, report.project, holds));
+      if (blobs_held_seen)
+        FS_TRY(store.blobs().note_peer_blobs(report.project, report.producer, producer_blobs));
+    }
+    if (blobs_held_seen) report.producer_blobs = producer_blobs.size();
     FS_TRY(store.note_bundle_imported(report.project, salt, unix_ms()));
     report.complete = true;
     return {};

@@ -1,7 +1,9 @@
 // BundleWriter: header, BEGIN, one BATCH record per log batch read from the store, the blobs
 // (BLOB, BLOB_HASHES, BLOB_DATA), END; the records are cut into sealed chunks as they are
 // produced (docs/protocol.md "Bundles").
+#include <algorithm>
 #include <chrono>
+#include <iterator>
 
 #include "bundle/bundle.hpp"
 #include "bundle/format.hpp"
@@ -27,6 +29,12 @@ struct BundleWriter::State {
   std::vector<Run> runs;
   std::size_t run = 0;
   bool batches_done = false;
+
+  // BLOBS_HELD: this device's held blobs, a page of the project's list per record.
+  bool held_listed = false, held_record_written = false;
+  std::optional<storage::BlobId> held_after;
+  // Blobs every device of for_devices said it holds (ascending): not carried.
+  std::vector<storage::BlobId> known_held;
 
   // The blobs, read after the batches in pages of the project's list, one pass per kind:
   // thumbnails (0), previews (1), the rest (2). One blob is open at a time, one chunk read.
@@ -58,6 +66,27 @@ struct BundleWriter::State {
                               static_cast<std::uint32_t>(payload.size()));
     append(plain, payload);
     if (type != RecordType::end) digest.update(ByteView(plain).subspan(at));
+  }
+
+  // One BLOBS_HELD record of the next page of the project's blob list (at least one record,
+  // empty when nothing is held, so that a reader tells "holds none" from a bundle of a writer
+  // before these records); false when done.
+  Result<bool> add_blobs_held() {
+    const std::uint32_t page =
+        static_cast<std::uint32_t>(std::min<std::size_t>(256, opts.max_record_bytes / 32));
+    if (page == 0) return false;  // records too small to say anything
+    auto list = store.blobs().list(project, held_after, page);
+    if (!list) return list.error();
+    Bytes payload;
+    for (const auto& b : *list)
+      if (b.held && b.refs > 0) append(payload, ByteView(b.info.id));
+    const bool last = list->size() < page;
+    if (!list->empty()) held_after = list->back().info.id;
+    if (!payload.empty() || (last && !held_record_written)) {
+      add_record(RecordType::blobs_held, payload);
+      held_record_written = true;
+    }
+    return !last;
   }
 
   // One BATCH record of the current run's next log batch; false when every run is done.
@@ -140,8 +169,14 @@ struct BundleWriter::State {
       blob_page_at = 0;
       blob_page_last = list->size() < kPage;
       if (!list->empty()) blob_after = list->back().info.id;
-      for (const auto& b : *list)
-        if (b.held && b.refs > 0 && blob_kind(b) == blob_pass) blob_page.push_back(b.info);
+      for (const auto& b : *list) {
+        if (!b.held || b.refs == 0 || blob_kind(b) != blob_pass) continue;
+        if (std::binary_search(known_held.begin(), known_held.end(), b.info.id)) {
+          ++stats.blobs_left_out;  // every device this bundle is for holds it
+          continue;
+        }
+        blob_page.push_back(b.info);
+      }
     }
   }
 
@@ -239,6 +274,12 @@ struct BundleWriter::State {
         begun = true;
         continue;
       }
+      if (!held_listed) {
+        auto more = add_blobs_held();
+        if (!more) return more.error();
+        if (!*more) held_listed = true;
+        continue;
+      }
       if (!batches_done) {
         auto more = add_batch();
         if (!more) return more.error();
@@ -307,7 +348,28 @@ Result<std::unique_ptr<BundleWriter>> BundleWriter::create(storage::Store& store
     }
   }
 
+  // The blobs every one of them said it holds (a device that said nothing holds none).
+  std::vector<storage::BlobId> known_held;
+  bool first_list = true;
+  if (options.blobs != BlobSelection::none) {
+    for (const auto& d : options.for_devices) {
+      if (d == store.device_id()) continue;
+      std::vector<storage::BlobId> theirs;
+      if (auto l = store.blobs().peer_blobs(project, d); l.ok()) theirs = std::move(*l);
+      if (first_list) {
+        known_held = std::move(theirs);
+        first_list = false;
+      } else {
+        std::vector<storage::BlobId> both;
+        std::set_intersection(known_held.begin(), known_held.end(), theirs.begin(), theirs.end(),
+                              std::back_inserter(both));
+        known_held = std::move(both);
+      }
+    }
+  }
+
   auto s = std::make_unique<State>(store, project, std::move(options));
+  s->known_held = std::move(known_held);
   crypto::random_fill(s->salt);
   s->header = detail::encode_header(s->salt, detail::project_tag(*secret, s->salt));
   auto key = detail::chunk_key(*secret, s->salt);

@@ -705,6 +705,9 @@ const std::vector<KeySpec>& key_table() {
         3600 * 1000));
     t.push_back(bool_key(
         "blob.make_variants", [](Config & c) -> auto& { return c.storage.blobs.make_variants; }));
+    t.push_back(uint_key(
+        "blob.max_peer_blobs", [](Config & c) -> auto& { return c.storage.blobs.max_peer_blobs; },
+        0, 16u << 20));
     // [storage]
     t.push_back(size_key(
         "storage.map_size", [](Config & c) -> auto& { return c.storage.map_size_bytes; },

@@ -2,15 +2,14 @@
 // framing across chunks, BEGIN (format, project, producer, name, the holds and since
 // vectors), BATCH (sync's batch decoder, then the store's verification and application of
 // the log run: Store::apply_log), BLOB, BLOB_HASHES and BLOB_DATA (their order, the checks
-// against the project's references, BlobStore::begin_receive), END (counts, the producer's
-// signature), unknown and extension record types. The input is the plaintext: the target seals it
-// as a bundle of kFuzzProject (a header with kRecordsSalt, chunks sealed with the project's real
-// key, the chunk size drawn from a hash of the input), so every input authenticates and reaches the
-// record decoders. Seeds: plaintexts of real bundles whose END is signed over that header
-// (fuzz/bundle_seeds.cpp). Every input is imported into a store holding only kFuzzProject
-// (fuzz::ScratchStores).
-// Checks: those of import_checked (fuzz/fuzz_bundle.hpp); a bundle that imported is refused
-// the second time (already_exists) and that changes nothing.
+// against the project's references, BlobStore::begin_receive), BLOBS_HELD (place, order), END
+// (counts, the producer's signature), unknown and extension record types. The input is the
+// plaintext: the target seals it as a bundle of kFuzzProject (a header with kRecordsSalt, chunks
+// sealed with the project's real key, the chunk size drawn from a hash of the input), so every
+// input authenticates and reaches the record decoders. Seeds: plaintexts of real bundles whose END
+// is signed over that header (fuzz/bundle_seeds.cpp). Every input is imported into a store holding
+// only kFuzzProject (fuzz::ScratchStores). Checks: those of import_checked (fuzz/fuzz_bundle.hpp);
+// a bundle that imported is refused the second time (already_exists) and that changes nothing.
 #include "fuzz/fuzz_bundle.hpp"
 
 using namespace fieldsync;

@@ -518,6 +518,10 @@ class BlobStoreImpl final : public BlobStore {
   Result<std::unique_ptr<BlobReceiver>> begin_receive(const ProjectId& project,
                                                       const BlobId& id) override;
   // Records a received blob as held, by every project that refers to it.
+  Status note_peer_blobs(const ProjectId& project, const DeviceId& peer,
+                         const std::vector<BlobId>& held) override;
+  Result<std::vector<BlobId>> peer_blobs(const ProjectId& project,
+                                         const DeviceId& peer) const override;
   Status record_received(const HeldRecord& rec);
   // Per project, the first fetch rank (fetch_rank) this device does not fetch by itself from
   // any peer: the highest of the project's level (or blob.policy) and its per-peer levels. 3
@@ -1465,6 +1469,49 @@ Status BlobStoreImpl::record_received(const HeldRecord& rec) {
   for (const auto& [p, seq] : woken) holders.push_back(p);
   held_now(holders, id);
   return {};
+}
+
+Status BlobStoreImpl::note_peer_blobs(const ProjectId& project, const DeviceId& peer,
+                                      const std::vector<BlobId>& held) {
+  if (peer == im_.me())
+    return make_error(Errc::invalid_argument, "what this device holds is in its own records");
+  for (std::size_t i = 1; i < held.size(); ++i)
+    if (!(held[i - 1] < held[i]))
+      return make_error(Errc::invalid_argument, "blob ids not in strictly ascending order");
+  const std::size_t n = std::min<std::size_t>(held.size(), options().max_peer_blobs);
+  Bytes v;
+  v.reserve(1 + 8 + n * 32);
+  ByteWriter w(v);
+  w.u8(kRecordVersion);
+  w.u64(static_cast<std::uint64_t>(unix_ms()));
+  for (std::size_t i = 0; i < n; ++i) w.raw(ByteView(held[i]));
+  auto txn = im_.write_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  FS_TRY(txn->put(im_.t().meta, peer_blobs_key(project, peer), v));
+  return txn->commit();
+}
+
+Result<std::vector<BlobId>> BlobStoreImpl::peer_blobs(const ProjectId& project,
+                                                      const DeviceId& peer) const {
+  auto txn = im_.read_txn();
+  if (!txn) return txn.error();
+  FS_TRY(im_.project(*txn, project));
+  auto v = txn->get(im_.t().meta, peer_blobs_key(project, peer));
+  if (!v) return v.error();
+  std::vector<BlobId> out;
+  if (!*v) return out;
+  // The same checks as on write; a record that fails them counts as none.
+  ByteView b = **v;
+  if (b.size() < 9 || b[0] != kRecordVersion || (b.size() - 9) % 32 != 0 ||
+      (b.size() - 9) / 32 > options().max_peer_blobs)
+    return out;
+  out.resize((b.size() - 9) / 32);
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    std::copy_n(b.begin() + static_cast<std::ptrdiff_t>(9 + i * 32), 32, out[i].begin());
+    if (i > 0 && !(out[i - 1] < out[i])) return std::vector<BlobId>{};
+  }
+  return out;
 }
 
 Result<std::unique_ptr<BlobUpload>> BlobStoreImpl::begin_upload(const ProjectId& project) {

@@ -130,6 +130,9 @@ struct BlobOptions {
   // blob.make_variants: the daemon makes the preview and thumbnail of the photos it holds
   // without them (daemon/variant_maker.hpp); false: never (another device or the app does).
   bool make_variants = true;
+  // blob.max_peer_blobs: blobs recorded per peer and project as what the peer said it holds
+  // (note_peer_blobs); the rest of its list counts as not held (a bundle for it carries them).
+  std::uint32_t max_peer_blobs = 262144;
 };
 
 // What a blob is, as its reference in a document states it and as it is recorded here.
@@ -301,6 +304,16 @@ class BlobStore {
   // token for unwatch_held(); once that returned, fn is not running and is never called.
   virtual std::uint64_t watch_held(std::function<void(const ProjectId&, const BlobId&)> fn) = 0;
   virtual void unwatch_held(std::uint64_t token) = 0;
+  // What `peer` said it holds of the project's blobs (the BLOBS_HELD records of a bundle it
+  // wrote, docs/protocol.md): replaces what was recorded of it. `held` in ascending id order;
+  // the first blob.max_peer_blobs are kept. Errors: not_found (project), invalid_argument (this
+  // device, or ids not strictly ascending).
+  virtual Status note_peer_blobs(const ProjectId& project, const DeviceId& peer,
+                                 const std::vector<BlobId>& held) = 0;
+  // What was recorded, in ascending id order: empty when nothing was, or when the record does
+  // not read back (the peer then counts as holding no blob). Errors: not_found (project).
+  virtual Result<std::vector<BlobId>> peer_blobs(const ProjectId& project,
+                                                 const DeviceId& peer) const = 0;
   // Starts (or resumes) receiving a wanted blob of the project. Errors: not_found (the
   // project does not refer to it), already_exists (it is held), resource_exhausted
   // (blob.project_quota_bytes), too_large (blob.max_blob_bytes).

@@ -157,6 +157,20 @@ inline Key blob_demand_key(const ProjectId& p, ByteView blob) {
   return k;
 }
 
+// meta: the blobs a peer said it holds of the project (a bundle it wrote lists them,
+// docs/storage.md "What a peer holds"): 'H' + project + peer -> u8 1, u64 recorded ms, n x
+// blob id (32), ascending.
+inline Key peer_blobs_prefix(const ProjectId& p) {
+  Key k;
+  k.u8('H').raw(p.view());
+  return k;
+}
+inline Key peer_blobs_key(const ProjectId& p, const DeviceId& peer) {
+  Key k = peer_blobs_prefix(p);
+  k.raw(peer.view());
+  return k;
+}
+
 inline Key prefix_of(const ProjectId& p) {
   Key k;
   k.raw(p.view());

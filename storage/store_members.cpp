@@ -409,6 +409,7 @@ Status Store::leave_project(const ProjectId& project) {
   FS_TRY(txn->del(t.meta, blob_cursor_key(project)));
   FS_TRY(txn->del(t.meta, blob_policy_key(project)));
   FS_TRY(delete_prefix(*txn, t.meta, blob_demand_prefix(project)));
+  FS_TRY(delete_prefix(*txn, t.meta, peer_blobs_prefix(project)));
   FS_TRY(impl_->forget_bundles(*txn, project));
   FS_TRY(impl_->forget_subscriptions(*txn, project));
   FS_TRY(impl_->forget_erasures(*txn, project));

@@ -109,6 +109,17 @@ Status Store::forget_peer(const DeviceId& device) {
         holds.emplace_back(c.key().begin(), c.key().end());
   }
   for (const auto& k : holds) FS_TRY(txn->del(t.peer_holds, k));
+  std::vector<Bytes> blob_lists;  // meta 'H' + project + peer: the blobs it said it holds
+  {
+    LmdbCursor c(*txn, t.meta);
+    const Bytes prefix{'H'};
+    for (bool ok = c.seek(prefix); ok && has_prefix(c.key(), prefix); ok = c.next())
+      if (c.key().size() == 1 + ProjectId::size + DeviceId::size &&
+          std::equal(device.bytes.begin(), device.bytes.end(),
+                     c.key().begin() + 1 + ProjectId::size))
+        blob_lists.emplace_back(c.key().begin(), c.key().end());
+  }
+  for (const auto& k : blob_lists) FS_TRY(txn->del(t.meta, k));
   return txn->commit();
 }
 

@@ -405,3 +405,130 @@ TEST_CASE("bundle blobs: a blob damaged on the writer's disk stops where it brok
   CHECK(held_bytes(*t.b.store, t.p, t.binary_i.id) == t.binary);
   CHECK(held_bytes(*t.b.store, t.p, t.thumb_i.id) == t.thumb);
 }
+
+TEST_CASE(
+    "bundle blobs: a bundle for a device leaves out what that device's bundle said it holds") {
+  Photos t;
+  const DeviceId b_id = t.b.store->device_id();
+  // B gets the variants only, then writes its own bundle, which tells A what B holds.
+  must_import(*t.b.store, must_export(*t.a.store, t.p, opts(BlobSelection::variants)));
+  ImportReport back =
+      must_import(*t.a.store, must_export(*t.b.store, t.p, opts(BlobSelection::none)));
+  REQUIRE(back.producer_blobs);
+  CHECK(*back.producer_blobs == 2);
+  std::vector<storage::BlobId> variants{t.thumb_i.id, t.preview_i.id};
+  std::sort(variants.begin(), variants.end());
+  auto known = t.a.store->blobs().peer_blobs(t.p, b_id);
+  REQUIRE(known.ok());
+  CHECK(*known == variants);
+
+  // For B: the originals only.
+  BundleWriter::Stats stats;
+  ExportOptions for_b = opts(BlobSelection::all);
+  for_b.for_devices = {b_id};
+  Bytes file = must_export(*t.a.store, t.p, for_b, &stats);
+  CHECK(stats.blobs == 2);
+  CHECK(stats.blobs_left_out == 2);
+  CHECK(stats.blob_bytes == t.photo.size() + t.binary.size());
+  ImportReport r = must_import(*t.b.store, file);
+  CHECK(r.blobs_imported == 2);
+  CHECK(r.blobs_held == 0);
+  CHECK(held_bytes(*t.b.store, t.p, t.photo_i.id) == t.photo);
+
+  // For B and a device that said nothing (holds none, as far as A knows): everything.
+  BlobNode c;
+  c.join(*t.a.store, t.p);
+  ExportOptions for_both = for_b;
+  for_both.for_devices.push_back(c.store->device_id());
+  must_export(*t.a.store, t.p, for_both, &stats);
+  CHECK(stats.blobs == 4);
+  CHECK(stats.blobs_left_out == 0);
+
+  // B's next bundle says it holds all four: nothing is carried for it any more.
+  must_import(*t.a.store, must_export(*t.b.store, t.p, opts(BlobSelection::none)));
+  must_export(*t.a.store, t.p, for_b, &stats);
+  CHECK(stats.blobs == 0);
+  CHECK(stats.blobs_left_out == 4);
+
+  // A bundle from a writer before BLOBS_HELD changes nothing of what is known.
+  {
+    CraftedLog old(*t.b.store, t.p);
+    ImportReport o = must_import(*t.a.store, old.seal(*t.b.store));
+    CHECK_FALSE(o.producer_blobs);
+    auto still = t.a.store->blobs().peer_blobs(t.p, b_id);
+    REQUIRE(still.ok());
+    CHECK(still->size() == 4);
+  }
+  // A device that holds none says so (an empty BLOBS_HELD).
+  ImportReport from_c =
+      must_import(*t.a.store, must_export(*c.store, t.p, opts(BlobSelection::all)));
+  REQUIRE(from_c.producer_blobs);
+  CHECK(*from_c.producer_blobs == 0);
+
+  // Forgetting B forgets what it holds; this device's own list is not recorded.
+  REQUIRE(t.a.store->forget_peer(b_id).ok());
+  auto forgotten = t.a.store->blobs().peer_blobs(t.p, b_id);
+  REQUIRE(forgotten.ok());
+  CHECK(forgotten->empty());
+  auto self = t.a.store->blobs().note_peer_blobs(t.p, t.a.store->device_id(), {});
+  REQUIRE_FALSE(self.ok());
+  CHECK(self.error().code == Errc::invalid_argument);
+}
+
+TEST_CASE("bundle blobs: BLOBS_HELD out of place, out of order or malformed fails the import") {
+  Photos t;
+  auto begin_of = [&] {
+    detail::Begin b;
+    b.project = t.p;
+    b.producer = t.a.store->device_id();
+    b.holds = vv(*t.a.store, t.p);
+    return b;
+  };
+  auto ids = [](std::initializer_list<storage::BlobId> list) {
+    Bytes out;
+    for (const auto& id : list) append(out, ByteView(id));
+    return out;
+  };
+  const auto lo = std::min(t.photo_i.id, t.thumb_i.id), hi = std::max(t.photo_i.id, t.thumb_i.id);
+  const auto held = static_cast<std::uint8_t>(RecordType::blobs_held);
+  struct Case {
+    const char* what;
+    std::function<Bytes()> make;
+  };
+  std::vector<Case> cases{
+      {"after a BATCH",
+       [&] {
+         CraftedLog log(*t.a.store, t.p);
+         log.c.record(held, ids({lo}));
+         return log.seal(*t.a.store);
+       }},
+      {"not ascending",
+       [&] {
+         Crafted c(*t.a.store, t.p);
+         c.begin(begin_of());
+         c.record(held, ids({hi}));
+         c.record(held, ids({lo}));
+         c.end(t.a.store->signing_key(), 0, 0);
+         return c.seal();
+       }},
+      {"not whole ids",
+       [&] {
+         Crafted c(*t.a.store, t.p);
+         c.begin(begin_of());
+         c.record(held, Bytes(33, 1));
+         c.end(t.a.store->signing_key(), 0, 0);
+         return c.seal();
+       }},
+  };
+  for (const auto& k : cases) {
+    INFO(k.what);
+    BlobNode b;
+    b.join(*t.a.store, t.p);
+    auto r = import_bytes(*b.store, k.make());
+    REQUIRE_FALSE(r.result.ok());
+    CHECK(r.result.error().code == Errc::invalid_argument);
+    auto known = b.store->blobs().peer_blobs(t.p, t.a.store->device_id());
+    REQUIRE(known.ok());
+    CHECK(known->empty());
+  }
+}

@@ -239,6 +239,14 @@ class FakeBlobs : public storage::BlobStore {
     return make_error(Errc::not_found, "not in this test");
   }
   std::uint64_t refetchable_epoch() const override { return 0; }
+  Status note_peer_blobs(const ProjectId&, const DeviceId&,
+                         const std::vector<storage::BlobId>&) override {
+    return {};
+  }
+  Result<std::vector<storage::BlobId>> peer_blobs(const ProjectId&,
+                                                  const DeviceId&) const override {
+    return std::vector<storage::BlobId>{};
+  }
   std::vector<storage::BlobId> demanded(const ProjectId&) const override { return {}; }
   std::uint64_t watch_held(std::function<void(const ProjectId&, const storage::BlobId&)>) override {
     return 1;

@@ -237,7 +237,7 @@ Bytes sums_key(const BlobId& id) {
   return k;
 }
 
-TEST_CASE("held blobs have a checksum per chunk; without them chunks are checked by SHA-256") {
+TEST_CASE("held blobs have a checksum per chunk, without one a chunk is checked by SHA-256") {
   TempDir da, db;
   const Bytes data = pattern(3 * kBlobChunkBytes + 5);
   const std::size_t sums_size = 1 + 4 * 8;  // u8 1, a u64 per chunk
