@@ -844,9 +844,9 @@ class ReaderImpl final : public BlobReader {
       return make_error(Errc::data_loss,
                         "blob " + short_hex(rec_.info.id) + " is shorter than recorded");
     if (!rec_.chunk_matches(index, ByteView(buf_)))
-      return make_error(Errc::data_loss, "blob " + short_hex(rec_.info.id) + ": chunk " +
-                                             std::to_string(index) +
-                                             " does not match its hash (the file was damaged)");
+      return make_error(Errc::data_loss,
+                        "blob " + short_hex(rec_.info.id) + ": chunk " + std::to_string(index) +
+                            " does not match what was recorded (the file was damaged)");
     index_ = index;
     have_ = true;
     return {};
