@@ -134,6 +134,16 @@ void Session::Impl::count_wanted(ProjectSync& ps, storage::BlobPolicy level,
 void Session::Impl::finish_fetch() {
   // Being finished on the worker; should that fail, not asked for again on this session.
   fetched[{fetch->project, fetch->rx->info().id}] = store.blobs().refetchable_epoch();
+  if (fetched.size() >= fetched_prune_at) {
+    for (auto it = fetched.begin(); it != fetched.end();) {
+      auto b = store.blobs().find(it->first.first, it->first.second);
+      if (b.ok() && *b && (*b)->held)
+        it = fetched.erase(it);
+      else
+        ++it;
+    }
+    fetched_prune_at = std::max<std::size_t>(1024, 2 * fetched.size());
+  }
   fetch->rx->finish(nullptr);
   fetch.reset();
   want_scan = true;

@@ -334,6 +334,9 @@ struct Session::Impl {
   // store's refetchable_epoch() then: not asked for again unless gc released blobs since (a
   // phone lets go of the originals it fetched beyond its level, and may ask again).
   std::map<std::pair<ProjectId, storage::BlobId>, std::uint64_t> fetched;
+  // When `fetched` reaches this size, the blobs held by now leave it (the store refuses to
+  // receive a held blob anyway): a session that brings 100k photos keeps no entry per photo.
+  std::size_t fetched_prune_at = 1024;
   // The peer's requests, served when no BATCH is waiting (documents first, always).
   struct BlobServe {
     ProjectId project;
