@@ -433,7 +433,19 @@ class BlobStoreImpl final : public BlobStore {
     for (const auto& e : fs::directory_iterator(incoming_, ec)) fs::remove(e.path(), ec);
     FS_TRY(load_demands());
     worker_ = std::thread([this] { run(); });
+    // Blobs stored before chunk checksums were recorded get them in the background.
+    post([this] { add_missing_checksums(std::nullopt); });
     return {};
+  }
+
+  // On the worker: gives up to kChecksumStepBytes of held blobs without chunk checksums, in id
+  // order after `after`, their checksums (each chunk first checked with SHA-256 against its
+  // recorded hash: a damaged blob gets none), then queues the next step behind the jobs
+  // waiting, until the end of the list (one pass per open).
+  void add_missing_checksums(std::optional<BlobId> after);
+  bool closing() {
+    std::lock_guard lock(mu_);
+    return stopping_;
   }
 
   void stop() {
@@ -1523,6 +1535,60 @@ Result<std::vector<BlobId>> BlobStoreImpl::peer_blobs(const ProjectId& project,
     if (i > 0 && !(out[i - 1] < out[i])) return std::vector<BlobId>{};
   }
   return out;
+}
+
+void BlobStoreImpl::add_missing_checksums(std::optional<BlobId> after) {
+  constexpr std::uint64_t kChecksumStepBytes = 64ull << 20;
+  std::vector<HeldRecord> todo;
+  std::uint64_t bytes = 0;
+  {
+    auto txn = im_.read_txn();
+    if (!txn) return;
+    LmdbCursor c(*txn, im_.t().blob_held);
+    Key from;
+    if (after) from.raw(ByteView(*after)).u8(0xff);  // past the blob and its checksums' key
+    for (bool ok = c.seek(from); ok && bytes < kChecksumStepBytes; ok = c.next()) {
+      if (c.key().size() != 32) continue;
+      const BlobId id = blob_of_key(c.key());
+      after = id;
+      auto rec = HeldRecord::decode(id, c.value());
+      if (!rec || rec->chunks.empty()) continue;
+      auto sv = txn->get(im_.t().blob_held, sums_key(id));
+      if (!sv) return;
+      if (*sv) rec->decode_sums(**sv);
+      if (!rec->sums.empty()) continue;
+      bytes += rec->info.size;
+      todo.push_back(std::move(*rec));
+    }
+  }
+  const bool more = bytes >= kChecksumStepBytes;
+  for (auto& rec : todo) {
+    int fd = ::open(blob_path(rec.info.id).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) continue;
+    Bytes buf;
+    bool intact = true;
+    for (std::size_t i = 0; intact && i < rec.chunks.size(); ++i) {
+      if (closing()) {
+        ::close(fd);
+        return;
+      }
+      const std::uint64_t at = std::uint64_t{i} * kBlobChunkBytes;
+      buf.resize(
+          static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, rec.info.size - at)));
+      intact = read_up_to(fd, buf, static_cast<off_t>(at)) == static_cast<ssize_t>(buf.size()) &&
+               crypto::sha256(ByteView(buf)) == rec.chunks[i];
+      if (intact) rec.sums.push_back(chunk_sum(ByteView(buf)));
+    }
+    ::close(fd);
+    if (!intact) continue;  // damaged: reads keep saying so (data_loss), by SHA-256
+    auto txn = im_.write_txn();
+    if (!txn) return;
+    auto still = txn->get(im_.t().blob_held, ByteView(rec.info.id));
+    if (!still || !*still) continue;  // released meanwhile
+    if (!txn->put(im_.t().blob_held, sums_key(rec.info.id), rec.encode_sums()).ok()) continue;
+    (void)txn->commit();
+  }
+  if (more) post([this, after] { add_missing_checksums(after); });
 }
 
 Result<std::unique_ptr<BlobUpload>> BlobStoreImpl::begin_upload(const ProjectId& project) {
