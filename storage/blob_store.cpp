@@ -91,6 +91,14 @@ ssize_t read_up_to(int fd, std::span<std::uint8_t> buf, off_t offset = -1) {
   return static_cast<ssize_t>(got);
 }
 
+// Chunk `index` of a blob file of `size` bytes into `buf` (resized to the chunk's length):
+// false when the file holds less of it (or cannot be read).
+bool read_chunk(int fd, std::uint64_t size, std::uint64_t index, Bytes& buf) {
+  const std::uint64_t at = index * kBlobChunkBytes;
+  buf.resize(static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, size - at)));
+  return read_up_to(fd, buf, static_cast<off_t>(at)) == static_cast<ssize_t>(buf.size());
+}
+
 // The blob id in a blob_proj key (project 16, blob 32) or a blob_held key (blob 32).
 BlobId blob_of_key(ByteView key) {
   BlobId id{};
@@ -133,8 +141,6 @@ crypto::Digest chunk_root(const std::vector<crypto::Digest>& chunks) {
   return h.finish();
 }
 
-// blob_held value: u8 1, u64 size, root (32), u64 held since ms, str16 media type,
-// u32 n, n x chunk SHA-256 (32).
 // The local checksum of a chunk as stored here (XXH3-64): what a read checks the file against,
 // a fraction of the cost of SHA-256. Bit rot and a truncated or overwritten file are what it
 // guards against; bytes from outside (peers, bundles) are checked with SHA-256 against the
@@ -529,11 +535,11 @@ class BlobStoreImpl final : public BlobStore {
   void unwatch_held(std::uint64_t token) override;
   Result<std::unique_ptr<BlobReceiver>> begin_receive(const ProjectId& project,
                                                       const BlobId& id) override;
-  // Records a received blob as held, by every project that refers to it.
   Status note_peer_blobs(const ProjectId& project, const DeviceId& peer,
                          const std::vector<BlobId>& held) override;
   Result<std::vector<BlobId>> peer_blobs(const ProjectId& project,
                                          const DeviceId& peer) const override;
+  // Records a received blob as held, by every project that refers to it.
   Status record_received(const HeldRecord& rec);
   // Per project, the first fetch rank (fetch_rank) this device does not fetch by itself from
   // any peer: the highest of the project's level (or blob.policy) and its per-peer levels. 3
@@ -928,9 +934,7 @@ struct ReceiveState {
     held = 0;
     Bytes buf;
     for (std::uint32_t i = 0; i < count(); ++i) {
-      buf.resize(chunk_len(i));
-      ssize_t got = read_up_to(fd, buf, static_cast<off_t>(std::uint64_t{i} * kBlobChunkBytes));
-      if (got == static_cast<ssize_t>(buf.size()) && crypto::sha256(ByteView(buf)) == hashes[i]) {
+      if (read_chunk(fd, info.size, i, buf) && crypto::sha256(ByteView(buf)) == hashes[i]) {
         have[i] = true;
         ++held;
         held_bytes += buf.size();
@@ -1028,16 +1032,12 @@ class ReceiverImpl final : public BlobReceiver {
     crypto::Sha256 whole;
     std::vector<std::uint64_t> sums;
     sums.reserve(s.count());
-    Bytes buf(kBlobChunkBytes);
-    for (std::uint64_t at = 0; at < s.info.size;) {
-      const std::size_t n =
-          static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, s.info.size - at));
-      buf.resize(n);
-      if (read_up_to(s.fd, buf, static_cast<off_t>(at)) != static_cast<ssize_t>(n))
+    Bytes buf;
+    for (std::uint32_t i = 0; i < s.count(); ++i) {
+      if (!read_chunk(s.fd, s.info.size, i, buf))
         return errno_error(EIO, "reading a received blob back");
       whole.update(ByteView(buf));
       sums.push_back(chunk_sum(ByteView(buf)));
-      at += n;
     }
     if (whole.finish() != s.info.id) {
       std::error_code rm;
@@ -1562,31 +1562,35 @@ void BlobStoreImpl::add_missing_checksums(std::optional<BlobId> after) {
     }
   }
   const bool more = bytes >= kChecksumStepBytes;
+  std::vector<const HeldRecord*> summed;
+  Bytes buf;
   for (auto& rec : todo) {
     int fd = ::open(blob_path(rec.info.id).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) continue;
-    Bytes buf;
     bool intact = true;
-    for (std::size_t i = 0; intact && i < rec.chunks.size(); ++i) {
+    for (std::uint32_t i = 0; intact && i < rec.chunks.size(); ++i) {
       if (closing()) {
         ::close(fd);
         return;
       }
-      const std::uint64_t at = std::uint64_t{i} * kBlobChunkBytes;
-      buf.resize(
-          static_cast<std::size_t>(std::min<std::uint64_t>(kBlobChunkBytes, rec.info.size - at)));
-      intact = read_up_to(fd, buf, static_cast<off_t>(at)) == static_cast<ssize_t>(buf.size()) &&
-               crypto::sha256(ByteView(buf)) == rec.chunks[i];
+      intact =
+          read_chunk(fd, rec.info.size, i, buf) && crypto::sha256(ByteView(buf)) == rec.chunks[i];
       if (intact) rec.sums.push_back(chunk_sum(ByteView(buf)));
     }
     ::close(fd);
-    if (!intact) continue;  // damaged: reads keep saying so (data_loss), by SHA-256
+    if (intact) summed.push_back(&rec);  // damaged: reads keep saying so, by SHA-256
+  }
+  // One commit for the step (not one per blob, each with its fsync).
+  if (!summed.empty()) {
     auto txn = im_.write_txn();
     if (!txn) return;
-    auto still = txn->get(im_.t().blob_held, ByteView(rec.info.id));
-    if (!still || !*still) continue;  // released meanwhile
-    if (!txn->put(im_.t().blob_held, sums_key(rec.info.id), rec.encode_sums()).ok()) continue;
-    (void)txn->commit();
+    for (const HeldRecord* rec : summed) {
+      auto still = txn->get(im_.t().blob_held, ByteView(rec->info.id));
+      if (!still) return;
+      if (!*still) continue;  // released meanwhile
+      if (!txn->put(im_.t().blob_held, sums_key(rec->info.id), rec->encode_sums()).ok()) return;
+    }
+    if (!txn->commit().ok()) return;
   }
   if (more) post([this, after] { add_missing_checksums(after); });
 }
@@ -2089,8 +2093,10 @@ Result<GcResult> BlobStoreImpl::gc(std::int64_t now) {
     {
       LmdbCursor c(*txn, im_.t().blob_held);
       for (bool ok = c.seek({}); ok; ok = c.next()) {
-        if (c.key().size() == 33 && !kept.count(blob_of_key(c.key().first(32))))
-          sums_gone.push_back(sums_key(blob_of_key(c.key().first(32))));
+        if (c.key().size() == 33) {
+          const BlobId of = blob_of_key(c.key().first(32));
+          if (!kept.count(of)) sums_gone.push_back(sums_key(of));
+        }
         if (c.key().size() != 32) continue;
         BlobId id = blob_of_key(c.key());
         if (kept.count(id)) continue;

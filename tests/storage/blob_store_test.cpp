@@ -61,6 +61,13 @@ Bytes read_all(BlobReader& r, std::size_t piece = 70000) {
   }
 }
 
+// Waits until the jobs queued on the blob worker so far are done.
+void settle(Store& s) {
+  std::promise<void> done;
+  s.blobs().post([&] { done.set_value(); });
+  done.get_future().get();
+}
+
 std::size_t count_files(const std::filesystem::path& dir) {
   std::size_t n = 0;
   std::error_code ec;
@@ -197,9 +204,7 @@ TEST_CASE("an abandoned upload leaves no file") {
     REQUIRE(wrote.get_future().get().ok());
     CHECK(count_files(dir.path() / "blobs" / "incoming") == 1);
   }  // dropped without finish(): aborted on the worker
-  std::promise<void> flushed;
-  store->blobs().post([&] { flushed.set_value(); });
-  flushed.get_future().get();
+  settle(*store);
   CHECK(count_files(dir.path() / "blobs" / "incoming") == 0);
 }
 
@@ -299,11 +304,10 @@ TEST_CASE(
     REQUIRE(!damaged.ok());
     CHECK(damaged.error().code == Errc::data_loss);
   };
-  // The jobs queued on the blob worker so far (the checksums added after an open) are done.
-  auto settle = [](Store& s) {
-    std::promise<void> done;
-    s.blobs().post([&] { done.set_value(); });
-    done.get_future().get();
+  auto reads_whole = [&](Store& s) {
+    auto r = s.blobs().open(p, info.id);
+    REQUIRE(r.ok());
+    CHECK(read_all(**r) == data);
   };
   auto sums_now = [&] {
     test::Raw ra(da.path());
@@ -321,10 +325,8 @@ TEST_CASE(
   {
     // Intact: it gets its checksums in the background after the open, the same as uploaded.
     auto a = test::open_store(da.path());
-    settle(*a);
-    auto r = a->blobs().open(p, info.id);
-    REQUIRE(r.ok());
-    CHECK(read_all(**r) == data);
+    settle(*a);  // the checksums added after the open
+    reads_whole(*a);
     // The same bytes uploaded again (here to another project) record the same.
     auto again = upload(a->blobs(), q, data);
     REQUIRE(again.ok());
@@ -354,10 +356,8 @@ TEST_CASE(
   set_byte(0);
   {
     auto a = test::open_store(da.path());
-    settle(*a);
-    auto r = a->blobs().open(p, info.id);
-    REQUIRE(r.ok());
-    CHECK(read_all(**r) == data);
+    settle(*a);  // the checksums added after the open
+    reads_whole(*a);
   }
   CHECK(sums_now() == uploaded_sums);
 }
@@ -500,9 +500,7 @@ TEST_CASE("the worker indexes references after commits without being asked") {
   std::uint32_t refs = 0;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (refs == 0 && std::chrono::steady_clock::now() < deadline) {
-    std::promise<void> flushed;
-    store->blobs().post([&] { flushed.set_value(); });
-    flushed.get_future().get();
+    settle(*store);
     auto l = store->blobs().list(p->id, std::nullopt, 10);
     REQUIRE(l.ok());
     refs = l->empty() ? 0 : (*l)[0].refs;
