@@ -20,6 +20,7 @@
 #include <toml++/toml.h>
 
 #include "common/ids.hpp"
+#include "common/text.hpp"
 
 #ifndef FIELDSYNC_SYSCONFDIR
 #define FIELDSYNC_SYSCONFDIR "/etc"
@@ -63,8 +64,10 @@ Error bad_value(std::string_view key, std::string_view expected, std::string_vie
       std::string(key) + ": expected " + std::string(expected) + ", got '" + shown(got) + "'");
 }
 
+// Text a config file can hold and print back: valid UTF-8 (TOML files are UTF-8) without
+// control characters.
 bool has_control_chars(std::string_view v) {
-  return std::any_of(v.begin(), v.end(), [](unsigned char c) { return c < 0x20 || c == 0x7f; });
+  return !is_clean_text(v, std::string_view::npos);
 }
 
 // mirror.schema: a name PostgreSQL takes unquoted and folds to itself.
@@ -398,7 +401,7 @@ const std::vector<KeySpec>& key_table() {
         }));
     t.push_back(string_key(
         "daemon.device_name", [](Config & c) -> auto& { return c.device_name; },
-        "a name of at most 63 bytes without control characters (empty: the host name)",
+        "a name of at most 63 bytes of UTF-8 without control characters (empty: the host name)",
         [](std::string_view v) {
           return v.size() <= kMaxDeviceNameBytes && !has_control_chars(v);
         }));

@@ -606,6 +606,16 @@ TEST_CASE("the previous format: comments, quotes, dotted keys, CRLF, yes/no") {
   CHECK(err("[peer.a b]\n").rfind("c.conf:1: unknown section [peer.a b]", 0) == 0);
   CHECK(err("[api]\nhttp_port = \x01\n") ==
         "c.conf:2: api.http_port: expected an integer 0..65535, got '\\x01'");
+  // Text that is not UTF-8 is refused, in either format and on the command line: printed back
+  // as TOML it would not read.
+  CHECK(err("[daemon]\ndevice_name = \"Te\321t\"\n").rfind(
+            "c.conf:2: daemon.device_name: expected a name of at most 63 bytes of UTF-8", 0) == 0);
+  CHECK(err("[daemon]\ndata_dir = /srv/b\377\n").rfind("c.conf:2: daemon.data_dir", 0) == 0);
+  Config set;
+  CHECK_FALSE(apply_setting(set, "daemon.device_name", "Te\321t").ok());
+  CHECK_FALSE(apply_setting(set, "mirror.postgres", "host=\377").ok());
+  REQUIRE(apply_setting(set, "daemon.device_name", "Tést 3").ok());
+  CHECK(set.device_name == "Tést 3");
 }
 
 TEST_CASE("command-line values (--set): TOML values, else strings") {
