@@ -66,9 +66,7 @@ Error bad_value(std::string_view key, std::string_view expected, std::string_vie
 
 // Text a config file can hold and print back: valid UTF-8 (TOML files are UTF-8) without
 // control characters.
-bool has_control_chars(std::string_view v) {
-  return !is_clean_text(v, std::string_view::npos);
-}
+bool has_control_chars(std::string_view v) { return !is_clean_text(v, std::string_view::npos); }
 
 // mirror.schema: a name PostgreSQL takes unquoted and folds to itself.
 bool valid_sql_name(std::string_view v) {

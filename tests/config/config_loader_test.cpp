@@ -608,8 +608,9 @@ TEST_CASE("the previous format: comments, quotes, dotted keys, CRLF, yes/no") {
         "c.conf:2: api.http_port: expected an integer 0..65535, got '\\x01'");
   // Text that is not UTF-8 is refused, in either format and on the command line: printed back
   // as TOML it would not read.
-  CHECK(err("[daemon]\ndevice_name = \"Te\321t\"\n").rfind(
-            "c.conf:2: daemon.device_name: expected a name of at most 63 bytes of UTF-8", 0) == 0);
+  CHECK(err("[daemon]\ndevice_name = \"Te\321t\"\n")
+            .rfind("c.conf:2: daemon.device_name: expected a name of at most 63 bytes of UTF-8",
+                   0) == 0);
   CHECK(err("[daemon]\ndata_dir = /srv/b\377\n").rfind("c.conf:2: daemon.data_dir", 0) == 0);
   Config set;
   CHECK_FALSE(apply_setting(set, "daemon.device_name", "Te\321t").ok());
