@@ -79,11 +79,16 @@ void decode_all(ByteView p) {
         f, [&](ByteView b) { return decode_vector(b, lim); },
         [](Bytes& out, const VectorMsg& v) { encode_vector(out, MsgType::vv, v); });
   }
-  if (auto m = decode_batch(p, lim); m.ok()) {
-    Bytes f;
-    encode_batch(f, *m);
-    check_reencode(
-        f, [&](ByteView b) { return decode_batch(b, lim); }, encode_batch);
+  for (bool seals : {false, true}) {  // without and with seals after the checkpoints
+    DecodeLimits l = lim;
+    l.seals = seals;
+    auto enc = [seals](Bytes& out, const Batch& b) { encode_batch(out, b, seals); };
+    if (auto m = decode_batch(p, l); m.ok()) {
+      Bytes f;
+      enc(f, *m);
+      check_reencode(
+          f, [&](ByteView b) { return decode_batch(b, l); }, enc);
+    }
   }
   // ZBATCH: what decompresses stays within the limit, compresses back to a frame that
   // decompresses to the same bytes, and goes on to the BATCH decoder.

@@ -179,6 +179,12 @@ Bytes CheckpointValue::encode() const {
   ByteWriter w(out);
   w.raw(ByteView(chain));
   w.raw(ByteView(signature));
+  if (seal) {
+    w.u8(kSealVersion);
+    w.u64(seal->from);
+    w.raw(ByteView(seal->root));
+    w.raw(ByteView(seal->signature));
+  }
   return out;
 }
 
@@ -188,6 +194,14 @@ std::optional<CheckpointValue> CheckpointValue::decode(ByteView v) {
   x.chain = r.fixed<32>();
   x.signature = r.fixed<64>();
   if (!r.ok()) return std::nullopt;
+  if (r.remaining() == 0) return x;
+  if (r.u8() != kSealVersion) return std::nullopt;
+  RunSeal s;
+  s.from = r.u64();
+  s.root = r.fixed<32>();
+  s.signature = r.fixed<64>();
+  if (!r.ok() || r.remaining() != 0) return std::nullopt;
+  x.seal = s;
   return x;
 }
 
@@ -384,6 +398,87 @@ Bytes checkpoint_message(const ProjectId& p, const DeviceId& author, std::uint64
   w.raw(author.view());
   w.u64(seq);
   w.raw(ByteView(chain));
+  return m;
+}
+
+namespace {
+
+crypto::Digest run_node(const crypto::Digest& l, const crypto::Digest& r) {
+  static constexpr std::uint8_t kInner = 1;
+  return crypto::sha256({ByteView(&kInner, 1), ByteView(l), ByteView(r)});
+}
+
+// The largest power of two below n (n >= 2).
+std::size_t run_split(std::size_t n) {
+  std::size_t k = 1;
+  while (k * 2 < n) k *= 2;
+  return k;
+}
+
+crypto::Digest root_of(std::span<const VersionId> ids) {
+  if (ids.size() == 1) return ids[0].bytes;
+  std::size_t k = run_split(ids.size());
+  return run_node(root_of(ids.first(k)), root_of(ids.subspan(k)));
+}
+
+}  // namespace
+
+crypto::Digest run_root(std::span<const VersionId> ids) {
+  if (ids.empty()) return crypto::Digest{};
+  return root_of(ids);
+}
+
+std::vector<crypto::Digest> run_path(std::span<const VersionId> ids, std::size_t index) {
+  std::vector<crypto::Digest> path;  // built root to leaf, returned leaf to root
+  while (ids.size() > 1) {
+    std::size_t k = run_split(ids.size());
+    if (index < k) {
+      path.push_back(root_of(ids.subspan(k)));
+      ids = ids.first(k);
+    } else {
+      path.push_back(root_of(ids.first(k)));
+      ids = ids.subspan(k);
+      index -= k;
+    }
+  }
+  std::reverse(path.begin(), path.end());
+  return path;
+}
+
+bool run_path_ok(const VersionId& id, std::uint64_t index, std::uint64_t size,
+                 std::span<const crypto::Digest> path, const crypto::Digest& root) {
+  if (index >= size) return false;
+  // Which side each level takes, root to leaf, from the shape of the tree alone.
+  std::vector<bool> right;
+  while (size > 1) {
+    std::uint64_t k = 1;
+    while (k * 2 < size) k *= 2;
+    right.push_back(index >= k);
+    if (index >= k) {
+      index -= k;
+      size -= k;
+    } else {
+      size = k;
+    }
+  }
+  if (right.size() != path.size()) return false;
+  crypto::Digest h = id.bytes;
+  for (std::size_t i = 0; i < path.size(); ++i)
+    h = right[right.size() - 1 - i] ? run_node(path[i], h) : run_node(h, path[i]);
+  return h == root;
+}
+
+Bytes seal_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
+                   const crypto::Digest& chain, std::uint64_t from, const crypto::Digest& root) {
+  Bytes m;
+  ByteWriter w(m);
+  w.raw("fieldsync/run/v1");
+  w.raw(p.view());
+  w.raw(author.view());
+  w.u64(seq);
+  w.raw(ByteView(chain));
+  w.u64(from);
+  w.raw(ByteView(root));
   return m;
 }
 

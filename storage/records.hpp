@@ -3,6 +3,7 @@
 #pragma once
 
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -258,6 +259,8 @@ struct HeadValue {  // heads table: an author's highest contiguous seq held
 struct CheckpointValue {
   crypto::Digest chain{};
   crypto::Signature signature{};
+  static constexpr std::uint8_t kSealVersion = 1;
+  std::optional<RunSeal> seal;  // stored after the signature; daemons before seals ignore it
   Bytes encode() const;
   static std::optional<CheckpointValue> decode(ByteView v);
 };
@@ -300,5 +303,19 @@ crypto::Digest chain_genesis(const ProjectId& p, const DeviceId& author);
 crypto::Digest chain_next(const crypto::Digest& prev, std::uint64_t seq, const VersionId& id);
 Bytes checkpoint_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
                          const crypto::Digest& chain);
+
+// Sealed runs (docs/storage.md "Sealed runs"): the Merkle tree over a run's version ids in seq
+// order, shaped as RFC 9162's (a left subtree of the largest power of two below the size),
+// with the ids as leaves and SHA-256(0x01 || left || right) as inner nodes. The shape follows
+// from the run's length alone, which the seal signs (from, seq), so a path cannot pass an
+// inner node off as a leaf.
+crypto::Digest run_root(std::span<const VersionId> ids);
+// The audit path of ids[index], leaf to root.
+std::vector<crypto::Digest> run_path(std::span<const VersionId> ids, std::size_t index);
+// Whether `id` at `index` of a run of `size` ids hashes up `path` to `root`.
+bool run_path_ok(const VersionId& id, std::uint64_t index, std::uint64_t size,
+                 std::span<const crypto::Digest> path, const crypto::Digest& root);
+Bytes seal_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
+                   const crypto::Digest& chain, std::uint64_t from, const crypto::Digest& root);
 
 }  // namespace fieldsync::storage

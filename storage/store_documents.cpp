@@ -186,17 +186,13 @@ static Result<WriteResult> write_one(Store::Impl& im, LmdbTxn& txn, const Projec
   Bytes enc = encode_header(h);
   VersionId id = version_id_of(enc);
 
-  const Tables& t = im.t();
   cur.own.seq += 1;
   cur.own.chain = chain_next(cur.own.chain, cur.own.seq, id);
   LogRecord lr{cur.own.chain, id, enc, std::nullopt, false};
   if (!tombstone) lr.body = as_bytes(req.body);
   FS_TRY(im.put_log(txn, project, log_key(project, h.author, cur.own.seq), lr));
-  if (cur.own.seq % o.checkpoint_interval == 0) {
-    auto sig = im.key->sign(checkpoint_message(project, h.author, cur.own.seq, cur.own.chain));
-    FS_TRY(txn.put(t.checkpoints, log_key(project, h.author, cur.own.seq),
-                   CheckpointValue{cur.own.chain, sig}.encode()));
-  }
+  if (cur.own.seq % o.checkpoint_interval == 0)
+    FS_TRY(im.put_own_checkpoint(txn, project, h.author, *im.key, cur.own.seq, cur.own.chain));
   cur.seq += 1;
   auto updated = im.add_to_dag(txn, dk, rec.value_or(DocRecord{}), h, id,
                                Location{h.author, cur.own.seq}, cur.seq, true);

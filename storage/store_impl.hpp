@@ -134,6 +134,12 @@ struct Store::Impl {
   bool suspect(const LmdbTxn& txn, const DeviceId& a) const;
   Status note_fork(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t seq,
                    bool resolved) const;
+  // Writes a checkpoint of a log this device signs (its own, or an earlier identity's) at
+  // `seq`, where the log's chain is `chain`, with the seal of its run: the entries after the
+  // author's previous checkpoint, all in the logs table (docs/storage.md "Sealed runs").
+  Status put_own_checkpoint(LmdbTxn& txn, const ProjectId& p, const DeviceId& author,
+                            const crypto::SigningKey& key, std::uint64_t seq,
+                            const crypto::Digest& chain);
   // Appends versions to this device's own log with their original headers (an earlier
   // identity's writes being re-published); versions not held yet also enter their documents.
   // Skips versions already re-published. Returns how many were appended.

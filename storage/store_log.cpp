@@ -61,9 +61,36 @@ static Status sign_own_head(Store::Impl& im, const ProjectId& project, const Dev
   auto cp = txn->get(im.t().checkpoints, k);
   if (!cp) return cp.error();
   if (*cp) return {};
-  auto sig = key->sign(checkpoint_message(project, author, head->seq, head->chain));
-  FS_TRY(txn->put(im.t().checkpoints, k, CheckpointValue{head->chain, sig}.encode()));
+  FS_TRY(im.put_own_checkpoint(*txn, project, author, *key, head->seq, head->chain));
   return txn->commit();
+}
+
+Status Store::Impl::put_own_checkpoint(LmdbTxn& txn, const ProjectId& p, const DeviceId& author,
+                                       const crypto::SigningKey& key, std::uint64_t seq,
+                                       const crypto::Digest& chain) {
+  Key prefix = author_key(p, author);
+  RunSeal seal;
+  {
+    LmdbCursor cps(txn, t().checkpoints);
+    bool ok = cps.seek(log_key(p, author, seq)) ? cps.prev() : cps.last();
+    if (ok && has_prefix(cps.key(), prefix))
+      seal.from = ByteReader(cps.key().subspan(prefix.b.size())).u64();
+  }
+  std::vector<VersionId> ids;
+  ids.reserve(seq - seal.from);
+  LmdbCursor logs(txn, t().logs);
+  for (bool ok = logs.seek(log_key(p, author, seal.from + 1));
+       ok && has_prefix(logs.key(), prefix) && ids.size() < seq - seal.from; ok = logs.next()) {
+    std::uint64_t at = ByteReader(logs.key().subspan(prefix.b.size())).u64();
+    auto lr = LogRecord::decode_stored(logs.value());
+    if (at != seal.from + ids.size() + 1 || !lr) return make_error(Errc::data_loss, "gap in log");
+    ids.push_back(lr->id);
+  }
+  if (ids.size() != seq - seal.from) return make_error(Errc::data_loss, "gap in log");
+  seal.root = run_root(ids);
+  seal.signature = key.sign(seal_message(p, author, seq, chain, seal.from, seal.root));
+  CheckpointValue cv{chain, key.sign(checkpoint_message(p, author, seq, chain)), seal};
+  return txn.put(t().checkpoints, log_key(p, author, seq), cv.encode());
 }
 
 Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& author,
@@ -148,7 +175,7 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
       std::uint64_t cseq = ByteReader(cps.key().subspan(prefix.b.size())).u64();
       auto cv = CheckpointValue::decode(cps.value());
       if (!cv) return make_error(Errc::data_loss, "corrupt checkpoint");
-      batch.checkpoints.push_back(Checkpoint{cseq, cv->chain, cv->signature});
+      batch.checkpoints.push_back(Checkpoint{cseq, cv->chain, cv->signature, cv->seal});
       cp_ok = cps.next();
     }
     if (!batch.checkpoints.empty() && batch.checkpoints.back().seq == seq) {
@@ -198,11 +225,8 @@ Result<std::uint32_t> Store::Impl::relog(
     LogRecord lr{cur.chain, e->id, e->header, std::nullopt, *gone};
     if (e->body && !*gone) lr.body = as_bytes(*e->body);
     FS_TRY(put_log(txn, p, log_key(p, me(), cur.seq), lr));
-    if (cur.seq % opts.checkpoint_interval == 0) {
-      auto sig = key->sign(checkpoint_message(p, me(), cur.seq, cur.chain));
-      FS_TRY(txn.put(t().checkpoints, log_key(p, me(), cur.seq),
-                     CheckpointValue{cur.chain, sig}.encode()));
-    }
+    if (cur.seq % opts.checkpoint_interval == 0)
+      FS_TRY(put_own_checkpoint(txn, p, me(), *key, cur.seq, cur.chain));
     FS_TRY(txn.put(t().meta, rk, ByteView{}));
     Key dk = doc_key(p, h.collection, h.doc_id);
     auto rec = doc(txn, dk);
@@ -646,6 +670,39 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   }
   if (fresh.empty()) return res;
 
+  // The seals of the checkpoints to store: each checked against its run's ids (from this
+  // batch, or held here) and the author's signature. One that does not verify fails the
+  // batch; one whose run is not all known here (a batch from a device that holds part of it)
+  // is not kept.
+  std::vector<std::optional<RunSeal>> seals(batch.checkpoints.size());
+  for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
+    const Checkpoint& c = batch.checkpoints[ci];
+    if (!c.seal || c.seq <= head->seq || c.seq > seq) continue;
+    const RunSeal& sl = *c.seal;
+    std::string at = "seal at seq " + std::to_string(c.seq) + ": ";
+    if (sl.from >= c.seq) return fail(at + "the run ends before it starts");
+    if (c.seq - sl.from > kMaxSealedRun) continue;
+    if (!crypto::verify(author, seal_message(project, author, c.seq, c.chain, sl.from, sl.root),
+                        sl.signature))
+      return fail(at + "bad signature");
+    std::vector<VersionId> ids;
+    ids.reserve(c.seq - sl.from);
+    for (std::uint64_t s2 = sl.from + 1; s2 <= c.seq; ++s2) {
+      if (s2 >= entries.front().seq) {
+        ids.push_back(entries[s2 - entries.front().seq].id);
+        continue;
+      }
+      auto v = txn->get(impl_->t().logs, log_key(project, author, s2));
+      if (!v) return v.error();
+      auto lr = *v ? LogRecord::decode_stored(**v) : std::nullopt;
+      if (!lr) break;
+      ids.push_back(lr->id);
+    }
+    if (ids.size() != c.seq - sl.from) continue;
+    if (run_root(ids) != sl.root) return fail(at + "the root is not that of the run");
+    seals[ci] = sl;
+  }
+
   // 2. Apply. Versions a removed author wrote after its removal are kept in the log
   // (header only, so the chain still verifies and relays) but enter no document.
   const Tables& t = impl_->t();
@@ -727,10 +784,11 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     if (!r) return r.error();
     ++res.applied;
   }
-  for (const auto& c : batch.checkpoints) {
+  for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
+    const Checkpoint& c = batch.checkpoints[ci];
     if (c.seq <= head->seq || c.seq > seq) continue;
     FS_TRY(txn->put(t.checkpoints, log_key(project, batch.author, c.seq),
-                    CheckpointValue{c.chain, c.signature}.encode()));
+                    CheckpointValue{c.chain, c.signature, seals[ci]}.encode()));
   }
   FS_TRY(txn->put(t.heads, author_key(project, batch.author), HeadValue{seq, chain}.encode()));
   FS_TRY(impl_->put_change_counter(*txn, project, *lseq));

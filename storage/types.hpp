@@ -353,11 +353,25 @@ struct LogEntry {
   bool elided = false;
 };
 
+// The author's seal over the run of its log a checkpoint ends, (from, seq]: a Merkle root of
+// the run's version ids, signed (docs/storage.md "Sealed runs"). With it, one version of the
+// run is proven the author's by the root and a short path, without the others.
+struct RunSeal {
+  std::uint64_t from = 0;  // the author's previous checkpoint (0: none)
+  crypto::Digest root{};
+  crypto::Signature signature{};
+  bool operator==(const RunSeal&) const = default;
+};
+
+// The longest run a seal is made for or checked (storage.checkpoint_interval's ceiling).
+inline constexpr std::uint64_t kMaxSealedRun = 1000000;
+
 // An author's signature over its log up to `seq` (docs/storage.md "Log chain").
 struct Checkpoint {
   std::uint64_t seq = 0;
   crypto::Digest chain{};
   crypto::Signature signature{};
+  std::optional<RunSeal> seal;  // absent: written before seals, or not passed on
 };
 
 // A run of one author's log: entries (from, to], ending at a signed checkpoint.

@@ -363,7 +363,7 @@ Result<BlobChunk> decode_blob_chunk(ByteView payload) {
   return m;
 }
 
-void encode_batch(Bytes& out, const Batch& m) {
+void encode_batch(Bytes& out, const Batch& m, bool seals) {
   auto at = begin_frame(out, MsgType::batch);
   ByteWriter w(out);
   w.raw(m.project.view());
@@ -386,6 +386,12 @@ void encode_batch(Bytes& out, const Batch& m) {
     w.u64(c.seq);
     w.raw(ByteView(c.chain.data(), c.chain.size()));
     w.raw(ByteView(c.signature.data(), c.signature.size()));
+    if (!seals) continue;
+    w.u8(c.seal ? 1 : 0);
+    if (!c.seal) continue;
+    w.u64(c.seal->from);
+    w.raw(ByteView(c.seal->root));
+    w.raw(ByteView(c.seal->signature));
   }
   end_frame(out, at);
 }
@@ -427,7 +433,8 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
     m.log.entries.push_back(std::move(e));
   }
   std::uint32_t c = r.u32();
-  if (!r.ok() || r.remaining() != std::size_t{c} * kCheckpointBytes)
+  if (!r.ok() || (!limits.seals && r.remaining() != std::size_t{c} * kCheckpointBytes) ||
+      (limits.seals && r.remaining() < std::size_t{c} * (kCheckpointBytes + 1)))
     return malformed("BATCH (checkpoints)");
   m.log.checkpoints.reserve(c);
   for (std::uint32_t i = 0; i < c; ++i) {
@@ -435,8 +442,20 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
     cp.seq = r.u64();
     cp.chain = r.fixed<32>();
     cp.signature = r.fixed<64>();
+    if (limits.seals) {
+      std::uint8_t sealed = r.u8();
+      if (sealed > 1) return malformed("BATCH (seal flag)");
+      if (sealed) {
+        storage::RunSeal s;
+        s.from = r.u64();
+        s.root = r.fixed<32>();
+        s.signature = r.fixed<64>();
+        cp.seal = s;
+      }
+    }
     m.log.checkpoints.push_back(cp);
   }
+  if (!r.ok() || r.remaining() != 0) return malformed("BATCH (checkpoints)");
   return m;
 }
 

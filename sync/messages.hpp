@@ -84,6 +84,9 @@ inline constexpr std::uint64_t kFeatureBlobs = 1u << 1;
 inline constexpr std::uint64_t kFeatureSubscriptions = 1u << 2;
 // "I understand NOTICE (0x92)": a sender sends NOTICE only to a peer whose HELLO carries it.
 inline constexpr std::uint64_t kFeatureNotices = 1u << 3;
+// "My BATCH checkpoints carry run seals, send me yours": BATCH checkpoints are followed by
+// their seal (or its absence) only when both HELLOs carry it.
+inline constexpr std::uint64_t kFeatureSeals = 1u << 4;
 // The most chunks one BLOB_GET may ask for (the receiver's window).
 inline constexpr std::uint32_t kMaxBlobGetChunks = 16;
 
@@ -217,13 +220,16 @@ struct DecodeLimits {
   std::uint32_t max_blob_chunks = 1u << 16;
   // The most authors a SUBSCRIPTION may name.
   std::uint32_t max_authors = 1u << 16;
+  // Not a limit: BATCH checkpoints carry seals (both HELLOs set kFeatureSeals).
+  bool seals = false;
 };
 
 // --- encoding: each appends one complete frame to `out` ---
 void encode_hello(Bytes& out, const Hello& m);
 void encode_projects(Bytes& out, const Projects& m);
 void encode_vector(Bytes& out, MsgType type, const VectorMsg& m);
-void encode_batch(Bytes& out, const Batch& m);
+// `seals`: each checkpoint is followed by its seal or a 0 (both HELLOs set kFeatureSeals).
+void encode_batch(Bytes& out, const Batch& m, bool seals = false);
 void encode_ack(Bytes& out, const Ack& m);
 void encode_done(Bytes& out, const Done& m);
 void encode_ping(Bytes& out);

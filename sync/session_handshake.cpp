@@ -23,6 +23,7 @@ void Session::Impl::send_hello() {
   if (params.options.exchange_blobs) h.features |= kFeatureBlobs;
   h.features |= kFeatureSubscriptions;
   h.features |= kFeatureNotices;
+  h.features |= kFeatureSeals;
   encode_hello(control, h);
 }
 
@@ -52,6 +53,7 @@ void Session::Impl::on_hello(Hello m) {
   blobs_enabled = params.options.exchange_blobs && (peer_hello.features & kFeatureBlobs) != 0;
   subscriptions_enabled = (peer_hello.features & kFeatureSubscriptions) != 0;
   notices_enabled = (peer_hello.features & kFeatureNotices) != 0;
+  limits.seals = (peer_hello.features & kFeatureSeals) != 0;
   state = SessionState::proving;
   if (join_code && !join_result) return send_join();  // PROJECTS follows JOINED
   send_projects();

@@ -625,7 +625,7 @@ Session::Impl::Produced Session::Impl::produce_batch_of(ProjectSync& ps, const D
     Bytes& target = compress_batches ? batch_scratch : out;
     if (compress_batches) batch_scratch.clear();
     std::size_t before = target.size();
-    encode_batch(target, Batch{ps.id, std::move(*log)});
+    encode_batch(target, Batch{ps.id, std::move(*log)}, limits.seals);
     std::size_t frame = target.size() - before;  // the uncompressed frame must fit too
     if (frame > peer_max_frame) {
       target.resize(before);

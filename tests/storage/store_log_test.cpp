@@ -207,7 +207,8 @@ TEST_CASE("tampered logs are rejected and nothing is applied", "[storage][log]")
     crypto::Digest chain = chain_genesis(t.p, forged.author);
     for (auto& e : forged.entries) chain = chain_next(chain, e.seq, e.id);
     forged.checkpoints = {Checkpoint{
-        5, chain, mallory->signing_key().sign(checkpoint_message(t.p, forged.author, 5, chain))}};
+        5, chain, mallory->signing_key().sign(checkpoint_message(t.p, forged.author, 5, chain)),
+        std::nullopt}};
     auto r = t.b->apply_log(t.p, forged);
     REQUIRE_FALSE(r.ok());
     CHECK(r.error().code == Errc::verification_failed);
@@ -278,4 +279,135 @@ TEST_CASE("ids and codecs", "[common]") {
   CHECK(s->list_projects()->front().name == "x");
   CHECK_FALSE(ProjectId::parse("zz"));
   CHECK(from_base32(to_base32(as_bytes("hello"))) == Bytes{'h', 'e', 'l', 'l', 'o'});
+}
+
+TEST_CASE("run roots and paths: every id of a run proves against the root", "[storage][log]") {
+  std::vector<VersionId> ids;
+  for (int n = 1; n <= 40; ++n) {
+    VersionId v;
+    v.bytes = crypto::sha256(as_bytes(std::to_string(n)));
+    ids.push_back(v);
+    std::span<const VersionId> run(ids);
+    auto root = run_root(run);
+    for (std::size_t i = 0; i < ids.size(); ++i) {
+      auto path = run_path(run, i);
+      CHECK(run_path_ok(ids[i], i, ids.size(), path, root));
+      // Another position, a path longer or shorter than the run's shape, another id or another
+      // root: refused. (The run's size comes from the seal, which the author signs.)
+      CHECK_FALSE(run_path_ok(ids[i], (i + 1) % ids.size() + (n == 1), ids.size(), path, root));
+      auto longer = path;
+      longer.push_back(root);
+      CHECK_FALSE(run_path_ok(ids[i], i, ids.size(), longer, root));
+      if (!path.empty())
+        CHECK_FALSE(
+            run_path_ok(ids[i], i, ids.size(), std::span(path).first(path.size() - 1), root));
+      if (n > 1) CHECK_FALSE(run_path_ok(ids[(i + 1) % ids.size()], i, ids.size(), path, root));
+      auto other = root;
+      other[0] ^= 1;
+      CHECK_FALSE(run_path_ok(ids[i], i, ids.size(), path, other));
+    }
+  }
+  // The shape of RFC 9162's tree: a run of three is ((a, b), c), and one id is its own root.
+  auto node = [](const crypto::Digest& l, const crypto::Digest& r) {
+    std::uint8_t one = 1;
+    return crypto::sha256({ByteView(&one, 1), ByteView(l), ByteView(r)});
+  };
+  std::span<const VersionId> three(ids.data(), 3);
+  CHECK(run_root(three) == node(node(ids[0].bytes, ids[1].bytes), ids[2].bytes));
+  CHECK(run_root(std::span<const VersionId>(ids.data(), 1)) == ids[0].bytes);
+}
+
+namespace {
+
+void add_to(Store& s, Store& holder, const ProjectId& p) {
+  auto list = holder.list_projects();
+  REQUIRE(list.ok());
+  for (const auto& info : *list)
+    if (info.id == p) REQUIRE(s.add_project(info, holder.project_secret(p).value()).ok());
+}
+
+// Checks every checkpoint's seal of `author`'s log as `s` holds it: present, from the previous
+// checkpoint, the root of the ids in between, signed by the author.
+void check_seals(Store& s, const ProjectId& p, const DeviceId& author,
+                 const std::vector<std::uint64_t>& expect) {
+  auto log = s.read_log(p, author, 0, 100000, 1ull << 30);
+  REQUIRE(log.ok());
+  std::vector<std::uint64_t> at;
+  std::uint64_t from = 0;
+  for (const auto& c : log->checkpoints) {
+    at.push_back(c.seq);
+    INFO("checkpoint " << c.seq);
+    REQUIRE(c.seal.has_value());
+    CHECK(c.seal->from == from);
+    std::vector<VersionId> ids;
+    for (const auto& e : log->entries)
+      if (e.seq > from && e.seq <= c.seq) ids.push_back(e.id);
+    CHECK(c.seal->root == run_root(ids));
+    CHECK(crypto::verify(author, seal_message(p, author, c.seq, c.chain, from, c.seal->root),
+                         c.seal->signature));
+    from = c.seq;
+  }
+  CHECK(at == expect);
+}
+
+}  // namespace
+
+TEST_CASE("checkpoints seal their runs, and the seals travel with the log", "[storage][log]") {
+  TempDir da, db, dc;
+  StoreOptions o;
+  o.checkpoint_interval = 16;
+  auto a = open_store(da.path(), o);
+  auto b = open_store(db.path());
+  auto c = open_store(dc.path());
+  auto p = shared_project(*a, *b);
+  add_to(*c, *a, p);
+  for (int i = 0; i < 20; ++i) REQUIRE(a->write(p, put("obs", "d" + std::to_string(i), "{}")).ok());
+  std::vector<WriteRequest> many;
+  for (int i = 20; i < 45; ++i) many.push_back(put("obs", "d" + std::to_string(i), "{}"));
+  REQUIRE(a->write_batch(p, many).ok());
+  // Written: 16 and 32 with the writes; 45, the head, when the log is first read for a peer.
+  check_seals(*a, p, a->device_id(), {16, 32, 45});
+  CHECK(copy_logs(*a, *b, p, 7) == 45);
+  check_seals(*b, p, a->device_id(), {16, 32, 45});
+  CHECK(copy_logs(*b, *c, p) == 45);  // relayed
+  check_seals(*c, p, a->device_id(), {16, 32, 45});
+
+  SECTION("a seal that is not the author's fails the batch") {
+    TempDir dd;
+    auto d = open_store(dd.path());
+    add_to(*d, *a, p);
+    auto log = a->read_log(p, a->device_id(), 0, 20, 1 << 20);
+    REQUIRE(log.ok());
+    REQUIRE(log->checkpoints.back().seq == 16);
+    SECTION("another root") { log->checkpoints.back().seal->root[3] ^= 1; }
+    SECTION("another start") { log->checkpoints.back().seal->from = 1; }
+    SECTION("another signature") { log->checkpoints.back().seal->signature[0] ^= 1; }
+    SECTION("the root of another run, signed by someone else") {
+      auto& sl = *log->checkpoints.back().seal;
+      std::vector<VersionId> ids;
+      for (const auto& e : log->entries) ids.push_back(e.id);
+      std::swap(ids[0], ids[1]);
+      sl.root = run_root(ids);
+      sl.signature = d->signing_key().sign(
+          seal_message(p, a->device_id(), 16, log->checkpoints.back().chain, 0, sl.root));
+    }
+    auto r = d->apply_log(p, *log);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.error().code == Errc::verification_failed);
+    CHECK(r.error().message.find("seal at seq 16") != std::string::npos);
+    CHECK(d->version_vector(p)->count(a->device_id()) == 0);
+  }
+  SECTION("a checkpoint without its seal (an older relay) is kept without one") {
+    TempDir dd;
+    auto d = open_store(dd.path());
+    add_to(*d, *a, p);
+    auto log = a->read_log(p, a->device_id(), 0, 20, 1 << 20);
+    REQUIRE(log.ok());
+    log->checkpoints.back().seal.reset();
+    REQUIRE(d->apply_log(p, *log).ok());
+    auto back = d->read_log(p, a->device_id(), 0, 20, 1 << 20);
+    REQUIRE(back.ok());
+    REQUIRE(back->checkpoints.size() == 1);
+    CHECK_FALSE(back->checkpoints[0].seal.has_value());
+  }
 }

@@ -74,7 +74,8 @@ struct Forger {
     b.author = me();
     b.checkpoints.push_back(storage::Checkpoint{
         seq, chain,
-        evil.store->signing_key().sign(storage::checkpoint_message(project, me(), seq, chain))});
+        evil.store->signing_key().sign(storage::checkpoint_message(project, me(), seq, chain)),
+        std::nullopt});
     return b;
   }
 };

@@ -77,7 +77,7 @@ TEST_CASE("frames round-trip and have the documented layout", "[sync][wire]") {
   b.log.author = a1;
   b.log.entries.push_back({1, {}, Bytes{1, 2, 3}, std::string("{}")});
   b.log.entries.push_back({2, {}, Bytes{4, 5}, std::nullopt});
-  b.log.checkpoints.push_back({2, {}, {}});
+  b.log.checkpoints.push_back({2, {}, {}, std::nullopt});
   encode_batch(out, b);
   f = one_frame(out, d);
   auto b2 = decode_batch(f.payload, {});
@@ -89,6 +89,37 @@ TEST_CASE("frames round-trip and have the documented layout", "[sync][wire]") {
   auto digest = crypto::sha256(ByteView(Bytes{4, 5}));
   CHECK(std::equal(digest.begin(), digest.end(), b2->log.entries[1].id.bytes.begin()));
   CHECK(b2->log.checkpoints.size() == 1);
+
+  // Seals travel only when both sides announced them (DecodeLimits::seals): each checkpoint is
+  // followed by 0, or 1 and its seal.
+  storage::RunSeal seal{1, {}, {}};
+  seal.root[0] = 9;
+  seal.signature[63] = 8;
+  b.log.checkpoints.push_back({3, {}, {}, seal});
+  b.log.entries.push_back({3, {}, Bytes{6}, std::nullopt});
+  DecodeLimits sealed;
+  sealed.seals = true;
+  out.clear();
+  encode_batch(out, b, true);
+  f = one_frame(out, d);
+  auto b3 = decode_batch(f.payload, sealed);
+  REQUIRE(b3.ok());
+  REQUIRE(b3->log.checkpoints.size() == 2);
+  CHECK_FALSE(b3->log.checkpoints[0].seal.has_value());
+  REQUIRE(b3->log.checkpoints[1].seal.has_value());
+  CHECK(*b3->log.checkpoints[1].seal == seal);
+  CHECK_FALSE(decode_batch(f.payload, {}).ok());  // a peer that did not announce them
+  Bytes bad(f.payload.begin(), f.payload.end());
+  bad[bad.size() - 1 - 64 - 32 - 8 - 1 - 104] = 2;  // the first checkpoint's flag
+  CHECK(decode_batch(bad, sealed).error().message.find("seal flag") != std::string::npos);
+  bad.pop_back();
+  CHECK_FALSE(decode_batch(bad, sealed).ok());
+  out.clear();
+  encode_batch(out, b);  // without: the seals are not sent
+  f = one_frame(out, d);
+  auto b4 = decode_batch(f.payload, {});
+  REQUIRE(b4.ok());
+  CHECK_FALSE(b4->log.checkpoints[1].seal.has_value());
 
   out.clear();
   encode_error(out, WireError{to_wire_code(Errc::too_large), "big"});
@@ -164,7 +195,7 @@ TEST_CASE("decoders survive random and mutated input", "[sync][wire][fuzz]") {
     b.clear();
     Batch bt;
     bt.log.entries.push_back({1, {}, Bytes(40, 1), std::string(30, 'a')});
-    bt.log.checkpoints.push_back({1, {}, {}});
+    bt.log.checkpoints.push_back({1, {}, {}, std::nullopt});
     encode_batch(b, bt);
     seeds.push_back(b);
     b.clear();
