@@ -185,6 +185,8 @@ class Join(unittest.TestCase):
         add_peer(a, b)
         put(a, pid, "early", {"by": "alpha"})
         wait_until(lambda: doc(b, pid, "early") is not None, 20, what="alpha's write reached beta directly")
+        # The removal keeps what its coordinator held of a's log: c must hold "early" first.
+        wait_until(lambda: doc(c, pid, "early") is not None, 20, what="alpha's write reached gamma")
         # Revoke a on c; b learns it by syncing with c (never from a), and then refuses a.
         r = c.unix("DELETE", V + "/%s/members/%s" % (pid, a.device_id))
         self.assertEqual(r.status, 200, r)
