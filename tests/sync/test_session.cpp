@@ -97,6 +97,16 @@ TEST_CASE("initial sync copies every version and both sides end in sync", "[sync
   CHECK(pb.projects[0].applied == 600);
   CHECK(pb.peer == a.store->device_id());
   CHECK(pb.peer_name == "a");
+  // Every checkpoint arrived with its run's seal (both sides announce seals).
+  auto log = b.store->read_log(p, a.store->device_id(), 0, 1000, 1 << 30);
+  REQUIRE(log.ok());
+  REQUIRE(log->checkpoints.size() >= 3);
+  std::uint64_t from = 0;
+  for (const auto& c : log->checkpoints) {
+    REQUIRE(c.seal.has_value());
+    CHECK(c.seal->from == from);
+    from = c.seq;
+  }
 }
 
 TEST_CASE("live session pushes new local writes and updates", "[sync]") {
