@@ -49,6 +49,7 @@ enum class RecordType : std::uint8_t {
   blob_hashes = 0x82,
   blob_data = 0x83,
   blobs_held = 0x84,  // the blobs the producer holds of the project (after BEGIN)
+  seals = 0x85,       // the run seals of the checkpoints of the BATCH right after it
 };
 // Record types with this bit set are skipped by a reader that does not know them (still
 // covered by END's signature); an unknown type below it is `unsupported`.

@@ -143,6 +143,35 @@ Bytes encode_blob(const BlobHead& b) {
   return out;
 }
 
+Bytes encode_seals(std::span<const storage::Checkpoint> checkpoints) {
+  Bytes out;
+  ByteWriter w(out);
+  for (const auto& c : checkpoints) {
+    if (!c.seal) continue;
+    w.u64(c.seq);
+    w.u64(c.seal->from);
+    w.raw(ByteView(c.seal->root));
+    w.raw(ByteView(c.seal->signature));
+  }
+  return out;
+}
+
+Result<std::vector<std::pair<std::uint64_t, storage::RunSeal>>> decode_seals(ByteView payload) {
+  if (payload.empty() || payload.size() % kSealBytes != 0) return malformed("SEALS");
+  std::vector<std::pair<std::uint64_t, storage::RunSeal>> out;
+  ByteReader r(payload);
+  while (!r.at_end()) {
+    std::uint64_t seq = r.u64();
+    storage::RunSeal s;
+    s.from = r.u64();
+    s.root = r.fixed<32>();
+    s.signature = r.fixed<64>();
+    if (!r.ok() || (!out.empty() && seq <= out.back().first)) return malformed("SEALS");
+    out.emplace_back(seq, s);
+  }
+  return out;
+}
+
 Result<std::vector<storage::BlobId>> decode_blobs_held(ByteView payload) {
   if (payload.size() % 32 != 0) return malformed("BLOBS_HELD");
   std::vector<storage::BlobId> out(payload.size() / 32);

@@ -86,6 +86,12 @@ Bytes encode_blob_data(const storage::BlobId& id, std::uint32_t chunk, std::uint
                        ByteView bytes);
 Result<BlobData> decode_blob_data(ByteView payload);
 
+// SEALS: 1.. seals of the next BATCH's checkpoints, each u64 seq, u64 from, root (32),
+// signature (64), seqs ascending.
+inline constexpr std::size_t kSealBytes = 8 + 8 + 32 + 64;
+Bytes encode_seals(std::span<const storage::Checkpoint> checkpoints);  // the sealed ones
+Result<std::vector<std::pair<std::uint64_t, storage::RunSeal>>> decode_seals(ByteView payload);
+
 // BLOBS_HELD: 0.. blob ids (32), ascending (and above those of the records before it).
 Result<std::vector<storage::BlobId>> decode_blobs_held(ByteView payload);
 

@@ -109,6 +109,8 @@ struct BundleReader::State {
   std::size_t plain_at = 0;
   crypto::Sha256 digest;
   bool begun = false, ended = false;
+  // A SEALS record's seals, for the BATCH that must come next.
+  std::optional<std::vector<std::pair<std::uint64_t, storage::RunSeal>>> pending_seals;
   bool end_verified = false;       // END's signature and counts checked (recorded by finish)
   std::uint64_t batches_read = 0;  // BATCH records read (applied or skipped)
   storage::VersionVector holds;
@@ -231,6 +233,9 @@ struct BundleReader::State {
     if (ended) return make_error(Errc::invalid_argument, "data after the END record in " + where());
     if (type == static_cast<std::uint8_t>(RecordType::end)) {
       FS_TRY(drain());
+      if (pending_seals)
+        return make_error(Errc::invalid_argument,
+                          "a SEALS record not followed by a BATCH in " + where());
       // Checked before END takes effect: END must end the plaintext (the whole last chunk is
       // open here, so anything after END is in `plain` already).
       if (chunk_last && plain_at + record.size() != plain.size())
@@ -238,7 +243,12 @@ struct BundleReader::State {
       return on_end(payload);
     }
     digest.update(record);
-    if (type != static_cast<std::uint8_t>(RecordType::batch)) FS_TRY(drain());
+    if (pending_seals && type != static_cast<std::uint8_t>(RecordType::batch))
+      return after_drain(make_error(Errc::invalid_argument,
+                                    "a SEALS record not followed by a BATCH in " + where()));
+    if (type != static_cast<std::uint8_t>(RecordType::batch) &&
+        type != static_cast<std::uint8_t>(RecordType::seals))
+      FS_TRY(drain());
     switch (static_cast<RecordType>(type)) {
       case RecordType::begin: return on_begin(payload);
       case RecordType::batch: return on_batch(payload);
@@ -246,6 +256,7 @@ struct BundleReader::State {
       case RecordType::blob_hashes: return on_blob_hashes(payload);
       case RecordType::blob_data: return on_blob_data(payload);
       case RecordType::blobs_held: return on_blobs_held(payload);
+      case RecordType::seals: return on_seals(payload);
       case RecordType::end: break;
     }
     if (type & kIgnorableRecordBit) return {};  // an extension of a later version
@@ -369,6 +380,18 @@ struct BundleReader::State {
     return {};
   }
 
+  // SEALS: kept for the BATCH that must follow it (not applied: the apply in flight goes on).
+  Status on_seals(ByteView payload) {
+    if (!begun)
+      return after_drain(
+          make_error(Errc::invalid_argument, "a SEALS record before BEGIN in " + where()));
+    auto s = detail::decode_seals(payload);
+    if (!s)
+      return after_drain(make_error(Errc::invalid_argument, s.error().message + " in " + where()));
+    pending_seals = std::move(*s);
+    return {};
+  }
+
   Status on_batch(ByteView payload) {
     holdings_closed = true;
     if (!begun)
@@ -387,6 +410,19 @@ struct BundleReader::State {
           make_error(Errc::invalid_argument, "a BATCH of another project in " + where()));
     if (m->log.entries.empty())
       return after_drain(make_error(Errc::invalid_argument, "an empty BATCH in " + where()));
+    if (pending_seals) {  // each for a checkpoint of this batch (apply_log checks them)
+      auto& cps = m->log.checkpoints;
+      auto c = cps.begin();
+      for (const auto& [seq, seal] : *pending_seals) {
+        while (c != cps.end() && c->seq < seq) ++c;
+        if (c == cps.end() || c->seq != seq)
+          return after_drain(make_error(
+              Errc::invalid_argument,
+              "a SEALS record for a checkpoint the next BATCH does not carry in " + where()));
+        c->seal = seal;
+      }
+      pending_seals.reset();
+    }
     ++batches_read;
     auto job = std::make_unique<Applying>();
     job->m = std::move(*m);

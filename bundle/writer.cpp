@@ -104,6 +104,9 @@ struct BundleWriter::State {
       }
       std::uint64_t last = log->entries.back().seq;
       std::size_t n = log->entries.size();
+      // The run seals go in a SEALS record right before the BATCH (whose payload has none):
+      // readers before seals skip it and read the BATCH as ever.
+      Bytes seals = detail::encode_seals(log->checkpoints);
       // sync's BATCH frame is u32 length, u8 type, payload; the record is u8 type, u32
       // length, payload: the same 5 bytes before the payload, rewritten in place.
       std::size_t at = plain.size();
@@ -125,6 +128,13 @@ struct BundleWriter::State {
       detail::put_record_header(head, static_cast<std::uint8_t>(RecordType::batch),
                                 static_cast<std::uint32_t>(payload));
       std::copy(head.begin(), head.end(), plain.begin() + static_cast<std::ptrdiff_t>(at));
+      if (!seals.empty()) {
+        Bytes rec;
+        detail::put_record_header(rec, static_cast<std::uint8_t>(RecordType::seals),
+                                  static_cast<std::uint32_t>(seals.size()));
+        append(rec, seals);
+        plain.insert(plain.begin() + static_cast<std::ptrdiff_t>(at), rec.begin(), rec.end());
+      }
       digest.update(ByteView(plain).subspan(at));
       r.after = last;
       stats.entries += n;

@@ -678,3 +678,82 @@ TEST_CASE("bundle: imported bundles are remembered per project, up to the limit"
   REQUIRE(store.add_project(info, Bytes(32, 9)).ok());
   CHECK_FALSE(*store.bundle_imported(p->id, ids[4]));  // forgotten with the project
 }
+
+TEST_CASE("bundle: run seals travel in SEALS records before their BATCH, and are checked") {
+  Pair t;
+  const DeviceId a_id = t.a.store->device_id();
+  auto sealed = [&](storage::Store& s) {
+    auto log = s.read_log(t.p, a_id, 0, 1000, 1u << 30);
+    REQUIRE(log.ok());
+    REQUIRE(log->checkpoints.size() > 3);
+    std::uint64_t from = 0;
+    for (const auto& c : log->checkpoints) {
+      if (!c.seal || c.seal->from != from) return false;
+      from = c.seq;
+    }
+    return true;
+  };
+  REQUIRE(sealed(*t.a.store));
+  must_import(*t.b.store, must_export(*t.a.store, t.p, small()));
+  CHECK(vv(*t.b.store, t.p) == vv(*t.a.store, t.p));
+  CHECK(sealed(*t.b.store));
+
+  auto log = t.a.store->read_log(t.p, a_id, 0, 40, 1u << 20);
+  REQUIRE(log.ok());
+  const std::uint64_t end = log->checkpoints.back().seq;
+  const auto seals_type = static_cast<std::uint8_t>(RecordType::seals);
+  struct Case {
+    const char* what;
+    Errc code;
+    std::string says;
+    std::function<void(Crafted&)> body;
+  };
+  std::vector<Case> cases{
+      {"followed by END", Errc::invalid_argument, "not followed by a BATCH",
+       [&](Crafted& c) { c.record(seals_type, detail::encode_seals(log->checkpoints)); }},
+      {"followed by another SEALS", Errc::invalid_argument, "not followed by a BATCH",
+       [&](Crafted& c) {
+         c.record(seals_type, detail::encode_seals(log->checkpoints));
+         c.record(seals_type, detail::encode_seals(log->checkpoints));
+         c.batch(t.p, *log);
+       }},
+      {"for a checkpoint the batch does not carry", Errc::invalid_argument,
+       "a checkpoint the next BATCH does not carry",
+       [&](Crafted& c) {
+         auto cps = log->checkpoints;
+         cps.back().seq += 1;
+         c.record(seals_type, detail::encode_seals(cps));
+         c.batch(t.p, *log);
+       }},
+      {"not whole seals", Errc::invalid_argument, "malformed SEALS",
+       [&](Crafted& c) {
+         Bytes s = detail::encode_seals(log->checkpoints);
+         s.pop_back();
+         c.record(seals_type, s);
+         c.batch(t.p, *log);
+       }},
+      {"a root that is not the author's", Errc::verification_failed,
+       "seal at seq " + std::to_string(end),
+       [&](Crafted& c) {
+         auto cps = log->checkpoints;
+         cps.back().seal->root[0] ^= 1;
+         c.record(seals_type, detail::encode_seals(cps));
+         c.batch(t.p, *log);
+       }},
+  };
+  for (const auto& k : cases) {
+    INFO(k.what);
+    Node d{16};
+    REQUIRE(
+        d.store->add_project(*t.a.store->get_project(t.p), *t.a.store->project_secret(t.p)).ok());
+    Crafted c(*t.a.store, t.p);
+    t.begin_as_a(c);
+    k.body(c);
+    c.end(t.a.store->signing_key(), 0, 1);
+    auto r = import_bytes(*d.store, c.seal());
+    REQUIRE_FALSE(r.result.ok());
+    CHECK(r.result.error().code == k.code);
+    CHECK(mentions(r.result.error(), k.says));
+    CHECK(total(vv(*d.store, t.p)) == 0);
+  }
+}
