@@ -276,6 +276,29 @@ PreparedLog::Entry check_entry(const LogEntry& e, std::size_t max_body_bytes) {
   return out;
 }
 
+using SealCheck = PreparedLog::SealCheck;
+
+// `c`'s seal checked against the ids of its run, which `id_at(seq)` gives (nullopt: not known
+// here, and the seal is left unchecked; so is one whose run is longer than kMaxSealedRun).
+template <class IdAt>
+SealCheck check_seal(const ProjectId& project, const DeviceId& author, const Checkpoint& c,
+                     IdAt id_at) {
+  const RunSeal& sl = *c.seal;
+  if (sl.from >= c.seq) return SealCheck::backwards;
+  if (c.seq - sl.from > kMaxSealedRun) return SealCheck::unchecked;
+  std::vector<VersionId> ids;
+  ids.reserve(c.seq - sl.from);
+  for (std::uint64_t s2 = sl.from + 1; s2 <= c.seq; ++s2) {
+    std::optional<VersionId> id = id_at(s2);
+    if (!id) return SealCheck::unchecked;
+    ids.push_back(*id);
+  }
+  if (!crypto::verify(author, seal_message(project, author, c.seq, c.chain, sl.from, sl.root),
+                      sl.signature))
+    return SealCheck::bad_signature;
+  return run_root(ids) == sl.root ? SealCheck::ok : SealCheck::bad_root;
+}
+
 }  // namespace
 
 PreparedLog Store::prepare_log(const ProjectId& project, const LogBatch& batch) const {
@@ -295,6 +318,23 @@ PreparedLog Store::prepare_log(const ProjectId& project, const LogBatch& batch) 
     pe.packed = true;
     pe.dict = pk->dict;
     pe.frame = std::move(pk->frame);
+  }
+  // Seals whose run is all in the batch: checked here, off the applying thread.
+  out.seals.resize(batch.checkpoints.size());
+  if (!batch.entries.empty()) {
+    const std::uint64_t first = batch.entries.front().seq;
+    const std::uint64_t last = first + batch.entries.size() - 1;
+    for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
+      const Checkpoint& c = batch.checkpoints[ci];
+      if (!c.seal || c.seq > last || c.seal->from + 1 < first) continue;
+      out.seals[ci] = check_seal(project, batch.author, c,
+                                 [&](std::uint64_t s2) -> std::optional<VersionId> {
+                                   std::size_t i = s2 - first;
+                                   if (i >= batch.entries.size() || batch.entries[i].seq != s2)
+                                     return std::nullopt;
+                                   return batch.entries[i].id;
+                                 });
+    }
   }
   return out;
 }
@@ -678,29 +718,31 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
     const Checkpoint& c = batch.checkpoints[ci];
     if (!c.seal || c.seq <= head->seq || c.seq > seq) continue;
-    const RunSeal& sl = *c.seal;
-    std::string at = "seal at seq " + std::to_string(c.seq) + ": ";
-    if (sl.from >= c.seq) return fail(at + "the run ends before it starts");
-    if (c.seq - sl.from > kMaxSealedRun) continue;
-    if (!crypto::verify(author, seal_message(project, author, c.seq, c.chain, sl.from, sl.root),
-                        sl.signature))
-      return fail(at + "bad signature");
-    std::vector<VersionId> ids;
-    ids.reserve(c.seq - sl.from);
-    for (std::uint64_t s2 = sl.from + 1; s2 <= c.seq; ++s2) {
-      if (s2 >= entries.front().seq) {
-        ids.push_back(entries[s2 - entries.front().seq].id);
-        continue;
-      }
-      auto v = txn->get(impl_->t().logs, log_key(project, author, s2));
-      if (!v) return v.error();
-      auto lr = *v ? LogRecord::decode_stored(**v) : std::nullopt;
-      if (!lr) break;
-      ids.push_back(lr->id);
+    SealCheck check = prepared && ci < prepared->seals.size() ? prepared->seals[ci]
+                                                               : SealCheck::unchecked;
+    if (check == SealCheck::unchecked) {
+      Status lookup;
+      check = check_seal(project, author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
+        if (s2 >= entries.front().seq) return entries[s2 - entries.front().seq].id;
+        auto v = txn->get(impl_->t().logs, log_key(project, author, s2));
+        if (!v) {
+          lookup = v.error();
+          return std::nullopt;
+        }
+        auto lr = *v ? LogRecord::decode_stored(**v) : std::nullopt;
+        if (!lr) return std::nullopt;
+        return lr->id;
+      });
+      FS_TRY(lookup);
     }
-    if (ids.size() != c.seq - sl.from) continue;
-    if (run_root(ids) != sl.root) return fail(at + "the root is not that of the run");
-    seals[ci] = sl;
+    std::string at = "seal at seq " + std::to_string(c.seq) + ": ";
+    switch (check) {
+      case SealCheck::unchecked: break;
+      case SealCheck::ok: seals[ci] = c.seal; break;
+      case SealCheck::backwards: return fail(at + "the run ends before it starts");
+      case SealCheck::bad_signature: return fail(at + "bad signature");
+      case SealCheck::bad_root: return fail(at + "the root is not that of the run");
+    }
   }
 
   // 2. Apply. Versions a removed author wrote after its removal are kept in the log

@@ -395,8 +395,12 @@ struct PreparedLog {
     std::uint16_t dict = 0;
     Bytes frame;
   };
+  // A checkpoint's seal (docs/storage.md "Sealed runs"): checked ahead when its whole run is in
+  // the batch, else `unchecked` (apply_log checks it with the entries held).
+  enum class SealCheck : std::uint8_t { unchecked, ok, backwards, bad_signature, bad_root };
   const LogBatch* batch = nullptr;
-  std::vector<Entry> entries;  // one per batch entry; left-out and earlier ones unchecked
+  std::vector<Entry> entries;    // one per batch entry; left-out and earlier ones unchecked
+  std::vector<SealCheck> seals;  // one per batch checkpoint
 };
 
 struct ApplyResult {

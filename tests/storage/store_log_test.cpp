@@ -391,11 +391,15 @@ TEST_CASE("checkpoints seal their runs, and the seals travel with the log", "[st
       sl.signature = d->signing_key().sign(
           seal_message(p, a->device_id(), 16, log->checkpoints.back().chain, 0, sl.root));
     }
-    auto r = d->apply_log(p, *log);
-    REQUIRE_FALSE(r.ok());
-    CHECK(r.error().code == Errc::verification_failed);
-    CHECK(r.error().message.find("seal at seq 16") != std::string::npos);
-    CHECK(d->version_vector(p)->count(a->device_id()) == 0);
+    // Checked ahead (prepare_log, off the applying thread) or when applied: the same refusal.
+    auto prepared = d->prepare_log(p, *log);
+    for (bool ahead : {true, false}) {
+      auto r = ahead ? d->apply_log(p, *log, ApplyOptions{}, prepared) : d->apply_log(p, *log);
+      REQUIRE_FALSE(r.ok());
+      CHECK(r.error().code == Errc::verification_failed);
+      CHECK(r.error().message.find("seal at seq 16") != std::string::npos);
+      CHECK(d->version_vector(p)->count(a->device_id()) == 0);
+    }
   }
   SECTION("a checkpoint without its seal (an older relay) is kept without one") {
     TempDir dd;
