@@ -76,6 +76,9 @@ Status Store::Impl::put_own_checkpoint(LmdbTxn& txn, const ProjectId& p, const D
     if (ok && has_prefix(cps.key(), prefix))
       seal.from = ByteReader(cps.key().subspan(prefix.b.size())).u64();
   }
+  CheckpointValue cv{chain, key.sign(checkpoint_message(p, author, seq, chain)), std::nullopt};
+  if (seq - seal.from > kMaxSealedRun)  // longer than any interval allows: left unsealed
+    return txn.put(t().checkpoints, log_key(p, author, seq), cv.encode());
   std::vector<VersionId> ids;
   ids.reserve(seq - seal.from);
   LmdbCursor logs(txn, t().logs);
@@ -89,7 +92,7 @@ Status Store::Impl::put_own_checkpoint(LmdbTxn& txn, const ProjectId& p, const D
   if (ids.size() != seq - seal.from) return make_error(Errc::data_loss, "gap in log");
   seal.root = run_root(ids);
   seal.signature = key.sign(seal_message(p, author, seq, chain, seal.from, seal.root));
-  CheckpointValue cv{chain, key.sign(checkpoint_message(p, author, seq, chain)), seal};
+  cv.seal = seal;
   return txn.put(t().checkpoints, log_key(p, author, seq), cv.encode());
 }
 
@@ -286,6 +289,10 @@ SealCheck check_seal(const ProjectId& project, const DeviceId& author, const Che
   const RunSeal& sl = *c.seal;
   if (sl.from >= c.seq) return SealCheck::backwards;
   if (c.seq - sl.from > kMaxSealedRun) return SealCheck::unchecked;
+  // The signature first: a seal nobody signed costs no lookups.
+  if (!crypto::verify(author, seal_message(project, author, c.seq, c.chain, sl.from, sl.root),
+                      sl.signature))
+    return SealCheck::bad_signature;
   std::vector<VersionId> ids;
   ids.reserve(c.seq - sl.from);
   for (std::uint64_t s2 = sl.from + 1; s2 <= c.seq; ++s2) {
@@ -293,9 +300,6 @@ SealCheck check_seal(const ProjectId& project, const DeviceId& author, const Che
     if (!id) return SealCheck::unchecked;
     ids.push_back(*id);
   }
-  if (!crypto::verify(author, seal_message(project, author, c.seq, c.chain, sl.from, sl.root),
-                      sl.signature))
-    return SealCheck::bad_signature;
   return run_root(ids) == sl.root ? SealCheck::ok : SealCheck::bad_root;
 }
 
