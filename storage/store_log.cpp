@@ -331,13 +331,12 @@ PreparedLog Store::prepare_log(const ProjectId& project, const LogBatch& batch) 
     for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
       const Checkpoint& c = batch.checkpoints[ci];
       if (!c.seal || c.seq > last || c.seal->from + 1 < first) continue;
-      out.seals[ci] = check_seal(project, batch.author, c,
-                                 [&](std::uint64_t s2) -> std::optional<VersionId> {
-                                   std::size_t i = s2 - first;
-                                   if (i >= batch.entries.size() || batch.entries[i].seq != s2)
-                                     return std::nullopt;
-                                   return batch.entries[i].id;
-                                 });
+      out.seals[ci] =
+          check_seal(project, batch.author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
+            std::size_t i = s2 - first;
+            if (i >= batch.entries.size() || batch.entries[i].seq != s2) return std::nullopt;
+            return batch.entries[i].id;
+          });
     }
   }
   return out;
@@ -722,8 +721,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
     const Checkpoint& c = batch.checkpoints[ci];
     if (!c.seal || c.seq <= head->seq || c.seq > seq) continue;
-    SealCheck check = prepared && ci < prepared->seals.size() ? prepared->seals[ci]
-                                                               : SealCheck::unchecked;
+    SealCheck check =
+        prepared && ci < prepared->seals.size() ? prepared->seals[ci] : SealCheck::unchecked;
     if (check == SealCheck::unchecked) {
       Status lookup;
       check = check_seal(project, author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
