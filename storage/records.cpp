@@ -389,16 +389,26 @@ crypto::Digest chain_next(const crypto::Digest& prev, std::uint64_t seq, const V
   return crypto::sha256({ByteView(prev), ByteView(s), id.view()});
 }
 
-Bytes checkpoint_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
-                         const crypto::Digest& chain) {
+namespace {
+
+// What an author signs of its log at `seq`, under `domain`.
+Bytes log_message(std::string_view domain, const ProjectId& p, const DeviceId& author,
+                  std::uint64_t seq, const crypto::Digest& chain) {
   Bytes m;
   ByteWriter w(m);
-  w.raw("fieldsync/checkpoint/v1");
+  w.raw(domain);
   w.raw(p.view());
   w.raw(author.view());
   w.u64(seq);
   w.raw(ByteView(chain));
   return m;
+}
+
+}  // namespace
+
+Bytes checkpoint_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
+                         const crypto::Digest& chain) {
+  return log_message("fieldsync/checkpoint/v1", p, author, seq, chain);
 }
 
 namespace {
@@ -470,13 +480,8 @@ bool run_path_ok(const VersionId& id, std::uint64_t index, std::uint64_t size,
 
 Bytes seal_message(const ProjectId& p, const DeviceId& author, std::uint64_t seq,
                    const crypto::Digest& chain, std::uint64_t from, const crypto::Digest& root) {
-  Bytes m;
+  Bytes m = log_message("fieldsync/run/v1", p, author, seq, chain);
   ByteWriter w(m);
-  w.raw("fieldsync/run/v1");
-  w.raw(p.view());
-  w.raw(author.view());
-  w.u64(seq);
-  w.raw(ByteView(chain));
   w.u64(from);
   w.raw(ByteView(root));
   return m;
