@@ -259,19 +259,25 @@ std::string toml_quote(std::string_view v) {
   return out + '"';
 }
 
-std::size_t edit_distance(std::string_view a, std::string_view b) {
+// The edit distance of a and b, or `limit` when it is `limit` or more (a row's least value
+// only grows, so the rows stop there).
+std::size_t edit_distance(std::string_view a, std::string_view b, std::size_t limit) {
   std::vector<std::size_t> row(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
   for (std::size_t i = 1; i <= a.size(); ++i) {
     std::size_t diag = row[0];
     row[0] = i;
+    std::size_t least = row[0];
     for (std::size_t j = 1; j <= b.size(); ++j) {
       std::size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      std::size_t v = std::min(row[j], row[j - 1]) + 1;
+      row[j] = std::min(v, diag + (a[i - 1] == b[j - 1] ? 0 : 1));
+      least = std::min(least, row[j]);
       diag = up;
     }
+    if (least >= limit) return limit;
   }
-  return row[b.size()];
+  return std::min(row[b.size()], limit);
 }
 
 // --- the key table ---------------------------------------------------------------------------
@@ -771,7 +777,12 @@ Error unknown_key(std::string_view key) {
   std::string_view best;
   std::size_t best_d = 3;  // suggest only close misspellings
   for (const auto& k : key_table()) {
-    std::size_t d = edit_distance(key, k.name);
+    // At least the difference in length apart: a key of another length is not measured (a
+    // long mistyped key costs nothing).
+    std::size_t gap =
+        key.size() > k.name.size() ? key.size() - k.name.size() : k.name.size() - key.size();
+    if (gap >= best_d) continue;
+    std::size_t d = edit_distance(key, k.name, best_d);
     if (d < best_d) {
       best_d = d;
       best = k.name;

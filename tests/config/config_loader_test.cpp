@@ -423,6 +423,18 @@ TEST_CASE("TOML errors name the file, the line and the key") {
   CHECK(err("[api]\nhttp_prot = 1\n") ==
         "fieldsyncd.conf:2: api.http_prot: unknown key (did you mean api.http_port?)");
   CHECK(err("[api]\nfrobnicate = 1\n") == "fieldsyncd.conf:2: api.frobnicate: unknown key");
+  // Suggestions up to two edits, whichever kind; a far or long key gets none.
+  Config c;
+  CHECK(apply_setting(c, "api.htp_port", "1").error().message ==
+        "api.htp_port: unknown key (did you mean api.http_port?)");
+  CHECK(apply_setting(c, "api.http_portxx", "1").error().message ==
+        "api.http_portxx: unknown key (did you mean api.http_port?)");
+  CHECK(apply_setting(c, "api.hptt_port", "1").error().message ==
+        "api.hptt_port: unknown key (did you mean api.http_port?)");
+  CHECK(apply_setting(c, "api.http_portxyz", "1").error().message ==
+        "api.http_portxyz: unknown key");
+  const std::string long_key = "api." + std::string(100000, 'h');
+  CHECK(apply_setting(c, long_key, "1").error().message == long_key + ": unknown key");
   CHECK(err("\n\n[network]\nx = 1\n").rfind("fieldsyncd.conf:3: unknown section [network]", 0) ==
         0);
   CHECK(err("http_port = 1\n").rfind("fieldsyncd.conf:1: http_port: key outside a section", 0) ==
