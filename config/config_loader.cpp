@@ -81,9 +81,9 @@ Error bad_value(std::string_view key, std::string_view expected, std::string_vie
       std::string(key) + ": expected " + std::string(expected) + ", got '" + shown(got) + "'");
 }
 
-// Text a config file can hold and print back: valid UTF-8 (TOML files are UTF-8) without
-// control characters.
-bool has_control_chars(std::string_view v) { return !is_clean_text(v, std::string_view::npos); }
+// Whether `v` is not text a config file can hold and print back: valid UTF-8 (TOML files are UTF-8)
+// without control characters.
+bool not_config_text(std::string_view v) { return !is_clean_text(v, std::string_view::npos); }
 
 // mirror.schema: a name PostgreSQL takes unquoted and folds to itself.
 bool valid_sql_name(std::string_view v) {
@@ -400,7 +400,7 @@ template <class Access>
 KeySpec path_key(std::string_view name, Access access) {
   return {name, Kind::string,
           [=](Config& c, std::string_view v) -> Status {
-            if (has_control_chars(v) || v.size() > 4095)
+            if (not_config_text(v) || v.size() > 4095)
               return bad_value(name, "a path (empty for the default)", v);
             access(c) = std::filesystem::path(std::string(v));
             return {};
@@ -423,9 +423,7 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(string_key(
         "daemon.device_name", [](Config & c) -> auto& { return c.device_name; },
         "a name of at most 63 bytes of UTF-8 without control characters (empty: the host name)",
-        [](std::string_view v) {
-          return v.size() <= kMaxDeviceNameBytes && !has_control_chars(v);
-        }));
+        [](std::string_view v) { return v.size() <= kMaxDeviceNameBytes && !not_config_text(v); }));
     // [api]
     t.push_back(path_key(
         "api.socket_path", [](Config & c) -> auto& { return c.api.socket_path; }));
@@ -663,7 +661,7 @@ const std::vector<KeySpec>& key_table() {
     t.push_back(string_key(
         "mirror.postgres", [](Config & c) -> auto& { return c.mirror.postgres; },
         "a libpq connection string or postgresql:// URI (empty: no mirror)",
-        [](std::string_view v) { return v.size() <= 4096 && !has_control_chars(v); }));
+        [](std::string_view v) { return v.size() <= 4096 && !not_config_text(v); }));
     t.push_back(path_key(
         "mirror.password_file", [](Config & c) -> auto& { return c.mirror.password_file; }));
     t.push_back(string_key(

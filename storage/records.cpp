@@ -461,8 +461,7 @@ bool run_path_ok(const VersionId& id, std::uint64_t index, std::uint64_t size,
   // Which side each level takes, root to leaf, from the shape of the tree alone.
   std::vector<bool> right;
   while (size > 1) {
-    std::uint64_t k = 1;
-    while (k * 2 < size) k *= 2;
+    std::uint64_t k = run_split(size);
     right.push_back(index >= k);
     if (index >= k) {
       index -= k;
