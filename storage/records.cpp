@@ -88,6 +88,7 @@ constexpr std::uint8_t kLogHasBody = 1;
 constexpr std::uint8_t kLogExcluded = 2;
 constexpr std::uint8_t kLogElided = 4;
 constexpr std::uint8_t kLogCompressed = 8;  // with kLogHasBody: u16 dictionary, blob frame
+constexpr std::uint8_t kLogProven = 16;     // no chain; after the body: u8 n, n x 32 path
 }  // namespace
 
 Bytes LogRecord::encode(const BodyCodec& codec, const ProjectId& p) const {
@@ -107,13 +108,17 @@ Bytes LogRecord::encode(const BodyCodec& codec, const ProjectId& p) const {
   w.raw(id.view());
   w.u8(static_cast<std::uint8_t>(((body || compressed) ? kLogHasBody : 0) |
                                  (excluded ? kLogExcluded : 0) | (elided ? kLogElided : 0) |
-                                 (compressed ? kLogCompressed : 0)));
+                                 (compressed ? kLogCompressed : 0) | (proven ? kLogProven : 0)));
   w.blob(header);
   if (compressed) {
     w.u16(dict);
     w.blob(frame);
   } else if (body) {
     w.blob(*body);
+  }
+  if (proven) {
+    w.u8(static_cast<std::uint8_t>(path.size()));
+    for (const auto& d : path) w.raw(ByteView(d));
   }
   return out;
 }
@@ -128,7 +133,8 @@ std::optional<LogRecord> LogRecord::decode_stored(ByteView v) {
   bool compressed = flags & kLogCompressed;
   x.excluded = flags & kLogExcluded;
   x.elided = flags & kLogElided;
-  if ((flags & ~15) != 0 || (x.elided && has_body) || (compressed && !has_body))
+  x.proven = flags & kLogProven;
+  if ((flags & ~31) != 0 || (x.elided && has_body) || (compressed && !has_body))
     return std::nullopt;
   x.header = r.blob(kMaxVersionHeaderBytes);
   if (compressed) {
@@ -136,6 +142,12 @@ std::optional<LogRecord> LogRecord::decode_stored(ByteView v) {
     x.packed = r.blob(kMaxBodyBytesCeiling);
   } else if (has_body) {
     x.body = r.blob(kMaxBodyBytesCeiling);
+  }
+  if (x.proven) {
+    std::uint8_t n = r.u8();
+    if (n > kMaxRunPath) return std::nullopt;
+    x.path.resize(n);
+    for (auto& d : x.path) d = r.fixed<32>();
   }
   if (!r.ok() || !r.at_end()) return std::nullopt;
   return x;
@@ -453,6 +465,34 @@ std::vector<crypto::Digest> run_path(std::span<const VersionId> ids, std::size_t
   }
   std::reverse(path.begin(), path.end());
   return path;
+}
+
+namespace {
+
+// The root of ids[lo, lo + ids.size()); each wanted index inside gets the sibling hashes on its
+// way up appended to its path (leaf first).
+crypto::Digest paths_of(std::span<const VersionId> ids, std::size_t lo,
+                        std::span<const std::size_t> wanted,
+                        std::span<std::vector<crypto::Digest>> out) {
+  if (wanted.empty()) return root_of(ids);
+  if (ids.size() == 1) return ids[0].bytes;
+  std::size_t k = run_split(ids.size());
+  std::size_t nl = static_cast<std::size_t>(std::lower_bound(wanted.begin(), wanted.end(), lo + k) -
+                                            wanted.begin());
+  crypto::Digest l = paths_of(ids.first(k), lo, wanted.first(nl), out.first(nl));
+  crypto::Digest r = paths_of(ids.subspan(k), lo + k, wanted.subspan(nl), out.subspan(nl));
+  for (std::size_t i = 0; i < nl; ++i) out[i].push_back(r);
+  for (std::size_t i = nl; i < wanted.size(); ++i) out[i].push_back(l);
+  return run_node(l, r);
+}
+
+}  // namespace
+
+std::vector<std::vector<crypto::Digest>> run_paths(std::span<const VersionId> ids,
+                                                   std::span<const std::size_t> indices) {
+  std::vector<std::vector<crypto::Digest>> out(indices.size());
+  if (!ids.empty()) paths_of(ids, 0, indices, out);
+  return out;
 }
 
 bool run_path_ok(const VersionId& id, std::uint64_t index, std::uint64_t size,

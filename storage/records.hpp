@@ -229,6 +229,11 @@ struct LogRecord {
   // Not held here by choice (a subscription left it out): no body, in no DAG; the header is
   // empty when it arrived that way, kept when the subscription narrowed after it arrived.
   bool elided = false;
+  // Received proven (docs/storage.md "Proven runs"): held without its neighbours, so without
+  // the chain (`chain` is all zero); `path` proves it in the sealed run its checkpoint ends.
+  // With `elided`: left out after it arrived (header and path kept, no body).
+  bool proven = false;
+  std::vector<crypto::Digest> path{};
   std::shared_ptr<const Bytes> plain = nullptr;
   // A body in its stored form, compressed with dictionary `packed_dict` (0: none): set by
   // decode_stored() for a body stored compressed (`body` is then unset until the caller
@@ -312,6 +317,9 @@ Bytes checkpoint_message(const ProjectId& p, const DeviceId& author, std::uint64
 crypto::Digest run_root(std::span<const VersionId> ids);
 // The audit path of ids[index], leaf to root.
 std::vector<crypto::Digest> run_path(std::span<const VersionId> ids, std::size_t index);
+// The audit paths of ids[i] for each i of `indices` (ascending), hashing each node once.
+std::vector<std::vector<crypto::Digest>> run_paths(std::span<const VersionId> ids,
+                                                   std::span<const std::size_t> indices);
 // Whether `id` at `index` of a run of `size` ids hashes up `path` to `root`.
 bool run_path_ok(const VersionId& id, std::uint64_t index, std::uint64_t size,
                  std::span<const crypto::Digest> path, const crypto::Digest& root);

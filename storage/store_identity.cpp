@@ -386,13 +386,7 @@ Result<std::optional<crypto::Digest>> Store::chain_at(const ProjectId& project,
                                                       std::uint64_t seq) const {
   auto txn = impl_->read_txn();
   if (!txn) return txn.error();
-  if (seq == 0) return std::optional<crypto::Digest>{chain_genesis(project, author)};
-  auto v = txn->get(impl_->t().logs, log_key(project, author, seq));
-  if (!v) return v.error();
-  if (!*v) return std::optional<crypto::Digest>{};
-  auto lr = LogRecord::decode_stored(**v);
-  if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
-  return std::optional<crypto::Digest>{lr->chain};
+  return impl_->chain_at(*txn, project, author, seq);
 }
 
 Status Store::Impl::note_fork(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,

@@ -80,7 +80,18 @@ struct Store::Impl {
   Result<HeadValue> head(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a) const;
   // The project's version vector (heads table); the project's existence is not checked.
   Result<VersionVector> version_vector(const LmdbTxn& txn, const ProjectId& p) const;
-  // Bytes (header + body) of an author's log entries (after, upto] held here.
+  // An author's chain at `seq`: the genesis at 0, a checkpoint's, or a whole entry's held
+  // here; nullopt where neither is held (inside a proven run, docs/storage.md "Proven runs").
+  Result<std::optional<crypto::Digest>> chain_at(const LmdbTxn& txn, const ProjectId& p,
+                                                 const DeviceId& a, std::uint64_t seq) const;
+  // The proven run held here that `seq` is inside: its checkpoint's seq and seal (nullopt:
+  // `seq` is in no sealed run held here).
+  Result<std::optional<std::pair<std::uint64_t, RunSeal>>> held_run(const LmdbTxn& txn,
+                                                                    const ProjectId& p,
+                                                                    const DeviceId& a,
+                                                                    std::uint64_t seq) const;
+  // Bytes (header + body) of an author's log entries (after, upto] held here (entries skipped
+  // in proven runs count nothing).
   Result<std::uint64_t> log_bytes(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
                                   std::uint64_t after, std::uint64_t upto) const;
   // Opening a store of format 1: its JSON peer records become PeerValue records
@@ -214,6 +225,13 @@ struct Store::Impl {
                          const VersionHeader& h, std::optional<ByteView> body) const;
   // Bookkeeping of left-out entries: the first one per author, and how far entries left
   // out under an earlier subscription have been judged again.
+  Status rescan_left_out(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t was,
+                         std::uint64_t from) const;
+  // A proven run held here whose every entry is held now (docs/storage.md "Proven runs") is
+  // rewritten as a whole run: each entry's chain from the one at `from`, which must reach the
+  // checkpoint's at `end`. Else it stays as it is.
+  Status complete_run(LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t from,
+                      std::uint64_t end);
   Status note_left_out(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
                        std::uint64_t seq) const;
   Status note_taken_in(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,

@@ -27,21 +27,97 @@ Result<VersionVector> Store::version_vector(const ProjectId& project) const {
   return impl_->version_vector(*txn, project);
 }
 
+Result<std::optional<crypto::Digest>> Store::Impl::chain_at(const LmdbTxn& txn, const ProjectId& p,
+                                                            const DeviceId& a,
+                                                            std::uint64_t seq) const {
+  using Out = std::optional<crypto::Digest>;
+  if (seq == 0) return Out{chain_genesis(p, a)};
+  Key k = log_key(p, a, seq);
+  auto cp = txn.get(t().checkpoints, k);
+  if (!cp) return cp.error();
+  if (*cp) {
+    auto cv = CheckpointValue::decode(**cp);
+    if (!cv) return make_error(Errc::data_loss, "corrupt checkpoint");
+    return Out{cv->chain};
+  }
+  auto v = txn.get(t().logs, k);
+  if (!v) return v.error();
+  if (!*v) return Out{};
+  auto lr = LogRecord::decode_stored(**v);
+  if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+  if (lr->proven) return Out{};
+  return Out{lr->chain};
+}
+
+Result<std::optional<std::pair<std::uint64_t, RunSeal>>> Store::Impl::held_run(
+    const LmdbTxn& txn, const ProjectId& p, const DeviceId& a, std::uint64_t seq) const {
+  using Out = std::optional<std::pair<std::uint64_t, RunSeal>>;
+  Key prefix = author_key(p, a);
+  LmdbCursor cps(txn, t().checkpoints);
+  if (!cps.seek(log_key(p, a, seq)) || !has_prefix(cps.key(), prefix)) return Out{};
+  auto cv = CheckpointValue::decode(cps.value());
+  if (!cv) return make_error(Errc::data_loss, "corrupt checkpoint");
+  if (!cv->seal || cv->seal->from >= seq) return Out{};
+  return Out{std::pair{ByteReader(cps.key().subspan(prefix.b.size())).u64(), *cv->seal}};
+}
+
+Status Store::Impl::complete_run(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                 std::uint64_t from, std::uint64_t end) {
+  auto start = chain_at(txn, p, a, from);
+  if (!start) return start.error();
+  auto cp = txn.get(t().checkpoints, log_key(p, a, end));
+  if (!cp) return cp.error();
+  if (!*start || !*cp) return {};
+  auto cv = CheckpointValue::decode(**cp);
+  if (!cv) return make_error(Errc::data_loss, "corrupt checkpoint");
+  std::vector<Bytes> held;  // copies: the records are rewritten below
+  held.reserve(end - from);
+  {
+    Key prefix = author_key(p, a);
+    LmdbCursor logs(txn, t().logs);
+    for (bool ok = logs.seek(log_key(p, a, from + 1)); ok && has_prefix(logs.key(), prefix);
+         ok = logs.next()) {
+      std::uint64_t seq = ByteReader(logs.key().subspan(prefix.b.size())).u64();
+      if (seq > end) break;
+      if (seq != from + held.size() + 1) return {};  // not all held yet
+      held.emplace_back(logs.value().begin(), logs.value().end());
+    }
+  }
+  if (held.size() != end - from) return {};
+  std::vector<LogRecord> recs;
+  recs.reserve(held.size());
+  crypto::Digest chain = **start;
+  for (std::size_t i = 0; i < held.size(); ++i) {
+    auto lr = LogRecord::decode_stored(held[i]);
+    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+    chain = chain_next(chain, from + i + 1, lr->id);
+    lr->chain = chain;
+    recs.push_back(std::move(*lr));
+  }
+  // A sealed root the chain does not follow from: the author signed two histories; the run
+  // stays proven (full replicas report the fork).
+  if (chain != cv->chain) return {};
+  for (std::size_t i = 0; i < recs.size(); ++i) {
+    recs[i].proven = false;
+    recs[i].path.clear();
+    FS_TRY(txn.put(t().logs, log_key(p, a, from + i + 1), recs[i].encode(bodies, p)));
+  }
+  return rescan_left_out(txn, p, a, from + 1, from + 1);
+}
+
 Result<std::uint64_t> Store::Impl::log_bytes(const LmdbTxn& txn, const ProjectId& p,
                                              const DeviceId& a, std::uint64_t after,
                                              std::uint64_t upto) const {
-  std::uint64_t bytes = 0, expect = after + 1;
+  std::uint64_t bytes = 0;
   Key prefix = author_key(p, a);
   LmdbCursor logs(txn, t().logs);
-  for (bool ok = logs.seek(log_key(p, a, expect));
-       ok && has_prefix(logs.key(), prefix) && expect <= upto; ok = logs.next(), ++expect) {
-    if (ByteReader(logs.key().subspan(prefix.b.size())).u64() != expect)
-      return make_error(Errc::data_loss, "gap in log");
+  for (bool ok = logs.seek(log_key(p, a, after + 1)); ok && has_prefix(logs.key(), prefix);
+       ok = logs.next()) {
+    if (ByteReader(logs.key().subspan(prefix.b.size())).u64() > upto) break;
     auto lr = LogRecord::decode_stored(logs.value());
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     bytes += lr->header.size() + lr->body_size();
   }
-  if (expect <= upto) return make_error(Errc::data_loss, "gap in log");
   return bytes;
 }
 
@@ -125,73 +201,146 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
     if (!judging) return judging.error();
     unjudged_from = *judging;
   }
+  const bool proven_ok = filter.proven_ok && filter.left_out_ok && !filter.want.everything();
   Key prefix = author_key(project, author);
   LmdbCursor logs(*txn, impl_->t().logs);
   LmdbCursor cps(*txn, impl_->t().checkpoints);
-  bool cp_ok = cps.seek(log_key(project, author, after_seq + 1));
-  std::uint64_t bytes = 0;
-  std::size_t cut_entries = 0, cut_checkpoints = 0;  // the last point where the batch may end
-  for (bool ok = logs.seek(log_key(project, author, after_seq + 1));
-       ok && has_prefix(logs.key(), prefix); ok = logs.next()) {
-    std::uint64_t seq = ByteReader(logs.key().subspan(prefix.b.size())).u64();
-    if (seq != after_seq + batch.entries.size() + 1)
-      return make_error(Errc::data_loss, "gap in log");
-    auto lr = LogRecord::decode_stored(logs.value());
-    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
-    // A compressed body is unpacked straight into what the batch gives (one allocation).
+  std::uint64_t pos = after_seq, bytes = 0;
+  std::size_t given = 0;
+  bool cut = false;  // the log is given only up to `pos` (see below)
+  // Run by run, each ending at the next checkpoint: a batch ends at a checkpoint inside the
+  // limits (the first run is taken whatever its size).
+  struct Held {
+    std::uint64_t seq;
+    LogRecord lr;
     std::optional<std::string> unpacked;
-    if (lr->packed) {
-      unpacked.emplace();
-      FS_TRY(impl_->bodies.unpack(lr->packed_dict, *lr->packed, kMaxBodyBytesCeiling, *unpacked));
-      lr->body = as_bytes(*unpacked);
+    bool give = false;
+  };
+  std::vector<Held> run;
+  for (bool cp_ok = cps.seek(log_key(project, author, pos + 1));
+       cp_ok && has_prefix(cps.key(), prefix); cp_ok = cps.next()) {
+    const std::uint64_t cseq = ByteReader(cps.key().subspan(prefix.b.size())).u64();
+    auto cv = CheckpointValue::decode(cps.value());
+    if (!cv) return make_error(Errc::data_loss, "corrupt checkpoint");
+    run.clear();
+    bool gaps = false, any_proven = false, any_elided = false;
+    std::uint64_t first_missing = 0;
+    for (bool ok = logs.seek(log_key(project, author, pos + 1));
+         ok && has_prefix(logs.key(), prefix); ok = logs.next()) {
+      std::uint64_t seq = ByteReader(logs.key().subspan(prefix.b.size())).u64();
+      if (seq > cseq) break;
+      std::uint64_t expect = pos + run.size() + 1;
+      if (seq != expect && !gaps) {
+        gaps = true;
+        first_missing = expect;
+      }
+      auto lr = LogRecord::decode_stored(logs.value());
+      if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+      any_proven |= lr->proven;
+      any_elided |= lr->elided;
+      run.push_back(Held{seq, std::move(*lr), std::nullopt});
     }
-    // Left out here: given as left out to a receiver that wants no more than we do; for
-    // anyone else the log held here ends before it (we must not pose as holding it).
-    if (lr->elided && (!filter.left_out_ok || (unjudged_from && seq > *unjudged_from))) {
-      if (cut_entries == 0) return LogBatch{author, {}, {}};
+    if (!gaps && run.size() != cseq - pos) {
+      gaps = true;
+      first_missing = pos + run.size() + 1;
+    }
+    // Entries not held here as they are: a receiver that wants no more than we do takes
+    // them as left out, or skipped in a proven run; anyone else gets the log only up to here
+    // (we must not pose as holding them). Nor are they given so when left out under an earlier,
+    // narrower subscription and not judged again yet (the receiver would skip them for good).
+    const bool sealed = cv->seal && cv->seal->from == pos && cseq - pos <= kMaxSealedRun;
+    cut = ((gaps || any_proven) && (!proven_ok || !sealed)) || (any_elided && !filter.left_out_ok);
+    if (!cut && unjudged_from) {
+      if (gaps && first_missing > *unjudged_from) cut = true;
+      for (const auto& h : run)
+        if (h.lr.elided && h.seq > *unjudged_from) cut = true;
+    }
+    if (cut) break;
+    // What the receiver is given.
+    std::size_t n_give = 0;
+    std::uint64_t run_bytes = 0;
+    for (auto& h : run) {
+      if (h.lr.elided) continue;
+      // A compressed body is unpacked straight into what the batch gives (one allocation).
+      if (h.lr.packed) {
+        h.unpacked.emplace();
+        FS_TRY(impl_->bodies.unpack(h.lr.packed_dict, *h.lr.packed, kMaxBodyBytesCeiling,
+                                    *h.unpacked));
+        h.lr.body = as_bytes(*h.unpacked);
+      }
+      bool give = true;
+      if (!filter.want.everything() && !h.lr.excluded) {
+        auto hd = decode_header(h.lr.header);
+        if (!hd) return make_error(Errc::data_loss, "stored version: " + hd.error().message);
+        auto w = impl_->wanted_by(*txn, project, filter.want, *hd, h.lr.body);
+        if (!w) return w.error();
+        give = *w;
+      }
+      h.give = give;
+      if (!give) continue;
+      ++n_give;
+      run_bytes += h.lr.body ? h.lr.body->size() : 0;
+    }
+    // A proven run: held so, or cheaper than the left-out ids of the entries not given.
+    bool proven = gaps || any_proven;
+    const std::uint64_t len = cseq - pos;
+    if (!proven && proven_ok && sealed) {
+      std::uint64_t depth = 0;
+      while ((std::uint64_t{1} << depth) < len) ++depth;
+      proven = n_give * (1 + 32 * depth) < (len - n_give) * 45;
+    }
+    const std::size_t run_entries = proven ? n_give : run.size();
+    if (!batch.checkpoints.empty() &&
+        (given + run_entries > max_entries || bytes + run_bytes > max_bytes))
       break;
+    std::vector<std::vector<crypto::Digest>> paths;
+    if (proven && !any_proven && n_give > 0) {
+      std::vector<VersionId> ids;
+      std::vector<std::size_t> at;
+      ids.reserve(run.size());
+      for (std::size_t i = 0; i < run.size(); ++i) {
+        ids.push_back(run[i].lr.id);
+        if (run[i].give) at.push_back(i);
+      }
+      paths = run_paths(ids, at);
     }
-    bool give = !lr->elided;
-    if (give && !filter.want.everything() && !lr->excluded) {
-      auto h = decode_header(lr->header);
-      if (!h) return make_error(Errc::data_loss, "stored version: " + h.error().message);
-      auto w = impl_->wanted_by(*txn, project, filter.want, *h, lr->body);
-      if (!w) return w.error();
-      give = *w;
-    }
-    std::size_t body_size = give && lr->body ? lr->body->size() : 0;
-    bool over = batch.entries.size() >= max_entries || (bytes > 0 && bytes + body_size > max_bytes);
-    if (over && cut_entries > 0) break;  // end at the last checkpoint inside the limits
-    bytes += body_size;
-    if (give) {
-      LogEntry e{seq, lr->id, Bytes(lr->header.begin(), lr->header.end()), std::nullopt};
-      if (unpacked)
-        e.body = std::move(*unpacked);
-      else if (lr->body)
-        e.body = std::string(as_chars(*lr->body));
+    std::size_t pi = 0;
+    for (auto& h : run) {
+      if (!h.give) {
+        if (!proven) batch.entries.push_back(LogEntry{h.seq, h.lr.id, {}, std::nullopt, true});
+        continue;
+      }
+      LogEntry e{h.seq, h.lr.id, Bytes(h.lr.header.begin(), h.lr.header.end()), std::nullopt};
+      if (h.unpacked)
+        e.body = std::move(*h.unpacked);
+      else if (h.lr.body)
+        e.body = std::string(as_chars(*h.lr.body));
+      if (proven) {
+        e.proven = true;
+        if (any_proven) {
+          if (!h.lr.proven)  // a run held with gaps holds only proven entries
+            return make_error(Errc::data_loss, "log of " + author.short_str() +
+                                                   ": an entry at seq " + std::to_string(h.seq) +
+                                                   " of a proven run without its path");
+          e.path = h.lr.path;
+        } else {
+          e.path = std::move(paths[pi++]);
+        }
+      }
       batch.entries.push_back(std::move(e));
-    } else {
-      batch.entries.push_back(LogEntry{seq, lr->id, {}, std::nullopt, true});
     }
-    while (cp_ok && has_prefix(cps.key(), prefix) &&
-           ByteReader(cps.key().subspan(prefix.b.size())).u64() <= seq) {
-      std::uint64_t cseq = ByteReader(cps.key().subspan(prefix.b.size())).u64();
-      auto cv = CheckpointValue::decode(cps.value());
-      if (!cv) return make_error(Errc::data_loss, "corrupt checkpoint");
-      batch.checkpoints.push_back(Checkpoint{cseq, cv->chain, cv->signature, cv->seal});
-      cp_ok = cps.next();
-    }
-    if (!batch.checkpoints.empty() && batch.checkpoints.back().seq == seq) {
-      cut_entries = batch.entries.size();
-      cut_checkpoints = batch.checkpoints.size();
-    }
+    batch.checkpoints.push_back(Checkpoint{cseq, cv->chain, cv->signature, cv->seal});
+    given += run_entries;
+    bytes += run_bytes;
+    pos = cseq;
   }
-  if (cut_entries == 0)
+  // Entries after `after_seq` that no checkpoint ends: a log is always signed up to its head,
+  // so this is damage (a cut is not).
+  if (batch.checkpoints.empty() && !cut && logs.seek(log_key(project, author, after_seq + 1)) &&
+      has_prefix(logs.key(), prefix))
     return make_error(Errc::data_loss, "log of " + author.short_str() +
                                            " has no checkpoint after seq " +
                                            std::to_string(after_seq));
-  batch.entries.resize(cut_entries);
-  batch.checkpoints.resize(cut_checkpoints);
   return batch;
 }
 
@@ -375,11 +524,19 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   auto head = impl_->head(*txn, project, author);
   if (!head) return head.error();
   res.head = head->seq;
-  if (batch.entries.empty()) return res;
+  if (batch.empty()) return res;
   const auto& entries = batch.entries;
-  if (entries.front().seq == 0) return fail("batch starts at seq 0");
+  if (!entries.empty() && entries.front().seq == 0) return fail("batch starts at seq 0");
   for (std::size_t i = 1; i < entries.size(); ++i)
-    if (entries[i].seq != entries.front().seq + i) return fail("entries are not contiguous");
+    if (entries[i].seq <= entries[i - 1].seq) return fail("entries are not in seq order");
+  for (std::size_t i = 1; i < batch.checkpoints.size(); ++i)
+    if (batch.checkpoints[i].seq <= batch.checkpoints[i - 1].seq)
+      return fail("checkpoint out of order");
+  // Proven runs give some entries of a run and skip the rest (docs/storage.md "Proven runs"):
+  // the batch then has proven entries, or ends past its last entry.
+  const bool skips =
+      std::any_of(entries.begin(), entries.end(), [](const LogEntry& e) { return e.proven; }) ||
+      batch.last_seq() > (entries.empty() ? 0 : entries.back().seq);
   const bool own = author == impl_->me();
   const bool retired = impl_->retired_key(author) != nullptr;
   auto sub = impl_->subscription(*txn, project);
@@ -387,13 +544,23 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   const bool partial = !sub->everything();
   // Left-out entries come only from a sender that gives us part of the project: because we
   // subscribe to part, or because it gives us a selection (then they are asked for again).
-  if ((!partial && options.judged) || own || retired)
+  if ((!partial && options.judged) || own || retired) {
+    const char* why =
+        partial || !options.judged ? "wants every entry of this log" : "holds the whole project";
     for (const auto& e : entries)
-      if (e.elided)
-        return fail("seq " + std::to_string(e.seq) + ": a left-out entry, but this device " +
-                    (partial || !options.judged ? "wants every entry of this log"
-                                                : "holds the whole project"));
-  std::vector<std::size_t> upgrades;  // held here left out, received whole
+      if (e.elided || e.proven)
+        return fail("seq " + std::to_string(e.seq) + ": a " + (e.elided ? "left-out" : "proven") +
+                    " entry, but this device " + why);
+    if (skips) return fail(std::string("a proven run that skips entries, but this device ") + why);
+  }
+  // Entries held here left out that arrive whole, and entries of a proven run held here
+  // (docs/storage.md "Proven runs") that arrive proven: taken in when now wanted.
+  struct Upgrade {
+    std::size_t i;
+    std::optional<RunSeal> run;  // into a proven run held here: the seal it is checked by
+    std::uint64_t run_end = 0;   // that run's checkpoint
+  };
+  std::vector<Upgrade> upgrades;
 
   // 0. Compare with the log held here: entries we hold must be the same versions.
   std::size_t j = 0;
@@ -401,13 +568,23 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   for (; j < entries.size() && entries[j].seq <= head->seq; ++j) {
     auto have = txn->get(impl_->t().logs, log_key(project, author, entries[j].seq));
     if (!have) return have.error();
-    auto lr = *have ? LogRecord::decode_stored(**have) : std::nullopt;
-    if (!lr) return make_error(Errc::data_loss, "gap in log");
+    if (!*have) {
+      // Not held: skipped in a proven run held here. What arrives for it is checked against
+      // the seal of that run.
+      auto run = impl_->held_run(*txn, project, author, entries[j].seq);
+      if (!run) return run.error();
+      if (!*run) return make_error(Errc::data_loss, "gap in log");
+      if (!entries[j].elided) upgrades.push_back(Upgrade{j, (*run)->second, (*run)->first});
+      ++res.duplicates;
+      continue;
+    }
+    auto lr = LogRecord::decode_stored(**have);
+    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
     if (lr->id != entries[j].id) {
       differs = entries[j].seq;
       break;
     }
-    if (lr->elided && !entries[j].elided) upgrades.push_back(j);
+    if (lr->elided && !entries[j].elided) upgrades.push_back(Upgrade{j, std::nullopt, 0});
     ++res.duplicates;
   }
   if (own) {
@@ -447,9 +624,46 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   }
   // Entries held here left out that arrive whole: taken in when now wanted (after the
   // subscription widened). Checked like any received version; the chain is the one held.
+  // The seq before the batch's first, and its last.
+  const std::uint64_t batch_from = !entries.empty() && !entries.front().proven
+                                       ? entries.front().seq - 1
+                                   : !batch.checkpoints.empty() && batch.checkpoints.front().seal
+                                       ? batch.checkpoints.front().seal->from
+                                       : (entries.empty() ? 0 : entries.front().seq - 1);
+  const std::uint64_t batch_last = batch.last_seq();
+  // Paths for entries that arrive whole into a proven run held here: the batch carries the
+  // whole run then (else it is refused), whose ids must hash to the sealed root.
+  std::map<std::uint64_t, std::vector<std::vector<crypto::Digest>>> run_paths_of;
+  auto path_into = [&](const Upgrade& u) -> Result<std::vector<crypto::Digest>> {
+    const LogEntry& e = entries[u.i];
+    const std::uint64_t from = u.run->from, len = u.run_end - from;
+    std::string at = "seq " + std::to_string(e.seq) + ": ";
+    if (e.proven) {
+      if (!run_path_ok(e.id, e.seq - from - 1, len, e.path, u.run->root))
+        return fail(at + "its path does not lead to the root the author sealed");
+      return e.path;
+    }
+    auto it = run_paths_of.find(u.run_end);
+    if (it == run_paths_of.end()) {
+      std::vector<VersionId> ids;
+      auto first = std::lower_bound(entries.begin(), entries.end(), from + 1,
+                                    [](const LogEntry& x, std::uint64_t s2) { return x.seq < s2; });
+      for (auto k = first; k != entries.end() && k->seq <= u.run_end; ++k) ids.push_back(k->id);
+      if (ids.size() != len || first->seq != from + 1)
+        return fail(at + "part of a proven run held here, without its path or the whole run");
+      if (run_root(ids) != u.run->root)
+        return fail(at + "the run is not the one the author sealed");
+      std::vector<std::size_t> all(len);
+      for (std::size_t k = 0; k < len; ++k) all[k] = k;
+      it = run_paths_of.emplace(u.run_end, run_paths(ids, all)).first;
+    }
+    return it->second[e.seq - from - 1];
+  };
+  std::optional<std::optional<std::uint64_t>> cutoff_of;           // a removed author's last seq
+  std::set<std::pair<std::uint64_t, std::uint64_t>> runs_touched;  // proven runs held, taken into
   auto take_in = [&](std::uint64_t& lseq) -> Status {
-    for (std::size_t i : upgrades) {
-      const LogEntry& e = entries[i];
+    for (const Upgrade& u : upgrades) {
+      const LogEntry& e = entries[u.i];
       std::string at = "seq " + std::to_string(e.seq) + ": ";
       if (version_id_of(e.header) != e.id) return fail(at + "id does not match header hash");
       auto h = decode_header(e.header);
@@ -459,21 +673,51 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       if (e.body && (h->kind == VersionKind::tombstone || e.body->size() != h->body_size ||
                      crypto::sha256(as_bytes(*e.body)) != h->body_hash))
         return fail(at + "body does not match its hash");
+      std::vector<crypto::Digest> path;
+      if (u.run) {
+        auto p2 = path_into(u);
+        if (!p2) return p2.error();
+        path = std::move(*p2);
+      }
       auto w = impl_->wanted_here(*txn, project, *sub, *h, e.body);
       if (!w) return w.error();
       if (!*w) continue;
       Key lk = log_key(project, author, e.seq);
-      auto v = txn->get(impl_->t().logs, lk);
-      if (!v) return v.error();
-      auto held = *v ? LogRecord::decode_stored(**v) : std::nullopt;
-      if (!held) return make_error(Errc::data_loss, "gap in log");
       auto gone = impl_->erased(*txn, *h);
       if (!gone) return gone.error();
-      const bool excluded = held->excluded || *gone;
-      LogRecord lr{held->chain, e.id, e.header, std::nullopt, excluded, false};
+      LogRecord lr{crypto::Digest{}, e.id, e.header, std::nullopt, *gone, false};
+      if (u.run) {
+        if (!cutoff_of) {
+          auto members = impl_->membership(*txn, project);
+          if (!members) return members.error();
+          auto m = members->find(author);
+          cutoff_of.emplace(m != members->end() && m->second.role == Role::removed
+                                ? std::optional(m->second.max_seq)
+                                : std::nullopt);
+        }
+        lr.excluded = lr.excluded || (*cutoff_of && e.seq > **cutoff_of);
+        lr.proven = true;
+        lr.path = std::move(path);
+      } else {
+        auto v = txn->get(impl_->t().logs, lk);
+        if (!v) return v.error();
+        auto held = *v ? LogRecord::decode_stored(**v) : std::nullopt;
+        if (!held) return make_error(Errc::data_loss, "gap in log");
+        lr.chain = held->chain;
+        lr.excluded = lr.excluded || held->excluded;
+        lr.proven = held->proven;
+        lr.path = held->path;
+        if (held->proven) {
+          auto run = impl_->held_run(*txn, project, author, e.seq);
+          if (!run) return run.error();
+          if (*run) runs_touched.emplace((*run)->second.from, (*run)->first);
+        }
+      }
+      if (u.run) runs_touched.emplace(u.run->from, u.run_end);
+      const bool excluded = lr.excluded;
       if (e.body && !excluded) lr.body = as_bytes(*e.body);
       FS_TRY(impl_->put_log(*txn, project, lk, lr));
-      FS_TRY(impl_->note_taken_in(*txn, project, author, e.seq));
+      if (!u.run) FS_TRY(impl_->note_taken_in(*txn, project, author, e.seq));
       if (excluded) continue;
       impl_->clock.observe(h->hlc);
       Key dk = doc_key(project, h->collection, h->doc_id);
@@ -485,10 +729,12 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       ++res.applied;
       --res.duplicates;
     }
+    for (const auto& [from, end] : runs_touched)
+      FS_TRY(impl_->complete_run(*txn, project, author, from, end));
     if (!options.judged) return Status{};
-    return impl_->note_judged(*txn, project, author, entries.front().seq, entries.back().seq);
+    return impl_->note_judged(*txn, project, author, batch_from + 1, batch_last);
   };
-  if (!differs && j == entries.size()) {  // all held already
+  if (!differs && j == entries.size() && batch_last <= head->seq) {  // all held already
     auto judging = impl_->judged_upto(*txn, project, author);
     if (!judging) return judging.error();
     if (upgrades.empty() && !judging->has_value()) return res;
@@ -504,19 +750,18 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   }
 
   // 1. Verify entries[j..] from a base chain: ours where the batch still agrees with our log,
-  // else (a retired identity of ours) the tip of a branch already re-published.
-  std::uint64_t base_seq = entries[j].seq - 1;
+  // else (a retired identity of ours) the tip of a branch already re-published. A proven run
+  // starts where our log ends.
+  std::uint64_t base_seq =
+      j < entries.size() && !entries[j].proven ? entries[j].seq - 1 : head->seq;
   std::vector<crypto::Digest> bases;
   if (base_seq <= head->seq) {
-    if (base_seq == 0) {
-      bases.push_back(chain_genesis(project, author));
-    } else {
-      auto v = txn->get(impl_->t().logs, log_key(project, author, base_seq));
-      if (!v) return v.error();
-      auto lr = *v ? LogRecord::decode_stored(**v) : std::nullopt;
-      if (!lr) return make_error(Errc::data_loss, "gap in log");
-      bases.push_back(lr->chain);
-    }
+    auto c = impl_->chain_at(*txn, project, author, base_seq);
+    if (!c) return c.error();
+    if (!*c)
+      return fail("batch starts at seq " + std::to_string(base_seq + 1) +
+                  ", inside a run held here in part only");
+    bases.push_back(**c);
   }
   if (retired) {
     Key prefix = tip_key(project, author, base_seq);
@@ -529,8 +774,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       }
   }
   if (bases.empty())
-    return fail("batch starts at seq " + std::to_string(entries.front().seq) +
-                " but we hold up to " + std::to_string(head->seq));
+    return fail("batch starts at seq " + std::to_string(base_seq + 1) + " but we hold up to " +
+                std::to_string(head->seq));
 
   // Predecessors whose versions this author may re-publish (its succession records).
   std::optional<std::set<DeviceId>> predecessors;
@@ -568,67 +813,116 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   struct Pending {
     const LogEntry* entry;
     const PreparedLog::Entry* checked;  // its header (unset for a left-out entry)
-    crypto::Digest chain;               // the chain after it
+    crypto::Digest chain;               // the chain after it (zero for a proven entry)
+    std::uint64_t run_from = 0;         // a proven entry: the seq its run follows
   };
   enum class Outcome { ok, diverges };
   std::vector<Pending> fresh;
+  std::vector<std::uint64_t> skipped;  // proven runs that skip entries: the seq each starts at
+  std::vector<bool> run_proven(batch.checkpoints.size());  // checkpoints ending a proven run
   std::uint64_t seq = 0;
   crypto::Digest chain{};
+  // An entry's own checks (done ahead or here), for a whole or a proven one.
+  auto check_whole = [&](std::size_t i) -> Result<const PreparedLog::Entry*> {
+    const auto& e = entries[i];
+    const PreparedLog::Entry& ce = checked[i];
+    if (!ce.id_ok) return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
+    if (!ce.header) return fail("seq " + std::to_string(e.seq) + ": " + ce.problem);
+    const VersionHeader* h = &*ce.header;
+    if (h->author != author) {
+      auto ok = may_carry(h->author);
+      if (!ok) return ok.error();
+      if (!*ok) return fail("seq " + std::to_string(e.seq) + ": version claims another author");
+    }
+    if (h->project != project)
+      return fail("seq " + std::to_string(e.seq) + ": version of another project");
+    switch (ce.body) {
+      case PreparedLog::BodyCheck::none:
+      case PreparedLog::BodyCheck::ok: break;
+      case PreparedLog::BodyCheck::tombstone: return fail("tombstone with a body");
+      case PreparedLog::BodyCheck::mismatch:
+        return fail("seq " + std::to_string(e.seq) + ": body does not match its hash");
+      case PreparedLog::BodyCheck::too_large:
+        return make_error(Errc::too_large, "received body exceeds storage.max_body_bytes");
+    }
+    return &ce;
+  };
   // Checks entries[j..] against `base`. Errors are tampering; `diverges` is a validly signed
   // history that does not continue `base` (another branch of the same device).
   auto verify = [&](const crypto::Digest& base) -> Result<Outcome> {
     fresh.clear();
+    skipped.clear();
+    std::fill(run_proven.begin(), run_proven.end(), false);
     chain = base;
     seq = base_seq;
-    for (std::size_t i = j; i < entries.size(); ++i) {
-      const auto& e = entries[i];
-      if (e.elided) {  // a version this device does not want: its id continues the chain
-        seq = e.seq;
-        chain = chain_next(chain, seq, e.id);
-        for (const auto& c : batch.checkpoints) {
-          if (c.seq != seq) continue;
-          if (!crypto::verify(author, checkpoint_message(project, author, seq, c.chain),
-                              c.signature))
-            return fail("bad signature at seq " + std::to_string(seq));
-          if (c.chain != chain) return Outcome::diverges;
-        }
-        fresh.push_back(Pending{&e, nullptr, chain});
-        continue;
-      }
-      const PreparedLog::Entry& ce = checked[i];
-      if (!ce.id_ok)
-        return fail("seq " + std::to_string(e.seq) + ": id does not match header hash");
-      if (!ce.header) return fail("seq " + std::to_string(e.seq) + ": " + ce.problem);
-      const VersionHeader* h = &*ce.header;
-      if (h->author != author) {
-        auto ok = may_carry(h->author);
-        if (!ok) return ok.error();
-        if (!*ok) return fail("seq " + std::to_string(e.seq) + ": version claims another author");
-      }
-      if (h->project != project)
-        return fail("seq " + std::to_string(e.seq) + ": version of another project");
-      switch (ce.body) {
-        case PreparedLog::BodyCheck::none:
-        case PreparedLog::BodyCheck::ok: break;
-        case PreparedLog::BodyCheck::tombstone: return fail("tombstone with a body");
-        case PreparedLog::BodyCheck::mismatch:
-          return fail("seq " + std::to_string(e.seq) + ": body does not match its hash");
-        case PreparedLog::BodyCheck::too_large:
-          return make_error(Errc::too_large, "received body exceeds storage.max_body_bytes");
-      }
-      seq = e.seq;
-      chain = chain_next(chain, seq, e.id);
-      for (const auto& c : batch.checkpoints) {
-        if (c.seq != seq) continue;
+    std::size_t ci = 0;
+    while (ci < batch.checkpoints.size() && batch.checkpoints[ci].seq <= base_seq) ++ci;
+    // The checkpoints at `seq`: signed by the author over the chain reached.
+    auto at_checkpoints = [&]() -> Result<Outcome> {
+      for (; ci < batch.checkpoints.size() && batch.checkpoints[ci].seq == seq; ++ci) {
+        const Checkpoint& c = batch.checkpoints[ci];
         if (!crypto::verify(author, checkpoint_message(project, author, seq, c.chain), c.signature))
           return fail("bad signature at seq " + std::to_string(seq));
         if (c.chain != chain) return Outcome::diverges;
       }
-      fresh.push_back(Pending{&e, &ce, chain});
+      return Outcome::ok;
+    };
+    std::size_t i = j;
+    while (i < entries.size() || ci < batch.checkpoints.size()) {
+      if (i < entries.size() && !entries[i].proven) {
+        const auto& e = entries[i];
+        if (e.seq != seq + 1) return fail("entries are not contiguous");
+        const PreparedLog::Entry* ce = nullptr;
+        if (!e.elided) {  // else a version this device does not want: its id continues the chain
+          auto c = check_whole(i);
+          if (!c) return c.error();
+          ce = *c;
+        }
+        seq = e.seq;
+        chain = chain_next(chain, seq, e.id);
+        auto o = at_checkpoints();
+        if (!o) return o.error();
+        if (*o == Outcome::diverges) return Outcome::diverges;
+        fresh.push_back(Pending{&e, ce, chain, 0});
+        ++i;
+        continue;
+      }
+      // A proven run: from `seq` to the next checkpoint, whose seal proves its entries.
+      if (ci == batch.checkpoints.size())
+        return fail("seq " + std::to_string(entries[i].seq) +
+                    ": a proven entry after the last checkpoint");
+      const Checkpoint& c = batch.checkpoints[ci];
+      std::string at = "proven run to seq " + std::to_string(c.seq) + ": ";
+      if (!c.seal || c.seal->from != seq || c.seq - seq > kMaxSealedRun)
+        return fail(at + "no seal of the run from seq " + std::to_string(seq));
+      if (!crypto::verify(author, checkpoint_message(project, author, c.seq, c.chain), c.signature))
+        return fail("bad signature at seq " + std::to_string(c.seq));
+      SealCheck sc =
+          prepared && ci < prepared->seals.size() ? prepared->seals[ci] : SealCheck::unchecked;
+      if (sc != SealCheck::ok &&
+          !crypto::verify(author,
+                          seal_message(project, author, c.seq, c.chain, c.seal->from, c.seal->root),
+                          c.seal->signature))
+        return fail(at + "bad seal signature");
+      std::uint64_t n = 0, prev = seq;
+      for (; i < entries.size() && entries[i].seq <= c.seq; ++i, ++n) {
+        const auto& e = entries[i];
+        std::string eat = "seq " + std::to_string(e.seq) + ": ";
+        if (!e.proven) return fail(eat + "a whole entry inside a proven run");
+        if (e.seq <= prev) return fail("entries are not in seq order");
+        prev = e.seq;
+        auto ce = check_whole(i);
+        if (!ce) return ce.error();
+        if (!run_path_ok(e.id, e.seq - seq - 1, c.seq - seq, e.path, c.seal->root))
+          return fail(eat + "its path does not lead to the root the author sealed");
+        fresh.push_back(Pending{&e, *ce, crypto::Digest{}, seq});
+      }
+      if (n < c.seq - seq) skipped.push_back(seq + 1);
+      run_proven[ci] = true;
+      seq = c.seq;
+      chain = c.chain;
+      ++ci;
     }
-    for (std::size_t i = 1; i < batch.checkpoints.size(); ++i)
-      if (batch.checkpoints[i].seq <= batch.checkpoints[i - 1].seq)
-        return fail("checkpoint out of order");
     bool signed_end = std::any_of(batch.checkpoints.begin(), batch.checkpoints.end(),
                                   [&](const Checkpoint& c) { return c.seq == seq; });
     if (!signed_end) return fail("batch does not end at a signed checkpoint");
@@ -711,7 +1005,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     if (last && *n) impl_->notify(project, *last);
     return res;
   }
-  if (fresh.empty()) return res;
+  if (fresh.empty() && seq <= head->seq) return res;
 
   // The seals of the checkpoints to store: each checked against its run's ids (from this
   // batch, or held here) and the author's signature. One that does not verify fails the
@@ -721,12 +1015,18 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
     const Checkpoint& c = batch.checkpoints[ci];
     if (!c.seal || c.seq <= head->seq || c.seq > seq) continue;
+    if (run_proven[ci]) {  // checked with the run's entries
+      seals[ci] = c.seal;
+      continue;
+    }
     SealCheck check =
         prepared && ci < prepared->seals.size() ? prepared->seals[ci] : SealCheck::unchecked;
     if (check == SealCheck::unchecked) {
       Status lookup;
       check = check_seal(project, author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
-        if (s2 >= entries.front().seq) return entries[s2 - entries.front().seq].id;
+        auto in = std::lower_bound(entries.begin(), entries.end(), s2,
+                                   [](const LogEntry& x, std::uint64_t s3) { return x.seq < s3; });
+        if (in != entries.end() && in->seq == s2) return in->id;
         auto v = txn->get(impl_->t().logs, log_key(project, author, s2));
         if (!v) {
           lookup = v.error();
@@ -783,6 +1083,10 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       if (!w) return w.error();
       left_out = !*w;
     }
+    if (left_out && e.proven) {  // not kept at all: skipped, as the run's others
+      FS_TRY(impl_->note_left_out(*txn, project, batch.author, p.run_from + 1));
+      continue;
+    }
     if (left_out) {  // kept for the chain only: id, no header, no body
       LogRecord lr{c2, e.id, ByteView{}, std::nullopt, excluded, true};
       FS_TRY(txn->put(t.logs, log_key(project, batch.author, e.seq),
@@ -793,6 +1097,10 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       continue;
     }
     LogRecord lr{c2, e.id, e.header, std::nullopt, excluded};
+    if (e.proven) {
+      lr.proven = true;
+      lr.path = e.path;
+    }
     if (e.body && !excluded) {
       if (p.checked->packed) {  // packed ahead (prepare_log)
         lr.packed = ByteView(p.checked->frame);
@@ -829,12 +1137,20 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     if (!r) return r.error();
     ++res.applied;
   }
+  for (std::uint64_t from : skipped) {  // not held here: a device asking for it must not rely on us
+    FS_TRY(impl_->note_left_out(*txn, project, batch.author, from));
+    if (!options.judged) FS_TRY(impl_->note_unjudged(*txn, project, author, from));
+  }
   for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
     const Checkpoint& c = batch.checkpoints[ci];
     if (c.seq <= head->seq || c.seq > seq) continue;
     FS_TRY(txn->put(t.checkpoints, log_key(project, batch.author, c.seq),
                     CheckpointValue{c.chain, c.signature, seals[ci]}.encode()));
   }
+  for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci)  // proven, and all held now
+    if (run_proven[ci] && batch.checkpoints[ci].seq > head->seq)
+      FS_TRY(impl_->complete_run(*txn, project, author, batch.checkpoints[ci].seal->from,
+                                 batch.checkpoints[ci].seq));
   FS_TRY(txn->put(t.heads, author_key(project, batch.author), HeadValue{seq, chain}.encode()));
   FS_TRY(impl_->put_change_counter(*txn, project, *lseq));
   if (membership_changed || erasures_changed) {

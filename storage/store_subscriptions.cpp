@@ -108,17 +108,45 @@ Status Store::Impl::note_left_out(LmdbTxn& txn, const ProjectId& p, const Device
 // The entry at `seq` is held whole now: if it was the first left-out one, find the next.
 Status Store::Impl::note_taken_in(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
                                   std::uint64_t seq) const {
+  return rescan_left_out(txn, p, a, seq, seq + 1);
+}
+
+// If the first left-out entry is `was`, the first one from `from` on.
+Status Store::Impl::rescan_left_out(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                    std::uint64_t was, std::uint64_t from) const {
   Key k = left_out_key(p, a);
   auto first = get_u64(txn, t().meta, k);
   if (!first) return first.error();
-  if (!*first || **first != seq) return {};
+  if (!*first || **first != was) return {};
   Key prefix = author_key(p, a);
   LmdbCursor c(txn, t().logs);
-  for (bool ok = c.seek(log_key(p, a, seq + 1)); ok && has_prefix(c.key(), prefix); ok = c.next()) {
+  std::uint64_t expect = from;
+  for (bool ok = c.seek(log_key(p, a, from)); ok && has_prefix(c.key(), prefix);
+       ok = c.next(), ++expect) {
+    std::uint64_t at = ByteReader(c.key().subspan(prefix.b.size())).u64();
+    if (at != expect) {  // skipped in a proven run: left out from the run's start
+      auto run = held_run(txn, p, a, expect);
+      if (!run) return run.error();
+      return put_u64(txn, t().meta, k, *run ? (*run)->second.from + 1 : expect);
+    }
     auto lr = LogRecord::decode_stored(c.value());
     if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
-    if (lr->elided)
-      return put_u64(txn, t().meta, k, ByteReader(c.key().subspan(prefix.b.size())).u64());
+    if (lr->elided || lr->proven) {  // a proven run is left out from its start
+      std::uint64_t left = at;
+      if (lr->proven) {
+        auto run = held_run(txn, p, a, at);
+        if (!run) return run.error();
+        if (*run) left = (*run)->second.from + 1;
+      }
+      return put_u64(txn, t().meta, k, left);
+    }
+  }
+  auto h = head(txn, p, a);
+  if (!h) return h.error();
+  if (expect <= h->seq) {  // the log ends in a proven run that skips its last entries
+    auto run = held_run(txn, p, a, expect);
+    if (!run) return run.error();
+    return put_u64(txn, t().meta, k, *run ? (*run)->second.from + 1 : expect);
   }
   return txn.del(t().meta, k);
 }
@@ -169,8 +197,16 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Store::Impl::leave_document(
     if (lr->body) freed += lr->body->size();
     Bytes header(lr->header.begin(), lr->header.end());
     LogRecord out_rec{lr->chain, lr->id, header, std::nullopt, lr->excluded, true};
+    out_rec.proven = lr->proven;  // held without its chain: stays so, with its path
+    out_rec.path = lr->path;
     FS_TRY(txn.put(t().logs, lk, out_rec.encode(bodies, p)));
-    FS_TRY(note_left_out(txn, p, h.at.author, h.at.seq));
+    std::uint64_t first = h.at.seq;
+    if (lr->proven) {  // a proven run is left out from its start (where its chain is known)
+      auto run = held_run(txn, p, h.at.author, h.at.seq);
+      if (!run) return run.error();
+      if (*run) first = (*run)->second.from + 1;
+    }
+    FS_TRY(note_left_out(txn, p, h.at.author, first));
   }
   Key sub = doc_sub_prefix(dk);
   for (auto dbi : {t().docver, t().superseded}) {

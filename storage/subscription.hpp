@@ -97,6 +97,9 @@ class Subscription {
 struct LogFilter {
   Subscription want;         // what the receiver is given (its subscription, maybe restricted)
   bool left_out_ok = false;  // it accepts entries left out here as left out
+  // It takes proven runs (docs/storage.md "Proven runs"): with left_out_ok and a `want` that
+  // is not everything, a sealed run gives only the wanted entries, each with its audit path.
+  bool proven_ok = false;
 };
 
 // How Store::apply_log treats a batch's left-out entries.

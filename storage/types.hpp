@@ -1,6 +1,7 @@
 // Public value types of the storage engine. Plain data; no LMDB types.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -351,6 +352,11 @@ struct LogEntry {
   // Left out by a subscription (docs/storage.md "Subscriptions"): only `id` is given (no
   // header, no body), so the chain still verifies for a device that does not want it.
   bool elided = false;
+  // Proven (docs/storage.md "Proven runs"): given without its neighbours, with the audit path
+  // (leaf to root) that proves `id` at its place in the sealed run of the checkpoint that ends
+  // the run; the entries of the run not given are skipped (no entry at all).
+  bool proven = false;
+  std::vector<crypto::Digest> path{};
 };
 
 // The author's seal over the run of its log a checkpoint ends, (from, seq]: a Merkle root of
@@ -374,11 +380,22 @@ struct Checkpoint {
   std::optional<RunSeal> seal;  // absent: written before seals, or not passed on
 };
 
-// A run of one author's log: entries (from, to], ending at a signed checkpoint.
+// The depth of the deepest audit path (a run of kMaxSealedRun entries).
+inline constexpr std::size_t kMaxRunPath = 20;
+
+// A run of one author's log: entries (from, to], ending at a signed checkpoint. Entries are in
+// seq order and contiguous, except in proven runs (LogEntry::proven), which give only some of
+// theirs; a proven run may give none (then only its checkpoint is in the batch).
 struct LogBatch {
   DeviceId author;
   std::vector<LogEntry> entries;
   std::vector<Checkpoint> checkpoints;  // every checkpoint inside the run; the last is at the end
+  // The last seq the batch covers (its last checkpoint's), or 0 for an empty batch.
+  std::uint64_t last_seq() const {
+    std::uint64_t last = entries.empty() ? 0 : entries.back().seq;
+    return checkpoints.empty() ? last : std::max(last, checkpoints.back().seq);
+  }
+  bool empty() const { return entries.empty() && checkpoints.empty(); }
 };
 
 // A received batch checked as far as needs no transaction (Store::prepare_log). Valid for

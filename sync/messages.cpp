@@ -11,6 +11,8 @@ namespace {
 
 constexpr std::uint8_t kFlagHasBody = 0x01;
 constexpr std::uint8_t kFlagLeftOut = 0x02;  // no header (empty), no body: the id follows
+// With kFeatureSeals only: after the body, u8 n and n path hashes (storage::LogEntry::proven).
+constexpr std::uint8_t kFlagProven = 0x04;
 // Smallest encodings, used to reject absurd counts before allocating for them.
 constexpr std::size_t kMinEntryBytes = 8 + 4 + 1;
 constexpr std::size_t kCheckpointBytes = 8 + 32 + 64;
@@ -378,8 +380,12 @@ void encode_batch(Bytes& out, const Batch& m, bool seals) {
       continue;
     }
     w.blob(ByteView(e.header));
-    w.u8(e.body ? kFlagHasBody : 0);
+    w.u8(static_cast<std::uint8_t>((e.body ? kFlagHasBody : 0) |
+                                   (seals && e.proven ? kFlagProven : 0)));
     if (e.body) w.blob(std::string_view(*e.body));
+    if (!seals || !e.proven) continue;
+    w.u8(static_cast<std::uint8_t>(e.path.size()));
+    for (const auto& d : e.path) w.raw(ByteView(d));
   }
   w.u32(static_cast<std::uint32_t>(m.log.checkpoints.size()));
   for (const auto& c : m.log.checkpoints) {
@@ -418,7 +424,8 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
       m.log.entries.push_back(std::move(e));
       continue;
     }
-    if ((flags & ~kFlagHasBody) != 0) return malformed("BATCH (entry)");
+    const std::uint8_t allowed = kFlagHasBody | (limits.seals ? kFlagProven : 0);
+    if ((flags & ~allowed) != 0) return malformed("BATCH (entry)");
     e.header.assign(header.begin(), header.end());
     auto digest = crypto::sha256(header);
     std::copy(digest.begin(), digest.end(), e.id.bytes.begin());
@@ -429,6 +436,14 @@ Result<Batch> decode_batch(ByteView payload, const DecodeLimits& limits) {
       ByteView body = r.raw(len);
       if (!r.ok()) return malformed("BATCH (body)");
       e.body = std::string(as_chars(body));
+    }
+    if (flags & kFlagProven) {
+      std::uint8_t np = r.u8();
+      if (!r.ok() || np > storage::kMaxRunPath) return malformed("BATCH (proven entry path)");
+      e.proven = true;
+      e.path.resize(np);
+      for (auto& d : e.path) d = r.fixed<32>();
+      if (!r.ok()) return malformed("BATCH (proven entry path)");
     }
     m.log.entries.push_back(std::move(e));
   }

@@ -344,7 +344,7 @@ void Session::Impl::on_batch(ReceivedBatch in) {
   ProjectSync* ps = project_of(m.project, "BATCH");
   if (!ps) return;
   if (!ps->vv_received) return fail(make_error(Errc::failed_precondition, "BATCH before VV"), true);
-  if (m.log.entries.empty()) return fail(make_error(Errc::invalid_argument, "empty BATCH"), true);
+  if (m.log.empty()) return fail(make_error(Errc::invalid_argument, "empty BATCH"), true);
   if (answer_diverged(m)) return;
   const storage::ApplyOptions options{!ps->restricted};
   if (!params.offload) return batch_applied(in, store.apply_log(m.project, m.log, options));
@@ -440,7 +440,7 @@ void Session::Impl::batch_applied(const ReceivedBatch& in, Result<storage::Apply
     return fail(std::move(e), true);
   }
   const DeviceId& a = m.log.author;
-  std::uint64_t last = m.log.entries.back().seq;
+  std::uint64_t last = m.log.last_seq();
   if (r->identity_conflict || (r->diverged_at && !r->republished)) {
     encode_ack(control, Ack{m.project, a, r->head});
     diverge(*ps, a, *r->diverged_at, true);
@@ -607,12 +607,12 @@ Session::Impl::Produced Session::Impl::produce_batch_of(ProjectSync& ps, const D
   std::uint32_t max_entries = params.options.batch_entries;
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto log = store.read_log(ps.id, a, from, max_entries, params.options.batch_bytes,
-                              storage::LogFilter{ps.given, ps.left_out_ok});
+                              storage::LogFilter{ps.given, ps.left_out_ok, limits.seals});
     if (!log.ok()) {
       fail(log.error(), true);
       return Produced::failed;
     }
-    if (log->entries.empty()) {
+    if (log->empty()) {
       // The cached vector promised more than the store returns: trust the store. (Expected
       // on a device that cleaned up, for a peer that lacks the cleaned range.)
       if (ps.left_out_ok)
@@ -620,7 +620,7 @@ Session::Impl::Produced Session::Impl::produce_batch_of(ProjectSync& ps, const D
       ps.mine[a] = from;
       return Produced::nothing;
     }
-    std::uint64_t last = log->entries.back().seq;
+    std::uint64_t last = log->last_seq();
     // Compressed: encoded aside first, then sent as ZBATCH when that is smaller.
     Bytes& target = compress_batches ? batch_scratch : out;
     if (compress_batches) batch_scratch.clear();
