@@ -20,7 +20,7 @@
 namespace fieldsync::storage {
 
 // 2: typed peer records (format 1 kept the sync layer's JSON; converted when opened).
-inline constexpr std::uint32_t kStorageFormat = 3;
+inline constexpr std::uint32_t kStorageFormat = 4;
 // Read-back bounds of the record decoders; writers check the same constants.
 inline constexpr std::size_t kMaxDocHeads = 0xffff;              // DocRecord: u16 head count
 inline constexpr std::size_t kMaxVersionHeaderBytes = 1u << 20;  // LogRecord header blob

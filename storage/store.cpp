@@ -231,9 +231,10 @@ Result<std::unique_ptr<Store>> Store::open(const StoreOptions& options) {
     // its log records are all read as they are).
     FS_TRY(impl->upgrade_peers_format1(*txn));
     FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
-  } else if (read_u64(**fmt) == 2) {
-    // Format 2 stores every body as it is, which format 3 reads too: only the number changes
-    // (so that an older daemon refuses the compressed bodies written from now on).
+  } else if (read_u64(**fmt) == 2 || read_u64(**fmt) == 3) {
+    // Format 2 stores every body as it is, and format 3 no proven log records; format 4 reads
+    // both: only the number changes (so that an older daemon refuses the compressed bodies and
+    // proven records written from now on).
     FS_TRY(txn->put(impl->t().meta, kFormatKey, u64_bytes(kStorageFormat)));
   } else if (read_u64(**fmt) != kStorageFormat) {
     return make_error(Errc::unsupported, "storage format " + std::to_string(read_u64(**fmt)) +

@@ -248,30 +248,34 @@ TEST_CASE("bodies at rest: a missing dictionary or a damaged frame reads as data
   CHECK(*s->get_document(p, "obs", "after")->body == observation(6000));
 }
 
-TEST_CASE("format 2 stores open as format 3 after a copy of them", "[storage][bodies]") {
-  TempDir d;
-  ProjectId p;
-  {
-    StoreOptions o;
-    o.body_compression_level = 0;  // what a format-2 daemon wrote: bodies as they are
-    auto s = open_store(d.path(), o);
-    p = survey_with(*s, 1);
-  }
-  {
+TEST_CASE("format 2 and 3 stores open as format 4 after a copy of them", "[storage][bodies]") {
+  for (std::uint64_t was : {2, 3}) {
+    INFO("format " << was);
+    TempDir d;
+    ProjectId p;
+    {
+      StoreOptions o;
+      o.body_compression_level = 0;  // what a format-2 daemon wrote: bodies as they are
+      auto s = open_store(d.path(), o);
+      p = survey_with(*s, 1);
+    }
+    {
+      Raw raw(d.path());
+      raw.put(raw.t().meta, kFormat, u64_bytes(was));
+    }
+    auto s = open_store(d.path());
+    REQUIRE(s->converted());
+    CHECK(s->converted()->from_format == was);
+    CHECK(s->converted()->to_format == 4);
+    const std::string backup = "format-" + std::to_string(was);
+    CHECK(std::filesystem::exists(d.path() / "upgrade-backup" / backup / "data.mdb"));
+    check_bodies(*s, p, 0, 1);
+    s.reset();
     Raw raw(d.path());
-    raw.put(raw.t().meta, kFormat, u64_bytes(2));
+    CHECK(raw.get(raw.t().meta, kFormat) == u64_bytes(4));
+    Raw old(d.path() / "upgrade-backup", backup);
+    CHECK(old.get(old.t().meta, kFormat) == u64_bytes(was));
   }
-  auto s = open_store(d.path());
-  REQUIRE(s->converted());
-  CHECK(s->converted()->from_format == 2);
-  CHECK(s->converted()->to_format == 3);
-  CHECK(std::filesystem::exists(d.path() / "upgrade-backup" / "format-2" / "data.mdb"));
-  check_bodies(*s, p, 0, 1);
-  s.reset();
-  Raw raw(d.path());
-  CHECK(raw.get(raw.t().meta, kFormat) == u64_bytes(3));
-  Raw old(d.path() / "upgrade-backup", "format-2");
-  CHECK(old.get(old.t().meta, kFormat) == u64_bytes(2));
 }
 
 TEST_CASE("bodies at rest: a dictionary trained in a write that failed is stored with the next",

@@ -22,8 +22,7 @@ using fieldsync::test::TempDir;
 namespace {
 
 Subscription districts(const std::string& values) {
-  auto s = Subscription::parse(R"({"where":{"in":{"path":"district","values":[)" + values +
-                               "]}}}");
+  auto s = Subscription::parse(R"({"where":{"in":{"path":"district","values":[)" + values + "]}}}");
   REQUIRE(s.ok());
   return *s;
 }
@@ -31,9 +30,9 @@ Subscription districts(const std::string& values) {
 void write_docs(Store& s, const ProjectId& p, int start, int n) {
   std::vector<WriteRequest> reqs;
   for (int i = start; i < start + n; ++i)
-    reqs.push_back(put("obs", "d" + std::to_string(i),
-                       R"({"district":)" + std::to_string(i % 10) + R"(,"n":)" +
-                           std::to_string(i) + "}"));
+    reqs.push_back(
+        put("obs", "d" + std::to_string(i),
+            R"({"district":)" + std::to_string(i % 10) + R"(,"n":)" + std::to_string(i) + "}"));
   REQUIRE(s.write_batch(p, reqs).ok());
 }
 
@@ -153,9 +152,10 @@ TEST_CASE("a device that wants a few versions of a run takes them proven, and no
   CHECK(std::all_of(held.begin(), held.end(), [](const auto& r) { return r.second; }));
 }
 
-TEST_CASE("widening takes the newly wanted versions into proven runs, and a run held whole is "
-          "chained again",
-          "[storage][log][proven]") {
+TEST_CASE(
+    "widening takes the newly wanted versions into proven runs, and a run held whole is "
+    "chained again",
+    "[storage][log][proven]") {
   TempDir da, db, dd;
   auto a = open_store(da.path(), runs_of_64());
   auto b = open_store(db.path());
@@ -205,9 +205,8 @@ TEST_CASE("narrowing leaves proven versions out, and widening again takes them b
   REQUIRE(b->set_subscription(p, districts("3,7")).ok());
   CHECK(give(*a, *b, p, author, districts("3,7")).proven > 0);
   // Narrower as Subscription::within sees it (else b asks again before it gives left-out ids).
-  auto seven = Subscription::parse(
-      R"({"where":{"all":[{"in":{"path":"district","values":[3,7]}},)"
-      R"({"in":{"path":"district","values":[7]}}]}})");
+  auto seven = Subscription::parse(R"({"where":{"all":[{"in":{"path":"district","values":[3,7]}},)"
+                                   R"({"in":{"path":"district","values":[7]}}]}})");
   REQUIRE(seven.ok());
   auto narrow = b->set_subscription(p, *seven);
   REQUIRE(narrow.ok());
