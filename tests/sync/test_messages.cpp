@@ -121,6 +121,39 @@ TEST_CASE("frames round-trip and have the documented layout", "[sync][wire]") {
   REQUIRE(b4.ok());
   CHECK_FALSE(b4->log.checkpoints[1].seal.has_value());
 
+  // Proven entries (flag bit 2) travel with their path, and only with seals.
+  Batch pb;
+  pb.project = v.project;
+  pb.log.author = a1;
+  storage::LogEntry pe{7, {}, Bytes{7, 7}, std::string("{}")};
+  pe.proven = true;
+  pe.path.resize(3);
+  pe.path[2][31] = 5;
+  pb.log.entries.push_back(pe);
+  pb.log.checkpoints.push_back({9, {}, {}, seal});
+  out.clear();
+  encode_batch(out, pb, true);
+  f = one_frame(out, d);
+  auto pb2 = decode_batch(f.payload, sealed);
+  REQUIRE(pb2.ok());
+  REQUIRE(pb2->log.entries.size() == 1);
+  CHECK(pb2->log.entries[0].proven);
+  CHECK(pb2->log.entries[0].path == pe.path);
+  CHECK(pb2->log.entries[0].body == std::string("{}"));
+  CHECK(pb2->log.last_seq() == 9);
+  CHECK(decode_batch(f.payload, {}).error().message.find("BATCH (entry)") != std::string::npos);
+  Bytes deep(f.payload.begin(), f.payload.end());
+  deep[16 + 32 + 4 + 8 + 4 + 2 + 1 + 4 + 2] = storage::kMaxRunPath + 1;  // the path's length
+  CHECK(decode_batch(deep, sealed).error().message.find("path") != std::string::npos);
+  pb.log.entries.clear();  // a proven run with nothing wanted: its checkpoint alone
+  out.clear();
+  encode_batch(out, pb, true);
+  f = one_frame(out, d);
+  auto pb3 = decode_batch(f.payload, sealed);
+  REQUIRE(pb3.ok());
+  CHECK(pb3->log.entries.empty());
+  CHECK(pb3->log.last_seq() == 9);
+
   out.clear();
   encode_error(out, WireError{to_wire_code(Errc::too_large), "big"});
   f = one_frame(out, d);
