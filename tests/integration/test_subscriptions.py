@@ -119,6 +119,13 @@ class Subscriptions(DaemonTestCase):
         out = phone.syncctl("subscription", pid, "everything")
         self.assertIn("wants: everything", out.stdout)
         self.wait_docs(phone, pid, expected(range(DISTRICTS)), "the phone to hold everything")
+        # Its copy is whole again (the runs it held proven are chained again): a full device
+        # that meets only the phone gets everything from it.
+        full2 = self.daemon("full2")
+        r = full2.unix("POST", V + "/import", hub.unix("GET", V + "/%s/secret" % pid).json())
+        self.assertEqual(r.status, 201, r)
+        add_peer(full2, phone)
+        self.wait_docs(full2, pid, expected(range(DISTRICTS)), "full2 to hold everything")
 
     def peer_in_sync(self, d, other):
         r = d.unix("GET", "/v1/peers/%s" % other.device_id)
