@@ -21,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
@@ -534,9 +535,21 @@ class DaemonTestCase(unittest.TestCase):
         self.daemons = []
 
     def tearDown(self):
+        if self._failed():
+            # What each daemon said last: a failure that does not repeat can still be read.
+            for d in self.daemons:
+                lines = d.log().splitlines()[-80:]
+                sys.stderr.write("---- last %d lines of %s's log\n" % (len(lines), d.name))
+                sys.stderr.write("\n".join(lines) + "\n")
         for d in self.daemons:
             d.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _failed(self):
+        result = getattr(getattr(self, "_outcome", None), "result", None)
+        if result is None:
+            return False
+        return any(t is self for t, _ in list(result.errors) + list(result.failures))
 
     def daemon(self, name="alpha", **settings):
         s = dict(self.DEFAULTS)
