@@ -289,3 +289,41 @@ TEST_CASE("a forged proven run fails the batch and nothing is applied", "[storag
     CHECK(b->version_vector(p)->count(author) == 0);
   }
 }
+
+TEST_CASE("proven log records keep their path, and a malformed one reads as damage",
+          "[storage][log][proven]") {
+  BodyCodec codec(0, 0);
+  ProjectId p;
+  Bytes header{1, 2, 3};
+  LogRecord lr{crypto::Digest{}, VersionId{}, header, std::nullopt, false, false};
+  lr.id.bytes[0] = 7;
+  lr.proven = true;
+  lr.path.resize(8);
+  lr.path[7][31] = 9;
+  std::string body = R"({"district":7})";
+  lr.body = as_bytes(body);
+  Bytes v = lr.encode(codec, p);
+  auto back = LogRecord::decode_stored(v);
+  REQUIRE(back.has_value());
+  CHECK(back->proven);
+  CHECK_FALSE(back->elided);
+  CHECK(back->path == lr.path);
+  CHECK(back->id == lr.id);
+  REQUIRE(back->body.has_value());
+  CHECK(as_chars(*back->body) == body);
+  // Narrowed: no body, header and path kept.
+  lr.body.reset();
+  lr.elided = true;
+  auto left = LogRecord::decode_stored(lr.encode(codec, p));
+  REQUIRE(left.has_value());
+  CHECK((left->proven && left->elided && !left->body && left->path == lr.path));
+  // Damage: a path longer than any run's, one cut short, an unknown flag.
+  Bytes deep = v;
+  deep[deep.size() - 8 * 32 - 1] = kMaxRunPath + 1;
+  CHECK_FALSE(LogRecord::decode_stored(deep).has_value());
+  Bytes cut(v.begin(), v.end() - 1);
+  CHECK_FALSE(LogRecord::decode_stored(cut).has_value());
+  Bytes flag = v;
+  flag[64] |= 32;
+  CHECK_FALSE(LogRecord::decode_stored(flag).has_value());
+}
