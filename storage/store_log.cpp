@@ -446,7 +446,7 @@ SealCheck check_seal(const ProjectId& project, const DeviceId& author, const Che
   ids.reserve(c.seq - sl.from);
   for (std::uint64_t s2 = sl.from + 1; s2 <= c.seq; ++s2) {
     std::optional<VersionId> id = id_at(s2);
-    if (!id) return SealCheck::unchecked;
+    if (!id) return SealCheck::signed_only;
     ids.push_back(*id);
   }
   return run_root(ids) == sl.root ? SealCheck::ok : SealCheck::bad_root;
@@ -472,21 +472,21 @@ PreparedLog Store::prepare_log(const ProjectId& project, const LogBatch& batch) 
     pe.dict = pk->dict;
     pe.frame = std::move(pk->frame);
   }
-  // Seals whose run is all in the batch: checked here, off the applying thread.
+  // Seals, checked here, off the applying thread: those whose run is all in the batch whole;
+  // the signatures of the others (proven runs, and a run that began in an earlier batch).
   out.seals.resize(batch.checkpoints.size());
-  if (!batch.entries.empty()) {
-    const std::uint64_t first = batch.entries.front().seq;
-    const std::uint64_t last = first + batch.entries.size() - 1;
-    for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
-      const Checkpoint& c = batch.checkpoints[ci];
-      if (!c.seal || c.seq > last || c.seal->from + 1 < first) continue;
-      out.seals[ci] =
-          check_seal(project, batch.author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
-            std::size_t i = s2 - first;
-            if (i >= batch.entries.size() || batch.entries[i].seq != s2) return std::nullopt;
-            return batch.entries[i].id;
-          });
-    }
+  const auto& es = batch.entries;
+  for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
+    const Checkpoint& c = batch.checkpoints[ci];
+    if (!c.seal) continue;
+    out.seals[ci] =
+        check_seal(project, batch.author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
+          auto in =
+              std::lower_bound(es.begin(), es.end(), s2,
+                               [](const LogEntry& x, std::uint64_t s3) { return x.seq < s3; });
+          if (in == es.end() || in->seq != s2 || in->proven) return std::nullopt;
+          return in->id;
+        });
   }
   return out;
 }
@@ -899,7 +899,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
         return fail("bad signature at seq " + std::to_string(c.seq));
       SealCheck sc =
           prepared && ci < prepared->seals.size() ? prepared->seals[ci] : SealCheck::unchecked;
-      if (sc != SealCheck::ok &&
+      if (sc != SealCheck::ok && sc != SealCheck::signed_only &&
           !crypto::verify(author,
                           seal_message(project, author, c.seq, c.chain, c.seal->from, c.seal->root),
                           c.seal->signature))
@@ -1021,7 +1021,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     }
     SealCheck check =
         prepared && ci < prepared->seals.size() ? prepared->seals[ci] : SealCheck::unchecked;
-    if (check == SealCheck::unchecked) {
+    if (check == SealCheck::unchecked || check == SealCheck::signed_only) {
       Status lookup;
       check = check_seal(project, author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
         auto in = std::lower_bound(entries.begin(), entries.end(), s2,
@@ -1040,7 +1040,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     }
     std::string at = "seal at seq " + std::to_string(c.seq) + ": ";
     switch (check) {
-      case SealCheck::unchecked: break;
+      case SealCheck::unchecked:
+      case SealCheck::signed_only: break;
       case SealCheck::ok: seals[ci] = c.seal; break;
       case SealCheck::backwards: return fail(at + "the run ends before it starts");
       case SealCheck::bad_signature: return fail(at + "bad signature");

@@ -414,7 +414,16 @@ struct PreparedLog {
   };
   // A checkpoint's seal (docs/storage.md "Sealed runs"): checked ahead when its whole run is in
   // the batch, else `unchecked` (apply_log checks it with the entries held).
-  enum class SealCheck : std::uint8_t { unchecked, ok, backwards, bad_signature, bad_root };
+  // `signed_only`: the signature verifies, the run's ids are not all in the batch (a proven
+  // run, or one that began in an earlier batch).
+  enum class SealCheck : std::uint8_t {
+    unchecked,
+    ok,
+    signed_only,
+    backwards,
+    bad_signature,
+    bad_root
+  };
   const LogBatch* batch = nullptr;
   std::vector<Entry> entries;    // one per batch entry; left-out and earlier ones unchecked
   std::vector<SealCheck> seals;  // one per batch checkpoint
