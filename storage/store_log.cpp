@@ -284,11 +284,12 @@ Result<LogBatch> Store::read_log(const ProjectId& project, const DeviceId& autho
     // A proven run: held so, or cheaper than the left-out ids of the entries not given.
     bool proven = gaps || any_proven;
     const std::uint64_t len = cseq - pos;
-    if (!proven && proven_ok && sealed) {
-      std::uint64_t depth = 0;
-      while ((std::uint64_t{1} << depth) < len) ++depth;
-      proven = n_give * (1 + 32 * depth) < (len - n_give) * 45;
-    }
+    std::uint64_t depth = 0;
+    while ((std::uint64_t{1} << depth) < len) ++depth;
+    if (!proven && proven_ok && sealed) proven = n_give * (1 + 32 * depth) < (len - n_give) * 45;
+    // A proven run's paths and sealed checkpoint count towards the bytes too: a batch of runs
+    // with nothing wanted is all checkpoints, and must still fit a frame.
+    if (proven) run_bytes += n_give * (1 + 32 * depth) + kSealedCheckpointBytes;
     const std::size_t run_entries = proven ? n_give : run.size();
     if (!batch.checkpoints.empty() &&
         (given + run_entries > max_entries || bytes + run_bytes > max_bytes))

@@ -382,6 +382,9 @@ struct Checkpoint {
 
 // The depth of the deepest audit path (a run of kMaxSealedRun entries).
 inline constexpr std::size_t kMaxRunPath = 20;
+// A sealed checkpoint in a BATCH (docs/protocol.md): what Store::read_log counts for each
+// proven run towards a batch's bytes.
+inline constexpr std::size_t kSealedCheckpointBytes = 209;
 
 // A run of one author's log: entries (from, to], ending at a signed checkpoint. Entries are in
 // seq order and contiguous, except in proven runs (LogEntry::proven), which give only some of

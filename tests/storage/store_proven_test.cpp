@@ -152,6 +152,29 @@ TEST_CASE("a device that wants a few versions of a run takes them proven, and no
   CHECK(std::all_of(held.begin(), held.end(), [](const auto& r) { return r.second; }));
 }
 
+TEST_CASE("runs with nothing wanted are checkpoints alone, as many as the batch's bytes allow",
+          "[storage][log][proven]") {
+  TempDir da, db;
+  auto a = open_store(da.path(), runs_of_64());
+  auto b = open_store(db.path());
+  auto p = shared_project(*a, *b);
+  const DeviceId author = a->device_id();
+  write_docs(*a, p, 0, 64 * 40);
+  const Subscription none = districts("11");
+  REQUIRE(b->set_subscription(p, none).ok());
+  auto log = a->read_log(p, author, 0, 1000, 2000, LogFilter{none, true, true});
+  REQUIRE(log.ok());
+  CHECK(log->entries.empty());
+  CHECK(log->checkpoints.size() == 9);  // 2,000 bytes: the first, and 8 more of 209
+  REQUIRE(b->apply_log(p, *log).ok());
+  CHECK(b->version_vector(p)->at(author) == 64 * 9);
+  auto g = give(*a, *b, p, author, none);
+  CHECK(g.entries == 0);
+  CHECK(g.checkpoints == 31);
+  CHECK(b->version_vector(p)->at(author) == 64 * 40);
+  CHECK(doc_ids(*b, p).empty());
+}
+
 TEST_CASE(
     "widening takes the newly wanted versions into proven runs, and a run held whole is "
     "chained again",
