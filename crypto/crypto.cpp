@@ -8,6 +8,7 @@
 #include <openssl/kdf.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -34,20 +35,21 @@ using PkeyPtr = std::unique_ptr<EVP_PKEY, PkeyFree>;
 
 Digest sha256(ByteView data) { return sha256({data}); }
 
+// With the low-level SHA-256 functions (the same assembly as the EVP digest): OpenSSL 3.0's
+// EVP_DigestInit_ex frees and re-creates the provider's context at every init, one allocation
+// per hash even with a reused EVP_MD_CTX, and hashing is on every write's hot path (3 per
+// version). They are deprecated in 3.0 but kept; SHA256_CTX lives on the stack.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
 Digest sha256(std::initializer_list<ByteView> parts) {
-  // One context per thread, reused: hashing is on every write's hot path (3 per version).
-  struct Ctx {
-    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    ~Ctx() { EVP_MD_CTX_free(ctx); }
-  };
-  thread_local Ctx tl;
+  SHA256_CTX ctx;
+  SHA256_Init(&ctx);
+  for (auto p : parts) SHA256_Update(&ctx, p.data(), p.size());
   Digest out{};
-  EVP_DigestInit_ex(tl.ctx, sha256_md(), nullptr);
-  for (auto p : parts) EVP_DigestUpdate(tl.ctx, p.data(), p.size());
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(tl.ctx, out.data(), &len);
+  SHA256_Final(out.data(), &ctx);
   return out;
 }
+#pragma GCC diagnostic pop
 
 Digest hmac_sha256(ByteView key, ByteView message) {
   Digest out{};
