@@ -450,23 +450,6 @@ crypto::Digest run_root(std::span<const VersionId> ids) {
   return root_of(ids);
 }
 
-std::vector<crypto::Digest> run_path(std::span<const VersionId> ids, std::size_t index) {
-  std::vector<crypto::Digest> path;  // built root to leaf, returned leaf to root
-  while (ids.size() > 1) {
-    std::size_t k = run_split(ids.size());
-    if (index < k) {
-      path.push_back(root_of(ids.subspan(k)));
-      ids = ids.first(k);
-    } else {
-      path.push_back(root_of(ids.first(k)));
-      ids = ids.subspan(k);
-      index -= k;
-    }
-  }
-  std::reverse(path.begin(), path.end());
-  return path;
-}
-
 namespace {
 
 // The root of ids[lo, lo + ids.size()); each wanted index inside gets the sibling hashes on its
@@ -493,6 +476,11 @@ std::vector<std::vector<crypto::Digest>> run_paths(std::span<const VersionId> id
   std::vector<std::vector<crypto::Digest>> out(indices.size());
   if (!ids.empty()) paths_of(ids, 0, indices, out);
   return out;
+}
+
+std::vector<crypto::Digest> run_path(std::span<const VersionId> ids, std::size_t index) {
+  const std::size_t one[] = {index};
+  return std::move(run_paths(ids, one).front());
 }
 
 bool run_path_ok(const VersionId& id, std::uint64_t index, std::uint64_t size,

@@ -90,6 +90,10 @@ struct Store::Impl {
                                                                     const ProjectId& p,
                                                                     const DeviceId& a,
                                                                     std::uint64_t seq) const;
+  // Where the entry at `seq` counts as left out from: the start of the proven run held here
+  // that it is in (where its chain is known), else `seq` itself.
+  Result<std::uint64_t> proven_run_start(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
+                                         std::uint64_t seq) const;
   // Bytes (header + body) of an author's log entries (after, upto] held here (entries skipped
   // in proven runs count nothing).
   Result<std::uint64_t> log_bytes(const LmdbTxn& txn, const ProjectId& p, const DeviceId& a,

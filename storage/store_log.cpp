@@ -61,6 +61,13 @@ Result<std::optional<std::pair<std::uint64_t, RunSeal>>> Store::Impl::held_run(
   return Out{std::pair{ByteReader(cps.key().subspan(prefix.b.size())).u64(), *cv->seal}};
 }
 
+Result<std::uint64_t> Store::Impl::proven_run_start(const LmdbTxn& txn, const ProjectId& p,
+                                                    const DeviceId& a, std::uint64_t seq) const {
+  auto run = held_run(txn, p, a, seq);
+  if (!run) return run.error();
+  return *run ? (*run)->second.from + 1 : seq;
+}
+
 Status Store::Impl::complete_run(LmdbTxn& txn, const ProjectId& p, const DeviceId& a,
                                  std::uint64_t from, std::uint64_t end) {
   auto start = chain_at(txn, p, a, from);
@@ -429,6 +436,15 @@ PreparedLog::Entry check_entry(const LogEntry& e, std::size_t max_body_bytes) {
   return out;
 }
 
+// The batch entry at `seq` (entries ascend, contiguous but for proven runs), or null.
+const LogEntry* entry_at(const std::vector<LogEntry>& es, std::uint64_t seq) {
+  if (es.empty() || seq < es.front().seq) return nullptr;
+  if (std::uint64_t i = seq - es.front().seq; i < es.size() && es[i].seq == seq) return &es[i];
+  auto in = std::lower_bound(es.begin(), es.end(), seq,
+                             [](const LogEntry& x, std::uint64_t s) { return x.seq < s; });
+  return in != es.end() && in->seq == seq ? &*in : nullptr;
+}
+
 using SealCheck = PreparedLog::SealCheck;
 
 // `c`'s seal checked against the ids of its run, which `id_at(seq)` gives (nullopt: not known
@@ -482,11 +498,9 @@ PreparedLog Store::prepare_log(const ProjectId& project, const LogBatch& batch) 
     if (!c.seal) continue;
     out.seals[ci] =
         check_seal(project, batch.author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
-          auto in =
-              std::lower_bound(es.begin(), es.end(), s2,
-                               [](const LogEntry& x, std::uint64_t s3) { return x.seq < s3; });
-          if (in == es.end() || in->seq != s2 || in->proven) return std::nullopt;
-          return in->id;
+          const LogEntry* e = entry_at(es, s2);
+          if (!e || e->proven) return std::nullopt;
+          return e->id;
         });
   }
   return out;
@@ -647,10 +661,11 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     auto it = run_paths_of.find(u.run_end);
     if (it == run_paths_of.end()) {
       std::vector<VersionId> ids;
-      auto first = std::lower_bound(entries.begin(), entries.end(), from + 1,
-                                    [](const LogEntry& x, std::uint64_t s2) { return x.seq < s2; });
-      for (auto k = first; k != entries.end() && k->seq <= u.run_end; ++k) ids.push_back(k->id);
-      if (ids.size() != len || first->seq != from + 1)
+      const LogEntry* first = entry_at(entries, from + 1);
+      const LogEntry* end = entries.data() + entries.size();
+      for (const LogEntry* k = first; k && k != end && k->seq <= u.run_end; ++k)
+        ids.push_back(k->id);
+      if (ids.size() != len)
         return fail(at + "part of a proven run held here, without its path or the whole run");
       if (run_root(ids) != u.run->root)
         return fail(at + "the run is not the one the author sealed");
@@ -821,6 +836,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
   std::vector<Pending> fresh;
   std::vector<std::uint64_t> skipped;  // proven runs that skip entries: the seq each starts at
   std::vector<bool> run_proven(batch.checkpoints.size());  // checkpoints ending a proven run
+  std::vector<bool> run_whole(batch.checkpoints.size());   // ... that gave every entry
   std::uint64_t seq = 0;
   crypto::Digest chain{};
   // An entry's own checks (done ahead or here), for a whole or a proven one.
@@ -854,6 +870,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     fresh.clear();
     skipped.clear();
     std::fill(run_proven.begin(), run_proven.end(), false);
+    std::fill(run_whole.begin(), run_whole.end(), false);
     chain = base;
     seq = base_seq;
     std::size_t ci = 0;
@@ -920,6 +937,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       }
       if (n < c.seq - seq) skipped.push_back(seq + 1);
       run_proven[ci] = true;
+      run_whole[ci] = n == c.seq - seq;
       seq = c.seq;
       chain = c.chain;
       ++ci;
@@ -1025,9 +1043,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     if (check == SealCheck::unchecked || check == SealCheck::signed_only) {
       Status lookup;
       check = check_seal(project, author, c, [&](std::uint64_t s2) -> std::optional<VersionId> {
-        auto in = std::lower_bound(entries.begin(), entries.end(), s2,
-                                   [](const LogEntry& x, std::uint64_t s3) { return x.seq < s3; });
-        if (in != entries.end() && in->seq == s2) return in->id;
+        if (const LogEntry* in = entry_at(entries, s2)) return in->id;
         auto v = txn->get(impl_->t().logs, log_key(project, author, s2));
         if (!v) {
           lookup = v.error();
@@ -1149,8 +1165,8 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     FS_TRY(txn->put(t.checkpoints, log_key(project, batch.author, c.seq),
                     CheckpointValue{c.chain, c.signature, seals[ci]}.encode()));
   }
-  for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci)  // proven, and all held now
-    if (run_proven[ci] && batch.checkpoints[ci].seq > head->seq)
+  for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci)  // proven, and maybe all held
+    if (run_whole[ci] && batch.checkpoints[ci].seq > head->seq)
       FS_TRY(impl_->complete_run(*txn, project, author, batch.checkpoints[ci].seal->from,
                                  batch.checkpoints[ci].seq));
   FS_TRY(txn->put(t.heads, author_key(project, batch.author), HeadValue{seq, chain}.encode()));

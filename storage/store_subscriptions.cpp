@@ -124,29 +124,30 @@ Status Store::Impl::rescan_left_out(LmdbTxn& txn, const ProjectId& p, const Devi
   for (bool ok = c.seek(log_key(p, a, from)); ok && has_prefix(c.key(), prefix);
        ok = c.next(), ++expect) {
     std::uint64_t at = ByteReader(c.key().subspan(prefix.b.size())).u64();
-    if (at != expect) {  // skipped in a proven run: left out from the run's start
-      auto run = held_run(txn, p, a, expect);
-      if (!run) return run.error();
-      return put_u64(txn, t().meta, k, *run ? (*run)->second.from + 1 : expect);
+    // Skipped in a proven run, or held proven: left out from the run's start.
+    std::optional<std::uint64_t> left;
+    if (at != expect) {
+      left = expect;
+    } else {
+      auto lr = LogRecord::decode_stored(c.value());
+      if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
+      if (lr->proven)
+        left = at;
+      else if (lr->elided)
+        return put_u64(txn, t().meta, k, at);
     }
-    auto lr = LogRecord::decode_stored(c.value());
-    if (!lr) return make_error(Errc::data_loss, "corrupt log entry");
-    if (lr->elided || lr->proven) {  // a proven run is left out from its start
-      std::uint64_t left = at;
-      if (lr->proven) {
-        auto run = held_run(txn, p, a, at);
-        if (!run) return run.error();
-        if (*run) left = (*run)->second.from + 1;
-      }
-      return put_u64(txn, t().meta, k, left);
+    if (left) {
+      auto start = proven_run_start(txn, p, a, *left);
+      if (!start) return start.error();
+      return put_u64(txn, t().meta, k, *start);
     }
   }
   auto h = head(txn, p, a);
   if (!h) return h.error();
   if (expect <= h->seq) {  // the log ends in a proven run that skips its last entries
-    auto run = held_run(txn, p, a, expect);
-    if (!run) return run.error();
-    return put_u64(txn, t().meta, k, *run ? (*run)->second.from + 1 : expect);
+    auto start = proven_run_start(txn, p, a, expect);
+    if (!start) return start.error();
+    return put_u64(txn, t().meta, k, *start);
   }
   return txn.del(t().meta, k);
 }
@@ -200,13 +201,11 @@ Result<std::pair<std::uint64_t, std::uint64_t>> Store::Impl::leave_document(
     out_rec.proven = lr->proven;  // held without its chain: stays so, with its path
     out_rec.path = lr->path;
     FS_TRY(txn.put(t().logs, lk, out_rec.encode(bodies, p)));
-    std::uint64_t first = h.at.seq;
-    if (lr->proven) {  // a proven run is left out from its start (where its chain is known)
-      auto run = held_run(txn, p, h.at.author, h.at.seq);
-      if (!run) return run.error();
-      if (*run) first = (*run)->second.from + 1;
-    }
-    FS_TRY(note_left_out(txn, p, h.at.author, first));
+    // A proven run is left out from its start (where its chain is known).
+    auto first = lr->proven ? proven_run_start(txn, p, h.at.author, h.at.seq)
+                            : Result<std::uint64_t>(h.at.seq);
+    if (!first) return first.error();
+    FS_TRY(note_left_out(txn, p, h.at.author, *first));
   }
   Key sub = doc_sub_prefix(dk);
   for (auto dbi : {t().docver, t().superseded}) {

@@ -52,6 +52,14 @@ inline std::uint32_t copy_logs(storage::Store& from, storage::Store& to, const P
   return applied;
 }
 
+// Makes `s` a member of project `p` as `holder` holds it (its info and secret).
+inline void add_to(storage::Store& s, storage::Store& holder, const ProjectId& p) {
+  auto list = holder.list_projects();
+  REQUIRE(list.ok());
+  for (const auto& info : *list)
+    if (info.id == p) REQUIRE(s.add_project(info, holder.project_secret(p).value()).ok());
+}
+
 inline ProjectId shared_project(storage::Store& a, storage::Store& b) {
   auto p = a.create_project("field survey");
   REQUIRE(p.ok());

@@ -7,6 +7,7 @@
 
 using namespace fieldsync;
 using namespace fieldsync::storage;
+using fieldsync::test::add_to;
 using fieldsync::test::copy_logs;
 using fieldsync::test::open_store;
 using fieldsync::test::put;
@@ -318,13 +319,6 @@ TEST_CASE("run roots and paths: every id of a run proves against the root", "[st
 }
 
 namespace {
-
-void add_to(Store& s, Store& holder, const ProjectId& p) {
-  auto list = holder.list_projects();
-  REQUIRE(list.ok());
-  for (const auto& info : *list)
-    if (info.id == p) REQUIRE(s.add_project(info, holder.project_secret(p).value()).ok());
-}
 
 // Checks every checkpoint's seal of `author`'s log as `s` holds it: present, from the previous
 // checkpoint, the root of the ids in between, signed by the author.

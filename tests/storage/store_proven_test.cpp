@@ -12,6 +12,7 @@
 
 using namespace fieldsync;
 using namespace fieldsync::storage;
+using fieldsync::test::add_to;
 using fieldsync::test::copy_logs;
 using fieldsync::test::open_store;
 using fieldsync::test::put;
@@ -93,13 +94,6 @@ std::vector<std::pair<std::uint64_t, bool>> records(const std::filesystem::path&
     out.emplace_back(ByteReader(ByteView(k).subspan(prefix.b.size())).u64(), lr->proven);
   }
   return out;
-}
-
-void add_to(Store& s, Store& holder, const ProjectId& p) {
-  auto list = holder.list_projects();
-  REQUIRE(list.ok());
-  for (const auto& info : *list)
-    if (info.id == p) REQUIRE(s.add_project(info, holder.project_secret(p).value()).ok());
 }
 
 StoreOptions runs_of_64() {
