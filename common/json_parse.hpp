@@ -12,7 +12,10 @@
 // Every product parse of JSON text goes through this function. Thread-safety: a free function.
 #pragma once
 
+#include <optional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include <boost/json/parse_options.hpp>
 #include <boost/json/storage_ptr.hpp>
@@ -22,8 +25,18 @@
 namespace fieldsync {
 
 // As boost::json::parse(text, ec, sp, opt): on an error, `ec` is set and the value is null.
+// With `duplicate`, the keys are checked too: it is set to the first key that occurs twice in
+// one object (objects in the order they close; in an object, the least such key), or nullopt
+// (of use when `ec` is clear).
 boost::json::value parse_json(std::string_view text, boost::system::error_code& ec,
                               boost::json::storage_ptr sp = {},
-                              const boost::json::parse_options& opt = {});
+                              const boost::json::parse_options& opt = {},
+                              std::optional<std::string>* duplicate = nullptr);
+
+// parse_json() without building the value: the same `ec` for the same text, and the same
+// `duplicate`. For text that is checked and then kept or scanned as it is.
+void check_json(std::string_view text, boost::system::error_code& ec,
+                const boost::json::parse_options& opt = {},
+                std::optional<std::string>* duplicate = nullptr);
 
 }  // namespace fieldsync

@@ -5,11 +5,14 @@
 // "parents" lists). page_limit is reached through the HTTP target (it needs a store).
 // Input: the whole input is a request body; each of its lines is also used as the value of
 // the query parameters and headers those helpers read.
-// Checks: on any text that Boost.JSON accepts, raw_member finds every member and its text
+// Checks: json_quote writes what Boost.JSON's serialize does, check_value answers as
+// parse_value does; on any text that Boost.JSON accepts, raw_member finds every member and its text
 // parses to the very value the parsed object holds (what the handlers validated is what
-// gets stored), raw_elements yields every element, and splice_member gives valid JSON.
+// gets stored), raw_members lists each member once, raw_elements yields every element, and
+// splice_member gives valid JSON.
 // On any other text the scanners only have to stay inside the input.
 #include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
 #include <boost/json/value.hpp>
 
 #include "common/json_parse.hpp"
@@ -35,6 +38,13 @@ json::value parse_or_null(std::string_view text, bool& ok) {
 }
 
 void check_scanners(std::string_view text) {
+  // json_quote writes what Boost.JSON writes.
+  FUZZ_CHECK(json_quote(text) == json::serialize(json::string(text)));
+  // check_value gives parse_value's answer, without building the value.
+  auto pv = parse_value(text, "request body", 32);
+  auto cv = check_value(text, "request body", 32);
+  FUZZ_CHECK(pv.ok() == cv.ok());
+  if (!pv.ok()) FUZZ_CHECK(pv.error().message == cv.error().message);
   bool ok = false;
   json::value v = parse_or_null(text, ok);
   if (!ok) {
@@ -47,7 +57,18 @@ void check_scanners(std::string_view text) {
     const auto& obj = v.as_object();
     // parse_object also refuses duplicate keys and deep nesting; what it accepts is as parsed.
     auto parsed = parse_object(text, "request body", 32);
-    if (parsed.ok()) FUZZ_CHECK(*parsed == obj);
+    if (parsed.ok()) {
+      FUZZ_CHECK(*parsed == obj);
+      // Without duplicate keys, raw_members lists every member once, as parsed.
+      auto members = raw_members(text);
+      FUZZ_CHECK(members.size() == obj.size());
+      for (const RawMember& m : members) {
+        FUZZ_CHECK(within(m.value, text));
+        bool m_ok = false;
+        json::value mv = parse_or_null(m.value, m_ok);
+        FUZZ_CHECK(m_ok && obj.contains(m.key) && mv == obj.at(m.key));
+      }
+    }
     (void)check_fields(obj, {"collection", "id", "body", "base", "delete", "schema"}, "writes[0]");
     for (const auto& kv : obj) {
       auto raw = raw_member(text, kv.key());

@@ -13,15 +13,10 @@ namespace fieldsync::ipc {
 namespace json = boost::json;
 
 namespace {
-std::optional<std::string> duplicate_key(std::string_view text);
-}  // namespace
 
-Result<json::value> parse_value(std::string_view text, std::string_view what,
-                                std::uint32_t max_depth) {
-  boost::system::error_code ec;
-  json::parse_options opt;
-  opt.max_depth = max_depth;
-  json::value v = parse_json(text, ec, {}, opt);
+// The error parse_value() gives for `ec` and `duplicate` from parse_json() or check_json().
+Status value_error(const boost::system::error_code& ec, const std::optional<std::string>& duplicate,
+                   std::string_view what, std::uint32_t max_depth) {
   if (ec == json::error::too_deep)
     return make_error(Errc::invalid_argument,
                       std::string(what) + " nests objects and arrays more than " +
@@ -29,11 +24,33 @@ Result<json::value> parse_value(std::string_view text, std::string_view what,
   if (ec)
     return make_error(Errc::invalid_argument,
                       std::string(what) + " is not valid JSON: " + ec.message());
-  if (auto dup = duplicate_key(text))
+  if (duplicate)
     return make_error(Errc::invalid_argument,
-                      std::string(what) + " has the key " + quote_input(*dup) +
+                      std::string(what) + " has the key " + quote_input(*duplicate) +
                           " twice in one object; duplicate keys are refused");
+  return {};
+}
+
+}  // namespace
+
+Result<json::value> parse_value(std::string_view text, std::string_view what,
+                                std::uint32_t max_depth) {
+  boost::system::error_code ec;
+  json::parse_options opt;
+  opt.max_depth = max_depth;
+  std::optional<std::string> duplicate;
+  json::value v = parse_json(text, ec, {}, opt, &duplicate);
+  FS_TRY(value_error(ec, duplicate, what, max_depth));
   return v;
+}
+
+Status check_value(std::string_view text, std::string_view what, std::uint32_t max_depth) {
+  boost::system::error_code ec;
+  json::parse_options opt;
+  opt.max_depth = max_depth;
+  std::optional<std::string> duplicate;
+  check_json(text, ec, opt, &duplicate);
+  return value_error(ec, duplicate, what, max_depth);
 }
 
 Result<json::object> parse_object(std::string_view text, std::string_view what,
@@ -45,18 +62,19 @@ Result<json::object> parse_object(std::string_view text, std::string_view what,
   return std::move(v->as_object());
 }
 
+Status check_field(std::string_view key, std::initializer_list<std::string_view> allowed,
+                   std::string_view what) {
+  for (auto a : allowed)
+    if (key == a) return {};
+  std::string list;
+  for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
+  return make_error(Errc::invalid_argument, "unknown field " + quote_input(key) + " in " +
+                                                std::string(what) + " (allowed: " + list + ")");
+}
+
 Status check_fields(const json::object& obj, std::initializer_list<std::string_view> allowed,
                     std::string_view what) {
-  for (const auto& kv : obj) {
-    bool ok = false;
-    for (auto a : allowed) ok = ok || kv.key() == a;
-    if (!ok) {
-      std::string list;
-      for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::string(a);
-      return make_error(Errc::invalid_argument, "unknown field " + quote_input(kv.key()) + " in " +
-                                                    std::string(what) + " (allowed: " + list + ")");
-    }
-  }
+  for (const auto& kv : obj) FS_TRY(check_field(kv.key(), allowed, what));
   return {};
 }
 
@@ -136,91 +154,15 @@ std::string decode_key(std::string_view quoted) {
   return std::string(v.as_string());
 }
 
-// Walks JSON text that json::parse accepted and returns the first key that appears twice
-// in one object. Recursion is bounded by the depth limit the text was parsed with.
-struct DuplicateFinder {
-  Scanner sc;
-  std::optional<std::string> found;
-
-  bool value() {
-    sc.ws();
-    if (sc.i >= sc.s.size()) return false;
-    char c = sc.s[sc.i];
-    if (c == '{') return object();
-    if (c == '[') {
-      ++sc.i;
-      sc.ws();
-      if (sc.i < sc.s.size() && sc.s[sc.i] == ']') return ++sc.i, true;
-      while (true) {
-        if (!value()) return false;
-        sc.ws();
-        if (sc.i >= sc.s.size()) return false;
-        if (sc.s[sc.i++] == ']') return true;
-      }
-    }
-    return sc.value();  // string or scalar
-  }
-  bool object() {
-    ++sc.i;
-    std::vector<std::string> keys;
-    sc.ws();
-    if (sc.i < sc.s.size() && sc.s[sc.i] == '}') return ++sc.i, true;
-    while (true) {
-      sc.ws();
-      std::size_t ks = sc.i;
-      if (!sc.string()) return false;
-      keys.push_back(decode_key(sc.s.substr(ks, sc.i - ks)));
-      sc.ws();
-      if (sc.i >= sc.s.size() || sc.s[sc.i] != ':') return false;
-      ++sc.i;
-      if (!value()) return false;
-      if (found) return false;
-      sc.ws();
-      if (sc.i >= sc.s.size()) return false;
-      if (sc.s[sc.i++] == '}') break;
-    }
-    std::sort(keys.begin(), keys.end());
-    auto it = std::adjacent_find(keys.begin(), keys.end());
-    if (it != keys.end()) {
-      found = *it;
-      return false;
-    }
-    return true;
-  }
-};
-
-std::optional<std::string> duplicate_key(std::string_view text) {
-  DuplicateFinder f{Scanner{text}, std::nullopt};
-  f.value();
-  return f.found;
-}
-
 }  // namespace
 
 std::optional<std::string_view> raw_member(std::string_view object_text, std::string_view key) {
-  Scanner sc{object_text};
-  sc.ws();
-  if (sc.i >= object_text.size() || object_text[sc.i] != '{') return std::nullopt;
-  ++sc.i;
   // A key given twice: the last one counts, as in the value Boost.JSON parses, so the raw
   // text and the parsed value always agree.
   std::optional<std::string_view> found;
-  while (true) {
-    sc.ws();
-    std::size_t ks = sc.i;
-    if (!sc.string()) return found;
-    std::string k = decode_key(object_text.substr(ks, sc.i - ks));
-    sc.ws();
-    if (sc.i >= object_text.size() || object_text[sc.i] != ':') return found;
-    ++sc.i;
-    sc.ws();
-    std::size_t vs = sc.i;
-    if (!sc.value()) return found;
-    if (k == key) found = object_text.substr(vs, sc.i - vs);
-    sc.ws();
-    if (sc.i >= object_text.size() || object_text[sc.i] != ',') return found;
-    ++sc.i;
-  }
+  for (const RawMember& m : raw_members(object_text))
+    if (m.key == key) found = m.value;
+  return found;
 }
 
 std::vector<std::string_view> raw_elements(std::string_view array_text) {
@@ -242,6 +184,30 @@ std::vector<std::string_view> raw_elements(std::string_view array_text) {
   }
 }
 
+std::vector<RawMember> raw_members(std::string_view object_text) {
+  std::vector<RawMember> out;
+  Scanner sc{object_text};
+  sc.ws();
+  if (sc.i >= object_text.size() || object_text[sc.i] != '{') return out;
+  ++sc.i;
+  while (true) {
+    sc.ws();
+    std::size_t ks = sc.i;
+    if (!sc.string()) return out;
+    std::string k = decode_key(object_text.substr(ks, sc.i - ks));
+    sc.ws();
+    if (sc.i >= object_text.size() || object_text[sc.i] != ':') return out;
+    ++sc.i;
+    sc.ws();
+    std::size_t vs = sc.i;
+    if (!sc.value()) return out;
+    out.push_back(RawMember{std::move(k), object_text.substr(vs, sc.i - vs)});
+    sc.ws();
+    if (sc.i >= object_text.size() || object_text[sc.i] != ',') return out;
+    ++sc.i;
+  }
+}
+
 std::string splice_member(std::string envelope, std::string_view key, std::string_view raw_value) {
   // envelope ends with '}'; it is empty ("{}") or has members.
   while (!envelope.empty() && envelope.back() != '}') envelope.pop_back();
@@ -255,6 +221,41 @@ std::string splice_member(std::string envelope, std::string_view key, std::strin
   return envelope;
 }
 
-std::string json_quote(std::string_view s) { return json::serialize(json::string(s)); }
+std::string json_quote(std::string_view s) {
+  std::string out;
+  append_json_quoted(out, s);
+  return out;
+}
+
+void append_json_quoted(std::string& out, std::string_view s) {
+  // As json::serialize() quotes a string: '"' and '\\' escaped, control characters as \b \f
+  // \n \r \t or \u00xx, every other byte as it is.
+  static constexpr char kHex[] = "0123456789abcdef";
+  out.reserve(out.size() + s.size() + 2);
+  out += '"';
+  std::size_t plain = 0;  // start of the bytes not yet copied
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + plain, i - plain);
+    plain = i + 1;
+    out += '\\';
+    switch (c) {
+      case '"': out += '"'; break;
+      case '\\': out += '\\'; break;
+      case '\b': out += 'b'; break;
+      case '\f': out += 'f'; break;
+      case '\n': out += 'n'; break;
+      case '\r': out += 'r'; break;
+      case '\t': out += 't'; break;
+      default:
+        out += "u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+  }
+  out.append(s.data() + plain, s.size() - plain);
+  out += '"';
+}
 
 }  // namespace fieldsync::ipc

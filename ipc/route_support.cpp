@@ -277,18 +277,36 @@ std::string document_json(const storage::DocumentState& d, const storage::MergeR
                        d.body && !d.deleted ? std::string_view(*d.body) : std::string_view("null"));
 }
 
-std::string write_result_json(const storage::WriteResult& w) {
-  json::object o;
-  o["id"] = w.doc_id;
-  o["collection"] = w.collection;
-  o["version"] = w.version.str();
-  o["local_seq"] = w.local_seq;
-  o["conflict"] = w.conflict;
+void append_write_result_json(std::string& out, const storage::WriteResult& w) {
+  // Built in place: a batch answers with one of these per document.
+  out += "{\"id\":";
+  append_json_quoted(out, w.doc_id);
+  out += ",\"collection\":";
+  append_json_quoted(out, w.collection);
+  out += ",\"version\":\"";
+  out += w.version.str();
+  out += "\",\"local_seq\":";
+  out += std::to_string(w.local_seq);
+  out += w.conflict ? ",\"conflict\":true" : ",\"conflict\":false";
   if (w.conflict)
-    o["message"] =
-        "the document has concurrent versions: a concurrent version was kept, nothing was "
-        "overwritten; read it to see the conflicts and resolve them with POST .../resolve";
-  return splice_member(json::serialize(o), "heads", versions_json(w.heads));
+    out +=
+        ",\"message\":\"the document has concurrent versions: a concurrent version was kept, "
+        "nothing was overwritten; read it to see the conflicts and resolve them with POST "
+        ".../resolve\"";
+  out += ",\"heads\":[";
+  for (std::size_t i = 0; i < w.heads.size(); ++i) {
+    if (i) out += ',';
+    out += '"';
+    out += w.heads[i].str();
+    out += '"';
+  }
+  out += "]}";
+}
+
+std::string write_result_json(const storage::WriteResult& w) {
+  std::string s;
+  append_write_result_json(s, w);
+  return s;
 }
 
 std::string version_json(const storage::Version& v) {

@@ -84,6 +84,8 @@ std::string project_problem_json(const storage::ProjectProblem& p);
 std::string document_json(const storage::DocumentState& d,
                           const storage::MergeResult* merge = nullptr);
 std::string write_result_json(const storage::WriteResult& w);
+// write_result_json() appended to `out`.
+void append_write_result_json(std::string& out, const storage::WriteResult& w);
 std::string version_json(const storage::Version& v);
 std::string change_json(const storage::Change& c);
 

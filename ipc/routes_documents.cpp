@@ -4,6 +4,7 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include "common/json_parse.hpp"
 #include "ipc/http_error.hpp"
 #include "ipc/json_text.hpp"
 #include "ipc/route_support.hpp"
@@ -173,13 +174,28 @@ ApiResponse bulk_get(const ApiRequest& req, const ApiContext& ctx, const Project
   return json_response(200, s + "],\"next\":null}");
 }
 
-// Turns one batch write envelope into a WriteRequest. `raw` is its exact text.
-Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std::size_t index) {
+// Turns one batch write envelope into a WriteRequest. `raw` is its exact text, checked JSON
+// (check_value): its members are parsed but for an object body, which is kept as text.
+Result<WriteRequest> batch_write(std::string_view raw, std::size_t index) {
   std::string what = "writes[" + std::to_string(index) + "]";
-  if (!v.is_object()) return make_error(Errc::invalid_argument, what + " must be an object");
-  const auto& o = v.as_object();
-  FS_TRY(
-      check_fields(o, {"collection", "id", "body", "base", "if_match", "delete", "schema"}, what));
+  if (raw.empty() || raw.front() != '{')
+    return make_error(Errc::invalid_argument, what + " must be an object");
+  json::object o;
+  std::string_view body_text;
+  for (const RawMember& m : raw_members(raw)) {
+    FS_TRY(check_field(m.key, {"collection", "id", "body", "base", "if_match", "delete", "schema"},
+                       what));
+    if (m.key == "body" && !m.value.empty() && m.value.front() == '{') {
+      body_text = m.value;
+      o[m.key] = json::object();
+      continue;
+    }
+    boost::system::error_code ec;
+    json::value v = parse_json(m.value, ec);
+    if (ec)
+      return make_error(Errc::internal, what + "." + m.key + ": the checked text did not parse");
+    o[m.key] = std::move(v);
+  }
   WriteRequest w;
   auto* coll = o.if_contains("collection");
   if (!coll || !coll->is_string())
@@ -223,7 +239,7 @@ Result<WriteRequest> batch_write(const json::value& v, std::string_view raw, std
     auto* body = o.if_contains("body");
     if (!body || !body->is_object())
       return make_error(Errc::invalid_argument, what + ".body is required (a JSON object)");
-    w.body = std::string(*raw_member(raw, "body"));
+    w.body = std::string(body_text);
     if (w.parents.empty()) {
       if (w.doc_id.empty())
         w.must_not_exist = true;
@@ -538,26 +554,37 @@ void register_document_routes(Router& router, ApiContext& ctx) {
     return on_writer(ctx, [&ctx, req = take_request(request)]() mutable -> ApiResponse {
       auto pid = project_param(req);
       if (!pid) return fail(pid.error());
-      auto obj = parse_object(req.body, "request body", ctx.options.max_json_depth);
-      if (!obj) return fail(obj.error());
-      if (auto st = check_fields(*obj, {"writes"}, "batch request"); !st) return fail(st.error());
-      auto* writes = obj->if_contains("writes");
-      if (!writes || !writes->is_array())
+      // Checked once, then scanned: the documents' bodies are kept as text, never built as
+      // values (they are checked again, as every body is, by the store).
+      if (auto st = check_value(req.body, "request body", ctx.options.max_json_depth); !st)
+        return fail(st.error());
+      std::string_view text(req.body);
+      text.remove_prefix(std::min(text.find_first_not_of(" \t\r\n"), text.size()));
+      if (text.empty() || text.front() != '{')
+        return fail(make_error(Errc::invalid_argument, "request body must be a JSON object"));
+      std::optional<std::string_view> writes;
+      for (const RawMember& m : raw_members(text)) {
+        if (auto st = check_field(m.key, {"writes"}, "batch request"); !st) return fail(st.error());
+        writes = m.value;
+      }
+      if (!writes || writes->empty() || writes->front() != '[')
         return fail(make_error(Errc::invalid_argument, "'writes' (an array) is required"));
-      auto raws = raw_elements(*raw_member(req.body, "writes"));
-      const auto& arr = writes->as_array();
-      if (raws.size() != arr.size()) return fail(make_error(Errc::internal, "batch scan mismatch"));
+      auto raws = raw_elements(*writes);
       std::vector<WriteRequest> reqs;
-      reqs.reserve(arr.size());
-      for (std::size_t i = 0; i < arr.size(); ++i) {
-        auto w = batch_write(arr[i], raws[i], i);
+      reqs.reserve(raws.size());
+      for (std::size_t i = 0; i < raws.size(); ++i) {
+        auto w = batch_write(raws[i], i);
         if (!w) return fail(w.error());
         reqs.push_back(std::move(*w));
       }
       auto r = ctx.store.write_batch(*pid, reqs);
       if (!r) return fail(r.error());
       std::string s = "{\"results\":[";
-      for (std::size_t i = 0; i < r->size(); ++i) s += (i ? "," : "") + write_result_json((*r)[i]);
+      s.reserve(s.size() + r->size() * 200);
+      for (std::size_t i = 0; i < r->size(); ++i) {
+        if (i) s += ',';
+        append_write_result_json(s, (*r)[i]);
+      }
       return json_response(200, s + "]}");
     });
   });

@@ -4,8 +4,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <string>
+#include <vector>
 
 #include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
@@ -101,6 +103,54 @@ TEST_CASE("parse_json refuses what json::parse refuses, with the same error", "[
     CHECK(ours);
     CHECK(ours == theirs);
     CHECK(v.is_null());
+    boost::system::error_code checked;
+    check_json(c.text, checked, c.opt);
+    CHECK(checked == theirs);
+  }
+}
+
+TEST_CASE("check_json accepts what parse_json accepts, and both find a key given twice",
+          "[common][json]") {
+  for (const std::string& text :
+       std::vector<std::string>{R"({"a":1,"b":[true,null,{"c":"é"}],"d":-1.5e300})", R"([])",
+                                R"("s")", R"(12)", R"({"k":{"k":{"k":1}},"l":[{"k":1},{"k":2}]})",
+                                std::string(5000, '[') + std::string(5000, ']')}) {
+    INFO(text.substr(0, 80));
+    json::parse_options deep;
+    deep.max_depth = 10000;
+    boost::system::error_code parsed, checked;
+    std::optional<std::string> dup_parsed = "x", dup_checked = "x";
+    json::value v = parse_json(text, parsed, {}, deep, &dup_parsed);
+    check_json(text, checked, deep, &dup_checked);
+    CHECK_FALSE(parsed);
+    CHECK_FALSE(checked);
+    CHECK_FALSE(dup_parsed);  // reset when none
+    CHECK_FALSE(dup_checked);
+  }
+  struct Case {
+    std::string text, duplicate;
+  };
+  for (
+      const Case& c : {
+          Case{R"({"a":1,"a":2})", "a"},
+          Case{R"({"a":1,"a":2})", "a"},              // the same key, spelt with an escape
+          Case{R"({"z":1,"b":1,"z":2,"b":2})", "b"},  // the least of an object's
+          // the inner object closes first
+          Case{R"({"o":1,"o":2,"i":{"q":1,"q":2}})", "q"},
+          Case{R"([{"x":1},{"y":1,"y":2},{"w":1,"w":2}])", "y"},
+          Case{
+              R"({"long key past the small string buffer":1,"long key past the small string buffer":2})",
+              "long key past the small string buffer"},
+      }) {
+    INFO(c.text);
+    boost::system::error_code parsed, checked;
+    std::optional<std::string> dup_parsed, dup_checked;
+    json::value v = parse_json(c.text, parsed, {}, {}, &dup_parsed);
+    check_json(c.text, checked, {}, &dup_checked);
+    CHECK_FALSE(parsed);
+    CHECK_FALSE(checked);
+    CHECK(dup_parsed == c.duplicate);
+    CHECK(dup_checked == c.duplicate);
   }
 }
 

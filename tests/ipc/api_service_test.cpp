@@ -115,6 +115,43 @@ TEST_CASE("envelopes refuse unknown fields by name") {
   CHECK(r.status == 400);
 }
 
+TEST_CASE("batch envelopes are checked as a whole and name what is wrong") {
+  Fixture f;
+  auto pid = f.project();
+  const std::string batch = "/v1/projects/" + pid + "/batch";
+  struct Case {
+    std::string body, message;
+  };
+  for (const Case& c : {
+           Case{"[]", "request body must be a JSON object"},
+           Case{R"({"writes":{}})", "'writes' (an array) is required"},
+           Case{R"({})", "'writes' (an array) is required"},
+           Case{R"({"writes":[],"x":1})", "unknown field 'x' in batch request"},
+           Case{R"({"writes":[7]})", "writes[0] must be an object"},
+           Case{R"({"writes":[{"collection":"c","body":{}},{"collection":"c","body":[]}]})",
+                "writes[1].body is required (a JSON object)"},
+           Case{R"({"writes":[{"collection":"c","body":{},"id":5}]})",
+                "writes[0].id must be a string"},
+           Case{R"({"writes":[{"collection":"c","body":{"a":[1,}]}]})", "is not valid JSON"},
+           Case{R"({"writes":[{"collection":"c","body":{"k":1,"k":2}}]})", "'k' twice"},
+       }) {
+    INFO(c.body);
+    auto r = f.call("POST", batch, c.body);
+    CHECK(r.status == 400);
+    CHECK(std::string(json::parse(r.body).at("message").as_string()).find(c.message) !=
+          std::string::npos);
+  }
+  // Escaped keys and whitespace anywhere: the body is stored as sent.
+  auto r = f.call("POST", batch,
+                  " { \"wr\\u0069tes\" : [ { \"c\\u006fllection\" : \"c\" , \"id\":\"e\","
+                  " \"b\\u006fdy\" : {\"x\" : [1 , 2]} , \"schema\" : 3 } ] } ");
+  REQUIRE(r.status == 200);
+  auto g = f.call("GET", "/v1/projects/" + pid + "/docs/c/e");
+  REQUIRE(g.status == 200);
+  CHECK(g.body.find(R"("body":{"x" : [1 , 2]})") != std::string::npos);
+  CHECK(json::parse(g.body).at("schema") == 3);
+}
+
 TEST_CASE("long-poll and SSE requests become change streams with the right cursor") {
   Fixture f;
   auto pid = f.project();

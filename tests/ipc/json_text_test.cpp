@@ -2,6 +2,8 @@
 #include <catch2/catch.hpp>
 
 #include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
 
 #include "ipc/json_text.hpp"
 
@@ -111,6 +113,55 @@ TEST_CASE("duplicate keys are refused at any depth, also when spelled with escap
         "request body has the key 'name' twice in one object; duplicate keys are refused");
   // The same key in different objects is fine.
   CHECK(parse_value(R"({"a":{"a":1},"b":[{"a":2},{"a":3}],"c":"a"})", "x", 32));
+}
+
+TEST_CASE("check_value refuses what parse_value refuses, with the same message") {
+  auto nested = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  for (std::string text :
+       {std::string(R"({"a":1,"a":2})"), std::string(R"({"a":{"b":1,"b":2}})"),
+        std::string("{\"a\":\"\xff\"}"), std::string("{"), nested(33), std::string(R"({"a":1} x)"),
+        std::string(R"({"a":[1,{"b":null}]})"), std::string("[]"), std::string("7")}) {
+    INFO(text);
+    auto parsed = parse_value(text, "request body", 32);
+    auto checked = check_value(text, "request body", 32);
+    REQUIRE(parsed.ok() == checked.ok());
+    if (!parsed) {
+      CHECK(checked.error().code == parsed.error().code);
+      CHECK(checked.error().message == parsed.error().message);
+    }
+  }
+}
+
+TEST_CASE("raw_members lists every member with its key decoded and its exact text") {
+  std::string text = R"( { "a" : 1.50 , "b\u006fdy":{"z":1e3, "s":"}\"{"} ,"c":null, "d":[ 1 ] } )";
+  auto ms = raw_members(text);
+  REQUIRE(ms.size() == 4);
+  CHECK(ms[0].key == "a");
+  CHECK(ms[0].value == "1.50");
+  CHECK(ms[1].key == "body");
+  CHECK(ms[1].value == R"({"z":1e3, "s":"}\"{"})");
+  CHECK(ms[2].key == "c");
+  CHECK(ms[2].value == "null");
+  CHECK(ms[3].key == "d");
+  CHECK(ms[3].value == "[ 1 ]");
+  CHECK(raw_members("{}").empty());
+  CHECK(raw_members("[1]").empty());
+}
+
+TEST_CASE("json_quote writes what boost::json::serialize writes, byte for byte") {
+  std::string every;
+  for (int b = 0; b < 256; ++b) {
+    std::string one(1, static_cast<char>(b));
+    CHECK(json_quote(one) == boost::json::serialize(boost::json::string(one)));
+    every += one;
+  }
+  for (std::string s : {std::string(), every, std::string("caf\xc3\xa9 \"q\" a\\b\n"),
+                        std::string(300, 'x') + "\x01"}) {
+    CHECK(json_quote(s) == boost::json::serialize(boost::json::string(s)));
+    std::string out = "[";
+    append_json_quoted(out, s);
+    CHECK(out == "[" + json_quote(s));
+  }
 }
 
 TEST_CASE("nesting deeper than the configured depth is refused naming api.max_json_depth") {
