@@ -1231,6 +1231,9 @@ asio::awaitable<void> ApiServer::Impl::session(Stream sock, Transport transport)
           buffer.size(),
           chunked ? opt.max_chunk_extension_bytes + opt.max_trailer_bytes + kChunkFramingBytes
                   : kBodyReadBytes));
+      // Reads take what the socket has, up to the buffer's capacity (Beast reads 512 bytes at
+      // a time into a buffer with no more room): room for a whole piece.
+      buffer.reserve(std::min<std::size_t>(buffer.max_size(), kBodyReadBytes));
       std::string too_long;
       auto on_chunk = [&](std::uint64_t, std::string_view ext, boost::system::error_code& cec) {
         if (ext.size() > opt.max_chunk_extension_bytes) {
