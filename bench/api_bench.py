@@ -8,10 +8,11 @@ project, and writes the field-observation workload (bench/workload/observations.
   single   one POST /v1/projects/{pid}/docs/obs?id=<id> per document
   batched  POST /v1/projects/{pid}/batch with --batch documents per request
 
-Prints docs/s and p50/p99 latency per request for each mode (and --json for machines).
+Prints docs/s, p50/p99 latency per request and the daemon's CPU time per document (utime +
+stime from /proc) for each mode (and --json for machines).
 
     bench/api_bench.py [--docs 2000] [--batched-docs 20000] [--batch 500] [--no-durable]
-                       [--fieldsyncd build/daemon/fieldsyncd]
+                       [--prebuild] [--fieldsyncd build/daemon/fieldsyncd]
 """
 import argparse
 import json
@@ -64,8 +65,16 @@ def update_batch(pid, docs, writer, i, n=100):
     return "POST", "/v1/projects/%s/batch" % pid, body
 
 
-def report(name, n_docs, elapsed, latencies_s, requests):
+def daemon_cpu_s(d):
+    """utime + stime of the daemon process so far, in seconds (/proc/<pid>/stat)."""
+    with open("/proc/%d/stat" % d.proc.pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def report(name, n_docs, elapsed, latencies_s, requests, cpu_s):
     return {
+        "daemon_cpu_us_per_doc": round(cpu_s * 1e6 / n_docs, 2),
         "mode": name,
         "docs": n_docs,
         "requests": requests,
@@ -80,6 +89,7 @@ def report(name, n_docs, elapsed, latencies_s, requests):
 def bench_single(d, pid, docs):
     conn = d.unix_connection()
     lat = []
+    c0 = daemon_cpu_s(d)
     t0 = time.perf_counter()
     for text in docs:
         doc_id = json.loads(text)["id"]
@@ -90,19 +100,24 @@ def bench_single(d, pid, docs):
             raise SystemExit("write failed: %r" % r)
     elapsed = time.perf_counter() - t0
     conn.close()
-    return report("single", len(docs), elapsed, lat, len(docs))
+    return report("single", len(docs), elapsed, lat, len(docs), daemon_cpu_s(d) - c0)
 
 
-def bench_batched(d, pid, docs, batch):
+def batch_body(part):
+    # Bodies are spliced as text so the daemon stores them byte for byte.
+    return '{"writes":[' + ",".join(
+        '{"collection":"obs_b","id":%s,"body":%s}' % (json.dumps(json.loads(t)["id"]), t) for t in part) + "]}"
+
+
+def bench_batched(d, pid, docs, batch, prebuild):
     conn = d.unix_connection()
     lat = []
     requests = 0
+    built = [batch_body(docs[i:i + batch]) for i in range(0, len(docs), batch)] if prebuild else None
+    c0 = daemon_cpu_s(d)
     t0 = time.perf_counter()
     for i in range(0, len(docs), batch):
-        part = docs[i:i + batch]
-        # Bodies are spliced as text so the daemon stores them byte for byte.
-        body = '{"writes":[' + ",".join(
-            '{"collection":"obs_b","id":%s,"body":%s}' % (json.dumps(json.loads(t)["id"]), t) for t in part) + "]}"
+        body = built[i // batch] if prebuild else batch_body(docs[i:i + batch])
         s = time.perf_counter()
         r = request(conn, "POST", "/v1/projects/%s/batch" % pid, body)
         lat.append(time.perf_counter() - s)
@@ -111,7 +126,7 @@ def bench_batched(d, pid, docs, batch):
             raise SystemExit("batch failed: %r" % r)
     elapsed = time.perf_counter() - t0
     conn.close()
-    return report("batched(%d)" % batch, len(docs), elapsed, lat, requests)
+    return report("batched(%d)" % batch, len(docs), elapsed, lat, requests, daemon_cpu_s(d) - c0)
 
 
 def main():
@@ -124,6 +139,8 @@ def main():
     ap.add_argument("--workload", default=DEFAULT_WORKLOAD)
     ap.add_argument("--fieldsyncd", default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--prebuild", action="store_true",
+                    help="build every batch request before the timed run (the client then only sends)")
     a = ap.parse_args()
 
     docs = load_docs(a.workload, max(a.docs, a.batched_docs), a.seed)
@@ -133,16 +150,17 @@ def main():
     with Daemon(a.fieldsyncd, name="bench", settings=settings) as d:
         pid = d.create_project("bench")
         results = [bench_single(d, pid, docs[:a.docs]),
-                   bench_batched(d, pid, docs[:a.batched_docs], a.batch)]
+                   bench_batched(d, pid, docs[:a.batched_docs], a.batch, a.prebuild)]
     meta = {"avg_doc_bytes": round(avg), "durable": not a.no_durable, "transport": "unix socket, keep-alive"}
     if a.json:
         print(json.dumps({"meta": meta, "results": results}, indent=2))
         return
     print("workload: %d-byte observations, durable=%s, %s" % (meta["avg_doc_bytes"], meta["durable"], meta["transport"]))
-    print("%-14s %8s %9s %10s %9s %9s" % ("mode", "docs", "seconds", "docs/s", "p50 ms", "p99 ms"))
+    print("%-14s %8s %9s %10s %9s %9s %14s" % ("mode", "docs", "seconds", "docs/s", "p50 ms", "p99 ms",
+                                              "daemon us/doc"))
     for r in results:
-        print("%-14s %8d %9.3f %10.1f %9.3f %9.3f" % (r["mode"], r["docs"], r["seconds"], r["docs_per_s"],
-                                                    r["p50_ms"], r["p99_ms"]))
+        print("%-14s %8d %9.3f %10.1f %9.3f %9.3f %14.2f" % (r["mode"], r["docs"], r["seconds"], r["docs_per_s"],
+                                                           r["p50_ms"], r["p99_ms"], r["daemon_cpu_us_per_doc"]))
 
 
 if __name__ == "__main__":
