@@ -489,8 +489,15 @@ PreparedLog Store::prepare_log(const ProjectId& project, const LogBatch& batch) 
     pe.dict = pk->dict;
     pe.frame = std::move(pk->frame);
   }
-  // Seals, checked here, off the applying thread: those whose run is all in the batch whole;
-  // the signatures of the others (proven runs, and a run that began in an earlier batch).
+  // Checkpoint signatures, and seals, checked here, off the applying thread: seals whose run
+  // is all in the batch whole; the signatures of the others (proven runs, and a run that began
+  // in an earlier batch).
+  out.signed_ok.resize(batch.checkpoints.size());
+  for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
+    const Checkpoint& c = batch.checkpoints[ci];
+    out.signed_ok[ci] = crypto::verify(
+        batch.author, checkpoint_message(project, batch.author, c.seq, c.chain), c.signature);
+  }
   out.seals.resize(batch.checkpoints.size());
   const auto& es = batch.entries;
   for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
@@ -553,6 +560,13 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       std::any_of(entries.begin(), entries.end(), [](const LogEntry& e) { return e.proven; }) ||
       batch.last_seq() > (entries.empty() ? 0 : entries.back().seq);
   const bool own = author == impl_->me();
+  // The signature of batch checkpoint `ci`, as prepare_log found it when it ran.
+  auto checkpoint_signed = [&](std::size_t ci) {
+    if (prepared && ci < prepared->signed_ok.size())
+      return static_cast<bool>(prepared->signed_ok[ci]);
+    const Checkpoint& c = batch.checkpoints[ci];
+    return crypto::verify(author, checkpoint_message(project, author, c.seq, c.chain), c.signature);
+  };
   const bool retired = impl_->retired_key(author) != nullptr;
   auto sub = impl_->subscription(*txn, project);
   if (!sub) return sub.error();
@@ -610,10 +624,9 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     // secret could send it) and must not make this device renew its identity.
     if (differs || j < entries.size()) {
       bool proven = false;
-      for (const auto& c : batch.checkpoints) {
-        if (!crypto::verify(author, checkpoint_message(project, author, c.seq, c.chain),
-                            c.signature))
-          continue;
+      for (std::size_t ci = 0; ci < batch.checkpoints.size(); ++ci) {
+        const Checkpoint& c = batch.checkpoints[ci];
+        if (!checkpoint_signed(ci)) continue;
         if (c.seq > head->seq) {
           proven = true;
           break;
@@ -879,8 +892,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
     auto at_checkpoints = [&]() -> Result<Outcome> {
       for (; ci < batch.checkpoints.size() && batch.checkpoints[ci].seq == seq; ++ci) {
         const Checkpoint& c = batch.checkpoints[ci];
-        if (!crypto::verify(author, checkpoint_message(project, author, seq, c.chain), c.signature))
-          return fail("bad signature at seq " + std::to_string(seq));
+        if (!checkpoint_signed(ci)) return fail("bad signature at seq " + std::to_string(seq));
         if (c.chain != chain) return Outcome::diverges;
       }
       return Outcome::ok;
@@ -913,8 +925,7 @@ Result<ApplyResult> Store::apply_log(const ProjectId& project, const LogBatch& b
       std::string at = "proven run to seq " + std::to_string(c.seq) + ": ";
       if (!c.seal || c.seal->from != seq || c.seq - seq > kMaxSealedRun)
         return fail(at + "no seal of the run from seq " + std::to_string(seq));
-      if (!crypto::verify(author, checkpoint_message(project, author, c.seq, c.chain), c.signature))
-        return fail("bad signature at seq " + std::to_string(c.seq));
+      if (!checkpoint_signed(ci)) return fail("bad signature at seq " + std::to_string(c.seq));
       SealCheck sc =
           prepared && ci < prepared->seals.size() ? prepared->seals[ci] : SealCheck::unchecked;
       if (sc != SealCheck::ok && sc != SealCheck::signed_only &&

@@ -430,6 +430,9 @@ struct PreparedLog {
   const LogBatch* batch = nullptr;
   std::vector<Entry> entries;    // one per batch entry; left-out and earlier ones unchecked
   std::vector<SealCheck> seals;  // one per batch checkpoint
+  // One per batch checkpoint: whether its signature verifies (checked ahead; apply_log still
+  // checks its chain against the entries).
+  std::vector<bool> signed_ok;
 };
 
 struct ApplyResult {

@@ -145,8 +145,14 @@ struct Tamper {
     REQUIRE(r.ok());
     batch = *r;
   }
+  // Checked both ways, with the same answer: ahead of the transaction (prepare_log, as
+  // sessions and bundles do) and while applying.
   Errc apply() {
+    auto prepared = b->prepare_log(p, batch);
+    auto ahead = b->apply_log(p, batch, ApplyOptions{}, prepared);
     auto r = b->apply_log(p, batch);
+    CHECK(ahead.ok() == r.ok());
+    if (!ahead.ok() && !r.ok()) CHECK(ahead.error().message == r.error().message);
     if (r.ok()) return Errc::ok;
     return r.error().code;
   }
