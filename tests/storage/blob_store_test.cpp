@@ -701,13 +701,16 @@ TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut
 }
 
 TEST_CASE("bytes from a peer that match the reference's root but not its id are not kept") {
+  // One chunk and a short one, and more than a writeback step of chunks.
+  const std::size_t chunks = GENERATE(2, 33);
+  INFO(chunks);
   TempDir da, db;
   auto a = test::open_store(da.path());
   auto b = test::open_store(db.path());
   ProjectId p = test::shared_project(*a, *b);
   // A member refers to blob X with the size and root of other bytes Y, and serves Y as X.
-  Bytes x = pattern(2 * kBlobChunkBytes + 5, 3);
-  Bytes y = pattern(2 * kBlobChunkBytes + 5, 4);
+  Bytes x = pattern(chunks * kBlobChunkBytes + 5, 3);
+  Bytes y = pattern(chunks * kBlobChunkBytes + 5, 4);
   auto y_info = upload(a->blobs(), p, y);
   REQUIRE(y_info.ok());
   BlobInfo forged = *y_info;
@@ -734,6 +737,51 @@ TEST_CASE("bytes from a peer that match the reference's root but not its id are 
   REQUIRE(!r.ok());
   CHECK(r.error().code == Errc::failed_precondition);  // still wanted, never held
   CHECK(count_files(db.path() / "blobs" / "partial") == 0);
+}
+
+TEST_CASE("a blob received out of order, cut and resumed is kept whole with its checksums") {
+  TempDir da, db;
+  auto a = test::open_store(da.path());
+  auto b = test::open_store(db.path());
+  ProjectId p = test::shared_project(*a, *b);
+  Bytes data = pattern(20 * kBlobChunkBytes + 321, 7);
+  auto info = upload(a->blobs(), p, data);
+  REQUIRE(info.ok());
+  REQUIRE(a->write(p, test::put("obs", "r", doc_with(*info))).ok());
+  test::copy_logs(*a, *b, p);
+  REQUIRE(b->blobs().index(p).ok());
+  auto src = a->blobs().open(p, info->id);
+  REQUIRE(src.ok());
+  auto chunk = [&](std::uint32_t i) {
+    auto c = (*src)->read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
+    REQUIRE(c.ok());
+    return *c;
+  };
+  {
+    auto rx = b->blobs().begin_receive(p, info->id);
+    REQUIRE(rx.ok());
+    REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());
+    // The back first, then the start up to past it.
+    for (std::uint32_t i :
+         {12u, 13u, 14u, 15u, 16u, 20u, 0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u, 9u, 10u, 11u})
+      REQUIRE((*rx)->put_chunk(i, chunk(i)).ok());
+    CHECK((*rx)->next_missing() == 17u);
+  }  // the link is cut: the part is kept
+  auto rx = b->blobs().begin_receive(p, info->id);
+  REQUIRE(rx.ok());
+  CHECK((*rx)->chunks_held() == 18);
+  for (auto i = (*rx)->next_missing(); i; i = (*rx)->next_missing(*i + 1))
+    REQUIRE((*rx)->put_chunk(*i, chunk(*i)).ok());
+  REQUIRE((*rx)->complete());
+  std::promise<Result<BlobInfo>> done;
+  (*rx)->finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
+  auto finished = done.get_future().get();
+  REQUIRE(finished.ok());
+  CHECK(finished->id == info->id);
+  // Read back through the local checksums recorded when it was finished: each chunk is checked.
+  auto r = b->blobs().open(p, info->id);
+  REQUIRE(r.ok());
+  CHECK(read_all(**r) == data);
 }
 
 TEST_CASE("an erased document's photo leaves no part, nor a file that arrives after") {
