@@ -632,29 +632,46 @@ TEST_CASE("find_blob_refs: nested references, each blob once, problems named by 
   CHECK(parse_digest_hex(std::string(64, 'a')));
 }
 
-TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut") {
+namespace {
+
+// Device a holds `data` as a blob a document refers to; b has the document and wants the blob.
+struct PeerBlob {
   TempDir da, db;
-  auto a = test::open_store(da.path());
-  auto b = test::open_store(db.path());
+  std::unique_ptr<Store> a = test::open_store(da.path());
+  std::unique_ptr<Store> b = test::open_store(db.path());
   ProjectId p = test::shared_project(*a, *b);
-  Bytes data = pattern(5 * kBlobChunkBytes + 777);
-  auto info = upload(a->blobs(), p, data);
-  REQUIRE(info.ok());
-  REQUIRE(a->write(p, test::put("obs", "r", doc_with(*info))).ok());
-  test::copy_logs(*a, *b, p);
-  REQUIRE(b->blobs().index(p).ok());
+  Bytes data;
+  Result<BlobInfo> info;
+  std::unique_ptr<BlobReader> src;
+
+  explicit PeerBlob(Bytes bytes) : data(std::move(bytes)), info(upload(a->blobs(), p, data)) {
+    REQUIRE(info.ok());
+    REQUIRE(a->write(p, test::put("obs", "r", doc_with(*info))).ok());
+    test::copy_logs(*a, *b, p);
+    REQUIRE(b->blobs().index(p).ok());
+    auto opened = a->blobs().open(p, info->id);
+    REQUIRE(opened.ok());
+    src = std::move(*opened);
+  }
+  // Chunk i as a's copy serves it.
+  Bytes chunk(std::uint32_t i) {
+    auto c = src->read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
+    REQUIRE(c.ok());
+    return *c;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut") {
+  PeerBlob t(pattern(5 * kBlobChunkBytes + 777));
+  auto [a, b, p, info, src] = std::tie(t.a, t.b, t.p, t.info, t.src);
+  const Bytes& data = t.data;
   auto wanted = b->blobs().wanted(p, std::nullopt, 10);
   REQUIRE(wanted.ok());
   REQUIRE(wanted->size() == 1);
   CHECK((*wanted)[0].id == info->id);
-
-  auto src = a->blobs().open(p, info->id);
-  REQUIRE(src.ok());
-  auto chunk = [&](std::uint32_t i) {
-    auto c = (*src)->read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
-    REQUIRE(c.ok());
-    return *c;
-  };
+  auto chunk = [&](std::uint32_t i) { return t.chunk(i); };
   {
     auto rx = b->blobs().begin_receive(p, info->id);
     REQUIRE(rx.ok());
@@ -664,12 +681,12 @@ TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut
     REQUIRE(!twice.ok());
     CHECK(twice.error().code == Errc::failed_precondition);
     // Chunk hashes that do not match the reference's root are refused.
-    auto forged = (*src)->chunk_hashes();
+    auto forged = src->chunk_hashes();
     forged[2][0] ^= 1;
     auto bad_list = (*rx)->set_chunk_hashes(forged);
     REQUIRE(!bad_list.ok());
     CHECK(bad_list.error().code == Errc::verification_failed);
-    REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());
+    REQUIRE((*rx)->set_chunk_hashes(src->chunk_hashes()).ok());
     REQUIRE((*rx)->put_chunk(0, chunk(0)).ok());
     Bytes tampered = chunk(1);
     tampered[100] ^= 0x55;
@@ -697,7 +714,7 @@ TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut
   auto again = b->blobs().wanted(p, std::nullopt, 10);
   REQUIRE(again.ok());
   CHECK(again->empty());
-  CHECK(count_files(db.path() / "blobs" / "partial") == 0);
+  CHECK(count_files(t.db.path() / "blobs" / "partial") == 0);
 }
 
 TEST_CASE("bytes from a peer that match the reference's root but not its id are not kept") {
@@ -740,27 +757,14 @@ TEST_CASE("bytes from a peer that match the reference's root but not its id are 
 }
 
 TEST_CASE("a blob received out of order, cut and resumed is kept whole with its checksums") {
-  TempDir da, db;
-  auto a = test::open_store(da.path());
-  auto b = test::open_store(db.path());
-  ProjectId p = test::shared_project(*a, *b);
-  Bytes data = pattern(20 * kBlobChunkBytes + 321, 7);
-  auto info = upload(a->blobs(), p, data);
-  REQUIRE(info.ok());
-  REQUIRE(a->write(p, test::put("obs", "r", doc_with(*info))).ok());
-  test::copy_logs(*a, *b, p);
-  REQUIRE(b->blobs().index(p).ok());
-  auto src = a->blobs().open(p, info->id);
-  REQUIRE(src.ok());
-  auto chunk = [&](std::uint32_t i) {
-    auto c = (*src)->read(std::uint64_t{i} * kBlobChunkBytes, kBlobChunkBytes);
-    REQUIRE(c.ok());
-    return *c;
-  };
+  PeerBlob t(pattern(20 * kBlobChunkBytes + 321, 7));
+  auto [b, p, info, src] = std::tie(t.b, t.p, t.info, t.src);
+  const Bytes& data = t.data;
+  auto chunk = [&](std::uint32_t i) { return t.chunk(i); };
   {
     auto rx = b->blobs().begin_receive(p, info->id);
     REQUIRE(rx.ok());
-    REQUIRE((*rx)->set_chunk_hashes((*src)->chunk_hashes()).ok());
+    REQUIRE((*rx)->set_chunk_hashes(src->chunk_hashes()).ok());
     // The back first, then the start up to past it.
     for (std::uint32_t i :
          {12u, 13u, 14u, 15u, 16u, 20u, 0u, 1u, 2u, 3u, 4u, 5u, 6u, 7u, 8u, 9u, 10u, 11u})
