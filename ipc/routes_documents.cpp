@@ -176,7 +176,8 @@ ApiResponse bulk_get(const ApiRequest& req, const ApiContext& ctx, const Project
 
 // Turns one batch write envelope into a WriteRequest. `raw` is its exact text, checked JSON
 // (check_value): its members are parsed but for an object body, which is kept as text.
-Result<WriteRequest> batch_write(std::string_view raw, std::size_t index) {
+// `max_depth` is api.max_json_depth, which the text was checked with.
+Result<WriteRequest> batch_write(std::string_view raw, std::size_t index, std::uint32_t max_depth) {
   std::string what = "writes[" + std::to_string(index) + "]";
   if (raw.empty() || raw.front() != '{')
     return make_error(Errc::invalid_argument, what + " must be an object");
@@ -191,7 +192,9 @@ Result<WriteRequest> batch_write(std::string_view raw, std::size_t index) {
       continue;
     }
     boost::system::error_code ec;
-    json::value v = parse_json(m.value, ec);
+    json::parse_options opt;
+    opt.max_depth = max_depth;
+    json::value v = parse_json(m.value, ec, {}, opt);
     if (ec)
       return make_error(Errc::internal, what + "." + m.key + ": the checked text did not parse");
     o[m.key] = std::move(v);
@@ -573,7 +576,7 @@ void register_document_routes(Router& router, ApiContext& ctx) {
       std::vector<WriteRequest> reqs;
       reqs.reserve(raws.size());
       for (std::size_t i = 0; i < raws.size(); ++i) {
-        auto w = batch_write(raws[i], i);
+        auto w = batch_write(raws[i], i, ctx.options.max_json_depth);
         if (!w) return fail(w.error());
         reqs.push_back(std::move(*w));
       }

@@ -358,6 +358,27 @@ TEST_CASE("request JSON deeper than api.max_json_depth is refused") {
             .status == 400);
 }
 
+TEST_CASE("a batch write's members nest as deep as api.max_json_depth allows, and no deeper") {
+  Fixture f;
+  f.options.max_json_depth = 64;
+  f.api = std::make_unique<ApiService>(*f.store, f.options, "test-device");
+  auto pid = f.project();
+  auto nested = [](int levels) { return std::string(levels, '[') + std::string(levels, ']'); };
+  // Deeper than a default parse allows (32), within the configured 64: the member's own
+  // check answers (a schema is a number), not a failure to read text that was checked.
+  auto r =
+      f.call("POST", "/v1/projects/" + pid + "/batch",
+             R"({"writes":[{"collection":"c","id":"s","body":{},"schema":)" + nested(40) + "}]}");
+  CHECK(r.status == 400);
+  CHECK(std::string(json::parse(r.body).at("message").as_string()).find("writes[0].schema") !=
+        std::string::npos);
+  r = f.call("POST", "/v1/projects/" + pid + "/batch",
+             R"({"writes":[{"collection":"c","id":"s","body":)" + nested(70) + "}]}");
+  CHECK(r.status == 400);
+  CHECK(std::string(json::parse(r.body).at("message").as_string()).find("api.max_json_depth") !=
+        std::string::npos);
+}
+
 TEST_CASE("reads answer from a reader thread once a server posts, the same as inline") {
   Fixture f;
   std::string pid = f.project();
