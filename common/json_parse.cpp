@@ -216,4 +216,9 @@ void check_json(std::string_view text, boost::system::error_code& ec,
   run(p, text, ec);
 }
 
+bool checked_is_object(std::string_view text) {
+  std::size_t first = text.find_first_not_of(" \t\r\n");
+  return first != std::string_view::npos && text[first] == '{';
+}
+
 }  // namespace fieldsync

@@ -39,4 +39,8 @@ void check_json(std::string_view text, boost::system::error_code& ec,
                 const boost::json::parse_options& opt = {},
                 std::optional<std::string>* duplicate = nullptr);
 
+// For text check_json() or parse_json() accepted: whether its value is an object (its first
+// character after whitespace is '{').
+bool checked_is_object(std::string_view text);
+
 }  // namespace fieldsync

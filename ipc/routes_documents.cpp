@@ -179,14 +179,14 @@ ApiResponse bulk_get(const ApiRequest& req, const ApiContext& ctx, const Project
 // `max_depth` is api.max_json_depth, which the text was checked with.
 Result<WriteRequest> batch_write(std::string_view raw, std::size_t index, std::uint32_t max_depth) {
   std::string what = "writes[" + std::to_string(index) + "]";
-  if (raw.empty() || raw.front() != '{')
+  if (!checked_is_object(raw))
     return make_error(Errc::invalid_argument, what + " must be an object");
   json::object o;
   std::string_view body_text;
   for (const RawMember& m : raw_members(raw)) {
     FS_TRY(check_field(m.key, {"collection", "id", "body", "base", "if_match", "delete", "schema"},
                        what));
-    if (m.key == "body" && !m.value.empty() && m.value.front() == '{') {
+    if (m.key == "body" && checked_is_object(m.value)) {
       body_text = m.value;
       o[m.key] = json::object();
       continue;
@@ -561,12 +561,10 @@ void register_document_routes(Router& router, ApiContext& ctx) {
       // values (they are checked again, as every body is, by the store).
       if (auto st = check_value(req.body, "request body", ctx.options.max_json_depth); !st)
         return fail(st.error());
-      std::string_view text(req.body);
-      text.remove_prefix(std::min(text.find_first_not_of(" \t\r\n"), text.size()));
-      if (text.empty() || text.front() != '{')
+      if (!checked_is_object(req.body))
         return fail(make_error(Errc::invalid_argument, "request body must be a JSON object"));
       std::optional<std::string_view> writes;
-      for (const RawMember& m : raw_members(text)) {
+      for (const RawMember& m : raw_members(req.body)) {
         if (auto st = check_field(m.key, {"writes"}, "batch request"); !st) return fail(st.error());
         writes = m.value;
       }

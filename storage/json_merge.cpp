@@ -15,8 +15,7 @@ Status validate_json_object(std::string_view text) {
   boost::system::error_code ec;
   check_json(text, ec);
   if (ec) return make_error(Errc::invalid_argument, "invalid JSON: " + ec.message());
-  std::size_t first = text.find_first_not_of(" \t\r\n");
-  if (first == std::string_view::npos || text[first] != '{')
+  if (!checked_is_object(text))
     return make_error(Errc::invalid_argument, "a document must be a JSON object");
   return {};
 }

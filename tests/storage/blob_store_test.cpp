@@ -659,6 +659,15 @@ struct PeerBlob {
     REQUIRE(c.ok());
     return *c;
   }
+  // Puts every chunk `rx` still lacks, then finishes it: what finishing gave.
+  Result<BlobInfo> receive_rest(BlobReceiver& rx) {
+    for (auto i = rx.next_missing(); i; i = rx.next_missing(*i + 1))
+      REQUIRE(rx.put_chunk(*i, chunk(*i)).ok());
+    REQUIRE(rx.complete());
+    std::promise<Result<BlobInfo>> done;
+    rx.finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
+    return done.get_future().get();
+  }
 };
 
 }  // namespace
@@ -701,12 +710,7 @@ TEST_CASE("receiving a blob from a peer: verified per chunk, resumed after a cut
   REQUIRE(rx.ok());
   CHECK((*rx)->has_chunk_hashes());  // kept beside the part
   CHECK((*rx)->chunks_held() == 2);  // chunks 0 and 3, re-verified
-  for (auto i = (*rx)->next_missing(); i; i = (*rx)->next_missing(*i + 1))
-    REQUIRE((*rx)->put_chunk(*i, chunk(*i)).ok());
-  REQUIRE((*rx)->complete());
-  std::promise<Result<BlobInfo>> done;
-  (*rx)->finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
-  auto finished = done.get_future().get();
+  auto finished = t.receive_rest(**rx);
   REQUIRE(finished.ok());
   auto r = b->blobs().open(p, info->id);
   REQUIRE(r.ok());
@@ -774,12 +778,7 @@ TEST_CASE("a blob received out of order, cut and resumed is kept whole with its 
   auto rx = b->blobs().begin_receive(p, info->id);
   REQUIRE(rx.ok());
   CHECK((*rx)->chunks_held() == 18);
-  for (auto i = (*rx)->next_missing(); i; i = (*rx)->next_missing(*i + 1))
-    REQUIRE((*rx)->put_chunk(*i, chunk(*i)).ok());
-  REQUIRE((*rx)->complete());
-  std::promise<Result<BlobInfo>> done;
-  (*rx)->finish([&](Result<BlobInfo> r) { done.set_value(std::move(r)); });
-  auto finished = done.get_future().get();
+  auto finished = t.receive_rest(**rx);
   REQUIRE(finished.ok());
   CHECK(finished->id == info->id);
   // Read back through the local checksums recorded when it was finished: each chunk is checked.
